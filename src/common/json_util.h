@@ -1,0 +1,47 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace agentbox {
+
+using Json = nlohmann::json;
+
+// Parses an untrusted request body. Malformed JSON -> kInvalidArgument with the parser's
+// position; anything but an object -> kInvalidArgument. An empty body is an empty object.
+Result<Json> ParseJsonObject(std::string_view body);
+
+// Serialises with invalid UTF-8 replaced by U+FFFD, so arbitrary process output never breaks
+// the response.
+std::string DumpJson(const Json& j);
+
+// Typed, validated access to a request object. Every failure is kValidation naming the field,
+// e.g. "field 'wait_seconds' must be a number".
+class JsonFields {
+ public:
+  explicit JsonFields(const Json& obj) : obj_(obj) {}
+
+  bool Has(const char* key) const;
+  Result<std::string> String(const char* key) const;  // required, may be empty
+  Result<std::string> NonEmptyString(const char* key) const;
+  Result<std::optional<std::string>> OptString(const char* key) const;  // null == absent
+  Result<std::optional<int64_t>> OptInt(const char* key, int64_t min, int64_t max) const;
+  Result<std::optional<double>> OptNumber(const char* key, double min, double max) const;
+  Result<std::optional<bool>> OptBool(const char* key) const;
+  // Object of string -> string (e.g. env).
+  Result<std::vector<std::pair<std::string, std::string>>> OptStringMap(const char* key) const;
+
+ private:
+  const Json& obj_;
+};
+
+Error FieldError(const char* key, std::string_view what);
+
+}  // namespace agentbox

@@ -1,0 +1,132 @@
+#include "guest/core/spawn.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+
+extern char** environ;
+
+namespace agentbox::guest {
+namespace {
+
+// RAII for the posix_spawn attribute objects.
+struct SpawnAttrs {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  SpawnAttrs() {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+  }
+  ~SpawnAttrs() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+  }
+};
+
+}  // namespace
+
+Result<pid_t> Spawn(const SpawnOptions& opts) {
+  if (opts.argv.empty() || opts.path.empty()) {
+    return Fail(ErrorCode::kInternal, "spawn: empty argv");
+  }
+  // Move every source fd out of the range of the targets first, so that a dup2 onto a target
+  // can never clobber a source that a later action still needs.
+  std::vector<UniqueFd> high;
+  high.reserve(opts.fds.size());
+  for (const auto& [child_fd, parent_fd] : opts.fds) {
+    int h = fcntl(parent_fd, F_DUPFD_CLOEXEC, 1000);
+    if (h < 0) {
+      return Fail(ErrnoError(errno, "spawn: dup"));
+    }
+    high.emplace_back(h);
+  }
+  SpawnAttrs a;
+  for (size_t i = 0; i < opts.fds.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&a.actions, high[i].Get(), opts.fds[i].first);
+  }
+  if (!opts.cwd.empty()) {
+    posix_spawn_file_actions_addchdir_np(&a.actions, opts.cwd.c_str());
+  }
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (opts.new_session) {
+    flags |= POSIX_SPAWN_SETSID;
+  }
+  posix_spawnattr_setflags(&a.attr, flags);
+  sigset_t empty;
+  sigemptyset(&empty);
+  posix_spawnattr_setsigmask(&a.attr, &empty);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&a.attr, &all);
+
+  std::vector<char*> argv;
+  for (const auto& s : opts.argv) {
+    argv.push_back(const_cast<char*>(s.c_str()));
+  }
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& s : opts.env) {
+    envp.push_back(const_cast<char*>(s.c_str()));
+  }
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, opts.path.c_str(), &a.actions, &a.attr, argv.data(), envp.data());
+  if (rc != 0) {
+    return Fail(ErrnoError(rc, "spawn " + opts.path));
+  }
+  return pid;
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> MakePipe(bool nonblocking_read) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    return Fail(ErrnoError(errno, "pipe"));
+  }
+  UniqueFd r(p[0]);
+  UniqueFd w(p[1]);
+  if (nonblocking_read) {
+    fcntl(r.Get(), F_SETFL, fcntl(r.Get(), F_GETFL) | O_NONBLOCK);
+  }
+  return std::make_pair(std::move(r), std::move(w));
+}
+
+Result<Pty> OpenPty(unsigned short rows, unsigned short cols) {
+  Pty p;
+  p.master.Reset(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK));
+  if (!p.master) {
+    return Fail(ErrnoError(errno, "posix_openpt"));
+  }
+  if (grantpt(p.master.Get()) != 0 || unlockpt(p.master.Get()) != 0) {
+    return Fail(ErrnoError(errno, "unlockpt"));
+  }
+  char name[128];
+  if (ptsname_r(p.master.Get(), name, sizeof(name)) != 0) {
+    return Fail(ErrnoError(errno, "ptsname"));
+  }
+  p.slave_path = name;
+  p.slave.Reset(open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!p.slave) {
+    return Fail(ErrnoError(errno, "open " + p.slave_path));
+  }
+  winsize ws{};
+  ws.ws_row = rows;
+  ws.ws_col = cols;
+  ioctl(p.master.Get(), TIOCSWINSZ, &ws);
+  return p;
+}
+
+std::vector<std::string> CurrentEnvironment() {
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e) {
+    out.emplace_back(*e);
+  }
+  return out;
+}
+
+}  // namespace agentbox::guest

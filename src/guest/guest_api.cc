@@ -1,0 +1,647 @@
+#include "guest/guest_api.h"
+
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+
+#include "common/ansi.h"
+#include "common/log.h"
+#include "guest/files/multipart.h"
+
+namespace agentbox::guest {
+
+namespace asio = boost::asio;
+using http::Respond;
+using http::Response;
+
+bool SecretEquals(std::string_view a, std::string_view b) {
+  // Compare over the longer length so that neither content nor a common prefix leaks timing.
+  const size_t n = std::max(a.size(), b.size());
+  volatile unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff = diff | static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+Response GuestApi::Ok(Json data, const std::string& message) {
+  Response r;
+  r.body = DumpJson(Json{{"success", true}, {"message", message}, {"data", std::move(data)}});
+  return r;
+}
+
+Response GuestApi::Err(const Error& e) {
+  Response r;
+  r.status = HttpStatus(e.code);
+  Json data = nullptr;
+  if (!e.field.empty()) {
+    data = Json{{"fields", Json::array({e.field})}};
+  }
+  r.body = DumpJson(Json{{"success", false}, {"message", e.message}, {"data", data}});
+  return r;
+}
+
+std::string GuestApi::ErrorBody(int /*status*/, const std::string& message) {
+  return DumpJson(Json{{"success", false}, {"message", message}, {"data", nullptr}});
+}
+
+namespace {
+
+Response ErrStatus(int status, const std::string& message) {
+  Response r;
+  r.status = status;
+  r.body = GuestApi::ErrorBody(status, message);
+  return r;
+}
+
+// Unwraps a Result or answers its error and returns from the handler.
+#define AB_TRY(var, expr)                \
+  auto var##_r = (expr);                 \
+  if (!var##_r) {                        \
+    respond(GuestApi::Err(var##_r.error())); \
+    return;                              \
+  }                                      \
+  auto var = std::move(*var##_r)
+
+Json CommandJson(const Session& s, const CommandView& v, bool strip) {
+  Json d = {{"session_id", s.id()},
+            {"command", v.command},
+            {"status", v.running ? "running" : "completed"},
+            {"output", strip ? StripAnsi(v.output) : v.output},
+            {"output_truncated", v.output_truncated},
+            {"cwd", v.cwd}};
+  d["returncode"] = v.exit_code ? Json(*v.exit_code) : Json(nullptr);
+  if (v.timed_out) {
+    d["timed_out"] = true;
+  }
+  if (v.killed) {
+    d["killed"] = true;
+  }
+  return d;
+}
+
+std::chrono::milliseconds Millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+}
+
+// True when `cmd` ends in a single '&' (background), setting `stripped` to the command before it.
+bool TrailingAmpersand(const std::string& cmd, std::string& stripped) {
+  size_t end = cmd.find_last_not_of(" \t\n\r");
+  if (end == std::string::npos || cmd[end] != '&') {
+    return false;
+  }
+  if (end > 0 && (cmd[end - 1] == '&' || cmd[end - 1] == '>' || cmd[end - 1] == '|')) {
+    return false;  // "&&" is a list, ">&" / "|&" are redirections
+  }
+  stripped = cmd.substr(0, end);
+  return stripped.find_first_not_of(" \t\n\r") != std::string::npos;
+}
+
+// Streams a multipart upload: form field "path" (or ?path=) names the destination, part "file"
+// carries the bytes straight to an UploadSink.
+class UploadBody : public http::BodySink {
+ public:
+  UploadBody(std::string boundary, std::optional<std::string> path, FileConfig cfg)
+      : parser_(std::move(boundary)), path_(std::move(path)), cfg_(std::move(cfg)) {
+    parser_.on_part_begin = [this](const PartHeaders& h) -> Result<void> {
+      in_file_ = h.name == "file" || (!h.filename.empty() && h.name != "path");
+      field_name_ = h.name;
+      field_value_.clear();
+      if (in_file_) {
+        if (sink_) {
+          return Fail(ErrorCode::kInvalidArgument, "only one file part is accepted");
+        }
+        filename_ = h.filename;
+        auto s = UploadSink::Open(path_.value_or(""), cfg_);
+        if (!s) {
+          return Fail(s.error());
+        }
+        sink_.emplace(std::move(*s));
+      }
+      return {};
+    };
+    parser_.on_part_data = [this](std::string_view d) -> Result<void> {
+      if (in_file_) {
+        return sink_->Write(d);
+      }
+      if (field_value_.size() + d.size() > 64 * 1024) {
+        return Fail(ErrorCode::kTooLarge, "form field '" + field_name_ + "' is over 64 KiB");
+      }
+      field_value_.append(d);
+      return {};
+    };
+    parser_.on_part_end = [this]() -> Result<void> {
+      if (!in_file_ && field_name_ == "path" && !path_) {
+        path_ = field_value_;
+      }
+      in_file_ = false;
+      return {};
+    };
+  }
+
+  Result<void> OnData(std::string_view bytes) override { return parser_.Feed(bytes); }
+
+  void OnEnd(Respond respond) override {
+    if (auto r = parser_.Finish(); !r) {
+      respond(GuestApi::Err(r.error()));
+      return;
+    }
+    if (!sink_) {
+      respond(GuestApi::Err(FieldError("file", "is required (a multipart file part)")));
+      return;
+    }
+    if (!path_ || path_->empty()) {
+      respond(GuestApi::Err(FieldError("path", "is required (form field or ?path=)")));
+      return;
+    }
+    auto committed = sink_->Commit(*path_);
+    if (!committed) {
+      respond(GuestApi::Err(committed.error()));
+      return;
+    }
+    respond(GuestApi::Ok({{"file_path", *committed},
+                          {"file_size", sink_->bytes_written()},
+                          {"success", true}},
+                         "uploaded"));
+  }
+
+ private:
+  MultipartParser parser_;
+  std::optional<std::string> path_;
+  FileConfig cfg_;
+  std::optional<UploadSink> sink_;
+  bool in_file_ = false;
+  std::string field_name_;
+  std::string field_value_;
+  std::string filename_;
+};
+
+// Answers every chunk with a fixed error (refusing an upload before reading it).
+class RejectBody : public http::BodySink {
+ public:
+  explicit RejectBody(Error e) : e_(std::move(e)) {}
+  Result<void> OnData(std::string_view) override { return Fail(e_); }
+  void OnEnd(Respond respond) override { respond(GuestApi::Err(e_)); }
+
+ private:
+  Error e_;
+};
+
+}  // namespace
+
+GuestApi::GuestApi(asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
+                   ProcessManager& processes, GuestOptions options)
+    : io_(io),
+      reaper_(reaper),
+      sessions_(sessions),
+      processes_(processes),
+      opts_(std::move(options)),
+      pool_(static_cast<size_t>(std::max(1, opts_.file_threads))) {}
+
+GuestApi::~GuestApi() { pool_.join(); }
+
+bool GuestApi::Authorized(const http::Request& req) const {
+  if (opts_.token.empty()) {
+    return true;
+  }
+  return SecretEquals(req.Header("x-access-token"), opts_.token);
+}
+
+std::unique_ptr<http::BodySink> GuestApi::StreamBody(const http::Request& req) {
+  if (req.path != "/api/v1/file/upload" || req.method != "POST") {
+    return nullptr;
+  }
+  if (!Authorized(req)) {
+    return std::make_unique<RejectBody>(
+        Error{ErrorCode::kUnauthorized, "missing or wrong X-Access-Token"});
+  }
+  auto boundary = MultipartParser::BoundaryFromContentType(req.Header("content-type"));
+  if (!boundary) {
+    return std::make_unique<RejectBody>(boundary.error());
+  }
+  return std::make_unique<UploadBody>(*boundary, req.QueryParam("path"), opts_.files);
+}
+
+void GuestApi::Handle(http::Request req, Respond respond) {
+  if (!Authorized(req)) {
+    respond(Err({ErrorCode::kUnauthorized, "missing or wrong X-Access-Token"}));
+    return;
+  }
+  if (req.method == "GET") {
+    if (req.path == "/api/v1/health" || req.path == "/health" || req.path == "/healthz") {
+      Health(std::move(respond));
+      return;
+    }
+    if (req.path == "/api/v1/file/download") {
+      Download(req, std::move(respond));
+      return;
+    }
+    if (req.path == "/api/v1/shell/list") {
+      ShellList(std::move(respond));
+      return;
+    }
+  }
+  if (req.method != "POST") {
+    respond(ErrStatus(req.path.starts_with("/api/v1/") ? 405 : 404,
+                      "no such endpoint: " + req.method + " " + req.path));
+    return;
+  }
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    respond(Err(body.error()));
+    return;
+  }
+  Route(req, std::move(*body), std::move(respond));
+}
+
+void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
+  const std::string& p = req.path;
+  if (p.starts_with("/api/v1/shell/")) {
+    const std::string op = p.substr(14);
+    if (op == "exec") {
+      return ShellExec(b, std::move(respond));
+    }
+    if (op == "view") {
+      return ShellView(b, std::move(respond));
+    }
+    if (op == "wait") {
+      return ShellWait(b, std::move(respond));
+    }
+    if (op == "write") {
+      return ShellWrite(b, std::move(respond));
+    }
+    if (op == "kill") {
+      return ShellKill(b, std::move(respond));
+    }
+    if (op == "run") {
+      return ShellRun(b, std::move(respond));
+    }
+    if (op == "delete") {
+      return ShellDelete(b, std::move(respond));
+    }
+    if (op == "state") {
+      return ShellState(b, std::move(respond));
+    }
+    if (op == "restore") {
+      return ShellRestore(b, std::move(respond));
+    }
+    if (op == "list") {
+      return ShellList(std::move(respond));
+    }
+  } else if (p.starts_with("/api/v1/process/")) {
+    const std::string op = p.substr(16);
+    if (op == "start") {
+      return ProcessStart(b, std::move(respond));
+    }
+    if (op == "list") {
+      return ProcessList(b, std::move(respond));
+    }
+    if (op == "logs") {
+      return ProcessLogs(b, std::move(respond));
+    }
+    if (op == "kill") {
+      return ProcessKill(b, std::move(respond));
+    }
+  } else if (p.starts_with("/api/v1/file/")) {
+    using FileOp = Result<Json> (*)(const Json&, const FileConfig&);
+    const std::string op = p.substr(13);
+    FileOp fn = nullptr;
+    if (op == "read") {
+      fn = &FileRead;
+    } else if (op == "write") {
+      fn = &FileWrite;
+    } else if (op == "exists") {
+      fn = &FileExists;
+    } else if (op == "delete") {
+      fn = &FileDelete;
+    } else if (op == "list") {
+      fn = &FileList;
+    } else if (op == "replace") {
+      fn = &FileReplace;
+    } else if (op == "search") {
+      fn = &FileSearch;
+    } else if (op == "find") {
+      fn = &FileFind;
+    }
+    if (fn) {
+      asio::post(pool_, [this, fn, b = std::move(b), respond = std::move(respond)] {
+        auto r = fn(b, opts_.files);
+        respond(r ? Ok(std::move(*r)) : Err(r.error()));
+      });
+      return;
+    }
+  }
+  respond(ErrStatus(404, "no such endpoint: POST " + p));
+}
+
+void GuestApi::ShellExec(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(command, f.String("command"));
+  AB_TRY(id, f.OptString("id"));
+  AB_TRY(exec_dir, f.OptString("exec_dir"));
+  AB_TRY(wait, f.OptNumber("wait_seconds", 0, 86400));
+  AB_TRY(timeout, f.OptNumber("timeout", 0, 7 * 86400));
+  AB_TRY(pty, f.OptBool("pty"));
+  AB_TRY(session, sessions_.GetOrCreate(id.value_or("")));
+  ExecOptions o;
+  o.command = std::move(command);
+  o.exec_dir = exec_dir;
+  if (timeout && *timeout > 0) {
+    o.timeout_s = *timeout;
+  }
+  o.stdio = pty.value_or(false) ? Stdio::kPty : Stdio::kSession;
+  if (auto r = session->Start(o); !r) {
+    respond(Err(r.error()));
+    return;
+  }
+  session->WaitFor(Millis(wait.value_or(5)), [session, respond](bool) {
+    respond(Ok(CommandJson(*session, *session->Current(), false)));
+  });
+}
+
+void GuestApi::ShellView(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  AB_TRY(console, f.OptBool("console"));
+  AB_TRY(raw, f.OptBool("raw"));
+  AB_TRY(session, sessions_.Get(id));
+  const bool strip = !raw.value_or(false);
+  auto cur = session->Current();
+  Json d = {{"session_id", id}, {"output", cur ? (strip ? StripAnsi(cur->output) : cur->output) : ""}};
+  d["status"] = cur ? (cur->running ? "running" : "completed") : "idle";
+  d["returncode"] = cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr);
+  d["cwd"] = session->state().cwd;
+  if (console.value_or(false)) {
+    Json list = Json::array();
+    for (auto& e : session->Console()) {
+      list.push_back({{"ps1", e.ps1},
+                      {"command", e.command},
+                      {"output", strip ? StripAnsi(e.output) : e.output}});
+    }
+    d["console"] = std::move(list);
+  }
+  respond(Ok(std::move(d)));
+}
+
+void GuestApi::ShellWait(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  AB_TRY(seconds, f.OptNumber("seconds", 0, 86400));
+  AB_TRY(session, sessions_.Get(id));
+  const double s = seconds.value_or(60);
+  session->WaitFor(Millis(s), [session, respond, s](bool completed) {
+    if (!completed) {
+      std::string n = std::to_string(s);
+      n.erase(n.find_last_not_of('0') + 1);
+      if (!n.empty() && n.back() == '.') {
+        n.pop_back();
+      }
+      respond(Err({ErrorCode::kTimeout, "Wait timeout: " + n + " seconds"}));
+      return;
+    }
+    auto cur = session->Current();
+    Json rc = cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr);
+    respond(Ok({{"returncode", rc}}));
+  });
+}
+
+void GuestApi::ShellWrite(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  AB_TRY(input, f.String("input"));
+  AB_TRY(enter, f.OptBool("press_enter"));
+  AB_TRY(session, sessions_.Get(id));
+  if (enter.value_or(true)) {
+    input += '\n';
+  }
+  if (auto r = session->WriteInput(input); !r) {
+    respond(Err(r.error()));
+    return;
+  }
+  respond(Ok({{"status", "success"}}));
+}
+
+void GuestApi::ShellKill(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  AB_TRY(session, sessions_.Get(id));
+  if (!session->Kill()) {
+    auto cur = session->Current();
+    respond(Ok({{"status", "already_terminated"},
+                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}}));
+    return;
+  }
+  session->WaitFor(std::chrono::seconds(10), [session, respond](bool) {
+    auto cur = session->Current();
+    respond(Ok({{"status", "terminated"},
+                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}}));
+  });
+}
+
+void GuestApi::ShellRun(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(command, f.String("command"));
+  AB_TRY(sid, f.OptString("session_id"));
+  AB_TRY(timeout, f.OptNumber("timeout", 0, 7 * 86400));
+  AB_TRY(session, sessions_.GetOrCreate(sid.value_or("default")));
+  std::string bg;
+  if (TrailingAmpersand(command, bg)) {
+    if (session->running()) {
+      respond(Err({ErrorCode::kConflict, "session '" + session->id() + "' is busy"}));
+      return;
+    }
+    AB_TRY(pid, processes_.Start(session->id(), bg, session->state(), std::nullopt, {}));
+    respond(Ok({{"exit_code", 0},
+                {"stdout", ""},
+                {"stderr", ""},
+                {"cwd", session->state().cwd},
+                {"session_id", session->id()},
+                {"background_pid", pid}}));
+    return;
+  }
+  ExecOptions o;
+  o.command = std::move(command);
+  o.timeout_s = timeout.value_or(120);
+  if (*o.timeout_s <= 0) {
+    o.timeout_s.reset();
+  }
+  o.stdio = Stdio::kNull;
+  o.separate_streams = true;
+  if (auto r = session->Start(o); !r) {
+    respond(Err(r.error()));
+    return;
+  }
+  // The timeout kills the command, so completion always comes; the wait is only a backstop.
+  const double wait = o.timeout_s ? *o.timeout_s + 30 : 7 * 86400;
+  session->WaitFor(Millis(wait), [session, respond](bool) {
+    auto v = *session->Current();
+    Json d = {{"exit_code", v.exit_code ? Json(*v.exit_code) : Json(nullptr)},
+              {"stdout", v.stdout_text},
+              {"stderr", v.stderr_text},
+              {"cwd", v.cwd},
+              {"session_id", session->id()},
+              {"output_truncated", v.output_truncated},
+              {"timed_out", v.timed_out}};
+    respond(Ok(std::move(d)));
+  });
+}
+
+void GuestApi::ShellList(Respond respond) {
+  (void)respond;
+  respond(Ok({{"sessions", sessions_.size()}}));
+}
+
+void GuestApi::ShellDelete(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  if (auto r = sessions_.Remove(id); !r) {
+    respond(Err(r.error()));
+    return;
+  }
+  respond(Ok({{"session_id", id}, {"deleted", true}}));
+}
+
+void GuestApi::ShellState(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.NonEmptyString("id"));
+  AB_TRY(session, sessions_.Get(id));
+  respond(Ok({{"session_id", id},
+              {"running", session->running()},
+              {"state", SessionStateToJson(session->state())}}));
+}
+
+void GuestApi::ShellRestore(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(id, f.OptString("id"));
+  auto it = b.find("state");
+  if (it == b.end() || !it->is_object()) {
+    respond(Err(FieldError("state", "is required (an object as returned by shell/state)")));
+    return;
+  }
+  AB_TRY(state, SessionStateFromJson(*it));
+  AB_TRY(session, sessions_.CreateFromState(id.value_or(""), std::move(state)));
+  respond(Ok({{"session_id", session->id()}, {"cwd", session->state().cwd}}));
+}
+
+void GuestApi::ProcessStart(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(command, f.NonEmptyString("command"));
+  AB_TRY(sid, f.OptString("session_id"));
+  AB_TRY(cwd, f.OptString("cwd"));
+  AB_TRY(env, f.OptStringMap("env"));
+  const std::string session_id = sid && !sid->empty() ? *sid : "default";
+  auto session = sessions_.Get(session_id);
+  const SessionState& state = session ? (*session)->state() : sessions_.initial_state();
+  AB_TRY(pid, processes_.Start(session_id, command, state, cwd, env));
+  respond(Ok({{"pid", pid}, {"session_id", session_id}, {"command", command}}, "started"));
+}
+
+namespace {
+Json ProcessJson(const ProcessInfo& p) {
+  Json j = {{"pid", p.pid},
+            {"session_id", p.session_id},
+            {"command", p.command},
+            {"running", p.running},
+            {"started_at", p.started_at}};
+  j["exit_code"] = p.exit_code ? Json(*p.exit_code) : Json(nullptr);
+  if (p.ended_at) {
+    j["ended_at"] = *p.ended_at;
+  }
+  return j;
+}
+}  // namespace
+
+void GuestApi::ProcessList(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(sid, f.OptString("session_id"));
+  Json list = Json::array();
+  for (const auto& p : processes_.List(sid)) {
+    list.push_back(ProcessJson(p));
+  }
+  respond(Ok(std::move(list)));
+}
+
+void GuestApi::ProcessLogs(const Json& b, Respond respond) {
+  JsonFields f(b);
+  AB_TRY(pid, f.OptInt("pid", 1, INT32_MAX));
+  if (!pid) {
+    respond(Err(FieldError("pid", "is required")));
+    return;
+  }
+  AB_TRY(offset, f.OptInt("offset", 0, INT64_MAX));
+  AB_TRY(max_bytes, f.OptInt("max_bytes", 1, 64ll << 20));
+  AB_TRY(logs, processes_.Logs(static_cast<pid_t>(*pid), static_cast<uint64_t>(offset.value_or(0)),
+                               static_cast<size_t>(max_bytes.value_or(opts_.output_cap))));
+  Json d = {{"pid", *pid},
+            {"output", logs.output},
+            {"offset", logs.offset},
+            {"next_offset", logs.next_offset},
+            {"truncated", logs.missed},
+            {"running", logs.running}};
+  d["exit_code"] = logs.exit_code ? Json(*logs.exit_code) : Json(nullptr);
+  respond(Ok(std::move(d)));
+}
+
+void GuestApi::ProcessKill(const Json& b, Respond respond) {
+  JsonFields f(b);
+  KillRequest k;
+  AB_TRY(pid, f.OptInt("pid", 1, INT32_MAX));
+  AB_TRY(sid, f.OptString("session_id"));
+  AB_TRY(pattern, f.OptString("pattern"));
+  if (pid) {
+    k.pid = static_cast<pid_t>(*pid);
+  }
+  k.session_id = sid;
+  k.pattern = pattern;
+  if (auto it = b.find("signal"); it != b.end() && !it->is_null()) {
+    AB_TRY(sig, ParseSignal(*it));
+    k.signal = sig;
+  }
+  AB_TRY(killed, processes_.Kill(k));
+  respond(Ok({{"killed_count", killed.size()}, {"killed_pids", killed}}));
+}
+
+void GuestApi::Health(Respond respond) {
+  const auto& shell = sessions_.config().shell;
+  const double uptime =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  respond(Ok({{"version", kGuestVersion},
+              {"uptime_s", uptime},
+              {"sessions", sessions_.size()},
+              {"processes", processes_.running_count()},
+              {"shell", ShellKindName(shell.kind)},
+              {"shell_path", shell.path},
+              {"state_persistence",
+               shell.kind == ShellKind::kBash ? "full" : "cwd+env (no bash: POSIX sh fallback)"},
+              {"output_cap_bytes", opts_.output_cap},
+              {"pid", ::getpid()}}));
+}
+
+void GuestApi::Download(const http::Request& req, Respond respond) {
+  auto path = req.QueryParam("path");
+  if (!path || path->empty()) {
+    respond(Err(FieldError("path", "is required as a query parameter")));
+    return;
+  }
+  asio::post(pool_, [this, p = *path, respond = std::move(respond)] {
+    auto f = OpenForDownload(p, opts_.files);
+    if (!f) {
+      respond(Err(f.error()));
+      return;
+    }
+    Response r;
+    r.content_type = "application/octet-stream";
+    std::string name;
+    for (char c : f->name) {
+      name += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) ? '_' : c;
+    }
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + name + "\"");
+    r.file = std::make_shared<UniqueFd>(std::move(f->fd));
+    r.file_size = f->size;
+    respond(std::move(r));
+  });
+}
+
+}  // namespace agentbox::guest

@@ -1,0 +1,205 @@
+// agentbox-guest: the in-sandbox server (serve) and the one-command executor (run-once).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include "common/log.h"
+#include "guest/guest_api.h"
+#include "guest/run_once.h"
+#include "guest/core/spawn.h"
+
+namespace {
+
+using namespace agentbox;
+using namespace agentbox::guest;
+
+bool IsDir(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+struct ServeArgs {
+  std::vector<std::string> listen;
+  std::string token;
+  std::string token_file;
+  std::string workdir;
+  std::string shell;
+  std::string log_level = "info";
+  uint64_t output_cap = 1 << 20;
+  uint64_t max_body = 16ull << 20;
+  uint64_t max_upload = 1ull << 30;
+  uint64_t max_file = 64ull << 20;
+  size_t max_sessions = 256;
+  int file_threads = 2;
+};
+
+int Serve(ServeArgs a) {
+  if (a.log_level == "debug") {
+    SetLogLevel(LogLevel::kDebug);
+  } else if (a.log_level == "warn") {
+    SetLogLevel(LogLevel::kWarn);
+  }
+  if (a.token.empty() && !a.token_file.empty()) {
+    std::ifstream in(a.token_file);
+    std::getline(in, a.token);
+    if (a.token.empty()) {
+      std::cerr << "agentbox-guest: token file '" << a.token_file << "' is empty or unreadable\n";
+      return 2;
+    }
+  }
+  if (a.token.empty()) {
+    if (const char* t = std::getenv("AGENTBOX_GUEST_TOKEN")) {
+      a.token = t;
+    }
+  }
+  ::unsetenv("AGENTBOX_GUEST_TOKEN");  // never inherited by sessions
+  auto shell = DetectShell(a.shell);
+  if (!shell) {
+    std::cerr << "agentbox-guest: " << shell.error().message << "\n";
+    return 2;
+  }
+  std::string workdir = a.workdir;
+  if (workdir.empty()) {
+    char buf[4096];
+    workdir = IsDir("/workspace") ? "/workspace" : (::getcwd(buf, sizeof(buf)) ? buf : "/");
+  }
+  if (!IsDir(workdir)) {
+    std::cerr << "agentbox-guest: workdir '" << workdir << "' is not a directory\n";
+    return 2;
+  }
+
+  boost::asio::io_context io(1);
+  ChildReaper reaper(io);
+  SessionState initial;
+  initial.shell = shell->kind;
+  initial.cwd = workdir;
+  for (const auto& kv : CurrentEnvironment()) {
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos && eq > 0) {
+      initial.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+  }
+  initial.env.erase("PWD");
+  initial.env.erase("OLDPWD");
+  if (!initial.env.count("PATH")) {
+    initial.env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  }
+  SessionConfig scfg;
+  scfg.shell = *shell;
+  scfg.output_cap = a.output_cap;
+  const char* user = std::getenv("USER");
+  scfg.user = user ? user : (::geteuid() == 0 ? "root" : "user");
+  char host[256] = "sandbox";
+  ::gethostname(host, sizeof(host) - 1);
+  scfg.hostname = host;
+  SessionManager sessions(io, reaper, scfg, initial, a.max_sessions);
+  ProcessManager processes(io, reaper, *shell, a.output_cap, 1024);
+
+  GuestOptions go;
+  go.token = a.token;
+  go.output_cap = a.output_cap;
+  go.max_sessions = a.max_sessions;
+  go.file_threads = a.file_threads;
+  go.files.base_dir = workdir;
+  go.files.max_file_bytes = a.max_file;
+  go.files.max_upload_bytes = a.max_upload;
+  go.files.can_escalate = ::geteuid() == 0;
+  GuestApi api(io, reaper, sessions, processes, go);
+
+  http::ServerOptions so;
+  so.max_body_bytes = a.max_body;
+  so.max_stream_bytes = a.max_upload + (1 << 20);  // multipart framing on top of the file
+  so.error_body = &GuestApi::ErrorBody;
+  http::Server server(io, api, so);
+  if (a.listen.empty()) {
+    a.listen.push_back("tcp:127.0.0.1:8080");
+  }
+  for (const auto& l : a.listen) {
+    auto bound = server.Listen(l);
+    if (!bound) {
+      std::cerr << "agentbox-guest: " << bound.error().message << "\n";
+      return 2;
+    }
+    Log(LogLevel::kInfo, "guest.listening", "address={} shell={} workdir={} auth={}", *bound,
+        shell->path, workdir, a.token.empty() ? "none" : "token");
+  }
+
+  boost::asio::signal_set stop(io, SIGTERM, SIGINT);
+  stop.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) {
+      return;
+    }
+    Log(LogLevel::kInfo, "guest.stopping", "signal={}", sig);
+    server.Stop();
+    sessions.ShutdownAll();
+    processes.KillAll();
+    io.stop();
+  });
+  io.run();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"agentbox-guest: the sandbox API server that runs inside every sandbox"};
+  app.require_subcommand(1);
+
+  ServeArgs sa;
+  auto* serve = app.add_subcommand("serve", "serve the guest API (sandbox-api.md §1)");
+  serve->add_option("--listen", sa.listen, "unix:PATH or tcp:HOST:PORT (repeatable)");
+  serve->add_option("--token", sa.token,
+                    "require this X-Access-Token (or set AGENTBOX_GUEST_TOKEN)");
+  serve->add_option("--token-file", sa.token_file, "read the token from this file");
+  serve->add_option("--workdir", sa.workdir, "initial cwd of sessions and base of relative paths");
+  serve->add_option("--shell", sa.shell, "shell to run sessions in (default: bash, else sh)");
+  serve->add_option("--output-cap", sa.output_cap, "bytes of output kept per session/process");
+  serve->add_option("--max-body", sa.max_body, "largest JSON request body in bytes");
+  serve->add_option("--max-upload", sa.max_upload, "largest upload in bytes");
+  serve->add_option("--max-file", sa.max_file, "largest file for write/replace/search in bytes");
+  serve->add_option("--max-sessions", sa.max_sessions, "sessions open at once");
+  serve->add_option("--file-threads", sa.file_threads, "threads for file operations");
+  serve->add_option("--log-level", sa.log_level, "debug, info or warn");
+
+  RunOnceOptions ro;
+  double timeout = 0;
+  auto* once = app.add_subcommand("run-once", "run one command against a session snapshot");
+  once->add_option("--state", ro.state_path, "session state JSON (omit for a fresh session)");
+  once->add_option("--command", ro.command, "command to run")->required();
+  once->add_option("--out", ro.out_path, "result JSON file ('-' for stdout)")->required();
+  once->add_option("--timeout", timeout, "kill the command after this many seconds");
+  once->add_option("--shell", ro.shell, "shell to use");
+  once->add_option("--output-cap", ro.output_cap, "bytes of stdout/stderr kept");
+
+  app.add_subcommand("version", "print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (app.got_subcommand("version")) {
+    std::cout << "agentbox-guest " << agentbox::guest::kGuestVersion << "\n";
+    return 0;
+  }
+  if (app.got_subcommand(serve)) {
+    return Serve(sa);
+  }
+  if (timeout > 0) {
+    ro.timeout_s = timeout;
+  }
+  auto r = agentbox::guest::RunOnceToFile(ro);
+  if (!r) {
+    std::cerr << "agentbox-guest run-once: " << r.error().message << "\n";
+    return 2;
+  }
+  return 0;
+}

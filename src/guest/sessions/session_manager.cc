@@ -1,0 +1,103 @@
+#include "guest/sessions/session_manager.h"
+
+#include <sys/random.h>
+
+namespace agentbox::guest {
+
+std::string RandomId(size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string bytes((n + 1) / 2, '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t r = getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+    }
+  }
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  out.resize(n);
+  return out;
+}
+
+namespace {
+Result<void> ValidateId(const std::string& id) {
+  if (id.size() > 128) {
+    return Fail(FieldError("id", "must be at most 128 bytes"));
+  }
+  for (unsigned char c : id) {
+    if (c < 0x20 || c == 0x7f || c == '/') {
+      return Fail(FieldError("id", "must not contain control characters or '/'"));
+    }
+  }
+  return {};
+}
+}  // namespace
+
+SessionManager::SessionManager(boost::asio::io_context& io, ChildReaper& reaper,
+                               SessionConfig cfg, SessionState initial, size_t max_sessions)
+    : io_(io),
+      reaper_(reaper),
+      cfg_(std::move(cfg)),
+      initial_(std::move(initial)),
+      max_sessions_(max_sessions) {}
+
+SessionManager::~SessionManager() { ShutdownAll(); }
+
+Result<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    return Fail(ErrorCode::kNotFound, "session '" + id + "' not found");
+  }
+  return it->second;
+}
+
+Result<std::shared_ptr<Session>> SessionManager::GetOrCreate(const std::string& id) {
+  if (!id.empty()) {
+    if (auto it = sessions_.find(id); it != sessions_.end()) {
+      return it->second;
+    }
+  }
+  return CreateFromState(id, initial_);
+}
+
+Result<std::shared_ptr<Session>> SessionManager::CreateFromState(const std::string& id_in,
+                                                                 SessionState state) {
+  std::string id = id_in.empty() ? RandomId() : id_in;
+  if (auto v = ValidateId(id); !v) {
+    return Fail(v.error());
+  }
+  if (sessions_.count(id)) {
+    return Fail(ErrorCode::kConflict, "session '" + id + "' already exists");
+  }
+  if (sessions_.size() >= max_sessions_) {
+    return Fail(ErrorCode::kUnavailable, "session limit reached (" +
+                                             std::to_string(max_sessions_) +
+                                             "); remove idle sessions first");
+  }
+  auto s = std::make_shared<Session>(io_, reaper_, id, std::move(state), cfg_);
+  sessions_.emplace(id, s);
+  return s;
+}
+
+Result<void> SessionManager::Remove(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    return Fail(ErrorCode::kNotFound, "session '" + id + "' not found");
+  }
+  it->second->Shutdown();
+  sessions_.erase(it);
+  return {};
+}
+
+void SessionManager::ShutdownAll() {
+  for (auto& [id, s] : sessions_) {
+    s->Shutdown();
+  }
+  sessions_.clear();
+}
+
+}  // namespace agentbox::guest

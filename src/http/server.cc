@@ -1,0 +1,460 @@
+#include "http/server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+
+#include "common/log.h"
+
+namespace agentbox::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+
+std::string Request::Header(const std::string& lower_name) const {
+  auto it = headers.find(lower_name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+namespace {
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+std::string PercentDecode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && HexDigit(s[i + 1]) >= 0 &&
+        HexDigit(s[i + 2]) >= 0) {
+      out += static_cast<char>(HexDigit(s[i + 1]) * 16 + HexDigit(s[i + 2]));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) {
+    c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> Request::QueryParam(const std::string& name) const {
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) {
+      amp = query.size();
+    }
+    std::string_view kv = std::string_view(query).substr(pos, amp - pos);
+    size_t eq = kv.find('=');
+    std::string key = PercentDecode(kv.substr(0, eq), true);
+    if (key == name) {
+      return eq == std::string_view::npos ? std::string()
+                                          : PercentDecode(kv.substr(eq + 1), true);
+    }
+    pos = amp + 1;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+template <class Socket>
+class Connection : public std::enable_shared_from_this<Connection<Socket>> {
+ public:
+  Connection(Socket socket, Dispatcher& d, const ServerOptions& opts, std::string peer)
+      : socket_(std::move(socket)), d_(d), opts_(opts), peer_(std::move(peer)) {}
+
+  void Start() { ReadHeader(); }
+
+ private:
+  void ReadHeader() {
+    header_parser_.emplace();
+    header_parser_->header_limit(64 * 1024);
+    string_parser_.reset();
+    stream_parser_.reset();
+    sink_.reset();
+    bhttp::async_read_header(
+        socket_, buffer_, *header_parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) {
+      if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+          ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
+        SendError(400, "malformed HTTP request: " + ec.message(), true);
+      }
+      return;
+    }
+    auto& h = header_parser_->get();
+    req_ = Request{};
+    req_.method = std::string(h.method_string());
+    req_.target = std::string(h.target());
+    const size_t q = req_.target.find('?');
+    req_.path = PercentDecode(std::string_view(req_.target).substr(0, q), false);
+    req_.query = q == std::string::npos ? "" : req_.target.substr(q + 1);
+    for (const auto& f : h) {
+      req_.headers[Lower(f.name_string())] = std::string(f.value());
+    }
+    req_.peer = peer_;
+    keep_alive_ = h.keep_alive();
+    const bool expect_continue = Lower(h[bhttp::field::expect]) == "100-continue";
+    sink_ = d_.StreamBody(req_);
+    auto length = header_parser_->content_length();  // boost::optional
+    const uint64_t limit = sink_ ? opts_.max_stream_bytes : opts_.max_body_bytes;
+    if (length && *length > limit) {
+      SendError(413,
+                "request body too large: " + std::to_string(*length) + " bytes (limit " +
+                    std::to_string(limit) + ")",
+                true);
+      return;
+    }
+    if (sink_) {
+      stream_parser_.emplace(std::move(*header_parser_));
+      stream_parser_->body_limit(opts_.max_stream_bytes);
+    } else {
+      string_parser_.emplace(std::move(*header_parser_));
+      string_parser_->body_limit(opts_.max_body_bytes);
+    }
+    header_parser_.reset();
+    if (expect_continue) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(socket_, asio::buffer(kContinue),
+                        [self = this->shared_from_this()](beast::error_code wec, size_t) {
+                          if (!wec) {
+                            self->ReadBody();
+                          }
+                        });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    if (stream_parser_) {
+      ReadStream();
+      return;
+    }
+    bhttp::async_read(socket_, buffer_, *string_parser_,
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec == bhttp::error::body_limit) {
+                          self->SendError(413,
+                                          "request body too large (limit " +
+                                              std::to_string(self->opts_.max_body_bytes) +
+                                              " bytes)",
+                                          true);
+                          return;
+                        }
+                        if (ec) {
+                          return;
+                        }
+                        self->req_.body = self->string_parser_->release().body();
+                        self->string_parser_.reset();
+                        self->d_.Handle(std::move(self->req_), self->MakeRespond());
+                      });
+  }
+
+  void ReadStream() {
+    auto& body = stream_parser_->get().body();
+    body.data = chunk_;
+    body.size = sizeof(chunk_);
+    bhttp::async_read(socket_, buffer_, *stream_parser_,
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        self->OnStreamChunk(ec);
+                      });
+  }
+
+  void OnStreamChunk(beast::error_code ec) {
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};
+    }
+    if (ec == bhttp::error::body_limit) {
+      SendError(413,
+                "request body too large (limit " + std::to_string(opts_.max_stream_bytes) +
+                    " bytes)",
+                true);
+      return;
+    }
+    if (ec) {
+      sink_.reset();  // client went away: the sink discards what it had
+      return;
+    }
+    const size_t n = sizeof(chunk_) - stream_parser_->get().body().size;
+    if (n > 0) {
+      if (auto r = sink_->OnData(std::string_view(chunk_, n)); !r) {
+        sink_.reset();
+        SendError(HttpStatus(r.error().code), r.error().message, true);
+        return;
+      }
+    }
+    if (stream_parser_->is_done()) {
+      auto sink = std::move(sink_);
+      sink->OnEnd(MakeRespond());
+      return;
+    }
+    ReadStream();
+  }
+
+  Respond MakeRespond() {
+    auto self = this->shared_from_this();
+    return [self](Response r) {
+      asio::post(self->socket_.get_executor(),
+                 [self, r = std::move(r)]() mutable { self->Write(std::move(r), false); });
+    };
+  }
+
+  void SendError(int status, const std::string& message, bool close) {
+    Response r;
+    r.status = status;
+    r.body = opts_.error_body ? opts_.error_body(status, message) : message;
+    Write(std::move(r), close);
+  }
+
+  template <class Body>
+  void Finish(std::shared_ptr<bhttp::response<Body>> res, const Response& r, bool close) {
+    res->set(bhttp::field::server, "agentbox");
+    if (!r.content_type.empty()) {
+      res->set(bhttp::field::content_type, r.content_type);
+    }
+    for (const auto& [k, v] : r.headers) {
+      res->set(k, v);
+    }
+    const bool keep = keep_alive_ && !close;
+    res->keep_alive(keep);
+    res->prepare_payload();
+    bhttp::async_write(socket_, *res,
+                       [self = this->shared_from_this(), res, keep](beast::error_code ec, size_t) {
+                         if (ec || !keep) {
+                           beast::error_code ignored;
+                           self->socket_.shutdown(Socket::shutdown_send, ignored);
+                           return;
+                         }
+                         self->ReadHeader();
+                       });
+  }
+
+  void Write(Response r, bool close) {
+    if (r.file && r.file->Valid()) {
+      auto res = std::make_shared<bhttp::response<bhttp::file_body>>(
+          static_cast<bhttp::status>(r.status), 11);
+      beast::file_posix f;
+      f.native_handle(r.file->Release());
+      beast::error_code ec;
+      res->body().reset(std::move(f), ec);
+      if (ec) {
+        SendError(500, "cannot stream file: " + ec.message(), true);
+        return;
+      }
+      Finish(res, r, close);
+      return;
+    }
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+        static_cast<bhttp::status>(r.status), 11);
+    res->body() = std::move(r.body);
+    Finish(res, r, close);
+  }
+
+  Socket socket_;
+  Dispatcher& d_;
+  const ServerOptions& opts_;
+  std::string peer_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::empty_body>> header_parser_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> stream_parser_;
+  std::unique_ptr<BodySink> sink_;
+  Request req_;
+  bool keep_alive_ = true;
+  char chunk_[65536];
+};
+
+template <class Protocol>
+class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
+ public:
+  Acceptor(asio::io_context& io, Dispatcher& d, const ServerOptions& opts)
+      : acceptor_(io), d_(d), opts_(opts) {}
+
+  Result<void> Open(const typename Protocol::endpoint& ep) {
+    beast::error_code ec;
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) {
+      if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+        acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+      }
+      acceptor_.bind(ep, ec);
+    }
+    if (!ec) {
+      acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+      return Fail(ErrorCode::kUnavailable, "cannot listen: " + ec.message());
+    }
+    return {};
+  }
+
+  void Accept() {
+    acceptor_.async_accept([self = this->shared_from_this()](beast::error_code ec,
+                                                             typename Protocol::socket s) {
+      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
+        return;
+      }
+      if (!ec) {
+        std::string peer = "unix";
+        if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+          beast::error_code pec;
+          auto ep = s.remote_endpoint(pec);
+          peer = pec ? "tcp" : ep.address().to_string() + ":" + std::to_string(ep.port());
+          s.set_option(asio::ip::tcp::no_delay(true), pec);
+        }
+        std::make_shared<Connection<typename Protocol::socket>>(std::move(s), self->d_,
+                                                                self->opts_, std::move(peer))
+            ->Start();
+      }
+      self->Accept();
+    });
+  }
+
+  void Close() {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  }
+
+  typename Protocol::acceptor acceptor_;
+
+ private:
+  Dispatcher& d_;
+  const ServerOptions& opts_;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  asio::io_context& io;
+  Dispatcher& dispatcher;
+  ServerOptions options;
+  std::vector<std::shared_ptr<Acceptor<asio::local::stream_protocol>>> unix_acceptors;
+  std::vector<std::shared_ptr<Acceptor<asio::ip::tcp>>> tcp_acceptors;
+  std::vector<std::string> unix_paths;
+};
+
+Server::Server(asio::io_context& io, Dispatcher& dispatcher, ServerOptions options)
+    : impl_(new Impl{io, dispatcher, std::move(options), {}, {}, {}}) {}
+
+Server::~Server() {
+  Stop();
+  for (const auto& p : impl_->unix_paths) {
+    ::unlink(p.c_str());
+  }
+}
+
+Result<std::string> Server::Listen(const std::string& spec) {
+  if (spec.starts_with("unix:")) {
+    std::string path = spec.substr(5);
+    if (path.empty() || path.size() >= 108) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "unix socket path must be 1..107 bytes: '" + path + "'");
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return Fail(ErrorCode::kInvalidArgument, "'" + path + "' exists and is not a socket");
+      }
+      ::unlink(path.c_str());
+    }
+    auto a = std::make_shared<Acceptor<asio::local::stream_protocol>>(impl_->io, impl_->dispatcher,
+                                                                      impl_->options);
+    const mode_t old = ::umask(0117);  // socket file 0660: the file mode is the access control
+    auto r = a->Open(asio::local::stream_protocol::endpoint(path));
+    ::umask(old);
+    if (!r) {
+      return Fail(ErrorCode::kUnavailable, "unix:" + path + ": " + r.error().message);
+    }
+    a->Accept();
+    impl_->unix_acceptors.push_back(a);
+    impl_->unix_paths.push_back(path);
+    return "unix:" + path;
+  }
+  if (spec.starts_with("tcp:")) {
+    std::string rest = spec.substr(4);
+    size_t colon = rest.rfind(':');
+    if (colon == std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "tcp listen address must be tcp:HOST:PORT");
+    }
+    std::string host = rest.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    if (host == "localhost" || host.empty()) {
+      host = "127.0.0.1";
+    }
+    int port = -1;
+    try {
+      port = std::stoi(rest.substr(colon + 1));
+    } catch (...) {
+      port = -1;
+    }
+    if (port < 0 || port > 65535) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid port in '" + spec + "'");
+    }
+    beast::error_code ec;
+    auto addr = asio::ip::make_address(host, ec);
+    if (ec) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid address '" + host + "' (numeric only)");
+    }
+    auto a = std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher,
+                                                       impl_->options);
+    if (auto r = a->Open({addr, static_cast<unsigned short>(port)}); !r) {
+      return Fail(ErrorCode::kUnavailable, spec + ": " + r.error().message);
+    }
+    a->Accept();
+    impl_->tcp_acceptors.push_back(a);
+    auto ep = a->acceptor_.local_endpoint(ec);
+    std::string h = ep.address().to_string();
+    if (ep.address().is_v6()) {
+      h = "[" + h + "]";
+    }
+    return "tcp:" + h + ":" + std::to_string(ep.port());
+  }
+  return Fail(ErrorCode::kInvalidArgument,
+              "listen address must be unix:PATH or tcp:HOST:PORT, got '" + spec + "'");
+}
+
+void Server::Stop() {
+  for (auto& a : impl_->unix_acceptors) {
+    a->Close();
+  }
+  for (auto& a : impl_->tcp_acceptors) {
+    a->Close();
+  }
+}
+
+}  // namespace agentbox::http

@@ -1,0 +1,94 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace agentbox::http {
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // path + query as sent
+  std::string path;    // decoded path without query
+  std::string query;   // raw query string without '?'
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;    // buffered body (empty for streamed requests)
+  std::string peer;    // "unix" or "ip:port"
+
+  // Header value or empty.
+  std::string Header(const std::string& lower_name) const;
+  // Percent-decoded query parameter, if present.
+  std::optional<std::string> QueryParam(const std::string& name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // When valid, the body is streamed from this file descriptor (file_size bytes) instead.
+  std::shared_ptr<UniqueFd> file;
+  uint64_t file_size = 0;
+};
+
+// Call exactly once, from any thread; the response is written on the connection's thread.
+using Respond = std::function<void(Response)>;
+
+// Receives a request body incrementally (uploads): nothing is buffered by the server.
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  // Bytes of the body in order. An error aborts the request: its status is answered and the
+  // connection is closed.
+  virtual Result<void> OnData(std::string_view bytes) = 0;
+  // The whole body arrived.
+  virtual void OnEnd(Respond respond) = 0;
+};
+
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  // Called with the headers only. Return a sink to stream the body into, or nullptr to have the
+  // body buffered (up to ServerOptions::max_body_bytes) and passed to Handle(). To refuse
+  // before the body is read, return nullptr and answer from Handle().
+  virtual std::unique_ptr<BodySink> StreamBody(const Request& req) = 0;
+  virtual void Handle(Request req, Respond respond) = 0;
+};
+
+struct ServerOptions {
+  uint64_t max_body_bytes = 16ull << 20;    // buffered bodies; more -> 413
+  uint64_t max_stream_bytes = 1ull << 30;   // streamed bodies; more -> 413
+  // Builds the error body for protocol-level failures (413, 400) in the API's envelope.
+  std::function<std::string(int status, const std::string& message)> error_body;
+};
+
+// Accepts connections on unix sockets and TCP endpoints and speaks HTTP/1.1 with keep-alive.
+// All I/O runs on the given io_context's threads; Dispatcher methods are called there.
+class Server {
+ public:
+  Server(boost::asio::io_context& io, Dispatcher& dispatcher, ServerOptions options);
+  ~Server();
+  // "unix:/path/sock" (an existing socket file is replaced; mode 0660) or "tcp:HOST:PORT"
+  // (numeric address or "localhost"; port 0 picks a free port). Returns the bound address in the
+  // same syntax.
+  Result<std::string> Listen(const std::string& spec);
+  // Stops accepting; open connections finish their current request.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace agentbox::http
