@@ -29,6 +29,10 @@
 #                                     its private tmux socket live (default /tmp/peer-ai-manus).
 #                                     Nothing of the peer is ever written into this repository.
 #
+# Files in STATE_DIR after start: uvicorn-PORT.pid (the API server), uvicorn-PORT.log,
+# supervisord.pid, and for the tmux-backed revisions tmux-PORT.pid (the tmux server whose
+# children are the sessions' shells; the API server itself has no children then).
+#
 # Runtime shim. The peer targets pydantic 2, pydantic-settings and libtmux 0.4x from PyPI;
 # this machine reaches only Debian 12's packages (pydantic 1.10, FastAPI 0.92, Starlette 0.26,
 # uvicorn 0.17, libtmux 0.21). The peer's code runs unmodified; a launcher written to
@@ -81,7 +85,8 @@ log_file="$state_dir/uvicorn-$port.log"
 shim_dir="$state_dir/shim"
 supervisor_conf="$state_dir/supervisord.conf"
 supervisor_pid_file="$state_dir/supervisord.pid"
-export TMUX_TMPDIR="$state_dir/tmux"  # the tmux-backed peer gets its own tmux server
+tmux_pid_file="$state_dir/tmux-$port.pid"
+export TMUX_TMPDIR="$state_dir/tmux-$port"  # the tmux-backed peer gets its own tmux server
 unset TMUX
 
 install_packages() {
@@ -126,7 +131,9 @@ stop_peer() {
   # Only the private tmux server of TMUX_TMPDIR above: shells of the tmux-backed peer.
   if [[ -S "$TMUX_TMPDIR/tmux-$(id -u)/default" ]]; then
     tmux kill-server 2>/dev/null || true
+    rm -f "$TMUX_TMPDIR/tmux-$(id -u)/default"
   fi
+  rm -f "$tmux_pid_file"
 }
 
 supervisor_pid() {
@@ -288,6 +295,13 @@ start_peer() {
   fi
   write_shim
   ensure_supervisord
+  if grep -q "^import libtmux" "$src/app/services/shell.py"; then
+    # Started now, and kept without sessions, so that its pid (the parent of every session's
+    # bash) is known before the first request: agentbox-guest-bench --extra-pid.
+    tmux -f /dev/null start-server \; set -g exit-empty off
+    tmux display -p '#{pid}' > "$tmux_pid_file"
+    say "tmux server pid $(cat "$tmux_pid_file") (sessions' shells; pid in $tmux_pid_file)"
+  fi
   rm -f "$pid_file"
   say "starting $src on 127.0.0.1:$port (log $log_file)"
   HOME="${HOME:-/root}" setsid "$PYTHON" "$shim_dir/launch.py" --app-dir "$src" \

@@ -489,8 +489,15 @@ void GuestApi::ShellRun(const Json& b, Respond respond) {
 }
 
 void GuestApi::ShellList(Respond respond) {
-  (void)respond;
-  respond(Ok({{"sessions", sessions_.size()}}));
+  Json list = Json::array();
+  for (const auto& s : sessions_.List()) {
+    auto cur = s->Current();
+    list.push_back({{"session_id", s->id()},
+                    {"running", s->running()},
+                    {"cwd", s->state().cwd},
+                    {"last_command", cur ? Json(cur->command) : Json(nullptr)}});
+  }
+  respond(Ok({{"sessions", std::move(list)}}));
 }
 
 void GuestApi::ShellDelete(const Json& b, Respond respond) {

@@ -93,6 +93,14 @@ Result<void> SessionManager::Remove(const std::string& id) {
   return {};
 }
 
+std::vector<std::shared_ptr<Session>> SessionManager::List() const {
+  std::vector<std::shared_ptr<Session>> out;
+  for (const auto& [id, s] : sessions_) {
+    out.push_back(s);
+  }
+  return out;
+}
+
 void SessionManager::ShutdownAll() {
   for (auto& [id, s] : sessions_) {
     s->Shutdown();

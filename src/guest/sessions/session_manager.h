@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "guest/sessions/session.h"
 
@@ -25,6 +26,7 @@ class SessionManager {
   Result<std::shared_ptr<Session>> CreateFromState(const std::string& id, SessionState state);
   Result<void> Remove(const std::string& id);
   size_t size() const { return sessions_.size(); }
+  std::vector<std::shared_ptr<Session>> List() const;
   const SessionConfig& config() const { return cfg_; }
   const SessionState& initial_state() const { return initial_; }
   void ShutdownAll();
