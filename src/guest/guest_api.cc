@@ -198,9 +198,9 @@ GuestApi::GuestApi(asio::io_context& io, ChildReaper& reaper, SessionManager& se
       sessions_(sessions),
       processes_(processes),
       opts_(std::move(options)),
-      pool_(static_cast<size_t>(std::max(1, opts_.file_threads))) {}
+      pool_(static_cast<size_t>(std::max(1, opts_.file_threads)), kFileStackBytes) {}
 
-GuestApi::~GuestApi() { pool_.join(); }
+GuestApi::~GuestApi() = default;
 
 bool GuestApi::Authorized(const http::Request& req) const {
   if (opts_.token.empty()) {
@@ -326,7 +326,7 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
       fn = &FileFind;
     }
     if (fn) {
-      asio::post(pool_, [this, fn, b = std::move(b), respond = std::move(respond)] {
+      pool_.Post([this, fn, b = std::move(b), respond = std::move(respond)] {
         auto r = fn(b, opts_.files);
         respond(r ? Ok(std::move(*r)) : Err(r.error()));
       });
@@ -632,7 +632,7 @@ void GuestApi::Download(const http::Request& req, Respond respond) {
     respond(Err(FieldError("path", "is required as a query parameter")));
     return;
   }
-  asio::post(pool_, [this, p = *path, respond = std::move(respond)] {
+  pool_.Post([this, p = *path, respond = std::move(respond)] {
     auto f = OpenForDownload(p, opts_.files);
     if (!f) {
       respond(Err(f.error()));

@@ -5,10 +5,10 @@
 #include <string>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include "common/json_util.h"
 #include "guest/core/child_reaper.h"
+#include "guest/core/worker_pool.h"
 #include "guest/files/file_ops.h"
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
@@ -70,7 +70,7 @@ class GuestApi : public http::Dispatcher {
   SessionManager& sessions_;
   ProcessManager& processes_;
   GuestOptions opts_;
-  boost::asio::thread_pool pool_;
+  WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

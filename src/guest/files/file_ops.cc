@@ -41,7 +41,7 @@ constexpr size_t kMaxRegexBytes = 8192;
 // The rest is headroom for recursion between two guard checks (std::regex walks up to its
 // state limit of epsilon transitions without touching the input: ~16 MiB optimised, ~32 MiB
 // under ASan) and for compiling a pattern of kMaxRegexBytes.
-constexpr size_t kSearchStackBytes = 64u << 20;
+constexpr size_t kSearchStackBytes = kFileStackBytes;
 constexpr uintptr_t kSearchStackBudget = 24u << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -754,6 +754,18 @@ class GuardedIterator {
   MatchGuard* guard_ = nullptr;
 };
 
+// Stack size of the calling thread (the main thread reports its rlimit), 0 if unknown.
+size_t CurrentThreadStackBytes() {
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) != 0) {
+    return 0;
+  }
+  size_t size = 0;
+  pthread_attr_getstacksize(&attr, &size);
+  pthread_attr_destroy(&attr);
+  return size;
+}
+
 // Runs `fn` on a new thread with a `stack_bytes` stack and waits for it. An exception escaping
 // `fn` (e.g. bad_alloc) becomes kInternal instead of terminating the process.
 Result<void> RunOnLargeStack(size_t stack_bytes, const std::function<void()>& fn) {
@@ -1234,10 +1246,15 @@ Result<Json> FileSearch(const Json& req, const FileConfig& cfg) {
     return Fail(content.error());
   }
   SearchOutcome outcome;
-  auto ran = RunOnLargeStack(
-      kSearchStackBytes, [&] { SearchLines(*content, *regex, cfg.search_timeout_ms, outcome); });
-  if (!ran) {
-    return Fail(ran.error());
+  if (CurrentThreadStackBytes() >= kSearchStackBytes) {
+    SearchLines(*content, *regex, cfg.search_timeout_ms, outcome);  // a WorkerPool thread
+  } else {
+    auto ran = RunOnLargeStack(kSearchStackBytes, [&] {
+      SearchLines(*content, *regex, cfg.search_timeout_ms, outcome);
+    });
+    if (!ran) {
+      return Fail(ran.error());
+    }
   }
   if (outcome.error) {
     return Fail(std::move(*outcome.error));

@@ -29,6 +29,10 @@ struct FileConfig {
   std::string upload_tmp_dir;
 };
 
+// Stack size a thread needs to run FileSearch without spawning a helper thread. Threads with a
+// smaller stack (and the main thread) still work: search then runs on a temporary thread.
+inline constexpr size_t kFileStackBytes = 64u << 20;
+
 // Each operation takes the parsed request object of sandbox-api.md §1 "Files" and returns the
 // response `data` object. Validation failures are kValidation naming the field; a missing file
 // is kNotFound; a directory where a file is expected (or the reverse) is kInvalidArgument with a
