@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "common/log.h"
+#include "common/strings.h"
 
 namespace agentbox::http {
 
@@ -23,48 +24,6 @@ std::string Request::Header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
   return it == headers.end() ? std::string() : it->second;
 }
-
-namespace {
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-std::string PercentDecode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && HexDigit(s[i + 1]) >= 0 &&
-        HexDigit(s[i + 2]) >= 0) {
-      out += static_cast<char>(HexDigit(s[i + 1]) * 16 + HexDigit(s[i + 2]));
-      i += 2;
-    } else if (plus_is_space && s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) {
-    c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
-}  // namespace
 
 std::optional<std::string> Request::QueryParam(const std::string& name) const {
   size_t pos = 0;
@@ -123,11 +82,11 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     req_.path = PercentDecode(std::string_view(req_.target).substr(0, q), false);
     req_.query = q == std::string::npos ? "" : req_.target.substr(q + 1);
     for (const auto& f : h) {
-      req_.headers[Lower(f.name_string())] = std::string(f.value());
+      req_.headers[AsciiLower(f.name_string())] = std::string(f.value());
     }
     req_.peer = peer_;
     keep_alive_ = h.keep_alive();
-    const bool expect_continue = Lower(h[bhttp::field::expect]) == "100-continue";
+    const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
     sink_ = d_.StreamBody(req_);
     auto length = header_parser_->content_length();  // boost::optional
     const uint64_t limit = sink_ ? opts_.max_stream_bytes : opts_.max_body_bytes;

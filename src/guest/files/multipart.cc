@@ -4,6 +4,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/strings.h"
+
 namespace agentbox::guest {
 namespace {
 
@@ -87,19 +89,6 @@ HeaderValue ParseHeaderValue(std::string_view v) {
     }
   }
   return out;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
 }
 
 // Decodes an RFC 8187 extended value (`UTF-8''na%20me`). Only UTF-8 is understood; other

@@ -189,10 +189,14 @@ TEST_F(SessionTest, ExecDirAppliesToOneCommandOnly) {
 TEST_F(SessionTest, TimeoutKillsTheWholeGroupAndKeepsPriorState) {
   auto s = NewSession();
   Run(*s, "export KEEP=1");
-  auto v = Run(*s, "export LOST=1; (sleep 30; touch late) & sleep 30", Stdio::kNull, 0.3);
+  auto v = Run(*s, "export LOST=1; (sleep 30; touch late) & echo $! > bg.pid; sleep 30",
+               Stdio::kNull, 0.3);
   EXPECT_TRUE(v.timed_out);
   EXPECT_EQ(v.exit_code, 124);
-  EXPECT_EQ(Out(*s, "echo ${KEEP}${LOST-}; pgrep -f 'sleep 30' || echo none"), "1\nnone\n");
+  // The background job was in the command's process group: it is gone too.
+  EXPECT_EQ(Out(*s, "echo ${KEEP}${LOST-}; st=$(ps -o stat= -p $(cat bg.pid));"
+                    " case $st in ''|Z*) echo gone;; *) echo alive;; esac"),
+            "1\ngone\n");
 }
 
 TEST_F(SessionTest, SecondStartWhileRunningConflicts) {

@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "common/shell_quote.h"
+#include "common/strings.h"
 
 namespace agentbox::guest {
 namespace {
@@ -106,19 +107,6 @@ void AppendUtf8(std::string& out, uint32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
 }
 
 // Decodes the body of $'...' starting after the opening quote; stops after the closing quote.

@@ -1,0 +1,107 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+
+namespace agentbox {
+
+// Resource limits of one sandbox. Unset fields take the backend's defaults.
+struct ResourceLimits {
+  std::optional<uint64_t> memory_bytes;
+  std::optional<double> cpus;              // CPU time share, e.g. 0.5 = half a core
+  std::optional<uint32_t> pids;            // processes + threads
+  std::optional<uint64_t> tmp_bytes;       // size of the sandbox's /tmp
+  std::optional<uint32_t> open_files;      // RLIMIT_NOFILE
+  std::optional<uint64_t> file_size_bytes;  // RLIMIT_FSIZE
+
+  friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
+};
+
+enum class NetworkMode {
+  kNone,  // loopback only (default)
+  kHost,  // share the host's network: trusted use only
+};
+
+// What a client asks for when creating a sandbox.
+struct SandboxSpec {
+  // jail: empty = the host's system directories read-only; otherwise a directory or a tarball
+  // (an exported image) used as the root filesystem. docker: an image reference.
+  std::string image;
+  std::map<std::string, std::string> env;
+  ResourceLimits limits;
+  NetworkMode network = NetworkMode::kNone;
+  std::map<std::string, std::string> labels;
+  std::string owner;  // identity of the API key that created it (never the key itself)
+  int64_t ttl_s = 3600;
+};
+
+enum class SandboxState { kCreating, kRunning, kStopped, kFailed };
+const char* SandboxStateName(SandboxState s);
+
+struct SandboxInfo {
+  std::string id;
+  std::string backend;
+  SandboxState state = SandboxState::kCreating;
+  SandboxSpec spec;
+  double created_at = 0;  // unix seconds
+  double expires_at = 0;  // unix seconds; the daemon destroys the sandbox after this
+  // Where the sandbox's guest API listens, e.g. "unix:/var/lib/agentbox/sb/ID/guest.sock".
+  std::string guest_endpoint;
+  std::string guest_token;  // X-Access-Token for the guest (never shown to clients)
+  std::string detail;       // human-readable state detail (e.g. why it failed)
+};
+
+// What a backend can do; the conformance suite skips nothing: a backend that lacks a capability
+// must say so here and answer the corresponding calls with a clear error.
+struct Capabilities {
+  bool background_processes = true;
+  bool stdin = true;
+  bool pty = true;
+  bool streaming = true;
+  bool persistent_sessions = true;
+  bool custom_image = true;
+};
+
+// Whether the backend is usable right now, and if not, why (one sentence).
+struct ProbeResult {
+  bool usable = false;
+  std::string reason;                    // one sentence; empty when fully usable
+  std::vector<std::string> limitations;  // what works only partially (e.g. no cgroup limits)
+};
+
+// One backend: a way to run sandboxes. Implementations are listed in the selector's table.
+// Thread-safety: every method may be called from any thread concurrently.
+class SandboxBackend {
+ public:
+  virtual ~SandboxBackend() = default;
+
+  virtual std::string_view Name() const = 0;
+  // Cheap, side-effect free check of the kernel/engine/cloud this backend needs.
+  virtual ProbeResult Probe() = 0;
+  virtual Capabilities GetCapabilities() const = 0;
+
+  // Creates and starts sandbox `id` (chosen by the caller, unique). On success the guest answers
+  // at the returned guest_endpoint. On failure nothing of the sandbox is left behind.
+  virtual Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) = 0;
+  // kNotFound for an unknown id.
+  virtual Result<SandboxInfo> Get(const std::string& id) = 0;
+  // Every sandbox this backend holds, including ones found again after a daemon restart.
+  virtual Result<std::vector<SandboxInfo>> List() = 0;
+  // Kills every process of the sandbox and removes all it used (cgroups, mounts, state).
+  // Destroying an unknown id is kNotFound; destroying twice is not an error the second time's
+  // caller can rely on.
+  virtual Result<void> Destroy(const std::string& id) = 0;
+  // Records a new expiry (unix seconds) so that it survives a daemon restart.
+  virtual Result<void> SetExpiry(const std::string& id, double expires_at) = 0;
+};
+
+using SandboxBackendPtr = std::unique_ptr<SandboxBackend>;
+
+}  // namespace agentbox

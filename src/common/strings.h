@@ -1,0 +1,18 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace agentbox {
+
+// Value of one hexadecimal digit, or -1.
+int HexValue(char c);
+
+// Decodes %XX escapes (and '+' as space when `plus_is_space`, as in query strings). Malformed
+// escapes are kept literally.
+std::string PercentDecode(std::string_view s, bool plus_is_space);
+
+// ASCII lower-case copy.
+std::string AsciiLower(std::string_view s);
+
+}  // namespace agentbox
