@@ -113,3 +113,81 @@ TEST(Error, ErrnoMapping) {
 
 }  // namespace
 }  // namespace agentbox
+
+#include "common/config.h"
+
+namespace agentbox {
+namespace {
+
+TEST(Dotenv, ParsesQuotesCommentsAndExport) {
+  auto kv = ParseDotenv(
+      "# comment\n"
+      "A=1\n"
+      "export B = two words  # trailing comment\n"
+      "C='single # not a comment'\n"
+      "D=\"line\\nnext \\\"q\\\"\"\n"
+      "\n"
+      "E=\n",
+      ".env");
+  ASSERT_TRUE(kv) << kv.error().message;
+  ASSERT_EQ(kv->size(), 5u);
+  EXPECT_EQ((*kv)[0], std::make_pair(std::string("A"), std::string("1")));
+  EXPECT_EQ((*kv)[1].second, "two words");
+  EXPECT_EQ((*kv)[2].second, "single # not a comment");
+  EXPECT_EQ((*kv)[3].second, "line\nnext \"q\"");
+  EXPECT_EQ((*kv)[4].second, "");
+}
+
+TEST(Dotenv, ErrorsNameFileAndLine) {
+  auto kv = ParseDotenv("A=1\nnot a pair\n", "/etc/agentbox.conf");
+  ASSERT_FALSE(kv);
+  EXPECT_EQ(kv.error().message, "/etc/agentbox.conf:2: expected KEY=VALUE");
+  EXPECT_FALSE(ParseDotenv("A='x\n", "f"));
+  EXPECT_FALSE(ParseDotenv("1A=x\n", "f"));
+}
+
+TEST(Config, PrecedenceAndSources) {
+  char dir[] = "/tmp/agentbox-config-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string file = std::string(dir) + "/agentbox.conf";
+  const std::string dotenv = std::string(dir) + "/.env";
+  FILE* f = fopen(file.c_str(), "w");
+  fputs("X=file\nY=file\nZ=file\n", f);
+  fclose(f);
+  f = fopen(dotenv.c_str(), "w");
+  fputs("Y=dotenv\nZ=dotenv\n", f);
+  fclose(f);
+  setenv("Z", "env", 1);
+  Config::Sources s;
+  s.defaults = {{"W", "default"}, {"X", "default"}};
+  s.config_file = file;
+  s.dotenv_file = dotenv;
+  auto c = Config::Load(s);
+  unsetenv("Z");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->GetOr("W", ""), "default");
+  EXPECT_EQ(c->GetOr("X", ""), "file");
+  EXPECT_EQ(c->GetOr("Y", ""), "dotenv");
+  EXPECT_EQ(c->GetOr("Z", ""), "env");
+  EXPECT_EQ(c->SourceOf("Y"), "dotenv:" + dotenv);
+  s.config_file = std::string(dir) + "/missing.conf";
+  EXPECT_FALSE(Config::Load(s));  // a named config file must exist
+  s.config_file.clear();
+  s.dotenv_file = std::string(dir) + "/missing.env";
+  EXPECT_TRUE(Config::Load(s));  // a missing .env is fine
+  ASSERT_EQ(system(("rm -rf " + std::string(dir)).c_str()), 0);
+}
+
+TEST(Config, TypedGetters) {
+  Config c = Config::FromMap({{"B", "Yes"}, {"N", "42"}, {"BAD", "x"}, {"L", " a, b ,,c "}});
+  EXPECT_EQ(*c.GetBool("B", false), true);
+  EXPECT_EQ(*c.GetBool("MISSING", true), true);
+  EXPECT_FALSE(c.GetBool("BAD", false));
+  EXPECT_EQ(*c.GetInt("N", 0, 0, 100), 42);
+  EXPECT_FALSE(c.GetInt("N", 0, 0, 10));
+  EXPECT_FALSE(c.GetInt("BAD", 0, 0, 10));
+  EXPECT_EQ(c.GetList("L"), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+}  // namespace
+}  // namespace agentbox

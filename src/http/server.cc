@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -50,12 +51,33 @@ template <class Socket>
 class Connection : public std::enable_shared_from_this<Connection<Socket>> {
  public:
   Connection(Socket socket, Dispatcher& d, const ServerOptions& opts, std::string peer)
-      : socket_(std::move(socket)), d_(d), opts_(opts), peer_(std::move(peer)) {}
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        d_(d),
+        opts_(opts),
+        peer_(std::move(peer)) {}
 
   void Start() { ReadHeader(); }
 
  private:
+  // Closes the socket if the pending read does not complete within `timeout`; the read then
+  // fails with operation_aborted and the connection ends.
+  void ArmTimer(std::chrono::milliseconds timeout) {
+    timer_.expires_after(timeout);
+    const uint64_t gen = ++timer_gen_;
+    timer_.async_wait([weak = this->weak_from_this(), gen](beast::error_code ec) {
+      auto self = weak.lock();
+      // A stale expiry (the read completed and a newer wait was armed) must not close.
+      if (ec || !self || gen != self->timer_gen_) {
+        return;
+      }
+      beast::error_code ignored;
+      self->socket_.close(ignored);
+    });
+  }
+
   void ReadHeader() {
+    ArmTimer(opts_.idle_timeout);
     header_parser_.emplace();
     header_parser_->header_limit(64 * 1024);
     string_parser_.reset();
@@ -67,6 +89,8 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   }
 
   void OnHeader(beast::error_code ec) {
+    ++timer_gen_;
+    timer_.cancel();
     if (ec) {
       if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
           ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
@@ -123,8 +147,11 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       ReadStream();
       return;
     }
+    ArmTimer(opts_.read_timeout);
     bhttp::async_read(socket_, buffer_, *string_parser_,
                       [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        ++self->timer_gen_;
+                        self->timer_.cancel();
                         if (ec == bhttp::error::body_limit) {
                           self->SendError(413,
                                           "request body too large (limit " +
@@ -146,8 +173,11 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     auto& body = stream_parser_->get().body();
     body.data = chunk_;
     body.size = sizeof(chunk_);
+    ArmTimer(opts_.read_timeout);
     bhttp::async_read(socket_, buffer_, *stream_parser_,
                       [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        ++self->timer_gen_;
+                        self->timer_.cancel();
                         self->OnStreamChunk(ec);
                       });
   }
@@ -243,6 +273,8 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   }
 
   Socket socket_;
+  boost::asio::steady_timer timer_;
+  uint64_t timer_gen_ = 0;
   Dispatcher& d_;
   const ServerOptions& opts_;
   std::string peer_;

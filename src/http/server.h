@@ -69,6 +69,10 @@ class Dispatcher {
 struct ServerOptions {
   uint64_t max_body_bytes = 16ull << 20;    // buffered bodies; more -> 413
   uint64_t max_stream_bytes = 1ull << 30;   // streamed bodies; more -> 413
+  // A connection waiting this long for the next request (keep-alive) or for more of a request
+  // (headers or body) is closed, so idle or trickling clients cannot hold sockets forever.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(300)};
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(60)};
   // Builds the error body for protocol-level failures (413, 400) in the API's envelope.
   std::function<std::string(int status, const std::string& message)> error_body;
 };
