@@ -191,3 +191,36 @@ TEST(Config, TypedGetters) {
 
 }  // namespace
 }  // namespace agentbox
+
+#include "common/metrics.h"
+
+namespace agentbox {
+namespace {
+
+TEST(Metrics, RendersCountersGaugesAndHistograms) {
+  Metrics m;
+  m.Describe("agentbox_operation_total", "counter", "Operations by backend, op and outcome.");
+  m.Increment("agentbox_operation_total", {{"backend", "jail"}, {"op", "exec"}, {"outcome", "ok"}});
+  m.Increment("agentbox_operation_total", {{"backend", "jail"}, {"op", "exec"}, {"outcome", "ok"}});
+  m.Set("agentbox_sandboxes", {{"backend", "jail"}, {"state", "running"}}, 3);
+  m.Observe("agentbox_operation_duration_seconds", {{"op", "exec"}}, 0.0003, {0.001, 0.01});
+  m.Observe("agentbox_operation_duration_seconds", {{"op", "exec"}}, 0.005, {0.001, 0.01});
+  m.Increment("weird", {{"v", "a\"b\\c\nd"}});
+  const std::string text = m.Render();
+  EXPECT_NE(text.find("# TYPE agentbox_operation_total counter\n"), std::string::npos);
+  EXPECT_NE(text.find("agentbox_operation_total{backend=\"jail\",op=\"exec\",outcome=\"ok\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("agentbox_sandboxes{backend=\"jail\",state=\"running\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("agentbox_operation_duration_seconds_bucket{op=\"exec\",le=\"0.001\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("agentbox_operation_duration_seconds_bucket{op=\"exec\",le=\"+Inf\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("agentbox_operation_duration_seconds_count{op=\"exec\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("weird{v=\"a\\\"b\\\\c\\nd\"} 1\n"), std::string::npos);
+  EXPECT_EQ(m.Value("agentbox_sandboxes", {{"backend", "jail"}, {"state", "running"}}), 3);
+}
+
+}  // namespace
+}  // namespace agentbox
