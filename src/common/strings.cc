@@ -1,5 +1,9 @@
 #include "common/strings.h"
 
+#include <sys/random.h>
+
+#include <algorithm>
+
 namespace agentbox {
 
 int HexValue(char c) {
@@ -38,6 +42,37 @@ std::string AsciiLower(std::string_view s) {
       c = static_cast<char>(c - 'A' + 'a');
     }
   }
+  return out;
+}
+
+bool SecretEquals(std::string_view a, std::string_view b) {
+  // Compare over the longer length so that neither content nor a common prefix leaks timing.
+  const size_t n = std::max(a.size(), b.size());
+  volatile unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff = diff | static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+std::string RandomId(size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string bytes((n + 1) / 2, '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t r = getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+    }
+  }
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  out.resize(n);
   return out;
 }
 

@@ -15,4 +15,10 @@ std::string PercentDecode(std::string_view s, bool plus_is_space);
 // ASCII lower-case copy.
 std::string AsciiLower(std::string_view s);
 
+// A random identifier of `n` lower-case hex characters (from getrandom).
+std::string RandomId(size_t n = 16);
+
+// Constant-time comparison of secrets: the time taken depends only on the lengths.
+bool SecretEquals(std::string_view a, std::string_view b);
+
 }  // namespace agentbox

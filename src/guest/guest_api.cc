@@ -14,18 +14,6 @@ namespace asio = boost::asio;
 using http::Respond;
 using http::Response;
 
-bool SecretEquals(std::string_view a, std::string_view b) {
-  // Compare over the longer length so that neither content nor a common prefix leaks timing.
-  const size_t n = std::max(a.size(), b.size());
-  volatile unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff = diff | static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
 Response GuestApi::Ok(Json data, const std::string& message) {
   Response r;
   r.body = DumpJson(Json{{"success", true}, {"message", message}, {"data", std::move(data)}});

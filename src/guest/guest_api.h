@@ -7,8 +7,9 @@
 #include <boost/asio/io_context.hpp>
 
 #include "common/json_util.h"
+#include "common/strings.h"
 #include "guest/core/child_reaper.h"
-#include "guest/core/worker_pool.h"
+#include "common/worker_pool.h"
 #include "guest/files/file_ops.h"
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
@@ -74,7 +75,5 @@ class GuestApi : public http::Dispatcher {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
-// Constant-time comparison of secrets: the time taken depends only on the lengths.
-bool SecretEquals(std::string_view a, std::string_view b);
 
 }  // namespace agentbox::guest

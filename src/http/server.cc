@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <limits>
 #include <optional>
 
 #include "common/log.h"
@@ -80,6 +81,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     ArmTimer(opts_.idle_timeout);
     header_parser_.emplace();
     header_parser_->header_limit(64 * 1024);
+    // Body limits are applied after the headers, per route (buffered or streamed); Beast's
+    // default of 1 MiB would otherwise reject large uploads while reading the headers.
+    header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     string_parser_.reset();
     stream_parser_.reset();
     sink_.reset();
@@ -251,7 +255,78 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
                        });
   }
 
+  void WriteStream(Response r, bool close) {
+    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
+        static_cast<bhttp::status>(r.status), 11);
+    res->set(bhttp::field::server, "agentbox");
+    if (!r.content_type.empty()) {
+      res->set(bhttp::field::content_type, r.content_type);
+    }
+    for (const auto& [k, v] : r.headers) {
+      res->set(k, v);
+    }
+    const bool keep = keep_alive_ && !close;
+    res->keep_alive(keep);
+    res->chunked(true);
+    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+    bhttp::async_write_header(
+        socket_, *sr,
+        [self = this->shared_from_this(), res, sr, src = r.stream, keep](beast::error_code ec,
+                                                                        size_t) {
+          if (ec) {
+            return;
+          }
+          self->PumpStream(src, keep);
+        });
+  }
+
+  void PumpStream(std::shared_ptr<BodySource> src, bool keep) {
+    auto self = this->shared_from_this();
+    src->Next([self, src, keep](Result<std::string_view> bytes, bool last) {
+      // Copy now: the source may reuse its buffer once this callback returns.
+      std::optional<std::string> data;
+      if (bytes) {
+        data.emplace(*bytes);
+      }
+      asio::post(self->socket_.get_executor(), [self, src, keep, data = std::move(data), last] {
+        if (!data) {
+          beast::error_code ignored;
+          self->socket_.close(ignored);  // a chunked body cannot carry an error: cut it
+          return;
+        }
+        auto buf = std::make_shared<std::string>(std::move(*data));
+        auto after = [self, src, keep, last, buf](beast::error_code ec, size_t) {
+          if (ec) {
+            return;  // client gone: dropping `src` cancels the producer
+          }
+          if (!last) {
+            self->PumpStream(src, keep);
+            return;
+          }
+          asio::async_write(self->socket_, bhttp::make_chunk_last(),
+                            [self, keep](beast::error_code wec, size_t) {
+                              if (wec || !keep) {
+                                beast::error_code ignored;
+                                self->socket_.shutdown(Socket::shutdown_send, ignored);
+                                return;
+                              }
+                              self->ReadHeader();
+                            });
+        };
+        if (buf->empty()) {
+          after({}, 0);
+          return;
+        }
+        asio::async_write(self->socket_, bhttp::make_chunk(asio::buffer(*buf)), after);
+      });
+    });
+  }
+
   void Write(Response r, bool close) {
+    if (r.stream) {
+      WriteStream(std::move(r), close);
+      return;
+    }
     if (r.file && r.file->Valid()) {
       auto res = std::make_shared<bhttp::response<bhttp::file_body>>(
           static_cast<bhttp::status>(r.status), 11);

@@ -32,6 +32,17 @@ struct Request {
   std::optional<std::string> QueryParam(const std::string& name) const;
 };
 
+// Produces a response body incrementally: a download proxied from a guest, Server-Sent Events.
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  // Delivers the next piece by calling `cb(bytes, last)` exactly once, from any thread; `bytes`
+  // stays valid until the next Next() call or destruction. An error ends the response by closing
+  // the connection. Destroying the source (client gone) must cancel what it waits for.
+  using Callback = std::function<void(Result<std::string_view> bytes, bool last)>;
+  virtual void Next(Callback cb) = 0;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
@@ -40,6 +51,8 @@ struct Response {
   // When valid, the body is streamed from this file descriptor (file_size bytes) instead.
   std::shared_ptr<UniqueFd> file;
   uint64_t file_size = 0;
+  // When set, the body is sent with chunked transfer encoding, pulled from this source.
+  std::shared_ptr<BodySource> stream;
 };
 
 // Call exactly once, from any thread; the response is written on the connection's thread.

@@ -1,27 +1,8 @@
 #include "guest/sessions/session_manager.h"
 
-#include <sys/random.h>
+#include "common/strings.h"
 
 namespace agentbox::guest {
-
-std::string RandomId(size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string bytes((n + 1) / 2, '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t r = getrandom(bytes.data() + got, bytes.size() - got, 0);
-    if (r > 0) {
-      got += static_cast<size_t>(r);
-    }
-  }
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  out.resize(n);
-  return out;
-}
 
 namespace {
 Result<void> ValidateId(const std::string& id) {

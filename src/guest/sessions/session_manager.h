@@ -40,7 +40,5 @@ class SessionManager {
   std::map<std::string, std::shared_ptr<Session>> sessions_;
 };
 
-// A random identifier of `n` hex characters.
-std::string RandomId(size_t n = 16);
 
 }  // namespace agentbox::guest

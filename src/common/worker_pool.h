@@ -8,7 +8,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
-namespace agentbox::guest {
+namespace agentbox {
 
 // A fixed set of threads with large stacks running posted jobs. File operations run here: they
 // may block on disk, and regex search recurses deeply (libstdc++'s matcher), so the threads get
@@ -29,4 +29,4 @@ class WorkerPool {
   std::vector<pthread_t> threads_;
 };
 
-}  // namespace agentbox::guest
+}  // namespace agentbox

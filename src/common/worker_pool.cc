@@ -1,4 +1,4 @@
-#include "guest/core/worker_pool.h"
+#include "common/worker_pool.h"
 
 #include <pthread.h>
 
@@ -6,7 +6,7 @@
 
 #include "common/log.h"
 
-namespace agentbox::guest {
+namespace agentbox {
 
 WorkerPool::WorkerPool(size_t threads, size_t stack_bytes)
     : work_(boost::asio::make_work_guard(io_)) {
@@ -46,4 +46,4 @@ void WorkerPool::Post(std::function<void()> job) {
   boost::asio::post(io_, std::move(job));
 }
 
-}  // namespace agentbox::guest
+}  // namespace agentbox

@@ -1,0 +1,722 @@
+#include "daemon/daemon_api.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <thread>
+
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace agentbox::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<std::string> Split(const std::string& path) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string::npos) {
+      slash = path.size();
+    }
+    if (slash > pos) {
+      out.push_back(path.substr(pos, slash - pos));
+    }
+    pos = slash + 1;
+  }
+  return out;
+}
+
+Result<ResourceLimits> ParseLimits(const Json& body) {
+  ResourceLimits l;
+  auto it = body.find("limits");
+  if (it == body.end() || it->is_null()) {
+    return l;
+  }
+  if (!it->is_object()) {
+    return Fail(FieldError("limits", "must be an object"));
+  }
+  JsonFields f(*it);
+  auto mem = f.OptInt("memory_mb", 16, 1 << 20);
+  auto cpus = f.OptNumber("cpus", 0.01, 1024);
+  auto pids = f.OptInt("pids", 8, 1 << 22);
+  auto tmp = f.OptInt("tmp_mb", 1, 1 << 20);
+  auto nofile = f.OptInt("open_files", 16, 1 << 20);
+  for (const auto* r : {&mem, &tmp, &pids, &nofile}) {
+    if (!*r) {
+      Error e = r->error();
+      e.field = "limits." + e.field;
+      return Fail(e);
+    }
+  }
+  if (!cpus) {
+    return Fail(cpus.error());
+  }
+  if (*mem) {
+    l.memory_bytes = static_cast<uint64_t>(**mem) << 20;
+  }
+  if (*tmp) {
+    l.tmp_bytes = static_cast<uint64_t>(**tmp) << 20;
+  }
+  if (*pids) {
+    l.pids = static_cast<uint32_t>(**pids);
+  }
+  if (*nofile) {
+    l.open_files = static_cast<uint32_t>(**nofile);
+  }
+  l.cpus = *cpus;
+  return l;
+}
+
+Result<std::map<std::string, std::string>> ParseStringMap(const Json& body, const char* key,
+                                                          size_t max_entries) {
+  JsonFields f(body);
+  auto kv = f.OptStringMap(key);
+  if (!kv) {
+    return Fail(kv.error());
+  }
+  if (kv->size() > max_entries) {
+    return Fail(FieldError(key, "has more than " + std::to_string(max_entries) + " entries"));
+  }
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : *kv) {
+    if (k.empty() || k.size() > 256 || v.size() > 65536 || k.find('\0') != std::string::npos ||
+        v.find('\0') != std::string::npos) {
+      return Fail(FieldError(key, "keys must be 1..256 bytes, values at most 64 KiB, no NUL"));
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+// Spools a streamed upload to an unlinked temporary file, then forwards it to the guest as one
+// request: the daemon never holds the file in memory and the guest sees an ordinary upload.
+class UploadSpool : public http::BodySink {
+ public:
+  using OnComplete = std::function<void(std::shared_ptr<UniqueFd>, uint64_t, http::Respond)>;
+  UploadSpool(UniqueFd fd, OnComplete done)
+      : fd_(std::make_shared<UniqueFd>(std::move(fd))), done_(std::move(done)) {}
+  Result<void> OnData(std::string_view bytes) override {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = ::write(fd_->Get(), bytes.data() + off, bytes.size() - off);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return Fail(ErrnoError(errno, "spool upload"));
+      }
+      off += static_cast<size_t>(n);
+    }
+    size_ += bytes.size();
+    return {};
+  }
+  void OnEnd(http::Respond respond) override { done_(fd_, size_, std::move(respond)); }
+
+ private:
+  std::shared_ptr<UniqueFd> fd_;
+  uint64_t size_ = 0;
+  OnComplete done_;
+};
+
+class RejectSink : public http::BodySink {
+ public:
+  explicit RejectSink(Error e) : e_(std::move(e)) {}
+  Result<void> OnData(std::string_view) override { return Fail(e_); }
+  void OnEnd(http::Respond respond) override { respond(JsonErr(e_)); }
+
+ private:
+  Error e_;
+};
+
+}  // namespace
+
+http::Response JsonOk(Json data, int status) {
+  http::Response r;
+  r.status = status;
+  r.body = DumpJson(Json{{"success", true}, {"message", "ok"}, {"data", std::move(data)}});
+  return r;
+}
+
+http::Response JsonErr(const Error& e) {
+  http::Response r;
+  r.status = HttpStatus(e.code);
+  Json data = nullptr;
+  if (!e.field.empty()) {
+    data = Json{{"fields", Json::array({e.field})}};
+  }
+  r.body = DumpJson(Json{{"success", false}, {"message", e.message}, {"data", data}});
+  return r;
+}
+
+http::Response JsonErrStatus(int status, const std::string& message) {
+  http::Response r;
+  r.status = status;
+  r.body = DumpJson(Json{{"success", false}, {"message", message}, {"data", nullptr}});
+  return r;
+}
+
+Json SandboxJson(const SandboxEntry& e) {
+  const SandboxInfo& i = e.info;
+  Json limits = Json::object();
+  if (i.spec.limits.memory_bytes) {
+    limits["memory_mb"] = *i.spec.limits.memory_bytes >> 20;
+  }
+  if (i.spec.limits.cpus) {
+    limits["cpus"] = *i.spec.limits.cpus;
+  }
+  if (i.spec.limits.pids) {
+    limits["pids"] = *i.spec.limits.pids;
+  }
+  if (i.spec.limits.tmp_bytes) {
+    limits["tmp_mb"] = *i.spec.limits.tmp_bytes >> 20;
+  }
+  return Json{{"id", i.id},
+              {"backend", i.backend},
+              {"reason", e.reason},
+              {"state", SandboxStateName(i.state)},
+              {"image", i.spec.image},
+              {"labels", i.spec.labels},
+              {"limits", limits},
+              {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
+              {"created_at", i.created_at},
+              {"expires_at", i.expires_at},
+              {"detail", i.detail}};
+}
+
+DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
+                     ApiKeys keys, DaemonOptions options)
+    : io_(io),
+      backends_(std::move(backends)),
+      keys_(std::move(keys)),
+      opts_(std::move(options)),
+      client_(io),
+      pool_(4, 8u << 20),
+      reaper_(io) {
+  metrics_.Describe("agentbox_operation_total", "counter",
+                    "Operations by backend, operation and outcome.");
+  metrics_.Describe("agentbox_operation_duration_seconds", "histogram",
+                    "Latency of operations by backend and operation.");
+  metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
+  metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+}
+
+DaemonApi::~DaemonApi() { reaper_.cancel(); }
+
+void DaemonApi::Start() {
+  for (const auto& [name, backend] : backends_) {
+    auto list = backend->List();
+    if (!list) {
+      Log(LogLevel::kWarn, "daemon.reattach_failed", "backend={} error=\"{}\"", name,
+          list.error().message);
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& info : *list) {
+      Log(LogLevel::kInfo, "daemon.reattached", "id={} backend={} owner={}", info.id, name,
+          info.spec.owner);
+      sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
+    }
+  }
+  ArmReaper();
+}
+
+void DaemonApi::Drain(std::chrono::milliseconds grace) {
+  draining_ = true;
+  reaper_.cancel();
+  const auto deadline = Clock::now() + grace;
+  while (in_flight_.load() > 0 && Clock::now() < deadline) {
+    io_.poll();  // let in-flight responses complete
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void DaemonApi::ArmReaper() {
+  reaper_.expires_after(std::chrono::seconds(2));
+  reaper_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || draining_) {
+      return;
+    }
+    Reap();
+    ArmReaper();
+  });
+}
+
+void DaemonApi::Reap() {
+  std::vector<SandboxEntry> expired;
+  const double now = Now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
+      if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
+        expired.push_back(it->second);
+        it = sandboxes_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& e : expired) {
+    pool_.Post([this, e] {
+      auto r = e.backend->Destroy(e.info.id);
+      Log(LogLevel::kInfo, "sandbox.expired", "id={} backend={} destroyed={}", e.info.id,
+          e.info.backend, r ? "true" : r.error().message);
+      if (e.info.guest_endpoint.starts_with("unix:")) {
+        client_.Forget(e.info.guest_endpoint.substr(5));
+      }
+    });
+  }
+}
+
+http::Respond DaemonApi::Track(http::Respond respond) {
+  ++in_flight_;
+  return [this, respond = std::move(respond)](http::Response r) {
+    respond(std::move(r));
+    --in_flight_;
+  };
+}
+
+void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok,
+                      double seconds) {
+  metrics_.Increment("agentbox_operation_total",
+                     {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
+  metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
+                   seconds);
+}
+
+std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& req) const {
+  if (req.peer == "unix") {
+    return Caller{kLocalOwner, true};  // the socket's file mode is the access control
+  }
+  auto owner = keys_.Authenticate(req.Header("authorization"));
+  if (!owner) {
+    return std::nullopt;
+  }
+  return Caller{*owner, false};
+}
+
+std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) {
+  auto parts = Split(req.path);
+  // /v1/sandboxes/{id}/api/v1/file/upload
+  if (req.method != "POST" || parts.size() != 7 || parts[0] != "v1" || parts[1] != "sandboxes" ||
+      parts[3] != "api" || parts[4] != "v1" || parts[5] != "file" || parts[6] != "upload") {
+    return nullptr;
+  }
+  auto caller = Authenticate(req);
+  if (!caller) {
+    return std::make_unique<RejectSink>(
+        Error{ErrorCode::kUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)"});
+  }
+  auto entry = Find(parts[2], *caller);
+  if (!entry) {
+    return std::make_unique<RejectSink>(
+        Error{ErrorCode::kNotFound, "sandbox '" + parts[2] + "' not found"});
+  }
+  UniqueFd fd(::open(opts_.spool_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd) {
+    return std::make_unique<RejectSink>(ErrnoError(errno, "spool upload in " + opts_.spool_dir));
+  }
+  const std::string query = req.query;
+  const std::string content_type = req.Header("content-type");
+  ++in_flight_;
+  return std::make_unique<UploadSpool>(
+      std::move(fd), [this, entry = *entry, query, content_type](
+                         std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
+        http::ClientRequest cr;
+        cr.method = "POST";
+        cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
+        cr.headers = {{"Content-Type", content_type},
+                      {"X-Access-Token", entry.info.guest_token}};
+        cr.body_file = std::move(file);
+        cr.body_file_size = size;
+        const auto start = Clock::now();
+        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
+                     [this, entry, start, respond](Result<http::ClientResponse> r) {
+                       Count(entry.info.backend, "file/upload", r && r->status < 500,
+                             std::chrono::duration<double>(Clock::now() - start).count());
+                       if (!r) {
+                         respond(JsonErr(r.error()));
+                       } else {
+                         http::Response out;
+                         out.status = r->status;
+                         out.body = std::move(r->body);
+                         respond(std::move(out));
+                       }
+                       --in_flight_;
+                     });
+      });
+}
+
+void DaemonApi::Handle(http::Request req, http::Respond respond) {
+  if (req.path == "/healthz") {
+    respond(JsonOk({{"status", "ok"}}));
+    return;
+  }
+  if (req.path == "/readyz") {
+    Ready(std::move(respond));
+    return;
+  }
+  if (req.path == "/metrics") {
+    RenderMetrics(std::move(respond));
+    return;
+  }
+  auto caller = Authenticate(req);
+  if (!caller) {
+    respond(JsonErr({ErrorCode::kUnauthorized,
+                     "missing or invalid API key (Authorization: Bearer KEY)"}));
+    return;
+  }
+  if (draining_) {
+    respond(JsonErrStatus(503, "agentboxd is shutting down"));
+    return;
+  }
+  Route(req, *caller, Track(std::move(respond)));
+}
+
+void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond) {
+  auto parts = Split(req.path);
+  const std::string& m = req.method;
+  if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
+    return Info(std::move(respond));
+  }
+  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "sandboxes") {
+    if (parts.size() == 2) {
+      if (m == "POST") {
+        return Create(req, caller, std::move(respond));
+      }
+      if (m == "GET") {
+        return List(caller, std::move(respond));
+      }
+      return respond(JsonErrStatus(405, "use GET or POST on /v1/sandboxes"));
+    }
+    const std::string& id = parts[2];
+    if (parts.size() == 3) {
+      if (m == "GET") {
+        return GetOne(id, caller, std::move(respond));
+      }
+      if (m == "DELETE") {
+        return Destroy(id, caller, std::move(respond));
+      }
+      return respond(JsonErrStatus(405, "use GET or DELETE on /v1/sandboxes/{id}"));
+    }
+    if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
+      return ExtendTtl(id, req, caller, std::move(respond));
+    }
+    if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
+      std::string rest;
+      for (size_t i = 5; i < parts.size(); ++i) {
+        rest += (i > 5 ? "/" : "") + parts[i];
+      }
+      return Forward(id, rest, req, caller, std::move(respond));
+    }
+  }
+  respond(JsonErrStatus(404, "no such endpoint: " + m + " " + req.path));
+}
+
+void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Respond respond) {
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
+  }
+  JsonFields f(*body);
+  SandboxSpec spec;
+  auto image = f.OptString("image");
+  auto ttl = f.OptInt("ttl_s", 10, opts_.max_ttl_s);
+  auto backend_name = f.OptString("backend");
+  auto network = f.OptString("network");
+  auto limits = ParseLimits(*body);
+  auto env = ParseStringMap(*body, "env", 1024);
+  auto labels = ParseStringMap(*body, "labels", 64);
+  for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
+                         backend_name ? nullptr : &backend_name.error(),
+                         network ? nullptr : &network.error(),
+                         limits ? nullptr : &limits.error(), env ? nullptr : &env.error(),
+                         labels ? nullptr : &labels.error()}) {
+    if (e) {
+      return respond(JsonErr(*e));
+    }
+  }
+  spec.image = image->value_or("");
+  spec.ttl_s = ttl->value_or(opts_.default_ttl_s);
+  spec.limits = *limits;
+  spec.env = *env;
+  spec.labels = *labels;
+  spec.owner = caller.owner;
+  if (*network && **network == "host") {
+    if (!caller.admin) {
+      return respond(JsonErr({ErrorCode::kForbidden,
+                              "network \"host\" is only allowed on the local socket"}));
+    }
+    spec.network = NetworkMode::kHost;
+  } else if (*network && **network != "none") {
+    return respond(JsonErr(FieldError("network", "must be \"none\" or \"host\"")));
+  }
+  // Backend choice. The full selector (flags, rollout, fallback) replaces this in issue 4.
+  std::string chosen = opts_.default_backend;
+  std::string reason = backends_.size() == 1 ? "STATIC" : "DEFAULT";
+  if (*backend_name && !(*backend_name)->empty()) {
+    const bool allowed = caller.admin || std::find(opts_.pinnable_backends.begin(),
+                                                   opts_.pinnable_backends.end(),
+                                                   **backend_name) != opts_.pinnable_backends.end();
+    if (!backends_.count(**backend_name)) {
+      return respond(JsonErr(FieldError("backend", "unknown backend '" + **backend_name + "'")));
+    }
+    if (!allowed) {
+      return respond(JsonErr({ErrorCode::kForbidden,
+                              "this key may not pin backend '" + **backend_name + "'"}));
+    }
+    chosen = **backend_name;
+    reason = "TARGETING_MATCH";
+  }
+  auto bit = backends_.find(chosen);
+  if (bit == backends_.end()) {
+    return respond(JsonErr({ErrorCode::kUnavailable, "backend '" + chosen + "' is not enabled"}));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t owned = 0;
+    for (const auto& [id, e] : sandboxes_) {
+      owned += e.info.spec.owner == caller.owner ? 1 : 0;
+    }
+    if (owned >= opts_.max_sandboxes_per_owner) {
+      return respond(JsonErrStatus(429, "sandbox limit reached (" +
+                                            std::to_string(opts_.max_sandboxes_per_owner) +
+                                            " per key); delete some first"));
+    }
+  }
+  SandboxBackend* backend = bit->second;
+  const std::string id = "sb-" + RandomId(12);
+  pool_.Post([this, backend, id, spec, reason, respond] {
+    const auto start = Clock::now();
+    auto info = backend->Create(id, spec);
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    Count(std::string(backend->Name()), "create", info.has_value(), secs);
+    if (!info) {
+      Log(LogLevel::kWarn, "sandbox.create_failed", "id={} backend={} error=\"{}\"", id,
+          backend->Name(), info.error().message);
+      return respond(JsonErr(info.error()));
+    }
+    SandboxEntry e{*info, backend, reason};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sandboxes_[id] = e;
+    }
+    Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}", id,
+        backend->Name(), reason, spec.owner, secs * 1000);
+    respond(JsonOk(SandboxJson(e), 201));
+  });
+}
+
+std::optional<SandboxEntry> DaemonApi::Find(const std::string& id, const Caller& caller) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) {
+    return std::nullopt;
+  }
+  // Another key's sandbox is indistinguishable from a missing one.
+  if (!caller.admin && it->second.info.spec.owner != caller.owner) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+void DaemonApi::List(const Caller& caller, http::Respond respond) {
+  Json list = Json::array();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, e] : sandboxes_) {
+    if (caller.admin || e.info.spec.owner == caller.owner) {
+      list.push_back(SandboxJson(e));
+    }
+  }
+  respond(JsonOk({{"sandboxes", std::move(list)}}));
+}
+
+void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respond respond) {
+  auto e = Find(id, caller);
+  if (!e) {
+    return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  pool_.Post([this, e = *e, respond] {
+    auto fresh = e.backend->Get(e.info.id);
+    SandboxEntry out = e;
+    if (fresh) {
+      out.info = *fresh;
+    }
+    respond(JsonOk(SandboxJson(out)));
+  });
+}
+
+void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respond respond) {
+  auto e = Find(id, caller);
+  if (!e) {
+    return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sandboxes_.erase(id);
+  }
+  pool_.Post([this, e = *e, respond] {
+    const auto start = Clock::now();
+    auto r = e.backend->Destroy(e.info.id);
+    Count(e.info.backend, "destroy", r.has_value(),
+          std::chrono::duration<double>(Clock::now() - start).count());
+    if (e.info.guest_endpoint.starts_with("unix:")) {
+      client_.Forget(e.info.guest_endpoint.substr(5));
+    }
+    if (!r && r.error().code != ErrorCode::kNotFound) {
+      return respond(JsonErr(r.error()));
+    }
+    Log(LogLevel::kInfo, "sandbox.destroyed", "id={} backend={}", e.info.id, e.info.backend);
+    respond(JsonOk({{"id", e.info.id}, {"deleted", true}}));
+  });
+}
+
+void DaemonApi::ExtendTtl(const std::string& id, const http::Request& req, const Caller& caller,
+                          http::Respond respond) {
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
+  }
+  auto ttl = JsonFields(*body).OptInt("ttl_s", 1, opts_.max_ttl_s);
+  if (!ttl) {
+    return respond(JsonErr(ttl.error()));
+  }
+  auto e = Find(id, caller);
+  if (!e) {
+    return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  const double expires = Now() + static_cast<double>(ttl->value_or(opts_.default_ttl_s));
+  pool_.Post([this, e = *e, expires, respond] {
+    if (auto r = e.backend->SetExpiry(e.info.id, expires); !r) {
+      return respond(JsonErr(r.error()));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sandboxes_.find(e.info.id);
+    if (it == sandboxes_.end()) {
+      return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
+    }
+    it->second.info.expires_at = expires;
+    respond(JsonOk({{"id", e.info.id}, {"expires_at", expires}}));
+  });
+}
+
+void DaemonApi::Forward(const std::string& id, const std::string& rest, const http::Request& req,
+                        const Caller& caller, http::Respond respond) {
+  auto e = Find(id, caller);
+  if (!e) {
+    return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  if (!e->info.guest_endpoint.starts_with("unix:")) {
+    return respond(JsonErr({ErrorCode::kUnavailable,
+                            "sandbox '" + id + "' has no reachable guest endpoint"}));
+  }
+  http::ClientRequest cr;
+  cr.method = req.method;
+  cr.target = "/api/v1/" + rest + (req.query.empty() ? "" : "?" + req.query);
+  cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
+  if (auto ct = req.Header("content-type"); !ct.empty()) {
+    cr.headers.emplace_back("Content-Type", ct);
+  }
+  cr.body = req.body;
+  const std::string path = e->info.guest_endpoint.substr(5);
+  const std::string backend = e->info.backend;
+  const auto start = Clock::now();
+  // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
+  const auto timeout = rest.starts_with("file/") ? std::chrono::minutes(30)
+                                                 : std::chrono::hours(24 * 8);
+  if (rest == "file/download") {
+    client_.SendStreaming(path, std::move(cr), timeout,
+                          [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
+                            Count(backend, rest, r && r->status < 500,
+                                  std::chrono::duration<double>(Clock::now() - start).count());
+                            if (!r) {
+                              return respond(JsonErr(r.error()));
+                            }
+                            http::Response out;
+                            out.status = r->status;
+                            out.content_type = r->Header("content-type");
+                            if (auto cd = r->Header("content-disposition"); !cd.empty()) {
+                              out.headers.emplace_back("Content-Disposition", cd);
+                            }
+                            out.stream = r->stream;
+                            respond(std::move(out));
+                          });
+    return;
+  }
+  client_.Send(path, std::move(cr), timeout,
+               [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
+                 Count(backend, rest, r && r->status < 500,
+                       std::chrono::duration<double>(Clock::now() - start).count());
+                 if (!r) {
+                   return respond(JsonErr(r.error()));
+                 }
+                 http::Response out;
+                 out.status = r->status;
+                 out.content_type = r->Header("content-type");
+                 out.body = std::move(r->body);
+                 respond(std::move(out));
+               });
+}
+
+void DaemonApi::Info(http::Respond respond) {
+  // The seed's get_sandbox_info() keys stay a subset; the selector (issue 4) extends this.
+  Json backends = Json::object();
+  for (const auto& [name, b] : backends_) {
+    backends[name] = true;
+  }
+  respond(JsonOk({{"implementation", opts_.default_backend},
+                  {"backend", opts_.default_backend},
+                  {"reason", backends_.size() == 1 ? "STATIC" : "DEFAULT"},
+                  {"feature_flag_enabled", false},
+                  {"config", Json::object()},
+                  {"backends", backends}}));
+}
+
+void DaemonApi::Ready(http::Respond respond) {
+  pool_.Post([this, respond] {
+    Json probes = Json::object();
+    bool ready = false;
+    for (const auto& [name, b] : backends_) {
+      ProbeResult p = b->Probe();
+      probes[name] = {{"usable", p.usable}, {"reason", p.reason}, {"limitations", p.limitations}};
+      ready = ready || (p.usable && name == opts_.default_backend);
+    }
+    Json data = {{"ready", ready}, {"backends", probes}};
+    if (ready) {
+      respond(JsonOk(std::move(data)));
+    } else {
+      http::Response r = JsonOk(std::move(data), 503);
+      respond(std::move(r));
+    }
+  });
+}
+
+void DaemonApi::RenderMetrics(http::Respond respond) {
+  metrics_.ResetGauge("agentbox_sandboxes");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::map<std::pair<std::string, std::string>, int> counts;
+    for (const auto& [id, e] : sandboxes_) {
+      ++counts[{e.info.backend, SandboxStateName(e.info.state)}];
+    }
+    for (const auto& [k, n] : counts) {
+      metrics_.Set("agentbox_sandboxes", {{"backend", k.first}, {"state", k.second}}, n);
+    }
+  }
+  metrics_.Set("agentbox_http_requests_in_flight", {}, static_cast<double>(in_flight_.load()));
+  http::Response r;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = metrics_.Render();
+  respond(std::move(r));
+}
+
+}  // namespace agentbox::daemon

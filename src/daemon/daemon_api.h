@@ -1,0 +1,106 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "api/sandbox_backend.h"
+#include "common/json_util.h"
+#include "common/metrics.h"
+#include "common/worker_pool.h"
+#include "daemon/auth.h"
+#include "http/client.h"
+#include "http/server.h"
+
+namespace agentbox::daemon {
+
+struct DaemonOptions {
+  std::string default_backend = "jail";
+  std::vector<std::string> pinnable_backends;  // backends a caller may request by name
+  std::string spool_dir = "/tmp";              // uploads are spooled here before forwarding
+  int64_t default_ttl_s = 3600;
+  int64_t max_ttl_s = 7 * 86400;
+  size_t max_sandboxes_per_owner = 64;
+};
+
+// One sandbox the daemon knows: pinned to the backend that created it.
+struct SandboxEntry {
+  SandboxInfo info;
+  SandboxBackend* backend = nullptr;
+  std::string reason;  // why that backend was chosen
+};
+
+// The daemon's REST API (sandbox-api.md §2). Sandbox lifecycle calls run on a worker pool
+// (backends block); guest calls are forwarded asynchronously over each sandbox's unix socket.
+// Thread-safe.
+class DaemonApi : public http::Dispatcher {
+ public:
+  DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
+            ApiKeys keys, DaemonOptions options);
+  ~DaemonApi() override;
+
+  // Finds the sandboxes every backend already holds (after a restart) and starts the TTL reaper.
+  void Start();
+  // Stops the reaper; waits up to `grace` for in-flight requests. Sandboxes keep running.
+  void Drain(std::chrono::milliseconds grace);
+  size_t in_flight() const { return in_flight_.load(); }
+
+  std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
+  void Handle(http::Request req, http::Respond respond) override;
+
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  struct Caller {
+    std::string owner;
+    bool admin = false;
+  };
+  std::optional<Caller> Authenticate(const http::Request& req) const;
+  void Route(const http::Request& req, const Caller& caller, http::Respond respond);
+  void Create(const http::Request& req, const Caller& caller, http::Respond respond);
+  void List(const Caller& caller, http::Respond respond);
+  void GetOne(const std::string& id, const Caller& caller, http::Respond respond);
+  void Destroy(const std::string& id, const Caller& caller, http::Respond respond);
+  void ExtendTtl(const std::string& id, const http::Request& req, const Caller& caller,
+                 http::Respond respond);
+  void Forward(const std::string& id, const std::string& rest, const http::Request& req,
+               const Caller& caller, http::Respond respond);
+  void Info(http::Respond respond);
+  void Ready(http::Respond respond);
+  void RenderMetrics(http::Respond respond);
+
+  std::optional<SandboxEntry> Find(const std::string& id, const Caller& caller) const;
+  void Reap();
+  void ArmReaper();
+  http::Respond Track(http::Respond respond);
+  void Count(const std::string& backend, const std::string& op, bool ok, double seconds);
+
+  boost::asio::io_context& io_;
+  std::map<std::string, SandboxBackend*> backends_;
+  ApiKeys keys_;
+  DaemonOptions opts_;
+  http::UnixHttpClient client_;
+  WorkerPool pool_;
+  Metrics metrics_;
+  mutable std::mutex mu_;
+  std::map<std::string, SandboxEntry> sandboxes_;
+  boost::asio::steady_timer reaper_;
+  std::atomic<size_t> in_flight_{0};
+  std::atomic<bool> draining_{false};
+};
+
+// The envelope of the daemon API (same shape as the guest's).
+http::Response JsonOk(Json data, int status = 200);
+http::Response JsonErr(const Error& e);
+http::Response JsonErrStatus(int status, const std::string& message);
+
+Json SandboxJson(const SandboxEntry& e);
+
+}  // namespace agentbox::daemon

@@ -1,0 +1,312 @@
+#include "http/client.h"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <limits>
+#include <optional>
+
+#include "common/strings.h"
+
+namespace agentbox::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using Socket = UnixHttpClient::Socket;
+
+std::string ClientResponse::Header(const std::string& lower_name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == lower_name) {
+      return v;
+    }
+  }
+  return {};
+}
+
+namespace {
+
+// One request/response exchange. Owns its connection while in flight.
+class Exchange : public std::enable_shared_from_this<Exchange> {
+ public:
+  Exchange(UnixHttpClient& client, std::string path, ClientRequest req,
+           std::chrono::milliseconds timeout, UnixHttpClient::Done done, bool streaming,
+           uint64_t max_body)
+      : client_(client),
+        path_(std::move(path)),
+        req_(std::move(req)),
+        timeout_(timeout),
+        done_(std::move(done)),
+        streaming_(streaming),
+        max_body_(max_body),
+        timer_(client.io()) {}
+
+  void Start() {
+    socket_ = client_.TakeIdle(path_);
+    reused_ = socket_ != nullptr;
+    ArmTimer();
+    if (socket_) {
+      Write();
+      return;
+    }
+    Connect();
+  }
+
+  // Body streaming after the headers were delivered (SendStreaming).
+  void NextChunk(BodySource::Callback cb) {
+    if (body_done_) {
+      cb(std::string_view(), true);
+      return;
+    }
+    auto& body = stream_parser_->get().body();
+    body.data = chunk_;
+    body.size = sizeof(chunk_);
+    ArmTimer();
+    bhttp::async_read(*socket_, buffer_, *stream_parser_,
+                      [self = shared_from_this(), cb](beast::error_code ec, size_t) {
+                        self->timer_.cancel();
+                        if (ec == bhttp::error::need_buffer) {
+                          ec = {};
+                        }
+                        if (ec) {
+                          cb(Fail(ErrorCode::kUnavailable, "guest stream failed: " + ec.message()),
+                             true);
+                          return;
+                        }
+                        const size_t n = sizeof(self->chunk_) -
+                                         self->stream_parser_->get().body().size;
+                        self->body_done_ = self->stream_parser_->is_done();
+                        if (self->body_done_ && self->stream_parser_->keep_alive()) {
+                          self->client_.ReturnIdle(self->path_, std::move(self->socket_));
+                        }
+                        cb(std::string_view(self->chunk_, n), self->body_done_);
+                      });
+  }
+
+ private:
+  void ArmTimer() {
+    timer_.expires_after(timeout_);
+    timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self) {
+        return;
+      }
+      self->timed_out_ = true;
+      if (self->socket_) {
+        beast::error_code ignored;
+        self->socket_->close(ignored);
+      }
+    });
+  }
+
+  void Connect() {
+    socket_ = std::make_unique<Socket>(client_.io());
+    socket_->async_connect(asio::local::stream_protocol::endpoint(path_),
+                           [self = shared_from_this()](beast::error_code ec) {
+                             if (ec) {
+                               self->Finish(Fail(ErrorCode::kUnavailable,
+                                                 "cannot reach guest at " + self->path_ + ": " +
+                                                     ec.message()));
+                               return;
+                             }
+                             self->Write();
+                           });
+  }
+
+  template <class Body>
+  void Prepare(bhttp::request<Body>& r) {
+    r.method_string(req_.method);
+    r.target(req_.target);
+    r.version(11);
+    r.set(bhttp::field::host, "guest");
+    for (const auto& [k, v] : req_.headers) {
+      r.set(k, v);
+    }
+    r.keep_alive(true);
+  }
+
+  void Write() {
+    auto on_written = [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) {
+        self->Retry(ec);
+        return;
+      }
+      self->Read();
+    };
+    if (req_.body_file && req_.body_file->Valid()) {
+      auto r = std::make_shared<bhttp::request<bhttp::file_body>>();
+      Prepare(*r);
+      beast::file_posix f;
+      f.native_handle(::dup(req_.body_file->Get()));
+      ::lseek(req_.body_file->Get(), 0, SEEK_SET);
+      beast::error_code ec;
+      r->body().reset(std::move(f), ec);
+      r->prepare_payload();
+      bhttp::async_write(*socket_, *r, [r, on_written](beast::error_code e, size_t n) {
+        on_written(e, n);
+      });
+      return;
+    }
+    auto r = std::make_shared<bhttp::request<bhttp::string_body>>();
+    Prepare(*r);
+    r->body() = req_.body;
+    r->prepare_payload();
+    bhttp::async_write(*socket_, *r,
+                       [r, on_written](beast::error_code e, size_t n) { on_written(e, n); });
+  }
+
+  void Read() {
+    if (streaming_) {
+      stream_parser_.emplace();
+      stream_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+      bhttp::async_read_header(*socket_, buffer_, *stream_parser_,
+                               [self = shared_from_this()](beast::error_code ec, size_t) {
+                                 if (ec) {
+                                   self->Retry(ec);
+                                   return;
+                                 }
+                                 self->timer_.cancel();
+                                 ClientResponse resp;
+                                 self->FillHeaders(resp, self->stream_parser_->get());
+                                 self->body_done_ = self->stream_parser_->is_done();
+                                 resp.stream = std::make_shared<StreamSource>(self);
+                                 self->Finish(std::move(resp));
+                               });
+      return;
+    }
+    parser_.emplace();
+    parser_->body_limit(max_body_);
+    bhttp::async_read(*socket_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec == bhttp::error::body_limit) {
+                          self->Finish(Fail(ErrorCode::kTooLarge, "guest response too large"));
+                          return;
+                        }
+                        if (ec) {
+                          self->Retry(ec);
+                          return;
+                        }
+                        ClientResponse resp;
+                        auto& msg = self->parser_->get();
+                        self->FillHeaders(resp, msg);
+                        resp.body = std::move(msg.body());
+                        if (self->parser_->keep_alive()) {
+                          self->client_.ReturnIdle(self->path_, std::move(self->socket_));
+                        }
+                        self->Finish(std::move(resp));
+                      });
+  }
+
+  template <class Msg>
+  void FillHeaders(ClientResponse& resp, const Msg& msg) {
+    resp.status = static_cast<int>(msg.result_int());
+    for (const auto& f : msg) {
+      resp.headers.emplace_back(AsciiLower(f.name_string()), std::string(f.value()));
+    }
+  }
+
+  // A reused idle connection may have been closed by the server: try once more on a new one.
+  void Retry(beast::error_code ec) {
+    if (reused_ && !timed_out_ && !req_.body_file) {
+      reused_ = false;
+      socket_.reset();
+      buffer_.clear();
+      Connect();
+      return;
+    }
+    Finish(Fail(timed_out_ ? ErrorCode::kUnavailable : ErrorCode::kUnavailable,
+                timed_out_ ? "guest did not answer in time"
+                           : "guest connection failed: " + ec.message()));
+  }
+
+  void Finish(Result<ClientResponse> r) {
+    if (!streaming_ || !r) {
+      timer_.cancel();
+    }
+    if (done_) {
+      auto d = std::move(done_);
+      d(std::move(r));
+    }
+  }
+
+  class StreamSource : public BodySource {
+   public:
+    explicit StreamSource(std::shared_ptr<Exchange> ex) : ex_(std::move(ex)) {}
+    ~StreamSource() override {
+      if (ex_->socket_ && !ex_->body_done_) {
+        beast::error_code ignored;
+        ex_->socket_->close(ignored);  // abandoned mid-body: the connection is unusable
+      }
+    }
+    void Next(Callback cb) override { ex_->NextChunk(std::move(cb)); }
+
+   private:
+    std::shared_ptr<Exchange> ex_;
+  };
+
+  UnixHttpClient& client_;
+  std::string path_;
+  ClientRequest req_;
+  std::chrono::milliseconds timeout_;
+  UnixHttpClient::Done done_;
+  bool streaming_;
+  uint64_t max_body_;
+  asio::steady_timer timer_;
+  std::unique_ptr<Socket> socket_;
+  bool reused_ = false;
+  bool timed_out_ = false;
+  bool body_done_ = false;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> stream_parser_;
+  char chunk_[65536];
+};
+
+}  // namespace
+
+UnixHttpClient::UnixHttpClient(asio::io_context& io, size_t max_idle_per_path)
+    : io_(io), max_idle_(max_idle_per_path) {}
+
+UnixHttpClient::~UnixHttpClient() = default;
+
+void UnixHttpClient::Send(const std::string& socket_path, ClientRequest req,
+                          std::chrono::milliseconds timeout, Done done, uint64_t max_body) {
+  std::make_shared<Exchange>(*this, socket_path, std::move(req), timeout, std::move(done), false,
+                             max_body)
+      ->Start();
+}
+
+void UnixHttpClient::SendStreaming(const std::string& socket_path, ClientRequest req,
+                                   std::chrono::milliseconds timeout, Done done) {
+  std::make_shared<Exchange>(*this, socket_path, std::move(req), timeout, std::move(done), true, 0)
+      ->Start();
+}
+
+std::unique_ptr<Socket> UnixHttpClient::TakeIdle(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = idle_.find(path);
+  if (it == idle_.end() || it->second.empty()) {
+    return nullptr;
+  }
+  auto s = std::move(it->second.back());
+  it->second.pop_back();
+  return s;
+}
+
+void UnixHttpClient::ReturnIdle(const std::string& path, std::unique_ptr<Socket> s) {
+  if (!s || !s->is_open()) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& v = idle_[path];
+  if (v.size() < max_idle_) {
+    v.push_back(std::move(s));
+  }
+}
+
+void UnixHttpClient::Forget(const std::string& socket_path) {
+  std::lock_guard<std::mutex> lock(mu_);
+  idle_.erase(socket_path);
+}
+
+}  // namespace agentbox::http

@@ -1,0 +1,269 @@
+// agentboxd's REST API over real HTTP: an in-process DaemonApi and server, a test-double backend
+// whose sandboxes are real agentbox-guest processes, and libcurl as the client.
+#include "daemon/daemon_api.h"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <thread>
+
+#include "fakes/process_backend.h"
+
+namespace agentbox::daemon {
+namespace {
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  Json json;
+  std::string headers;
+};
+
+size_t Collect(char* p, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, s * n);
+  return s * n;
+}
+
+class DaemonApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/agentbox-daemon-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    backend_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state");
+    DaemonOptions o;
+    o.default_backend = "process";
+    o.spool_dir = dir_;
+    api_ = std::make_unique<DaemonApi>(
+        io_, std::map<std::string, SandboxBackend*>{{"process", backend_.get()}},
+        ApiKeys({"alice:key-alice", "bob:key-bob"}), o);
+    api_->Start();
+    http::ServerOptions so;
+    so.max_body_bytes = 1 << 20;
+    so.error_body = [](int, const std::string& m) {
+      return DumpJson(Json{{"success", false}, {"message", m}, {"data", nullptr}});
+    };
+    server_ = std::make_unique<http::Server>(io_, *api_, so);
+    unix_sock_ = dir_ + "/d.sock";
+    ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
+    auto tcp = server_->Listen("tcp:127.0.0.1:0");
+    ASSERT_TRUE(tcp);
+    tcp_base_ = "http://" + tcp->substr(4);
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    server_->Stop();
+    work_.reset();
+    io_.stop();
+    thread_.join();
+    api_.reset();
+    backend_.reset();
+    ASSERT_EQ(system(("rm -rf '" + dir_ + "'").c_str()), 0);
+  }
+
+  // method, path, body; key "" = unix socket (local admin), otherwise TCP with that key.
+  Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
+             const std::string& key = "", std::vector<std::string> extra = {}) {
+    CURL* c = curl_easy_init();
+    Reply r;
+    std::string url;
+    if (key.empty()) {
+      curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_sock_.c_str());
+      url = "http://agentboxd" + path;
+    } else {
+      url = tcp_base_ + path;
+      if (key != "-") {
+        extra.push_back("Authorization: Bearer " + key);
+      }
+    }
+    curl_slist* hdrs = nullptr;
+    for (auto& h : extra) {
+      hdrs = curl_slist_append(hdrs, h.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (!body.empty() || method == "POST") {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.headers);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    EXPECT_EQ(curl_easy_perform(c), CURLE_OK) << method << " " << path;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    r.json = Json::parse(r.body, nullptr, false);
+    return r;
+  }
+
+  std::string CreateAs(const std::string& key, const std::string& body = "{}") {
+    Reply r = Call("POST", "/v1/sandboxes", body, key);
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.json["data"]["id"].get<std::string>();
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
+      boost::asio::make_work_guard(io_);
+  std::unique_ptr<fakes::ProcessBackend> backend_;
+  std::unique_ptr<DaemonApi> api_;
+  std::unique_ptr<http::Server> server_;
+  std::thread thread_;
+  std::string dir_, unix_sock_, tcp_base_;
+};
+
+TEST_F(DaemonApiTest, HealthAndReadiness) {
+  EXPECT_EQ(Call("GET", "/healthz").status, 200);
+  Reply r = Call("GET", "/readyz");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["data"]["backends"]["process"]["usable"], true);
+}
+
+TEST_F(DaemonApiTest, TcpNeedsAValidKey) {
+  EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "-").status, 401);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alic").status, 401);  // a prefix is not a key
+  EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "wrong").status, 401);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alice").status, 200);
+}
+
+TEST_F(DaemonApiTest, CreateExecWithPersistentStateThenDestroy) {
+  Reply c = Call("POST", "/v1/sandboxes", R"({"labels":{"team":"a"},"ttl_s":600})", "key-alice");
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.json["data"]["id"];
+  EXPECT_EQ(c.json["data"]["backend"], "process");
+  EXPECT_EQ(c.json["data"]["reason"], "STATIC");
+  EXPECT_EQ(c.json["data"]["labels"]["team"], "a");
+  const std::string base = "/v1/sandboxes/" + id + "/api/v1";
+  Reply e = Call("POST", base + "/shell/exec", R"({"id":"s","command":"cd /tmp && export X=7"})",
+                 "key-alice");
+  ASSERT_EQ(e.status, 200) << e.body;
+  e = Call("POST", base + "/shell/exec", R"({"id":"s","command":"echo $PWD $X"})", "key-alice");
+  EXPECT_EQ(e.json["data"]["output"], "/tmp 7\n");
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id, "", "key-alice").status, 200);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-alice").status, 404);
+  EXPECT_EQ(Call("POST", base + "/shell/exec", R"({"command":"true"})", "key-alice").status, 404);
+}
+
+TEST_F(DaemonApiTest, AnotherKeysSandboxIsNotFound) {
+  const std::string id = CreateAs("key-alice");
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-bob").status, 404);
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id, "", "key-bob").status, 404);
+  EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"id"})",
+                 "key-bob")
+                .status,
+            404);
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-bob").json["data"]["sandboxes"].empty());
+  EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].size(), 1u);
+  // The local socket is trusted by its file mode and sees everything.
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id).status, 200);
+}
+
+TEST_F(DaemonApiTest, UploadAndDownloadStreamThroughTheDaemon) {
+  const std::string id = CreateAs("key-alice");
+  std::string blob(3 << 20, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) {
+    blob[i] = static_cast<char>((i * 131) ^ (i >> 7));
+  }
+  const std::string boundary = "xYzBoundary42";
+  std::string body = "--" + boundary +
+                     "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nbig.bin\r\n--" +
+                     boundary +
+                     "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+                     "Content-Type: application/octet-stream\r\n\r\n" +
+                     blob + "\r\n--" + boundary + "--\r\n";
+  Reply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload", body, "key-alice",
+                  {"Content-Type: multipart/form-data; boundary=" + boundary});
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(up.json["data"]["file_size"], blob.size());
+  Reply down =
+      Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=big.bin", "", "key-alice");
+  ASSERT_EQ(down.status, 200);
+  EXPECT_EQ(down.body.size(), blob.size());
+  EXPECT_TRUE(down.body == blob);
+  EXPECT_NE(down.headers.find("attachment"), std::string::npos);
+  Reply missing =
+      Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=nope", "", "key-alice");
+  EXPECT_EQ(missing.status, 404);
+}
+
+TEST_F(DaemonApiTest, MetricsCountOperationsPerBackend) {
+  const std::string id = CreateAs("key-alice");
+  Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"true"})",
+       "key-alice");
+  Reply m = Call("GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("agentbox_operation_total{backend=\"process\",op=\"create\","
+                        "outcome=\"ok\"} 1"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("agentbox_operation_total{backend=\"process\",op=\"shell/exec\","
+                        "outcome=\"ok\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("agentbox_sandboxes{backend=\"process\",state=\"running\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("agentbox_operation_duration_seconds_bucket{backend=\"process\","
+                        "op=\"create\",le=\"+Inf\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(DaemonApiTest, ExpiredSandboxesAreDestroyed) {
+  const std::string id = CreateAs("key-alice");
+  Reply t = Call("POST", "/v1/sandboxes/" + id + "/timeout", R"({"ttl_s":1})", "key-alice");
+  ASSERT_EQ(t.status, 200) << t.body;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (Call("GET", "/v1/sandboxes/" + id, "", "key-alice").status != 404) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "sandbox did not expire";
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(backend_->List()->empty());
+}
+
+TEST_F(DaemonApiTest, BadInputGetsClearErrors) {
+  Reply r = Call("POST", "/v1/sandboxes", "{not json", "key-alice");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.json["message"].get<std::string>().find("malformed JSON"), std::string::npos);
+  r = Call("POST", "/v1/sandboxes", R"({"limits":{"memory_mb":"lots"}})", "key-alice");
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(r.json["data"]["fields"][0], "limits.memory_mb");
+  r = Call("POST", "/v1/sandboxes", R"({"backend":"nope"})", "key-alice");
+  EXPECT_EQ(r.status, 422);
+  r = Call("POST", "/v1/sandboxes", R"({"ttl_s":-5})", "key-alice");
+  EXPECT_EQ(r.status, 422);
+  r = Call("POST", "/v1/sandboxes", R"({"network":"host"})", "key-alice");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/sb-unknown", "", "key-alice").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/nothing", "", "key-alice").status, 404);
+  EXPECT_EQ(Call("PUT", "/v1/sandboxes", "{}", "key-alice").status, 405);
+  r = Call("POST", "/v1/sandboxes", std::string(2 << 20, 'x'), "key-alice");
+  EXPECT_EQ(r.status, 413);
+  // Nothing was created by any of it, and the daemon still works.
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
+  EXPECT_EQ(Call("GET", "/healthz").status, 200);
+}
+
+TEST_F(DaemonApiTest, BackendFailureIsReportedAndLeavesNothing) {
+  backend_->FailNextCreates(1);
+  Reply r = Call("POST", "/v1/sandboxes", "{}", "key-alice");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.json["message"].get<std::string>().find("told to fail"), std::string::npos);
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
+}
+
+TEST_F(DaemonApiTest, InfoKeepsTheSeedsKeys) {
+  Reply r = Call("GET", "/v1/info", "", "key-alice");
+  ASSERT_EQ(r.status, 200);
+  for (const char* k : {"implementation", "feature_flag_enabled", "reason", "config"}) {
+    EXPECT_TRUE(r.json["data"].contains(k)) << k;
+  }
+}
+
+}  // namespace
+}  // namespace agentbox::daemon

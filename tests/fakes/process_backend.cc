@@ -1,0 +1,160 @@
+#include "fakes/process_backend.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "common/strings.h"
+
+namespace agentbox::fakes {
+
+namespace {
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool SocketAccepts(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+}  // namespace
+
+ProcessBackend::ProcessBackend(std::string guest_binary, std::string state_dir, std::string name)
+    : guest_(std::move(guest_binary)), state_dir_(std::move(state_dir)), name_(std::move(name)) {
+  ::mkdir(state_dir_.c_str(), 0700);
+}
+
+ProcessBackend::~ProcessBackend() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, b] : boxes_) {
+    ::kill(b.pid, SIGKILL);
+    ::waitpid(b.pid, nullptr, 0);
+  }
+}
+
+ProbeResult ProcessBackend::Probe() {
+  return {::access(guest_.c_str(), X_OK) == 0, ::access(guest_.c_str(), X_OK) == 0
+                                                   ? ""
+                                                   : "guest binary missing",
+          {"no isolation: test double"}};
+}
+
+Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxSpec& spec) {
+  if (fail_creates_ > 0) {
+    --fail_creates_;
+    return Fail(ErrorCode::kUnavailable, "process backend told to fail");
+  }
+  Box b;
+  b.dir = state_dir_ + "/" + id;
+  ::mkdir(b.dir.c_str(), 0700);
+  ::mkdir((b.dir + "/workspace").c_str(), 0700);
+  const std::string sock = b.dir + "/guest.sock";
+  const std::string token = RandomId(32);
+  {
+    std::ofstream(b.dir + "/token") << token << "\n";
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();
+    for (const auto& [k, v] : spec.env) {
+      ::setenv(k.c_str(), v.c_str(), 1);
+    }
+    const std::string listen = "unix:" + sock;
+    const std::string workdir = b.dir + "/workspace";
+    const std::string tokfile = b.dir + "/token";
+    ::execl(guest_.c_str(), guest_.c_str(), "serve", "--listen", listen.c_str(), "--workdir",
+            workdir.c_str(), "--token-file", tokfile.c_str(), "--log-level", "warn", nullptr);
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    return Fail(ErrnoError(errno, "fork"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!SocketAccepts(sock)) {
+    if (std::chrono::steady_clock::now() > deadline || ::waitpid(pid, nullptr, WNOHANG) == pid) {
+      ::kill(pid, SIGKILL);
+      return Fail(ErrorCode::kUnavailable, "guest did not start");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  b.pid = pid;
+  b.info.id = id;
+  b.info.backend = name_;
+  b.info.state = SandboxState::kRunning;
+  b.info.spec = spec;
+  b.info.created_at = Now();
+  b.info.expires_at = b.info.created_at + static_cast<double>(spec.ttl_s);
+  b.info.guest_endpoint = "unix:" + sock;
+  b.info.guest_token = token;
+  std::lock_guard<std::mutex> lock(mu_);
+  boxes_[id] = b;
+  return b.info;
+}
+
+Result<SandboxInfo> ProcessBackend::Get(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return Fail(ErrorCode::kNotFound, "sandbox '" + id + "' not found");
+  }
+  SandboxInfo info = it->second.info;
+  if (::kill(it->second.pid, 0) != 0) {
+    info.state = SandboxState::kFailed;
+  }
+  return info;
+}
+
+Result<std::vector<SandboxInfo>> ProcessBackend::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<SandboxInfo> out;
+  for (auto& [id, b] : boxes_) {
+    out.push_back(b.info);
+  }
+  return out;
+}
+
+Result<void> ProcessBackend::Destroy(const std::string& id) {
+  Box b;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = boxes_.find(id);
+    if (it == boxes_.end()) {
+      return Fail(ErrorCode::kNotFound, "sandbox '" + id + "' not found");
+    }
+    b = it->second;
+    boxes_.erase(it);
+  }
+  ::kill(-b.pid, SIGKILL);
+  ::kill(b.pid, SIGKILL);
+  ::waitpid(b.pid, nullptr, 0);
+  std::string cmd = "rm -rf '" + b.dir + "'";
+  if (std::system(cmd.c_str()) != 0) {
+    return Fail(ErrorCode::kInternal, "cannot remove " + b.dir);
+  }
+  return {};
+}
+
+Result<void> ProcessBackend::SetExpiry(const std::string& id, double expires_at) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return Fail(ErrorCode::kNotFound, "sandbox '" + id + "' not found");
+  }
+  it->second.info.expires_at = expires_at;
+  return {};
+}
+
+}  // namespace agentbox::fakes

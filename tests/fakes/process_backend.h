@@ -1,0 +1,48 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "api/sandbox_backend.h"
+
+namespace agentbox::fakes {
+
+// A SandboxBackend test double with NO isolation: each "sandbox" is an agentbox-guest process
+// serving on a unix socket in a temporary directory. It exercises the daemon's lifecycle,
+// forwarding, auth and metrics without the kernel features a real backend needs. Never used
+// outside tests. Thread-safe.
+class ProcessBackend : public SandboxBackend {
+ public:
+  ProcessBackend(std::string guest_binary, std::string state_dir, std::string name = "process");
+  ~ProcessBackend() override;
+
+  std::string_view Name() const override { return name_; }
+  ProbeResult Probe() override;
+  Capabilities GetCapabilities() const override { return {}; }
+  Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
+  Result<SandboxInfo> Get(const std::string& id) override;
+  Result<std::vector<SandboxInfo>> List() override;
+  Result<void> Destroy(const std::string& id) override;
+  Result<void> SetExpiry(const std::string& id, double expires_at) override;
+
+  // Makes the next Create calls fail (tests of error paths); 0 = succeed.
+  void FailNextCreates(int n) { fail_creates_ = n; }
+
+ private:
+  struct Box {
+    SandboxInfo info;
+    pid_t pid = -1;
+    std::string dir;
+  };
+  std::string guest_;
+  std::string state_dir_;
+  std::string name_;
+  std::mutex mu_;
+  std::map<std::string, Box> boxes_;
+  int fail_creates_ = 0;
+};
+
+}  // namespace agentbox::fakes
