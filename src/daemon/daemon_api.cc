@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <thread>
 
 #include "common/log.h"
 #include "common/strings.h"
@@ -230,14 +229,9 @@ void DaemonApi::Start() {
   ArmReaper();
 }
 
-void DaemonApi::Drain(std::chrono::milliseconds grace) {
+void DaemonApi::BeginDrain() {
   draining_ = true;
-  reaper_.cancel();
-  const auto deadline = Clock::now() + grace;
-  while (in_flight_.load() > 0 && Clock::now() < deadline) {
-    io_.poll();  // let in-flight responses complete
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  boost::asio::post(io_, [this] { reaper_.cancel(); });
 }
 
 void DaemonApi::ArmReaper() {

@@ -48,8 +48,9 @@ class DaemonApi : public http::Dispatcher {
 
   // Finds the sandboxes every backend already holds (after a restart) and starts the TTL reaper.
   void Start();
-  // Stops the reaper; waits up to `grace` for in-flight requests. Sandboxes keep running.
-  void Drain(std::chrono::milliseconds grace);
+  // From now on new requests get 503 and the TTL reaper stops; in-flight requests finish.
+  // Sandboxes keep running.
+  void BeginDrain();
   size_t in_flight() const { return in_flight_.load(); }
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;

@@ -1,0 +1,205 @@
+// agentboxd: the agentbox daemon. REST API for clients, sandbox registry, auth, metrics, and the
+// backends (sandbox-api.md §2).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "backends/jail/jail_backend.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "daemon/daemon_api.h"
+#include "http/server.h"
+
+namespace {
+
+using namespace agentbox;
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) {
+    return ".";
+  }
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+bool Executable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
+
+// A binary that ships with agentboxd: configured path, else next to agentboxd, else the
+// install location, else where the build tree put it.
+std::string FindBinary(const Config& cfg, const std::string& key, const std::string& name,
+                       const std::string& build_path) {
+  if (auto v = cfg.Get(key); v && !v->empty()) {
+    return *v;
+  }
+  for (const std::string& p : {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name,
+                               build_path}) {
+    if (Executable(p)) {
+      return p;
+    }
+  }
+  return build_path;
+}
+
+void MakeParentDir(const std::string& listen) {
+  if (!listen.starts_with("unix:")) {
+    return;
+  }
+  std::string path = listen.substr(5);
+  const size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    std::string cmd = path.substr(0, slash);
+    for (size_t i = 1; i <= cmd.size(); ++i) {
+      if (i == cmd.size() || cmd[i] == '/') {
+        ::mkdir(cmd.substr(0, i).c_str(), 0755);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"agentboxd: the agentbox daemon"};
+  std::string config_file;
+  std::string env_file = ".env";
+  std::vector<std::string> listen;
+  std::string state_dir;
+  std::string backend;
+  app.add_option("--config", config_file, "KEY=VALUE configuration file");
+  app.add_option("--env-file", env_file, ".env file read after the config file (if present)");
+  app.add_option("--listen", listen, "unix:PATH or tcp:HOST:PORT (repeatable)");
+  app.add_option("--state-dir", state_dir, "where sandboxes keep their state");
+  app.add_option("--backend", backend, "backend for new sandboxes (SANDBOX_BACKEND)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  Config::Sources sources;
+  sources.defaults = {{"AGENTBOX_LISTEN", "unix:/run/agentbox/agentboxd.sock"},
+                      {"AGENTBOX_STATE_DIR", "/var/lib/agentbox"},
+                      {"SANDBOX_BACKEND", "jail"},
+                      {"AGENTBOX_LOG_LEVEL", "info"}};
+  sources.config_file = config_file;
+  sources.dotenv_file = env_file;
+  if (!listen.empty()) {
+    std::string joined;
+    for (const auto& l : listen) {
+      joined += (joined.empty() ? "" : ",") + l;
+    }
+    sources.overrides["AGENTBOX_LISTEN"] = joined;
+  }
+  if (!state_dir.empty()) {
+    sources.overrides["AGENTBOX_STATE_DIR"] = state_dir;
+  }
+  if (!backend.empty()) {
+    sources.overrides["SANDBOX_BACKEND"] = backend;
+  }
+  auto cfg = Config::Load(sources);
+  if (!cfg) {
+    std::cerr << "agentboxd: " << cfg.error().message << "\n";
+    return 2;
+  }
+  const std::string level = cfg->GetOr("AGENTBOX_LOG_LEVEL", "info");
+  SetLogLevel(level == "debug" ? LogLevel::kDebug : level == "warn" ? LogLevel::kWarn
+                                                                    : LogLevel::kInfo);
+  const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
+  ::mkdir(dir.c_str(), 0700);
+
+  jail::JailBackendOptions jo;
+  jo.state_dir = dir + "/jail";
+  jo.guest_binary = FindBinary(*cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
+  jo.helper_binary = FindBinary(*cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
+  jail::JailBackend jail_backend(jo);
+  std::map<std::string, SandboxBackend*> backends = {{"jail", &jail_backend}};
+
+  const std::string chosen = cfg->GetOr("SANDBOX_BACKEND", "jail");
+  if (!backends.count(chosen)) {
+    std::cerr << "agentboxd: SANDBOX_BACKEND=" << chosen << " (" << cfg->SourceOf("SANDBOX_BACKEND")
+              << ") is not an available backend; available: jail\n";
+    return 2;
+  }
+  ProbeResult probe = jail_backend.Probe();
+  Log(probe.usable ? LogLevel::kInfo : LogLevel::kWarn, "backend.probe",
+      "backend=jail usable={} reason=\"{}\" limitations={}", probe.usable, probe.reason,
+      probe.limitations.size());
+  for (const auto& l : probe.limitations) {
+    Log(LogLevel::kWarn, "backend.limitation", "backend=jail detail=\"{}\"", l);
+  }
+
+  auto ttl = cfg->GetInt("AGENTBOX_DEFAULT_TTL_S", 3600, 10, 7 * 86400);
+  auto per_owner = cfg->GetInt("AGENTBOX_MAX_SANDBOXES_PER_KEY", 64, 1, 100000);
+  if (!ttl || !per_owner) {
+    std::cerr << "agentboxd: " << (!ttl ? ttl.error() : per_owner.error()).message << "\n";
+    return 2;
+  }
+  daemon::DaemonOptions opts;
+  opts.default_backend = chosen;
+  opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
+  opts.spool_dir = dir;
+  opts.default_ttl_s = *ttl;
+  opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);
+  daemon::ApiKeys keys(cfg->GetList("AGENTBOX_API_KEYS"));
+
+  const auto endpoints = cfg->GetList("AGENTBOX_LISTEN");
+  for (const auto& l : endpoints) {
+    if (l.starts_with("tcp:") && keys.empty()) {
+      std::cerr << "agentboxd: refusing to listen on " << l
+                << " without API keys: set AGENTBOX_API_KEYS\n";
+      return 2;
+    }
+  }
+
+  boost::asio::io_context io;
+  daemon::DaemonApi api(io, backends, keys, opts);
+  api.Start();
+  http::ServerOptions so;
+  so.error_body = [](int, const std::string& m) {
+    return DumpJson(Json{{"success", false}, {"message", m}, {"data", nullptr}});
+  };
+  http::Server server(io, api, so);
+  for (const auto& l : endpoints) {
+    MakeParentDir(l);
+    auto bound = server.Listen(l);
+    if (!bound) {
+      std::cerr << "agentboxd: " << bound.error().message << "\n";
+      return 2;
+    }
+    Log(LogLevel::kInfo, "daemon.listening", "address={} backend={} source={} keys={}", *bound,
+        chosen, cfg->SourceOf("SANDBOX_BACKEND"), keys.size());
+  }
+
+  boost::asio::signal_set stop(io, SIGTERM, SIGINT);
+  stop.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) {
+      return;
+    }
+    // Stop accepting, let in-flight requests finish, leave every sandbox running.
+    Log(LogLevel::kInfo, "daemon.draining", "signal={} in_flight={}", sig, api.in_flight());
+    server.Stop();
+    api.BeginDrain();
+    std::thread([&] {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (api.in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      Log(LogLevel::kInfo, "daemon.stopped", "in_flight={}", api.in_flight());
+      io.stop();
+    }).detach();
+  });
+  // Two threads: one can block briefly in a backend call while the other keeps serving.
+  std::thread second([&] { io.run(); });
+  io.run();
+  second.join();
+  return 0;
+}
