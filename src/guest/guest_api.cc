@@ -84,7 +84,12 @@ bool TrailingAmpersand(const std::string& cmd, std::string& stripped) {
     return false;  // "&&" is a list, ">&" / "|&" are redirections
   }
   stripped = cmd.substr(0, end);
-  return stripped.find_first_not_of(" \t\n\r") != std::string::npos;
+  const size_t last = stripped.find_last_not_of(" \t\n\r");
+  if (last == std::string::npos) {
+    return false;
+  }
+  stripped.resize(last + 1);
+  return true;
 }
 
 // Streams a multipart upload: form field "path" (or ?path=) names the destination, part "file"

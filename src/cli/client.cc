@@ -1,0 +1,398 @@
+#include "cli/client.h"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "cli/interrupt.h"
+
+namespace agentbox::cli {
+
+namespace {
+
+struct CurlEasyDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+using CurlEasy = std::unique_ptr<CURL, CurlEasyDeleter>;
+
+struct CurlSlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
+
+struct CurlMimeDeleter {
+  void operator()(curl_mime* m) const { curl_mime_free(m); }
+};
+using CurlMime = std::unique_ptr<curl_mime, CurlMimeDeleter>;
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+size_t AppendToString(char* p, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, size * n);
+  return size * n;
+}
+
+// libcurl's progress callback: a non-zero return aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
+int AbortOnInterrupt(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return InterruptPending() ? 1 : 0;
+}
+
+ErrorCode CodeForStatus(long status) {
+  switch (status) {
+    case 400:
+      return ErrorCode::kInvalidArgument;
+    case 401:
+      return ErrorCode::kUnauthorized;
+    case 403:
+      return ErrorCode::kForbidden;
+    case 404:
+      return ErrorCode::kNotFound;
+    case 409:
+      return ErrorCode::kConflict;
+    case 413:
+      return ErrorCode::kTooLarge;
+    case 422:
+      return ErrorCode::kValidation;
+    case 503:
+      return ErrorCode::kUnavailable;
+    default:
+      return ErrorCode::kInternal;
+  }
+}
+
+// Turns a failed curl_easy_perform into the one-line message the CLI prints. Connection
+// failures say "cannot reach agentboxd at ..."; anything later says the request broke.
+Error TransportError(CURL* c, CURLcode code, const Endpoint& ep, const char* errbuf) {
+  if (code == CURLE_ABORTED_BY_CALLBACK && InterruptPending()) {
+    return Error{ErrorCode::kUnavailable, "interrupted"};
+  }
+  std::string what = curl_easy_strerror(code);
+  long os_errno = 0;
+  curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+  if (os_errno != 0) {
+    what += std::string(" (") + std::strerror(static_cast<int>(os_errno)) + ")";
+  } else if (errbuf[0] != '\0' && code != CURLE_COULDNT_CONNECT) {
+    what += std::string(": ") + errbuf;
+  }
+  switch (code) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_OPERATION_TIMEDOUT:
+      return Error{ErrorCode::kUnavailable,
+                   "cannot reach agentboxd at " + ep.Describe() + ": " + what};
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return Error{ErrorCode::kInvalidArgument,
+                   "invalid agentboxd address '" + ep.Describe() + "': " + what};
+    default:
+      return Error{ErrorCode::kUnavailable,
+                   "request to agentboxd at " + ep.Describe() + " failed: " + what};
+  }
+}
+
+// Everything a request to the daemon shares: URL, transport, auth, timeouts.
+class Request {
+ public:
+  Request(CURL* c, const Endpoint& ep, const std::string& method, const std::string& path)
+      : c_(c), ep_(ep) {
+    curl_easy_reset(c_);
+    errbuf_[0] = '\0';
+    std::string url;
+    if (ep.base_url.empty()) {
+      curl_easy_setopt(c_, CURLOPT_UNIX_SOCKET_PATH, ep.unix_socket.c_str());
+      url = "http://agentboxd" + path;
+    } else {
+      url = ep.base_url + path;
+    }
+    curl_easy_setopt(c_, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c_, CURLOPT_CUSTOMREQUEST, method.c_str());
+    curl_easy_setopt(c_, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c_, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c_, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c_, CURLOPT_USERAGENT, "agentbox-cli/0.1");
+    curl_easy_setopt(c_, CURLOPT_ERRORBUFFER, errbuf_);
+    if (method == "GET") {
+      curl_easy_setopt(c_, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(c_, CURLOPT_CUSTOMREQUEST, nullptr);
+    }
+    AddHeader("Expect:");  // the daemon answers 100-continue, but there is nothing to wait for
+    if (!ep.api_key.empty()) {
+      AddHeader("Authorization: Bearer " + ep.api_key);
+    }
+  }
+
+  ~Request() {
+    // The handle outlives this request: leave it no pointers into it.
+    curl_easy_setopt(c_, CURLOPT_ERRORBUFFER, nullptr);
+    curl_easy_setopt(c_, CURLOPT_HTTPHEADER, nullptr);
+  }
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
+  void AddHeader(const std::string& h) {
+    curl_slist* l = curl_slist_append(headers_.get(), h.c_str());
+    if (l) {
+      static_cast<void>(headers_.release());  // l is the same list, or a new one when it was empty
+      headers_.reset(l);
+    }
+  }
+
+  void Interruptible() {
+    curl_easy_setopt(c_, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c_, CURLOPT_XFERINFOFUNCTION, AbortOnInterrupt);
+  }
+
+  // Performs the request; the response body goes wherever the caller pointed WRITEFUNCTION
+  // (by default into `body`).
+  Result<long> Perform() {
+    curl_easy_setopt(c_, CURLOPT_HTTPHEADER, headers_.get());
+    CURLcode rc = curl_easy_perform(c_);
+    if (rc != CURLE_OK) {
+      return Fail(TransportError(c_, rc, ep_, errbuf_));
+    }
+    long status = 0;
+    curl_easy_getinfo(c_, CURLINFO_RESPONSE_CODE, &status);
+    return status;
+  }
+
+  CURL* handle() const { return c_; }
+
+ private:
+  CURL* c_;
+  const Endpoint& ep_;
+  CurlSlist headers_;
+  char errbuf_[CURL_ERROR_SIZE];
+};
+
+// Receives a download: 2xx bodies go to `fd`, anything else is kept (capped) as the error body.
+struct DownloadSink {
+  CURL* c = nullptr;
+  int fd = -1;
+  std::string error_body;
+  int write_errno = 0;
+
+  static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
+    auto* self = static_cast<DownloadSink*>(self_ptr);
+    const size_t len = size * n;
+    long status = 0;
+    curl_easy_getinfo(self->c, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300) {
+      if (self->error_body.size() < (64u << 10)) {
+        self->error_body.append(p, len);
+      }
+      return len;
+    }
+    size_t off = 0;
+    while (off < len) {
+      ssize_t w = ::write(self->fd, p + off, len - off);
+      if (w < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        self->write_errno = errno;
+        return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+      }
+      off += static_cast<size_t>(w);
+    }
+    return len;
+  }
+};
+
+Reply MakeReply(long status, std::string body) {
+  Reply r;
+  r.status = status;
+  r.body = std::move(body);
+  r.envelope = Json::parse(r.body, nullptr, false);
+  if (r.envelope.is_discarded()) {
+    r.envelope = nullptr;
+  }
+  return r;
+}
+
+}  // namespace
+
+std::string Endpoint::Describe() const {
+  return base_url.empty() ? "unix:" + unix_socket : base_url;
+}
+
+Endpoint ResolveEndpoint(const std::string& url_flag, const std::string& socket_flag,
+                         const std::string& key_flag) {
+  Endpoint ep;
+  std::string url = url_flag;
+  std::string socket = socket_flag;
+  if (url.empty() && socket.empty()) {
+    url = Env("AGENTBOX_URL");
+    socket = Env("AGENTBOX_SOCKET");
+  }
+  if (url.starts_with("unix:")) {
+    ep.unix_socket = url.substr(5);
+  } else if (!url.empty()) {
+    while (url.size() > 1 && url.back() == '/') {
+      url.pop_back();
+    }
+    ep.base_url = url.find("://") == std::string::npos ? "http://" + url : url;
+  } else {
+    ep.unix_socket = socket.empty() ? kDefaultSocket : socket;
+  }
+  ep.api_key = key_flag.empty() ? Env("AGENTBOX_API_KEY") : key_flag;
+  return ep;
+}
+
+const Json& Reply::data() const {
+  static const Json kNull = nullptr;
+  if (envelope.is_object()) {
+    auto it = envelope.find("data");
+    if (it != envelope.end()) {
+      return *it;
+    }
+  }
+  return kNull;
+}
+
+std::string Reply::ErrorMessage() const {
+  const std::string suffix = "(HTTP " + std::to_string(status) + ")";
+  if (envelope.is_object()) {
+    auto it = envelope.find("message");
+    if (it != envelope.end() && it->is_string() && !it->get<std::string>().empty()) {
+      return it->get<std::string>() + " " + suffix;
+    }
+  }
+  std::string text = body.substr(0, body.find('\n'));
+  if (text.size() > 200) {
+    text = text.substr(0, 200) + "...";
+  }
+  return text.empty() ? "agentboxd answered " + suffix : text + " " + suffix;
+}
+
+struct DaemonClient::Impl {
+  CurlEasy easy{curl_easy_init()};
+};
+
+DaemonClient::DaemonClient(Endpoint endpoint)
+    : endpoint_(std::move(endpoint)), impl_(std::make_unique<Impl>()) {}
+
+DaemonClient::~DaemonClient() = default;
+
+Result<Reply> DaemonClient::Send(const std::string& method, const std::string& path,
+                                 const Json* body, bool interruptible) {
+  CURL* c = impl_->easy.get();
+  if (!c) {
+    return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
+  }
+  Request req(c, endpoint_, method, path);
+  std::string payload;
+  if (body) {
+    payload = DumpJson(*body);
+    req.AddHeader("Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+  }
+  if (interruptible) {
+    req.Interruptible();
+  }
+  std::string out;
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendToString);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+  auto status = req.Perform();
+  if (!status) {
+    return Fail(status.error());
+  }
+  return MakeReply(*status, std::move(out));
+}
+
+Result<Json> DaemonClient::Call(const std::string& method, const std::string& path,
+                                const Json* body, bool interruptible) {
+  auto r = Send(method, path, body, interruptible);
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (!r->ok()) {
+    return Fail(CodeForStatus(r->status), r->ErrorMessage());
+  }
+  return r->data();
+}
+
+Result<Json> DaemonClient::Upload(const std::string& path, const std::string& local_file) {
+  CURL* c = impl_->easy.get();
+  if (!c) {
+    return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
+  }
+  Request req(c, endpoint_, "POST", path);
+  CurlMime mime(curl_mime_init(c));
+  curl_mimepart* part = curl_mime_addpart(mime.get());
+  curl_mime_name(part, "file");
+  // filedata streams from disk during the transfer and sets the part's filename to the base name.
+  if (curl_mime_filedata(part, local_file.c_str()) != CURLE_OK) {
+    return Fail(ErrorCode::kInvalidArgument, "cannot read '" + local_file + "'");
+  }
+  curl_mime_type(part, "application/octet-stream");
+  curl_easy_setopt(c, CURLOPT_MIMEPOST, mime.get());
+  std::string out;
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendToString);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+  auto status = req.Perform();
+  curl_easy_setopt(c, CURLOPT_MIMEPOST, nullptr);  // the mime dies before the shared handle
+  if (!status) {
+    return Fail(status.error());
+  }
+  Reply r = MakeReply(*status, std::move(out));
+  if (!r.ok()) {
+    return Fail(CodeForStatus(r.status), r.ErrorMessage());
+  }
+  return r.data();
+}
+
+Result<void> DaemonClient::Download(const std::string& path, int fd) {
+  CURL* c = impl_->easy.get();
+  if (!c) {
+    return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
+  }
+  Request req(c, endpoint_, "GET", path);
+  DownloadSink sink;
+  sink.c = c;
+  sink.fd = fd;
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, DownloadSink::Write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  auto status = req.Perform();
+  if (sink.write_errno != 0) {
+    return Fail(ErrnoError(sink.write_errno, "write the downloaded file"));
+  }
+  if (!status) {
+    return Fail(status.error());
+  }
+  if (*status < 200 || *status >= 300) {
+    Reply r = MakeReply(*status, std::move(sink.error_body));
+    return Fail(CodeForStatus(r.status), r.ErrorMessage());
+  }
+  return {};
+}
+
+std::string UrlEscape(const std::string& s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+std::string GuestPath(const std::string& sandbox_id, const std::string& endpoint) {
+  return "/v1/sandboxes/" + UrlEscape(sandbox_id) + "/api/v1/" + endpoint;
+}
+
+}  // namespace agentbox::cli

@@ -1,0 +1,86 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/error.h"
+#include "common/json_util.h"
+
+namespace agentbox::cli {
+
+inline constexpr const char* kDefaultSocket = "/run/agentbox/agentboxd.sock";
+
+// Where agentboxd listens and how to authenticate to it.
+struct Endpoint {
+  std::string unix_socket;  // used when base_url is empty; the socket's file mode is the auth
+  std::string base_url;     // "http://HOST:PORT" without a trailing slash; needs api_key
+  std::string api_key;      // sent as "Authorization: Bearer KEY" when non-empty
+
+  // "unix:/run/agentbox/agentboxd.sock" or the base URL: how error messages name the daemon.
+  std::string Describe() const;
+};
+
+// Resolves the endpoint from flags first, then $AGENTBOX_URL / $AGENTBOX_SOCKET /
+// $AGENTBOX_API_KEY, then the default socket. `url` may also be "unix:PATH".
+Endpoint ResolveEndpoint(const std::string& url_flag, const std::string& socket_flag,
+                         const std::string& key_flag);
+
+// One HTTP exchange with the daemon. `envelope` is the parsed {success, message, data} body, or
+// null when the body was not JSON.
+struct Reply {
+  long status = 0;
+  std::string body;
+  Json envelope;
+
+  bool ok() const { return status >= 200 && status < 300; }
+  // The envelope's `data` (null when absent).
+  const Json& data() const;
+  // "<message from the envelope> (HTTP 404)"; falls back to the raw body or the status alone.
+  std::string ErrorMessage() const;
+};
+
+// A blocking client of agentboxd's REST API over libcurl. It keeps one connection to the daemon
+// alive across calls (the shell polls several times a second). Not thread-safe: one per thread.
+//
+// Every call returns an Error only when the exchange itself failed (daemon unreachable, transfer
+// broken, interrupted); its message is ready to print after "agentbox: ". HTTP error statuses are
+// a Reply with !ok(), except in Call() which turns them into an Error with ErrorMessage().
+class DaemonClient {
+ public:
+  explicit DaemonClient(Endpoint endpoint);
+  ~DaemonClient();
+  DaemonClient(const DaemonClient&) = delete;
+  DaemonClient& operator=(const DaemonClient&) = delete;
+
+  const Endpoint& endpoint() const { return endpoint_; }
+
+  // `path` starts with "/v1/..."; `body` is sent as JSON when non-null. With `interruptible`,
+  // a SIGINT received while waiting (see interrupt.h) aborts the transfer: the result is then an
+  // Error and InterruptPending() is true.
+  Result<Reply> Send(const std::string& method, const std::string& path, const Json* body,
+                     bool interruptible = false);
+
+  // Send() that also fails on a non-2xx status; returns the envelope's `data`.
+  Result<Json> Call(const std::string& method, const std::string& path, const Json* body = nullptr,
+                    bool interruptible = false);
+
+  // POSTs `local_file` as multipart/form-data to `path` (a file/upload endpoint, query included),
+  // streamed from disk by libcurl: the file is never read into memory. Returns `data`.
+  Result<Json> Upload(const std::string& path, const std::string& local_file);
+
+  // GETs `path` (a file/download endpoint) and writes the body to `fd` as it arrives. A non-2xx
+  // answer writes nothing to `fd` and becomes an Error with the envelope's message.
+  Result<void> Download(const std::string& path, int fd);
+
+ private:
+  struct Impl;  // owns the libcurl handle
+  Endpoint endpoint_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The sandbox's guest API root: "/v1/sandboxes/<id>/api/v1/" with `id` percent-escaped.
+std::string GuestPath(const std::string& sandbox_id, const std::string& endpoint);
+// Percent-escapes `s` for a URL path segment or query value.
+std::string UrlEscape(const std::string& s);
+
+}  // namespace agentbox::cli

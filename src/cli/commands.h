@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/client.h"
+
+// The `agentbox` subcommands. Each returns the process exit status: 0 on success, kExitError
+// (format.h) for the CLI's own failures after printing one line on stderr, and for `exec` and
+// `shell` the remote command's status.
+namespace agentbox::cli {
+
+struct CreateArgs {
+  std::string image;
+  std::string backend;
+  std::optional<int64_t> ttl_s;
+  std::optional<int64_t> memory_mb;
+  std::optional<double> cpus;
+  std::optional<int64_t> pids;
+  std::vector<std::string> env;     // KEY=VALUE (or KEY, taken from the local environment)
+  std::vector<std::string> labels;  // KEY=VALUE
+  bool json = false;
+};
+
+int Create(DaemonClient& client, const CreateArgs& a);
+int List(DaemonClient& client, bool json);
+int Remove(DaemonClient& client, const std::vector<std::string>& ids);
+int Info(DaemonClient& client);
+int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds);
+
+struct ExecArgs {
+  std::string id;
+  std::string session = "default";
+  std::string cwd;
+  double timeout_s = 0;  // 0 = no limit
+  std::vector<std::string> command;
+};
+
+// POST shell/run: stdout and stderr separately, exit status = the command's (124 on timeout).
+int Exec(DaemonClient& client, const ExecArgs& a);
+// An interactive session on shell/exec + shell/view + shell/wait (+ shell/kill on Ctrl-C).
+int Shell(DaemonClient& client, const std::string& id, const std::string& session);
+
+int Upload(DaemonClient& client, const std::string& id, const std::string& local,
+           const std::string& remote);
+int Download(DaemonClient& client, const std::string& id, const std::string& remote,
+             const std::string& local);
+
+int ProcessList(DaemonClient& client, const std::string& id, const std::string& session, bool json);
+int ProcessLogs(DaemonClient& client, const std::string& id, int64_t pid, bool follow);
+
+struct KillArgs {
+  std::string id;
+  std::optional<int64_t> pid;
+  std::string session;
+  std::string pattern;
+  std::string signal;  // name or number; empty = the guest's default (KILL)
+};
+int ProcessKill(DaemonClient& client, const KillArgs& a);
+
+}  // namespace agentbox::cli

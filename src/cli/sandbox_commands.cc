@@ -1,0 +1,160 @@
+// create, ls, rm, info, timeout: the sandbox lifecycle (/v1/sandboxes, /v1/info).
+#include <algorithm>
+#include <ctime>
+#include <iostream>
+#include <tuple>
+
+#include "cli/commands.h"
+#include "cli/format.h"
+
+namespace agentbox::cli {
+
+namespace {
+
+std::string SandboxPath(const std::string& id) { return "/v1/sandboxes/" + UrlEscape(id); }
+
+std::string LocalTime(double unix_seconds) {
+  const std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", &tm);
+  return buf;
+}
+
+std::string Labels(const Json& sandbox) {
+  std::string out;
+  auto it = sandbox.find("labels");
+  if (it == sandbox.end() || !it->is_object()) {
+    return out;
+  }
+  for (const auto& [k, v] : it->items()) {
+    if (!out.empty()) {
+      out += ',';
+    }
+    out += k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return out;
+}
+
+}  // namespace
+
+int Create(DaemonClient& client, const CreateArgs& a) {
+  Json body = Json::object();
+  if (!a.image.empty()) {
+    body["image"] = a.image;
+  }
+  if (!a.backend.empty()) {
+    body["backend"] = a.backend;
+  }
+  if (a.ttl_s) {
+    body["ttl_s"] = *a.ttl_s;
+  }
+  Json limits = Json::object();
+  if (a.memory_mb) {
+    limits["memory_mb"] = *a.memory_mb;
+  }
+  if (a.cpus) {
+    limits["cpus"] = *a.cpus;
+  }
+  if (a.pids) {
+    limits["pids"] = *a.pids;
+  }
+  if (!limits.empty()) {
+    body["limits"] = limits;
+  }
+  for (const auto& [flag, list, inherit] :
+       {std::tuple{"env", &a.env, true}, std::tuple{"labels", &a.labels, false}}) {
+    if (list->empty()) {
+      continue;
+    }
+    Json map = Json::object();
+    for (const auto& kv : *list) {
+      auto parsed = ParseKeyValue(kv, inherit);
+      if (!parsed) {
+        return ReportError(std::string("--") + (inherit ? "env" : "label") + ": " +
+                           parsed.error().message);
+      }
+      map[parsed->first] = parsed->second;
+    }
+    body[flag] = map;
+  }
+  auto r = client.Call("POST", "/v1/sandboxes", &body);
+  if (!r) {
+    return ReportError(r.error());
+  }
+  if (a.json) {
+    std::cout << r->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << JsonString(*r, "id") << "\n";
+  std::cerr << "agentbox: backend " << JsonString(*r, "backend") << " (reason "
+            << JsonString(*r, "reason") << "), expires "
+            << RelativeTime(JsonNumber(*r, "expires_at"), NowSeconds()) << "\n";
+  return 0;
+}
+
+int List(DaemonClient& client, bool json) {
+  auto r = client.Call("GET", "/v1/sandboxes");
+  if (!r) {
+    return ReportError(r.error());
+  }
+  Json list = r->is_object() && r->contains("sandboxes") ? (*r)["sandboxes"] : Json::array();
+  if (!list.is_array()) {
+    return ReportError("unexpected answer from agentboxd: 'sandboxes' is not a list");
+  }
+  if (json) {
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::vector<Json> sorted(list.begin(), list.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Json& x, const Json& y) {
+    return JsonNumber(x, "created_at") < JsonNumber(y, "created_at");
+  });
+  const double now = NowSeconds();
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "BACKEND", "STATE", "CREATED", "EXPIRES", "LABELS"}};
+  for (const auto& s : sorted) {
+    rows.push_back({JsonString(s, "id"), JsonString(s, "backend"), JsonString(s, "state"),
+                    RelativeTime(JsonNumber(s, "created_at"), now),
+                    RelativeTime(JsonNumber(s, "expires_at"), now), Labels(s)});
+  }
+  PrintTable(rows, std::cout);
+  return 0;
+}
+
+int Remove(DaemonClient& client, const std::vector<std::string>& ids) {
+  int status = 0;
+  for (const auto& id : ids) {
+    auto r = client.Call("DELETE", SandboxPath(id));
+    if (!r) {
+      status = ReportError(r.error());
+      continue;
+    }
+    std::cout << id << "\n";
+  }
+  return status;
+}
+
+int Info(DaemonClient& client) {
+  auto r = client.Call("GET", "/v1/info");
+  if (!r) {
+    return ReportError(r.error());
+  }
+  std::cout << r->dump(2) << "\n";
+  return 0;
+}
+
+int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds) {
+  Json body = {{"ttl_s", seconds}};
+  auto r = client.Call("POST", SandboxPath(id) + "/timeout", &body);
+  if (!r) {
+    return ReportError(r.error());
+  }
+  const double expires = JsonNumber(*r, "expires_at");
+  std::cout << id << " expires " << RelativeTime(expires, NowSeconds()) << " ("
+            << LocalTime(expires) << ")\n";
+  return 0;
+}
+
+}  // namespace agentbox::cli
