@@ -18,6 +18,8 @@ Result<Json> ParseJsonObject(std::string_view body) {
     j = Json::parse(body);
   } catch (const Json::parse_error& e) {
     return Fail(ErrorCode::kInvalidArgument, std::string("malformed JSON: ") + e.what());
+  } catch (const Json::exception& e) {  // e.g. out_of_range: a number literal like 1e400
+    return Fail(ErrorCode::kInvalidArgument, std::string("invalid JSON value: ") + e.what());
   }
   if (!j.is_object()) {
     return Fail(ErrorCode::kInvalidArgument,

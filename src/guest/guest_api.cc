@@ -236,6 +236,10 @@ void GuestApi::Handle(http::Request req, Respond respond) {
       return;
     }
   }
+  if (req.path == "/api/v1/health" || req.path == "/api/v1/file/download") {
+    respond(ErrStatus(405, "use GET for " + req.path));
+    return;
+  }
   if (req.method != "POST") {
     respond(ErrStatus(req.path.starts_with("/api/v1/") ? 405 : 404,
                       "no such endpoint: " + req.method + " " + req.path));

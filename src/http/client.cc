@@ -1,5 +1,7 @@
 #include "http/client.h"
 
+#include <fcntl.h>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -101,6 +103,11 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
   void Connect() {
     socket_ = std::make_unique<Socket>(client_.io());
+    beast::error_code oec;
+    socket_->open(asio::local::stream_protocol(), oec);
+    if (!oec) {
+      ::fcntl(socket_->native_handle(), F_SETFD, FD_CLOEXEC);  // never leak into children
+    }
     socket_->async_connect(asio::local::stream_protocol::endpoint(path_),
                            [self = shared_from_this()](beast::error_code ec) {
                              if (ec) {

@@ -1,5 +1,6 @@
 #include "http/server.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,13 +247,40 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     res->prepare_payload();
     bhttp::async_write(socket_, *res,
                        [self = this->shared_from_this(), res, keep](beast::error_code ec, size_t) {
-                         if (ec || !keep) {
-                           beast::error_code ignored;
-                           self->socket_.shutdown(Socket::shutdown_send, ignored);
+                         if (ec) {
+                           return;
+                         }
+                         if (!keep) {
+                           self->LingerClose();
                            return;
                          }
                          self->ReadHeader();
                        });
+  }
+
+  // Closes gracefully: stop sending, then read and discard what the client still sends (the
+  // rest of a refused body) for a short while, so that it sees our response instead of a reset
+  // (RFC 9112 §9.6).
+  void LingerClose() {
+    beast::error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+    ArmTimer(std::chrono::seconds(2));
+    Discard(0);
+  }
+
+  void Discard(uint64_t total) {
+    socket_.async_read_some(
+        asio::buffer(chunk_), [self = this->shared_from_this(), total](beast::error_code ec,
+                                                                       size_t n) {
+          if (ec || total + n > (64u << 20)) {
+            ++self->timer_gen_;
+            self->timer_.cancel();
+            beast::error_code ignored;
+            self->socket_.close(ignored);
+            return;
+          }
+          self->Discard(total + n);
+        });
   }
 
   void WriteStream(Response r, bool close) {
@@ -373,6 +401,8 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
     beast::error_code ec;
     acceptor_.open(ep.protocol(), ec);
     if (!ec) {
+      // Children spawned by the process (shells, jails) must never inherit server sockets.
+      ::fcntl(acceptor_.native_handle(), F_SETFD, FD_CLOEXEC);
       if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
         acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
       }
@@ -394,6 +424,7 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
         return;
       }
       if (!ec) {
+        ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
         std::string peer = "unix";
         if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
           beast::error_code pec;

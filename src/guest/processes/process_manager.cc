@@ -59,6 +59,20 @@ Result<int> ParseSignal(const Json& v) {
   return Fail(FieldError("signal", "must be a signal number or name"));
 }
 
+namespace {
+// Reads what the pipe holds now. Returns false at EOF (every writer gone) or on error.
+bool DrainPipe(ProcessManager::ProcLog& log, int fd, char* buf, size_t size) {
+  for (;;) {
+    ssize_t n = ::read(fd, buf, size);
+    if (n > 0) {
+      log.Append(std::string_view(buf, static_cast<size_t>(n)));
+      continue;
+    }
+    return n < 0 && (errno == EAGAIN || errno == EINTR);
+  }
+}
+}  // namespace
+
 ProcessManager::ProcessManager(asio::io_context& io, ChildReaper& reaper, ShellInfo shell,
                                size_t log_cap, size_t max_records)
     : io_(io), reaper_(reaper), shell_(std::move(shell)), log_cap_(log_cap),
@@ -126,6 +140,12 @@ Result<pid_t> ProcessManager::Start(const std::string& session_id, const std::st
   std::weak_ptr<Proc> weak = p;
   reaper_.Watch(*pid, [weak](int status) {
     if (auto proc = weak.lock()) {
+      // Everything the process wrote is in the pipe by now: log it before reporting the exit.
+      if (proc->pipe && proc->pipe->is_open() &&
+          !DrainPipe(proc->log, proc->pipe->native_handle(), proc->buf, sizeof(proc->buf))) {
+        boost::system::error_code ignored;
+        proc->pipe->close(ignored);
+      }
       proc->info.running = false;
       proc->info.exit_code = ShellExitCode(status);
       proc->info.ended_at = NowSeconds();
@@ -137,23 +157,27 @@ Result<pid_t> ProcessManager::Start(const std::string& session_id, const std::st
   return *pid;
 }
 
+
 void ProcessManager::ReadLoop(const std::shared_ptr<Proc>& p) {
+  // Wait-then-read (not async_read_some) so no output sits in a queued completion: on exit the
+  // pipe can be drained synchronously and the log is complete when `running` turns false.
   std::weak_ptr<Proc> weak = p;
-  p->pipe->async_read_some(
-      asio::buffer(p->buf), [this, weak](const boost::system::error_code& ec, size_t n) {
-        auto proc = weak.lock();
-        if (!proc) {
-          return;  // pruned (its descriptor closed); `this` is not touched
-        }
-        if (ec) {
-          boost::system::error_code ignored;
-          proc->pipe->close(ignored);  // EOF: every writer (incl. grandchildren) is gone
-          return;
-        }
-        proc->log.Append(std::string_view(proc->buf, n));
-        ReadLoop(proc);
-      });
+  p->pipe->async_wait(asio::posix::descriptor_base::wait_read,
+                      [this, weak](const boost::system::error_code& ec) {
+                        auto proc = weak.lock();
+                        if (!proc || ec || !proc->pipe->is_open()) {
+                          return;  // pruned or closed; `this` is not touched
+                        }
+                        if (!DrainPipe(proc->log, proc->pipe->native_handle(), proc->buf,
+                                       sizeof(proc->buf))) {
+                          boost::system::error_code ignored;
+                          proc->pipe->close(ignored);  // EOF: every writer is gone
+                          return;
+                        }
+                        ReadLoop(proc);
+                      });
 }
+
 
 std::vector<ProcessInfo> ProcessManager::List(const std::optional<std::string>& session_id) const {
   std::vector<ProcessInfo> out;
@@ -180,9 +204,10 @@ Result<ProcessLogs> ProcessManager::Logs(pid_t pid, uint64_t offset, size_t max_
   if (keep < skip) {
     keep = skip;
   }
-  // Hold back a split character unless the log is final (process gone and pipe closed).
+  // Hold back a split character unless it is the very end of a final log (process gone, pipe
+  // closed): only then can no continuation byte follow.
   const bool final = !p.info.running && (!p.pipe || !p.pipe->is_open());
-  if (final) {
+  if (final && s.next_offset == p.log.end_offset()) {
     keep = s.bytes.size();
   }
   l.output = s.bytes.substr(skip, keep - skip);
@@ -195,7 +220,9 @@ Result<ProcessLogs> ProcessManager::Logs(pid_t pid, uint64_t offset, size_t max_
 
 Result<std::vector<pid_t>> ProcessManager::Kill(const KillRequest& req) {
   if (!req.pid && !req.session_id && !req.pattern) {
-    return Fail(ErrorCode::kValidation, "give one of 'pid', 'session_id' or 'pattern'");
+    Error e{ErrorCode::kValidation, "give one of 'pid', 'session_id' or 'pattern'"};
+    e.field = "pid";
+    return Fail(std::move(e));
   }
   std::optional<std::regex> re;
   if (req.pattern) {

@@ -68,6 +68,9 @@ class ProcessManager {
   size_t running_count() const;
   void KillAll();
 
+  // The capped log of one process (exposed for the pipe-draining helper).
+  using ProcLog = RingBuffer;
+
  private:
   struct Proc {
     ProcessInfo info;

@@ -187,19 +187,46 @@ Result<void> Session::EnsureShell() {
 }
 
 void Session::ReadLoop(asio::posix::stream_descriptor& d, int which) {
+  // Wait for readability and read ourselves, rather than async_read_some: asio's speculative
+  // reads would hold bytes in a queued completion where the state record's handler cannot see
+  // them, and a command's last output would land after its completion.
   auto self = shared_from_this();
-  d.async_read_some(asio::buffer(bufs_[which]),
-                    [self, &d, which](const boost::system::error_code& ec, size_t n) {
-                      if (ec) {
-                        return;  // closed on shutdown
-                      }
-                      if (which == kStatus) {
-                        self->OnStatusBytes(std::string_view(self->bufs_[which], n));
-                      } else {
-                        self->OnOutput(which, std::string_view(self->bufs_[which], n));
-                      }
-                      self->ReadLoop(d, which);
-                    });
+  d.async_wait(asio::posix::descriptor_base::wait_read,
+               [self, &d, which](const boost::system::error_code& ec) {
+                 if (ec || !d.is_open()) {
+                   return;  // closed on shutdown
+                 }
+                 if (which == kStatus) {
+                   self->DrainStatus();
+                 } else {
+                   self->DrainOne(d, which);
+                 }
+                 if (d.is_open()) {
+                   self->ReadLoop(d, which);
+                 }
+               });
+}
+
+void Session::DrainOne(asio::posix::stream_descriptor& d, int which) {
+  for (;;) {
+    ssize_t n = ::read(d.native_handle(), bufs_[which], sizeof(bufs_[which]));
+    if (n <= 0) {
+      return;
+    }
+    OnOutput(which, std::string_view(bufs_[which], static_cast<size_t>(n)));
+  }
+}
+
+void Session::DrainStatus() {
+  for (;;) {
+    ssize_t n = status_r_ ? ::read(status_r_->native_handle(), bufs_[kStatus],
+                                   sizeof(bufs_[kStatus]))
+                          : -1;
+    if (n <= 0) {
+      return;
+    }
+    OnStatusBytes(std::string_view(bufs_[kStatus], static_cast<size_t>(n)));
+  }
 }
 
 void Session::OnOutput(int which, std::string_view bytes) {
@@ -245,28 +272,15 @@ void Session::OnStatusBytes(std::string_view bytes) {
 }
 
 void Session::DrainAll() {
-  // Everything a finished command wrote precedes its state record, so once the record is in,
-  // a non-blocking read to EAGAIN collects all of its output.
-  char buf[16384];
-  auto drain = [&](asio::posix::stream_descriptor* d, int which) {
-    if (!d || !d->is_open()) {
-      return;
+  // Everything a finished command wrote precedes its state record, and reads only ever happen
+  // here or in ReadLoop's handler (never held by asio), so reading each pipe to EAGAIN now
+  // collects all of the command's output, in order.
+  for (auto [d, which] : {std::pair{out_r_.get(), int{kOut}}, std::pair{err_r_.get(), int{kErr}},
+                          std::pair{pty_r_.get(), int{kPtyOut}}}) {
+    if (d && d->is_open()) {
+      DrainOne(*d, which);
     }
-    for (;;) {
-      ssize_t n = ::read(d->native_handle(), buf, sizeof(buf));
-      if (n <= 0) {
-        return;
-      }
-      if (which == kStatus) {
-        parser_.Feed(std::string_view(buf, n));
-      } else {
-        OnOutput(which, std::string_view(buf, n));
-      }
-    }
-  };
-  drain(out_r_.get(), kOut);
-  drain(err_r_.get(), kErr);
-  drain(pty_r_.get(), kPtyOut);
+  }
 }
 
 void Session::OnShellExit(pid_t pid, int status) {
@@ -274,14 +288,7 @@ void Session::OnShellExit(pid_t pid, int status) {
     return;
   }
   // A state record written by the EXIT trap (`exit N`) may still be in the pipe.
-  char buf[16384];
-  for (;;) {
-    ssize_t n = status_r_ ? ::read(status_r_->native_handle(), buf, sizeof(buf)) : -1;
-    if (n <= 0) {
-      break;
-    }
-    OnStatusBytes(std::string_view(buf, n));
-  }
+  DrainStatus();
   DrainAll();
   if (current_ && current_->running) {
     int rc = ShellExitCode(status);

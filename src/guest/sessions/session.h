@@ -129,6 +129,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Result<void> EnsureShell();
   Result<void> EnsurePty();
   void ReadLoop(boost::asio::posix::stream_descriptor& d, int which);
+  void DrainOne(boost::asio::posix::stream_descriptor& d, int which);
+  void DrainStatus();
   void OnOutput(int which, std::string_view bytes);
   void OnStatusBytes(std::string_view bytes);
   void DrainAll();

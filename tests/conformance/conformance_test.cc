@@ -1,0 +1,353 @@
+// The backend conformance suite: what an agent may rely on, whatever backend runs its sandbox.
+// Written only against agentboxd's REST API, so the same tests run unchanged on every backend.
+// Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default "jail") gets a
+// daemon of its own with SANDBOX_BACKEND set to it.
+#include <curl/curl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  Json json;
+  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
+};
+
+size_t Collect(char* p, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, s * n);
+  return s * n;
+}
+
+// One agentboxd per backend, started on first use and stopped at exit.
+class Daemon {
+ public:
+  explicit Daemon(const std::string& backend) {
+    char tmpl[] = "/tmp/agentbox-conformance-XXXXXX";
+    if (!mkdtemp(tmpl)) {
+      return;
+    }
+    dir_ = tmpl;
+    socket_ = dir_ + "/agentboxd.sock";
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string log = dir_ + "/agentboxd.log";
+      FILE* f = freopen(log.c_str(), "w", stderr);
+      (void)f;
+      execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--listen", ("unix:" + socket_).c_str(), "--state-dir",
+            (dir_ + "/state").c_str(), "--backend", backend.c_str(), "--env-file", "/dev/null",
+            nullptr);
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Call("GET", "/healthz", "", false).status == 200) {
+        ready_ = true;
+        return;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  ~Daemon() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (!dir_.empty()) {
+      int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
+      (void)rc;
+    }
+  }
+  bool ready() const { return ready_; }
+  std::string log() const {
+    std::string out;
+    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        out.append(buf, n);
+      }
+      fclose(f);
+    }
+    return out;
+  }
+
+  Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
+             bool expect_ok = true, const std::vector<std::string>& headers = {}) const {
+    CURL* c = curl_easy_init();
+    Reply r;
+    curl_slist* h = nullptr;
+    for (const auto& x : headers) {
+      h = curl_slist_append(h, x.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
+    curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (method != "GET" && method != "DELETE") {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    const CURLcode rc = curl_easy_perform(c);
+    if (expect_ok) {
+      EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    r.json = Json::parse(r.body, nullptr, false);
+    return r;
+  }
+
+ private:
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+Daemon& DaemonFor(const std::string& backend) {
+  static std::map<std::string, std::unique_ptr<Daemon>> daemons;
+  auto& d = daemons[backend];
+  if (!d) {
+    d = std::make_unique<Daemon>(backend);
+  }
+  return *d;
+}
+
+std::vector<std::string> Backends() {
+  const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
+  std::string s = env && *env ? env : "jail";
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) {
+      comma = s.size();
+    }
+    if (comma > pos) {
+      out.push_back(s.substr(pos, comma - pos));
+    }
+    pos = comma + 1;
+  }
+  return out;
+}
+
+class Conformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    daemon_ = &DaemonFor(GetParam());
+    ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam()
+                                  << " did not start:\n"
+                                  << daemon_->log();
+    Reply r = daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
+    ASSERT_EQ(r.status, 201) << r.body << "\n" << daemon_->log();
+    id_ = r.data()["id"];
+    ASSERT_EQ(r.data()["backend"], GetParam());
+  }
+  void TearDown() override {
+    if (!id_.empty()) {
+      EXPECT_EQ(daemon_->Call("DELETE", "/v1/sandboxes/" + id_).status, 200);
+    }
+  }
+
+  Reply Api(const std::string& op, const Json& body) {
+    return daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/" + op, body.dump());
+  }
+  // Runs a command in a session and returns its data (completed).
+  Json Exec(const std::string& session, const std::string& command, double wait = 30) {
+    Reply r = Api("shell/exec", {{"id", session}, {"command", command}, {"wait_seconds", wait}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.data();
+  }
+  Json Run(const std::string& command, const std::string& session = "default") {
+    Reply r = Api("shell/run", {{"session_id", session}, {"command", command}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.data();
+  }
+
+  Daemon* daemon_ = nullptr;
+  std::string id_;
+};
+
+TEST_P(Conformance, SessionStatePersists) {
+  Exec("s", "mkdir -p /workspace/d && cd /workspace/d && export E=1 && V=2 && f() { echo f$1; }"
+            " && alias a='echo aliased'");
+  Json r = Exec("s", "echo $PWD $E $V; f 3; a");
+  EXPECT_EQ(r["status"], "completed");
+  EXPECT_EQ(r["returncode"], 0);
+  EXPECT_EQ(r["output"], "/workspace/d 1 2\nf3\naliased\n");
+  EXPECT_EQ(r["cwd"], "/workspace/d");
+}
+
+TEST_P(Conformance, SessionsAreIsolatedFromEachOther) {
+  Exec("one", "export ONLY_ONE=yes; cd /tmp");
+  Json r = Exec("two", "echo [${ONLY_ONE-}] $PWD");
+  EXPECT_EQ(r["output"], "[] /workspace\n");
+}
+
+TEST_P(Conformance, ExitCodesAndExitKeepTheSessionUsable) {
+  EXPECT_EQ(Exec("s", "false")["returncode"], 1);
+  EXPECT_EQ(Exec("s", "cd /tmp; exit 7")["returncode"], 7);
+  EXPECT_EQ(Exec("s", "pwd")["output"], "/tmp\n");
+}
+
+TEST_P(Conformance, ExecDirIsForOneCommand) {
+  Reply r = Api("shell/exec", {{"id", "s"}, {"command", "pwd"}, {"exec_dir", "/tmp"}});
+  EXPECT_EQ(r.data()["output"], "/tmp\n");
+  EXPECT_EQ(Exec("s", "pwd")["output"], "/workspace\n");
+}
+
+TEST_P(Conformance, LongCommandsReturnRunningThenComplete) {
+  Reply r = Api("shell/exec",
+                {{"id", "s"}, {"command", "sleep 1; echo done"}, {"wait_seconds", 0.1}});
+  EXPECT_EQ(r.data()["status"], "running");
+  EXPECT_EQ(Api("shell/exec", {{"id", "s"}, {"command", "true"}}).status, 409);
+  Reply w = Api("shell/wait", {{"id", "s"}, {"seconds", 30}});
+  EXPECT_EQ(w.status, 200);
+  EXPECT_EQ(w.data()["returncode"], 0);
+  EXPECT_EQ(Api("shell/view", {{"id", "s"}}).data()["output"], "done\n");
+}
+
+TEST_P(Conformance, TimeoutKillsAndReports) {
+  Reply r = Api("shell/exec", {{"id", "s"}, {"command", "sleep 60"}, {"timeout", 0.5},
+                               {"wait_seconds", 30}});
+  EXPECT_EQ(r.data()["returncode"], 124);
+  EXPECT_EQ(r.data()["timed_out"], true);
+  EXPECT_EQ(Exec("s", "echo ok")["output"], "ok\n");
+}
+
+TEST_P(Conformance, StdinReachesTheCommand) {
+  Api("shell/exec", {{"id", "s"}, {"command", "read a; echo got:$a"}, {"wait_seconds", 0.1}});
+  EXPECT_EQ(Api("shell/write", {{"id", "s"}, {"input", "hello"}}).status, 200);
+  EXPECT_EQ(Api("shell/wait", {{"id", "s"}, {"seconds", 10}}).status, 200);
+  EXPECT_EQ(Api("shell/view", {{"id", "s"}}).data()["output"], "got:hello\n");
+}
+
+TEST_P(Conformance, KillEndsTheCommand) {
+  Api("shell/exec", {{"id", "s"}, {"command", "sleep 60"}, {"wait_seconds", 0.1}});
+  Reply k = Api("shell/kill", {{"id", "s"}});
+  EXPECT_EQ(k.data()["status"], "terminated");
+  EXPECT_EQ(Api("shell/kill", {{"id", "s"}}).data()["status"], "already_terminated");
+}
+
+TEST_P(Conformance, PtyGivesATerminal) {
+  Reply r = Api("shell/exec", {{"id", "s"}, {"command", "test -t 1 && echo tty"}, {"pty", true}});
+  EXPECT_NE(r.data()["output"].get<std::string>().find("tty"), std::string::npos) << r.body;
+}
+
+TEST_P(Conformance, RunSeparatesStreamsAndKeepsState) {
+  Json r = Run("cd /tmp; echo out; echo err >&2; exit 3");
+  EXPECT_EQ(r["exit_code"], 3);
+  EXPECT_EQ(r["stdout"], "out\n");
+  EXPECT_EQ(r["stderr"], "err\n");
+  EXPECT_EQ(Run("pwd")["stdout"], "/tmp\n");
+}
+
+TEST_P(Conformance, BackgroundProcessesKeepLogsAndCanBeKilled) {
+  Json bg = Run("for i in 1 2 3; do echo tick$i; sleep 0.1; done &");
+  ASSERT_TRUE(bg.contains("background_pid")) << bg;
+  const int pid = bg["background_pid"];
+  Reply start = Api("process/start", {{"session_id", "default"}, {"command", "sleep 60"}});
+  ASSERT_EQ(start.status, 200);
+  const int sleeper = start.data()["pid"];
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  Json logs;
+  do {
+    std::this_thread::sleep_for(50ms);
+    logs = Api("process/logs", {{"pid", pid}}).data();
+  } while (logs["running"] == true && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(logs["output"], "tick1\ntick2\ntick3\n");
+  EXPECT_EQ(logs["exit_code"], 0);
+  Reply list = Api("process/list", {{"session_id", "default"}});
+  EXPECT_GE(list.data().size(), 2u);
+  Reply k = Api("process/kill", {{"pattern", "^sleep 60$"}});
+  EXPECT_EQ(k.data()["killed_pids"], Json::array({sleeper}));
+  EXPECT_EQ(Api("process/logs", {{"pid", 999999}}).status, 404);
+}
+
+TEST_P(Conformance, FileOperations) {
+  EXPECT_EQ(Api("file/write", {{"file", "/workspace/a/b.txt"}, {"content", "one\ntwo 2\nthree\n"}})
+                .status,
+            200);
+  EXPECT_EQ(Api("file/read", {{"file", "/workspace/a/b.txt"}, {"start_line", 1}, {"end_line", 2}})
+                .data()["content"],
+            "two 2\n");
+  EXPECT_EQ(Api("file/exists", {{"path", "/workspace/a"}}).data()["type"], "directory");
+  EXPECT_EQ(Api("file/search", {{"file", "/workspace/a/b.txt"}, {"regex", "[0-9]"}})
+                .data()["line_numbers"],
+            Json::array({1}));
+  EXPECT_EQ(Api("file/replace", {{"file", "/workspace/a/b.txt"}, {"old_str", "t"},
+                                 {"new_str", "T"}})
+                .data()["replaced_count"],
+            3);
+  EXPECT_EQ(Api("file/find", {{"path", "/workspace"}, {"glob", "**/*.txt"}}).data()["files"],
+            Json::array({"/workspace/a/b.txt"}));
+  EXPECT_EQ(Api("file/list", {{"path", "/workspace/a"}}).data()["entries"][0]["name"], "b.txt");
+  EXPECT_EQ(Api("file/write", {{"file", "/workspace/a/b.txt"}, {"content", "more\n"},
+                               {"append", true}})
+                .status,
+            200);
+  EXPECT_EQ(Exec("s", "cat /workspace/a/b.txt")["output"], "one\nTwo 2\nThree\nmore\n");
+  EXPECT_EQ(Api("file/delete", {{"path", "/workspace/a"}, {"recursive", true}}).status, 200);
+  EXPECT_EQ(Api("file/read", {{"file", "/workspace/a/b.txt"}}).status, 404);
+  EXPECT_EQ(Api("file/search", {{"file", "/etc/hostname"}, {"regex", "("}}).status, 400);
+}
+
+TEST_P(Conformance, UploadAndDownloadRoundTrip) {
+  std::string blob(1 << 20, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) {
+    blob[i] = static_cast<char>(i * 7 + (i >> 9));
+  }
+  const std::string b = "confBoundary";
+  std::string body = "--" + b + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" +
+                     "/workspace/blob.bin\r\n--" + b +
+                     "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n" +
+                     blob + "\r\n--" + b + "--\r\n";
+  Reply up = daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/file/upload", body, true,
+                           {"Content-Type: multipart/form-data; boundary=" + b});
+  ASSERT_EQ(up.status, 200) << up.body;
+  Reply down = daemon_->Call(
+      "GET", "/v1/sandboxes/" + id_ + "/api/v1/file/download?path=/workspace/blob.bin");
+  EXPECT_EQ(down.status, 200);
+  EXPECT_TRUE(down.body == blob);
+}
+
+TEST_P(Conformance, OutputIsExactAndNeverBreaksJson) {
+  EXPECT_EQ(Exec("s", "printf 'é漢字\\n'")["output"], "é漢字\n");
+  Reply r = Api("shell/exec", {{"id", "s"}, {"command", "printf 'a\\377b'"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.data()["output"], "a\xEF\xBF\xBD" "b");
+}
+
+TEST_P(Conformance, BadInputGetsClearErrors) {
+  EXPECT_EQ(daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/shell/exec", "{oops").status,
+            400);
+  EXPECT_EQ(Api("shell/exec", {{"command", 5}}).status, 422);
+  EXPECT_EQ(Api("shell/view", {{"id", "no-such-session"}}).status, 404);
+  EXPECT_EQ(daemon_->Call("POST", "/v1/sandboxes/sb-nope/api/v1/shell/exec", "{}").status, 404);
+  EXPECT_EQ(Exec("s", "echo still fine")["output"], "still fine\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
