@@ -1,6 +1,10 @@
 #include "http/client.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
@@ -102,14 +106,30 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   }
 
   void Connect() {
+    // A sandbox can write the directory its guest socket lives in: refuse a symlink in the last
+    // component instead of following it to some host socket, and connect through the opened
+    // O_PATH descriptor so nothing can be swapped between the check and the connect.
+    path_fd_.Reset(::open(path_.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!path_fd_ || ::fstat(path_fd_.Get(), &st) != 0) {
+      Finish(Fail(ErrorCode::kUnavailable,
+                  "cannot reach guest at " + path_ + ": " + std::strerror(errno)));
+      return;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+      Finish(Fail(ErrorCode::kForbidden, path_ + " is not a socket (refusing to follow it)"));
+      return;
+    }
+    const std::string via = "/proc/self/fd/" + std::to_string(path_fd_.Get());
     socket_ = std::make_unique<Socket>(client_.io());
     beast::error_code oec;
     socket_->open(asio::local::stream_protocol(), oec);
     if (!oec) {
       ::fcntl(socket_->native_handle(), F_SETFD, FD_CLOEXEC);  // never leak into children
     }
-    socket_->async_connect(asio::local::stream_protocol::endpoint(path_),
+    socket_->async_connect(asio::local::stream_protocol::endpoint(via),
                            [self = shared_from_this()](beast::error_code ec) {
+                             self->path_fd_.Reset();
                              if (ec) {
                                self->Finish(Fail(ErrorCode::kUnavailable,
                                                  "cannot reach guest at " + self->path_ + ": " +
@@ -260,6 +280,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   uint64_t max_body_;
   asio::steady_timer timer_;
   std::unique_ptr<Socket> socket_;
+  UniqueFd path_fd_;  // O_PATH handle of the socket file while connecting
   bool reused_ = false;
   bool timed_out_ = false;
   bool body_done_ = false;

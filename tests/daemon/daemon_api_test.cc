@@ -257,6 +257,19 @@ TEST_F(DaemonApiTest, BackendFailureIsReportedAndLeavesNothing) {
   EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
 }
 
+TEST_F(DaemonApiTest, AGuestSocketSwappedForASymlinkIsNotFollowed) {
+  // A sandbox can write the directory of its guest socket; the daemon must never be steered to
+  // another socket (here: its own) through a symlink.
+  const std::string id = CreateAs("key-alice");
+  const std::string sock = dir_ + "/state/" + id + "/guest.sock";
+  ASSERT_EQ(::unlink(sock.c_str()), 0);
+  ASSERT_EQ(::symlink(unix_sock_.c_str(), sock.c_str()), 0);
+  Reply r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"true"})",
+                 "key-alice");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("not a socket"), std::string::npos);
+}
+
 TEST_F(DaemonApiTest, InfoKeepsTheSeedsKeys) {
   Reply r = Call("GET", "/v1/info", "", "key-alice");
   ASSERT_EQ(r.status, 200);

@@ -6,6 +6,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -39,8 +40,12 @@ Result<pid_t> Spawn(const SpawnOptions& opts) {
   // can never clobber a source that a later action still needs.
   std::vector<UniqueFd> high;
   high.reserve(opts.fds.size());
+  int above = 3;
   for (const auto& [child_fd, parent_fd] : opts.fds) {
-    int h = fcntl(parent_fd, F_DUPFD_CLOEXEC, 1000);
+    above = std::max(above, child_fd + 1);
+  }
+  for (const auto& [child_fd, parent_fd] : opts.fds) {
+    int h = fcntl(parent_fd, F_DUPFD_CLOEXEC, above);
     if (h < 0) {
       return Fail(ErrnoError(errno, "spawn: dup"));
     }

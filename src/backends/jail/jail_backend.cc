@@ -1,0 +1,806 @@
+#include "backends/jail/jail_backend.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <optional>
+
+#include "backends/jail/caps.h"
+#include "backends/jail/fs_util.h"
+#include "backends/jail/jail_config.h"
+#include "backends/jail/process.h"
+#include "backends/jail/unix_http.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace agentbox::jail {
+namespace {
+
+constexpr uint32_t kIdRange = 65536;
+constexpr uint64_t kRootTmpfsBytes = 16ull << 20;
+constexpr uint64_t kMaxShmBytes = 64ull << 20;
+constexpr uint64_t kDefaultTmpBytes = 256ull << 20;
+constexpr uint32_t kMinOpenFiles = 1024;
+constexpr const char* kGuestInJail = "/.agentbox/guest";
+constexpr auto kTarTimeout = std::chrono::minutes(5);
+
+bool ValidId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || id[0] == '.') {
+    return false;
+  }
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+double NowUnix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+bool PathExists(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+Result<void> MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0) {
+    return Fail(ErrnoError(errno, "mkdir " + path));
+  }
+  return {};
+}
+
+Result<void> Chown(const std::string& path, uint32_t uid, uint32_t gid) {
+  if (::chown(path.c_str(), uid, gid) != 0) {
+    return Fail(ErrnoError(errno, "chown " + path));
+  }
+  return {};
+}
+
+// The last `n` bytes of a log file, for error messages.
+std::string LogTail(const std::string& path, size_t n = 600) {
+  auto text = ReadSmallFile(path, 1 << 20);
+  if (!text) {
+    return "";
+  }
+  std::string s = text->size() > n ? text->substr(text->size() - n) : *text;
+  while (!s.empty() && s.back() == '\n') {
+    s.pop_back();
+  }
+  return s;
+}
+
+ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults) {
+  auto fill = [](auto& field, const auto& fallback) {
+    if (!field) {
+      field = fallback;
+    }
+  };
+  ResourceLimits l = spec;
+  fill(l.memory_bytes, defaults.memory_bytes);
+  fill(l.cpus, defaults.cpus);
+  fill(l.pids, defaults.pids);
+  fill(l.tmp_bytes, defaults.tmp_bytes);
+  fill(l.open_files, defaults.open_files);
+  fill(l.file_size_bytes, defaults.file_size_bytes);
+  return l;
+}
+
+// Reads one '\n'-terminated line from `fd` (the helper's report). Empty at EOF.
+Result<std::string> ReadLine(int fd, Clock::time_point deadline) {
+  std::string line;
+  char buf[4096];
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, PollTimeoutMs(deadline));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n == 0 && Clock::now() >= deadline) {
+      return Fail(ErrorCode::kTimeout, "the jail helper did not report in time");
+    }
+    if (n <= 0) {
+      continue;
+    }
+    const ssize_t got = ::read(fd, buf, sizeof(buf));
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got <= 0) {
+      return line;
+    }
+    line.append(buf, static_cast<size_t>(got));
+    if (const size_t nl = line.find('\n'); nl != std::string::npos) {
+      return line.substr(0, nl);
+    }
+  }
+}
+
+// Waits until the guest answers GET /api/v1/health on `socket`. Wakes on the socket's creation
+// (inotify on its directory), and fails at once if the helper exits (`helper_pipe` hangs up).
+Result<void> WaitForGuest(const std::string& socket, const std::string& run_dir,
+                          const std::string& token, int helper_pipe, Clock::time_point deadline) {
+  UniqueFd ino(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!ino || ::inotify_add_watch(ino.Get(), run_dir.c_str(), IN_CREATE) < 0) {
+    return Fail(ErrnoError(errno, "inotify on " + run_dir));
+  }
+  for (;;) {
+    auto r = UnixHttpRequest(socket, "GET", "/api/v1/health", token, "", deadline);
+    if (r && r->status == 200) {
+      return {};
+    }
+    if (r) {
+      return Fail(ErrorCode::kUnavailable,
+                  "guest health answered " + std::to_string(r->status) + ": " + r->body);
+    }
+    const int err = r.error().sys_errno;
+    if (err != ENOENT && err != ECONNREFUSED) {
+      return Fail(r.error());
+    }
+    // ENOENT: wait for the socket to be created. ECONNREFUSED: it is bound but not yet
+    // listening, which lasts microseconds; poll again after at most a millisecond.
+    struct pollfd fds[2] = {{ino.Get(), POLLIN, 0}, {helper_pipe, POLLIN, 0}};
+    const int timeout =
+        err == ECONNREFUSED ? std::min(1, PollTimeoutMs(deadline)) : PollTimeoutMs(deadline);
+    if (::poll(fds, 2, timeout) < 0 && errno != EINTR) {
+      return Fail(ErrnoError(errno, "poll"));
+    }
+    if (fds[1].revents != 0) {
+      return Fail(ErrorCode::kUnavailable, "the sandbox exited while starting");
+    }
+    char drain[4096];
+    while (::read(ino.Get(), drain, sizeof(drain)) > 0) {
+    }
+    if (Clock::now() >= deadline) {
+      return Fail(ErrorCode::kTimeout, "the guest did not answer its health check in time");
+    }
+  }
+}
+
+std::string FindTar() {
+  for (const char* p : {"/usr/bin/tar", "/bin/tar"}) {
+    if (::access(p, X_OK) == 0) {
+      return p;
+    }
+  }
+  return "tar";
+}
+
+// Extracts the tarball `image` into the new directory `dest`. Device nodes under dev/ are not
+// extracted (the jail provides its own /dev).
+Result<void> ExtractTarball(const std::string& image, const std::string& dest,
+                            const std::string& log_path) {
+  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  ChildProcess::Options o;
+  o.path = FindTar();
+  o.argv = {"tar",
+            "-x",
+            "-f",
+            image,
+            "-C",
+            dest,
+            "--numeric-owner",
+            "--anchored",
+            "--exclude=./dev/*",
+            "--exclude=dev/*"};
+  o.env = {"PATH=/usr/bin:/bin", "LC_ALL=C"};
+  o.stderr_fd = log.Get();
+  auto tar = ChildProcess::Spawn(o);
+  if (!tar) {
+    return Fail(tar.error());
+  }
+  auto status = tar->Wait(Clock::now() + kTarTimeout);
+  if (!status) {
+    return Fail(status.error());
+  }
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "cannot extract image " + image + ": " + LogTail(log_path, 300));
+  }
+  return {};
+}
+
+// Cgroup directories a jail named `id` would have, for cleaning up after a create that died
+// before it recorded them.
+std::vector<std::string> GuessCgroups(const std::string& id, const std::string& parent) {
+  std::vector<std::string> out;
+  auto layout = DiscoverCgroups();
+  if (!layout) {
+    return out;
+  }
+  const std::string rel = parent.empty() ? "" : parent;
+  for (const auto& [root, own] : {std::pair{layout->memory_root, layout->memory_own},
+                                  std::pair{layout->pids_root, layout->pids_own},
+                                  std::pair{layout->cpu_root, layout->cpu_own}}) {
+    if (!own.empty()) {
+      out.push_back((rel.empty() ? own : root + "/" + rel) + "/agentbox/" + id);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace
+
+ResourceLimits DefaultJailLimits() {
+  ResourceLimits l;
+  l.memory_bytes = 1ull << 30;
+  l.pids = 1024;
+  l.tmp_bytes = kDefaultTmpBytes;
+  l.open_files = 4096;
+  return l;
+}
+
+class JailBackend::IdLock {
+ public:
+  IdLock(JailBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
+    std::unique_lock lock(backend_.mu_);
+    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
+    backend_.busy_.insert(id_);
+  }
+  ~IdLock() {
+    {
+      std::lock_guard lock(backend_.mu_);
+      backend_.busy_.erase(id_);
+    }
+    backend_.cv_.notify_all();
+  }
+  IdLock(const IdLock&) = delete;
+  IdLock& operator=(const IdLock&) = delete;
+
+ private:
+  JailBackend& backend_;
+  std::string id_;
+};
+
+JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
+  privileged_ = ::geteuid() == 0;
+  if (auto layout = DiscoverCgroups(); layout && layout->version != CgroupVersion::kNone) {
+    auto writable = [](const std::string& dir) {
+      return !dir.empty() && ::access(dir.c_str(), W_OK) == 0;
+    };
+    memory_limit_ok_ = writable(layout->memory_own);
+    pids_limit_ok_ = writable(layout->pids_own);
+    cpu_limit_ok_ = writable(layout->cpu_own);
+  }
+}
+
+std::string JailBackend::SandboxDir(const std::string& id) const {
+  return opts_.state_dir + "/" + id;
+}
+
+Capabilities JailBackend::GetCapabilities() const { return Capabilities{}; }
+
+ProbeResult JailBackend::Probe() {
+  ProbeResult p;
+  if (::access(opts_.guest_binary.c_str(), X_OK) != 0) {
+    p.reason = "The guest binary " + opts_.guest_binary + " is missing or not executable.";
+    return p;
+  }
+  if (::access(opts_.helper_binary.c_str(), X_OK) != 0) {
+    p.reason = "The jail helper " + opts_.helper_binary + " is missing or not executable.";
+    return p;
+  }
+  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    p.reason = "The state directory " + opts_.state_dir +
+               " cannot be created: " + ErrnoError(errno, "mkdir").message + ".";
+    return p;
+  }
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    p.reason = "Cannot create a pipe to probe the kernel.";
+    return p;
+  }
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  ChildProcess::Options o;
+  o.path = opts_.helper_binary;
+  o.argv = {"agentbox-jail", "probe"};
+  o.stdout_fd = write_end.Get();
+  auto helper = ChildProcess::Spawn(o);
+  write_end.Reset();
+  if (!helper) {
+    p.reason = "The jail helper cannot be started: " + helper.error().message + ".";
+    return p;
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  auto line = ReadLine(read_end.Get(), deadline);
+  (void)helper->Wait(deadline);
+  auto j = line ? ParseJsonObject(*line) : Result<Json>(Fail(line.error()));
+  if (!j) {
+    p.reason = "The jail helper's probe failed: " + j.error().message + ".";
+    return p;
+  }
+  p.usable = j->value("usable", false);
+  p.reason = j->value("reason", std::string());
+  p.limitations = j->value("limitations", std::vector<std::string>());
+  return p;
+}
+
+Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec& spec) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "sandbox id must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+  }
+  for (const auto& [name, value] : spec.env) {
+    if (name.empty() || name.find('=') != std::string::npos ||
+        name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid environment variable name '" + name + "'");
+    }
+  }
+  if (!spec.image.empty() && spec.image[0] != '/') {
+    return Fail(ErrorCode::kInvalidArgument,
+                "jail image must be an absolute path of a directory or a tarball");
+  }
+  // The guest moves descriptors above 1000 before it starts a shell (guest/core/spawn.cc).
+  if (spec.limits.open_files && *spec.limits.open_files < kMinOpenFiles) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "limits.open_files must be at least " + std::to_string(kMinOpenFiles));
+  }
+  IdLock lock(*this, id);
+  auto info = CreateLocked(id, spec);
+  if (!info) {
+    Log(LogLevel::kWarn, "jail.create_failed", "id={} code={} error=\"{}\"", id,
+        ErrorCodeName(info.error().code), info.error().message);
+  }
+  return info;
+}
+
+Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const SandboxSpec& spec) {
+  const auto started = Clock::now();
+  const auto deadline = started + opts_.start_timeout;
+  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail(ErrnoError(errno, "create state directory " + opts_.state_dir));
+  }
+  const std::string dir = SandboxDir(id);
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
+    }
+    return Fail(ErrnoError(errno, "create " + dir));
+  }
+
+  // Undoes everything below unless the sandbox starts.
+  struct Undo {
+    Undo(JailBackend* b, std::string i, std::string d)
+        : backend(b), id(std::move(i)), dir(std::move(d)) {}
+    JailBackend* backend;
+    std::string id, dir;
+    int64_t slot = -1;
+    std::optional<ChildProcess> helper;
+    std::optional<ProcessIdentity> init;
+    std::vector<std::string> cgroups;
+    bool armed = true;
+    ~Undo() {
+      if (!armed) {
+        return;
+      }
+      const auto until = Clock::now() + std::chrono::seconds(5);
+      if (init) {
+        if (auto h = ProcessHandle::Open(*init)) {
+          (void)h->Signal(SIGKILL);
+          h->WaitExit(until);
+        }
+      }
+      helper.reset();  // SIGKILL and reap; the jail dies with it (PR_SET_PDEATHSIG)
+      if (cgroups.empty()) {
+        cgroups = GuessCgroups(id, backend->opts_.cgroup_parent);
+      }
+      (void)RemoveCgroups(cgroups, std::chrono::seconds(5));
+      (void)UnmountBelow(dir);
+      (void)RemoveTree(dir);
+      backend->ReleaseSlot(slot, id);
+    }
+  } undo{this, id, dir};
+
+  SandboxRecord rec;
+  rec.id = id;
+  rec.spec = spec;
+  rec.spec.limits = MergeLimits(spec.limits, opts_.default_limits);
+  rec.created_at = NowUnix();
+  rec.expires_at = rec.created_at + static_cast<double>(spec.ttl_s);
+  const ResourceLimits& limits = rec.spec.limits;
+
+  if (privileged_) {
+    auto slot = AllocateSlot(id);
+    if (!slot) {
+      return Fail(slot.error());
+    }
+    undo.slot = *slot;
+    rec.uid_slot = *slot;
+    rec.host_uid = opts_.uid_base + static_cast<uint32_t>(*slot) * kIdRange;
+    rec.host_gid = rec.host_uid;
+    rec.id_count = kIdRange;
+  } else {
+    rec.host_uid = ::getuid();
+    rec.host_gid = ::getgid();
+    rec.id_count = 1;
+  }
+
+  const std::string workspace = dir + "/workspace";
+  const std::string run = dir + "/run";
+  const std::string token_path = run + "/token";
+  for (const auto& [path, mode] :
+       {std::pair{workspace, 0755}, std::pair{run, 0700}, std::pair{dir + "/root", 0700}}) {
+    if (auto r = MakeDir(path, static_cast<mode_t>(mode)); !r) {
+      return Fail(r.error());
+    }
+  }
+  auto token = RandomHex(32);
+  if (!token) {
+    return Fail(token.error());
+  }
+  rec.token = *token;
+  if (auto r = WriteFileAtomic(token_path, rec.token + "\n", 0600); !r) {
+    return Fail(r.error());
+  }
+  if (privileged_) {
+    for (const auto& path : {workspace, run, token_path}) {
+      if (auto r = Chown(path, rec.host_uid, rec.host_gid); !r) {
+        return Fail(r.error());
+      }
+    }
+  }
+
+  JailConfig cfg;
+  cfg.id = id;
+  cfg.hostname = id;
+  cfg.log_cap_bytes = opts_.log_cap_bytes;
+  cfg.user = {rec.host_uid, rec.host_gid, rec.id_count, !privileged_};
+  cfg.mount.root_dir = dir + "/root";
+  cfg.mount.root_bytes = kRootTmpfsBytes;
+  cfg.mount.workspace_dir = workspace;
+  cfg.mount.run_dir = run;
+  cfg.mount.guest_binary = opts_.guest_binary;
+  cfg.mount.tmp_bytes = limits.tmp_bytes.value_or(kDefaultTmpBytes);
+  cfg.mount.shm_bytes = std::min(kMaxShmBytes, cfg.mount.tmp_bytes);
+  if (spec.image.empty()) {
+    cfg.mount.system_source = "/";
+    cfg.mount.system_entries = DefaultSystemEntries();
+  } else {
+    struct stat st {};
+    if (::stat(spec.image.c_str(), &st) != 0) {
+      return Fail(ErrorCode::kInvalidArgument, "jail image " + spec.image + " does not exist");
+    }
+    if (S_ISDIR(st.st_mode)) {
+      cfg.mount.system_source = spec.image;  // shared: exposed read-only
+    } else if (S_ISREG(st.st_mode)) {
+      const std::string rootfs = dir + "/rootfs";
+      if (auto r = MakeDir(rootfs, 0755); !r) {
+        return Fail(r.error());
+      }
+      if (auto r = ExtractTarball(spec.image, rootfs, dir + "/tar.log"); !r) {
+        return Fail(r.error());
+      }
+      if (privileged_) {
+        if (auto r = ShiftOwnership(rootfs, rec.host_uid, rec.host_gid, rec.id_count); !r) {
+          return Fail(r.error());
+        }
+      }
+      cfg.mount.system_source = rootfs;  // a private copy: writable
+      cfg.mount.system_writable = true;
+    } else {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "jail image " + spec.image + " is neither a directory nor a tarball");
+    }
+  }
+  cfg.net.share_host = spec.network == NetworkMode::kHost;
+  cfg.cgroup.name = "agentbox/" + id;
+  cfg.cgroup.parent = opts_.cgroup_parent;
+  std::vector<std::string> unenforced;
+  auto limit = [&](auto& dst, const auto& value, bool ok, const char* what) {
+    if (!value) {
+      return;
+    }
+    if (ok) {
+      dst = value;
+    } else {
+      unenforced.push_back(what);
+    }
+  };
+  limit(cfg.cgroup.memory_bytes, limits.memory_bytes, memory_limit_ok_, "memory");
+  limit(cfg.cgroup.pids, limits.pids, pids_limit_ok_, "pids");
+  limit(cfg.cgroup.cpus, limits.cpus, cpu_limit_ok_, "cpus");
+  if (!unenforced.empty()) {
+    std::string what;
+    for (const auto& u : unenforced) {
+      what += (what.empty() ? "" : ", ") + u;
+    }
+    rec.detail = "limits not enforced (no writable cgroup): " + what;
+  }
+  cfg.rlimits.open_files = limits.open_files;
+  cfg.rlimits.file_size_bytes = limits.file_size_bytes;
+  cfg.caps.keep = DefaultKeptCapabilities();
+  cfg.exec.path = kGuestInJail;
+  cfg.exec.argv = {kGuestInJail, "serve",      "--listen",     "unix:/run/agentbox/guest.sock",
+                   "--workdir",  "/workspace", "--token-file", "/run/agentbox/token"};
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+      {"HOME", "/root"},
+      {"USER", "root"},
+      {"LOGNAME", "root"},
+      {"HOSTNAME", cfg.hostname},
+      {"LANG", "C.UTF-8"}};
+  for (const auto& [k, v] : spec.env) {
+    env[k] = v;
+  }
+  for (const auto& [k, v] : env) {
+    cfg.exec.env.push_back(k + "=" + v);
+  }
+  cfg.exec.cwd = "/workspace";
+
+  const std::string config_path = dir + "/jail.json";
+  if (auto r = WriteFileAtomic(config_path, DumpJson(JailConfigToJson(cfg)), 0600); !r) {
+    return Fail(r.error());
+  }
+  const std::string log_path = dir + "/jail.log";
+  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log) {
+    return Fail(ErrnoError(errno, "create " + log_path));
+  }
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return Fail(ErrnoError(errno, "pipe2"));
+  }
+  UniqueFd report(fds[0]);
+  UniqueFd report_w(fds[1]);
+  ChildProcess::Options o;
+  o.path = opts_.helper_binary;
+  o.argv = {"agentbox-jail", "run", config_path};
+  o.stdout_fd = report_w.Get();
+  o.stderr_fd = log.Get();
+  o.new_session = true;  // terminal signals to the daemon's session do not reach sandboxes
+  const auto spawning = Clock::now();
+  auto helper = ChildProcess::Spawn(o);
+  if (!helper) {
+    return Fail(helper.error());
+  }
+  report_w.Reset();
+  log.Reset();
+  const pid_t helper_pid = helper->pid();
+  undo.helper.emplace(std::move(*helper));
+
+  auto line = ReadLine(report.Get(), deadline);
+  const auto jailed = Clock::now();
+  if (!line) {
+    return Fail(line.error());
+  }
+  auto j = ParseJsonObject(*line);
+  if (line->empty() || !j) {
+    return Fail(ErrorCode::kUnavailable, "the jail helper failed: " + LogTail(log_path));
+  }
+  if (!j->value("ok", false)) {
+    return Fail(ErrorCode::kUnavailable, j->value("error", std::string("jail setup failed")));
+  }
+  const pid_t init_pid = j->value("init_pid", 0);
+  rec.cgroups = j->value("cgroups", std::vector<std::string>());
+  undo.cgroups = rec.cgroups;
+  auto helper_id = IdentifyProcess(helper_pid);
+  auto init_id = IdentifyProcess(init_pid);
+  if (!helper_id || !init_id) {
+    return Fail(ErrorCode::kUnavailable, "the sandbox exited while starting: " + LogTail(log_path));
+  }
+  undo.init = *init_id;
+  rec.helper = *helper_id;
+  rec.init = *init_id;
+
+  if (auto r = WaitForGuest(run + "/guest.sock", run, rec.token, report.Get(), deadline); !r) {
+    return Fail(r.error().code, r.error().message + "; log: " + LogTail(log_path));
+  }
+  if (auto r = SaveSandboxRecord(dir + "/spec.json", rec); !r) {
+    return Fail(r.error());
+  }
+  undo.helper->Detach();  // the helper now lives as long as the sandbox
+  undo.armed = false;
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  Log(LogLevel::kInfo, "jail.created",
+      "id={} init_pid={} helper_pid={} uid={} ms={:.1f} prepare_ms={:.1f} jail_ms={:.1f} "
+      "guest_ms={:.1f}",
+      id, init_pid, helper_pid, rec.host_uid, ms(Clock::now() - started), ms(spawning - started),
+      ms(jailed - spawning), ms(Clock::now() - jailed));
+  return InfoFromRecord(rec);
+}
+
+SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
+  SandboxInfo info;
+  info.id = r.id;
+  info.backend = "jail";
+  info.spec = r.spec;
+  info.created_at = r.created_at;
+  info.expires_at = r.expires_at;
+  info.guest_endpoint = "unix:" + SandboxDir(r.id) + "/run/guest.sock";
+  info.guest_token = r.token;
+  info.detail = r.detail;
+  if (GetProcessStatus(r.init) == ProcessStatus::kRunning) {
+    info.state = SandboxState::kRunning;
+  } else {
+    info.state = SandboxState::kStopped;
+    info.detail = "the sandbox's processes have exited";
+    // A helper this process started is reaped here, so it does not linger as a zombie.
+    if (auto h = ProcessHandle::Open(r.helper);
+        h && GetProcessStatus(r.helper) == ProcessStatus::kZombie) {
+      h->ReapIfChild();
+    }
+  }
+  return info;
+}
+
+Result<SandboxInfo> JailBackend::Get(const std::string& id) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
+  if (!rec) {
+    if (rec.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    }
+    return Fail(rec.error());
+  }
+  return InfoFromRecord(*rec);
+}
+
+Result<std::vector<SandboxInfo>> JailBackend::List() {
+  std::vector<SandboxInfo> out;
+  DIR* d = ::opendir(opts_.state_dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) {
+      return out;
+    }
+    return Fail(ErrnoError(errno, "list " + opts_.state_dir));
+  }
+  std::vector<std::string> ids;
+  while (const dirent* e = ::readdir(d)) {
+    if (ValidId(e->d_name)) {
+      ids.emplace_back(e->d_name);
+    }
+  }
+  ::closedir(d);
+  for (const auto& id : ids) {
+    // Sandboxes being created (no record yet) or destroyed meanwhile are skipped.
+    if (auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json")) {
+      out.push_back(InfoFromRecord(*rec));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
+    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
+  });
+  return out;
+}
+
+Result<void> JailBackend::Destroy(const std::string& id) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  return DestroyLocked(id);
+}
+
+Result<void> JailBackend::DestroyLocked(const std::string& id) {
+  const std::string dir = SandboxDir(id);
+  if (!PathExists(dir)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  const auto deadline = Clock::now() + opts_.stop_timeout;
+  auto rec = LoadSandboxRecord(dir + "/spec.json");
+  std::vector<std::string> cgroups;
+  if (rec) {
+    // SIGKILL to the init ends the whole pid namespace; by the time the init has exited, every
+    // other process of the jail is gone.
+    if (auto init = ProcessHandle::Open(rec->init)) {
+      (void)init->Signal(SIGKILL);
+      if (!init->WaitExit(deadline)) {
+        return Fail(ErrorCode::kTimeout, "sandbox '" + id + "' did not exit after SIGKILL");
+      }
+    }
+    // The helper reaps the init, removes the cgroups and exits.
+    if (auto helper = ProcessHandle::Open(rec->helper)) {
+      if (!helper->WaitExit(std::min(deadline, Clock::now() + std::chrono::seconds(2)))) {
+        (void)helper->Signal(SIGKILL);
+        helper->WaitExit(deadline);
+      }
+      helper->ReapIfChild();
+    }
+    cgroups = rec->cgroups;
+  } else {
+    // No record: a create that died half-way. Its cgroups, if any, kill whatever it started.
+    cgroups = GuessCgroups(id, opts_.cgroup_parent);
+  }
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (auto r = RemoveCgroups(cgroups, std::max(left, std::chrono::milliseconds(100))); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = UnmountBelow(dir); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = RemoveTree(dir); !r) {
+    return Fail(r.error());
+  }
+  if (rec) {
+    ReleaseSlot(rec->uid_slot, id);
+  }
+  Log(LogLevel::kInfo, "jail.destroyed", "id={}", id);
+  return {};
+}
+
+Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  const std::string path = SandboxDir(id) + "/spec.json";
+  auto rec = LoadSandboxRecord(path);
+  if (!rec) {
+    if (rec.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    }
+    return Fail(rec.error());
+  }
+  rec->expires_at = expires_at;
+  return SaveSandboxRecord(path, *rec);
+}
+
+// Slots are symlinks <state_dir>/.slots/<n> -> <id>, created atomically; a flock on
+// .slots/.lock serialises allocation with other processes using the same state directory.
+Result<int64_t> JailBackend::AllocateSlot(const std::string& id) {
+  const std::string slots = opts_.state_dir + "/.slots";
+  if (::mkdir(slots.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail(ErrnoError(errno, "create " + slots));
+  }
+  std::lock_guard guard(slot_mu_);
+  UniqueFd lock(::open((slots + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.Get(), LOCK_EX) != 0) {
+    return Fail(ErrnoError(errno, "lock " + slots));
+  }
+  for (uint32_t i = 0; i < opts_.max_slots; ++i) {
+    const int64_t n = (slot_hint_ + i) % opts_.max_slots;
+    const std::string path = slots + "/" + std::to_string(n);
+    if (::symlink(id.c_str(), path.c_str()) == 0) {
+      slot_hint_ = n + 1;
+      return n;
+    }
+    if (errno != EEXIST) {
+      return Fail(ErrnoError(errno, "create " + path));
+    }
+    // Reclaim the slot of a sandbox whose state is gone (a crash between create and record).
+    char owner[256];
+    const ssize_t len = ::readlink(path.c_str(), owner, sizeof(owner) - 1);
+    if (len > 0 && !PathExists(SandboxDir(std::string(owner, static_cast<size_t>(len))))) {
+      ::unlink(path.c_str());
+      if (::symlink(id.c_str(), path.c_str()) == 0) {
+        slot_hint_ = n + 1;
+        return n;
+      }
+    }
+  }
+  return Fail(ErrorCode::kUnavailable,
+              "all " + std::to_string(opts_.max_slots) + " sandbox id ranges are in use");
+}
+
+void JailBackend::ReleaseSlot(int64_t slot, const std::string& id) {
+  if (slot < 0) {
+    return;
+  }
+  const std::string slots = opts_.state_dir + "/.slots";
+  const std::string path = slots + "/" + std::to_string(slot);
+  std::lock_guard guard(slot_mu_);
+  UniqueFd lock(::open((slots + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.Get(), LOCK_EX) != 0) {
+    return;
+  }
+  char owner[256];
+  const ssize_t len = ::readlink(path.c_str(), owner, sizeof(owner) - 1);
+  if (len > 0 && std::string(owner, static_cast<size_t>(len)) == id) {
+    ::unlink(path.c_str());
+  }
+}
+
+}  // namespace agentbox::jail

@@ -1,0 +1,98 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "api/sandbox_backend.h"
+#include "backends/jail/cgroup.h"
+#include "backends/jail/sandbox_record.h"
+
+namespace agentbox::jail {
+
+// Limits applied where a spec leaves a field unset.
+ResourceLimits DefaultJailLimits();
+
+struct JailBackendOptions {
+  // Where sandboxes live: <state_dir>/<id>/{spec.json, jail.json, jail.log, workspace/, run/,
+  // root/, rootfs/}. Created (mode 0700) if missing. Must be on a local filesystem.
+  std::string state_dir;
+  std::string guest_binary;   // host path of the static agentbox-guest
+  std::string helper_binary;  // host path of agentbox-jail
+  ResourceLimits default_limits = DefaultJailLimits();
+  // Host ids when running as root: sandbox n gets its own range
+  // [uid_base + n * 65536, uid_base + (n + 1) * 65536). The default sits above the ranges that
+  // useradd (/etc/subuid, from 100000) and systemd-nspawn (up to 0x6FFFFFFF) hand out, so
+  // sandbox ids collide with neither. Ignored when unprivileged (the caller's own id is used).
+  uint32_t uid_base = 2'000'000'000;
+  uint32_t max_slots = 4096;
+  // See CgroupConfig::parent. Empty: under the daemon's own cgroup.
+  std::string cgroup_parent;
+  // How long Create waits for the guest's health endpoint.
+  std::chrono::milliseconds start_timeout{10000};
+  // Cap of <state_dir>/<id>/jail.log, where the guest's stdout and stderr go.
+  uint64_t log_cap_bytes = 8ull << 20;
+  // How long Destroy waits for the jail's processes to exit.
+  std::chrono::milliseconds stop_timeout{10000};
+};
+
+// Sandboxes as Linux namespaces (see ARCHITECTURE.md). The sandbox's first process is the guest;
+// the daemon reaches it at unix:<state_dir>/<id>/run/guest.sock.
+//
+// All state is on disk: Get and List read <state_dir>, so a new JailBackend over the same
+// state directory (after a daemon restart) finds every running sandbox again. Each sandbox is
+// supervised by its own agentbox-jail helper, which outlives the daemon; when the daemon started
+// the helper, the daemon also reaps it (so the embedding process must not reap children with
+// waitpid(-1)). Thread-safe: operations on distinct ids run in parallel; operations on one id
+// are serialised.
+class JailBackend final : public SandboxBackend {
+ public:
+  explicit JailBackend(JailBackendOptions opts);
+
+  std::string_view Name() const override { return "jail"; }
+  // Runs `agentbox-jail probe` (a throw-away namespace set) to learn what the kernel allows.
+  ProbeResult Probe() override;
+  Capabilities GetCapabilities() const override;
+  // `id`: 1-64 characters of [A-Za-z0-9_.-], not starting with '.'. kConflict if it exists.
+  // spec.image: empty (host system directories), an absolute directory, or an absolute path
+  // of a tarball (extracted into the sandbox's state, owned by the sandbox).
+  Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
+  Result<SandboxInfo> Get(const std::string& id) override;
+  Result<std::vector<SandboxInfo>> List() override;
+  Result<void> Destroy(const std::string& id) override;
+  Result<void> SetExpiry(const std::string& id, double expires_at) override;
+
+  const JailBackendOptions& options() const { return opts_; }
+  // <state_dir>/<id>
+  std::string SandboxDir(const std::string& id) const;
+
+ private:
+  // Serialises operations per id (blocking).
+  class IdLock;
+
+  Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
+  Result<void> DestroyLocked(const std::string& id);
+  SandboxInfo InfoFromRecord(const SandboxRecord& r) const;
+  Result<int64_t> AllocateSlot(const std::string& id);
+  void ReleaseSlot(int64_t slot, const std::string& id);
+
+  JailBackendOptions opts_;
+  bool privileged_ = false;
+  // Which cgroup limits this process can enforce (writable controller found at construction).
+  bool memory_limit_ok_ = false;
+  bool pids_limit_ok_ = false;
+  bool cpu_limit_ok_ = false;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
+
+  std::mutex slot_mu_;
+  int64_t slot_hint_ = 0;  // guarded by slot_mu_
+};
+
+}  // namespace agentbox::jail

@@ -1,0 +1,108 @@
+#include "backends/jail/jail_config.h"
+
+namespace agentbox::jail {
+namespace {
+
+template <class T>
+Json Opt(const std::optional<T>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
+template <class T>
+std::optional<T> GetOpt(const Json& j, const char* key) {
+  if (!j.contains(key) || j.at(key).is_null()) {
+    return std::nullopt;
+  }
+  return j.at(key).get<T>();
+}
+
+}  // namespace
+
+Json JailConfigToJson(const JailConfig& c) {
+  Json j = Json::object();
+  j["version"] = 1;
+  j["id"] = c.id;
+  j["hostname"] = c.hostname;
+  j["log_cap_bytes"] = c.log_cap_bytes;
+  j["user"] = {{"host_uid", c.user.host_uid},
+               {"host_gid", c.user.host_gid},
+               {"count", c.user.count},
+               {"unprivileged", c.user.unprivileged}};
+  j["mount"] = {{"root_dir", c.mount.root_dir},
+                {"root_bytes", c.mount.root_bytes},
+                {"system_source", c.mount.system_source},
+                {"system_entries", c.mount.system_entries},
+                {"system_writable", c.mount.system_writable},
+                {"workspace_dir", c.mount.workspace_dir},
+                {"run_dir", c.mount.run_dir},
+                {"guest_binary", c.mount.guest_binary},
+                {"tmp_bytes", c.mount.tmp_bytes},
+                {"shm_bytes", c.mount.shm_bytes}};
+  j["net"] = {{"share_host", c.net.share_host}};
+  j["cgroup"] = {{"name", c.cgroup.name},
+                 {"parent", c.cgroup.parent},
+                 {"memory_bytes", Opt(c.cgroup.memory_bytes)},
+                 {"pids", Opt(c.cgroup.pids)},
+                 {"cpus", Opt(c.cgroup.cpus)}};
+  j["rlimits"] = {{"core_bytes", c.rlimits.core_bytes},
+                  {"open_files", Opt(c.rlimits.open_files)},
+                  {"file_size_bytes", Opt(c.rlimits.file_size_bytes)}};
+  j["caps"] = {{"keep", c.caps.keep}};
+  j["seccomp"] = {{"enabled", c.seccomp.enabled}};
+  j["exec"] = {
+      {"path", c.exec.path}, {"argv", c.exec.argv}, {"env", c.exec.env}, {"cwd", c.exec.cwd}};
+  return j;
+}
+
+Result<JailConfig> JailConfigFromJson(const Json& j) {
+  // The file is ours (written by the backend), so a mismatch is a version skew between the
+  // daemon and the helper: report which field, nothing more.
+  try {
+    JailConfig c;
+    if (j.at("version").get<int>() != 1) {
+      return Fail(ErrorCode::kInvalidArgument, "jail config: unsupported version");
+    }
+    c.id = j.at("id").get<std::string>();
+    c.hostname = j.at("hostname").get<std::string>();
+    c.log_cap_bytes = j.at("log_cap_bytes").get<uint64_t>();
+    const Json& u = j.at("user");
+    c.user.host_uid = u.at("host_uid").get<uint32_t>();
+    c.user.host_gid = u.at("host_gid").get<uint32_t>();
+    c.user.count = u.at("count").get<uint32_t>();
+    c.user.unprivileged = u.at("unprivileged").get<bool>();
+    const Json& m = j.at("mount");
+    c.mount.root_dir = m.at("root_dir").get<std::string>();
+    c.mount.root_bytes = m.at("root_bytes").get<uint64_t>();
+    c.mount.system_source = m.at("system_source").get<std::string>();
+    c.mount.system_entries = m.at("system_entries").get<std::vector<std::string>>();
+    c.mount.system_writable = m.at("system_writable").get<bool>();
+    c.mount.workspace_dir = m.at("workspace_dir").get<std::string>();
+    c.mount.run_dir = m.at("run_dir").get<std::string>();
+    c.mount.guest_binary = m.at("guest_binary").get<std::string>();
+    c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
+    c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    c.net.share_host = j.at("net").at("share_host").get<bool>();
+    const Json& g = j.at("cgroup");
+    c.cgroup.name = g.at("name").get<std::string>();
+    c.cgroup.parent = g.at("parent").get<std::string>();
+    c.cgroup.memory_bytes = GetOpt<uint64_t>(g, "memory_bytes");
+    c.cgroup.pids = GetOpt<uint32_t>(g, "pids");
+    c.cgroup.cpus = GetOpt<double>(g, "cpus");
+    const Json& r = j.at("rlimits");
+    c.rlimits.core_bytes = r.at("core_bytes").get<uint64_t>();
+    c.rlimits.open_files = GetOpt<uint64_t>(r, "open_files");
+    c.rlimits.file_size_bytes = GetOpt<uint64_t>(r, "file_size_bytes");
+    c.caps.keep = j.at("caps").at("keep").get<std::vector<int>>();
+    c.seccomp.enabled = j.at("seccomp").at("enabled").get<bool>();
+    const Json& e = j.at("exec");
+    c.exec.path = e.at("path").get<std::string>();
+    c.exec.argv = e.at("argv").get<std::vector<std::string>>();
+    c.exec.env = e.at("env").get<std::vector<std::string>>();
+    c.exec.cwd = e.at("cwd").get<std::string>();
+    return c;
+  } catch (const Json::exception& ex) {
+    return Fail(ErrorCode::kInvalidArgument, std::string("jail config: ") + ex.what());
+  }
+}
+
+}  // namespace agentbox::jail

@@ -1,0 +1,121 @@
+#include "backends/jail/sandbox_record.h"
+
+#include "backends/jail/fs_util.h"
+
+namespace agentbox::jail {
+namespace {
+
+template <class T>
+Json Opt(const std::optional<T>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
+template <class T>
+std::optional<T> GetOpt(const Json& j, const char* key) {
+  if (!j.contains(key) || j.at(key).is_null()) {
+    return std::nullopt;
+  }
+  return j.at(key).get<T>();
+}
+
+Json IdentityToJson(const ProcessIdentity& p) {
+  return {{"pid", p.pid}, {"start_time", p.start_time}, {"boot_id", p.boot_id}};
+}
+
+ProcessIdentity IdentityFromJson(const Json& j) {
+  return {j.at("pid").get<pid_t>(), j.at("start_time").get<uint64_t>(),
+          j.at("boot_id").get<std::string>()};
+}
+
+}  // namespace
+
+Json SandboxRecordToJson(const SandboxRecord& r) {
+  const ResourceLimits& l = r.spec.limits;
+  Json spec = {{"image", r.spec.image},
+               {"env", r.spec.env},
+               {"limits",
+                {{"memory_bytes", Opt(l.memory_bytes)},
+                 {"cpus", Opt(l.cpus)},
+                 {"pids", Opt(l.pids)},
+                 {"tmp_bytes", Opt(l.tmp_bytes)},
+                 {"open_files", Opt(l.open_files)},
+                 {"file_size_bytes", Opt(l.file_size_bytes)}}},
+               {"network", r.spec.network == NetworkMode::kHost ? "host" : "none"},
+               {"labels", r.spec.labels},
+               {"owner", r.spec.owner},
+               {"ttl_s", r.spec.ttl_s}};
+  return {{"version", 1},
+          {"id", r.id},
+          {"backend", "jail"},
+          {"spec", spec},
+          {"created_at", r.created_at},
+          {"expires_at", r.expires_at},
+          {"helper", IdentityToJson(r.helper)},
+          {"init", IdentityToJson(r.init)},
+          {"cgroups", r.cgroups},
+          {"host_uid", r.host_uid},
+          {"host_gid", r.host_gid},
+          {"id_count", r.id_count},
+          {"uid_slot", r.uid_slot},
+          {"token", r.token},
+          {"detail", r.detail}};
+}
+
+Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
+  try {
+    if (j.at("version").get<int>() != 1) {
+      return Fail(ErrorCode::kInternal, "sandbox record: unsupported version");
+    }
+    SandboxRecord r;
+    r.id = j.at("id").get<std::string>();
+    const Json& s = j.at("spec");
+    r.spec.image = s.at("image").get<std::string>();
+    r.spec.env = s.at("env").get<std::map<std::string, std::string>>();
+    const Json& l = s.at("limits");
+    r.spec.limits.memory_bytes = GetOpt<uint64_t>(l, "memory_bytes");
+    r.spec.limits.cpus = GetOpt<double>(l, "cpus");
+    r.spec.limits.pids = GetOpt<uint32_t>(l, "pids");
+    r.spec.limits.tmp_bytes = GetOpt<uint64_t>(l, "tmp_bytes");
+    r.spec.limits.open_files = GetOpt<uint32_t>(l, "open_files");
+    r.spec.limits.file_size_bytes = GetOpt<uint64_t>(l, "file_size_bytes");
+    r.spec.network =
+        s.at("network").get<std::string>() == "host" ? NetworkMode::kHost : NetworkMode::kNone;
+    r.spec.labels = s.at("labels").get<std::map<std::string, std::string>>();
+    r.spec.owner = s.at("owner").get<std::string>();
+    r.spec.ttl_s = s.at("ttl_s").get<int64_t>();
+    r.created_at = j.at("created_at").get<double>();
+    r.expires_at = j.at("expires_at").get<double>();
+    r.helper = IdentityFromJson(j.at("helper"));
+    r.init = IdentityFromJson(j.at("init"));
+    r.cgroups = j.at("cgroups").get<std::vector<std::string>>();
+    r.host_uid = j.at("host_uid").get<uint32_t>();
+    r.host_gid = j.at("host_gid").get<uint32_t>();
+    r.id_count = j.at("id_count").get<uint32_t>();
+    r.uid_slot = j.at("uid_slot").get<int64_t>();
+    r.token = j.at("token").get<std::string>();
+    r.detail = j.at("detail").get<std::string>();
+    return r;
+  } catch (const Json::exception& e) {
+    return Fail(ErrorCode::kInternal, std::string("sandbox record: ") + e.what());
+  }
+}
+
+Result<void> SaveSandboxRecord(const std::string& path, const SandboxRecord& r) {
+  return WriteFileAtomic(path, DumpJson(SandboxRecordToJson(r)) + "\n", 0600);
+}
+
+Result<SandboxRecord> LoadSandboxRecord(const std::string& path) {
+  auto text = ReadSmallFile(path);
+  if (!text) {
+    return Fail(text.error().code == ErrorCode::kNotFound
+                    ? text.error()
+                    : Error(ErrorCode::kInternal, text.error().message, text.error().sys_errno));
+  }
+  auto j = ParseJsonObject(*text);
+  if (!j) {
+    return Fail(ErrorCode::kInternal, path + ": " + j.error().message);
+  }
+  return SandboxRecordFromJson(*j);
+}
+
+}  // namespace agentbox::jail
