@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Quick start: installs dependencies, builds agentbox, starts agentbox-guest on a unix socket and
-# shows it working with plain curl calls (persistent shell state, a background process and its
-# logs, file write/search/read). The guest is stopped at the end; pass --keep to leave it running.
+# Quick start on a fresh Debian 12 machine (as root): installs the dependencies, builds agentbox,
+# starts agentboxd on the embedded `jail` backend and shows a sandbox working through the
+# `agentbox` CLI and plain curl: create; exec with a persistent cd and export; a background
+# process and its logs; write, search and read a file; destroy. The daemon is stopped at the
+# end; pass --keep to leave it running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=0
@@ -9,39 +11,59 @@ KEEP=0
 
 scripts/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target agentbox-guest -j "$(nproc)"
-GUEST=build/release/src/guest/agentbox-guest
-echo "== agentbox-guest: $(stat -c %s "$GUEST") bytes, ldd: $(ldd "$GUEST" 2>&1 | tr -d "\t")"
+cmake --build --preset release -j "$(nproc)" \
+  --target agentboxd agentbox agentbox-guest agentbox-jail
+BIN=build/release/src
+AGENTBOX="$BIN/cli/agentbox"
 
 RUN=$(mktemp -d /tmp/agentbox-quickstart.XXXXXX)
-mkdir -p "$RUN/workspace"
-SOCK="$RUN/guest.sock"
-"$GUEST" serve --listen "unix:$SOCK" --workdir "$RUN/workspace" 2>"$RUN/guest.log" &
-PID=$!
-cleanup() { if [[ $KEEP == 0 ]]; then kill "$PID" 2>/dev/null || true; rm -rf "$RUN"; fi; }
+export AGENTBOX_SOCKET="$RUN/agentboxd.sock"
+"$BIN/daemon/agentboxd" --listen "unix:$AGENTBOX_SOCKET" --state-dir "$RUN/state" \
+  --backend jail --env-file /dev/null 2>"$RUN/agentboxd.log" &
+DAEMON=$!
+cleanup() {
+  if [[ $KEEP == 0 ]]; then
+    kill "$DAEMON" 2>/dev/null || true
+    wait "$DAEMON" 2>/dev/null || true
+    rm -rf "$RUN"
+  fi
+}
 trap cleanup EXIT
-for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.05; done
+for _ in $(seq 200); do [[ -S "$AGENTBOX_SOCKET" ]] && break; sleep 0.05; done
 
-call() {  # call PATH JSON
-  echo "\$ POST $1 $2"
-  curl -sS --unix-socket "$SOCK" -H 'Content-Type: application/json' "http://guest$1" -d "$2"
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+api() {  # api SANDBOX OP JSON: a guest call forwarded by the daemon
+  curl -sS --unix-socket "$AGENTBOX_SOCKET" "http://agentboxd/v1/sandboxes/$1/api/v1/$2" -d "$3"
   echo
 }
-curl -sS --unix-socket "$SOCK" http://guest/api/v1/health; echo
-call /api/v1/shell/exec '{"id":"demo","command":"mkdir -p proj && cd proj && export GREETING=hello"}'
-call /api/v1/shell/exec '{"id":"demo","command":"pwd; echo $GREETING from a persistent session"}'
-call /api/v1/shell/run '{"session_id":"demo","command":"for i in 1 2 3; do echo tick $i; sleep 0.1; done &"}'
-sleep 0.5
-call /api/v1/process/list '{"session_id":"demo"}'
-PIDBG=$(curl -sS --unix-socket "$SOCK" http://guest/api/v1/process/list -d '{"session_id":"demo"}' |
-  sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
-call /api/v1/process/logs "{\"pid\":$PIDBG}"
-call /api/v1/file/write '{"file":"proj/notes.txt","content":"alpha\nbeta 42\ngamma\n"}'
-call /api/v1/file/search '{"file":"proj/notes.txt","regex":"[0-9]+"}'
-call /api/v1/file/read '{"file":"proj/notes.txt","start_line":1,"end_line":3}'
+
+say agentbox info
+"$AGENTBOX" info
+say agentbox create --ttl 600
+ID=$("$AGENTBOX" create --ttl 600)
+echo "$ID"
+say "agentbox exec $ID -- 'mkdir -p proj && cd proj && export GREETING=hello'"
+"$AGENTBOX" exec "$ID" -- 'mkdir -p proj && cd proj && export GREETING=hello'
+say "agentbox exec $ID -- 'echo \$GREETING from \$PWD; hostname; id -u'"
+"$AGENTBOX" exec "$ID" -- 'echo $GREETING from $PWD; hostname; id -u'
+say "agentbox exec $ID -- 'for i in 1 2 3; do echo tick \$i; sleep 0.2; done &'"
+"$AGENTBOX" exec "$ID" -- 'for i in 1 2 3; do echo tick $i; sleep 0.2; done &' 2>"$RUN/bg.txt"
+cat "$RUN/bg.txt"
+PID=$(grep -o 'process [0-9]*' "$RUN/bg.txt" | grep -o '[0-9]*')
+say "agentbox ps $ID"
+"$AGENTBOX" ps "$ID"
+say "agentbox logs $ID $PID --follow"
+"$AGENTBOX" logs "$ID" "$PID" --follow
+say "file/write, file/search, file/read"
+api "$ID" file/write '{"file":"proj/notes.txt","content":"alpha\nbeta 42\ngamma\n"}'
+api "$ID" file/search '{"file":"proj/notes.txt","regex":"[0-9]+"}'
+api "$ID" file/read '{"file":"proj/notes.txt","start_line":1,"end_line":3}'
+say "agentbox rm $ID"
+"$AGENTBOX" rm "$ID"
+"$AGENTBOX" ls
 echo
 if [[ $KEEP == 1 ]]; then
-  echo "agentbox-guest keeps serving on unix:$SOCK (pid $PID)"
+  echo "agentboxd keeps serving on unix:$AGENTBOX_SOCKET (pid $DAEMON); export AGENTBOX_SOCKET=$AGENTBOX_SOCKET"
 else
-  echo "done; run '$GUEST serve --listen unix:/tmp/agentbox.sock' to serve it yourself"
+  echo "done. Run it yourself: $BIN/daemon/agentboxd --listen unix:/run/agentbox/agentboxd.sock"
 fi
