@@ -1,8 +1,8 @@
 // agentbox-guest-bench: latency and memory of a guest API server (sandbox-api.md §1).
 //
 // Every request goes over ONE keep-alive HTTP/1.1 connection, so the figures are the server's
-// per-request cost and not TCP or Unix-socket setup. The client would reconnect if the server
-// closed the connection, and the run fails if it ever had to: `connects == 1` is the proof of
+// per-request cost and not TCP or Unix-socket setup. The client counts its connects and the run
+// fails if the server closes the connection: `connects == 1` in the report is the proof of
 // reuse. Every response is checked (HTTP 200, JSON envelope with success:true, expected data);
 // the first bad one aborts the run, because figures over failed requests mean nothing.
 //
@@ -17,7 +17,12 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -32,6 +37,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <sstream>
@@ -39,15 +45,9 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <boost/asio/buffer.hpp>
-#include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <nlohmann/json.hpp>
 
 namespace agentbox::bench {
 namespace {
@@ -141,9 +141,7 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-std::string ErrnoMessage(const std::string& what) {
-  return what + ": " + std::strerror(errno);
-}
+std::string ErrnoMessage(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 UniqueFd ConnectUnix(const std::string& path) {
   sockaddr_un addr{};
@@ -371,7 +369,7 @@ std::vector<pid_t> Descendants(pid_t root) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(),
-                                           [](unsigned char c) { return std::isdigit(c) != 0; })) {
+                                     [](unsigned char c) { return std::isdigit(c) != 0; })) {
       continue;
     }
     if (auto ppid = ReadParentPid(entry.path().string() + "/stat")) {  // gone: skipped
@@ -395,9 +393,9 @@ std::vector<pid_t> Descendants(pid_t root) {
 // Memory of one process and of everything it started.
 struct TreeMemory {
   pid_t pid = 0;
-  std::string comm;                 // empty if the process does not exist
+  std::string comm;  // empty if the process does not exist
   ProcMemory self;
-  int children = 0;                 // descendants, recursively
+  int children = 0;  // descendants, recursively
   uint64_t children_rss_kib = 0;
   std::optional<uint64_t> children_pss_kib;  // nullopt if any child's Pss was unreadable
 };
@@ -502,8 +500,8 @@ Json CheckEnvelope(const std::string& path, const Reply& reply) {
   }
   Json doc = Json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
-    throw BenchError("POST " + path + " answered a body that is not a JSON object: " +
-                     Excerpt(reply.body));
+    throw BenchError("POST " + path +
+                     " answered a body that is not a JSON object: " + Excerpt(reply.body));
   }
   if (doc.value("success", false) != true) {
     throw BenchError("POST " + path + " answered success != true: " + Excerpt(reply.body));
@@ -579,14 +577,13 @@ Operation ExecOperation(Flavor flavor, std::string name, const std::string& id,
       std::move(name), path, ExecBody(flavor, id, command),
       [path, expected_output, output_check](const Json& data) {
         Require(data.value("status", "") == "completed", path, "status \"completed\"", data);
-        Require(data.contains("returncode") && data["returncode"] == 0, path, "returncode 0",
-                data);
+        Require(data.contains("returncode") && data["returncode"] == 0, path, "returncode 0", data);
         if (expected_output.empty()) {
           return;
         }
-        const bool has_output = data.contains("output") && data["output"].is_string() &&
-                                data["output"].get<std::string>().find(expected_output) !=
-                                    std::string::npos;
+        const bool has_output =
+            data.contains("output") && data["output"].is_string() &&
+            data["output"].get<std::string>().find(expected_output) != std::string::npos;
         if (!has_output) {
           Require(output_check->flavor != Flavor::kAgentbox, path,
                   "output containing \"" + expected_output + "\"", data);
@@ -618,16 +615,7 @@ struct Machine {
   std::string cpu_model;
   std::string kernel;
   std::string date_utc;
-  std::string loadavg_start;  // /proc/loadavg: other work on the machine skews every figure
-  std::string loadavg_end;
 };
-
-std::string ReadLoadavg() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
-}
 
 Machine DescribeMachine() {
   Machine machine;
@@ -651,7 +639,6 @@ Machine DescribeMachine() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   machine.date_utc = buf;
-  machine.loadavg_start = ReadLoadavg();
   return machine;
 }
 
@@ -662,6 +649,89 @@ std::string Mib(std::optional<uint64_t> kib) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(*kib) / 1024.0);
   return buf;
+}
+
+// --- CPU accounting -------------------------------------------------------------------------
+//
+// Busy CPU time of the machine and of the processes under test over the timed phase, so that
+// the report says how much other work ran meanwhile: on 2 cores a compiler next door doubles
+// every latency.
+
+// (busy, steal) jiffies of all CPUs from /proc/stat; busy excludes idle, iowait and steal.
+std::pair<uint64_t, uint64_t> MachineJiffies() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  return {user + nice + system + irq + softirq, steal};
+}
+
+// utime + stime + cutime + cstime (fields 14-17 of /proc/PID/stat); 0 if the process is gone.
+uint64_t ProcessJiffies(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) {
+    return 0;
+  }
+  std::istringstream fields(stat.substr(paren + 1));  // starts at field 3
+  std::string field;
+  uint64_t sum = 0;
+  for (int index = 3; index <= 17 && fields >> field; ++index) {
+    if (index >= 14) {
+      sum += std::stoull(field);
+    }
+  }
+  return sum;
+}
+
+uint64_t TreeJiffies(pid_t root) {
+  uint64_t sum = ProcessJiffies(root);
+  for (pid_t pid : Descendants(root)) {
+    sum += ProcessJiffies(pid);
+  }
+  return sum;
+}
+
+struct CpuSample {
+  Clock::time_point at;
+  uint64_t busy = 0;
+  uint64_t steal = 0;
+  uint64_t measured = 0;  // server and --extra-pid trees
+  uint64_t client = 0;    // this process
+};
+
+CpuSample SampleCpu(const std::vector<pid_t>& roots) {
+  CpuSample sample;
+  sample.at = Clock::now();
+  std::tie(sample.busy, sample.steal) = MachineJiffies();
+  for (pid_t root : roots) {
+    sample.measured += TreeJiffies(root);
+  }
+  sample.client = ProcessJiffies(::getpid());
+  return sample;
+}
+
+// Percent of one core, averaged over the interval.
+struct CpuShare {
+  double measured = 0, client = 0, other = 0, steal = 0;
+};
+
+CpuShare CpuBetween(const CpuSample& start, const CpuSample& end) {
+  const double seconds = std::chrono::duration<double>(end.at - start.at).count();
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK)) * std::max(seconds, 1e-3);
+  auto pct = [ticks](uint64_t jiffies) { return 100.0 * static_cast<double>(jiffies) / ticks; };
+  auto diff = [](uint64_t a, uint64_t b) { return b > a ? b - a : 0; };
+  const uint64_t busy = diff(start.busy, end.busy);
+  const uint64_t measured = diff(start.measured, end.measured);
+  const uint64_t client = diff(start.client, end.client);
+  CpuShare share;
+  share.measured = pct(measured);
+  share.client = pct(client);
+  share.other = pct(diff(measured + client, busy));
+  share.steal = pct(diff(start.steal, end.steal));
+  return share;
 }
 
 struct Options {
@@ -686,16 +756,23 @@ struct Results {
   int connects = 0;
   int64_t requests = 0;
   int64_t exec_output_missing = 0;
+  CpuShare cpu;
 };
 
 void PrintTable(const Options& options, const Results& results) {
   std::printf("agentbox-guest-bench  label=%s  flavor=%s  target=%s\n", options.label.c_str(),
               options.flavor == Flavor::kAgentbox ? "agentbox" : "ai-manus",
               options.target.c_str());
-  std::printf("machine: %u cpus, %s, %s, %s; load average %s at start, %s at end\n",
-              results.machine.nproc, results.machine.cpu_model.c_str(),
-              results.machine.kernel.c_str(), results.machine.date_utc.c_str(),
-              results.machine.loadavg_start.c_str(), results.machine.loadavg_end.c_str());
+  std::printf("machine: %u cpus, %s, %s, %s\n", results.machine.nproc,
+              results.machine.cpu_model.c_str(), results.machine.kernel.c_str(),
+              results.machine.date_utc.c_str());
+  const CpuShare& cpu = results.cpu;
+  std::printf(
+      "CPU during the timed requests, %% of one core: server%s %.0f, this client %.0f, "
+      "other processes %.0f, steal %.0f%s\n",
+      results.pid ? " (and --extra-pid trees)" : " unknown (no --pid), counted as other",
+      cpu.measured, cpu.client, cpu.other, cpu.steal,
+      cpu.other > 10 ? "  <- other work on the machine disturbs these figures" : "");
   std::printf("one keep-alive connection: %d connect(s) for %lld requests\n\n", results.connects,
               static_cast<long long>(results.requests));
   std::printf("%-22s %9s %9s %9s %9s %9s %7s\n", "operation", "p50 ms", "p99 ms", "mean ms",
@@ -749,9 +826,12 @@ Json ToJson(const Options& options, const Results& results) {
        {{"nproc", results.machine.nproc},
         {"cpu_model", results.machine.cpu_model},
         {"kernel", results.machine.kernel},
-        {"date_utc", results.machine.date_utc},
-        {"loadavg_start", results.machine.loadavg_start},
-        {"loadavg_end", results.machine.loadavg_end}}},
+        {"date_utc", results.machine.date_utc}}},
+      {"cpu_percent_of_one_core",
+       {{"server", results.cpu.measured},
+        {"client", results.cpu.client},
+        {"other", results.cpu.other},
+        {"steal", results.cpu.steal}}},
   };
   doc["latency_ms"] = Json::array();
   for (const auto& s : results.latency) {
@@ -824,19 +904,18 @@ Results Run(const Options& options) {
   operations.push_back(
       ExecOperation(options.flavor, "shell/exec echo hi", "bench", "echo hi", "hi", &output_check));
   const std::string write_path = "/api/v1/file/write";
-  operations.push_back(Operation{
-      "file/write 1 KiB", write_path, Json{{"file", file}, {"content", content}}.dump(),
-      [write_path, &content](const Json& data) {
-        Require(data.contains("bytes_written") && data["bytes_written"] == content.size(),
-                write_path, "bytes_written " + std::to_string(content.size()), data);
-      }});
+  operations.push_back(
+      Operation{"file/write 1 KiB", write_path, Json{{"file", file}, {"content", content}}.dump(),
+                [write_path, &content](const Json& data) {
+                  Require(data.contains("bytes_written") && data["bytes_written"] == content.size(),
+                          write_path, "bytes_written " + std::to_string(content.size()), data);
+                }});
   const std::string read_path = "/api/v1/file/read";
-  operations.push_back(Operation{
-      "file/read 1 KiB", read_path, Json{{"file", file}}.dump(),
-      [read_path, &content](const Json& data) {
-        Require(data.contains("content") && data["content"] == content, read_path,
-                "the content written", data);
-      }});
+  operations.push_back(Operation{"file/read 1 KiB", read_path, Json{{"file", file}}.dump(),
+                                 [read_path, &content](const Json& data) {
+                                   Require(data.contains("content") && data["content"] == content,
+                                           read_path, "the content written", data);
+                                 }});
   const std::string search_path = "/api/v1/file/search";
   operations.push_back(Operation{
       "file/search regex", search_path, Json{{"file", file}, {"regex", "line [0-9]+"}}.dump(),
@@ -846,22 +925,27 @@ Results Run(const Options& options) {
                 search_path, "20 line_numbers", data);
       }});
 
+  std::vector<pid_t> measured_roots = options.extra_pids;
+  if (results.pid) {
+    measured_roots.push_back(*results.pid);
+  }
+  const CpuSample cpu_start = SampleCpu(measured_roots);
   for (const auto& op : operations) {
     Progress(options, op.name + ": " + std::to_string(options.warmup) + " warm-up + " +
                           std::to_string(options.iterations) + " timed");
     results.latency.push_back(
         Summarize(op.name, Measure(client, op, options.warmup, options.iterations)));
   }
+  results.cpu = CpuBetween(cpu_start, SampleCpu(measured_roots));
   snapshot("after benchmark (" + std::to_string(options.sessions + 1) + " sessions)");
 
   results.connects = client.connects();
   results.requests = client.requests();
   results.exec_output_missing = output_check.missing;
-  results.machine.loadavg_end = ReadLoadavg();
   if (results.connects != 1) {
-    throw BenchError("the server did not keep the connection alive: " +
-                     std::to_string(results.connects) + " connects for " +
-                     std::to_string(results.requests) + " requests");
+    throw BenchError(
+        "the server did not keep the connection alive: " + std::to_string(results.connects) +
+        " connects for " + std::to_string(results.requests) + " requests");
   }
   return results;
 }

@@ -14,7 +14,7 @@
 #   install  only install the Debian packages.
 #
 # Options (or environment variables):
-#   --mirror DIR     AI_MANUS_MIRROR  a git directory of github.com/Simpleyyt/ai-manus (bare or
+#   --mirror DIR     AI_MANUS_MIRROR  a git directory of the Simpleyyt/ai-manus repository (bare or
 #                                     not), or a directory that already holds sandbox/app/.
 #                                     Nothing is downloaded here except Debian packages: a session
 #                                     gets the mirror with its `fetch` tool (source

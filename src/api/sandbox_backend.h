@@ -15,10 +15,10 @@ namespace agentbox {
 // Resource limits of one sandbox. Unset fields take the backend's defaults.
 struct ResourceLimits {
   std::optional<uint64_t> memory_bytes;
-  std::optional<double> cpus;              // CPU time share, e.g. 0.5 = half a core
-  std::optional<uint32_t> pids;            // processes + threads
-  std::optional<uint64_t> tmp_bytes;       // size of the sandbox's /tmp
-  std::optional<uint32_t> open_files;      // RLIMIT_NOFILE
+  std::optional<double> cpus;               // CPU time share, e.g. 0.5 = half a core
+  std::optional<uint32_t> pids;             // processes + threads
+  std::optional<uint64_t> tmp_bytes;        // size of the sandbox's /tmp
+  std::optional<uint32_t> open_files;       // RLIMIT_NOFILE
   std::optional<uint64_t> file_size_bytes;  // RLIMIT_FSIZE
 
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;

@@ -32,7 +32,8 @@ struct SessionState {
   std::vector<std::string> exported_functions;
   // bash only: `alias -p` output, re-evaluable as a whole.
   std::string aliases;
-  // bash only: enabled `set -o` options (SHELLOPTS) and `shopt` options (BASHOPTS), colon-separated.
+  // bash only: enabled `set -o` options (SHELLOPTS) and `shopt` options (BASHOPTS),
+  // colon-separated.
   std::string set_options;
   std::string shopt_options;
   // Exit code of the last command, restored as `$?`.

@@ -12,11 +12,11 @@ namespace {
 
 TEST(Utf8, CompletePrefixHoldsBackSplitCharacter) {
   EXPECT_EQ(Utf8CompletePrefix("abc"), 3u);
-  EXPECT_EQ(Utf8CompletePrefix("a\xc3"), 1u);           // é cut after its lead byte
-  EXPECT_EQ(Utf8CompletePrefix("a\xe6\xbc"), 1u);       // 漢 cut after two bytes
-  EXPECT_EQ(Utf8CompletePrefix("a\xf0\x9f\x98"), 1u);   // emoji cut after three bytes
+  EXPECT_EQ(Utf8CompletePrefix("a\xc3"), 1u);          // é cut after its lead byte
+  EXPECT_EQ(Utf8CompletePrefix("a\xe6\xbc"), 1u);      // 漢 cut after two bytes
+  EXPECT_EQ(Utf8CompletePrefix("a\xf0\x9f\x98"), 1u);  // emoji cut after three bytes
   EXPECT_EQ(Utf8CompletePrefix("a\xc3\xa9"), 3u);
-  EXPECT_EQ(Utf8CompletePrefix("a\xff"), 2u);           // invalid bytes are not held back
+  EXPECT_EQ(Utf8CompletePrefix("a\xff"), 2u);  // invalid bytes are not held back
 }
 
 TEST(Utf8, LeadingContinuations) {
@@ -27,9 +27,12 @@ TEST(Utf8, LeadingContinuations) {
 TEST(Utf8, ValidateAndSanitize) {
   EXPECT_TRUE(IsValidUtf8("é漢字😀"));
   EXPECT_FALSE(IsValidUtf8("\xff"));
-  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));       // overlong
-  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));   // surrogate
-  EXPECT_EQ(SanitizeUtf8("a\xff" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));      // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));  // surrogate
+  EXPECT_EQ(SanitizeUtf8("a\xff"
+                         "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(SanitizeUtf8("é"), "é");
 }
 

@@ -29,8 +29,8 @@ bool ValidKey(std::string_view k) {
     return false;
   }
   for (char c : k) {
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-          c == '_' || c == '.')) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '.')) {
       return false;
     }
   }
@@ -70,8 +70,7 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseDotenv(std::string
     }
     const size_t eq = line.find('=');
     auto bad = [&](const std::string& why) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  origin + ":" + std::to_string(line_no) + ": " + why);
+      return Fail(ErrorCode::kInvalidArgument, origin + ":" + std::to_string(line_no) + ": " + why);
     };
     if (eq == std::string::npos) {
       return bad("expected KEY=VALUE");
@@ -121,8 +120,7 @@ Result<Config> Config::Load(const Sources& src) {
   for (const auto& [k, v] : src.defaults) {
     c.values_[k] = {v, "default"};
   }
-  auto layer = [&](const std::string& path, const std::string& tag,
-                   bool required) -> Result<void> {
+  auto layer = [&](const std::string& path, const std::string& tag, bool required) -> Result<void> {
     if (path.empty()) {
       return {};
     }
@@ -214,8 +212,8 @@ Result<int64_t> Config::GetInt(const std::string& key, int64_t fallback, int64_t
   }
   if (n < min || n > max) {
     return Fail(ErrorCode::kInvalidArgument, key + "=" + s + " is out of range [" +
-                                                 std::to_string(min) + ", " +
-                                                 std::to_string(max) + "]");
+                                                 std::to_string(min) + ", " + std::to_string(max) +
+                                                 "]");
   }
   return static_cast<int64_t>(n);
 }

@@ -6,8 +6,8 @@ namespace agentbox {
 
 Result<Json> ParseJsonObject(std::string_view body) {
   size_t i = 0;
-  while (i < body.size() && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' ||
-                             body[i] == '\t')) {
+  while (i < body.size() &&
+         (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t')) {
     ++i;
   }
   if (i == body.size()) {
@@ -73,8 +73,7 @@ Result<std::optional<std::string>> JsonFields::OptString(const char* key) const 
   return std::optional<std::string>(it->get<std::string>());
 }
 
-Result<std::optional<int64_t>> JsonFields::OptInt(const char* key, int64_t min,
-                                                  int64_t max) const {
+Result<std::optional<int64_t>> JsonFields::OptInt(const char* key, int64_t min, int64_t max) const {
   auto it = obj_.find(key);
   if (it == obj_.end() || it->is_null()) {
     return std::optional<int64_t>();
@@ -95,14 +94,13 @@ Result<std::optional<int64_t>> JsonFields::OptInt(const char* key, int64_t min,
     return Fail(FieldError(key, std::string("must be an integer, got ") + it->type_name()));
   }
   if (v < min || v > max) {
-    return Fail(FieldError(key, "must be between " + std::to_string(min) + " and " +
-                                    std::to_string(max)));
+    return Fail(
+        FieldError(key, "must be between " + std::to_string(min) + " and " + std::to_string(max)));
   }
   return std::optional<int64_t>(v);
 }
 
-Result<std::optional<double>> JsonFields::OptNumber(const char* key, double min,
-                                                    double max) const {
+Result<std::optional<double>> JsonFields::OptNumber(const char* key, double min, double max) const {
   auto it = obj_.find(key);
   if (it == obj_.end() || it->is_null()) {
     return std::optional<double>();

@@ -1,9 +1,9 @@
 #include "common/metrics.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <fmt/format.h>
 
 namespace agentbox {
 
@@ -102,8 +102,8 @@ void Metrics::Observe(const std::string& name, const Labels& labels, double valu
     h.bounds = buckets;
     h.counts.assign(buckets.size() + 1, 0);
   }
-  const size_t i = static_cast<size_t>(
-      std::lower_bound(h.bounds.begin(), h.bounds.end(), value) - h.bounds.begin());
+  const size_t i = static_cast<size_t>(std::lower_bound(h.bounds.begin(), h.bounds.end(), value) -
+                                       h.bounds.begin());
   ++h.counts[i];
   h.sum += value;
   ++h.count;
@@ -140,8 +140,8 @@ std::string Metrics::Render() const {
         out += name + "_bucket" + RenderLabels(labels, "le", Number(h.bounds[i])) + " " +
                std::to_string(cumulative) + "\n";
       }
-      out += name + "_bucket" + RenderLabels(labels, "le", "+Inf") + " " +
-             std::to_string(h.count) + "\n";
+      out += name + "_bucket" + RenderLabels(labels, "le", "+Inf") + " " + std::to_string(h.count) +
+             "\n";
       out += name + "_sum" + RenderLabels(labels) + " " + Number(h.sum) + "\n";
       out += name + "_count" + RenderLabels(labels) + " " + std::to_string(h.count) + "\n";
     }

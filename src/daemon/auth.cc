@@ -35,8 +35,8 @@ ApiKeys::ApiKeys(const std::vector<std::string>& entries) {
 
 std::optional<std::string> ApiKeys::Authenticate(const std::string& header) const {
   std::string token = header;
-  if (token.size() >= 7 && (token.compare(0, 7, "Bearer ") == 0 ||
-                            token.compare(0, 7, "bearer ") == 0)) {
+  if (token.size() >= 7 &&
+      (token.compare(0, 7, "Bearer ") == 0 || token.compare(0, 7, "bearer ") == 0)) {
     token = token.substr(7);
   } else {
     return std::nullopt;

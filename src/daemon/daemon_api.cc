@@ -15,8 +15,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::vector<std::string> Split(const std::string& path) {
@@ -279,8 +278,7 @@ http::Respond DaemonApi::Track(http::Respond respond) {
   };
 }
 
-void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok,
-                      double seconds) {
+void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok, double seconds) {
   metrics_.Increment("agentbox_operation_total",
                      {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
   metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
@@ -328,8 +326,7 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         http::ClientRequest cr;
         cr.method = "POST";
         cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
-        cr.headers = {{"Content-Type", content_type},
-                      {"X-Access-Token", entry.info.guest_token}};
+        cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
         cr.body_file = std::move(file);
         cr.body_file_size = size;
         const auto start = Clock::now();
@@ -365,8 +362,8 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   }
   auto caller = Authenticate(req);
   if (!caller) {
-    respond(JsonErr({ErrorCode::kUnauthorized,
-                     "missing or invalid API key (Authorization: Bearer KEY)"}));
+    respond(JsonErr(
+        {ErrorCode::kUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)"}));
     return;
   }
   if (draining_) {
@@ -432,9 +429,8 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto labels = ParseStringMap(*body, "labels", 64);
   for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
                          backend_name ? nullptr : &backend_name.error(),
-                         network ? nullptr : &network.error(),
-                         limits ? nullptr : &limits.error(), env ? nullptr : &env.error(),
-                         labels ? nullptr : &labels.error()}) {
+                         network ? nullptr : &network.error(), limits ? nullptr : &limits.error(),
+                         env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
     if (e) {
       return respond(JsonErr(*e));
     }
@@ -447,8 +443,8 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   spec.owner = caller.owner;
   if (*network && **network == "host") {
     if (!caller.admin) {
-      return respond(JsonErr({ErrorCode::kForbidden,
-                              "network \"host\" is only allowed on the local socket"}));
+      return respond(
+          JsonErr({ErrorCode::kForbidden, "network \"host\" is only allowed on the local socket"}));
     }
     spec.network = NetworkMode::kHost;
   } else if (*network && **network != "none") {
@@ -458,15 +454,15 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   std::string chosen = opts_.default_backend;
   std::string reason = backends_.size() == 1 ? "STATIC" : "DEFAULT";
   if (*backend_name && !(*backend_name)->empty()) {
-    const bool allowed = caller.admin || std::find(opts_.pinnable_backends.begin(),
-                                                   opts_.pinnable_backends.end(),
-                                                   **backend_name) != opts_.pinnable_backends.end();
+    const bool allowed =
+        caller.admin || std::find(opts_.pinnable_backends.begin(), opts_.pinnable_backends.end(),
+                                  **backend_name) != opts_.pinnable_backends.end();
     if (!backends_.count(**backend_name)) {
       return respond(JsonErr(FieldError("backend", "unknown backend '" + **backend_name + "'")));
     }
     if (!allowed) {
-      return respond(JsonErr({ErrorCode::kForbidden,
-                              "this key may not pin backend '" + **backend_name + "'"}));
+      return respond(JsonErr(
+          {ErrorCode::kForbidden, "this key may not pin backend '" + **backend_name + "'"}));
     }
     chosen = **backend_name;
     reason = "TARGETING_MATCH";
@@ -610,8 +606,8 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
   }
   if (!e->info.guest_endpoint.starts_with("unix:")) {
-    return respond(JsonErr({ErrorCode::kUnavailable,
-                            "sandbox '" + id + "' has no reachable guest endpoint"}));
+    return respond(
+        JsonErr({ErrorCode::kUnavailable, "sandbox '" + id + "' has no reachable guest endpoint"}));
   }
   http::ClientRequest cr;
   cr.method = req.method;
@@ -625,8 +621,8 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   const std::string backend = e->info.backend;
   const auto start = Clock::now();
   // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
-  const auto timeout = rest.starts_with("file/") ? std::chrono::minutes(30)
-                                                 : std::chrono::hours(24 * 8);
+  const auto timeout =
+      rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
   if (rest == "file/download") {
     client_.SendStreaming(path, std::move(cr), timeout,
                           [this, backend, rest, start, respond](Result<http::ClientResponse> r) {

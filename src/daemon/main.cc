@@ -39,8 +39,8 @@ std::string FindBinary(const Config& cfg, const std::string& key, const std::str
   if (auto v = cfg.Get(key); v && !v->empty()) {
     return *v;
   }
-  for (const std::string& p : {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name,
-                               build_path}) {
+  for (const std::string& p :
+       {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name, build_path}) {
     if (Executable(p)) {
       return p;
     }
@@ -111,8 +111,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string level = cfg->GetOr("AGENTBOX_LOG_LEVEL", "info");
-  SetLogLevel(level == "debug" ? LogLevel::kDebug : level == "warn" ? LogLevel::kWarn
-                                                                    : LogLevel::kInfo);
+  SetLogLevel(level == "debug"  ? LogLevel::kDebug
+              : level == "warn" ? LogLevel::kWarn
+                                : LogLevel::kInfo);
   const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
   ::mkdir(dir.c_str(), 0700);
 

@@ -45,12 +45,12 @@ Response ErrStatus(int status, const std::string& message) {
 }
 
 // Unwraps a Result or answers its error and returns from the handler.
-#define AB_TRY(var, expr)                \
-  auto var##_r = (expr);                 \
-  if (!var##_r) {                        \
+#define AB_TRY(var, expr)                    \
+  auto var##_r = (expr);                     \
+  if (!var##_r) {                            \
     respond(GuestApi::Err(var##_r.error())); \
-    return;                              \
-  }                                      \
+    return;                                  \
+  }                                          \
   auto var = std::move(*var##_r)
 
 Json CommandJson(const Session& s, const CommandView& v, bool strip) {
@@ -154,10 +154,9 @@ class UploadBody : public http::BodySink {
       respond(GuestApi::Err(committed.error()));
       return;
     }
-    respond(GuestApi::Ok({{"file_path", *committed},
-                          {"file_size", sink_->bytes_written()},
-                          {"success", true}},
-                         "uploaded"));
+    respond(GuestApi::Ok(
+        {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
+        "uploaded"));
   }
 
  private:
@@ -366,7 +365,8 @@ void GuestApi::ShellView(const Json& b, Respond respond) {
   AB_TRY(session, sessions_.Get(id));
   const bool strip = !raw.value_or(false);
   auto cur = session->Current();
-  Json d = {{"session_id", id}, {"output", cur ? (strip ? StripAnsi(cur->output) : cur->output) : ""}};
+  Json d = {{"session_id", id},
+            {"output", cur ? (strip ? StripAnsi(cur->output) : cur->output) : ""}};
   d["status"] = cur ? (cur->running ? "running" : "completed") : "idle";
   d["returncode"] = cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr);
   d["cwd"] = session->state().cwd;

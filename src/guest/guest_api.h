@@ -1,15 +1,14 @@
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
 
-#include <boost/asio/io_context.hpp>
-
 #include "common/json_util.h"
 #include "common/strings.h"
-#include "guest/core/child_reaper.h"
 #include "common/worker_pool.h"
+#include "guest/core/child_reaper.h"
 #include "guest/files/file_ops.h"
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
@@ -20,8 +19,8 @@ namespace agentbox::guest {
 inline constexpr const char* kGuestVersion = "0.1.0";
 
 struct GuestOptions {
-  std::string token;               // when set, every request needs X-Access-Token
-  size_t output_cap = 1 << 20;     // per session console and per process log
+  std::string token;            // when set, every request needs X-Access-Token
+  size_t output_cap = 1 << 20;  // per session console and per process log
   size_t max_sessions = 256;
   size_t max_process_records = 1024;
   int file_threads = 2;
@@ -74,6 +73,5 @@ class GuestApi : public http::Dispatcher {
   WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
-
 
 }  // namespace agentbox::guest

@@ -11,9 +11,9 @@
 #include <iostream>
 
 #include "common/log.h"
+#include "guest/core/spawn.h"
 #include "guest/guest_api.h"
 #include "guest/run_once.h"
-#include "guest/core/spawn.h"
 
 namespace {
 

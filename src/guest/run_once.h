@@ -12,9 +12,9 @@ namespace agentbox::guest {
 struct RunOnceOptions {
   std::string state_path;  // empty: a fresh session from this process's environment and cwd
   std::string command;
-  std::string out_path;    // "-" writes to stdout
+  std::string out_path;  // "-" writes to stdout
   std::optional<double> timeout_s;
-  std::string shell;       // empty: detect
+  std::string shell;  // empty: detect
   size_t output_cap = 1 << 20;
 };
 

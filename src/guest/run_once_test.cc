@@ -1,10 +1,9 @@
 #include "guest/run_once.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 namespace agentbox::guest {
 namespace {

@@ -3,12 +3,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstring>
 #include <limits>
 #include <optional>
 
@@ -68,25 +67,24 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     body.data = chunk_;
     body.size = sizeof(chunk_);
     ArmTimer();
-    bhttp::async_read(*socket_, buffer_, *stream_parser_,
-                      [self = shared_from_this(), cb](beast::error_code ec, size_t) {
-                        self->timer_.cancel();
-                        if (ec == bhttp::error::need_buffer) {
-                          ec = {};
-                        }
-                        if (ec) {
-                          cb(Fail(ErrorCode::kUnavailable, "guest stream failed: " + ec.message()),
-                             true);
-                          return;
-                        }
-                        const size_t n = sizeof(self->chunk_) -
-                                         self->stream_parser_->get().body().size;
-                        self->body_done_ = self->stream_parser_->is_done();
-                        if (self->body_done_ && self->stream_parser_->keep_alive()) {
-                          self->client_.ReturnIdle(self->path_, std::move(self->socket_));
-                        }
-                        cb(std::string_view(self->chunk_, n), self->body_done_);
-                      });
+    bhttp::async_read(
+        *socket_, buffer_, *stream_parser_,
+        [self = shared_from_this(), cb](beast::error_code ec, size_t) {
+          self->timer_.cancel();
+          if (ec == bhttp::error::need_buffer) {
+            ec = {};
+          }
+          if (ec) {
+            cb(Fail(ErrorCode::kUnavailable, "guest stream failed: " + ec.message()), true);
+            return;
+          }
+          const size_t n = sizeof(self->chunk_) - self->stream_parser_->get().body().size;
+          self->body_done_ = self->stream_parser_->is_done();
+          if (self->body_done_ && self->stream_parser_->keep_alive()) {
+            self->client_.ReturnIdle(self->path_, std::move(self->socket_));
+          }
+          cb(std::string_view(self->chunk_, n), self->body_done_);
+        });
   }
 
  private:
@@ -127,17 +125,16 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     if (!oec) {
       ::fcntl(socket_->native_handle(), F_SETFD, FD_CLOEXEC);  // never leak into children
     }
-    socket_->async_connect(asio::local::stream_protocol::endpoint(via),
-                           [self = shared_from_this()](beast::error_code ec) {
-                             self->path_fd_.Reset();
-                             if (ec) {
-                               self->Finish(Fail(ErrorCode::kUnavailable,
-                                                 "cannot reach guest at " + self->path_ + ": " +
-                                                     ec.message()));
-                               return;
-                             }
-                             self->Write();
-                           });
+    socket_->async_connect(asio::local::stream_protocol::endpoint(via), [self = shared_from_this()](
+                                                                            beast::error_code ec) {
+      self->path_fd_.Reset();
+      if (ec) {
+        self->Finish(Fail(ErrorCode::kUnavailable,
+                          "cannot reach guest at " + self->path_ + ": " + ec.message()));
+        return;
+      }
+      self->Write();
+    });
   }
 
   template <class Body>
@@ -169,9 +166,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       beast::error_code ec;
       r->body().reset(std::move(f), ec);
       r->prepare_payload();
-      bhttp::async_write(*socket_, *r, [r, on_written](beast::error_code e, size_t n) {
-        on_written(e, n);
-      });
+      bhttp::async_write(*socket_, *r,
+                         [r, on_written](beast::error_code e, size_t n) { on_written(e, n); });
       return;
     }
     auto r = std::make_shared<bhttp::request<bhttp::string_body>>();
@@ -241,9 +237,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       Connect();
       return;
     }
-    Finish(Fail(timed_out_ ? ErrorCode::kUnavailable : ErrorCode::kUnavailable,
-                timed_out_ ? "guest did not answer in time"
-                           : "guest connection failed: " + ec.message()));
+    Finish(Fail(
+        timed_out_ ? ErrorCode::kUnavailable : ErrorCode::kUnavailable,
+        timed_out_ ? "guest did not answer in time" : "guest connection failed: " + ec.message()));
   }
 
   void Finish(Result<ClientResponse> r) {

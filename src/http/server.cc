@@ -39,8 +39,7 @@ std::optional<std::string> Request::QueryParam(const std::string& name) const {
     size_t eq = kv.find('=');
     std::string key = PercentDecode(kv.substr(0, eq), true);
     if (key == name) {
-      return eq == std::string_view::npos ? std::string()
-                                          : PercentDecode(kv.substr(eq + 1), true);
+      return eq == std::string_view::npos ? std::string() : PercentDecode(kv.substr(eq + 1), true);
     }
     pos = amp + 1;
   }
@@ -192,10 +191,10 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       ec = {};
     }
     if (ec == bhttp::error::body_limit) {
-      SendError(413,
-                "request body too large (limit " + std::to_string(opts_.max_stream_bytes) +
-                    " bytes)",
-                true);
+      SendError(
+          413,
+          "request body too large (limit " + std::to_string(opts_.max_stream_bytes) + " bytes)",
+          true);
       return;
     }
     if (ec) {
@@ -269,18 +268,17 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   }
 
   void Discard(uint64_t total) {
-    socket_.async_read_some(
-        asio::buffer(chunk_), [self = this->shared_from_this(), total](beast::error_code ec,
-                                                                       size_t n) {
-          if (ec || total + n > (64u << 20)) {
-            ++self->timer_gen_;
-            self->timer_.cancel();
-            beast::error_code ignored;
-            self->socket_.close(ignored);
-            return;
-          }
-          self->Discard(total + n);
-        });
+    socket_.async_read_some(asio::buffer(chunk_), [self = this->shared_from_this(), total](
+                                                      beast::error_code ec, size_t n) {
+      if (ec || total + n > (64u << 20)) {
+        ++self->timer_gen_;
+        self->timer_.cancel();
+        beast::error_code ignored;
+        self->socket_.close(ignored);
+        return;
+      }
+      self->Discard(total + n);
+    });
   }
 
   void WriteStream(Response r, bool close) {
@@ -297,15 +295,14 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     res->keep_alive(keep);
     res->chunked(true);
     auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
-    bhttp::async_write_header(
-        socket_, *sr,
-        [self = this->shared_from_this(), res, sr, src = r.stream, keep](beast::error_code ec,
-                                                                        size_t) {
-          if (ec) {
-            return;
-          }
-          self->PumpStream(src, keep);
-        });
+    bhttp::async_write_header(socket_, *sr,
+                              [self = this->shared_from_this(), res, sr, src = r.stream, keep](
+                                  beast::error_code ec, size_t) {
+                                if (ec) {
+                                  return;
+                                }
+                                self->PumpStream(src, keep);
+                              });
   }
 
   void PumpStream(std::shared_ptr<BodySource> src, bool keep) {
@@ -418,26 +415,26 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
   }
 
   void Accept() {
-    acceptor_.async_accept([self = this->shared_from_this()](beast::error_code ec,
-                                                             typename Protocol::socket s) {
-      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
-        return;
-      }
-      if (!ec) {
-        ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
-        std::string peer = "unix";
-        if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
-          beast::error_code pec;
-          auto ep = s.remote_endpoint(pec);
-          peer = pec ? "tcp" : ep.address().to_string() + ":" + std::to_string(ep.port());
-          s.set_option(asio::ip::tcp::no_delay(true), pec);
-        }
-        std::make_shared<Connection<typename Protocol::socket>>(std::move(s), self->d_,
-                                                                self->opts_, std::move(peer))
-            ->Start();
-      }
-      self->Accept();
-    });
+    acceptor_.async_accept(
+        [self = this->shared_from_this()](beast::error_code ec, typename Protocol::socket s) {
+          if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
+            return;
+          }
+          if (!ec) {
+            ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
+            std::string peer = "unix";
+            if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+              beast::error_code pec;
+              auto ep = s.remote_endpoint(pec);
+              peer = pec ? "tcp" : ep.address().to_string() + ":" + std::to_string(ep.port());
+              s.set_option(asio::ip::tcp::no_delay(true), pec);
+            }
+            std::make_shared<Connection<typename Protocol::socket>>(std::move(s), self->d_,
+                                                                    self->opts_, std::move(peer))
+                ->Start();
+          }
+          self->Accept();
+        });
   }
 
   void Close() {
@@ -527,8 +524,8 @@ Result<std::string> Server::Listen(const std::string& spec) {
     if (ec) {
       return Fail(ErrorCode::kInvalidArgument, "invalid address '" + host + "' (numeric only)");
     }
-    auto a = std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher,
-                                                       impl_->options);
+    auto a =
+        std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher, impl_->options);
     if (auto r = a->Open({addr, static_cast<unsigned short>(port)}); !r) {
       return Fail(ErrorCode::kUnavailable, spec + ": " + r.error().message);
     }

@@ -1,16 +1,15 @@
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -18,13 +17,13 @@
 namespace agentbox::http {
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path + query as sent
-  std::string path;    // decoded path without query
-  std::string query;   // raw query string without '?'
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // path + query as sent
+  std::string path;                            // decoded path without query
+  std::string query;                           // raw query string without '?'
   std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;    // buffered body (empty for streamed requests)
-  std::string peer;    // "unix" or "ip:port"
+  std::string body;                            // buffered body (empty for streamed requests)
+  std::string peer;                            // "unix" or "ip:port"
 
   // Header value or empty.
   std::string Header(const std::string& lower_name) const;
@@ -80,8 +79,8 @@ class Dispatcher {
 };
 
 struct ServerOptions {
-  uint64_t max_body_bytes = 16ull << 20;    // buffered bodies; more -> 413
-  uint64_t max_stream_bytes = 1ull << 30;   // streamed bodies; more -> 413
+  uint64_t max_body_bytes = 16ull << 20;   // buffered bodies; more -> 413
+  uint64_t max_stream_bytes = 1ull << 30;  // streamed bodies; more -> 413
   // A connection waiting this long for the next request (keep-alive) or for more of a request
   // (headers or body) is closed, so idle or trickling clients cannot hold sockets forever.
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(300)};

@@ -3,6 +3,7 @@
 // Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default "jail") gets a
 // daemon of its own with SANDBOX_BACKEND set to it.
 #include <curl/curl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,12 +11,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -155,10 +154,10 @@ class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     daemon_ = &DaemonFor(GetParam());
-    ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam()
-                                  << " did not start:\n"
+    ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam() << " did not start:\n"
                                   << daemon_->log();
-    Reply r = daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
+    Reply r =
+        daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
     ASSERT_EQ(r.status, 201) << r.body << "\n" << daemon_->log();
     id_ = r.data()["id"];
     ASSERT_EQ(r.data()["backend"], GetParam());
@@ -189,8 +188,9 @@ class Conformance : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(Conformance, SessionStatePersists) {
-  Exec("s", "mkdir -p /workspace/d && cd /workspace/d && export E=1 && V=2 && f() { echo f$1; }"
-            " && alias a='echo aliased'");
+  Exec("s",
+       "mkdir -p /workspace/d && cd /workspace/d && export E=1 && V=2 && f() { echo f$1; }"
+       " && alias a='echo aliased'");
   Json r = Exec("s", "echo $PWD $E $V; f 3; a");
   EXPECT_EQ(r["status"], "completed");
   EXPECT_EQ(r["returncode"], 0);
@@ -217,8 +217,8 @@ TEST_P(Conformance, ExecDirIsForOneCommand) {
 }
 
 TEST_P(Conformance, LongCommandsReturnRunningThenComplete) {
-  Reply r = Api("shell/exec",
-                {{"id", "s"}, {"command", "sleep 1; echo done"}, {"wait_seconds", 0.1}});
+  Reply r =
+      Api("shell/exec", {{"id", "s"}, {"command", "sleep 1; echo done"}, {"wait_seconds", 0.1}});
   EXPECT_EQ(r.data()["status"], "running");
   EXPECT_EQ(Api("shell/exec", {{"id", "s"}, {"command", "true"}}).status, 409);
   Reply w = Api("shell/wait", {{"id", "s"}, {"seconds", 30}});
@@ -228,8 +228,8 @@ TEST_P(Conformance, LongCommandsReturnRunningThenComplete) {
 }
 
 TEST_P(Conformance, TimeoutKillsAndReports) {
-  Reply r = Api("shell/exec", {{"id", "s"}, {"command", "sleep 60"}, {"timeout", 0.5},
-                               {"wait_seconds", 30}});
+  Reply r = Api("shell/exec",
+                {{"id", "s"}, {"command", "sleep 60"}, {"timeout", 0.5}, {"wait_seconds", 30}});
   EXPECT_EQ(r.data()["returncode"], 124);
   EXPECT_EQ(r.data()["timed_out"], true);
   EXPECT_EQ(Exec("s", "echo ok")["output"], "ok\n");
@@ -295,17 +295,17 @@ TEST_P(Conformance, FileOperations) {
   EXPECT_EQ(Api("file/search", {{"file", "/workspace/a/b.txt"}, {"regex", "[0-9]"}})
                 .data()["line_numbers"],
             Json::array({1}));
-  EXPECT_EQ(Api("file/replace", {{"file", "/workspace/a/b.txt"}, {"old_str", "t"},
-                                 {"new_str", "T"}})
-                .data()["replaced_count"],
-            2);
+  EXPECT_EQ(
+      Api("file/replace", {{"file", "/workspace/a/b.txt"}, {"old_str", "t"}, {"new_str", "T"}})
+          .data()["replaced_count"],
+      2);
   EXPECT_EQ(Api("file/find", {{"path", "/workspace"}, {"glob", "**/*.txt"}}).data()["files"],
             Json::array({"/workspace/a/b.txt"}));
   EXPECT_EQ(Api("file/list", {{"path", "/workspace/a"}}).data()["entries"][0]["name"], "b.txt");
-  EXPECT_EQ(Api("file/write", {{"file", "/workspace/a/b.txt"}, {"content", "more\n"},
-                               {"append", true}})
-                .status,
-            200);
+  EXPECT_EQ(
+      Api("file/write", {{"file", "/workspace/a/b.txt"}, {"content", "more\n"}, {"append", true}})
+          .status,
+      200);
   EXPECT_EQ(Exec("s", "cat /workspace/a/b.txt")["output"], "one\nTwo 2\nThree\nmore\n");
   EXPECT_EQ(Api("file/delete", {{"path", "/workspace/a"}, {"recursive", true}}).status, 200);
   EXPECT_EQ(Api("file/read", {{"file", "/workspace/a/b.txt"}}).status, 404);
@@ -335,7 +335,9 @@ TEST_P(Conformance, OutputIsExactAndNeverBreaksJson) {
   EXPECT_EQ(Exec("s", "printf 'é漢字\\n'")["output"], "é漢字\n");
   Reply r = Api("shell/exec", {{"id", "s"}, {"command", "printf 'a\\377b'"}});
   EXPECT_EQ(r.status, 200);
-  EXPECT_EQ(r.data()["output"], "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(r.data()["output"],
+            "a\xEF\xBF\xBD"
+            "b");
 }
 
 TEST_P(Conformance, BadInputGetsClearErrors) {

@@ -3,9 +3,8 @@
 #include "daemon/daemon_api.h"
 
 #include <curl/curl.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <thread>
@@ -156,10 +155,10 @@ TEST_F(DaemonApiTest, AnotherKeysSandboxIsNotFound) {
   const std::string id = CreateAs("key-alice");
   EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-bob").status, 404);
   EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id, "", "key-bob").status, 404);
-  EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"id"})",
-                 "key-bob")
-                .status,
-            404);
+  EXPECT_EQ(
+      Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"id"})", "key-bob")
+          .status,
+      404);
   EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-bob").json["data"]["sandboxes"].empty());
   EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].size(), 1u);
   // The local socket is trusted by its file mode and sees everything.
@@ -196,8 +195,7 @@ TEST_F(DaemonApiTest, UploadAndDownloadStreamThroughTheDaemon) {
 
 TEST_F(DaemonApiTest, MetricsCountOperationsPerBackend) {
   const std::string id = CreateAs("key-alice");
-  Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"true"})",
-       "key-alice");
+  Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"true"})", "key-alice");
   Reply m = Call("GET", "/metrics");
   ASSERT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("agentbox_operation_total{backend=\"process\",op=\"create\","

@@ -17,8 +17,7 @@ namespace agentbox::fakes {
 
 namespace {
 double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 bool SocketAccepts(const std::string& path) {
@@ -46,9 +45,8 @@ ProcessBackend::~ProcessBackend() {
 }
 
 ProbeResult ProcessBackend::Probe() {
-  return {::access(guest_.c_str(), X_OK) == 0, ::access(guest_.c_str(), X_OK) == 0
-                                                   ? ""
-                                                   : "guest binary missing",
+  return {::access(guest_.c_str(), X_OK) == 0,
+          ::access(guest_.c_str(), X_OK) == 0 ? "" : "guest binary missing",
           {"no isolation: test double"}};
 }
 
@@ -63,9 +61,7 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
   ::mkdir((b.dir + "/workspace").c_str(), 0700);
   const std::string sock = b.dir + "/guest.sock";
   const std::string token = RandomId(32);
-  {
-    std::ofstream(b.dir + "/token") << token << "\n";
-  }
+  { std::ofstream(b.dir + "/token") << token << "\n"; }
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();

@@ -2,11 +2,10 @@
 
 #include <sys/types.h>
 
-#include <functional>
-#include <unordered_map>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <functional>
+#include <unordered_map>
 
 namespace agentbox::guest {
 

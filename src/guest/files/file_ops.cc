@@ -1249,9 +1249,8 @@ Result<Json> FileSearch(const Json& req, const FileConfig& cfg) {
   if (CurrentThreadStackBytes() >= kSearchStackBytes) {
     SearchLines(*content, *regex, cfg.search_timeout_ms, outcome);  // a WorkerPool thread
   } else {
-    auto ran = RunOnLargeStack(kSearchStackBytes, [&] {
-      SearchLines(*content, *regex, cfg.search_timeout_ms, outcome);
-    });
+    auto ran = RunOnLargeStack(
+        kSearchStackBytes, [&] { SearchLines(*content, *regex, cfg.search_timeout_ms, outcome); });
     if (!ran) {
       return Fail(ran.error());
     }

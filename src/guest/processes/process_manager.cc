@@ -19,18 +19,16 @@ namespace asio = boost::asio;
 
 namespace {
 double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 struct SignalName {
   const char* name;
   int sig;
 };
-constexpr SignalName kSignals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},
-                                   {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
-                                   {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP},
-                                   {"ALRM", SIGALRM}};
+constexpr SignalName kSignals[] = {
+    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"USR1", SIGUSR1},
+    {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"ALRM", SIGALRM}};
 }  // namespace
 
 Result<int> ParseSignal(const Json& v) {
@@ -75,7 +73,10 @@ bool DrainPipe(ProcessManager::ProcLog& log, int fd, char* buf, size_t size) {
 
 ProcessManager::ProcessManager(asio::io_context& io, ChildReaper& reaper, ShellInfo shell,
                                size_t log_cap, size_t max_records)
-    : io_(io), reaper_(reaper), shell_(std::move(shell)), log_cap_(log_cap),
+    : io_(io),
+      reaper_(reaper),
+      shell_(std::move(shell)),
+      log_cap_(log_cap),
       max_records_(max_records) {}
 
 ProcessManager::~ProcessManager() { KillAll(); }
@@ -157,27 +158,24 @@ Result<pid_t> ProcessManager::Start(const std::string& session_id, const std::st
   return *pid;
 }
 
-
 void ProcessManager::ReadLoop(const std::shared_ptr<Proc>& p) {
   // Wait-then-read (not async_read_some) so no output sits in a queued completion: on exit the
   // pipe can be drained synchronously and the log is complete when `running` turns false.
   std::weak_ptr<Proc> weak = p;
-  p->pipe->async_wait(asio::posix::descriptor_base::wait_read,
-                      [this, weak](const boost::system::error_code& ec) {
-                        auto proc = weak.lock();
-                        if (!proc || ec || !proc->pipe->is_open()) {
-                          return;  // pruned or closed; `this` is not touched
-                        }
-                        if (!DrainPipe(proc->log, proc->pipe->native_handle(), proc->buf,
-                                       sizeof(proc->buf))) {
-                          boost::system::error_code ignored;
-                          proc->pipe->close(ignored);  // EOF: every writer is gone
-                          return;
-                        }
-                        ReadLoop(proc);
-                      });
+  p->pipe->async_wait(
+      asio::posix::descriptor_base::wait_read, [this, weak](const boost::system::error_code& ec) {
+        auto proc = weak.lock();
+        if (!proc || ec || !proc->pipe->is_open()) {
+          return;  // pruned or closed; `this` is not touched
+        }
+        if (!DrainPipe(proc->log, proc->pipe->native_handle(), proc->buf, sizeof(proc->buf))) {
+          boost::system::error_code ignored;
+          proc->pipe->close(ignored);  // EOF: every writer is gone
+          return;
+        }
+        ReadLoop(proc);
+      });
 }
-
 
 std::vector<ProcessInfo> ProcessManager::List(const std::optional<std::string>& session_id) const {
   std::vector<ProcessInfo> out;

@@ -2,15 +2,14 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "api/session_state.h"
 #include "common/error.h"
@@ -51,8 +50,8 @@ struct KillRequest {
 // Threading: io thread only.
 class ProcessManager {
  public:
-  ProcessManager(boost::asio::io_context& io, ChildReaper& reaper, ShellInfo shell,
-                 size_t log_cap, size_t max_records);
+  ProcessManager(boost::asio::io_context& io, ChildReaper& reaper, ShellInfo shell, size_t log_cap,
+                 size_t max_records);
   ~ProcessManager();
 
   // Starts `command` in a shell restored from `state` (so session functions, variables and the

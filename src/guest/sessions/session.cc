@@ -109,7 +109,8 @@ Result<void> Session::EnsurePipes() {
   auto err = MakePipe(true);
   auto st = MakePipe(true);
   if (!in || !out || !err || !st) {
-    return Fail(ErrorCode::kInternal, "cannot create session pipes: " + std::string(strerror(errno)));
+    return Fail(ErrorCode::kInternal,
+                "cannot create session pipes: " + std::string(strerror(errno)));
   }
   stdin_r_ = std::move(in->first);
   stdin_w_ = std::move(in->second);
@@ -219,9 +220,8 @@ void Session::DrainOne(asio::posix::stream_descriptor& d, int which) {
 
 void Session::DrainStatus() {
   for (;;) {
-    ssize_t n = status_r_ ? ::read(status_r_->native_handle(), bufs_[kStatus],
-                                   sizeof(bufs_[kStatus]))
-                          : -1;
+    ssize_t n =
+        status_r_ ? ::read(status_r_->native_handle(), bufs_[kStatus], sizeof(bufs_[kStatus])) : -1;
     if (n <= 0) {
       return;
     }

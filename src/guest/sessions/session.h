@@ -2,6 +2,9 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -10,10 +13,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "api/session_state.h"
 #include "common/error.h"
@@ -171,7 +170,7 @@ class Session : public std::enable_shared_from_this<Session> {
     uint64_t start = 0;
     uint64_t end = 0;
   };
-  std::deque<HistoryEntry> history_;  // finished commands, as ranges of console_
+  std::deque<HistoryEntry> history_;    // finished commands, as ranges of console_
   std::map<uint64_t, Waiter> waiters_;  // by id, so a late timer finds nothing
   uint64_t next_waiter_id_ = 0;
   std::unique_ptr<boost::asio::steady_timer> timeout_timer_;

@@ -18,8 +18,8 @@ Result<void> ValidateId(const std::string& id) {
 }
 }  // namespace
 
-SessionManager::SessionManager(boost::asio::io_context& io, ChildReaper& reaper,
-                               SessionConfig cfg, SessionState initial, size_t max_sessions)
+SessionManager::SessionManager(boost::asio::io_context& io, ChildReaper& reaper, SessionConfig cfg,
+                               SessionState initial, size_t max_sessions)
     : io_(io),
       reaper_(reaper),
       cfg_(std::move(cfg)),
@@ -55,8 +55,7 @@ Result<std::shared_ptr<Session>> SessionManager::CreateFromState(const std::stri
     return Fail(ErrorCode::kConflict, "session '" + id + "' already exists");
   }
   if (sessions_.size() >= max_sessions_) {
-    return Fail(ErrorCode::kUnavailable, "session limit reached (" +
-                                             std::to_string(max_sessions_) +
+    return Fail(ErrorCode::kUnavailable, "session limit reached (" + std::to_string(max_sessions_) +
                                              "); remove idle sessions first");
   }
   auto s = std::make_shared<Session>(io_, reaper_, id, std::move(state), cfg_);

@@ -40,5 +40,4 @@ class SessionManager {
   std::map<std::string, std::shared_ptr<Session>> sessions_;
 };
 
-
 }  // namespace agentbox::guest

@@ -2,10 +2,9 @@
 // bash, survives `exit`, timeouts and a move into a fresh shell via its captured state.
 #include "guest/sessions/session.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
 
@@ -105,8 +104,9 @@ TEST_F(SessionTest, ShellVariablesAreNotExported) {
 
 TEST_F(SessionTest, FunctionsAliasesAndArraysPersist) {
   auto s = NewSession();
-  Run(*s, "greet() { echo \"hello $1\"; }; alias ll='echo aliased'; declare -a arr=(1 'a b');"
-          " declare -A m=([k]=v)");
+  Run(*s,
+      "greet() { echo \"hello $1\"; }; alias ll='echo aliased'; declare -a arr=(1 'a b');"
+      " declare -A m=([k]=v)");
   EXPECT_EQ(Out(*s, "greet world; ll; echo ${arr[1]} ${m[k]}"), "hello world\naliased\na b v\n");
 }
 
@@ -132,15 +132,17 @@ TEST_F(SessionTest, TrickyValuesSurviveExactly) {
 TEST_F(SessionTest, StateMovesToAFreshShellThroughJson) {
   auto s = NewSession();
   ASSERT_EQ(mkdir((dir_ + "/w").c_str(), 0755), 0);
-  Run(*s, "cd w; export A='x y'; B=2; f() { echo f:$1; }; export -f f; alias hi='echo hi';"
-          " shopt -s extglob; set -o pipefail; false");
+  Run(*s,
+      "cd w; export A='x y'; B=2; f() { echo f:$1; }; export -f f; alias hi='echo hi';"
+      " shopt -s extglob; set -o pipefail; false");
   auto json = SessionStateToJson(s->state());
   auto back = SessionStateFromJson(Json::parse(json.dump()));
   ASSERT_TRUE(back);
   auto t = Manager().CreateFromState("copy", *back);
   ASSERT_TRUE(t);
-  EXPECT_EQ(Out(**t, "echo $? $PWD $A $B; f 1; hi; shopt -q extglob && echo extglob;"
-                     " [[ -o pipefail ]] && echo pipefail; bash -c 'f child'"),
+  EXPECT_EQ(Out(**t,
+                "echo $? $PWD $A $B; f 1; hi; shopt -q extglob && echo extglob;"
+                " [[ -o pipefail ]] && echo pipefail; bash -c 'f child'"),
             "1 " + dir_ + "/w x y 2\nf:1\nhi\nextglob\npipefail\nf:child\n");
 }
 
@@ -161,8 +163,7 @@ TEST_F(SessionTest, ErrexitSessionSurvivesAFailingCommand) {
   auto s = NewSession();
   Run(*s, "set -e");
   EXPECT_EQ(Run(*s, "false").exit_code, 1);
-  EXPECT_EQ(Out(*s, "echo still here; [[ $- == *e* ]] && echo errexit"),
-            "still here\nerrexit\n");
+  EXPECT_EQ(Out(*s, "echo still here; [[ $- == *e* ]] && echo errexit"), "still here\nerrexit\n");
 }
 
 TEST_F(SessionTest, ExecDirAppliesToOneCommandOnly) {
@@ -194,8 +195,9 @@ TEST_F(SessionTest, TimeoutKillsTheWholeGroupAndKeepsPriorState) {
   EXPECT_TRUE(v.timed_out);
   EXPECT_EQ(v.exit_code, 124);
   // The background job was in the command's process group: it is gone too.
-  EXPECT_EQ(Out(*s, "echo ${KEEP}${LOST-}; st=$(ps -o stat= -p $(cat bg.pid));"
-                    " case $st in ''|Z*) echo gone;; *) echo alive;; esac"),
+  EXPECT_EQ(Out(*s,
+                "echo ${KEEP}${LOST-}; st=$(ps -o stat= -p $(cat bg.pid));"
+                " case $st in ''|Z*) echo gone;; *) echo alive;; esac"),
             "1\ngone\n");
 }
 
@@ -220,8 +222,8 @@ TEST_F(SessionTest, SecondStartWhileRunningConflicts) {
 
 TEST_F(SessionTest, StdinReachesTheRunningCommand) {
   auto s = NewSession();
-  auto v = Run(*s, "read x; echo got:$x", Stdio::kSession, std::nullopt,
-               std::chrono::milliseconds(50));
+  auto v =
+      Run(*s, "read x; echo got:$x", Stdio::kSession, std::nullopt, std::chrono::milliseconds(50));
   ASSERT_TRUE(v.running);
   ASSERT_TRUE(s->WriteInput("hello\n"));
   bool done = false;
@@ -262,7 +264,9 @@ TEST_F(SessionTest, SplitUtf8IsHeldBackUntilComplete) {
   while (!done) {
     io_.run_one();
   }
-  EXPECT_EQ(s->Current()->output, "a\xc3\xa9" "b");
+  EXPECT_EQ(s->Current()->output,
+            "a\xc3\xa9"
+            "b");
 }
 
 TEST_F(SessionTest, NulInCommandIsRejected) {

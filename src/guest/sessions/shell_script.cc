@@ -31,14 +31,48 @@ constexpr std::string_view kTrap = "trap '__ab_st=$?; __ab_tag=Q; eval \"$__ab_p
 
 // Variables bash maintains itself (or that describe the machine rather than the session):
 // restoring them would fail (readonly) or lie (PPID, HOSTNAME after a move).
-constexpr std::array<std::string_view, 42> kSkipVariables = {
-    "BASH", "BASHOPTS", "BASHPID", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0",
-    "BASH_CMDS", "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_REMATCH",
-    "BASH_SOURCE", "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "BASH_LOADABLES_PATH",
-    "BASH_COMPAT", "COLUMNS", "LINES", "COMP_WORDBREAKS", "DIRSTACK", "EPOCHREALTIME",
-    "EPOCHSECONDS", "EUID", "FUNCNAME", "GROUPS", "HISTCMD", "HOSTNAME", "HOSTTYPE", "MACHTYPE",
-    "OSTYPE", "LINENO", "PIPESTATUS", "PPID", "PWD", "RANDOM", "SECONDS", "SHELLOPTS", "SHLVL",
-    "SRANDOM", "UID"};
+constexpr std::array<std::string_view, 42> kSkipVariables = {"BASH",
+                                                             "BASHOPTS",
+                                                             "BASHPID",
+                                                             "BASH_ALIASES",
+                                                             "BASH_ARGC",
+                                                             "BASH_ARGV",
+                                                             "BASH_ARGV0",
+                                                             "BASH_CMDS",
+                                                             "BASH_COMMAND",
+                                                             "BASH_EXECUTION_STRING",
+                                                             "BASH_LINENO",
+                                                             "BASH_REMATCH",
+                                                             "BASH_SOURCE",
+                                                             "BASH_SUBSHELL",
+                                                             "BASH_VERSINFO",
+                                                             "BASH_VERSION",
+                                                             "BASH_LOADABLES_PATH",
+                                                             "BASH_COMPAT",
+                                                             "COLUMNS",
+                                                             "LINES",
+                                                             "COMP_WORDBREAKS",
+                                                             "DIRSTACK",
+                                                             "EPOCHREALTIME",
+                                                             "EPOCHSECONDS",
+                                                             "EUID",
+                                                             "FUNCNAME",
+                                                             "GROUPS",
+                                                             "HISTCMD",
+                                                             "HOSTNAME",
+                                                             "HOSTTYPE",
+                                                             "MACHTYPE",
+                                                             "OSTYPE",
+                                                             "LINENO",
+                                                             "PIPESTATUS",
+                                                             "PPID",
+                                                             "PWD",
+                                                             "RANDOM",
+                                                             "SECONDS",
+                                                             "SHELLOPTS",
+                                                             "SHLVL",
+                                                             "SRANDOM",
+                                                             "UID"};
 
 bool SkipVariable(std::string_view name) {
   if (name == "_" || name.starts_with("__ab_")) {
@@ -54,9 +88,9 @@ constexpr std::array<std::string_view, 3> kDefaultSetOptions = {"braceexpand", "
 constexpr std::array<std::string_view, 4> kNeverRestoreSetOptions = {"monitor", "history", "emacs",
                                                                      "vi"};
 constexpr std::array<std::string_view, 12> kDefaultShoptOptions = {
-    "checkwinsize", "cmdhist",          "complete_fullquote", "extquote",
+    "checkwinsize",  "cmdhist",         "complete_fullquote", "extquote",
     "force_fignore", "globasciiranges", "hostcomplete",       "interactive_comments",
-    "progcomp",     "promptvars",       "sourcepath",         "expand_aliases"};
+    "progcomp",      "promptvars",      "sourcepath",         "expand_aliases"};
 
 std::vector<std::string_view> SplitColons(std::string_view s) {
   std::vector<std::string_view> out;
@@ -125,19 +159,43 @@ Result<void> DecodeAnsiC(std::string_view t, size_t& pos, std::string& out) {
     }
     char e = t[pos++];
     switch (e) {
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
       case 'e':
-      case 'E': out += '\x1b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
-      case 'v': out += '\v'; break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case '?': out += '?'; break;
+      case 'E':
+        out += '\x1b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case '?':
+        out += '?';
+        break;
       case 'c':
         if (pos < t.size()) {
           out += static_cast<char>(t[pos++] & 0x1F);
@@ -543,9 +601,8 @@ std::string RestoreScript(const SessionState& s) {
     for (auto o : on) {
       const bool skip = std::find(kNeverRestoreSetOptions.begin(), kNeverRestoreSetOptions.end(),
                                   o) != kNeverRestoreSetOptions.end();
-      const bool is_default =
-          std::find(kDefaultSetOptions.begin(), kDefaultSetOptions.end(), o) !=
-          kDefaultSetOptions.end();
+      const bool is_default = std::find(kDefaultSetOptions.begin(), kDefaultSetOptions.end(), o) !=
+                              kDefaultSetOptions.end();
       if (!skip && !is_default && IsOptionName(o)) {
         out += "set -o " + std::string(o) + " 2>/dev/null\n";
       }

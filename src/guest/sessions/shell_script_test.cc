@@ -104,8 +104,7 @@ TEST(StatusParser, RecordInPiecesAndHelperStripped) {
 }
 
 TEST(CommandLine, QuotesCommandAsOneWord) {
-  std::string line = CommandLine(ShellKind::kBash, "echo 'a' \"b\" $HOME; exit 3", 7,
-                                 Stdio::kNull);
+  std::string line = CommandLine(ShellKind::kBash, "echo 'a' \"b\" $HOME; exit 3", 7, Stdio::kNull);
   EXPECT_NE(line.find("__ab_rc 7"), std::string::npos);
   EXPECT_NE(line.find("eval -- 'echo '\\''a'\\'' \"b\" $HOME; exit 3' </dev/null"),
             std::string::npos);
