@@ -208,6 +208,9 @@ class HttpClient {
   // Sends `POST path` with a JSON body and reads the whole response. Connects if not yet
   // connected; throws if the server closed the connection after an earlier response, since every
   // figure is meant for one reused connection.
+  // Prepended to every request path: "/v1/sandboxes/ID" measures a guest through agentboxd.
+  void set_path_prefix(std::string prefix) { path_prefix_ = std::move(prefix); }
+
   Reply Post(const std::string& path, const std::string& body) {
     if (!fd_.valid()) {
       if (connects_ > 0) {
@@ -216,7 +219,7 @@ class HttpClient {
       }
       Connect();
     }
-    std::string request = "POST " + path + " HTTP/1.1\r\nHost: " + host_header_ +
+    std::string request = "POST " + path_prefix_ + path + " HTTP/1.1\r\nHost: " + host_header_ +
                           "\r\nContent-Type: application/json\r\nAccept: application/json\r\n";
     if (!token_.empty()) {
       request += "X-Access-Token: " + token_ + "\r\n";
@@ -312,6 +315,7 @@ class HttpClient {
   Target target_;
   std::string token_;
   std::string host_header_;
+  std::string path_prefix_;
   UniqueFd fd_;
   std::string pending_;  // received bytes not yet consumed by a parser
   int connects_ = 0;
@@ -745,6 +749,7 @@ struct Options {
   int sessions = 10;
   std::string label;
   std::string work_dir = "/tmp/agentbox-bench";
+  std::string prefix;
   bool json = false;
 };
 
@@ -876,6 +881,7 @@ Results Run(const Options& options) {
   Results results;
   results.machine = DescribeMachine();
   HttpClient client(ParseTarget(options.target), options.token);
+  client.set_path_prefix(options.prefix);
   client.Connect();
 
   // Idle memory first: connected, no request served yet.
@@ -977,6 +983,8 @@ int Main(int argc, char** argv) {
   app.add_option("--work-dir", options.work_dir, "directory for the benchmark's file")
       ->capture_default_str();
   app.add_option("--label", options.label, "name for this run (default: the flavor)");
+  app.add_option("--prefix", options.prefix,
+                 "prefix for every path, e.g. /v1/sandboxes/ID to measure through agentboxd");
   app.add_flag("--json", options.json, "print results as JSON on stdout");
   CLI11_PARSE(app, argc, argv);
   options.flavor = flavor == "ai-manus" ? Flavor::kAiManus : Flavor::kAgentbox;
