@@ -12,6 +12,9 @@ int HexValue(char c);
 // escapes are kept literally.
 std::string PercentDecode(std::string_view s, bool plus_is_space);
 
+// Percent-encodes everything but RFC 3986 unreserved characters.
+std::string PercentEncode(std::string_view s);
+
 // ASCII lower-case copy.
 std::string AsciiLower(std::string_view s);
 

@@ -402,6 +402,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));
     }
+    if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
+      return Stream(id, parts[4], req, caller, std::move(respond));
+    }
     if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
       std::string rest;
       for (size_t i = 5; i < parts.size(); ++i) {
@@ -655,6 +658,75 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
                  out.body = std::move(r->body);
                  respond(std::move(out));
                });
+}
+
+namespace {
+
+// Passes a guest's event stream through, and turns a broken guest connection (the sandbox died)
+// into a final `error` event instead of a silently cut stream.
+class StreamRelay : public http::BodySource {
+ public:
+  explicit StreamRelay(std::shared_ptr<http::BodySource> inner) : inner_(std::move(inner)) {}
+  void Next(Callback cb) override {
+    if (ended_) {
+      cb(std::string_view(), true);
+      return;
+    }
+    inner_->Next([this, cb](Result<std::string_view> bytes, bool last) {
+      if (!bytes) {
+        ended_ = true;
+        error_ = "event: error\ndata: " +
+                 DumpJson(Json{{"message", "sandbox stream ended: " + bytes.error().message}}) +
+                 "\n\n";
+        cb(std::string_view(error_), true);
+        return;
+      }
+      if (last) {
+        ended_ = true;
+      }
+      cb(bytes, last);
+    });
+  }
+
+ private:
+  std::shared_ptr<http::BodySource> inner_;
+  bool ended_ = false;
+  std::string error_;
+};
+
+}  // namespace
+
+void DaemonApi::Stream(const std::string& id, const std::string& session, const http::Request& req,
+                       const Caller& caller, http::Respond respond) {
+  auto e = Find(id, caller);
+  if (!e) {
+    return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  http::ClientRequest cr;
+  cr.method = "GET";
+  cr.target = "/api/v1/shell/stream?id=" + PercentEncode(session);
+  if (auto off = req.QueryParam("offset"); off) {
+    cr.target += "&offset=" + PercentEncode(*off);
+  }
+  cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
+  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
+  client_.SendStreaming(
+      e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
+      [respond](Result<http::ClientResponse> r) {
+        if (!r) {
+          return respond(JsonErr(r.error()));
+        }
+        http::Response out;
+        out.status = r->status;
+        out.content_type = r->Header("content-type");
+        if (r->status == 200) {
+          out.headers.emplace_back("Cache-Control", "no-cache");
+          out.stream = std::make_shared<StreamRelay>(r->stream);
+        } else {
+          out.stream = r->stream;
+        }
+        respond(std::move(out));
+      });
 }
 
 void DaemonApi::Info(http::Respond respond) {

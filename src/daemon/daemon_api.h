@@ -72,6 +72,8 @@ class DaemonApi : public http::Dispatcher {
                  http::Respond respond);
   void Forward(const std::string& id, const std::string& rest, const http::Request& req,
                const Caller& caller, http::Respond respond);
+  void Stream(const std::string& id, const std::string& session, const http::Request& req,
+              const Caller& caller, http::Respond respond);
   void Info(http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);

@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/ansi.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "guest/files/multipart.h"
 
 namespace agentbox::guest {
@@ -170,6 +172,101 @@ class UploadBody : public http::BodySink {
   std::string filename_;
 };
 
+// Server-Sent Events of one session's live output: `output` events carry new console bytes
+// (UTF-8 complete, with their absolute offset), `status` events a finished command, and a
+// comment every 15 s keeps idle connections alive. Ends when the session is deleted. Everything
+// runs on the io thread, as sessions require.
+class SessionStream : public http::BodySource {
+ public:
+  SessionStream(asio::io_context& io, std::shared_ptr<Session> session, uint64_t offset)
+      : state_(std::make_shared<State>(io)) {
+    state_->session = std::move(session);
+    state_->offset = offset;
+    state_->seen_completions = state_->session->completions();
+  }
+  ~SessionStream() override { state_->timer.cancel(); }
+
+  void Next(Callback cb) override { Produce(state_, std::move(cb)); }
+
+ private:
+  struct State {
+    explicit State(asio::io_context& io) : timer(io) {}
+    std::shared_ptr<Session> session;
+    uint64_t offset = 0;
+    uint64_t seen_completions = 0;
+    asio::steady_timer timer;
+    std::string event;  // kept alive until the next Next()
+    bool waiting = false;
+    bool done = false;
+  };
+
+  static void Produce(const std::shared_ptr<State>& st, Callback cb) {
+    Session& s = *st->session;
+    if (st->done) {
+      cb(std::string_view(), true);
+      return;
+    }
+    if (s.console_end() > st->offset) {
+      RingBuffer::Slice slice = s.ReadConsole(st->offset, 64 * 1024);
+      std::string bytes = std::move(slice.bytes);
+      size_t skip = slice.missed ? Utf8LeadingContinuations(bytes) : 0;
+      size_t keep = Utf8CompletePrefix(bytes);
+      if (keep > skip) {
+        Json ev = {{"offset", slice.offset + skip},
+                   {"output", bytes.substr(skip, keep - skip)},
+                   {"missed", slice.missed}};
+        st->offset = slice.offset + keep;
+        st->event = "event: output\nid: " + std::to_string(st->offset) + "\ndata: " +
+                    DumpJson(ev) + "\n\n";
+        cb(st->event, false);
+        return;
+      }
+    }
+    if (s.completions() != st->seen_completions) {
+      st->seen_completions = s.completions();
+      auto cur = s.Current();
+      Json ev = {{"status", "completed"},
+                 {"command", cur ? cur->command : ""},
+                 {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)},
+                 {"cwd", s.state().cwd}};
+      st->event = "event: status\ndata: " + DumpJson(ev) + "\n\n";
+      cb(st->event, false);
+      return;
+    }
+    if (s.shut_down()) {
+      st->done = true;
+      st->event = "event: end\ndata: {\"reason\":\"session deleted\"}\n\n";
+      cb(st->event, true);
+      return;
+    }
+    // Nothing new: wait for output, a completion, or the keep-alive tick, whichever is first.
+    auto fired = std::make_shared<bool>(false);
+    auto shared_cb = std::make_shared<Callback>(std::move(cb));
+    std::weak_ptr<State> weak = st;
+    s.NotifyOnChange([weak, fired, shared_cb] {
+      auto locked = weak.lock();
+      if (!locked || *fired) {
+        return;
+      }
+      *fired = true;
+      locked->timer.cancel();
+      Produce(locked, std::move(*shared_cb));
+    });
+    st->timer.expires_after(std::chrono::seconds(15));
+    st->timer.async_wait([weak, fired, shared_cb](const boost::system::error_code& ec) {
+      auto locked = weak.lock();
+      if (ec || !locked || *fired) {
+        return;
+      }
+      *fired = true;
+      locked->event = ": keep-alive\n\n";
+      (*shared_cb)(locked->event, false);
+    });
+  }
+
+  std::shared_ptr<State> state_;
+};
+
 // Answers every chunk with a fixed error (refusing an upload before reading it).
 class RejectBody : public http::BodySink {
  public:
@@ -232,6 +329,10 @@ void GuestApi::Handle(http::Request req, Respond respond) {
     }
     if (req.path == "/api/v1/shell/list") {
       ShellList(std::move(respond));
+      return;
+    }
+    if (req.path == "/api/v1/shell/stream") {
+      ShellStream(req, std::move(respond));
       return;
     }
   }
@@ -495,6 +596,29 @@ void GuestApi::ShellList(Respond respond) {
                     {"last_command", cur ? Json(cur->command) : Json(nullptr)}});
   }
   respond(Ok({{"sessions", std::move(list)}}));
+}
+
+void GuestApi::ShellStream(const http::Request& req, Respond respond) {
+  auto id = req.QueryParam("id");
+  if (!id || id->empty()) {
+    respond(Err(FieldError("id", "is required as a query parameter")));
+    return;
+  }
+  AB_TRY(session, sessions_.Get(*id));
+  uint64_t offset = session->command_start();
+  if (auto o = req.QueryParam("offset"); o && !o->empty()) {
+    char* end = nullptr;
+    offset = std::strtoull(o->c_str(), &end, 10);
+    if (end == o->c_str() || *end != '\0') {
+      respond(Err(FieldError("offset", "must be a non-negative integer")));
+      return;
+    }
+  }
+  http::Response r;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.stream = std::make_shared<SessionStream>(io_, session, offset);
+  respond(std::move(r));
 }
 
 void GuestApi::ShellDelete(const Json& b, Respond respond) {

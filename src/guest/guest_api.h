@@ -55,6 +55,7 @@ class GuestApi : public http::Dispatcher {
   void ShellKill(const Json& b, http::Respond respond);
   void ShellRun(const Json& b, http::Respond respond);
   void ShellList(http::Respond respond);
+  void ShellStream(const http::Request& req, http::Respond respond);
   void ShellDelete(const Json& b, http::Respond respond);
   void ShellState(const Json& b, http::Respond respond);
   void ShellRestore(const Json& b, http::Respond respond);

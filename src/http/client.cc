@@ -67,7 +67,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     body.data = chunk_;
     body.size = sizeof(chunk_);
     ArmTimer();
-    bhttp::async_read(
+    // async_read_some, not async_read: an event stream never completes, and async_read would
+    // wait until the whole buffer is full before delivering anything.
+    bhttp::async_read_some(
         *socket_, buffer_, *stream_parser_,
         [self = shared_from_this(), cb](beast::error_code ec, size_t) {
           self->timer_.cancel();
@@ -80,6 +82,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
           }
           const size_t n = sizeof(self->chunk_) - self->stream_parser_->get().body().size;
           self->body_done_ = self->stream_parser_->is_done();
+          if (n == 0 && !self->body_done_) {
+            self->NextChunk(cb);  // only framing (chunk headers) was parsed: read on
+            return;
+          }
           if (self->body_done_ && self->stream_parser_->keep_alive()) {
             self->client_.ReturnIdle(self->path_, std::move(self->socket_));
           }

@@ -268,6 +268,60 @@ TEST_F(DaemonApiTest, AGuestSocketSwappedForASymlinkIsNotFollowed) {
   EXPECT_NE(r.body.find("not a socket"), std::string::npos);
 }
 
+// Reads an event stream until `stop` appears (or the server ends it) and returns what came.
+std::string ReadEvents(const std::string& unix_sock, const std::string& path,
+                       const std::string& stop) {
+  struct Ctx {
+    std::string body;
+    std::string stop;
+  } ctx{"", stop};
+  CURL* c = curl_easy_init();
+  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_sock.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t sz, size_t n, void* out) {
+    auto* x = static_cast<Ctx*>(out);
+    x->body.append(p, sz * n);
+    return x->body.find(x->stop) != std::string::npos ? size_t{0} : sz * n;
+  });
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
+  curl_easy_perform(c);
+  curl_easy_cleanup(c);
+  return ctx.body;
+}
+
+TEST_F(DaemonApiTest, StreamsLiveSessionOutputAsServerSentEvents) {
+  const std::string id = CreateAs("key-alice");
+  Reply e = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
+                 R"({"id":"s","command":"for i in 1 2 3; do echo line$i; sleep 0.2; done",)"
+                 R"("wait_seconds":0})",
+                 "key-alice");
+  ASSERT_EQ(e.json["data"]["status"], "running") << e.body;
+  const std::string events =
+      ReadEvents(unix_sock_, "/v1/sandboxes/" + id + "/shell/s/stream", "event: status");
+  EXPECT_NE(events.find("event: output"), std::string::npos) << events;
+  for (const char* line : {"line1", "line2", "line3"}) {
+    EXPECT_NE(events.find(line), std::string::npos) << events;
+  }
+  EXPECT_NE(events.find("event: status\ndata: {\"command\""), std::string::npos) << events;
+  EXPECT_NE(events.find("\"returncode\":0"), std::string::npos) << events;
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id + "/shell/nope/stream").status, 404);
+}
+
+TEST_F(DaemonApiTest, StreamEndsWithAnErrorEventWhenTheSandboxDies) {
+  const std::string id = CreateAs("key-alice");
+  Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
+       R"({"id":"s","command":"sleep 30","wait_seconds":0})", "key-alice");
+  std::string events;
+  std::thread reader([&] {
+    events = ReadEvents(unix_sock_, "/v1/sandboxes/" + id + "/shell/s/stream", "event: error");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(backend_->Destroy(id));  // the sandbox dies under the daemon
+  reader.join();
+  EXPECT_NE(events.find("event: error"), std::string::npos) << events;
+}
+
 TEST_F(DaemonApiTest, InfoKeepsTheSeedsKeys) {
   Reply r = Call("GET", "/v1/info", "", "key-alice");
   ASSERT_EQ(r.status, 200);

@@ -229,8 +229,17 @@ void Session::DrainStatus() {
   }
 }
 
+void Session::FireWatchers() {
+  std::vector<std::function<void()>> w;
+  w.swap(watchers_);
+  for (auto& f : w) {
+    f();
+  }
+}
+
 void Session::OnOutput(int which, std::string_view bytes) {
   console_.Append(bytes);
+  FireWatchers();
   if (current_ && current_->running && current_->separate) {
     (which == kErr ? current_->err : current_->out)->Append(bytes);
   }
@@ -328,6 +337,8 @@ void Session::Complete(int exit_code) {
   }
   kill_requested_ = false;
   timeout_fired_ = false;
+  ++completions_;
+  FireWatchers();
   std::map<uint64_t, Waiter> waiters;
   waiters.swap(waiters_);
   for (auto& [id, w] : waiters) {
@@ -538,6 +549,8 @@ std::vector<ConsoleEntry> Session::Console() const {
 }
 
 void Session::Shutdown() {
+  shut_down_ = true;
+  FireWatchers();  // streams see the session end
   if (shell_pid_ > 0) {
     reaper_.Forget(shell_pid_);
     ::kill(-shell_pid_, SIGKILL);

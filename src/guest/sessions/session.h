@@ -104,6 +104,17 @@ class Session : public std::enable_shared_from_this<Session> {
   // Ends the shell and everything in its process group.
   void Shutdown();
 
+  // Live output, for streaming: the console (all commands' output in arrival order) with
+  // absolute offsets, a count of finished commands, and one-shot notifications of either.
+  RingBuffer::Slice ReadConsole(uint64_t from, size_t max) const { return console_.Read(from, max); }
+  uint64_t console_end() const { return console_.end_offset(); }
+  // Offset where the current (or last) command's output starts; the console end if none.
+  uint64_t command_start() const { return current_ ? current_->console_start : console_.end_offset(); }
+  uint64_t completions() const { return completions_; }
+  bool shut_down() const { return shut_down_; }
+  // Calls `notify` once, on the next output or command completion (io thread).
+  void NotifyOnChange(std::function<void()> notify) { watchers_.push_back(std::move(notify)); }
+
  private:
   struct Command {
     std::string command;
@@ -176,6 +187,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<boost::asio::steady_timer> timeout_timer_;
   bool kill_requested_ = false;
   bool timeout_fired_ = false;
+  uint64_t completions_ = 0;
+  bool shut_down_ = false;
+  std::vector<std::function<void()>> watchers_;
+  void FireWatchers();
 };
 
 }  // namespace agentbox::guest
