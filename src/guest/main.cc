@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdlib>
@@ -38,6 +39,7 @@ struct ServeArgs {
   uint64_t max_file = 64ull << 20;
   size_t max_sessions = 256;
   int file_threads = 2;
+  bool prewarm = true;
 };
 
 int Serve(ServeArgs a) {
@@ -131,6 +133,11 @@ int Serve(ServeArgs a) {
         shell->path, workdir, a.token.empty() ? "none" : "token");
   }
 
+  if (a.prewarm) {
+    // After listening: the spare shell starts while the first client connects.
+    boost::asio::post(io, [&sessions] { sessions.EnablePrewarm(); });
+  }
+
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) {
@@ -168,6 +175,8 @@ int main(int argc, char** argv) {
   serve->add_option("--max-sessions", sa.max_sessions, "sessions open at once");
   serve->add_option("--file-threads", sa.file_threads, "threads for file operations");
   serve->add_option("--log-level", sa.log_level, "debug, info or warn");
+  serve->add_option("--prewarm", sa.prewarm,
+                    "keep one shell started for the next new session (default true)");
 
   RunOnceOptions ro;
   double timeout = 0;

@@ -384,6 +384,13 @@ std::string Session::Ps1() const {
   return cfg_.user + "@" + cfg_.hostname + ":" + cwd + " $";
 }
 
+Result<void> Session::Warm() {
+  if (auto r = EnsurePipes(); !r) {
+    return r;
+  }
+  return EnsureShell();
+}
+
 Result<void> Session::Start(const ExecOptions& opts) {
   if (running()) {
     return Fail(ErrorCode::kConflict, "session '" + id_ +

@@ -84,6 +84,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session& operator=(const Session&) = delete;
 
   const std::string& id() const { return id_; }
+  // Gives a pre-warmed spare session its real name when it is handed out.
+  void Rename(std::string id) { id_ = std::move(id); }
+  // Starts the shell now instead of at the first command (pre-warming).
+  Result<void> Warm();
 
   // Starts a command. kConflict if one is running; kInvalidArgument for NUL bytes or a missing
   // exec_dir; kInternal if the shell cannot be started.

@@ -1,5 +1,7 @@
 #include "guest/sessions/session_manager.h"
 
+#include <boost/asio/post.hpp>
+
 #include "common/strings.h"
 
 namespace agentbox::guest {
@@ -36,13 +38,39 @@ Result<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) cons
   return it->second;
 }
 
-Result<std::shared_ptr<Session>> SessionManager::GetOrCreate(const std::string& id) {
-  if (!id.empty()) {
-    if (auto it = sessions_.find(id); it != sessions_.end()) {
+Result<std::shared_ptr<Session>> SessionManager::GetOrCreate(const std::string& id_in) {
+  if (!id_in.empty()) {
+    if (auto it = sessions_.find(id_in); it != sessions_.end()) {
       return it->second;
     }
   }
-  return CreateFromState(id, initial_);
+  if (spare_ && sessions_.size() < max_sessions_) {
+    const std::string id = id_in.empty() ? RandomId() : id_in;
+    if (auto v = ValidateId(id); !v) {
+      return Fail(v.error());
+    }
+    auto s = std::move(spare_);
+    s->Rename(id);
+    sessions_.emplace(id, s);
+    boost::asio::post(io_, [this] { RefillSpare(); });
+    return s;
+  }
+  return CreateFromState(id_in, initial_);
+}
+
+void SessionManager::EnablePrewarm() {
+  prewarm_ = true;
+  RefillSpare();
+}
+
+void SessionManager::RefillSpare() {
+  if (!prewarm_ || spare_) {
+    return;
+  }
+  auto s = std::make_shared<Session>(io_, reaper_, "(spare)", initial_, cfg_);
+  if (s->Warm()) {
+    spare_ = std::move(s);
+  }
 }
 
 Result<std::shared_ptr<Session>> SessionManager::CreateFromState(const std::string& id_in,
@@ -82,6 +110,11 @@ std::vector<std::shared_ptr<Session>> SessionManager::List() const {
 }
 
 void SessionManager::ShutdownAll() {
+  prewarm_ = false;
+  if (spare_) {
+    spare_->Shutdown();
+    spare_.reset();
+  }
   for (auto& [id, s] : sessions_) {
     s->Shutdown();
   }

@@ -278,6 +278,20 @@ TEST_F(SessionTest, NulInCommandIsRejected) {
   EXPECT_EQ(r.error().code, ErrorCode::kValidation);
 }
 
+TEST_F(SessionTest, PrewarmedSpareIsHandedOutAndReplaced) {
+  auto& m = Manager();
+  m.EnablePrewarm();
+  auto a = *m.GetOrCreate("first");  // the spare, already running its shell
+  EXPECT_EQ(a->id(), "first");
+  EXPECT_EQ(Out(*a, "pwd; echo ${HOME}; cd /tmp; export Z=1"), dir_ + "\n" + dir_ + "\n");
+  io_.restart();
+  io_.poll();  // the replacement spare starts in the background
+  auto b = *m.GetOrCreate("second");
+  EXPECT_EQ(Out(*b, "pwd; echo [${Z-}]"), dir_ + "\n[]\n");  // fresh initial state
+  EXPECT_EQ(Out(*a, "pwd; echo $Z"), "/tmp\n1\n");
+  EXPECT_EQ(m.size(), 2u);
+}
+
 TEST_F(SessionTest, PosixShFallbackKeepsCwdAndEnv) {
   if (access("/bin/busybox", X_OK) != 0) {
     GTEST_SKIP() << "busybox not installed (scripts/install-deps.sh installs busybox-static)";
