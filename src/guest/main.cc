@@ -120,6 +120,11 @@ int Serve(ServeArgs a) {
   so.max_stream_bytes = a.max_upload + (1 << 20);  // multipart framing on top of the file
   so.error_body = &GuestApi::ErrorBody;
   http::Server server(io, api, so);
+  if (a.prewarm) {
+    // Before listening: bash initialises on the other core while the guest finishes starting
+    // and its client waits for the socket, so the first command finds a ready shell.
+    sessions.EnablePrewarm();
+  }
   if (a.listen.empty()) {
     a.listen.push_back("tcp:127.0.0.1:8080");
   }
@@ -131,11 +136,6 @@ int Serve(ServeArgs a) {
     }
     Log(LogLevel::kInfo, "guest.listening", "address={} shell={} workdir={} auth={}", *bound,
         shell->path, workdir, a.token.empty() ? "none" : "token");
-  }
-
-  if (a.prewarm) {
-    // After listening: the spare shell starts while the first client connects.
-    boost::asio::post(io, [&sessions] { sessions.EnablePrewarm(); });
   }
 
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
