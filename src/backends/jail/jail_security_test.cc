@@ -251,6 +251,10 @@ TEST_F(JailSecurityTest, ForkBombIsStoppedByThePidsLimit) {
 }
 
 TEST_F(JailSecurityTest, MemoryBombIsKilledByTheMemoryLimit) {
+#ifdef AGENTBOX_SANITIZED
+  GTEST_SKIP() << "SKIPPED in sanitizer builds: ASan's shadow memory alone exceeds the 64 MiB "
+                  "limit, so the guest dies before the bomb (release builds test it)";
+#endif
   SandboxSpec spec;
   spec.limits.memory_bytes = 64 << 20;
   const SandboxInfo info = CreateOrDie("membomb", spec);
