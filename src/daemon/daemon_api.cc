@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "http/envelope.h"
 
 namespace agentbox::daemon {
 
@@ -139,28 +140,13 @@ class RejectSink : public http::BodySink {
 }  // namespace
 
 http::Response JsonOk(Json data, int status) {
-  http::Response r;
-  r.status = status;
-  r.body = DumpJson(Json{{"success", true}, {"message", "ok"}, {"data", std::move(data)}});
-  return r;
+  return http::OkResponse(std::move(data), "ok", status);
 }
 
-http::Response JsonErr(const Error& e) {
-  http::Response r;
-  r.status = HttpStatus(e.code);
-  Json data = nullptr;
-  if (!e.field.empty()) {
-    data = Json{{"fields", Json::array({e.field})}};
-  }
-  r.body = DumpJson(Json{{"success", false}, {"message", e.message}, {"data", data}});
-  return r;
-}
+http::Response JsonErr(const Error& e) { return http::ErrorResponse(e); }
 
 http::Response JsonErrStatus(int status, const std::string& message) {
-  http::Response r;
-  r.status = status;
-  r.body = DumpJson(Json{{"success", false}, {"message", message}, {"data", nullptr}});
-  return r;
+  return http::ErrorResponse(status, message);
 }
 
 Json SandboxJson(const SandboxEntry& e) {
@@ -626,38 +612,27 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
   const auto timeout =
       rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
-  if (rest == "file/download") {
-    client_.SendStreaming(path, std::move(cr), timeout,
-                          [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-                            Count(backend, rest, r && r->status < 500,
-                                  std::chrono::duration<double>(Clock::now() - start).count());
-                            if (!r) {
-                              return respond(JsonErr(r.error()));
-                            }
-                            http::Response out;
-                            out.status = r->status;
-                            out.content_type = r->Header("content-type");
-                            if (auto cd = r->Header("content-disposition"); !cd.empty()) {
-                              out.headers.emplace_back("Content-Disposition", cd);
-                            }
-                            out.stream = r->stream;
-                            respond(std::move(out));
-                          });
-    return;
+  auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
+    Count(backend, rest, r && r->status < 500,
+          std::chrono::duration<double>(Clock::now() - start).count());
+    if (!r) {
+      return respond(JsonErr(r.error()));
+    }
+    http::Response out;
+    out.status = r->status;
+    out.content_type = r->Header("content-type");
+    if (auto cd = r->Header("content-disposition"); !cd.empty()) {
+      out.headers.emplace_back("Content-Disposition", cd);
+    }
+    out.body = std::move(r->body);
+    out.stream = std::move(r->stream);
+    respond(std::move(out));
+  };
+  if (rest == "file/download") {  // streamed: files may be far larger than memory
+    client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
+  } else {
+    client_.Send(path, std::move(cr), timeout, std::move(relay));
   }
-  client_.Send(path, std::move(cr), timeout,
-               [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-                 Count(backend, rest, r && r->status < 500,
-                       std::chrono::duration<double>(Clock::now() - start).count());
-                 if (!r) {
-                   return respond(JsonErr(r.error()));
-                 }
-                 http::Response out;
-                 out.status = r->status;
-                 out.content_type = r->Header("content-type");
-                 out.body = std::move(r->body);
-                 respond(std::move(out));
-               });
 }
 
 namespace {
@@ -710,23 +685,22 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
   // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
-  client_.SendStreaming(
-      e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-      [respond](Result<http::ClientResponse> r) {
-        if (!r) {
-          return respond(JsonErr(r.error()));
-        }
-        http::Response out;
-        out.status = r->status;
-        out.content_type = r->Header("content-type");
-        if (r->status == 200) {
-          out.headers.emplace_back("Cache-Control", "no-cache");
-          out.stream = std::make_shared<StreamRelay>(r->stream);
-        } else {
-          out.stream = r->stream;
-        }
-        respond(std::move(out));
-      });
+  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
+                        [respond](Result<http::ClientResponse> r) {
+                          if (!r) {
+                            return respond(JsonErr(r.error()));
+                          }
+                          http::Response out;
+                          out.status = r->status;
+                          out.content_type = r->Header("content-type");
+                          if (r->status == 200) {
+                            out.headers.emplace_back("Cache-Control", "no-cache");
+                            out.stream = std::make_shared<StreamRelay>(r->stream);
+                          } else {
+                            out.stream = r->stream;
+                          }
+                          respond(std::move(out));
+                        });
 }
 
 void DaemonApi::Info(http::Respond respond) {

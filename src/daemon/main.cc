@@ -14,6 +14,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "daemon/daemon_api.h"
+#include "http/envelope.h"
 #include "http/server.h"
 
 namespace {
@@ -165,9 +166,7 @@ int main(int argc, char** argv) {
   daemon::DaemonApi api(io, backends, keys, opts);
   api.Start();
   http::ServerOptions so;
-  so.error_body = [](int, const std::string& m) {
-    return DumpJson(Json{{"success", false}, {"message", m}, {"data", nullptr}});
-  };
+  so.error_body = &http::ErrorBody;
   http::Server server(io, api, so);
   for (const auto& l : endpoints) {
     MakeParentDir(l);

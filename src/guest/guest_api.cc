@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "guest/files/multipart.h"
+#include "http/envelope.h"
 
 namespace agentbox::guest {
 
@@ -17,33 +18,19 @@ using http::Respond;
 using http::Response;
 
 Response GuestApi::Ok(Json data, const std::string& message) {
-  Response r;
-  r.body = DumpJson(Json{{"success", true}, {"message", message}, {"data", std::move(data)}});
-  return r;
+  return http::OkResponse(std::move(data), message);
 }
 
-Response GuestApi::Err(const Error& e) {
-  Response r;
-  r.status = HttpStatus(e.code);
-  Json data = nullptr;
-  if (!e.field.empty()) {
-    data = Json{{"fields", Json::array({e.field})}};
-  }
-  r.body = DumpJson(Json{{"success", false}, {"message", e.message}, {"data", data}});
-  return r;
-}
+Response GuestApi::Err(const Error& e) { return http::ErrorResponse(e); }
 
-std::string GuestApi::ErrorBody(int /*status*/, const std::string& message) {
-  return DumpJson(Json{{"success", false}, {"message", message}, {"data", nullptr}});
+std::string GuestApi::ErrorBody(int status, const std::string& message) {
+  return http::ErrorBody(status, message);
 }
 
 namespace {
 
 Response ErrStatus(int status, const std::string& message) {
-  Response r;
-  r.status = status;
-  r.body = GuestApi::ErrorBody(status, message);
-  return r;
+  return http::ErrorResponse(status, message);
 }
 
 // Unwraps a Result or answers its error and returns from the handler.
@@ -216,8 +203,8 @@ class SessionStream : public http::BodySource {
                    {"output", bytes.substr(skip, keep - skip)},
                    {"missed", slice.missed}};
         st->offset = slice.offset + keep;
-        st->event = "event: output\nid: " + std::to_string(st->offset) + "\ndata: " +
-                    DumpJson(ev) + "\n\n";
+        st->event =
+            "event: output\nid: " + std::to_string(st->offset) + "\ndata: " + DumpJson(ev) + "\n\n";
         cb(st->event, false);
         return;
       }

@@ -232,17 +232,24 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     Write(std::move(r), close);
   }
 
+  // Common response headers; returns whether the connection stays open afterwards.
   template <class Body>
-  void Finish(std::shared_ptr<bhttp::response<Body>> res, const Response& r, bool close) {
-    res->set(bhttp::field::server, "agentbox");
+  bool SetHeaders(bhttp::response<Body>& res, const Response& r, bool close) {
+    res.set(bhttp::field::server, "agentbox");
     if (!r.content_type.empty()) {
-      res->set(bhttp::field::content_type, r.content_type);
+      res.set(bhttp::field::content_type, r.content_type);
     }
     for (const auto& [k, v] : r.headers) {
-      res->set(k, v);
+      res.set(k, v);
     }
     const bool keep = keep_alive_ && !close;
-    res->keep_alive(keep);
+    res.keep_alive(keep);
+    return keep;
+  }
+
+  template <class Body>
+  void Finish(std::shared_ptr<bhttp::response<Body>> res, const Response& r, bool close) {
+    const bool keep = SetHeaders(*res, r, close);
     res->prepare_payload();
     bhttp::async_write(socket_, *res,
                        [self = this->shared_from_this(), res, keep](beast::error_code ec, size_t) {
@@ -284,15 +291,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   void WriteStream(Response r, bool close) {
     auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
         static_cast<bhttp::status>(r.status), 11);
-    res->set(bhttp::field::server, "agentbox");
-    if (!r.content_type.empty()) {
-      res->set(bhttp::field::content_type, r.content_type);
-    }
-    for (const auto& [k, v] : r.headers) {
-      res->set(k, v);
-    }
-    const bool keep = keep_alive_ && !close;
-    res->keep_alive(keep);
+    const bool keep = SetHeaders(*res, r, close);
     res->chunked(true);
     auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
     bhttp::async_write_header(socket_, *sr,

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "fakes/process_backend.h"
+#include "http/envelope.h"
 
 namespace agentbox::daemon {
 namespace {
@@ -42,9 +43,7 @@ class DaemonApiTest : public ::testing::Test {
     api_->Start();
     http::ServerOptions so;
     so.max_body_bytes = 1 << 20;
-    so.error_body = [](int, const std::string& m) {
-      return DumpJson(Json{{"success", false}, {"message", m}, {"data", nullptr}});
-    };
+    so.error_body = &http::ErrorBody;
     server_ = std::make_unique<http::Server>(io_, *api_, so);
     unix_sock_ = dir_ + "/d.sock";
     ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
@@ -279,11 +278,12 @@ std::string ReadEvents(const std::string& unix_sock, const std::string& path,
   curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_sock.c_str());
   curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
   curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t sz, size_t n, void* out) {
-    auto* x = static_cast<Ctx*>(out);
-    x->body.append(p, sz * n);
-    return x->body.find(x->stop) != std::string::npos ? size_t{0} : sz * n;
-  });
+  curl_easy_setopt(
+      c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t sz, size_t n, void* out) {
+        auto* x = static_cast<Ctx*>(out);
+        x->body.append(p, sz * n);
+        return x->body.find(x->stop) != std::string::npos ? size_t{0} : sz * n;
+      });
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
   curl_easy_perform(c);
   curl_easy_cleanup(c);
