@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,6 +38,11 @@ struct SandboxSpec {
   std::map<std::string, std::string> env;
   ResourceLimits limits;
   NetworkMode network = NetworkMode::kNone;
+  // docker: attach to this named network instead of none/host. Backends without named networks
+  // reject a non-empty value with kInvalidArgument.
+  std::string network_name;
+  // Root filesystem read-only, with /workspace and /tmp still writable.
+  bool read_only_root = false;
   std::map<std::string, std::string> labels;
   std::string owner;  // identity of the API key that created it (never the key itself)
   int64_t ttl_s = 3600;
@@ -67,7 +73,11 @@ struct Capabilities {
   bool streaming = true;
   bool persistent_sessions = true;
   bool custom_image = true;
+  bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
 };
+
+// Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.
+using ProgressFn = std::function<void(std::string_view line)>;
 
 // Whether the backend is usable right now, and if not, why (one sentence).
 struct ProbeResult {
@@ -100,6 +110,27 @@ class SandboxBackend {
   virtual Result<void> Destroy(const std::string& id) = 0;
   // Records a new expiry (unix seconds) so that it survives a daemon restart.
   virtual Result<void> SetExpiry(const std::string& id, double expires_at) = 0;
+
+  // Makes sure `spec` can be created without further downloads (docker pulls a missing image),
+  // reporting progress. kNotFound names an image that cannot be found anywhere. Default: nothing
+  // to prepare.
+  virtual Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) {
+    (void)spec;
+    (void)progress;
+    return {};
+  }
+
+  // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:
+  // records spec.owner, spec.labels and expires_at durably (they survive a daemon restart) and
+  // returns the updated info. Only the owner, labels and expiry of `spec` are used; the caller
+  // has already matched the rest. Backends that cannot do this leave Capabilities::claim false.
+  virtual Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
+                                    double expires_at) {
+    (void)spec;
+    (void)expires_at;
+    return Fail(ErrorCode::kInvalidArgument,
+                std::string(Name()) + " cannot hand out pre-started sandboxes (" + id + ")");
+  }
 };
 
 using SandboxBackendPtr = std::unique_ptr<SandboxBackend>;

@@ -10,44 +10,16 @@
 #include <iostream>
 #include <thread>
 
-#include "backends/jail/jail_backend.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "daemon/daemon_api.h"
 #include "http/envelope.h"
 #include "http/server.h"
+#include "selector/backend_table.h"
 
 namespace {
 
 using namespace agentbox;
-
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) {
-    return ".";
-  }
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.rfind('/'));
-}
-
-bool Executable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
-
-// A binary that ships with agentboxd: configured path, else next to agentboxd, else the
-// install location, else where the build tree put it.
-std::string FindBinary(const Config& cfg, const std::string& key, const std::string& name,
-                       const std::string& build_path) {
-  if (auto v = cfg.Get(key); v && !v->empty()) {
-    return *v;
-  }
-  for (const std::string& p :
-       {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name, build_path}) {
-    if (Executable(p)) {
-      return p;
-    }
-  }
-  return build_path;
-}
 
 void MakeParentDir(const std::string& listen) {
   if (!listen.starts_with("unix:")) {
@@ -118,25 +90,23 @@ int main(int argc, char** argv) {
   const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
   ::mkdir(dir.c_str(), 0700);
 
-  jail::JailBackendOptions jo;
-  jo.state_dir = dir + "/jail";
-  jo.guest_binary = FindBinary(*cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
-  jo.helper_binary = FindBinary(*cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
-  jail::JailBackend jail_backend(jo);
-  std::map<std::string, SandboxBackend*> backends = {{"jail", &jail_backend}};
+  selector::BackendTable table = selector::BuildBackends(*cfg, dir);
+  std::map<std::string, SandboxBackend*> backends = table.Pointers();
 
   const std::string chosen = cfg->GetOr("SANDBOX_BACKEND", "jail");
   if (!backends.count(chosen)) {
     std::cerr << "agentboxd: SANDBOX_BACKEND=" << chosen << " (" << cfg->SourceOf("SANDBOX_BACKEND")
-              << ") is not an available backend; available: jail\n";
+              << ") is not an available backend\n";
     return 2;
   }
-  ProbeResult probe = jail_backend.Probe();
-  Log(probe.usable ? LogLevel::kInfo : LogLevel::kWarn, "backend.probe",
-      "backend=jail usable={} reason=\"{}\" limitations={}", probe.usable, probe.reason,
-      probe.limitations.size());
-  for (const auto& l : probe.limitations) {
-    Log(LogLevel::kWarn, "backend.limitation", "backend=jail detail=\"{}\"", l);
+  for (const auto& [name, b] : backends) {
+    ProbeResult probe = b->Probe();
+    Log(probe.usable ? LogLevel::kInfo : LogLevel::kWarn, "backend.probe",
+        "backend={} usable={} reason=\"{}\" limitations={}", name, probe.usable, probe.reason,
+        probe.limitations.size());
+    for (const auto& l : probe.limitations) {
+      Log(LogLevel::kWarn, "backend.limitation", "backend={} detail=\"{}\"", name, l);
+    }
   }
 
   auto ttl = cfg->GetInt("AGENTBOX_DEFAULT_TTL_S", 3600, 10, 7 * 86400);

@@ -1,0 +1,69 @@
+#include "selector/backend_table.h"
+
+#include <unistd.h>
+
+#include "backends/jail/jail_backend.h"
+
+namespace agentbox::selector {
+namespace {
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) {
+    return ".";
+  }
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+bool Executable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
+
+}  // namespace
+
+// A binary that ships with agentboxd: configured path, else next to agentboxd, else the install
+// location, else where the build tree put it.
+std::string FindBinary(const Config& cfg, const std::string& key, const std::string& name,
+                       const std::string& build_path) {
+  if (auto v = cfg.Get(key); v && !v->empty()) {
+    return *v;
+  }
+  for (const std::string& p :
+       {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name, build_path}) {
+    if (Executable(p)) {
+      return p;
+    }
+  }
+  return build_path;
+}
+
+const std::vector<std::string>& BackendTable::KnownNames() {
+  static const std::vector<std::string> names = {"jail"};
+  return names;
+}
+
+SandboxBackend* BackendTable::Find(const std::string& name) const {
+  auto it = backends.find(name);
+  return it == backends.end() ? nullptr : it->second.get();
+}
+
+std::map<std::string, SandboxBackend*> BackendTable::Pointers() const {
+  std::map<std::string, SandboxBackend*> out;
+  for (const auto& [name, b] : backends) {
+    out[name] = b.get();
+  }
+  return out;
+}
+
+BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
+  BackendTable t;
+  jail::JailBackendOptions jo;
+  jo.state_dir = state_dir + "/jail";
+  jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
+  jo.helper_binary =
+      FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
+  t.backends["jail"] = std::make_unique<jail::JailBackend>(jo);
+  return t;
+}
+
+}  // namespace agentbox::selector
