@@ -484,12 +484,14 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
           backend->Name(), info.error().message);
       return respond(JsonErr(info.error()));
     }
+    // A warm pool hands out a sandbox it started earlier under its own id.
     SandboxEntry e{*info, backend, reason};
     {
       std::lock_guard<std::mutex> lock(mu_);
-      sandboxes_[id] = e;
+      sandboxes_[info->id] = e;
     }
-    Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}", id,
+    Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}",
+        info->id,
         backend->Name(), reason, spec.owner, secs * 1000);
     respond(JsonOk(SandboxJson(e), 201));
   });
