@@ -95,8 +95,10 @@ int main(int argc, char** argv) {
 
   const std::string chosen = cfg->GetOr("SANDBOX_BACKEND", "jail");
   if (!backends.count(chosen)) {
+    auto why = table.config_errors.find(chosen);
     std::cerr << "agentboxd: SANDBOX_BACKEND=" << chosen << " (" << cfg->SourceOf("SANDBOX_BACKEND")
-              << ") is not an available backend\n";
+              << ") is not an available backend"
+              << (why == table.config_errors.end() ? "" : ": " + why->second) << "\n";
     return 2;
   }
   for (const auto& [name, b] : backends) {

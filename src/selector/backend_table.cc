@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "backends/jail/jail_backend.h"
+#include "backends/pool/warm_pool.h"
 
 namespace agentbox::selector {
 namespace {
@@ -47,6 +48,14 @@ SandboxBackend* BackendTable::Find(const std::string& name) const {
   return it == backends.end() ? nullptr : it->second.get();
 }
 
+void BackendTable::Add(const std::string& name, Result<SandboxBackendPtr> backend) {
+  if (backend) {
+    backends[name] = std::move(*backend);
+  } else {
+    config_errors[name] = backend.error().message;
+  }
+}
+
 std::map<std::string, SandboxBackend*> BackendTable::Pointers() const {
   std::map<std::string, SandboxBackend*> out;
   for (const auto& [name, b] : backends) {
@@ -62,7 +71,7 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary =
       FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
-  t.backends["jail"] = std::make_unique<jail::JailBackend>(jo);
+  t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
   return t;
 }
 

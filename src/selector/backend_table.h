@@ -19,6 +19,8 @@ struct BackendTable {
   static const std::vector<std::string>& KnownNames();
 
   SandboxBackend* Find(const std::string& name) const;
+  // Keeps `backend` under `name`, or its configuration error.
+  void Add(const std::string& name, Result<SandboxBackendPtr> backend);
   std::map<std::string, SandboxBackend*> Pointers() const;
 };
 

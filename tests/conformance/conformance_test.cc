@@ -33,44 +33,47 @@ size_t Collect(char* p, size_t s, size_t n, void* out) {
   return s * n;
 }
 
-// One agentboxd per backend, started on first use and stopped at exit.
+// One agentboxd per backend, started on first use and stopped at exit. It runs with the
+// default configuration, so a warm pool (if the backend has one) serves the suite's creates.
 class Daemon {
  public:
-  explicit Daemon(const std::string& backend) {
+  explicit Daemon(const std::string& backend) : backend_(backend) {
     char tmpl[] = "/tmp/agentbox-conformance-XXXXXX";
     if (!mkdtemp(tmpl)) {
       return;
     }
     dir_ = tmpl;
     socket_ = dir_ + "/agentboxd.sock";
-    pid_ = fork();
-    if (pid_ == 0) {
-      const std::string log = dir_ + "/agentboxd.log";
-      FILE* f = freopen(log.c_str(), "w", stderr);
-      (void)f;
-      execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--listen", ("unix:" + socket_).c_str(), "--state-dir",
-            (dir_ + "/state").c_str(), "--backend", backend.c_str(), "--env-file", "/dev/null",
-            nullptr);
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Call("GET", "/healthz", "", false).status == 200) {
-        ready_ = true;
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
+    Spawn({});
   }
   ~Daemon() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
+    Stop();
+    if (dir_.empty()) {
+      return;
     }
-    if (!dir_.empty()) {
-      int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
-      (void)rc;
+    // A warm pool leaves its sandboxes running for the next agentboxd. That next one runs with
+    // the pool off, so they show up in the list, and deletes every sandbox left.
+    const std::string conf = dir_ + "/no-pool.conf";
+    if (FILE* f = fopen(conf.c_str(), "w")) {
+      std::string upper = backend_;
+      for (auto& c : upper) {
+        c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+      }
+      fprintf(f, "AGENTBOX_WARM_POOL_SIZE=0\nAGENTBOX_WARM_POOL_SIZE_%s=0\n", upper.c_str());
+      fclose(f);
+      Spawn({"--config", conf});
+      if (ready_) {
+        Reply list = Call("GET", "/v1/sandboxes", "", false);
+        if (list.json.is_object() && list.json.contains("data")) {
+          for (const auto& sb : list.json["data"]["sandboxes"]) {
+            Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>(), "", false);
+          }
+        }
+      }
+      Stop();
     }
+    int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
+    (void)rc;
   }
   bool ready() const { return ready_; }
   std::string log() const {
@@ -117,6 +120,43 @@ class Daemon {
   }
 
  private:
+  void Spawn(const std::vector<std::string>& extra) {
+    ready_ = false;
+    std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",      "unix:" + socket_,
+                                     "--state-dir", dir_ + "/state", "--backend",
+                                     backend_,      "--env-file",    "/dev/null"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/agentboxd.log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* f = freopen(log.c_str(), "a", stderr);
+      (void)f;
+      execv(AGENTBOXD_BIN, argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Call("GET", "/healthz", "", false).status == 200) {
+        ready_ = true;
+        return;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+  std::string backend_;
   std::string dir_;
   std::string socket_;
   pid_t pid_ = -1;

@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
+#include <set>
 #include <thread>
 
+#include "backends/pool/warm_pool.h"
+#include "fakes/borrowed_backend.h"
 #include "fakes/process_backend.h"
 #include "http/envelope.h"
 
@@ -34,12 +37,20 @@ class DaemonApiTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     backend_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state");
+    SandboxBackend* served = backend_.get();
+    if (pool_size_ > 0) {
+      pool::WarmPoolOptions po;
+      po.size = pool_size_;
+      pool_ =
+          std::make_unique<pool::WarmPool>(std::make_unique<fakes::BorrowedBackend>(*backend_), po);
+      served = pool_.get();
+    }
     DaemonOptions o;
     o.default_backend = "process";
     o.spool_dir = dir_;
-    api_ = std::make_unique<DaemonApi>(
-        io_, std::map<std::string, SandboxBackend*>{{"process", backend_.get()}},
-        ApiKeys({"alice:key-alice", "bob:key-bob"}), o);
+    api_ = std::make_unique<DaemonApi>(io_,
+                                       std::map<std::string, SandboxBackend*>{{"process", served}},
+                                       ApiKeys({"alice:key-alice", "bob:key-bob"}), o);
     api_->Start();
     http::ServerOptions so;
     so.max_body_bytes = 1 << 20;
@@ -59,7 +70,8 @@ class DaemonApiTest : public ::testing::Test {
     io_.stop();
     thread_.join();
     api_.reset();
-    backend_.reset();
+    pool_.reset();
+    backend_.reset();  // kills every sandbox it started, pooled ones included
     ASSERT_EQ(system(("rm -rf '" + dir_ + "'").c_str()), 0);
   }
 
@@ -111,7 +123,9 @@ class DaemonApiTest : public ::testing::Test {
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
       boost::asio::make_work_guard(io_);
+  size_t pool_size_ = 0;  // > 0: the daemon's backend is a warm pool over backend_
   std::unique_ptr<fakes::ProcessBackend> backend_;
+  std::unique_ptr<pool::WarmPool> pool_;
   std::unique_ptr<DaemonApi> api_;
   std::unique_ptr<http::Server> server_;
   std::thread thread_;
@@ -328,6 +342,67 @@ TEST_F(DaemonApiTest, InfoKeepsTheSeedsKeys) {
   for (const char* k : {"implementation", "feature_flag_enabled", "reason", "config"}) {
     EXPECT_TRUE(r.json["data"].contains(k)) << k;
   }
+}
+
+// The daemon in front of a warm pool: a create hands out a pooled sandbox under its own id,
+// which the daemon registers, forwards to and deletes; unclaimed pool sandboxes stay invisible.
+class PooledDaemonApiTest : public DaemonApiTest {
+ protected:
+  PooledDaemonApiTest() { pool_size_ = 2; }
+
+  bool WaitForPool(size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pool_->ReadyFor({}) == n) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+};
+
+TEST_F(PooledDaemonApiTest, CreateHandsOutAPooledSandbox) {
+  ASSERT_TRUE(WaitForPool(2));
+  std::set<std::string> pooled;
+  auto all = backend_->List();
+  ASSERT_TRUE(all);
+  for (const auto& info : *all) {
+    pooled.insert(info.id);
+  }
+  ASSERT_EQ(pooled.size(), 2u);
+  Reply l = Call("GET", "/v1/sandboxes");
+  EXPECT_EQ(l.json["data"]["sandboxes"].size(), 0u) << l.body;
+
+  Reply c = Call("POST", "/v1/sandboxes", R"({"labels":{"team":"a"},"ttl_s":600})", "key-alice");
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.json["data"]["id"];
+  EXPECT_TRUE(pooled.count(id)) << id;
+  EXPECT_EQ(c.json["data"]["labels"], Json({{"team", "a"}}));
+  EXPECT_EQ(pool_->Stats().hits, 1u);
+  Reply e = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
+                 R"({"id":"s","command":"echo pooled"})", "key-alice");
+  ASSERT_EQ(e.status, 200) << e.body;
+  EXPECT_EQ(e.json["data"]["output"], "pooled\n");
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-bob").status, 404);
+  Reply g = Call("GET", "/v1/sandboxes/" + id, "", "key-alice");
+  EXPECT_EQ(g.status, 200);
+  EXPECT_EQ(g.json["data"]["labels"], Json({{"team", "a"}}));
+  l = Call("GET", "/v1/sandboxes");
+  ASSERT_EQ(l.json["data"]["sandboxes"].size(), 1u) << l.body;
+  EXPECT_EQ(l.json["data"]["sandboxes"][0]["id"], id);
+  // A spec that is not pooled is created cold under the daemon's id.
+  Reply cold = Call("POST", "/v1/sandboxes", R"({"env":{"A":"1"}})", "key-alice");
+  ASSERT_EQ(cold.status, 201) << cold.body;
+  EXPECT_FALSE(pooled.count(cold.json["data"]["id"].get<std::string>()));
+  EXPECT_EQ(pool_->Stats().misses, 1u);
+  // Clients cannot forge the pool's label.
+  EXPECT_EQ(
+      Call("POST", "/v1/sandboxes", R"({"labels":{"agentbox.pool":"warm"}})", "key-alice").status,
+      400);
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id, "", "key-alice").status, 200);
+  EXPECT_FALSE(backend_->Get(id));
+  ASSERT_TRUE(WaitForPool(2));
 }
 
 }  // namespace

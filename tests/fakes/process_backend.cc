@@ -51,9 +51,10 @@ ProbeResult ProcessBackend::Probe() {
 }
 
 Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxSpec& spec) {
-  if (fail_creates_ > 0) {
-    --fail_creates_;
-    return Fail(ErrorCode::kUnavailable, "process backend told to fail");
+  for (int n = fail_creates_.load(); n > 0;) {
+    if (fail_creates_.compare_exchange_weak(n, n - 1)) {
+      return Fail(ErrorCode::kUnavailable, "process backend told to fail");
+    }
   }
   Box b;
   b.dir = state_dir_ + "/" + id;
@@ -151,6 +152,26 @@ Result<void> ProcessBackend::SetExpiry(const std::string& id, double expires_at)
   }
   it->second.info.expires_at = expires_at;
   return {};
+}
+
+}  // namespace agentbox::fakes
+
+namespace agentbox::fakes {
+
+Result<SandboxInfo> ProcessBackend::Claim(const std::string& id, const SandboxSpec& spec,
+                                          double expires_at) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return Fail(ErrorCode::kNotFound, "sandbox '" + id + "' not found");
+  }
+  if (::kill(it->second.pid, 0) != 0) {
+    return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "' is not running");
+  }
+  it->second.info.spec.owner = spec.owner;
+  it->second.info.spec.labels = spec.labels;
+  it->second.info.expires_at = expires_at;
+  return it->second.info;
 }
 
 }  // namespace agentbox::fakes

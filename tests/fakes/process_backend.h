@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -21,12 +22,19 @@ class ProcessBackend : public SandboxBackend {
 
   std::string_view Name() const override { return name_; }
   ProbeResult Probe() override;
-  Capabilities GetCapabilities() const override { return {}; }
+  Capabilities GetCapabilities() const override {
+    Capabilities c;
+    c.claim = true;
+    return c;
+  }
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Records owner, labels and expiry (in memory: this double has no restart to survive).
+  Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
+                            double expires_at) override;
 
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }
@@ -42,7 +50,7 @@ class ProcessBackend : public SandboxBackend {
   std::string name_;
   std::mutex mu_;
   std::map<std::string, Box> boxes_;
-  int fail_creates_ = 0;
+  std::atomic<int> fail_creates_{0};
 };
 
 }  // namespace agentbox::fakes

@@ -278,7 +278,11 @@ std::string JailBackend::SandboxDir(const std::string& id) const {
   return opts_.state_dir + "/" + id;
 }
 
-Capabilities JailBackend::GetCapabilities() const { return Capabilities{}; }
+Capabilities JailBackend::GetCapabilities() const {
+  Capabilities c;
+  c.claim = true;
+  return c;
+}
 
 ProbeResult JailBackend::Probe() {
   ProbeResult p;
@@ -746,6 +750,32 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
   }
   rec->expires_at = expires_at;
   return SaveSandboxRecord(path, *rec);
+}
+
+Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
+                                       double expires_at) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  const std::string path = SandboxDir(id) + "/spec.json";
+  auto rec = LoadSandboxRecord(path);
+  if (!rec) {
+    if (rec.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    }
+    return Fail(rec.error());
+  }
+  if (GetProcessStatus(rec->init) != ProcessStatus::kRunning) {
+    return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "' is not running");
+  }
+  rec->spec.owner = spec.owner;
+  rec->spec.labels = spec.labels;
+  rec->expires_at = expires_at;
+  if (auto r = SaveSandboxRecord(path, *rec); !r) {
+    return Fail(r.error());
+  }
+  return InfoFromRecord(*rec);
 }
 
 // Slots are symlinks <state_dir>/.slots/<n> -> <id>, created atomically; a flock on

@@ -65,6 +65,10 @@ class JailBackend final : public SandboxBackend {
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Rewrites the sandbox's record (atomically: temporary file + rename) with spec.owner,
+  // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.
+  Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
+                            double expires_at) override;
 
   const JailBackendOptions& options() const { return opts_; }
   // <state_dir>/<id>
