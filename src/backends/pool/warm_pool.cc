@@ -98,9 +98,9 @@ WarmPool::WarmPool(SandboxBackendPtr inner, WarmPoolOptions options)
   e.last_used = Clock::now();
   entries_.emplace(default_key_, std::move(e));
   next_health_ = Clock::now() + opts_.health_interval;
+  Log(LogLevel::kInfo, "pool.started", "backend={} size={} max_specs={} refill_delay_ms={}",
+      stats_.backend, opts_.size, opts_.max_specs, opts_.refill_delay.count());
   thread_ = std::thread([this] { Run(); });
-  Log(LogLevel::kInfo, "pool.started", "backend={} size={} max_specs={}", stats_.backend,
-      opts_.size, opts_.max_specs);
 }
 
 WarmPool::~WarmPool() {
@@ -145,6 +145,8 @@ Result<SandboxInfo> WarmPool::Create(const std::string& id, const SandboxSpec& s
         if (!it->second.ready.empty()) {
           pooled = it->second.ready.front();
           it->second.ready.pop_front();
+          it->second.next_attempt =
+              std::max(it->second.next_attempt, Clock::now() + opts_.refill_delay);
         }
       }
     }
@@ -510,6 +512,11 @@ Result<WarmPoolOptions> WarmPoolOptionsFromConfig(const Config& cfg, std::string
   if (!specs) {
     return Fail(specs.error());
   }
+  auto delay = cfg.GetInt("AGENTBOX_WARM_POOL_REFILL_DELAY_MS", o.refill_delay.count(), 0, 60000);
+  if (!delay) {
+    return Fail(delay.error());
+  }
+  o.refill_delay = std::chrono::milliseconds(*delay);
   o.size = static_cast<size_t>(*own);
   o.max_specs = static_cast<size_t>(*specs);
   return o;

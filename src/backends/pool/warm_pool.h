@@ -38,6 +38,11 @@ struct WarmPoolOptions {
   // How often ready sandboxes are checked (inner Get: running?) in the background. Every
   // sandbox is checked again right before it is handed out.
   std::chrono::milliseconds health_interval = std::chrono::seconds(5);
+  // How long the refill waits after a sandbox was handed out. Starting a sandbox takes tens of
+  // milliseconds of CPU (helper, guest, spare shell); on a small machine a refill that starts at
+  // once competes with the first commands of the sandbox just handed out, which is the latency
+  // the pool exists to cut. Ready sandboxes left over keep serving bursts meanwhile.
+  std::chrono::milliseconds refill_delay{100};
   // Backoff after a failed background create: doubles from retry_min up to retry_max. A key
   // other than the default's is dropped after max_failures failures in a row.
   std::chrono::milliseconds retry_min{200};
@@ -160,7 +165,8 @@ class WarmPool final : public SandboxBackend {
 
 // Pool options for backend `backend` (e.g. "jail") from configuration:
 // AGENTBOX_WARM_POOL_SIZE (default 2), AGENTBOX_WARM_POOL_SIZE_<BACKEND> (upper case; overrides
-// it), AGENTBOX_WARM_POOL_MAX_SPECS (default 4). kInvalidArgument names the key and its source.
+// it), AGENTBOX_WARM_POOL_MAX_SPECS (default 4), AGENTBOX_WARM_POOL_REFILL_DELAY_MS (default 100).
+// kInvalidArgument names the key.
 Result<WarmPoolOptions> WarmPoolOptionsFromConfig(const Config& cfg, std::string_view backend);
 
 // `inner` wrapped in a WarmPool, or `inner` itself when options.size is 0 or the backend cannot

@@ -36,6 +36,7 @@ WarmPoolOptions Fast(size_t size = 2) {
   o.size = size;
   o.retry_min = 5ms;
   o.retry_max = 20ms;
+  o.refill_delay = 0ms;
   return o;
 }
 
@@ -138,6 +139,24 @@ TEST_F(WarmPoolTest, PrefillsTheDefaultSpecAndHandsOutAPooledSandbox) {
   ASSERT_TRUE(WaitFor([&] { return pool->ReadyFor({}) == 2; }));
   EXPECT_EQ(inner_.creates(), 3);
   EXPECT_EQ(inner_.claims(), 1);
+}
+
+TEST_F(WarmPoolTest, RefillWaitsAfterAHandOut) {
+  WarmPoolOptions o = Fast(2);
+  o.refill_delay = 400ms;
+  auto pool = MakePool(o);
+  ASSERT_TRUE(WaitFor([&] { return pool->ReadyFor({}) == 2; }));
+  const auto handed_out = std::chrono::steady_clock::now();
+  ASSERT_TRUE(pool->Create("a", Owned("alice")));
+  std::this_thread::sleep_for(100ms);
+  if (std::chrono::steady_clock::now() - handed_out < 400ms) {
+    EXPECT_EQ(inner_.creates_begun(), 2);  // the refill has not started yet
+  }
+  EXPECT_EQ(pool->ReadyFor({}), 1u);
+  ASSERT_TRUE(pool->Create("b", Owned("bob")));  // the second ready one serves meanwhile
+  EXPECT_EQ(pool->Stats().hits, 2u);
+  ASSERT_TRUE(WaitFor([&] { return pool->ReadyFor({}) == 2; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - handed_out, 400ms);
 }
 
 TEST_F(WarmPoolTest, OtherSpecsMissFirstThenArePooled) {
@@ -452,21 +471,24 @@ TEST(WarmPoolConfigTest, ReadsSizesAndRejectsBadValues) {
   EXPECT_EQ(o->max_specs, 4u);
   o = WarmPoolOptionsFromConfig(Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE", "5"},
                                                  {"AGENTBOX_WARM_POOL_SIZE_JAIL", "0"},
-                                                 {"AGENTBOX_WARM_POOL_MAX_SPECS", "8"}}),
+                                                 {"AGENTBOX_WARM_POOL_MAX_SPECS", "8"},
+                                                 {"AGENTBOX_WARM_POOL_REFILL_DELAY_MS", "0"}}),
                                 "jail");
   ASSERT_TRUE(o);
   EXPECT_EQ(o->size, 0u);
   EXPECT_EQ(o->max_specs, 8u);
+  EXPECT_EQ(o->refill_delay, 0ms);
   o = WarmPoolOptionsFromConfig(
       Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE", "5"}, {"AGENTBOX_WARM_POOL_SIZE_JAIL", "1"}}),
       "docker");
   ASSERT_TRUE(o);
   EXPECT_EQ(o->size, 5u);
-  for (const auto& [key, value] :
-       std::vector<std::pair<std::string, std::string>>{{"AGENTBOX_WARM_POOL_SIZE", "two"},
-                                                        {"AGENTBOX_WARM_POOL_SIZE", "-1"},
-                                                        {"AGENTBOX_WARM_POOL_SIZE_JAIL", "1000"},
-                                                        {"AGENTBOX_WARM_POOL_MAX_SPECS", "0"}}) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"AGENTBOX_WARM_POOL_SIZE", "two"},
+           {"AGENTBOX_WARM_POOL_SIZE", "-1"},
+           {"AGENTBOX_WARM_POOL_SIZE_JAIL", "1000"},
+           {"AGENTBOX_WARM_POOL_MAX_SPECS", "0"},
+           {"AGENTBOX_WARM_POOL_REFILL_DELAY_MS", "soon"}}) {
     o = WarmPoolOptionsFromConfig(Config::FromMap({{key, value}}), "jail");
     ASSERT_FALSE(o) << key << "=" << value;
     EXPECT_EQ(o.error().code, ErrorCode::kInvalidArgument);
