@@ -1,0 +1,49 @@
+#!/bin/sh
+# create -> first exec through agentboxd on jail, with the warm pool and without: starts two
+# agentboxd (AGENTBOX_WARM_POOL_SIZE=2 and =0) on their own sockets and state directories,
+# alternates RUNS runs of agentbox-create-exec-bench on each, prints one line per run, and at the
+# end deletes every sandbox, the pooled ones included (an agentboxd with the pool off lists them).
+#
+#   bench/create_exec.sh [BUILD_DIR] [RUNS] [ITERATIONS] [GAP_MS]     (as root, from the repo root)
+set -eu
+BUILD=${1:-build/release}
+RUNS=${2:-3}
+N=${3:-40}
+GAP=${4:-400}
+D=$(mktemp -d /tmp/agentbox-create-exec-XXXXXX)
+BENCH=$BUILD/bench/agentbox-create-exec-bench
+DAEMON=$BUILD/src/daemon/agentboxd
+
+start() {  # name pool_size
+  AGENTBOX_WARM_POOL_SIZE=$2 $DAEMON --listen unix:$D/$1.sock --state-dir $D/state-$1 \
+    --env-file /dev/null 2>>$D/$1.log &
+  echo $! > $D/$1.pid
+  until curl -s -o /dev/null --unix-socket $D/$1.sock http://d/healthz; do sleep 0.05; done
+}
+stop() { kill "$(cat $D/$1.pid)"; while kill -0 "$(cat $D/$1.pid)" 2>/dev/null; do sleep 0.05; done; }
+cleanup() {  # name: restart with the pool off and delete everything
+  stop "$1"
+  start "$1" 0
+  for id in $(curl -s --unix-socket $D/$1.sock http://d/v1/sandboxes |
+              python3 -c 'import json,sys; [print(s["id"]) for s in json.load(sys.stdin)["data"]["sandboxes"]]'); do
+    curl -s -o /dev/null --unix-socket $D/$1.sock -X DELETE http://d/v1/sandboxes/$id
+  done
+  stop "$1"
+}
+
+start pool 2
+start cold 0
+sleep 1  # the pool fills
+echo "# $(date -u '+%F %T UTC'), $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq 1 "$RUNS"); do
+  for m in pool cold; do
+    $BENCH --socket $D/$m.sock --iterations "$N" --gap-ms "$GAP" --json --label "$m" |
+      python3 -c 'import json,sys; j=json.load(sys.stdin); f=lambda k: "%6.2f / %6.2f" % (j[k]["p50"], j[k]["p99"]);
+print("%-4s run %s  create %s  first exec %s  create->first exec %s  (p50 / p99 ms, n=%d, gap %d ms)" % (j["label"], sys.argv[1], f("create_ms"), f("first_exec_ms"), f("create_to_first_exec_ms"), j["n"], j["gap_ms"]))' "$r"
+  done
+  echo "#   load: $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+echo "# pool: $(grep -c pool.hit $D/pool.log) hits of $(grep -c sandbox.created $D/pool.log) creates"
+cleanup pool
+cleanup cold
+rm -rf "$D"
