@@ -192,6 +192,20 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  selector::Settings settings;
+  if (opts_.selection) {
+    settings = *opts_.selection;
+  } else {
+    settings.requested_backend = opts_.default_backend;
+    settings.requested_source = "daemon options";
+    settings.fallback_chain = {};
+    for (const auto& [name, b] : backends_) {
+      settings.known_backends.push_back(name);
+    }
+    settings.hash = "0000000000000000";
+  }
+  selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
+                                                   std::move(settings), &metrics_);
 }
 
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
@@ -439,9 +453,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   } else if (*network && **network != "none") {
     return respond(JsonErr(FieldError("network", "must be \"none\" or \"host\"")));
   }
-  // Backend choice. The full selector (flags, rollout, fallback) replaces this in issue 4.
-  std::string chosen = opts_.default_backend;
-  std::string reason = backends_.size() == 1 ? "STATIC" : "DEFAULT";
+  std::string pinned;
   if (*backend_name && !(*backend_name)->empty()) {
     const bool allowed =
         caller.admin || std::find(opts_.pinnable_backends.begin(), opts_.pinnable_backends.end(),
@@ -453,12 +465,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
       return respond(JsonErr(
           {ErrorCode::kForbidden, "this key may not pin backend '" + **backend_name + "'"}));
     }
-    chosen = **backend_name;
-    reason = "TARGETING_MATCH";
-  }
-  auto bit = backends_.find(chosen);
-  if (bit == backends_.end()) {
-    return respond(JsonErr({ErrorCode::kUnavailable, "backend '" + chosen + "' is not enabled"}));
+    pinned = **backend_name;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -472,9 +479,16 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
                                             " per key); delete some first"));
     }
   }
-  SandboxBackend* backend = bit->second;
   const std::string id = "sb-" + RandomId(12);
-  pool_.Post([this, backend, id, spec, reason, respond] {
+  pool_.Post([this, id, spec, pinned, respond] {
+    // Probes may block briefly (an engine round trip), so the decision is made off the I/O thread.
+    selector::Decision d = selector_->Select({pinned, spec.owner});
+    if (d.backend.empty()) {
+      http::Response r = JsonErrStatus(503, "no backend can take a new sandbox: " + d.detail);
+      return respond(std::move(r));
+    }
+    SandboxBackend* backend = backends_.at(d.backend);
+    const std::string reason = d.reason;
     const auto start = Clock::now();
     auto info = backend->Create(id, spec);
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
@@ -491,9 +505,14 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
       sandboxes_[info->id] = e;
     }
     Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}",
-        info->id,
-        backend->Name(), reason, spec.owner, secs * 1000);
-    respond(JsonOk(SandboxJson(e), 201));
+        info->id, backend->Name(), reason, spec.owner, secs * 1000);
+    Json out = SandboxJson(e);
+    out["selection"] = {{"reason", d.reason},
+                        {"error_code", d.error_code ? Json(*d.error_code) : Json(nullptr)},
+                        {"requested_backend", d.requested_backend},
+                        {"config_version", d.config_version},
+                        {"detail", d.detail}};
+    respond(JsonOk(std::move(out), 201));
   });
 }
 
@@ -706,35 +725,32 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
 }
 
 void DaemonApi::Info(http::Respond respond) {
-  // The seed's get_sandbox_info() keys stay a subset; the selector (issue 4) extends this.
-  Json backends = Json::object();
-  for (const auto& [name, b] : backends_) {
-    backends[name] = true;
-  }
-  respond(JsonOk({{"implementation", opts_.default_backend},
-                  {"backend", opts_.default_backend},
-                  {"reason", backends_.size() == 1 ? "STATIC" : "DEFAULT"},
-                  {"feature_flag_enabled", false},
-                  {"config", Json::object()},
-                  {"backends", backends}}));
+  // What a new sandbox would get right now, and why; probes may block briefly.
+  pool_.Post([this, respond] {
+    selector::Decision d = selector_->Preview();
+    respond(JsonOk(selector_->InfoJson(d)));
+  });
 }
 
 void DaemonApi::Ready(http::Respond respond) {
   pool_.Post([this, respond] {
+    // Ready when a new sandbox would land somewhere; every backend's own probe is listed.
+    selector::Decision d = selector_->Preview();
     Json probes = Json::object();
-    bool ready = false;
     for (const auto& [name, b] : backends_) {
       ProbeResult p = b->Probe();
       probes[name] = {{"usable", p.usable}, {"reason", p.reason}, {"limitations", p.limitations}};
-      ready = ready || (p.usable && name == opts_.default_backend);
     }
-    Json data = {{"ready", ready}, {"backends", probes}};
-    if (ready) {
-      respond(JsonOk(std::move(data)));
-    } else {
-      http::Response r = JsonOk(std::move(data), 503);
-      respond(std::move(r));
+    for (const auto& [name, err] : opts_.backend_config_errors) {
+      probes[name] = {{"usable", false}, {"reason", err}, {"limitations", Json::array()}};
     }
+    const bool ready = !d.backend.empty();
+    Json data = {{"ready", ready},
+                 {"backend", ready ? Json(d.backend) : Json(nullptr)},
+                 {"reason", d.reason},
+                 {"detail", d.detail},
+                 {"backends", probes}};
+    respond(JsonOk(std::move(data), ready ? 200 : 503));
   });
 }
 

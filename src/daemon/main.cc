@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   Config::Sources sources;
   sources.defaults = {{"AGENTBOX_LISTEN", "unix:/run/agentbox/agentboxd.sock"},
                       {"AGENTBOX_STATE_DIR", "/var/lib/agentbox"},
-                      {"SANDBOX_BACKEND", "jail"},
+                      {"SANDBOX_BACKEND", "docker"},
                       {"AGENTBOX_LOG_LEVEL", "info"}};
   sources.config_file = config_file;
   sources.dotenv_file = env_file;
@@ -93,12 +93,6 @@ int main(int argc, char** argv) {
   selector::BackendTable table = selector::BuildBackends(*cfg, dir);
   std::map<std::string, SandboxBackend*> backends = table.Pointers();
 
-  const std::string chosen = cfg->GetOr("SANDBOX_BACKEND", "jail");
-  if (!backends.count(chosen)) {
-    std::cerr << "agentboxd: SANDBOX_BACKEND=" << chosen << " (" << cfg->SourceOf("SANDBOX_BACKEND")
-              << ") is not an available backend\n";
-    return 2;
-  }
   for (const auto& [name, b] : backends) {
     ProbeResult probe = b->Probe();
     Log(probe.usable ? LogLevel::kInfo : LogLevel::kWarn, "backend.probe",
@@ -116,7 +110,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   daemon::DaemonOptions opts;
-  opts.default_backend = chosen;
+  opts.selection = selector::Settings::FromConfig(*cfg, selector::BackendTable::KnownNames());
+  opts.backend_config_errors = table.config_errors;
+  for (const auto& [name, err] : table.config_errors) {
+    Log(LogLevel::kWarn, "backend.config_invalid", "backend={} error=\"{}\"", name, err);
+  }
+  for (const auto& [key, err] : opts.selection->errors) {
+    Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
+  }
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.default_ttl_s = *ttl;
@@ -135,6 +136,13 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   daemon::DaemonApi api(io, backends, keys, opts);
   api.Start();
+  {
+    selector::Decision d = api.selector().Preview();
+    Log(LogLevel::kInfo, "selection.current",
+        "backend={} reason={} error_code={} requested={} config_version={} detail=\"{}\"",
+        d.backend.empty() ? "none" : d.backend, d.reason, d.error_code.value_or("-"),
+        d.requested_backend, d.config_version, d.detail);
+  }
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
   http::Server server(io, api, so);
@@ -145,8 +153,7 @@ int main(int argc, char** argv) {
       std::cerr << "agentboxd: " << bound.error().message << "\n";
       return 2;
     }
-    Log(LogLevel::kInfo, "daemon.listening", "address={} backend={} source={} keys={}", *bound,
-        chosen, cfg->SourceOf("SANDBOX_BACKEND"), keys.size());
+    Log(LogLevel::kInfo, "daemon.listening", "address={} keys={}", *bound, keys.size());
   }
 
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
