@@ -27,6 +27,22 @@ class Switchable : public fakes::ProcessBackend {
     }
     return ProcessBackend::Probe();
   }
+  // Images: "missing/*" cannot be found, "remote/*" is pulled with progress, "flaky/*" fails
+  // half way; anything else is present.
+  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override {
+    if (spec.image.starts_with("missing/")) {
+      return Fail(ErrorCode::kNotFound, "image '" + spec.image + "' not found and no registry");
+    }
+    if (spec.image.starts_with("remote/") || spec.image.starts_with("flaky/")) {
+      progress("Pulling " + spec.image);
+      progress("Downloading layer 1/1");
+      if (spec.image.starts_with("flaky/")) {
+        return Fail(ErrorCode::kUnavailable, "registry went away pulling " + spec.image);
+      }
+      progress("Pull complete");
+    }
+    return {};
+  }
   std::atomic<bool> up{true};
 };
 
@@ -234,6 +250,51 @@ TEST_F(SelectionTest, APinIsHonouredOrRefusedNeverRedirected) {
   Reply refused = Call("POST", "/v1/sandboxes", R"({"backend":"jail"})");
   EXPECT_EQ(refused.status, 503) << refused.body;
   EXPECT_EQ(Call("POST", "/v1/sandboxes", R"({"backend":"lxc"})").status, 422);
+}
+
+TEST_F(SelectionTest, PullStreamsProgressLinesThenDone) {
+  StartDaemon({});
+  Reply r = Call("POST", "/v1/images/pull", R"({"image":"remote/tool:1"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<Json> lines;
+  size_t pos = 0;
+  while (pos < r.body.size()) {
+    size_t nl = r.body.find('\n', pos);
+    ASSERT_NE(nl, std::string::npos) << "every line ends with a newline";
+    lines.push_back(Json::parse(r.body.substr(pos, nl - pos)));
+    pos = nl + 1;
+  }
+  ASSERT_EQ(lines.size(), 4u) << r.body;
+  EXPECT_EQ(lines[0]["progress"], "Pulling remote/tool:1");
+  EXPECT_EQ(lines[2]["progress"], "Pull complete");
+  EXPECT_EQ(lines[3]["done"], true);
+  EXPECT_EQ(lines[3]["backend"], "docker");
+}
+
+TEST_F(SelectionTest, PullFailuresNameTheImage) {
+  StartDaemon({});
+  Reply missing = Call("POST", "/v1/images/pull", R"({"image":"missing/x"})");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_NE(missing.body.find("missing/x"), std::string::npos);
+  // A failure after progress was streamed ends the stream with an error line.
+  Reply flaky = Call("POST", "/v1/images/pull", R"({"image":"flaky/x"})");
+  EXPECT_EQ(flaky.status, 200);
+  EXPECT_NE(flaky.body.find(R"("error":{"code":"unavailable")"), std::string::npos) << flaky.body;
+  EXPECT_NE(flaky.body.find("flaky/x"), std::string::npos);
+  EXPECT_EQ(Call("POST", "/v1/images/pull", R"({"image":""})").status, 422);
+  EXPECT_EQ(Call("POST", "/v1/images/pull", R"({"image":7})").status, 422);
+  EXPECT_EQ(Call("POST", "/v1/images/pull", R"({"image":"a","backend":"lxc"})").status, 422);
+  EXPECT_EQ(Call("POST", "/v1/images/pull", "{").status, 400);
+}
+
+TEST_F(SelectionTest, CreatingFromAMissingImageIsAClearErrorAndLeavesNothing) {
+  StartDaemon({});
+  Reply c = Call("POST", "/v1/sandboxes", R"({"image":"missing/nothing:1"})");
+  EXPECT_EQ(c.status, 404) << c.body;
+  EXPECT_NE(c.body.find("missing/nothing:1"), std::string::npos);
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes").json["data"]["sandboxes"].empty());
+  Reply ok = Call("POST", "/v1/sandboxes", R"({"image":"remote/tool:1"})");
+  EXPECT_EQ(ok.status, 201) << ok.body;
 }
 
 }  // namespace
