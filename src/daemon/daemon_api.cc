@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <set>
 
 #include "common/log.h"
 #include "common/strings.h"
@@ -547,14 +548,49 @@ std::optional<SandboxEntry> DaemonApi::Find(const std::string& id, const Caller&
 }
 
 void DaemonApi::List(const Caller& caller, http::Respond respond) {
-  Json list = Json::array();
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, e] : sandboxes_) {
-    if (caller.admin || e.info.spec.owner == caller.owner) {
-      list.push_back(SandboxJson(e));
+  // Live state, not what the registry remembered at create time: one List() per backend that
+  // holds a visible sandbox (a single engine call for docker), off the I/O thread.
+  pool_.Post([this, caller, respond] {
+    std::vector<SandboxEntry> visible;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, e] : sandboxes_) {
+        if (caller.admin || e.info.spec.owner == caller.owner) {
+          visible.push_back(e);
+        }
+      }
     }
-  }
-  respond(JsonOk({{"sandboxes", std::move(list)}}));
+    std::map<SandboxBackend*, std::map<std::string, SandboxInfo>> live;
+    std::set<SandboxBackend*> failed;
+    for (const auto& e : visible) {
+      if (live.count(e.backend) || failed.count(e.backend)) {
+        continue;
+      }
+      auto list = e.backend->List();
+      if (!list) {
+        failed.insert(e.backend);  // keep what we knew; the backend's trouble is its own
+        continue;
+      }
+      auto& m = live[e.backend];
+      for (auto& info : *list) {
+        m[info.id] = std::move(info);
+      }
+    }
+    Json out = Json::array();
+    for (auto& e : visible) {
+      if (auto it = live.find(e.backend); it != live.end()) {
+        if (auto f = it->second.find(e.info.id); f != it->second.end()) {
+          e.info.state = f->second.state;
+          e.info.detail = f->second.detail;
+        } else {
+          e.info.state = SandboxState::kFailed;
+          e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
+        }
+      }
+      out.push_back(SandboxJson(e));
+    }
+    respond(JsonOk({{"sandboxes", std::move(out)}}));
+  });
 }
 
 void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respond respond) {

@@ -252,6 +252,22 @@ TEST_F(SelectionTest, APinIsHonouredOrRefusedNeverRedirected) {
   EXPECT_EQ(Call("POST", "/v1/sandboxes", R"({"backend":"lxc"})").status, 422);
 }
 
+TEST_F(SelectionTest, ListingShowsLiveStateNotTheCreateTimeCopy) {
+  StartDaemon({});
+  const std::string kept = Call("POST", "/v1/sandboxes", "{}").json["data"]["id"];
+  const std::string lost = Call("POST", "/v1/sandboxes", "{}").json["data"]["id"];
+  ASSERT_TRUE(docker_->Destroy(lost));  // behind the daemon's back
+  Reply r = Call("GET", "/v1/sandboxes");
+  ASSERT_EQ(r.status, 200);
+  std::map<std::string, Json> by_id;
+  for (const auto& s : r.json["data"]["sandboxes"]) {
+    by_id[s["id"]] = s;
+  }
+  EXPECT_EQ(by_id.at(kept)["state"], "running");
+  EXPECT_EQ(by_id.at(lost)["state"], "failed");
+  EXPECT_NE(by_id.at(lost)["detail"].get<std::string>().find("no longer has"), std::string::npos);
+}
+
 TEST_F(SelectionTest, PullStreamsProgressLinesThenDone) {
   StartDaemon({});
   Reply r = Call("POST", "/v1/images/pull", R"({"image":"remote/tool:1"})");
