@@ -21,14 +21,9 @@ start() {  # name pool_size
   until curl -s -o /dev/null --unix-socket $D/$1.sock http://d/healthz; do sleep 0.05; done
 }
 stop() { kill "$(cat $D/$1.pid)"; while kill -0 "$(cat $D/$1.pid)" 2>/dev/null; do sleep 0.05; done; }
-cleanup() {  # name: restart with the pool off and delete everything
+cleanup() {  # name: stop it, then delete every sandbox, the pooled ones included
   stop "$1"
-  start "$1" 0
-  for id in $(curl -s --unix-socket $D/$1.sock http://d/v1/sandboxes |
-              python3 -c 'import json,sys; [print(s["id"]) for s in json.load(sys.stdin)["data"]["sandboxes"]]'); do
-    curl -s -o /dev/null --unix-socket $D/$1.sock -X DELETE http://d/v1/sandboxes/$id
-  done
-  stop "$1"
+  scripts/delete-all-sandboxes.sh "$D/state-$1" "$DAEMON"
 }
 
 start pool 2

@@ -25,6 +25,8 @@ cleanup() {
   if [[ $KEEP == 0 ]]; then
     kill "$DAEMON" 2>/dev/null || true
     wait "$DAEMON" 2>/dev/null || true
+    # The warm pool's sandboxes outlive agentboxd (the next one takes them over): delete them.
+    scripts/delete-all-sandboxes.sh "$RUN/state" "$BIN/daemon/agentboxd" || true
     rm -rf "$RUN"
   fi
 }
