@@ -15,6 +15,7 @@
 #include <map>
 #include <thread>
 
+#include "backends/jail/jail_test_fixture.h"
 #include "backends/jail/jail_test_util.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_record.h"
@@ -24,44 +25,7 @@ namespace {
 
 using namespace agentbox::jail::testing;
 
-class JailBackendTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string why;
-    if (!JailsAvailable(&why)) {
-      GTEST_SKIP() << "SKIPPED: jail sandboxes cannot run here: " << why;
-    }
-    state_dir_ = tmp_.path() + "/state";
-    backend_ = std::make_unique<JailBackend>(TestOptions(state_dir_));
-  }
-
-  void TearDown() override {
-    if (!backend_) {
-      return;
-    }
-    if (auto all = backend_->List()) {
-      for (const auto& info : *all) {
-        (void)backend_->Destroy(info.id);
-      }
-    }
-  }
-
-  SandboxInfo CreateOrDie(const std::string& id, const SandboxSpec& spec = {}) {
-    auto info = backend_->Create(id, spec);
-    EXPECT_TRUE(info) << (info ? "" : info.error().message);
-    return info ? *info : SandboxInfo{};
-  }
-
-  SandboxRecord RecordOf(const std::string& id) {
-    auto rec = LoadSandboxRecord(backend_->SandboxDir(id) + "/spec.json");
-    EXPECT_TRUE(rec) << (rec ? "" : rec.error().message);
-    return rec ? *rec : SandboxRecord{};
-  }
-
-  TempDir tmp_;
-  std::string state_dir_;
-  std::unique_ptr<JailBackend> backend_;
-};
+using JailBackendTest = JailFixture;
 
 std::string PidNamespaceOf(pid_t pid) {
   std::error_code ec;
