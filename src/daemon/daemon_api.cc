@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <set>
 
 #include "common/log.h"
 #include "common/strings.h"
 #include "http/envelope.h"
+#include "http/queue_source.h"
 
 namespace agentbox::daemon {
 
@@ -384,6 +386,10 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
     return Info(std::move(respond));
   }
+  if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
+      m == "POST") {
+    return Pull(req, caller, std::move(respond));
+  }
   if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "sandboxes") {
     if (parts.size() == 2) {
       if (m == "POST") {
@@ -504,6 +510,18 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     SandboxBackend* backend = backends_.at(d.backend);
     const std::string reason = d.reason;
     const auto start = Clock::now();
+    // A missing image is fetched first (docker pulls); progress goes to the log here, and to
+    // the client through POST /v1/images/pull.
+    Result<void> prepared = backend->Prepare(spec, [&](std::string_view line) {
+      Log(LogLevel::kDebug, "image.progress", "id={} line=\"{}\"", id, line);
+    });
+    if (!prepared) {
+      Count(std::string(backend->Name()), "create", false,
+            std::chrono::duration<double>(Clock::now() - start).count());
+      Log(LogLevel::kWarn, "sandbox.create_failed", "id={} backend={} error=\"{}\"", id,
+          backend->Name(), prepared.error().message);
+      return respond(JsonErr(prepared.error()));
+    }
     auto info = backend->Create(id, spec);
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     Count(std::string(backend->Name()), "create", info.has_value(), secs);
@@ -544,14 +562,49 @@ std::optional<SandboxEntry> DaemonApi::Find(const std::string& id, const Caller&
 }
 
 void DaemonApi::List(const Caller& caller, http::Respond respond) {
-  Json list = Json::array();
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, e] : sandboxes_) {
-    if (caller.admin || e.info.spec.owner == caller.owner) {
-      list.push_back(SandboxJson(e));
+  // Live state, not what the registry remembered at create time: one List() per backend that
+  // holds a visible sandbox (a single engine call for docker), off the I/O thread.
+  pool_.Post([this, caller, respond] {
+    std::vector<SandboxEntry> visible;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, e] : sandboxes_) {
+        if (caller.admin || e.info.spec.owner == caller.owner) {
+          visible.push_back(e);
+        }
+      }
     }
-  }
-  respond(JsonOk({{"sandboxes", std::move(list)}}));
+    std::map<SandboxBackend*, std::map<std::string, SandboxInfo>> live;
+    std::set<SandboxBackend*> failed;
+    for (const auto& e : visible) {
+      if (live.count(e.backend) || failed.count(e.backend)) {
+        continue;
+      }
+      auto list = e.backend->List();
+      if (!list) {
+        failed.insert(e.backend);  // keep what we knew; the backend's trouble is its own
+        continue;
+      }
+      auto& m = live[e.backend];
+      for (auto& info : *list) {
+        m[info.id] = std::move(info);
+      }
+    }
+    Json out = Json::array();
+    for (auto& e : visible) {
+      if (auto it = live.find(e.backend); it != live.end()) {
+        if (auto f = it->second.find(e.info.id); f != it->second.end()) {
+          e.info.state = f->second.state;
+          e.info.detail = f->second.detail;
+        } else {
+          e.info.state = SandboxState::kFailed;
+          e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
+        }
+      }
+      out.push_back(SandboxJson(e));
+    }
+    respond(JsonOk({{"sandboxes", std::move(out)}}));
+  });
 }
 
 void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respond respond) {
@@ -741,6 +794,87 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
                           }
                           respond(std::move(out));
                         });
+}
+
+void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respond respond) {
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
+  }
+  JsonFields f(*body);
+  auto image = f.String("image");
+  auto backend_name = f.OptString("backend");
+  if (!image) {
+    return respond(JsonErr(image.error()));
+  }
+  if (image->empty() || image->size() > 512) {
+    return respond(JsonErr(FieldError("image", "must be an image reference of 1 to 512 bytes")));
+  }
+  if (!backend_name) {
+    return respond(JsonErr(backend_name.error()));
+  }
+  std::string pinned = backend_name->value_or("");
+  if (!pinned.empty()) {
+    if (!backends_.count(pinned)) {
+      return respond(JsonErr(FieldError("backend", "unknown backend '" + pinned + "'")));
+    }
+    if (!caller.admin && std::find(opts_.pinnable_backends.begin(), opts_.pinnable_backends.end(),
+                                   pinned) == opts_.pinnable_backends.end()) {
+      return respond(
+          JsonErr({ErrorCode::kForbidden, "this key may not pin backend '" + pinned + "'"}));
+    }
+  }
+  SandboxSpec spec;
+  spec.image = *image;
+  pool_.Post([this, spec, pinned, respond] {
+    std::string name = pinned;
+    if (name.empty()) {
+      selector::Decision d = selector_->Preview();
+      if (d.backend.empty()) {
+        return respond(JsonErrStatus(503, "no backend can take a new sandbox: " + d.detail));
+      }
+      name = d.backend;
+    }
+    SandboxBackend* backend = backends_.at(name);
+    // 200 means a stream of JSON lines: {"progress": "..."} then {"done": true} or {"error": ...}.
+    // A failure before any progress is an ordinary error response with its status.
+    auto source = std::make_shared<http::QueueSource>();
+    auto streaming = std::make_shared<std::atomic<bool>>(false);
+    auto start_stream = [respond, source, streaming] {
+      if (!streaming->exchange(true)) {
+        http::Response r;
+        r.content_type = "application/x-ndjson";
+        r.headers.emplace_back("Cache-Control", "no-cache");
+        r.stream = source;
+        respond(std::move(r));
+      }
+    };
+    const auto start = Clock::now();
+    Result<void> res = backend->Prepare(spec, [&](std::string_view line) {
+      start_stream();
+      source->Push(DumpJson(Json{{"progress", std::string(line)}}) + "\n");
+    });
+    Count(name, "prepare", res.has_value(),
+          std::chrono::duration<double>(Clock::now() - start).count());
+    Log(res ? LogLevel::kInfo : LogLevel::kWarn, "image.prepare",
+        "backend={} image=\"{}\" ok={} error=\"{}\"", name, spec.image, res.has_value(),
+        res ? "" : res.error().message);
+    if (!res && !streaming->load()) {
+      return respond(JsonErr(res.error()));
+    }
+    start_stream();
+    if (res) {
+      source->Push(DumpJson(Json{{"done", true}, {"image", spec.image}, {"backend", name}}) + "\n",
+                   true);
+    } else {
+      source->Push(DumpJson(Json{{"error",
+                                  {{"code", ErrorCodeName(res.error().code)},
+                                   {"status", HttpStatus(res.error().code)},
+                                   {"message", res.error().message}}}}) +
+                       "\n",
+                   true);
+    }
+  });
 }
 
 void DaemonApi::Info(http::Respond respond) {

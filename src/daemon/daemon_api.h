@@ -80,6 +80,7 @@ class DaemonApi : public http::Dispatcher {
                const Caller& caller, http::Respond respond);
   void Stream(const std::string& id, const std::string& session, const http::Request& req,
               const Caller& caller, http::Respond respond);
+  void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   void Info(http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -156,6 +157,37 @@ int main(int argc, char** argv) {
     Log(LogLevel::kInfo, "daemon.listening", "address={} keys={}", *bound, keys.size());
   }
 
+  // SIGHUP re-reads every configuration source and swaps the selection settings in place: new
+  // sandboxes follow the new settings at once, existing ones stay where they are. A source that
+  // fails to load keeps the last good settings (never a silent reset to defaults).
+  api.metrics().Describe("agentbox_config_reload_errors_total", "counter",
+                         "SIGHUP reloads that failed and kept the last good settings.");
+  boost::asio::signal_set hup(io, SIGHUP);
+  std::function<void()> arm_reload = [&] {
+    hup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) {
+        return;
+      }
+      auto next = Config::Load(sources);
+      if (!next) {
+        const bool deleted =
+            !sources.config_file.empty() && ::access(sources.config_file.c_str(), F_OK) != 0;
+        api.metrics().Increment("agentbox_config_reload_errors_total", {});
+        Log(LogLevel::kError, deleted ? "config.file_deleted" : "config.reload_failed",
+            "kept=\"{}\" error=\"{}\"", api.selector().ConfigVersion(), next.error().message);
+      } else {
+        selector::Settings settings =
+            selector::Settings::FromConfig(*next, selector::BackendTable::KnownNames());
+        for (const auto& [key, err] : settings.errors) {
+          Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
+        }
+        api.selector().Reload(std::move(settings));
+      }
+      arm_reload();
+    });
+  };
+  arm_reload();
+
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) {
@@ -164,6 +196,7 @@ int main(int argc, char** argv) {
     // Stop accepting, let in-flight requests finish, leave every sandbox running.
     Log(LogLevel::kInfo, "daemon.draining", "signal={} in_flight={}", sig, api.in_flight());
     server.Stop();
+    hup.cancel();
     api.BeginDrain();
     std::thread([&] {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

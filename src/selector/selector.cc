@@ -129,10 +129,41 @@ Selector::Selector(std::map<std::string, SandboxBackend*> backends,
                        "Time to decide the backend of a new sandbox.");
     metrics_->Describe("agentbox_fallback_total", "counter",
                        "Decisions that fell back from the requested backend, with why.");
+    metrics_->Describe("agentbox_config_info", "gauge",
+                       "The selection settings in force (version label), always 1.");
+    metrics_->Set("agentbox_config_info", {{"version", ConfigVersion()}}, 1);
   }
 }
 
-std::shared_ptr<const Settings> Selector::settings() const { return settings_; }
+std::shared_ptr<const Settings> Selector::settings() const {
+  std::lock_guard<std::mutex> lock(settings_mu_);
+  return settings_;
+}
+
+std::string Selector::ConfigVersion() const {
+  std::lock_guard<std::mutex> lock(settings_mu_);
+  return "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+}
+
+void Selector::Reload(Settings settings) {
+  auto next = std::make_shared<const Settings>(std::move(settings));
+  std::string old_version;
+  std::string new_version;
+  {
+    std::lock_guard<std::mutex> lock(settings_mu_);
+    old_version = "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+    settings_ = next;
+    ++version_;
+    new_version = "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+  }
+  ForgetProbes();
+  if (metrics_) {
+    metrics_->ResetGauge("agentbox_config_info");
+    metrics_->Set("agentbox_config_info", {{"version", new_version}}, 1);
+  }
+  Log(LogLevel::kInfo, "selection.reloaded", "from={} to={} requested={}", old_version, new_version,
+      next->requested_backend);
+}
 
 void Selector::ForgetProbes() {
   std::lock_guard<std::mutex> lock(probe_mu_);
@@ -141,7 +172,7 @@ void Selector::ForgetProbes() {
 
 ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
                                 std::string* error_code) {
-  const auto ttl = settings_->probe_ttl;
+  const auto ttl = settings()->probe_ttl;
   const auto now = Clock::now();
   {
     std::lock_guard<std::mutex> lock(probe_mu_);
@@ -176,9 +207,9 @@ ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
 
 Decision Selector::Decide(const SelectRequest& req) {
   const auto start = Clock::now();
-  std::shared_ptr<const Settings> s = settings_;
+  std::shared_ptr<const Settings> s = settings();
   Decision d;
-  d.config_version = "v1-" + s->hash.substr(0, 12);
+  d.config_version = ConfigVersion();
   bool strict = false;
   if (!req.pinned_backend.empty()) {
     d.requested_backend = req.pinned_backend;
@@ -269,11 +300,11 @@ Decision Selector::Select(const SelectRequest& req) {
     // Selection itself must never take the daemon down: fall back to the last backend that
     // exists, the most conservative choice, and say so.
     d = Decision{};
-    d.requested_backend =
-        req.pinned_backend.empty() ? settings_->requested_backend : req.pinned_backend;
-    d.config_version = "v1-" + settings_->hash.substr(0, 12);
+    std::shared_ptr<const Settings> s = settings();
+    d.requested_backend = req.pinned_backend.empty() ? s->requested_backend : req.pinned_backend;
+    d.config_version = ConfigVersion();
     d.error_code = kGeneral;
-    for (const auto& name : settings_->fallback_chain) {
+    for (const auto& name : s->fallback_chain) {
       if (req.pinned_backend.empty() && backends_.count(name)) {
         d.backend = name;
         break;
@@ -347,7 +378,7 @@ Json Selector::DecisionJson(const Decision& d) {
 }
 
 Json Selector::InfoJson(const Decision& d) const {
-  std::shared_ptr<const Settings> s = settings_;
+  std::shared_ptr<const Settings> s = settings();
   Json j = DecisionJson(d);
   // The original get_sandbox_info() keys, kept as a subset.
   j["implementation"] = d.backend.empty() ? Json(nullptr) : Json(ImplementationName(d.backend));

@@ -106,6 +106,11 @@ class Selector {
   static Json DecisionJson(const Decision& d);
 
   std::shared_ptr<const Settings> settings() const;
+  // Replaces the settings atomically (hot reload): decisions already made keep theirs, the next
+  // one sees the new. Bumps the version in config_version and forgets cached probes.
+  void Reload(Settings settings);
+  // "v<N>-<hash>": N counts loads since start (1 = the first), hash names the content.
+  std::string ConfigVersion() const;
   // Drops cached probe results (tests; an operator's "check again now").
   void ForgetProbes();
 
@@ -120,7 +125,9 @@ class Selector {
 
   std::map<std::string, SandboxBackend*> backends_;
   std::map<std::string, std::string> config_errors_;
+  mutable std::mutex settings_mu_;
   std::shared_ptr<const Settings> settings_;
+  int version_ = 1;
   Metrics* metrics_;
   std::mutex probe_mu_;
   std::map<std::string, CachedProbe> probe_cache_;

@@ -381,6 +381,41 @@ TEST_F(SelectorTest, ConfigVersionIsStableAndChangesWithTheSettings) {
             Make({{"SANDBOX_BACKEND", "jail"}})->Preview().config_version);
 }
 
+TEST_F(SelectorTest, ReloadSwapsSettingsBumpsTheVersionAndForgetsProbes) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "60000"}});
+  EXPECT_TRUE(s->Select({}).config_version.starts_with("v1-"));
+  EXPECT_EQ(docker_.probes.load(), 1);
+  s->Reload(Settings::FromConfig(
+      Config::FromMap({{"SANDBOX_BACKEND", "jail"}, {"AGENTBOX_PROBE_TTL_MS", "60000"}}), kKnown));
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_TRUE(d.config_version.starts_with("v2-")) << d.config_version;
+  s->Reload(Settings::FromConfig(Config::FromMap({{"AGENTBOX_PROBE_TTL_MS", "60000"}}), kKnown));
+  EXPECT_EQ(s->Select({}).backend, "docker");
+  EXPECT_EQ(docker_.probes.load(), 2);  // the cached probe was dropped by the reload
+  EXPECT_NE(metrics_.Render().find("agentbox_config_info{version=\"v3-"), std::string::npos);
+  // The same content under a new version: the hash part stays, the counter moves.
+  EXPECT_EQ(s->ConfigVersion().substr(3),
+            Make({{"AGENTBOX_PROBE_TTL_MS", "60000"}})->ConfigVersion().substr(3));
+}
+
+TEST_F(SelectorTest, ReloadWhileDecidingIsSafe) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
+  std::atomic<bool> stop{false};
+  std::thread reloader([&] {
+    for (int i = 0; !stop; ++i) {
+      s->Reload(Settings::FromConfig(
+          Config::FromMap({{"SANDBOX_BACKEND", i % 2 ? "jail" : "docker"}}), kKnown));
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    const std::string b = s->Select({}).backend;
+    EXPECT_TRUE(b == "docker" || b == "jail") << b;
+  }
+  stop = true;
+  reloader.join();
+}
+
 TEST_F(SelectorTest, ConcurrentDecisionsAreAllCounted) {
   auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
   std::vector<std::thread> threads;

@@ -311,6 +311,15 @@ class OpenApiTest : public fakes::DaemonFixture {
     if (ct == "application/json") {
       ASSERT_FALSE(r.json.is_discarded()) << what << ": body is not JSON: " << r.body;
       v_.Check(r.json, content[ct]["schema"], what, errors);
+    } else if (ct == "application/x-ndjson") {
+      std::stringstream lines(r.body);
+      size_t n = 0;
+      for (std::string line; std::getline(lines, line);) {
+        ++n;
+        v_.Check(Json::parse(line, nullptr, false), content[ct]["x-ndjson-line"],
+                 what + " line " + std::to_string(n), errors);
+      }
+      EXPECT_GT(n, 0u) << what << ": no lines";
     } else if (ct == "text/event-stream") {
       const Json& kinds = content[ct]["x-sse-events"];
       auto events = ParseEvents(r.body);
@@ -446,6 +455,9 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("GET", "/readyz", "/readyz");
   Do("GET", "/metrics", "/metrics");
   Do("GET", "/v1/info", "/v1/info");
+  HttpReply pull =
+      Do("POST", "/v1/images/pull", "/v1/images/pull", Example("POST", "/v1/images/pull"));
+  EXPECT_NE(pull.body.find("\"done\":true"), std::string::npos) << pull.body;
 
   HttpReply c = Do("POST", "/v1/sandboxes", "/v1/sandboxes", Example("POST", "/v1/sandboxes"));
   ASSERT_EQ(c.status, 201) << c.body;
@@ -554,6 +566,9 @@ TEST_F(OpenApiTest, DocumentedErrorsHaveTheirStatuses) {
   HttpReply bad = Call("POST", "/v1/sandboxes", "{not json", "key-alice");
   CheckReply("POST", "/v1/sandboxes", bad);
   EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(
+      DoInvalid("POST", "/v1/images/pull", "/v1/images/pull", Json::object(), "key-alice").status,
+      422);
   // 403: host network over TCP.
   EXPECT_EQ(Do("POST", "/v1/sandboxes", "/v1/sandboxes", {{"network", "host"}}, "key-alice").status,
             403);
