@@ -173,6 +173,20 @@ class Request {
   char errbuf_[CURL_ERROR_SIZE];
 };
 
+// For write callbacks: when the response is not 2xx, keeps its bytes (capped at 64 KiB) in
+// `error_body` for the error message and returns true; the body is then not the caller's.
+bool KeepErrorBody(CURL* c, const char* p, size_t len, std::string& error_body) {
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 200 && status < 300) {
+    return false;
+  }
+  if (error_body.size() < (64u << 10)) {
+    error_body.append(p, len);
+  }
+  return true;
+}
+
 // Receives a download: 2xx bodies go to `fd`, anything else is kept (capped) as the error body.
 struct DownloadSink {
   CURL* c = nullptr;
@@ -183,12 +197,7 @@ struct DownloadSink {
   static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
     auto* self = static_cast<DownloadSink*>(self_ptr);
     const size_t len = size * n;
-    long status = 0;
-    curl_easy_getinfo(self->c, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300) {
-      if (self->error_body.size() < (64u << 10)) {
-        self->error_body.append(p, len);
-      }
+    if (KeepErrorBody(self->c, p, len, self->error_body)) {
       return len;
     }
     size_t off = 0;
@@ -390,12 +399,7 @@ struct StreamSink {
   static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
     auto* self = static_cast<StreamSink*>(self_ptr);
     const size_t len = size * n;
-    long status = 0;
-    curl_easy_getinfo(self->c, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300) {
-      if (self->error_body.size() < (64u << 10)) {
-        self->error_body.append(p, len);
-      }
+    if (KeepErrorBody(self->c, p, len, self->error_body)) {
       return len;
     }
     if (!(*self->on_data)(std::string_view(p, len))) {

@@ -338,22 +338,14 @@ TEST_F(JailBackendTest, LimitsReachTheCgroupsAndRlimits) {
 
 TEST_F(JailBackendTest, HostNetworkIsAnExplicitOption) {
   // A listener on the host's loopback: reachable only from a sandbox sharing the host network.
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  HostLoopbackListener listener;
+  const std::string port = listener.port();
+  ASSERT_FALSE(port.empty());
   SandboxSpec shared;
   shared.network = NetworkMode::kHost;
   const SandboxInfo info = CreateOrDie("hostnet", shared);
   const ExecResult r = Exec(info, "exec 3<>/dev/tcp/127.0.0.1/" + port + " && echo connected");
   EXPECT_EQ(r.output, "connected\n");
-  ::close(lfd);
 }
 
 // A minimal image: a static busybox as /bin/sh. The guest falls back to POSIX sh.

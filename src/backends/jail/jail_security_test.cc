@@ -137,16 +137,9 @@ TEST_F(JailSecurityTest, SystemDirectoriesAreNotWritable) {
 }
 
 TEST_F(JailSecurityTest, NoNetworkButLoopback) {
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  HostLoopbackListener listener;
+  const std::string port = listener.port();
+  ASSERT_FALSE(port.empty());
 
   const SandboxInfo info = CreateOrDie("net");
   const ExecResult host_lo = Exec(info, "exec 3<>/dev/tcp/127.0.0.1/" + port + " 2>&1");
@@ -176,7 +169,6 @@ TEST_F(JailSecurityTest, NoNetworkButLoopback) {
                  "s.listen(); c=socket.create_connection(s.getsockname()); print(\"ok\")'")
                 .output,
             "ok\n");
-  ::close(lfd);
 }
 
 // Fork+exec of /bin/true on the host, in milliseconds.

@@ -4,7 +4,11 @@
 // directory, skipped with the reason when jails cannot run here, and every sandbox a test left
 // destroyed afterwards.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -14,6 +18,37 @@
 #include "backends/jail/sandbox_record.h"
 
 namespace agentbox::jail::testing {
+
+// A TCP listener on an ephemeral port of the host's loopback, closed on destruction: reachable
+// only from a sandbox that shares the host's network. port() is empty if it could not listen.
+class HostLoopbackListener {
+ public:
+  HostLoopbackListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 8) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = std::to_string(ntohs(addr.sin_port));
+  }
+  ~HostLoopbackListener() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  HostLoopbackListener(const HostLoopbackListener&) = delete;
+  HostLoopbackListener& operator=(const HostLoopbackListener&) = delete;
+  const std::string& port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::string port_;
+};
 
 class JailFixture : public ::testing::Test {
  protected:
