@@ -350,6 +350,11 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
 }
 
 void DaemonApi::Handle(http::Request req, http::Respond respond) {
+  if ((req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") &&
+      req.method != "GET") {
+    respond(JsonErrStatus(405, "use GET on " + req.path));
+    return;
+  }
   if (req.path == "/healthz") {
     respond(JsonOk({{"status", "ok"}}));
     return;
@@ -410,6 +415,15 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     }
     if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
       return Stream(id, parts[4], req, caller, std::move(respond));
+    }
+    if (parts.size() == 7 && parts[3] == "api" && parts[4] == "v1" && parts[5] == "shell" &&
+        parts[6] == "stream" && m == "GET") {
+      // The guest's own form of the event stream: relayed as a stream, never buffered.
+      auto session = req.QueryParam("id");
+      if (!session || session->empty()) {
+        return respond(JsonErr(FieldError("id", "is required as a query parameter")));
+      }
+      return Stream(id, *session, req, caller, std::move(respond));
     }
     if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
       std::string rest;
@@ -759,8 +773,13 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
   // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
+  const std::string backend = e->info.backend;
+  const auto start = Clock::now();
   client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-                        [respond](Result<http::ClientResponse> r) {
+                        [this, backend, start, respond](Result<http::ClientResponse> r) {
+                          // Counted when the stream opens (or fails to).
+                          Count(backend, "shell/stream", r && r->status < 500,
+                                std::chrono::duration<double>(Clock::now() - start).count());
                           if (!r) {
                             return respond(JsonErr(r.error()));
                           }
