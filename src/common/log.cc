@@ -10,6 +10,7 @@
 namespace agentbox {
 namespace {
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
+std::atomic<LogSink> g_sink{nullptr};
 
 const char* LevelName(LogLevel l) {
   switch (l) {
@@ -28,10 +29,14 @@ const char* LevelName(LogLevel l) {
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
 LogLevel GetLogLevel() { return g_level.load(); }
+void SetLogSink(LogSink sink) { g_sink.store(sink); }
 
 void LogLine(LogLevel level, std::string_view event, std::string_view fields) {
   if (level < GetLogLevel()) {
     return;
+  }
+  if (LogSink sink = g_sink.load()) {
+    sink(level, event, fields);
   }
   timeval tv{};
   gettimeofday(&tv, nullptr);

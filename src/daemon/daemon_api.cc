@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "http/envelope.h"
+#include "http/queue_source.h"
 
 namespace agentbox::daemon {
 
@@ -192,6 +193,20 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  selector::Settings settings;
+  if (opts_.selection) {
+    settings = *opts_.selection;
+  } else {
+    settings.requested_backend = opts_.default_backend;
+    settings.requested_source = "daemon options";
+    settings.fallback_chain = {};
+    for (const auto& [name, b] : backends_) {
+      settings.known_backends.push_back(name);
+    }
+    settings.hash = "0000000000000000";
+  }
+  selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
+                                                   std::move(settings), &metrics_);
 }
 
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
@@ -365,6 +380,10 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
     return Info(std::move(respond));
   }
+  if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
+      m == "POST") {
+    return Pull(req, caller, std::move(respond));
+  }
   if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "sandboxes") {
     if (parts.size() == 2) {
       if (m == "POST") {
@@ -439,9 +458,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   } else if (*network && **network != "none") {
     return respond(JsonErr(FieldError("network", "must be \"none\" or \"host\"")));
   }
-  // Backend choice. The full selector (flags, rollout, fallback) replaces this in issue 4.
-  std::string chosen = opts_.default_backend;
-  std::string reason = backends_.size() == 1 ? "STATIC" : "DEFAULT";
+  std::string pinned;
   if (*backend_name && !(*backend_name)->empty()) {
     const bool allowed =
         caller.admin || std::find(opts_.pinnable_backends.begin(), opts_.pinnable_backends.end(),
@@ -453,12 +470,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
       return respond(JsonErr(
           {ErrorCode::kForbidden, "this key may not pin backend '" + **backend_name + "'"}));
     }
-    chosen = **backend_name;
-    reason = "TARGETING_MATCH";
-  }
-  auto bit = backends_.find(chosen);
-  if (bit == backends_.end()) {
-    return respond(JsonErr({ErrorCode::kUnavailable, "backend '" + chosen + "' is not enabled"}));
+    pinned = **backend_name;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -472,10 +484,29 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
                                             " per key); delete some first"));
     }
   }
-  SandboxBackend* backend = bit->second;
   const std::string id = "sb-" + RandomId(12);
-  pool_.Post([this, backend, id, spec, reason, respond] {
+  pool_.Post([this, id, spec, pinned, respond] {
+    // Probes may block briefly (an engine round trip), so the decision is made off the I/O thread.
+    selector::Decision d = selector_->Select({pinned, spec.owner});
+    if (d.backend.empty()) {
+      http::Response r = JsonErrStatus(503, "no backend can take a new sandbox: " + d.detail);
+      return respond(std::move(r));
+    }
+    SandboxBackend* backend = backends_.at(d.backend);
+    const std::string reason = d.reason;
     const auto start = Clock::now();
+    // A missing image is fetched first (docker pulls); progress goes to the log here, and to
+    // the client through POST /v1/images/pull.
+    Result<void> prepared = backend->Prepare(spec, [&](std::string_view line) {
+      Log(LogLevel::kDebug, "image.progress", "id={} line=\"{}\"", id, line);
+    });
+    if (!prepared) {
+      Count(std::string(backend->Name()), "create", false,
+            std::chrono::duration<double>(Clock::now() - start).count());
+      Log(LogLevel::kWarn, "sandbox.create_failed", "id={} backend={} error=\"{}\"", id,
+          backend->Name(), prepared.error().message);
+      return respond(JsonErr(prepared.error()));
+    }
     auto info = backend->Create(id, spec);
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     Count(std::string(backend->Name()), "create", info.has_value(), secs);
@@ -491,9 +522,14 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
       sandboxes_[info->id] = e;
     }
     Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}",
-        info->id,
-        backend->Name(), reason, spec.owner, secs * 1000);
-    respond(JsonOk(SandboxJson(e), 201));
+        info->id, backend->Name(), reason, spec.owner, secs * 1000);
+    Json out = SandboxJson(e);
+    out["selection"] = {{"reason", d.reason},
+                        {"error_code", d.error_code ? Json(*d.error_code) : Json(nullptr)},
+                        {"requested_backend", d.requested_backend},
+                        {"config_version", d.config_version},
+                        {"detail", d.detail}};
+    respond(JsonOk(std::move(out), 201));
   });
 }
 
@@ -705,36 +741,114 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
                         });
 }
 
-void DaemonApi::Info(http::Respond respond) {
-  // The seed's get_sandbox_info() keys stay a subset; the selector (issue 4) extends this.
-  Json backends = Json::object();
-  for (const auto& [name, b] : backends_) {
-    backends[name] = true;
+void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respond respond) {
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
   }
-  respond(JsonOk({{"implementation", opts_.default_backend},
-                  {"backend", opts_.default_backend},
-                  {"reason", backends_.size() == 1 ? "STATIC" : "DEFAULT"},
-                  {"feature_flag_enabled", false},
-                  {"config", Json::object()},
-                  {"backends", backends}}));
+  JsonFields f(*body);
+  auto image = f.String("image");
+  auto backend_name = f.OptString("backend");
+  if (!image) {
+    return respond(JsonErr(image.error()));
+  }
+  if (image->empty() || image->size() > 512) {
+    return respond(JsonErr(FieldError("image", "must be an image reference of 1 to 512 bytes")));
+  }
+  if (!backend_name) {
+    return respond(JsonErr(backend_name.error()));
+  }
+  std::string pinned = backend_name->value_or("");
+  if (!pinned.empty()) {
+    if (!backends_.count(pinned)) {
+      return respond(JsonErr(FieldError("backend", "unknown backend '" + pinned + "'")));
+    }
+    if (!caller.admin && std::find(opts_.pinnable_backends.begin(), opts_.pinnable_backends.end(),
+                                   pinned) == opts_.pinnable_backends.end()) {
+      return respond(
+          JsonErr({ErrorCode::kForbidden, "this key may not pin backend '" + pinned + "'"}));
+    }
+  }
+  SandboxSpec spec;
+  spec.image = *image;
+  pool_.Post([this, spec, pinned, respond] {
+    std::string name = pinned;
+    if (name.empty()) {
+      selector::Decision d = selector_->Preview();
+      if (d.backend.empty()) {
+        return respond(JsonErrStatus(503, "no backend can take a new sandbox: " + d.detail));
+      }
+      name = d.backend;
+    }
+    SandboxBackend* backend = backends_.at(name);
+    // 200 means a stream of JSON lines: {"progress": "..."} then {"done": true} or {"error": ...}.
+    // A failure before any progress is an ordinary error response with its status.
+    auto source = std::make_shared<http::QueueSource>();
+    auto streaming = std::make_shared<std::atomic<bool>>(false);
+    auto start_stream = [respond, source, streaming] {
+      if (!streaming->exchange(true)) {
+        http::Response r;
+        r.content_type = "application/x-ndjson";
+        r.headers.emplace_back("Cache-Control", "no-cache");
+        r.stream = source;
+        respond(std::move(r));
+      }
+    };
+    const auto start = Clock::now();
+    Result<void> res = backend->Prepare(spec, [&](std::string_view line) {
+      start_stream();
+      source->Push(DumpJson(Json{{"progress", std::string(line)}}) + "\n");
+    });
+    Count(name, "prepare", res.has_value(),
+          std::chrono::duration<double>(Clock::now() - start).count());
+    Log(res ? LogLevel::kInfo : LogLevel::kWarn, "image.prepare",
+        "backend={} image=\"{}\" ok={} error=\"{}\"", name, spec.image, res.has_value(),
+        res ? "" : res.error().message);
+    if (!res && !streaming->load()) {
+      return respond(JsonErr(res.error()));
+    }
+    start_stream();
+    if (res) {
+      source->Push(DumpJson(Json{{"done", true}, {"image", spec.image}, {"backend", name}}) + "\n",
+                   true);
+    } else {
+      source->Push(DumpJson(Json{{"error",
+                                  {{"code", ErrorCodeName(res.error().code)},
+                                   {"status", HttpStatus(res.error().code)},
+                                   {"message", res.error().message}}}}) +
+                       "\n",
+                   true);
+    }
+  });
+}
+
+void DaemonApi::Info(http::Respond respond) {
+  // What a new sandbox would get right now, and why; probes may block briefly.
+  pool_.Post([this, respond] {
+    selector::Decision d = selector_->Preview();
+    respond(JsonOk(selector_->InfoJson(d)));
+  });
 }
 
 void DaemonApi::Ready(http::Respond respond) {
   pool_.Post([this, respond] {
+    // Ready when a new sandbox would land somewhere; every backend's own probe is listed.
+    selector::Decision d = selector_->Preview();
     Json probes = Json::object();
-    bool ready = false;
     for (const auto& [name, b] : backends_) {
       ProbeResult p = b->Probe();
       probes[name] = {{"usable", p.usable}, {"reason", p.reason}, {"limitations", p.limitations}};
-      ready = ready || (p.usable && name == opts_.default_backend);
     }
-    Json data = {{"ready", ready}, {"backends", probes}};
-    if (ready) {
-      respond(JsonOk(std::move(data)));
-    } else {
-      http::Response r = JsonOk(std::move(data), 503);
-      respond(std::move(r));
+    for (const auto& [name, err] : opts_.backend_config_errors) {
+      probes[name] = {{"usable", false}, {"reason", err}, {"limitations", Json::array()}};
     }
+    const bool ready = !d.backend.empty();
+    Json data = {{"ready", ready},
+                 {"backend", ready ? Json(d.backend) : Json(nullptr)},
+                 {"reason", d.reason},
+                 {"detail", d.detail},
+                 {"backends", probes}};
+    respond(JsonOk(std::move(data), ready ? 200 : 503));
   });
 }
 

@@ -17,11 +17,16 @@
 #include "daemon/auth.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "selector/selector.h"
 
 namespace agentbox::daemon {
 
 struct DaemonOptions {
+  // Without `selection`, every new sandbox goes to default_backend (no fallback): tests and
+  // single-backend embeddings. agentboxd always passes the settings parsed from its config.
   std::string default_backend = "jail";
+  std::optional<selector::Settings> selection;
+  std::map<std::string, std::string> backend_config_errors;  // backends not built, and why
   std::vector<std::string> pinnable_backends;  // backends a caller may request by name
   std::string spool_dir = "/tmp";              // uploads are spooled here before forwarding
   int64_t default_ttl_s = 3600;
@@ -56,6 +61,7 @@ class DaemonApi : public http::Dispatcher {
   void Handle(http::Request req, http::Respond respond) override;
 
   Metrics& metrics() { return metrics_; }
+  selector::Selector& selector() { return *selector_; }
 
  private:
   struct Caller {
@@ -74,6 +80,7 @@ class DaemonApi : public http::Dispatcher {
                const Caller& caller, http::Respond respond);
   void Stream(const std::string& id, const std::string& session, const http::Request& req,
               const Caller& caller, http::Respond respond);
+  void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   void Info(http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);
@@ -91,6 +98,7 @@ class DaemonApi : public http::Dispatcher {
   http::UnixHttpClient client_;
   WorkerPool pool_;
   Metrics metrics_;
+  std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex mu_;
   std::map<std::string, SandboxEntry> sandboxes_;
   boost::asio::steady_timer reaper_;

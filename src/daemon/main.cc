@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
   Config::Sources sources;
   sources.defaults = {{"AGENTBOX_LISTEN", "unix:/run/agentbox/agentboxd.sock"},
                       {"AGENTBOX_STATE_DIR", "/var/lib/agentbox"},
-                      {"SANDBOX_BACKEND", "jail"},
+                      {"SANDBOX_BACKEND", "docker"},
                       {"AGENTBOX_LOG_LEVEL", "info"}};
   sources.config_file = config_file;
   sources.dotenv_file = env_file;
@@ -93,12 +94,6 @@ int main(int argc, char** argv) {
   selector::BackendTable table = selector::BuildBackends(*cfg, dir);
   std::map<std::string, SandboxBackend*> backends = table.Pointers();
 
-  const std::string chosen = cfg->GetOr("SANDBOX_BACKEND", "jail");
-  if (!backends.count(chosen)) {
-    std::cerr << "agentboxd: SANDBOX_BACKEND=" << chosen << " (" << cfg->SourceOf("SANDBOX_BACKEND")
-              << ") is not an available backend\n";
-    return 2;
-  }
   for (const auto& [name, b] : backends) {
     ProbeResult probe = b->Probe();
     Log(probe.usable ? LogLevel::kInfo : LogLevel::kWarn, "backend.probe",
@@ -116,7 +111,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   daemon::DaemonOptions opts;
-  opts.default_backend = chosen;
+  opts.selection = selector::Settings::FromConfig(*cfg, selector::BackendTable::KnownNames());
+  opts.backend_config_errors = table.config_errors;
+  for (const auto& [name, err] : table.config_errors) {
+    Log(LogLevel::kWarn, "backend.config_invalid", "backend={} error=\"{}\"", name, err);
+  }
+  for (const auto& [key, err] : opts.selection->errors) {
+    Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
+  }
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.default_ttl_s = *ttl;
@@ -135,6 +137,13 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   daemon::DaemonApi api(io, backends, keys, opts);
   api.Start();
+  {
+    selector::Decision d = api.selector().Preview();
+    Log(LogLevel::kInfo, "selection.current",
+        "backend={} reason={} error_code={} requested={} config_version={} detail=\"{}\"",
+        d.backend.empty() ? "none" : d.backend, d.reason, d.error_code.value_or("-"),
+        d.requested_backend, d.config_version, d.detail);
+  }
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
   http::Server server(io, api, so);
@@ -145,9 +154,39 @@ int main(int argc, char** argv) {
       std::cerr << "agentboxd: " << bound.error().message << "\n";
       return 2;
     }
-    Log(LogLevel::kInfo, "daemon.listening", "address={} backend={} source={} keys={}", *bound,
-        chosen, cfg->SourceOf("SANDBOX_BACKEND"), keys.size());
+    Log(LogLevel::kInfo, "daemon.listening", "address={} keys={}", *bound, keys.size());
   }
+
+  // SIGHUP re-reads every configuration source and swaps the selection settings in place: new
+  // sandboxes follow the new settings at once, existing ones stay where they are. A source that
+  // fails to load keeps the last good settings (never a silent reset to defaults).
+  api.metrics().Describe("agentbox_config_reload_errors_total", "counter",
+                         "SIGHUP reloads that failed and kept the last good settings.");
+  boost::asio::signal_set hup(io, SIGHUP);
+  std::function<void()> arm_reload = [&] {
+    hup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) {
+        return;
+      }
+      auto next = Config::Load(sources);
+      if (!next) {
+        const bool deleted =
+            !sources.config_file.empty() && ::access(sources.config_file.c_str(), F_OK) != 0;
+        api.metrics().Increment("agentbox_config_reload_errors_total", {});
+        Log(LogLevel::kError, deleted ? "config.file_deleted" : "config.reload_failed",
+            "kept=\"{}\" error=\"{}\"", api.selector().ConfigVersion(), next.error().message);
+      } else {
+        selector::Settings settings =
+            selector::Settings::FromConfig(*next, selector::BackendTable::KnownNames());
+        for (const auto& [key, err] : settings.errors) {
+          Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
+        }
+        api.selector().Reload(std::move(settings));
+      }
+      arm_reload();
+    });
+  };
+  arm_reload();
 
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
@@ -157,6 +196,7 @@ int main(int argc, char** argv) {
     // Stop accepting, let in-flight requests finish, leave every sandbox running.
     Log(LogLevel::kInfo, "daemon.draining", "signal={} in_flight={}", sig, api.in_flight());
     server.Stop();
+    hup.cancel();
     api.BeginDrain();
     std::thread([&] {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

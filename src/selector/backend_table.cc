@@ -86,8 +86,7 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
   jail::JailBackendOptions jo;
   jo.state_dir = state_dir + "/jail";
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
-  jo.helper_binary =
-      FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
+  jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
   t.backends["jail"] = std::make_unique<jail::JailBackend>(jo);
   if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
     t.backends["docker"] = std::make_unique<docker::DockerBackend>(*o);

@@ -279,8 +279,10 @@ ProbeResult DockerBackend::Probe() {
   auto image = engine_.Call("GET", "/images/" + opts_.default_image + "/json", {},
                             opts_.probe_timeout);
   if (!image || image->status != 200) {
-    p.reason = "The default image " + opts_.default_image + " is not present in the Docker engine at " +
-               sock + " (scripts/build-base-image.sh builds agentbox/base:latest).";
+    p.reason = "The default image " + opts_.default_image +
+               " is not present in the Docker engine at " + sock +
+               " (pull it: POST /v1/images/pull with backend docker; or build agentbox/base:latest "
+               "with scripts/build-base-image.sh).";
     return p;
   }
   if (!opts_.runtime.empty()) {
@@ -784,7 +786,9 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
     return {};
   }
   const auto [repo, tag] = SplitImageReference(image);
-  say("pulling image " + image);
+  // Nothing is reported before the engine's first progress line, so that a pull refused at
+  // once (unknown image, no registry) stays an ordinary error for the caller.
+  bool started = false;
   std::string error;
   auto status = engine_.Stream(
       "POST", "/images/create?fromImage=" + UrlEncode(repo) + "&tag=" + UrlEncode(tag),
@@ -796,6 +800,10 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
         if (j.contains("error") || (j.contains("message") && j.size() == 1)) {
           error = j.value("error", j.value("message", std::string()));
           return;
+        }
+        if (!started) {
+          started = true;
+          say("pulling image " + image);
         }
         std::string text = j.value("id", "");
         text += (text.empty() ? "" : ": ") + j.value("status", "");

@@ -202,7 +202,9 @@ int RunningJail::Wait(int log_fd, uint64_t log_cap_bytes) {
 
 Result<RunningJail> Contain(const JailConfig& cfg) {
   // Parent half. Host paths are opened and cgroups made while this process still sees the host.
-  auto plan = PrepareMounts(cfg.mount);
+  MountNsConfig mounts = cfg.mount;
+  mounts.sysfs = !cfg.net.share_host;
+  auto plan = PrepareMounts(mounts);
   if (!plan) {
     return Fail(plan.error());
   }

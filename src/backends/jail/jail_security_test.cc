@@ -125,11 +125,11 @@ TEST_F(JailSecurityTest, HostPathsOutsideTheSystemDirectoriesAreAbsent) {
   std::ofstream(secret_dir + "/key") << "do not read";
   const SandboxInfo info = CreateOrDie("paths");
   EXPECT_EQ(Exec(info, "ls -A /").output,
-            ".agentbox\nbin\ndev\netc\nlib\nlib32\nlib64\nproc\nroot\nrun\nsbin\ntmp\nusr\n"
+            ".agentbox\nbin\ndev\netc\nlib\nlib32\nlib64\nproc\nroot\nrun\nsbin\nsys\ntmp\nusr\n"
             "workspace\n");
   for (const std::string& p :
        {secret_dir + "/key", tmp_.path(), state_dir_, std::string("/home"), std::string("/var"),
-        std::string("/sys"), std::string("/boot"), std::string("/work"), std::string("/mnt"),
+        std::string("/boot"), std::string("/work"), std::string("/mnt"),
         std::string("/root/.bashrc"), std::string("/proc/1/root/work")}) {
     EXPECT_EQ(Exec(info, "test -e '" + p + "' && echo present || echo absent").output, "absent\n")
         << p;
@@ -137,6 +137,17 @@ TEST_F(JailSecurityTest, HostPathsOutsideTheSystemDirectoriesAreAbsent) {
   // The guest's own directory holds only the guest.
   EXPECT_EQ(Exec(info, "ls -A /.agentbox /run/agentbox").output,
             "/.agentbox:\nguest\n\n/run/agentbox:\nguest.sock\ntoken\n");
+}
+
+TEST_F(JailSecurityTest, SysIsReadOnlyAndShowsOnlyTheSandboxsOwnNetwork) {
+  const SandboxInfo info = CreateOrDie("sys");
+  EXPECT_EQ(Exec(info, "ls /sys/class/net").output, "lo\n");  // not the host's interfaces
+  EXPECT_EQ(Exec(info, "ls -A /sys/firmware /sys/fs/cgroup").output,
+            "/sys/firmware:\n\n/sys/fs/cgroup:\n");
+  const ExecResult w = Exec(info, "echo 1 > /sys/kernel/profiling 2>&1; touch /sys/x 2>&1");
+  EXPECT_NE(w.returncode, 0);
+  EXPECT_NE(w.output.find("Read-only file system"), std::string::npos) << w.output;
+  EXPECT_EQ(Exec(info, "cat /sys/devices/system/cpu/online").returncode, 0);
 }
 
 TEST_F(JailSecurityTest, SystemDirectoriesAreNotWritable) {

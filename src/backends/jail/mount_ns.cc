@@ -301,6 +301,25 @@ Result<void> EnterMountNamespace(MountPlan& plan) {
   return {};
 }
 
+// A read-only sysfs of the jail's own network namespace, as Docker gives containers (tools read
+// CPU topology and the like from it), with /sys/firmware masked. With the host's network shared
+// the kernel refuses sysfs to a user namespace that does not own that network namespace; /sys
+// then stays an empty directory rather than exposing the host's.
+static Result<void> MountSys(const MountPlan& plan) {
+  JAIL_RETURN_IF_ERROR(MakeDir("sys", 0555));
+  if (!plan.config.sysfs) {
+    return {};
+  }
+  JAIL_RETURN_IF_ERROR(
+      Mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
+  struct stat st {};
+  if (::stat("sys/firmware", &st) == 0) {
+    JAIL_RETURN_IF_ERROR(Mount("tmpfs", "sys/firmware", "tmpfs",
+                               MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555"));
+  }
+  return {};
+}
+
 Result<void> BuildRootAndPivot(const MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(ExposeSystemEntries(plan));
   JAIL_RETURN_IF_ERROR(MakeDir("workspace", 0755));
@@ -318,6 +337,7 @@ Result<void> BuildRootAndPivot(const MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(MakeDir("proc", 0555));
   JAIL_RETURN_IF_ERROR(Mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
   JAIL_RETURN_IF_ERROR(MountDev(plan));
+  JAIL_RETURN_IF_ERROR(MountSys(plan));
   struct stat st {};
   if (::lstat("root", &st) != 0) {
     JAIL_RETURN_IF_ERROR(MakeDir("root", 0700));

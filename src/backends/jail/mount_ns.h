@@ -38,6 +38,8 @@ struct MountNsConfig {
   std::string guest_binary;   // host file mounted read-only at /.agentbox/guest
   uint64_t tmp_bytes = 256ull << 20;
   uint64_t shm_bytes = 64ull << 20;
+  // A read-only sysfs at /sys. Only possible in the jail's own network namespace.
+  bool sysfs = true;
 };
 
 // The host system directories exposed by default.

@@ -1,0 +1,419 @@
+#include "selector/selector.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "common/log.h"
+#include "common/strings.h"
+
+namespace agentbox::selector {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// FNV-1a, 64 bit: stable across processes and builds, enough to tell two configurations apart.
+std::string StableHash(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+std::string Join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& s : v) {
+    out += (out.empty() ? "" : sep) + s;
+  }
+  return out;
+}
+
+bool IsKnown(const std::vector<std::string>& known, const std::string& name) {
+  return name == "cloudrun" || std::find(known.begin(), known.end(), name) != known.end();
+}
+
+const std::vector<double>& SelectionBuckets() {
+  static const std::vector<double> b = {0.0001, 0.0005, 0.001, 0.0025, 0.005,
+                                        0.01,   0.025,  0.05,  0.1,    0.5};
+  return b;
+}
+
+}  // namespace
+
+std::string ImplementationName(const std::string& backend) {
+  if (backend == "docker") {
+    return "DockerSandbox";
+  }
+  if (backend == "cloudrun") {
+    return "CloudRunJobsSandbox";
+  }
+  if (backend == "jail") {
+    return "JailSandbox";
+  }
+  return backend;
+}
+
+Settings Settings::FromConfig(const Config& cfg, const std::vector<std::string>& known) {
+  Settings s;
+  s.known_backends = known;
+  s.requested_backend = AsciiLower(cfg.GetOr("SANDBOX_BACKEND", "docker"));
+  s.requested_backend.erase(0, s.requested_backend.find_first_not_of(" \t"));
+  s.requested_backend.erase(s.requested_backend.find_last_not_of(" \t") + 1);
+  if (s.requested_backend.empty()) {
+    s.requested_backend = "docker";
+  }
+  s.requested_source = cfg.SourceOf("SANDBOX_BACKEND");
+  if (s.requested_source.empty()) {
+    s.requested_source = "default";
+  }
+  if (auto flag = cfg.GetBool("USE_CLOUDRUN_JOBS_SANDBOX", false)) {
+    s.use_cloudrun = *flag;
+  } else {
+    s.errors["USE_CLOUDRUN_JOBS_SANDBOX"] =
+        "USE_CLOUDRUN_JOBS_SANDBOX=" + cfg.GetOr("USE_CLOUDRUN_JOBS_SANDBOX", "") +
+        " is not a boolean; treated as false";
+  }
+  s.gcp_project = cfg.GetOr("SANDBOX_GCP_PROJECT", "");
+  s.gcp_region = cfg.GetOr("SANDBOX_GCP_REGION", "us-central1");
+  if (s.gcp_region.empty()) {
+    s.gcp_region = "us-central1";
+  }
+  s.gcs_bucket = cfg.GetOr("SANDBOX_GCS_BUCKET", "");
+  if (s.gcs_bucket.empty() && !s.gcp_project.empty()) {
+    s.gcs_bucket = s.gcp_project + "-sandbox-state";
+  }
+  s.fallback_chain = s.known_backends;
+  if (cfg.Get("AGENTBOX_FALLBACK_CHAIN")) {
+    std::vector<std::string> chain;
+    for (const auto& name : cfg.GetList("AGENTBOX_FALLBACK_CHAIN")) {
+      if (!IsKnown(known, AsciiLower(name))) {
+        s.errors["AGENTBOX_FALLBACK_CHAIN"] = "AGENTBOX_FALLBACK_CHAIN names '" + name +
+                                              "', which is not a backend; using " +
+                                              Join(s.known_backends, ",");
+        chain.clear();
+        break;
+      }
+      chain.push_back(AsciiLower(name));
+    }
+    if (!s.errors.count("AGENTBOX_FALLBACK_CHAIN")) {
+      s.fallback_chain = chain;  // may be empty: no fallback at all
+    }
+  }
+  if (auto ttl = cfg.GetInt("AGENTBOX_PROBE_TTL_MS", 2000, 0, 600000)) {
+    s.probe_ttl = std::chrono::milliseconds(*ttl);
+  } else {
+    s.errors["AGENTBOX_PROBE_TTL_MS"] = ttl.error().message + "; using 2000";
+  }
+  std::string all =
+      fmt::format("{}|{}|{}|{}|{}|{}|{}", s.requested_backend, s.use_cloudrun, s.gcp_project,
+                  s.gcp_region, s.gcs_bucket, Join(s.fallback_chain, ","), s.probe_ttl.count());
+  for (const auto& [k, v] : s.errors) {
+    all += "|" + k + "=" + v;
+  }
+  s.hash = StableHash(all);
+  return s;
+}
+
+Selector::Selector(std::map<std::string, SandboxBackend*> backends,
+                   std::map<std::string, std::string> config_errors, Settings settings,
+                   Metrics* metrics)
+    : backends_(std::move(backends)),
+      config_errors_(std::move(config_errors)),
+      settings_(std::make_shared<const Settings>(std::move(settings))),
+      metrics_(metrics) {
+  if (metrics_) {
+    metrics_->Describe("agentbox_selection_total", "counter",
+                       "Backend decisions for new sandboxes, by chosen backend and reason.");
+    metrics_->Describe("agentbox_selection_duration_seconds", "histogram",
+                       "Time to decide the backend of a new sandbox.");
+    metrics_->Describe("agentbox_fallback_total", "counter",
+                       "Decisions that fell back from the requested backend, with why.");
+    metrics_->Describe("agentbox_config_info", "gauge",
+                       "The selection settings in force (version label), always 1.");
+    metrics_->Set("agentbox_config_info", {{"version", ConfigVersion()}}, 1);
+  }
+}
+
+std::shared_ptr<const Settings> Selector::settings() const {
+  std::lock_guard<std::mutex> lock(settings_mu_);
+  return settings_;
+}
+
+std::string Selector::ConfigVersion() const {
+  std::lock_guard<std::mutex> lock(settings_mu_);
+  return "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+}
+
+void Selector::Reload(Settings settings) {
+  auto next = std::make_shared<const Settings>(std::move(settings));
+  std::string old_version;
+  std::string new_version;
+  {
+    std::lock_guard<std::mutex> lock(settings_mu_);
+    old_version = "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+    settings_ = next;
+    ++version_;
+    new_version = "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
+  }
+  ForgetProbes();
+  if (metrics_) {
+    metrics_->ResetGauge("agentbox_config_info");
+    metrics_->Set("agentbox_config_info", {{"version", new_version}}, 1);
+  }
+  Log(LogLevel::kInfo, "selection.reloaded", "from={} to={} requested={}", old_version, new_version,
+      next->requested_backend);
+}
+
+void Selector::ForgetProbes() {
+  std::lock_guard<std::mutex> lock(probe_mu_);
+  probe_cache_.clear();
+}
+
+ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
+                                std::string* error_code) {
+  const auto ttl = settings()->probe_ttl;
+  const auto now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    auto it = probe_cache_.find(name);
+    if (it != probe_cache_.end() && now - it->second.at < ttl) {
+      const ProbeResult& r = it->second.result;
+      *error_code = r.usable ? "" : kProviderNotReady;
+      return {r.usable, r.reason, r.limitations,
+              std::chrono::duration<double>(now - it->second.at).count()};
+    }
+  }
+  ProbeResult r;
+  try {
+    r = b->Probe();
+    *error_code = r.usable ? "" : kProviderNotReady;
+  } catch (const std::exception& e) {
+    r = ProbeResult{false, std::string("probe failed unexpectedly: ") + e.what(), {}};
+    *error_code = kGeneral;
+  } catch (...) {
+    r = ProbeResult{false, "probe failed unexpectedly", {}};
+    *error_code = kGeneral;
+  }
+  if (!r.usable && r.reason.empty()) {
+    r.reason = "the backend reports itself unusable without saying why";
+  }
+  if (*error_code != kGeneral) {  // an exception is not a result worth caching
+    std::lock_guard<std::mutex> lock(probe_mu_);
+    probe_cache_[name] = CachedProbe{r, now};
+  }
+  return {r.usable, r.reason, r.limitations, 0};
+}
+
+Decision Selector::Decide(const SelectRequest& req) {
+  const auto start = Clock::now();
+  std::shared_ptr<const Settings> s = settings();
+  Decision d;
+  d.config_version = ConfigVersion();
+  bool strict = false;
+  if (!req.pinned_backend.empty()) {
+    d.requested_backend = req.pinned_backend;
+    d.rule_id = "pin";
+    strict = true;  // an explicit pin never silently lands elsewhere
+  } else if (s->use_cloudrun) {
+    d.requested_backend = "cloudrun";
+  } else {
+    d.requested_backend = s->requested_backend;
+  }
+  d.fallback_chain.push_back(d.requested_backend);
+  if (!strict) {
+    for (const auto& name : s->fallback_chain) {
+      if (std::find(d.fallback_chain.begin(), d.fallback_chain.end(), name) ==
+          d.fallback_chain.end()) {
+        d.fallback_chain.push_back(name);
+      }
+    }
+  }
+  for (const auto& name : d.fallback_chain) {
+    Skip skip{name, "", ""};
+    if (name == "cloudrun" && s->gcp_project.empty()) {
+      skip.error_code = kInvalidConfig;
+      skip.message = "SANDBOX_GCP_PROJECT is empty; the cloudrun backend needs a project";
+    } else if (auto ce = config_errors_.find(name); ce != config_errors_.end()) {
+      skip.error_code = kInvalidConfig;
+      skip.message = ce->second;
+    } else if (auto it = backends_.find(name); it == backends_.end()) {
+      if (IsKnown(s->known_backends, name)) {
+        skip.error_code = kProviderNotReady;
+        skip.message = "the " + name + " backend is not available in this agentboxd";
+      } else {
+        skip.error_code = kInvalidConfig;
+        skip.message = "'" + name + "' is not a backend (SANDBOX_BACKEND from " +
+                       s->requested_source + "); known: " + Join(s->known_backends, ", ");
+      }
+    } else {
+      std::string code;
+      ProbeView p = ProbeCached(name, it->second, &code);
+      d.probes[name] = p;
+      if (p.usable) {
+        d.backend = name;
+        break;
+      }
+      skip.error_code = code;
+      skip.message = name + ": " + p.reason;
+    }
+    d.skipped.push_back(std::move(skip));
+  }
+  // The first skipped candidate is the requested one whenever we did not get it.
+  if (d.backend.empty()) {
+    d.reason = kError;
+    d.error_code = d.skipped.empty() ? std::string(kGeneral) : d.skipped.front().error_code;
+    std::vector<std::string> why;
+    for (const auto& sk : d.skipped) {
+      why.push_back(sk.message);
+    }
+    d.detail = "no usable backend: " + Join(why, "; ");
+  } else if (d.backend != d.requested_backend) {
+    d.reason = kFallback;
+    d.error_code = d.skipped.front().error_code;
+    d.detail = d.skipped.front().message + "; using " + d.backend;
+  } else if (strict) {
+    d.reason = kTargetingMatch;
+    d.detail = "the caller pinned " + d.backend;
+  } else if (!s->errors.empty()) {
+    // We got the configured backend, but only by ignoring a setting that did not parse.
+    d.reason = kFallback;
+    d.error_code = kParseError;
+    d.detail = s->errors.begin()->second;
+  } else if (backends_.size() == 1 && config_errors_.empty()) {
+    d.reason = kStatic;
+    d.detail = "only " + d.backend + " is available";
+  } else {
+    d.reason = kDefault;
+    d.detail = s->use_cloudrun ? "USE_CLOUDRUN_JOBS_SANDBOX is on"
+                               : "SANDBOX_BACKEND=" + d.backend + " (" + s->requested_source + ")";
+  }
+  d.duration_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return d;
+}
+
+Decision Selector::Select(const SelectRequest& req) {
+  Decision d;
+  try {
+    d = Decide(req);
+  } catch (const std::exception& e) {
+    // Selection itself must never take the daemon down: fall back to the last backend that
+    // exists, the most conservative choice, and say so.
+    d = Decision{};
+    std::shared_ptr<const Settings> s = settings();
+    d.requested_backend = req.pinned_backend.empty() ? s->requested_backend : req.pinned_backend;
+    d.config_version = ConfigVersion();
+    d.error_code = kGeneral;
+    for (const auto& name : s->fallback_chain) {
+      if (req.pinned_backend.empty() && backends_.count(name)) {
+        d.backend = name;
+        break;
+      }
+    }
+    d.reason = d.backend.empty() ? kError : kFallback;
+    d.detail = std::string("selection failed: ") + e.what() +
+               (d.backend.empty() ? "" : "; using " + d.backend + " without a probe");
+  }
+  const std::string chosen = d.backend.empty() ? "none" : d.backend;
+  if (metrics_) {
+    metrics_->Increment("agentbox_selection_total", {{"backend", chosen}, {"reason", d.reason}});
+    metrics_->Observe("agentbox_selection_duration_seconds", {}, d.duration_s, SelectionBuckets());
+    if (d.reason == kFallback || d.reason == kError) {
+      metrics_->Increment("agentbox_fallback_total",
+                          {{"from", d.requested_backend},
+                           {"to", chosen},
+                           {"error_code", d.error_code.value_or(kGeneral)}});
+    }
+  }
+  const LogLevel level = d.reason == kError      ? LogLevel::kError
+                         : d.reason == kFallback ? LogLevel::kWarn
+                                                 : LogLevel::kInfo;
+  Log(level, "selection.decision",
+      "backend={} reason={} error_code={} requested={} chain={} config_version={} subject={} "
+      "us={:.0f} detail=\"{}\"",
+      chosen, d.reason, d.error_code.value_or("-"), d.requested_backend,
+      Join(d.fallback_chain, ","), d.config_version, req.subject.empty() ? "-" : req.subject,
+      d.duration_s * 1e6, d.detail);
+  return d;
+}
+
+Decision Selector::Preview() {
+  try {
+    return Decide({});
+  } catch (const std::exception& e) {
+    Decision d;
+    d.reason = kError;
+    d.error_code = kGeneral;
+    d.detail = std::string("selection failed: ") + e.what();
+    return d;
+  }
+}
+
+Json Selector::DecisionJson(const Decision& d) {
+  Json probes = Json::object();
+  for (const auto& [name, p] : d.probes) {
+    probes[name] = {{"usable", p.usable},
+                    {"reason", p.reason},
+                    {"limitations", p.limitations},
+                    {"age_s", p.age_s}};
+  }
+  Json skipped = Json::array();
+  for (const auto& s : d.skipped) {
+    skipped.push_back(
+        {{"backend", s.backend}, {"error_code", s.error_code}, {"message", s.message}});
+  }
+  Json j = {{"backend", d.backend.empty() ? Json(nullptr) : Json(d.backend)},
+            {"reason", d.reason},
+            {"error_code", d.error_code ? Json(*d.error_code) : Json(nullptr)},
+            {"requested_backend", d.requested_backend},
+            {"fallback_chain", d.fallback_chain},
+            {"skipped", skipped},
+            {"probes", probes},
+            {"config_version", d.config_version},
+            {"detail", d.detail}};
+  if (!d.rule_id.empty()) {
+    j["rule_id"] = d.rule_id;
+  }
+  return j;
+}
+
+Json Selector::InfoJson(const Decision& d) const {
+  std::shared_ptr<const Settings> s = settings();
+  Json j = DecisionJson(d);
+  // The original get_sandbox_info() keys, kept as a subset.
+  j["implementation"] = d.backend.empty() ? Json(nullptr) : Json(ImplementationName(d.backend));
+  j["feature_flag_enabled"] = s->use_cloudrun;
+  j["config"] = {
+      {"project_id", s->gcp_project}, {"region", s->gcp_region}, {"bucket", s->gcs_bucket}};
+  Json settings = {
+      {"SANDBOX_BACKEND", {{"value", s->requested_backend}, {"source", s->requested_source}}},
+      {"USE_CLOUDRUN_JOBS_SANDBOX", s->use_cloudrun},
+      {"AGENTBOX_FALLBACK_CHAIN", s->fallback_chain},
+      {"AGENTBOX_PROBE_TTL_MS", s->probe_ttl.count()}};
+  j["settings"] = settings;
+  Json errors = Json::object();
+  for (const auto& [k, v] : s->errors) {
+    errors[k] = v;
+  }
+  j["settings_errors"] = errors;
+  Json backends = Json::object();
+  for (const auto& [name, b] : backends_) {
+    Capabilities c = b->GetCapabilities();
+    backends[name] = {{"available", true},
+                      {"capabilities",
+                       {{"background_processes", c.background_processes},
+                        {"stdin", c.stdin},
+                        {"pty", c.pty},
+                        {"streaming", c.streaming},
+                        {"persistent_sessions", c.persistent_sessions},
+                        {"custom_image", c.custom_image},
+                        {"warm_pool", c.claim}}}};
+  }
+  for (const auto& [name, err] : config_errors_) {
+    backends[name] = {{"available", false}, {"config_error", err}};
+  }
+  j["backends"] = backends;
+  return j;
+}
+
+}  // namespace agentbox::selector

@@ -1,0 +1,136 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/sandbox_backend.h"
+#include "common/config.h"
+#include "common/json_util.h"
+#include "common/metrics.h"
+
+namespace agentbox::selector {
+
+// Reasons, after OpenFeature/flagd (rollout.md). SPLIT, DISABLED and AUTO_ROLLBACK arrive with
+// progressive rollout; the vocabulary is fixed here so that dashboards never change.
+inline constexpr const char* kStatic = "STATIC";                   // only one backend possible
+inline constexpr const char* kDefault = "DEFAULT";                 // the configured backend
+inline constexpr const char* kTargetingMatch = "TARGETING_MATCH";  // the caller pinned a backend
+inline constexpr const char* kFallback = "FALLBACK";               // configured one unusable
+inline constexpr const char* kError = "ERROR";                     // nothing usable
+
+// Error codes carried by FALLBACK and ERROR decisions.
+inline constexpr const char* kProviderNotReady = "PROVIDER_NOT_READY";  // probe failed
+inline constexpr const char* kParseError = "PARSE_ERROR";               // a setting did not parse
+inline constexpr const char* kInvalidConfig = "INVALID_CONFIG";  // unknown backend, bad config
+inline constexpr const char* kGeneral = "GENERAL";               // anything else (an exception)
+
+// The selection settings, parsed once from configuration into an immutable value. A setting that
+// does not parse is not fatal: it is recorded in `errors` and the decision falls back with
+// PARSE_ERROR, explaining which key was wrong (the original factory's "graceful fallback").
+struct Settings {
+  std::string requested_backend = "docker";   // SANDBOX_BACKEND
+  std::string requested_source;               // where SANDBOX_BACKEND came from
+  bool use_cloudrun = false;                  // USE_CLOUDRUN_JOBS_SANDBOX (the seed's flag)
+  std::string gcp_project;                    // SANDBOX_GCP_PROJECT
+  std::string gcp_region = "us-central1";     // SANDBOX_GCP_REGION
+  std::string gcs_bucket;                     // SANDBOX_GCS_BUCKET, default {project}-sandbox-state
+  std::vector<std::string> fallback_chain;    // AGENTBOX_FALLBACK_CHAIN, default docker,jail
+  std::chrono::milliseconds probe_ttl{2000};  // AGENTBOX_PROBE_TTL_MS
+  std::map<std::string, std::string> errors;  // key -> why it did not parse
+  std::string hash;                           // stable hash of everything above
+
+  // `known`: every backend name this build knows, in fallback order (BackendTable::KnownNames()).
+  static Settings FromConfig(const Config& cfg, const std::vector<std::string>& known);
+  std::vector<std::string> known_backends;
+};
+
+// One probe as a decision saw it.
+struct ProbeView {
+  bool usable = false;
+  std::string reason;
+  std::vector<std::string> limitations;
+  double age_s = 0;  // how old the cached result was
+};
+
+// Why a candidate backend was skipped.
+struct Skip {
+  std::string backend;
+  std::string error_code;
+  std::string message;
+};
+
+// Where a new sandbox goes and why: a value, logged once and served by /v1/info.
+struct Decision {
+  std::string backend;  // empty when nothing is usable (reason ERROR)
+  std::string reason;
+  std::optional<std::string> error_code;
+  std::string requested_backend;
+  std::vector<std::string> fallback_chain;  // candidates in the order they were considered
+  std::vector<Skip> skipped;                // those passed over, with why
+  std::map<std::string, ProbeView> probes;
+  std::string rule_id;  // "pin" when the caller pinned the backend
+  std::string config_version;
+  std::string detail;  // one sentence for humans
+  double duration_s = 0;
+};
+
+// The seed's class names, kept for the get_sandbox_info() subset of /v1/info.
+std::string ImplementationName(const std::string& backend);
+
+struct SelectRequest {
+  std::string pinned_backend;  // non-empty: the caller asked for this backend (already authorized)
+  std::string subject;         // the owner (rollout stickiness arrives with SPLIT)
+};
+
+// Picks the backend for each new sandbox. Existing sandboxes are never re-decided: the daemon
+// keeps each pinned to the backend that created it. Thread-safe.
+class Selector {
+ public:
+  // `backends`: what the table built; `config_errors`: backends that were not built and why.
+  Selector(std::map<std::string, SandboxBackend*> backends,
+           std::map<std::string, std::string> config_errors, Settings settings, Metrics* metrics);
+
+  // Decides for a new sandbox: logs the decision once and counts it.
+  Decision Select(const SelectRequest& req);
+  // What a new sandbox would get now, without logging or counting (for /v1/info).
+  Decision Preview();
+
+  // /v1/info: the decision plus the seed's {implementation, feature_flag_enabled, reason, config}.
+  Json InfoJson(const Decision& d) const;
+  static Json DecisionJson(const Decision& d);
+
+  std::shared_ptr<const Settings> settings() const;
+  // Replaces the settings atomically (hot reload): decisions already made keep theirs, the next
+  // one sees the new. Bumps the version in config_version and forgets cached probes.
+  void Reload(Settings settings);
+  // "v<N>-<hash>": N counts loads since start (1 = the first), hash names the content.
+  std::string ConfigVersion() const;
+  // Drops cached probe results (tests; an operator's "check again now").
+  void ForgetProbes();
+
+ private:
+  struct CachedProbe {
+    ProbeResult result;
+    std::chrono::steady_clock::time_point at;
+  };
+  Decision Decide(const SelectRequest& req);
+  // Probes `name` (cached for probe_ttl). Exceptions become an unusable result with GENERAL.
+  ProbeView ProbeCached(const std::string& name, SandboxBackend* b, std::string* error_code);
+
+  std::map<std::string, SandboxBackend*> backends_;
+  std::map<std::string, std::string> config_errors_;
+  mutable std::mutex settings_mu_;
+  std::shared_ptr<const Settings> settings_;
+  int version_ = 1;
+  Metrics* metrics_;
+  std::mutex probe_mu_;
+  std::map<std::string, CachedProbe> probe_cache_;
+};
+
+}  // namespace agentbox::selector

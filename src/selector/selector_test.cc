@@ -1,0 +1,439 @@
+// The selector's decisions, after the original factory's suite (test_sandbox_factory.py): the
+// default, the setting off or missing, invalid configuration falling back, an error during
+// selection falling back, the info shapes, the logging of each decision; plus probes, pinning,
+// metrics and configuration versions.
+#include "selector/selector.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <thread>
+
+#include "common/log.h"
+
+namespace agentbox::selector {
+namespace {
+
+// A backend that only answers Probe(); selection never creates anything.
+class FakeBackend : public SandboxBackend {
+ public:
+  explicit FakeBackend(std::string name) : name_(std::move(name)) {}
+  std::string_view Name() const override { return name_; }
+  ProbeResult Probe() override {
+    ++probes;
+    if (throws) {
+      throw std::runtime_error("engine client exploded");
+    }
+    return usable ? ProbeResult{true, "", {}}
+                  : ProbeResult{false, name_ + " engine is not reachable", {}};
+  }
+  Capabilities GetCapabilities() const override { return {}; }
+  Result<SandboxInfo> Create(const std::string&, const SandboxSpec&) override {
+    return Fail(ErrorCode::kInternal, "not used");
+  }
+  Result<SandboxInfo> Get(const std::string&) override {
+    return Fail(ErrorCode::kNotFound, "not used");
+  }
+  Result<std::vector<SandboxInfo>> List() override { return std::vector<SandboxInfo>{}; }
+  Result<void> Destroy(const std::string&) override { return {}; }
+  Result<void> SetExpiry(const std::string&, double) override { return {}; }
+
+  std::atomic<bool> usable{true};
+  std::atomic<bool> throws{false};
+  std::atomic<int> probes{0};
+
+ private:
+  std::string name_;
+};
+
+const std::vector<std::string> kKnown = {"docker", "jail"};
+
+// Captured log lines (the sink is process-wide, so tests using it run one at a time).
+std::mutex g_log_mu;
+std::vector<std::string> g_log;
+void Capture(LogLevel, std::string_view event, std::string_view fields) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log.push_back(std::string(event) + " " + std::string(fields));
+}
+
+class SelectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    g_log.clear();
+    SetLogSink(&Capture);
+  }
+  void TearDown() override { SetLogSink(nullptr); }
+
+  std::unique_ptr<Selector> Make(std::map<std::string, std::string> cfg,
+                                 std::map<std::string, std::string> config_errors = {},
+                                 bool with_docker = true) {
+    std::map<std::string, SandboxBackend*> b = {{"jail", &jail_}};
+    if (with_docker) {
+      b["docker"] = &docker_;
+    }
+    return std::make_unique<Selector>(b, std::move(config_errors),
+                                      Settings::FromConfig(Config::FromMap(std::move(cfg)), kKnown),
+                                      &metrics_);
+  }
+
+  std::vector<std::string> Logged() {
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    return g_log;
+  }
+
+  FakeBackend docker_{"docker"};
+  FakeBackend jail_{"jail"};
+  Metrics metrics_;
+};
+
+// --- the default (TestSandboxFactory) ---
+
+TEST_F(SelectorTest, DefaultIsDocker) {
+  auto s = Make({});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "DEFAULT");
+  EXPECT_FALSE(d.error_code);
+  EXPECT_EQ(d.requested_backend, "docker");
+  EXPECT_EQ(d.fallback_chain, (std::vector<std::string>{"docker", "jail"}));
+  EXPECT_TRUE(d.probes.at("docker").usable);
+}
+
+TEST_F(SelectorTest, FlagOffIsDocker) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "false"}});
+  EXPECT_EQ(s->Select({}).backend, "docker");
+  EXPECT_EQ(s->Select({}).reason, "DEFAULT");
+}
+
+TEST_F(SelectorTest, MissingOrEmptySettingIsDocker) {
+  EXPECT_EQ(Make({})->Select({}).backend, "docker");
+  auto s = Make({{"SANDBOX_BACKEND", "  "}});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "DEFAULT");
+}
+
+TEST_F(SelectorTest, SettingChoosesJailAndSaysWhereItCameFrom) {
+  auto s = Make({{"SANDBOX_BACKEND", "Jail"}});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "DEFAULT");
+  EXPECT_NE(d.detail.find("SANDBOX_BACKEND=jail"), std::string::npos) << d.detail;
+}
+
+TEST_F(SelectorTest, OnlyOneBackendIsStatic) {
+  auto s = Make({{"SANDBOX_BACKEND", "jail"}}, {}, /*with_docker=*/false);
+  // docker is not in the table and has no config error: jail is the only possibility.
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "STATIC");
+}
+
+// --- invalid configuration falls back (TestConfigurationValidation, TestCloudRunSandboxSelection)
+
+TEST_F(SelectorTest, UnknownBackendNameFallsBackWithInvalidConfig) {
+  auto s = Make({{"SANDBOX_BACKEND", "dokcer"}});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "INVALID_CONFIG");
+  EXPECT_EQ(d.requested_backend, "dokcer");
+  EXPECT_NE(d.detail.find("'dokcer' is not a backend"), std::string::npos) << d.detail;
+}
+
+TEST_F(SelectorTest, BackendWithInvalidConfigFallsBackToJail) {
+  auto s = Make({}, {{"docker", "DOCKER_HOST=tcp://x is not a unix socket"}});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "INVALID_CONFIG");
+  ASSERT_EQ(d.skipped.size(), 1u);
+  EXPECT_EQ(d.skipped[0].backend, "docker");
+  EXPECT_NE(d.detail.find("DOCKER_HOST"), std::string::npos);
+}
+
+TEST_F(SelectorTest, UnparsableFlagIsTreatedAsOffAndSaysSo) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "maybe"}});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "PARSE_ERROR");
+  EXPECT_NE(d.detail.find("USE_CLOUDRUN_JOBS_SANDBOX=maybe"), std::string::npos);
+}
+
+TEST_F(SelectorTest, CloudRunFlagWithoutProjectFallsBack) {
+  for (const char* project : std::initializer_list<const char*>{"", nullptr}) {
+    std::map<std::string, std::string> cfg = {{"USE_CLOUDRUN_JOBS_SANDBOX", "true"}};
+    if (project) {
+      cfg["SANDBOX_GCP_PROJECT"] = project;
+    }
+    Decision d = Make(cfg)->Select({});
+    EXPECT_EQ(d.requested_backend, "cloudrun");
+    EXPECT_EQ(d.backend, "docker");
+    EXPECT_EQ(d.reason, "FALLBACK");
+    EXPECT_EQ(d.error_code, "INVALID_CONFIG");
+    EXPECT_NE(d.detail.find("SANDBOX_GCP_PROJECT is empty"), std::string::npos);
+  }
+}
+
+TEST_F(SelectorTest, CloudRunFlagWithProjectButNoCloudRunBackendFallsBack) {
+  Decision d = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "1"}, {"SANDBOX_GCP_PROJECT", "p"}})->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "PROVIDER_NOT_READY");
+}
+
+TEST_F(SelectorTest, CloudRunConfigDefaults) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "true"}, {"SANDBOX_GCP_PROJECT", "proj"}});
+  EXPECT_EQ(s->settings()->gcp_region, "us-central1");
+  EXPECT_EQ(s->settings()->gcs_bucket, "proj-sandbox-state");
+  auto t = Make({{"SANDBOX_GCP_PROJECT", "proj"},
+                 {"SANDBOX_GCP_REGION", "europe-west1"},
+                 {"SANDBOX_GCS_BUCKET", "mine"}});
+  EXPECT_EQ(t->settings()->gcp_region, "europe-west1");
+  EXPECT_EQ(t->settings()->gcs_bucket, "mine");
+}
+
+// --- unhealthy backends and errors during selection fall back (TestGracefulFallback) ---
+
+TEST_F(SelectorTest, UnusableDockerFallsBackToJail) {
+  docker_.usable = false;
+  auto s = Make({});
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "PROVIDER_NOT_READY");
+  EXPECT_FALSE(d.probes.at("docker").usable);
+  EXPECT_EQ(d.probes.at("docker").reason, "docker engine is not reachable");
+  EXPECT_NE(d.detail.find("docker engine is not reachable; using jail"), std::string::npos);
+}
+
+TEST_F(SelectorTest, ExceptionDuringProbeFallsBackWithGeneral) {
+  docker_.throws = true;
+  Decision d = Make({})->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "GENERAL");
+  EXPECT_NE(d.detail.find("engine client exploded"), std::string::npos);
+}
+
+TEST_F(SelectorTest, NothingUsableIsAnErrorDecision) {
+  docker_.usable = false;
+  jail_.usable = false;
+  Decision d = Make({})->Select({});
+  EXPECT_TRUE(d.backend.empty());
+  EXPECT_EQ(d.reason, "ERROR");
+  EXPECT_EQ(d.error_code, "PROVIDER_NOT_READY");
+  EXPECT_NE(d.detail.find("no usable backend"), std::string::npos);
+}
+
+TEST_F(SelectorTest, EmptyFallbackChainMeansNoFallback) {
+  docker_.usable = false;
+  Decision d = Make({{"AGENTBOX_FALLBACK_CHAIN", ""}})->Select({});
+  EXPECT_EQ(d.reason, "ERROR");
+  EXPECT_EQ(d.fallback_chain, std::vector<std::string>{"docker"});
+}
+
+TEST_F(SelectorTest, InvalidFallbackChainIsASettingsErrorNotACrash) {
+  auto s = Make({{"AGENTBOX_FALLBACK_CHAIN", "docker,lxc"}});
+  EXPECT_TRUE(s->settings()->errors.count("AGENTBOX_FALLBACK_CHAIN"));
+  EXPECT_EQ(s->settings()->fallback_chain, kKnown);
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.error_code, "PARSE_ERROR");
+}
+
+// --- pinning ---
+
+TEST_F(SelectorTest, PinnedBackendIsATargetingMatch) {
+  Decision d = Make({})->Select({"jail", "alice"});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "TARGETING_MATCH");
+  EXPECT_EQ(d.rule_id, "pin");
+}
+
+TEST_F(SelectorTest, PinnedBackendNeverSilentlyLandsElsewhere) {
+  jail_.usable = false;
+  Decision d = Make({})->Select({"jail", "alice"});
+  EXPECT_TRUE(d.backend.empty());
+  EXPECT_EQ(d.reason, "ERROR");
+  EXPECT_EQ(d.fallback_chain, std::vector<std::string>{"jail"});
+}
+
+// --- info shapes (TestSandboxInfo, TestBackwardCompatibility) ---
+
+TEST_F(SelectorTest, InfoKeepsTheOriginalKeysWithFlagOff) {
+  auto s = Make({});
+  Json j = s->InfoJson(s->Preview());
+  EXPECT_EQ(j["implementation"], "DockerSandbox");
+  EXPECT_EQ(j["feature_flag_enabled"], false);
+  EXPECT_EQ(j["reason"], "DEFAULT");
+  ASSERT_TRUE(j["config"].is_object());
+  EXPECT_EQ(j["config"]["region"], "us-central1");
+  EXPECT_EQ(j["backend"], "docker");
+  EXPECT_TRUE(j["error_code"].is_null());
+  EXPECT_EQ(j["requested_backend"], "docker");
+  EXPECT_TRUE(j["fallback_chain"].is_array());
+  EXPECT_TRUE(j["probes"]["docker"]["usable"]);
+  EXPECT_TRUE(j["config_version"].get<std::string>().starts_with("v1-"));
+  EXPECT_TRUE(j["backends"]["jail"]["available"]);
+}
+
+TEST_F(SelectorTest, InfoWithFlagOnAndValidConfig) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "true"}, {"SANDBOX_GCP_PROJECT", "proj"}});
+  Json j = s->InfoJson(s->Preview());
+  EXPECT_EQ(j["feature_flag_enabled"], true);
+  EXPECT_EQ(j["config"]["project_id"], "proj");
+  EXPECT_EQ(j["config"]["bucket"], "proj-sandbox-state");
+  EXPECT_EQ(j["requested_backend"], "cloudrun");
+}
+
+TEST_F(SelectorTest, InfoWithFlagOnButMissingConfig) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "true"}});
+  Json j = s->InfoJson(s->Preview());
+  EXPECT_EQ(j["feature_flag_enabled"], true);
+  EXPECT_EQ(j["implementation"], "DockerSandbox");
+  EXPECT_EQ(j["reason"], "FALLBACK");
+  EXPECT_EQ(j["error_code"], "INVALID_CONFIG");
+  EXPECT_EQ(j["config"]["project_id"], "");
+}
+
+TEST_F(SelectorTest, InfoListsBackendsThatFailedConfiguration) {
+  auto s = Make({}, {{"docker", "bad DOCKER_HOST"}}, /*with_docker=*/false);
+  Json j = s->InfoJson(s->Preview());
+  EXPECT_EQ(j["backends"]["docker"]["available"], false);
+  EXPECT_EQ(j["backends"]["docker"]["config_error"], "bad DOCKER_HOST");
+  EXPECT_EQ(j["implementation"], "JailSandbox");
+}
+
+// --- logging (TestLogging) ---
+
+TEST_F(SelectorTest, EachDecisionIsLoggedOnceWithItsReason) {
+  auto s = Make({});
+  s->Select({"", "alice"});
+  auto lines = Logged();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("selection.decision backend=docker reason=DEFAULT"), std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[0].find("subject=alice"), std::string::npos);
+}
+
+TEST_F(SelectorTest, FallbackIsLoggedWithItsErrorCode) {
+  docker_.usable = false;
+  Make({})->Select({});
+  auto lines = Logged();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("backend=jail reason=FALLBACK error_code=PROVIDER_NOT_READY"),
+            std::string::npos)
+      << lines[0];
+}
+
+TEST_F(SelectorTest, PreviewIsNeitherLoggedNorCounted) {
+  auto s = Make({});
+  s->Preview();
+  EXPECT_TRUE(Logged().empty());
+  EXPECT_EQ(
+      metrics_.Value("agentbox_selection_total", {{"backend", "docker"}, {"reason", "DEFAULT"}}),
+      0);
+}
+
+// --- metrics, probes, versions ---
+
+TEST_F(SelectorTest, DecisionsAndFallbacksAreCounted) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
+  s->Select({});
+  docker_.usable = false;
+  s->Select({});
+  s->Select({});
+  EXPECT_EQ(
+      metrics_.Value("agentbox_selection_total", {{"backend", "docker"}, {"reason", "DEFAULT"}}),
+      1);
+  EXPECT_EQ(
+      metrics_.Value("agentbox_selection_total", {{"backend", "jail"}, {"reason", "FALLBACK"}}), 2);
+  EXPECT_EQ(
+      metrics_.Value("agentbox_fallback_total",
+                     {{"from", "docker"}, {"to", "jail"}, {"error_code", "PROVIDER_NOT_READY"}}),
+      2);
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find("agentbox_selection_duration_seconds_count 3"), std::string::npos) << text;
+}
+
+TEST_F(SelectorTest, ProbesAreCachedForTheirTtl) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "60000"}});
+  for (int i = 0; i < 5; ++i) {
+    s->Select({});
+  }
+  EXPECT_EQ(docker_.probes.load(), 1);
+  s->ForgetProbes();
+  s->Select({});
+  EXPECT_EQ(docker_.probes.load(), 2);
+  auto t = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
+  t->Select({});
+  t->Select({});
+  EXPECT_EQ(docker_.probes.load(), 4);
+}
+
+TEST_F(SelectorTest, ConfigVersionIsStableAndChangesWithTheSettings) {
+  EXPECT_EQ(Make({})->Preview().config_version, Make({})->Preview().config_version);
+  EXPECT_NE(Make({})->Preview().config_version,
+            Make({{"SANDBOX_BACKEND", "jail"}})->Preview().config_version);
+}
+
+TEST_F(SelectorTest, ReloadSwapsSettingsBumpsTheVersionAndForgetsProbes) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "60000"}});
+  EXPECT_TRUE(s->Select({}).config_version.starts_with("v1-"));
+  EXPECT_EQ(docker_.probes.load(), 1);
+  s->Reload(Settings::FromConfig(
+      Config::FromMap({{"SANDBOX_BACKEND", "jail"}, {"AGENTBOX_PROBE_TTL_MS", "60000"}}), kKnown));
+  Decision d = s->Select({});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_TRUE(d.config_version.starts_with("v2-")) << d.config_version;
+  s->Reload(Settings::FromConfig(Config::FromMap({{"AGENTBOX_PROBE_TTL_MS", "60000"}}), kKnown));
+  EXPECT_EQ(s->Select({}).backend, "docker");
+  EXPECT_EQ(docker_.probes.load(), 2);  // the cached probe was dropped by the reload
+  EXPECT_NE(metrics_.Render().find("agentbox_config_info{version=\"v3-"), std::string::npos);
+  // The same content under a new version: the hash part stays, the counter moves.
+  EXPECT_EQ(s->ConfigVersion().substr(3),
+            Make({{"AGENTBOX_PROBE_TTL_MS", "60000"}})->ConfigVersion().substr(3));
+}
+
+TEST_F(SelectorTest, ReloadWhileDecidingIsSafe) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
+  std::atomic<bool> stop{false};
+  std::thread reloader([&] {
+    for (int i = 0; !stop; ++i) {
+      s->Reload(Settings::FromConfig(
+          Config::FromMap({{"SANDBOX_BACKEND", i % 2 ? "jail" : "docker"}}), kKnown));
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    const std::string b = s->Select({}).backend;
+    EXPECT_TRUE(b == "docker" || b == "jail") << b;
+  }
+  stop = true;
+  reloader.join();
+}
+
+TEST_F(SelectorTest, ConcurrentDecisionsAreAllCounted) {
+  auto s = Make({{"AGENTBOX_PROBE_TTL_MS", "0"}});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        EXPECT_EQ(s->Select({}).backend, "docker");
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(
+      metrics_.Value("agentbox_selection_total", {{"backend", "docker"}, {"reason", "DEFAULT"}}),
+      400);
+  EXPECT_EQ(Logged().size(), 400u);
+}
+
+}  // namespace
+}  // namespace agentbox::selector

@@ -1,0 +1,149 @@
+// The agentboxd binary switches where new sandboxes go when its configuration file changes and
+// it receives SIGHUP, without a restart; a file that disappears or breaks keeps the last good
+// settings and is counted.
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+size_t Collect(char* p, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, s * n);
+  return s * n;
+}
+
+class AgentboxdReload : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/agentbox-reload-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    socket_ = dir_ + "/d.sock";
+    config_ = dir_ + "/agentboxd.conf";
+    WriteConfig("SANDBOX_BACKEND=jail\nAGENTBOX_FALLBACK_CHAIN=jail\n");
+    pid_ = fork();
+    if (pid_ == 0) {
+      for (const char* k : {"SANDBOX_BACKEND", "AGENTBOX_FALLBACK_CHAIN",
+                            "USE_CLOUDRUN_JOBS_SANDBOX", "AGENTBOX_PROBE_TTL_MS"}) {
+        unsetenv(k);
+      }
+      FILE* f = freopen((dir_ + "/agentboxd.log").c_str(), "w", stderr);
+      (void)f;
+      execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--config", config_.c_str(), "--env-file", "/dev/null",
+            "--listen", ("unix:" + socket_).c_str(), "--state-dir", (dir_ + "/state").c_str(),
+            nullptr);
+      _exit(127);
+    }
+    for (auto deadline = std::chrono::steady_clock::now() + 20s;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+      if (Get("/healthz").first == 200) {
+        return;
+      }
+    }
+    FAIL() << "agentboxd did not start";
+  }
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    int rc = system(("rm -rf '" + dir_ + "'").c_str());
+    (void)rc;
+  }
+
+  void WriteConfig(const std::string& text) {
+    const std::string tmp = config_ + ".tmp";
+    std::ofstream(tmp) << text;
+    ASSERT_EQ(rename(tmp.c_str(), config_.c_str()), 0);
+  }
+
+  std::pair<long, std::string> Get(const std::string& path) {
+    CURL* c = curl_easy_init();
+    std::string body;
+    long status = 0;
+    const std::string url = "http://agentboxd" + path;
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    if (curl_easy_perform(c) == CURLE_OK) {
+      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    }
+    curl_easy_cleanup(c);
+    return {status, body};
+  }
+
+  Json Info() {
+    auto [status, body] = Get("/v1/info");
+    EXPECT_EQ(status, 200) << body;
+    return Json::parse(body, nullptr, false)["data"];
+  }
+
+  // Sends SIGHUP and waits until /v1/info shows a config_version other than `before`, or the
+  // timeout passes (when the reload is expected to be refused).
+  Json Reload(const std::string& before, std::chrono::milliseconds wait = 5s) {
+    kill(pid_, SIGHUP);
+    Json info;
+    for (auto deadline = std::chrono::steady_clock::now() + wait;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+      info = Info();
+      if (info["config_version"] != before) {
+        break;
+      }
+    }
+    return info;
+  }
+
+  std::string dir_, socket_, config_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(AgentboxdReload, SighupAppliesAChangedSettingWithoutARestart) {
+  Json info = Info();
+  EXPECT_EQ(info["requested_backend"], "jail");
+  const std::string v1 = info["config_version"];
+  EXPECT_TRUE(v1.starts_with("v1-")) << v1;
+
+  WriteConfig("SANDBOX_BACKEND=docker\nAGENTBOX_FALLBACK_CHAIN=jail\n");
+  info = Reload(v1);
+  EXPECT_EQ(info["requested_backend"], "docker");
+  EXPECT_EQ(info["settings"]["SANDBOX_BACKEND"]["source"], "file:" + config_);
+  const std::string v2 = info["config_version"];
+  EXPECT_TRUE(v2.starts_with("v2-")) << v2;
+  auto [status, metrics] = Get("/metrics");
+  EXPECT_NE(metrics.find("agentbox_config_info{version=\"" + v2 + "\"} 1"), std::string::npos)
+      << metrics;
+
+  // A deleted file keeps the last good settings and is counted, never reset to defaults.
+  ASSERT_EQ(unlink(config_.c_str()), 0);
+  info = Reload(v2, 1500ms);
+  EXPECT_EQ(info["config_version"], v2);
+  EXPECT_EQ(info["requested_backend"], "docker");
+  // So does a malformed one.
+  WriteConfig("this line has no equals sign\n");
+  info = Reload(v2, 1500ms);
+  EXPECT_EQ(info["config_version"], v2);
+  metrics = Get("/metrics").second;
+  EXPECT_NE(metrics.find("agentbox_config_reload_errors_total 2"), std::string::npos) << metrics;
+  std::ifstream log(dir_ + "/agentboxd.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("config.file_deleted"), std::string::npos) << text;
+  EXPECT_NE(text.find("config.reload_failed"), std::string::npos) << text;
+  EXPECT_EQ(Get("/healthz").first, 200);
+}
+
+}  // namespace
