@@ -6,7 +6,9 @@
 //   2. exec round trip: `shell/exec true` to a running sandbox's guest over one keep-alive
 //      connection, against `docker exec CONTAINER true` on the same container (peers.md: 69 ms).
 //
-// The two sides alternate iteration by iteration so that load from elsewhere hits both alike.
+// It also times Probe() (GET /_ping + image inspect), which the selector pays whenever its
+// cached probe has expired. The two sides alternate iteration by iteration so that load from
+// elsewhere hits both alike.
 //
 //   agentbox-docker-bench [--creates N] [--execs M] [--image REF] [--docker-cli PATH]
 //
@@ -204,6 +206,13 @@ int main(int argc, char** argv) {
                   .c_str());
   std::printf("load average before: %s\n", Line("cut -d' ' -f1-3 /proc/loadavg").c_str());
 
+  std::vector<double> probe_ms;
+  for (int i = 0; i < 20; ++i) {
+    const auto t0 = Clock::now();
+    (void)backend.Probe();
+    probe_ms.push_back(Ms(Clock::now() - t0));
+  }
+
   // Warm both paths once (image layers in the page cache, CLI binary loaded).
   Run({cli, "run", "--rm", "--network", "none", image, "true"});
 
@@ -281,5 +290,7 @@ int main(int argc, char** argv) {
   std::printf("\nof create -> first exec: create (container create + start + guest health) %.1f, "
               "first exec %.1f; destroy %.1f (not timed above)\n",
               Median(create_ms), Median(first_exec_ms), Median(destroy_ms));
+  std::printf("Probe() (GET /_ping + default image inspect): %.2f ms median of 20\n",
+              Median(probe_ms));
   return 0;
 }

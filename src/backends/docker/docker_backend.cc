@@ -251,29 +251,23 @@ ProbeResult DockerBackend::Probe() {
                "links it dynamically).";
     return p;
   }
-  auto version = engine_.Call("GET", "/version", {}, opts_.probe_timeout);
-  if (!version) {
+  // GET /v1.41/_ping: the engine refuses a versioned request outside the API versions it
+  // speaks (400 "client version 1.41 is too new ..."), so one cheap call checks both that the
+  // engine answers and that it speaks our version (GET /version costs ~40 ms on dockerd 20.10).
+  auto ping = engine_.Call("GET", "/_ping", {}, opts_.probe_timeout);
+  if (!ping) {
     p.reason = "The Docker engine at " + sock + " is not reachable: " +
-               version.error().message.substr(version.error().message.find(": ") + 2) + ".";
+               ping.error().message.substr(ping.error().message.find(": ") + 2) + ".";
     return p;
   }
-  const Json v = Json::parse(version->body, nullptr, false);
-  if (version->status != 200 || !v.is_object()) {
-    p.reason = "The Docker engine at " + sock + " answered GET /version with " +
-               std::to_string(version->status) + ".";
+  if (ping->status == 400) {
+    p.reason = "The Docker engine at " + sock + " does not speak API " +
+               std::string(kApiVersion) + ": " + EngineMessage(ping->body) + ".";
     return p;
   }
-  auto parse = [](const std::string& s) {
-    int major = 0, minor = 0;
-    std::sscanf(s.c_str(), "%d.%d", &major, &minor);
-    return major * 1000 + minor;
-  };
-  const std::string api = v.value("ApiVersion", "0.0");
-  const std::string min_api = v.value("MinAPIVersion", "0.0");
-  if (parse(api) < parse(std::string(kApiVersion)) ||
-      parse(min_api) > parse(std::string(kApiVersion))) {
-    p.reason = "The Docker engine at " + sock + " speaks API " + min_api + " to " + api +
-               "; agentbox needs API " + std::string(kApiVersion) + ".";
+  if (ping->status != 200) {
+    p.reason = "The Docker engine at " + sock + " answered GET /_ping with " +
+               std::to_string(ping->status) + ".";
     return p;
   }
   auto image = engine_.Call("GET", "/images/" + opts_.default_image + "/json", {},

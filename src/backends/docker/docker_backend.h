@@ -47,8 +47,8 @@ class DockerBackend final : public SandboxBackend {
   explicit DockerBackend(DockerBackendOptions opts);
 
   std::string_view Name() const override { return "docker"; }
-  // Engine reachable (GET /version within probe_timeout), API version >= 1.41, guest binary
-  // present, default image present, configured runtime known to the engine.
+  // Guest binary present and static, engine reachable and speaking API 1.41 (GET /v1.41/_ping
+  // within probe_timeout), default image present, configured runtime known to the engine.
   ProbeResult Probe() override;
   Capabilities GetCapabilities() const override;
   // `id`: 1-64 characters of [A-Za-z0-9_.-], not starting with '.'. kConflict if it exists.
