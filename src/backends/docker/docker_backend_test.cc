@@ -6,10 +6,13 @@
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 namespace agentbox::docker {
@@ -257,6 +260,82 @@ TEST(DockerEngineDown, ProbeAndCreateSayTheEngineIsNotReachable) {
   EXPECT_EQ(b.List().error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(b.Prepare(SandboxSpec{}, nullptr).error().code, ErrorCode::kUnavailable);
   EXPECT_FALSE(PathExists(o.state_dir + "/sb-down"));
+}
+
+// A one-request-at-a-time HTTP server on a unix socket that answers every request with `reply`:
+// an engine that speaks another API version, without needing one.
+class CannedEngine {
+ public:
+  CannedEngine(std::string path, std::string reply) : path_(std::move(path)) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path_.c_str());
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::listen(fd_, 8), 0);
+    thread_ = std::thread([this, reply] {
+      for (;;) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) {
+          return;
+        }
+        std::string req;
+        char buf[4096];
+        while (req.find("\r\n\r\n") == std::string::npos) {
+          const ssize_t n = ::read(c, buf, sizeof(buf));
+          if (n <= 0) {
+            break;
+          }
+          req.append(buf, static_cast<size_t>(n));
+        }
+        {
+          std::lock_guard lock(mu_);
+          requests_.push_back(req.substr(0, req.find("\r\n")));
+        }
+        (void)!::write(c, reply.data(), reply.size());
+        ::close(c);
+      }
+    });
+  }
+  ~CannedEngine() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::vector<std::string> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::string path_;
+  int fd_ = -1;
+  std::thread thread_;
+  std::vector<std::string> requests_;
+};
+
+TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
+  TempDir t;
+  const std::string body = R"({"message":"client version 1.41 is too old. Minimum supported )"
+                           R"(API version is 1.44, please upgrade your client"})";
+  CannedEngine engine(t.path() + "/docker.sock",
+                      "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                      "Content-Length: " + std::to_string(body.size()) +
+                          "\r\nConnection: close\r\n\r\n" + body);
+  DockerBackendOptions o;
+  o.state_dir = t.path() + "/docker";
+  o.socket_path = t.path() + "/docker.sock";
+  o.guest_binary = AGENTBOX_GUEST_BINARY;
+  DockerBackend b(o);
+  ProbeResult p = b.Probe();
+  EXPECT_FALSE(p.usable);
+  EXPECT_EQ(p.reason, "The Docker engine at " + o.socket_path +
+                          " does not speak API 1.41: client version 1.41 is too old. Minimum "
+                          "supported API version is 1.44, please upgrade your client.");
+  const auto requests = engine.requests();
+  ASSERT_FALSE(requests.empty());
+  EXPECT_EQ(requests[0], "GET /v1.41/_ping HTTP/1.1");
 }
 
 // --- against the engine ------------------------------------------------------------------------
