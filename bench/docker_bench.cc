@@ -195,15 +195,14 @@ int main(int argc, char** argv) {
   std::time_t now = std::time(nullptr);
   char date[64];
   std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  std::printf("date: %s\nnproc: %ld\ncpu: %s\nkernel: %s\nengine: %s\ndocker cli: %s (%s)\n", date,
-              ::sysconf(_SC_NPROCESSORS_ONLN),
-              Line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'").c_str(),
-              Line("uname -r").c_str(),
-              Line(("'" + cli + "' version --format '{{.Server.Version}}' 2>/dev/null").c_str())
-                  .c_str(),
-              cli.c_str(),
-              Line(("'" + cli + "' version --format '{{.Client.Version}}' 2>/dev/null").c_str())
-                  .c_str());
+  std::printf(
+      "date: %s\nnproc: %ld\ncpu: %s\nkernel: %s\nengine: %s\ndocker cli: %s (%s)\n", date,
+      ::sysconf(_SC_NPROCESSORS_ONLN),
+      Line("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'").c_str(),
+      Line("uname -r").c_str(),
+      Line(("'" + cli + "' version --format '{{.Server.Version}}' 2>/dev/null").c_str()).c_str(),
+      cli.c_str(),
+      Line(("'" + cli + "' version --format '{{.Client.Version}}' 2>/dev/null").c_str()).c_str());
   std::printf("load average before: %s\n", Line("cut -d' ' -f1-3 /proc/loadavg").c_str());
 
   std::vector<double> probe_ms;
@@ -281,15 +280,18 @@ int main(int argc, char** argv) {
   (void)RemoveTree(tmpl);
 
   std::printf("load average after: %s\n\n", Line("cut -d' ' -f1-3 /proc/loadavg").c_str());
-  std::printf("| measure (ms, median of n) | agentbox docker backend | plain Docker | Docker / agentbox |\n");
+  std::printf(
+      "| measure (ms, median of n) | agentbox docker backend | plain Docker | Docker / agentbox "
+      "|\n");
   std::printf("|---|---|---|---|\n");
   Report(("create -> first exec, cold (n=" + std::to_string(creates) + ")").c_str(), total_ms,
          "`docker run --rm --network none IMAGE true`", run_ms);
   Report(("exec round trip (n=" + std::to_string(execs) + ")").c_str(), guest_ms,
          "`docker exec CONTAINER true`", docker_exec_ms);
-  std::printf("\nof create -> first exec: create (container create + start + guest health) %.1f, "
-              "first exec %.1f; destroy %.1f (not timed above)\n",
-              Median(create_ms), Median(first_exec_ms), Median(destroy_ms));
+  std::printf(
+      "\nof create -> first exec: create (container create + start + guest health) %.1f, "
+      "first exec %.1f; destroy %.1f (not timed above)\n",
+      Median(create_ms), Median(first_exec_ms), Median(destroy_ms));
   std::printf("Probe() (GET /_ping + default image inspect): %.2f ms median of 20\n",
               Median(probe_ms));
   return 0;

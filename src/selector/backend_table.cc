@@ -37,8 +37,7 @@ Result<docker::DockerBackendOptions> DockerOptions(const Config& cfg, const std:
                 "AGENTBOX_DOCKER_IMAGE='" + o.default_image + "' is not an image reference");
   }
   o.runtime = cfg.GetOr("AGENTBOX_DOCKER_RUNTIME", "");
-  if (o.runtime.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") !=
-      std::string::npos) {
+  if (o.runtime.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") != std::string::npos) {
     return Fail(ErrorCode::kInvalidArgument,
                 "AGENTBOX_DOCKER_RUNTIME='" + o.runtime + "' is not a runtime name");
   }

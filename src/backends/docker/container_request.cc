@@ -54,12 +54,12 @@ ResourceLimits DefaultDockerLimits() {
 
 const std::vector<std::string>& KeptCapabilities() {
   static const std::vector<std::string> caps = {
-      "CHOWN",     // chown files in /workspace and /tmp
+      "CHOWN",         // chown files in /workspace and /tmp
       "DAC_OVERRIDE",  // root reads and writes files whatever their mode, as a root shell expects
-      "FOWNER",    // chmod/utime on files root does not own
-      "FSETID",    // keep set-group-id bits when root changes a file
-      "KILL",      // signal processes of other users in the sandbox
-      "SETGID",    // su / setpriv to another user
+      "FOWNER",        // chmod/utime on files root does not own
+      "FSETID",        // keep set-group-id bits when root changes a file
+      "KILL",          // signal processes of other users in the sandbox
+      "SETGID",        // su / setpriv to another user
       "SETUID",
       "NET_BIND_SERVICE",  // listen on ports below 1024 (dev servers)
   };
@@ -69,9 +69,12 @@ const std::vector<std::string>& KeptCapabilities() {
 std::string ContainerName(const std::string& id) { return "agentbox-" + id; }
 
 Json LimitsToJson(const ResourceLimits& l) {
-  return {{"memory_bytes", Opt(l.memory_bytes)}, {"cpus", Opt(l.cpus)},
-          {"pids", Opt(l.pids)},                 {"tmp_bytes", Opt(l.tmp_bytes)},
-          {"open_files", Opt(l.open_files)},     {"file_size_bytes", Opt(l.file_size_bytes)}};
+  return {{"memory_bytes", Opt(l.memory_bytes)},
+          {"cpus", Opt(l.cpus)},
+          {"pids", Opt(l.pids)},
+          {"tmp_bytes", Opt(l.tmp_bytes)},
+          {"open_files", Opt(l.open_files)},
+          {"file_size_bytes", Opt(l.file_size_bytes)}};
 }
 
 ResourceLimits LimitsFromJson(const Json& j) {
@@ -134,10 +137,9 @@ Json BuildCreateBody(const ContainerPlan& p) {
   // The guest's environment, which every session inherits: the image's, then our defaults for
   // what it leaves unset, then the spec's.
   std::map<std::string, std::string> env;
-  for (const auto& [k, v] : {std::pair{"USER", "root"}, std::pair{"LOGNAME", "root"},
-                             std::pair{"LANG", "C.UTF-8"}}) {
-    if (std::find(p.image_env_keys.begin(), p.image_env_keys.end(), k) ==
-        p.image_env_keys.end()) {
+  for (const auto& [k, v] :
+       {std::pair{"USER", "root"}, std::pair{"LOGNAME", "root"}, std::pair{"LANG", "C.UTF-8"}}) {
+    if (std::find(p.image_env_keys.begin(), p.image_env_keys.end(), k) == p.image_env_keys.end()) {
       env[k] = v;
     }
   }
@@ -216,9 +218,8 @@ Json BuildCreateBody(const ContainerPlan& p) {
       {"Image", p.spec.image},
       {"User", "0:0"},  // the guest needs root for its 0700 run directory; sessions run as root
       {"Entrypoint", Json::array({kGuestInContainer})},
-      {"Cmd", Json::array({"serve", "--listen", "unix:" + run_dir + "/" + kGuestSocket,
-                           "--workdir", "/workspace", "--token-file",
-                           run_dir + "/" + kTokenFile})},
+      {"Cmd", Json::array({"serve", "--listen", "unix:" + run_dir + "/" + kGuestSocket, "--workdir",
+                           "/workspace", "--token-file", run_dir + "/" + kTokenFile})},
       {"Env", env_list},
       {"WorkingDir", "/workspace"},
       {"Labels", BuildLabels(p)},

@@ -24,19 +24,19 @@ inline constexpr const char* kRunInContainer = "/run/agentbox";
 
 // Label keys. Every container carries them all; user labels are kUserLabelPrefix + key.
 namespace label {
-inline constexpr const char* kManaged = "agentbox.managed";      // "true"
-inline constexpr const char* kStateDir = "agentbox.state-dir";   // the backend's state dir
+inline constexpr const char* kManaged = "agentbox.managed";     // "true"
+inline constexpr const char* kStateDir = "agentbox.state-dir";  // the backend's state dir
 inline constexpr const char* kId = "agentbox.id";
-inline constexpr const char* kOwner = "agentbox.owner";          // at creation
-inline constexpr const char* kCreated = "agentbox.created";      // unix seconds
-inline constexpr const char* kTtl = "agentbox.ttl";              // seconds, at creation
-inline constexpr const char* kExpires = "agentbox.expires";      // unix seconds, at creation
+inline constexpr const char* kOwner = "agentbox.owner";      // at creation
+inline constexpr const char* kCreated = "agentbox.created";  // unix seconds
+inline constexpr const char* kTtl = "agentbox.ttl";          // seconds, at creation
+inline constexpr const char* kExpires = "agentbox.expires";  // unix seconds, at creation
 inline constexpr const char* kSpecHash = "agentbox.spec-hash";
 inline constexpr const char* kImage = "agentbox.image";
-inline constexpr const char* kLimits = "agentbox.limits";        // JSON
-inline constexpr const char* kNetwork = "agentbox.network";      // none | host | network:<name>
+inline constexpr const char* kLimits = "agentbox.limits";    // JSON
+inline constexpr const char* kNetwork = "agentbox.network";  // none | host | network:<name>
 inline constexpr const char* kReadOnlyRoot = "agentbox.read-only-root";
-inline constexpr const char* kEnvKeys = "agentbox.env-keys";     // JSON array of spec.env keys
+inline constexpr const char* kEnvKeys = "agentbox.env-keys";  // JSON array of spec.env keys
 inline constexpr const char* kUserLabelPrefix = "agentbox.label.";
 }  // namespace label
 

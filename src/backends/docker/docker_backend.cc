@@ -182,7 +182,9 @@ std::string Demux(const std::string& raw) {
   std::string out;
   size_t i = 0;
   while (i + 8 <= raw.size()) {
-    const auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(raw[i + k])); };
+    const auto b = [&](size_t k) {
+      return static_cast<uint32_t>(static_cast<unsigned char>(raw[i + k]));
+    };
     const uint32_t len = (b(4) << 24) | (b(5) << 16) | (b(6) << 8) | b(7);
     out.append(raw, i + 8, std::min<size_t>(len, raw.size() - i - 8));
     i += 8 + len;
@@ -261,8 +263,8 @@ ProbeResult DockerBackend::Probe() {
     return p;
   }
   if (ping->status == 400) {
-    p.reason = "The Docker engine at " + sock + " does not speak API " +
-               std::string(kApiVersion) + ": " + EngineMessage(ping->body) + ".";
+    p.reason = "The Docker engine at " + sock + " does not speak API " + std::string(kApiVersion) +
+               ": " + EngineMessage(ping->body) + ".";
     return p;
   }
   if (ping->status != 200) {
@@ -270,8 +272,8 @@ ProbeResult DockerBackend::Probe() {
                std::to_string(ping->status) + ".";
     return p;
   }
-  auto image = engine_.Call("GET", "/images/" + opts_.default_image + "/json", {},
-                            opts_.probe_timeout);
+  auto image =
+      engine_.Call("GET", "/images/" + opts_.default_image + "/json", {}, opts_.probe_timeout);
   if (!image || image->status != 200) {
     p.reason = "The default image " + opts_.default_image +
                " is not present in the Docker engine at " + sock +
@@ -436,8 +438,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   undo.container = container_id;
   const auto created_at = Clock::now();
 
-  auto start = engine_.Call("POST", "/containers/" + container_id + "/start", {},
-                            std::chrono::seconds(60));
+  auto start =
+      engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
   if (!start) {
     return Fail(start.error());
   }
@@ -518,9 +520,9 @@ Result<void> DockerBackend::WaitForGuest(const std::string& id, const std::strin
       const Json j = Json::parse(c->body, nullptr, false);
       if (c->status == 200 && j.is_object() && j.contains("State") &&
           j["State"].value("Status", "") != "running") {
-        return Fail(ErrorCode::kUnavailable,
-                    "the sandbox's container stopped while starting (" + StateOf(j["State"]).second +
-                        "); its log: " + ContainerLogTail(container_id));
+        return Fail(ErrorCode::kUnavailable, "the sandbox's container stopped while starting (" +
+                                                 StateOf(j["State"]).second +
+                                                 "); its log: " + ContainerLogTail(container_id));
       }
     }
     if (Clock::now() >= deadline) {
@@ -594,7 +596,8 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
   auto meta = LoadMeta(dir);
   if (!meta) {
     if (meta.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + rec->id + "' (its host directory is gone)");
+      return Fail(ErrorCode::kNotFound,
+                  "no sandbox '" + rec->id + "' (its host directory is gone)");
     }
     return Fail(meta.error());
   }
@@ -630,9 +633,9 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
       Log(LogLevel::kWarn, "docker.cleanup_failed", "error=\"{}\"", n.error().message);
     }
   }
-  const Json filters = {{"label", Json::array({std::string(label::kManaged) + "=true",
-                                               std::string(label::kStateDir) + "=" +
-                                                   opts_.state_dir})}};
+  const Json filters = {
+      {"label", Json::array({std::string(label::kManaged) + "=true",
+                             std::string(label::kStateDir) + "=" + opts_.state_dir})}};
   auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
   if (!r) {
     return Fail(r.error());

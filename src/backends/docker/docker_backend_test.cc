@@ -57,9 +57,9 @@ TEST(DockerRequest, GuestIsTheEntrypointWithItsSocketInTheRunDirectory) {
   const Json b = BuildCreateBody(SamplePlan());
   EXPECT_EQ(b["Image"], "agentbox/base:latest");
   EXPECT_EQ(b["Entrypoint"], Json::array({"/.agentbox/guest"}));
-  EXPECT_EQ(b["Cmd"], Json::array({"serve", "--listen", "unix:/run/agentbox/guest.sock",
-                                   "--workdir", "/workspace", "--token-file",
-                                   "/run/agentbox/token"}));
+  EXPECT_EQ(b["Cmd"],
+            Json::array({"serve", "--listen", "unix:/run/agentbox/guest.sock", "--workdir",
+                         "/workspace", "--token-file", "/run/agentbox/token"}));
   const Json* guest = FindMount(b, "/.agentbox/guest");
   ASSERT_NE(guest, nullptr);
   EXPECT_EQ((*guest)["Type"], "bind");
@@ -254,8 +254,9 @@ TEST(DockerEngineDown, ProbeAndCreateSayTheEngineIsNotReachable) {
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(HttpStatus(c.error().code), 503);
-  EXPECT_NE(c.error().message.find("the Docker engine at /nonexistent/docker.sock is not reachable"),
-            std::string::npos)
+  EXPECT_NE(
+      c.error().message.find("the Docker engine at /nonexistent/docker.sock is not reachable"),
+      std::string::npos)
       << c.error().message;
   EXPECT_EQ(b.List().error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(b.Prepare(SandboxSpec{}, nullptr).error().code, ErrorCode::kUnavailable);
@@ -321,8 +322,8 @@ TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
                            R"(API version is 1.44, please upgrade your client"})";
   CannedEngine engine(t.path() + "/docker.sock",
                       "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                      "Content-Length: " + std::to_string(body.size()) +
-                          "\r\nConnection: close\r\n\r\n" + body);
+                      "Content-Length: " +
+                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   DockerBackendOptions o;
   o.state_dir = t.path() + "/docker";
   o.socket_path = t.path() + "/docker.sock";
@@ -346,7 +347,8 @@ size_t Collect(char* p, size_t s, size_t n, void* out) {
 }
 
 // POST to the guest of `info` over its unix socket; returns the envelope's data (or null).
-Json Guest(const SandboxInfo& info, const std::string& op, const Json& body, long* status = nullptr) {
+Json Guest(const SandboxInfo& info, const std::string& op, const Json& body,
+           long* status = nullptr) {
   CURL* c = curl_easy_init();
   std::string out;
   const std::string sock = info.guest_endpoint.substr(5);
@@ -451,9 +453,9 @@ TEST_F(DockerEngine, CreateExecThroughTheGuestAndDestroy) {
 
   const Json c = Inspect("dk-basic");
   const Json labels = c["Config"]["Labels"];
-  for (const char* key : {"agentbox.managed", "agentbox.id", "agentbox.owner", "agentbox.created",
-                          "agentbox.ttl", "agentbox.expires", "agentbox.spec-hash",
-                          "agentbox.state-dir", "agentbox.label.purpose"}) {
+  for (const char* key :
+       {"agentbox.managed", "agentbox.id", "agentbox.owner", "agentbox.created", "agentbox.ttl",
+        "agentbox.expires", "agentbox.spec-hash", "agentbox.state-dir", "agentbox.label.purpose"}) {
     EXPECT_TRUE(labels.contains(key)) << key;
   }
   EXPECT_EQ(labels["agentbox.owner"], "alice");
@@ -527,8 +529,9 @@ TEST_F(DockerEngine, ReadOnlyRootKeepsWorkspaceAndTmpWritable) {
   spec.read_only_root = true;
   SandboxInfo info = Create("dk-ro", spec);
   EXPECT_EQ(Inspect("dk-ro")["HostConfig"]["ReadonlyRootfs"], true);
-  Json r = Exec(info, "touch /etc/x 2>/dev/null && echo root-writable; touch /workspace/a /tmp/b "
-                      "&& echo ok");
+  Json r = Exec(info,
+                "touch /etc/x 2>/dev/null && echo root-writable; touch /workspace/a /tmp/b "
+                "&& echo ok");
   EXPECT_EQ(r["output"], "ok\n");
 }
 
@@ -574,9 +577,9 @@ TEST_F(DockerEngine, NetworkNoneHostAndNamed) {
   EXPECT_EQ(Inspect("dk-net-host")["HostConfig"]["NetworkMode"], "host");
 
   const std::string net = "agentbox-test-" + std::to_string(::getpid());
-  ASSERT_EQ(EngineStatus("POST", "/networks/create",
-                         Json{{"Name", net}, {"Internal", true}}.dump()),
-            201);
+  ASSERT_EQ(
+      EngineStatus("POST", "/networks/create", Json{{"Name", net}, {"Internal", true}}.dump()),
+      201);
   SandboxSpec named;
   named.network_name = net;
   SandboxInfo n = Create("dk-net-named", named);
@@ -719,8 +722,8 @@ TEST_F(DockerEngine, AGuestThatCannotStartFailsCreateWithItsLog) {
   // An image with no shell at all: the guest exits at once, and Create says why.
   TempDir empty;
   const std::string image = "agentbox/test-noshell:" + std::to_string(::getpid());
-  const std::string cmd = "tar -C " + empty.path() + " -c . | docker import - " + image +
-                          " >/dev/null 2>&1";
+  const std::string cmd =
+      "tar -C " + empty.path() + " -c . | docker import - " + image + " >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) {
     GTEST_SKIP() << "cannot import an empty image with the docker CLI: " << cmd;
   }

@@ -102,9 +102,8 @@ Result<SandboxMeta> LoadMeta(const std::string& dir) {
 }
 
 Result<void> SaveMeta(const std::string& dir, const SandboxMeta& m) {
-  const Json j = {{"version", 1},         {"token", m.token},
-                  {"owner", m.owner},     {"labels", m.labels},
-                  {"expires_at", m.expires_at}, {"claimed", m.claimed}};
+  const Json j = {{"version", 1},       {"token", m.token},           {"owner", m.owner},
+                  {"labels", m.labels}, {"expires_at", m.expires_at}, {"claimed", m.claimed}};
   return WriteFileAtomic(dir + "/" + kMetaFile, DumpJson(j) + "\n", 0600);
 }
 
