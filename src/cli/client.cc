@@ -173,6 +173,20 @@ class Request {
   char errbuf_[CURL_ERROR_SIZE];
 };
 
+// For write callbacks: when the response is not 2xx, keeps its bytes (capped at 64 KiB) in
+// `error_body` for the error message and returns true; the body is then not the caller's.
+bool KeepErrorBody(CURL* c, const char* p, size_t len, std::string& error_body) {
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 200 && status < 300) {
+    return false;
+  }
+  if (error_body.size() < (64u << 10)) {
+    error_body.append(p, len);
+  }
+  return true;
+}
+
 // Receives a download: 2xx bodies go to `fd`, anything else is kept (capped) as the error body.
 struct DownloadSink {
   CURL* c = nullptr;
@@ -183,12 +197,7 @@ struct DownloadSink {
   static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
     auto* self = static_cast<DownloadSink*>(self_ptr);
     const size_t len = size * n;
-    long status = 0;
-    curl_easy_getinfo(self->c, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300) {
-      if (self->error_body.size() < (64u << 10)) {
-        self->error_body.append(p, len);
-      }
+    if (KeepErrorBody(self->c, p, len, self->error_body)) {
       return len;
     }
     size_t off = 0;
@@ -374,6 +383,83 @@ Result<void> DaemonClient::Download(const std::string& path, int fd) {
     return Fail(CodeForStatus(r.status), r.ErrorMessage());
   }
   return {};
+}
+
+namespace {
+
+// Receives an event stream: 2xx bodies go to `on_data`, anything else is kept (capped) as the
+// error body. `stopped` records that the caller ended the transfer on purpose.
+struct StreamSink {
+  CURL* c = nullptr;
+  const std::function<bool(std::string_view)>* on_data = nullptr;
+  const std::function<bool()>* stop = nullptr;
+  std::string error_body;
+  bool stopped = false;
+
+  static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
+    auto* self = static_cast<StreamSink*>(self_ptr);
+    const size_t len = size * n;
+    if (KeepErrorBody(self->c, p, len, self->error_body)) {
+      return len;
+    }
+    if (!(*self->on_data)(std::string_view(p, len))) {
+      self->stopped = true;
+      return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    return len;
+  }
+
+  static int Progress(void* self_ptr, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* self = static_cast<StreamSink*>(self_ptr);
+    if ((*self->stop)()) {
+      self->stopped = true;
+      return 1;
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+Result<Reply> DaemonClient::Stream(const std::string& path,
+                                   const std::function<bool(std::string_view)>& on_data,
+                                   const std::function<bool()>& stop, const Json* body) {
+  CURL* c = impl_->easy.get();
+  if (!c) {
+    return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
+  }
+  Request req(c, endpoint_, body ? "POST" : "GET", path);
+  std::string payload;
+  if (body) {
+    payload = DumpJson(*body);
+    req.AddHeader("Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+  } else {
+    req.AddHeader("Accept: text/event-stream");
+  }
+  StreamSink sink;
+  sink.c = c;
+  sink.on_data = &on_data;
+  sink.stop = &stop;
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, StreamSink::Write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, StreamSink::Progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &sink);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, kStreamIdleSeconds);
+  auto status = req.Perform();
+  if (sink.stopped) {
+    return MakeReply(200, "");
+  }
+  if (!status) {
+    return Fail(status.error());
+  }
+  if (*status < 200 || *status >= 300) {
+    return MakeReply(*status, std::move(sink.error_body));
+  }
+  return MakeReply(*status, "");
 }
 
 std::string UrlEscape(const std::string& s) {

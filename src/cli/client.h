@@ -1,7 +1,9 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/error.h"
 #include "common/json_util.h"
@@ -71,6 +73,18 @@ class DaemonClient {
   // GETs `path` (a file/download endpoint) and writes the body to `fd` as it arrives. A non-2xx
   // answer writes nothing to `fd` and becomes an Error with the envelope's message.
   Result<void> Download(const std::string& path, int fd);
+
+  // GETs `path` (an event stream) and hands the body to `on_data` as it arrives, until the
+  // server ends it, `on_data` returns false, or `stop()` turns true (polled at least once a
+  // second). A stream that stays silent for kStreamIdleSeconds (the daemon sends a keep-alive
+  // every 15 s) counts as broken. Returns the status: a non-2xx answer is a Reply whose body is
+  // the error envelope, and `on_data` never sees it. An Error means the transfer itself failed
+  // or broke (the stream may be resumed by the caller).
+  static constexpr long kStreamIdleSeconds = 45;
+  // With `body`, the request is a POST of that JSON (e.g. /v1/images/pull's progress lines).
+  Result<Reply> Stream(const std::string& path,
+                       const std::function<bool(std::string_view)>& on_data,
+                       const std::function<bool()>& stop, const Json* body = nullptr);
 
  private:
   struct Impl;  // owns the libcurl handle

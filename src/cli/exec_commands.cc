@@ -1,9 +1,19 @@
 // exec and shell: running commands in a sandbox's shell sessions.
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
 #include <iostream>
+#include <iterator>
 #include <regex>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/format.h"
@@ -13,8 +23,7 @@ namespace agentbox::cli {
 
 namespace {
 
-// How long one shell/exec or shell/wait call blocks before the shell prints what the command has
-// written so far.
+// How long the shell waits for the command that creates a new session (to learn its cwd).
 constexpr double kPollSeconds = 1.0;
 
 // Exit status of a command the user interrupted when the guest gives none (128 + SIGINT).
@@ -84,18 +93,20 @@ int Exec(DaemonClient& client, const ExecArgs& a) {
 namespace {
 
 // Reads lines from a file descriptor with read(2) so that Ctrl-C (EINTR) can be told apart from
-// end of input, which std::getline cannot do.
+// end of input, which std::getline cannot do. While a command runs the shell also takes what is
+// typed as that command's input (ReadAvailable + PopLine); a partial line stays buffered.
 class LineReader {
  public:
   enum class Status { kLine, kEof, kInterrupted };
 
   explicit LineReader(int fd) : fd_(fd) {}
 
+  int fd() const { return fd_; }
+  bool eof() const { return eof_; }
+
   Status Next(std::string& line) {
     for (;;) {
-      if (size_t nl = buf_.find('\n'); nl != std::string::npos) {
-        line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
+      if (PopLine(line)) {
         return Status::kLine;
       }
       if (eof_) {
@@ -106,21 +117,36 @@ class LineReader {
         buf_.clear();
         return Status::kLine;
       }
-      char chunk[4096];
-      ssize_t n = ::read(fd_, chunk, sizeof(chunk));
-      if (n > 0) {
-        buf_.append(chunk, static_cast<size_t>(n));
-      } else if (n == 0) {
-        eof_ = true;
-      } else if (errno == EINTR) {
-        if (InterruptPending()) {
-          buf_.clear();
-          return Status::kInterrupted;
-        }
-      } else {
-        eof_ = true;
+      if (!ReadAvailable() && InterruptPending()) {
+        buf_.clear();
+        return Status::kInterrupted;
       }
     }
+  }
+
+  // One read(2); false when it was interrupted by a signal.
+  bool ReadAvailable() {
+    char chunk[4096];
+    ssize_t n = ::read(fd_, chunk, sizeof(chunk));
+    if (n > 0) {
+      buf_.append(chunk, static_cast<size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      eof_ = true;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // Takes one complete line out of the buffer.
+  bool PopLine(std::string& line) {
+    const size_t nl = buf_.find('\n');
+    if (nl == std::string::npos) {
+      return false;
+    }
+    line = buf_.substr(0, nl);
+    buf_.erase(0, nl + 1);
+    return true;
   }
 
  private:
@@ -129,36 +155,243 @@ class LineReader {
   bool eof_ = false;
 };
 
+// Splits a Server-Sent Events byte stream into events (name, id, data); comments (keep-alives)
+// are dropped.
+class SseParser {
+ public:
+  struct Event {
+    std::string name = "message";
+    std::string id;
+    std::string data;
+  };
+
+  // Feeds bytes; calls `on_event` for every complete event. Stops early (returns false) when
+  // `on_event` does.
+  bool Feed(std::string_view bytes, const std::function<bool(const Event&)>& on_event) {
+    buf_.append(bytes);
+    for (;;) {
+      const size_t nl = buf_.find('\n');
+      if (nl == std::string::npos) {
+        return true;
+      }
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      if (!line.empty() && line.back() == '\r') {
+        line.pop_back();
+      }
+      if (line.empty()) {
+        Event done = std::move(cur_);
+        cur_ = Event{};
+        if (!done.data.empty() || done.name != "message") {
+          if (!on_event(done)) {
+            return false;
+          }
+        }
+        continue;
+      }
+      if (line.front() == ':') {
+        continue;
+      }
+      const size_t colon = line.find(':');
+      const std::string field = line.substr(0, colon);
+      std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      if (!value.empty() && value.front() == ' ') {
+        value.erase(0, 1);
+      }
+      if (field == "event") {
+        cur_.name = value;
+      } else if (field == "id") {
+        cur_.id = value;
+      } else if (field == "data") {
+        cur_.data += (cur_.data.empty() ? "" : "\n") + value;
+      }
+    }
+  }
+
+ private:
+  std::string buf_;
+  Event cur_;
+};
+
+// Follows one command on the daemon's event stream (GET /v1/sandboxes/{id}/shell/{session}/
+// stream), on a thread and connection of its own, so the main thread stays free to forward
+// keystrokes and Ctrl-C. Output goes to stdout as it arrives. When the stream drops it is
+// reopened from the offset after the last output received, so nothing is lost or repeated. Done
+// when the command's `status` event arrives (the guest sends it even when the stream opens
+// after the command ended), the session or sandbox ends, or Stop() is called; then one byte is
+// written to wake_fd().
+class CommandFollower {
+ public:
+  struct Outcome {
+    bool completed = false;
+    std::optional<int64_t> returncode;
+    std::string cwd;
+    std::optional<Error> error;
+  };
+
+  CommandFollower(const Endpoint& endpoint, std::string id, std::string session)
+      : client_(endpoint), id_(std::move(id)), session_(std::move(session)) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) == 0) {
+      wake_r_ = p[0];
+      wake_w_ = p[1];
+    }
+  }
+  ~CommandFollower() {
+    Stop();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    for (int fd : {wake_r_, wake_w_}) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  }
+  CommandFollower(const CommandFollower&) = delete;
+  CommandFollower& operator=(const CommandFollower&) = delete;
+
+  // Starts following. SIGINT stays with the main thread: the follower blocks it.
+  void Start() {
+    sigset_t block;
+    sigset_t old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    ::pthread_sigmask(SIG_BLOCK, &block, &old);
+    thread_ = std::thread([this] { Run(); });
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  void Stop() { stop_ = true; }
+  int wake_fd() const { return wake_r_; }
+
+  // Waits for the follower to end and returns what it saw.
+  Outcome Finish() {
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    return outcome_;
+  }
+
+ private:
+  // Gaps between attempts to reopen a dropped stream; after the last one the shell gives up.
+  static constexpr int kReconnectDelaysMs[] = {0, 100, 250, 500, 1000, 2000, 2000, 2000};
+
+  void Run() {
+    size_t attempt = 0;
+    for (;;) {
+      std::string path =
+          "/v1/sandboxes/" + UrlEscape(id_) + "/shell/" + UrlEscape(session_) + "/stream";
+      if (offset_) {
+        path += "?offset=" + std::to_string(*offset_);
+      }
+      SseParser parser;
+      bool progressed = false;
+      auto r = client_.Stream(
+          path,
+          [&](std::string_view bytes) {
+            return parser.Feed(bytes, [&](const SseParser::Event& ev) {
+              progressed = true;
+              return OnEvent(ev);
+            });
+          },
+          [this] { return stop_.load() || done_; });
+      if (done_ || stop_) {
+        break;
+      }
+      if (r && !r->ok()) {
+        outcome_.error = Error{r->status == 404 ? ErrorCode::kNotFound : ErrorCode::kUnavailable,
+                               r->ErrorMessage()};
+        break;
+      }
+      // The stream broke or ended without the command's status: resume from the last offset.
+      attempt = progressed ? 0 : attempt + 1;
+      if (attempt >= std::size(kReconnectDelaysMs)) {
+        outcome_.error =
+            r ? Error{ErrorCode::kUnavailable, "the output stream keeps ending"} : r.error();
+        break;
+      }
+      for (int waited = 0; waited < kReconnectDelaysMs[attempt] && !stop_; waited += 50) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    const char byte = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_w_, &byte, 1);
+  }
+
+  // Returns false once the command's story is over.
+  bool OnEvent(const SseParser::Event& ev) {
+    Json data = Json::parse(ev.data, nullptr, false);
+    if (ev.name == "output") {
+      WriteAll(STDOUT_FILENO, JsonString(data, "output"));
+      if (!ev.id.empty()) {
+        offset_ = std::strtoull(ev.id.c_str(), nullptr, 10);
+      }
+      return true;
+    }
+    if (ev.name == "status") {
+      outcome_.completed = true;
+      outcome_.returncode = JsonInt(data, "returncode");
+      outcome_.cwd = JsonString(data, "cwd");
+      done_ = true;
+      return false;
+    }
+    if (ev.name == "end") {
+      outcome_.error = Error{ErrorCode::kNotFound, "session '" + session_ + "' was deleted"};
+      done_ = true;
+      return false;
+    }
+    if (ev.name == "error") {
+      outcome_.error = Error{ErrorCode::kUnavailable, JsonString(data, "message")};
+      done_ = true;
+      return false;
+    }
+    return true;
+  }
+
+  DaemonClient client_;  // its own connection: the main thread's client stays usable
+  std::string id_;
+  std::string session_;
+  std::optional<uint64_t> offset_;  // where to resume: after the last output received
+  std::atomic<bool> stop_{false};
+  bool done_ = false;  // follower thread only
+  Outcome outcome_;
+  int wake_r_ = -1;
+  int wake_w_ = -1;
+  std::thread thread_;
+};
+
 // One interactive session: every line runs through shell/exec in the same named session, so
-// cwd, environment and shell variables carry over from one line to the next.
+// cwd, environment and shell variables carry over from one line to the next. The command's
+// output arrives on the session's event stream; at a terminal, lines typed while it runs are
+// its input (shell/write).
 class InteractiveShell {
  public:
   InteractiveShell(DaemonClient& client, std::string id, std::string session)
       : client_(client), id_(std::move(id)), session_(std::move(session)) {}
 
   int Run() {
-    const bool tty = ::isatty(STDIN_FILENO) != 0;
+    tty_ = ::isatty(STDIN_FILENO) != 0;
     InstallInterruptHandler();
-    if (tty) {
+    if (tty_) {
       if (auto r = LoadCwd(); !r) {
         return ReportError(r.error());
       }
     }
-    LineReader reader(STDIN_FILENO);
     int last_status = 0;
     for (;;) {
-      if (tty) {
+      if (tty_) {
         std::cerr << id_ << ":" << cwd_ << "$ " << std::flush;
       }
       std::string line;
-      const auto got = reader.Next(line);
+      const auto got = reader_.Next(line);
       if (got == LineReader::Status::kInterrupted) {
         ClearInterrupt();
         std::cerr << "\n";
         continue;
       }
       if (got == LineReader::Status::kEof) {
-        if (tty) {
+        if (tty_) {
           std::cerr << "\n";
         }
         return last_status;
@@ -176,7 +409,7 @@ class InteractiveShell {
         ReportError(status.error());
         // A script stops at the first failure; at a terminal only a lost daemon or sandbox ends
         // the session.
-        if (!tty || status.error().code == ErrorCode::kUnavailable ||
+        if (!tty_ || status.error().code == ErrorCode::kUnavailable ||
             status.error().code == ErrorCode::kNotFound) {
           return kExitError;
         }
@@ -188,6 +421,9 @@ class InteractiveShell {
   }
 
  private:
+  // How long the shell gives the stream to report a killed command before it stops waiting.
+  static constexpr auto kKillGrace = std::chrono::seconds(15);
+
   // The session's cwd for the prompt; creates the session when it does not exist yet.
   Result<void> LoadCwd() {
     auto list = client_.Call("GET", GuestPath(id_, "shell/list"));
@@ -211,90 +447,78 @@ class InteractiveShell {
     return {};
   }
 
-  void PrintNew(const std::string& output) {
-    // Output only grows while a command runs; once the guest's cap drops its start the offsets
-    // no longer line up and the rest is printed from where it stands.
-    if (output.size() > printed_) {
-      WriteAll(STDOUT_FILENO, output.substr(printed_));
-      printed_ = output.size();
+  // Sends each complete line typed so far to the running command's stdin.
+  void ForwardTypedLines() {
+    std::string input;
+    while (reader_.PopLine(input)) {
+      Json body = {{"id", session_}, {"input", input}, {"press_enter", true}};
+      if (auto r = client_.Call("POST", GuestPath(id_, "shell/write"), &body); !r) {
+        ReportError("input not delivered: " + r.error().message);
+      }
     }
-  }
-
-  // Refreshes output and cwd from shell/view; returns the returncode it shows.
-  Result<std::optional<int64_t>> View() {
-    Json body = {{"id", session_}, {"raw", true}};
-    auto v = client_.Call("POST", GuestPath(id_, "shell/view"), &body);
-    if (!v) {
-      return Fail(v.error());
-    }
-    PrintNew(JsonString(*v, "output"));
-    if (auto cwd = JsonString(*v, "cwd"); !cwd.empty()) {
-      cwd_ = cwd;
-    }
-    return JsonInt(*v, "returncode");
-  }
-
-  Result<int> Interrupted() {
-    ClearInterrupt();
-    const int status = KillSessionCommand(client_, id_, session_);
-    if (auto v = View(); !v) {
-      return Fail(v.error());
-    }
-    std::cerr << "\n";  // a terminal has echoed ^C already
-    return status;
   }
 
   // Runs one line; returns the command's exit status.
   Result<int> RunLine(const std::string& line) {
-    printed_ = 0;
-    Json body = {{"id", session_}, {"command", line}, {"wait_seconds", kPollSeconds}};
-    // Not interruptible: the call returns within kPollSeconds, and aborting it could race the
+    // Not interruptible: it returns at once (wait_seconds 0), and aborting it could race the
     // start of the command with the kill meant for it.
+    Json body = {{"id", session_}, {"command", line}, {"wait_seconds", 0}};
     auto r = client_.Call("POST", GuestPath(id_, "shell/exec"), &body);
     if (!r) {
       return Fail(r.error());
     }
-    PrintNew(JsonString(*r, "output"));
-    if (auto cwd = JsonString(*r, "cwd"); !cwd.empty()) {
-      cwd_ = cwd;
-    }
-    if (JsonString(*r, "status") != "running") {
-      return ExitStatus(JsonInt(*r, "returncode"));
-    }
+    // Without an offset the stream starts at this command's first byte of output.
+    CommandFollower follower(client_.endpoint(), id_, session_);
+    follower.Start();
+    std::optional<int> killed_status;
+    std::optional<std::chrono::steady_clock::time_point> kill_deadline;
     for (;;) {
-      if (InterruptPending()) {
-        return Interrupted();
+      if (InterruptPending() && !killed_status) {
+        ClearInterrupt();
+        killed_status = KillSessionCommand(client_, id_, session_);
+        kill_deadline = std::chrono::steady_clock::now() + kKillGrace;
       }
-      Json wait = {{"id", session_}, {"seconds", kPollSeconds}};
-      auto w = client_.Send("POST", GuestPath(id_, "shell/wait"), &wait, /*interruptible=*/true);
-      if (!w) {
-        if (InterruptPending()) {
-          return Interrupted();
-        }
-        return Fail(w.error());
+      if (kill_deadline && std::chrono::steady_clock::now() > *kill_deadline) {
+        follower.Stop();
       }
-      const bool still_running =
-          w->status == 400 && JsonString(w->envelope, "message").starts_with("Wait timeout");
-      if (!w->ok() && !still_running) {
-        return Fail(Error{w->status == 404 ? ErrorCode::kNotFound : ErrorCode::kInternal,
-                          w->ErrorMessage()});
+      // Typed lines are input only at a terminal: in a script the next line is the next command.
+      const bool read_stdin = tty_ && !reader_.eof();
+      pollfd fds[2] = {{follower.wake_fd(), POLLIN, 0}, {reader_.fd(), POLLIN, 0}};
+      // A timeout, so that a Ctrl-C landing just before poll() is noticed within a moment.
+      const int n = ::poll(fds, read_stdin ? 2 : 1, 250);
+      if (n < 0) {
+        continue;  // EINTR: Ctrl-C is handled at the top
       }
-      auto rc = View();
-      if (!rc) {
-        return Fail(rc.error());
+      if (fds[0].revents != 0) {
+        break;
       }
-      if (w->ok()) {
-        auto code = JsonInt(w->data(), "returncode");
-        return ExitStatus(code ? code : *rc);
+      if (read_stdin && fds[1].revents != 0) {
+        reader_.ReadAvailable();
+        ForwardTypedLines();
       }
     }
+    CommandFollower::Outcome out = follower.Finish();
+    if (killed_status) {
+      std::cerr << "\n";  // a terminal has echoed ^C already
+    }
+    if (!out.cwd.empty()) {
+      cwd_ = out.cwd;
+    }
+    if (out.error) {
+      return Fail(*out.error);
+    }
+    if (!out.completed) {
+      return killed_status ? *killed_status : kInterruptedStatus;
+    }
+    return ExitStatus(out.returncode);
   }
 
   DaemonClient& client_;
   std::string id_;
   std::string session_;
   std::string cwd_;
-  size_t printed_ = 0;
+  bool tty_ = false;
+  LineReader reader_{STDIN_FILENO};
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <set>
 
 #include "common/log.h"
 #include "common/strings.h"
@@ -349,6 +350,11 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
 }
 
 void DaemonApi::Handle(http::Request req, http::Respond respond) {
+  if ((req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") &&
+      req.method != "GET") {
+    respond(JsonErrStatus(405, "use GET on " + req.path));
+    return;
+  }
   if (req.path == "/healthz") {
     respond(JsonOk({{"status", "ok"}}));
     return;
@@ -409,6 +415,15 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     }
     if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
       return Stream(id, parts[4], req, caller, std::move(respond));
+    }
+    if (parts.size() == 7 && parts[3] == "api" && parts[4] == "v1" && parts[5] == "shell" &&
+        parts[6] == "stream" && m == "GET") {
+      // The guest's own form of the event stream: relayed as a stream, never buffered.
+      auto session = req.QueryParam("id");
+      if (!session || session->empty()) {
+        return respond(JsonErr(FieldError("id", "is required as a query parameter")));
+      }
+      return Stream(id, *session, req, caller, std::move(respond));
     }
     if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
       std::string rest;
@@ -547,14 +562,49 @@ std::optional<SandboxEntry> DaemonApi::Find(const std::string& id, const Caller&
 }
 
 void DaemonApi::List(const Caller& caller, http::Respond respond) {
-  Json list = Json::array();
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, e] : sandboxes_) {
-    if (caller.admin || e.info.spec.owner == caller.owner) {
-      list.push_back(SandboxJson(e));
+  // Live state, not what the registry remembered at create time: one List() per backend that
+  // holds a visible sandbox (a single engine call for docker), off the I/O thread.
+  pool_.Post([this, caller, respond] {
+    std::vector<SandboxEntry> visible;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, e] : sandboxes_) {
+        if (caller.admin || e.info.spec.owner == caller.owner) {
+          visible.push_back(e);
+        }
+      }
     }
-  }
-  respond(JsonOk({{"sandboxes", std::move(list)}}));
+    std::map<SandboxBackend*, std::map<std::string, SandboxInfo>> live;
+    std::set<SandboxBackend*> failed;
+    for (const auto& e : visible) {
+      if (live.count(e.backend) || failed.count(e.backend)) {
+        continue;
+      }
+      auto list = e.backend->List();
+      if (!list) {
+        failed.insert(e.backend);  // keep what we knew; the backend's trouble is its own
+        continue;
+      }
+      auto& m = live[e.backend];
+      for (auto& info : *list) {
+        m[info.id] = std::move(info);
+      }
+    }
+    Json out = Json::array();
+    for (auto& e : visible) {
+      if (auto it = live.find(e.backend); it != live.end()) {
+        if (auto f = it->second.find(e.info.id); f != it->second.end()) {
+          e.info.state = f->second.state;
+          e.info.detail = f->second.detail;
+        } else {
+          e.info.state = SandboxState::kFailed;
+          e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
+        }
+      }
+      out.push_back(SandboxJson(e));
+    }
+    respond(JsonOk({{"sandboxes", std::move(out)}}));
+  });
 }
 
 void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respond respond) {
@@ -723,8 +773,13 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
   // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
+  const std::string backend = e->info.backend;
+  const auto start = Clock::now();
   client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-                        [respond](Result<http::ClientResponse> r) {
+                        [this, backend, start, respond](Result<http::ClientResponse> r) {
+                          // Counted when the stream opens (or fails to).
+                          Count(backend, "shell/stream", r && r->status < 500,
+                                std::chrono::duration<double>(Clock::now() - start).count());
                           if (!r) {
                             return respond(JsonErr(r.error()));
                           }

@@ -169,7 +169,11 @@ class SessionStream : public http::BodySource {
       : state_(std::make_shared<State>(io)) {
     state_->session = std::move(session);
     state_->offset = offset;
-    state_->seen_completions = state_->session->completions();
+    // A stream opened while no command runs reports the last command's status after its
+    // output: a client that starts following a command just as it ends, or reconnects after a
+    // dropped stream, learns that it ended instead of waiting for a completion that never comes.
+    const Session& s = *state_->session;
+    state_->seen_completions = s.completions() - (!s.running() && s.completions() > 0 ? 1 : 0);
   }
   ~SessionStream() override { state_->timer.cancel(); }
 

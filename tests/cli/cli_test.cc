@@ -11,7 +11,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -23,8 +22,7 @@
 
 #include "cli/client.h"
 #include "cli/format.h"
-#include "daemon/daemon_api.h"
-#include "fakes/process_backend.h"
+#include "fakes/daemon_fixture.h"
 
 extern char** environ;
 
@@ -44,9 +42,20 @@ struct Outcome {
 // destruction if still running.
 class Child {
  public:
-  Child(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  // With `stdin_tty` the child's stdin is a pseudo-terminal (isatty is true) instead of a pipe.
+  Child(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+        bool stdin_tty = false) {
     int in[2], out[2], err[2];
-    EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+    if (stdin_tty) {
+      in[1] = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+      EXPECT_GE(in[1], 0);
+      EXPECT_EQ(::grantpt(in[1]), 0);
+      EXPECT_EQ(::unlockpt(in[1]), 0);
+      in[0] = ::open(::ptsname(in[1]), O_RDWR | O_NOCTTY | O_CLOEXEC);
+      EXPECT_GE(in[0], 0);
+    } else {
+      EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+    }
     EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
     EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
@@ -112,10 +121,19 @@ class Child {
     std::lock_guard<std::mutex> lock(mu_);
     return result_.out;
   }
+  // stderr so far (thread-safe).
+  std::string Stderr() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return result_.err;
+  }
 
   // Waits for the exit (killing the child after `limit`) and returns everything it printed.
-  Outcome Wait(std::chrono::seconds limit = std::chrono::seconds(60)) {
-    CloseStdin();
+  // Closes stdin first unless `close_stdin` is false (a pseudo-terminal drops unread input when
+  // its master closes, so a child that must read everything is left to exit by itself).
+  Outcome Wait(std::chrono::seconds limit = std::chrono::seconds(60), bool close_stdin = true) {
+    if (close_stdin) {
+      CloseStdin();
+    }
     const auto deadline = Clock::now() + limit;
     int ws = 0;
     while (::waitpid(pid_, &ws, WNOHANG) == 0) {
@@ -195,45 +213,9 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-class CliTest : public ::testing::Test {
+class CliTest : public fakes::DaemonFixture {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agentbox-cli-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    backend_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state");
-    daemon::DaemonOptions o;
-    o.default_backend = "process";
-    o.spool_dir = dir_;
-    api_ = std::make_unique<daemon::DaemonApi>(
-        io_, std::map<std::string, SandboxBackend*>{{"process", backend_.get()}},
-        daemon::ApiKeys({"k1"}), o);
-    api_->Start();
-    http::ServerOptions so;
-    so.max_body_bytes = 1 << 20;
-    so.error_body = [](int, const std::string& m) {
-      return DumpJson(Json{{"success", false}, {"message", m}, {"data", nullptr}});
-    };
-    server_ = std::make_unique<http::Server>(io_, *api_, so);
-    socket_ = dir_ + "/agentboxd.sock";
-    ASSERT_TRUE(server_->Listen("unix:" + socket_));
-    auto tcp = server_->Listen("tcp:127.0.0.1:0");
-    ASSERT_TRUE(tcp);
-    url_ = "http://" + tcp->substr(4);
-    thread_ = std::thread([this] { io_.run(); });
-  }
-
-  void TearDown() override {
-    server_->Stop();
-    work_.reset();
-    io_.stop();
-    thread_.join();
-    api_.reset();
-    backend_.reset();
-    ASSERT_EQ(system(("rm -rf '" + dir_ + "'").c_str()), 0);
-  }
-
-  std::map<std::string, std::string> SocketEnv() const { return {{"AGENTBOX_SOCKET", socket_}}; }
+  std::map<std::string, std::string> SocketEnv() const { return {{"AGENTBOX_SOCKET", unix_sock_}}; }
 
   // Runs `agentbox args...` against the unix socket, feeding `input` on stdin.
   Outcome Run(const std::vector<std::string>& args, const std::string& input = "") {
@@ -257,20 +239,6 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(o.status, 0) << o.err;
     return Trim(o.out);
   }
-
-  // The sandbox's working directory as seen from the host (the test double runs no jail).
-  std::string Workspace(const std::string& id) const {
-    return dir_ + "/state/" + id + "/workspace";
-  }
-
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
-      boost::asio::make_work_guard(io_);
-  std::unique_ptr<fakes::ProcessBackend> backend_;
-  std::unique_ptr<daemon::DaemonApi> api_;
-  std::unique_ptr<http::Server> server_;
-  std::thread thread_;
-  std::string dir_, socket_, url_;
 };
 
 TEST_F(CliTest, CreateListInfoTimeoutRemove) {
@@ -498,8 +466,8 @@ TEST_F(CliTest, ShellRunsAScriptInOneSession) {
   // The state lives in the sandbox's "default" session, which exec uses too.
   EXPECT_EQ(Run({"exec", id, "--", "echo $PWD $A"}).out, "/tmp 1\n");
 
-  // A command that outlives one poll is followed to its end; the status of the last line is
-  // the shell's; `exit N` leaves with N.
+  // A command that runs a while is followed to its end; the status of the last line is the
+  // shell's; `exit N` leaves with N.
   o = Run({"shell", id, "--session", "s"},
           "for i in 1 2 3; do echo $i; sleep 0.7; done\necho err >&2; false\n");
   EXPECT_EQ(o.out, "1\n2\n3\nerr\n");
@@ -513,7 +481,7 @@ TEST_F(CliTest, ShellCtrlCKillsTheRunningCommandAndKeepsTheSession) {
   const std::string id = CreateSandbox();
   Child c({"shell", id}, SocketEnv());
   c.Write("export KEEP=yes\necho ready; sleep 30; echo never\n");
-  // "ready" is printed while the command still runs: the shell streams output as it polls.
+  // "ready" is printed while the command still runs: the shell follows the session's stream.
   ASSERT_TRUE(WaitUntil([&] { return c.Stdout() == "ready\n"; }, std::chrono::seconds(20)))
       << c.Stdout();
   const auto start = Clock::now();
@@ -523,6 +491,62 @@ TEST_F(CliTest, ShellCtrlCKillsTheRunningCommandAndKeepsTheSession) {
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(20));
   EXPECT_EQ(o.out, "ready\nafter yes\n") << o.err;
   EXPECT_EQ(o.status, 0) << o.err;
+}
+
+TEST_F(CliTest, ShellFollowsOutputOnTheEventStream) {
+  const std::string id = CreateSandbox();
+  Child c({"shell", id}, SocketEnv());
+  c.Write("echo first; sleep 1; echo second\n");
+  // "first" arrives while the command still runs.
+  ASSERT_TRUE(WaitUntil([&] { return c.Stdout() == "first\n"; }, std::chrono::seconds(20)))
+      << c.Stdout();
+  c.Write("echo done\n");
+  Outcome o = c.Wait();
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(o.out, "first\nsecond\ndone\n");
+  // It came over the daemon's event stream (one per command), not by polling the session.
+  fakes::HttpReply m = Call("GET", "/metrics");
+  EXPECT_NE(m.body.find(R"(op="shell/stream",outcome="ok"} 2)"), std::string::npos) << m.body;
+  EXPECT_EQ(m.body.find(R"(op="shell/view")"), std::string::npos) << m.body;
+  EXPECT_EQ(m.body.find(R"(op="shell/wait")"), std::string::npos) << m.body;
+}
+
+TEST_F(CliTest, ShellAtATerminalSendsTypedLinesToTheRunningCommand) {
+  const std::string id = CreateSandbox();
+  Child c({"shell", id}, SocketEnv(), /*stdin_tty=*/true);
+  ASSERT_TRUE(WaitUntil([&] { return c.Stderr().find(id + ":") != std::string::npos; },
+                        std::chrono::seconds(20)))
+      << c.Stderr();
+  c.Write("echo ready; read name; echo hello $name\n");
+  ASSERT_TRUE(WaitUntil([&] { return c.Stdout() == "ready\n"; }, std::chrono::seconds(20)))
+      << c.Stdout() << c.Stderr();
+  c.Write("world\n");  // typed while the command runs: its input (shell/write)
+  ASSERT_TRUE(
+      WaitUntil([&] { return c.Stdout() == "ready\nhello world\n"; }, std::chrono::seconds(20)))
+      << c.Stdout() << c.Stderr();
+  c.Write("exit 3\n");
+  Outcome o = c.Wait(std::chrono::seconds(60), /*close_stdin=*/false);
+  EXPECT_EQ(o.status, 3) << o.err;
+  EXPECT_EQ(o.out, "ready\nhello world\n");
+}
+
+TEST_F(CliTest, PullShowsProgressAndCreateFetchesTheImageFirst) {
+  Outcome p = Run({"pull", "remote/tool:1"});
+  EXPECT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(p.err, "Pulling remote/tool:1\nDownloading layer 1/1\nPull complete\n");
+  Outcome missing = Run({"pull", "missing/x:1"});
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.err.find("missing/x:1"), std::string::npos) << missing.err;
+  Outcome flaky = Run({"pull", "flaky/x"});
+  EXPECT_NE(flaky.status, 0);
+  EXPECT_NE(flaky.err.find("registry went away pulling flaky/x"), std::string::npos) << flaky.err;
+  Outcome c = Run({"create", "--image", "remote/tool:1"});
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_NE(c.err.find("Pull complete"), std::string::npos) << c.err;
+  Outcome bad = Run({"create", "--image", "missing/x:1"});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("missing/x:1"), std::string::npos);
+  EXPECT_TRUE(Run({"ls"}).out.find("missing") == std::string::npos);
 }
 
 TEST_F(CliTest, ErrorsExitTwoWithOneLine) {
@@ -559,14 +583,14 @@ TEST_F(CliTest, ErrorsExitTwoWithOneLine) {
 }
 
 TEST_F(CliTest, TcpNeedsTheApiKey) {
-  Outcome c = RunEnv({"--url", url_, "--api-key", "k1", "create", "--label", "via=tcp"}, {});
+  Outcome c = RunEnv({"--url", tcp_base_, "--api-key", "k1", "create", "--label", "via=tcp"}, {});
   ASSERT_EQ(c.status, 0) << c.err;
   const std::string id = Trim(c.out);
-  Outcome o = RunEnv({"exec", id, "--url", url_, "--api-key", "k1", "--", "echo hi"}, {});
+  Outcome o = RunEnv({"exec", id, "--url", tcp_base_, "--api-key", "k1", "--", "echo hi"}, {});
   EXPECT_EQ(o.status, 0) << o.err;
   EXPECT_EQ(o.out, "hi\n");
   // The same from the environment.
-  const std::map<std::string, std::string> env = {{"AGENTBOX_URL", url_},
+  const std::map<std::string, std::string> env = {{"AGENTBOX_URL", tcp_base_},
                                                   {"AGENTBOX_API_KEY", "k1"}};
   o = RunEnv({"ls"}, env);
   EXPECT_NE(o.out.find(id), std::string::npos) << o.err;
@@ -577,13 +601,13 @@ TEST_F(CliTest, TcpNeedsTheApiKey) {
 
   const std::string unauthorized =
       "agentbox: missing or invalid API key (Authorization: Bearer KEY) (HTTP 401)\n";
-  o = RunEnv({"--url", url_, "--api-key", "k2", "ls"}, {});
+  o = RunEnv({"--url", tcp_base_, "--api-key", "k2", "ls"}, {});
   EXPECT_EQ(o.status, 2);
   EXPECT_EQ(o.err, unauthorized);
-  o = RunEnv({"--url", url_, "exec", id, "--", "true"}, {});
+  o = RunEnv({"--url", tcp_base_, "exec", id, "--", "true"}, {});
   EXPECT_EQ(o.status, 2);
   EXPECT_EQ(o.err, unauthorized);
-  o = RunEnv({"--url", url_, "--api-key", "bad", "upload", id, local, "x.txt"}, {});
+  o = RunEnv({"--url", tcp_base_, "--api-key", "bad", "upload", id, local, "x.txt"}, {});
   EXPECT_EQ(o.status, 2);
   EXPECT_EQ(o.err, unauthorized);
 

@@ -2,121 +2,19 @@
 // whose sandboxes are real agentbox-guest processes, and libcurl as the client.
 #include "daemon/daemon_api.h"
 
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <thread>
 
-#include "fakes/process_backend.h"
-#include "http/envelope.h"
+#include "fakes/daemon_fixture.h"
 
 namespace agentbox::daemon {
 namespace {
 
-struct Reply {
-  long status = 0;
-  std::string body;
-  Json json;
-  std::string headers;
-};
+using Reply = fakes::HttpReply;
 
-size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
-
-class DaemonApiTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/agentbox-daemon-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    backend_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state");
-    DaemonOptions o;
-    o.default_backend = "process";
-    o.spool_dir = dir_;
-    api_ = std::make_unique<DaemonApi>(
-        io_, std::map<std::string, SandboxBackend*>{{"process", backend_.get()}},
-        ApiKeys({"alice:key-alice", "bob:key-bob"}), o);
-    api_->Start();
-    http::ServerOptions so;
-    so.max_body_bytes = 1 << 20;
-    so.error_body = &http::ErrorBody;
-    server_ = std::make_unique<http::Server>(io_, *api_, so);
-    unix_sock_ = dir_ + "/d.sock";
-    ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
-    auto tcp = server_->Listen("tcp:127.0.0.1:0");
-    ASSERT_TRUE(tcp);
-    tcp_base_ = "http://" + tcp->substr(4);
-    thread_ = std::thread([this] { io_.run(); });
-  }
-
-  void TearDown() override {
-    server_->Stop();
-    work_.reset();
-    io_.stop();
-    thread_.join();
-    api_.reset();
-    backend_.reset();
-    ASSERT_EQ(system(("rm -rf '" + dir_ + "'").c_str()), 0);
-  }
-
-  // method, path, body; key "" = unix socket (local admin), otherwise TCP with that key.
-  Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
-             const std::string& key = "", std::vector<std::string> extra = {}) {
-    CURL* c = curl_easy_init();
-    Reply r;
-    std::string url;
-    if (key.empty()) {
-      curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_sock_.c_str());
-      url = "http://agentboxd" + path;
-    } else {
-      url = tcp_base_ + path;
-      if (key != "-") {
-        extra.push_back("Authorization: Bearer " + key);
-      }
-    }
-    curl_slist* hdrs = nullptr;
-    for (auto& h : extra) {
-      hdrs = curl_slist_append(hdrs, h.c_str());
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (!body.empty() || method == "POST") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.headers);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    EXPECT_EQ(curl_easy_perform(c), CURLE_OK) << method << " " << path;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    r.json = Json::parse(r.body, nullptr, false);
-    return r;
-  }
-
-  std::string CreateAs(const std::string& key, const std::string& body = "{}") {
-    Reply r = Call("POST", "/v1/sandboxes", body, key);
-    EXPECT_EQ(r.status, 201) << r.body;
-    return r.json["data"]["id"].get<std::string>();
-  }
-
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
-      boost::asio::make_work_guard(io_);
-  std::unique_ptr<fakes::ProcessBackend> backend_;
-  std::unique_ptr<DaemonApi> api_;
-  std::unique_ptr<http::Server> server_;
-  std::thread thread_;
-  std::string dir_, unix_sock_, tcp_base_;
-};
+class DaemonApiTest : public fakes::DaemonFixture {};
 
 TEST_F(DaemonApiTest, HealthAndReadiness) {
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
@@ -267,29 +165,6 @@ TEST_F(DaemonApiTest, AGuestSocketSwappedForASymlinkIsNotFollowed) {
   EXPECT_NE(r.body.find("not a socket"), std::string::npos);
 }
 
-// Reads an event stream until `stop` appears (or the server ends it) and returns what came.
-std::string ReadEvents(const std::string& unix_sock, const std::string& path,
-                       const std::string& stop) {
-  struct Ctx {
-    std::string body;
-    std::string stop;
-  } ctx{"", stop};
-  CURL* c = curl_easy_init();
-  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_sock.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-  curl_easy_setopt(
-      c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t sz, size_t n, void* out) {
-        auto* x = static_cast<Ctx*>(out);
-        x->body.append(p, sz * n);
-        return x->body.find(x->stop) != std::string::npos ? size_t{0} : sz * n;
-      });
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
-  curl_easy_perform(c);
-  curl_easy_cleanup(c);
-  return ctx.body;
-}
-
 TEST_F(DaemonApiTest, StreamsLiveSessionOutputAsServerSentEvents) {
   const std::string id = CreateAs("key-alice");
   Reply e = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
@@ -297,8 +172,7 @@ TEST_F(DaemonApiTest, StreamsLiveSessionOutputAsServerSentEvents) {
                  R"("wait_seconds":0})",
                  "key-alice");
   ASSERT_EQ(e.json["data"]["status"], "running") << e.body;
-  const std::string events =
-      ReadEvents(unix_sock_, "/v1/sandboxes/" + id + "/shell/s/stream", "event: status");
+  const std::string events = ReadEvents("/v1/sandboxes/" + id + "/shell/s/stream", "event: status");
   EXPECT_NE(events.find("event: output"), std::string::npos) << events;
   for (const char* line : {"line1", "line2", "line3"}) {
     EXPECT_NE(events.find(line), std::string::npos) << events;
@@ -313,9 +187,8 @@ TEST_F(DaemonApiTest, StreamEndsWithAnErrorEventWhenTheSandboxDies) {
   Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
        R"({"id":"s","command":"sleep 30","wait_seconds":0})", "key-alice");
   std::string events;
-  std::thread reader([&] {
-    events = ReadEvents(unix_sock_, "/v1/sandboxes/" + id + "/shell/s/stream", "event: error");
-  });
+  std::thread reader(
+      [&] { events = ReadEvents("/v1/sandboxes/" + id + "/shell/s/stream", "event: error"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_TRUE(backend_->Destroy(id));  // the sandbox dies under the daemon
   reader.join();

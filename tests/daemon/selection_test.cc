@@ -27,22 +27,6 @@ class Switchable : public fakes::ProcessBackend {
     }
     return ProcessBackend::Probe();
   }
-  // Images: "missing/*" cannot be found, "remote/*" is pulled with progress, "flaky/*" fails
-  // half way; anything else is present.
-  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override {
-    if (spec.image.starts_with("missing/")) {
-      return Fail(ErrorCode::kNotFound, "image '" + spec.image + "' not found and no registry");
-    }
-    if (spec.image.starts_with("remote/") || spec.image.starts_with("flaky/")) {
-      progress("Pulling " + spec.image);
-      progress("Downloading layer 1/1");
-      if (spec.image.starts_with("flaky/")) {
-        return Fail(ErrorCode::kUnavailable, "registry went away pulling " + spec.image);
-      }
-      progress("Pull complete");
-    }
-    return {};
-  }
   std::atomic<bool> up{true};
 };
 
@@ -250,6 +234,22 @@ TEST_F(SelectionTest, APinIsHonouredOrRefusedNeverRedirected) {
   Reply refused = Call("POST", "/v1/sandboxes", R"({"backend":"jail"})");
   EXPECT_EQ(refused.status, 503) << refused.body;
   EXPECT_EQ(Call("POST", "/v1/sandboxes", R"({"backend":"lxc"})").status, 422);
+}
+
+TEST_F(SelectionTest, ListingShowsLiveStateNotTheCreateTimeCopy) {
+  StartDaemon({});
+  const std::string kept = Call("POST", "/v1/sandboxes", "{}").json["data"]["id"];
+  const std::string lost = Call("POST", "/v1/sandboxes", "{}").json["data"]["id"];
+  ASSERT_TRUE(docker_->Destroy(lost));  // behind the daemon's back
+  Reply r = Call("GET", "/v1/sandboxes");
+  ASSERT_EQ(r.status, 200);
+  std::map<std::string, Json> by_id;
+  for (const auto& s : r.json["data"]["sandboxes"]) {
+    by_id[s["id"]] = s;
+  }
+  EXPECT_EQ(by_id.at(kept)["state"], "running");
+  EXPECT_EQ(by_id.at(lost)["state"], "failed");
+  EXPECT_NE(by_id.at(lost)["detail"].get<std::string>().find("no longer has"), std::string::npos);
 }
 
 TEST_F(SelectionTest, PullStreamsProgressLinesThenDone) {

@@ -27,6 +27,10 @@ class ProcessBackend : public SandboxBackend {
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Plays an image store: "missing/*" is found nowhere (kNotFound naming it), "remote/*" is
+  // pulled with three progress lines, "flaky/*" fails half way (kUnavailable); anything else is
+  // present.
+  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
 
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }

@@ -15,6 +15,7 @@
 #include <map>
 #include <thread>
 
+#include "backends/jail/jail_test_fixture.h"
 #include "backends/jail/jail_test_util.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_record.h"
@@ -24,44 +25,7 @@ namespace {
 
 using namespace agentbox::jail::testing;
 
-class JailBackendTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string why;
-    if (!JailsAvailable(&why)) {
-      GTEST_SKIP() << "SKIPPED: jail sandboxes cannot run here: " << why;
-    }
-    state_dir_ = tmp_.path() + "/state";
-    backend_ = std::make_unique<JailBackend>(TestOptions(state_dir_));
-  }
-
-  void TearDown() override {
-    if (!backend_) {
-      return;
-    }
-    if (auto all = backend_->List()) {
-      for (const auto& info : *all) {
-        (void)backend_->Destroy(info.id);
-      }
-    }
-  }
-
-  SandboxInfo CreateOrDie(const std::string& id, const SandboxSpec& spec = {}) {
-    auto info = backend_->Create(id, spec);
-    EXPECT_TRUE(info) << (info ? "" : info.error().message);
-    return info ? *info : SandboxInfo{};
-  }
-
-  SandboxRecord RecordOf(const std::string& id) {
-    auto rec = LoadSandboxRecord(backend_->SandboxDir(id) + "/spec.json");
-    EXPECT_TRUE(rec) << (rec ? "" : rec.error().message);
-    return rec ? *rec : SandboxRecord{};
-  }
-
-  TempDir tmp_;
-  std::string state_dir_;
-  std::unique_ptr<JailBackend> backend_;
-};
+using JailBackendTest = JailFixture;
 
 std::string PidNamespaceOf(pid_t pid) {
   std::error_code ec;
@@ -374,22 +338,14 @@ TEST_F(JailBackendTest, LimitsReachTheCgroupsAndRlimits) {
 
 TEST_F(JailBackendTest, HostNetworkIsAnExplicitOption) {
   // A listener on the host's loopback: reachable only from a sandbox sharing the host network.
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  HostLoopbackListener listener;
+  const std::string port = listener.port();
+  ASSERT_FALSE(port.empty());
   SandboxSpec shared;
   shared.network = NetworkMode::kHost;
   const SandboxInfo info = CreateOrDie("hostnet", shared);
   const ExecResult r = Exec(info, "exec 3<>/dev/tcp/127.0.0.1/" + port + " && echo connected");
   EXPECT_EQ(r.output, "connected\n");
-  ::close(lfd);
 }
 
 // A minimal image: a static busybox as /bin/sh. The guest falls back to POSIX sh.

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "backends/jail/jail_backend.h"
+#include "backends/jail/jail_test_fixture.h"
 #include "backends/jail/jail_test_util.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_record.h"
@@ -27,45 +28,14 @@ namespace {
 
 using namespace agentbox::jail::testing;
 
-class JailSecurityTest : public ::testing::Test {
+class JailSecurityTest : public JailFixture {
  protected:
-  void SetUp() override {
-    std::string why;
-    if (!JailsAvailable(&why)) {
-      GTEST_SKIP() << "SKIPPED: jail sandboxes cannot run here: " << why;
-    }
-    state_dir_ = tmp_.path() + "/state";
-    backend_ = std::make_unique<JailBackend>(TestOptions(state_dir_));
-  }
-  void TearDown() override {
-    if (!backend_) {
-      return;
-    }
-    if (auto all = backend_->List()) {
-      for (const auto& info : *all) {
-        EXPECT_TRUE(backend_->Destroy(info.id)) << info.id;
-      }
-    }
-  }
+  JailSecurityTest() { expect_clean_destroy_ = true; }
 
-  SandboxInfo CreateOrDie(const std::string& id, const SandboxSpec& spec = {}) {
-    auto info = backend_->Create(id, spec);
-    EXPECT_TRUE(info) << (info ? "" : info.error().message);
-    return info ? *info : SandboxInfo{};
-  }
-  SandboxRecord RecordOf(const std::string& id) {
-    auto rec = LoadSandboxRecord(backend_->SandboxDir(id) + "/spec.json");
-    EXPECT_TRUE(rec);
-    return rec ? *rec : SandboxRecord{};
-  }
   // Skips the test unless the sandbox's cgroup limits are enforced.
   bool LimitsEnforced(const std::string& id) {
     return ::geteuid() == 0 && RecordOf(id).detail.empty();
   }
-
-  TempDir tmp_;
-  std::string state_dir_;
-  std::unique_ptr<JailBackend> backend_;
 };
 
 #define REQUIRE_LIMITS(id)                                                              \
@@ -167,16 +137,9 @@ TEST_F(JailSecurityTest, SystemDirectoriesAreNotWritable) {
 }
 
 TEST_F(JailSecurityTest, NoNetworkButLoopback) {
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(::listen(lfd, 8), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  HostLoopbackListener listener;
+  const std::string port = listener.port();
+  ASSERT_FALSE(port.empty());
 
   const SandboxInfo info = CreateOrDie("net");
   const ExecResult host_lo = Exec(info, "exec 3<>/dev/tcp/127.0.0.1/" + port + " 2>&1");
@@ -206,7 +169,6 @@ TEST_F(JailSecurityTest, NoNetworkButLoopback) {
                  "s.listen(); c=socket.create_connection(s.getsockname()); print(\"ok\")'")
                 .output,
             "ok\n");
-  ::close(lfd);
 }
 
 // Fork+exec of /bin/true on the host, in milliseconds.

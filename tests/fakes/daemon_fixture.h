@@ -1,0 +1,74 @@
+#pragma once
+
+// An agentboxd in-process for end-to-end tests: a DaemonApi over the ProcessBackend test double
+// (whose sandboxes are real agentbox-guest processes), served by http::Server on a unix socket
+// (trusted, local admin) and on TCP 127.0.0.1 with API keys, plus a libcurl client for it.
+// Shared by tests/daemon, tests/cli and tests/openapi so the harness exists once.
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/json_util.h"
+#include "daemon/daemon_api.h"
+#include "fakes/process_backend.h"
+#include "http/server.h"
+
+namespace agentbox::fakes {
+
+// One HTTP exchange with the test daemon. `json` is the parsed body (discarded when not JSON).
+struct HttpReply {
+  long status = 0;
+  std::string body;
+  Json json;
+  std::string headers;  // raw response header block
+  std::string content_type;
+};
+
+// The API keys every DaemonFixture accepts on TCP: "key-alice" (owner alice), "key-bob"
+// (owner bob) and the bare key "k1".
+inline const std::vector<std::string> kFixtureApiKeys = {"alice:key-alice", "bob:key-bob", "k1"};
+
+class DaemonFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // `method path` with `body`. `key` "" = the unix socket (local admin); "-" = TCP without a
+  // key; anything else = TCP with `Authorization: Bearer key`. `headers` are added as given.
+  HttpReply Call(const std::string& method, const std::string& path, const std::string& body = "",
+                 const std::string& key = "", std::vector<std::string> headers = {});
+
+  // Creates a sandbox (expects 201) and returns its id.
+  std::string CreateAs(const std::string& key, const std::string& body = "{}");
+
+  // Reads the event stream at `path` on the unix socket until `stop` appears in it (or the server
+  // ends it, or 30 s pass) and returns what came.
+  std::string ReadEvents(const std::string& path, const std::string& stop);
+
+  // The sandbox's working directory as seen from the host (the test double runs no jail).
+  std::string Workspace(const std::string& id) const {
+    return dir_ + "/state/" + id + "/workspace";
+  }
+
+  // Options of the DaemonApi SetUp builds; a test fixture may change them before SetUp runs.
+  daemon::DaemonOptions options_;
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
+      boost::asio::make_work_guard(io_);
+  std::unique_ptr<ProcessBackend> backend_;
+  std::unique_ptr<daemon::DaemonApi> api_;
+  std::unique_ptr<http::Server> server_;
+  std::thread thread_;
+  std::string dir_;        // temporary; removed in TearDown
+  std::string unix_sock_;  // the daemon's unix socket
+  std::string tcp_base_;   // "http://127.0.0.1:PORT"
+};
+
+}  // namespace agentbox::fakes
