@@ -5,6 +5,7 @@
 # end deletes every sandbox, the pooled ones included (an agentboxd with the pool off lists them).
 #
 #   bench/create_exec.sh [BUILD_DIR] [RUNS] [ITERATIONS] [GAP_MS]     (as root, from the repo root)
+#   BACKEND=docker bench/create_exec.sh ...                            (another backend; default jail)
 set -eu
 BUILD=${1:-build/release}
 RUNS=${2:-3}
@@ -14,9 +15,11 @@ D=$(mktemp -d /tmp/agentbox-create-exec-XXXXXX)
 BENCH=$BUILD/bench/agentbox-create-exec-bench
 DAEMON=$BUILD/src/daemon/agentboxd
 
-start() {  # name pool_size
-  AGENTBOX_WARM_POOL_SIZE=$2 $DAEMON --listen unix:$D/$1.sock --state-dir $D/state-$1 \
-    --env-file /dev/null 2>>$D/$1.log &
+B=${BACKEND:-jail}
+UPPER=$(echo "$B" | tr a-z A-Z)
+start() {  # name pool_size: only the measured backend is pooled, so no other pool competes
+  env AGENTBOX_WARM_POOL_SIZE=0 "AGENTBOX_WARM_POOL_SIZE_$UPPER=$2" $DAEMON --listen unix:$D/$1.sock --state-dir $D/state-$1 \
+    --backend "$B" --env-file /dev/null 2>>$D/$1.log &
   echo $! > $D/$1.pid
   until curl -s -o /dev/null --unix-socket $D/$1.sock http://d/healthz; do sleep 0.05; done
 }

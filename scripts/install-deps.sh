@@ -8,7 +8,8 @@ PACKAGES=(
   libboost-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libexpected-dev
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  bash busybox-static procps util-linux wrk python3
+  bash busybox-static procps util-linux wrk python3 file
+  docker.io
 )
 
 missing=()

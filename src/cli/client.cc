@@ -423,13 +423,21 @@ struct StreamSink {
 
 Result<Reply> DaemonClient::Stream(const std::string& path,
                                    const std::function<bool(std::string_view)>& on_data,
-                                   const std::function<bool()>& stop) {
+                                   const std::function<bool()>& stop, const Json* body) {
   CURL* c = impl_->easy.get();
   if (!c) {
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
-  Request req(c, endpoint_, "GET", path);
-  req.AddHeader("Accept: text/event-stream");
+  Request req(c, endpoint_, body ? "POST" : "GET", path);
+  std::string payload;
+  if (body) {
+    payload = DumpJson(*body);
+    req.AddHeader("Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+  } else {
+    req.AddHeader("Accept: text/event-stream");
+  }
   StreamSink sink;
   sink.c = c;
   sink.on_data = &on_data;

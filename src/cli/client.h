@@ -81,9 +81,10 @@ class DaemonClient {
   // the error envelope, and `on_data` never sees it. An Error means the transfer itself failed
   // or broke (the stream may be resumed by the caller).
   static constexpr long kStreamIdleSeconds = 45;
+  // With `body`, the request is a POST of that JSON (e.g. /v1/images/pull's progress lines).
   Result<Reply> Stream(const std::string& path,
                        const std::function<bool(std::string_view)>& on_data,
-                       const std::function<bool()>& stop);
+                       const std::function<bool()>& stop, const Json* body = nullptr);
 
  private:
   struct Impl;  // owns the libcurl handle

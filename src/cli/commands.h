@@ -25,6 +25,9 @@ struct CreateArgs {
 };
 
 int Create(DaemonClient& client, const CreateArgs& a);
+// Makes `image` available on the backend new sandboxes would use (or `backend`), printing the
+// engine's progress to stderr.
+int Pull(DaemonClient& client, const std::string& image, const std::string& backend);
 int List(DaemonClient& client, bool json);
 int Remove(DaemonClient& client, const std::vector<std::string>& ids);
 int Info(DaemonClient& client);

@@ -70,6 +70,17 @@ int Main(int argc, char** argv) {
     run = [&](DaemonClient& client) { return Create(client, create); };
   });
 
+  // pull
+  std::string pull_image, pull_backend;
+  auto* pull =
+      app.add_subcommand("pull", "Make an image available (docker pulls it), with progress");
+  pull->add_option("image", pull_image, "image reference")->required();
+  pull->add_option("--backend", pull_backend,
+                   "the backend to prepare it on (default: the one "
+                   "new sandboxes get)");
+  pull->callback(
+      [&] { run = [&](DaemonClient& client) { return Pull(client, pull_image, pull_backend); }; });
+
   // ls
   bool ls_json = false;
   auto* ls = app.add_subcommand("ls", "List sandboxes");

@@ -1,4 +1,6 @@
-// create, ls, rm, info, timeout: the sandbox lifecycle (/v1/sandboxes, /v1/info).
+// create, ls, rm, info, timeout, pull: the sandbox lifecycle (/v1/sandboxes, /v1/info).
+#include <unistd.h>
+
 #include <algorithm>
 #include <ctime>
 #include <iostream>
@@ -39,7 +41,65 @@ std::string Labels(const Json& sandbox) {
 
 }  // namespace
 
+int Pull(DaemonClient& client, const std::string& image, const std::string& backend) {
+  Json body = {{"image", image}};
+  if (!backend.empty()) {
+    body["backend"] = backend;
+  }
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  std::string pending;
+  std::string error;
+  bool done = false;
+  bool overwriting = false;
+  auto on_data = [&](std::string_view bytes) {
+    pending.append(bytes);
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      Json line = Json::parse(pending.substr(0, nl), nullptr, false);
+      pending.erase(0, nl + 1);
+      if (!line.is_object()) {
+        continue;
+      }
+      if (line.contains("progress") && line["progress"].is_string()) {
+        // At a terminal each progress line replaces the previous one.
+        std::cerr << (overwriting ? "\r\033[K" : "") << line["progress"].get<std::string>()
+                  << (tty ? "" : "\n");
+        overwriting = tty;
+      } else if (line.contains("error") && line["error"].is_object()) {
+        error = line["error"].value("message", std::string("pull failed"));
+      } else if (line.value("done", false)) {
+        done = true;
+      }
+    }
+    return true;
+  };
+  auto r = client.Stream(
+      "/v1/images/pull", on_data, [] { return false; }, &body);
+  if (overwriting) {
+    std::cerr << "\n";
+  }
+  if (!r) {
+    return ReportError(r.error());
+  }
+  if (!r->ok()) {
+    return ReportError(r->ErrorMessage());
+  }
+  if (!error.empty()) {
+    return ReportError(error);
+  }
+  if (!done) {
+    return ReportError("agentboxd ended the pull of " + image + " without saying it finished");
+  }
+  return 0;
+}
+
 int Create(DaemonClient& client, const CreateArgs& a) {
+  if (!a.image.empty()) {
+    // Fetch a missing image first so that its progress shows here, not as a silent wait.
+    if (int rc = Pull(client, a.image, a.backend); rc != 0) {
+      return rc;
+    }
+  }
   Json body = Json::object();
   if (!a.image.empty()) {
     body["image"] = a.image;

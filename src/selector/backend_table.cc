@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "backends/docker/docker_backend.h"
 #include "backends/jail/jail_backend.h"
 #include "backends/pool/warm_pool.h"
 
@@ -19,6 +20,30 @@ std::string SelfDir() {
 }
 
 bool Executable(const std::string& p) { return !p.empty() && ::access(p.c_str(), X_OK) == 0; }
+
+// DOCKER_HOST (unix:// only), AGENTBOX_DOCKER_IMAGE (default image), AGENTBOX_DOCKER_RUNTIME.
+Result<docker::DockerBackendOptions> DockerOptions(const Config& cfg, const std::string& state_dir,
+                                                   const std::string& guest) {
+  docker::DockerBackendOptions o;
+  auto socket = docker::SocketFromDockerHost(cfg.GetOr("DOCKER_HOST", ""));
+  if (!socket) {
+    return Fail(socket.error());
+  }
+  o.socket_path = *socket;
+  o.state_dir = state_dir + "/docker";
+  o.guest_binary = guest;
+  o.default_image = cfg.GetOr("AGENTBOX_DOCKER_IMAGE", o.default_image);
+  if (!docker::ValidImageReference(o.default_image)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "AGENTBOX_DOCKER_IMAGE='" + o.default_image + "' is not an image reference");
+  }
+  o.runtime = cfg.GetOr("AGENTBOX_DOCKER_RUNTIME", "");
+  if (o.runtime.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") != std::string::npos) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "AGENTBOX_DOCKER_RUNTIME='" + o.runtime + "' is not a runtime name");
+  }
+  return o;
+}
 
 }  // namespace
 
@@ -39,7 +64,7 @@ std::string FindBinary(const Config& cfg, const std::string& key, const std::str
 }
 
 const std::vector<std::string>& BackendTable::KnownNames() {
-  static const std::vector<std::string> names = {"jail"};
+  static const std::vector<std::string> names = {"docker", "jail"};
   return names;
 }
 
@@ -71,6 +96,11 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
   t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
+  if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
+    t.Add("docker", pool::WithWarmPool(std::make_unique<docker::DockerBackend>(*o), cfg));
+  } else {
+    t.config_errors["docker"] = o.error().message;
+  }
   return t;
 }
 

@@ -530,6 +530,25 @@ TEST_F(CliTest, ShellAtATerminalSendsTypedLinesToTheRunningCommand) {
   EXPECT_EQ(o.out, "ready\nhello world\n");
 }
 
+TEST_F(CliTest, PullShowsProgressAndCreateFetchesTheImageFirst) {
+  Outcome p = Run({"pull", "remote/tool:1"});
+  EXPECT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(p.err, "Pulling remote/tool:1\nDownloading layer 1/1\nPull complete\n");
+  Outcome missing = Run({"pull", "missing/x:1"});
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.err.find("missing/x:1"), std::string::npos) << missing.err;
+  Outcome flaky = Run({"pull", "flaky/x"});
+  EXPECT_NE(flaky.status, 0);
+  EXPECT_NE(flaky.err.find("registry went away pulling flaky/x"), std::string::npos) << flaky.err;
+  Outcome c = Run({"create", "--image", "remote/tool:1"});
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_NE(c.err.find("Pull complete"), std::string::npos) << c.err;
+  Outcome bad = Run({"create", "--image", "missing/x:1"});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("missing/x:1"), std::string::npos);
+  EXPECT_TRUE(Run({"ls"}).out.find("missing") == std::string::npos);
+}
+
 TEST_F(CliTest, ErrorsExitTwoWithOneLine) {
   Outcome o = Run({"exec", "sb-nope", "--", "true"});
   EXPECT_EQ(o.status, 2);

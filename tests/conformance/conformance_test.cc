@@ -1,7 +1,8 @@
 // The backend conformance suite: what an agent may rely on, whatever backend runs its sandbox.
 // Written only against agentboxd's REST API, so the same tests run unchanged on every backend.
-// Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default "jail") gets a
-// daemon of its own with SANDBOX_BACKEND set to it.
+// Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default: the CMake cache
+// variable of that name, "jail" unless configured) gets a daemon of its own with SANDBOX_BACKEND
+// set to it. The docker daemon takes DOCKER_HOST and AGENTBOX_DOCKER_IMAGE from the environment.
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -174,7 +175,7 @@ Daemon& DaemonFor(const std::string& backend) {
 
 std::vector<std::string> Backends() {
   const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
-  std::string s = env && *env ? env : "jail";
+  std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
   std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= s.size()) {

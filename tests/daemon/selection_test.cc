@@ -27,22 +27,6 @@ class Switchable : public fakes::ProcessBackend {
     }
     return ProcessBackend::Probe();
   }
-  // Images: "missing/*" cannot be found, "remote/*" is pulled with progress, "flaky/*" fails
-  // half way; anything else is present.
-  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override {
-    if (spec.image.starts_with("missing/")) {
-      return Fail(ErrorCode::kNotFound, "image '" + spec.image + "' not found and no registry");
-    }
-    if (spec.image.starts_with("remote/") || spec.image.starts_with("flaky/")) {
-      progress("Pulling " + spec.image);
-      progress("Downloading layer 1/1");
-      if (spec.image.starts_with("flaky/")) {
-        return Fail(ErrorCode::kUnavailable, "registry went away pulling " + spec.image);
-      }
-      progress("Pull complete");
-    }
-    return {};
-  }
   std::atomic<bool> up{true};
 };
 

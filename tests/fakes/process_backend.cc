@@ -154,6 +154,21 @@ Result<void> ProcessBackend::SetExpiry(const std::string& id, double expires_at)
   return {};
 }
 
+Result<void> ProcessBackend::Prepare(const SandboxSpec& spec, const ProgressFn& progress) {
+  if (spec.image.starts_with("missing/")) {
+    return Fail(ErrorCode::kNotFound, "image '" + spec.image + "' not found and no registry");
+  }
+  if (spec.image.starts_with("remote/") || spec.image.starts_with("flaky/")) {
+    progress("Pulling " + spec.image);
+    progress("Downloading layer 1/1");
+    if (spec.image.starts_with("flaky/")) {
+      return Fail(ErrorCode::kUnavailable, "registry went away pulling " + spec.image);
+    }
+    progress("Pull complete");
+  }
+  return {};
+}
+
 }  // namespace agentbox::fakes
 
 namespace agentbox::fakes {

@@ -35,6 +35,10 @@ class ProcessBackend : public SandboxBackend {
   // Records owner, labels and expiry (in memory: this double has no restart to survive).
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
                             double expires_at) override;
+  // Plays an image store: "missing/*" is found nowhere (kNotFound naming it), "remote/*" is
+  // pulled with three progress lines, "flaky/*" fails half way (kUnavailable); anything else is
+  // present.
+  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
 
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }

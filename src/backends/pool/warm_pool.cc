@@ -31,6 +31,11 @@ std::optional<T> GetOpt(const Json& j, const char* key) {
   return j.at(key).get<T>();
 }
 
+// Built-in pool sizes, from measurements. jail: an idle sandbox costs ~1 MiB and the pool cuts
+// create -> first exec from 23-26 ms to under 10 ms (docs/benchmarks.md). docker: off until its
+// idle cost and gain are measured (each pooled sandbox is a running container).
+int64_t DefaultPoolSize(std::string_view backend) { return backend == "jail" ? 2 : 0; }
+
 }  // namespace
 
 std::string SpecKey(const SandboxSpec& spec) {
@@ -154,17 +159,11 @@ Result<SandboxInfo> WarmPool::Create(const std::string& id, const SandboxSpec& s
       break;
     }
     cv_.notify_all();  // refill what was taken
-    auto got = inner_->Get(*pooled);
-    if (!got || got->state != SandboxState::kRunning) {
-      Log(LogLevel::kWarn, "pool.discarded", "backend={} id={} reason=\"{}\"", stats_.backend,
-          *pooled, got ? got->detail : got.error().message);
-      std::lock_guard lock(mu_);
-      ++stats_.discarded;
-      Condemn(*pooled);
-      continue;  // try the next ready one: a dead sandbox costs only a Get
-    }
+    // The claim is the health check: the backends' Claim reads the sandbox's state (jail: its
+    // init process; docker: one inspect) and refuses one that is not running, and the info it
+    // returns carries the state. A separate Get first would cost docker a second inspect.
     auto claimed = inner_->Claim(*pooled, spec, NowUnix() + static_cast<double>(spec.ttl_s));
-    if (claimed) {
+    if (claimed && claimed->state == SandboxState::kRunning) {
       {
         std::lock_guard lock(mu_);
         ++stats_.hits;
@@ -173,6 +172,14 @@ Result<SandboxInfo> WarmPool::Create(const std::string& id, const SandboxSpec& s
       Log(LogLevel::kInfo, "pool.hit", "backend={} id={} owner={} ms={:.2f}", stats_.backend,
           *pooled, spec.owner, Ms(Clock::now() - start));
       return claimed;
+    }
+    if (claimed) {  // claimed, but dead: never hand it out; the next ready one may do
+      Log(LogLevel::kWarn, "pool.discarded", "backend={} id={} reason=\"{}\"", stats_.backend,
+          *pooled, claimed->detail);
+      std::lock_guard lock(mu_);
+      ++stats_.discarded;
+      Condemn(*pooled);
+      continue;
     }
     Log(LogLevel::kWarn, "pool.claim_failed", "backend={} id={} error=\"{}\"", stats_.backend,
         *pooled, claimed.error().message);
@@ -441,7 +448,10 @@ void WarmPool::StartOne(std::unique_lock<std::mutex>& lock, std::string key) {
     const auto backoff = std::min<std::chrono::milliseconds>(
         opts_.retry_max, opts_.retry_min * (1LL << std::min(e.failures - 1, 16)));
     e.next_attempt = Clock::now() + backoff;
-    Log(LogLevel::kWarn, "pool.start_failed",
+    // A backend that is down (an engine not running) fails every retry: warn on the first
+    // failures and then ever more rarely (1, 2, 4, 8, ...), not every 30 s forever.
+    const bool loud = (e.failures & (e.failures - 1)) == 0;
+    Log(loud ? LogLevel::kWarn : LogLevel::kDebug, "pool.start_failed",
         "backend={} image=\"{}\" failures={} retry_ms={} error=\"{}\"", stats_.backend,
         e.spec.image, e.failures, backoff.count(), info.error().message);
     if (!e.pinned && e.failures >= opts_.max_failures) {
@@ -496,7 +506,7 @@ void WarmPool::CheckHealth(std::unique_lock<std::mutex>& lock) {
 
 Result<WarmPoolOptions> WarmPoolOptionsFromConfig(const Config& cfg, std::string_view backend) {
   WarmPoolOptions o;
-  auto size = cfg.GetInt("AGENTBOX_WARM_POOL_SIZE", static_cast<int64_t>(o.size), 0, 64);
+  auto size = cfg.GetInt("AGENTBOX_WARM_POOL_SIZE", DefaultPoolSize(backend), 0, 64);
   if (!size) {
     return Fail(size.error());
   }

@@ -80,10 +80,10 @@ bool IsUnclaimedPoolSandbox(const SandboxInfo& info);
 // and the returned info carries the pooled sandbox's own id (not the one passed to Create).
 //
 // The pool is refilled, health-checked and trimmed by its own thread, never on the request path:
-// Create only takes a ready sandbox, checks it is running (inner Get) and claims it; on a miss or
-// a failed claim it creates cold through the inner backend. The default spec (SandboxSpec{}) is
-// pooled from the start; another spec gets a pool entry after its first successful cold create,
-// up to max_specs keys, and loses it after key_idle_ttl without use.
+// Create only takes a ready sandbox and claims it (a claimed sandbox that is not running is
+// destroyed and the next one tried); on a miss or a failed claim it creates cold. The default spec
+// (SandboxSpec{}) is pooled from the start; another spec gets a pool entry after its first
+// successful cold create, up to max_specs keys, and loses it after key_idle_ttl without use.
 //
 // Pooled sandboxes are hidden: List omits them, Get/Destroy/SetExpiry/Claim answer kNotFound.
 // They are started with an empty owner and the labels kPoolLabel and kPoolKeyLabel, and they
@@ -164,9 +164,9 @@ class WarmPool final : public SandboxBackend {
 };
 
 // Pool options for backend `backend` (e.g. "jail") from configuration:
-// AGENTBOX_WARM_POOL_SIZE (default 2), AGENTBOX_WARM_POOL_SIZE_<BACKEND> (upper case; overrides
-// it), AGENTBOX_WARM_POOL_MAX_SPECS (default 4), AGENTBOX_WARM_POOL_REFILL_DELAY_MS (default 100).
-// kInvalidArgument names the key.
+// AGENTBOX_WARM_POOL_SIZE_<BACKEND> (upper case), else AGENTBOX_WARM_POOL_SIZE, else the
+// built-in size (jail 2, other backends 0: not measured yet), AGENTBOX_WARM_POOL_MAX_SPECS (default
+// 4), AGENTBOX_WARM_POOL_REFILL_DELAY_MS (default 100). kInvalidArgument names the key.
 Result<WarmPoolOptions> WarmPoolOptionsFromConfig(const Config& cfg, std::string_view backend);
 
 // `inner` wrapped in a WarmPool, or `inner` itself when options.size is 0 or the backend cannot

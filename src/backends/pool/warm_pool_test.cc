@@ -248,31 +248,31 @@ TEST_F(WarmPoolTest, FailedClaimDestroysTheSandboxAndCreatesCold) {
 
 TEST_F(WarmPoolTest, DeadSandboxesAreNeverHandedOut) {
   WarmPoolOptions o = Fast();
-  o.health_interval = 1h;  // only the check on the request path
+  o.health_interval = 1h;  // only the check on the request path: the claim
   auto pool = MakePool(o);
   ASSERT_TRUE(WaitFor([&] { return pool->ReadyFor({}) == 2; }));
   const auto killed = PooledIds();
   for (const auto& id : killed) {
     inner_.Kill(id);
   }
-  auto info = pool->Create("sb-new", Owned("alice"));
-  ASSERT_TRUE(info);
-  // Either created cold or a replacement the refill thread started meanwhile: never a dead one.
-  EXPECT_FALSE(killed.count(info->id));
-  EXPECT_EQ(info->state, SandboxState::kRunning);
-  EXPECT_EQ(pool->Stats().discarded, 2u);
+  // The backend refuses to claim a dead sandbox: destroyed, and the create goes cold.
+  for (const char* id : {"sb-new1", "sb-new2"}) {
+    auto info = pool->Create(id, Owned("alice"));
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->id, id);
+    EXPECT_EQ(info->state, SandboxState::kRunning);
+  }
+  EXPECT_EQ(pool->Stats().claim_failures, 2u);
+  EXPECT_EQ(pool->Stats().misses, 2u);
+  EXPECT_EQ(inner_.claims(), 0);
   for (const auto& id : killed) {
     ASSERT_TRUE(WaitFor([&] { return !inner_.Get(id).has_value(); }));
   }
-  // Replaced by healthy ones, the dead ones destroyed.
-  ASSERT_TRUE(WaitFor([&] {
-    auto ids = PooledIds();
-    bool healthy = ids.size() == 2;
-    for (const auto& id : ids) {
-      healthy = healthy && inner_.Get(id)->state == SandboxState::kRunning;
-    }
-    return healthy && pool->ReadyFor({}) == 2;
-  }));
+  ASSERT_TRUE(WaitFor([&] { return pool->ReadyFor({}) == 2; }));
+  auto hit = pool->Create("sb-new3", Owned("alice"));
+  ASSERT_TRUE(hit);
+  EXPECT_NE(hit->id, "sb-new3");
+  EXPECT_FALSE(killed.count(hit->id));
 }
 
 TEST_F(WarmPoolTest, BackgroundHealthCheckReplacesDeadSandboxes) {
@@ -469,6 +469,13 @@ TEST(WarmPoolConfigTest, ReadsSizesAndRejectsBadValues) {
   ASSERT_TRUE(o);
   EXPECT_EQ(o->size, 2u);
   EXPECT_EQ(o->max_specs, 4u);
+  EXPECT_EQ(o->refill_delay, 100ms);
+  o = WarmPoolOptionsFromConfig(Config::FromMap({}), "docker");  // not measured yet: off
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->size, 0u);
+  o = WarmPoolOptionsFromConfig(Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE", "3"}}), "docker");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->size, 3u);
   o = WarmPoolOptionsFromConfig(Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE", "5"},
                                                  {"AGENTBOX_WARM_POOL_SIZE_JAIL", "0"},
                                                  {"AGENTBOX_WARM_POOL_MAX_SPECS", "8"},
@@ -497,6 +504,9 @@ TEST(WarmPoolConfigTest, ReadsSizesAndRejectsBadValues) {
   auto wrapped = WithWarmPool(std::make_unique<MemoryBackend>(),
                               Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE_MEMORY", "x"}}));
   EXPECT_FALSE(wrapped);
+  wrapped = WithWarmPool(std::make_unique<MemoryBackend>(), Config::FromMap({}));
+  ASSERT_TRUE(wrapped);
+  EXPECT_FALSE(WarmPoolStatsOf(wrapped->get()));  // "memory" has no built-in size: not pooled
 }
 
 }  // namespace

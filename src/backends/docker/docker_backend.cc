@@ -1,0 +1,925 @@
+#include "backends/docker/docker_backend.h"
+
+#include <dirent.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace agentbox::docker {
+namespace {
+
+using std::chrono::milliseconds;
+
+bool ValidId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || id[0] == '.') {
+    return false;
+  }
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+// True when the ELF file at `path` asks for a dynamic loader (has a PT_INTERP header): such a
+// guest cannot run in an arbitrary image.
+bool IsDynamicElf(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Elf64_Ehdr eh{};
+  if (!fd || ::pread(fd.Get(), &eh, sizeof(eh), 0) != static_cast<ssize_t>(sizeof(eh)) ||
+      std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) {
+    return false;
+  }
+  for (int i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    const off_t at = static_cast<off_t>(eh.e_phoff + static_cast<uint64_t>(i) * eh.e_phentsize);
+    if (::pread(fd.Get(), &ph, sizeof(ph), at) != static_cast<ssize_t>(sizeof(ph))) {
+      return false;
+    }
+    if (ph.p_type == PT_INTERP) {
+      return true;
+    }
+  }
+  return false;
+}
+
+double NowUnix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+int PollMs(Clock::time_point deadline, milliseconds cap) {
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+  return static_cast<int>(std::clamp(left, milliseconds(0), cap).count());
+}
+
+ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults) {
+  auto fill = [](auto& field, const auto& fallback) {
+    if (!field) {
+      field = fallback;
+    }
+  };
+  ResourceLimits l = spec;
+  fill(l.memory_bytes, defaults.memory_bytes);
+  fill(l.cpus, defaults.cpus);
+  fill(l.pids, defaults.pids);
+  fill(l.tmp_bytes, defaults.tmp_bytes);
+  fill(l.open_files, defaults.open_files);
+  fill(l.file_size_bytes, defaults.file_size_bytes);
+  return l;
+}
+
+std::map<std::string, std::string> LabelsOf(const Json& container) {
+  std::map<std::string, std::string> out;
+  const Json* labels = nullptr;
+  if (container.contains("Config") && container["Config"].is_object()) {
+    labels = &container["Config"]["Labels"];
+  } else if (container.contains("Labels")) {
+    labels = &container["Labels"];
+  }
+  if (labels != nullptr && labels->is_object()) {
+    for (const auto& [k, v] : labels->items()) {
+      if (v.is_string()) {
+        out[k] = v.get<std::string>();
+      }
+    }
+  }
+  return out;
+}
+
+std::string LabelOf(const Json& container, const char* key) {
+  auto labels = LabelsOf(container);
+  auto it = labels.find(key);
+  return it == labels.end() ? "" : it->second;
+}
+
+// The sandbox state and a sentence for a container's State object.
+std::pair<SandboxState, std::string> StateOf(const Json& state) {
+  const std::string status = state.value("Status", "");
+  const int64_t code = state.value("ExitCode", int64_t{0});
+  const bool oom = state.value("OOMKilled", false);
+  const std::string error = state.value("Error", "");
+  if (status == "running" || status == "restarting") {
+    return {SandboxState::kRunning, ""};
+  }
+  if (status == "created") {
+    return {SandboxState::kCreating, "the container was created but has not started"};
+  }
+  if (status == "paused") {
+    return {SandboxState::kStopped, "the container is paused"};
+  }
+  if (status == "dead") {
+    return {SandboxState::kFailed,
+            "the container is dead" + (error.empty() ? std::string() : ": " + error)};
+  }
+  std::string detail = "the container exited with code " + std::to_string(code);
+  if (oom) {
+    detail += " (killed: out of memory)";
+  }
+  if (!error.empty()) {
+    detail += ": " + error;
+  }
+  if (!state.value("FinishedAt", "").empty()) {
+    detail += " at " + state.value("FinishedAt", "");
+  }
+  const bool failed = code != 0 || oom || !error.empty();
+  return {failed ? SandboxState::kFailed : SandboxState::kStopped, detail};
+}
+
+// One GET /api/v1/health on a connected socket: true when the guest answers 200.
+Result<bool> HealthOnSocket(int fd, const std::string& token, Clock::time_point deadline) {
+  const std::string req = "GET /api/v1/health HTTP/1.1\r\nHost: guest\r\nX-Access-Token: " + token +
+                          "\r\nConnection: close\r\n\r\n";
+  size_t off = 0;
+  while (off < req.size()) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (::poll(&p, 1, PollMs(deadline, milliseconds(1000))) <= 0 && Clock::now() >= deadline) {
+      return Fail(ErrorCode::kTimeout, "the guest did not take its health request in time");
+    }
+    const ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      continue;
+    }
+    if (n < 0) {
+      return Fail(ErrnoError(errno, "send health request"));
+    }
+    off += static_cast<size_t>(n);
+  }
+  std::string head;
+  char buf[512];
+  while (head.find("\r\n") == std::string::npos) {
+    struct pollfd p = {fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, PollMs(deadline, milliseconds(1000)));
+    if (ready <= 0) {
+      if (Clock::now() >= deadline) {
+        return Fail(ErrorCode::kTimeout, "the guest did not answer its health check in time");
+      }
+      continue;
+    }
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    head.append(buf, static_cast<size_t>(n));
+  }
+  return head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
+}
+
+// Splits the engine's multiplexed log stream (8-byte frame headers) into plain text.
+std::string Demux(const std::string& raw) {
+  std::string out;
+  size_t i = 0;
+  while (i + 8 <= raw.size()) {
+    const auto b = [&](size_t k) {
+      return static_cast<uint32_t>(static_cast<unsigned char>(raw[i + k]));
+    };
+    const uint32_t len = (b(4) << 24) | (b(5) << 16) | (b(6) << 8) | b(7);
+    out.append(raw, i + 8, std::min<size_t>(len, raw.size() - i - 8));
+    i += 8 + len;
+  }
+  return out.empty() ? raw : out;
+}
+
+}  // namespace
+
+class DockerBackend::IdLock {
+ public:
+  IdLock(DockerBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
+    std::unique_lock lock(backend_.mu_);
+    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
+    backend_.busy_.insert(id_);
+  }
+  ~IdLock() { backend_.Release(id_); }
+  IdLock(const IdLock&) = delete;
+  IdLock& operator=(const IdLock&) = delete;
+
+ private:
+  DockerBackend& backend_;
+  std::string id_;
+};
+
+bool DockerBackend::TryBusy(const std::string& id) {
+  std::lock_guard lock(mu_);
+  return busy_.insert(id).second;
+}
+
+void DockerBackend::Release(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    busy_.erase(id);
+  }
+  cv_.notify_all();
+}
+
+DockerBackend::DockerBackend(DockerBackendOptions opts)
+    : opts_(std::move(opts)), engine_(opts_.socket_path) {}
+
+std::string DockerBackend::SandboxDir(const std::string& id) const {
+  return opts_.state_dir + "/" + id;
+}
+
+std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
+  return spec.image.empty() ? opts_.default_image : spec.image;
+}
+
+Capabilities DockerBackend::GetCapabilities() const {
+  Capabilities c;
+  c.claim = true;
+  return c;
+}
+
+ProbeResult DockerBackend::Probe() {
+  ProbeResult p;
+  const std::string& sock = opts_.socket_path;
+  if (::access(opts_.guest_binary.c_str(), X_OK) != 0) {
+    p.reason = "The guest binary " + opts_.guest_binary + " is missing or not executable.";
+    return p;
+  }
+  if (IsDynamicElf(opts_.guest_binary)) {
+    p.reason = "The guest binary " + opts_.guest_binary +
+               " is dynamically linked; containers need the static build (a sanitizer build "
+               "links it dynamically).";
+    return p;
+  }
+  // GET /v1.41/_ping: the engine refuses a versioned request outside the API versions it
+  // speaks (400 "client version 1.41 is too new ..."), so one cheap call checks both that the
+  // engine answers and that it speaks our version (GET /version costs ~40 ms on dockerd 20.10).
+  auto ping = engine_.Call("GET", "/_ping", {}, opts_.probe_timeout);
+  if (!ping) {
+    p.reason = "The Docker engine at " + sock + " is not reachable: " +
+               ping.error().message.substr(ping.error().message.find(": ") + 2) + ".";
+    return p;
+  }
+  if (ping->status == 400) {
+    p.reason = "The Docker engine at " + sock + " does not speak API " + std::string(kApiVersion) +
+               ": " + EngineMessage(ping->body) + ".";
+    return p;
+  }
+  if (ping->status != 200) {
+    p.reason = "The Docker engine at " + sock + " answered GET /_ping with " +
+               std::to_string(ping->status) + ".";
+    return p;
+  }
+  auto image =
+      engine_.Call("GET", "/images/" + opts_.default_image + "/json", {}, opts_.probe_timeout);
+  if (!image || image->status != 200) {
+    p.reason = "The default image " + opts_.default_image +
+               " is not present in the Docker engine at " + sock +
+               " (pull it: POST /v1/images/pull with backend docker; or build agentbox/base:latest "
+               "with scripts/build-base-image.sh).";
+    return p;
+  }
+  if (!opts_.runtime.empty()) {
+    auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
+    const Json i = info && info->status == 200 ? Json::parse(info->body, nullptr, false) : Json();
+    if (!i.is_object() || !i.contains("Runtimes") || !i["Runtimes"].contains(opts_.runtime)) {
+      p.reason = "The Docker engine at " + sock + " has no runtime '" + opts_.runtime +
+                 "' (AGENTBOX_DOCKER_RUNTIME).";
+      return p;
+    }
+  }
+  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    p.reason = "The state directory " + opts_.state_dir +
+               " cannot be created: " + ErrnoError(errno, "mkdir").message + ".";
+    return p;
+  }
+  p.usable = true;
+  return p;
+}
+
+Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSpec& spec) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "sandbox id must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+  }
+  for (const auto& [name, value] : spec.env) {
+    if (name.empty() || name.find('=') != std::string::npos ||
+        name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid environment variable name '" + name + "'");
+    }
+  }
+  if (!spec.network_name.empty() && spec.network == NetworkMode::kHost) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "network_name '" + spec.network_name + "' cannot be combined with network host");
+  }
+  const std::string image = ResolveImage(spec);
+  if (!ValidImageReference(image)) {
+    return Fail(ErrorCode::kInvalidArgument, "invalid docker image reference '" + image + "'");
+  }
+  IdLock lock(*this, id);
+  return CreateLocked(id, spec);
+}
+
+Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const SandboxSpec& spec) {
+  const auto started = Clock::now();
+  const auto deadline = started + opts_.start_timeout;
+  const std::string image = ResolveImage(spec);
+  const std::string& sock = opts_.socket_path;
+
+  auto img = engine_.Call("GET", "/images/" + image + "/json");
+  if (!img) {
+    return Fail(img.error());
+  }
+  if (img->status == 404) {
+    return Fail(ErrorCode::kNotFound,
+                "image '" + image + "' is not present in the Docker engine at " + sock +
+                    " (create never pulls: prepare the image first, or build agentbox/base with "
+                    "scripts/build-base-image.sh)");
+  }
+  if (img->status != 200) {
+    return Fail(EngineError(*img, "inspect image '" + image + "'"));
+  }
+  std::vector<std::string> image_env_keys;
+  {
+    const Json ij = Json::parse(img->body, nullptr, false);
+    if (ij.is_object() && ij.contains("Config") && ij["Config"].is_object() &&
+        ij["Config"].contains("Env") && ij["Config"]["Env"].is_array()) {
+      for (const auto& kv : ij["Config"]["Env"]) {
+        const std::string s = kv.is_string() ? kv.get<std::string>() : "";
+        image_env_keys.push_back(s.substr(0, s.find('=')));
+      }
+    }
+  }
+
+  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail(ErrnoError(errno, "create " + opts_.state_dir));
+  }
+  const std::string dir = SandboxDir(id);
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
+    }
+    return Fail(ErrnoError(errno, "create " + dir));
+  }
+  // Until the guest answers, any failure removes all of the sandbox.
+  struct Undo {
+    const DockerBackend* backend;
+    std::string dir;
+    std::string container;
+    bool armed = true;
+    ~Undo() {
+      if (!armed) {
+        return;
+      }
+      if (!container.empty()) {
+        (void)backend->RemoveContainer(container);
+      }
+      (void)RemoveTree(dir);
+    }
+  } undo{this, dir, ""};
+
+  const std::string run = dir + "/" + kRunDir;
+  if (::mkdir(run.c_str(), 0700) != 0) {
+    return Fail(ErrnoError(errno, "create " + run));
+  }
+  SandboxMeta meta;
+  auto token = RandomHex(32);
+  if (!token) {
+    return Fail(token.error());
+  }
+  meta.token = *token;
+  meta.owner = spec.owner;
+  meta.labels = spec.labels;
+
+  ContainerPlan plan;
+  plan.id = id;
+  plan.spec = spec;
+  plan.spec.image = image;
+  plan.spec.limits = MergeLimits(spec.limits, opts_.default_limits);
+  plan.state_dir = opts_.state_dir;
+  plan.host_dir = dir;
+  plan.guest_binary = opts_.guest_binary;
+  plan.runtime = opts_.runtime;
+  plan.created_at = NowUnix();
+  plan.expires_at = plan.created_at + static_cast<double>(spec.ttl_s);
+  plan.image_env_keys = std::move(image_env_keys);
+  meta.expires_at = plan.expires_at;
+
+  if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = SaveMeta(dir, meta); !r) {
+    return Fail(r.error());
+  }
+
+  const std::string name = ContainerName(id);
+  auto created = engine_.Call("POST", "/containers/create?name=" + UrlEncode(name),
+                              BuildCreateBody(plan).dump(), std::chrono::seconds(60));
+  if (!created) {
+    return Fail(created.error());
+  }
+  if (created->status == 409) {
+    return Fail(ErrorCode::kConflict, "a container named " + name + " already exists");
+  }
+  if (created->status == 404) {
+    return Fail(ErrorCode::kNotFound, "cannot create sandbox '" + id + "' from image '" + image +
+                                          "': " + EngineMessage(created->body));
+  }
+  if (created->status != 201) {
+    return Fail(EngineError(*created, "create container for image '" + image + "'"));
+  }
+  const Json cj = Json::parse(created->body, nullptr, false);
+  const std::string container_id = cj.is_object() ? cj.value("Id", "") : "";
+  if (container_id.empty()) {
+    return Fail(ErrorCode::kUnavailable, "the engine created a container without an Id");
+  }
+  undo.container = container_id;
+  const auto created_at = Clock::now();
+
+  auto start =
+      engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
+  if (!start) {
+    return Fail(start.error());
+  }
+  if (start->status != 204 && start->status != 304) {
+    return Fail(EngineError(*start, "start container " + name));
+  }
+  const auto started_at = Clock::now();
+  if (auto r = WaitForGuest(id, container_id, meta.token, deadline); !r) {
+    return Fail(r.error());
+  }
+  undo.armed = false;
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  Log(LogLevel::kInfo, "docker.created",
+      "id={} container={} image={} ms={:.1f} create_ms={:.1f} start_ms={:.1f} guest_ms={:.1f}", id,
+      container_id.substr(0, 12), image, ms(Clock::now() - started), ms(created_at - started),
+      ms(started_at - created_at), ms(Clock::now() - started_at));
+
+  SandboxInfo info;
+  info.id = id;
+  info.backend = "docker";
+  info.state = SandboxState::kRunning;
+  info.spec = plan.spec;
+  info.created_at = plan.created_at;
+  info.expires_at = plan.expires_at;
+  info.guest_endpoint = "unix:" + run + "/" + kGuestSocket;
+  info.guest_token = meta.token;
+  return info;
+}
+
+// Waits until the guest answers GET /api/v1/health on its socket. Wakes when the socket appears
+// (inotify on run/); checks every 100 ms that the container still runs, so a guest that cannot
+// start fails Create at once with the container's last log lines. The health request goes over
+// a socket connected before any user code ran in the sandbox, so it cannot be a planted link.
+Result<void> DockerBackend::WaitForGuest(const std::string& id, const std::string& container_id,
+                                         const std::string& token,
+                                         Clock::time_point deadline) const {
+  const std::string run = SandboxDir(id) + "/" + kRunDir;
+  const std::string socket = run + "/" + kGuestSocket;
+  UniqueFd ino(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!ino || ::inotify_add_watch(ino.Get(), run.c_str(), IN_CREATE) < 0) {
+    return Fail(ErrnoError(errno, "inotify on " + run));
+  }
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  if (socket.size() >= sizeof(addr.sun_path)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "the guest socket path " + socket + " is too long for a unix socket");
+  }
+  std::memcpy(addr.sun_path, socket.c_str(), socket.size() + 1);
+  auto next_check = Clock::now() + milliseconds(100);
+  for (;;) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) {
+      return Fail(ErrnoError(errno, "socket"));
+    }
+    int err = 0;
+    if (::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      err = errno;
+    }
+    if (err == 0 || err == EINPROGRESS || err == EAGAIN) {
+      auto healthy = HealthOnSocket(fd.Get(), token, deadline);
+      if (healthy && *healthy) {
+        return {};
+      }
+      if (!healthy && healthy.error().code == ErrorCode::kTimeout) {
+        return Fail(healthy.error());
+      }
+      err = ECONNREFUSED;  // closed early: the guest is still starting
+    } else if (err != ENOENT && err != ECONNREFUSED) {
+      return Fail(ErrnoError(err, "connect " + socket));
+    }
+    if (Clock::now() >= next_check) {
+      next_check = Clock::now() + milliseconds(100);
+      auto c = engine_.Call("GET", "/containers/" + container_id + "/json");
+      if (!c) {
+        return Fail(c.error());
+      }
+      const Json j = Json::parse(c->body, nullptr, false);
+      if (c->status == 200 && j.is_object() && j.contains("State") &&
+          j["State"].value("Status", "") != "running") {
+        return Fail(ErrorCode::kUnavailable, "the sandbox's container stopped while starting (" +
+                                                 StateOf(j["State"]).second +
+                                                 "); its log: " + ContainerLogTail(container_id));
+      }
+    }
+    if (Clock::now() >= deadline) {
+      return Fail(ErrorCode::kTimeout, "the guest did not answer its health check within " +
+                                           std::to_string(opts_.start_timeout.count()) +
+                                           " ms; its log: " + ContainerLogTail(container_id));
+    }
+    // ENOENT: wait for the socket to appear. ECONNREFUSED: bound but not listening yet, which
+    // lasts microseconds: look again within a millisecond.
+    struct pollfd p = {ino.Get(), POLLIN, 0};
+    const milliseconds cap = err == ECONNREFUSED ? milliseconds(1) : milliseconds(100);
+    if (::poll(&p, 1, PollMs(std::min(deadline, next_check), cap)) < 0 && errno != EINTR) {
+      return Fail(ErrnoError(errno, "poll"));
+    }
+    char drain[4096];
+    while (::read(ino.Get(), drain, sizeof(drain)) > 0) {
+    }
+  }
+}
+
+std::string DockerBackend::ContainerLogTail(const std::string& container_id) const {
+  auto r = engine_.Call("GET", "/containers/" + container_id + "/logs?stdout=1&stderr=1&tail=20",
+                        {}, std::chrono::seconds(5));
+  if (!r || r->status != 200) {
+    return "(unavailable)";
+  }
+  std::string text = Demux(r->body);
+  if (text.size() > 1000) {
+    text = text.substr(text.size() - 1000);
+  }
+  while (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  return text.empty() ? "(empty)" : text;
+}
+
+Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
+  auto r = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status == 404) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  if (r->status != 200) {
+    return Fail(EngineError(*r, "inspect container " + ContainerName(id)));
+  }
+  Json j = Json::parse(r->body, nullptr, false);
+  if (!j.is_object() || LabelOf(j, label::kManaged) != "true" ||
+      LabelOf(j, label::kStateDir) != opts_.state_dir || LabelOf(j, label::kId) != id) {
+    // Another agentboxd's (another state directory) or not agentbox's at all.
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  return j;
+}
+
+Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
+  std::vector<std::string> env;
+  if (c.contains("Config") && c["Config"].contains("Env") && c["Config"]["Env"].is_array()) {
+    for (const auto& kv : c["Config"]["Env"]) {
+      if (kv.is_string()) {
+        env.push_back(kv.get<std::string>());
+      }
+    }
+  }
+  auto rec = ParseLabels(LabelsOf(c), env);
+  if (!rec) {
+    return Fail(rec.error());
+  }
+  const std::string dir = SandboxDir(rec->id);
+  auto meta = LoadMeta(dir);
+  if (!meta) {
+    if (meta.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound,
+                  "no sandbox '" + rec->id + "' (its host directory is gone)");
+    }
+    return Fail(meta.error());
+  }
+  SandboxInfo info;
+  info.id = rec->id;
+  info.backend = "docker";
+  info.spec = rec->spec;
+  info.spec.owner = meta->owner;
+  info.spec.labels = meta->labels;
+  info.created_at = rec->created_at;
+  info.expires_at = meta->expires_at;
+  info.guest_endpoint = "unix:" + dir + "/" + kRunDir + "/" + kGuestSocket;
+  info.guest_token = meta->token;
+  std::tie(info.state, info.detail) =
+      StateOf(c.contains("State") && c["State"].is_object() ? c["State"] : Json::object());
+  return info;
+}
+
+Result<SandboxInfo> DockerBackend::Get(const std::string& id) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  auto c = InspectOurs(id);
+  if (!c) {
+    return Fail(c.error());
+  }
+  return InfoFromInspect(*c);
+}
+
+Result<std::vector<SandboxInfo>> DockerBackend::List() {
+  if (!cleaned_.exchange(true)) {
+    if (auto n = CleanupOrphans(); !n) {
+      Log(LogLevel::kWarn, "docker.cleanup_failed", "error=\"{}\"", n.error().message);
+    }
+  }
+  const Json filters = {
+      {"label", Json::array({std::string(label::kManaged) + "=true",
+                             std::string(label::kStateDir) + "=" + opts_.state_dir})}};
+  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status != 200) {
+    return Fail(EngineError(*r, "list containers"));
+  }
+  const Json list = Json::parse(r->body, nullptr, false);
+  std::vector<SandboxInfo> out;
+  if (!list.is_array()) {
+    return out;
+  }
+  for (const auto& entry : list) {
+    const std::string id = LabelOf(entry, label::kId);
+    if (!ValidId(id)) {
+      continue;
+    }
+    // Sandboxes being created (no guest yet) or destroyed meanwhile are skipped.
+    auto info = Get(id);
+    if (info) {
+      out.push_back(std::move(*info));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
+    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
+  });
+  return out;
+}
+
+Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const {
+  auto r = engine_.Call("DELETE", "/containers/" + name_or_id + "?force=1&v=1", {},
+                        std::chrono::seconds(60));
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status == 204 || r->status == 404) {
+    return {};
+  }
+  // 409 "removal already in progress": another Destroy got there first.
+  if (r->status == 409 && EngineMessage(r->body).find("in progress") != std::string::npos) {
+    return {};
+  }
+  return Fail(EngineError(*r, "remove container " + name_or_id));
+}
+
+Result<void> DockerBackend::Destroy(const std::string& id) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  const std::string dir = SandboxDir(id);
+  auto c = InspectOurs(id);
+  if (!c && c.error().code != ErrorCode::kNotFound) {
+    return Fail(c.error());
+  }
+  if (!c && !PathExists(dir)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  if (c) {
+    if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
+      return Fail(r.error());
+    }
+  }
+  if (auto r = RemoveTree(dir); !r) {
+    return Fail(r.error());
+  }
+  Log(LogLevel::kInfo, "docker.destroyed", "id={}", id);
+  return {};
+}
+
+Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  if (auto c = InspectOurs(id); !c) {
+    return Fail(c.error());
+  }
+  const std::string dir = SandboxDir(id);
+  auto meta = LoadMeta(dir);
+  if (!meta) {
+    return Fail(meta.error().code == ErrorCode::kNotFound
+                    ? Error(ErrorCode::kNotFound, "no sandbox '" + id + "'")
+                    : meta.error());
+  }
+  meta->expires_at = expires_at;
+  return SaveMeta(dir, *meta);
+}
+
+Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpec& spec,
+                                         double expires_at) {
+  if (!ValidId(id)) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  IdLock lock(*this, id);
+  auto c = InspectOurs(id);
+  if (!c) {
+    return Fail(c.error());
+  }
+  auto info = InfoFromInspect(*c);
+  if (!info) {
+    return Fail(info.error());
+  }
+  if (info->state != SandboxState::kRunning) {
+    return Fail(ErrorCode::kConflict, "sandbox '" + id + "' is not running: " + info->detail);
+  }
+  const std::string dir = SandboxDir(id);
+  auto meta = LoadMeta(dir);
+  if (!meta) {
+    return Fail(meta.error());
+  }
+  if (meta->claimed) {
+    return Fail(ErrorCode::kConflict, "sandbox '" + id + "' was claimed already");
+  }
+  meta->owner = spec.owner;
+  meta->labels = spec.labels;
+  meta->expires_at = expires_at;
+  meta->claimed = true;
+  if (auto r = SaveMeta(dir, *meta); !r) {
+    return Fail(r.error());
+  }
+  info->spec.owner = meta->owner;
+  info->spec.labels = meta->labels;
+  info->expires_at = expires_at;
+  Log(LogLevel::kInfo, "docker.claimed", "id={} owner={}", id, spec.owner);
+  return info;
+}
+
+Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& progress) {
+  const std::string image = ResolveImage(spec);
+  if (!ValidImageReference(image)) {
+    return Fail(ErrorCode::kInvalidArgument, "invalid docker image reference '" + image + "'");
+  }
+  auto say = [&](std::string_view line) {
+    if (progress) {
+      progress(line);
+    }
+  };
+  auto present = engine_.Call("GET", "/images/" + image + "/json");
+  if (!present) {
+    return Fail(present.error());
+  }
+  if (present->status == 200) {
+    say("image " + image + " is present");
+    return {};
+  }
+  const auto [repo, tag] = SplitImageReference(image);
+  // Nothing is reported before the engine's first progress line, so that a pull refused at
+  // once (unknown image, no registry) stays an ordinary error for the caller.
+  bool started = false;
+  std::string error;
+  auto status = engine_.Stream(
+      "POST", "/images/create?fromImage=" + UrlEncode(repo) + "&tag=" + UrlEncode(tag),
+      [&](std::string_view line) {
+        const Json j = Json::parse(line, nullptr, false);
+        if (!j.is_object()) {
+          return;
+        }
+        if (j.contains("error") || (j.contains("message") && j.size() == 1)) {
+          error = j.value("error", j.value("message", std::string()));
+          return;
+        }
+        if (!started) {
+          started = true;
+          say("pulling image " + image);
+        }
+        std::string text = j.value("id", "");
+        text += (text.empty() ? "" : ": ") + j.value("status", "");
+        if (j.contains("progress") && j["progress"].is_string()) {
+          text += " " + j["progress"].get<std::string>();
+        }
+        say(text);
+      });
+  if (!status) {
+    return Fail(ErrorCode::kUnavailable,
+                "cannot pull image '" + image + "': " + status.error().message);
+  }
+  if (*status != 200 || !error.empty()) {
+    const std::string why = error.empty() ? "engine answered " + std::to_string(*status) : error;
+    const bool unknown = *status == 404 || why.find("not found") != std::string::npos ||
+                         why.find("manifest unknown") != std::string::npos ||
+                         why.find("pull access denied") != std::string::npos ||
+                         why.find("does not exist") != std::string::npos;
+    if (unknown) {
+      return Fail(ErrorCode::kNotFound, "image '" + image + "' was not found: " + why);
+    }
+    return Fail(ErrorCode::kUnavailable,
+                "cannot pull image '" + image + "': no registry is reachable (" + why + ")");
+  }
+  auto after = engine_.Call("GET", "/images/" + image + "/json");
+  if (!after || after->status != 200) {
+    return Fail(ErrorCode::kUnavailable, "image '" + image + "' is still missing after its pull");
+  }
+  say("pulled image " + image);
+  return {};
+}
+
+Result<int> DockerBackend::CleanupOrphans() {
+  const Json filters = {{"label", Json::array({std::string(label::kManaged) + "=true"})}};
+  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status != 200) {
+    return Fail(EngineError(*r, "list containers"));
+  }
+  const Json list = Json::parse(r->body, nullptr, false);
+  int removed = 0;
+  std::set<std::string> ours;  // ids of this state directory that have a container
+  const double now = NowUnix();
+  for (const auto& entry : list.is_array() ? list : Json::array()) {
+    const std::string id = LabelOf(entry, label::kId);
+    const std::string state_dir = LabelOf(entry, label::kStateDir);
+    const std::string cid = entry.value("Id", "");
+    if (!ValidId(id) || state_dir.empty() || cid.empty()) {
+      continue;
+    }
+    const bool mine = state_dir == opts_.state_dir;
+    if (mine) {
+      ours.insert(id);
+    }
+    std::string why;
+    if (!PathExists(state_dir + "/" + id)) {
+      why = "its host directory is gone";
+    } else if (mine) {
+      const std::string state = entry.value("State", "");
+      double expires = 0;
+      if (auto meta = LoadMeta(SandboxDir(id))) {
+        expires = meta->expires_at;
+      }
+      if (state == "dead") {
+        why = "it is dead";
+      } else if (state == "created") {
+        why = "it was created but never started";
+      } else if (state == "exited" && expires > 0 && expires <= now) {
+        why = "it exited and has expired";
+      }
+    }
+    if (why.empty()) {
+      continue;
+    }
+    // Only this process's own operations can race with us (one daemon per state directory).
+    if (mine && !TryBusy(id)) {
+      continue;
+    }
+    auto done = RemoveContainer(cid);
+    if (done && mine) {
+      done = RemoveTree(SandboxDir(id));
+    }
+    if (mine) {
+      Release(id);
+    }
+    Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
+        "id={} container={} state_dir={} reason=\"{}\" ok={}", id, cid.substr(0, 12), state_dir,
+        why, done ? "true" : done.error().message);
+    removed += done ? 1 : 0;
+  }
+
+  // Host directories without a container. The container list above may predate a Create that
+  // finished since, so each candidate is checked again by name while its id is held.
+  std::vector<std::string> dirs;
+  if (DIR* d = ::opendir(opts_.state_dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      if (ValidId(e->d_name) && !ours.count(e->d_name)) {
+        dirs.emplace_back(e->d_name);
+      }
+    }
+    ::closedir(d);
+  }
+  for (const auto& id : dirs) {
+    if (!TryBusy(id)) {
+      continue;
+    }
+    auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
+    if (c && c->status == 404) {
+      auto done = RemoveTree(SandboxDir(id));
+      Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
+          "id={} reason=\"host directory without a container\" ok={}", id,
+          done ? "true" : done.error().message);
+      removed += done ? 1 : 0;
+    }
+    Release(id);
+  }
+  return removed;
+}
+
+}  // namespace agentbox::docker

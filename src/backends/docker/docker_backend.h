@@ -1,0 +1,110 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "api/sandbox_backend.h"
+#include "backends/docker/container_request.h"
+#include "backends/docker/engine_client.h"
+#include "backends/docker/host_dir.h"
+
+namespace agentbox::docker {
+
+using Clock = std::chrono::steady_clock;
+
+struct DockerBackendOptions {
+  // Where sandboxes' host directories live: <state_dir>/<id>/{meta.json, run/}. Created (0700)
+  // if missing. Must be a path the engine sees as well (the same machine): run/ is bind-mounted.
+  std::string state_dir;
+  std::string socket_path = std::string(kDefaultSocket);  // the engine's unix socket
+  std::string guest_binary;                               // host path of the static guest
+  std::string default_image = "agentbox/base:latest";     // when spec.image is empty
+  std::string runtime;                                    // HostConfig.Runtime; empty = default
+  ResourceLimits default_limits = DefaultDockerLimits();
+  // How long Create waits for the guest's health endpoint.
+  std::chrono::milliseconds start_timeout{30000};
+  // Bound of each engine call made by Probe.
+  std::chrono::milliseconds probe_timeout{2000};
+};
+
+// Sandboxes as Docker containers, driven through the Engine API (v1.41) on its unix socket.
+// Any image works: the static guest is bind-mounted read-only and is the container's
+// entrypoint; it listens on a unix socket in a bind-mounted host directory, so the daemon
+// reaches it at unix:<state_dir>/<id>/run/guest.sock even with network none.
+//
+// Nothing is kept in memory: a container is found by its name (agentbox-<id>) and labels, its
+// mutable metadata in <state_dir>/<id>/meta.json, so a new DockerBackend over the same state
+// directory (after a daemon restart) finds every sandbox again. The first List() also removes
+// orphans (see CleanupOrphans). Thread-safe: operations on distinct ids run in parallel;
+// operations on one id are serialised.
+class DockerBackend final : public SandboxBackend {
+ public:
+  explicit DockerBackend(DockerBackendOptions opts);
+
+  std::string_view Name() const override { return "docker"; }
+  // Guest binary present and static, engine reachable and speaking API 1.41 (GET /v1.41/_ping
+  // within probe_timeout), default image present, configured runtime known to the engine.
+  ProbeResult Probe() override;
+  Capabilities GetCapabilities() const override;
+  // `id`: 1-64 characters of [A-Za-z0-9_.-], not starting with '.'. kConflict if it exists.
+  // The image must be present (kNotFound naming it otherwise: Create never pulls, Prepare does).
+  Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
+  Result<SandboxInfo> Get(const std::string& id) override;
+  Result<std::vector<SandboxInfo>> List() override;
+  // Force-removes the container with its anonymous volumes, then the host directory.
+  Result<void> Destroy(const std::string& id) override;
+  Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Pulls spec.image (or the default image) when the engine does not have it, one progress
+  // line per engine status line. kNotFound when no registry knows the image, kUnavailable when
+  // none is reachable; both name the image.
+  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
+  // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
+  // already or is not running.
+  Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
+                            double expires_at) override;
+
+  // Removes what crashes and lost state directories leave behind, and returns how many
+  // sandboxes it removed:
+  //  * any agentbox container (whatever its state directory) whose host directory is gone;
+  //  * containers of this state directory that are dead, or were created but never started
+  //    (a Create that crashed), or have exited and are past their expiry;
+  //  * host directories of this state directory without a container.
+  // Exited containers still within their TTL are kept: Get shows them stopped/failed with the
+  // reason, and the daemon destroys them at expiry. Ids with an operation in flight are skipped.
+  Result<int> CleanupOrphans();
+
+  const DockerBackendOptions& options() const { return opts_; }
+  const EngineClient& engine() const { return engine_; }
+  // <state_dir>/<id>
+  std::string SandboxDir(const std::string& id) const;
+
+ private:
+  class IdLock;
+
+  std::string ResolveImage(const SandboxSpec& spec) const;
+  Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
+  // GET /containers/agentbox-<id>/json; kNotFound unless it is this state directory's.
+  Result<Json> InspectOurs(const std::string& id) const;
+  Result<SandboxInfo> InfoFromInspect(const Json& container) const;
+  Result<void> RemoveContainer(const std::string& name_or_id) const;
+  Result<void> WaitForGuest(const std::string& id, const std::string& container_id,
+                            const std::string& token, Clock::time_point deadline) const;
+  std::string ContainerLogTail(const std::string& container_id) const;
+  bool TryBusy(const std::string& id);
+  void Release(const std::string& id);
+
+  DockerBackendOptions opts_;
+  EngineClient engine_;
+  std::atomic<bool> cleaned_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
+};
+
+}  // namespace agentbox::docker

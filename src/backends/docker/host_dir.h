@@ -1,0 +1,49 @@
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "common/error.h"
+
+namespace agentbox::docker {
+
+// Each sandbox's directory on the host, <state_dir>/<id>/ (mode 0700):
+//
+//   meta.json   the mutable metadata (below); host-only, never mounted into the container
+//   run/        bind-mounted at /run/agentbox: the guest's token file and its socket guest.sock
+//
+// Docker labels cannot change after a container is created, so what changes afterwards (the
+// owner and labels set by Claim, the expiry set by SetExpiry) lives in meta.json, and the labels
+// keep the values the sandbox was created with.
+struct SandboxMeta {
+  std::string token;  // the guest's X-Access-Token
+  std::string owner;
+  std::map<std::string, std::string> labels;
+  double expires_at = 0;  // unix seconds
+  bool claimed = false;   // handed out by Claim (a warm pool's sandbox now has an owner)
+};
+
+inline constexpr const char* kMetaFile = "meta.json";
+inline constexpr const char* kRunDir = "run";
+inline constexpr const char* kTokenFile = "token";
+inline constexpr const char* kGuestSocket = "guest.sock";
+
+// Reads <dir>/meta.json. kNotFound when the file (or the directory) is missing.
+Result<SandboxMeta> LoadMeta(const std::string& dir);
+// Replaces <dir>/meta.json atomically (temp file, fsync, rename, fsync of the directory): a
+// reader sees the old or the new metadata, never a mix, even across a crash.
+Result<void> SaveMeta(const std::string& dir, const SandboxMeta& meta);
+
+// Writes `content` to `path` atomically with `mode`.
+Result<void> WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode);
+
+// `bytes` random bytes from getrandom(2), as hex.
+Result<std::string> RandomHex(size_t bytes);
+
+// Removes `path` and everything below it without following symlinks and without crossing into
+// other mounts (the container could plant links in run/). Missing is not an error.
+Result<void> RemoveTree(const std::string& path);
+
+bool PathExists(const std::string& path);
+
+}  // namespace agentbox::docker
