@@ -920,6 +920,9 @@ void DaemonApi::RenderMetrics(http::Respond respond) {
     }
   }
   metrics_.Set("agentbox_http_requests_in_flight", {}, static_cast<double>(in_flight_.load()));
+  if (opts_.collect_metrics) {
+    opts_.collect_metrics(metrics_);
+  }
   http::Response r;
   r.content_type = "text/plain; version=0.0.4";
   r.body = metrics_.Render();

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +28,8 @@ struct DaemonOptions {
   std::string default_backend = "jail";
   std::optional<selector::Settings> selection;
   std::map<std::string, std::string> backend_config_errors;  // backends not built, and why
+  // Called on every /metrics scrape to refresh gauges the daemon does not own (warm pools).
+  std::function<void(Metrics&)> collect_metrics;
   std::vector<std::string> pinnable_backends;  // backends a caller may request by name
   std::string spool_dir = "/tmp";              // uploads are spooled here before forwarding
   int64_t default_ttl_s = 3600;

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "backends/pool/warm_pool.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "daemon/daemon_api.h"
@@ -123,6 +124,30 @@ int main(int argc, char** argv) {
   opts.spool_dir = dir;
   opts.default_ttl_s = *ttl;
   opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);
+  opts.collect_metrics = [&table](Metrics& m) {
+    m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
+    m.Describe("agentbox_pool_acquisitions_total", "counter",
+               "Creates served from a warm pool (hit) or started cold (miss).");
+    m.Describe("agentbox_pool_discarded_total", "counter",
+               "Pooled sandboxes found dead, or whose claim failed, and destroyed.");
+    m.Describe("agentbox_pool_start_failures_total", "counter",
+               "Background starts of pooled sandboxes that failed.");
+    for (const auto& [name, b] : table.backends) {
+      auto st = pool::WarmPoolStatsOf(b.get());
+      if (!st) {
+        continue;
+      }
+      m.Set("agentbox_pool_ready", {{"backend", name}}, static_cast<double>(st->ready));
+      m.Set("agentbox_pool_acquisitions_total", {{"backend", name}, {"outcome", "hit"}},
+            static_cast<double>(st->hits));
+      m.Set("agentbox_pool_acquisitions_total", {{"backend", name}, {"outcome", "miss"}},
+            static_cast<double>(st->misses));
+      m.Set("agentbox_pool_discarded_total", {{"backend", name}},
+            static_cast<double>(st->discarded + st->claim_failures));
+      m.Set("agentbox_pool_start_failures_total", {{"backend", name}},
+            static_cast<double>(st->start_failures));
+    }
+  };
   daemon::ApiKeys keys(cfg->GetList("AGENTBOX_API_KEYS"));
 
   const auto endpoints = cfg->GetList("AGENTBOX_LISTEN");
