@@ -92,6 +92,8 @@ class DockerBackend final : public SandboxBackend {
   Result<Json> InspectOurs(const std::string& id) const;
   Result<SandboxInfo> InfoFromInspect(const Json& container) const;
   Result<void> RemoveContainer(const std::string& name_or_id) const;
+  bool GuestAnswers(const SandboxInfo& info) const;
+  static constexpr std::chrono::seconds kImageFreshness{30};
   Result<void> WaitForGuest(const std::string& id, const std::string& container_id,
                             const std::string& token, Clock::time_point deadline) const;
   std::string ContainerLogTail(const std::string& container_id) const;
@@ -105,6 +107,11 @@ class DockerBackend final : public SandboxBackend {
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
+  // Sandboxes this object started without an owner (the warm pool's), as Create returned them:
+  // Claim hands one out after a health check on its socket instead of an engine round trip.
+  std::map<std::string, SandboxInfo> unclaimed_;  // guarded by mu_
+  // Images found present, and when: Prepare skips the engine for kImageFreshness after that.
+  std::map<std::string, Clock::time_point> images_present_;  // guarded by mu_
 };
 
 }  // namespace agentbox::docker

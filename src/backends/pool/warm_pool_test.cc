@@ -470,7 +470,10 @@ TEST(WarmPoolConfigTest, ReadsSizesAndRejectsBadValues) {
   EXPECT_EQ(o->size, 2u);
   EXPECT_EQ(o->max_specs, 4u);
   EXPECT_EQ(o->refill_delay, 100ms);
-  o = WarmPoolOptionsFromConfig(Config::FromMap({}), "docker");  // not measured yet: off
+  o = WarmPoolOptionsFromConfig(Config::FromMap({}), "docker");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->size, 2u);
+  o = WarmPoolOptionsFromConfig(Config::FromMap({}), "cloudrun");  // not pooled unless asked
   ASSERT_TRUE(o);
   EXPECT_EQ(o->size, 0u);
   o = WarmPoolOptionsFromConfig(Config::FromMap({{"AGENTBOX_WARM_POOL_SIZE", "3"}}), "docker");
