@@ -25,6 +25,9 @@ struct ResourceLimits {
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
+// `spec` with every unset field taken from `defaults` (a backend's configured limits).
+ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults);
+
 enum class NetworkMode {
   kNone,  // loopback only (default)
   kHost,  // share the host's network: trusted use only

@@ -1,24 +1,8 @@
 #include "api/session_state.h"
 
-#include "api/sandbox_backend.h"
-
 namespace agentbox {
 
 const char* ShellKindName(ShellKind kind) { return kind == ShellKind::kBash ? "bash" : "sh"; }
-
-const char* SandboxStateName(SandboxState s) {
-  switch (s) {
-    case SandboxState::kCreating:
-      return "creating";
-    case SandboxState::kRunning:
-      return "running";
-    case SandboxState::kStopped:
-      return "stopped";
-    case SandboxState::kFailed:
-      return "failed";
-  }
-  return "failed";
-}
 
 Json SessionStateToJson(const SessionState& s) {
   Json j = Json::object();

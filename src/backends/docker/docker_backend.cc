@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::docker {
@@ -60,22 +61,6 @@ double NowUnix() {
 int PollMs(Clock::time_point deadline, milliseconds cap) {
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::clamp(left, milliseconds(0), cap).count());
-}
-
-ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults) {
-  auto fill = [](auto& field, const auto& fallback) {
-    if (!field) {
-      field = fallback;
-    }
-  };
-  ResourceLimits l = spec;
-  fill(l.memory_bytes, defaults.memory_bytes);
-  fill(l.cpus, defaults.cpus);
-  fill(l.pids, defaults.pids);
-  fill(l.tmp_bytes, defaults.tmp_bytes);
-  fill(l.open_files, defaults.open_files);
-  fill(l.file_size_bytes, defaults.file_size_bytes);
-  return l;
 }
 
 std::map<std::string, std::string> LabelsOf(const Json& container) {
@@ -412,11 +397,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(ErrnoError(errno, "create " + run));
   }
   SandboxMeta meta;
-  auto token = RandomHex(32);
-  if (!token) {
-    return Fail(token.error());
-  }
-  meta.token = *token;
+  meta.token = RandomId(64);  // 256 bits from getrandom(2)
   meta.owner = spec.owner;
   meta.labels = spec.labels;
 
@@ -882,6 +863,10 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
   auto after = engine_.Call("GET", "/images/" + image + "/json");
   if (!after || after->status != 200) {
     return Fail(ErrorCode::kUnavailable, "image '" + image + "' is still missing after its pull");
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    images_present_[image] = Clock::now();
   }
   say("pulled image " + image);
   return {};

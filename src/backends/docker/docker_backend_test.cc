@@ -11,7 +11,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -267,14 +269,19 @@ TEST(DockerEngineDown, ProbeAndCreateSayTheEngineIsNotReachable) {
 // an engine that speaks another API version, without needing one.
 class CannedEngine {
  public:
-  CannedEngine(std::string path, std::string reply) : path_(std::move(path)) {
+  // Answers every request with `reply`.
+  CannedEngine(std::string path, std::string reply)
+      : CannedEngine(std::move(path), [reply](const std::string&) { return reply; }) {}
+  // Answers each request with what `reply_for` returns for its request line.
+  CannedEngine(std::string path, std::function<std::string(const std::string&)> reply_for)
+      : path_(std::move(path)) {
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path_.c_str());
     EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     EXPECT_EQ(::listen(fd_, 8), 0);
-    thread_ = std::thread([this, reply] {
+    thread_ = std::thread([this, reply_for] {
       for (;;) {
         const int c = ::accept(fd_, nullptr, nullptr);
         if (c < 0) {
@@ -289,10 +296,12 @@ class CannedEngine {
           }
           req.append(buf, static_cast<size_t>(n));
         }
+        const std::string line = req.substr(0, req.find("\r\n"));
         {
           std::lock_guard lock(mu_);
-          requests_.push_back(req.substr(0, req.find("\r\n")));
+          requests_.push_back(line);
         }
+        const std::string reply = reply_for(line);
         (void)!::write(c, reply.data(), reply.size());
         ::close(c);
       }
@@ -337,6 +346,82 @@ TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
   const auto requests = engine.requests();
   ASSERT_FALSE(requests.empty());
   EXPECT_EQ(requests[0], "GET /v1.41/_ping HTTP/1.1");
+}
+
+// A registry is out of reach here, so the engine's side of a pull is played: the image is
+// missing, /images/create streams progress lines (until the connection closes, as dockerd's
+// chunked stream ends), and afterwards the image is present.
+std::string Http(int status, const std::string& body) {
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body;
+}
+
+TEST(DockerPull, AMissingImageIsPulledWithItsProgressReported) {
+  TempDir t;
+  std::atomic<bool> pulled{false};
+  CannedEngine engine(t.path() + "/docker.sock", [&](const std::string& line) {
+    if (line.starts_with("GET /v1.41/images/registry.example/tool:1/json")) {
+      return pulled ? Http(200, R"({"Id":"sha256:abc"})")
+                    : Http(404, R"({"message":"No such image: registry.example/tool:1"})");
+    }
+    if (line.starts_with("POST /v1.41/images/create?fromImage=registry.example%2Ftool&tag=1")) {
+      pulled = true;
+      return Http(200,
+                  "{\"status\":\"Pulling from tool\",\"id\":\"1\"}\r\n"
+                  "{\"status\":\"Downloading\",\"progress\":\"[==>  ] 1MB/4MB\","
+                  "\"id\":\"a1b2\"}\r\n"
+                  "{\"status\":\"Status: Downloaded newer image for registry.example/tool:1\"}"
+                  "\r\n");
+    }
+    return Http(500, R"({"message":"unexpected request"})");
+  });
+  DockerBackendOptions o;
+  o.state_dir = t.path() + "/docker";
+  o.socket_path = t.path() + "/docker.sock";
+  o.guest_binary = AGENTBOX_GUEST_BINARY;
+  DockerBackend b(o);
+  SandboxSpec spec;
+  spec.image = "registry.example/tool:1";
+  std::vector<std::string> lines;
+  auto r = b.Prepare(spec, [&](std::string_view l) { lines.emplace_back(l); });
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(lines,
+            (std::vector<std::string>{"pulling image registry.example/tool:1",
+                                      "1: Pulling from tool", "a1b2: Downloading [==>  ] 1MB/4MB",
+                                      "Status: Downloaded newer image for registry.example/tool:1",
+                                      "pulled image registry.example/tool:1"}));
+  // Present now, and remembered: a second Prepare asks the engine nothing.
+  const size_t asked = engine.requests().size();
+  lines.clear();
+  ASSERT_TRUE(b.Prepare(spec, [&](std::string_view l) { lines.emplace_back(l); }));
+  EXPECT_EQ(engine.requests().size(), asked);
+  EXPECT_EQ(lines, std::vector<std::string>{"image registry.example/tool:1 is present"});
+}
+
+TEST(DockerPull, ARegistryErrorDuringThePullNamesTheImage) {
+  TempDir t;
+  CannedEngine engine(t.path() + "/docker.sock", [](const std::string& line) {
+    if (line.starts_with("GET /v1.41/images/")) {
+      return Http(404, R"({"message":"No such image"})");
+    }
+    return Http(200,
+                "{\"status\":\"Pulling from tool\",\"id\":\"2\"}\r\n"
+                "{\"errorDetail\":{\"message\":\"manifest unknown\"},"
+                "\"error\":\"manifest unknown\"}\r\n");
+  });
+  DockerBackendOptions o;
+  o.state_dir = t.path() + "/docker";
+  o.socket_path = t.path() + "/docker.sock";
+  o.guest_binary = AGENTBOX_GUEST_BINARY;
+  DockerBackend b(o);
+  SandboxSpec spec;
+  spec.image = "registry.example/tool:2";
+  auto r = b.Prepare(spec, nullptr);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(r.error().message.find("registry.example/tool:2"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("manifest unknown"), std::string::npos);
 }
 
 // --- against the engine ------------------------------------------------------------------------

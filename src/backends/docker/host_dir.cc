@@ -106,28 +106,6 @@ Result<void> SaveMeta(const std::string& dir, const SandboxMeta& m) {
   return WriteFileAtomic(dir + "/" + kMetaFile, DumpJson(j) + "\n", 0600);
 }
 
-Result<std::string> RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  size_t got = 0;
-  while (got < bytes) {
-    const ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return Fail(ErrnoError(errno, "getrandom"));
-    }
-    got += static_cast<size_t>(n);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : raw) {
-    out.push_back(kHex[static_cast<unsigned char>(c) >> 4]);
-    out.push_back(kHex[static_cast<unsigned char>(c) & 15]);
-  }
-  return out;
-}
-
 namespace {
 int RemoveOne(const char* path, const struct stat*, int type, struct FTW*) {
   const int rc = type == FTW_DP ? ::rmdir(path) : ::unlink(path);

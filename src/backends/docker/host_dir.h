@@ -37,8 +37,6 @@ Result<void> SaveMeta(const std::string& dir, const SandboxMeta& meta);
 // Writes `content` to `path` atomically with `mode`.
 Result<void> WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode);
 
-// `bytes` random bytes from getrandom(2), as hex.
-Result<std::string> RandomHex(size_t bytes);
 
 // Removes `path` and everything below it without following symlinks and without crossing into
 // other mounts (the container could plant links in run/). Missing is not an error.

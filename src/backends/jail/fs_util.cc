@@ -220,26 +220,4 @@ Result<void> ShiftOwnership(const std::string& root, uint32_t uid_base, uint32_t
   return {};
 }
 
-Result<std::string> RandomHex(size_t n) {
-  std::string bytes(n, '\0');
-  size_t off = 0;
-  while (off < n) {
-    const ssize_t got = ::getrandom(bytes.data() + off, n - off, 0);
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got < 0) {
-      return Fail(ErrnoError(errno, "getrandom"));
-    }
-    off += static_cast<size_t>(got);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
-}
-
 }  // namespace agentbox::jail

@@ -34,7 +34,5 @@ Result<int> UnmountBelow(const std::string& dir);
 Result<void> ShiftOwnership(const std::string& root, uint32_t uid_base, uint32_t gid_base,
                             uint32_t count);
 
-// `n` random bytes from the kernel, hex-encoded.
-Result<std::string> RandomHex(size_t n);
 
 }  // namespace agentbox::jail

@@ -20,6 +20,7 @@
 #include "backends/jail/process.h"
 #include "backends/jail/unix_http.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::jail {
@@ -76,22 +77,6 @@ std::string LogTail(const std::string& path, size_t n = 600) {
     s.pop_back();
   }
   return s;
-}
-
-ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults) {
-  auto fill = [](auto& field, const auto& fallback) {
-    if (!field) {
-      field = fallback;
-    }
-  };
-  ResourceLimits l = spec;
-  fill(l.memory_bytes, defaults.memory_bytes);
-  fill(l.cpus, defaults.cpus);
-  fill(l.pids, defaults.pids);
-  fill(l.tmp_bytes, defaults.tmp_bytes);
-  fill(l.open_files, defaults.open_files);
-  fill(l.file_size_bytes, defaults.file_size_bytes);
-  return l;
 }
 
 // Reads one '\n'-terminated line from `fd` (the helper's report). Empty at EOF.
@@ -439,11 +424,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       return Fail(r.error());
     }
   }
-  auto token = RandomHex(32);
-  if (!token) {
-    return Fail(token.error());
-  }
-  rec.token = *token;
+  rec.token = RandomId(64);  // 256 bits from getrandom(2)
   if (auto r = WriteFileAtomic(token_path, rec.token + "\n", 0600); !r) {
     return Fail(r.error());
   }
