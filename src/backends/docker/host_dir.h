@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/fs_util.h"  // WriteFileAtomic, RemoveTree, PathExists
 
 namespace agentbox::docker {
 
@@ -30,18 +31,8 @@ inline constexpr const char* kGuestSocket = "guest.sock";
 
 // Reads <dir>/meta.json. kNotFound when the file (or the directory) is missing.
 Result<SandboxMeta> LoadMeta(const std::string& dir);
-// Replaces <dir>/meta.json atomically (temp file, fsync, rename, fsync of the directory): a
-// reader sees the old or the new metadata, never a mix, even across a crash.
+// Replaces <dir>/meta.json atomically (temp file, rename): a reader sees the old or the new
+// metadata, never a mix.
 Result<void> SaveMeta(const std::string& dir, const SandboxMeta& meta);
-
-// Writes `content` to `path` atomically with `mode`.
-Result<void> WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode);
-
-
-// Removes `path` and everything below it without following symlinks and without crossing into
-// other mounts (the container could plant links in run/). Missing is not an error.
-Result<void> RemoveTree(const std::string& path);
-
-bool PathExists(const std::string& path);
 
 }  // namespace agentbox::docker

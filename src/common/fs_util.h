@@ -1,0 +1,30 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+
+// Host file system helpers shared by the backends' state directories.
+namespace agentbox {
+
+// Whether anything (even a dangling symlink) exists at `path`.
+bool PathExists(const std::string& path);
+
+// Writes `content` to `path` by writing a temporary file next to it and renaming it over
+// `path`: readers see the old or the new content, never a mix. Not fsync'd: the state it holds
+// describes processes that do not survive a crash of the machine anyway.
+Result<void> WriteFileAtomic(const std::string& path, std::string_view content, mode_t mode);
+
+// Reads at most `max_bytes` of `path`. kNotFound if it does not exist.
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
+
+// Removes `path` and everything below it. Never follows symlinks and never descends into another
+// mount (a mount point below `path` makes it fail with kConflict). Directories a sandbox made
+// unwritable or unsearchable are opened up first. A missing `path` is success.
+Result<void> RemoveTree(const std::string& path);
+
+}  // namespace agentbox
