@@ -1,5 +1,8 @@
 #include "api/sandbox_backend.h"
 
+#include <algorithm>
+#include <cctype>
+
 namespace agentbox {
 
 const char* SandboxStateName(SandboxState s) {
@@ -14,6 +17,29 @@ const char* SandboxStateName(SandboxState s) {
       return "failed";
   }
   return "failed";
+}
+
+bool ValidSandboxId(const std::string& id) {
+  if (id.empty() || id.size() > 64 || id[0] == '.') {
+    return false;
+  }
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec) {
+  if (!ValidSandboxId(id)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "sandbox id must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+  }
+  for (const auto& [name, value] : spec.env) {
+    if (name.empty() || name.find('=') != std::string::npos ||
+        name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid environment variable name '" + name + "'");
+    }
+  }
+  return {};
 }
 
 ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults) {

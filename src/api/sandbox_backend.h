@@ -51,6 +51,13 @@ struct SandboxSpec {
   int64_t ttl_s = 3600;
 };
 
+// A sandbox id every backend accepts (it names directories and containers): 1-64 characters of
+// [A-Za-z0-9_.-], not starting with '.'.
+bool ValidSandboxId(const std::string& id);
+// What every backend's Create checks first: the id, and environment variable names (non-empty,
+// no '=') and values without NUL bytes. kInvalidArgument saying which.
+Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec);
+
 enum class SandboxState { kCreating, kRunning, kStopped, kFailed };
 const char* SandboxStateName(SandboxState s);
 

@@ -23,15 +23,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-bool ValidId(const std::string& id) {
-  if (id.empty() || id.size() > 64 || id[0] == '.') {
-    return false;
-  }
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-}
-
 // True when the ELF file at `path` asks for a dynamic loader (has a PT_INTERP header): such a
 // guest cannot run in an arbitrary image.
 bool IsDynamicElf(const std::string& path) {
@@ -285,15 +276,8 @@ ProbeResult DockerBackend::Probe() {
 }
 
 Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSpec& spec) {
-  if (!ValidId(id)) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "sandbox id must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
-  }
-  for (const auto& [name, value] : spec.env) {
-    if (name.empty() || name.find('=') != std::string::npos ||
-        name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
-      return Fail(ErrorCode::kInvalidArgument, "invalid environment variable name '" + name + "'");
-    }
+  if (auto valid = ValidateCreate(id, spec); !valid) {
+    return Fail(valid.error());
   }
   if (!spec.network_name.empty() && spec.network == NetworkMode::kHost) {
     return Fail(ErrorCode::kInvalidArgument,
@@ -625,7 +609,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
 }
 
 Result<SandboxInfo> DockerBackend::Get(const std::string& id) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   auto c = InspectOurs(id);
@@ -658,7 +642,7 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
   }
   for (const auto& entry : list) {
     const std::string id = LabelOf(entry, label::kId);
-    if (!ValidId(id)) {
+    if (!ValidSandboxId(id)) {
       continue;
     }
     // Sandboxes being created (no guest yet) or destroyed meanwhile are skipped.
@@ -690,7 +674,7 @@ Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const
 }
 
 Result<void> DockerBackend::Destroy(const std::string& id) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
@@ -719,7 +703,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
 }
 
 Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
@@ -739,7 +723,7 @@ Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) 
 
 Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                          double expires_at) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
@@ -889,7 +873,7 @@ Result<int> DockerBackend::CleanupOrphans() {
     const std::string id = LabelOf(entry, label::kId);
     const std::string state_dir = LabelOf(entry, label::kStateDir);
     const std::string cid = entry.value("Id", "");
-    if (!ValidId(id) || state_dir.empty() || cid.empty()) {
+    if (!ValidSandboxId(id) || state_dir.empty() || cid.empty()) {
       continue;
     }
     const bool mine = state_dir == opts_.state_dir;
@@ -938,7 +922,7 @@ Result<int> DockerBackend::CleanupOrphans() {
   std::vector<std::string> dirs;
   if (DIR* d = ::opendir(opts_.state_dir.c_str())) {
     while (const dirent* e = ::readdir(d)) {
-      if (ValidId(e->d_name) && !ours.count(e->d_name)) {
+      if (ValidSandboxId(e->d_name) && !ours.count(e->d_name)) {
         dirs.emplace_back(e->d_name);
       }
     }

@@ -34,15 +34,6 @@ constexpr uint32_t kMinOpenFiles = 1024;
 constexpr const char* kGuestInJail = "/.agentbox/guest";
 constexpr auto kTarTimeout = std::chrono::minutes(5);
 
-bool ValidId(const std::string& id) {
-  if (id.empty() || id.size() > 64 || id[0] == '.') {
-    return false;
-  }
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-  });
-}
-
 double NowUnix() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -316,15 +307,8 @@ ProbeResult JailBackend::Probe() {
 }
 
 Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec& spec) {
-  if (!ValidId(id)) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "sandbox id must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
-  }
-  for (const auto& [name, value] : spec.env) {
-    if (name.empty() || name.find('=') != std::string::npos ||
-        name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
-      return Fail(ErrorCode::kInvalidArgument, "invalid environment variable name '" + name + "'");
-    }
+  if (auto valid = ValidateCreate(id, spec); !valid) {
+    return Fail(valid.error());
   }
   if (!spec.image.empty() && spec.image[0] != '/') {
     return Fail(ErrorCode::kInvalidArgument,
@@ -620,7 +604,7 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
 }
 
 Result<SandboxInfo> JailBackend::Get(const std::string& id) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
@@ -644,7 +628,7 @@ Result<std::vector<SandboxInfo>> JailBackend::List() {
   }
   std::vector<std::string> ids;
   while (const dirent* e = ::readdir(d)) {
-    if (ValidId(e->d_name)) {
+    if (ValidSandboxId(e->d_name)) {
       ids.emplace_back(e->d_name);
     }
   }
@@ -662,7 +646,7 @@ Result<std::vector<SandboxInfo>> JailBackend::List() {
 }
 
 Result<void> JailBackend::Destroy(const std::string& id) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
@@ -717,7 +701,7 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
 }
 
 Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
@@ -735,7 +719,7 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
 
 Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                        double expires_at) {
-  if (!ValidId(id)) {
+  if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   IdLock lock(*this, id);
