@@ -31,16 +31,40 @@ if ! command -v dockerd >/dev/null 2>&1; then
   exit 1
 fi
 
-# A dockerd that is still starting (pid file present, process alive) is waited for, not doubled.
+# running NAME PID: PID is a live (not zombie) process called NAME. Pid files outlive killed
+# engines, and their pids get reused or linger as zombies under a slow init.
+running() {
+  local stat
+  stat="$(cat "/proc/$2/stat" 2>/dev/null)" || return 1
+  [[ "$stat" == *"($1) "[!Z]* ]]
+}
+
+# A dockerd that is still starting (pid file names a live dockerd) is waited for, not doubled.
 pidfile=/var/run/agentbox-dockerd.pid
-if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-  echo "start-dockerd: dockerd (pid $(cat "$pidfile")) is starting; waiting"
+started_pid="$(cat "$pidfile" 2>/dev/null || true)"
+if [[ -n "$started_pid" ]] && running dockerd "$started_pid"; then
+  echo "start-dockerd: dockerd (pid $started_pid) is starting; waiting"
 else
+  # A stale pid file would make a healthy start look like a crash until dockerd rewrites it.
+  rm -f "$pidfile"
+  # dockerd's own containerd outlives a killed dockerd, and a new dockerd waits for it and then
+  # gives up; stop it and drop its pid file.
+  ctr_pidfile=/var/run/docker/containerd/containerd.pid
+  ctr_pid="$(cat "$ctr_pidfile" 2>/dev/null || true)"
+  if [[ -n "$ctr_pid" ]] && running containerd "$ctr_pid"; then
+    echo "start-dockerd: stopping containerd (pid $ctr_pid) left by a dockerd that died"
+    kill "$ctr_pid" 2>/dev/null || true
+    for _ in $(seq 50); do running containerd "$ctr_pid" || break; sleep 0.1; done
+    kill -9 "$ctr_pid" 2>/dev/null || true
+  fi
+  rm -f "$ctr_pidfile"
   echo "start-dockerd: starting dockerd on $sock (log $log)"
   mkdir -p "$(dirname "$sock")"
   # setsid: the engine must outlive this script and the CI step that ran it.
   setsid dockerd --host "unix://$sock" --pidfile "$pidfile" >>"$log" 2>&1 </dev/null &
+  started_pid=$!
 fi
+log_start=$(wc -l <"$log" 2>/dev/null || echo 0)
 
 deadline=$((SECONDS + timeout_s))
 until answers; do
@@ -49,9 +73,9 @@ until answers; do
     tail -n 30 "$log" >&2 || true
     exit 1
   fi
-  if [[ -f "$pidfile" ]] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "start-dockerd: dockerd exited while starting; log tail:" >&2
-    tail -n 30 "$log" >&2 || true
+  if ! running dockerd "$started_pid"; then
+    echo "start-dockerd: dockerd (pid $started_pid) exited while starting; its log:" >&2
+    tail -n +"$((log_start + 1))" "$log" | tail -n 30 >&2 || true
     exit 1
   fi
   sleep 0.2
