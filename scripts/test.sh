@@ -4,12 +4,14 @@
 #
 # The docker backend is tested against a real engine: dockerd is started when it does not answer
 # (scripts/start-dockerd.sh) and agentbox/base is built from Debian packages when missing
-# (scripts/build-base-image.sh), and the conformance suite runs on jail and docker.
+# (scripts/build-base-image.sh), and the conformance suite runs on jail and docker. The jail's
+# suites run a second time inside a QEMU virtual machine on cgroup v2 (tests/vm), since these
+# hosts are cgroup v1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/start-dockerd.sh
 scripts/build-base-image.sh
-cmake --preset release -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker
+cmake --preset release -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker -DAGENTBOX_VM_TESTS=ON
 cmake --build --preset release -j "$(nproc)"
 ctest --preset release -j "$(nproc)"
