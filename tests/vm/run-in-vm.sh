@@ -5,8 +5,8 @@
 # Why: CI machines here are cgroup v1 (every controller bound to a v1 hierarchy that dockerd
 # uses), while most distributions today are cgroup v2. The jail's v2 path must be exercised on a
 # real v2 kernel, so this boots Debian's own kernel under QEMU (software emulation; no KVM is
-# needed) with the host's root filesystem shared read-only over virtio-9p, writable tmpfs on
-# /tmp, /run, /var/tmp and /root, and the cgroup2 filesystem on /sys/fs/cgroup with the memory,
+# needed) with the host's root filesystem shared read-only over virtio-9p under an in-memory
+# overlay (writes stay in the VM), and the cgroup2 filesystem on /sys/fs/cgroup with the memory,
 # pids and cpu controllers. The build tree and the test binaries are therefore the host's own.
 #
 #   tests/vm/run-in-vm.sh [--mem MIB] [--cpus N] [--timeout S] -- COMMAND [ARG...]
@@ -82,7 +82,7 @@ moddir="$kdir/lib/modules/$kver/kernel"
 # --- initramfs: busybox, the virtio and 9p modules, and /init ----------------------------------
 initrd="$cache/initrd-$kver.cpio"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-stamp="$(sha256sum "$here/vm-init.sh" "$(command -v busybox)" | sha256sum | cut -c1-16)"
+stamp="$(sha256sum "$here/vm-init.sh" "$here/run-in-vm.sh" "$(command -v busybox)" | sha256sum | cut -c1-16)"
 if [[ ! -f "$initrd" || "$(cat "$initrd.stamp" 2>/dev/null)" != "$stamp" ]]; then
   root="$(mktemp -d)"
   mkdir -p "$root"/{bin,dev,proc,sys,newroot,modules}
@@ -91,7 +91,7 @@ if [[ ! -f "$initrd" || "$(cat "$initrd.stamp" 2>/dev/null)" != "$stamp" ]]; the
   for m in drivers/virtio/virtio drivers/virtio/virtio_ring \
            drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev \
            drivers/virtio/virtio_pci fs/fscache/fscache fs/netfs/netfs \
-           net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+           net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
     src="$(ls "$moddir/$m".ko* 2>/dev/null | head -n1)"
     [[ -n "$src" ]] || { echo "run-in-vm: module $m missing from $kpkg" >&2; exit 2; }
     case "$src" in

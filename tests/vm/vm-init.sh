@@ -1,8 +1,8 @@
 #!/bin/sh
 # /init of the VM that tests/vm/run-in-vm.sh boots (busybox sh, PID 1).
 #
-# Stage 1 (in the initramfs): loads the virtio and 9p modules, mounts the host's root read-only
-# at /newroot with tmpfs where programs write, the command share at /newroot/mnt, and the cgroup2
+# Stage 1 (in the initramfs): loads the virtio, 9p and overlay modules, mounts the host's root
+# read-only over 9p under a tmpfs overlay at /newroot, the command share at /newroot/mnt, and the cgroup2
 # filesystem at /newroot/sys/fs/cgroup; then switch_root runs stage 2 there (pivot_root, which
 # the jail uses, is refused on the initramfs itself).
 # Stage 2 (as PID 1 of the host's tree): moves itself into a service-like child group, as systemd
@@ -33,7 +33,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache \
-         9pnet 9pnet_virtio 9p; do
+         9pnet 9pnet_virtio 9p overlay; do
   insmod "/modules/$m.ko" || echo "vm-init: insmod $m failed" >/dev/console
 done
 
@@ -44,17 +44,21 @@ fail() {
   exit 1
 }
 # The devices appear asynchronously after the driver loads.
+mkdir -p /lower /rw
 i=0
-until mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /newroot 2>/dev/null; do
+until mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /lower 2>/dev/null; do
   i=$((i + 1))
   [ "$i" -lt 100 ] || fail "cannot mount the host root over 9p"
   sleep 0.1
 done
+# Writes land in memory above the read-only host tree, so every host path (a build tree under
+# /tmp included) stays visible and nothing reaches the host.
+mount -t tmpfs -o mode=755 rw /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot ||
+  fail "cannot mount the overlay root"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 share /newroot/mnt || fail "no share"
-for d in tmp run var/tmp root; do
-  mount -t tmpfs -o mode=1777 tmpfs "/newroot/$d" || fail "tmpfs on /$d"
-done
-chmod 700 /newroot/root
+mount -t tmpfs -o mode=755 run /newroot/run
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
