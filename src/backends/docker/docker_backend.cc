@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "common/log.h"
 #include "common/strings.h"
@@ -170,35 +171,6 @@ std::string Demux(const std::string& raw) {
 
 }  // namespace
 
-class DockerBackend::IdLock {
- public:
-  IdLock(DockerBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
-    std::unique_lock lock(backend_.mu_);
-    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
-    backend_.busy_.insert(id_);
-  }
-  ~IdLock() { backend_.Release(id_); }
-  IdLock(const IdLock&) = delete;
-  IdLock& operator=(const IdLock&) = delete;
-
- private:
-  DockerBackend& backend_;
-  std::string id_;
-};
-
-bool DockerBackend::TryBusy(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return busy_.insert(id).second;
-}
-
-void DockerBackend::Release(const std::string& id) {
-  {
-    std::lock_guard lock(mu_);
-    busy_.erase(id);
-  }
-  cv_.notify_all();
-}
-
 DockerBackend::DockerBackend(DockerBackendOptions opts)
     : opts_(std::move(opts)), engine_(opts_.socket_path) {}
 
@@ -287,7 +259,7 @@ Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSp
   if (!ValidImageReference(image)) {
     return Fail(ErrorCode::kInvalidArgument, "invalid docker image reference '" + image + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   auto info = CreateLocked(id, spec);
   if (info && spec.owner.empty()) {
     std::lock_guard<std::mutex> g(mu_);
@@ -677,7 +649,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   {
     std::lock_guard<std::mutex> g(mu_);
     unclaimed_.erase(id);
@@ -706,7 +678,7 @@ Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) 
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   if (auto c = InspectOurs(id); !c) {
     return Fail(c.error());
   }
@@ -726,7 +698,7 @@ Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpe
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   std::optional<SandboxInfo> known;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -901,7 +873,7 @@ Result<int> DockerBackend::CleanupOrphans() {
       continue;
     }
     // Only this process's own operations can race with us (one daemon per state directory).
-    if (mine && !TryBusy(id)) {
+    if (mine && !id_locks_.TryLock(id)) {
       continue;
     }
     auto done = RemoveContainer(cid);
@@ -909,7 +881,7 @@ Result<int> DockerBackend::CleanupOrphans() {
       done = RemoveTree(SandboxDir(id));
     }
     if (mine) {
-      Release(id);
+      id_locks_.Unlock(id);
     }
     Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
         "id={} container={} state_dir={} reason=\"{}\" ok={}", id, cid.substr(0, 12), state_dir,
@@ -929,7 +901,7 @@ Result<int> DockerBackend::CleanupOrphans() {
     ::closedir(d);
   }
   for (const auto& id : dirs) {
-    if (!TryBusy(id)) {
+    if (!id_locks_.TryLock(id)) {
       continue;
     }
     auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
@@ -940,7 +912,7 @@ Result<int> DockerBackend::CleanupOrphans() {
           done ? "true" : done.error().message);
       removed += done ? 1 : 0;
     }
-    Release(id);
+    id_locks_.Unlock(id);
   }
   return removed;
 }

@@ -2,9 +2,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
+#include "common/keyed_mutex.h"
 
 namespace agentbox::docker {
 
@@ -84,8 +84,6 @@ class DockerBackend final : public SandboxBackend {
   std::string SandboxDir(const std::string& id) const;
 
  private:
-  class IdLock;
-
   std::string ResolveImage(const SandboxSpec& spec) const;
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   // GET /containers/agentbox-<id>/json; kNotFound unless it is this state directory's.
@@ -97,16 +95,13 @@ class DockerBackend final : public SandboxBackend {
   Result<void> WaitForGuest(const std::string& id, const std::string& container_id,
                             const std::string& token, Clock::time_point deadline) const;
   std::string ContainerLogTail(const std::string& container_id) const;
-  bool TryBusy(const std::string& id);
-  void Release(const std::string& id);
 
   DockerBackendOptions opts_;
   EngineClient engine_;
   std::atomic<bool> cleaned_{false};
 
+  KeyedMutex id_locks_;  // held by every operation on one id
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
   // Sandboxes this object started without an owner (the warm pool's), as Create returned them:
   // Claim hands one out after a health check on its socket instead of an engine round trip.
   std::map<std::string, SandboxInfo> unclaimed_;  // guarded by mu_

@@ -216,28 +216,6 @@ ResourceLimits DefaultJailLimits() {
   return l;
 }
 
-class JailBackend::IdLock {
- public:
-  IdLock(JailBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
-    std::unique_lock lock(backend_.mu_);
-    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
-    backend_.busy_.insert(id_);
-  }
-  ~IdLock() {
-    {
-      std::lock_guard lock(backend_.mu_);
-      backend_.busy_.erase(id_);
-    }
-    backend_.cv_.notify_all();
-  }
-  IdLock(const IdLock&) = delete;
-  IdLock& operator=(const IdLock&) = delete;
-
- private:
-  JailBackend& backend_;
-  std::string id_;
-};
-
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
   privileged_ = ::geteuid() == 0;
   if (auto layout = DiscoverCgroups(); layout && layout->version != CgroupVersion::kNone) {
@@ -319,7 +297,7 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
     return Fail(ErrorCode::kInvalidArgument,
                 "limits.open_files must be at least " + std::to_string(kMinOpenFiles));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   auto info = CreateLocked(id, spec);
   if (!info) {
     Log(LogLevel::kWarn, "jail.create_failed", "id={} code={} error=\"{}\"", id,
@@ -649,7 +627,7 @@ Result<void> JailBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   return DestroyLocked(id);
 }
 
@@ -704,7 +682,7 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   const std::string path = SandboxDir(id) + "/spec.json";
   auto rec = LoadSandboxRecord(path);
   if (!rec) {
@@ -722,7 +700,7 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   const std::string path = SandboxDir(id) + "/spec.json";
   auto rec = LoadSandboxRecord(path);
   if (!rec) {

@@ -1,16 +1,15 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
+#include "common/keyed_mutex.h"
 
 namespace agentbox::jail {
 
@@ -75,9 +74,6 @@ class JailBackend final : public SandboxBackend {
   std::string SandboxDir(const std::string& id) const;
 
  private:
-  // Serialises operations per id (blocking).
-  class IdLock;
-
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   Result<void> DestroyLocked(const std::string& id);
   SandboxInfo InfoFromRecord(const SandboxRecord& r) const;
@@ -91,9 +87,7 @@ class JailBackend final : public SandboxBackend {
   bool pids_limit_ok_ = false;
   bool cpu_limit_ok_ = false;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
+  KeyedMutex id_locks_;  // held by every operation on one id
 
   std::mutex slot_mu_;
   int64_t slot_hint_ = 0;  // guarded by slot_mu_
