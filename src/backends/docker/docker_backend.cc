@@ -321,16 +321,11 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     }
   }
 
-  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create " + opts_.state_dir));
+  auto created_dir = CreateSandboxDir(opts_.state_dir, id);
+  if (!created_dir) {
+    return Fail(created_dir.error());
   }
-  const std::string dir = SandboxDir(id);
-  if (::mkdir(dir.c_str(), 0700) != 0) {
-    if (errno == EEXIST) {
-      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
-    }
-    return Fail(ErrnoError(errno, "create " + dir));
-  }
+  const std::string dir = *created_dir;
   // Until the guest answers, any failure removes all of the sandbox.
   struct Undo {
     const DockerBackend* backend;

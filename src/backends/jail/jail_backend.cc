@@ -38,11 +38,6 @@ double NowUnix() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-bool PathExists(const std::string& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-
 Result<void> MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) {
     return Fail(ErrnoError(errno, "mkdir " + path));
@@ -309,16 +304,11 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
 Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const SandboxSpec& spec) {
   const auto started = Clock::now();
   const auto deadline = started + opts_.start_timeout;
-  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create state directory " + opts_.state_dir));
+  auto created_dir = CreateSandboxDir(opts_.state_dir, id);
+  if (!created_dir) {
+    return Fail(created_dir.error());
   }
-  const std::string dir = SandboxDir(id);
-  if (::mkdir(dir.c_str(), 0700) != 0) {
-    if (errno == EEXIST) {
-      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
-    }
-    return Fail(ErrnoError(errno, "create " + dir));
-  }
+  const std::string dir = *created_dir;
 
   // Undoes everything below unless the sandbox starts.
   struct Undo {
@@ -725,8 +715,8 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
 // .slots/.lock serialises allocation with other processes using the same state directory.
 Result<int64_t> JailBackend::AllocateSlot(const std::string& id) {
   const std::string slots = opts_.state_dir + "/.slots";
-  if (::mkdir(slots.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create " + slots));
+  if (auto r = EnsureDir(slots, 0700); !r) {
+    return Fail(r.error());
   }
   std::lock_guard guard(slot_mu_);
   UniqueFd lock(::open((slots + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
