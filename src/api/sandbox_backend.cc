@@ -19,6 +19,15 @@ const char* SandboxStateName(SandboxState s) {
   return "failed";
 }
 
+ResourceLimits DefaultSandboxLimits() {
+  ResourceLimits l;
+  l.memory_bytes = 1ull << 30;
+  l.pids = 1024;
+  l.tmp_bytes = 256ull << 20;
+  l.open_files = 4096;
+  return l;
+}
+
 bool ValidSandboxId(const std::string& id) {
   if (id.empty() || id.size() > 64 || id[0] == '.') {
     return false;

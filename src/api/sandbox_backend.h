@@ -25,6 +25,11 @@ struct ResourceLimits {
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
+// The limits the jail and docker backends apply where a spec leaves a field unset (unless
+// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files; no CPU or
+// file size cap.
+ResourceLimits DefaultSandboxLimits();
+
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
 ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults);
 

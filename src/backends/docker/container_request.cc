@@ -43,15 +43,6 @@ std::string NetworkLabel(const SandboxSpec& spec) {
 
 }  // namespace
 
-ResourceLimits DefaultDockerLimits() {
-  ResourceLimits l;
-  l.memory_bytes = 1ull << 30;
-  l.pids = 1024;
-  l.tmp_bytes = kDefaultTmpBytes;
-  l.open_files = 4096;
-  return l;
-}
-
 const std::vector<std::string>& KeptCapabilities() {
   static const std::vector<std::string> caps = {
       "CHOWN",         // chown files in /workspace and /tmp

@@ -10,9 +10,6 @@
 
 namespace agentbox::docker {
 
-// Limits applied where a spec leaves a field unset (the same as the jail's).
-ResourceLimits DefaultDockerLimits();
-
 // Capabilities a sandbox keeps after CapDrop ALL: enough for a root shell to own, chmod and
 // kill its own files and processes and to switch users (su, setpriv), nothing that reaches the
 // host (no SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD, SYS_CHROOT, SYS_PTRACE, AUDIT_WRITE, SETFCAP).

@@ -21,11 +21,11 @@ struct DockerBackendOptions {
   // Where sandboxes' host directories live: <state_dir>/<id>/{meta.json, run/}. Created (0700)
   // if missing. Must be a path the engine sees as well (the same machine): run/ is bind-mounted.
   std::string state_dir;
-  std::string socket_path = std::string(kDefaultSocket);  // the engine's unix socket
-  std::string guest_binary;                               // host path of the static guest
-  std::string default_image = "agentbox/base:latest";     // when spec.image is empty
-  std::string runtime;                                    // HostConfig.Runtime; empty = default
-  ResourceLimits default_limits = DefaultDockerLimits();
+  std::string socket_path = std::string(kDefaultSocket);   // the engine's unix socket
+  std::string guest_binary;                                // host path of the static guest
+  std::string default_image = "agentbox/base:latest";      // when spec.image is empty
+  std::string runtime;                                     // HostConfig.Runtime; empty = default
+  ResourceLimits default_limits = DefaultSandboxLimits();  // where a spec leaves a field unset
   // How long Create waits for the guest's health endpoint.
   std::chrono::milliseconds start_timeout{30000};
   // Bound of each engine call made by Probe.

@@ -29,7 +29,7 @@ ContainerPlan SamplePlan() {
   p.id = "sb-unit";
   p.spec.image = "agentbox/base:latest";
   p.spec.env = {{"FOO", "bar"}, {"LANG", "en_US.UTF-8"}};
-  p.spec.limits = DefaultDockerLimits();
+  p.spec.limits = DefaultSandboxLimits();
   p.spec.limits.memory_bytes = 256ull << 20;
   p.spec.limits.cpus = 1.5;
   p.spec.limits.pids = 100;

@@ -202,15 +202,6 @@ std::vector<std::string> GuessCgroups(const std::string& id, const std::string& 
 
 }  // namespace
 
-ResourceLimits DefaultJailLimits() {
-  ResourceLimits l;
-  l.memory_bytes = 1ull << 30;
-  l.pids = 1024;
-  l.tmp_bytes = kDefaultTmpBytes;
-  l.open_files = 4096;
-  return l;
-}
-
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
   privileged_ = ::geteuid() == 0;
   if (auto layout = DiscoverCgroups(); layout && layout->version != CgroupVersion::kNone) {

@@ -13,16 +13,13 @@
 
 namespace agentbox::jail {
 
-// Limits applied where a spec leaves a field unset.
-ResourceLimits DefaultJailLimits();
-
 struct JailBackendOptions {
   // Where sandboxes live: <state_dir>/<id>/{spec.json, jail.json, jail.log, workspace/, run/,
   // root/, rootfs/}. Created (mode 0700) if missing. Must be on a local filesystem.
   std::string state_dir;
-  std::string guest_binary;   // host path of the static agentbox-guest
-  std::string helper_binary;  // host path of agentbox-jail
-  ResourceLimits default_limits = DefaultJailLimits();
+  std::string guest_binary;                                // host path of the static agentbox-guest
+  std::string helper_binary;                               // host path of agentbox-jail
+  ResourceLimits default_limits = DefaultSandboxLimits();  // where a spec leaves a field unset
   // Host ids when running as root: sandbox n gets its own range
   // [uid_base + n * 65536, uid_base + (n + 1) * 65536). The default sits above the ranges that
   // useradd (/etc/subuid, from 100000) and systemd-nspawn (up to 0x6FFFFFFF) hand out, so
