@@ -28,6 +28,26 @@ ResourceLimits DefaultSandboxLimits() {
   return l;
 }
 
+Json LimitsToJson(const ResourceLimits& l) {
+  return {{"memory_bytes", OptToJson(l.memory_bytes)},
+          {"cpus", OptToJson(l.cpus)},
+          {"pids", OptToJson(l.pids)},
+          {"tmp_bytes", OptToJson(l.tmp_bytes)},
+          {"open_files", OptToJson(l.open_files)},
+          {"file_size_bytes", OptToJson(l.file_size_bytes)}};
+}
+
+ResourceLimits LimitsFromJson(const Json& j) {
+  ResourceLimits l;
+  l.memory_bytes = OptFromJson<uint64_t>(j, "memory_bytes");
+  l.cpus = OptFromJson<double>(j, "cpus");
+  l.pids = OptFromJson<uint32_t>(j, "pids");
+  l.tmp_bytes = OptFromJson<uint64_t>(j, "tmp_bytes");
+  l.open_files = OptFromJson<uint32_t>(j, "open_files");
+  l.file_size_bytes = OptFromJson<uint64_t>(j, "file_size_bytes");
+  return l;
+}
+
 bool ValidSandboxId(const std::string& id) {
   if (id.empty() || id.size() > 64 || id[0] == '.') {
     return false;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/json_util.h"
 
 namespace agentbox {
 
@@ -32,6 +33,12 @@ ResourceLimits DefaultSandboxLimits();
 
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
 ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults);
+
+// The one JSON shape of ResourceLimits that backends store (records, labels, pool keys): every
+// field by name, null when unset. LimitsFromJson treats a missing field or a non-object as unset
+// and throws Json::exception for a field of the wrong type.
+Json LimitsToJson(const ResourceLimits& l);
+ResourceLimits LimitsFromJson(const Json& j);
 
 enum class NetworkMode {
   kNone,  // loopback only (default)

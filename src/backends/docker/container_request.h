@@ -79,9 +79,6 @@ struct LabelRecord {
 Result<LabelRecord> ParseLabels(const std::map<std::string, std::string>& labels,
                                 const std::vector<std::string>& container_env);
 
-Json LimitsToJson(const ResourceLimits& l);
-ResourceLimits LimitsFromJson(const Json& j);
-
 // Image references go into URL paths and query strings of engine calls, so only the characters
 // a reference may hold are accepted ([A-Za-z0-9._-/:@], no "..", not starting with - or /).
 bool ValidImageReference(std::string_view ref);
