@@ -566,14 +566,19 @@ Result<SandboxInfo> JailBackend::Get(const std::string& id) {
   if (!ValidSandboxId(id)) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
-  auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   return InfoFromRecord(*rec);
+}
+
+Result<SandboxRecord> JailBackend::LoadRecord(const std::string& id) const {
+  auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
+  if (!rec && rec.error().code == ErrorCode::kNotFound) {
+    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  }
+  return rec;
 }
 
 Result<std::vector<SandboxInfo>> JailBackend::List() {
@@ -664,16 +669,12 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   KeyedLock lock(id_locks_, id);
-  const std::string path = SandboxDir(id) + "/spec.json";
-  auto rec = LoadSandboxRecord(path);
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   rec->expires_at = expires_at;
-  return SaveSandboxRecord(path, *rec);
+  return SaveSandboxRecord(SandboxDir(id) + "/spec.json", *rec);
 }
 
 Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
@@ -682,12 +683,8 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
     return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
   }
   KeyedLock lock(id_locks_, id);
-  const std::string path = SandboxDir(id) + "/spec.json";
-  auto rec = LoadSandboxRecord(path);
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   if (GetProcessStatus(rec->init) != ProcessStatus::kRunning) {
@@ -696,7 +693,7 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
   rec->spec.owner = spec.owner;
   rec->spec.labels = spec.labels;
   rec->expires_at = expires_at;
-  if (auto r = SaveSandboxRecord(path, *rec); !r) {
+  if (auto r = SaveSandboxRecord(SandboxDir(id) + "/spec.json", *rec); !r) {
     return Fail(r.error());
   }
   return InfoFromRecord(*rec);
