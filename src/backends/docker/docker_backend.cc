@@ -592,22 +592,13 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
       Log(LogLevel::kWarn, "docker.cleanup_failed", "error=\"{}\"", n.error().message);
     }
   }
-  const Json filters = {
-      {"label", Json::array({std::string(label::kManaged) + "=true",
-                             std::string(label::kStateDir) + "=" + opts_.state_dir})}};
-  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
-  if (!r) {
-    return Fail(r.error());
+  auto list = ListContainers({std::string(label::kManaged) + "=true",
+                              std::string(label::kStateDir) + "=" + opts_.state_dir});
+  if (!list) {
+    return Fail(list.error());
   }
-  if (r->status != 200) {
-    return Fail(EngineError(*r, "list containers"));
-  }
-  const Json list = Json::parse(r->body, nullptr, false);
   std::vector<SandboxInfo> out;
-  if (!list.is_array()) {
-    return out;
-  }
-  for (const auto& entry : list) {
+  for (const auto& entry : *list) {
     const std::string id = LabelOf(entry, label::kId);
     if (!ValidSandboxId(id)) {
       continue;
@@ -622,6 +613,19 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
     return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
   });
   return out;
+}
+
+Result<Json> DockerBackend::ListContainers(const std::vector<std::string>& labels) const {
+  const Json filters = {{"label", labels}};
+  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status != 200) {
+    return Fail(EngineError(*r, "list containers"));
+  }
+  Json list = Json::parse(r->body, nullptr, false);
+  return list.is_array() ? list : Json::array();
 }
 
 Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const {
@@ -824,19 +828,14 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
 }
 
 Result<int> DockerBackend::CleanupOrphans() {
-  const Json filters = {{"label", Json::array({std::string(label::kManaged) + "=true"})}};
-  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
-  if (!r) {
-    return Fail(r.error());
+  auto list = ListContainers({std::string(label::kManaged) + "=true"});
+  if (!list) {
+    return Fail(list.error());
   }
-  if (r->status != 200) {
-    return Fail(EngineError(*r, "list containers"));
-  }
-  const Json list = Json::parse(r->body, nullptr, false);
   int removed = 0;
   std::set<std::string> ours;  // ids of this state directory that have a container
   const double now = NowUnix();
-  for (const auto& entry : list.is_array() ? list : Json::array()) {
+  for (const auto& entry : *list) {
     const std::string id = LabelOf(entry, label::kId);
     const std::string state_dir = LabelOf(entry, label::kStateDir);
     const std::string cid = entry.value("Id", "");

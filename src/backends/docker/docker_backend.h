@@ -89,6 +89,9 @@ class DockerBackend final : public SandboxBackend {
   // GET /containers/agentbox-<id>/json; kNotFound unless it is this state directory's.
   Result<Json> InspectOurs(const std::string& id) const;
   Result<SandboxInfo> InfoFromInspect(const Json& container) const;
+  // GET /containers/json?all=1: every container, running or not, that carries all `labels`
+  // ("key=value"). Always an array (empty if the engine's answer is not one).
+  Result<Json> ListContainers(const std::vector<std::string>& labels) const;
   Result<void> RemoveContainer(const std::string& name_or_id) const;
   bool GuestAnswers(const SandboxInfo& info) const;
   static constexpr std::chrono::seconds kImageFreshness{30};
