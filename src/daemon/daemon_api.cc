@@ -287,6 +287,12 @@ void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok
                    seconds);
 }
 
+void DaemonApi::CountRelayed(const std::string& backend, const std::string& op,
+                             const Result<http::ClientResponse>& r, Clock::time_point start) {
+  Count(backend, op, r && r->status < 500,
+        std::chrono::duration<double>(Clock::now() - start).count());
+}
+
 std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& req) const {
   if (req.peer == "unix") {
     return Caller{kLocalOwner, true};  // the socket's file mode is the access control
@@ -334,8 +340,7 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         const auto start = Clock::now();
         client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
                      [this, entry, start, respond](Result<http::ClientResponse> r) {
-                       Count(entry.info.backend, "file/upload", r && r->status < 500,
-                             std::chrono::duration<double>(Clock::now() - start).count());
+                       CountRelayed(entry.info.backend, "file/upload", r, start);
                        if (!r) {
                          respond(JsonErr(r.error()));
                        } else {
@@ -701,8 +706,7 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   const auto timeout =
       rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
   auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-    Count(backend, rest, r && r->status < 500,
-          std::chrono::duration<double>(Clock::now() - start).count());
+    CountRelayed(backend, rest, r, start);
     if (!r) {
       return respond(JsonErr(r.error()));
     }
@@ -778,8 +782,7 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
                         [this, backend, start, respond](Result<http::ClientResponse> r) {
                           // Counted when the stream opens (or fails to).
-                          Count(backend, "shell/stream", r && r->status < 500,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                          CountRelayed(backend, "shell/stream", r, start);
                           if (!r) {
                             return respond(JsonErr(r.error()));
                           }
