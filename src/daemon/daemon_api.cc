@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "http/envelope.h"
 #include "http/queue_source.h"
 
@@ -16,10 +17,6 @@ namespace agentbox::daemon {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
@@ -248,7 +245,7 @@ void DaemonApi::ArmReaper() {
 
 void DaemonApi::Reap() {
   std::vector<SandboxEntry> expired;
-  const double now = Now();
+  const double now = NowUnix();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
@@ -666,7 +663,7 @@ void DaemonApi::ExtendTtl(const std::string& id, const http::Request& req, const
   if (!e) {
     return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
   }
-  const double expires = Now() + static_cast<double>(ttl->value_or(opts_.default_ttl_s));
+  const double expires = NowUnix() + static_cast<double>(ttl->value_or(opts_.default_ttl_s));
   pool_.Post([this, e = *e, expires, respond] {
     if (auto r = e.backend->SetExpiry(e.info.id, expires); !r) {
       return respond(JsonErr(r.error()));

@@ -2,12 +2,10 @@
 
 #include <thread>
 
+#include "common/time_util.h"
+
 namespace agentbox::fakes {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Decrements `n` if positive; true when this call should fail.
 bool Take(std::atomic<int>& n) {
@@ -35,7 +33,7 @@ Result<SandboxInfo> MemoryBackend::Create(const std::string& id, const SandboxSp
   info.backend = name_;
   info.state = SandboxState::kRunning;
   info.spec = spec;
-  info.created_at = Now();
+  info.created_at = NowUnix();
   info.expires_at = info.created_at + static_cast<double>(spec.ttl_s);
   info.guest_endpoint = "unix:/nonexistent/" + id;
   std::lock_guard lock(mu_);

@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::docker {
@@ -44,10 +45,6 @@ bool IsDynamicElf(const std::string& path) {
     }
   }
   return false;
-}
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 int PollMs(Clock::time_point deadline, milliseconds cap) {

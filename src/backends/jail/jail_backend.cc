@@ -21,6 +21,7 @@
 #include "backends/jail/unix_http.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::jail {
@@ -33,10 +34,6 @@ constexpr uint64_t kDefaultTmpBytes = 256ull << 20;
 constexpr uint32_t kMinOpenFiles = 1024;
 constexpr const char* kGuestInJail = "/.agentbox/guest";
 constexpr auto kTarTimeout = std::chrono::minutes(5);
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 Result<void> MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) {

@@ -6,15 +6,12 @@
 #include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 
 namespace agentbox::pool {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
