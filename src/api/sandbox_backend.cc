@@ -48,6 +48,14 @@ ResourceLimits LimitsFromJson(const Json& j) {
   return l;
 }
 
+Error SandboxNotFound(const std::string& id) {
+  return Error(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+}
+
+bool CreatedBefore(const SandboxInfo& a, const SandboxInfo& b) {
+  return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
+}
+
 bool ValidSandboxId(const std::string& id) {
   if (id.empty() || id.size() > 64 || id[0] == '.') {
     return false;

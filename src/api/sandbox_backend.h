@@ -86,6 +86,12 @@ struct SandboxInfo {
   std::string detail;       // human-readable state detail (e.g. why it failed)
 };
 
+// kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.
+Error SandboxNotFound(const std::string& id);
+
+// The order of List(): oldest first, ties broken by id.
+bool CreatedBefore(const SandboxInfo& a, const SandboxInfo& b);
+
 // What a backend can do; the conformance suite skips nothing: a backend that lacks a capability
 // must say so here and answer the corresponding calls with a clear error.
 struct Capabilities {

@@ -48,7 +48,7 @@ Result<SandboxInfo> MemoryBackend::Get(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return it->second;
 }
@@ -65,7 +65,7 @@ Result<std::vector<SandboxInfo>> MemoryBackend::List() {
 Result<void> MemoryBackend::Destroy(const std::string& id) {
   std::lock_guard lock(mu_);
   if (boxes_.erase(id) == 0) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   ++destroys_;
   return {};
@@ -75,7 +75,7 @@ Result<void> MemoryBackend::SetExpiry(const std::string& id, double expires_at) 
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   it->second.expires_at = expires_at;
   return {};
@@ -92,7 +92,7 @@ Result<SandboxInfo> MemoryBackend::Claim(const std::string& id, const SandboxSpe
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (it->second.state != SandboxState::kRunning) {
     return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "' is not running");

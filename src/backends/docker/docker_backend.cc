@@ -521,7 +521,7 @@ Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
     return Fail(r.error());
   }
   if (r->status == 404) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (r->status != 200) {
     return Fail(EngineError(*r, "inspect container " + ContainerName(id)));
@@ -530,7 +530,7 @@ Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
   if (!j.is_object() || LabelOf(j, label::kManaged) != "true" ||
       LabelOf(j, label::kStateDir) != opts_.state_dir || LabelOf(j, label::kId) != id) {
     // Another agentboxd's (another state directory) or not agentbox's at all.
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return j;
 }
@@ -574,7 +574,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
 
 Result<SandboxInfo> DockerBackend::Get(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   auto c = InspectOurs(id);
   if (!c) {
@@ -606,9 +606,7 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
       out.push_back(std::move(*info));
     }
   }
-  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
-    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
-  });
+  std::sort(out.begin(), out.end(), CreatedBefore);
   return out;
 }
 
@@ -643,7 +641,7 @@ Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const
 
 Result<void> DockerBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   {
@@ -656,7 +654,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
     return Fail(c.error());
   }
   if (!c && !PathExists(dir)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (c) {
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
@@ -672,7 +670,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
 
 Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   if (auto c = InspectOurs(id); !c) {
@@ -681,9 +679,7 @@ Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) 
   const std::string dir = SandboxDir(id);
   auto meta = LoadMeta(dir);
   if (!meta) {
-    return Fail(meta.error().code == ErrorCode::kNotFound
-                    ? Error(ErrorCode::kNotFound, "no sandbox '" + id + "'")
-                    : meta.error());
+    return Fail(meta.error().code == ErrorCode::kNotFound ? SandboxNotFound(id) : meta.error());
   }
   meta->expires_at = expires_at;
   return SaveMeta(dir, *meta);
@@ -692,7 +688,7 @@ Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) 
 Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                          double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   std::optional<SandboxInfo> known;
@@ -703,7 +699,7 @@ Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpe
       unclaimed_.erase(it);
     }
   }
-  Result<SandboxInfo> info = Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  Result<SandboxInfo> info = Fail(SandboxNotFound(id));
   if (known && GuestAnswers(*known)) {
     info = std::move(*known);  // the fast path: no engine round trip
   } else {

@@ -561,7 +561,7 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
 
 Result<SandboxInfo> JailBackend::Get(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   auto rec = LoadRecord(id);
   if (!rec) {
@@ -573,7 +573,7 @@ Result<SandboxInfo> JailBackend::Get(const std::string& id) {
 Result<SandboxRecord> JailBackend::LoadRecord(const std::string& id) const {
   auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
   if (!rec && rec.error().code == ErrorCode::kNotFound) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return rec;
 }
@@ -600,15 +600,13 @@ Result<std::vector<SandboxInfo>> JailBackend::List() {
       out.push_back(InfoFromRecord(*rec));
     }
   }
-  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
-    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
-  });
+  std::sort(out.begin(), out.end(), CreatedBefore);
   return out;
 }
 
 Result<void> JailBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   return DestroyLocked(id);
@@ -617,7 +615,7 @@ Result<void> JailBackend::Destroy(const std::string& id) {
 Result<void> JailBackend::DestroyLocked(const std::string& id) {
   const std::string dir = SandboxDir(id);
   if (!PathExists(dir)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   const auto deadline = Clock::now() + opts_.stop_timeout;
   auto rec = LoadSandboxRecord(dir + "/spec.json");
@@ -663,7 +661,7 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
 
 Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   auto rec = LoadRecord(id);
@@ -677,7 +675,7 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
 Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                        double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   KeyedLock lock(id_locks_, id);
   auto rec = LoadRecord(id);

@@ -199,7 +199,7 @@ Result<SandboxInfo> WarmPool::Get(const std::string& id) {
   }
   auto info = inner_->Get(id);
   if (info && IsUnclaimedPoolSandbox(*info)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return info;
 }
@@ -215,14 +215,14 @@ Result<std::vector<SandboxInfo>> WarmPool::List() {
 
 Result<void> WarmPool::Destroy(const std::string& id) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->Destroy(id);
 }
 
 Result<void> WarmPool::SetExpiry(const std::string& id, double expires_at) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->SetExpiry(id, expires_at);
 }
@@ -230,7 +230,7 @@ Result<void> WarmPool::SetExpiry(const std::string& id, double expires_at) {
 Result<SandboxInfo> WarmPool::Claim(const std::string& id, const SandboxSpec& spec,
                                     double expires_at) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->Claim(id, spec, expires_at);
 }
