@@ -560,9 +560,6 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
 }
 
 Result<SandboxInfo> JailBackend::Get(const std::string& id) {
-  if (!ValidSandboxId(id)) {
-    return Fail(SandboxNotFound(id));
-  }
   auto rec = LoadRecord(id);
   if (!rec) {
     return Fail(rec.error());
@@ -571,6 +568,9 @@ Result<SandboxInfo> JailBackend::Get(const std::string& id) {
 }
 
 Result<SandboxRecord> JailBackend::LoadRecord(const std::string& id) const {
+  if (!ValidSandboxId(id)) {
+    return Fail(SandboxNotFound(id));  // and no path is ever built from it
+  }
   auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
   if (!rec && rec.error().code == ErrorCode::kNotFound) {
     return Fail(SandboxNotFound(id));
@@ -660,9 +660,6 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
 }
 
 Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
-  if (!ValidSandboxId(id)) {
-    return Fail(SandboxNotFound(id));
-  }
   KeyedLock lock(id_locks_, id);
   auto rec = LoadRecord(id);
   if (!rec) {
@@ -674,9 +671,6 @@ Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
 
 Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                        double expires_at) {
-  if (!ValidSandboxId(id)) {
-    return Fail(SandboxNotFound(id));
-  }
   KeyedLock lock(id_locks_, id);
   auto rec = LoadRecord(id);
   if (!rec) {

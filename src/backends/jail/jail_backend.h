@@ -74,7 +74,8 @@ class JailBackend final : public SandboxBackend {
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   Result<void> DestroyLocked(const std::string& id);
   SandboxInfo InfoFromRecord(const SandboxRecord& r) const;
-  // The record in <state_dir>/<id>/spec.json; kNotFound "no sandbox '<id>'" when there is none.
+  // The record in <state_dir>/<id>/spec.json; kNotFound "no sandbox '<id>'" when there is none
+  // or `id` is not a valid sandbox id.
   Result<SandboxRecord> LoadRecord(const std::string& id) const;
   Result<int64_t> AllocateSlot(const std::string& id);
   void ReleaseSlot(int64_t slot, const std::string& id);
