@@ -19,6 +19,43 @@ const char* SandboxStateName(SandboxState s) {
   return "failed";
 }
 
+ResourceLimits DefaultSandboxLimits() {
+  ResourceLimits l;
+  l.memory_bytes = 1ull << 30;
+  l.pids = 1024;
+  l.tmp_bytes = 256ull << 20;
+  l.open_files = 4096;
+  return l;
+}
+
+Json LimitsToJson(const ResourceLimits& l) {
+  return {{"memory_bytes", OptToJson(l.memory_bytes)},
+          {"cpus", OptToJson(l.cpus)},
+          {"pids", OptToJson(l.pids)},
+          {"tmp_bytes", OptToJson(l.tmp_bytes)},
+          {"open_files", OptToJson(l.open_files)},
+          {"file_size_bytes", OptToJson(l.file_size_bytes)}};
+}
+
+ResourceLimits LimitsFromJson(const Json& j) {
+  ResourceLimits l;
+  l.memory_bytes = OptFromJson<uint64_t>(j, "memory_bytes");
+  l.cpus = OptFromJson<double>(j, "cpus");
+  l.pids = OptFromJson<uint32_t>(j, "pids");
+  l.tmp_bytes = OptFromJson<uint64_t>(j, "tmp_bytes");
+  l.open_files = OptFromJson<uint32_t>(j, "open_files");
+  l.file_size_bytes = OptFromJson<uint64_t>(j, "file_size_bytes");
+  return l;
+}
+
+Error SandboxNotFound(const std::string& id) {
+  return Error(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+}
+
+bool CreatedBefore(const SandboxInfo& a, const SandboxInfo& b) {
+  return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
+}
+
 bool ValidSandboxId(const std::string& id) {
   if (id.empty() || id.size() > 64 || id[0] == '.') {
     return false;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/json_util.h"
 
 namespace agentbox {
 
@@ -25,8 +26,19 @@ struct ResourceLimits {
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
+// The limits the jail and docker backends apply where a spec leaves a field unset (unless
+// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files; no CPU or
+// file size cap.
+ResourceLimits DefaultSandboxLimits();
+
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
 ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& defaults);
+
+// The one JSON shape of ResourceLimits that backends store (records, labels, pool keys): every
+// field by name, null when unset. LimitsFromJson treats a missing field or a non-object as unset
+// and throws Json::exception for a field of the wrong type.
+Json LimitsToJson(const ResourceLimits& l);
+ResourceLimits LimitsFromJson(const Json& j);
 
 enum class NetworkMode {
   kNone,  // loopback only (default)
@@ -73,6 +85,12 @@ struct SandboxInfo {
   std::string guest_token;  // X-Access-Token for the guest (never shown to clients)
   std::string detail;       // human-readable state detail (e.g. why it failed)
 };
+
+// kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.
+Error SandboxNotFound(const std::string& id);
+
+// The order of List(): oldest first, ties broken by id.
+bool CreatedBefore(const SandboxInfo& a, const SandboxInfo& b);
 
 // What a backend can do; the conformance suite skips nothing: a backend that lacks a capability
 // must say so here and answer the corresponding calls with a clear error.

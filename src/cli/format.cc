@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "common/shell_quote.h"
+#include "common/time_util.h"
 
 namespace agentbox::cli {
 
@@ -18,10 +19,6 @@ int ReportError(const std::string& message) {
 }
 
 int ReportError(const Error& e) { return ReportError(e.message); }
-
-double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::string CompactDuration(double seconds) {
   const int64_t s = seconds > 0 ? static_cast<int64_t>(seconds) : 0;

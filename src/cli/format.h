@@ -19,9 +19,6 @@ inline constexpr int kExitError = 2;
 int ReportError(const std::string& message);
 int ReportError(const Error& e);
 
-// Wall-clock time in unix seconds.
-double NowSeconds();
-
 // "45s", "12m", "3h5m", "2d4h": a compact duration, rounded down. Negative durations are 0s.
 std::string CompactDuration(double seconds);
 // "in 55m" for a time in the future, "3m ago" for one in the past, "-" for 0 (unset).

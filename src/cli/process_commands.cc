@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "common/time_util.h"
 
 namespace agentbox::cli {
 
@@ -48,7 +49,7 @@ int ProcessList(DaemonClient& client, const std::string& id, const std::string& 
     std::cout << r->dump(2) << "\n";
     return 0;
   }
-  const double now = NowSeconds();
+  const double now = NowUnix();
   std::vector<std::vector<std::string>> rows = {{"PID", "SESSION", "STATUS", "STARTED", "COMMAND"}};
   for (const auto& p : *r) {
     std::string status = "running";

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "common/time_util.h"
 
 namespace agentbox::cli {
 
@@ -150,7 +151,7 @@ int Create(DaemonClient& client, const CreateArgs& a) {
   std::cout << JsonString(*r, "id") << "\n";
   std::cerr << "agentbox: backend " << JsonString(*r, "backend") << " (reason "
             << JsonString(*r, "reason") << "), expires "
-            << RelativeTime(JsonNumber(*r, "expires_at"), NowSeconds()) << "\n";
+            << RelativeTime(JsonNumber(*r, "expires_at"), NowUnix()) << "\n";
   return 0;
 }
 
@@ -171,7 +172,7 @@ int List(DaemonClient& client, bool json) {
   std::stable_sort(sorted.begin(), sorted.end(), [](const Json& x, const Json& y) {
     return JsonNumber(x, "created_at") < JsonNumber(y, "created_at");
   });
-  const double now = NowSeconds();
+  const double now = NowUnix();
   std::vector<std::vector<std::string>> rows = {
       {"ID", "BACKEND", "STATE", "CREATED", "EXPIRES", "LABELS"}};
   for (const auto& s : sorted) {
@@ -212,8 +213,8 @@ int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds) 
     return ReportError(r.error());
   }
   const double expires = JsonNumber(*r, "expires_at");
-  std::cout << id << " expires " << RelativeTime(expires, NowSeconds()) << " ("
-            << LocalTime(expires) << ")\n";
+  std::cout << id << " expires " << RelativeTime(expires, NowUnix()) << " (" << LocalTime(expires)
+            << ")\n";
   return 0;
 }
 

@@ -1,8 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <optional>
+#include <thread>
+
 #include "common/ansi.h"
 #include "common/error.h"
 #include "common/json_util.h"
+#include "common/keyed_mutex.h"
 #include "common/ring_buffer.h"
 #include "common/shell_quote.h"
 #include "common/utf8.h"
@@ -99,6 +104,26 @@ TEST(Json, TypedFieldsNameTheField) {
 TEST(Json, DumpReplacesInvalidUtf8) {
   Json j = {{"out", std::string("a\xff")}};
   EXPECT_EQ(DumpJson(j), "{\"out\":\"a\xEF\xBF\xBD\"}");
+}
+
+TEST(KeyedMutex, SerialisesOneKeyOnly) {
+  KeyedMutex m;
+  std::optional<KeyedLock> a;
+  a.emplace(m, "a");
+  EXPECT_FALSE(m.TryLock("a"));
+  EXPECT_TRUE(m.TryLock("b"));  // another key is free
+  m.Unlock("b");
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    KeyedLock again(m, "a");
+    got = true;
+  });
+  EXPECT_FALSE(got);
+  a.reset();  // lets the waiter in
+  waiter.join();
+  EXPECT_TRUE(got);
+  EXPECT_TRUE(m.TryLock("a"));
+  m.Unlock("a");
 }
 
 TEST(Ansi, StripsEscapes) {

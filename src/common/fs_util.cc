@@ -78,6 +78,27 @@ bool PathExists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+Result<void> EnsureDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return Fail(ErrnoError(errno, "create " + path));
+  }
+  return {};
+}
+
+Result<std::string> CreateSandboxDir(const std::string& state_dir, const std::string& id) {
+  if (auto r = EnsureDir(state_dir, 0700); !r) {
+    return Fail(r.error());
+  }
+  std::string dir = state_dir + "/" + id;
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
+    }
+    return Fail(ErrnoError(errno, "create " + dir));
+  }
+  return dir;
+}
+
 Result<void> WriteFileAtomic(const std::string& path, std::string_view content, mode_t mode) {
   const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));

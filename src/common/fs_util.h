@@ -14,6 +14,15 @@ namespace agentbox {
 // Whether anything (even a dangling symlink) exists at `path`.
 bool PathExists(const std::string& path);
 
+// Creates the directory `path` with `mode` unless something exists there already (which is then
+// success, whatever it is). Errors: ErrnoError of "create <path>".
+Result<void> EnsureDir(const std::string& path, mode_t mode);
+
+// Creates a sandbox's state directory <state_dir>/<id> (mode 0700), creating <state_dir> (0700)
+// first if missing, and returns its path. kConflict "sandbox '<id>' already exists" when
+// <state_dir>/<id> exists: the directory is what reserves an id on disk.
+Result<std::string> CreateSandboxDir(const std::string& state_dir, const std::string& id);
+
 // Writes `content` to `path` by writing a temporary file next to it and renaming it over
 // `path`: readers see the old or the new content, never a mix. Not fsync'd: the state it holds
 // describes processes that do not survive a crash of the machine anyway.

@@ -43,4 +43,20 @@ class JsonFields {
 
 Error FieldError(const char* key, std::string_view what);
 
+// An optional value as JSON: the value, or null when unset.
+template <class T>
+Json OptToJson(const std::optional<T>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
+// The value at `key` of `j`: nullopt when `j` is not an object, has no `key`, or holds null
+// there. Throws Json::exception when the value is not a T (for codecs that catch it once).
+template <class T>
+std::optional<T> OptFromJson(const Json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) {
+    return std::nullopt;
+  }
+  return j.at(key).get<T>();
+}
+
 }  // namespace agentbox

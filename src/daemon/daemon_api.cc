@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "http/envelope.h"
 #include "http/queue_source.h"
 
@@ -16,10 +17,6 @@ namespace agentbox::daemon {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
@@ -248,7 +245,7 @@ void DaemonApi::ArmReaper() {
 
 void DaemonApi::Reap() {
   std::vector<SandboxEntry> expired;
-  const double now = Now();
+  const double now = NowUnix();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
@@ -285,6 +282,12 @@ void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok
                      {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
   metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
                    seconds);
+}
+
+void DaemonApi::CountRelayed(const std::string& backend, const std::string& op,
+                             const Result<http::ClientResponse>& r, Clock::time_point start) {
+  Count(backend, op, r && r->status < 500,
+        std::chrono::duration<double>(Clock::now() - start).count());
 }
 
 std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& req) const {
@@ -334,8 +337,7 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         const auto start = Clock::now();
         client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
                      [this, entry, start, respond](Result<http::ClientResponse> r) {
-                       Count(entry.info.backend, "file/upload", r && r->status < 500,
-                             std::chrono::duration<double>(Clock::now() - start).count());
+                       CountRelayed(entry.info.backend, "file/upload", r, start);
                        if (!r) {
                          respond(JsonErr(r.error()));
                        } else {
@@ -661,7 +663,7 @@ void DaemonApi::ExtendTtl(const std::string& id, const http::Request& req, const
   if (!e) {
     return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
   }
-  const double expires = Now() + static_cast<double>(ttl->value_or(opts_.default_ttl_s));
+  const double expires = NowUnix() + static_cast<double>(ttl->value_or(opts_.default_ttl_s));
   pool_.Post([this, e = *e, expires, respond] {
     if (auto r = e.backend->SetExpiry(e.info.id, expires); !r) {
       return respond(JsonErr(r.error()));
@@ -701,8 +703,7 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   const auto timeout =
       rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
   auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-    Count(backend, rest, r && r->status < 500,
-          std::chrono::duration<double>(Clock::now() - start).count());
+    CountRelayed(backend, rest, r, start);
     if (!r) {
       return respond(JsonErr(r.error()));
     }
@@ -778,8 +779,7 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
                         [this, backend, start, respond](Result<http::ClientResponse> r) {
                           // Counted when the stream opens (or fails to).
-                          Count(backend, "shell/stream", r && r->status < 500,
-                                std::chrono::duration<double>(Clock::now() - start).count());
+                          CountRelayed(backend, "shell/stream", r, start);
                           if (!r) {
                             return respond(JsonErr(r.error()));
                           }

@@ -93,6 +93,11 @@ class DaemonApi : public http::Dispatcher {
   void ArmReaper();
   http::Respond Track(http::Respond respond);
   void Count(const std::string& backend, const std::string& op, bool ok, double seconds);
+  // Counts one request relayed to a guest and begun at `start`: an error unless the guest was
+  // reached and answered below 500.
+  void CountRelayed(const std::string& backend, const std::string& op,
+                    const Result<http::ClientResponse>& r,
+                    std::chrono::steady_clock::time_point start);
 
   boost::asio::io_context& io_;
   std::map<std::string, SandboxBackend*> backends_;

@@ -2,6 +2,15 @@
 
 namespace agentbox::http {
 
+bool QueueSource::TakeQueuedLocked() {
+  current_.clear();
+  for (auto& q : queue_) {
+    current_ += q;
+  }
+  queue_.clear();
+  return done_;
+}
+
 void QueueSource::Push(std::string bytes, bool last) {
   Callback cb;
   bool end = false;
@@ -17,12 +26,7 @@ void QueueSource::Push(std::string bytes, bool last) {
     }
     cb = std::move(pending_);
     pending_ = nullptr;
-    current_.clear();
-    for (auto& q : queue_) {
-      current_ += q;
-    }
-    queue_.clear();
-    end = done_;
+    end = TakeQueuedLocked();
   }
   cb(std::string_view(current_), end);
 }
@@ -35,12 +39,7 @@ void QueueSource::Next(Callback cb) {
       pending_ = std::move(cb);
       return;
     }
-    current_.clear();
-    for (auto& q : queue_) {
-      current_ += q;
-    }
-    queue_.clear();
-    end = done_;
+    end = TakeQueuedLocked();
   }
   cb(std::string_view(current_), end);
 }

@@ -18,6 +18,10 @@ class QueueSource : public BodySource {
   void Next(Callback cb) override;
 
  private:
+  // Moves everything queued into current_ (one chunk) and returns whether the body ends there.
+  // The caller holds mu_.
+  bool TakeQueuedLocked();
+
   std::mutex mu_;
   std::deque<std::string> queue_;
   bool done_ = false;

@@ -2,12 +2,10 @@
 
 #include <thread>
 
+#include "common/time_util.h"
+
 namespace agentbox::fakes {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Decrements `n` if positive; true when this call should fail.
 bool Take(std::atomic<int>& n) {
@@ -35,7 +33,7 @@ Result<SandboxInfo> MemoryBackend::Create(const std::string& id, const SandboxSp
   info.backend = name_;
   info.state = SandboxState::kRunning;
   info.spec = spec;
-  info.created_at = Now();
+  info.created_at = NowUnix();
   info.expires_at = info.created_at + static_cast<double>(spec.ttl_s);
   info.guest_endpoint = "unix:/nonexistent/" + id;
   std::lock_guard lock(mu_);
@@ -50,7 +48,7 @@ Result<SandboxInfo> MemoryBackend::Get(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return it->second;
 }
@@ -67,7 +65,7 @@ Result<std::vector<SandboxInfo>> MemoryBackend::List() {
 Result<void> MemoryBackend::Destroy(const std::string& id) {
   std::lock_guard lock(mu_);
   if (boxes_.erase(id) == 0) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   ++destroys_;
   return {};
@@ -77,7 +75,7 @@ Result<void> MemoryBackend::SetExpiry(const std::string& id, double expires_at) 
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   it->second.expires_at = expires_at;
   return {};
@@ -94,7 +92,7 @@ Result<SandboxInfo> MemoryBackend::Claim(const std::string& id, const SandboxSpe
   std::lock_guard lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (it->second.state != SandboxState::kRunning) {
     return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "' is not running");

@@ -12,14 +12,11 @@
 #include <thread>
 
 #include "common/strings.h"
+#include "common/time_util.h"
 
 namespace agentbox::fakes {
 
 namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 bool SocketAccepts(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};
@@ -92,7 +89,7 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
   b.info.backend = name_;
   b.info.state = SandboxState::kRunning;
   b.info.spec = spec;
-  b.info.created_at = Now();
+  b.info.created_at = NowUnix();
   b.info.expires_at = b.info.created_at + static_cast<double>(spec.ttl_s);
   b.info.guest_endpoint = "unix:" + sock;
   b.info.guest_token = token;

@@ -15,19 +15,6 @@ constexpr uint64_t kMaxShmBytes = 64ull << 20;
 constexpr uint64_t kLogMaxBytes = 8ull << 20;  // the guest's stdout/stderr kept by the engine
 constexpr size_t kMaxHostname = 63;
 
-template <class T>
-Json Opt(const std::optional<T>& v) {
-  return v ? Json(*v) : Json(nullptr);
-}
-
-template <class T>
-std::optional<T> GetOpt(const Json& j, const char* key) {
-  if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) {
-    return std::nullopt;
-  }
-  return j.at(key).get<T>();
-}
-
 std::string Seconds(double t) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.3f", t);
@@ -42,15 +29,6 @@ std::string NetworkLabel(const SandboxSpec& spec) {
 }
 
 }  // namespace
-
-ResourceLimits DefaultDockerLimits() {
-  ResourceLimits l;
-  l.memory_bytes = 1ull << 30;
-  l.pids = 1024;
-  l.tmp_bytes = kDefaultTmpBytes;
-  l.open_files = 4096;
-  return l;
-}
 
 const std::vector<std::string>& KeptCapabilities() {
   static const std::vector<std::string> caps = {
@@ -67,26 +45,6 @@ const std::vector<std::string>& KeptCapabilities() {
 }
 
 std::string ContainerName(const std::string& id) { return "agentbox-" + id; }
-
-Json LimitsToJson(const ResourceLimits& l) {
-  return {{"memory_bytes", Opt(l.memory_bytes)},
-          {"cpus", Opt(l.cpus)},
-          {"pids", Opt(l.pids)},
-          {"tmp_bytes", Opt(l.tmp_bytes)},
-          {"open_files", Opt(l.open_files)},
-          {"file_size_bytes", Opt(l.file_size_bytes)}};
-}
-
-ResourceLimits LimitsFromJson(const Json& j) {
-  ResourceLimits l;
-  l.memory_bytes = GetOpt<uint64_t>(j, "memory_bytes");
-  l.cpus = GetOpt<double>(j, "cpus");
-  l.pids = GetOpt<uint32_t>(j, "pids");
-  l.tmp_bytes = GetOpt<uint64_t>(j, "tmp_bytes");
-  l.open_files = GetOpt<uint32_t>(j, "open_files");
-  l.file_size_bytes = GetOpt<uint64_t>(j, "file_size_bytes");
-  return l;
-}
 
 std::string SpecHash(const SandboxSpec& spec) {
   const Json canonical = {{"image", spec.image},

@@ -10,9 +10,6 @@
 
 namespace agentbox::docker {
 
-// Limits applied where a spec leaves a field unset (the same as the jail's).
-ResourceLimits DefaultDockerLimits();
-
 // Capabilities a sandbox keeps after CapDrop ALL: enough for a root shell to own, chmod and
 // kill its own files and processes and to switch users (su, setpriv), nothing that reaches the
 // host (no SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD, SYS_CHROOT, SYS_PTRACE, AUDIT_WRITE, SETFCAP).
@@ -81,9 +78,6 @@ struct LabelRecord {
 // kInvalidArgument when the labels are not ours or are malformed.
 Result<LabelRecord> ParseLabels(const std::map<std::string, std::string>& labels,
                                 const std::vector<std::string>& container_env);
-
-Json LimitsToJson(const ResourceLimits& l);
-ResourceLimits LimitsFromJson(const Json& j);
 
 // Image references go into URL paths and query strings of engine calls, so only the characters
 // a reference may hold are accepted ([A-Za-z0-9._-/:@], no "..", not starting with - or /).

@@ -13,9 +13,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::docker {
@@ -43,10 +45,6 @@ bool IsDynamicElf(const std::string& path) {
     }
   }
   return false;
-}
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 int PollMs(Clock::time_point deadline, milliseconds cap) {
@@ -170,35 +168,6 @@ std::string Demux(const std::string& raw) {
 
 }  // namespace
 
-class DockerBackend::IdLock {
- public:
-  IdLock(DockerBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
-    std::unique_lock lock(backend_.mu_);
-    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
-    backend_.busy_.insert(id_);
-  }
-  ~IdLock() { backend_.Release(id_); }
-  IdLock(const IdLock&) = delete;
-  IdLock& operator=(const IdLock&) = delete;
-
- private:
-  DockerBackend& backend_;
-  std::string id_;
-};
-
-bool DockerBackend::TryBusy(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return busy_.insert(id).second;
-}
-
-void DockerBackend::Release(const std::string& id) {
-  {
-    std::lock_guard lock(mu_);
-    busy_.erase(id);
-  }
-  cv_.notify_all();
-}
-
 DockerBackend::DockerBackend(DockerBackendOptions opts)
     : opts_(std::move(opts)), engine_(opts_.socket_path) {}
 
@@ -287,7 +256,7 @@ Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSp
   if (!ValidImageReference(image)) {
     return Fail(ErrorCode::kInvalidArgument, "invalid docker image reference '" + image + "'");
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   auto info = CreateLocked(id, spec);
   if (info && spec.owner.empty()) {
     std::lock_guard<std::mutex> g(mu_);
@@ -349,16 +318,11 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     }
   }
 
-  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create " + opts_.state_dir));
+  auto created_dir = CreateSandboxDir(opts_.state_dir, id);
+  if (!created_dir) {
+    return Fail(created_dir.error());
   }
-  const std::string dir = SandboxDir(id);
-  if (::mkdir(dir.c_str(), 0700) != 0) {
-    if (errno == EEXIST) {
-      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
-    }
-    return Fail(ErrnoError(errno, "create " + dir));
-  }
+  const std::string dir = *created_dir;
   // Until the guest answers, any failure removes all of the sandbox.
   struct Undo {
     const DockerBackend* backend;
@@ -557,7 +521,7 @@ Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
     return Fail(r.error());
   }
   if (r->status == 404) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (r->status != 200) {
     return Fail(EngineError(*r, "inspect container " + ContainerName(id)));
@@ -566,7 +530,7 @@ Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
   if (!j.is_object() || LabelOf(j, label::kManaged) != "true" ||
       LabelOf(j, label::kStateDir) != opts_.state_dir || LabelOf(j, label::kId) != id) {
     // Another agentboxd's (another state directory) or not agentbox's at all.
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return j;
 }
@@ -610,7 +574,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
 
 Result<SandboxInfo> DockerBackend::Get(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   auto c = InspectOurs(id);
   if (!c) {
@@ -625,22 +589,13 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
       Log(LogLevel::kWarn, "docker.cleanup_failed", "error=\"{}\"", n.error().message);
     }
   }
-  const Json filters = {
-      {"label", Json::array({std::string(label::kManaged) + "=true",
-                             std::string(label::kStateDir) + "=" + opts_.state_dir})}};
-  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
-  if (!r) {
-    return Fail(r.error());
+  auto list = ListContainers({std::string(label::kManaged) + "=true",
+                              std::string(label::kStateDir) + "=" + opts_.state_dir});
+  if (!list) {
+    return Fail(list.error());
   }
-  if (r->status != 200) {
-    return Fail(EngineError(*r, "list containers"));
-  }
-  const Json list = Json::parse(r->body, nullptr, false);
   std::vector<SandboxInfo> out;
-  if (!list.is_array()) {
-    return out;
-  }
-  for (const auto& entry : list) {
+  for (const auto& entry : *list) {
     const std::string id = LabelOf(entry, label::kId);
     if (!ValidSandboxId(id)) {
       continue;
@@ -651,10 +606,21 @@ Result<std::vector<SandboxInfo>> DockerBackend::List() {
       out.push_back(std::move(*info));
     }
   }
-  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
-    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
-  });
+  std::sort(out.begin(), out.end(), CreatedBefore);
   return out;
+}
+
+Result<Json> DockerBackend::ListContainers(const std::vector<std::string>& labels) const {
+  const Json filters = {{"label", labels}};
+  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (r->status != 200) {
+    return Fail(EngineError(*r, "list containers"));
+  }
+  Json list = Json::parse(r->body, nullptr, false);
+  return list.is_array() ? list : Json::array();
 }
 
 Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const {
@@ -675,9 +641,9 @@ Result<void> DockerBackend::RemoveContainer(const std::string& name_or_id) const
 
 Result<void> DockerBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   {
     std::lock_guard<std::mutex> g(mu_);
     unclaimed_.erase(id);
@@ -688,7 +654,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
     return Fail(c.error());
   }
   if (!c && !PathExists(dir)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   if (c) {
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
@@ -704,18 +670,16 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
 
 Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   if (auto c = InspectOurs(id); !c) {
     return Fail(c.error());
   }
   const std::string dir = SandboxDir(id);
   auto meta = LoadMeta(dir);
   if (!meta) {
-    return Fail(meta.error().code == ErrorCode::kNotFound
-                    ? Error(ErrorCode::kNotFound, "no sandbox '" + id + "'")
-                    : meta.error());
+    return Fail(meta.error().code == ErrorCode::kNotFound ? SandboxNotFound(id) : meta.error());
   }
   meta->expires_at = expires_at;
   return SaveMeta(dir, *meta);
@@ -724,9 +688,9 @@ Result<void> DockerBackend::SetExpiry(const std::string& id, double expires_at) 
 Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                          double expires_at) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   std::optional<SandboxInfo> known;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -735,7 +699,7 @@ Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpe
       unclaimed_.erase(it);
     }
   }
-  Result<SandboxInfo> info = Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+  Result<SandboxInfo> info = Fail(SandboxNotFound(id));
   if (known && GuestAnswers(*known)) {
     info = std::move(*known);  // the fast path: no engine round trip
   } else {
@@ -857,19 +821,14 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
 }
 
 Result<int> DockerBackend::CleanupOrphans() {
-  const Json filters = {{"label", Json::array({std::string(label::kManaged) + "=true"})}};
-  auto r = engine_.Call("GET", "/containers/json?all=1&filters=" + UrlEncode(filters.dump()));
-  if (!r) {
-    return Fail(r.error());
+  auto list = ListContainers({std::string(label::kManaged) + "=true"});
+  if (!list) {
+    return Fail(list.error());
   }
-  if (r->status != 200) {
-    return Fail(EngineError(*r, "list containers"));
-  }
-  const Json list = Json::parse(r->body, nullptr, false);
   int removed = 0;
   std::set<std::string> ours;  // ids of this state directory that have a container
   const double now = NowUnix();
-  for (const auto& entry : list.is_array() ? list : Json::array()) {
+  for (const auto& entry : *list) {
     const std::string id = LabelOf(entry, label::kId);
     const std::string state_dir = LabelOf(entry, label::kStateDir);
     const std::string cid = entry.value("Id", "");
@@ -901,7 +860,7 @@ Result<int> DockerBackend::CleanupOrphans() {
       continue;
     }
     // Only this process's own operations can race with us (one daemon per state directory).
-    if (mine && !TryBusy(id)) {
+    if (mine && !id_locks_.TryLock(id)) {
       continue;
     }
     auto done = RemoveContainer(cid);
@@ -909,7 +868,7 @@ Result<int> DockerBackend::CleanupOrphans() {
       done = RemoveTree(SandboxDir(id));
     }
     if (mine) {
-      Release(id);
+      id_locks_.Unlock(id);
     }
     Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
         "id={} container={} state_dir={} reason=\"{}\" ok={}", id, cid.substr(0, 12), state_dir,
@@ -929,7 +888,7 @@ Result<int> DockerBackend::CleanupOrphans() {
     ::closedir(d);
   }
   for (const auto& id : dirs) {
-    if (!TryBusy(id)) {
+    if (!id_locks_.TryLock(id)) {
       continue;
     }
     auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
@@ -940,7 +899,7 @@ Result<int> DockerBackend::CleanupOrphans() {
           done ? "true" : done.error().message);
       removed += done ? 1 : 0;
     }
-    Release(id);
+    id_locks_.Unlock(id);
   }
   return removed;
 }

@@ -2,9 +2,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
+#include "common/keyed_mutex.h"
 
 namespace agentbox::docker {
 
@@ -21,11 +21,11 @@ struct DockerBackendOptions {
   // Where sandboxes' host directories live: <state_dir>/<id>/{meta.json, run/}. Created (0700)
   // if missing. Must be a path the engine sees as well (the same machine): run/ is bind-mounted.
   std::string state_dir;
-  std::string socket_path = std::string(kDefaultSocket);  // the engine's unix socket
-  std::string guest_binary;                               // host path of the static guest
-  std::string default_image = "agentbox/base:latest";     // when spec.image is empty
-  std::string runtime;                                    // HostConfig.Runtime; empty = default
-  ResourceLimits default_limits = DefaultDockerLimits();
+  std::string socket_path = std::string(kDefaultSocket);   // the engine's unix socket
+  std::string guest_binary;                                // host path of the static guest
+  std::string default_image = "agentbox/base:latest";      // when spec.image is empty
+  std::string runtime;                                     // HostConfig.Runtime; empty = default
+  ResourceLimits default_limits = DefaultSandboxLimits();  // where a spec leaves a field unset
   // How long Create waits for the guest's health endpoint.
   std::chrono::milliseconds start_timeout{30000};
   // Bound of each engine call made by Probe.
@@ -84,29 +84,27 @@ class DockerBackend final : public SandboxBackend {
   std::string SandboxDir(const std::string& id) const;
 
  private:
-  class IdLock;
-
   std::string ResolveImage(const SandboxSpec& spec) const;
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   // GET /containers/agentbox-<id>/json; kNotFound unless it is this state directory's.
   Result<Json> InspectOurs(const std::string& id) const;
   Result<SandboxInfo> InfoFromInspect(const Json& container) const;
+  // GET /containers/json?all=1: every container, running or not, that carries all `labels`
+  // ("key=value"). Always an array (empty if the engine's answer is not one).
+  Result<Json> ListContainers(const std::vector<std::string>& labels) const;
   Result<void> RemoveContainer(const std::string& name_or_id) const;
   bool GuestAnswers(const SandboxInfo& info) const;
   static constexpr std::chrono::seconds kImageFreshness{30};
   Result<void> WaitForGuest(const std::string& id, const std::string& container_id,
                             const std::string& token, Clock::time_point deadline) const;
   std::string ContainerLogTail(const std::string& container_id) const;
-  bool TryBusy(const std::string& id);
-  void Release(const std::string& id);
 
   DockerBackendOptions opts_;
   EngineClient engine_;
   std::atomic<bool> cleaned_{false};
 
+  KeyedMutex id_locks_;  // held by every operation on one id
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
   // Sandboxes this object started without an owner (the warm pool's), as Create returned them:
   // Claim hands one out after a health check on its socket instead of an engine round trip.
   std::map<std::string, SandboxInfo> unclaimed_;  // guarded by mu_

@@ -29,7 +29,7 @@ ContainerPlan SamplePlan() {
   p.id = "sb-unit";
   p.spec.image = "agentbox/base:latest";
   p.spec.env = {{"FOO", "bar"}, {"LANG", "en_US.UTF-8"}};
-  p.spec.limits = DefaultDockerLimits();
+  p.spec.limits = DefaultSandboxLimits();
   p.spec.limits.memory_bytes = 256ull << 20;
   p.spec.limits.cpus = 1.5;
   p.spec.limits.pids = 100;
@@ -325,6 +325,15 @@ class CannedEngine {
   std::vector<std::string> requests_;
 };
 
+// A backend's options for a CannedEngine listening at <t>/docker.sock.
+DockerBackendOptions CannedEngineOptions(const TempDir& t) {
+  DockerBackendOptions o;
+  o.state_dir = t.path() + "/docker";
+  o.socket_path = t.path() + "/docker.sock";
+  o.guest_binary = AGENTBOX_GUEST_BINARY;
+  return o;
+}
+
 TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
   TempDir t;
   const std::string body = R"({"message":"client version 1.41 is too old. Minimum supported )"
@@ -333,14 +342,10 @@ TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
                       "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
                       "Content-Length: " +
                           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-  DockerBackendOptions o;
-  o.state_dir = t.path() + "/docker";
-  o.socket_path = t.path() + "/docker.sock";
-  o.guest_binary = AGENTBOX_GUEST_BINARY;
-  DockerBackend b(o);
+  DockerBackend b(CannedEngineOptions(t));
   ProbeResult p = b.Probe();
   EXPECT_FALSE(p.usable);
-  EXPECT_EQ(p.reason, "The Docker engine at " + o.socket_path +
+  EXPECT_EQ(p.reason, "The Docker engine at " + b.options().socket_path +
                           " does not speak API 1.41: client version 1.41 is too old. Minimum "
                           "supported API version is 1.44, please upgrade your client.");
   const auto requests = engine.requests();
@@ -375,11 +380,7 @@ TEST(DockerPull, AMissingImageIsPulledWithItsProgressReported) {
     }
     return Http(500, R"({"message":"unexpected request"})");
   });
-  DockerBackendOptions o;
-  o.state_dir = t.path() + "/docker";
-  o.socket_path = t.path() + "/docker.sock";
-  o.guest_binary = AGENTBOX_GUEST_BINARY;
-  DockerBackend b(o);
+  DockerBackend b(CannedEngineOptions(t));
   SandboxSpec spec;
   spec.image = "registry.example/tool:1";
   std::vector<std::string> lines;
@@ -409,11 +410,7 @@ TEST(DockerPull, ARegistryErrorDuringThePullNamesTheImage) {
                 "{\"errorDetail\":{\"message\":\"manifest unknown\"},"
                 "\"error\":\"manifest unknown\"}\r\n");
   });
-  DockerBackendOptions o;
-  o.state_dir = t.path() + "/docker";
-  o.socket_path = t.path() + "/docker.sock";
-  o.guest_binary = AGENTBOX_GUEST_BINARY;
-  DockerBackend b(o);
+  DockerBackend b(CannedEngineOptions(t));
   SandboxSpec spec;
   spec.image = "registry.example/tool:2";
   auto r = b.Prepare(spec, nullptr);

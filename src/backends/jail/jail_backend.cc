@@ -21,6 +21,7 @@
 #include "backends/jail/unix_http.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::jail {
@@ -33,15 +34,6 @@ constexpr uint64_t kDefaultTmpBytes = 256ull << 20;
 constexpr uint32_t kMinOpenFiles = 1024;
 constexpr const char* kGuestInJail = "/.agentbox/guest";
 constexpr auto kTarTimeout = std::chrono::minutes(5);
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-bool PathExists(const std::string& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
 
 Result<void> MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) {
@@ -207,37 +199,6 @@ std::vector<std::string> GuessCgroups(const std::string& id, const std::string& 
 
 }  // namespace
 
-ResourceLimits DefaultJailLimits() {
-  ResourceLimits l;
-  l.memory_bytes = 1ull << 30;
-  l.pids = 1024;
-  l.tmp_bytes = kDefaultTmpBytes;
-  l.open_files = 4096;
-  return l;
-}
-
-class JailBackend::IdLock {
- public:
-  IdLock(JailBackend& backend, std::string id) : backend_(backend), id_(std::move(id)) {
-    std::unique_lock lock(backend_.mu_);
-    backend_.cv_.wait(lock, [&] { return backend_.busy_.count(id_) == 0; });
-    backend_.busy_.insert(id_);
-  }
-  ~IdLock() {
-    {
-      std::lock_guard lock(backend_.mu_);
-      backend_.busy_.erase(id_);
-    }
-    backend_.cv_.notify_all();
-  }
-  IdLock(const IdLock&) = delete;
-  IdLock& operator=(const IdLock&) = delete;
-
- private:
-  JailBackend& backend_;
-  std::string id_;
-};
-
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
   privileged_ = ::geteuid() == 0;
   if (auto layout = DiscoverCgroups(); layout && layout->version != CgroupVersion::kNone) {
@@ -319,7 +280,7 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
     return Fail(ErrorCode::kInvalidArgument,
                 "limits.open_files must be at least " + std::to_string(kMinOpenFiles));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   auto info = CreateLocked(id, spec);
   if (!info) {
     Log(LogLevel::kWarn, "jail.create_failed", "id={} code={} error=\"{}\"", id,
@@ -331,16 +292,11 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
 Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const SandboxSpec& spec) {
   const auto started = Clock::now();
   const auto deadline = started + opts_.start_timeout;
-  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create state directory " + opts_.state_dir));
+  auto created_dir = CreateSandboxDir(opts_.state_dir, id);
+  if (!created_dir) {
+    return Fail(created_dir.error());
   }
-  const std::string dir = SandboxDir(id);
-  if (::mkdir(dir.c_str(), 0700) != 0) {
-    if (errno == EEXIST) {
-      return Fail(ErrorCode::kConflict, "sandbox '" + id + "' already exists");
-    }
-    return Fail(ErrnoError(errno, "create " + dir));
-  }
+  const std::string dir = *created_dir;
 
   // Undoes everything below unless the sandbox starts.
   struct Undo {
@@ -604,17 +560,22 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
 }
 
 Result<SandboxInfo> JailBackend::Get(const std::string& id) {
-  if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-  }
-  auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   return InfoFromRecord(*rec);
+}
+
+Result<SandboxRecord> JailBackend::LoadRecord(const std::string& id) const {
+  if (!ValidSandboxId(id)) {
+    return Fail(SandboxNotFound(id));  // and no path is ever built from it
+  }
+  auto rec = LoadSandboxRecord(SandboxDir(id) + "/spec.json");
+  if (!rec && rec.error().code == ErrorCode::kNotFound) {
+    return Fail(SandboxNotFound(id));
+  }
+  return rec;
 }
 
 Result<std::vector<SandboxInfo>> JailBackend::List() {
@@ -639,24 +600,22 @@ Result<std::vector<SandboxInfo>> JailBackend::List() {
       out.push_back(InfoFromRecord(*rec));
     }
   }
-  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
-    return a.created_at < b.created_at || (a.created_at == b.created_at && a.id < b.id);
-  });
+  std::sort(out.begin(), out.end(), CreatedBefore);
   return out;
 }
 
 Result<void> JailBackend::Destroy(const std::string& id) {
   if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
-  IdLock lock(*this, id);
+  KeyedLock lock(id_locks_, id);
   return DestroyLocked(id);
 }
 
 Result<void> JailBackend::DestroyLocked(const std::string& id) {
   const std::string dir = SandboxDir(id);
   if (!PathExists(dir)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   const auto deadline = Clock::now() + opts_.stop_timeout;
   auto rec = LoadSandboxRecord(dir + "/spec.json");
@@ -701,34 +660,20 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
 }
 
 Result<void> JailBackend::SetExpiry(const std::string& id, double expires_at) {
-  if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-  }
-  IdLock lock(*this, id);
-  const std::string path = SandboxDir(id) + "/spec.json";
-  auto rec = LoadSandboxRecord(path);
+  KeyedLock lock(id_locks_, id);
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   rec->expires_at = expires_at;
-  return SaveSandboxRecord(path, *rec);
+  return SaveSandboxRecord(SandboxDir(id) + "/spec.json", *rec);
 }
 
 Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec& spec,
                                        double expires_at) {
-  if (!ValidSandboxId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-  }
-  IdLock lock(*this, id);
-  const std::string path = SandboxDir(id) + "/spec.json";
-  auto rec = LoadSandboxRecord(path);
+  KeyedLock lock(id_locks_, id);
+  auto rec = LoadRecord(id);
   if (!rec) {
-    if (rec.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
-    }
     return Fail(rec.error());
   }
   if (GetProcessStatus(rec->init) != ProcessStatus::kRunning) {
@@ -737,7 +682,7 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
   rec->spec.owner = spec.owner;
   rec->spec.labels = spec.labels;
   rec->expires_at = expires_at;
-  if (auto r = SaveSandboxRecord(path, *rec); !r) {
+  if (auto r = SaveSandboxRecord(SandboxDir(id) + "/spec.json", *rec); !r) {
     return Fail(r.error());
   }
   return InfoFromRecord(*rec);
@@ -747,8 +692,8 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
 // .slots/.lock serialises allocation with other processes using the same state directory.
 Result<int64_t> JailBackend::AllocateSlot(const std::string& id) {
   const std::string slots = opts_.state_dir + "/.slots";
-  if (::mkdir(slots.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(ErrnoError(errno, "create " + slots));
+  if (auto r = EnsureDir(slots, 0700); !r) {
+    return Fail(r.error());
   }
   std::lock_guard guard(slot_mu_);
   UniqueFd lock(::open((slots + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));

@@ -1,29 +1,25 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
+#include "common/keyed_mutex.h"
 
 namespace agentbox::jail {
-
-// Limits applied where a spec leaves a field unset.
-ResourceLimits DefaultJailLimits();
 
 struct JailBackendOptions {
   // Where sandboxes live: <state_dir>/<id>/{spec.json, jail.json, jail.log, workspace/, run/,
   // root/, rootfs/}. Created (mode 0700) if missing. Must be on a local filesystem.
   std::string state_dir;
-  std::string guest_binary;   // host path of the static agentbox-guest
-  std::string helper_binary;  // host path of agentbox-jail
-  ResourceLimits default_limits = DefaultJailLimits();
+  std::string guest_binary;                                // host path of the static agentbox-guest
+  std::string helper_binary;                               // host path of agentbox-jail
+  ResourceLimits default_limits = DefaultSandboxLimits();  // where a spec leaves a field unset
   // Host ids when running as root: sandbox n gets its own range
   // [uid_base + n * 65536, uid_base + (n + 1) * 65536). The default sits above the ranges that
   // useradd (/etc/subuid, from 100000) and systemd-nspawn (up to 0x6FFFFFFF) hand out, so
@@ -75,12 +71,12 @@ class JailBackend final : public SandboxBackend {
   std::string SandboxDir(const std::string& id) const;
 
  private:
-  // Serialises operations per id (blocking).
-  class IdLock;
-
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   Result<void> DestroyLocked(const std::string& id);
   SandboxInfo InfoFromRecord(const SandboxRecord& r) const;
+  // The record in <state_dir>/<id>/spec.json; kNotFound "no sandbox '<id>'" when there is none
+  // or `id` is not a valid sandbox id.
+  Result<SandboxRecord> LoadRecord(const std::string& id) const;
   Result<int64_t> AllocateSlot(const std::string& id);
   void ReleaseSlot(int64_t slot, const std::string& id);
 
@@ -91,9 +87,7 @@ class JailBackend final : public SandboxBackend {
   bool pids_limit_ok_ = false;
   bool cpu_limit_ok_ = false;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<std::string> busy_;  // ids with an operation in flight; guarded by mu_
+  KeyedMutex id_locks_;  // held by every operation on one id
 
   std::mutex slot_mu_;
   int64_t slot_hint_ = 0;  // guarded by slot_mu_

@@ -1,23 +1,6 @@
 #include "backends/jail/jail_config.h"
 
 namespace agentbox::jail {
-namespace {
-
-template <class T>
-Json Opt(const std::optional<T>& v) {
-  return v ? Json(*v) : Json(nullptr);
-}
-
-template <class T>
-std::optional<T> GetOpt(const Json& j, const char* key) {
-  if (!j.contains(key) || j.at(key).is_null()) {
-    return std::nullopt;
-  }
-  return j.at(key).get<T>();
-}
-
-}  // namespace
-
 Json JailConfigToJson(const JailConfig& c) {
   Json j = Json::object();
   j["version"] = 1;
@@ -41,12 +24,12 @@ Json JailConfigToJson(const JailConfig& c) {
   j["net"] = {{"share_host", c.net.share_host}};
   j["cgroup"] = {{"name", c.cgroup.name},
                  {"parent", c.cgroup.parent},
-                 {"memory_bytes", Opt(c.cgroup.memory_bytes)},
-                 {"pids", Opt(c.cgroup.pids)},
-                 {"cpus", Opt(c.cgroup.cpus)}};
+                 {"memory_bytes", OptToJson(c.cgroup.memory_bytes)},
+                 {"pids", OptToJson(c.cgroup.pids)},
+                 {"cpus", OptToJson(c.cgroup.cpus)}};
   j["rlimits"] = {{"core_bytes", c.rlimits.core_bytes},
-                  {"open_files", Opt(c.rlimits.open_files)},
-                  {"file_size_bytes", Opt(c.rlimits.file_size_bytes)}};
+                  {"open_files", OptToJson(c.rlimits.open_files)},
+                  {"file_size_bytes", OptToJson(c.rlimits.file_size_bytes)}};
   j["caps"] = {{"keep", c.caps.keep}};
   j["seccomp"] = {{"enabled", c.seccomp.enabled}};
   j["exec"] = {
@@ -85,13 +68,13 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     const Json& g = j.at("cgroup");
     c.cgroup.name = g.at("name").get<std::string>();
     c.cgroup.parent = g.at("parent").get<std::string>();
-    c.cgroup.memory_bytes = GetOpt<uint64_t>(g, "memory_bytes");
-    c.cgroup.pids = GetOpt<uint32_t>(g, "pids");
-    c.cgroup.cpus = GetOpt<double>(g, "cpus");
+    c.cgroup.memory_bytes = OptFromJson<uint64_t>(g, "memory_bytes");
+    c.cgroup.pids = OptFromJson<uint32_t>(g, "pids");
+    c.cgroup.cpus = OptFromJson<double>(g, "cpus");
     const Json& r = j.at("rlimits");
     c.rlimits.core_bytes = r.at("core_bytes").get<uint64_t>();
-    c.rlimits.open_files = GetOpt<uint64_t>(r, "open_files");
-    c.rlimits.file_size_bytes = GetOpt<uint64_t>(r, "file_size_bytes");
+    c.rlimits.open_files = OptFromJson<uint64_t>(r, "open_files");
+    c.rlimits.file_size_bytes = OptFromJson<uint64_t>(r, "file_size_bytes");
     c.caps.keep = j.at("caps").at("keep").get<std::vector<int>>();
     c.seccomp.enabled = j.at("seccomp").at("enabled").get<bool>();
     const Json& e = j.at("exec");

@@ -5,19 +5,6 @@
 namespace agentbox::jail {
 namespace {
 
-template <class T>
-Json Opt(const std::optional<T>& v) {
-  return v ? Json(*v) : Json(nullptr);
-}
-
-template <class T>
-std::optional<T> GetOpt(const Json& j, const char* key) {
-  if (!j.contains(key) || j.at(key).is_null()) {
-    return std::nullopt;
-  }
-  return j.at(key).get<T>();
-}
-
 Json IdentityToJson(const ProcessIdentity& p) {
   return {{"pid", p.pid}, {"start_time", p.start_time}, {"boot_id", p.boot_id}};
 }
@@ -30,16 +17,9 @@ ProcessIdentity IdentityFromJson(const Json& j) {
 }  // namespace
 
 Json SandboxRecordToJson(const SandboxRecord& r) {
-  const ResourceLimits& l = r.spec.limits;
   Json spec = {{"image", r.spec.image},
                {"env", r.spec.env},
-               {"limits",
-                {{"memory_bytes", Opt(l.memory_bytes)},
-                 {"cpus", Opt(l.cpus)},
-                 {"pids", Opt(l.pids)},
-                 {"tmp_bytes", Opt(l.tmp_bytes)},
-                 {"open_files", Opt(l.open_files)},
-                 {"file_size_bytes", Opt(l.file_size_bytes)}}},
+               {"limits", LimitsToJson(r.spec.limits)},
                {"network", r.spec.network == NetworkMode::kHost ? "host" : "none"},
                {"labels", r.spec.labels},
                {"owner", r.spec.owner},
@@ -71,13 +51,7 @@ Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
     const Json& s = j.at("spec");
     r.spec.image = s.at("image").get<std::string>();
     r.spec.env = s.at("env").get<std::map<std::string, std::string>>();
-    const Json& l = s.at("limits");
-    r.spec.limits.memory_bytes = GetOpt<uint64_t>(l, "memory_bytes");
-    r.spec.limits.cpus = GetOpt<double>(l, "cpus");
-    r.spec.limits.pids = GetOpt<uint32_t>(l, "pids");
-    r.spec.limits.tmp_bytes = GetOpt<uint64_t>(l, "tmp_bytes");
-    r.spec.limits.open_files = GetOpt<uint32_t>(l, "open_files");
-    r.spec.limits.file_size_bytes = GetOpt<uint64_t>(l, "file_size_bytes");
+    r.spec.limits = LimitsFromJson(s.at("limits"));
     r.spec.network =
         s.at("network").get<std::string>() == "host" ? NetworkMode::kHost : NetworkMode::kNone;
     r.spec.labels = s.at("labels").get<std::map<std::string, std::string>>();

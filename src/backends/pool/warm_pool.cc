@@ -6,30 +6,14 @@
 #include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "common/time_util.h"
 
 namespace agentbox::pool {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-template <class T>
-Json Opt(const std::optional<T>& v) {
-  return v ? Json(*v) : Json(nullptr);
-}
-
-template <class T>
-std::optional<T> GetOpt(const Json& j, const char* key) {
-  if (!j.contains(key) || j.at(key).is_null()) {
-    return std::nullopt;
-  }
-  return j.at(key).get<T>();
-}
 
 // Built-in pool sizes, from measurements. jail: an idle sandbox costs ~1 MiB and the pool cuts
 // create -> first exec from 23-26 ms to under 10 ms (docs/benchmarks.md).
@@ -42,17 +26,10 @@ int64_t DefaultPoolSize(std::string_view backend) {
 }  // namespace
 
 std::string SpecKey(const SandboxSpec& spec) {
-  const ResourceLimits& l = spec.limits;
   // nlohmann's object keeps keys sorted: the dump is canonical.
   Json j = {{"image", spec.image},
             {"env", spec.env},
-            {"limits",
-             {{"memory_bytes", Opt(l.memory_bytes)},
-              {"cpus", Opt(l.cpus)},
-              {"pids", Opt(l.pids)},
-              {"tmp_bytes", Opt(l.tmp_bytes)},
-              {"open_files", Opt(l.open_files)},
-              {"file_size_bytes", Opt(l.file_size_bytes)}}},
+            {"limits", LimitsToJson(spec.limits)},
             {"network", spec.network == NetworkMode::kHost ? "host" : "none"},
             {"network_name", spec.network_name},
             {"read_only_root", spec.read_only_root}};
@@ -68,13 +45,7 @@ Result<SandboxSpec> SpecFromKey(const std::string& key) {
     SandboxSpec s;
     s.image = j->at("image").get<std::string>();
     s.env = j->at("env").get<std::map<std::string, std::string>>();
-    const Json& l = j->at("limits");
-    s.limits.memory_bytes = GetOpt<uint64_t>(l, "memory_bytes");
-    s.limits.cpus = GetOpt<double>(l, "cpus");
-    s.limits.pids = GetOpt<uint32_t>(l, "pids");
-    s.limits.tmp_bytes = GetOpt<uint64_t>(l, "tmp_bytes");
-    s.limits.open_files = GetOpt<uint32_t>(l, "open_files");
-    s.limits.file_size_bytes = GetOpt<uint64_t>(l, "file_size_bytes");
+    s.limits = LimitsFromJson(j->at("limits"));
     const std::string net = j->at("network").get<std::string>();
     if (net != "host" && net != "none") {
       return Fail(ErrorCode::kInvalidArgument, "pool key: bad network '" + net + "'");
@@ -228,7 +199,7 @@ Result<SandboxInfo> WarmPool::Get(const std::string& id) {
   }
   auto info = inner_->Get(id);
   if (info && IsUnclaimedPoolSandbox(*info)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return info;
 }
@@ -244,14 +215,14 @@ Result<std::vector<SandboxInfo>> WarmPool::List() {
 
 Result<void> WarmPool::Destroy(const std::string& id) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->Destroy(id);
 }
 
 Result<void> WarmPool::SetExpiry(const std::string& id, double expires_at) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->SetExpiry(id, expires_at);
 }
@@ -259,7 +230,7 @@ Result<void> WarmPool::SetExpiry(const std::string& id, double expires_at) {
 Result<SandboxInfo> WarmPool::Claim(const std::string& id, const SandboxSpec& spec,
                                     double expires_at) {
   if (opts_.size != 0 && IsPoolId(id)) {
-    return Fail(ErrorCode::kNotFound, "no sandbox '" + id + "'");
+    return Fail(SandboxNotFound(id));
   }
   return inner_->Claim(id, spec, expires_at);
 }

@@ -10,6 +10,7 @@
 
 #include "backends/jail/jail_test_util.h"
 #include "backends/pool/warm_pool.h"
+#include "common/time_util.h"
 
 namespace agentbox::pool {
 namespace {
@@ -26,10 +27,6 @@ bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds limit 
     std::this_thread::sleep_for(10ms);
   }
   return cond();
-}
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 class WarmPoolJailTest : public ::testing::Test {

@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "common/time_util.h"
 #include "fakes/borrowed_backend.h"
 #include "fakes/memory_backend.h"
 
@@ -25,10 +26,6 @@ bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds limit 
     std::this_thread::sleep_for(2ms);
   }
   return cond();
-}
-
-double NowUnix() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 WarmPoolOptions Fast(size_t size = 2) {

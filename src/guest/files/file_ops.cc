@@ -132,6 +132,19 @@ Result<void> CheckSudo(const JsonFields& fields, const FileConfig& cfg) {
   return {};
 }
 
+// What every request on one file (read, write, replace, search) checks first: its "file" field,
+// resolved as ResolveField does, then its "sudo" flag (CheckSudo). Errors in that order.
+Result<std::string> ResolveFileField(const JsonFields& fields, const FileConfig& cfg) {
+  auto path = ResolveField(fields, "file", cfg);
+  if (!path) {
+    return Fail(path.error());
+  }
+  if (auto s = CheckSudo(fields, cfg); !s) {
+    return Fail(s.error());
+  }
+  return path;
+}
+
 const char* TypeName(mode_t mode) {
   if (S_ISREG(mode)) {
     return "file";
@@ -919,12 +932,9 @@ Result<std::string> ResolvePath(const std::string& path, const FileConfig& cfg) 
 
 Result<Json> FileRead(const Json& req, const FileConfig& cfg) {
   const JsonFields fields(req);
-  auto path = ResolveField(fields, "file", cfg);
+  auto path = ResolveFileField(fields, cfg);
   if (!path) {
     return Fail(path.error());
-  }
-  if (auto s = CheckSudo(fields, cfg); !s) {
-    return Fail(s.error());
   }
   auto start = fields.OptInt("start_line", INT64_MIN, INT64_MAX);
   if (!start) {
@@ -973,12 +983,9 @@ Result<Json> FileRead(const Json& req, const FileConfig& cfg) {
 
 Result<Json> FileWrite(const Json& req, const FileConfig& cfg) {
   const JsonFields fields(req);
-  auto path = ResolveField(fields, "file", cfg);
+  auto path = ResolveFileField(fields, cfg);
   if (!path) {
     return Fail(path.error());
-  }
-  if (auto s = CheckSudo(fields, cfg); !s) {
-    return Fail(s.error());
   }
   auto content = fields.String("content");
   if (!content) {
@@ -1168,12 +1175,9 @@ Result<Json> FileList(const Json& req, const FileConfig& cfg) {
 
 Result<Json> FileReplace(const Json& req, const FileConfig& cfg) {
   const JsonFields fields(req);
-  auto path = ResolveField(fields, "file", cfg);
+  auto path = ResolveFileField(fields, cfg);
   if (!path) {
     return Fail(path.error());
-  }
-  if (auto s = CheckSudo(fields, cfg); !s) {
-    return Fail(s.error());
   }
   auto old_str = fields.NonEmptyString("old_str");
   if (!old_str) {
@@ -1226,12 +1230,9 @@ Result<Json> FileReplace(const Json& req, const FileConfig& cfg) {
 
 Result<Json> FileSearch(const Json& req, const FileConfig& cfg) {
   const JsonFields fields(req);
-  auto path = ResolveField(fields, "file", cfg);
+  auto path = ResolveFileField(fields, cfg);
   if (!path) {
     return Fail(path.error());
-  }
-  if (auto s = CheckSudo(fields, cfg); !s) {
-    return Fail(s.error());
   }
   auto regex = fields.NonEmptyString("regex");
   if (!regex) {

@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "common/log.h"
+#include "common/time_util.h"
 #include "common/utf8.h"
 #include "guest/core/spawn.h"
 
@@ -18,10 +19,6 @@ namespace agentbox::guest {
 namespace asio = boost::asio;
 
 namespace {
-double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 struct SignalName {
   const char* name;
   int sig;
@@ -135,7 +132,7 @@ Result<pid_t> ProcessManager::Start(const std::string& session_id, const std::st
   p->info.pid = *pid;
   p->info.session_id = session_id;
   p->info.command = command;
-  p->info.started_at = NowSeconds();
+  p->info.started_at = NowUnix();
   p->pipe = std::make_unique<asio::posix::stream_descriptor>(io_, pipe->first.Release());
   procs_[*pid] = p;
   std::weak_ptr<Proc> weak = p;
@@ -149,7 +146,7 @@ Result<pid_t> ProcessManager::Start(const std::string& session_id, const std::st
       }
       proc->info.running = false;
       proc->info.exit_code = ShellExitCode(status);
-      proc->info.ended_at = NowSeconds();
+      proc->info.ended_at = NowUnix();
     }
   });
   ReadLoop(p);
