@@ -166,4 +166,21 @@ Result<void> RemoveTree(const std::string& path) {
   }
   return RemoveAt(pfd.Get(), path.substr(slash + 1), st.st_dev, path, 0);
 }
+Result<UniqueFd> OpenUnlinkedFile(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) {
+    return fd;
+  }
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    return Fail(ErrnoError(errno, "create a file in " + dir));
+  }
+  std::string path = dir + "/.unlinked-XXXXXX";
+  fd = UniqueFd(::mkostemp(path.data(), O_CLOEXEC));
+  if (!fd) {
+    return Fail(ErrnoError(errno, "create a file in " + dir));
+  }
+  ::unlink(path.c_str());
+  return fd;
+}
+
 }  // namespace agentbox

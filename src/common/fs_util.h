@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 // Host file system helpers shared by the backends' state directories.
 namespace agentbox {
@@ -35,5 +36,10 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 
 // mount (a mount point below `path` makes it fail with kConflict). Directories a sandbox made
 // unwritable or unsearchable are opened up first. A missing `path` is success.
 Result<void> RemoveTree(const std::string& path);
+
+// Opens a new, nameless read-write file (mode 0600) in `dir`: it vanishes when the descriptor
+// closes. Uses O_TMPFILE, or, where the file system lacks it (overlayfs before Linux 6.6, as under
+// Docker, and several network file systems), a randomly named file unlinked at once.
+Result<UniqueFd> OpenUnlinkedFile(const std::string& dir);
 
 }  // namespace agentbox

@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <set>
 
+#include "common/fs_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -318,16 +319,17 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
     return std::make_unique<RejectSink>(
         Error{ErrorCode::kNotFound, "sandbox '" + parts[2] + "' not found"});
   }
-  UniqueFd fd(::open(opts_.spool_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  auto fd = OpenUnlinkedFile(opts_.spool_dir);
   if (!fd) {
-    return std::make_unique<RejectSink>(ErrnoError(errno, "spool upload in " + opts_.spool_dir));
+    return std::make_unique<RejectSink>(
+        Error{fd.error().code, "spool upload: " + fd.error().message, fd.error().sys_errno});
   }
   const std::string query = req.query;
   const std::string content_type = req.Header("content-type");
   ++in_flight_;
   return std::make_unique<UploadSpool>(
-      std::move(fd), [this, entry = *entry, query, content_type](
-                         std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
+      std::move(*fd), [this, entry = *entry, query, content_type](
+                          std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
         http::ClientRequest cr;
         cr.method = "POST";
         cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "backends/jail/fs_util.h"
@@ -146,6 +147,20 @@ TEST(FsUtilTest, WriteFileAtomicReplacesContent) {
   struct stat st {};
   ASSERT_EQ(::stat(f.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(FsUtilTest, OpenUnlinkedFileLeavesNoName) {
+  TempDir tmp;
+  auto fd = OpenUnlinkedFile(tmp.path());
+  ASSERT_TRUE(fd) << fd.error().message;
+  ASSERT_EQ(::write(fd->Get(), "spool", 5), 5);
+  char buf[8] = {};
+  ASSERT_EQ(::pread(fd->Get(), buf, sizeof(buf), 0), 5);
+  EXPECT_STREQ(buf, "spool");
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path()));
+  auto missing = OpenUnlinkedFile(tmp.path() + "/absent");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("/absent"), std::string::npos);
 }
 
 TEST(SeccompTest, DenyListCoversDockersDefaultDenials) {
