@@ -1,6 +1,7 @@
-// The agentboxd binary switches where new sandboxes go when its configuration file changes and
-// it receives SIGHUP, without a restart; a file that disappears or breaks keeps the last good
-// settings and is counted.
+// The agentboxd binary and its signals: SIGHUP switches where new sandboxes go when the
+// configuration file changed, without a restart (a file that disappears or breaks keeps the last
+// good settings and is counted); SIGTERM lets in-flight requests finish, exits cleanly and leaves
+// every sandbox running for the next daemon to find.
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -24,25 +25,31 @@ size_t Collect(char* p, size_t s, size_t n, void* out) {
   return s * n;
 }
 
-class AgentboxdReload : public ::testing::Test {
+class AgentboxdSignals : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/agentbox-reload-XXXXXX";
+    char tmpl[] = "/tmp/agentbox-signals-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     socket_ = dir_ + "/d.sock";
     config_ = dir_ + "/agentboxd.conf";
     WriteConfig("SANDBOX_BACKEND=jail\nAGENTBOX_FALLBACK_CHAIN=jail\n");
+    Start();
+  }
+
+  // Starts agentboxd on the test's socket, configuration and state directory; waits until it
+  // answers.
+  void Start() {
     pid_ = fork();
     if (pid_ == 0) {
       for (const char* k : {"SANDBOX_BACKEND", "AGENTBOX_FALLBACK_CHAIN",
                             "USE_CLOUDRUN_JOBS_SANDBOX", "AGENTBOX_PROBE_TTL_MS"}) {
         unsetenv(k);
       }
-      // No warm pool: its sandboxes would outlive this daemon, and this test creates none.
+      // No warm pool: its sandboxes would outlive this daemon.
       setenv("AGENTBOX_WARM_POOL_SIZE", "0", 1);
       unsetenv("AGENTBOX_WARM_POOL_SIZE_JAIL");
-      FILE* f = freopen((dir_ + "/agentboxd.log").c_str(), "w", stderr);
+      FILE* f = freopen((dir_ + "/agentboxd.log").c_str(), "a", stderr);
       (void)f;
       execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--config", config_.c_str(), "--env-file", "/dev/null",
             "--listen", ("unix:" + socket_).c_str(), "--state-dir", (dir_ + "/state").c_str(),
@@ -60,6 +67,17 @@ class AgentboxdReload : public ::testing::Test {
 
   void TearDown() override {
     if (pid_ > 0) {
+      // Sandboxes outlive the daemon by design; a failed test must not leave any behind.
+      auto [status, body] = Get("/v1/sandboxes");
+      const Json list = Json::parse(body, nullptr, false);
+      const Json sandboxes =
+          list.is_object() ? list.value("data", Json::object()).value("sandboxes", Json::array())
+                           : Json::array();
+      if (status == 200) {
+        for (const auto& sb : sandboxes) {
+          Call("DELETE", "/v1/sandboxes/" + sb.value("id", std::string()), "");
+        }
+      }
       kill(pid_, SIGTERM);
       waitpid(pid_, nullptr, 0);
     }
@@ -73,21 +91,32 @@ class AgentboxdReload : public ::testing::Test {
     ASSERT_EQ(rename(tmp.c_str(), config_.c_str()), 0);
   }
 
-  std::pair<long, std::string> Get(const std::string& path) {
+  std::pair<long, std::string> Get(const std::string& path) { return Call("GET", path, ""); }
+
+  // One request over the unix socket; status 0 when no answer came.
+  std::pair<long, std::string> Call(const std::string& method, const std::string& path,
+                                    const std::string& body) {
     CURL* c = curl_easy_init();
-    std::string body;
+    std::string out;
     long status = 0;
     const std::string url = "http://agentboxd" + path;
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+    if (method != "GET") {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
     if (curl_easy_perform(c) == CURLE_OK) {
       curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     }
+    curl_slist_free_all(headers);
     curl_easy_cleanup(c);
-    return {status, body};
+    return {status, out};
   }
 
   Json Info() {
@@ -115,7 +144,7 @@ class AgentboxdReload : public ::testing::Test {
   pid_t pid_ = -1;
 };
 
-TEST_F(AgentboxdReload, SighupAppliesAChangedSettingWithoutARestart) {
+TEST_F(AgentboxdSignals, SighupAppliesAChangedSettingWithoutARestart) {
   Json info = Info();
   EXPECT_EQ(info["requested_backend"], "jail");
   const std::string v1 = info["config_version"];
@@ -147,6 +176,41 @@ TEST_F(AgentboxdReload, SighupAppliesAChangedSettingWithoutARestart) {
   EXPECT_NE(text.find("config.file_deleted"), std::string::npos) << text;
   EXPECT_NE(text.find("config.reload_failed"), std::string::npos) << text;
   EXPECT_EQ(Get("/healthz").first, 200);
+}
+
+TEST_F(AgentboxdSignals, SigtermFinishesInFlightRequestsAndLeavesSandboxesRunning) {
+  auto [created, body] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(created, 201) << body;
+  const std::string id = Json::parse(body)["data"]["id"];
+  const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
+  ASSERT_EQ(Call("POST", exec, R"({"id":"s","command":"cd /tmp && export KEPT=yes"})").first, 200);
+
+  // A command that is still running when SIGTERM arrives gets its answer.
+  std::pair<long, std::string> slow;
+  std::thread client([&] {
+    slow =
+        Call("POST", exec, R"({"id":"s","command":"sleep 1.5; echo finished","wait_seconds":15})");
+  });
+  std::this_thread::sleep_for(500ms);  // the request is in flight (the command sleeps 1.5 s)
+  ASSERT_EQ(kill(pid_, SIGTERM), 0);
+  client.join();
+  EXPECT_EQ(slow.first, 200) << slow.second;
+  EXPECT_NE(slow.second.find("finished"), std::string::npos) << slow.second;
+  int status = -1;
+  ASSERT_EQ(waitpid(pid_, &status, 0), pid_);
+  pid_ = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(Get("/healthz").first, 0);  // nothing answers any more
+
+  // The next daemon finds the sandbox running, with its session's state.
+  Start();
+  auto [got, info] = Get("/v1/sandboxes/" + id);
+  ASSERT_EQ(got, 200) << info;
+  EXPECT_EQ(Json::parse(info)["data"]["state"], "running") << info;
+  auto [ran, out] = Call("POST", exec, R"({"id":"s","command":"echo $PWD $KEPT"})");
+  EXPECT_EQ(ran, 200) << out;
+  EXPECT_NE(out.find("/tmp yes"), std::string::npos) << out;
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id, "").first, 200);
 }
 
 }  // namespace
