@@ -450,14 +450,16 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto image = f.OptString("image");
   auto ttl = f.OptInt("ttl_s", 10, opts_.max_ttl_s);
   auto backend_name = f.OptString("backend");
+  auto subject = f.OptString("subject");
   auto network = f.OptString("network");
   auto limits = ParseLimits(*body);
   auto env = ParseStringMap(*body, "env", 1024);
   auto labels = ParseStringMap(*body, "labels", 64);
-  for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
-                         backend_name ? nullptr : &backend_name.error(),
-                         network ? nullptr : &network.error(), limits ? nullptr : &limits.error(),
-                         env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
+  for (const Error* e :
+       {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
+        backend_name ? nullptr : &backend_name.error(), subject ? nullptr : &subject.error(),
+        network ? nullptr : &network.error(), limits ? nullptr : &limits.error(),
+        env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
     if (e) {
       return respond(JsonErr(*e));
     }
@@ -468,6 +470,11 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   spec.env = *env;
   spec.labels = *labels;
   spec.owner = caller.owner;
+  // Who a percentage rollout is sticky for: the caller's user or tenant when given, else the key.
+  if (*subject && ((*subject)->empty() || (*subject)->size() > 256)) {
+    return respond(JsonErr(FieldError("subject", "must be 1 to 256 bytes")));
+  }
+  const std::string rollout_subject = subject->value_or(caller.owner);
   if (*network && **network == "host") {
     if (!caller.admin) {
       return respond(
@@ -504,9 +511,9 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     }
   }
   const std::string id = "sb-" + RandomId(12);
-  pool_.Post([this, id, spec, pinned, respond] {
+  pool_.Post([this, id, spec, pinned, rollout_subject, respond] {
     // Probes may block briefly (an engine round trip), so the decision is made off the I/O thread.
-    selector::Decision d = selector_->Select({pinned, spec.owner});
+    selector::Decision d = selector_->Select({pinned, rollout_subject});
     if (d.backend.empty()) {
       http::Response r = JsonErrStatus(503, "no backend can take a new sandbox: " + d.detail);
       return respond(std::move(r));
@@ -548,6 +555,12 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
                         {"requested_backend", d.requested_backend},
                         {"config_version", d.config_version},
                         {"detail", d.detail}};
+    if (!d.rule_id.empty()) {
+      out["selection"]["rule_id"] = d.rule_id;
+    }
+    if (d.bucket) {
+      out["selection"]["bucket"] = *d.bucket;
+    }
     respond(JsonOk(std::move(out), 201));
   });
 }

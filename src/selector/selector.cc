@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "selector/rollout.h"
 
 namespace agentbox::selector {
 namespace {
@@ -37,6 +38,58 @@ const std::vector<double>& SelectionBuckets() {
   static const std::vector<double> b = {0.0001, 0.0005, 0.001, 0.0025, 0.005,
                                         0.01,   0.025,  0.05,  0.1,    0.5};
   return b;
+}
+
+// The rollout settings (rollout.md). A value that does not parse is recorded in `s.errors` and
+// replaced by the safe choice: no subject enrolled (percentage 0), kill switch off.
+void ParseRollout(const Config& cfg, const std::vector<std::string>& known, Settings& s) {
+  Rollout& r = s.rollout;
+  std::string pct_key;
+  if (s.use_cloudrun) {
+    r.backend = "cloudrun";
+    r.group = "USE_CLOUDRUN_JOBS_SANDBOX";
+    pct_key = "CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE";
+    if (cfg.Get("AGENTBOX_ROLLOUT_BACKEND")) {
+      s.errors["AGENTBOX_ROLLOUT_BACKEND"] =
+          "AGENTBOX_ROLLOUT_BACKEND is ignored while USE_CLOUDRUN_JOBS_SANDBOX is on";
+    }
+  } else if (auto name = cfg.Get("AGENTBOX_ROLLOUT_BACKEND"); name && !name->empty()) {
+    r.backend = AsciiLower(*name);
+    r.group = "AGENTBOX_ROLLOUT_BACKEND";
+    pct_key = "AGENTBOX_ROLLOUT_PERCENTAGE";
+    if (!IsKnown(known, r.backend)) {
+      s.errors["AGENTBOX_ROLLOUT_BACKEND"] =
+          "AGENTBOX_ROLLOUT_BACKEND names '" + *name + "', which is not a backend; no rollout";
+      r.backend.clear();
+    }
+  }
+  if (r.backend.empty()) {
+    return;
+  }
+  r.percentage_source = pct_key;
+  if (auto pct = cfg.GetInt(pct_key, 100, 0, 100)) {
+    r.percentage = static_cast<int>(*pct);
+  } else {
+    r.percentage = 0;
+    s.errors[pct_key] = pct.error().message + "; enrolling nobody (0%)";
+  }
+  r.group = cfg.GetOr("AGENTBOX_ROLLOUT_GROUP", r.group);
+  const std::string unkeyed = AsciiLower(cfg.GetOr("AGENTBOX_ROLLOUT_UNKEYED", "not_enrolled"));
+  if (unkeyed == "random") {
+    r.unkeyed_random = true;
+  } else if (unkeyed != "not_enrolled") {
+    s.errors["AGENTBOX_ROLLOUT_UNKEYED"] = "AGENTBOX_ROLLOUT_UNKEYED=" + unkeyed +
+                                           " is not random or not_enrolled; using not_enrolled";
+  }
+  if (auto kill = cfg.GetBool("AGENTBOX_ROLLOUT_KILL_SWITCH", false)) {
+    r.kill_switch = *kill;
+  } else {
+    // An unreadable kill switch is taken as on: the safe reading of an operator's intent.
+    r.kill_switch = true;
+    s.errors["AGENTBOX_ROLLOUT_KILL_SWITCH"] =
+        "AGENTBOX_ROLLOUT_KILL_SWITCH=" + cfg.GetOr("AGENTBOX_ROLLOUT_KILL_SWITCH", "") +
+        " is not a boolean; treated as on";
+  }
 }
 
 }  // namespace
@@ -105,9 +158,12 @@ Settings Settings::FromConfig(const Config& cfg, const std::vector<std::string>&
   } else {
     s.errors["AGENTBOX_PROBE_TTL_MS"] = ttl.error().message + "; using 2000";
   }
-  std::string all =
-      fmt::format("{}|{}|{}|{}|{}|{}|{}", s.requested_backend, s.use_cloudrun, s.gcp_project,
-                  s.gcp_region, s.gcs_bucket, Join(s.fallback_chain, ","), s.probe_ttl.count());
+  ParseRollout(cfg, known, s);
+  const Rollout& r = s.rollout;
+  std::string all = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", s.requested_backend,
+                                s.use_cloudrun, s.gcp_project, s.gcp_region, s.gcs_bucket,
+                                Join(s.fallback_chain, ","), s.probe_ttl.count(), r.backend,
+                                r.percentage, r.group, r.unkeyed_random, r.kill_switch);
   for (const auto& [k, v] : s.errors) {
     all += "|" + k + "=" + v;
   }
@@ -211,17 +267,49 @@ Decision Selector::Decide(const SelectRequest& req) {
   Decision d;
   d.config_version = ConfigVersion();
   bool strict = false;
+  const char* rollout_reason = nullptr;  // what decided, when a rollout applied
+  std::string rollout_detail;
+  const Rollout& ro = s->rollout;
   if (!req.pinned_backend.empty()) {
     d.requested_backend = req.pinned_backend;
     d.rule_id = "pin";
     strict = true;  // an explicit pin never silently lands elsewhere
-  } else if (s->use_cloudrun) {
-    d.requested_backend = "cloudrun";
+  } else if (!ro.backend.empty() && ro.backend != s->requested_backend) {
+    d.requested_backend = s->requested_backend;
+    if (ro.kill_switch) {
+      rollout_reason = kDisabled;
+      rollout_detail = "the rollout of " + ro.backend + " is off (AGENTBOX_ROLLOUT_KILL_SWITCH)";
+    } else if (ro.percentage >= 100 || ro.percentage <= 0) {
+      // Everyone or no one: no bucket decides.
+      d.requested_backend = ro.percentage >= 100 ? ro.backend : s->requested_backend;
+      rollout_detail = ro.percentage >= 100 ? ro.percentage_source + "=100: " + ro.backend
+                                            : ro.percentage_source + "=0: " + s->requested_backend;
+    } else if (req.subject.empty() && !ro.unkeyed_random) {
+      rollout_reason = kDefault;
+      d.error_code = kTargetingKeyMissing;
+      rollout_detail = "no subject to place in the " + std::to_string(ro.percentage) +
+                       "% rollout of " + ro.backend + "; not enrolled";
+    } else {
+      const std::string subject = req.subject.empty() ? RandomId(16) : req.subject;
+      d.bucket = NormalizedBucket(ro.group, subject);
+      const bool in = Enrolled(ro.percentage, *d.bucket);
+      d.requested_backend = in ? ro.backend : s->requested_backend;
+      d.rule_id = "rollout:" + ro.group;
+      rollout_reason = kSplit;
+      rollout_detail =
+          fmt::format("{} in bucket {} of the {}% rollout of {} ({}): {}",
+                      req.subject.empty() ? "a random subject" : "the subject", *d.bucket,
+                      ro.percentage, ro.backend, ro.group, in ? "enrolled" : "not enrolled");
+    }
   } else {
     d.requested_backend = s->requested_backend;
   }
   d.fallback_chain.push_back(d.requested_backend);
   if (!strict) {
+    // A rollout candidate that cannot take the sandbox falls back to the baseline first.
+    if (!ro.backend.empty() && d.requested_backend != s->requested_backend) {
+      d.fallback_chain.push_back(s->requested_backend);
+    }
     for (const auto& name : s->fallback_chain) {
       if (std::find(d.fallback_chain.begin(), d.fallback_chain.end(), name) ==
           d.fallback_chain.end()) {
@@ -280,13 +368,18 @@ Decision Selector::Decide(const SelectRequest& req) {
     d.reason = kFallback;
     d.error_code = kParseError;
     d.detail = s->errors.begin()->second;
+  } else if (rollout_reason != nullptr) {
+    d.reason = rollout_reason;
+    d.detail = rollout_detail;
+  } else if (!rollout_detail.empty()) {
+    d.reason = kDefault;
+    d.detail = rollout_detail;
   } else if (backends_.size() == 1 && config_errors_.empty()) {
     d.reason = kStatic;
     d.detail = "only " + d.backend + " is available";
   } else {
     d.reason = kDefault;
-    d.detail = s->use_cloudrun ? "USE_CLOUDRUN_JOBS_SANDBOX is on"
-                               : "SANDBOX_BACKEND=" + d.backend + " (" + s->requested_source + ")";
+    d.detail = "SANDBOX_BACKEND=" + d.backend + " (" + s->requested_source + ")";
   }
   d.duration_s = std::chrono::duration<double>(Clock::now() - start).count();
   return d;
@@ -374,6 +467,9 @@ Json Selector::DecisionJson(const Decision& d) {
   if (!d.rule_id.empty()) {
     j["rule_id"] = d.rule_id;
   }
+  if (d.bucket) {
+    j["bucket"] = *d.bucket;
+  }
   return j;
 }
 
@@ -390,6 +486,14 @@ Json Selector::InfoJson(const Decision& d) const {
       {"USE_CLOUDRUN_JOBS_SANDBOX", s->use_cloudrun},
       {"AGENTBOX_FALLBACK_CHAIN", s->fallback_chain},
       {"AGENTBOX_PROBE_TTL_MS", s->probe_ttl.count()}};
+  if (!s->rollout.backend.empty()) {
+    settings["rollout"] = {{"backend", s->rollout.backend},
+                           {"percentage", s->rollout.percentage},
+                           {"percentage_key", s->rollout.percentage_source},
+                           {"group", s->rollout.group},
+                           {"unkeyed", s->rollout.unkeyed_random ? "random" : "not_enrolled"},
+                           {"kill_switch", s->rollout.kill_switch}};
+  }
   j["settings"] = settings;
   Json errors = Json::object();
   for (const auto& [k, v] : s->errors) {

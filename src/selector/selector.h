@@ -16,19 +16,34 @@
 
 namespace agentbox::selector {
 
-// Reasons, after OpenFeature/flagd (rollout.md). SPLIT, DISABLED and AUTO_ROLLBACK arrive with
-// progressive rollout; the vocabulary is fixed here so that dashboards never change.
+// Reasons, after OpenFeature/flagd (rollout.md). AUTO_ROLLBACK arrives with the breaker; the
+// vocabulary is fixed here so that dashboards never change.
 inline constexpr const char* kStatic = "STATIC";                   // only one backend possible
 inline constexpr const char* kDefault = "DEFAULT";                 // the configured backend
 inline constexpr const char* kTargetingMatch = "TARGETING_MATCH";  // the caller pinned a backend
-inline constexpr const char* kFallback = "FALLBACK";               // configured one unusable
-inline constexpr const char* kError = "ERROR";                     // nothing usable
+inline constexpr const char* kSplit = "SPLIT";        // the subject's percentage bucket decided
+inline constexpr const char* kDisabled = "DISABLED";  // the rollout's kill switch is on
+inline constexpr const char* kFallback = "FALLBACK";  // configured one unusable
+inline constexpr const char* kError = "ERROR";        // nothing usable
 
 // Error codes carried by FALLBACK and ERROR decisions.
 inline constexpr const char* kProviderNotReady = "PROVIDER_NOT_READY";  // probe failed
 inline constexpr const char* kParseError = "PARSE_ERROR";               // a setting did not parse
 inline constexpr const char* kInvalidConfig = "INVALID_CONFIG";  // unknown backend, bad config
 inline constexpr const char* kGeneral = "GENERAL";               // anything else (an exception)
+inline constexpr const char* kTargetingKeyMissing = "TARGETING_KEY_MISSING";  // no subject to hash
+
+// A sticky percentage rollout of one candidate backend against the baseline (SANDBOX_BACKEND).
+// The seed's form: USE_CLOUDRUN_JOBS_SANDBOX=true with CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE (default
+// 100). The general form: AGENTBOX_ROLLOUT_BACKEND with AGENTBOX_ROLLOUT_PERCENTAGE (default 100).
+struct Rollout {
+  std::string backend;            // the candidate; empty: no rollout
+  int percentage = 100;           // share of subjects sent to it, 0..100
+  std::string group;              // AGENTBOX_ROLLOUT_GROUP, default the flag's name
+  bool unkeyed_random = false;    // AGENTBOX_ROLLOUT_UNKEYED=random: no subject, random bucket
+  bool kill_switch = false;       // AGENTBOX_ROLLOUT_KILL_SWITCH: everyone to the baseline
+  std::string percentage_source;  // the key the percentage came from
+};
 
 // The selection settings, parsed once from configuration into an immutable value. A setting that
 // does not parse is not fatal: it is recorded in `errors` and the decision falls back with
@@ -42,6 +57,7 @@ struct Settings {
   std::string gcs_bucket;                     // SANDBOX_GCS_BUCKET, default {project}-sandbox-state
   std::vector<std::string> fallback_chain;    // AGENTBOX_FALLBACK_CHAIN, default docker,jail
   std::chrono::milliseconds probe_ttl{2000};  // AGENTBOX_PROBE_TTL_MS
+  Rollout rollout;
   std::map<std::string, std::string> errors;  // key -> why it did not parse
   std::string hash;                           // stable hash of everything above
 
@@ -74,7 +90,8 @@ struct Decision {
   std::vector<std::string> fallback_chain;  // candidates in the order they were considered
   std::vector<Skip> skipped;                // those passed over, with why
   std::map<std::string, ProbeView> probes;
-  std::string rule_id;  // "pin" when the caller pinned the backend
+  std::string rule_id;        // "pin" when the caller pinned it, "rollout:<group>" for a SPLIT
+  std::optional<int> bucket;  // the subject's rollout bucket (1..100) when a rollout applied
   std::string config_version;
   std::string detail;  // one sentence for humans
   double duration_s = 0;
@@ -85,7 +102,7 @@ std::string ImplementationName(const std::string& backend);
 
 struct SelectRequest {
   std::string pinned_backend;  // non-empty: the caller asked for this backend (already authorized)
-  std::string subject;         // the owner (rollout stickiness arrives with SPLIT)
+  std::string subject;         // who the rollout is sticky for (a user, tenant or the API key)
 };
 
 // Picks the backend for each new sandbox. Existing sandboxes are never re-decided: the daemon

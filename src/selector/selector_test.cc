@@ -435,5 +435,149 @@ TEST_F(SelectorTest, ConcurrentDecisionsAreAllCounted) {
   EXPECT_EQ(Logged().size(), 400u);
 }
 
+// --- sticky percentage rollout (rollout.md) ---
+
+std::map<std::string, std::string> RolloutTo(const std::string& pct) {
+  return {{"SANDBOX_BACKEND", "docker"},
+          {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+          {"AGENTBOX_ROLLOUT_PERCENTAGE", pct}};
+}
+
+TEST_F(SelectorTest, SplitSendsThePercentageAndIsStickyPerSubject) {
+  auto s = Make(RolloutTo("30"));
+  int enrolled = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string subject = "user-" + std::to_string(i);
+    Decision d = s->Select({"", subject});
+    ASSERT_EQ(d.reason, "SPLIT") << d.detail;
+    ASSERT_TRUE(d.bucket);
+    EXPECT_EQ(d.rule_id, "rollout:AGENTBOX_ROLLOUT_BACKEND");
+    EXPECT_EQ(d.backend, *d.bucket <= 30 ? "jail" : "docker") << *d.bucket;
+    EXPECT_EQ(d.requested_backend, d.backend);
+    EXPECT_FALSE(d.error_code);
+    enrolled += d.backend == "jail";
+    EXPECT_EQ(s->Select({"", subject}).backend, d.backend);  // sticky
+  }
+  EXPECT_NEAR(enrolled, 300, 50);
+}
+
+TEST_F(SelectorTest, RaisingThePercentageKeepsEveryEnrolledSubject) {
+  auto s = Make(RolloutTo("20"));
+  std::vector<std::string> enrolled;
+  for (int i = 0; i < 500; ++i) {
+    const std::string subject = "tenant-" + std::to_string(i);
+    if (s->Select({"", subject}).backend == "jail") {
+      enrolled.push_back(subject);
+    }
+  }
+  ASSERT_FALSE(enrolled.empty());
+  s->Reload(Settings::FromConfig(Config::FromMap(RolloutTo("60")), kKnown));
+  for (const auto& subject : enrolled) {
+    EXPECT_EQ(s->Select({"", subject}).backend, "jail") << subject;
+  }
+}
+
+TEST_F(SelectorTest, KillSwitchSendsEveryoneToTheBaseline) {
+  auto cfg = RolloutTo("100");
+  cfg["AGENTBOX_ROLLOUT_KILL_SWITCH"] = "true";
+  auto s = Make(cfg);
+  for (int i = 0; i < 50; ++i) {
+    Decision d = s->Select({"", "user-" + std::to_string(i)});
+    EXPECT_EQ(d.backend, "docker");
+    EXPECT_EQ(d.reason, "DISABLED");
+  }
+  // An unreadable kill switch counts as on, and says why.
+  cfg["AGENTBOX_ROLLOUT_KILL_SWITCH"] = "maybe";
+  Decision d = Make(cfg)->Select({"", "user-1"});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.error_code, "PARSE_ERROR");
+}
+
+TEST_F(SelectorTest, AnUnusableCandidateFallsBackToTheBaseline) {
+  jail_.usable = false;
+  auto s = Make(RolloutTo("100"));
+  Decision d = s->Select({"", "user-1"});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, "PROVIDER_NOT_READY");
+  EXPECT_EQ(d.requested_backend, "jail");
+  EXPECT_EQ(d.fallback_chain, (std::vector<std::string>{"jail", "docker"}));
+}
+
+TEST_F(SelectorTest, WithoutASubjectNobodyIsEnrolledUnlessRandomIsAsked) {
+  auto cfg = RolloutTo("50");
+  Decision d = Make(cfg)->Select({"", ""});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "DEFAULT");
+  EXPECT_EQ(d.error_code, "TARGETING_KEY_MISSING");
+  EXPECT_FALSE(d.bucket);
+  cfg["AGENTBOX_ROLLOUT_UNKEYED"] = "random";
+  auto s = Make(cfg);
+  int jail = 0;
+  for (int i = 0; i < 400; ++i) {
+    d = s->Select({"", ""});
+    EXPECT_EQ(d.reason, "SPLIT");
+    jail += d.backend == "jail";
+  }
+  EXPECT_NEAR(jail, 200, 60);
+}
+
+TEST_F(SelectorTest, AllOrNothingNeedsNoBucketAndABadPercentageEnrolsNobody) {
+  Decision all = Make(RolloutTo("100"))->Select({"", "u"});
+  EXPECT_EQ(all.backend, "jail");
+  EXPECT_EQ(all.reason, "DEFAULT");
+  EXPECT_FALSE(all.bucket);
+  Decision none = Make(RolloutTo("0"))->Select({"", "u"});
+  EXPECT_EQ(none.backend, "docker");
+  EXPECT_EQ(none.reason, "DEFAULT");
+  for (const char* bad : {"abc", "150", "-5"}) {
+    Decision d = Make(RolloutTo(bad))->Select({"", "u"});
+    EXPECT_EQ(d.backend, "docker") << bad;
+    EXPECT_EQ(d.reason, "FALLBACK") << bad;
+    EXPECT_EQ(d.error_code, "PARSE_ERROR") << bad;
+    EXPECT_NE(d.detail.find("AGENTBOX_ROLLOUT_PERCENTAGE"), std::string::npos) << d.detail;
+  }
+  Decision unknown = Make({{"AGENTBOX_ROLLOUT_BACKEND", "podman"}, {"SANDBOX_BACKEND", "docker"}})
+                         ->Select({"", "u"});
+  EXPECT_EQ(unknown.backend, "docker");
+  EXPECT_EQ(unknown.error_code, "PARSE_ERROR");
+}
+
+TEST_F(SelectorTest, APinOverridesTheRollout) {
+  Decision d = Make(RolloutTo("100"))->Select({"docker", "user-1"});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "TARGETING_MATCH");
+}
+
+TEST_F(SelectorTest, TheSeedsCloudRunFlagRollsOutByPercentage) {
+  auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "true"},
+                 {"SANDBOX_GCP_PROJECT", "proj"},
+                 {"CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE", "50"}});
+  bool saw_enrolled = false;
+  bool saw_not = false;
+  for (int i = 0; i < 100; ++i) {
+    Decision d = s->Select({"", "user-" + std::to_string(i)});
+    ASSERT_TRUE(d.bucket);
+    EXPECT_EQ(d.rule_id, "rollout:USE_CLOUDRUN_JOBS_SANDBOX");
+    if (*d.bucket <= 50) {
+      // cloudrun is not in this build: enrolled subjects fall back to the baseline, and say so.
+      saw_enrolled = true;
+      EXPECT_EQ(d.requested_backend, "cloudrun");
+      EXPECT_EQ(d.reason, "FALLBACK");
+      EXPECT_EQ(d.fallback_chain[1], "docker");
+    } else {
+      saw_not = true;
+      EXPECT_EQ(d.requested_backend, "docker");
+      EXPECT_EQ(d.reason, "SPLIT");
+    }
+    EXPECT_EQ(d.backend, "docker");
+  }
+  EXPECT_TRUE(saw_enrolled && saw_not);
+  Json info = s->InfoJson(s->Preview());
+  EXPECT_EQ(info["settings"]["rollout"]["percentage"], 50);
+  EXPECT_EQ(info["settings"]["rollout"]["percentage_key"], "CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE");
+  EXPECT_EQ(info["feature_flag_enabled"], true);
+}
+
 }  // namespace
 }  // namespace agentbox::selector

@@ -297,5 +297,45 @@ TEST_F(SelectionTest, CreatingFromAMissingImageIsAClearErrorAndLeavesNothing) {
   EXPECT_EQ(ok.status, 201) << ok.body;
 }
 
+TEST_F(SelectionTest, ARolloutIsStickyPerSubjectAndCounted) {
+  StartDaemon({{"SANDBOX_BACKEND", "docker"},
+               {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+               {"AGENTBOX_ROLLOUT_PERCENTAGE", "50"}});
+  // Unleash's normalized hash of "AGENTBOX_ROLLOUT_BACKEND:<subject>" puts some subjects in
+  // buckets 1..50 (jail) and the others in 51..100 (docker); each keeps its backend.
+  std::map<std::string, std::string> first;
+  std::vector<std::string> ids;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      const std::string subject = "user-" + std::to_string(i);
+      Reply c = Call("POST", "/v1/sandboxes", Json{{"subject", subject}}.dump());
+      ASSERT_EQ(c.status, 201) << c.body;
+      ids.push_back(c.json["data"]["id"]);
+      const Json& sel = c.json["data"]["selection"];
+      EXPECT_EQ(c.json["data"]["reason"], "SPLIT") << c.body;
+      EXPECT_EQ(sel["rule_id"], "rollout:AGENTBOX_ROLLOUT_BACKEND");
+      const int bucket = sel["bucket"];
+      const std::string backend = c.json["data"]["backend"];
+      EXPECT_EQ(backend, bucket <= 50 ? "jail" : "docker") << bucket;
+      if (round == 0) {
+        first[subject] = backend;
+      } else {
+        EXPECT_EQ(backend, first[subject]) << subject;
+      }
+    }
+  }
+  const std::string metrics = Call("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("reason=\"SPLIT\""), std::string::npos) << metrics;
+  // Bad subjects are refused with the field named.
+  for (const char* bad : {R"({"subject":""})", R"({"subject":7})"}) {
+    Reply r = Call("POST", "/v1/sandboxes", bad);
+    EXPECT_EQ(r.status, 422) << bad << " " << r.body;
+    EXPECT_NE(r.body.find("subject"), std::string::npos) << r.body;
+  }
+  for (const auto& id : ids) {
+    EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+  }
+}
+
 }  // namespace
 }  // namespace agentbox::daemon
