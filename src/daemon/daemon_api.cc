@@ -19,6 +19,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Whether an operation counts as the backend's success: a refusal of the caller's input (a 4xx,
+// such as an image that does not exist) is not the backend failing, and must not feed the
+// rollout's breaker.
+template <class T>
+bool BackendOk(const Result<T>& r) {
+  return r.has_value() || HttpStatus(r.error().code) < 500;
+}
+
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
   size_t pos = 0;
@@ -283,6 +291,7 @@ void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok
                      {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
   metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
                    seconds);
+  selector_->Record(backend, ok);  // feeds the rollout's breaker
 }
 
 void DaemonApi::CountRelayed(const std::string& backend, const std::string& op,
@@ -527,7 +536,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
       Log(LogLevel::kDebug, "image.progress", "id={} line=\"{}\"", id, line);
     });
     if (!prepared) {
-      Count(std::string(backend->Name()), "create", false,
+      Count(std::string(backend->Name()), "create", BackendOk(prepared),
             std::chrono::duration<double>(Clock::now() - start).count());
       Log(LogLevel::kWarn, "sandbox.create_failed", "id={} backend={} error=\"{}\"", id,
           backend->Name(), prepared.error().message);
@@ -535,7 +544,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     }
     auto info = backend->Create(id, spec);
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-    Count(std::string(backend->Name()), "create", info.has_value(), secs);
+    Count(std::string(backend->Name()), "create", BackendOk(info), secs);
     if (!info) {
       Log(LogLevel::kWarn, "sandbox.create_failed", "id={} backend={} error=\"{}\"", id,
           backend->Name(), info.error().message);
@@ -651,7 +660,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
   pool_.Post([this, e = *e, respond] {
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
-    Count(e.info.backend, "destroy", r.has_value(),
+    Count(e.info.backend, "destroy", BackendOk(r),
           std::chrono::duration<double>(Clock::now() - start).count());
     if (e.info.guest_endpoint.starts_with("unix:")) {
       client_.Forget(e.info.guest_endpoint.substr(5));
@@ -869,7 +878,7 @@ void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respo
       start_stream();
       source->Push(DumpJson(Json{{"progress", std::string(line)}}) + "\n");
     });
-    Count(name, "prepare", res.has_value(),
+    Count(name, "prepare", BackendOk(res),
           std::chrono::duration<double>(Clock::now() - start).count());
     Log(res ? LogLevel::kInfo : LogLevel::kWarn, "image.prepare",
         "backend={} image=\"{}\" ok={} error=\"{}\"", name, spec.image, res.has_value(),

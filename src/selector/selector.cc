@@ -92,6 +92,48 @@ void ParseRollout(const Config& cfg, const std::vector<std::string>& known, Sett
   }
 }
 
+void ParseBreaker(const Config& cfg, Settings& s) {
+  BreakerSettings& b = s.breaker;
+  auto num = [&](const char* key, int64_t def, int64_t min, int64_t max) -> int64_t {
+    auto v = cfg.GetInt(key, def, min, max);
+    if (!v) {
+      s.errors[key] = v.error().message + "; using " + std::to_string(def);
+      return def;
+    }
+    return *v;
+  };
+  auto rate = [&](const char* key, double def) -> double {
+    const std::string text = cfg.GetOr(key, "");
+    if (text.empty()) {
+      return def;
+    }
+    try {
+      size_t used = 0;
+      const double v = std::stod(text, &used);
+      if (used == text.size() && v >= 0 && v <= 1) {
+        return v;
+      }
+    } catch (const std::exception&) {
+    }
+    s.errors[key] = std::string(key) + "=" + text + " is not a fraction between 0 and 1; using " +
+                    fmt::format("{}", def);
+    return def;
+  };
+  if (auto on = cfg.GetBool("AGENTBOX_BREAKER", true)) {
+    b.enabled = *on;
+  } else {
+    s.errors["AGENTBOX_BREAKER"] = "AGENTBOX_BREAKER=" + cfg.GetOr("AGENTBOX_BREAKER", "") +
+                                   " is not a boolean; the breaker stays on";
+  }
+  b.window = std::chrono::milliseconds(num("AGENTBOX_BREAKER_WINDOW_MS", 30000, 10, 86400000));
+  b.min_samples = static_cast<int>(num("AGENTBOX_BREAKER_MIN_SAMPLES", 20, 1, 1000000));
+  b.max_error_rate = rate("AGENTBOX_BREAKER_ERROR_RATE", 0.25);
+  b.max_over_baseline = rate("AGENTBOX_BREAKER_OVER_BASELINE", 0.10);
+  b.windows = static_cast<int>(num("AGENTBOX_BREAKER_WINDOWS", 2, 1, 1000));
+  b.cooldown = std::chrono::milliseconds(num("AGENTBOX_BREAKER_COOLDOWN_MS", 60000, 0, 86400000));
+  b.half_open_sandboxes = static_cast<int>(num("AGENTBOX_BREAKER_HALF_OPEN", 3, 1, 1000));
+}
+
 }  // namespace
 
 std::string ImplementationName(const std::string& backend) {
@@ -159,11 +201,16 @@ Settings Settings::FromConfig(const Config& cfg, const std::vector<std::string>&
     s.errors["AGENTBOX_PROBE_TTL_MS"] = ttl.error().message + "; using 2000";
   }
   ParseRollout(cfg, known, s);
+  ParseBreaker(cfg, s);
   const Rollout& r = s.rollout;
+  const BreakerSettings& b = s.breaker;
   std::string all = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", s.requested_backend,
                                 s.use_cloudrun, s.gcp_project, s.gcp_region, s.gcs_bucket,
                                 Join(s.fallback_chain, ","), s.probe_ttl.count(), r.backend,
                                 r.percentage, r.group, r.unkeyed_random, r.kill_switch);
+  all += fmt::format("|{}|{}|{}|{}|{}|{}|{}|{}", b.enabled, b.window.count(), b.min_samples,
+                     b.max_error_rate, b.max_over_baseline, b.windows, b.cooldown.count(),
+                     b.half_open_sandboxes);
   for (const auto& [k, v] : s.errors) {
     all += "|" + k + "=" + v;
   }
@@ -188,8 +235,33 @@ Selector::Selector(std::map<std::string, SandboxBackend*> backends,
     metrics_->Describe("agentbox_config_info", "gauge",
                        "The selection settings in force (version label), always 1.");
     metrics_->Set("agentbox_config_info", {{"version", ConfigVersion()}}, 1);
+    metrics_->Describe("agentbox_breaker_state", "gauge",
+                       "The rollout candidate's breaker: 0 closed, 1 open, 2 half-open.");
+  }
+  breaker_.SetOnChange([this](const std::string& candidate, BreakerState state,
+                              const std::string& why) {
+    if (metrics_) {
+      metrics_->Set("agentbox_breaker_state", {{"backend", candidate}}, static_cast<double>(state));
+    }
+    Log(state == BreakerState::kOpen ? LogLevel::kError : LogLevel::kWarn, "breaker.state",
+        "backend={} state={} why=\"{}\"", candidate, BreakerStateName(state), why);
+  });
+  ConfigureBreaker(*settings_);
+}
+
+void Selector::ConfigureBreaker(const Settings& s) {
+  breaker_.Configure(s.breaker, s.rollout.backend, s.requested_backend);
+  if (metrics_) {
+    const Breaker::Status st = breaker_.GetStatus();
+    metrics_->ResetGauge("agentbox_breaker_state");
+    if (st.enabled) {
+      metrics_->Set("agentbox_breaker_state", {{"backend", st.candidate}},
+                    static_cast<double>(st.state));
+    }
   }
 }
+
+void Selector::Record(const std::string& backend, bool ok) { breaker_.Record(backend, ok); }
 
 std::shared_ptr<const Settings> Selector::settings() const {
   std::lock_guard<std::mutex> lock(settings_mu_);
@@ -213,6 +285,7 @@ void Selector::Reload(Settings settings) {
     new_version = "v" + std::to_string(version_) + "-" + settings_->hash.substr(0, 12);
   }
   ForgetProbes();
+  ConfigureBreaker(*next);
   if (metrics_) {
     metrics_->ResetGauge("agentbox_config_info");
     metrics_->Set("agentbox_config_info", {{"version", new_version}}, 1);
@@ -261,7 +334,7 @@ ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
   return {r.usable, r.reason, r.limitations, 0};
 }
 
-Decision Selector::Decide(const SelectRequest& req) {
+Decision Selector::Decide(const SelectRequest& req, bool consume) {
   const auto start = Clock::now();
   std::shared_ptr<const Settings> s = settings();
   Decision d;
@@ -303,6 +376,15 @@ Decision Selector::Decide(const SelectRequest& req) {
     }
   } else {
     d.requested_backend = s->requested_backend;
+  }
+  if (!strict && !ro.backend.empty() && d.requested_backend == ro.backend) {
+    // An enrolled subject: the candidate's breaker may roll it back to the baseline.
+    const Breaker::Verdict v = breaker_.Admit(consume);
+    if (!v.allow) {
+      d.requested_backend = s->requested_backend;
+      rollout_reason = kAutoRollback;
+      rollout_detail = v.why;
+    }
   }
   d.fallback_chain.push_back(d.requested_backend);
   if (!strict) {
@@ -388,7 +470,7 @@ Decision Selector::Decide(const SelectRequest& req) {
 Decision Selector::Select(const SelectRequest& req) {
   Decision d;
   try {
-    d = Decide(req);
+    d = Decide(req, /*consume=*/true);
   } catch (const std::exception& e) {
     // Selection itself must never take the daemon down: fall back to the last backend that
     // exists, the most conservative choice, and say so.
@@ -432,7 +514,7 @@ Decision Selector::Select(const SelectRequest& req) {
 
 Decision Selector::Preview() {
   try {
-    return Decide({});
+    return Decide({}, /*consume=*/false);
   } catch (const std::exception& e) {
     Decision d;
     d.reason = kError;
@@ -495,6 +577,19 @@ Json Selector::InfoJson(const Decision& d) const {
                            {"kill_switch", s->rollout.kill_switch}};
   }
   j["settings"] = settings;
+  if (const Breaker::Status b = breaker_.GetStatus(); b.enabled) {
+    j["breaker"] = {{"candidate", b.candidate},
+                    {"baseline", b.baseline},
+                    {"state", BreakerStateName(b.state)},
+                    {"why", b.why},
+                    {"since_s", b.since_s},
+                    {"breaching_windows", b.breaching_windows},
+                    {"window",
+                     {{"candidate_ops", b.candidate_ops},
+                      {"candidate_errors", b.candidate_errors},
+                      {"baseline_ops", b.baseline_ops},
+                      {"baseline_errors", b.baseline_errors}}}};
+  }
   Json errors = Json::object();
   for (const auto& [k, v] : s->errors) {
     errors[k] = v;

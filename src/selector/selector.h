@@ -13,18 +13,20 @@
 #include "common/config.h"
 #include "common/json_util.h"
 #include "common/metrics.h"
+#include "selector/breaker.h"
 
 namespace agentbox::selector {
 
-// Reasons, after OpenFeature/flagd (rollout.md). AUTO_ROLLBACK arrives with the breaker; the
-// vocabulary is fixed here so that dashboards never change.
+// Reasons, after OpenFeature/flagd (rollout.md); the vocabulary is fixed so that dashboards never
+// change.
 inline constexpr const char* kStatic = "STATIC";                   // only one backend possible
 inline constexpr const char* kDefault = "DEFAULT";                 // the configured backend
 inline constexpr const char* kTargetingMatch = "TARGETING_MATCH";  // the caller pinned a backend
 inline constexpr const char* kSplit = "SPLIT";        // the subject's percentage bucket decided
 inline constexpr const char* kDisabled = "DISABLED";  // the rollout's kill switch is on
-inline constexpr const char* kFallback = "FALLBACK";  // configured one unusable
-inline constexpr const char* kError = "ERROR";        // nothing usable
+inline constexpr const char* kAutoRollback = "AUTO_ROLLBACK";  // the candidate's breaker is open
+inline constexpr const char* kFallback = "FALLBACK";           // configured one unusable
+inline constexpr const char* kError = "ERROR";                 // nothing usable
 
 // Error codes carried by FALLBACK and ERROR decisions.
 inline constexpr const char* kProviderNotReady = "PROVIDER_NOT_READY";  // probe failed
@@ -58,6 +60,7 @@ struct Settings {
   std::vector<std::string> fallback_chain;    // AGENTBOX_FALLBACK_CHAIN, default docker,jail
   std::chrono::milliseconds probe_ttl{2000};  // AGENTBOX_PROBE_TTL_MS
   Rollout rollout;
+  BreakerSettings breaker;                    // guards the rollout's candidate
   std::map<std::string, std::string> errors;  // key -> why it did not parse
   std::string hash;                           // stable hash of everything above
 
@@ -130,13 +133,19 @@ class Selector {
   std::string ConfigVersion() const;
   // Drops cached probe results (tests; an operator's "check again now").
   void ForgetProbes();
+  // One operation's outcome on `backend`, for the rollout's breaker (the daemon reports every
+  // create, destroy and relayed guest call).
+  void Record(const std::string& backend, bool ok);
+  Breaker& breaker() { return breaker_; }
 
  private:
   struct CachedProbe {
     ProbeResult result;
     std::chrono::steady_clock::time_point at;
   };
-  Decision Decide(const SelectRequest& req);
+  // `consume`: a real decision (uses up a half-open admission); false for previews.
+  Decision Decide(const SelectRequest& req, bool consume);
+  void ConfigureBreaker(const Settings& s);
   // Probes `name` (cached for probe_ttl). Exceptions become an unusable result with GENERAL.
   ProbeView ProbeCached(const std::string& name, SandboxBackend* b, std::string* error_code);
 
@@ -148,6 +157,7 @@ class Selector {
   Metrics* metrics_;
   std::mutex probe_mu_;
   std::map<std::string, CachedProbe> probe_cache_;
+  mutable Breaker breaker_;  // its status is read by the const InfoJson
 };
 
 }  // namespace agentbox::selector

@@ -579,5 +579,43 @@ TEST_F(SelectorTest, TheSeedsCloudRunFlagRollsOutByPercentage) {
   EXPECT_EQ(info["feature_flag_enabled"], true);
 }
 
+TEST_F(SelectorTest, AnOpenBreakerRollsEnrolledSubjectsBackAndShowsInInfoAndMetrics) {
+  auto cfg = RolloutTo("100");
+  cfg["AGENTBOX_BREAKER_WINDOW_MS"] = "1000";
+  cfg["AGENTBOX_BREAKER_MIN_SAMPLES"] = "5";
+  cfg["AGENTBOX_BREAKER_WINDOWS"] = "1";
+  cfg["AGENTBOX_BREAKER_COOLDOWN_MS"] = "60000";
+  auto s = Make(cfg);
+  auto now = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+  s->breaker().SetTimeSource([&] { return now; });
+  EXPECT_EQ(s->Select({"", "u"}).backend, "jail");
+  for (int i = 0; i < 10; ++i) {
+    s->Record("jail", false);  // every create on the candidate fails
+  }
+  now += std::chrono::milliseconds(1000);
+  Decision d = s->Select({"", "u"});
+  EXPECT_EQ(d.backend, "docker");
+  EXPECT_EQ(d.reason, "AUTO_ROLLBACK");
+  EXPECT_EQ(d.requested_backend, "docker");
+  EXPECT_NE(d.detail.find("automatic rollback of jail: error rate 100% (10/10)"), std::string::npos)
+      << d.detail;
+  EXPECT_EQ(s->Select({"jail", "u"}).backend, "jail");  // a pin is still honoured
+  Json info = s->InfoJson(s->Preview());
+  EXPECT_EQ(info["reason"], "AUTO_ROLLBACK");
+  EXPECT_EQ(info["breaker"]["state"], "open");
+  EXPECT_EQ(info["breaker"]["candidate"], "jail");
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find("agentbox_breaker_state{backend=\"jail\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("reason=\"AUTO_ROLLBACK\""), std::string::npos);
+  bool logged = false;
+  for (const auto& line : Logged()) {
+    logged |= line.starts_with("breaker.state backend=jail state=open");
+  }
+  EXPECT_TRUE(logged);
+  // The trip survives a reload of the same rollout.
+  s->Reload(Settings::FromConfig(Config::FromMap(cfg), kKnown));
+  EXPECT_EQ(s->Select({"", "u"}).reason, "AUTO_ROLLBACK");
+}
+
 }  // namespace
 }  // namespace agentbox::selector

@@ -27,7 +27,14 @@ class Switchable : public fakes::ProcessBackend {
     }
     return ProcessBackend::Probe();
   }
+  Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override {
+    if (fail_creates) {
+      return Fail(ErrorCode::kInternal, std::string(Name()) + " could not start a sandbox");
+    }
+    return ProcessBackend::Create(id, spec);
+  }
   std::atomic<bool> up{true};
+  std::atomic<bool> fail_creates{false};
 };
 
 size_t Collect(char* p, size_t s, size_t n, void* out) {
@@ -335,6 +342,47 @@ TEST_F(SelectionTest, ARolloutIsStickyPerSubjectAndCounted) {
   for (const auto& id : ids) {
     EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
   }
+}
+
+TEST_F(SelectionTest, FailingCreatesOnTheCandidateTripTheBreakerAndRollBack) {
+  StartDaemon({{"SANDBOX_BACKEND", "docker"},
+               {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+               {"AGENTBOX_ROLLOUT_PERCENTAGE", "100"},
+               {"AGENTBOX_BREAKER_WINDOW_MS", "300"},
+               {"AGENTBOX_BREAKER_MIN_SAMPLES", "3"},
+               {"AGENTBOX_BREAKER_WINDOWS", "1"}});
+  // A caller's mistake (an image that does not exist: 404) is not the backend failing.
+  for (int i = 0; i < 4; ++i) {
+    Reply c =
+        Call("POST", "/v1/sandboxes", Json{{"subject", "user-1"}, {"image", "missing/x"}}.dump());
+    EXPECT_EQ(c.status, 404) << c.body;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  Reply ok = Call("POST", "/v1/sandboxes", Json{{"subject", "user-1"}}.dump());
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  EXPECT_EQ(ok.json["data"]["backend"], "jail");
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + ok.json["data"]["id"].get<std::string>()).status,
+            200);
+
+  jail_->fail_creates = true;
+  for (int i = 0; i < 3; ++i) {
+    Reply c = Call("POST", "/v1/sandboxes", Json{{"subject", "user-1"}}.dump());
+    EXPECT_EQ(c.status, 500) << c.body;
+    EXPECT_NE(c.body.find("jail could not start a sandbox"), std::string::npos) << c.body;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));  // the window closes
+  Reply c = Call("POST", "/v1/sandboxes", Json{{"subject", "user-1"}}.dump());
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.json["data"]["backend"], "docker");
+  EXPECT_EQ(c.json["data"]["reason"], "AUTO_ROLLBACK");
+  const std::string id = c.json["data"]["id"];
+  EXPECT_EQ(Exec(id, "echo rolled back"), "rolled back\n");
+  Reply info = Call("GET", "/v1/info");
+  EXPECT_EQ(info.json["data"]["breaker"]["state"], "open") << info.body;
+  const std::string metrics = Call("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("agentbox_breaker_state{backend=\"jail\"} 1"), std::string::npos)
+      << metrics;
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
 }
 
 }  // namespace
