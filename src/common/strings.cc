@@ -92,4 +92,15 @@ std::string RandomId(size_t n) {
   return out;
 }
 
+std::string Join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) {
+      out.append(sep);
+    }
+    out += items[i];
+  }
+  return out;
+}
+
 }  // namespace agentbox

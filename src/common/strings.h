@@ -2,6 +2,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace agentbox {
 
@@ -17,6 +18,9 @@ std::string PercentEncode(std::string_view s);
 
 // ASCII lower-case copy.
 std::string AsciiLower(std::string_view s);
+
+// The items joined with `sep` between them ("" for none).
+std::string Join(const std::vector<std::string>& items, std::string_view sep);
 
 // A random identifier of `n` lower-case hex characters (from getrandom).
 std::string RandomId(size_t n = 16);

@@ -212,8 +212,39 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
     }
     settings.hash = "0000000000000000";
   }
+  // Runtime flags set through PUT /v1/flags survive a restart.
+  if (!opts_.flags_file.empty()) {
+    if (auto text = ReadSmallFile(opts_.flags_file)) {
+      const Json j = Json::parse(*text, nullptr, false);
+      const auto& runtime_keys = selector::Settings::Keys();
+      if (!j.is_object()) {
+        Log(LogLevel::kError, "flags.unreadable", "file={} error=\"not a JSON object\"",
+            opts_.flags_file);
+      } else {
+        for (const auto& [k, v] : j.items()) {
+          if (v.is_string() &&
+              std::find(runtime_keys.begin(), runtime_keys.end(), k) != runtime_keys.end()) {
+            flags_[k] = v.get<std::string>();
+          }
+        }
+      }
+    }
+  }
+  if (!flags_.empty() && opts_.load_config && opts_.selection) {
+    if (auto cfg = opts_.load_config(flags_)) {
+      settings = selector::Settings::FromConfig(*cfg, settings.known_backends);
+      Log(LogLevel::kInfo, "flags.applied", "file={} count={}", opts_.flags_file, flags_.size());
+    } else {
+      Log(LogLevel::kError, "flags.unapplied", "error=\"{}\"", cfg.error().message);
+    }
+  }
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
+}
+
+std::map<std::string, std::string> DaemonApi::flags() const {
+  std::lock_guard<std::mutex> lock(flags_mu_);
+  return flags_;
 }
 
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
@@ -398,6 +429,15 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
   const std::string& m = req.method;
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
     return Info(std::move(respond));
+  }
+  if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "flags") {
+    if (m == "GET") {
+      return GetFlags(caller, std::move(respond));
+    }
+    if (m == "PUT") {
+      return PutFlags(req, caller, std::move(respond));
+    }
+    return respond(JsonErrStatus(405, "use GET or PUT on /v1/flags"));
   }
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
       m == "POST") {
@@ -898,6 +938,92 @@ void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respo
                        "\n",
                    true);
     }
+  });
+}
+
+void DaemonApi::GetFlags(const Caller& caller, http::Respond respond) {
+  if (!caller.admin) {
+    return respond(JsonErr({ErrorCode::kForbidden, "runtime flags are for the local socket only"}));
+  }
+  respond(JsonOk({{"flags", flags()},
+                  {"keys", selector::Settings::Keys()},
+                  {"config_version", selector_->ConfigVersion()}}));
+}
+
+void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::Respond respond) {
+  if (!caller.admin) {
+    return respond(JsonErr({ErrorCode::kForbidden, "runtime flags are for the local socket only"}));
+  }
+  if (!opts_.load_config) {
+    return respond(JsonErrStatus(501, "this daemon takes no runtime flags"));
+  }
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
+  }
+  if (!body->contains("flags") || !(*body)["flags"].is_object()) {
+    return respond(JsonErr(FieldError("flags", "must be an object of KEY: value (null removes)")));
+  }
+  const auto& keys = selector::Settings::Keys();
+  std::map<std::string, std::optional<std::string>> changes;  // nullopt: remove
+  for (const auto& [k, v] : (*body)["flags"].items()) {
+    const std::string field = "flags." + k;
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
+      return respond(JsonErr(FieldError(
+          field.c_str(), "is not a runtime flag; the selection settings are: " + Join(keys, ", ") +
+                             " (anything else needs a restart)")));
+    }
+    if (v.is_null()) {
+      changes[k] = std::nullopt;
+    } else if (v.is_string()) {
+      changes[k] = v.get<std::string>();
+    } else if (v.is_boolean() || v.is_number()) {
+      changes[k] = v.dump();
+    } else {
+      return respond(JsonErr(FieldError(field.c_str(), "must be a string, number, bool or null")));
+    }
+  }
+  pool_.Post([this, changes, respond] {
+    // One change at a time: each starts from the flags the previous one left.
+    std::lock_guard<std::mutex> lock(flags_mu_);
+    std::map<std::string, std::string> next = flags_;
+    for (const auto& [k, v] : changes) {
+      if (v) {
+        next[k] = *v;
+      } else {
+        next.erase(k);
+      }
+    }
+    auto cfg = opts_.load_config(next);
+    if (!cfg) {
+      return respond(JsonErrStatus(409, "the configuration sources do not load (" +
+                                            cfg.error().message + "); nothing changed"));
+    }
+    selector::Settings settings =
+        selector::Settings::FromConfig(*cfg, selector_->settings()->known_backends);
+    for (const auto& [k, v] : changes) {
+      if (auto e = settings.errors.find(k); v && e != settings.errors.end()) {
+        const std::string field = "flags." + k;
+        return respond(JsonErr(FieldError(field.c_str(), e->second + "; nothing changed")));
+      }
+    }
+    if (!opts_.flags_file.empty()) {
+      if (auto w = WriteFileAtomic(opts_.flags_file, Json(next).dump(2) + "\n", 0600); !w) {
+        return respond(JsonErr(w.error()));
+      }
+    }
+    const std::string before = selector_->ConfigVersion();
+    flags_ = next;
+    selector_->Reload(std::move(settings));
+    std::vector<std::string> changed;
+    for (const auto& [k, v] : changes) {
+      changed.push_back(k + "=" + v.value_or("(removed)"));
+    }
+    Log(LogLevel::kInfo, "flags.changed", "changes=\"{}\" from={} to={}", Join(changed, " "),
+        before, selector_->ConfigVersion());
+    respond(JsonOk({{"flags", flags_},
+                    {"config_version", selector_->ConfigVersion()},
+                    {"decision", selector::Selector::DecisionJson(selector_->Preview())}}));
   });
 }
 

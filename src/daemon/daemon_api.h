@@ -35,6 +35,11 @@ struct DaemonOptions {
   int64_t default_ttl_s = 3600;
   int64_t max_ttl_s = 7 * 86400;
   size_t max_sandboxes_per_owner = 64;
+  // Runtime flags (GET/PUT /v1/flags): loads every configuration source with the given
+  // overrides on top, the highest precedence (rollout.md). Unset: flags cannot be changed.
+  std::function<Result<Config>(const std::map<std::string, std::string>& flags)> load_config;
+  // Where runtime flags are kept across restarts (agentboxd: <state>/flags.json); empty: not kept.
+  std::string flags_file;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -65,6 +70,8 @@ class DaemonApi : public http::Dispatcher {
 
   Metrics& metrics() { return metrics_; }
   selector::Selector& selector() { return *selector_; }
+  // The runtime flags in force (PUT /v1/flags), for reloads that re-read every source.
+  std::map<std::string, std::string> flags() const;
 
  private:
   struct Caller {
@@ -85,6 +92,8 @@ class DaemonApi : public http::Dispatcher {
               const Caller& caller, http::Respond respond);
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   void Info(http::Respond respond);
+  void GetFlags(const Caller& caller, http::Respond respond);
+  void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);
 
@@ -107,6 +116,8 @@ class DaemonApi : public http::Dispatcher {
   WorkerPool pool_;
   Metrics metrics_;
   std::unique_ptr<selector::Selector> selector_;
+  mutable std::mutex flags_mu_;
+  std::map<std::string, std::string> flags_;  // guarded by flags_mu_
   mutable std::mutex mu_;
   std::map<std::string, SandboxEntry> sandboxes_;
   boost::asio::steady_timer reaper_;

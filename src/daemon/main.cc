@@ -120,6 +120,16 @@ int main(int argc, char** argv) {
   for (const auto& [key, err] : opts.selection->errors) {
     Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
   }
+  // Runtime flags (PUT /v1/flags) sit above every other source and are kept in the state dir.
+  auto load_config = [sources](const std::map<std::string, std::string>& flags) {
+    Config::Sources with_flags = sources;
+    for (const auto& [k, v] : flags) {
+      with_flags.overrides[k] = v;
+    }
+    return Config::Load(with_flags);
+  };
+  opts.load_config = load_config;
+  opts.flags_file = dir + "/flags.json";
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.default_ttl_s = *ttl;
@@ -193,7 +203,7 @@ int main(int argc, char** argv) {
       if (ec) {
         return;
       }
-      auto next = Config::Load(sources);
+      auto next = load_config(api.flags());
       if (!next) {
         const bool deleted =
             !sources.config_file.empty() && ::access(sources.config_file.c_str(), F_OK) != 0;

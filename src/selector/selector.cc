@@ -22,14 +22,6 @@ std::string StableHash(const std::string& text) {
   return fmt::format("{:016x}", h);
 }
 
-std::string Join(const std::vector<std::string>& v, const char* sep) {
-  std::string out;
-  for (const auto& s : v) {
-    out += (out.empty() ? "" : sep) + s;
-  }
-  return out;
-}
-
 bool IsKnown(const std::vector<std::string>& known, const std::string& name) {
   return name == "cloudrun" || std::find(known.begin(), known.end(), name) != known.end();
 }
@@ -147,6 +139,31 @@ std::string ImplementationName(const std::string& backend) {
     return "JailSandbox";
   }
   return backend;
+}
+
+const std::vector<std::string>& Settings::Keys() {
+  static const std::vector<std::string> keys = {"SANDBOX_BACKEND",
+                                                "USE_CLOUDRUN_JOBS_SANDBOX",
+                                                "SANDBOX_GCP_PROJECT",
+                                                "SANDBOX_GCP_REGION",
+                                                "SANDBOX_GCS_BUCKET",
+                                                "CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE",
+                                                "AGENTBOX_FALLBACK_CHAIN",
+                                                "AGENTBOX_PROBE_TTL_MS",
+                                                "AGENTBOX_ROLLOUT_BACKEND",
+                                                "AGENTBOX_ROLLOUT_PERCENTAGE",
+                                                "AGENTBOX_ROLLOUT_GROUP",
+                                                "AGENTBOX_ROLLOUT_UNKEYED",
+                                                "AGENTBOX_ROLLOUT_KILL_SWITCH",
+                                                "AGENTBOX_BREAKER",
+                                                "AGENTBOX_BREAKER_WINDOW_MS",
+                                                "AGENTBOX_BREAKER_MIN_SAMPLES",
+                                                "AGENTBOX_BREAKER_ERROR_RATE",
+                                                "AGENTBOX_BREAKER_OVER_BASELINE",
+                                                "AGENTBOX_BREAKER_WINDOWS",
+                                                "AGENTBOX_BREAKER_COOLDOWN_MS",
+                                                "AGENTBOX_BREAKER_HALF_OPEN"};
+  return keys;
 }
 
 Settings Settings::FromConfig(const Config& cfg, const std::vector<std::string>& known) {

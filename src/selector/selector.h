@@ -66,6 +66,8 @@ struct Settings {
 
   // `known`: every backend name this build knows, in fallback order (BackendTable::KnownNames()).
   static Settings FromConfig(const Config& cfg, const std::vector<std::string>& known);
+  // The configuration keys these settings read: what SIGHUP and PUT /v1/flags may change.
+  static const std::vector<std::string>& Keys();
   std::vector<std::string> known_backends;
 };
 

@@ -31,6 +31,11 @@ TEST_F(DaemonApiTest, TcpNeedsAValidKey) {
   EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alic").status, 401);  // a prefix is not a key
   EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "wrong").status, 401);
   EXPECT_EQ(Call("GET", "/v1/sandboxes", "", "key-alice").status, 200);
+  // Runtime flags steer every tenant's sandboxes: a key over TCP may neither read nor set them.
+  EXPECT_EQ(Call("GET", "/v1/flags", "", "key-alice").status, 403);
+  Reply put = Call("PUT", "/v1/flags", R"({"flags":{"SANDBOX_BACKEND":"jail"}})", "key-alice");
+  EXPECT_EQ(put.status, 403) << put.body;
+  EXPECT_EQ(Call("PUT", "/v1/flags", "{}", "-").status, 401);
 }
 
 TEST_F(DaemonApiTest, CreateExecWithPersistentStateThenDestroy) {

@@ -63,6 +63,14 @@ class SelectionTest : public ::testing::Test {
   void StartDaemon(std::map<std::string, std::string> cfg) {
     DaemonOptions o;
     o.spool_dir = dir_;
+    o.load_config = [cfg](const std::map<std::string, std::string>& flags) {
+      Config::Sources sources;
+      sources.defaults = cfg;  // what this daemon's files and environment would say
+      sources.use_environment = false;
+      sources.overrides = flags;
+      return Config::Load(sources);
+    };
+    o.flags_file = dir_ + "/flags.json";
     o.selection =
         selector::Settings::FromConfig(Config::FromMap(std::move(cfg)), {"docker", "jail"});
     o.selection->probe_ttl = std::chrono::milliseconds(0);  // see probe changes at once
@@ -106,7 +114,7 @@ class SelectionTest : public ::testing::Test {
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock_.c_str());
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method == "POST") {
+    if (method == "POST" || method == "PUT") {
       curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
     }
@@ -383,6 +391,66 @@ TEST_F(SelectionTest, FailingCreatesOnTheCandidateTripTheBreakerAndRollBack) {
   EXPECT_NE(metrics.find("agentbox_breaker_state{backend=\"jail\"} 1"), std::string::npos)
       << metrics;
   EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+}
+
+TEST_F(SelectionTest, RuntimeFlagsChangeDecisionsAtOnceAndSurviveARestart) {
+  StartDaemon({{"SANDBOX_BACKEND", "docker"},
+               {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+               {"AGENTBOX_ROLLOUT_PERCENTAGE", "100"}});
+  Reply c = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.json["data"]["backend"], "jail");
+  std::vector<std::string> ids = {c.json["data"]["id"]};
+  const std::string v1 = Call("GET", "/v1/info").json["data"]["config_version"];
+
+  // The kill switch, flipped at runtime: the next sandbox goes to the baseline.
+  Reply put = Call("PUT", "/v1/flags", R"({"flags":{"AGENTBOX_ROLLOUT_KILL_SWITCH":true}})");
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.json["data"]["flags"]["AGENTBOX_ROLLOUT_KILL_SWITCH"], "true");
+  EXPECT_EQ(put.json["data"]["decision"]["reason"], "DISABLED");
+  const std::string v2 = put.json["data"]["config_version"];
+  EXPECT_NE(v2, v1);
+  c = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.json["data"]["backend"], "docker");
+  EXPECT_EQ(c.json["data"]["reason"], "DISABLED");
+  ids.push_back(c.json["data"]["id"]);
+  Reply info = Call("GET", "/v1/info");
+  EXPECT_EQ(info.json["data"]["settings"]["rollout"]["kill_switch"], true);
+
+  // Refused, and nothing changes: a value that does not parse, a key that is not a flag, junk.
+  Reply bad = Call("PUT", "/v1/flags", R"({"flags":{"AGENTBOX_ROLLOUT_PERCENTAGE":"lots"}})");
+  EXPECT_EQ(bad.status, 422) << bad.body;
+  EXPECT_NE(bad.body.find("AGENTBOX_ROLLOUT_PERCENTAGE"), std::string::npos) << bad.body;
+  Reply not_flag = Call("PUT", "/v1/flags", R"({"flags":{"AGENTBOX_LISTEN":"tcp:0.0.0.0:1"}})");
+  EXPECT_EQ(not_flag.status, 422) << not_flag.body;
+  for (const char* junk : {"[]", "{\"flags\":1}", "{\"flags\":{\"SANDBOX_BACKEND\":[1]}}", "{"}) {
+    EXPECT_GE(Call("PUT", "/v1/flags", junk).status, 400) << junk;
+  }
+  EXPECT_EQ(Call("GET", "/v1/info").json["data"]["config_version"], v2);
+  EXPECT_EQ(Call("DELETE", "/v1/flags").status, 405);
+
+  // Kept across a restart, from the state directory.
+  StopDaemon();
+  StartDaemon({{"SANDBOX_BACKEND", "docker"},
+               {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+               {"AGENTBOX_ROLLOUT_PERCENTAGE", "100"}});
+  Reply flags = Call("GET", "/v1/flags");
+  ASSERT_EQ(flags.status, 200) << flags.body;
+  EXPECT_EQ(flags.json["data"]["flags"]["AGENTBOX_ROLLOUT_KILL_SWITCH"], "true");
+  EXPECT_EQ(Call("GET", "/v1/info").json["data"]["reason"], "DISABLED");
+
+  // null removes a flag: the file's and environment's value is back.
+  put = Call("PUT", "/v1/flags", R"({"flags":{"AGENTBOX_ROLLOUT_KILL_SWITCH":null}})");
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_TRUE(put.json["data"]["flags"].empty());
+  c = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.json["data"]["backend"], "jail");
+  ids.push_back(c.json["data"]["id"]);
+  for (const auto& id : ids) {
+    EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+  }
 }
 
 }  // namespace

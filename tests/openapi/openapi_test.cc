@@ -263,6 +263,13 @@ class OpenApiTest : public fakes::DaemonFixture {
   void SetUp() override {
     ASSERT_FALSE(Document().is_discarded()) << "docs/openapi.json is not valid JSON";
     options_.max_sandboxes_per_owner = 2;  // so that the 429 of the quota is reachable
+    options_.load_config = [](const std::map<std::string, std::string>& flags) {
+      Config::Sources sources;
+      sources.defaults = {{"SANDBOX_BACKEND", "process"}};
+      sources.use_environment = false;
+      sources.overrides = flags;
+      return Config::Load(sources);
+    };
     DaemonFixture::SetUp();
   }
 
@@ -455,6 +462,12 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("GET", "/readyz", "/readyz");
   Do("GET", "/metrics", "/metrics");
   Do("GET", "/v1/info", "/v1/info");
+  Do("GET", "/v1/flags", "/v1/flags");
+  EXPECT_EQ(Do("PUT", "/v1/flags", "/v1/flags", Example("PUT", "/v1/flags")).status, 200);
+  EXPECT_EQ(
+      Do("PUT", "/v1/flags", "/v1/flags", {{"flags", {{"AGENTBOX_ROLLOUT_KILL_SWITCH", nullptr}}}})
+          .status,
+      200);
   HttpReply pull =
       Do("POST", "/v1/images/pull", "/v1/images/pull", Example("POST", "/v1/images/pull"));
   EXPECT_NE(pull.body.find("\"done\":true"), std::string::npos) << pull.body;
@@ -569,6 +582,15 @@ TEST_F(OpenApiTest, DocumentedErrorsHaveTheirStatuses) {
   EXPECT_EQ(
       DoInvalid("POST", "/v1/images/pull", "/v1/images/pull", Json::object(), "key-alice").status,
       422);
+  // 403: runtime flags over TCP; 422: a value that does not parse, a key that is not a flag.
+  EXPECT_EQ(Do("GET", "/v1/flags", "/v1/flags", nullptr, "key-alice").status, 403);
+  EXPECT_EQ(Do("PUT", "/v1/flags", "/v1/flags", {{"flags", Json::object()}}, "key-alice").status,
+            403);
+  EXPECT_EQ(
+      Do("PUT", "/v1/flags", "/v1/flags", {{"flags", {{"AGENTBOX_PROBE_TTL_MS", "soon"}}}}).status,
+      422);
+  EXPECT_EQ(Do("PUT", "/v1/flags", "/v1/flags", {{"flags", {{"AGENTBOX_LISTEN", "x"}}}}).status,
+            422);
   // 403: host network over TCP.
   EXPECT_EQ(Do("POST", "/v1/sandboxes", "/v1/sandboxes", {{"network", "host"}}, "key-alice").status,
             403);
