@@ -3,6 +3,9 @@
 // re-probes every time with probes that cost nothing, so it measures the selector's own work.
 #include <benchmark/benchmark.h>
 
+#include <map>
+#include <string>
+
 #include "common/log.h"
 #include "selector/selector.h"
 
@@ -31,17 +34,20 @@ class Instant : public SandboxBackend {
   bool usable_;
 };
 
-void Run(benchmark::State& state, bool docker_up, const char* ttl_ms) {
+void Run(benchmark::State& state, bool docker_up, const char* ttl_ms,
+         std::map<std::string, std::string> extra = {}) {
   SetLogLevel(LogLevel::kError);  // decisions are logged at info/warn; keep stderr out of it
   Instant docker("docker", docker_up), jail("jail", true);
   Metrics metrics;
+  extra["AGENTBOX_PROBE_TTL_MS"] = ttl_ms;
   selector::Selector s(
       {{"docker", &docker}, {"jail", &jail}}, {},
-      selector::Settings::FromConfig(Config::FromMap({{"AGENTBOX_PROBE_TTL_MS", ttl_ms}}),
-                                     {"docker", "jail"}),
+      selector::Settings::FromConfig(Config::FromMap(std::move(extra)), {"docker", "jail"}),
       &metrics);
+  int64_t n = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(s.Select({"", "alice"}));
+    // A new subject each time: the rollout hashes every one.
+    benchmark::DoNotOptimize(s.Select({"", "tenant-" + std::to_string(n++ % 100000)}));
   }
 }
 
@@ -49,7 +55,16 @@ void BM_SelectDefault(benchmark::State& state) { Run(state, true, "2000"); }
 void BM_SelectFallback(benchmark::State& state) { Run(state, false, "2000"); }
 void BM_SelectUncachedProbes(benchmark::State& state) { Run(state, false, "0"); }
 
+// A 30% sticky rollout of jail against docker (bucket hashed per subject, breaker consulted).
+void BM_SelectRollout(benchmark::State& state) {
+  Run(state, true, "2000",
+      {{"SANDBOX_BACKEND", "docker"},
+       {"AGENTBOX_ROLLOUT_BACKEND", "jail"},
+       {"AGENTBOX_ROLLOUT_PERCENTAGE", "30"}});
+}
+
 BENCHMARK(BM_SelectDefault);
+BENCHMARK(BM_SelectRollout);
 BENCHMARK(BM_SelectFallback);
 BENCHMARK(BM_SelectUncachedProbes);
 
