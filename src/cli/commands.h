@@ -31,6 +31,10 @@ int Pull(DaemonClient& client, const std::string& image, const std::string& back
 int List(DaemonClient& client, bool json);
 int Remove(DaemonClient& client, const std::vector<std::string>& ids);
 int Info(DaemonClient& client);
+// Shows the runtime flags (no arguments), or sets KEY=VALUE flags and removes `unset` ones
+// (PUT /v1/flags), then prints the flags and where a new sandbox now goes.
+int Flags(DaemonClient& client, const std::vector<std::string>& set,
+          const std::vector<std::string>& unset);
 int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds);
 
 struct ExecArgs {

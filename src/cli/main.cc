@@ -98,6 +98,15 @@ int Main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "Show the daemon's backend decision (GET /v1/info)");
   info->callback([&] { run = [&](DaemonClient& client) { return Info(client); }; });
 
+  // flags
+  std::vector<std::string> flags_set, flags_unset;
+  auto* flags = app.add_subcommand(
+      "flags", "Show or change the selection settings at runtime (GET/PUT /v1/flags)");
+  flags->add_option("KEY=VALUE", flags_set, "flags to set, e.g. AGENTBOX_ROLLOUT_KILL_SWITCH=true");
+  flags->add_option("--unset", flags_unset, "flags to remove")->take_all();
+  flags->callback(
+      [&] { run = [&](DaemonClient& client) { return Flags(client, flags_set, flags_unset); }; });
+
   // timeout
   std::string timeout_id;
   int64_t timeout_s = 0;

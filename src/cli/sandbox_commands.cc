@@ -206,6 +206,47 @@ int Info(DaemonClient& client) {
   return 0;
 }
 
+int Flags(DaemonClient& client, const std::vector<std::string>& set,
+          const std::vector<std::string>& unset) {
+  Result<Json> r;
+  if (set.empty() && unset.empty()) {
+    r = client.Call("GET", "/v1/flags");
+  } else {
+    Json flags = Json::object();
+    for (const auto& kv : set) {
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return ReportError(
+            Error{ErrorCode::kInvalidArgument, "'" + kv + "' is not KEY=VALUE (use --unset KEY)"});
+      }
+      flags[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    for (const auto& key : unset) {
+      flags[key] = nullptr;
+    }
+    Json body = {{"flags", flags}};
+    r = client.Call("PUT", "/v1/flags", &body);
+  }
+  if (!r) {
+    return ReportError(r.error());
+  }
+  const Json& in_force = (*r)["flags"];
+  if (in_force.empty()) {
+    std::cout << "no runtime flags (the configuration file, .env and environment decide)\n";
+  }
+  for (const auto& [k, v] : in_force.items()) {
+    std::cout << k << "=" << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  }
+  std::cout << "config_version " << r->value("config_version", "") << "\n";
+  if (r->contains("decision")) {
+    const Json& d = (*r)["decision"];
+    std::cout << "new sandboxes: "
+              << (d["backend"].is_string() ? d["backend"].get<std::string>() : "none") << " ("
+              << d.value("reason", "") << ") " << d.value("detail", "") << "\n";
+  }
+  return 0;
+}
+
 int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds) {
   Json body = {{"ttl_s", seconds}};
   auto r = client.Call("POST", SandboxPath(id) + "/timeout", &body);

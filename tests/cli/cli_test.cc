@@ -241,6 +241,44 @@ class CliTest : public fakes::DaemonFixture {
   }
 };
 
+// A daemon that takes runtime flags, as agentboxd does.
+class CliFlagsTest : public CliTest {
+ protected:
+  void SetUp() override {
+    options_.load_config = [](const std::map<std::string, std::string>& flags) {
+      Config::Sources sources;
+      sources.defaults = {{"SANDBOX_BACKEND", "process"}};
+      sources.use_environment = false;
+      sources.overrides = flags;
+      return Config::Load(sources);
+    };
+    CliTest::SetUp();
+  }
+};
+
+TEST_F(CliFlagsTest, FlagsShowSetAndUnset) {
+  Outcome none = Run({"flags"});
+  ASSERT_EQ(none.status, 0) << none.err;
+  EXPECT_NE(none.out.find("no runtime flags"), std::string::npos) << none.out;
+  Outcome set = Run({"flags", "AGENTBOX_PROBE_TTL_MS=500", "AGENTBOX_ROLLOUT_KILL_SWITCH=true"});
+  ASSERT_EQ(set.status, 0) << set.err;
+  EXPECT_NE(set.out.find("AGENTBOX_PROBE_TTL_MS=500\n"), std::string::npos) << set.out;
+  EXPECT_NE(set.out.find("AGENTBOX_ROLLOUT_KILL_SWITCH=true\n"), std::string::npos) << set.out;
+  EXPECT_NE(set.out.find("new sandboxes: process"), std::string::npos) << set.out;
+  Outcome shown = Run({"flags"});
+  EXPECT_NE(shown.out.find("AGENTBOX_PROBE_TTL_MS=500"), std::string::npos) << shown.out;
+  Outcome unset = Run({"flags", "--unset", "AGENTBOX_PROBE_TTL_MS"});
+  ASSERT_EQ(unset.status, 0) << unset.err;
+  EXPECT_EQ(unset.out.find("AGENTBOX_PROBE_TTL_MS"), std::string::npos) << unset.out;
+  // Mistakes exit 2 with one line naming the problem.
+  Outcome bad = Run({"flags", "AGENTBOX_LISTEN=tcp:0.0.0.0:1"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("not a runtime flag"), std::string::npos) << bad.err;
+  Outcome malformed = Run({"flags", "NOEQUALS"});
+  EXPECT_EQ(malformed.status, 2);
+  EXPECT_NE(malformed.err.find("is not KEY=VALUE"), std::string::npos) << malformed.err;
+}
+
 TEST_F(CliTest, CreateListInfoTimeoutRemove) {
   Outcome c = Run({"create", "--label", "team=a", "--label", "tier=x", "--ttl", "600"});
   ASSERT_EQ(c.status, 0) << c.err;
