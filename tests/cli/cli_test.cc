@@ -23,6 +23,7 @@
 #include "cli/client.h"
 #include "cli/format.h"
 #include "fakes/daemon_fixture.h"
+#include "fakes/fixed_config.h"
 
 extern char** environ;
 
@@ -245,13 +246,7 @@ class CliTest : public fakes::DaemonFixture {
 class CliFlagsTest : public CliTest {
  protected:
   void SetUp() override {
-    options_.load_config = [](const std::map<std::string, std::string>& flags) {
-      Config::Sources sources;
-      sources.defaults = {{"SANDBOX_BACKEND", "process"}};
-      sources.use_environment = false;
-      sources.overrides = flags;
-      return Config::Load(sources);
-    };
+    options_.load_config = fakes::FixedConfig({{"SANDBOX_BACKEND", "process"}});
     CliTest::SetUp();
   }
 };

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "daemon/daemon_api.h"
+#include "fakes/fixed_config.h"
 #include "fakes/process_backend.h"
 #include "http/envelope.h"
 
@@ -63,13 +64,7 @@ class SelectionTest : public ::testing::Test {
   void StartDaemon(std::map<std::string, std::string> cfg) {
     DaemonOptions o;
     o.spool_dir = dir_;
-    o.load_config = [cfg](const std::map<std::string, std::string>& flags) {
-      Config::Sources sources;
-      sources.defaults = cfg;  // what this daemon's files and environment would say
-      sources.use_environment = false;
-      sources.overrides = flags;
-      return Config::Load(sources);
-    };
+    o.load_config = fakes::FixedConfig(cfg);  // what its files and environment would say
     o.flags_file = dir_ + "/flags.json";
     o.selection =
         selector::Settings::FromConfig(Config::FromMap(std::move(cfg)), {"docker", "jail"});

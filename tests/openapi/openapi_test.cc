@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "fakes/daemon_fixture.h"
+#include "fakes/fixed_config.h"
 
 namespace agentbox {
 namespace {
@@ -263,13 +264,7 @@ class OpenApiTest : public fakes::DaemonFixture {
   void SetUp() override {
     ASSERT_FALSE(Document().is_discarded()) << "docs/openapi.json is not valid JSON";
     options_.max_sandboxes_per_owner = 2;  // so that the 429 of the quota is reachable
-    options_.load_config = [](const std::map<std::string, std::string>& flags) {
-      Config::Sources sources;
-      sources.defaults = {{"SANDBOX_BACKEND", "process"}};
-      sources.use_environment = false;
-      sources.overrides = flags;
-      return Config::Load(sources);
-    };
+    options_.load_config = fakes::FixedConfig({{"SANDBOX_BACKEND", "process"}});
     DaemonFixture::SetUp();
   }
 
