@@ -14,6 +14,7 @@
 #include "backends/pool/warm_pool.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "daemon/config_watch.h"
 #include "daemon/daemon_api.h"
 #include "http/envelope.h"
 #include "http/server.h"
@@ -192,36 +193,49 @@ int main(int argc, char** argv) {
     Log(LogLevel::kInfo, "daemon.listening", "address={} keys={}", *bound, keys.size());
   }
 
-  // SIGHUP re-reads every configuration source and swaps the selection settings in place: new
-  // sandboxes follow the new settings at once, existing ones stay where they are. A source that
-  // fails to load keeps the last good settings (never a silent reset to defaults).
+  // SIGHUP, and any change to the configuration file or .env (inotify), re-read every source and
+  // swap the selection settings in place: new sandboxes follow them at once, existing ones stay
+  // where they are. A source that fails to load keeps the last good settings (never a silent
+  // reset to defaults); a deleted file is told apart from a broken one. A reload that leaves the
+  // effective settings as they were keeps config_version (and only forgets cached probes).
   api.metrics().Describe("agentbox_config_reload_errors_total", "counter",
-                         "SIGHUP reloads that failed and kept the last good settings.");
+                         "Reloads that failed and kept the last good settings.");
+  auto reload = [&](const char* trigger) {
+    auto next = load_config(api.flags());
+    if (!next) {
+      const bool deleted =
+          !sources.config_file.empty() && ::access(sources.config_file.c_str(), F_OK) != 0;
+      api.metrics().Increment("agentbox_config_reload_errors_total", {});
+      Log(LogLevel::kError, deleted ? "config.file_deleted" : "config.reload_failed",
+          "trigger={} kept=\"{}\" error=\"{}\"", trigger, api.selector().ConfigVersion(),
+          next.error().message);
+      return;
+    }
+    selector::Settings settings =
+        selector::Settings::FromConfig(*next, selector::BackendTable::KnownNames());
+    if (settings.hash == api.selector().settings()->hash) {
+      api.selector().ForgetProbes();  // an operator's SIGHUP still means "check again now"
+      return;
+    }
+    for (const auto& [key, err] : settings.errors) {
+      Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
+    }
+    Log(LogLevel::kInfo, "config.reloading", "trigger={}", trigger);
+    api.selector().Reload(std::move(settings));
+  };
   boost::asio::signal_set hup(io, SIGHUP);
   std::function<void()> arm_reload = [&] {
     hup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) {
         return;
       }
-      auto next = load_config(api.flags());
-      if (!next) {
-        const bool deleted =
-            !sources.config_file.empty() && ::access(sources.config_file.c_str(), F_OK) != 0;
-        api.metrics().Increment("agentbox_config_reload_errors_total", {});
-        Log(LogLevel::kError, deleted ? "config.file_deleted" : "config.reload_failed",
-            "kept=\"{}\" error=\"{}\"", api.selector().ConfigVersion(), next.error().message);
-      } else {
-        selector::Settings settings =
-            selector::Settings::FromConfig(*next, selector::BackendTable::KnownNames());
-        for (const auto& [key, err] : settings.errors) {
-          Log(LogLevel::kWarn, "selection.setting_invalid", "key={} error=\"{}\"", key, err);
-        }
-        api.selector().Reload(std::move(settings));
-      }
+      reload("sighup");
       arm_reload();
     });
   };
   arm_reload();
+  daemon::ConfigWatch watch(io, {sources.config_file, sources.dotenv_file},
+                            [&] { reload("file_watch"); });
 
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
@@ -232,6 +246,7 @@ int main(int argc, char** argv) {
     Log(LogLevel::kInfo, "daemon.draining", "signal={} in_flight={}", sig, api.in_flight());
     server.Stop();
     hup.cancel();
+    watch.Stop();
     api.BeginDrain();
     std::thread([&] {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
