@@ -134,6 +134,7 @@ class Request {
     // The handle outlives this request: leave it no pointers into it.
     curl_easy_setopt(c_, CURLOPT_ERRORBUFFER, nullptr);
     curl_easy_setopt(c_, CURLOPT_HTTPHEADER, nullptr);
+    curl_easy_setopt(c_, CURLOPT_POSTFIELDS, nullptr);
   }
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
@@ -144,6 +145,14 @@ class Request {
       static_cast<void>(headers_.release());  // l is the same list, or a new one when it was empty
       headers_.reset(l);
     }
+  }
+
+  // Sends `body` as the JSON request body (kept alive by the request).
+  void JsonBody(const Json& body) {
+    payload_ = DumpJson(body);
+    AddHeader("Content-Type: application/json");
+    curl_easy_setopt(c_, CURLOPT_POSTFIELDS, payload_.c_str());
+    curl_easy_setopt(c_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload_.size()));
   }
 
   void Interruptible() {
@@ -170,6 +179,7 @@ class Request {
   CURL* c_;
   const Endpoint& ep_;
   CurlSlist headers_;
+  std::string payload_;  // the JSON body, alive until the request is done
   char errbuf_[CURL_ERROR_SIZE];
 };
 
@@ -298,12 +308,8 @@ Result<Reply> DaemonClient::Send(const std::string& method, const std::string& p
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
   Request req(c, endpoint_, method, path);
-  std::string payload;
   if (body) {
-    payload = DumpJson(*body);
-    req.AddHeader("Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+    req.JsonBody(*body);
   }
   if (interruptible) {
     req.Interruptible();
@@ -429,12 +435,8 @@ Result<Reply> DaemonClient::Stream(const std::string& path,
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
   Request req(c, endpoint_, body ? "POST" : "GET", path);
-  std::string payload;
   if (body) {
-    payload = DumpJson(*body);
-    req.AddHeader("Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.c_str());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+    req.JsonBody(*body);
   } else {
     req.AddHeader("Accept: text/event-stream");
   }
