@@ -1,6 +1,7 @@
 #include "cli/client.h"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -8,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <strings.h>
 #include <memory>
 
 #include "cli/format.h"
@@ -208,7 +208,7 @@ class Request {
   CURL* c_;
   const Endpoint& ep_;
   CurlSlist headers_;
-  std::string payload_;  // the JSON body, alive until the request is done
+  std::string payload_;                // the JSON body, alive until the request is done
   std::vector<std::string> warnings_;  // Warning header values of the response
   char errbuf_[CURL_ERROR_SIZE];
 };

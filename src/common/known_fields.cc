@@ -132,9 +132,9 @@ Result<std::vector<UnknownField>> CheckKnownFields(const Json& obj, const FieldS
       continue;
     }
     UnknownField f{std::string(where), Printable(key), ClosestField(key, schema.known)};
-    const bool guarded =
-        !f.suggestion.empty() && std::find(schema.guarded.begin(), schema.guarded.end(),
-                                           f.suggestion) != schema.guarded.end();
+    const bool guarded = !f.suggestion.empty() &&
+                         std::find(schema.guarded.begin(), schema.guarded.end(), f.suggestion) !=
+                             schema.guarded.end();
     if (schema.policy == UnknownFieldPolicy::kReject || guarded) {
       return Fail(UnknownFieldError(f, schema.known));
     }

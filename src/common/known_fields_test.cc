@@ -5,8 +5,7 @@
 namespace agentbox {
 namespace {
 
-const std::vector<std::string_view> kLimits = {"memory_mb", "cpus", "pids", "tmp_mb",
-                                               "open_files"};
+const std::vector<std::string_view> kLimits = {"memory_mb", "cpus", "pids", "tmp_mb", "open_files"};
 const std::vector<std::string_view> kCreate = {"image", "backend", "subject", "network",
                                                "ttl_s", "limits",  "env",     "labels"};
 
@@ -113,7 +112,8 @@ TEST(CheckKnownFields, WarnPolicyStillRejectsMisspelledGuardedFields) {
 }
 
 TEST(CheckKnownFields, NamesAreMadePrintableAndShort) {
-  auto r = CheckKnownFields(Json{{std::string("a\"b\\c\r\nd\x01\xc3\xa9"), 1}}, FieldSchema::Reject({}));
+  auto r =
+      CheckKnownFields(Json{{std::string("a\"b\\c\r\nd\x01\xc3\xa9"), 1}}, FieldSchema::Reject({}));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().field, "a?b?c??d???");
   auto long_name = CheckKnownFields(Json{{std::string(300, 'z'), 1}}, FieldSchema::Reject({}));

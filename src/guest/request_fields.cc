@@ -65,8 +65,17 @@ Result<std::vector<UnknownField>> CheckGuestFields(std::string_view path, const 
   if (!top || op != "shell/restore") {
     return top;
   }
-  if (auto st = body.find("state"); st != body.end()) {
-    auto nested = CheckKnownFields(*st, StateSchema(), "state");
+  static const auto* kOptions = new FieldSchema(FieldSchema::Warn({"set", "shopt"}));
+  auto st = body.find("state");
+  if (st == body.end() || !st->is_object()) {
+    return top;
+  }
+  std::vector<Result<std::vector<UnknownField>>> checks = {
+      CheckKnownFields(*st, StateSchema(), "state")};
+  if (auto options = st->find("options"); options != st->end()) {
+    checks.push_back(CheckKnownFields(*options, *kOptions, "state.options"));
+  }
+  for (auto& nested : checks) {
     if (!nested) {
       return nested;
     }

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -719,7 +719,8 @@ TEST(CliFormat, EndpointPrecedence) {
 }
 
 TEST(CliFormat, WarningText) {
-  EXPECT_EQ(WarningText(R"(299 agentbox "unknown field 'x' ignored")"), "unknown field 'x' ignored");
+  EXPECT_EQ(WarningText(R"(299 agentbox "unknown field 'x' ignored")"),
+            "unknown field 'x' ignored");
   EXPECT_EQ(WarningText(R"(299 - "a \"quoted\" word" "Sat, 05 Dec 2026 00:00:00 GMT")"),
             "a \"quoted\" word");
   EXPECT_EQ(WarningText("299 agentbox no-quotes"), "299 agentbox no-quotes");

@@ -3,14 +3,17 @@
 #include "daemon/daemon_api.h"
 
 #include <gtest/gtest.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <mutex>
 #include <set>
 #include <sstream>
-#include <strings.h>
 #include <thread>
 
 #include "backends/pool/warm_pool.h"
+#include "common/log.h"
 #include "fakes/borrowed_backend.h"
 #include "fakes/daemon_fixture.h"
 #include "fakes/fixed_config.h"
@@ -231,11 +234,31 @@ std::vector<std::string> Warnings(const Reply& r) {
 
 // Unknown request fields (README.md, "Unknown request fields"): the daemon's own bodies that
 // bound a sandbox reject them with a 422 naming the field and the one probably meant.
+// Captured log lines (the sink is process-wide; gtest runs the tests one at a time).
+std::mutex g_log_mu;
+std::vector<std::string> g_log;
+void Capture(LogLevel, std::string_view event, std::string_view fields) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log.push_back(std::string(event) + " " + std::string(fields));
+}
+
 class UnknownFieldsTest : public DaemonApiTest {
  protected:
   void SetUp() override {
     options_.load_config = fakes::FixedConfig({{"SANDBOX_BACKEND", "process"}});
     DaemonApiTest::SetUp();
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    g_log.clear();
+    SetLogSink(&Capture);
+  }
+  void TearDown() override {
+    SetLogSink(nullptr);
+    DaemonApiTest::TearDown();
+  }
+
+  bool Logged(const std::string& line) {
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    return std::find(g_log.begin(), g_log.end(), line) != g_log.end();
   }
 };
 
@@ -249,8 +272,7 @@ TEST_F(UnknownFieldsTest, AMistypedLimitIsRejectedNotDropped) {
   EXPECT_EQ(r.json["message"], "unknown field 'cpu' in limits; did you mean 'cpus'?");
   r = Call("POST", "/v1/sandboxes", R"({"limits":{"memory":256}})", "key-alice");
   EXPECT_EQ(r.status, 422) << r.body;
-  EXPECT_EQ(r.json["message"],
-            "unknown field 'memory' in limits; did you mean 'memory_mb'?");
+  EXPECT_EQ(r.json["message"], "unknown field 'memory' in limits; did you mean 'memory_mb'?");
   r = Call("POST", "/v1/sandboxes", R"({"limits":{"disk_gb":1}})", "key-alice");
   EXPECT_EQ(r.status, 422) << r.body;
   EXPECT_EQ(r.json["message"],
@@ -304,11 +326,15 @@ TEST_F(UnknownFieldsTest, PullWarnsAndStillPulls) {
   EXPECT_NE(r.body.find("\"done\":true"), std::string::npos) << r.body;
   EXPECT_EQ(Warnings(r),
             std::vector<std::string>{"299 agentbox \"unknown field 'platform' ignored\""});
+  EXPECT_TRUE(
+      Logged("request.unknown_field endpoint=\"POST /v1/images/pull\" "
+             "field=\"platform\" suggestion=\"\" action=ignored"));
   // A failure before any progress carries the warning too.
   r = Call("POST", "/v1/images/pull", R"({"image":"missing/x","imag":"y"})", "key-alice");
   EXPECT_EQ(r.status, 404) << r.body;
-  EXPECT_EQ(Warnings(r), std::vector<std::string>{
-                             "299 agentbox \"unknown field 'imag' ignored; did you mean 'image'?\""});
+  EXPECT_EQ(Warnings(r),
+            std::vector<std::string>{
+                "299 agentbox \"unknown field 'imag' ignored; did you mean 'image'?\""});
   r = Call("POST", "/v1/images/pull", R"({"image":"remote/app:1"})", "key-alice");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_TRUE(Warnings(r).empty());
@@ -321,22 +347,22 @@ TEST_F(UnknownFieldsTest, TheGuestsWarningsAndRejectionsComeThrough) {
                  "key-alice");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json["data"]["output"], "hi\n");
-  EXPECT_EQ(Warnings(r),
-            std::vector<std::string>{
-                "299 agentbox \"unknown field 'wait_second' ignored; did you mean 'wait_seconds'?\""});
+  EXPECT_EQ(
+      Warnings(r),
+      std::vector<std::string>{
+          "299 agentbox \"unknown field 'wait_second' ignored; did you mean 'wait_seconds'?\""});
   r = Call("POST", g + "shell/run", R"({"command":"sleep 30","timeout_s":1})", "key-alice");
   EXPECT_EQ(r.status, 422) << r.body;
   EXPECT_EQ(r.json["message"], "unknown field 'timeout_s'; did you mean 'timeout'?");
   // The upload is streamed through the daemon; its form's warnings come back the same way.
   const std::string boundary = "b0undary";
-  const std::string body = "--" + boundary +
-                           "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nu.txt\r\n--" +
-                           boundary +
-                           "\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\n1\r\n--" +
-                           boundary +
-                           "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.txt\"\r\n"
-                           "\r\nbytes\r\n--" +
-                           boundary + "--\r\n";
+  const std::string body =
+      "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nu.txt\r\n--" +
+      boundary + "\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\n1\r\n--" +
+      boundary +
+      "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.txt\"\r\n"
+      "\r\nbytes\r\n--" +
+      boundary + "--\r\n";
   Reply up = Call("POST", g + "file/upload", body, "key-alice",
                   {"Content-Type: multipart/form-data; boundary=" + boundary});
   EXPECT_EQ(up.status, 200) << up.body;

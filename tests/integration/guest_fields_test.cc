@@ -46,7 +46,8 @@ size_t CollectHeader(char* p, size_t size, size_t n, void* out) {
     line.pop_back();
   }
   if (line.size() > 8 && strncasecmp(line.c_str(), "warning:", 8) == 0) {
-    static_cast<std::vector<std::string>*>(out)->push_back(line.substr(line.find_first_not_of(' ', 8)));
+    static_cast<std::vector<std::string>*>(out)->push_back(
+        line.substr(line.find_first_not_of(' ', 8)));
   }
   return size * n;
 }
@@ -69,8 +70,8 @@ class GuestFieldsTest : public ::testing::Test {
     socket_ = root_ + "/g.sock";
     log_ = root_ + "/guest.log";
     fs::create_directories(root_ + "/work");
-    std::vector<std::string> args = {AGENTBOX_GUEST_BIN, "serve",  "--listen", "unix:" + socket_,
-                                     "--workdir",        root_ + "/work"};
+    std::vector<std::string> args = {AGENTBOX_GUEST_BIN, "serve",     "--listen",
+                                     "unix:" + socket_,  "--workdir", root_ + "/work"};
     std::vector<char*> argv;
     for (auto& a : args) {
       argv.push_back(a.data());
@@ -203,8 +204,8 @@ TEST_F(GuestFieldsTest, EveryEndpointWarnsAboutAnUnknownFieldAndStillAnswers) {
 }
 
 TEST_F(GuestFieldsTest, WarningsSayWhatWasProbablyMeant) {
-  Reply r = Post("shell/exec", {{"id", "t"}, {"comand", "echo x"}, {"command", "echo ok"},
-                                {"wait_secs", 5}});
+  Reply r = Post("shell/exec",
+                 {{"id", "t"}, {"comand", "echo x"}, {"command", "echo ok"}, {"wait_secs", 5}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json["data"]["output"], "ok\n");
   EXPECT_EQ(r.warnings, (std::vector<std::string>{Ignored("comand", "command"),
@@ -230,11 +231,13 @@ TEST_F(GuestFieldsTest, AnUnknownFieldInARestoredStateIsWarnedAbout) {
   ASSERT_EQ(st.status, 200) << st.body;
   Json state = st.json["data"]["state"];
   state["history"] = Json::array();  // what a newer guest might add
+  state["options"]["posix"] = "on";
   Reply r = Post("shell/restore", {{"id", "dst"}, {"state", state}});
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json["data"]["cwd"], "/tmp");
-  EXPECT_EQ(r.warnings,
-            std::vector<std::string>{"299 agentbox \"unknown field 'history' in state ignored\""});
+  EXPECT_EQ(r.warnings, (std::vector<std::string>{
+                            "299 agentbox \"unknown field 'history' in state ignored\"",
+                            "299 agentbox \"unknown field 'posix' in state.options ignored\""}));
 }
 
 // The bodies ai-manus's backend (app/infrastructure/external/sandbox/docker_sandbox.py) sends,
@@ -256,7 +259,8 @@ TEST_F(GuestFieldsTest, AiManusClientBodiesGetNoWarning) {
        {{"file", "m.txt"}, {"start_line", nullptr}, {"end_line", nullptr}, {"sudo", false}}},
       {"file/exists", {{"path", "m.txt"}}},
       {"file/list", {{"path", "."}}},
-      {"file/replace", {{"file", "m.txt"}, {"old_str", "one"}, {"new_str", "two"}, {"sudo", false}}},
+      {"file/replace",
+       {{"file", "m.txt"}, {"old_str", "one"}, {"new_str", "two"}, {"sudo", false}}},
       {"file/search", {{"file", "m.txt"}, {"regex", "two"}, {"sudo", false}}},
       {"file/find", {{"path", "."}, {"glob", "*.txt"}}},
       {"file/delete", {{"path", "m.txt"}}},
@@ -267,10 +271,10 @@ TEST_F(GuestFieldsTest, AiManusClientBodiesGetNoWarning) {
     EXPECT_TRUE(r.warnings.empty()) << op << ": " << ::testing::PrintToString(r.warnings);
   }
   // shell/write, as ai-manus sends it, to a command that reads.
-  ASSERT_EQ(Post("shell/exec", {{"id", "w"}, {"command", "read x; echo got $x"},
-                                {"wait_seconds", 0}})
-                .status,
-            200);
+  ASSERT_EQ(
+      Post("shell/exec", {{"id", "w"}, {"command", "read x; echo got $x"}, {"wait_seconds", 0}})
+          .status,
+      200);
   Reply w = Post("shell/write", {{"id", "w"}, {"input", "it"}, {"press_enter", true}});
   EXPECT_EQ(w.status, 200) << w.body;
   EXPECT_TRUE(w.warnings.empty());
@@ -292,10 +296,9 @@ TEST_F(GuestFieldsTest, UploadWarnsAboutUnknownFormFields) {
   };
   const std::string ct = "multipart/form-data; boundary=" + boundary;
   // As ai-manus sends it: file and path, nothing else.
-  Reply plain = Call("POST", "/api/v1/file/upload",
-                     part("file", "bytes", "u.txt") + part("path", "u.txt") + "--" + boundary +
-                         "--\r\n",
-                     ct);
+  Reply plain =
+      Call("POST", "/api/v1/file/upload",
+           part("file", "bytes", "u.txt") + part("path", "u.txt") + "--" + boundary + "--\r\n", ct);
   EXPECT_EQ(plain.status, 200) << plain.body;
   EXPECT_TRUE(plain.warnings.empty()) << ::testing::PrintToString(plain.warnings);
   Reply extra = Call("POST", "/api/v1/file/upload",

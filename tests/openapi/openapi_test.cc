@@ -686,8 +686,8 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
         EXPECT_NE(r.headers.find(warning), std::string::npos)
             << m << " " << tmpl << " -> " << r.status << "\n"
             << r.headers;
-        EXPECT_TRUE(v_.Deref(op["responses"]["200"]).value("headers", Json::object()).contains(
-            "Warning"))
+        EXPECT_TRUE(
+            v_.Deref(op["responses"]["200"]).value("headers", Json::object()).contains("Warning"))
             << m << " " << tmpl << ": the 200 does not document the Warning header";
       } else {
         ++rejected;
