@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "daemon/config_watch.h"
 #include "daemon/daemon_api.h"
+#include "daemon/tunnel_endpoint.h"
 #include "http/envelope.h"
 #include "http/server.h"
 #include "selector/backend_table.h"
@@ -180,8 +181,14 @@ int main(int argc, char** argv) {
         d.backend.empty() ? "none" : d.backend, d.reason, d.error_code.value_or("-"),
         d.requested_backend, d.config_version, d.detail);
   }
+  // Guests that dial out (docs/tunnel.md) connect to GET /v1/tunnel on the listen addresses;
+  // backends register their sandboxes with the endpoint to get the token and guest socket.
+  daemon::TunnelEndpoint tunnels(io, {dir + "/tunnels"});
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
+  so.upgrade = [&tunnels](http::Request req, http::UpgradedSocket s) {
+    tunnels.Upgrade(std::move(req), std::move(s));
+  };
   http::Server server(io, api, so);
   for (const auto& l : endpoints) {
     MakeParentDir(l);

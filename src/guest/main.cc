@@ -15,6 +15,7 @@
 #include "guest/core/spawn.h"
 #include "guest/guest_api.h"
 #include "guest/run_once.h"
+#include "guest/tunnel_client.h"
 
 namespace {
 
@@ -28,6 +29,8 @@ bool IsDir(const std::string& p) {
 
 struct ServeArgs {
   std::vector<std::string> listen;
+  std::string connect;  // ws://... : serve through a tunnel to agentboxd (docs/tunnel.md)
+  std::string ca_file;
   std::string token;
   std::string token_file;
   std::string workdir;
@@ -125,7 +128,7 @@ int Serve(ServeArgs a) {
     // and its client waits for the socket, so the first command finds a ready shell.
     sessions.EnablePrewarm();
   }
-  if (a.listen.empty()) {
+  if (a.listen.empty() && a.connect.empty()) {
     a.listen.push_back("tcp:127.0.0.1:8080");
   }
   for (const auto& l : a.listen) {
@@ -138,6 +141,22 @@ int Serve(ServeArgs a) {
         shell->path, workdir, a.token.empty() ? "none" : "token");
   }
 
+  std::unique_ptr<TunnelClient> tunnel;
+  if (!a.connect.empty()) {
+    if (a.token.empty()) {
+      std::cerr << "agentbox-guest: --connect needs a token (--token-file or --token)\n";
+      return 2;
+    }
+    tunnel = std::make_unique<TunnelClient>(io, server,
+                                            TunnelClientOptions{a.connect, a.token, a.ca_file});
+    if (auto r = tunnel->Start(); !r) {
+      std::cerr << "agentbox-guest: " << r.error().message << "\n";
+      return 2;
+    }
+    Log(LogLevel::kInfo, "guest.connecting", "url={} shell={} workdir={}", a.connect, shell->path,
+        workdir);
+  }
+
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) {
@@ -145,6 +164,9 @@ int Serve(ServeArgs a) {
     }
     Log(LogLevel::kInfo, "guest.stopping", "signal={}", sig);
     server.Stop();
+    if (tunnel) {
+      tunnel->Stop();
+    }
     sessions.ShutdownAll();
     processes.KillAll();
     io.stop();
@@ -166,6 +188,10 @@ int main(int argc, char** argv) {
   serve->add_option("--token", sa.token,
                     "require this X-Access-Token (or set AGENTBOX_GUEST_TOKEN)");
   serve->add_option("--token-file", sa.token_file, "read the token from this file");
+  serve->add_option("--connect", sa.connect,
+                    "also serve through a tunnel to agentboxd at this ws:// URL, authenticated by "
+                    "the token (docs/tunnel.md)");
+  serve->add_option("--ca-file", sa.ca_file, "wss://: CA certificates to verify agentboxd with");
   serve->add_option("--workdir", sa.workdir, "initial cwd of sessions and base of relative paths");
   serve->add_option("--shell", sa.shell, "shell to run sessions in (default: bash, else sh)");
   serve->add_option("--output-cap", sa.output_cap, "bytes of output kept per session/process");

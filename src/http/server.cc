@@ -114,6 +114,10 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     }
     req_.peer = peer_;
     keep_alive_ = h.keep_alive();
+    if (opts_.upgrade && AsciiLower(req_.Header("upgrade")).find("websocket") != std::string::npos) {
+      opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
+      return;
+    }
     const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
     sink_ = d_.StreamBody(req_);
     auto length = header_parser_->content_length();  // boost::optional
@@ -539,6 +543,12 @@ Result<std::string> Server::Listen(const std::string& spec) {
   }
   return Fail(ErrorCode::kInvalidArgument,
               "listen address must be unix:PATH or tcp:HOST:PORT, got '" + spec + "'");
+}
+
+void Server::Adopt(asio::local::stream_protocol::socket socket, const std::string& peer) {
+  std::make_shared<Connection<asio::local::stream_protocol::socket>>(
+      std::move(socket), impl_->dispatcher, impl_->options, peer)
+      ->Start();
 }
 
 void Server::Stop() {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -9,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "common/error.h"
@@ -78,6 +81,11 @@ class Dispatcher {
   virtual void Handle(Request req, Respond respond) = 0;
 };
 
+// The connection of a request that asked to switch protocols ("Upgrade: websocket"), taken out of
+// the HTTP server: whoever receives it owns it.
+using UpgradedSocket =
+    std::variant<boost::asio::ip::tcp::socket, boost::asio::local::stream_protocol::socket>;
+
 struct ServerOptions {
   uint64_t max_body_bytes = 16ull << 20;   // buffered bodies; more -> 413
   uint64_t max_stream_bytes = 1ull << 30;  // streamed bodies; more -> 413
@@ -87,6 +95,9 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{std::chrono::seconds(60)};
   // Builds the error body for protocol-level failures (413, 400) in the API's envelope.
   std::function<std::string(int status, const std::string& message)> error_body;
+  // When set, a request carrying "Upgrade: websocket" is handed over here with its connection
+  // (its body, if any, unread) instead of going to the Dispatcher: agentboxd's tunnel endpoint.
+  std::function<void(Request req, UpgradedSocket socket)> upgrade;
 };
 
 // Accepts connections on unix sockets and TCP endpoints and speaks HTTP/1.1 with keep-alive.
@@ -99,6 +110,9 @@ class Server {
   // (numeric address or "localhost"; port 0 picks a free port). Returns the bound address in the
   // same syntax.
   Result<std::string> Listen(const std::string& spec);
+  // Serves HTTP on an already connected unix socket (one end of a tunnel stream); `peer` is what
+  // Request::peer says.
+  void Adopt(boost::asio::local::stream_protocol::socket socket, const std::string& peer);
   // Stops accepting; open connections finish their current request.
   void Stop();
 
