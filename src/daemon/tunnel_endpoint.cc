@@ -211,18 +211,21 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
   const std::string id = dot == std::string::npos ? "" : token.substr(0, dot);
   const std::string secret = dot == std::string::npos ? "" : token.substr(dot + 1);
   std::shared_ptr<Entry> e;
+  bool known_id = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(id);
-    if (it != entries_.end() && it->second->secret.size() == secret.size() &&
+    known_id = it != entries_.end();
+    if (known_id && it->second->secret.size() == secret.size() &&
         CRYPTO_memcmp(it->second->secret.data(), secret.data(), secret.size()) == 0) {
       e = it->second;
     }
   }
   if (!e) {
-    // The token is never logged; the id part is not secret and says which sandbox it claimed.
+    // The token is never logged. Its id part names the sandbox it claimed, logged only when it
+    // is one (anything else may be part of a secret sent by mistake, e.g. an API key).
     Log(LogLevel::kWarn, "tunnel.rejected", "peer={} sandbox={} reason={}", req.peer,
-        id.empty() ? "-" : id, token.empty() ? "no_token" : "bad_token");
+        known_id ? id : "-", token.empty() ? "no_token" : "bad_token");
     Refuse(sock, 401, "tunnel refused: missing or wrong sandbox token");
     return;
   }

@@ -33,6 +33,7 @@ void DaemonFixture::SetUp() {
   http::ServerOptions so;
   so.max_body_bytes = 1 << 20;
   so.error_body = &http::ErrorBody;
+  so.upgrade = upgrade_;
   server_ = std::make_unique<http::Server>(io_, *api_, so);
   unix_sock_ = dir_ + "/agentboxd.sock";
   ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));

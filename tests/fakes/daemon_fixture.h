@@ -9,6 +9,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -66,6 +67,8 @@ class DaemonFixture : public ::testing::Test {
 
   // Options of the DaemonApi SetUp builds; a test fixture may change them before SetUp runs.
   daemon::DaemonOptions options_;
+  // The server's upgrade hook (ServerOptions::upgrade), e.g. a TunnelEndpoint; set in Decorate.
+  std::function<void(http::Request, http::UpgradedSocket)> upgrade_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
