@@ -230,7 +230,20 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
     return;
   }
   using Ws = websocket::stream<Socket>;
-  auto ws = std::make_unique<Ws>(std::move(*sock));
+  // Every operation of the WebSocket, its keep-alive timer included, must run on the Mux's
+  // strand: the socket moves onto it (the server accepted it on the bare io_context).
+  auto strand = asio::make_strand(io_);
+  error_code pec;
+  const auto protocol = sock->local_endpoint(pec).protocol();
+  Socket on_strand(strand);
+  if (!pec) {
+    on_strand.assign(protocol, sock->release(pec));
+  }
+  if (pec) {
+    Log(LogLevel::kWarn, "tunnel.accept_failed", "sandbox={} error=\"{}\"", e->id, pec.message());
+    return;
+  }
+  auto ws = std::make_unique<Ws>(std::move(on_strand));
   websocket::stream_base::timeout t;
   t.handshake_timeout = std::chrono::seconds(10);
   t.idle_timeout = opts_.idle_timeout;
@@ -242,7 +255,6 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
     breq->set(k, v);
   }
   Ws* raw = ws.get();
-  auto strand = asio::make_strand(io_);
   raw->async_accept(
       *breq, asio::bind_executor(strand, [this, e, breq, strand, peer = req.peer,
                                           ws = std::shared_ptr<Ws>(std::move(ws))](
@@ -267,7 +279,7 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
           Log(LogLevel::kInfo, "tunnel.down", "sandbox={} reason=\"{}\"", e->id, why);
         };
         auto mux = std::make_shared<http::tunnel::Mux>(
-            strand, std::make_unique<http::tunnel::WsLink<Ws>>(std::move(owned)),
+            strand, std::make_unique<http::tunnel::WsLink<Ws>>(std::move(owned), strand),
             http::tunnel::Mux::Role::kDaemon, std::move(hooks));
         *weak_mux = mux;
         std::shared_ptr<http::tunnel::Mux> old;

@@ -133,7 +133,7 @@ struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt> {
                           }
                           self->deadline.cancel();
                           self->client.Up(std::make_unique<http::tunnel::WsLink<Ws>>(
-                              std::move(self->ws)));
+                              std::move(self->ws), self->client.strand_));
                         });
   }
 

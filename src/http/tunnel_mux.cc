@@ -320,7 +320,7 @@ void Mux::Fail(const std::string& why) {
   }
   closed_ = true;
   link_->Close();
-  out_.clear();
+  // out_ is left alone: an in-flight write may still refer to its front; Send() drops new frames.
   auto streams = streams_;
   for (auto& [id, s] : streams) {
     if (role_ == Role::kDaemon && s->awaiting_response && !s->write_done) {

@@ -8,6 +8,7 @@
 // HTTP. docs/tunnel.md describes the wire format and why it was chosen.
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/strand.hpp>
@@ -62,19 +63,28 @@ class Link {
   virtual void Close() = 0;
 };
 
-// Wraps a connected and handshaken boost::beast::websocket::stream<...> as a Link.
+// Wraps a connected and handshaken boost::beast::websocket::stream<...> as a Link. Completions run
+// on `executor` (the Mux's strand): the stream's own executor may be the bare io_context, and a
+// std::function callback carries no executor of its own.
 template <class Ws>
 class WsLink : public Link {
  public:
-  explicit WsLink(std::unique_ptr<Ws> ws) : ws_(std::move(ws)) { ws_->binary(true); }
+  WsLink(std::unique_ptr<Ws> ws, boost::asio::any_io_executor executor)
+      : ws_(std::move(ws)), ex_(std::move(executor)) {
+    ws_->binary(true);
+  }
   void Read(boost::beast::flat_buffer& buf, Done done) override {
-    ws_->async_read(buf, [done = std::move(done)](boost::system::error_code ec, size_t) {
-      done(ec);
-    });
+    ws_->async_read(buf, boost::asio::bind_executor(
+                             ex_, [done = std::move(done)](boost::system::error_code ec, size_t) {
+                               done(ec);
+                             }));
   }
   void Write(const std::string& message, Done done) override {
     ws_->async_write(boost::asio::buffer(message),
-                     [done = std::move(done)](boost::system::error_code ec, size_t) { done(ec); });
+                     boost::asio::bind_executor(
+                         ex_, [done = std::move(done)](boost::system::error_code ec, size_t) {
+                           done(ec);
+                         }));
   }
   void Close() override {
     boost::system::error_code ignored;
@@ -83,6 +93,7 @@ class WsLink : public Link {
 
  private:
   std::unique_ptr<Ws> ws_;
+  boost::asio::any_io_executor ex_;
 };
 
 // Carries streams over one Link. Each stream is bridged to a local unix stream socket: bytes read
@@ -103,7 +114,7 @@ class Mux : public std::enable_shared_from_this<Mux> {
     std::function<void(const std::string& why)> on_closed;
   };
 
-  // `link`'s I/O must complete on `strand` or be safe to bind there (asio bind_executor).
+  // `link` must complete its operations on `strand` (WsLink's executor).
   Mux(boost::asio::strand<boost::asio::io_context::executor_type> strand, std::unique_ptr<Link> link,
       Role role, Hooks hooks);
   ~Mux();
