@@ -4,7 +4,8 @@
 // An in-process agentboxd (DaemonApi) on a unix socket, whose backend starts each sandbox as a
 // local `agentbox-guest serve --connect ws://127.0.0.1:PORT/v1/tunnel`; the daemon serves the
 // tunnel endpoint on 127.0.0.1 (ephemeral port). It creates one sandbox and prints one JSON line:
-//   {"daemon": "unix:<socket>", "daemon_tcp": "tcp:127.0.0.1:PORT", "prefix": "/v1/sandboxes/<id>", "guest_pid": N,
+//   {"daemon": "unix:<socket>", "daemon_tcp": "tcp:127.0.0.1:PORT", "prefix": "/v1/sandboxes/<id>",
+//   "guest_pid": N,
 //    "tunnel": "unix:<the sandbox's tunnel socket>", "token": "<guest token>"}
 // agentbox-guest-bench --target <daemon> --prefix <prefix> then measures exec through the daemon
 // and the tunnel, as a client sees it; --target <tunnel> --token <token> measures the tunnel

@@ -201,8 +201,9 @@ template <class Socket>
 void TunnelEndpoint::Accept(http::Request req, Socket socket) {
   auto sock = std::make_shared<Socket>(std::move(socket));
   if (req.path != "/v1/tunnel" || req.method != "GET") {
-    Refuse(sock, 404, "no WebSocket endpoint at " + req.method + " " + req.path +
-                          " (guests connect to GET /v1/tunnel)");
+    Refuse(sock, 404,
+           "no WebSocket endpoint at " + req.method + " " + req.path +
+               " (guests connect to GET /v1/tunnel)");
     return;
   }
   const std::string auth = req.Header("authorization");
@@ -256,9 +257,9 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
   }
   Ws* raw = ws.get();
   raw->async_accept(
-      *breq, asio::bind_executor(strand, [this, e, breq, strand, peer = req.peer,
-                                          ws = std::shared_ptr<Ws>(std::move(ws))](
-                                             error_code ec) mutable {
+      *breq,
+      asio::bind_executor(strand, [this, e, breq, strand, peer = req.peer,
+                                   ws = std::shared_ptr<Ws>(std::move(ws))](error_code ec) mutable {
         if (ec) {
           Log(LogLevel::kWarn, "tunnel.handshake_failed", "sandbox={} peer={} error=\"{}\"", e->id,
               peer, ec.message());

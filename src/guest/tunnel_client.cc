@@ -18,8 +18,8 @@ namespace agentbox::guest {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = boost::beast::websocket;
-using boost::system::error_code;
 using asio::ip::tcp;
+using boost::system::error_code;
 
 Result<TunnelUrl> ParseTunnelUrl(const std::string& url) {
   TunnelUrl u;
@@ -50,7 +50,8 @@ Result<TunnelUrl> ParseTunnelUrl(const std::string& url) {
   u.port = colon == std::string::npos ? (u.tls ? "443" : "80") : hostport.substr(colon + 1);
   if (u.host.empty() || u.port.empty() ||
       u.port.find_first_not_of("0123456789") != std::string::npos) {
-    return Fail(ErrorCode::kInvalidArgument, "no host or a bad port in --connect URL '" + url + "'");
+    return Fail(ErrorCode::kInvalidArgument,
+                "no host or a bad port in --connect URL '" + url + "'");
   }
   return u;
 }
@@ -60,10 +61,7 @@ using Ws = websocket::stream<tcp::socket>;
 // One connection attempt: resolve, connect (with a deadline), WebSocket handshake.
 struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt> {
   Attempt(TunnelClient& c)
-      : client(c),
-        resolver(c.strand_),
-        ws(std::make_unique<Ws>(c.strand_)),
-        deadline(c.strand_) {}
+      : client(c), resolver(c.strand_), ws(std::make_unique<Ws>(c.strand_)), deadline(c.strand_) {}
 
   void Run() {
     deadline.expires_after(std::chrono::seconds(10));
@@ -115,11 +113,11 @@ struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt> {
     t.idle_timeout = client.opts_.idle_timeout;
     t.keep_alive_pings = true;
     ws->set_option(t);
-    ws->set_option(websocket::stream_base::decorator([token = client.opts_.token](
-                                                         websocket::request_type& req) {
-      req.set(beast::http::field::authorization, "Bearer " + token);
-      req.set(beast::http::field::user_agent, "agentbox-guest");
-    }));
+    ws->set_option(websocket::stream_base::decorator(
+        [token = client.opts_.token](websocket::request_type& req) {
+          req.set(beast::http::field::authorization, "Bearer " + token);
+          req.set(beast::http::field::user_agent, "agentbox-guest");
+        }));
     ws->async_handshake(res, client.url_.host + ":" + client.url_.port, client.url_.target,
                         [self = shared_from_this()](error_code ec) {
                           if (ec) {

@@ -14,8 +14,8 @@
 namespace agentbox::guest {
 
 struct TunnelClientOptions {
-  std::string url;    // ws://HOST:PORT/v1/tunnel (wss:// when built with TLS support)
-  std::string token;  // sent as "Authorization: Bearer <token>"; never logged
+  std::string url;      // ws://HOST:PORT/v1/tunnel (wss:// when built with TLS support)
+  std::string token;    // sent as "Authorization: Bearer <token>"; never logged
   std::string ca_file;  // wss://: the CA certificates the daemon's certificate must chain to
   // Reconnect delays double from min to max (with up to 25 % jitter) while attempts fail; reset
   // once a tunnel is up.

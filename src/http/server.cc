@@ -114,7 +114,8 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     }
     req_.peer = peer_;
     keep_alive_ = h.keep_alive();
-    if (opts_.upgrade && AsciiLower(req_.Header("upgrade")).find("websocket") != std::string::npos) {
+    if (opts_.upgrade &&
+        AsciiLower(req_.Header("upgrade")).find("websocket") != std::string::npos) {
       opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
       return;
     }

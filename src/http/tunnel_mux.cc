@@ -1,11 +1,11 @@
 #include "http/tunnel_mux.h"
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
-#include <algorithm>
-#include <array>
 
 #include "common/log.h"
 #include "http/envelope.h"
@@ -67,7 +67,7 @@ Result<Frame> DecodeFrame(std::string_view message) {
 
 std::string CannedResponse(int status, const std::string& message) {
   const std::string body = ErrorBody(status, message);
-  const char* reason = status == 502 ? "Bad Gateway"
+  const char* reason = status == 502   ? "Bad Gateway"
                        : status == 503 ? "Service Unavailable"
                        : status == 401 ? "Unauthorized"
                        : status == 404 ? "Not Found"
@@ -214,7 +214,8 @@ void Mux::Pump() {
     return;
   }
   writing_ = true;
-  link_->Write(out_.front(), asio::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
+  link_->Write(out_.front(),
+               asio::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
                  self->writing_ = false;
                  if (ec) {
                    self->Fail("tunnel write failed: " + ec.message());

@@ -7,6 +7,7 @@
 // streamed uploads and downloads and Server-Sent Events all work without the tunnel knowing
 // HTTP. docs/tunnel.md describes the wire format and why it was chosen.
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
@@ -14,7 +15,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
-#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -74,17 +74,15 @@ class WsLink : public Link {
     ws_->binary(true);
   }
   void Read(boost::beast::flat_buffer& buf, Done done) override {
-    ws_->async_read(buf, boost::asio::bind_executor(
-                             ex_, [done = std::move(done)](boost::system::error_code ec, size_t) {
-                               done(ec);
-                             }));
+    ws_->async_read(
+        buf, boost::asio::bind_executor(ex_, [done = std::move(done)](boost::system::error_code ec,
+                                                                      size_t) { done(ec); }));
   }
   void Write(const std::string& message, Done done) override {
-    ws_->async_write(boost::asio::buffer(message),
-                     boost::asio::bind_executor(
-                         ex_, [done = std::move(done)](boost::system::error_code ec, size_t) {
-                           done(ec);
-                         }));
+    ws_->async_write(
+        boost::asio::buffer(message),
+        boost::asio::bind_executor(
+            ex_, [done = std::move(done)](boost::system::error_code ec, size_t) { done(ec); }));
   }
   void Close() override {
     boost::system::error_code ignored;
@@ -115,8 +113,8 @@ class Mux : public std::enable_shared_from_this<Mux> {
   };
 
   // `link` must complete its operations on `strand` (WsLink's executor).
-  Mux(boost::asio::strand<boost::asio::io_context::executor_type> strand, std::unique_ptr<Link> link,
-      Role role, Hooks hooks);
+  Mux(boost::asio::strand<boost::asio::io_context::executor_type> strand,
+      std::unique_ptr<Link> link, Role role, Hooks hooks);
   ~Mux();
 
   void Start();

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "daemon/tunnel_endpoint.h"
 #include "fakes/daemon_fixture.h"
 #include "fakes/fixed_config.h"
 
@@ -268,6 +269,18 @@ class OpenApiTest : public fakes::DaemonFixture {
     DaemonFixture::SetUp();
   }
 
+  // The daemon's tunnel endpoint (docs/tunnel.md) behind the server's upgrade hook, as agentboxd
+  // wires it; no sandbox registers with it here, so every token is refused.
+  SandboxBackendPtr Decorate(fakes::ProcessBackend&) override {
+    tunnels_ = std::make_unique<daemon::TunnelEndpoint>(
+        io_, daemon::TunnelEndpoint::Options{dir_ + "/tunnels"});
+    upgrade_ = [this](http::Request req, http::UpgradedSocket s) {
+      tunnels_->Upgrade(std::move(req), std::move(s));
+    };
+    return nullptr;
+  }
+  std::unique_ptr<daemon::TunnelEndpoint> tunnels_;
+
   const Json& Operation(const std::string& method, const std::string& tmpl) {
     static const Json kNull;
     const Json& paths = Document()["paths"];
@@ -466,6 +479,13 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   HttpReply pull =
       Do("POST", "/v1/images/pull", "/v1/images/pull", Example("POST", "/v1/images/pull"));
   EXPECT_NE(pull.body.find("\"done\":true"), std::string::npos) << pull.body;
+
+  // Guests only (docs/tunnel.md): a WebSocket upgrade without a sandbox's token is refused.
+  HttpReply t = Call("GET", "/v1/tunnel", "", "-",
+                     {"Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Authorization: Bearer k1"});
+  CheckReply("GET", "/v1/tunnel", t);
+  EXPECT_EQ(t.status, 401) << t.body;
 
   HttpReply c = Do("POST", "/v1/sandboxes", "/v1/sandboxes", Example("POST", "/v1/sandboxes"));
   ASSERT_EQ(c.status, 201) << c.body;
