@@ -24,6 +24,7 @@ class TunnelTest : public fakes::DaemonFixture {
   SandboxBackendPtr Decorate(fakes::ProcessBackend&) override {
     TunnelEndpoint::Options o;
     o.socket_dir = dir_ + "/tunnels";
+    o.idle_timeout = std::chrono::seconds(2);  // heartbeats: a ping after 1 s of silence
     endpoint_ = std::make_unique<TunnelEndpoint>(io_, o);
     upgrade_ = [this](http::Request req, http::UpgradedSocket s) {
       endpoint_->Upgrade(std::move(req), std::move(s));
@@ -172,6 +173,30 @@ TEST_F(TunnelTest, AGoneGuestGivesAClearErrorNotAHang) {
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("not connected"), std::string::npos) << r.body;
+}
+
+TEST_F(TunnelTest, HeartbeatsFindASilentGuestAndItComesBack) {
+  const std::string id = CreateAs("key-alice");
+  Exec(id, R"({"id":"s","command":"export KEPT=yes"})");
+  // Idle but alive: pings keep the tunnel up across several idle timeouts.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  ASSERT_TRUE(endpoint_->Connected(id));
+  // A guest that stops answering (frozen, or its network gone without a FIN) is declared dead by
+  // the daemon's heartbeat within the idle timeout, and requests then fail at once.
+  const pid_t pid = tunnel_backend_->GuestPid(id);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  const auto deadline = Clock::now() + std::chrono::seconds(8);
+  while (endpoint_->Connected(id) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const bool declared_dead = !endpoint_->Connected(id);
+  Reply r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"command":"true"})");
+  ::kill(pid, SIGCONT);
+  ASSERT_TRUE(declared_dead) << "no heartbeat noticed the frozen guest";
+  EXPECT_EQ(r.status, 503) << r.body;
+  // Thawed, the guest finds its link closed, redials, and its sessions are intact.
+  ASSERT_TRUE(AnswersAgain(id));
+  EXPECT_EQ(Exec(id, R"({"id":"s","command":"echo $KEPT"})"), "yes\n");
 }
 
 TEST_F(TunnelTest, TunnelsNeedTheSandboxsOwnToken) {
