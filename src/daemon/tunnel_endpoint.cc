@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <optional>
 
 #include "common/log.h"
 #include "common/strings.h"
@@ -33,6 +35,11 @@ struct TunnelEndpoint::Entry {
   Local::acceptor acceptor;
   std::shared_ptr<http::tunnel::Mux> mux;  // guarded by TunnelEndpoint::mu_
   uint64_t connections = 0;                // guarded by TunnelEndpoint::mu_
+  std::chrono::milliseconds grace{0};
+  // Connections accepted while no tunnel is up, waiting up to `grace` for the guest to redial;
+  // guarded by TunnelEndpoint::mu_.
+  std::map<uint64_t, Local::socket> waiting;
+  uint64_t next_waiting = 0;
 };
 
 namespace {
@@ -50,6 +57,11 @@ void Refuse(std::shared_ptr<Socket> s, int status, const std::string& message) {
 }
 
 void AcceptLoop(std::shared_ptr<TunnelEndpoint::Entry> e, std::mutex& mu);
+
+std::string NotConnected(const std::string& id) {
+  return "sandbox '" + id +
+         "': its guest is not connected (the tunnel is down; the guest reconnects)";
+}
 
 }  // namespace
 
@@ -84,16 +96,37 @@ void AcceptLoop(std::shared_ptr<TunnelEndpoint::Entry> e, std::mutex& mu) {
     if (!ec) {
       ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
       std::shared_ptr<http::tunnel::Mux> mux;
+      uint64_t ticket = 0;
       {
         std::lock_guard<std::mutex> lock(mu);
         mux = e->mux;
+        if (!mux && e->grace.count() > 0) {
+          ticket = ++e->next_waiting;
+          e->waiting.emplace(ticket, std::move(s));
+        }
       }
       if (mux) {
         mux->OpenStream(std::move(s));
+      } else if (ticket == 0) {
+        Refuse(std::make_shared<Local::socket>(std::move(s)), 503, NotConnected(e->id));
       } else {
-        Refuse(std::make_shared<Local::socket>(std::move(s)), 503,
-               "sandbox '" + e->id +
-                   "': its guest is not connected (the tunnel is down; the guest reconnects)");
+        // A guest that just lost its link usually redials within a few hundred milliseconds:
+        // hold the request that long rather than fail it (Accept hands it to the new tunnel).
+        auto timer = std::make_shared<asio::steady_timer>(e->strand, e->grace);
+        timer->async_wait([e, &mu, ticket, timer](error_code) {
+          std::optional<Local::socket> late;
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            auto it = e->waiting.find(ticket);
+            if (it != e->waiting.end()) {
+              late.emplace(std::move(it->second));
+              e->waiting.erase(it);
+            }
+          }
+          if (late) {
+            Refuse(std::make_shared<Local::socket>(std::move(*late)), 503, NotConnected(e->id));
+          }
+        });
       }
     }
     AcceptLoop(e, mu);
@@ -104,6 +137,7 @@ void AcceptLoop(std::shared_ptr<TunnelEndpoint::Entry> e, std::mutex& mu) {
 
 Result<TunnelEndpoint::Registration> TunnelEndpoint::Register(const std::string& id) {
   auto e = std::make_shared<Entry>(io_);
+  e->grace = opts_.reconnect_grace;
   e->id = id;
   e->secret = RandomId(48);
   e->path = opts_.socket_dir + "/" + id + ".sock";
@@ -286,6 +320,7 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
         std::shared_ptr<http::tunnel::Mux> old;
         uint64_t n = 0;
         bool registered = false;
+        std::map<uint64_t, Local::socket> waiting;
         {
           std::lock_guard<std::mutex> lock(mu_);
           auto it = entries_.find(e->id);
@@ -294,6 +329,7 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
             old = std::move(e->mux);
             e->mux = mux;
             n = ++e->connections;
+            waiting.swap(e->waiting);
           }
         }
         if (!registered) {
@@ -301,6 +337,9 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
           return;
         }
         mux->Start();
+        for (auto& [ticket, waiting_socket] : waiting) {
+          mux->OpenStream(std::move(waiting_socket));
+        }
         if (old) {
           old->Shutdown("replaced by a new tunnel from the guest");
         }

@@ -30,6 +30,9 @@ class TunnelEndpoint {
     std::string socket_dir;  // where the per-sandbox unix sockets live (created 0700)
     // WebSocket keep-alive: pings after half this idle time, the link is dead after all of it.
     std::chrono::milliseconds idle_timeout{20000};
+    // A request arriving while the sandbox has no tunnel waits this long for the guest to redial
+    // before it is answered 503 (0 = at once).
+    std::chrono::milliseconds reconnect_grace{1000};
   };
   TunnelEndpoint(boost::asio::io_context& io, Options options);
   ~TunnelEndpoint();
