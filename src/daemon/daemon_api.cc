@@ -27,6 +27,11 @@ bool BackendOk(const Result<T>& r) {
   return r.has_value() || HttpStatus(r.error().code) < 500;
 }
 
+// How long the sandbox still lives: the longest a call to its guest can legitimately wait.
+double RemainingSeconds(const SandboxInfo& info) {
+  return info.expires_at > 0 ? std::max(0.0, info.expires_at - NowUnix()) : 7 * 86400.0;
+}
+
 std::vector<std::string> Split(const std::string& path) {
   std::vector<std::string> out;
   size_t pos = 0;
@@ -193,6 +198,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       opts_(std::move(options)),
       client_(io),
       pool_(4, 8u << 20),
+      health_(client_, metrics_, opts_.guest_deadlines),
       reaper_(io) {
   metrics_.Describe("agentbox_operation_total", "counter",
                     "Operations by backend, operation and outcome.");
@@ -285,18 +291,22 @@ void DaemonApi::ArmReaper() {
 
 void DaemonApi::Reap() {
   std::vector<SandboxEntry> expired;
+  std::vector<SandboxInfo> live;
   const double now = NowUnix();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
       if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
         expired.push_back(it->second);
+        health_.Forget(it->first);
         it = sandboxes_.erase(it);
       } else {
+        live.push_back(it->second.info);
         ++it;
       }
     }
   }
+  health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
   for (auto& e : expired) {
     pool_.Post([this, e] {
       auto r = e.backend->Destroy(e.info.id);
@@ -377,12 +387,16 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         cr.body_file = std::move(file);
         cr.body_file_size = size;
         const auto start = Clock::now();
-        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
-                     [this, entry, start, respond](Result<http::ClientResponse> r) {
+        const auto deadline = UploadDeadline(health_.deadlines(), size);
+        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                     [this, entry, start, deadline, respond](Result<http::ClientResponse> r) {
                        CountRelayed(entry.info.backend, "file/upload", r, start);
-                       if (!r) {
+                       if (GuestTimedOut(r)) {
+                         respond(health_.TimedOut(entry.info, "file/upload", deadline));
+                       } else if (!r) {
                          respond(JsonErr(r.error()));
                        } else {
+                         health_.Answered(entry.info.id);
                          http::Response out;
                          out.status = r->status;
                          out.body = std::move(r->body);
@@ -465,6 +479,12 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     }
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));
+    }
+    if (parts.size() == 4 && parts[3] == "restart-guest") {
+      if (m != "POST") {
+        return respond(JsonErrStatus(405, "use POST on /v1/sandboxes/{id}/restart-guest"));
+      }
+      return RestartGuest(id, caller, std::move(respond));
     }
     if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
       return Stream(id, parts[4], req, caller, std::move(respond));
@@ -662,6 +682,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
+          health_.Overlay(e.info);
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
@@ -683,6 +704,7 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
+      health_.Overlay(out.info);
     }
     respond(JsonOk(SandboxJson(out)));
   });
@@ -697,6 +719,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
     std::lock_guard<std::mutex> lock(mu_);
     sandboxes_.erase(id);
   }
+  health_.Forget(id);
   pool_.Post([this, e = *e, respond] {
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
@@ -762,15 +785,22 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   cr.body = req.body;
   const std::string path = e->info.guest_endpoint.substr(5);
   const std::string backend = e->info.backend;
-  const auto start = Clock::now();
-  // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
+  // Shell calls may block for as long as the caller asked (wait_seconds, timeout): their
+  // deadline follows the request; a download's is an idle limit.
+  const bool download = rest == "file/download";
   const auto timeout =
-      rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
-  auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-    CountRelayed(backend, rest, r, start);
+      download ? health_.deadlines().stream_idle
+               : CallDeadline(health_.deadlines(), rest, req.body, RemainingSeconds(e->info));
+  auto relay = [this, info = e->info, rest, timeout, respond,
+                start = Clock::now()](Result<http::ClientResponse> r) {
+    CountRelayed(info.backend, rest, r, start);
+    if (GuestTimedOut(r)) {
+      return respond(health_.TimedOut(info, rest, timeout));
+    }
     if (!r) {
       return respond(JsonErr(r.error()));
     }
+    health_.Answered(info.id);
     http::Response out;
     out.status = r->status;
     out.content_type = r->Header("content-type");
@@ -781,11 +811,15 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     out.stream = std::move(r->stream);
     respond(std::move(out));
   };
-  if (rest == "file/download") {  // streamed: files may be far larger than memory
-    client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
-  } else {
-    client_.Send(path, std::move(cr), timeout, std::move(relay));
-  }
+  health_.BeforeCall(e->info, rest, respond,
+                     [this, download, path, cr = std::move(cr), timeout,
+                      relay = std::move(relay)]() mutable {
+                       if (download) {  // streamed: files may be far larger than memory
+                         client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
+                       } else {
+                         client_.Send(path, std::move(cr), timeout, std::move(relay));
+                       }
+                     });
 }
 
 namespace {
@@ -794,7 +828,9 @@ namespace {
 // into a final `error` event instead of a silently cut stream.
 class StreamRelay : public http::BodySource {
  public:
-  explicit StreamRelay(std::shared_ptr<http::BodySource> inner) : inner_(std::move(inner)) {}
+  // `on_error` learns why the stream broke (kTimeout: the guest fell silent).
+  StreamRelay(std::shared_ptr<http::BodySource> inner, std::function<void(const Error&)> on_error)
+      : inner_(std::move(inner)), on_error_(std::move(on_error)) {}
   void Next(Callback cb) override {
     if (ended_) {
       cb(std::string_view(), true);
@@ -803,6 +839,9 @@ class StreamRelay : public http::BodySource {
     inner_->Next([this, cb](Result<std::string_view> bytes, bool last) {
       if (!bytes) {
         ended_ = true;
+        if (on_error_) {
+          on_error_(bytes.error());
+        }
         error_ = "event: error\ndata: " +
                  DumpJson(Json{{"message", "sandbox stream ended: " + bytes.error().message}}) +
                  "\n\n";
@@ -818,6 +857,7 @@ class StreamRelay : public http::BodySource {
 
  private:
   std::shared_ptr<http::BodySource> inner_;
+  std::function<void(const Error&)> on_error_;
   bool ended_ = false;
   std::string error_;
 };
@@ -837,22 +877,32 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
     cr.target += "&offset=" + PercentEncode(*off);
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
-  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
-  const std::string backend = e->info.backend;
+  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s, so
+  // a longer silence means the guest stopped answering.
+  const auto idle = health_.deadlines().stream_idle;
   const auto start = Clock::now();
-  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-                        [this, backend, start, respond](Result<http::ClientResponse> r) {
+  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), idle,
+                        [this, info = e->info, idle, start, respond](Result<http::ClientResponse> r) {
                           // Counted when the stream opens (or fails to).
-                          CountRelayed(backend, "shell/stream", r, start);
+                          CountRelayed(info.backend, "shell/stream", r, start);
+                          if (GuestTimedOut(r)) {
+                            return respond(health_.TimedOut(info, "shell/stream", idle));
+                          }
                           if (!r) {
                             return respond(JsonErr(r.error()));
                           }
+                          health_.Answered(info.id);
                           http::Response out;
                           out.status = r->status;
                           out.content_type = r->Header("content-type");
                           if (r->status == 200) {
                             out.headers.emplace_back("Cache-Control", "no-cache");
-                            out.stream = std::make_shared<StreamRelay>(r->stream);
+                            out.stream = std::make_shared<StreamRelay>(
+                                r->stream, [this, info, idle](const Error& err) {
+                                  if (err.code == ErrorCode::kTimeout) {
+                                    (void)health_.TimedOut(info, "shell/stream", idle);
+                                  }
+                                });
                           } else {
                             out.stream = r->stream;
                           }
@@ -1063,7 +1113,9 @@ void DaemonApi::RenderMetrics(http::Respond respond) {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<std::pair<std::string, std::string>, int> counts;
     for (const auto& [id, e] : sandboxes_) {
-      ++counts[{e.info.backend, SandboxStateName(e.info.state)}];
+      SandboxInfo info = e.info;
+      health_.Overlay(info);
+      ++counts[{info.backend, SandboxStateName(info.state)}];
     }
     for (const auto& [k, n] : counts) {
       metrics_.Set("agentbox_sandboxes", {{"backend", k.first}, {"state", k.second}}, n);
