@@ -615,6 +615,23 @@ TEST_F(CliTest, ErrorsExitTwoWithOneLine) {
   EXPECT_NE(help.out.find("exec"), std::string::npos);
 }
 
+// restart-guest on a backend that cannot replace a guest says so (jail and docker can: the
+// conformance suite shows them recovering a frozen guest through the same endpoint).
+TEST_F(CliTest, RestartGuestSaysWhenTheBackendCannot) {
+  Outcome c = Run({"create"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string id = Trim(c.out);
+  Outcome o = Run({"restart-guest", id});
+  EXPECT_EQ(o.status, 2);
+  EXPECT_EQ(o.err, "agentbox: process cannot restart the guest of sandbox '" + id +
+                       "' in place; DELETE it and create a new one (HTTP 400)\n");
+  o = Run({"restart-guest", "sb-nope"});
+  EXPECT_EQ(o.status, 2);
+  EXPECT_EQ(o.err, "agentbox: sandbox 'sb-nope' not found (HTTP 404)\n");
+  EXPECT_EQ(Run({"restart-guest"}).status, 2);
+  EXPECT_EQ(Run({"rm", id}).status, 0);
+}
+
 TEST_F(CliTest, TcpNeedsTheApiKey) {
   Outcome c = RunEnv({"--url", tcp_base_, "--api-key", "k1", "create", "--label", "via=tcp"}, {});
   ASSERT_EQ(c.status, 0) << c.err;
