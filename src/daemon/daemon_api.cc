@@ -386,24 +386,31 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
         cr.body_file = std::move(file);
         cr.body_file_size = size;
-        const auto start = Clock::now();
         const auto deadline = UploadDeadline(health_.deadlines(), size);
-        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
-                     [this, entry, start, deadline, respond](Result<http::ClientResponse> r) {
-                       CountRelayed(entry.info.backend, "file/upload", r, start);
-                       if (GuestTimedOut(r)) {
-                         respond(health_.TimedOut(entry.info, "file/upload", deadline));
-                       } else if (!r) {
-                         respond(JsonErr(r.error()));
-                       } else {
+        // In flight until answered, however the answer comes.
+        http::Respond done = [this, respond](http::Response out) {
+          respond(std::move(out));
+          --in_flight_;
+        };
+        health_.BeforeCall(entry.info, "file/upload", done, [this, entry, deadline, done,
+                                                             cr = std::move(cr)]() mutable {
+          client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                       [this, entry, deadline, done,
+                        start = Clock::now()](Result<http::ClientResponse> r) {
+                         CountRelayed(entry.info.backend, "file/upload", r, start);
+                         if (GuestTimedOut(r)) {
+                           return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                         }
+                         if (!r) {
+                           return done(JsonErr(r.error()));
+                         }
                          health_.Answered(entry.info.id);
                          http::Response out;
                          out.status = r->status;
                          out.body = std::move(r->body);
-                         respond(std::move(out));
-                       }
-                       --in_flight_;
-                     });
+                         done(std::move(out));
+                       });
+        });
       });
 }
 
@@ -795,7 +802,7 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
                 start = Clock::now()](Result<http::ClientResponse> r) {
     CountRelayed(info.backend, rest, r, start);
     if (GuestTimedOut(r)) {
-      return respond(health_.TimedOut(info, rest, timeout));
+      return health_.OnTimeout(info, rest, timeout, respond);
     }
     if (!r) {
       return respond(JsonErr(r.error()));
@@ -880,34 +887,41 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s, so
   // a longer silence means the guest stopped answering.
   const auto idle = health_.deadlines().stream_idle;
-  const auto start = Clock::now();
-  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), idle,
-                        [this, info = e->info, idle, start, respond](Result<http::ClientResponse> r) {
-                          // Counted when the stream opens (or fails to).
-                          CountRelayed(info.backend, "shell/stream", r, start);
-                          if (GuestTimedOut(r)) {
-                            return respond(health_.TimedOut(info, "shell/stream", idle));
-                          }
-                          if (!r) {
-                            return respond(JsonErr(r.error()));
-                          }
-                          health_.Answered(info.id);
-                          http::Response out;
-                          out.status = r->status;
-                          out.content_type = r->Header("content-type");
-                          if (r->status == 200) {
-                            out.headers.emplace_back("Cache-Control", "no-cache");
-                            out.stream = std::make_shared<StreamRelay>(
-                                r->stream, [this, info, idle](const Error& err) {
-                                  if (err.code == ErrorCode::kTimeout) {
-                                    (void)health_.TimedOut(info, "shell/stream", idle);
-                                  }
-                                });
-                          } else {
-                            out.stream = r->stream;
-                          }
-                          respond(std::move(out));
-                        });
+  auto open = [this, info = e->info, idle, respond](Result<http::ClientResponse> r,
+                                                    Clock::time_point start) {
+    // Counted when the stream opens (or fails to).
+    CountRelayed(info.backend, "shell/stream", r, start);
+    if (GuestTimedOut(r)) {
+      return health_.OnTimeout(info, "shell/stream", idle, respond);
+    }
+    if (!r) {
+      return respond(JsonErr(r.error()));
+    }
+    health_.Answered(info.id);
+    http::Response out;
+    out.status = r->status;
+    out.content_type = r->Header("content-type");
+    if (r->status == 200) {
+      out.headers.emplace_back("Cache-Control", "no-cache");
+      out.stream = std::make_shared<StreamRelay>(r->stream, [this, info, idle](const Error& err) {
+        if (err.code == ErrorCode::kTimeout) {
+          health_.OnTimeout(info, "shell/stream", idle, nullptr);
+        }
+      });
+    } else {
+      out.stream = r->stream;
+    }
+    respond(std::move(out));
+  };
+  health_.BeforeCall(e->info, "shell/stream", respond,
+                     [this, path = e->info.guest_endpoint.substr(5), cr = std::move(cr), idle,
+                      open = std::move(open)]() mutable {
+                       client_.SendStreaming(path, std::move(cr), idle,
+                                             [open, start = Clock::now()](
+                                                 Result<http::ClientResponse> r) {
+                                               open(std::move(r), start);
+                                             });
+                     });
 }
 
 void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respond respond) {

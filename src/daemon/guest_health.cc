@@ -89,8 +89,29 @@ GuestHealth::GuestHealth(http::UnixHttpClient& client, Metrics& metrics, GuestDe
                     "Guests that stopped answering within a call's deadline, by backend.");
 }
 
-http::Response GuestHealth::TimedOut(const SandboxInfo& info, const std::string& what,
-                                     milliseconds deadline) {
+void GuestHealth::OnTimeout(const SandboxInfo& info, const std::string& what,
+                            milliseconds deadline, http::Respond respond) {
+  Probe(info, [this, info, what, deadline, respond = std::move(respond)](bool answered) {
+    if (!answered) {
+      auto r = MarkUnresponsive(info, what, deadline);
+      if (respond) {
+        respond(std::move(r));
+      }
+      return;
+    }
+    Log(LogLevel::kInfo, "guest.call_too_slow", "id={} call={} deadline_ms={}", info.id, what,
+        deadline.count());
+    if (respond) {
+      respond(http::ErrorResponse(
+          504, "sandbox '" + info.id + "' did not finish " + what + " within " +
+                   DeadlineText(deadline) +
+                   " (its guest still answers: the call itself took too long)"));
+    }
+  });
+}
+
+http::Response GuestHealth::MarkUnresponsive(const SandboxInfo& info, const std::string& what,
+                                             milliseconds deadline) {
   const std::string detail = "Its guest did not answer " + what + " within " +
                              DeadlineText(deadline) +
                              " (stopped, deadlocked or starved); POST /v1/sandboxes/" + info.id +
@@ -188,7 +209,7 @@ void GuestHealth::BeforeCall(const SandboxInfo& info, const std::string& what,
       go();
       return;
     }
-    respond(TimedOut(info, "its health check before " + what, deadlines_.probe));
+    respond(MarkUnresponsive(info, "its health check before " + what, deadlines_.probe));
   });
 }
 

@@ -67,10 +67,15 @@ class GuestHealth {
 
   const GuestDeadlines& deadlines() const { return deadlines_; }
 
-  // The guest of `info` did not answer `what` within `deadline`: marks it unresponsive (and
-  // counts it the first time) and returns the 504 response naming the sandbox.
-  http::Response TimedOut(const SandboxInfo& info, const std::string& what,
-                          std::chrono::milliseconds deadline);
+  // A call `what` to the guest of `info` outlived its `deadline`. Probes the guest: when even its
+  // health check goes unanswered, marks it unresponsive (counted the first time) and answers
+  // `respond` (if set) with a 504 naming the sandbox; when the guest answers, the call itself was
+  // slow, and the 504 says so without marking anything.
+  void OnTimeout(const SandboxInfo& info, const std::string& what,
+                 std::chrono::milliseconds deadline, http::Respond respond);
+  // Marks the guest of `info` unresponsive (counted the first time) and returns the 504.
+  http::Response MarkUnresponsive(const SandboxInfo& info, const std::string& what,
+                                  std::chrono::milliseconds deadline);
   // The guest of `id` answered: back to running.
   void Answered(const std::string& id);
   // The one-sentence detail of an unresponsive guest, or nothing.

@@ -151,11 +151,38 @@ TEST_F(GuestDeadlineDaemonTest, AFrozenGuestEndsAnEventStreamAndDeleteIsFast) {
   EXPECT_TRUE(events.find("event: error") != std::string::npos ||
               events.find("did not answer shell/stream") != std::string::npos)
       << events;
+  // Marked once its health check has failed too.
+  const auto until = Clock::now() + seconds(5);
+  while (Sandbox(id)["state"] != "unresponsive" && Clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
   EXPECT_EQ(Sandbox(id)["state"], "unresponsive");
   const auto t0 = Clock::now();
   EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 5.0);
   EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id).status, 404);
+}
+
+// A guest that answers its health check but not a call in time is slow, not unresponsive.
+class SlowCallTest : public fakes::DaemonFixture {
+ protected:
+  void SetUp() override {
+    options_.guest_deadlines.call = milliseconds(1);  // no real call finishes this fast
+    options_.guest_deadlines.probe = milliseconds(2000);
+    fakes::DaemonFixture::SetUp();
+  }
+};
+
+TEST_F(SlowCallTest, IsA504WithoutMarkingTheGuest) {
+  const std::string id = CreateAs("");
+  auto r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/find",
+                R"({"path":"/usr","glob":"**/*.h"})");
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_NE(r.body.find("its guest still answers"), std::string::npos) << r.body;
+  Json got = Call("GET", "/v1/sandboxes/" + id).json["data"];
+  EXPECT_EQ(got["state"], "running");
+  EXPECT_EQ(api_->metrics().Value("agentbox_guest_unresponsive_total", {{"backend", "process"}}),
+            0);
 }
 
 }  // namespace
