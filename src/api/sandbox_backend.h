@@ -156,9 +156,9 @@ class SandboxBackend {
   // sessions, background processes and /tmp start empty. Same id, endpoint and token; returns
   // the info of the running sandbox. Default: kInvalidArgument saying this backend cannot.
   virtual Result<SandboxInfo> RestartGuest(const std::string& id) {
-    return Fail(ErrorCode::kInvalidArgument,
-                std::string(Name()) + " cannot restart the guest of sandbox '" + id +
-                    "' in place; DELETE it and create a new one");
+    return Fail(ErrorCode::kInvalidArgument, std::string(Name()) +
+                                                 " cannot restart the guest of sandbox '" + id +
+                                                 "' in place; DELETE it and create a new one");
   }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:

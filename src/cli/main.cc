@@ -123,9 +123,8 @@ int Main(int argc, char** argv) {
       "restart-guest",
       "Replace a sandbox's stuck guest (keeps /workspace; sessions and processes start over)");
   rg->add_option("id", restart_id, "sandbox id")->required();
-  rg->callback([&] {
-    run = [&](DaemonClient& client) { return RestartGuest(client, restart_id); };
-  });
+  rg->callback(
+      [&] { run = [&](DaemonClient& client) { return RestartGuest(client, restart_id); }; });
 
   // exec
   ExecArgs exec;

@@ -392,25 +392,26 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
           respond(std::move(out));
           --in_flight_;
         };
-        health_.BeforeCall(entry.info, "file/upload", done, [this, entry, deadline, done,
-                                                             cr = std::move(cr)]() mutable {
-          client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
-                       [this, entry, deadline, done,
-                        start = Clock::now()](Result<http::ClientResponse> r) {
-                         CountRelayed(entry.info.backend, "file/upload", r, start);
-                         if (GuestTimedOut(r)) {
-                           return health_.OnTimeout(entry.info, "file/upload", deadline, done);
-                         }
-                         if (!r) {
-                           return done(JsonErr(r.error()));
-                         }
-                         health_.Answered(entry.info.id);
-                         http::Response out;
-                         out.status = r->status;
-                         out.body = std::move(r->body);
-                         done(std::move(out));
-                       });
-        });
+        health_.BeforeCall(
+            entry.info, "file/upload", done,
+            [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+              client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                           [this, entry, deadline, done,
+                            start = Clock::now()](Result<http::ClientResponse> r) {
+                             CountRelayed(entry.info.backend, "file/upload", r, start);
+                             if (GuestTimedOut(r)) {
+                               return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                             }
+                             if (!r) {
+                               return done(JsonErr(r.error()));
+                             }
+                             health_.Answered(entry.info.id);
+                             http::Response out;
+                             out.status = r->status;
+                             out.body = std::move(r->body);
+                             done(std::move(out));
+                           });
+            });
       });
 }
 
@@ -818,15 +819,15 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     out.stream = std::move(r->stream);
     respond(std::move(out));
   };
-  health_.BeforeCall(e->info, rest, respond,
-                     [this, download, path, cr = std::move(cr), timeout,
-                      relay = std::move(relay)]() mutable {
-                       if (download) {  // streamed: files may be far larger than memory
-                         client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
-                       } else {
-                         client_.Send(path, std::move(cr), timeout, std::move(relay));
-                       }
-                     });
+  health_.BeforeCall(
+      e->info, rest, respond,
+      [this, download, path, cr = std::move(cr), timeout, relay = std::move(relay)]() mutable {
+        if (download) {  // streamed: files may be far larger than memory
+          client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
+        } else {
+          client_.Send(path, std::move(cr), timeout, std::move(relay));
+        }
+      });
 }
 
 namespace {
@@ -916,11 +917,11 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
   health_.BeforeCall(e->info, "shell/stream", respond,
                      [this, path = e->info.guest_endpoint.substr(5), cr = std::move(cr), idle,
                       open = std::move(open)]() mutable {
-                       client_.SendStreaming(path, std::move(cr), idle,
-                                             [open, start = Clock::now()](
-                                                 Result<http::ClientResponse> r) {
-                                               open(std::move(r), start);
-                                             });
+                       client_.SendStreaming(
+                           path, std::move(cr), idle,
+                           [open, start = Clock::now()](Result<http::ClientResponse> r) {
+                             open(std::move(r), start);
+                           });
                      });
 }
 

@@ -89,8 +89,8 @@ GuestHealth::GuestHealth(http::UnixHttpClient& client, Metrics& metrics, GuestDe
                     "Guests that stopped answering within a call's deadline, by backend.");
 }
 
-void GuestHealth::OnTimeout(const SandboxInfo& info, const std::string& what,
-                            milliseconds deadline, http::Respond respond) {
+void GuestHealth::OnTimeout(const SandboxInfo& info, const std::string& what, milliseconds deadline,
+                            http::Respond respond) {
   Probe(info, [this, info, what, deadline, respond = std::move(respond)](bool answered) {
     if (!answered) {
       auto r = MarkUnresponsive(info, what, deadline);
@@ -102,10 +102,10 @@ void GuestHealth::OnTimeout(const SandboxInfo& info, const std::string& what,
     Log(LogLevel::kInfo, "guest.call_too_slow", "id={} call={} deadline_ms={}", info.id, what,
         deadline.count());
     if (respond) {
-      respond(http::ErrorResponse(
-          504, "sandbox '" + info.id + "' did not finish " + what + " within " +
-                   DeadlineText(deadline) +
-                   " (its guest still answers: the call itself took too long)"));
+      respond(http::ErrorResponse(504,
+                                  "sandbox '" + info.id + "' did not finish " + what + " within " +
+                                      DeadlineText(deadline) +
+                                      " (its guest still answers: the call itself took too long)"));
     }
   });
 }
@@ -127,10 +127,10 @@ http::Response GuestHealth::MarkUnresponsive(const SandboxInfo& info, const std:
     Log(LogLevel::kWarn, "guest.unresponsive", "id={} backend={} call={} deadline_ms={}", info.id,
         info.backend, what, deadline.count());
   }
-  return http::ErrorResponse(504, "sandbox '" + info.id + "' did not answer " + what +
-                                      " within " + DeadlineText(deadline) +
-                                      ": its guest is unresponsive (POST /v1/sandboxes/" +
-                                      info.id + "/restart-guest replaces it; DELETE removes it)");
+  return http::ErrorResponse(504, "sandbox '" + info.id + "' did not answer " + what + " within " +
+                                      DeadlineText(deadline) +
+                                      ": its guest is unresponsive (POST /v1/sandboxes/" + info.id +
+                                      "/restart-guest replaces it; DELETE removes it)");
 }
 
 void GuestHealth::Answered(const std::string& id) {

@@ -232,4 +232,3 @@ class Conformance : public ::testing::TestWithParam<std::string> {
 };
 
 }  // namespace agentbox::conformance
-

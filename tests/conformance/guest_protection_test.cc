@@ -61,10 +61,10 @@ class GuestProtection : public Conformance {
     std::stringstream bin;
     bin << in.rdbuf();
     const std::string b = "probeBoundary";
-    const std::string body = "--" + b + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" +
-                             kProbe + "\r\n--" + b +
-                             "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n" +
-                             bin.str() + "\r\n--" + b + "--\r\n";
+    const std::string body =
+        "--" + b + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + kProbe + "\r\n--" +
+        b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n\r\n" +
+        bin.str() + "\r\n--" + b + "--\r\n";
     Reply up = daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/file/upload", body, true,
                              {"Content-Type: multipart/form-data; boundary=" + b});
     ASSERT_EQ(up.status, 200) << up.body;
@@ -126,9 +126,9 @@ TEST_P(GuestProtection, SandboxCannotTraceStopOrReadItsGuest) {
   EXPECT_NE(attach["output"].get<std::string>().find("rc=1"), std::string::npos) << attach;
   Json mem = Exec("s", std::string(kProbe) + " mem 1; echo rc=$?");
   EXPECT_NE(mem["output"].get<std::string>().find("mem 1: refused"), std::string::npos) << mem;
-  EXPECT_EQ(Exec("s", "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo refused")
-                ["output"],
-            "refused\n");
+  EXPECT_EQ(
+      Exec("s", "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo refused")["output"],
+      "refused\n");
   // Signals from inside: the kernel drops SIGKILL/SIGSTOP to a pid namespace's init, and the
   // guest ignores the shutdown signals a process of its own sandbox sends.
   Exec("s", "kill -STOP 1; kill -9 1; kill -TERM 1; kill -INT 1; sleep 0.3");
@@ -151,16 +151,15 @@ TEST_P(GuestProtection, FrozenGuestTimesOutShowsUnresponsiveAndRecovers) {
   const pid_t guest = GuestHostPid();
   ASSERT_GT(guest, 0);
   const double counted = UnresponsiveCount();
-  ASSERT_EQ(kill(guest, SIGSTOP), 0) << "cannot stop the guest (pid " << guest
-                                     << "): " << std::strerror(errno);
+  ASSERT_EQ(kill(guest, SIGSTOP), 0)
+      << "cannot stop the guest (pid " << guest << "): " << std::strerror(errno);
 
   // The deadline of an exec is its wait_seconds plus the daemon's margin (10 s by default).
   auto t0 = Clock::now();
   Reply r = Api("shell/exec", {{"id", "s"}, {"command", "echo hi"}, {"wait_seconds", 1}});
   const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_EQ(r.status, 504) << r.body;
-  EXPECT_NE(r.json.value("message", "").find("sandbox '" + id_ + "'"), std::string::npos)
-      << r.body;
+  EXPECT_NE(r.json.value("message", "").find("sandbox '" + id_ + "'"), std::string::npos) << r.body;
   EXPECT_GE(waited, 10.5);
   EXPECT_LT(waited, 20.0);
   Json got = Sandbox();

@@ -30,8 +30,7 @@ TEST(GuestDeadlinesTest, FollowWhatEachCallAsksToWait) {
   EXPECT_EQ(CallDeadline(d, "shell/run", R"({"command":"x","timeout":5})", ttl), seconds(15));
   EXPECT_EQ(CallDeadline(d, "shell/run", R"({"command":"x"})", ttl), seconds(130));
   // No timeout at all: bounded by the sandbox's remaining lifetime.
-  EXPECT_EQ(CallDeadline(d, "shell/run", R"({"command":"x","timeout":0})", ttl),
-            seconds(3610));
+  EXPECT_EQ(CallDeadline(d, "shell/run", R"({"command":"x","timeout":0})", ttl), seconds(3610));
   EXPECT_EQ(CallDeadline(d, "shell/exec", R"({"command":"x","wait_seconds":86400})", 100),
             seconds(110));
   EXPECT_EQ(CallDeadline(d, "shell/kill", R"({"id":"s"})", ttl), seconds(20));
@@ -44,10 +43,11 @@ TEST(GuestDeadlinesTest, FollowWhatEachCallAsksToWait) {
 }
 
 TEST(GuestDeadlinesTest, ComeFromTheConfiguration) {
-  auto d = GuestDeadlines::FromConfig(Config::FromMap({{"AGENTBOX_GUEST_CALL_MARGIN_S", "3"},
-                                                       {"AGENTBOX_GUEST_CALL_TIMEOUT_S", "20"},
-                                                       {"AGENTBOX_GUEST_STREAM_IDLE_S", "30"},
-                                                       {"AGENTBOX_GUEST_UPLOAD_MIN_RATE", "2048"}}));
+  auto d =
+      GuestDeadlines::FromConfig(Config::FromMap({{"AGENTBOX_GUEST_CALL_MARGIN_S", "3"},
+                                                  {"AGENTBOX_GUEST_CALL_TIMEOUT_S", "20"},
+                                                  {"AGENTBOX_GUEST_STREAM_IDLE_S", "30"},
+                                                  {"AGENTBOX_GUEST_UPLOAD_MIN_RATE", "2048"}}));
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->margin, seconds(3));
   EXPECT_EQ(d->call, seconds(20));
@@ -103,8 +103,8 @@ TEST_F(GuestDeadlineDaemonTest, AFrozenGuestGets504UnresponsiveAndComesBack) {
   EXPECT_EQ(Metric("agentbox_guest_unresponsive_total", {{"backend", "process"}}), 1);
   // The timed-out call is a backend error, which is what the rollout's breaker counts.
   EXPECT_EQ(Metric("agentbox_operation_total", errors), errors_before + 1);
-  EXPECT_NE(Call("GET", "/metrics").body.find(
-                "agentbox_sandboxes{backend=\"process\",state=\"unresponsive\"} 1"),
+  EXPECT_NE(Call("GET", "/metrics")
+                .body.find("agentbox_sandboxes{backend=\"process\",state=\"unresponsive\"} 1"),
             std::string::npos);
 
   // Known unresponsive: a call that would wait longer fails after the short health check.

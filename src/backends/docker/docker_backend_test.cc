@@ -569,8 +569,9 @@ TEST_F(DockerEngine, CreateExecThroughTheGuestAndDestroy) {
 
 TEST_F(DockerEngine, RestartGuestReplacesAStoppedGuestAndKeepsTheWorkspace) {
   SandboxInfo info = Create("dk-stuck");
-  ASSERT_EQ(Exec(info, "echo kept > /workspace/f; echo gone > /tmp/t; "
-                       "echo planted > /run/agentbox/token")["returncode"],
+  ASSERT_EQ(Exec(info,
+                 "echo kept > /workspace/f; echo gone > /tmp/t; "
+                 "echo planted > /run/agentbox/token")["returncode"],
             0);
   const int pid = Inspect("dk-stuck")["State"]["Pid"].get<int>();
   ASSERT_GT(pid, 0);

@@ -53,14 +53,13 @@ Result<SandboxInfo> JailBackend::RestartGuest(const std::string& id) {
     return Fail(ErrnoError(errno, "chown " + token_path));
   }
 
-  auto launched = LaunchJail(opts_.helper_binary, dir, rec->token, Clock::now() + opts_.start_timeout);
+  auto launched =
+      LaunchJail(opts_.helper_binary, dir, rec->token, Clock::now() + opts_.start_timeout);
   if (!launched) {
     (void)RemoveCgroups(rec->cgroups, std::chrono::seconds(5));
-    Log(LogLevel::kWarn, "jail.restart_failed", "id={} error=\"{}\"", id,
-        launched.error().message);
-    return Fail(launched.error().code,
-                "the guest of sandbox '" + id + "' could not be restarted: " +
-                    launched.error().message);
+    Log(LogLevel::kWarn, "jail.restart_failed", "id={} error=\"{}\"", id, launched.error().message);
+    return Fail(launched.error().code, "the guest of sandbox '" + id +
+                                           "' could not be restarted: " + launched.error().message);
   }
   rec->helper = launched->helper_id;
   rec->init = launched->init_id;
@@ -69,8 +68,7 @@ Result<SandboxInfo> JailBackend::RestartGuest(const std::string& id) {
     return Fail(r.error());  // the new helper (still owned) is killed: the jail ends with it
   }
   launched->helper.Detach();  // the helper now lives as long as the sandbox
-  Log(LogLevel::kInfo, "jail.guest_restarted", "id={} init_pid={} ms={:.1f}", id,
-      rec->init.pid,
+  Log(LogLevel::kInfo, "jail.guest_restarted", "id={} init_pid={} ms={:.1f}", id, rec->init.pid,
       std::chrono::duration<double, std::milli>(Clock::now() - started).count());
   return InfoFromRecord(*rec);
 }

@@ -166,8 +166,8 @@ Result<LaunchedJail> LaunchJail(const std::string& helper_binary, const std::str
   if (auto r = WaitForGuest(run + "/guest.sock", run, token, report.Get(), deadline); !r) {
     return fail({r.error().code, r.error().message + "; log: " + LogTail(log_path)});
   }
-  return LaunchedJail{std::move(*helper), *helper_id, *init_id, std::move(cgroups), spawning,
-                      jailed};
+  return LaunchedJail{std::move(*helper), *helper_id, *init_id,
+                      std::move(cgroups), spawning,   jailed};
 }
 
 }  // namespace agentbox::jail

@@ -18,9 +18,9 @@ namespace agentbox::guest {
 // main, before any thread or child exists.
 Result<void> ProtectFromSandbox();
 
-// Whether a signal with si_code `code` and si_pid `sender` comes from a process of the sandbox itself
-// when the guest is `pid`: only pid 1 of a pid namespace can tell, because a sender outside the
-// namespace (the host, the engine, the jail helper) appears with si_pid 0 there, while a sender
+// Whether a signal with si_code `code` and si_pid `sender` comes from a process of the sandbox
+// itself when the guest is `pid`: only pid 1 of a pid namespace can tell, because a sender outside
+// the namespace (the host, the engine, the jail helper) appears with si_pid 0 there, while a sender
 // inside has its own pid. Signals raised by the kernel (si_code > 0) never count as the sandbox's.
 bool SentFromInsideSandbox(int pid, int code, int sender);
 
