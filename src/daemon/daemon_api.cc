@@ -792,7 +792,6 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   }
   cr.body = req.body;
   const std::string path = e->info.guest_endpoint.substr(5);
-  const std::string backend = e->info.backend;
   // Shell calls may block for as long as the caller asked (wait_seconds, timeout): their
   // deadline follows the request; a download's is an idle limit.
   const bool download = rest == "file/download";
