@@ -53,7 +53,9 @@ Result<GuestDeadlines> GuestDeadlines::FromConfig(const Config& cfg) {
 
 milliseconds CallDeadline(const GuestDeadlines& d, const std::string& op, const std::string& body,
                           double max_wait_s) {
-  const Json j = Json::parse(body, nullptr, false);
+  // Parsed only for the calls whose deadline depends on it: file/write bodies can be large.
+  const bool waits = op == "shell/exec" || op == "shell/wait" || op == "shell/run";
+  const Json j = waits ? Json::parse(body, nullptr, false) : Json();
   std::optional<double> wait;
   if (op == "shell/exec") {
     wait = NumberField(j, "wait_seconds").value_or(5);
