@@ -178,6 +178,19 @@ Result<UniqueFd> MountDetached(const std::string& dev) {
   return m;
 }
 
+// mkdir -p, mode 0700 for what it creates.
+Result<void> MakeDirs(const std::string& path) {
+  for (size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+    const std::string prefix = path.substr(0, slash);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Fail(ErrnoError(errno, "mkdir " + prefix));
+    }
+    if (slash == std::string::npos) {
+      return {};
+    }
+  }
+}
+
 bool Alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
 // Removes the ready images of makers whose process is gone (their mounts went with it).
@@ -239,7 +252,7 @@ Result<Usage> UsageOf(const std::string& mount_point) {
 
 DiskMaker::DiskMaker(std::string work_dir, uint64_t ready_bytes, size_t ready_count)
     : work_dir_(std::move(work_dir)), ready_bytes_(ready_bytes), ready_count_(ready_count) {
-  (void)EnsureDir(work_dir_, 0700);
+  (void)MakeDirs(work_dir_);
   RemoveStaleReadyDirs(work_dir_);
   if (ready_bytes_ > 0 && ready_count_ > 0) {
     refill_ = std::thread([this] { Refill(); });
@@ -274,6 +287,9 @@ Result<std::string> DiskMaker::Template(uint64_t bytes) {
   const char* mkfs = Mkfs();
   if (mkfs == nullptr) {
     return Fail(ErrorCode::kUnavailable, WhyUnsupported());
+  }
+  if (auto r = MakeDirs(work_dir_); !r) {
+    return Fail(r.error());
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
@@ -326,7 +342,6 @@ Result<DiskMaker::Ready> DiskMaker::Make(uint64_t bytes, const std::string& imag
 void DiskMaker::Refill() {
   const std::string dir = work_dir_ + "/ready." + std::to_string(::getpid()) + "." +
                           std::to_string(reinterpret_cast<uintptr_t>(this));
-  (void)EnsureDir(dir, 0700);
   uint64_t n = 0;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
@@ -335,7 +350,8 @@ void DiskMaker::Refill() {
       continue;
     }
     lock.unlock();
-    auto made = Make(ready_bytes_, dir + "/" + std::to_string(n++) + ".img");
+    auto made = MakeDirs(dir).and_then(
+        [&] { return Make(ready_bytes_, dir + "/" + std::to_string(n++) + ".img"); });
     lock.lock();
     if (made) {
       ready_.push_back(std::move(*made));
