@@ -291,7 +291,8 @@ Result<std::string> DiskMaker::Template(uint64_t bytes) {
   if (auto r = MakeDirs(work_dir_); !r) {
     return Fail(r.error());
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Unique: makers of other backends over the same directory may be making it too.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + RandomId(8);
   {
     UniqueFd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!f || ::ftruncate(f.Get(), static_cast<off_t>(bytes)) != 0) {

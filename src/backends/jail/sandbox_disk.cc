@@ -1,6 +1,7 @@
 #include "backends/jail/sandbox_disk.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backends/jail/fs_util.h"
 
@@ -33,6 +34,10 @@ Result<SandboxDisk> SetUpSandboxDisk(disk::DiskMaker* maker, const std::string& 
   }
   if (auto r = maker->Provide(bytes, dir + "/disk.img", root, uid, gid); !r) {
     return Fail(r.error());
+  }
+  // <dir>/workspace names the workspace on the host as it does without a disk of its own.
+  if (::symlink("disk/workspace", (dir + "/workspace").c_str()) != 0) {
+    return Fail(ErrnoError(errno, "symlink " + dir + "/workspace"));
   }
   out.root = root;
   return out;

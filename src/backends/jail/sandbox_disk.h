@@ -12,7 +12,8 @@ namespace agentbox::jail {
 
 // Where one sandbox keeps what it writes: `root` holds workspace/ and, for a tarball image,
 // rootfs/. With limits.disk_bytes that is <dir>/disk, the sandbox's own filesystem (its image
-// <dir>/disk.img); without one (no limit, or none can be made), <dir> itself.
+// <dir>/disk.img; <dir>/workspace is then a symlink to disk/workspace for the host's tools);
+// without one (no limit, or none can be made), <dir> itself.
 struct SandboxDisk {
   std::string root;
   std::string note;  // for SandboxInfo::detail, e.g. why the limit is not enforced
