@@ -250,6 +250,14 @@ Result<Usage> UsageOf(const std::string& mount_point) {
   return u;
 }
 
+Result<void> Unmount(const std::string& mount_point) {
+  if (::umount2(mount_point.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL &&
+      errno != ENOENT) {
+    return Fail(ErrnoError(errno, "unmount " + mount_point));
+  }
+  return {};
+}
+
 DiskMaker::DiskMaker(std::string work_dir, uint64_t ready_bytes, size_t ready_count)
     : work_dir_(std::move(work_dir)), ready_bytes_(ready_bytes), ready_count_(ready_count) {
   (void)MakeDirs(work_dir_);

@@ -28,6 +28,10 @@ struct Usage {
 // there, or not mounted any more).
 Result<Usage> UsageOf(const std::string& mount_point);
 
+// Detaches the disk mounted on `mount_point` (nothing when none is); its loop device clears
+// itself once the last user lets go.
+Result<void> Unmount(const std::string& mount_point);
+
 // Smallest and largest disk a sandbox may ask for.
 inline constexpr uint64_t kMinDiskBytes = 16ull << 20;
 inline constexpr uint64_t kMaxDiskBytes = 16ull << 40;
