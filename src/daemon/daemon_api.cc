@@ -680,6 +680,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
+          e.info.disk_used_bytes = f->second.disk_used_bytes;
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
