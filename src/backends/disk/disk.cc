@@ -333,6 +333,12 @@ Result<DiskMaker::Ready> DiskMaker::Make(uint64_t bytes, const std::string& imag
     ::unlink(image_path.c_str());
     return Fail(image.error());
   }
+  // On disk before the loop device reads it with direct I/O: otherwise the sandbox's first
+  // metadata reads wait for this copy's writeback (~6 ms on the create path).
+  if (::fdatasync(image->Get()) != 0) {
+    ::unlink(image_path.c_str());
+    return Fail(ErrnoError(errno, "sync " + image_path));
+  }
   UniqueFd loop;
   auto dev = AttachLoop(image->Get(), &loop);
   if (!dev) {
@@ -344,6 +350,14 @@ Result<DiskMaker::Ready> DiskMaker::Make(uint64_t bytes, const std::string& imag
     (void)::ioctl(loop.Get(), LOOP_CLR_FD, 0);
     ::unlink(image_path.c_str());
     return Fail(m.error());
+  }
+  // The first directory made in a fresh filesystem reads its group's bitmaps and inode table
+  // through the loop device (a few ms under load): done here, where a ready disk is made in the
+  // background, so the create path finds them cached.
+  if (::mkdirat(m->Get(), "workspace", 0755) != 0 ||
+      ::unlinkat(m->Get(), "workspace", AT_REMOVEDIR) != 0) {
+    ::unlink(image_path.c_str());
+    return Fail(ErrnoError(errno, "prepare the filesystem of " + image_path));
   }
   return Ready{image_path, std::move(*m)};
 }
@@ -374,12 +388,15 @@ void DiskMaker::Refill() {
 
 Result<void> DiskMaker::Provide(uint64_t bytes, const std::string& image_path,
                                 const std::string& target, uint32_t uid, uint32_t gid) {
+  const auto t0 = std::chrono::steady_clock::now();
   std::optional<Ready> disk;
+  bool hit = false;
   if (bytes == ready_bytes_) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!ready_.empty()) {
       disk.emplace(std::move(ready_.front()));
       ready_.pop_front();
+      hit = true;
     }
   }
   if (disk) {
@@ -406,6 +423,8 @@ Result<void> DiskMaker::Provide(uint64_t bytes, const std::string& image_path,
   if (::chown(target.c_str(), uid, gid) != 0) {
     return Fail(ErrnoError(errno, "chown " + target));
   }
+  Log(LogLevel::kDebug, "disk.provided", "target={} bytes={} ready={} ms={:.2f}", target, bytes,
+      hit, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return {};
 }
 
