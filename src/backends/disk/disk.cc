@@ -262,9 +262,6 @@ DiskMaker::DiskMaker(std::string work_dir, uint64_t ready_bytes, size_t ready_co
     : work_dir_(std::move(work_dir)), ready_bytes_(ready_bytes), ready_count_(ready_count) {
   (void)MakeDirs(work_dir_);
   RemoveStaleReadyDirs(work_dir_);
-  if (ready_bytes_ > 0 && ready_count_ > 0) {
-    refill_ = std::thread([this] { Refill(); });
-  }
 }
 
 DiskMaker::~DiskMaker() {
@@ -373,10 +370,13 @@ void DiskMaker::Refill() {
       continue;
     }
     lock.unlock();
+    const auto t0 = std::chrono::steady_clock::now();
     auto made = MakeDirs(dir).and_then(
         [&] { return Make(ready_bytes_, dir + "/" + std::to_string(n++) + ".img"); });
     lock.lock();
     if (made) {
+      Log(LogLevel::kDebug, "disk.ready_made", "image={} ms={:.2f}", made->image,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       ready_.push_back(std::move(*made));
       continue;
     }
@@ -393,6 +393,11 @@ Result<void> DiskMaker::Provide(uint64_t bytes, const std::string& image_path,
   bool hit = false;
   if (bytes == ready_bytes_) {
     std::lock_guard<std::mutex> lock(mu_);
+    // Disks are kept ready from the first one asked for on: a backend that makes none (docker
+    // where nobody uses it) holds no loop devices.
+    if (!refill_.joinable() && ready_count_ > 0 && !stop_) {
+      refill_ = std::thread([this] { Refill(); });
+    }
     if (!ready_.empty()) {
       disk.emplace(std::move(ready_.front()));
       ready_.pop_front();

@@ -39,7 +39,8 @@ inline constexpr uint64_t kMaxDiskBytes = 16ull << 40;
 // Makes disks and keeps a few of the default size ready, like the warm pool keeps sandboxes: a
 // ready disk is an image already copied from the template, on an attached loop device, with its
 // filesystem mounted but not yet attached anywhere (a detached mount, fsmount(2)). Handing one
-// out is then a rename and a move_mount(2): microseconds on the create path. Ready disks die with
+// out is then a rename and a move_mount(2): microseconds on the create path. Keeping disks
+// ready starts with the first Provide of `ready_bytes` (which is made on the spot). Ready disks die with
 // the process (the mount fd closes, the loop device clears itself), and their images are removed
 // at the next start. Thread-safe.
 class DiskMaker {

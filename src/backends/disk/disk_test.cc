@@ -107,6 +107,9 @@ TEST_F(DiskTest, FillStopsAtTheLimitWithEnospc) {
 TEST_F(DiskTest, ReadyDisksAreHandedOutAndRefilled) {
   const uint64_t size = 32ull << 20;
   DiskMaker maker((dir_ / "work").string(), size, 2);
+  EXPECT_EQ(maker.ready(), 0u) << "nothing is made before the first disk is asked for";
+  const std::string first = Target("first");
+  ASSERT_TRUE(maker.Provide(size, (dir_ / "first.img").string(), first, 0, 0));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (maker.ready() < 2 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
