@@ -11,7 +11,9 @@
 #include "common/strings.h"
 #include "common/time_util.h"
 #include "daemon/disk_floor.h"
+#include "daemon/request_fields.h"
 #include "http/envelope.h"
+#include "http/field_check.h"
 #include "http/queue_source.h"
 
 namespace agentbox::daemon {
@@ -398,6 +400,7 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
                        } else {
                          http::Response out;
                          out.status = r->status;
+                         http::RelayWarnings(*r, out);
                          out.body = std::move(r->body);
                          respond(std::move(out));
                        }
@@ -506,6 +509,9 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckCreateFields(*body), "POST /v1/sandboxes", respond)) {
+    return;
   }
   JsonFields f(*body);
   SandboxSpec spec;
@@ -738,6 +744,9 @@ void DaemonApi::ExtendTtl(const std::string& id, const http::Request& req, const
   if (!body) {
     return respond(JsonErr(body.error()));
   }
+  if (!http::AcceptFields(CheckTimeoutFields(*body), "POST /v1/sandboxes/{id}/timeout", respond)) {
+    return;
+  }
   auto ttl = JsonFields(*body).OptInt("ttl_s", 1, opts_.max_ttl_s);
   if (!ttl) {
     return respond(JsonErr(ttl.error()));
@@ -796,6 +805,7 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     if (auto cd = r->Header("content-disposition"); !cd.empty()) {
       out.headers.emplace_back("Content-Disposition", cd);
     }
+    http::RelayWarnings(*r, out);
     out.body = std::move(r->body);
     out.stream = std::move(r->stream);
     respond(std::move(out));
@@ -883,6 +893,9 @@ void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respo
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckPullFields(*body), "POST /v1/images/pull", respond)) {
+    return;
   }
   JsonFields f(*body);
   auto image = f.String("image");
@@ -979,6 +992,9 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckFlagsFields(*body), "PUT /v1/flags", respond)) {
+    return;
   }
   if (!body->contains("flags") || !(*body)["flags"].is_object()) {
     return respond(JsonErr(FieldError("flags", "must be an object of KEY: value (null removes)")));
