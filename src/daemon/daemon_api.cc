@@ -1113,8 +1113,7 @@ void DaemonApi::RenderMetricsNow(http::Respond respond) {
   }
   metrics_.ResetGauge("agentbox_sandbox_disk_bytes");
   for (const auto& [backend, bytes] : DiskUsedByBackend(all)) {
-    metrics_.Set("agentbox_sandbox_disk_bytes", {{"backend", backend}},
-                 static_cast<double>(bytes));
+    metrics_.Set("agentbox_sandbox_disk_bytes", {{"backend", backend}}, static_cast<double>(bytes));
   }
   const DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes);
   metrics_.Set("agentbox_state_dir_free_bytes", {}, static_cast<double>(floor.free_bytes));

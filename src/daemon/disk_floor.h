@@ -15,7 +15,7 @@ namespace agentbox::daemon {
 // sandbox images never fills up because of new work. Existing sandboxes keep running; each is
 // bounded by its own limits.disk_bytes.
 struct DiskFloor {
-  std::string path;      // the state directory
+  std::string path;          // the state directory
   uint64_t floor_bytes = 0;  // AGENTBOX_MIN_FREE_BYTES; 0 disables the check
   bool ok = true;
   uint64_t free_bytes = 0;  // for an unprivileged user (f_bavail)

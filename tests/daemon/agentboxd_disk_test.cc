@@ -37,8 +37,8 @@ class AgentboxdDisk : public ::testing::TestWithParam<std::string> {
     socket_ = dir_ + "/d.sock";
     pid_ = fork();
     if (pid_ == 0) {
-      for (const char* k : {"SANDBOX_BACKEND", "AGENTBOX_FALLBACK_CHAIN", "AGENTBOX_DEFAULT_DISK_BYTES",
-                            "AGENTBOX_MIN_FREE_BYTES"}) {
+      for (const char* k : {"SANDBOX_BACKEND", "AGENTBOX_FALLBACK_CHAIN",
+                            "AGENTBOX_DEFAULT_DISK_BYTES", "AGENTBOX_MIN_FREE_BYTES"}) {
         unsetenv(k);
       }
       setenv("AGENTBOX_WARM_POOL_SIZE", "0", 1);  // pooled sandboxes would outlive the test

@@ -1,6 +1,8 @@
 // The daemon's disk floor (issue 16): below AGENTBOX_MIN_FREE_BYTES of free space in the state
 // directory, new sandboxes get 507 and /readyz says why; /v1/info shows the free space; sandbox
 // JSON carries the disk limit and usage; /metrics has agentbox_sandbox_disk_bytes.
+#include "daemon/disk_floor.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
@@ -8,7 +10,6 @@
 
 #include <string>
 
-#include "daemon/disk_floor.h"
 #include "fakes/daemon_fixture.h"
 
 namespace agentbox::daemon {

@@ -111,8 +111,8 @@ Result<UniqueFd> SparseCopy(const std::string& from, const std::string& to) {
     loff_t src = data;
     loff_t dst = data;
     while (src < hole) {
-      ssize_t n = ::copy_file_range(in.Get(), &src, out.Get(), &dst,
-                                    static_cast<size_t>(hole - src), 0);
+      ssize_t n =
+          ::copy_file_range(in.Get(), &src, out.Get(), &dst, static_cast<size_t>(hole - src), 0);
       if (n < 0) {
         return Fail(ErrnoError(errno, "copy " + from));
       }
@@ -236,8 +236,8 @@ std::string WhyUnsupported() {
 Result<Usage> UsageOf(const std::string& mount_point) {
   struct stat st {};
   struct stat parent {};
-  if (::stat(mount_point.c_str(), &st) != 0 || ::stat((mount_point + "/..").c_str(), &parent) != 0 ||
-      st.st_dev == parent.st_dev) {
+  if (::stat(mount_point.c_str(), &st) != 0 ||
+      ::stat((mount_point + "/..").c_str(), &parent) != 0 || st.st_dev == parent.st_dev) {
     return Fail(ErrorCode::kNotFound, "no disk mounted at " + mount_point);
   }
   struct statvfs vfs {};
@@ -421,15 +421,15 @@ Result<void> DiskMaker::Provide(uint64_t bytes, const std::string& image_path,
     }
     disk.emplace(std::move(*made));
   }
-  if (::move_mount(disk->mount.Get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) !=
-      0) {
+  if (::move_mount(disk->mount.Get(), "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return Fail(ErrnoError(errno, "mount the sandbox's disk on " + target));
   }
   if (::chown(target.c_str(), uid, gid) != 0) {
     return Fail(ErrnoError(errno, "chown " + target));
   }
   Log(LogLevel::kDebug, "disk.provided", "target={} bytes={} ready={} ms={:.2f}", target, bytes,
-      hit, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      hit,
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return {};
 }
 

@@ -40,9 +40,9 @@ inline constexpr uint64_t kMaxDiskBytes = 16ull << 40;
 // ready disk is an image already copied from the template, on an attached loop device, with its
 // filesystem mounted but not yet attached anywhere (a detached mount, fsmount(2)). Handing one
 // out is then a rename and a move_mount(2): microseconds on the create path. Keeping disks
-// ready starts with the first Provide of `ready_bytes` (which is made on the spot). Ready disks die with
-// the process (the mount fd closes, the loop device clears itself), and their images are removed
-// at the next start. Thread-safe.
+// ready starts with the first Provide of `ready_bytes` (which is made on the spot). Ready disks die
+// with the process (the mount fd closes, the loop device clears itself), and their images are
+// removed at the next start. Thread-safe.
 class DiskMaker {
  public:
   // `work_dir` holds the templates (one sparse image per size) and the ready images; it must be

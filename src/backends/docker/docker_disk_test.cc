@@ -30,8 +30,7 @@ Json Exec(const SandboxInfo& info, const std::string& command) {
   CURL* c = curl_easy_init();
   std::string out;
   const std::string sock = info.guest_endpoint.substr(5);
-  const std::string payload =
-      Json{{"id", "s"}, {"command", command}, {"wait_seconds", 60}}.dump();
+  const std::string payload = Json{{"id", "s"}, {"command", command}, {"wait_seconds", 60}}.dump();
   curl_slist* h = curl_slist_append(nullptr, ("X-Access-Token: " + info.guest_token).c_str());
   h = curl_slist_append(h, "Content-Type: application/json");
   curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock.c_str());

@@ -15,9 +15,9 @@ Result<DockerDisk> SetUpDockerDisk(disk::DiskMaker* maker, const std::string& wh
   }
   const uint64_t bytes = *applied.disk_bytes;
   if (bytes < disk::kMinDiskBytes || bytes > disk::kMaxDiskBytes) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "limits.disk_bytes must be between " + std::to_string(disk::kMinDiskBytes) +
-                    " and " + std::to_string(disk::kMaxDiskBytes));
+    return Fail(ErrorCode::kInvalidArgument, "limits.disk_bytes must be between " +
+                                                 std::to_string(disk::kMinDiskBytes) + " and " +
+                                                 std::to_string(disk::kMaxDiskBytes));
   }
   if (maker == nullptr) {
     if (asked.disk_bytes) {

@@ -457,8 +457,8 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     for (const auto& u : unenforced) {
       what += (what.empty() ? "" : ", ") + u;
     }
-    rec.detail += (rec.detail.empty() ? "" : "; ") +
-                  ("limits not enforced (no writable cgroup): " + what);
+    rec.detail +=
+        (rec.detail.empty() ? "" : "; ") + ("limits not enforced (no writable cgroup): " + what);
   }
   cfg.rlimits.open_files = limits.open_files;
   cfg.rlimits.file_size_bytes = limits.file_size_bytes;
