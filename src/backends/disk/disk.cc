@@ -230,6 +230,11 @@ std::string WhyUnsupported() {
   if (Mkfs() == nullptr) {
     return "disk limits need mkfs.ext4 (Debian package e2fsprogs), which is not installed";
   }
+  UniqueFd ext4(::fsopen("ext4", FSOPEN_CLOEXEC));  // loads the module if need be
+  if (!ext4) {
+    return "disk limits need the kernel's ext4 filesystem: " +
+           ErrnoError(errno, "fsopen ext4").message;
+  }
   return "";
 }
 
