@@ -122,7 +122,7 @@ TEST_F(DockerDisk, FillFailsWithEnospcAndAnotherContainerKeepsWriting) {
   EXPECT_NE(fill["output"].get<std::string>().find("No space left on device"), std::string::npos)
       << fill;
   const uint64_t after = FreeBytes(dir_);
-  EXPECT_LE(before > after ? before - after : 0, kLimit + (16ull << 20));
+  EXPECT_LE(before > after ? before - after : 0, kLimit + (32ull << 20));
 
   auto got = backend_->Get("dk-full");
   ASSERT_TRUE(got) << got.error().message;
