@@ -22,13 +22,16 @@ struct ResourceLimits {
   std::optional<uint64_t> tmp_bytes;        // size of the sandbox's /tmp
   std::optional<uint32_t> open_files;       // RLIMIT_NOFILE
   std::optional<uint64_t> file_size_bytes;  // RLIMIT_FSIZE
+  // What the sandbox may write to /workspace and its writable root together (the kernel answers
+  // ENOSPC past it); jail and docker: its own filesystem of this size (backends/disk).
+  std::optional<uint64_t> disk_bytes;
 
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
 // The limits the jail and docker backends apply where a spec leaves a field unset (unless
-// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files; no CPU or
-// file size cap.
+// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files, a 10 GiB
+// disk; no CPU or file size cap.
 ResourceLimits DefaultSandboxLimits();
 
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
@@ -86,6 +89,8 @@ struct SandboxInfo {
   std::string guest_endpoint;
   std::string guest_token;  // X-Access-Token for the guest (never shown to clients)
   std::string detail;       // human-readable state detail (e.g. why it failed)
+  // Bytes in use on the sandbox's own disk (limits.disk_bytes); unset when it has none.
+  std::optional<uint64_t> disk_used_bytes;
 };
 
 // kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.

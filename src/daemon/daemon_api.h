@@ -43,6 +43,10 @@ struct DaemonOptions {
   std::string flags_file;
   // How long relayed calls wait for a guest (daemon/guest_health.h).
   GuestDeadlines guest_deadlines;
+  // The state directory, and the free space it must keep (AGENTBOX_MIN_FREE_BYTES): below it new
+  // sandboxes get 507 and /readyz is 503 (disk_floor.h). 0: no floor.
+  std::string state_dir = "/tmp";
+  uint64_t min_free_bytes = 0;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -101,6 +105,7 @@ class DaemonApi : public http::Dispatcher {
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);
+  void RenderMetricsNow(http::Respond respond);
 
   std::optional<SandboxEntry> Find(const std::string& id, const Caller& caller) const;
   void Reap();

@@ -91,12 +91,28 @@ std::map<std::string, SandboxBackend*> BackendTable::Pointers() const {
 
 BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
   BackendTable t;
+  // The disk every sandbox gets unless it asks otherwise; 0: no disk of its own by default.
+  auto disk = cfg.GetInt("AGENTBOX_DEFAULT_DISK_BYTES", 10ll << 30, 0, 16ll << 40);
+  if (!disk || (*disk != 0 && *disk < (16ll << 20))) {
+    const std::string why =
+        disk ? "AGENTBOX_DEFAULT_DISK_BYTES must be 0 or at least 16 MiB" : disk.error().message;
+    t.config_errors["jail"] = why;
+    t.config_errors["docker"] = why;
+    return t;
+  }
+  auto default_limits = [&] {
+    ResourceLimits l = DefaultSandboxLimits();
+    l.disk_bytes = *disk ? std::optional<uint64_t>(static_cast<uint64_t>(*disk)) : std::nullopt;
+    return l;
+  };
   jail::JailBackendOptions jo;
+  jo.default_limits = default_limits();
   jo.state_dir = state_dir + "/jail";
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
   t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
   if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
+    o->default_limits = default_limits();
     t.Add("docker", pool::WithWarmPool(std::make_unique<docker::DockerBackend>(*o), cfg));
   } else {
     t.config_errors["docker"] = o.error().message;
