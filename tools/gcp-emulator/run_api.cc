@@ -421,6 +421,9 @@ http::Response RunApi::CreateJob(const std::string& parent, const http::Request&
   jobs_[name] = job;
   SaveJobLocked(name);
   Json res = JobJsonLocked(name);
+  if (done_operations_.size() >= 10000) {
+    done_operations_.erase(done_operations_.begin());  // finished operations are not kept forever
+  }
   done_operations_[op] = DoneOperation(op, res, "Job");
   Log(LogLevel::kInfo, "gcpemu.job_created", "job={} image={}", name, image);
   return JsonResponse(200, done_operations_[op]);
