@@ -163,7 +163,8 @@ TEST_F(StorageTest, RefusesNamesAFileTreeCannotHold) {
 
 TEST_F(StorageTest, InjectedFaultsByMethodCountLatencyAndRaces) {
   auto set = Http("PUT", u_ + "/emulator/v1/faults",
-                  R"({"rules":[{"method":"storage.objects.insert","status":503,"count":2},
+                  R"({"rules":[{"method":"storage.objects.insert","status":503,"count":2,
+                                "retry_after_s":1},
                                {"method":"storage.objects.get","latency_ms":300,"count":1}]})",
                   {}, "");
   ASSERT_EQ(set.status, 200) << set.body;
@@ -171,6 +172,7 @@ TEST_F(StorageTest, InjectedFaultsByMethodCountLatencyAndRaces) {
   auto second = Put("x", "1");
   EXPECT_EQ(second.status, 503);
   EXPECT_EQ(second.json()["error"]["status"], "UNAVAILABLE");
+  EXPECT_EQ(second.Header("retry-after"), "1");
   EXPECT_EQ(Put("x", "1").status, 200);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/x").status, 200);
