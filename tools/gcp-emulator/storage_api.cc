@@ -183,7 +183,8 @@ std::string StorageApi::MethodId(const http::Request& req) {
     return req.method == "DELETE" ? "storage.buckets.delete" : "storage.buckets.get";
   }
   if (s.size() == at + 3) {
-    return "storage.objects.list";
+    return s[at + 2] == "storageLayout" ? "storage.buckets.getStorageLayout"
+                                        : "storage.objects.list";
   }
   auto p = ParseObjectPath(s, at);
   if (p && p->verb == "rewriteTo") {
@@ -304,6 +305,18 @@ void StorageApi::Handle(const http::Request& req, const FaultDecision& fault,
     }
     auto b = store_.GetBucket(bucket);
     return b ? respond(JsonResponse(200, BucketJson(*b, base))) : fail(b.error());
+  }
+  if (s.size() == at + 3 && s[at + 2] == "storageLayout") {
+    // gcloud asks before rm -r and mv: a flat namespace, as every bucket here.
+    auto b = store_.GetBucket(bucket);
+    if (!b) {
+      return fail(b.error());
+    }
+    return respond(JsonResponse(200, {{"kind", "storage#storageLayout"},
+                                      {"bucket", bucket},
+                                      {"location", "US"},
+                                      {"locationType", "multi-region"},
+                                      {"hierarchicalNamespace", {{"enabled", false}}}}));
   }
   if (s[at + 2] != "o") {
     return fail({404, "Not Found: " + req.target, ""});
