@@ -150,6 +150,26 @@ TEST_F(StorageTest, ResumableUploadInChunksAndRangedDownload) {
       416);
 }
 
+TEST_F(StorageTest, ComposeAndRewrite) {
+  ASSERT_EQ(Put("p1", "abc").status, 200);
+  ASSERT_EQ(Put("p2", "def").status, 200);
+  auto c = Http("POST", u_ + "/storage/v1/b/bkt/o/whole/compose",
+                R"({"sourceObjects":[{"name":"p1"},{"name":"p2"}],
+                    "destination":{"contentType":"text/x"}})");
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(c.json()["componentCount"], 2);
+  EXPECT_EQ(c.json()["contentType"], "text/x");
+  EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/whole?alt=media").body, "abcdef");
+  EXPECT_EQ(Http("POST", u_ + "/storage/v1/b/bkt/o/w2/compose",
+                 R"({"sourceObjects":[{"name":"p1","generation":"1"}]})")
+                .status,
+            412);
+  auto r = Http("POST", u_ + "/storage/v1/b/bkt/o/whole/rewriteTo/b/bkt/o/copy%2Fof", "{}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.json()["done"].get<bool>());
+  EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/copy%2Fof?alt=media").body, "abcdef");
+}
+
 TEST_F(StorageTest, RefusesNamesAFileTreeCannotHold) {
   EXPECT_EQ(Put("a%2F..%2Fb", "x").status, 400);
   EXPECT_EQ(Put("a%2F%2Fb", "x").status, 400);
