@@ -67,6 +67,12 @@ Emulator::Emulator(boost::asio::io_context& io, EmulatorOptions opts,
 
 Emulator::~Emulator() = default;
 
+void Emulator::SetSelfUrl(const std::string& url) {
+  if (opts_.fuse_volumes) {
+    run_->UseFuseVolumes(url);
+  }
+}
+
 std::unique_ptr<http::BodySink> Emulator::StreamBody(const http::Request& req) {
   if (!StorageApi::IsUpload(req)) {
     return nullptr;

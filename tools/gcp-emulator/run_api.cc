@@ -668,6 +668,8 @@ void RunApi::RunTask(const std::string& exec_name, int index) {
         spec->labels = {{kDataLabel, data_dir_}, {kExecLabel, exec_name}};
         spec->log_path = data_dir_ + "/run/logs/" + ShortName(exec_name) + "-task" +
                          std::to_string(index) + "-attempt" + std::to_string(attempt) + ".log";
+        spec->fuse_storage_url = fuse_url_;
+        spec->fuse_dir = data_dir_ + "/run/fuse";
       }
       SaveExecLocked(x.state);
     }
