@@ -1,0 +1,99 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+
+namespace agentbox::gcp {
+
+class TokenSource;
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;  // absolute, already encoded
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  // Idempotent requests are retried on every retryable failure. Non-idempotent ones (run a job)
+  // are retried only when the service surely did not act: 429, 503, or a connection that could
+  // not be established. Creates keyed by a caller-chosen id are idempotent in this sense: a
+  // repeat surfaces as 409/412, which the caller checks.
+  bool idempotent = true;
+  // Attach "Authorization: Bearer <token>" from the transport's TokenSource (if it has one).
+  bool authenticate = true;
+  // When set, a 2xx response body is handed to `sink` as it arrives instead of being buffered
+  // (sink returns false to abort: the call then fails kInternal "aborted by the reader"). Once a
+  // byte has reached the sink the call is not retried.
+  std::function<bool(std::string_view)> sink;
+  // Per-attempt timeout (connect + transfer).
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::string body;  // empty when streamed to a sink
+  // First value of a header (name in lower case), "" when absent.
+  std::string Header(std::string_view lower_name) const;
+};
+
+struct RetryPolicy {
+  std::chrono::milliseconds initial_backoff{200};
+  std::chrono::milliseconds max_backoff{std::chrono::seconds(10)};
+  double multiplier = 2.0;
+  // No new attempt starts after this much time since the first one (Retry-After included).
+  std::chrono::milliseconds total{std::chrono::seconds(60)};
+  int max_attempts = 10;
+};
+
+struct TransportOptions {
+  RetryPolicy retry;
+  size_t max_idle_handles = 8;  // libcurl easy handles kept (with their connections) for reuse
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  std::string user_agent = "agentbox-gcp/0.1";
+  // Called instead of sleeping between retries (tests); nullptr sleeps.
+  std::function<void(std::chrono::milliseconds)> sleep;
+};
+
+// HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps its
+// keep-alive connections), retries of 429, 5xx and connection failures with jittered exponential
+// backoff honouring Retry-After (seconds or HTTP date) and bounded by RetryPolicy::total, and
+// the bearer token attached. Thread-safe; calls block the calling thread (run them on workers).
+class HttpTransport {
+ public:
+  // `tokens` may be null: requests go without Authorization (token endpoints, emulators).
+  explicit HttpTransport(std::shared_ptr<TokenSource> tokens, TransportOptions options = {});
+  ~HttpTransport();
+  HttpTransport(const HttpTransport&) = delete;
+  HttpTransport& operator=(const HttpTransport&) = delete;
+
+  // Sends `req`, retrying as described. Returns the final response whatever its status (a 4xx,
+  // or the last 429/5xx when retries ran out); fails only when no response could be had
+  // (kUnavailable "connection reset ..." after retries, kUnauthorized when no token).
+  Result<HttpResponse> Send(const HttpRequest& req);
+
+  const std::shared_ptr<TokenSource>& tokens() const { return tokens_; }
+  const TransportOptions& options() const { return options_; }
+  // How many attempts were made in total (tests and metrics).
+  uint64_t attempts() const;
+
+  struct Pool;
+
+ private:
+  std::shared_ptr<TokenSource> tokens_;
+  TransportOptions options_;
+  std::unique_ptr<Pool> pool_;
+};
+
+// Parses Retry-After (delta seconds or an IMF-fixdate) relative to `now`; -1 when absent/bad.
+std::chrono::milliseconds ParseRetryAfter(std::string_view value,
+                                          std::chrono::system_clock::time_point now);
+
+}  // namespace agentbox::gcp
