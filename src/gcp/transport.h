@@ -15,6 +15,7 @@
 namespace agentbox::gcp {
 
 class TokenSource;
+struct HttpResponse;
 
 struct HttpRequest {
   std::string method = "GET";
@@ -32,6 +33,9 @@ struct HttpRequest {
   // (sink returns false to abort: the call then fails kInternal "aborted by the reader"). Once a
   // byte has reached the sink the call is not retried.
   std::function<bool(std::string_view)> sink;
+  // With a sink: called once per attempt with the 2xx status and headers, before the first body
+  // byte reaches the sink (the body is empty then).
+  std::function<void(const HttpResponse&)> on_headers;
   // Per-attempt timeout (connect + transfer).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
 };
