@@ -36,9 +36,9 @@ struct InsertOptions {
   std::string content_type = "application/octet-stream";
   // Precondition: the live generation must be this; 0 = the object must not exist. A mismatch
   // is kConflict whose message contains "precondition".
-  std::optional<int64_t> if_generation_match;
+  std::optional<int64_t> if_generation_match{};
   // Custom metadata; when non-empty the upload is multipart (metadata + media).
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata{};
 };
 
 struct ByteRange {
@@ -52,9 +52,9 @@ struct ObjectData {
 };
 
 struct ListOptions {
-  std::string prefix;
-  std::string delimiter;
-  std::string page_token;
+  std::string prefix{};
+  std::string delimiter{};
+  std::string page_token{};
   int max_results = 0;  // 0: the service's default
 };
 

@@ -258,6 +258,12 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (!req.idempotent) {
+      // libcurl silently re-sends a request whose reused connection died before any answer
+      // (it assumes the server had closed it while idle). That is wrong when the request may
+      // have been acted on, so a non-idempotent call always gets a connection of its own.
+      curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+    }
     if (req.method == "GET") {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else if (req.method == "HEAD") {

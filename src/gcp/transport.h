@@ -25,7 +25,8 @@ struct HttpRequest {
   // Idempotent requests are retried on every retryable failure. Non-idempotent ones (run a job)
   // are retried only when the service surely did not act: 429, 503, or a connection that could
   // not be established. Creates keyed by a caller-chosen id are idempotent in this sense: a
-  // repeat surfaces as 409/412, which the caller checks.
+  // repeat surfaces as 409/412, which the caller checks. A non-idempotent call goes on a fresh
+  // connection (libcurl would otherwise re-send it by itself when a reused one died).
   bool idempotent = true;
   // Attach "Authorization: Bearer <token>" from the transport's TokenSource (if it has one).
   bool authenticate = true;

@@ -165,18 +165,23 @@ TEST(GcpTransport, ConnectionResetIsRetriedForIdempotentCalls) {
 }
 
 TEST(GcpTransport, NonIdempotentCallIsNotResentAfterAReset) {
-  FakeHttpServer server([&](const FakeRequest&) {
+  FakeHttpServer server([&](const FakeRequest& req) {
+    if (req.method == "GET") {
+      return FakeResponse::Json(200, "{}");
+    }
     FakeResponse r;
     r.action = FakeResponse::Action::kReset;
     return r;
   });
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
+  // A kept-alive connection exists: libcurl must not quietly re-send the POST on another one.
+  ASSERT_TRUE(http->Send({.url = server.url() + "/warm"}));
   auto resp = http->Send({.method = "POST", .url = server.url() + "/run", .body = "{}",
                           .idempotent = false});
   ASSERT_FALSE(resp);
   EXPECT_EQ(resp.error().code, ErrorCode::kUnavailable);
-  EXPECT_EQ(server.requests().size(), 1u);
+  EXPECT_EQ(server.requests().size(), 2u);  // the GET and one POST
   EXPECT_TRUE(sleeps->Get().empty());
 }
 
