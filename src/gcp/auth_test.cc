@@ -1,9 +1,6 @@
 #include "gcp/auth.h"
 
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rsa.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +9,7 @@
 
 #include "common/log.h"
 #include "gcp/testing/fake_http.h"
+#include "gcp/testing/rsa_key.h"
 #include "gcp/testing/test_util.h"
 
 namespace agentbox::gcp {
@@ -25,48 +23,9 @@ using testing::FakeRequest;
 using testing::FakeResponse;
 using testing::RecordedSleeps;
 
-// The test's own RSA key: signs nothing itself, verifies what the client signed.
-struct TestKey {
-  EVP_PKEY* pkey = nullptr;
-  std::string pem;
-  TestKey() {
-    pkey = EVP_RSA_gen(2048);
-    BIO* bio = BIO_new(BIO_s_mem());
-    PEM_write_bio_PrivateKey(bio, pkey, nullptr, nullptr, 0, nullptr, nullptr);
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio, &data);
-    pem.assign(data, static_cast<size_t>(n));
-    BIO_free(bio);
-  }
-  ~TestKey() { EVP_PKEY_free(pkey); }
-  bool Verify(const std::string& input, const std::string& sig) const {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    bool ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
-              EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                               reinterpret_cast<const unsigned char*>(input.data()),
-                               input.size()) == 1;
-    EVP_MD_CTX_free(ctx);
-    return ok;
-  }
-};
-
-const TestKey& Key() {
-  static TestKey key;
+const testing::TestRsaKey& Key() {
+  static testing::TestRsaKey key;
   return key;
-}
-
-std::string Base64UrlDecode(std::string s) {
-  for (char& c : s) {
-    c = c == '-' ? '+' : c == '_' ? '/' : c;
-  }
-  while (s.size() % 4 != 0) {
-    s += '=';
-  }
-  std::string out(s.size(), '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-  out.resize(static_cast<size_t>(n) - std::count(s.end() - 2, s.end(), '='));
-  return out;
 }
 
 struct Jwt {
@@ -80,9 +39,9 @@ Jwt DecodeJwt(const std::string& jwt) {
   EXPECT_NE(b, std::string::npos);
   EXPECT_EQ(jwt.find('='), std::string::npos) << "base64url without padding";
   Jwt out;
-  out.header = json::parse(Base64UrlDecode(jwt.substr(0, a)));
-  out.claims = json::parse(Base64UrlDecode(jwt.substr(a + 1, b - a - 1)));
-  out.signature_ok = Key().Verify(jwt.substr(0, b), Base64UrlDecode(jwt.substr(b + 1)));
+  out.header = json::parse(testing::Base64UrlDecode(jwt.substr(0, a)));
+  out.claims = json::parse(testing::Base64UrlDecode(jwt.substr(a + 1, b - a - 1)));
+  out.signature_ok = Key().Verify(jwt.substr(0, b), testing::Base64UrlDecode(jwt.substr(b + 1)));
   return out;
 }
 
@@ -95,15 +54,7 @@ std::string WriteTemp(const std::string& content) {
   return path;
 }
 
-json ServiceAccountKey(const std::string& token_uri) {
-  return {{"type", "service_account"},
-          {"project_id", "proj"},
-          {"private_key_id", "kid-123"},
-          {"private_key", Key().pem},
-          {"client_email", "agentbox@proj.iam.gserviceaccount.com"},
-          {"client_id", "1"},
-          {"token_uri", token_uri}};
-}
+json ServiceAccountKey(const std::string& token_uri) { return Key().ServiceAccountKey(token_uri); }
 
 // Captures log lines for the "logged once, never the token" checks.
 std::mutex g_log_mu;
