@@ -39,13 +39,15 @@ using Clock = std::function<std::chrono::system_clock::time_point()>;
 
 // Caches the token a `fetch` function returns. Token() fetches when there is no token or it
 // expires within `refresh_margin` (5 minutes); if that refresh fails while the cached token has
-// not really expired yet, the cached token is returned (and the failure logged once per
-// refresh attempt); after its expiry the failure is returned. One fetch at a time.
+// not really expired yet, the cached token is returned (the failure is logged) and the next
+// refresh is attempted only `retry_interval` later, so calls do not each wait on a failing token
+// endpoint; after its expiry the failure is returned. One fetch at a time.
 class CachingTokenSource : public TokenSource {
  public:
   CachingTokenSource(std::string description, std::function<Result<AccessToken>()> fetch,
                      Clock now = nullptr,
-                     std::chrono::seconds refresh_margin = std::chrono::minutes(5));
+                     std::chrono::seconds refresh_margin = std::chrono::minutes(5),
+                     std::chrono::seconds retry_interval = std::chrono::seconds(15));
   Result<std::string> Token() override;
   std::string Describe() const override { return description_; }
 
@@ -54,8 +56,10 @@ class CachingTokenSource : public TokenSource {
   std::function<Result<AccessToken>()> fetch_;
   Clock now_;
   std::chrono::seconds margin_;
+  std::chrono::seconds retry_interval_;
   std::mutex mu_;
   std::optional<AccessToken> cached_;
+  std::chrono::system_clock::time_point next_attempt_{};  // after a failed refresh
 };
 
 // A fixed token (GOOGLE_OAUTH_ACCESS_TOKEN): never refreshed.

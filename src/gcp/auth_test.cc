@@ -227,8 +227,12 @@ TEST(GcpAuth, RefreshesFiveMinutesEarlyAndKeepsTheOldTokenWhenRefreshFails) {
   EXPECT_EQ(*kept, "tok-2");
   int after_first_failure = calls.load();
   EXPECT_GT(after_first_failure, 2);  // it did try
-  offset_s = 6900;
+  offset_s = 6710;  // within 15 s of the failure: no new attempt, no waiting
   EXPECT_EQ(*source->Token(), "tok-2");
+  EXPECT_EQ(calls.load(), after_first_failure);
+  offset_s = 6900;  // tried again (and failed again): still tok-2
+  EXPECT_EQ(*source->Token(), "tok-2");
+  EXPECT_GT(calls.load(), after_first_failure);
   offset_s = 6901;  // really expired now
   auto gone = source->Token();
   ASSERT_FALSE(gone);
