@@ -200,6 +200,12 @@ Result<std::string> CachingTokenSource::Token() {
               fmt::format("credentials ({}): {}", description_, fresh.error().message));
 }
 
+void CachingTokenSource::Invalidate() {
+  std::lock_guard lock(mu_);
+  cached_.reset();
+  next_attempt_ = {};
+}
+
 Result<std::string> MakeServiceAccountAssertion(const nlohmann::json& key,
                                                 const std::string& token_uri,
                                                 system_clock::time_point now) {

@@ -27,6 +27,9 @@ class TokenSource {
   // One line naming the source, never the token: "service account x@p.iam.gserviceaccount.com
   // (key file /k.json)", "metadata server 169.254.169.254", "GOOGLE_OAUTH_ACCESS_TOKEN".
   virtual std::string Describe() const = 0;
+  // The service rejected the current token (401): the next Token() fetches a new one where the
+  // source can. Default: nothing to do (a fixed token).
+  virtual void Invalidate() {}
 };
 using TokenSourcePtr = std::shared_ptr<TokenSource>;
 
@@ -50,6 +53,7 @@ class CachingTokenSource : public TokenSource {
                      std::chrono::seconds retry_interval = std::chrono::seconds(15));
   Result<std::string> Token() override;
   std::string Describe() const override { return description_; }
+  void Invalidate() override;
 
  private:
   std::string description_;

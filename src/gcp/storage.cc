@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -17,6 +19,7 @@ namespace {
 constexpr const char* kService = "Cloud Storage";
 constexpr int64_t kQuantum = 256 * 1024;  // resumable chunks are multiples of this
 constexpr int kMaxResumes = 8;
+constexpr size_t kDeleteParallelism = 8;
 
 int64_t Int64Field(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
@@ -545,16 +548,38 @@ Result<size_t> StorageClient::DeletePrefix(const std::string& bucket, const std:
   if (!all) {
     return Fail(all.error());
   }
-  size_t deleted = 0;
-  for (const auto& item : all->items) {
-    auto r = Delete(bucket, item.name);
-    if (r) {
-      ++deleted;
-    } else if (r.error().code != ErrorCode::kNotFound) {
-      return Fail(r.error());
+  // A few deletes in flight at once (the JSON API has no bulk delete outside batch requests).
+  const size_t workers = std::min<size_t>(kDeleteParallelism, all->items.size());
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> deleted{0};
+  std::mutex mu;
+  std::optional<Error> first_error;
+  auto work = [&] {
+    for (size_t i = next++; i < all->items.size(); i = next++) {
+      auto r = Delete(bucket, all->items[i].name);
+      if (r) {
+        ++deleted;
+      } else if (r.error().code != ErrorCode::kNotFound) {
+        std::lock_guard lock(mu);
+        if (!first_error) {
+          first_error = r.error();
+        }
+        next = all->items.size();  // stop handing out work
+      }
     }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < workers; ++t) {
+    threads.emplace_back(work);
   }
-  return deleted;
+  work();
+  for (auto& t : threads) {
+    t.join();
+  }
+  if (first_error) {
+    return Fail(*first_error);
+  }
+  return deleted.load();
 }
 
 }  // namespace agentbox::gcp

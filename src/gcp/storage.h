@@ -116,7 +116,7 @@ class StorageClient {
   Result<void> Delete(const std::string& bucket, const std::string& name,
                       std::optional<int64_t> if_generation_match = std::nullopt);
   // Deletes every object whose name starts with `prefix` (objects that vanish meanwhile are
-  // fine). Returns how many were deleted.
+  // fine), up to 8 at a time. Returns how many were deleted; the first other failure stops it.
   Result<size_t> DeletePrefix(const std::string& bucket, const std::string& prefix);
 
   // Above this size UploadFile uses a resumable session (default 8 MiB).

@@ -578,11 +578,27 @@ TEST_F(GcpStorage, DeleteHonoursGenerationAndDeletePrefixSweeps) {
   ASSERT_FALSE(gone);
   EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
   ASSERT_TRUE(client_.Insert("bkt", "d/3", "x"));
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(client_.Insert("bkt", "d/many/" + std::to_string(i), "x"));
+  }
   auto n = client_.DeletePrefix("bkt", "d/");
   ASSERT_TRUE(n) << n.error().message;
-  EXPECT_EQ(*n, 2u);
-  std::lock_guard lock(gcs_.mu);
-  EXPECT_EQ(gcs_.objects.size(), 1u);
+  EXPECT_EQ(*n, 42u);
+  {
+    std::lock_guard lock(gcs_.mu);
+    EXPECT_EQ(gcs_.objects.size(), 1u);
+  }
+  // A failure other than "already gone" is reported.
+  ASSERT_TRUE(client_.Insert("bkt", "e/1", "x"));
+  gcs_.fault = [](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.method == "DELETE") {
+      return FakeResponse::Json(403, R"({"error":{"code":403,"message":"no storage.objects.delete access","errors":[{"reason":"forbidden"}]}})");
+    }
+    return std::nullopt;
+  };
+  auto denied = client_.DeletePrefix("bkt", "e/");
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().code, ErrorCode::kForbidden);
 }
 
 TEST_F(GcpStorage, RetriesTransientFailuresAndReportsPermanentOnes) {

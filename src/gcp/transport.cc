@@ -215,7 +215,8 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
   const RetryPolicy& policy = options_.retry;
   thread_local std::mt19937_64 rng{std::random_device{}()};
   milliseconds backoff = policy.initial_backoff;
-  milliseconds slept_by_hook(0);  // injected sleeps take no real time but count against `total`
+  milliseconds slept_by_hook(0);
+  bool reauthenticated = false;  // injected sleeps take no real time but count against `total`
 
   for (int attempt = 1;; ++attempt) {
     std::string bearer;
@@ -290,6 +291,14 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     milliseconds delay(0);
     std::string why;
     if (rc == CURLE_OK) {
+      if (a.resp.status == 401 && !bearer.empty() && !reauthenticated) {
+        // The token was revoked or expired early: fetch a new one and try once more at once.
+        reauthenticated = true;
+        tokens_->Invalidate();
+        Log(LogLevel::kInfo, "gcp.token_rejected", "method={} url={} source=\"{}\"", req.method,
+            UrlForLog(req.url), tokens_->Describe());
+        continue;
+      }
       if (!RetryableStatus(a.resp.status, req.idempotent)) {
         return std::move(a.resp);
       }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "gcp/auth.h"
 #include "gcp/endpoints.h"
 #include "gcp/errors.h"
 #include "gcp/testing/fake_http.h"
@@ -239,6 +240,37 @@ TEST(GcpTransport, AttachesTheBearerTokenOnlyWhenAsked) {
   EXPECT_EQ(reqs[0].Header("authorization"), "Bearer ya29.secret");
   EXPECT_EQ(reqs[1].Header("authorization"), "");
   EXPECT_EQ(reqs[0].Header("expect"), "");
+}
+
+// A token source whose token changes each time it is invalidated.
+class RotatingTokens : public TokenSource {
+ public:
+  Result<std::string> Token() override { return "tok-" + std::to_string(generation_.load()); }
+  std::string Describe() const override { return "rotating"; }
+  void Invalidate() override { ++generation_; }
+  std::atomic<int> generation_{1};
+};
+
+TEST(GcpTransport, RejectedTokenIsReplacedOnce) {
+  FakeHttpServer server([](const FakeRequest& r) {
+    return r.Header("authorization") == "Bearer tok-2"
+               ? FakeResponse::Json(200, "{}")
+               : FakeResponse::Json(401, R"({"error":{"code":401,"status":"UNAUTHENTICATED"}})");
+  });
+  auto tokens = std::make_shared<RotatingTokens>();
+  auto sleeps = std::make_shared<RecordedSleeps>();
+  HttpTransport http(tokens, testing::FastOptions(sleeps));
+  auto ok = http.Send({.url = server.url() + "/a"});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(server.requests().size(), 2u);
+  // Rejected again with the new token: the 401 is the answer (no loop).
+  tokens->generation_ = 5;
+  auto denied = http.Send({.url = server.url() + "/b"});
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 401);
+  EXPECT_EQ(server.requests().size(), 4u);
+  EXPECT_TRUE(sleeps->Get().empty());
 }
 
 TEST(GcpTransport, ReusesConnectionsAcrossCallsAndThreads) {
