@@ -25,7 +25,9 @@ struct Stats {
 
 Stats Summarize(std::vector<double> us) {
   std::sort(us.begin(), us.end());
-  auto rank = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))]; };
+  auto rank = [&](double q) {
+    return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))];
+  };
   double sum = 0;
   for (double v : us) {
     sum += v;
@@ -80,31 +82,36 @@ int main(int argc, char** argv) {
          }
          generation = m->generation;
        }},
-      {"stat", [&] {
+      {"stat",
+       [&] {
          auto m = storage.Stat(bucket, "bench/obj");
          if (!m || m->generation != generation) {
            Die("stat: unexpected answer");
          }
        }},
-      {"read", [&] {
+      {"read",
+       [&] {
          auto r = storage.Read(bucket, "bench/obj");
          if (!r || r->data.size() != size) {
            Die("read: unexpected answer");
          }
        }},
-      {"read range 100 B", [&] {
+      {"read range 100 B",
+       [&] {
          auto r = storage.Read(bucket, "bench/obj", agentbox::gcp::ByteRange{10, 100});
          if (!r || r->data.size() != 100) {
            Die("ranged read: unexpected answer");
          }
        }},
-      {"list prefix (1 object)", [&] {
+      {"list prefix (1 object)",
+       [&] {
          auto l = storage.List(bucket, {.prefix = "bench/", .max_results = 10});
          if (!l || l->items.size() != 1) {
            Die("list: unexpected answer");
          }
        }},
-      {"insert + delete", [&] {
+      {"insert + delete",
+       [&] {
          std::string name = "bench/tmp-" + std::to_string(counter++);
          if (!storage.Insert(bucket, name, data) || !storage.Delete(bucket, name)) {
            Die("insert+delete failed");
@@ -116,8 +123,8 @@ int main(int argc, char** argv) {
   if (stale) {
     generation = stale->generation;
   }
-  std::printf("endpoint %s, object %zu B, %d iterations after %d warm-up\n", endpoint.c_str(),
-              size, iterations, warmup);
+  std::printf("endpoint %s, object %zu B, %d iterations after %d warm-up\n", endpoint.c_str(), size,
+              iterations, warmup);
   std::printf("%-36s %10s %10s %10s\n", "operation", "p50 us", "p99 us", "mean us");
   for (auto& op : ops) {
     for (int i = 0; i < warmup; ++i) {
@@ -128,7 +135,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < iterations; ++i) {
       auto t0 = std::chrono::steady_clock::now();
       op.call();
-      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      us.push_back(
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }
     Stats s = Summarize(us);
     std::printf("%-36s %10.0f %10.0f %10.0f\n", op.name, s.p50, s.p99, s.mean);

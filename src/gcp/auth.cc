@@ -70,8 +70,8 @@ Result<std::string> SignRs256(const std::string& pem, std::string_view data) {
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
   size_t len = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len,
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
     return Fail(ErrorCode::kInvalidArgument, "private_key cannot sign RS256");
   }
   std::string sig(len, '\0');
@@ -260,10 +260,10 @@ Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key, 
     if (!assertion) {
       return Fail(assertion.error());
     }
-    return PostForm(*http, "OAuth token endpoint " + token_uri, token_uri,
-                    {{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
-                     {"assertion", *assertion}},
-                    t);
+    return PostForm(
+        *http, "OAuth token endpoint " + token_uri, token_uri,
+        {{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"}, {"assertion", *assertion}},
+        t);
   };
   return std::make_shared<CachingTokenSource>(who, fetch, now);
 }

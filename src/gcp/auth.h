@@ -4,10 +4,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -91,13 +90,11 @@ Result<std::string> MakeServiceAccountAssertion(const nlohmann::json& key,
 
 // Sources over HTTP. `http` carries the token requests (it must not itself authenticate).
 // `now` defaults to the system clock.
-Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key,
-                                                     std::string origin,
+Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key, std::string origin,
                                                      const Endpoints& endpoints,
                                                      std::shared_ptr<HttpTransport> http,
                                                      Clock now = nullptr);
-Result<TokenSourcePtr> MakeAuthorizedUserTokenSource(const nlohmann::json& file,
-                                                     std::string origin,
+Result<TokenSourcePtr> MakeAuthorizedUserTokenSource(const nlohmann::json& file, std::string origin,
                                                      const Endpoints& endpoints,
                                                      std::shared_ptr<HttpTransport> http,
                                                      Clock now = nullptr);

@@ -81,7 +81,8 @@ TEST(GcpAuth, ServiceAccountJwtIsSignedAndExchanged) {
     std::lock_guard lock(mu);
     assertion = form.Query("assertion");
     ++exchanges;
-    return FakeResponse::Json(200, R"({"access_token":"ya29.sa","expires_in":3599,"token_type":"Bearer"})");
+    return FakeResponse::Json(
+        200, R"({"access_token":"ya29.sa","expires_in":3599,"token_type":"Bearer"})");
   });
   std::string path = WriteTemp(ServiceAccountKey(server.url() + "/token").dump());
   auto source = MakeTokenSource(Config::FromMap({{"GOOGLE_APPLICATION_CREDENTIALS", path}}), {});
@@ -118,8 +119,8 @@ TEST(GcpAuth, TokenUriOverrideWinsOverTheKeyFile) {
   auto source = MakeTokenSource(
       Config::FromMap({{"GOOGLE_APPLICATION_CREDENTIALS", path},
                        {"AGENTBOX_GCP_TOKEN_URI", server.url() + "/override/token"}}),
-      *EndpointsFromConfig(Config::FromMap(
-          {{"AGENTBOX_GCP_TOKEN_URI", server.url() + "/override/token"}})));
+      *EndpointsFromConfig(
+          Config::FromMap({{"AGENTBOX_GCP_TOKEN_URI", server.url() + "/override/token"}})));
   ASSERT_TRUE(source);
   ASSERT_TRUE((*source)->Token());
   EXPECT_EQ(hits.load(), 1);
@@ -133,7 +134,8 @@ TEST(GcpAuth, AuthorizedUserUsesTheRefreshTokenGrant) {
     bool ok = form.Query("grant_type") == "refresh_token" && form.Query("client_id") == "cid" &&
               form.Query("client_secret") == "s&cret=" && form.Query("refresh_token") == "1//rt";
     return ok ? FakeResponse::Json(200, R"({"access_token":"ya29.user","expires_in":3600})")
-              : FakeResponse::Json(400, R"({"error":"invalid_grant","error_description":"Bad Request"})");
+              : FakeResponse::Json(
+                    400, R"({"error":"invalid_grant","error_description":"Bad Request"})");
   });
   json file = {{"type", "authorized_user"},
                {"client_id", "cid"},
@@ -166,7 +168,8 @@ TEST(GcpAuth, MetadataServerNeedsTheFlavorHeader) {
       return FakeResponse::Json(403, "{}");
     }
     if (r.path == "/computeMetadata/v1/instance/service-accounts/default/token") {
-      return FakeResponse::Json(200, R"({"access_token":"ya29.md","expires_in":1800,"token_type":"Bearer"})");
+      return FakeResponse::Json(
+          200, R"({"access_token":"ya29.md","expires_in":1800,"token_type":"Bearer"})");
     }
     if (r.path == "/computeMetadata/v1/project/project-id") {
       FakeResponse p;
@@ -196,8 +199,8 @@ TEST(GcpAuth, RefreshesFiveMinutesEarlyAndKeepsTheOldTokenWhenRefreshFails) {
     if (failing) {
       return FakeResponse::Json(500, R"({"error":"internal_failure"})");
     }
-    return FakeResponse::Json(200, json{{"access_token", "tok-" + std::to_string(n)},
-                                        {"expires_in", 3600}}.dump());
+    return FakeResponse::Json(
+        200, json{{"access_token", "tok-" + std::to_string(n)}, {"expires_in", 3600}}.dump());
   });
   auto t0 = system_clock::from_time_t(1'800'000'000);
   std::atomic<int64_t> offset_s{0};
@@ -207,8 +210,8 @@ TEST(GcpAuth, RefreshesFiveMinutesEarlyAndKeepsTheOldTokenWhenRefreshFails) {
   opts.retry.max_attempts = 2;
   auto http = std::make_shared<HttpTransport>(nullptr, opts);
   Endpoints e;
-  auto made = MakeServiceAccountTokenSource(ServiceAccountKey(server.url() + "/token"), "test",
-                                            e, http, now);
+  auto made = MakeServiceAccountTokenSource(ServiceAccountKey(server.url() + "/token"), "test", e,
+                                            http, now);
   ASSERT_TRUE(made);
   auto source = *made;
   EXPECT_EQ(*source->Token(), "tok-1");
@@ -227,7 +230,7 @@ TEST(GcpAuth, RefreshesFiveMinutesEarlyAndKeepsTheOldTokenWhenRefreshFails) {
   EXPECT_EQ(*kept, "tok-2");
   int after_first_failure = calls.load();
   EXPECT_GT(after_first_failure, 2);  // it did try
-  offset_s = 6710;  // within 15 s of the failure: no new attempt, no waiting
+  offset_s = 6710;                    // within 15 s of the failure: no new attempt, no waiting
   EXPECT_EQ(*source->Token(), "tok-2");
   EXPECT_EQ(calls.load(), after_first_failure);
   offset_s = 6900;  // tried again (and failed again): still tok-2

@@ -38,13 +38,18 @@ TEST_F(GcpRun, CreateJobPostsTheJobUnderItsIdAndRetriesIntoAlreadyExists) {
   Start([&](const FakeRequest& r) {
     int i = ++n;
     if (i == 1) {
-      return FakeResponse::Json(200, R"({"name":"projects/proj/locations/us-central1/operations/op1","metadata":{"@type":"type.googleapis.com/google.cloud.run.v2.Job"}})");
+      return FakeResponse::Json(
+          200,
+          R"({"name":"projects/proj/locations/us-central1/operations/op1","metadata":{"@type":"type.googleapis.com/google.cloud.run.v2.Job"}})");
     }
     if (i == 2) {
-      return FakeResponse::Json(503, R"({"error":{"code":503,"message":"try again","status":"UNAVAILABLE"}})");
+      return FakeResponse::Json(
+          503, R"({"error":{"code":503,"message":"try again","status":"UNAVAILABLE"}})");
     }
     (void)r;
-    return FakeResponse::Json(409, R"({"error":{"code":409,"message":"Resource 'ab-s1' already exists.","status":"ALREADY_EXISTS"}})");
+    return FakeResponse::Json(
+        409,
+        R"({"error":{"code":409,"message":"Resource 'ab-s1' already exists.","status":"ALREADY_EXISTS"}})");
   });
   Json job = {{"labels", {{"agentbox-sandbox", "s1"}}},
               {"template",
@@ -77,19 +82,22 @@ TEST_F(GcpRun, RunJobSendsOverridesAndIsNeverResentAfterItMayHaveArrived) {
   Start([&](const FakeRequest&) {
     int i = ++n;
     if (i == 1) {
-      return FakeResponse::Json(429, R"({"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}})");
+      return FakeResponse::Json(
+          429, R"({"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}})");
     }
     if (i == 2) {
       return FakeResponse::Json(200, Json{{"name", kParent + "/operations/op2"},
                                           {"metadata", {{"name", kExec}}},
-                                          {"done", false}}.dump());
+                                          {"done", false}}
+                                         .dump());
     }
     FakeResponse reset;
     reset.action = FakeResponse::Action::kReset;
     return reset;
   });
-  Json overrides = {{"containerOverrides", {{{"args", {"run-once", "--snapshot", "gs://b/s"}},
-                                             {"env", {{{"name", "A"}, {"value", "1"}}}}}}},
+  Json overrides = {{"containerOverrides",
+                     {{{"args", {"run-once", "--snapshot", "gs://b/s"}},
+                       {"env", {{{"name", "A"}, {"value", "1"}}}}}}},
                     {"taskCount", 1},
                     {"timeout", "30s"}};
   auto op = client_->RunJob(kJob, overrides);
@@ -113,21 +121,26 @@ TEST_F(GcpRun, ExecutionsTasksAndPagination) {
     if (r.path == "/v2/" + kJob + "/executions") {
       if (r.Query("pageToken").empty()) {
         return FakeResponse::Json(200, Json{{"executions", {{{"name", kJob + "/executions/e1"}}}},
-                                            {"nextPageToken", "t1"}}.dump());
+                                            {"nextPageToken", "t1"}}
+                                           .dump());
       }
-      return FakeResponse::Json(200, Json{{"executions", {{{"name", kJob + "/executions/e2"}}}}}.dump());
+      return FakeResponse::Json(200,
+                                Json{{"executions", {{{"name", kJob + "/executions/e2"}}}}}.dump());
     }
     if (r.path == "/v2/" + kExec + "/tasks") {
-      return FakeResponse::Json(200, R"({"tasks":[{"name":"t0","index":0,"lastAttemptResult":{"exitCode":3}}]})");
+      return FakeResponse::Json(
+          200, R"({"tasks":[{"name":"t0","index":0,"lastAttemptResult":{"exitCode":3}}]})");
     }
     if (r.path == "/v2/" + kExec && r.method == "GET") {
-      return FakeResponse::Json(200, Json{{"name", kExec}, {"completionTime", "2026-12-05T00:00:01Z"},
-                                          {"failedCount", 1}}.dump());
+      return FakeResponse::Json(
+          200, Json{{"name", kExec}, {"completionTime", "2026-12-05T00:00:01Z"}, {"failedCount", 1}}
+                   .dump());
     }
     if (r.path == "/v2/" + kExec && r.method == "DELETE") {
       return FakeResponse::Json(200, R"({"name":"op-del"})");
     }
-    return FakeResponse::Json(404, R"({"error":{"code":404,"message":"not found","status":"NOT_FOUND"}})");
+    return FakeResponse::Json(
+        404, R"({"error":{"code":404,"message":"not found","status":"NOT_FOUND"}})");
   });
   auto execs = client_->ListExecutions(kJob);
   ASSERT_TRUE(execs) << execs.error().message;
@@ -154,10 +167,15 @@ TEST_F(GcpRun, CancelToleratesAFinishedExecution) {
   Start([&](const FakeRequest& r) {
     if (r.method == "POST" && r.path == "/v2/" + kExec + ":cancel") {
       EXPECT_EQ(r.body, "{}");
-      return FakeResponse::Json(400, R"({"error":{"code":400,"message":"Execution already finished","status":"FAILED_PRECONDITION"}})");
+      return FakeResponse::Json(
+          400,
+          R"({"error":{"code":400,"message":"Execution already finished","status":"FAILED_PRECONDITION"}})");
     }
-    return FakeResponse::Json(200, Json{{"name", kExec}, {"succeededCount", 1},
-                                        {"conditions", {{{"type", "Completed"}, {"state", "CONDITION_SUCCEEDED"}}}}}.dump());
+    return FakeResponse::Json(
+        200, Json{{"name", kExec},
+                  {"succeededCount", 1},
+                  {"conditions", {{{"type", "Completed"}, {"state", "CONDITION_SUCCEEDED"}}}}}
+                 .dump());
   });
   auto r = client_->CancelExecution(kExec);
   ASSERT_TRUE(r) << r.error().message;
@@ -172,7 +190,9 @@ TEST_F(GcpRun, WaitOperationPollsUntilDoneAndMapsItsError) {
       return FakeResponse::Json(200, Json{{"name", "ok"}, {"done", ++polls >= 3}}.dump());
     }
     if (r.path == "/v2/" + kParent + "/operations/bad") {
-      return FakeResponse::Json(200, R"({"name":"bad","done":true,"error":{"code":7,"message":"Permission 'iam.serviceaccounts.actAs' denied"}})");
+      return FakeResponse::Json(
+          200,
+          R"({"name":"bad","done":true,"error":{"code":7,"message":"Permission 'iam.serviceaccounts.actAs' denied"}})");
     }
     return FakeResponse::Json(200, R"({"name":"slow","done":false})");
   });
@@ -184,15 +204,18 @@ TEST_F(GcpRun, WaitOperationPollsUntilDoneAndMapsItsError) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, ErrorCode::kForbidden);
   EXPECT_NE(bad.error().message.find("iam.serviceaccounts.actAs"), std::string::npos);
-  auto slow = client_->WaitOperation(kParent + "/operations/slow",
-                                     std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
+  auto slow =
+      client_->WaitOperation(kParent + "/operations/slow",
+                             std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
   ASSERT_FALSE(slow);
   EXPECT_EQ(slow.error().code, ErrorCode::kTimeout);
 }
 
 TEST_F(GcpRun, ForbiddenNamesTheMissingPermission) {
   Start([&](const FakeRequest&) {
-    return FakeResponse::Json(403, R"({"error":{"code":403,"message":"Permission denied on resource project proj.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"IAM_PERMISSION_DENIED","domain":"run.googleapis.com","metadata":{"permission":"run.jobs.runWithOverrides"}}]}})");
+    return FakeResponse::Json(
+        403,
+        R"({"error":{"code":403,"message":"Permission denied on resource project proj.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"IAM_PERMISSION_DENIED","domain":"run.googleapis.com","metadata":{"permission":"run.jobs.runWithOverrides"}}]}})");
   });
   auto r = client_->RunJob(kJob, Json{{"taskCount", 1}});
   ASSERT_FALSE(r);
@@ -206,9 +229,10 @@ TEST(GcpRunStatic, ExecutionDoneReadsCompletionTimeOrTheCompletedCondition) {
   EXPECT_FALSE(RunClient::ExecutionDone(Json{{"name", "e"}, {"runningCount", 1}}));
   EXPECT_FALSE(RunClient::ExecutionDone(
       Json{{"conditions", {{{"type", "Completed"}, {"state", "CONDITION_PENDING"}}}}}));
-  EXPECT_TRUE(RunClient::ExecutionDone(
-      Json{{"conditions", {{{"type", "Ready"}, {"state", "CONDITION_SUCCEEDED"}},
-                           {{"type", "Completed"}, {"state", "CONDITION_FAILED"}}}}}));
+  EXPECT_TRUE(
+      RunClient::ExecutionDone(Json{{"conditions",
+                                     {{{"type", "Ready"}, {"state", "CONDITION_SUCCEEDED"}},
+                                      {{"type", "Completed"}, {"state", "CONDITION_FAILED"}}}}}));
   EXPECT_TRUE(RunClient::ExecutionDone(Json{{"completionTime", "2026-12-05T00:00:00Z"}}));
 }
 

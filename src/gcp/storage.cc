@@ -150,9 +150,9 @@ std::string StorageClient::ObjectUrl(const std::string& bucket, const std::strin
 
 std::string StorageClient::UploadUrl(const std::string& bucket, const std::string& upload_type,
                                      const std::string& name, const InsertOptions& opts) const {
-  std::string url = fmt::format("{}/upload/storage/v1/b/{}/o?uploadType={}&name={}",
-                                endpoints_.storage, EncodePathSegment(bucket), upload_type,
-                                EncodeQueryValue(name));
+  std::string url =
+      fmt::format("{}/upload/storage/v1/b/{}/o?uploadType={}&name={}", endpoints_.storage,
+                  EncodePathSegment(bucket), upload_type, EncodeQueryValue(name));
   if (opts.if_generation_match) {
     url += fmt::format("&ifGenerationMatch={}", *opts.if_generation_match);
   }
@@ -173,7 +173,8 @@ Result<nlohmann::json> StorageClient::CreateBucket(const std::string& project,
                                                    const std::string& bucket) {
   HttpRequest req;
   req.method = "POST";
-  req.url = fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
+  req.url =
+      fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
   req.headers = {{"Content-Type", "application/json"}};
   req.body = nlohmann::json{{"name", bucket}}.dump();
   auto resp = Expect2xx(http_->Send(req));
@@ -201,10 +202,10 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
     } while (data.find(boundary) != std::string_view::npos);
     req.url = UploadUrl(bucket, "multipart", name, opts);
     req.headers = {{"Content-Type", "multipart/related; boundary=" + boundary}};
-    req.body = fmt::format("--{}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n"
-                           "--{}\r\nContent-Type: {}\r\n\r\n",
-                           boundary, UploadMetadata(name, opts).dump(), boundary,
-                           opts.content_type);
+    req.body = fmt::format(
+        "--{}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n"
+        "--{}\r\nContent-Type: {}\r\n\r\n",
+        boundary, UploadMetadata(name, opts).dump(), boundary, opts.content_type);
     req.body.append(data);
     req.body += fmt::format("\r\n--{}--\r\n", boundary);
   }
@@ -227,8 +228,9 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
   }
   std::string session = started->Header("location");
   if (session.empty()) {
-    return Fail(ErrorCode::kUnavailable,
-                fmt::format("{}: resumable upload of {} started without a Location", kService, name));
+    return Fail(
+        ErrorCode::kUnavailable,
+        fmt::format("{}: resumable upload of {} started without a Location", kService, name));
   }
 
   int64_t offset = 0;
@@ -248,8 +250,8 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
         return Fail(chunk.error());
       }
       put.body = std::move(*chunk);
-      put.headers = {{"Content-Range", fmt::format("bytes {}-{}/{}", offset,
-                                                   offset + len - 1, total)}};
+      put.headers = {
+          {"Content-Range", fmt::format("bytes {}-{}/{}", offset, offset + len - 1, total)}};
     }
     auto resp = http_->Send(put);
     if (resp && (resp->status == 200 || resp->status == 201)) {

@@ -91,11 +91,14 @@ class FakeGcs {
     if (r.path == "/storage/v1/b/bkt") {
       return FakeResponse::Json(200, R"({"kind":"storage#bucket","name":"bkt"})");
     }
-    return FakeResponse::Json(404, R"({"error":{"code":404,"message":"Not Found","errors":[{"reason":"notFound"}]}})");
+    return FakeResponse::Json(
+        404, R"({"error":{"code":404,"message":"Not Found","errors":[{"reason":"notFound"}]}})");
   }
 
   static FakeResponse Precondition() {
-    return FakeResponse::Json(412, R"({"error":{"code":412,"message":"At least one of the pre-conditions you specified did not hold.","errors":[{"reason":"conditionNotMet"}]}})");
+    return FakeResponse::Json(
+        412,
+        R"({"error":{"code":412,"message":"At least one of the pre-conditions you specified did not hold.","errors":[{"reason":"conditionNotMet"}]}})");
   }
 
   json Resource(const std::string& name, const Object& o) const {
@@ -208,11 +211,13 @@ class FakeGcs {
     if (sscanf(range.c_str(), "bytes %ld-%ld/%ld", &first, &last, &total) != 3 ||
         total != s.total || first != static_cast<int64_t>(s.data.size()) ||
         last - first + 1 != static_cast<int64_t>(r.body.size())) {
-      return FakeResponse::Json(400, R"({"error":{"code":400,"message":"bad Content-Range )" + range + "\"}}");
+      return FakeResponse::Json(
+          400, R"({"error":{"code":400,"message":"bad Content-Range )" + range + "\"}}");
     }
     bool final_chunk = last + 1 == total;
     if (!final_chunk && r.body.size() % (256 * 1024) != 0) {
-      return FakeResponse::Json(400, R"({"error":{"code":400,"message":"chunk not a multiple of 256 KiB"}})");
+      return FakeResponse::Json(
+          400, R"({"error":{"code":400,"message":"chunk not a multiple of 256 KiB"}})");
     }
     s.data += r.body;
     if (final_chunk) {
@@ -226,7 +231,9 @@ class FakeGcs {
 
   FakeResponse Download(const FakeRequest& r, const Object& o) {
     if (r.HasQuery("generation") && std::stoll(r.Query("generation")) != o.generation) {
-      return FakeResponse::Json(404, R"({"error":{"code":404,"message":"No such object generation","errors":[{"reason":"notFound"}]}})");
+      return FakeResponse::Json(
+          404,
+          R"({"error":{"code":404,"message":"No such object generation","errors":[{"reason":"notFound"}]}})");
     }
     FakeResponse resp;
     resp.headers = {{"Content-Type", o.content_type}};
@@ -248,7 +255,8 @@ class FakeGcs {
       return FakeResponse::Json(400, "{}");
     }
     if (first >= static_cast<int64_t>(o.data.size())) {
-      return FakeResponse::Json(416, R"({"error":{"code":416,"message":"Requested range not satisfiable"}})");
+      return FakeResponse::Json(
+          416, R"({"error":{"code":416,"message":"Requested range not satisfiable"}})");
     }
     last = std::min<int64_t>(last, static_cast<int64_t>(o.data.size()) - 1);
     resp.status = 206;
@@ -318,8 +326,8 @@ class GcpStorage : public ::testing::Test {
 const std::string kOddName = "dir/sub dir/a+b%c?d#e&f=\xc3\xbc~.txt";
 
 TEST_F(GcpStorage, MediaUploadEncodesTheNameAndPrecondition) {
-  auto meta = client_.Insert("bkt", kOddName, "hello", {.content_type = "text/plain",
-                                                        .if_generation_match = 0});
+  auto meta = client_.Insert("bkt", kOddName, "hello",
+                             {.content_type = "text/plain", .if_generation_match = 0});
   ASSERT_TRUE(meta) << meta.error().message;
   EXPECT_EQ(meta->name, kOddName);
   EXPECT_EQ(meta->generation, 1001);
@@ -328,7 +336,9 @@ TEST_F(GcpStorage, MediaUploadEncodesTheNameAndPrecondition) {
   auto reqs = server_.requests();
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].target,
-            "/upload/storage/v1/b/bkt/o?uploadType=media&name=dir%2Fsub%20dir%2Fa%2Bb%25c%3Fd%23e%26f%3D%C3%BC~.txt&ifGenerationMatch=0");
+            "/upload/storage/v1/b/bkt/"
+            "o?uploadType=media&name=dir%2Fsub%20dir%2Fa%2Bb%25c%3Fd%23e%26f%3D%C3%BC~.txt&"
+            "ifGenerationMatch=0");
   EXPECT_EQ(reqs[0].body, "hello");
 
   // The object exists now: create-only fails with a precondition conflict.
@@ -345,11 +355,12 @@ TEST_F(GcpStorage, MediaUploadEncodesTheNameAndPrecondition) {
 
 TEST_F(GcpStorage, MultipartUploadCarriesMetadataAndBinaryData) {
   std::string data("bin\0ary\r\n--not-a-boundary\r\n", 27);
-  auto meta = client_.Insert("bkt", "snap/state.json", data,
-                             {.content_type = "application/json",
-                              .metadata = {{"session", "s1"}, {"exec", "e 2"}}});
+  auto meta = client_.Insert(
+      "bkt", "snap/state.json", data,
+      {.content_type = "application/json", .metadata = {{"session", "s1"}, {"exec", "e 2"}}});
   ASSERT_TRUE(meta) << meta.error().message;
-  EXPECT_EQ(meta->metadata, (std::map<std::string, std::string>{{"session", "s1"}, {"exec", "e 2"}}));
+  EXPECT_EQ(meta->metadata,
+            (std::map<std::string, std::string>{{"session", "s1"}, {"exec", "e 2"}}));
   auto reqs = server_.requests();
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].Query("uploadType"), "multipart");
@@ -380,7 +391,8 @@ TEST_F(GcpStorage, ResumableUploadSendsAlignedChunksAndResumesAfterAReset) {
     }
     return std::nullopt;
   };
-  auto meta = client_.InsertResumable("bkt", "big.bin", data, {.content_type = "application/x-test"});
+  auto meta =
+      client_.InsertResumable("bkt", "big.bin", data, {.content_type = "application/x-test"});
   ASSERT_TRUE(meta) << meta.error().message;
   EXPECT_EQ(meta->size, static_cast<int64_t>(data.size()));
   std::vector<std::string> ranges;
@@ -396,8 +408,8 @@ TEST_F(GcpStorage, ResumableUploadSendsAlignedChunksAndResumesAfterAReset) {
   }
   EXPECT_EQ(ranges, (std::vector<std::string>{
                         "bytes 0-262143/614400", "bytes 0-262143/614400",  // 503, resent
-                        "bytes 262144-524287/614400",                        // reset
-                        "bytes */614400",                                    // where are we?
+                        "bytes 262144-524287/614400",                      // reset
+                        "bytes */614400",                                  // where are we?
                         "bytes 262144-524287/614400", "bytes 524288-614399/614400"}));
   std::lock_guard lock(gcs_.mu);
   EXPECT_EQ(gcs_.objects["big.bin"].data, data);
@@ -592,7 +604,9 @@ TEST_F(GcpStorage, DeleteHonoursGenerationAndDeletePrefixSweeps) {
   ASSERT_TRUE(client_.Insert("bkt", "e/1", "x"));
   gcs_.fault = [](const FakeRequest& r) -> std::optional<FakeResponse> {
     if (r.method == "DELETE") {
-      return FakeResponse::Json(403, R"({"error":{"code":403,"message":"no storage.objects.delete access","errors":[{"reason":"forbidden"}]}})");
+      return FakeResponse::Json(
+          403,
+          R"({"error":{"code":403,"message":"no storage.objects.delete access","errors":[{"reason":"forbidden"}]}})");
     }
     return std::nullopt;
   };
@@ -605,12 +619,16 @@ TEST_F(GcpStorage, RetriesTransientFailuresAndReportsPermanentOnes) {
   std::atomic<int> n{0};
   gcs_.fault = [&](const FakeRequest& r) -> std::optional<FakeResponse> {
     if (r.method == "GET" && ++n <= 2) {
-      auto busy = FakeResponse::Json(429, R"({"error":{"code":429,"message":"slow down","errors":[{"reason":"rateLimitExceeded"}]}})");
+      auto busy = FakeResponse::Json(
+          429,
+          R"({"error":{"code":429,"message":"slow down","errors":[{"reason":"rateLimitExceeded"}]}})");
       busy.headers.emplace_back("Retry-After", "1");
       return busy;
     }
     if (r.path == "/storage/v1/b/forbidden") {
-      return FakeResponse::Json(403, R"({"error":{"code":403,"message":"sa@p.iam.gserviceaccount.com does not have storage.buckets.get access to the Google Cloud Storage bucket.","errors":[{"reason":"forbidden"}]}})");
+      return FakeResponse::Json(
+          403,
+          R"({"error":{"code":403,"message":"sa@p.iam.gserviceaccount.com does not have storage.buckets.get access to the Google Cloud Storage bucket.","errors":[{"reason":"forbidden"}]}})");
     }
     return std::nullopt;
   };
@@ -623,7 +641,8 @@ TEST_F(GcpStorage, RetriesTransientFailuresAndReportsPermanentOnes) {
   auto denied = client_.GetBucket("forbidden");
   ASSERT_FALSE(denied);
   EXPECT_EQ(denied.error().code, ErrorCode::kForbidden);
-  EXPECT_NE(denied.error().message.find("missing permission storage.buckets.get"), std::string::npos);
+  EXPECT_NE(denied.error().message.find("missing permission storage.buckets.get"),
+            std::string::npos);
   EXPECT_NE(denied.error().message.find("Cloud Storage: 403 forbidden"), std::string::npos);
 }
 

@@ -36,7 +36,8 @@ std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -63,7 +64,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (line.rfind("HTTP/", 0) == 0) {  // a new response (after 100 Continue): start over
     a->resp.headers.clear();
     auto sp = line.find(' ');
-    a->resp.status = sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+    a->resp.status =
+        sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
     return size * n;
   }
   auto colon = line.find(':');
@@ -127,9 +129,7 @@ bool RetryableTransport(CURLcode rc) {
 }
 
 // Host and path of a URL without its query string (never log tokens in upload_id etc.).
-std::string UrlForLog(const std::string& url) {
-  return url.substr(0, url.find('?'));
-}
+std::string UrlForLog(const std::string& url) { return url.substr(0, url.find('?')); }
 
 }  // namespace
 
@@ -252,7 +252,8 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(options_.connect_timeout.count()));
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout.count()));
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
@@ -319,7 +320,8 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     }
 
     // Full-jitter-ish backoff: uniform in [backoff/2, backoff], at least what Retry-After asks.
-    std::uniform_int_distribution<int64_t> dist(backoff.count() / 2, std::max<int64_t>(backoff.count(), 1));
+    std::uniform_int_distribution<int64_t> dist(backoff.count() / 2,
+                                                std::max<int64_t>(backoff.count(), 1));
     milliseconds wait(dist(rng));
     if (delay.count() > wait.count()) {
       wait = delay;

@@ -44,7 +44,7 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
-  std::string body;  // empty when streamed to a sink
+  std::string body;                                          // empty when streamed to a sink
   // First value of a header (name in lower case), "" when absent.
   std::string Header(std::string_view lower_name) const;
 };

@@ -14,11 +14,11 @@
 namespace agentbox::gcp {
 namespace {
 
+using std::chrono::milliseconds;
 using testing::FakeHttpServer;
 using testing::FakeRequest;
 using testing::FakeResponse;
 using testing::RecordedSleeps;
-using std::chrono::milliseconds;
 
 TEST(GcpEndpoints, PathSegmentEncodingKeepsOnlyUnreserved) {
   EXPECT_EQ(EncodePathSegment("a/b c+d%e~f-g_h.i"), "a%2Fb%20c%2Bd%25e~f-g_h.i");
@@ -37,7 +37,8 @@ TEST(GcpEndpoints, FromConfigReadsOverrides) {
   EXPECT_EQ(e->token_uri, "http://h:2/token");
   EXPECT_EQ(MetadataBaseUrl(*e), "http://127.0.0.1:9");
 
-  auto with_scheme = EndpointsFromConfig(Config::FromMap({{"STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443/"}}));
+  auto with_scheme =
+      EndpointsFromConfig(Config::FromMap({{"STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443/"}}));
   ASSERT_TRUE(with_scheme);
   EXPECT_EQ(with_scheme->storage, "http://127.0.0.1:4443");
   EXPECT_EQ(with_scheme->run, "https://run.googleapis.com");
@@ -71,7 +72,8 @@ TEST(GcpErrors, MapsGoogleStatusesAndNamesThem) {
   EXPECT_NE(pre.message.find("conditionNotMet"), std::string::npos);
 
   Error exists = ErrorFromResponse(
-      "Cloud Run", 409, R"({"error":{"code":409,"message":"Resource 'j' already exists.","status":"ALREADY_EXISTS"}})");
+      "Cloud Run", 409,
+      R"({"error":{"code":409,"message":"Resource 'j' already exists.","status":"ALREADY_EXISTS"}})");
   EXPECT_EQ(exists.code, ErrorCode::kConflict);
   EXPECT_NE(exists.message.find("409 ALREADY_EXISTS"), std::string::npos);
 
@@ -178,8 +180,8 @@ TEST(GcpTransport, NonIdempotentCallIsNotResentAfterAReset) {
   auto http = testing::TransportWithToken("tok", sleeps);
   // A kept-alive connection exists: libcurl must not quietly re-send the POST on another one.
   ASSERT_TRUE(http->Send({.url = server.url() + "/warm"}));
-  auto resp = http->Send({.method = "POST", .url = server.url() + "/run", .body = "{}",
-                          .idempotent = false});
+  auto resp = http->Send(
+      {.method = "POST", .url = server.url() + "/run", .body = "{}", .idempotent = false});
   ASSERT_FALSE(resp);
   EXPECT_EQ(resp.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(server.requests().size(), 2u);  // the GET and one POST
@@ -203,8 +205,8 @@ TEST(GcpTransport, NonIdempotentCallIsRetriedWhenTheServiceRefusedIt) {
   });
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
-  auto resp = http->Send({.method = "POST", .url = server.url() + "/run", .body = "{}",
-                          .idempotent = false});
+  auto resp = http->Send(
+      {.method = "POST", .url = server.url() + "/run", .body = "{}", .idempotent = false});
   ASSERT_TRUE(resp);
   EXPECT_EQ(resp->status, 500);
   EXPECT_EQ(server.requests().size(), 3u);
@@ -278,7 +280,8 @@ TEST(GcpTransport, ReusesConnectionsAcrossCallsAndThreads) {
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
   for (int i = 0; i < 20; ++i) {
-    auto resp = http->Send({.method = "PUT", .url = server.url() + "/p", .body = std::to_string(i)});
+    auto resp =
+        http->Send({.method = "PUT", .url = server.url() + "/p", .body = std::to_string(i)});
     ASSERT_TRUE(resp);
     EXPECT_EQ(resp->body, std::to_string(i));
   }

@@ -94,7 +94,8 @@ class GcpEmulatorClients : public ::testing::Test {
   // PUT /emulator/v1/faults (the emulator's own test API).
   void SetFaults(const json& faults) {
     HttpTransport plain(nullptr);
-    auto r = plain.Send({.method = "PUT", .url = emu_.url() + "/emulator/v1/faults",
+    auto r = plain.Send({.method = "PUT",
+                         .url = emu_.url() + "/emulator/v1/faults",
                          .headers = {{"Content-Type", "application/json"}},
                          .body = faults.dump()});
     ASSERT_TRUE(r);
@@ -112,8 +113,8 @@ TEST_F(GcpEmulatorClients, CredentialsFromTheEmulatorsTokenEndpointAndMetadataSe
   testing::TestRsaKey key;
   std::string key_path = emu_.dir() + "/key.json";
   std::ofstream(key_path) << key.ServiceAccountKey(emu_.url() + "/token").dump();
-  auto sa = MakeTokenSource(Config::FromMap({{"GOOGLE_APPLICATION_CREDENTIALS", key_path}}),
-                            endpoints_);
+  auto sa =
+      MakeTokenSource(Config::FromMap({{"GOOGLE_APPLICATION_CREDENTIALS", key_path}}), endpoints_);
   ASSERT_TRUE(sa) << sa.error().message;
   auto token = (*sa)->Token();
   ASSERT_TRUE(token) << token.error().message;
@@ -131,7 +132,7 @@ TEST_F(GcpEmulatorClients, CredentialsFromTheEmulatorsTokenEndpointAndMetadataSe
   // A token from the service-account exchange authenticates Storage calls.
   auto authed = std::make_shared<HttpTransport>(*sa);
   StorageClient client(authed, endpoints_);
-  ASSERT_TRUE(client.CreateBucket("emu-proj", "cred-bkt")) ;
+  ASSERT_TRUE(client.CreateBucket("emu-proj", "cred-bkt"));
   ASSERT_TRUE(client.GetBucket("cred-bkt"));
   // Without a token the emulator answers 401, which is kUnauthorized.
   StorageClient anonymous(std::make_shared<HttpTransport>(nullptr), endpoints_);
@@ -147,8 +148,8 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
   EXPECT_EQ(missing_bucket.error().code, ErrorCode::kNotFound);
 
   const std::string odd = "ws/sub dir/a+b%c&d=e~\xc3\xbc.txt";
-  auto created = storage_->Insert("bkt", odd, "hello", {.content_type = "text/plain",
-                                                        .if_generation_match = 0});
+  auto created = storage_->Insert("bkt", odd, "hello",
+                                  {.content_type = "text/plain", .if_generation_match = 0});
   ASSERT_TRUE(created) << created.error().message;
   EXPECT_EQ(created->name, odd);
   EXPECT_GT(created->generation, 0);
@@ -162,14 +163,14 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
   ASSERT_FALSE(clash);
   EXPECT_EQ(clash.error().code, ErrorCode::kConflict);
   EXPECT_NE(clash.error().message.find("precondition"), std::string::npos);
-  auto updated = storage_->Insert("bkt", odd, "hello again",
-                                  {.if_generation_match = created->generation});
+  auto updated =
+      storage_->Insert("bkt", odd, "hello again", {.if_generation_match = created->generation});
   ASSERT_TRUE(updated) << updated.error().message;
   EXPECT_NE(updated->generation, created->generation);
 
-  auto with_meta = storage_->Insert("bkt", "ws/meta.json", R"({"a":1})",
-                                    {.content_type = "application/json",
-                                     .metadata = {{"session", "s1"}}});
+  auto with_meta =
+      storage_->Insert("bkt", "ws/meta.json", R"({"a":1})",
+                       {.content_type = "application/json", .metadata = {{"session", "s1"}}});
   ASSERT_TRUE(with_meta) << with_meta.error().message;
   auto stat = storage_->Stat("bkt", "ws/meta.json");
   ASSERT_TRUE(stat) << stat.error().message;
@@ -230,8 +231,9 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
 
 TEST_F(GcpEmulatorClients, InjectedFaultsAreRetriedOrReported) {
   ASSERT_TRUE(storage_->CreateBucket("emu-proj", "fbkt"));
-  SetFaults({{"rules", {{{"method", "storage.objects.insert"}, {"status", 503}, {"count", 2}},
-                        {{"method", "storage.objects.get"}, {"status", 429}, {"count", 1}}}}});
+  SetFaults({{"rules",
+              {{{"method", "storage.objects.insert"}, {"status", 503}, {"count", 2}},
+               {{"method", "storage.objects.get"}, {"status", 429}, {"count", 1}}}}});
   auto put = storage_->Insert("fbkt", "o", "data", {.if_generation_match = 0});
   ASSERT_TRUE(put) << put.error().message;
   auto got = storage_->Read("fbkt", "o");
@@ -239,15 +241,21 @@ TEST_F(GcpEmulatorClients, InjectedFaultsAreRetriedOrReported) {
   EXPECT_EQ(got->data, "data");
   EXPECT_EQ(sleeps_->Get().size(), 3u);  // two 503s and one 429, each waited out
 
-  SetFaults({{"rules", {{{"method", "storage.objects.insert"}, {"status", 403},
-                         {"message", "sa@p.iam.gserviceaccount.com does not have storage.objects.create access"}}}}});
+  SetFaults({{"rules",
+              {{{"method", "storage.objects.insert"},
+                {"status", 403},
+                {"message",
+                 "sa@p.iam.gserviceaccount.com does not have storage.objects.create access"}}}}});
   auto denied = storage_->Insert("fbkt", "p", "data");
   ASSERT_FALSE(denied);
   EXPECT_EQ(denied.error().code, ErrorCode::kForbidden);
   EXPECT_NE(denied.error().message.find("storage.objects.create"), std::string::npos);
 
-  SetFaults({{"rules", {{{"method", "storage.objects.insert"}, {"precondition_race", true},
-                         {"status", 0}, {"count", 1}}}}});
+  SetFaults({{"rules",
+              {{{"method", "storage.objects.insert"},
+                {"precondition_race", true},
+                {"status", 0},
+                {"count", 1}}}}});
   auto raced = storage_->Insert("fbkt", "o", "mine", {.if_generation_match = put->generation});
   ASSERT_FALSE(raced);
   EXPECT_EQ(raced.error().code, ErrorCode::kConflict);

@@ -14,9 +14,9 @@ namespace agentbox::gcp::testing {
 // One request as the fake server received it.
 struct FakeRequest {
   std::string method;
-  std::string target;  // as sent: path?query, still encoded
-  std::string path;    // encoded path only
-  std::string query;   // encoded query string without '?'
+  std::string target;                          // as sent: path?query, still encoded
+  std::string path;                            // encoded path only
+  std::string query;                           // encoded query string without '?'
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   int connection = 0;  // which accepted connection carried it (1-based)

@@ -1,8 +1,7 @@
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace agentbox::gcp::testing {
 
@@ -18,9 +17,10 @@ class TestRsaKey {
   const std::string& pem() const { return pem_; }
   bool Verify(const std::string& signed_input, const std::string& signature) const;
   // A service_account key file's JSON for this key.
-  nlohmann::json ServiceAccountKey(const std::string& token_uri,
-                                   const std::string& email = "agentbox@proj.iam.gserviceaccount.com",
-                                   const std::string& key_id = "kid-123") const;
+  nlohmann::json ServiceAccountKey(
+      const std::string& token_uri,
+      const std::string& email = "agentbox@proj.iam.gserviceaccount.com",
+      const std::string& key_id = "kid-123") const;
 
  private:
   void* pkey_ = nullptr;  // EVP_PKEY
