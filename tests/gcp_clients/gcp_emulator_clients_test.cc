@@ -201,6 +201,20 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
   ASSERT_TRUE(meta) << meta.error().message;
   EXPECT_TRUE(streamed == big);
 
+  // Empty objects: one-shot and resumable uploads, whole and ranged reads.
+  auto empty_obj = storage_->Insert("bkt", "ws/empty", "");
+  ASSERT_TRUE(empty_obj) << empty_obj.error().message;
+  auto empty_resumable = storage_->InsertResumable("bkt", "ws/empty2", "");
+  ASSERT_TRUE(empty_resumable) << empty_resumable.error().message;
+  EXPECT_EQ(empty_resumable->size, 0);
+  auto empty_read = storage_->Read("bkt", "ws/empty");
+  ASSERT_TRUE(empty_read) << empty_read.error().message;
+  EXPECT_EQ(empty_read->data, "");
+  EXPECT_EQ(empty_read->meta.generation, empty_obj->generation);
+  auto empty_range = storage_->Read("bkt", "ws/empty2", ByteRange{0, 10});
+  ASSERT_TRUE(empty_range) << empty_range.error().message;
+  EXPECT_EQ(empty_range->data, "");
+
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE(storage_->Insert("bkt", "ws/list/" + std::to_string(i), "v"));
   }
@@ -223,7 +237,7 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
   EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
   auto swept = storage_->DeletePrefix("bkt", "ws/");
   ASSERT_TRUE(swept) << swept.error().message;
-  EXPECT_EQ(*swept, 8u);
+  EXPECT_EQ(*swept, 10u);
   auto empty = storage_->ListAll("bkt", "");
   ASSERT_TRUE(empty);
   EXPECT_TRUE(empty->items.empty());
