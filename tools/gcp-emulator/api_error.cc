@@ -66,7 +66,7 @@ std::string ErrorBody(const ApiError& e) {
   Json j = {{"error",
              {{"code", e.code},
               {"message", e.message},
-              {"status", StatusName(e.code)},
+              {"status", e.status.empty() ? StatusName(e.code) : e.status},
               {"errors", Json::array({{{"domain", "global"},
                                        {"reason", reason},
                                        {"message", e.message}}})}}}};

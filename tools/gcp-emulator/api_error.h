@@ -12,9 +12,14 @@
 namespace agentbox::gcpemu {
 
 struct ApiError {
+  ApiError() = default;
+  ApiError(int c, std::string m, std::string r = "", std::string s = "")
+      : code(c), message(std::move(m)), reason(std::move(r)), status(std::move(s)) {}
+
   int code = 500;
   std::string message;
   std::string reason;  // Cloud Storage's errors[].reason; derived from `code` when empty
+  std::string status;  // Google's status name; derived from `code` when empty
 };
 
 template <class T>

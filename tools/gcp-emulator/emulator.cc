@@ -63,7 +63,8 @@ Emulator::Emulator(boost::asio::io_context& io, EmulatorOptions opts,
       store_(std::move(store)),
       storage_(*store_),
       auth_(opts_.auth),
-      pool_(8, 1 << 20) {}
+      run_(std::make_unique<RunApi>(opts_.data_dir, opts_.docker_socket, faults_)),
+      pool_(16, 1 << 20) {}
 
 Emulator::~Emulator() = default;
 
@@ -134,6 +135,8 @@ void Emulator::Handle(http::Request req, http::Respond respond) {
   std::string method;
   if (StorageApi::Owns(req)) {
     method = StorageApi::MethodId(req);
+  } else if (RunApi::Owns(req)) {
+    method = RunApi::MethodId(req);
   } else if (AuthApi::Owns(req)) {
     method = AuthApi::MethodId(req);
   } else {
@@ -154,6 +157,9 @@ void Emulator::Handle(http::Request req, http::Respond respond) {
     }
     if (StorageApi::Owns(*shared)) {
       return storage_.Handle(*shared, d, std::move(respond));
+    }
+    if (RunApi::Owns(*shared)) {
+      return respond(run_->Handle(*shared));
     }
     respond(auth_.Handle(*shared));
   });

@@ -9,6 +9,7 @@
 #include "faults.h"
 #include "http/server.h"
 #include "object_store.h"
+#include "run_api.h"
 #include "storage_api.h"
 
 namespace agentbox::gcpemu {
@@ -46,6 +47,7 @@ class Emulator : public http::Dispatcher {
   std::unique_ptr<ObjectStore> store_;
   StorageApi storage_;
   AuthApi auth_;
+  std::unique_ptr<RunApi> run_;
   WorkerPool pool_;
 };
 
