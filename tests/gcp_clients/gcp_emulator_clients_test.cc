@@ -88,7 +88,16 @@ class GcpEmulatorClients : public ::testing::Test {
     endpoints_.run = emu_.url();
     endpoints_.storage = emu_.url();
     endpoints_.metadata_host = emu_.url();
-    http_ = testing::TransportWithToken("emulator-token", sleeps_);
+    // Backoff waits are recorded and really slept: the emulator, like the real service, may
+    // need a moment (e.g. it releases a resumable session just after answering a chunk).
+    auto opts = testing::FastOptions(sleeps_);
+    auto record = opts.sleep;
+    opts.sleep = [record](std::chrono::milliseconds d) {
+      record(d);
+      std::this_thread::sleep_for(d);
+    };
+    http_ = std::make_shared<HttpTransport>(
+        std::make_shared<StaticTokenSource>("emulator-token", "test token"), opts);
     storage_ = std::make_unique<StorageClient>(http_, endpoints_);
   }
   // PUT /emulator/v1/faults (the emulator's own test API).
@@ -277,15 +286,6 @@ TEST_F(GcpEmulatorClients, InjectedFaultsAreRetriedOrReported) {
 }
 
 TEST_F(GcpEmulatorClients, RunJobExecutesAndReportsTheExitCode) {
-  // The emulator may not serve Run v2 yet (it is written at the same time as this test).
-  HttpTransport plain(nullptr);
-  auto probe = plain.Send({.url = emu_.url() + "/v2/projects/emu-proj/locations/us-central1/jobs",
-                           .headers = {{"Authorization", "Bearer t"}}});
-  ASSERT_TRUE(probe);
-  if (probe->status != 200) {
-    GTEST_SKIP() << "this agentbox-gcp-emulator build serves no Run v2 API (jobs list answered "
-                 << probe->status << "): RunClient is covered by the fake-server tests in src/gcp";
-  }
   if (access("/var/run/docker.sock", W_OK) != 0) {
     GTEST_SKIP() << "no Docker engine at /var/run/docker.sock: the emulator cannot run executions";
   }
@@ -333,11 +333,28 @@ TEST_F(GcpEmulatorClients, RunJobExecutesAndReportsTheExitCode) {
   ASSERT_TRUE(tasks) << tasks.error().message;
   ASSERT_EQ(tasks->size(), 1u);
   EXPECT_EQ((*tasks)[0]["lastAttemptResult"].value("exitCode", -1), 7) << (*tasks)[0].dump();
-  auto execs = run.ListExecutions(job_name);
-  ASSERT_TRUE(execs);
-  EXPECT_EQ(execs->size(), 1u);
   auto cancel = run.CancelExecution(exec_name);  // finished: tolerated
   EXPECT_TRUE(cancel) << cancel.error().message;
+
+  // A :run refused with 503 is retried (the service did not act), and starts one execution.
+  SetFaults({{"rules", {{{"method", "run.jobs.run"}, {"status", 503}, {"count", 1}}}}});
+  auto second = run.RunJob(job_name, nullptr);
+  ASSERT_TRUE(second) << second.error().message;
+  auto execs = run.ListExecutions(job_name);
+  ASSERT_TRUE(execs) << execs.error().message;
+  EXPECT_EQ(execs->size(), 2u);
+  // Permission errors name the permission.
+  SetFaults({{"rules",
+              {{{"method", "run.jobs.run"},
+                {"status", 403},
+                {"message", "Permission 'run.jobs.runWithOverrides' denied on resource"}}}}});
+  auto denied = run.RunJob(job_name, overrides);
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().code, ErrorCode::kForbidden);
+  EXPECT_NE(denied.error().message.find("missing permission run.jobs.runWithOverrides"),
+            std::string::npos)
+      << denied.error().message;
+  SetFaults(json::object());
   auto del = run.DeleteJob(job_name);
   ASSERT_TRUE(del) << del.error().message;
   auto gone = run.GetJob(job_name);
