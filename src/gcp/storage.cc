@@ -188,6 +188,7 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
                                          std::string_view data, const InsertOptions& opts) {
   HttpRequest req;
   req.method = "POST";
+  req.timeout = std::chrono::milliseconds(0);  // sized by the data: stall detection only
   if (opts.metadata.empty()) {
     req.url = UploadUrl(bucket, "media", name, opts);
     req.headers = {{"Content-Type", opts.content_type}};
@@ -241,6 +242,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     put.url = session;
     // A chunk is not blindly re-sent: after a failure the session is asked what it has.
     put.idempotent = false;
+    put.timeout = std::chrono::milliseconds(0);
     int64_t len = std::min(chunk_size_, total - offset);
     if (total == 0) {
       put.headers = {{"Content-Range", "bytes */0"}};
@@ -368,6 +370,7 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
   for (int resumes = 0;; ++resumes) {
     HttpRequest req;
     req.url = ObjectUrl(bucket, name) + "?alt=media";
+    req.timeout = std::chrono::milliseconds(0);  // sized by the object: stall detection only
     if (generation != 0) {
       req.url += fmt::format("&generation={}", generation);
     }

@@ -37,7 +37,8 @@ struct HttpRequest {
   // With a sink: called once per attempt with the 2xx status and headers, before the first body
   // byte reaches the sink (the body is empty then).
   std::function<void(const HttpResponse&)> on_headers{};
-  // Per-attempt timeout (connect + transfer).
+  // Per-attempt timeout (connect + transfer); 0 = none (large transfers), which still fail when
+  // the transfer stalls (TransportOptions::stall_timeout).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
 };
 
@@ -62,6 +63,8 @@ struct TransportOptions {
   RetryPolicy retry;
   size_t max_idle_handles = 8;  // libcurl easy handles kept (with their connections) for reuse
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  // An attempt that moves no byte for this long fails (and is retried like a reset).
+  std::chrono::seconds stall_timeout{60};
   std::string user_agent = "agentbox-gcp/0.1";
   // Called instead of sleeping between retries (tests); nullptr sleeps.
   std::function<void(std::chrono::milliseconds)> sleep;

@@ -231,6 +231,29 @@ TEST(GcpTransport, RefusedConnectionIsRetriedEvenWhenNotIdempotent) {
   EXPECT_EQ(http.attempts(), 3u);
 }
 
+TEST(GcpTransport, StalledTransferFailsAndIsRetried) {
+  std::atomic<int> n{0};
+  FakeHttpServer server([&](const FakeRequest&) {
+    if (++n == 1) {
+      FakeResponse hang;
+      hang.action = FakeResponse::Action::kHang;
+      return hang;
+    }
+    return FakeResponse::Json(200, "{}");
+  });
+  auto sleeps = std::make_shared<RecordedSleeps>();
+  auto opts = testing::FastOptions(sleeps);
+  opts.stall_timeout = std::chrono::seconds(1);
+  HttpTransport http(nullptr, opts);
+  auto start = std::chrono::steady_clock::now();
+  // No total timeout (a large transfer): only the stall detection ends the first attempt.
+  auto resp = http.Send({.url = server.url() + "/slow", .timeout = milliseconds(0)});
+  ASSERT_TRUE(resp) << resp.error().message;
+  EXPECT_EQ(resp->status, 200);
+  EXPECT_EQ(server.requests().size(), 2u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
 TEST(GcpTransport, AttachesTheBearerTokenOnlyWhenAsked) {
   FakeHttpServer server([](const FakeRequest&) { return FakeResponse::Json(200, "{}"); });
   auto sleeps = std::make_shared<RecordedSleeps>();

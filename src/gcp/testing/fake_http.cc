@@ -233,6 +233,9 @@ void FakeHttpServer::Serve(int fd, int connection) {
       requests_.push_back(req);
     }
     FakeResponse resp = handler_(req);
+    if (resp.action == FakeResponse::Action::kHang) {
+      continue;  // read on: returns when the client closes the connection
+    }
     if (resp.action == FakeResponse::Action::kReset) {
       Reset(fd);
       return;

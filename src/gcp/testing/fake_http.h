@@ -29,9 +29,10 @@ struct FakeRequest {
 
 struct FakeResponse {
   enum class Action {
-    kRespond,         // send the response, keep the connection
-    kReset,           // abort the connection (RST) without answering
-    kPartialAndClose  // send headers and `partial_bytes` of the body, then close
+    kRespond,          // send the response, keep the connection
+    kReset,            // abort the connection (RST) without answering
+    kPartialAndClose,  // send headers and `partial_bytes` of the body, then close
+    kHang              // never answer (the connection stays open until the client gives up)
   };
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
