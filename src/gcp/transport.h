@@ -71,7 +71,7 @@ struct TransportOptions {
 };
 
 // HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps its
-// keep-alive connections), retries of 429, 5xx and connection failures with jittered exponential
+// keep-alive connections), retries of 429, 408, 500, 502, 503, 504, connection failures and stalls with jittered exponential
 // backoff honouring Retry-After (seconds or HTTP date) and bounded by RetryPolicy::total, and
 // the bearer token attached (a 401 invalidates the token and is tried once more with a new one).
 // Thread-safe; calls block the calling thread (run them on workers).
