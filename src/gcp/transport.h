@@ -70,11 +70,12 @@ struct TransportOptions {
   std::function<void(std::chrono::milliseconds)> sleep;
 };
 
-// HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps its
-// keep-alive connections), retries of 429, 408, 500, 502, 503, 504, connection failures and stalls with jittered exponential
-// backoff honouring Retry-After (seconds or HTTP date) and bounded by RetryPolicy::total, and
-// the bearer token attached (a 401 invalidates the token and is tried once more with a new one).
-// Thread-safe; calls block the calling thread (run them on workers).
+// HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps
+// its keep-alive connections); retries of 429, 408, 500, 502, 503, 504, connection failures and
+// stalls with jittered exponential backoff honouring Retry-After (seconds or HTTP date) and
+// bounded by RetryPolicy::total; the bearer token attached (a 401 invalidates the token and the
+// call is tried once more with a new one). Thread-safe; calls block the calling thread (run
+// them on workers).
 class HttpTransport {
  public:
   // `tokens` may be null: requests go without Authorization (token endpoints, emulators).
