@@ -43,6 +43,15 @@ TEST(GcpEndpoints, FromConfigReadsOverrides) {
   EXPECT_EQ(with_scheme->storage, "http://127.0.0.1:4443");
   EXPECT_EQ(with_scheme->run, "https://run.googleapis.com");
 
+  auto cpp_name = EndpointsFromConfig(
+      Config::FromMap({{"CLOUD_STORAGE_EMULATOR_ENDPOINT", "http://127.0.0.1:9000"}}));
+  ASSERT_TRUE(cpp_name);
+  EXPECT_EQ(cpp_name->storage, "http://127.0.0.1:9000");
+  auto both = EndpointsFromConfig(Config::FromMap(
+      {{"CLOUD_STORAGE_EMULATOR_ENDPOINT", "http://h:1"}, {"STORAGE_EMULATOR_HOST", "h:2"}}));
+  ASSERT_TRUE(both);
+  EXPECT_EQ(both->storage, "http://h:2");
+
   auto defaults = EndpointsFromConfig(Config::FromMap({}));
   ASSERT_TRUE(defaults);
   EXPECT_EQ(defaults->storage, "https://storage.googleapis.com");
