@@ -215,8 +215,8 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
   const RetryPolicy& policy = options_.retry;
   thread_local std::mt19937_64 rng{std::random_device{}()};
   milliseconds backoff = policy.initial_backoff;
-  milliseconds slept_by_hook(0);
-  bool reauthenticated = false;  // injected sleeps take no real time but count against `total`
+  milliseconds slept_by_hook(0);  // injected sleeps take no real time but count against `total`
+  bool reauthenticated = false;   // a 401 already led to a fresh token
 
   for (int attempt = 1;; ++attempt) {
     std::string bearer;
