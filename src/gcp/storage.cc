@@ -261,6 +261,11 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     }
     if (resp && resp->status == 308) {
       int64_t persisted = PersistedFromRange(resp->Header("range"));
+      if (persisted <= offset && ++resumes > kMaxResumes) {
+        return Fail(ErrorCode::kUnavailable,
+                    fmt::format("{}: resumable upload of {} makes no progress at byte {}", kService,
+                                name, offset));
+      }
       offset = persisted;
       continue;
     }

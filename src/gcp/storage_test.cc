@@ -415,6 +415,23 @@ TEST_F(GcpStorage, ResumableUploadSendsAlignedChunksAndResumesAfterAReset) {
   EXPECT_EQ(gcs_.objects["big.bin"].data, data);
 }
 
+TEST_F(GcpStorage, ResumableUploadThatMakesNoProgressEnds) {
+  client_.set_chunk_size(256 * 1024);
+  gcs_.fault = [](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.method == "PUT") {
+      FakeResponse stuck;
+      stuck.status = 308;  // never acknowledges a byte
+      return stuck;
+    }
+    return std::nullopt;
+  };
+  auto meta = client_.InsertResumable("bkt", "stuck", std::string(300 * 1024, 's'));
+  ASSERT_FALSE(meta);
+  EXPECT_EQ(meta.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(meta.error().message.find("no progress"), std::string::npos);
+  EXPECT_LT(server_.requests().size(), 20u);
+}
+
 TEST_F(GcpStorage, UploadFileChoosesMediaOrResumableBySize) {
   client_.set_resumable_threshold(1024);
   client_.set_chunk_size(256 * 1024);
