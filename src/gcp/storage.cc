@@ -390,7 +390,14 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
     if (want) {
       req.headers.emplace_back("Range", RangeHeader(*want));
     }
+    // A server that ignores Range answers 200 with the whole object: cut the window out.
+    int64_t skip = 0;
+    std::optional<int64_t> keep;
     req.on_headers = [&](const HttpResponse& r) {
+      if (want && r.status == 200) {
+        skip = want->offset;
+        keep = want->length;
+      }
       if (got_headers) {
         return;
       }
@@ -407,6 +414,17 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
     };
     int64_t this_attempt = 0;
     req.sink = [&](std::string_view bytes) {
+      if (skip > 0) {
+        size_t n = std::min(bytes.size(), static_cast<size_t>(skip));
+        bytes.remove_prefix(n);
+        skip -= static_cast<int64_t>(n);
+      }
+      if (keep) {
+        bytes = bytes.substr(0, static_cast<size_t>(std::max<int64_t>(*keep - this_attempt, 0)));
+      }
+      if (bytes.empty()) {
+        return true;
+      }
       this_attempt += static_cast<int64_t>(bytes.size());
       return sink(bytes);
     };

@@ -528,6 +528,25 @@ TEST_F(GcpStorage, StreamedReadResumesABrokenTransferFromTheLastByte) {
   EXPECT_NE(stopped.error().message.find("aborted"), std::string::npos);
 }
 
+TEST_F(GcpStorage, ServerIgnoringRangeStillYieldsTheRange) {
+  ASSERT_TRUE(client_.Insert("bkt", "r", "0123456789"));
+  gcs_.fault = [&](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.Query("alt") != "media") {
+      return std::nullopt;
+    }
+    FakeResponse whole;  // 200 and every byte, whatever the Range said
+    whole.headers = {{"x-goog-generation", "1001"}};
+    whole.body = "0123456789";
+    return whole;
+  };
+  auto part = client_.Read("bkt", "r", ByteRange{3, 4});
+  ASSERT_TRUE(part) << part.error().message;
+  EXPECT_EQ(part->data, "3456");
+  auto tail = client_.Read("bkt", "r", ByteRange{7, std::nullopt});
+  ASSERT_TRUE(tail);
+  EXPECT_EQ(tail->data, "789");
+}
+
 TEST_F(GcpStorage, ServiceWithoutGenerationHeadersIsReadConsistently) {
   gcs_.send_generation_headers = false;
   ASSERT_TRUE(client_.Insert("bkt", "o", "data"));
