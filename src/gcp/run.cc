@@ -78,7 +78,9 @@ Result<Json> RunClient::Call(const std::string& method, const std::string& path,
   }
   auto resp = http_->Send(req);
   if (!resp) {
-    return Fail(resp.error());
+    Error e = resp.error();
+    e.message = std::string(kService) + ": " + e.message;
+    return Fail(std::move(e));
   }
   if (resp->status < 200 || resp->status >= 300) {
     return Fail(ErrorFromResponse(kService, resp->status, resp->body));

@@ -111,6 +111,7 @@ TEST_F(GcpRun, RunJobSendsOverridesAndIsNeverResentAfterItMayHaveArrived) {
   auto lost = client_->RunJob(kJob, nullptr);
   ASSERT_FALSE(lost);
   EXPECT_EQ(lost.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(lost.error().message.rfind("Cloud Run: POST ", 0), 0u) << lost.error().message;
   reqs = server_->requests();
   ASSERT_EQ(reqs.size(), 3u);
   EXPECT_EQ(reqs[2].body, "{}");

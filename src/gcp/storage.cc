@@ -50,6 +50,17 @@ Result<nlohmann::json> ParseJson(const HttpResponse& resp, std::string_view what
   return j;
 }
 
+// Sends through the transport; a failure without any answer names the service too.
+Result<HttpResponse> Send(HttpTransport& http, const HttpRequest& req) {
+  auto resp = http.Send(req);
+  if (!resp) {
+    Error e = resp.error();
+    e.message = std::string(kService) + ": " + e.message;
+    return Fail(std::move(e));
+  }
+  return resp;
+}
+
 Result<HttpResponse> Expect2xx(Result<HttpResponse> resp) {
   if (!resp) {
     return Fail(resp.error());
@@ -162,7 +173,7 @@ std::string StorageClient::UploadUrl(const std::string& bucket, const std::strin
 Result<nlohmann::json> StorageClient::GetBucket(const std::string& bucket) {
   HttpRequest req;
   req.url = fmt::format("{}/storage/v1/b/{}", endpoints_.storage, EncodePathSegment(bucket));
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -177,7 +188,7 @@ Result<nlohmann::json> StorageClient::CreateBucket(const std::string& project,
       fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
   req.headers = {{"Content-Type", "application/json"}};
   req.body = nlohmann::json{{"name", bucket}}.dump();
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -210,7 +221,7 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
     req.body.append(data);
     req.body += fmt::format("\r\n--{}--\r\n", boundary);
   }
-  return MetaFromResponse(http_->Send(req), "objects.insert");
+  return MetaFromResponse(Send(*http_, req), "objects.insert");
 }
 
 Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std::string& name,
@@ -223,7 +234,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
                    {"X-Upload-Content-Type", opts.content_type},
                    {"X-Upload-Content-Length", std::to_string(total)}};
   start.body = UploadMetadata(name, opts).dump();
-  auto started = Expect2xx(http_->Send(start));
+  auto started = Expect2xx(Send(*http_, start));
   if (!started) {
     return Fail(started.error());
   }
@@ -255,7 +266,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
       put.headers = {
           {"Content-Range", fmt::format("bytes {}-{}/{}", offset, offset + len - 1, total)}};
     }
-    auto resp = http_->Send(put);
+    auto resp = Send(*http_, put);
     if (resp && (resp->status == 200 || resp->status == 201)) {
       return MetaFromResponse(std::move(resp), "objects.insert (resumable)");
     }
@@ -282,7 +293,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     query.method = "PUT";
     query.url = session;
     query.headers = {{"Content-Range", fmt::format("bytes */{}", total)}};
-    auto status = http_->Send(query);
+    auto status = Send(*http_, query);
     if (!status) {
       return Fail(status.error());
     }
@@ -352,7 +363,7 @@ Result<ObjectMeta> StorageClient::UploadFile(const std::string& bucket, const st
 Result<ObjectMeta> StorageClient::Stat(const std::string& bucket, const std::string& name) {
   HttpRequest req;
   req.url = ObjectUrl(bucket, name);
-  return MetaFromResponse(http_->Send(req), "objects.get");
+  return MetaFromResponse(Send(*http_, req), "objects.get");
 }
 
 Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::string& name,
@@ -428,7 +439,7 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
       this_attempt += static_cast<int64_t>(bytes.size());
       return sink(bytes);
     };
-    auto resp = http_->Send(req);
+    auto resp = Send(*http_, req);
     delivered += this_attempt;
     if (resp) {
       if (resp->status == 416) {
@@ -509,7 +520,7 @@ Result<ListPage> StorageClient::List(const std::string& bucket, const ListOption
   for (size_t i = 0; i < params.size(); ++i) {
     req.url += (i == 0 ? '?' : '&') + params[i];
   }
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -564,7 +575,7 @@ Result<void> StorageClient::Delete(const std::string& bucket, const std::string&
   if (if_generation_match) {
     req.url += fmt::format("?ifGenerationMatch={}", *if_generation_match);
   }
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }

@@ -105,6 +105,8 @@ TEST(GcpErrors, MapsGoogleStatusesAndNamesThem) {
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 503, "oops").code, ErrorCode::kUnavailable);
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 418, "").code, ErrorCode::kInternal);
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 503, "oops").message, "Cloud Run: 503: oops");
+  EXPECT_EQ(ErrorFromResponse("Cloud Run", 502, "<html>\n<b>Bad</b>\n</html>").message,
+            "Cloud Run: 502: <html> <b>Bad</b> </html>");
 }
 
 TEST(GcpTransport, ParsesRetryAfter) {
