@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,6 +127,18 @@ nlohmann::json UploadMetadata(const std::string& name, const InsertOptions& opts
   return j;
 }
 
+// Base64 of the MD5 of `data`, as Cloud Storage reports md5Hash.
+std::string Md5Base64(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr) != 1) {
+    return "";
+  }
+  unsigned char out[64];
+  int n = EVP_EncodeBlock(out, digest, static_cast<int>(len));
+  return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+}
+
 }  // namespace
 
 ObjectMeta ObjectMetaFromJson(const nlohmann::json& j) {
@@ -137,6 +150,7 @@ ObjectMeta ObjectMetaFromJson(const nlohmann::json& j) {
   m.size = Int64Field(j, "size");
   m.content_type = StrField(j, "contentType");
   m.updated = StrField(j, "updated");
+  m.md5_hash = StrField(j, "md5Hash");
   if (auto md = j.find("metadata"); md != j.end() && md->is_object()) {
     for (const auto& [k, v] : md->items()) {
       if (v.is_string()) {
@@ -221,7 +235,19 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
     req.body.append(data);
     req.body += fmt::format("\r\n--{}--\r\n", boundary);
   }
-  return MetaFromResponse(Send(*http_, req), "objects.insert");
+  auto resp = Send(*http_, req);
+  if (resp && resp->status == 412 && resp->attempts > 1 && opts.if_generation_match) {
+    // Did an attempt whose answer was lost write this very object?
+    auto live = Stat(bucket, name);
+    if (live && !live->md5_hash.empty() && live->md5_hash == Md5Base64(data)) {
+      Log(LogLevel::kInfo, "gcp.insert_retry_resolved",
+          "bucket={} generation={} attempts={} reason=\"412 after a retry; the live object is "
+          "ours\"",
+          bucket, live->generation, resp->attempts);
+      return live;
+    }
+  }
+  return MetaFromResponse(std::move(resp), "objects.insert");
 }
 
 Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std::string& name,

@@ -324,6 +324,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
         continue;
       }
       if (!RetryableStatus(a.resp.status, req.idempotent)) {
+        a.resp.attempts = attempt;
         return std::move(a.resp);
       }
       why = fmt::format("status={}", a.resp.status);
@@ -356,6 +357,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
       Log(LogLevel::kWarn, "gcp.retry_exhausted", "method={} url={} {} attempts={} elapsed_ms={}",
           req.method, UrlForLog(req.url), why, attempt, elapsed.count());
       if (rc == CURLE_OK) {
+        a.resp.attempts = attempt;
         return std::move(a.resp);
       }
       return Fail(ErrorCode::kUnavailable,

@@ -46,6 +46,9 @@ struct HttpResponse {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
   std::string body;                                          // empty when streamed to a sink
+  // How many attempts the call took: more than one means an earlier one may have been acted on
+  // although its answer was lost (a create answering 409/412 may be the caller's own).
+  int attempts = 1;
   // First value of a header (name in lower case), "" when absent.
   std::string Header(std::string_view lower_name) const;
 };
