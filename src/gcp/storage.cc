@@ -601,7 +601,11 @@ Result<void> StorageClient::Delete(const std::string& bucket, const std::string&
   if (if_generation_match) {
     req.url += fmt::format("?ifGenerationMatch={}", *if_generation_match);
   }
-  auto resp = Expect2xx(Send(*http_, req));
+  auto sent = Send(*http_, req);
+  if (sent && sent->status == 404 && sent->attempts > 1) {
+    return {};  // gone after a retry: the attempt whose answer was lost deleted it
+  }
+  auto resp = Expect2xx(std::move(sent));
   if (!resp) {
     return Fail(resp.error());
   }

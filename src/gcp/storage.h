@@ -115,7 +115,8 @@ class StorageClient {
                              const std::string& delimiter = "");
 
   // Deletes one object; with a generation, only if it is still that one (else kConflict
-  // "precondition"). A missing object is kNotFound.
+  // "precondition"). A missing object is kNotFound, except after a retried attempt: then the
+  // attempt whose answer was lost deleted it, and that is success.
   Result<void> Delete(const std::string& bucket, const std::string& name,
                       std::optional<int64_t> if_generation_match = std::nullopt);
   // Deletes every object whose name starts with `prefix` (objects that vanish meanwhile are

@@ -675,6 +675,20 @@ TEST_F(GcpStorage, DeleteHonoursGenerationAndDeletePrefixSweeps) {
   auto gone = client_.Delete("bkt", "d/1");
   ASSERT_FALSE(gone);
   EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
+  // A delete that lands but whose answer is lost: the retry's 404 means done.
+  ASSERT_TRUE(client_.Insert("bkt", "d/lost", "x"));
+  std::atomic<int> deletes{0};
+  gcs_.fault = [&](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.method == "DELETE" && ++deletes == 1) {
+      FakeResponse lost = gcs_.Dispatch(r);  // deleted...
+      EXPECT_EQ(lost.status, 204);
+      return FakeResponse::Json(503, "{}");  // ...but the answer says otherwise
+    }
+    return std::nullopt;
+  };
+  EXPECT_TRUE(client_.Delete("bkt", "d/lost"));
+  EXPECT_EQ(deletes.load(), 2);
+  gcs_.fault = nullptr;
   ASSERT_TRUE(client_.Insert("bkt", "d/3", "x"));
   for (int i = 0; i < 40; ++i) {
     ASSERT_TRUE(client_.Insert("bkt", "d/many/" + std::to_string(i), "x"));
