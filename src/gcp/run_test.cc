@@ -164,6 +164,21 @@ TEST_F(GcpRun, ExecutionsTasksAndPagination) {
   EXPECT_EQ(missing.error().message, "Cloud Run: 404 NOT_FOUND: not found");
 }
 
+TEST_F(GcpRun, DeleteWhoseRetryFindsNothingIsDone) {
+  std::atomic<int> n{0};
+  Start([&](const FakeRequest& r) {
+    if (r.method == "DELETE" && r.path == "/v2/" + kJob) {
+      return ++n == 1 ? FakeResponse::Json(502, "{}")  // deleted, answer lost
+                      : FakeResponse::Json(404, R"({"error":{"code":404,"status":"NOT_FOUND"}})");
+    }
+    return FakeResponse::Json(404, R"({"error":{"code":404,"status":"NOT_FOUND"}})");
+  });
+  EXPECT_TRUE(client_->DeleteJob(kJob));
+  auto missing = client_->DeleteJob(kParent + "/jobs/never");  // first answer: not found
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+}
+
 TEST_F(GcpRun, CancelToleratesAFinishedExecution) {
   Start([&](const FakeRequest& r) {
     if (r.method == "POST" && r.path == "/v2/" + kExec + ":cancel") {
