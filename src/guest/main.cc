@@ -186,6 +186,8 @@ int main(int argc, char** argv) {
   once->add_option("--out", ro.out_path, "result JSON file ('-' for stdout)")->required();
   once->add_option("--timeout", timeout, "kill the command after this many seconds");
   once->add_option("--shell", ro.shell, "shell to use");
+  once->add_option("--workdir", ro.workdir, "working directory of a fresh session");
+  once->add_option("--exec-dir", ro.exec_dir, "working directory of this command only");
   once->add_option("--output-cap", ro.output_cap, "bytes of stdout/stderr kept");
 
   app.add_subcommand("version", "print the version");

@@ -77,6 +77,9 @@ SessionState FreshState() {
 
 Result<Json> RunOnce(const RunOnceOptions& opts) {
   SessionState state;
+  if (!opts.workdir.empty() && ::chdir(opts.workdir.c_str()) != 0) {
+    return Fail(ErrnoError(errno, "workdir " + opts.workdir));
+  }
   if (opts.state_path.empty()) {
     state = FreshState();
   } else {
@@ -112,6 +115,9 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
   }
   ExecOptions eo;
   eo.command = opts.command;
+  if (!opts.exec_dir.empty()) {
+    eo.exec_dir = opts.exec_dir;
+  }
   eo.timeout_s = opts.timeout_s;
   eo.stdio = Stdio::kNull;
   eo.separate_streams = true;
@@ -125,6 +131,7 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
     result = {{"exit_code", v.exit_code.value_or(-1)},
               {"stdout", v.stdout_text},
               {"stderr", v.stderr_text},
+              {"output", v.output},
               {"timed_out", v.timed_out},
               {"output_truncated", v.output_truncated},
               {"state", SessionStateToJson(s->state())}};

@@ -12,6 +12,10 @@ namespace agentbox::guest {
 struct RunOnceOptions {
   std::string state_path;  // empty: a fresh session from this process's environment and cwd
   std::string command;
+  // When set: the working directory of a fresh session (no state_path), entered first.
+  std::string workdir;
+  // When set: the working directory of this command only (shell/exec's exec_dir).
+  std::string exec_dir;
   std::string out_path;  // "-" writes to stdout
   std::optional<double> timeout_s;
   std::string shell;  // empty: detect
@@ -19,7 +23,8 @@ struct RunOnceOptions {
 };
 
 // Executes one command against a session snapshot, using exactly the session code of `serve`,
-// and produces {exit_code, stdout, stderr, timed_out, output_truncated, state}. This is the
+// and produces {exit_code, stdout, stderr, output (both streams in arrival order), timed_out,
+// output_truncated, state}. This is the
 // executor job-based backends run. Failure means the command could not be run at all.
 Result<Json> RunOnce(const RunOnceOptions& opts);
 

@@ -48,6 +48,21 @@ TEST_F(RunOnceTest, ChainsStateBetweenRuns) {
   EXPECT_EQ(second["state"]["last_exit_code"], 4);
 }
 
+TEST_F(RunOnceTest, WorkdirExecDirAndCombinedOutput) {
+  ASSERT_EQ(system(("mkdir -p " + dir_ + "/w " + dir_ + "/x").c_str()), 0);
+  RunOnceOptions o;
+  o.workdir = dir_ + "/w";
+  o.exec_dir = dir_ + "/x";
+  o.command = "pwd; echo err >&2; echo out";
+  o.out_path = dir_ + "/1.json";
+  ASSERT_TRUE(RunOnceToFile(o));
+  Json r = Read(o.out_path);
+  EXPECT_EQ(r["output"], dir_ + "/x\nerr\nout\n");
+  EXPECT_EQ(r["stdout"], dir_ + "/x\nout\n");
+  // exec_dir is for that command only: the session stays in its working directory.
+  EXPECT_EQ(r["state"]["cwd"], dir_ + "/w");
+}
+
 TEST_F(RunOnceTest, TimeoutKeepsPreviousState) {
   RunOnceOptions o;
   o.command = "export LOST=1; sleep 20";
