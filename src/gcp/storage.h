@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -124,10 +125,20 @@ class StorageClient {
   void set_chunk_size(int64_t bytes);
 
  private:
+  using ChunkReader = std::function<Result<std::string>(int64_t offset, int64_t length)>;
+  Result<ObjectMeta> Resumable(const std::string& bucket, const std::string& name, int64_t total,
+                               const ChunkReader& read, const InsertOptions& opts);
+  std::string ObjectUrl(const std::string& bucket, const std::string& name) const;
+  std::string UploadUrl(const std::string& bucket, const std::string& upload_type,
+                        const std::string& name, const InsertOptions& opts) const;
+
   std::shared_ptr<HttpTransport> http_;
   Endpoints endpoints_;
   int64_t resumable_threshold_ = 8ll << 20;
   int64_t chunk_size_ = 8ll << 20;
+  // Real Cloud Storage sends x-goog-generation with downloads; a service seen not to is read
+  // with a metadata call first (see Read).
+  std::atomic<bool> has_generation_headers_{true};
 };
 
 }  // namespace agentbox::gcp

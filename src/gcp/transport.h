@@ -15,12 +15,13 @@
 namespace agentbox::gcp {
 
 class TokenSource;
+struct HttpResponse;
 
 struct HttpRequest {
   std::string method = "GET";
   std::string url;  // absolute, already encoded
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::string body{};
   // Idempotent requests are retried on every retryable failure. Non-idempotent ones (run a job)
   // are retried only when the service surely did not act: 429, 503, or a connection that could
   // not be established. Creates keyed by a caller-chosen id are idempotent in this sense: a
@@ -31,7 +32,10 @@ struct HttpRequest {
   // When set, a 2xx response body is handed to `sink` as it arrives instead of being buffered
   // (sink returns false to abort: the call then fails kInternal "aborted by the reader"). Once a
   // byte has reached the sink the call is not retried.
-  std::function<bool(std::string_view)> sink;
+  std::function<bool(std::string_view)> sink{};
+  // With a sink: called once per attempt with the 2xx status and headers, before the first body
+  // byte reaches the sink (the body is empty then).
+  std::function<void(const HttpResponse&)> on_headers{};
   // Per-attempt timeout (connect + transfer).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
 };
