@@ -188,6 +188,8 @@ int main(int argc, char** argv) {
   once->add_option("--shell", ro.shell, "shell to use");
   once->add_option("--workdir", ro.workdir, "working directory of a fresh session");
   once->add_option("--exec-dir", ro.exec_dir, "working directory of this command only");
+  once->add_flag("--combined", ro.combined_output,
+                 "stdout and stderr through one pipe, in order, as `output`");
   once->add_option("--output-cap", ro.output_cap, "bytes of stdout/stderr kept");
 
   app.add_subcommand("version", "print the version");

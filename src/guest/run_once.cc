@@ -1,6 +1,7 @@
 #include "guest/run_once.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -37,6 +38,13 @@ Result<void> WriteAtomically(const std::string& path, const std::string& data) {
       off += static_cast<size_t>(n);
     }
     return {};
+  }
+  // The result may go to a directory nobody made yet (a fresh session's prefix on a Cloud
+  // Storage volume): create the missing parents.
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+    if (::mkdir(path.substr(0, pos).c_str(), 0755) != 0 && errno != EEXIST) {
+      return Fail(ErrnoError(errno, "create " + path.substr(0, pos)));
+    }
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -120,7 +128,7 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
   }
   eo.timeout_s = opts.timeout_s;
   eo.stdio = Stdio::kNull;
-  eo.separate_streams = true;
+  eo.separate_streams = !opts.combined_output;
   if (auto r = (*session)->Start(eo); !r) {
     return Fail(r.error());
   }

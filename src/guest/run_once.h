@@ -16,6 +16,9 @@ struct RunOnceOptions {
   std::string workdir;
   // When set: the working directory of this command only (shell/exec's exec_dir).
   std::string exec_dir;
+  // stdout and stderr through one pipe, as shell/exec shows them (`output` in their exact
+  // order; `stdout`/`stderr` stay empty). Otherwise apart, as shell/run shows them.
+  bool combined_output = false;
   std::string out_path;  // "-" writes to stdout
   std::optional<double> timeout_s;
   std::string shell;  // empty: detect

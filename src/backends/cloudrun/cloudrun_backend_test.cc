@@ -45,8 +45,16 @@ void RunOnceExecutor(MemoryObjectStore& store, const std::string& sandbox_id,
            container_path.substr(std::string(layout::kSessionsMount).size() + 1);
   };
   TempDir tmp;
-  for (size_t i = 1; i + 1 < args.size(); i += 2) {
+  for (size_t i = 1; i < args.size(); i += 2) {
     const std::string k = args[i];
+    if (k == "--combined") {
+      o.combined_output = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= args.size()) {
+      break;
+    }
     const std::string v = args[i + 1];
     if (k == "--command") {
       o.command = v;

@@ -165,6 +165,9 @@ Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, con
     args.push_back("--state");
     args.push_back(layout::ContainerPathOf(sandbox_id, r.state_object));
   }
+  if (r.combined_output) {
+    args.push_back("--combined");
+  }
   if (!r.exec_dir.empty()) {
     args.push_back("--exec-dir");
     args.push_back(r.exec_dir);

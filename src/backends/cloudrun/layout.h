@@ -63,6 +63,7 @@ struct RunRequest {
   std::string state_object;  // the previous result whose state is the input; empty: fresh
   std::string exec_dir;
   std::optional<double> timeout_s;  // the command's own timeout (run-once kills it: 124)
+  bool combined_output = true;      // shell/exec: one stream; shell/run: stdout and stderr apart
   size_t output_cap = 1 << 20;
 };
 Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, const RunRequest& r);

@@ -97,6 +97,7 @@ struct SessionEngine::Completion {
     bool fired = false;
   };
   std::mutex mu;
+  bool monitored = false;  // a monitor thread of this engine will finish it (guarded by mu_)
   bool finished = false;
   Outcome outcome;
   std::vector<std::shared_ptr<Waiter>> waiters;
@@ -176,7 +177,8 @@ Result<SessionEngine::Started> SessionEngine::Start(const SandboxRef& sb, const 
   if (current) {
     head = *current;
     if (head.running && !Stale(*head.running)) {
-      CompletionFor(sb, sid, *head.running, true);  // make sure someone finishes it
+      // Make sure someone finishes it (once its starter recorded the execution).
+      CompletionFor(sb, sid, *head.running, !head.running->execution.empty());
       return Fail(Busy(sid));
     }
   } else if (current.error().code != ErrorCode::kNotFound) {
@@ -204,6 +206,7 @@ Result<SessionEngine::Started> SessionEngine::Start(const SandboxRef& sb, const 
   rr.state_object = head.state_object;
   rr.exec_dir = req.exec_dir;
   rr.timeout_s = rc.timeout_s;
+  rr.combined_output = req.kind == "exec";
   auto execution = cloud_.jobs->Run(sb.job_id, BuildOverrides(opts_, sb.id, rr));
   if (!execution) {
     // Nothing started: give the session back (if nobody changed it meanwhile).
@@ -229,12 +232,18 @@ std::shared_ptr<SessionEngine::Completion> SessionEngine::CompletionFor(
   const std::string key = sb.id + "/" + sid + "/" + running.run;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = completions_.find(key);
+  std::shared_ptr<Completion> c;
   if (it != completions_.end()) {
-    return it->second;
+    c = it->second;
+    if (c->monitored) {
+      return c;
+    }
+  } else {
+    c = std::make_shared<Completion>();
+    completions_[key] = c;
   }
-  auto c = std::make_shared<Completion>();
-  completions_[key] = c;
-  if (start_monitor && !stopping_) {
+  if (start_monitor && !stopping_ && !running.execution.empty()) {
+    c->monitored = true;
     ++active_monitors_;
     std::thread([this, sb, sid, running, c] {
       Monitor(sb, sid, running, c);
@@ -253,12 +262,13 @@ void SessionEngine::Wait(const SandboxRef& sb, const std::string& sid, const std
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = completions_.find(sb.id + "/" + sid + "/" + run);
-    if (it != completions_.end()) {
+    if (it != completions_.end() && it->second->monitored) {
       c = it->second;
     }
   }
-  if (!c) {
-    // Started elsewhere (another replica, or before a restart): follow it from head.json.
+  // Started elsewhere (another replica, or before a restart): follow it from head.json. Its
+  // starter records the execution's name right after creating it; wait for that briefly.
+  for (int attempt = 0; !c; ++attempt) {
     auto head = ReadHead(sb.id, sid);
     if (!head || !head->running || head->running->run != run) {
       Outcome o;
@@ -271,11 +281,12 @@ void SessionEngine::Wait(const SandboxRef& sb, const std::string& sid, const std
       asio::post(io_, [done, o] { done(o); });
       return;
     }
-    if (head->running->execution.empty()) {
-      // Its starter has not recorded the execution yet: it finishes the run itself.
-      c = CompletionFor(sb, sid, *head->running, false);
-    } else {
+    if (!head->running->execution.empty() || attempt >= 50) {
       c = CompletionFor(sb, sid, *head->running, true);
+      break;
+    }
+    if (!Sleep(std::chrono::milliseconds(50))) {
+      return;
     }
   }
   std::lock_guard<std::mutex> lock(c->mu);
