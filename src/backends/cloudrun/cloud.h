@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <climits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,8 +30,10 @@ class ObjectStore {
   virtual Result<gcp::ObjectMeta> Stat(const std::string& name) = 0;
   virtual Result<gcp::ObjectData> Read(const std::string& name,
                                        std::optional<gcp::ByteRange> range = std::nullopt) = 0;
-  // Streams the object into the file at `path` (created or truncated).
-  virtual Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path) = 0;
+  // Streams the object into the file at `path` (created or truncated). An object larger than
+  // `max_bytes` is kTooLarge, its transfer cut short.
+  virtual Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path,
+                                             uint64_t max_bytes = UINT64_MAX) = 0;
   // `if_generation_match`: 0 = must not exist; a generation = must still be that one.
   virtual Result<gcp::ObjectMeta> Insert(const std::string& name, std::string_view data,
                                          std::optional<int64_t> if_generation_match = std::nullopt,

@@ -95,13 +95,21 @@ class GcsStore final : public ObjectStore {
                                std::optional<gcp::ByteRange> range) override {
     return client_.Read(bucket_, name, range);
   }
-  Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path) override {
+  Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path,
+                                     uint64_t max_bytes) override {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (!fd) {
       return Fail(ErrnoError(errno, "create " + path));
     }
     int err = 0;
+    uint64_t total = 0;
+    bool too_large = false;
     auto r = client_.ReadTo(bucket_, name, [&](std::string_view bytes) {
+      total += bytes.size();
+      if (total > max_bytes) {
+        too_large = true;
+        return false;
+      }
       // A resumed transfer restarts from the last byte delivered, so plain appends are right.
       size_t off = 0;
       while (off < bytes.size()) {
@@ -116,6 +124,9 @@ class GcsStore final : public ObjectStore {
     });
     if (err != 0) {
       return Fail(ErrnoError(err, "write " + path));
+    }
+    if (too_large) {
+      return Fail(ErrorCode::kTooLarge, name + " is over " + std::to_string(max_bytes) + " bytes");
     }
     return r;
   }

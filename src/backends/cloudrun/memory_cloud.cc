@@ -55,10 +55,14 @@ Result<gcp::ObjectData> MemoryObjectStore::Read(const std::string& name,
 }
 
 Result<gcp::ObjectMeta> MemoryObjectStore::ReadToFile(const std::string& name,
-                                                      const std::string& path) {
+                                                      const std::string& path,
+                                                      uint64_t max_bytes) {
   auto d = Read(name, std::nullopt);
   if (!d) {
     return Fail(d.error());
+  }
+  if (d->data.size() > max_bytes) {
+    return Fail(ErrorCode::kTooLarge, name + " is too large");
   }
   std::ofstream(path, std::ios::binary) << d->data;
   return d->meta;

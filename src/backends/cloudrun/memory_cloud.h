@@ -21,7 +21,8 @@ class MemoryObjectStore final : public ObjectStore {
   Result<gcp::ObjectMeta> Stat(const std::string& name) override;
   Result<gcp::ObjectData> Read(const std::string& name,
                                std::optional<gcp::ByteRange> range) override;
-  Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path) override;
+  Result<gcp::ObjectMeta> ReadToFile(const std::string& name, const std::string& path,
+                                     uint64_t max_bytes) override;
   Result<gcp::ObjectMeta> Insert(const std::string& name, std::string_view data,
                                  std::optional<int64_t> if_generation_match,
                                  const std::string& content_type) override;

@@ -319,11 +319,15 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
   const auto t0 = SteadyClock::now();
   // The starter records the execution's name so that other replicas can follow it; that write
   // runs here, in parallel with the execution starting.
+  std::optional<Head> cached;
   if (auto head = ReadHead(sb.id, sid);
       head && head->running && head->running->run == running.run &&
       head->running->execution.empty()) {
     head->running->execution = running.execution;
-    (void)WriteHead(sb.id, *head);
+    if (auto w = WriteHead(sb.id, *head)) {
+      head->generation = w->generation;
+      cached = *head;
+    }
   }
   std::chrono::milliseconds delay(10);
   const auto deadline = t0 + opts_.start_timeout +
@@ -344,7 +348,8 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
           SteadyClock::now() > deadline) {
         out = Examine(sb, sid, running, running.execution, false,
                       "execution " + running.execution + " could not be read: " +
-                          e.error().message);
+                          e.error().message,
+                      ExecutionStatus{});
         have = true;
       }
       continue;
@@ -352,21 +357,21 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
     errors = 0;
     ExecutionStatus st = ParseExecution(*e);
     if (st.done) {
-      out = Examine(sb, sid, running, running.execution, false, st.message);
+      out = Examine(sb, sid, running, running.execution, false, st.message, st);
       have = true;
     } else if (!st.started && SteadyClock::now() - t0 > opts_.start_timeout) {
       (void)cloud_.jobs->Cancel(running.execution);
-      out = Examine(sb, sid, running, running.execution, true, st.message);
+      out = Examine(sb, sid, running, running.execution, true, st.message, st);
       have = true;
     } else if (SteadyClock::now() > deadline) {
       (void)cloud_.jobs->Cancel(running.execution);
       out = Examine(sb, sid, running, running.execution, false,
-                    "the execution outlived its timeout and was cancelled");
+                    "the execution outlived its timeout and was cancelled", st);
       have = true;
     }
   }
   std::string previous_state;
-  out = Promote(sb, sid, running, std::move(out), &previous_state);
+  out = Promote(sb, sid, running, std::move(out), &previous_state, std::move(cached));
   {
     std::lock_guard<std::mutex> lock(c->mu);
     c->finished = true;
@@ -398,7 +403,8 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
 
 Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
                                const RunningCommand& running, const std::string& execution,
-                               bool never_started, const std::string& why) {
+                               bool never_started, const std::string& why,
+                               const ExecutionStatus& st) {
   Outcome out;
   out.last.run = running.run;
   out.last.command = running.command;
@@ -411,8 +417,6 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
                      (why.empty() ? "" : " (Cloud Run: " + why + ")");
     return out;
   }
-  auto e = cloud_.jobs->GetExecution(execution);
-  ExecutionStatus st = e ? ParseExecution(*e) : ExecutionStatus{};
   if (st.cancelled) {
     out.last.killed = true;
     out.last.exit_code = 137;
@@ -461,9 +465,14 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
 
 Outcome SessionEngine::Promote(const SandboxRef& sb, const std::string& sid,
                                const RunningCommand& running, Outcome out,
-                               std::string* replaced) {
+                               std::string* replaced, std::optional<Head> cached) {
   for (int attempt = 0; attempt < 10; ++attempt) {
-    auto head = ReadHead(sb.id, sid);
+    Result<Head> head = Fail(ErrorCode::kNotFound, "");
+    if (attempt == 0 && cached) {
+      head = std::move(*cached);
+    } else {
+      head = ReadHead(sb.id, sid);
+    }
     if (!head) {
       return out;  // the session (or sandbox) was deleted meanwhile
     }

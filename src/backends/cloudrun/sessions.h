@@ -116,12 +116,16 @@ class SessionEngine {
                                             const RunningCommand& running, bool start_monitor);
   void Monitor(SandboxRef sb, std::string sid, RunningCommand running,
                std::shared_ptr<Completion> c);
+  // `st`: the execution's last status as read (no second read).
   Outcome Examine(const SandboxRef& sb, const std::string& sid, const RunningCommand& running,
-                  const std::string& execution, bool never_started, const std::string& why);
+                  const std::string& execution, bool never_started, const std::string& why,
+                  const ExecutionStatus& st);
   // Writes the outcome into head.json unless another writer did; returns what head says now.
   // `replaced`: the snapshot object this promotion superseded (empty if none).
+  // `cached`: head as this engine last wrote it (tried first, saving a read; a stale one fails
+  // its precondition and head is read again).
   Outcome Promote(const SandboxRef& sb, const std::string& sid, const RunningCommand& running,
-                  Outcome out, std::string* replaced);
+                  Outcome out, std::string* replaced, std::optional<Head> cached);
   Result<gcp::ObjectMeta> WriteHead(const std::string& id, const Head& h);
   bool Stale(const RunningCommand& r) const;
   bool Sleep(std::chrono::milliseconds d);  // false when stopping

@@ -5,6 +5,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
@@ -147,7 +148,9 @@ class Materialiser {
   std::string Object(const std::string& rel) const { return prefix_ + rel; }
 
   // What `rel` is; with `bytes`, a file's content is downloaded (else a sparse stand-in).
-  Result<Entry> One(const std::string& rel, bool bytes) {
+  // `emptiness`: for a directory, also find out whether it has children (delete needs it).
+  // One Storage call in the common cases (a file's download; a listing of the name).
+  Result<Entry> One(const std::string& rel, bool bytes, bool emptiness = false) {
     const std::string local = s_.Local(rel);
     if (rel.empty()) {
       return Entry{Kind::kDirectory};
@@ -155,51 +158,81 @@ class Materialiser {
     if (auto r = MakeDirs(Parent(local)); !r) {
       return Fail(r.error());
     }
-    Result<gcp::ObjectMeta> meta = Fail(ErrorCode::kNotFound, "");
     if (bytes) {
-      meta = store_.Stat(Object(rel));
-      if (meta && static_cast<uint64_t>(meta->size) <= max_bytes_) {
-        meta = store_.ReadToFile(Object(rel), local);
-      } else if (meta) {
-        // Larger than any operation loads: the guest's code refuses it by its size.
-        if (auto r = SparseFile(local, *meta); !r) {
-          return Fail(r.error());
-        }
-      }
-    } else {
-      meta = store_.Stat(Object(rel));
+      auto meta = store_.ReadToFile(Object(rel), local, max_bytes_);
       if (meta) {
-        if (auto r = SparseFile(local, *meta); !r) {
+        return Entry{Kind::kFile, meta->generation, meta->size};
+      }
+      if (meta.error().code == ErrorCode::kTooLarge) {
+        // Larger than any operation loads: the guest's code refuses it by its size.
+        auto st = store_.Stat(Object(rel));
+        if (!st) {
+          return Fail(st.error());
+        }
+        if (auto r = SparseFile(local, *st); !r) {
           return Fail(r.error());
         }
+        return Entry{Kind::kFile, st->generation, st->size};
       }
+      if (meta.error().code != ErrorCode::kNotFound) {
+        return Fail(meta.error());
+      }
+      ::unlink(local.c_str());
     }
-    if (meta) {
-      return Entry{Kind::kFile, meta->generation, meta->size};
-    }
-    if (meta.error().code != ErrorCode::kNotFound) {
-      return Fail(meta.error());
-    }
+    // The name itself sorts first among the names it prefixes; "rel/" marks a directory.
     gcp::ListOptions o;
-    o.prefix = Object(rel) + "/";
-    o.max_results = 2;
+    o.prefix = Object(rel);
+    o.delimiter = "/";
+    o.max_results = 1000;
     auto page = store_.List(o);
     if (!page) {
       return Fail(page.error());
     }
-    if (page->items.empty() && page->prefixes.empty()) {
+    const std::string dir = Object(rel) + "/";
+    bool is_dir = std::find(page->prefixes.begin(), page->prefixes.end(), dir) !=
+                  page->prefixes.end();
+    if (!bytes) {
+      for (const auto& it : page->items) {
+        if (it.name == Object(rel)) {
+          if (auto r = SparseFile(local, it); !r) {
+            return Fail(r.error());
+          }
+          return Entry{Kind::kFile, it.generation, it.size};
+        }
+      }
+    }
+    if (!is_dir && !page->next_page_token.empty()) {
+      gcp::ListOptions d;
+      d.prefix = dir;
+      d.max_results = 1;
+      auto more = store_.List(d);
+      if (!more) {
+        return Fail(more.error());
+      }
+      is_dir = !more->items.empty() || !more->prefixes.empty();
+    }
+    if (!is_dir) {
       return Entry{};
     }
     if (auto r = MakeDirs(local); !r) {
       return Fail(r.error());
     }
-    bool children = !page->prefixes.empty();
-    for (const auto& it : page->items) {
-      children = children || it.name != o.prefix;
-    }
-    if (children) {
-      // Stands for the directory's content, so that "not empty" is answered as on a disk.
-      (void)SparseFile(local + "/.agentbox-children", {});
+    if (emptiness) {
+      gcp::ListOptions d;
+      d.prefix = dir;
+      d.max_results = 2;
+      auto children = store_.List(d);
+      if (!children) {
+        return Fail(children.error());
+      }
+      bool any = !children->prefixes.empty();
+      for (const auto& it : children->items) {
+        any = any || it.name != dir;  // "dir/" itself is a directory placeholder
+      }
+      if (any) {
+        // Stands for the directory's content, so that "not empty" is answered as on a disk.
+        (void)SparseFile(local + "/.agentbox-children", {});
+      }
     }
     return Entry{Kind::kDirectory};
   }
@@ -309,7 +342,7 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
   } else if (op == "write") {
     entry = m.One(*rel, req.value("append", false) == true);
   } else if (op == "exists" || op == "delete") {
-    entry = m.One(*rel, false);
+    entry = m.One(*rel, false, op == "delete");
   } else if (op == "list") {
     entry = m.Tree(*rel, recursive, limits_.max_entries + 1);
   } else if (op == "find") {
