@@ -70,8 +70,8 @@ Result<std::string> SignRs256(const std::string& pem, std::string_view data) {
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
   size_t len = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len,
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
     return Fail(ErrorCode::kInvalidArgument, "private_key cannot sign RS256");
   }
   std::string sig(len, '\0');
@@ -164,11 +164,13 @@ void LogSourceOnce(const std::string& description) {
 
 CachingTokenSource::CachingTokenSource(std::string description,
                                        std::function<Result<AccessToken>()> fetch, Clock now,
-                                       std::chrono::seconds refresh_margin)
+                                       std::chrono::seconds refresh_margin,
+                                       std::chrono::seconds retry_interval)
     : description_(std::move(description)),
       fetch_(std::move(fetch)),
       now_(now ? std::move(now) : Clock(&SystemNow)),
-      margin_(refresh_margin) {}
+      margin_(refresh_margin),
+      retry_interval_(retry_interval) {}
 
 Result<std::string> CachingTokenSource::Token() {
   std::lock_guard lock(mu_);
@@ -176,20 +178,32 @@ Result<std::string> CachingTokenSource::Token() {
   if (cached_ && now + margin_ < cached_->expiry) {
     return cached_->token;
   }
+  if (cached_ && now < cached_->expiry && now < next_attempt_) {
+    return cached_->token;  // a refresh failed a moment ago: not yet again
+  }
   auto fresh = fetch_();
   if (fresh) {
     cached_ = std::move(*fresh);
+    next_attempt_ = {};
     return cached_->token;
   }
   if (cached_ && now < cached_->expiry) {
+    next_attempt_ = now + retry_interval_;
     Log(LogLevel::kWarn, "gcp.token_refresh_failed",
-        "source=\"{}\" error=\"{}\" expires_in_s={} action=keep_cached_token", description_,
-        fresh.error().message,
-        std::chrono::duration_cast<std::chrono::seconds>(cached_->expiry - now).count());
+        "source=\"{}\" error=\"{}\" expires_in_s={} action=keep_cached_token retry_in_s={}",
+        description_, fresh.error().message,
+        std::chrono::duration_cast<std::chrono::seconds>(cached_->expiry - now).count(),
+        retry_interval_.count());
     return cached_->token;
   }
   return Fail(fresh.error().code,
               fmt::format("credentials ({}): {}", description_, fresh.error().message));
+}
+
+void CachingTokenSource::Invalidate() {
+  std::lock_guard lock(mu_);
+  cached_.reset();
+  next_attempt_ = {};
 }
 
 Result<std::string> MakeServiceAccountAssertion(const nlohmann::json& key,
@@ -246,10 +260,10 @@ Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key, 
     if (!assertion) {
       return Fail(assertion.error());
     }
-    return PostForm(*http, "OAuth token endpoint " + token_uri, token_uri,
-                    {{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
-                     {"assertion", *assertion}},
-                    t);
+    return PostForm(
+        *http, "OAuth token endpoint " + token_uri, token_uri,
+        {{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"}, {"assertion", *assertion}},
+        t);
   };
   return std::make_shared<CachingTokenSource>(who, fetch, now);
 }

@@ -4,10 +4,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -27,6 +26,9 @@ class TokenSource {
   // One line naming the source, never the token: "service account x@p.iam.gserviceaccount.com
   // (key file /k.json)", "metadata server 169.254.169.254", "GOOGLE_OAUTH_ACCESS_TOKEN".
   virtual std::string Describe() const = 0;
+  // The service rejected the current token (401): the next Token() fetches a new one where the
+  // source can. Default: nothing to do (a fixed token).
+  virtual void Invalidate() {}
 };
 using TokenSourcePtr = std::shared_ptr<TokenSource>;
 
@@ -39,23 +41,28 @@ using Clock = std::function<std::chrono::system_clock::time_point()>;
 
 // Caches the token a `fetch` function returns. Token() fetches when there is no token or it
 // expires within `refresh_margin` (5 minutes); if that refresh fails while the cached token has
-// not really expired yet, the cached token is returned (and the failure logged once per
-// refresh attempt); after its expiry the failure is returned. One fetch at a time.
+// not really expired yet, the cached token is returned (the failure is logged) and the next
+// refresh is attempted only `retry_interval` later, so calls do not each wait on a failing token
+// endpoint; after its expiry the failure is returned. One fetch at a time.
 class CachingTokenSource : public TokenSource {
  public:
   CachingTokenSource(std::string description, std::function<Result<AccessToken>()> fetch,
                      Clock now = nullptr,
-                     std::chrono::seconds refresh_margin = std::chrono::minutes(5));
+                     std::chrono::seconds refresh_margin = std::chrono::minutes(5),
+                     std::chrono::seconds retry_interval = std::chrono::seconds(15));
   Result<std::string> Token() override;
   std::string Describe() const override { return description_; }
+  void Invalidate() override;
 
  private:
   std::string description_;
   std::function<Result<AccessToken>()> fetch_;
   Clock now_;
   std::chrono::seconds margin_;
+  std::chrono::seconds retry_interval_;
   std::mutex mu_;
   std::optional<AccessToken> cached_;
+  std::chrono::system_clock::time_point next_attempt_{};  // after a failed refresh
 };
 
 // A fixed token (GOOGLE_OAUTH_ACCESS_TOKEN): never refreshed.
@@ -83,13 +90,11 @@ Result<std::string> MakeServiceAccountAssertion(const nlohmann::json& key,
 
 // Sources over HTTP. `http` carries the token requests (it must not itself authenticate).
 // `now` defaults to the system clock.
-Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key,
-                                                     std::string origin,
+Result<TokenSourcePtr> MakeServiceAccountTokenSource(const nlohmann::json& key, std::string origin,
                                                      const Endpoints& endpoints,
                                                      std::shared_ptr<HttpTransport> http,
                                                      Clock now = nullptr);
-Result<TokenSourcePtr> MakeAuthorizedUserTokenSource(const nlohmann::json& file,
-                                                     std::string origin,
+Result<TokenSourcePtr> MakeAuthorizedUserTokenSource(const nlohmann::json& file, std::string origin,
                                                      const Endpoints& endpoints,
                                                      std::shared_ptr<HttpTransport> http,
                                                      Clock now = nullptr);

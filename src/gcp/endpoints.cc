@@ -52,12 +52,17 @@ Result<Endpoints> EndpointsFromConfig(const Config& config) {
     }
     e.run = *url;
   }
-  if (auto v = config.Get("STORAGE_EMULATOR_HOST"); v && !v->empty()) {
-    auto url = NormalizeUrl("STORAGE_EMULATOR_HOST", *v, true);
-    if (!url) {
-      return Fail(url.error());
+  // STORAGE_EMULATOR_HOST (Go/Python/Java/Node clients), else CLOUD_STORAGE_EMULATOR_ENDPOINT
+  // (google-cloud-cpp's name for the same thing).
+  for (const char* key : {"STORAGE_EMULATOR_HOST", "CLOUD_STORAGE_EMULATOR_ENDPOINT"}) {
+    if (auto v = config.Get(key); v && !v->empty()) {
+      auto url = NormalizeUrl(key, *v, true);
+      if (!url) {
+        return Fail(url.error());
+      }
+      e.storage = *url;
+      break;
     }
-    e.storage = *url;
   }
   if (auto v = config.Get("AGENTBOX_GCP_TOKEN_URI"); v && !v->empty()) {
     auto url = NormalizeUrl("AGENTBOX_GCP_TOKEN_URI", *v, false);

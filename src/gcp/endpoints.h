@@ -22,7 +22,8 @@ struct Endpoints {
 // Reads the overrides from configuration:
 //   AGENTBOX_CLOUDRUN_ENDPOINT  Run Admin API base URL (http:// or https://; no path needed)
 //   STORAGE_EMULATOR_HOST       Google's convention: "http://127.0.0.1:4443" or "127.0.0.1:4443"
-//                               (no scheme means http)
+//                               (no scheme means http); CLOUD_STORAGE_EMULATOR_ENDPOINT
+//                               (google-cloud-cpp's name) when it is unset
 //   AGENTBOX_GCP_TOKEN_URI      OAuth token endpoint override
 //   GCE_METADATA_HOST           metadata server host[:port]
 // Trailing slashes are removed. An override that is not a URL (spaces, bad scheme) is

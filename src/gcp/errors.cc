@@ -134,8 +134,8 @@ Error ErrorFromResponse(std::string_view service, int http_status, std::string_v
       code = ErrorCode::kUnavailable;
       break;
     default:
-      code = http_status >= 500 && http_status < 600 ? ErrorCode::kUnavailable
-                                                     : ErrorCode::kInternal;
+      code =
+          http_status >= 500 && http_status < 600 ? ErrorCode::kUnavailable : ErrorCode::kInternal;
   }
   return Error{code, fmt::format("{}: {}{}", head, message, extra)};
 }

@@ -143,8 +143,9 @@ Result<std::vector<Json>> ListAllPages(
       return out;
     }
     if (next == token) {
-      return Fail(ErrorCode::kUnavailable,
-                  fmt::format("{}: list of {} returned the same page token twice", kService, field));
+      return Fail(
+          ErrorCode::kUnavailable,
+          fmt::format("{}: list of {} returned the same page token twice", kService, field));
     }
     token = next;
   }
@@ -167,8 +168,8 @@ Result<std::vector<Json>> RunClient::ListExecutions(const std::string& job_name)
 Result<Json> RunClient::CancelExecution(const std::string& execution_name) {
   Json empty = Json::object();
   auto r = Call("POST", EncodeName(execution_name) + ":cancel", &empty);
-  if (!r && (r.error().code == ErrorCode::kInvalidArgument ||
-             r.error().code == ErrorCode::kConflict) &&
+  if (!r &&
+      (r.error().code == ErrorCode::kInvalidArgument || r.error().code == ErrorCode::kConflict) &&
       r.error().message.find("FAILED_PRECONDITION") != std::string::npos) {
     // Already finished: nothing to cancel.
     return GetExecution(execution_name);
@@ -216,10 +217,11 @@ Result<Json> RunClient::WaitOperation(const std::string& operation_name,
     }
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
-      return Fail(ErrorCode::kTimeout,
-                  fmt::format("{}: operation {} not done by the deadline", kService, operation_name));
+      return Fail(ErrorCode::kTimeout, fmt::format("{}: operation {} not done by the deadline",
+                                                   kService, operation_name));
     }
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(interval, deadline - now));
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(interval, deadline - now));
     interval = std::min(interval * 2, std::chrono::milliseconds(2000));
   }
 }

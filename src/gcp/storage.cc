@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -17,6 +19,7 @@ namespace {
 constexpr const char* kService = "Cloud Storage";
 constexpr int64_t kQuantum = 256 * 1024;  // resumable chunks are multiples of this
 constexpr int kMaxResumes = 8;
+constexpr size_t kDeleteParallelism = 8;
 
 int64_t Int64Field(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
@@ -147,9 +150,9 @@ std::string StorageClient::ObjectUrl(const std::string& bucket, const std::strin
 
 std::string StorageClient::UploadUrl(const std::string& bucket, const std::string& upload_type,
                                      const std::string& name, const InsertOptions& opts) const {
-  std::string url = fmt::format("{}/upload/storage/v1/b/{}/o?uploadType={}&name={}",
-                                endpoints_.storage, EncodePathSegment(bucket), upload_type,
-                                EncodeQueryValue(name));
+  std::string url =
+      fmt::format("{}/upload/storage/v1/b/{}/o?uploadType={}&name={}", endpoints_.storage,
+                  EncodePathSegment(bucket), upload_type, EncodeQueryValue(name));
   if (opts.if_generation_match) {
     url += fmt::format("&ifGenerationMatch={}", *opts.if_generation_match);
   }
@@ -170,7 +173,8 @@ Result<nlohmann::json> StorageClient::CreateBucket(const std::string& project,
                                                    const std::string& bucket) {
   HttpRequest req;
   req.method = "POST";
-  req.url = fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
+  req.url =
+      fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
   req.headers = {{"Content-Type", "application/json"}};
   req.body = nlohmann::json{{"name", bucket}}.dump();
   auto resp = Expect2xx(http_->Send(req));
@@ -184,6 +188,7 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
                                          std::string_view data, const InsertOptions& opts) {
   HttpRequest req;
   req.method = "POST";
+  req.timeout = std::chrono::milliseconds(0);  // sized by the data: stall detection only
   if (opts.metadata.empty()) {
     req.url = UploadUrl(bucket, "media", name, opts);
     req.headers = {{"Content-Type", opts.content_type}};
@@ -198,10 +203,10 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
     } while (data.find(boundary) != std::string_view::npos);
     req.url = UploadUrl(bucket, "multipart", name, opts);
     req.headers = {{"Content-Type", "multipart/related; boundary=" + boundary}};
-    req.body = fmt::format("--{}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n"
-                           "--{}\r\nContent-Type: {}\r\n\r\n",
-                           boundary, UploadMetadata(name, opts).dump(), boundary,
-                           opts.content_type);
+    req.body = fmt::format(
+        "--{}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n"
+        "--{}\r\nContent-Type: {}\r\n\r\n",
+        boundary, UploadMetadata(name, opts).dump(), boundary, opts.content_type);
     req.body.append(data);
     req.body += fmt::format("\r\n--{}--\r\n", boundary);
   }
@@ -224,8 +229,9 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
   }
   std::string session = started->Header("location");
   if (session.empty()) {
-    return Fail(ErrorCode::kUnavailable,
-                fmt::format("{}: resumable upload of {} started without a Location", kService, name));
+    return Fail(
+        ErrorCode::kUnavailable,
+        fmt::format("{}: resumable upload of {} started without a Location", kService, name));
   }
 
   int64_t offset = 0;
@@ -236,6 +242,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     put.url = session;
     // A chunk is not blindly re-sent: after a failure the session is asked what it has.
     put.idempotent = false;
+    put.timeout = std::chrono::milliseconds(0);
     int64_t len = std::min(chunk_size_, total - offset);
     if (total == 0) {
       put.headers = {{"Content-Range", "bytes */0"}};
@@ -245,8 +252,8 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
         return Fail(chunk.error());
       }
       put.body = std::move(*chunk);
-      put.headers = {{"Content-Range", fmt::format("bytes {}-{}/{}", offset,
-                                                   offset + len - 1, total)}};
+      put.headers = {
+          {"Content-Range", fmt::format("bytes {}-{}/{}", offset, offset + len - 1, total)}};
     }
     auto resp = http_->Send(put);
     if (resp && (resp->status == 200 || resp->status == 201)) {
@@ -254,6 +261,11 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     }
     if (resp && resp->status == 308) {
       int64_t persisted = PersistedFromRange(resp->Header("range"));
+      if (persisted <= offset && ++resumes > kMaxResumes) {
+        return Fail(ErrorCode::kUnavailable,
+                    fmt::format("{}: resumable upload of {} makes no progress at byte {}", kService,
+                                name, offset));
+      }
       offset = persisted;
       continue;
     }
@@ -363,6 +375,7 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
   for (int resumes = 0;; ++resumes) {
     HttpRequest req;
     req.url = ObjectUrl(bucket, name) + "?alt=media";
+    req.timeout = std::chrono::milliseconds(0);  // sized by the object: stall detection only
     if (generation != 0) {
       req.url += fmt::format("&generation={}", generation);
     }
@@ -377,7 +390,14 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
     if (want) {
       req.headers.emplace_back("Range", RangeHeader(*want));
     }
+    // A server that ignores Range answers 200 with the whole object: cut the window out.
+    int64_t skip = 0;
+    std::optional<int64_t> keep;
     req.on_headers = [&](const HttpResponse& r) {
+      if (want && r.status == 200) {
+        skip = want->offset;
+        keep = want->length;
+      }
       if (got_headers) {
         return;
       }
@@ -394,6 +414,17 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
     };
     int64_t this_attempt = 0;
     req.sink = [&](std::string_view bytes) {
+      if (skip > 0) {
+        size_t n = std::min(bytes.size(), static_cast<size_t>(skip));
+        bytes.remove_prefix(n);
+        skip -= static_cast<int64_t>(n);
+      }
+      if (keep) {
+        bytes = bytes.substr(0, static_cast<size_t>(std::max<int64_t>(*keep - this_attempt, 0)));
+      }
+      if (bytes.empty()) {
+        return true;
+      }
       this_attempt += static_cast<int64_t>(bytes.size());
       return sink(bytes);
     };
@@ -545,16 +576,38 @@ Result<size_t> StorageClient::DeletePrefix(const std::string& bucket, const std:
   if (!all) {
     return Fail(all.error());
   }
-  size_t deleted = 0;
-  for (const auto& item : all->items) {
-    auto r = Delete(bucket, item.name);
-    if (r) {
-      ++deleted;
-    } else if (r.error().code != ErrorCode::kNotFound) {
-      return Fail(r.error());
+  // A few deletes in flight at once (the JSON API has no bulk delete outside batch requests).
+  const size_t workers = std::min<size_t>(kDeleteParallelism, all->items.size());
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> deleted{0};
+  std::mutex mu;
+  std::optional<Error> first_error;
+  auto work = [&] {
+    for (size_t i = next++; i < all->items.size(); i = next++) {
+      auto r = Delete(bucket, all->items[i].name);
+      if (r) {
+        ++deleted;
+      } else if (r.error().code != ErrorCode::kNotFound) {
+        std::lock_guard lock(mu);
+        if (!first_error) {
+          first_error = r.error();
+        }
+        next = all->items.size();  // stop handing out work
+      }
     }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < workers; ++t) {
+    threads.emplace_back(work);
   }
-  return deleted;
+  work();
+  for (auto& t : threads) {
+    t.join();
+  }
+  if (first_error) {
+    return Fail(*first_error);
+  }
+  return deleted.load();
 }
 
 }  // namespace agentbox::gcp

@@ -1,16 +1,15 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <atomic>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "gcp/endpoints.h"
@@ -36,9 +35,9 @@ struct InsertOptions {
   std::string content_type = "application/octet-stream";
   // Precondition: the live generation must be this; 0 = the object must not exist. A mismatch
   // is kConflict whose message contains "precondition".
-  std::optional<int64_t> if_generation_match;
+  std::optional<int64_t> if_generation_match{};
   // Custom metadata; when non-empty the upload is multipart (metadata + media).
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata{};
 };
 
 struct ByteRange {
@@ -52,9 +51,9 @@ struct ObjectData {
 };
 
 struct ListOptions {
-  std::string prefix;
-  std::string delimiter;
-  std::string page_token;
+  std::string prefix{};
+  std::string delimiter{};
+  std::string page_token{};
   int max_results = 0;  // 0: the service's default
 };
 
@@ -116,7 +115,7 @@ class StorageClient {
   Result<void> Delete(const std::string& bucket, const std::string& name,
                       std::optional<int64_t> if_generation_match = std::nullopt);
   // Deletes every object whose name starts with `prefix` (objects that vanish meanwhile are
-  // fine). Returns how many were deleted.
+  // fine), up to 8 at a time. Returns how many were deleted; the first other failure stops it.
   Result<size_t> DeletePrefix(const std::string& bucket, const std::string& prefix);
 
   // Above this size UploadFile uses a resumable session (default 8 MiB).

@@ -36,7 +36,8 @@ std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -63,7 +64,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (line.rfind("HTTP/", 0) == 0) {  // a new response (after 100 Continue): start over
     a->resp.headers.clear();
     auto sp = line.find(' ');
-    a->resp.status = sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+    a->resp.status =
+        sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
     return size * n;
   }
   auto colon = line.find(':');
@@ -127,9 +129,7 @@ bool RetryableTransport(CURLcode rc) {
 }
 
 // Host and path of a URL without its query string (never log tokens in upload_id etc.).
-std::string UrlForLog(const std::string& url) {
-  return url.substr(0, url.find('?'));
-}
+std::string UrlForLog(const std::string& url) { return url.substr(0, url.find('?')); }
 
 }  // namespace
 
@@ -216,6 +216,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   milliseconds backoff = policy.initial_backoff;
   milliseconds slept_by_hook(0);  // injected sleeps take no real time but count against `total`
+  bool reauthenticated = false;   // a 401 already led to a fresh token
 
   for (int attempt = 1;; ++attempt) {
     std::string bearer;
@@ -251,13 +252,22 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout.count()));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(options_.connect_timeout.count()));
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout.count()));
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout.count()));
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (!req.idempotent) {
+      // libcurl silently re-sends a request whose reused connection died before any answer
+      // (it assumes the server had closed it while idle). That is wrong when the request may
+      // have been acted on, so a non-idempotent call always gets a connection of its own.
+      curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+    }
     if (req.method == "GET") {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else if (req.method == "HEAD") {
@@ -284,6 +294,14 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     milliseconds delay(0);
     std::string why;
     if (rc == CURLE_OK) {
+      if (a.resp.status == 401 && !bearer.empty() && !reauthenticated) {
+        // The token was revoked or expired early: fetch a new one and try once more at once.
+        reauthenticated = true;
+        tokens_->Invalidate();
+        Log(LogLevel::kInfo, "gcp.token_rejected", "method={} url={} source=\"{}\"", req.method,
+            UrlForLog(req.url), tokens_->Describe());
+        continue;
+      }
       if (!RetryableStatus(a.resp.status, req.idempotent)) {
         return std::move(a.resp);
       }
@@ -304,7 +322,8 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     }
 
     // Full-jitter-ish backoff: uniform in [backoff/2, backoff], at least what Retry-After asks.
-    std::uniform_int_distribution<int64_t> dist(backoff.count() / 2, std::max<int64_t>(backoff.count(), 1));
+    std::uniform_int_distribution<int64_t> dist(backoff.count() / 2,
+                                                std::max<int64_t>(backoff.count(), 1));
     milliseconds wait(dist(rng));
     if (delay.count() > wait.count()) {
       wait = delay;

@@ -25,7 +25,8 @@ struct HttpRequest {
   // Idempotent requests are retried on every retryable failure. Non-idempotent ones (run a job)
   // are retried only when the service surely did not act: 429, 503, or a connection that could
   // not be established. Creates keyed by a caller-chosen id are idempotent in this sense: a
-  // repeat surfaces as 409/412, which the caller checks.
+  // repeat surfaces as 409/412, which the caller checks. A non-idempotent call goes on a fresh
+  // connection (libcurl would otherwise re-send it by itself when a reused one died).
   bool idempotent = true;
   // Attach "Authorization: Bearer <token>" from the transport's TokenSource (if it has one).
   bool authenticate = true;
@@ -36,14 +37,15 @@ struct HttpRequest {
   // With a sink: called once per attempt with the 2xx status and headers, before the first body
   // byte reaches the sink (the body is empty then).
   std::function<void(const HttpResponse&)> on_headers{};
-  // Per-attempt timeout (connect + transfer).
+  // Per-attempt timeout (connect + transfer); 0 = none (large transfers), which still fail when
+  // the transfer stalls (TransportOptions::stall_timeout).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
 };
 
 struct HttpResponse {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
-  std::string body;  // empty when streamed to a sink
+  std::string body;                                          // empty when streamed to a sink
   // First value of a header (name in lower case), "" when absent.
   std::string Header(std::string_view lower_name) const;
 };
@@ -61,15 +63,19 @@ struct TransportOptions {
   RetryPolicy retry;
   size_t max_idle_handles = 8;  // libcurl easy handles kept (with their connections) for reuse
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  // An attempt that moves no byte for this long fails (and is retried like a reset).
+  std::chrono::seconds stall_timeout{60};
   std::string user_agent = "agentbox-gcp/0.1";
   // Called instead of sleeping between retries (tests); nullptr sleeps.
   std::function<void(std::chrono::milliseconds)> sleep;
 };
 
-// HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps its
-// keep-alive connections), retries of 429, 5xx and connection failures with jittered exponential
-// backoff honouring Retry-After (seconds or HTTP date) and bounded by RetryPolicy::total, and
-// the bearer token attached. Thread-safe; calls block the calling thread (run them on workers).
+// HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps
+// its keep-alive connections); retries of 429, 408, 500, 502, 503, 504, connection failures and
+// stalls with jittered exponential backoff honouring Retry-After (seconds or HTTP date) and
+// bounded by RetryPolicy::total; the bearer token attached (a 401 invalidates the token and the
+// call is tried once more with a new one). Thread-safe; calls block the calling thread (run
+// them on workers).
 class HttpTransport {
  public:
   // `tokens` may be null: requests go without Authorization (token endpoints, emulators).

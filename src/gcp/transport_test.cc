@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "gcp/auth.h"
 #include "gcp/endpoints.h"
 #include "gcp/errors.h"
 #include "gcp/testing/fake_http.h"
@@ -13,11 +14,11 @@
 namespace agentbox::gcp {
 namespace {
 
+using std::chrono::milliseconds;
 using testing::FakeHttpServer;
 using testing::FakeRequest;
 using testing::FakeResponse;
 using testing::RecordedSleeps;
-using std::chrono::milliseconds;
 
 TEST(GcpEndpoints, PathSegmentEncodingKeepsOnlyUnreserved) {
   EXPECT_EQ(EncodePathSegment("a/b c+d%e~f-g_h.i"), "a%2Fb%20c%2Bd%25e~f-g_h.i");
@@ -36,10 +37,20 @@ TEST(GcpEndpoints, FromConfigReadsOverrides) {
   EXPECT_EQ(e->token_uri, "http://h:2/token");
   EXPECT_EQ(MetadataBaseUrl(*e), "http://127.0.0.1:9");
 
-  auto with_scheme = EndpointsFromConfig(Config::FromMap({{"STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443/"}}));
+  auto with_scheme =
+      EndpointsFromConfig(Config::FromMap({{"STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443/"}}));
   ASSERT_TRUE(with_scheme);
   EXPECT_EQ(with_scheme->storage, "http://127.0.0.1:4443");
   EXPECT_EQ(with_scheme->run, "https://run.googleapis.com");
+
+  auto cpp_name = EndpointsFromConfig(
+      Config::FromMap({{"CLOUD_STORAGE_EMULATOR_ENDPOINT", "http://127.0.0.1:9000"}}));
+  ASSERT_TRUE(cpp_name);
+  EXPECT_EQ(cpp_name->storage, "http://127.0.0.1:9000");
+  auto both = EndpointsFromConfig(Config::FromMap(
+      {{"CLOUD_STORAGE_EMULATOR_ENDPOINT", "http://h:1"}, {"STORAGE_EMULATOR_HOST", "h:2"}}));
+  ASSERT_TRUE(both);
+  EXPECT_EQ(both->storage, "http://h:2");
 
   auto defaults = EndpointsFromConfig(Config::FromMap({}));
   ASSERT_TRUE(defaults);
@@ -70,7 +81,8 @@ TEST(GcpErrors, MapsGoogleStatusesAndNamesThem) {
   EXPECT_NE(pre.message.find("conditionNotMet"), std::string::npos);
 
   Error exists = ErrorFromResponse(
-      "Cloud Run", 409, R"({"error":{"code":409,"message":"Resource 'j' already exists.","status":"ALREADY_EXISTS"}})");
+      "Cloud Run", 409,
+      R"({"error":{"code":409,"message":"Resource 'j' already exists.","status":"ALREADY_EXISTS"}})");
   EXPECT_EQ(exists.code, ErrorCode::kConflict);
   EXPECT_NE(exists.message.find("409 ALREADY_EXISTS"), std::string::npos);
 
@@ -165,18 +177,23 @@ TEST(GcpTransport, ConnectionResetIsRetriedForIdempotentCalls) {
 }
 
 TEST(GcpTransport, NonIdempotentCallIsNotResentAfterAReset) {
-  FakeHttpServer server([&](const FakeRequest&) {
+  FakeHttpServer server([&](const FakeRequest& req) {
+    if (req.method == "GET") {
+      return FakeResponse::Json(200, "{}");
+    }
     FakeResponse r;
     r.action = FakeResponse::Action::kReset;
     return r;
   });
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
-  auto resp = http->Send({.method = "POST", .url = server.url() + "/run", .body = "{}",
-                          .idempotent = false});
+  // A kept-alive connection exists: libcurl must not quietly re-send the POST on another one.
+  ASSERT_TRUE(http->Send({.url = server.url() + "/warm"}));
+  auto resp = http->Send(
+      {.method = "POST", .url = server.url() + "/run", .body = "{}", .idempotent = false});
   ASSERT_FALSE(resp);
   EXPECT_EQ(resp.error().code, ErrorCode::kUnavailable);
-  EXPECT_EQ(server.requests().size(), 1u);
+  EXPECT_EQ(server.requests().size(), 2u);  // the GET and one POST
   EXPECT_TRUE(sleeps->Get().empty());
 }
 
@@ -197,8 +214,8 @@ TEST(GcpTransport, NonIdempotentCallIsRetriedWhenTheServiceRefusedIt) {
   });
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
-  auto resp = http->Send({.method = "POST", .url = server.url() + "/run", .body = "{}",
-                          .idempotent = false});
+  auto resp = http->Send(
+      {.method = "POST", .url = server.url() + "/run", .body = "{}", .idempotent = false});
   ASSERT_TRUE(resp);
   EXPECT_EQ(resp->status, 500);
   EXPECT_EQ(server.requests().size(), 3u);
@@ -223,6 +240,29 @@ TEST(GcpTransport, RefusedConnectionIsRetriedEvenWhenNotIdempotent) {
   EXPECT_EQ(http.attempts(), 3u);
 }
 
+TEST(GcpTransport, StalledTransferFailsAndIsRetried) {
+  std::atomic<int> n{0};
+  FakeHttpServer server([&](const FakeRequest&) {
+    if (++n == 1) {
+      FakeResponse hang;
+      hang.action = FakeResponse::Action::kHang;
+      return hang;
+    }
+    return FakeResponse::Json(200, "{}");
+  });
+  auto sleeps = std::make_shared<RecordedSleeps>();
+  auto opts = testing::FastOptions(sleeps);
+  opts.stall_timeout = std::chrono::seconds(1);
+  HttpTransport http(nullptr, opts);
+  auto start = std::chrono::steady_clock::now();
+  // No total timeout (a large transfer): only the stall detection ends the first attempt.
+  auto resp = http.Send({.url = server.url() + "/slow", .timeout = milliseconds(0)});
+  ASSERT_TRUE(resp) << resp.error().message;
+  EXPECT_EQ(resp->status, 200);
+  EXPECT_EQ(server.requests().size(), 2u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
 TEST(GcpTransport, AttachesTheBearerTokenOnlyWhenAsked) {
   FakeHttpServer server([](const FakeRequest&) { return FakeResponse::Json(200, "{}"); });
   auto sleeps = std::make_shared<RecordedSleeps>();
@@ -236,12 +276,44 @@ TEST(GcpTransport, AttachesTheBearerTokenOnlyWhenAsked) {
   EXPECT_EQ(reqs[0].Header("expect"), "");
 }
 
+// A token source whose token changes each time it is invalidated.
+class RotatingTokens : public TokenSource {
+ public:
+  Result<std::string> Token() override { return "tok-" + std::to_string(generation_.load()); }
+  std::string Describe() const override { return "rotating"; }
+  void Invalidate() override { ++generation_; }
+  std::atomic<int> generation_{1};
+};
+
+TEST(GcpTransport, RejectedTokenIsReplacedOnce) {
+  FakeHttpServer server([](const FakeRequest& r) {
+    return r.Header("authorization") == "Bearer tok-2"
+               ? FakeResponse::Json(200, "{}")
+               : FakeResponse::Json(401, R"({"error":{"code":401,"status":"UNAUTHENTICATED"}})");
+  });
+  auto tokens = std::make_shared<RotatingTokens>();
+  auto sleeps = std::make_shared<RecordedSleeps>();
+  HttpTransport http(tokens, testing::FastOptions(sleeps));
+  auto ok = http.Send({.url = server.url() + "/a"});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(server.requests().size(), 2u);
+  // Rejected again with the new token: the 401 is the answer (no loop).
+  tokens->generation_ = 5;
+  auto denied = http.Send({.url = server.url() + "/b"});
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 401);
+  EXPECT_EQ(server.requests().size(), 4u);
+  EXPECT_TRUE(sleeps->Get().empty());
+}
+
 TEST(GcpTransport, ReusesConnectionsAcrossCallsAndThreads) {
   FakeHttpServer server([](const FakeRequest& r) { return FakeResponse::Json(200, r.body); });
   auto sleeps = std::make_shared<RecordedSleeps>();
   auto http = testing::TransportWithToken("tok", sleeps);
   for (int i = 0; i < 20; ++i) {
-    auto resp = http->Send({.method = "PUT", .url = server.url() + "/p", .body = std::to_string(i)});
+    auto resp =
+        http->Send({.method = "PUT", .url = server.url() + "/p", .body = std::to_string(i)});
     ASSERT_TRUE(resp);
     EXPECT_EQ(resp->body, std::to_string(i));
   }

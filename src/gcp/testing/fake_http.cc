@@ -78,7 +78,8 @@ bool FakeRequest::HasQuery(const std::string& name) const {
   size_t start = 0;
   while (start <= query.size()) {
     size_t amp = query.find('&', start);
-    std::string kv = query.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+    std::string kv =
+        query.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
     if (PercentDecode(kv.substr(0, kv.find('=')), true) == name) {
       return true;
     }
@@ -94,7 +95,8 @@ std::string FakeRequest::Query(const std::string& name) const {
   size_t start = 0;
   while (start <= query.size()) {
     size_t amp = query.find('&', start);
-    std::string kv = query.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+    std::string kv =
+        query.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
     size_t eq = kv.find('=');
     if (PercentDecode(kv.substr(0, eq), true) == name) {
       return eq == std::string::npos ? "" : PercentDecode(kv.substr(eq + 1), true);
@@ -217,8 +219,8 @@ void FakeHttpServer::Serve(int fd, int connection) {
       }
       pos = e + 2;
     }
-    size_t length = std::stoul(req.Header("content-length").empty() ? "0"
-                                                                     : req.Header("content-length"));
+    size_t length =
+        std::stoul(req.Header("content-length").empty() ? "0" : req.Header("content-length"));
     while (buf.size() < length) {
       if (!fill()) {
         return;
@@ -231,11 +233,15 @@ void FakeHttpServer::Serve(int fd, int connection) {
       requests_.push_back(req);
     }
     FakeResponse resp = handler_(req);
+    if (resp.action == FakeResponse::Action::kHang) {
+      continue;  // read on: returns when the client closes the connection
+    }
     if (resp.action == FakeResponse::Action::kReset) {
       Reset(fd);
       return;
     }
-    std::string out = "HTTP/1.1 " + std::to_string(resp.status) + " " + Reason(resp.status) + "\r\n";
+    std::string out =
+        "HTTP/1.1 " + std::to_string(resp.status) + " " + Reason(resp.status) + "\r\n";
     for (const auto& [k, v] : resp.headers) {
       out += k + ": " + v + "\r\n";
     }

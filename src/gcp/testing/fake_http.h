@@ -14,9 +14,9 @@ namespace agentbox::gcp::testing {
 // One request as the fake server received it.
 struct FakeRequest {
   std::string method;
-  std::string target;  // as sent: path?query, still encoded
-  std::string path;    // encoded path only
-  std::string query;   // encoded query string without '?'
+  std::string target;                          // as sent: path?query, still encoded
+  std::string path;                            // encoded path only
+  std::string query;                           // encoded query string without '?'
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   int connection = 0;  // which accepted connection carried it (1-based)
@@ -29,9 +29,10 @@ struct FakeRequest {
 
 struct FakeResponse {
   enum class Action {
-    kRespond,         // send the response, keep the connection
-    kReset,           // abort the connection (RST) without answering
-    kPartialAndClose  // send headers and `partial_bytes` of the body, then close
+    kRespond,          // send the response, keep the connection
+    kReset,            // abort the connection (RST) without answering
+    kPartialAndClose,  // send headers and `partial_bytes` of the body, then close
+    kHang              // never answer (the connection stays open until the client gives up)
   };
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
