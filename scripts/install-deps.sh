@@ -20,6 +20,13 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Node.js and npm run the GCP emulator's fidelity tests with Google's npm clients. Debian's
+# packages only when no npm is there: a NodeSource nodejs ships its own npm and conflicts with
+# Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0

@@ -6,10 +6,12 @@
 # (scripts/start-dockerd.sh) and agentbox/base is built from Debian packages when missing
 # (scripts/build-base-image.sh), and the conformance suite runs on jail and docker. The jail's
 # suites run a second time inside a QEMU virtual machine on cgroup v2 (tests/vm), since these
-# hosts are cgroup v1.
+# hosts are cgroup v1. The GCP emulator's fidelity tests need Google's npm clients
+# (scripts/install-gcp-fidelity.sh) and gcloud (on the machine image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/install-gcp-fidelity.sh
 scripts/start-dockerd.sh
 scripts/build-base-image.sh
 cmake --preset release -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker -DAGENTBOX_VM_TESTS=ON

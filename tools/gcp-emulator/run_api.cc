@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 
+#include <thread>
+
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -110,11 +112,7 @@ RunApi::~RunApi() {
     }
   }
   changed_.notify_all();
-  auto threads = std::move(threads_);
-  lock.unlock();
-  for (auto& t : threads) {
-    t.join();
-  }
+  changed_.wait(lock, [&] { return active_ == 0; });
 }
 
 std::string RunApi::PathFor(const char* kind, const std::string& name) const {
@@ -464,7 +462,15 @@ http::Response RunApi::RunJob(const std::string& job_name, const http::Request& 
   operations_[e.operation] = e.name;
   SaveExecLocked(e);
   Log(LogLevel::kInfo, "gcpemu.execution_created", "execution={} tasks={}", e.name, e.task_count);
-  threads_.emplace_back([this, n = e.name] { Drive(n); });
+  // Detached, so that finished executions leave no thread behind; the destructor waits for
+  // active_ to drop to zero.
+  ++active_;
+  std::thread([this, n = e.name] {
+    Drive(n);
+    std::lock_guard done(mu_);
+    --active_;
+    changed_.notify_all();
+  }).detach();
   return JsonResponse(200, RunOperation(e));
 }
 

@@ -5,7 +5,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "executor.h"
@@ -71,8 +70,8 @@ class RunApi {
   std::map<std::string, std::shared_ptr<Exec>> execs_;  // guarded by mu_
   std::map<std::string, std::string> operations_;       // op name -> execution or "" (done ops)
   std::map<std::string, Json> done_operations_;         // guarded by mu_
-  std::vector<std::thread> threads_;                    // guarded by mu_
-  bool stopping_ = false;                               // guarded by mu_
+  int active_ = 0;         // executions whose (detached) thread still runs; guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
 };
 
 }  // namespace agentbox::gcpemu

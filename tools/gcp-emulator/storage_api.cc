@@ -127,6 +127,10 @@ std::vector<std::string> PathSegments(const http::Request& req) {
     }
     pos = slash + 1;
   }
+  // apitools (gcloud) sends resumable uploads to /resumable/upload/storage/v1/...
+  if (out.size() > 1 && out[0] == "resumable" && out[1] == "upload") {
+    out.erase(out.begin());
+  }
   return out;
 }
 
@@ -156,11 +160,13 @@ ApiResult<Preconditions> PreconditionsFromQuery(const http::Request& req) {
 bool StorageApi::Owns(const http::Request& req) {
   return req.target.starts_with("/storage/v1/") || req.target.starts_with("/storage/v1?") ||
          req.target.starts_with("/upload/storage/v1/") ||
+         req.target.starts_with("/resumable/upload/storage/v1/") ||
          req.target.starts_with("/download/storage/v1/");
 }
 
 bool StorageApi::IsUpload(const http::Request& req) {
-  return req.target.starts_with("/upload/storage/v1/") &&
+  return (req.target.starts_with("/upload/storage/v1/") ||
+          req.target.starts_with("/resumable/upload/storage/v1/")) &&
          (req.method == "POST" || req.method == "PUT");
 }
 

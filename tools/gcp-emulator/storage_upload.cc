@@ -124,13 +124,35 @@ class MediaSink : public http::BodySink {
   TmpFile tmp_;
 };
 
+// Index just past the blank line ending the headers that start at `from` ("\r\n\r\n" or, from
+// clients that write bare line feeds, "\n\n"), or npos.
+size_t HeadersEnd(const std::string& s, size_t from) {
+  const size_t crlf = s.find("\r\n\r\n", from);
+  const size_t lf = s.find("\n\n", from);
+  if (crlf != std::string::npos && (lf == std::string::npos || crlf < lf)) {
+    return crlf + 4;
+  }
+  return lf == std::string::npos ? lf : lf + 2;
+}
+
+// Drops the line break before a delimiter ("\r\n" or "\n"), which belongs to the delimiter.
+size_t BeforeLineBreak(const std::string& s, size_t pos) {
+  if (pos > 0 && s[pos - 1] == '\n') {
+    --pos;
+    if (pos > 0 && s[pos - 1] == '\r') {
+      --pos;
+    }
+  }
+  return pos;
+}
+
 // multipart/related: a JSON part with the resource, then the media part. The head (both parts'
 // headers and the JSON) is buffered; the media streams to disk, holding back only as many bytes
-// as the closing delimiter could take.
+// as the closing delimiter could take. A preamble and bare line feeds are accepted.
 class MultipartSink : public http::BodySink {
  public:
   MultipartSink(StorageApi& api, Target t, std::string boundary)
-      : api_(api), t_(std::move(t)), delim_("\r\n--" + std::move(boundary)),
+      : api_(api), t_(std::move(t)), delim_("--" + std::move(boundary)),
         tmp_(api.store().TmpDir()) {}
   bool ok() const { return tmp_.ok(); }
 
@@ -163,7 +185,7 @@ class MultipartSink : public http::BodySink {
     if (end == std::string::npos) {
       return respond(ErrorResponse({400, "multipart upload lacks its closing delimiter", ""}));
     }
-    if (auto r = tmp_.Write(std::string_view(buf_).substr(0, end)); !r) {
+    if (auto r = tmp_.Write(std::string_view(buf_).substr(0, BeforeLineBreak(buf_, end))); !r) {
       return respond(ErrorResponse({500, r.error().message, ""}));
     }
     obj_.hashes = tmp_.Finish();
@@ -175,28 +197,28 @@ class MultipartSink : public http::BodySink {
 
  private:
   Result<void> ParseHead() {
-    // "--B\r\n<headers>\r\n\r\n<json>\r\n--B\r\n<headers>\r\n\r\n<media...>"
-    const std::string first = delim_.substr(2);
     if (buf_.size() > (1u << 20)) {
-      return Fail(ErrorCode::kInvalidArgument, "multipart upload: metadata part over 1 MiB");
+      return Fail(ErrorCode::kInvalidArgument,
+                  "multipart upload: no media part within the first 1 MiB (boundary '" +
+                      delim_.substr(2) + "')");
     }
-    const size_t h1 = buf_.find("\r\n\r\n");
-    if (!buf_.starts_with(first) || h1 == std::string::npos) {
-      if (buf_.size() >= first.size() && !buf_.starts_with(first)) {
-        return Fail(ErrorCode::kInvalidArgument,
-                    "multipart upload must start with the boundary of its Content-Type");
-      }
+    const size_t d1 = buf_.find(delim_);
+    if (d1 == std::string::npos) {
       return {};
     }
-    const size_t j_end = buf_.find(delim_, h1 + 4);
-    if (j_end == std::string::npos) {
+    const size_t h1 = HeadersEnd(buf_, d1 + delim_.size());
+    if (h1 == std::string::npos) {
       return {};
     }
-    const size_t h2 = buf_.find("\r\n\r\n", j_end + delim_.size());
+    const size_t d2 = buf_.find(delim_, h1);
+    if (d2 == std::string::npos) {
+      return {};
+    }
+    const size_t h2 = HeadersEnd(buf_, d2 + delim_.size());
     if (h2 == std::string::npos) {
       return {};
     }
-    auto meta = ParseJsonObject(std::string_view(buf_).substr(h1 + 4, j_end - h1 - 4));
+    auto meta = ParseJsonObject(std::string_view(buf_).substr(h1, BeforeLineBreak(buf_, d2) - h1));
     if (!meta) {
       return Fail(ErrorCode::kInvalidArgument,
                   "multipart upload: the first part must be the JSON object resource: " +
@@ -204,17 +226,16 @@ class MultipartSink : public http::BodySink {
     }
     resource_ = *meta;
     // The media part's own Content-Type is the default for the object's.
-    const std::string part_headers = AsciiLower(buf_.substr(j_end, h2 - j_end));
-    const size_t ct = part_headers.find("content-type:");
-    if (ct != std::string::npos) {
+    const std::string headers = buf_.substr(d2, h2 - d2);
+    const std::string lower = AsciiLower(headers);
+    if (const size_t ct = lower.find("content-type:"); ct != std::string::npos) {
       size_t v = ct + 13;
-      const size_t e = part_headers.find("\r\n", v);
-      std::string orig = buf_.substr(j_end + v, (e == std::string::npos ? h2 : j_end + e) -
-                                                    (j_end + v));
-      while (!orig.empty() && orig.front() == ' ') {
-        orig.erase(0, 1);
+      size_t e = lower.find_first_of("\r\n", v);
+      std::string value = headers.substr(v, (e == std::string::npos ? headers.size() : e) - v);
+      while (!value.empty() && value.front() == ' ') {
+        value.erase(0, 1);
       }
-      obj_.content_type = orig;
+      obj_.content_type = value;
     }
     ApplyResource(resource_, obj_);
     if (t_.name.empty() && resource_.contains("name") && resource_["name"].is_string()) {
@@ -226,7 +247,7 @@ class MultipartSink : public http::BodySink {
     if (auto bad = ObjectStore::BadObjectName(t_.name)) {
       return Fail(ErrorCode::kInvalidArgument, "Invalid object name '" + t_.name + "': " + *bad);
     }
-    buf_.erase(0, h2 + 4);
+    buf_.erase(0, h2);
     in_media_ = true;
     return {};
   }
@@ -352,9 +373,7 @@ class ChunkSink : public http::BodySink {
     pos_ = cr_.first.value_or(s_->received);
     fd_.Reset(::open(api_.SessionDataPath(s_->id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
   }
-  ~ChunkSink() override {
-    api_.SaveSession(*s_);  // releases `busy`
-  }
+  ~ChunkSink() override { Release(); }
   bool ok() const { return fd_.Valid(); }
 
   Result<void> OnData(std::string_view bytes) override {
@@ -391,12 +410,18 @@ class ChunkSink : public http::BodySink {
     return {};
   }
 
-  void OnEnd(http::Respond respond) override {
+  void OnEnd(http::Respond done) override {
     fd_.Reset();
-    // Finished when the total is known and reached, or when the request carried no
-    // Content-Range at all (the whole object in one PUT).
+    // The session is free again before the client can see the answer and send the next chunk.
+    auto respond = [&](http::Response r) {
+      Release();
+      done(std::move(r));
+    };
+    // Finished when the total is known and reached, or when the request said it carries the
+    // rest of the object: no Content-Range at all, or an open range "bytes A-*/*" (how clients
+    // stream an upload of unknown size in one request).
     std::optional<uint64_t> total = cr_.total;
-    if (!cr_.present) {
+    if (!cr_.present || (cr_.first && !cr_.last && !total)) {
       total = s_->received;
     }
     if (!total || s_->received < *total) {
@@ -418,15 +443,24 @@ class ChunkSink : public http::BodySink {
     http::Response r = Committed(api_, t, api_.SessionDataPath(s_->id), s_->obj);
     s_->finished = true;
     s_->result = r.status == 200 ? Json::parse(r.body, nullptr, false) : Json();
+    Release();
     if (r.status != 200) {
-      api_.DropSession(s_->id);
+      api_.DropSession(s_->id);  // a refused commit (412) ends the session
     }
     respond(std::move(r));
   }
 
  private:
+  void Release() {
+    if (!released_) {
+      released_ = true;
+      api_.SaveSession(*s_);  // persists the session and clears `busy`
+    }
+  }
+
   StorageApi& api_;
   std::shared_ptr<StorageApi::Session> s_;
+  bool released_ = false;
   ContentRange cr_;
   std::string base_;
   UniqueFd fd_;
@@ -588,7 +622,9 @@ std::unique_ptr<http::BodySink> StorageApi::OpenUpload(const http::Request& req,
     }
     std::string boundary = ct.substr(b + 9);
     boundary = boundary.substr(0, boundary.find(';'));
-    if (boundary.size() >= 2 && boundary.front() == '"' && boundary.back() == '"') {
+    // Quoted with " or, as Python's email package (gcloud) writes it, with '.
+    if (boundary.size() >= 2 && (boundary.front() == '"' || boundary.front() == '\'') &&
+        boundary.back() == boundary.front()) {
       boundary = boundary.substr(1, boundary.size() - 2);
     }
     auto sink = std::make_unique<MultipartSink>(*this, t, boundary);
