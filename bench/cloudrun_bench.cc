@@ -93,8 +93,9 @@ void Report(const std::string& name, std::vector<double> v, const char* unit = "
 int main(int argc, char** argv) {
   const int execs = argc > 1 ? std::atoi(argv[1]) : 30;
   const int file_ops = argc > 2 ? std::atoi(argv[2]) : 300;
-  const std::string image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE") ? std::getenv("AGENTBOX_CLOUDRUN_IMAGE")
-                                                                   : "agentbox/base:latest";
+  const std::string image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE")
+                                ? std::getenv("AGENTBOX_CLOUDRUN_IMAGE")
+                                : "agentbox/base:latest";
   agentbox::SetLogLevel(agentbox::LogLevel::kWarn);
   char tmpl[] = "/tmp/agentbox-cloudrun-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -131,15 +132,15 @@ int main(int argc, char** argv) {
 
   agentbox::Config::Sources src;
   src.use_environment = false;
-  src.overrides = {{"SANDBOX_GCP_PROJECT", "bench-project"},
-                   {"SANDBOX_GCS_BUCKET", "bench-bucket"},
-                   {"AGENTBOX_CLOUDRUN_IMAGE", image},
-                   {"AGENTBOX_CLOUDRUN_ENDPOINT", url},
-                   {"STORAGE_EMULATOR_HOST", url},
-                   {"GOOGLE_OAUTH_ACCESS_TOKEN", "bench"},
-                   {"AGENTBOX_CLOUDRUN_POLL_MS", std::getenv("AGENTBOX_CLOUDRUN_POLL_MS")
-                                                     ? std::getenv("AGENTBOX_CLOUDRUN_POLL_MS")
-                                                     : "10"}};
+  src.overrides = {
+      {"SANDBOX_GCP_PROJECT", "bench-project"},
+      {"SANDBOX_GCS_BUCKET", "bench-bucket"},
+      {"AGENTBOX_CLOUDRUN_IMAGE", image},
+      {"AGENTBOX_CLOUDRUN_ENDPOINT", url},
+      {"STORAGE_EMULATOR_HOST", url},
+      {"GOOGLE_OAUTH_ACCESS_TOKEN", "bench"},
+      {"AGENTBOX_CLOUDRUN_POLL_MS",
+       std::getenv("AGENTBOX_CLOUDRUN_POLL_MS") ? std::getenv("AGENTBOX_CLOUDRUN_POLL_MS") : "10"}};
   auto cfg = agentbox::Config::Load(src);
   auto opts = agentbox::cloudrun::OptionsFromConfig(*cfg, dir + "/state", AGENTBOX_GUEST_BINARY);
   auto cloud = agentbox::cloudrun::MakeGcpCloud(*cfg, opts->project, opts->region, opts->bucket);
@@ -184,8 +185,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < execs; ++i) {
       const uint64_t before = backend.GoogleCalls();
       const auto t0 = Clock::now();
-      Json d = api("shell/exec", {{"id", "s"}, {"command", "greet " + std::to_string(i)},
-                                  {"wait_seconds", 120}});
+      Json d = api("shell/exec",
+                   {{"id", "s"}, {"command", "greet " + std::to_string(i)}, {"wait_seconds", 120}});
       total.push_back(Ms(Clock::now() - t0));
       if (d["output"] != "hello " + std::to_string(i) + "\n") {
         std::cerr << "unexpected output: " << d.dump() << "\n";
@@ -202,7 +203,8 @@ int main(int argc, char** argv) {
                           {"Authorization: Bearer bench"}, &st);
     std::vector<double> runs;
     for (const auto& e : list["executions"]) {
-      runs.push_back(Rfc3339Ms(e.value("completionTime", "")) - Rfc3339Ms(e.value("createTime", "")));
+      runs.push_back(Rfc3339Ms(e.value("completionTime", "")) -
+                     Rfc3339Ms(e.value("createTime", "")));
     }
     // The last `execs` executions by creation time are the timed ones.
     std::vector<std::pair<std::string, double>> by_time;

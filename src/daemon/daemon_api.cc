@@ -688,6 +688,10 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
+    } else if (fresh.error().code == ErrorCode::kNotFound &&
+               e.backend->GetCapabilities().shared_state) {
+      ForgetShared(e.info.id);  // destroyed through another daemon
+      return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
     }
     respond(JsonOk(SandboxJson(out)));
   });

@@ -90,6 +90,8 @@ class DaemonApi : public http::Dispatcher {
   // Registers sandboxes that shared backends hold but this daemon does not know yet, and
   // forgets those they no longer hold. Blocks (run on the pool).
   void SyncShared();
+  // Drops a shared backend's sandbox that another daemon destroyed.
+  void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
   void List(const Caller& caller, http::Respond respond);
   void GetOne(const std::string& id, const Caller& caller, http::Respond respond);

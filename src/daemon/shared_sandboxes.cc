@@ -8,8 +8,8 @@
 
 namespace agentbox::daemon {
 
-bool DaemonApi::LookUpShared(const std::string& id, const http::Request& req,
-                             const Caller& caller, const http::Respond& respond) {
+bool DaemonApi::LookUpShared(const std::string& id, const http::Request& req, const Caller& caller,
+                             const http::Respond& respond) {
   std::vector<SandboxBackend*> shared;
   for (const auto& [name, b] : backends_) {
     if (b->GetCapabilities().shared_state) {
@@ -62,6 +62,11 @@ void DaemonApi::SyncShared() {
       }
     }
   }
+}
+
+void DaemonApi::ForgetShared(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sandboxes_.erase(id);
 }
 
 }  // namespace agentbox::daemon

@@ -2,13 +2,12 @@
 
 #include <unistd.h>
 
-#include "common/strings.h"
-
 #include "backends/cloudrun/cloudrun_backend.h"
 #include "backends/cloudrun/gcp_cloud.h"
 #include "backends/docker/docker_backend.h"
 #include "backends/jail/jail_backend.h"
 #include "backends/pool/warm_pool.h"
+#include "common/strings.h"
 
 namespace agentbox::selector {
 namespace {

@@ -104,8 +104,9 @@ class Emulator {
     if (pipe(out) != 0) {
       return;
     }
-    pid_ = Spawn({AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data", dir + "/data"},
-                 dir + "/emulator.log", out[1]);
+    pid_ =
+        Spawn({AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data", dir + "/data"},
+              dir + "/emulator.log", out[1]);
     close(out[1]);
     std::string line;
     char c;
@@ -227,16 +228,15 @@ class CloudRunE2E : public ::testing::Test {
 
   // The cloudrun settings pointing at the emulator, plus `extra`.
   std::map<std::string, std::string> Config(std::map<std::string, std::string> extra) {
-    std::map<std::string, std::string> c = {
-        {"SANDBOX_GCP_PROJECT", "e2e-project"},
-        {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
-        {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
-        {"STORAGE_EMULATOR_HOST", emulator_->url()},
-        {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
-        {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
-        {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
-        {"AGENTBOX_WARM_POOL_SIZE", "0"},
-        {"AGENTBOX_PROBE_TTL_MS", "0"}};
+    std::map<std::string, std::string> c = {{"SANDBOX_GCP_PROJECT", "e2e-project"},
+                                            {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
+                                            {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
+                                            {"STORAGE_EMULATOR_HOST", emulator_->url()},
+                                            {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
+                                            {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
+                                            {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
+                                            {"AGENTBOX_WARM_POOL_SIZE", "0"},
+                                            {"AGENTBOX_PROBE_TTL_MS", "0"}};
     for (auto& [k, v] : extra) {
       c[k] = v;
     }
@@ -268,7 +268,8 @@ TEST_F(CloudRunE2E, TheSeedsSwitchSendsNewSandboxesToCloudRunAndExistingOnesStay
   const std::string jail_id = on_jail.data()["id"];
   daemons_.clear();  // a restart with the switch on
 
-  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"}, {"USE_CLOUDRUN_JOBS_SANDBOX", "true"}});
+  Daemon* d =
+      StartDaemon("d", {{"SANDBOX_BACKEND", "jail"}, {"USE_CLOUDRUN_JOBS_SANDBOX", "true"}});
   Reply c = d->Create(Json{{"subject", "user-1"}});
   ASSERT_EQ(c.status, 201) << c.body << d->log();
   EXPECT_EQ(c.data()["backend"], "cloudrun");
@@ -278,8 +279,9 @@ TEST_F(CloudRunE2E, TheSeedsSwitchSendsNewSandboxesToCloudRunAndExistingOnesStay
   Reply info = d->Call("GET", "/v1/info");
   EXPECT_EQ(info.data()["implementation"], "CloudRunJobsSandbox") << info.body;
   EXPECT_EQ(info.data()["feature_flag_enabled"], true);
-  EXPECT_EQ(info.data()["config"],
-            (Json{{"project_id", "e2e-project"}, {"region", "us-central1"}, {"bucket", "e2e-bucket"}}));
+  EXPECT_EQ(
+      info.data()["config"],
+      (Json{{"project_id", "e2e-project"}, {"region", "us-central1"}, {"bucket", "e2e-bucket"}}));
   EXPECT_EQ(info.data()["backends"]["cloudrun"]["capabilities"]["pty"], false);
   const std::string metrics = d->Call("GET", "/metrics").body;
   EXPECT_NE(metrics.find("backend=\"cloudrun\""), std::string::npos) << metrics;
@@ -320,15 +322,14 @@ TEST_F(CloudRunE2E, FailingExecutionsTripTheBreakerAndRollCloudRunBack) {
   ASSERT_EQ(c.status, 201) << c.body;
   ASSERT_EQ(c.data()["backend"], "cloudrun");
   const std::string id = c.data()["id"];
-  ASSERT_EQ(d->Api(id, "file/write", {{"file", "/workspace/keep.txt"}, {"content", "kept\n"}})
-                .status,
-            200);
+  ASSERT_EQ(
+      d->Api(id, "file/write", {{"file", "/workspace/keep.txt"}, {"content", "kept\n"}}).status,
+      200);
   emulator_->Faults({{"fail_executions", 4}});
   for (int i = 0; i < 4; ++i) {
     Reply r = d->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}, {"wait_seconds", 60}});
     EXPECT_EQ(r.status, 503) << r.body;
-    EXPECT_NE(r.message().find("failed before the command finished"), std::string::npos)
-        << r.body;
+    EXPECT_NE(r.message().find("failed before the command finished"), std::string::npos) << r.body;
   }
   std::this_thread::sleep_for(1600ms);  // the breaker's window closes
   Reply after = d->Create(Json{{"subject", "user-1"}});
@@ -353,7 +354,8 @@ TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
   EXPECT_EQ(Exec(b, id, "echo $FROM $PWD; cat made-by-a"), "a /workspace\nx\n");
   EXPECT_EQ(b->Call("GET", "/v1/sandboxes/" + id).status, 200);
   // A command running through one daemon makes the session busy for the other.
-  Reply running = a->Api(id, "shell/exec", {{"id", "s"}, {"command", "sleep 2"}, {"wait_seconds", 0}});
+  Reply running =
+      a->Api(id, "shell/exec", {{"id", "s"}, {"command", "sleep 2"}, {"wait_seconds", 0}});
   EXPECT_EQ(running.data()["status"], "running") << running.body;
   EXPECT_EQ(b->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 409);
   Reply waited = b->Api(id, "shell/wait", {{"id", "s"}, {"seconds", 60}});
@@ -361,6 +363,7 @@ TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
   EXPECT_EQ(waited.data()["returncode"], 0);
   // Destroyed through b: gone for a too.
   EXPECT_EQ(b->Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+  EXPECT_EQ(a->Call("GET", "/v1/sandboxes/" + id).status, 404);
   Reply list = a->Call("GET", "/v1/sandboxes");
   for (const auto& sb : list.data()["sandboxes"]) {
     EXPECT_NE(sb["id"], id);
@@ -398,8 +401,8 @@ TEST_F(CloudRunE2E, BadConfigurationIsRefusedAndNewSandboxesFallBack) {
 }
 
 TEST_F(CloudRunE2E, GoogleFailuresAreClearErrorsAndTouchNothingElse) {
-  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"},
-                                {"AGENTBOX_CLOUDRUN_START_TIMEOUT_S", "1"}});
+  Daemon* d = StartDaemon(
+      "d", {{"SANDBOX_BACKEND", "cloudrun"}, {"AGENTBOX_CLOUDRUN_START_TIMEOUT_S", "1"}});
   Reply c = d->Create();
   ASSERT_EQ(c.status, 201) << c.body;
   const std::string id = c.data()["id"];
@@ -408,24 +411,28 @@ TEST_F(CloudRunE2E, GoogleFailuresAreClearErrorsAndTouchNothingElse) {
 
   // An execution that never starts: cancelled after the start timeout, the command never ran.
   emulator_->Faults({{"execution_start_delay_ms", 30000}});
-  Reply never = d->Api(id, "shell/exec", {{"id", "s"}, {"command", "echo x > /workspace/notes.txt"},
-                                          {"wait_seconds", 60}});
+  Reply never =
+      d->Api(id, "shell/exec",
+             {{"id", "s"}, {"command", "echo x > /workspace/notes.txt"}, {"wait_seconds", 60}});
   EXPECT_EQ(never.status, 503) << never.body;
   EXPECT_NE(never.message().find("did not start within 1 s"), std::string::npos) << never.body;
   emulator_->Call("DELETE", "/emulator/v1/faults");
 
   // A 403 from Cloud Storage names the status.
-  emulator_->Faults({{"rules", {{{"method", "storage.objects.get"}, {"status", 403},
-                                  {"message", "storage.objects.get access denied"},
-                                  {"count", 1}}}}});
+  emulator_->Faults({{"rules",
+                      {{{"method", "storage.objects.get"},
+                        {"status", 403},
+                        {"message", "storage.objects.get access denied"},
+                        {"count", 1}}}}});
   Reply denied = d->Api(id, "file/read", {{"file", "notes.txt"}});
   EXPECT_EQ(denied.status, 403) << denied.body;
   EXPECT_NE(denied.message().find("403"), std::string::npos) << denied.body;
   emulator_->Call("DELETE", "/emulator/v1/faults");
 
   // A racing writer on the session's head: 409, never a silent overwrite.
-  emulator_->Faults({{"rules", {{{"method", "storage.objects.insert"},
-                                  {"precondition_race", true}, {"count", 1}}}}});
+  emulator_->Faults(
+      {{"rules",
+        {{{"method", "storage.objects.insert"}, {"precondition_race", true}, {"count", 1}}}}});
   Reply raced = d->Api(id, "shell/exec", {{"id", "other"}, {"command", "true"}});
   EXPECT_EQ(raced.status, 409) << raced.body;
   emulator_->Call("DELETE", "/emulator/v1/faults");

@@ -191,14 +191,15 @@ class Daemon {
       return false;
     }
     const char* image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE");
-    backend_config_ = "SANDBOX_GCP_PROJECT=conformance-project\n"
-                      "SANDBOX_GCS_BUCKET=conformance-bucket\n"
-                      "AGENTBOX_CLOUDRUN_ENDPOINT=" + url + "\n" +
-                      "STORAGE_EMULATOR_HOST=" + url + "\n" +
-                      "GOOGLE_OAUTH_ACCESS_TOKEN=conformance\n"
-                      "AGENTBOX_CLOUDRUN_POLL_MS=50\n"
-                      "AGENTBOX_CLOUDRUN_IMAGE=" +
-                      std::string(image && *image ? image : "agentbox/base:latest") + "\n";
+    backend_config_ =
+        "SANDBOX_GCP_PROJECT=conformance-project\n"
+        "SANDBOX_GCS_BUCKET=conformance-bucket\n"
+        "AGENTBOX_CLOUDRUN_ENDPOINT=" +
+        url + "\n" + "STORAGE_EMULATOR_HOST=" + url + "\n" +
+        "GOOGLE_OAUTH_ACCESS_TOKEN=conformance\n"
+        "AGENTBOX_CLOUDRUN_POLL_MS=50\n"
+        "AGENTBOX_CLOUDRUN_IMAGE=" +
+        std::string(image && *image ? image : "agentbox/base:latest") + "\n";
     return true;
   }
 

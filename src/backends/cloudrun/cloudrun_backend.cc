@@ -68,9 +68,10 @@ SandboxSpec SpecFromJson(const Json& j) {
 std::string ProbeReason(const Error& e, const CloudRunOptions& o) {
   switch (e.code) {
     case ErrorCode::kNotFound:
-      return "bucket gs://" + o.bucket + " does not exist (create it: gcloud storage buckets "
-             "create gs://" + o.bucket + " --project=" + o.project + " --location=" + o.region +
-             ")";
+      return "bucket gs://" + o.bucket +
+             " does not exist (create it: gcloud storage buckets "
+             "create gs://" +
+             o.bucket + " --project=" + o.project + " --location=" + o.region + ")";
     case ErrorCode::kForbidden:
       return "no access to bucket gs://" + o.bucket + ": " + e.message +
              " (grant roles/storage.objectAdmin on it)";
@@ -174,10 +175,11 @@ ProbeResult CloudRunBackend::Probe() {
     return p;
   }
   p.usable = true;
-  p.limitations = {"job mode: one Cloud Run execution per command (a real execution starts in "
-                   "10-60 s)",
-                   "no background processes, stdin, PTY or live output streaming",
-                   "network 'none' is not enforced: executions have the job's egress"};
+  p.limitations = {
+      "job mode: one Cloud Run execution per command (a real execution starts in "
+      "10-60 s)",
+      "no background processes, stdin, PTY or live output streaming",
+      "network 'none' is not enforced: executions have the job's egress"};
   return p;
 }
 
@@ -287,8 +289,7 @@ Result<SandboxInfo> CloudRunBackend::Create(const std::string& id, const Sandbox
     // this sandbox's.
     auto existing = cloud_.jobs->GetJob(r.job_id);
     const bool ours = existing && existing->is_object() && existing->contains("labels") &&
-                      (*existing)["labels"].value("agentbox-sandbox", "") ==
-                          layout::LabelValue(id);
+                      (*existing)["labels"].value("agentbox-sandbox", "") == layout::LabelValue(id);
     if (ours) {
       created = {};
     }
@@ -371,8 +372,8 @@ Result<void> CloudRunBackend::SetExpiry(const std::string& id, double expires_at
       return Fail(r.error());
     }
     r->info.expires_at = expires_at;
-    auto w = cloud_.store->Insert(layout::RecordObject(id), DumpJson(RecordJson(*r)),
-                                  r->generation);
+    auto w =
+        cloud_.store->Insert(layout::RecordObject(id), DumpJson(RecordJson(*r)), r->generation);
     if (w) {
       return {};
     }

@@ -78,8 +78,8 @@ class CloudRunBackend final : public SandboxBackend {
   std::vector<std::thread> threads_;
 
   std::mutex mu_;
-  bool serving_ = false;     // guarded by mu_
-  std::string guest_dir_;    // guarded by mu_: uploaded guest, once known
+  bool serving_ = false;   // guarded by mu_
+  std::string guest_dir_;  // guarded by mu_: uploaded guest, once known
   struct Cached {
     SandboxRef ref;
     std::string secret;

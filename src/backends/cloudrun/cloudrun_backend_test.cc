@@ -221,8 +221,8 @@ TEST(CloudRunLayoutTest, JobIdsAreDeterministicAndValid) {
     EXPECT_EQ(j.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-"), std::string::npos);
     EXPECT_TRUE(j[0] >= 'a' && j[0] <= 'z');
   }
-  for (const std::string& sid : {std::string("default"), std::string("a b/c%"),
-                                 std::string(".."), std::string("é")}) {
+  for (const std::string& sid :
+       {std::string("default"), std::string("a b/c%"), std::string(".."), std::string("é")}) {
     const std::string enc = layout::EncodeSessionId(sid);
     EXPECT_EQ(enc.find('/'), std::string::npos);
     EXPECT_NE(enc, "..");
@@ -435,8 +435,8 @@ TEST_F(CloudRunTest, HeadWritesAreConditional) {
   // A writer holding an old generation loses, loudly.
   ASSERT_TRUE(store_->Insert(layout::HeadObject("sb1", "s"), DumpJson(HeadToJson(*head)),
                              head->generation, "application/json"));
-  auto stale = store_->Insert(layout::HeadObject("sb1", "s"), "{}", head->generation,
-                              "application/json");
+  auto stale =
+      store_->Insert(layout::HeadObject("sb1", "s"), "{}", head->generation, "application/json");
   ASSERT_FALSE(stale);
   EXPECT_NE(stale.error().message.find("precondition"), std::string::npos);
 }
@@ -456,9 +456,9 @@ class WorkspaceFilesTest : public ::testing::Test {
 };
 
 TEST_F(WorkspaceFilesTest, AnswersLikeTheGuest) {
-  EXPECT_EQ(Op("write", {{"file", "/workspace/a/b.txt"}, {"content", "one\ntwo 2\nthree\n"}})
-                ["file"],
-            "/workspace/a/b.txt");
+  EXPECT_EQ(
+      Op("write", {{"file", "/workspace/a/b.txt"}, {"content", "one\ntwo 2\nthree\n"}})["file"],
+      "/workspace/a/b.txt");
   EXPECT_EQ(store_->Names().at("sandboxes/sb1/workspace/a/b.txt"), "one\ntwo 2\nthree\n");
   EXPECT_EQ(Op("read", {{"file", "a/b.txt"}, {"start_line", 1}, {"end_line", 2}})["content"],
             "two 2\n");
@@ -467,9 +467,10 @@ TEST_F(WorkspaceFilesTest, AnswersLikeTheGuest) {
   EXPECT_EQ(Op("exists", {{"path", "/workspace/zz"}})["exists"], false);
   EXPECT_EQ(Op("search", {{"file", "/workspace/a/b.txt"}, {"regex", "[0-9]"}})["line_numbers"],
             Json::array({1}));
-  EXPECT_EQ(Op("replace", {{"file", "/workspace/a/b.txt"}, {"old_str", "t"}, {"new_str", "T"}})
-                ["replaced_count"],
-            2);
+  EXPECT_EQ(
+      Op("replace",
+         {{"file", "/workspace/a/b.txt"}, {"old_str", "t"}, {"new_str", "T"}})["replaced_count"],
+      2);
   EXPECT_EQ(Op("find", {{"path", "/workspace"}, {"glob", "**/*.txt"}})["files"],
             Json::array({"/workspace/a/b.txt"}));
   Json list = Op("list", {{"path", "/workspace/a"}});

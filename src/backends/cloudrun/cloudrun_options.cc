@@ -5,9 +5,7 @@
 namespace agentbox::cloudrun {
 namespace {
 
-bool LowerDigitDash(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-}
+bool LowerDigitDash(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
 
 bool AllDigitsAndDots(const std::string& s) {
   for (char c : s) {
@@ -40,7 +38,8 @@ bool PlausibleImage(const std::string& s) {
     return false;
   }
   for (char c : s) {
-    if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c))) {
+    if (std::isspace(static_cast<unsigned char>(c)) ||
+        std::iscntrl(static_cast<unsigned char>(c))) {
       return false;
     }
   }
@@ -54,8 +53,8 @@ bool ValidProjectId(const std::string& s) {
   if (size_t colon = s.find(':'); colon != std::string::npos) {
     id = s.substr(colon + 1);  // "example.com:my-project"
     const std::string domain = s.substr(0, colon);
-    if (domain.empty() || domain.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") !=
-                              std::string::npos) {
+    if (domain.empty() ||
+        domain.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos) {
       return false;
     }
   }

@@ -246,8 +246,8 @@ Result<Cloud> MakeGcpCloud(const Config& cfg, const std::string& project, const 
   auto run_http = std::make_shared<gcp::HttpTransport>(*tokens);
   Cloud c;
   c.store = std::make_shared<GcsStore>(storage_http, *ep, bucket);
-  c.jobs = std::make_shared<CloudRunJobs>(run_http, *ep,
-                                          "projects/" + project + "/locations/" + region);
+  c.jobs =
+      std::make_shared<CloudRunJobs>(run_http, *ep, "projects/" + project + "/locations/" + region);
   return c;
 }
 

@@ -15,10 +15,10 @@ using http::Respond;
 
 namespace {
 
-#define CR_CHECK(expr)                              \
-  if (auto check_r = (expr); !check_r) {            \
-    respond(http::ErrorResponse(check_r.error()));  \
-    return;                                         \
+#define CR_CHECK(expr)                             \
+  if (auto check_r = (expr); !check_r) {           \
+    respond(http::ErrorResponse(check_r.error())); \
+    return;                                        \
   }
 
 #define CR_TRY(var, expr)                          \
@@ -79,9 +79,8 @@ Json CommandJson(const std::string& sid, const Outcome& o, bool strip) {
 }
 
 Json RunningJson(const std::string& sid, const std::string& command, const std::string& cwd) {
-  return {{"session_id", sid},  {"command", command},          {"status", "running"},
-          {"output", ""},       {"output_truncated", false},   {"cwd", cwd},
-          {"returncode", nullptr}};
+  return {{"session_id", sid},         {"command", command}, {"status", "running"},  {"output", ""},
+          {"output_truncated", false}, {"cwd", cwd},         {"returncode", nullptr}};
 }
 
 // True when `cmd` ends in a single '&' (a background job), as the guest's shell/run sees it.
@@ -161,29 +160,29 @@ class UploadBody : public http::BodySink {
     }
     auto sink = std::make_shared<guest::UploadSink>(std::move(*sink_));
     sink_.reset();
-    pool_.Post([this_files = &files_, resolve = resolve_, token = token_, path = *path_, sink,
-                respond] {
-      auto sb = resolve(token);
-      if (!sb) {
-        respond(Err(sb.error()));
-        return;
-      }
-      auto rel = WorkspaceFiles::Relative(path);
-      if (!rel) {
-        respond(Err(rel.error()));
-        return;
-      }
-      // Committed to a private scratch name, then stored under its real name.
-      const std::string local = this_files->scratch_root() + "/upload-" + RandomId(12);
-      auto committed = sink->Commit(local);
-      if (!committed) {
-        respond(Err(committed.error()));
-        return;
-      }
-      auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written());
-      ::unlink(committed->c_str());
-      respond(r ? Ok(std::move(*r), "uploaded") : Err(r.error()));
-    });
+    pool_.Post(
+        [this_files = &files_, resolve = resolve_, token = token_, path = *path_, sink, respond] {
+          auto sb = resolve(token);
+          if (!sb) {
+            respond(Err(sb.error()));
+            return;
+          }
+          auto rel = WorkspaceFiles::Relative(path);
+          if (!rel) {
+            respond(Err(rel.error()));
+            return;
+          }
+          // Committed to a private scratch name, then stored under its real name.
+          const std::string local = this_files->scratch_root() + "/upload-" + RandomId(12);
+          auto committed = sink->Commit(local);
+          if (!committed) {
+            respond(Err(committed.error()));
+            return;
+          }
+          auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written());
+          ::unlink(committed->c_str());
+          respond(r ? Ok(std::move(*r), "uploaded") : Err(r.error()));
+        });
   }
 
  private:
@@ -331,9 +330,9 @@ void GuestServer::Route(const SandboxRef& sb, const http::Request& req, const Js
   } else if (p.starts_with("/api/v1/process/")) {
     const std::string op = p.substr(16);
     if (op == "start" || op == "list" || op == "logs" || op == "kill") {
-      return respond(Err(Unsupported(
-          "background processes", "run commands in the foreground (shell/exec, shell/run), or "
-                                  "use the docker or jail backend")));
+      return respond(Err(Unsupported("background processes",
+                                     "run commands in the foreground (shell/exec, shell/run), or "
+                                     "use the docker or jail backend")));
     }
   } else if (p.starts_with("/api/v1/file/")) {
     const std::string op = p.substr(13);
@@ -389,9 +388,8 @@ void GuestServer::ShellRun(const SandboxRef& sb, const Json& b, Respond respond)
   const std::string sid = sid_opt.value_or("default");
   CR_CHECK(ValidSessionId(sid));
   if (TrailingAmpersand(command)) {
-    return respond(Err(Unsupported(
-        "background processes (a command ending in '&')",
-        "run it in the foreground, or use the docker or jail backend")));
+    return respond(Err(Unsupported("background processes (a command ending in '&')",
+                                   "run it in the foreground, or use the docker or jail backend")));
   }
   SessionEngine::StartRequest sr;
   sr.command = command;
@@ -402,25 +400,24 @@ void GuestServer::ShellRun(const SandboxRef& sb, const Json& b, Respond respond)
   }
   CR_TRY(started, sessions_.Start(sb, sid, sr));
   // The execution's own timeout ends it; this wait is only a backstop.
-  sessions_.Wait(sb, sid, started.run, std::chrono::hours(24 * 8),
-                 [sid, respond](std::optional<Outcome> o) {
-                   if (!o) {
-                     return respond(Err({ErrorCode::kTimeout, "the command did not complete"}));
-                   }
-                   if (!o->last.error.empty()) {
-                     return respond(Err(Failed(*o)));
-                   }
-                   const Json& r = o->result;
-                   Json d = {{"exit_code", OptToJson(o->last.exit_code)},
-                             {"stdout", r.is_object() ? r.value("stdout", "") : ""},
-                             {"stderr", r.is_object() ? r.value("stderr", "") : ""},
-                             {"cwd", o->cwd},
-                             {"session_id", sid},
-                             {"output_truncated",
-                              r.is_object() && r.value("output_truncated", false)},
-                             {"timed_out", o->last.timed_out}};
-                   respond(Ok(std::move(d)));
-                 });
+  sessions_.Wait(
+      sb, sid, started.run, std::chrono::hours(24 * 8), [sid, respond](std::optional<Outcome> o) {
+        if (!o) {
+          return respond(Err({ErrorCode::kTimeout, "the command did not complete"}));
+        }
+        if (!o->last.error.empty()) {
+          return respond(Err(Failed(*o)));
+        }
+        const Json& r = o->result;
+        Json d = {{"exit_code", OptToJson(o->last.exit_code)},
+                  {"stdout", r.is_object() ? r.value("stdout", "") : ""},
+                  {"stderr", r.is_object() ? r.value("stderr", "") : ""},
+                  {"cwd", o->cwd},
+                  {"session_id", sid},
+                  {"output_truncated", r.is_object() && r.value("output_truncated", false)},
+                  {"timed_out", o->last.timed_out}};
+        respond(Ok(std::move(d)));
+      });
 }
 
 void GuestServer::ShellView(const SandboxRef& sb, const Json& b, Respond respond) {
@@ -444,7 +441,10 @@ void GuestServer::ShellView(const SandboxRef& sb, const Json& b, Respond respond
       d["error"] = o.last.error;
     }
   } else {
-    d = {{"session_id", id}, {"output", ""}, {"status", "idle"}, {"returncode", nullptr},
+    d = {{"session_id", id},
+         {"output", ""},
+         {"status", "idle"},
+         {"returncode", nullptr},
          {"cwd", head.cwd}};
   }
   if (console.value_or(false)) {
@@ -508,7 +508,8 @@ void GuestServer::ShellList(const SandboxRef& sb, Respond respond) {
       continue;  // deleted meanwhile
     }
     Json last = head->running ? Json(head->running->command)
-                              : head->last ? Json(head->last->command) : Json(nullptr);
+                : head->last  ? Json(head->last->command)
+                              : Json(nullptr);
     list.push_back({{"session_id", sid},
                     {"running", head->running.has_value()},
                     {"cwd", head->cwd},
@@ -529,18 +530,17 @@ void GuestServer::ShellState(const SandboxRef& sb, const Json& b, Respond respon
   CR_TRY(id, f.NonEmptyString("id"));
   CR_TRY(head, sessions_.ReadHead(sb.id, id));
   if (head.state_object.empty()) {
-    return respond(Err({ErrorCode::kConflict,
-                        "session '" + id +
-                            "' has no snapshot yet: its first command has not completed"}));
+    return respond(
+        Err({ErrorCode::kConflict,
+             "session '" + id + "' has no snapshot yet: its first command has not completed"}));
   }
   CR_TRY(result, sessions_.ReadResult(head.state_object));
   if (!result.is_object() || !result.contains("state")) {
     return respond(Err({ErrorCode::kUnavailable, "session '" + id + "': snapshot object " +
                                                      head.state_object + " is corrupt"}));
   }
-  respond(Ok({{"session_id", id},
-              {"running", head.running.has_value()},
-              {"state", result["state"]}}));
+  respond(
+      Ok({{"session_id", id}, {"running", head.running.has_value()}, {"state", result["state"]}}));
 }
 
 void GuestServer::ShellRestore(const SandboxRef& sb, const Json& b, Respond respond) {

@@ -137,15 +137,14 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
   std::string sessions = layout::SessionsPrefix(id);
   ws.pop_back();
   sessions.pop_back();
-  Json task = {{"containers", Json::array({container})},
-               {"volumes", Json::array({{{"name", "agentbox-guest"},
-                                         {"gcs", gcs(guest_dir, true, {"file-mode=555"})}},
-                                        {{"name", "workspace"},
-                                         {"gcs", gcs(ws, false, {"implicit-dirs"})}},
-                                        {{"name", "sessions"},
-                                         {"gcs", gcs(sessions, false, {"implicit-dirs"})}}})},
-               {"timeout", DurationSeconds(o.default_exec_timeout_s + o.execution_grace_s)},
-               {"maxRetries", 0}};
+  Json task = {
+      {"containers", Json::array({container})},
+      {"volumes",
+       Json::array({{{"name", "agentbox-guest"}, {"gcs", gcs(guest_dir, true, {"file-mode=555"})}},
+                    {{"name", "workspace"}, {"gcs", gcs(ws, false, {"implicit-dirs"})}},
+                    {{"name", "sessions"}, {"gcs", gcs(sessions, false, {"implicit-dirs"})}}})},
+      {"timeout", DurationSeconds(o.default_exec_timeout_s + o.execution_grace_s)},
+      {"maxRetries", 0}};
   if (!o.service_account.empty()) {
     task["serviceAccount"] = o.service_account;
   }
@@ -159,8 +158,8 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
 
 Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, const RunRequest& r) {
   Json args = Json::array({"run-once", "--command", r.command, "--out",
-                           layout::RunPath(r.session_id, r.run_id), "--workdir",
-                           layout::kWorkspace, "--output-cap", std::to_string(r.output_cap)});
+                           layout::RunPath(r.session_id, r.run_id), "--workdir", layout::kWorkspace,
+                           "--output-cap", std::to_string(r.output_cap)});
   if (!r.state_object.empty()) {
     args.push_back("--state");
     args.push_back(layout::ContainerPathOf(sandbox_id, r.state_object));
@@ -175,10 +174,10 @@ Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, con
   const double timeout = r.timeout_s.value_or(o.default_exec_timeout_s);
   args.push_back("--timeout");
   args.push_back(std::to_string(timeout));
-  return Json{{"containerOverrides", Json::array({{{"name", layout::kContainerName},
-                                                   {"args", args}}})},
-              {"taskCount", 1},
-              {"timeout", DurationSeconds(timeout + o.execution_grace_s)}};
+  return Json{
+      {"containerOverrides", Json::array({{{"name", layout::kContainerName}, {"args", args}}})},
+      {"taskCount", 1},
+      {"timeout", DurationSeconds(timeout + o.execution_grace_s)}};
 }
 
 }  // namespace agentbox::cloudrun

@@ -24,7 +24,7 @@ inline constexpr const char* kSessionsMount = "/agentbox/sessions";
 inline constexpr const char* kWorkspace = "/workspace";
 inline constexpr const char* kContainerName = "sandbox";
 
-std::string GuestDir(const std::string& sha256);  // "agentbox/guest/<sha>" (no trailing '/')
+std::string GuestDir(const std::string& sha256);   // "agentbox/guest/<sha>" (no trailing '/')
 std::string SandboxPrefix(const std::string& id);  // "sandboxes/<id>/"
 std::string RecordObject(const std::string& id);
 std::string WorkspacePrefix(const std::string& id);  // "sandboxes/<id>/workspace/"

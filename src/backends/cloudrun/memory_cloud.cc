@@ -55,8 +55,7 @@ Result<gcp::ObjectData> MemoryObjectStore::Read(const std::string& name,
 }
 
 Result<gcp::ObjectMeta> MemoryObjectStore::ReadToFile(const std::string& name,
-                                                      const std::string& path,
-                                                      uint64_t max_bytes) {
+                                                      const std::string& path, uint64_t max_bytes) {
   auto d = Read(name, std::nullopt);
   if (!d) {
     return Fail(d.error());

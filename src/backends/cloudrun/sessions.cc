@@ -19,25 +19,24 @@ double NowUnixSeconds() {
 }
 
 Json RunningToJson(const RunningCommand& r) {
-  return {{"run", r.run},         {"command", r.command},       {"kind", r.kind},
-          {"execution", r.execution}, {"started_at", r.started_at}, {"timeout_s", r.timeout_s}};
+  return {{"run", r.run},
+          {"command", r.command},
+          {"kind", r.kind},
+          {"execution", r.execution},
+          {"started_at", r.started_at},
+          {"timeout_s", r.timeout_s}};
 }
 
 Json LastToJson(const LastCommand& l) {
-  Json j = {{"run", l.run},
-            {"command", l.command},
-            {"kind", l.kind},
-            {"timed_out", l.timed_out},
-            {"killed", l.killed},
-            {"result_object", l.result_object},
+  Json j = {{"run", l.run},       {"command", l.command},
+            {"kind", l.kind},     {"timed_out", l.timed_out},
+            {"killed", l.killed}, {"result_object", l.result_object},
             {"error", l.error}};
   j["exit_code"] = OptToJson(l.exit_code);
   return j;
 }
 
-bool IsPrecondition(const Error& e) {
-  return e.code == ErrorCode::kConflict;
-}
+bool IsPrecondition(const Error& e) { return e.code == ErrorCode::kConflict; }
 
 Error Busy(const std::string& sid) {
   return Error{ErrorCode::kConflict, "session '" + sid +
@@ -170,7 +169,7 @@ bool SessionEngine::Stale(const RunningCommand& r) const {
 }
 
 Result<SessionEngine::Started> SessionEngine::Start(const SandboxRef& sb, const std::string& sid,
-                                         const StartRequest& req) {
+                                                    const StartRequest& req) {
   Head head;
   head.session_id = sid;
   auto current = ReadHead(sb.id, sid);
@@ -213,15 +212,14 @@ Result<SessionEngine::Started> SessionEngine::Start(const SandboxRef& sb, const 
     head.running.reset();
     (void)WriteHead(sb.id, head);
     if (execution.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kNotFound,
-                  "sandbox '" + sb.id + "': its Cloud Run job is gone (" +
-                      execution.error().message + ")");
+      return Fail(ErrorCode::kNotFound, "sandbox '" + sb.id + "': its Cloud Run job is gone (" +
+                                            execution.error().message + ")");
     }
     return Fail(execution.error());
   }
   rc.execution = *execution;
-  Log(LogLevel::kDebug, "cloudrun.exec_started", "id={} session={} run={} execution={}", sb.id,
-      sid, rc.run, rc.execution);
+  Log(LogLevel::kDebug, "cloudrun.exec_started", "id={} session={} run={} execution={}", sb.id, sid,
+      rc.run, rc.execution);
   CompletionFor(sb, sid, rc, true);
   return Started{rc.run, head.cwd};
 }
@@ -320,9 +318,9 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
   // The starter records the execution's name so that other replicas can follow it; that write
   // runs here, in parallel with the execution starting.
   std::optional<Head> cached;
-  if (auto head = ReadHead(sb.id, sid);
-      head && head->running && head->running->run == running.run &&
-      head->running->execution.empty()) {
+  if (auto head = ReadHead(sb.id, sid); head && head->running &&
+                                        head->running->run == running.run &&
+                                        head->running->execution.empty()) {
     head->running->execution = running.execution;
     if (auto w = WriteHead(sb.id, *head)) {
       head->generation = w->generation;
@@ -344,11 +342,9 @@ void SessionEngine::Monitor(SandboxRef sb, std::string sid, RunningCommand runni
     auto e = cloud_.jobs->GetExecution(running.execution);
     if (!e) {
       ++errors;
-      if (e.error().code == ErrorCode::kNotFound || errors >= 20 ||
-          SteadyClock::now() > deadline) {
+      if (e.error().code == ErrorCode::kNotFound || errors >= 20 || SteadyClock::now() > deadline) {
         out = Examine(sb, sid, running, running.execution, false,
-                      "execution " + running.execution + " could not be read: " +
-                          e.error().message,
+                      "execution " + running.execution + " could not be read: " + e.error().message,
                       ExecutionStatus{});
         have = true;
       }
@@ -464,8 +460,8 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
 }
 
 Outcome SessionEngine::Promote(const SandboxRef& sb, const std::string& sid,
-                               const RunningCommand& running, Outcome out,
-                               std::string* replaced, std::optional<Head> cached) {
+                               const RunningCommand& running, Outcome out, std::string* replaced,
+                               std::optional<Head> cached) {
   for (int attempt = 0; attempt < 10; ++attempt) {
     Result<Head> head = Fail(ErrorCode::kNotFound, "");
     if (attempt == 0 && cached) {
@@ -482,8 +478,8 @@ Outcome SessionEngine::Promote(const SandboxRef& sb, const std::string& sid,
         Outcome theirs;
         theirs.last = *head->last;
         theirs.cwd = head->cwd;
-        theirs.result = out.last.result_object == theirs.last.result_object ? out.result
-                                                                           : Json(nullptr);
+        theirs.result =
+            out.last.result_object == theirs.last.result_object ? out.result : Json(nullptr);
         return theirs;
       }
       return out;
@@ -511,10 +507,9 @@ Outcome SessionEngine::Promote(const SandboxRef& sb, const std::string& sid,
       return out;
     }
     if (!IsPrecondition(w.error())) {
-      Log(LogLevel::kWarn, "cloudrun.promote_failed", "id={} session={} run={} error=\"{}\"",
-          sb.id, sid, running.run, w.error().message);
-      out.last.error = "the command ran but its result could not be recorded: " +
-                       w.error().message;
+      Log(LogLevel::kWarn, "cloudrun.promote_failed", "id={} session={} run={} error=\"{}\"", sb.id,
+          sid, running.run, w.error().message);
+      out.last.error = "the command ran but its result could not be recorded: " + w.error().message;
       return out;
     }
   }
@@ -580,8 +575,8 @@ Result<void> SessionEngine::Delete(const SandboxRef& sb, const std::string& sid)
   if (head->running && !head->running->execution.empty()) {
     (void)cloud_.jobs->Cancel(head->running->execution);
   }
-  auto r = cloud_.store->DeletePrefix(layout::SessionsPrefix(sb.id) +
-                                      layout::EncodeSessionId(sid) + "/");
+  auto r = cloud_.store->DeletePrefix(layout::SessionsPrefix(sb.id) + layout::EncodeSessionId(sid) +
+                                      "/");
   if (!r) {
     return Fail(r.error());
   }

@@ -90,11 +90,10 @@ class SessionEngine {
   };
   Result<Started> Start(const SandboxRef& sb, const std::string& sid, const StartRequest& req);
 
-  // Calls `done(outcome)` on the io thread (it must not block) once run `run` of the session completed, or `done(nullopt)`
-  // after `wait`. Follows runs started elsewhere.
+  // Calls `done(outcome)` on the io thread (it must not block) once run `run` of the session
+  // completed, or `done(nullopt)` after `wait`. Follows runs started elsewhere.
   void Wait(const SandboxRef& sb, const std::string& sid, const std::string& run,
-            std::chrono::milliseconds wait,
-            std::function<void(std::optional<Outcome>)> done);
+            std::chrono::milliseconds wait, std::function<void(std::optional<Outcome>)> done);
 
   Result<Head> ReadHead(const std::string& id, const std::string& sid);
   // The run-once result object (null when `object` is empty).

@@ -114,8 +114,7 @@ Result<T> Unscratch(Result<T> r, const std::string& dir) {
     return r;
   }
   Error e = r.error();
-  for (size_t pos = e.message.find(dir); pos != std::string::npos;
-       pos = e.message.find(dir, pos)) {
+  for (size_t pos = e.message.find(dir); pos != std::string::npos; pos = e.message.find(dir, pos)) {
     e.message.erase(pos, dir.size());
   }
   return Fail(e);
@@ -189,8 +188,8 @@ class Materialiser {
       return Fail(page.error());
     }
     const std::string dir = Object(rel) + "/";
-    bool is_dir = std::find(page->prefixes.begin(), page->prefixes.end(), dir) !=
-                  page->prefixes.end();
+    bool is_dir =
+        std::find(page->prefixes.begin(), page->prefixes.end(), dir) != page->prefixes.end();
     if (!bytes) {
       for (const auto& it : page->items) {
         if (it.name == Object(rel)) {
@@ -285,7 +284,9 @@ class Materialiser {
 
 WorkspaceFiles::WorkspaceFiles(std::shared_ptr<ObjectStore> store, std::string scratch_root,
                                guest::FileConfig limits)
-    : store_(std::move(store)), scratch_root_(std::move(scratch_root)), limits_(std::move(limits)) {}
+    : store_(std::move(store)),
+      scratch_root_(std::move(scratch_root)),
+      limits_(std::move(limits)) {}
 
 Result<std::string> WorkspaceFiles::Relative(const std::string& path) {
   guest::FileConfig cfg;
@@ -364,8 +365,7 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
     auto up = store_->UploadFile(object, s.Local(*rel), precondition);
     if (!up) {
       if (up.error().code == ErrorCode::kConflict) {
-        return Fail(ErrorCode::kConflict, "'/workspace/" + *rel +
-                                              "' changed while it was being " +
+        return Fail(ErrorCode::kConflict, "'/workspace/" + *rel + "' changed while it was being " +
                                               (op == "write" ? "appended to" : "replaced") +
                                               "; nothing was written, try again");
       }
@@ -377,8 +377,8 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
         return Fail(d.error());
       }
     } else if (entry->kind == Kind::kDirectory) {
-      auto d = store_->DeletePrefix(rel->empty() ? layout::WorkspacePrefix(sandbox_id)
-                                                 : object + "/");
+      auto d =
+          store_->DeletePrefix(rel->empty() ? layout::WorkspacePrefix(sandbox_id) : object + "/");
       if (!d) {
         return Fail(d.error());
       }
