@@ -130,7 +130,21 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
   eo.stdio = Stdio::kNull;
   eo.separate_streams = !opts.combined_output;
   if (auto r = (*session)->Start(eo); !r) {
-    return Fail(r.error());
+    if (r.error().code != ErrorCode::kInvalidArgument && r.error().code != ErrorCode::kValidation) {
+      return Fail(r.error());
+    }
+    // The request itself is wrong (e.g. exec_dir is not a directory): a result saying so, with
+    // the state unchanged, so that the caller answers as the guest would (400), not as for a
+    // broken executor.
+    return Json{
+        {"exit_code", nullptr},
+        {"stdout", ""},
+        {"stderr", ""},
+        {"output", ""},
+        {"timed_out", false},
+        {"output_truncated", false},
+        {"error", {{"code", ErrorCodeName(r.error().code)}, {"message", r.error().message}}},
+        {"state", SessionStateToJson((*session)->state())}};
   }
   Json result;
   auto s = *session;

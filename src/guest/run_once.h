@@ -27,7 +27,8 @@ struct RunOnceOptions {
 
 // Executes one command against a session snapshot, using exactly the session code of `serve`,
 // and produces {exit_code, stdout, stderr, output (both streams in arrival order), timed_out,
-// output_truncated, state}. This is the
+// output_truncated, state}; a request the session refuses (an exec_dir that is not a directory)
+// gives {error: {code, message}, exit_code: null, state (unchanged)}. This is the
 // executor job-based backends run. Failure means the command could not be run at all.
 Result<Json> RunOnce(const RunOnceOptions& opts);
 

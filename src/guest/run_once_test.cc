@@ -70,6 +70,18 @@ TEST_F(RunOnceTest, WorkdirExecDirAndCombinedOutput) {
   EXPECT_EQ(r["state"]["cwd"], dir_ + "/w");
 }
 
+TEST_F(RunOnceTest, ARefusedRequestIsAResultWithTheError) {
+  RunOnceOptions o;
+  o.exec_dir = dir_ + "/missing";
+  o.command = "true";
+  o.out_path = dir_ + "/e.json";
+  ASSERT_TRUE(RunOnceToFile(o));
+  Json r = Read(o.out_path);
+  EXPECT_TRUE(r["exit_code"].is_null());
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("is not a directory"), std::string::npos);
+  EXPECT_TRUE(r["state"].is_object());
+}
+
 TEST_F(RunOnceTest, TimeoutKeepsPreviousState) {
   RunOnceOptions o;
   o.command = "export LOST=1; sleep 20";

@@ -427,6 +427,19 @@ TEST_F(CloudRunTest, AnExecutionThatFailsOrNeverStartsIsAClearError) {
   EXPECT_FALSE(Engine().ReadHead("sb1", "s")->running);
 }
 
+TEST_F(CloudRunTest, ARefusedRequestIsTheCallersErrorNotTheServices) {
+  CreateSb1();
+  SessionEngine::StartRequest r;
+  r.command = "pwd";
+  r.exec_dir = "/no/such/dir";
+  auto started = Engine().Start(sb_, "s", r);
+  ASSERT_TRUE(started);
+  Outcome o = WaitFor(sb_, "s", started->run);
+  EXPECT_TRUE(o.last.request_error);
+  EXPECT_NE(o.last.error.find("is not a directory"), std::string::npos) << o.last.error;
+  EXPECT_EQ(Exec("s", "echo fine").result["output"], "fine\n");
+}
+
 TEST_F(CloudRunTest, HeadWritesAreConditional) {
   CreateSb1();
   Exec("s", "true");

@@ -92,7 +92,10 @@ bool TrailingAmpersand(const std::string& cmd) {
   return !(end > 0 && (cmd[end - 1] == '&' || cmd[end - 1] == '>' || cmd[end - 1] == '|'));
 }
 
-Error Failed(const Outcome& o) { return Error{ErrorCode::kUnavailable, o.last.error}; }
+Error Failed(const Outcome& o) {
+  return Error{o.last.request_error ? ErrorCode::kInvalidArgument : ErrorCode::kUnavailable,
+               o.last.error};
+}
 
 // Spools a multipart upload into a scratch file, then stores it in the bucket.
 class UploadBody : public http::BodySink {

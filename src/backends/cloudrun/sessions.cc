@@ -31,7 +31,7 @@ Json LastToJson(const LastCommand& l) {
   Json j = {{"run", l.run},       {"command", l.command},
             {"kind", l.kind},     {"timed_out", l.timed_out},
             {"killed", l.killed}, {"result_object", l.result_object},
-            {"error", l.error}};
+            {"error", l.error},   {"request_error", l.request_error}};
   j["exit_code"] = OptToJson(l.exit_code);
   return j;
 }
@@ -81,6 +81,7 @@ Result<Head> HeadFromJson(const Json& j) {
       lc.killed = l.value("killed", false);
       lc.result_object = l.value("result_object", "");
       lc.error = l.value("error", "");
+      lc.request_error = l.value("request_error", false);
       h.last = lc;
     }
     return h;
@@ -419,6 +420,12 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
     return out;
   }
   auto result = ReadResult(object);
+  if (result && result->is_object() && result->contains("error") &&
+      (*result)["error"].is_object()) {
+    out.last.error = (*result)["error"].value("message", "the command was refused");
+    out.last.request_error = true;
+    return out;
+  }
   if (result && result->is_object() && result->contains("state") &&
       (*result)["state"].is_object() && result->contains("exit_code")) {
     out.result = *result;

@@ -38,8 +38,9 @@ struct LastCommand {
   std::optional<int> exit_code;
   bool timed_out = false;
   bool killed = false;
-  std::string result_object;  // its run-once result (output); empty when none was written
-  std::string error;          // the execution failed around the command: why
+  std::string result_object;   // its run-once result (output); empty when none was written
+  std::string error;           // the execution failed around the command, or the request: why
+  bool request_error = false;  // `error` is the request's fault (400), not the service's
 };
 
 // sandboxes/<id>/sessions/<sid>/head.json: the one object two writers race on. Every change is
