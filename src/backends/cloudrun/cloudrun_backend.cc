@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "backends/cloudrun/layout.h"
+#include "common/fs_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "http/envelope.h"
@@ -122,6 +123,8 @@ Result<void> CloudRunBackend::EnsureServer() {
   if (serving_) {
     return {};
   }
+  // Scratch space left by a daemon that died mid-request is garbage.
+  (void)RemoveTree(opts_.state_dir + "/scratch");
   for (const std::string& d : {opts_.state_dir, opts_.state_dir + "/scratch"}) {
     if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
       return Fail(ErrnoError(errno, "create " + d));
