@@ -6,8 +6,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
@@ -156,6 +158,14 @@ int Serve(ServeArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `exec PATH ARGS...` runs another agentbox-guest (or any program) in this process: a Cloud
+  // Run job keeps the guest it was created with as its command, and a newer daemon runs its own
+  // guest through it, so sandboxes survive daemon upgrades.
+  if (argc >= 3 && std::string(argv[1]) == "exec") {
+    ::execv(argv[2], argv + 2);
+    std::cerr << "agentbox-guest exec " << argv[2] << ": " << std::strerror(errno) << "\n";
+    return 127;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"agentbox-guest: the sandbox API server that runs inside every sandbox"};
   app.require_subcommand(1);

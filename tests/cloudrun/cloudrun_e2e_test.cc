@@ -371,6 +371,23 @@ TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
   EXPECT_EQ(a->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 404);
 }
 
+TEST_F(CloudRunE2E, SandboxesKeepWorkingAcrossADaemonUpgrade) {
+  Daemon* before = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Reply c = before->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  EXPECT_EQ(Exec(before, id, "export V=1; echo one"), "one\n");
+  daemons_.clear();
+  // A new release: another guest binary (other content, so another object in the bucket). The
+  // job still starts the guest it was created with, which now runs the new one ("exec").
+  const std::string v2 = dir_ + "/agentbox-guest-v2";
+  ASSERT_EQ(system(("cp " AGENTBOX_GUEST_BIN " '" + v2 + "' && echo >> '" + v2 + "'").c_str()), 0);
+  Daemon* after = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"}, {"AGENTBOX_GUEST_BIN", v2}});
+  EXPECT_EQ(Exec(after, id, "echo $V two"), "1 two\n");
+  Reply guests = emulator_->Call("GET", "/storage/v1/b/e2e-bucket/o?prefix=agentbox/guest/");
+  EXPECT_EQ(guests.json["items"].size(), 2u) << guests.body;
+}
+
 TEST_F(CloudRunE2E, BadConfigurationIsRefusedAndNewSandboxesFallBack) {
   Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"},
                                 {"USE_CLOUDRUN_JOBS_SANDBOX", "true"},

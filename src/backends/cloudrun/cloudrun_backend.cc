@@ -207,6 +207,7 @@ Json CloudRunBackend::RecordJson(const Record& r) const {
           {"expires_at", r.info.expires_at},
           {"job_id", r.job_id},
           {"job", cloud_.jobs->parent() + "/jobs/" + r.job_id},
+          {"job_guest", r.job_guest},
           {"secret", r.secret}};
 }
 
@@ -219,6 +220,7 @@ Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) c
     r.info.created_at = j.value("created_at", 0.0);
     r.info.expires_at = j.value("expires_at", 0.0);
     r.job_id = j.at("job_id").get<std::string>();
+    r.job_guest = j.value("job_guest", "");
     r.secret = j.at("secret").get<std::string>();
     r.info.state = SandboxState::kRunning;
     r.info.guest_endpoint = "unix:" + SocketPath();
@@ -278,6 +280,7 @@ Result<SandboxInfo> CloudRunBackend::Create(const std::string& id, const Sandbox
   r.info.created_at = NowUnix();
   r.info.expires_at = r.info.created_at + static_cast<double>(spec.ttl_s);
   r.job_id = layout::JobId(id);
+  r.job_guest = *guest_dir;
   r.secret = RandomId(32);
   auto written = cloud_.store->Insert(layout::RecordObject(id), DumpJson(RecordJson(r)), 0);
   if (!written) {
@@ -349,7 +352,7 @@ Result<void> CloudRunBackend::Destroy(const std::string& id) {
   if (!r) {
     return Fail(r.error());
   }
-  sessions_->CancelAll(SandboxRef{id, r->job_id});
+  sessions_->CancelAll(SandboxRef{id, r->job_id, r->job_guest, {}});
   if (auto d = cloud_.jobs->DeleteJob(r->job_id); !d && d.error().code != ErrorCode::kNotFound) {
     return Fail(d.error());
   }
@@ -413,7 +416,11 @@ Result<SandboxRef> CloudRunBackend::Resolve(const std::string& token) {
   if (!SecretEquals(r->secret, secret)) {
     return Fail(ErrorCode::kUnauthorized, "missing or wrong X-Access-Token");
   }
-  SandboxRef ref{id, r->job_id};
+  auto guest = EnsureGuest();  // uploaded once; later calls answer from memory
+  if (!guest) {
+    return Fail(guest.error());
+  }
+  SandboxRef ref{id, r->job_id, r->job_guest, *guest};
   std::lock_guard<std::mutex> lock(mu_);
   tokens_[id] = Cached{ref, r->secret, now};
   return ref;

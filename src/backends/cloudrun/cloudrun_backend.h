@@ -57,6 +57,7 @@ class CloudRunBackend final : public SandboxBackend {
   struct Record {
     SandboxInfo info;
     std::string job_id;
+    std::string job_guest;  // layout::GuestDir of the job's command
     std::string secret;
     int64_t generation = 0;
   };

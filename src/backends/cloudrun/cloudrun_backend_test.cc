@@ -37,7 +37,10 @@ class TempDir {
 // What an execution does in the job's container: run-once between objects of the bucket.
 void RunOnceExecutor(MemoryObjectStore& store, const std::string& sandbox_id,
                      const std::string& workdir, FakeExecution& e) {
-  const Json& args = e.overrides["containerOverrides"][0]["args"];
+  Json args = e.overrides["containerOverrides"][0]["args"];
+  if (args[0] == "exec") {  // the job's guest starting the daemon's: same arguments after it
+    args.erase(args.begin(), args.begin() + 2);
+  }
   guest::RunOnceOptions o;
   std::string out_path;
   auto object_of = [&](const std::string& container_path) {
@@ -143,7 +146,7 @@ class CloudRunTest : public ::testing::Test {
     spec.env = {{"GREETING", "hi"}};
     auto info = backend_->Create("sb1", spec);
     EXPECT_TRUE(info) << info.error().message;
-    return SandboxRef{"sb1", layout::JobId("sb1")};
+    return sb_;
   }
 
   TempDir state_;
@@ -156,7 +159,7 @@ class CloudRunTest : public ::testing::Test {
   boost::asio::io_context io_;
   std::thread io_thread_;
   std::unique_ptr<SessionEngine> engine_;
-  SandboxRef sb_{"sb1", layout::JobId("sb1")};
+  SandboxRef sb_{"sb1", layout::JobId("sb1"), "", ""};
 };
 
 TEST(CloudRunOptionsTest, NamesAreCheckedWhenTheConfigurationIsRead) {
@@ -248,13 +251,13 @@ TEST(CloudRunLayoutTest, JobAndOverrides) {
   EXPECT_EQ((*job)["labels"]["agentbox-owner"], "alice_example_com");
   const Json& c = t["containers"][0];
   EXPECT_EQ(c["image"], o.default_image);
-  EXPECT_EQ(c["command"][0], "/agentbox/bin/agentbox-guest");
+  EXPECT_EQ(c["command"][0], "/agentbox/guests/abc/agentbox-guest");
   EXPECT_EQ(c["resources"]["limits"]["memory"], "2048Mi");
   EXPECT_EQ(c["resources"]["limits"]["cpu"], "2");
   EXPECT_EQ(c["env"][0], (Json{{"name", "A"}, {"value", "1"}}));
   EXPECT_EQ(t["volumes"][0]["gcs"]["readOnly"], true);
   EXPECT_EQ(t["volumes"][0]["gcs"]["mountOptions"],
-            (Json{"only-dir=agentbox/guest/abc", "file-mode=555"}));
+            (Json{"only-dir=agentbox/guest", "file-mode=555"}));
   EXPECT_EQ(t["volumes"][1]["gcs"]["mountOptions"][0], "only-dir=sandboxes/sb1/workspace");
   spec.read_only_root = true;
   EXPECT_FALSE(BuildJob(o, "sb1", spec, "g"));
@@ -271,6 +274,15 @@ TEST(CloudRunLayoutTest, JobAndOverrides) {
   EXPECT_EQ(args[0], "run-once");
   EXPECT_NE(std::find(args.begin(), args.end(), "/agentbox/sessions/s/runs/r0.json"), args.end());
   EXPECT_NE(std::find(args.begin(), args.end(), "/agentbox/sessions/s/runs/r1.json"), args.end());
+  // A job created with an older guest runs the daemon's current one through it.
+  r.guest_dir = "agentbox/guest/new";
+  r.job_guest_dir = "agentbox/guest/abc";
+  Json via = BuildOverrides(o, "sb1", r)["containerOverrides"][0]["args"];
+  EXPECT_EQ(via[0], "exec");
+  EXPECT_EQ(via[1], "/agentbox/guests/new/agentbox-guest");
+  EXPECT_EQ(via[2], "run-once");
+  r.job_guest_dir = r.guest_dir;
+  EXPECT_EQ(BuildOverrides(o, "sb1", r)["containerOverrides"][0]["args"][0], "run-once");
 }
 
 TEST_F(CloudRunTest, CreateWritesRecordAndJobButRunsNothing) {

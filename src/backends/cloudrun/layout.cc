@@ -11,6 +11,10 @@ namespace agentbox::cloudrun {
 namespace layout {
 
 std::string GuestDir(const std::string& sha256) { return "agentbox/guest/" + sha256; }
+std::string GuestPath(const std::string& guest_dir) {
+  return std::string(kGuestMount) + "/" + guest_dir.substr(std::string("agentbox/guest/").size()) +
+         "/agentbox-guest";
+}
 std::string SandboxPrefix(const std::string& id) { return "sandboxes/" + id + "/"; }
 std::string RecordObject(const std::string& id) { return SandboxPrefix(id) + "sandbox.json"; }
 std::string WorkspacePrefix(const std::string& id) { return SandboxPrefix(id) + "workspace/"; }
@@ -115,17 +119,16 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
   for (const auto& [k, v] : spec.env) {
     env.push_back({{"name", k}, {"value", v}});
   }
-  Json container = {
-      {"name", layout::kContainerName},
-      {"image", spec.image.empty() ? o.default_image : spec.image},
-      {"command", Json::array({std::string(layout::kGuestMount) + "/agentbox-guest"})},
-      {"args", Json::array({"version"})},
-      {"env", env},
-      {"resources", {{"limits", limits}}},
-      {"volumeMounts",
-       Json::array({{{"name", "agentbox-guest"}, {"mountPath", layout::kGuestMount}},
-                    {{"name", "workspace"}, {"mountPath", layout::kWorkspace}},
-                    {{"name", "sessions"}, {"mountPath", layout::kSessionsMount}}})}};
+  Json container = {{"name", layout::kContainerName},
+                    {"image", spec.image.empty() ? o.default_image : spec.image},
+                    {"command", Json::array({layout::GuestPath(guest_dir)})},
+                    {"args", Json::array({"version"})},
+                    {"env", env},
+                    {"resources", {{"limits", limits}}},
+                    {"volumeMounts",
+                     Json::array({{{"name", "agentbox-guest"}, {"mountPath", layout::kGuestMount}},
+                                  {{"name", "workspace"}, {"mountPath", layout::kWorkspace}},
+                                  {{"name", "sessions"}, {"mountPath", layout::kSessionsMount}}})}};
   auto gcs = [&](const std::string& dir, bool read_only, Json extra) {
     Json opts = Json::array({"only-dir=" + dir});
     for (auto& e : extra) {
@@ -140,9 +143,10 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
   Json task = {
       {"containers", Json::array({container})},
       {"volumes",
-       Json::array({{{"name", "agentbox-guest"}, {"gcs", gcs(guest_dir, true, {"file-mode=555"})}},
-                    {{"name", "workspace"}, {"gcs", gcs(ws, false, {"implicit-dirs"})}},
-                    {{"name", "sessions"}, {"gcs", gcs(sessions, false, {"implicit-dirs"})}}})},
+       Json::array(
+           {{{"name", "agentbox-guest"}, {"gcs", gcs("agentbox/guest", true, {"file-mode=555"})}},
+            {{"name", "workspace"}, {"gcs", gcs(ws, false, {"implicit-dirs"})}},
+            {{"name", "sessions"}, {"gcs", gcs(sessions, false, {"implicit-dirs"})}}})},
       {"timeout", DurationSeconds(o.default_exec_timeout_s + o.execution_grace_s)},
       {"maxRetries", 0}};
   if (!o.service_account.empty()) {
@@ -157,9 +161,17 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
 }
 
 Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, const RunRequest& r) {
-  Json args = Json::array({"run-once", "--command", r.command, "--out",
-                           layout::RunPath(r.session_id, r.run_id), "--workdir", layout::kWorkspace,
-                           "--output-cap", std::to_string(r.output_cap)});
+  Json args = Json::array();
+  if (!r.guest_dir.empty() && r.guest_dir != r.job_guest_dir) {
+    // The job's own guest (from its creation) starts the daemon's current one.
+    args = Json::array({"exec", layout::GuestPath(r.guest_dir)});
+  }
+  for (const std::string& a : {std::string("run-once"), std::string("--command"), r.command,
+                               std::string("--out"), layout::RunPath(r.session_id, r.run_id),
+                               std::string("--workdir"), std::string(layout::kWorkspace),
+                               std::string("--output-cap"), std::to_string(r.output_cap)}) {
+    args.push_back(a);
+  }
   if (!r.state_object.empty()) {
     args.push_back("--state");
     args.push_back(layout::ContainerPathOf(sandbox_id, r.state_object));

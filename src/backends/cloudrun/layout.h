@@ -19,7 +19,9 @@ namespace agentbox::cloudrun {
 //                                               `state` is the snapshot the next command reads)
 namespace layout {
 
-inline constexpr const char* kGuestMount = "/agentbox/bin";
+// Every guest version of the bucket (agentbox/guest/), read-only: a job's command is the guest of
+// its creation, and each execution runs the daemon's current guest through it ("exec").
+inline constexpr const char* kGuestMount = "/agentbox/guests";
 inline constexpr const char* kSessionsMount = "/agentbox/sessions";
 inline constexpr const char* kWorkspace = "/workspace";
 inline constexpr const char* kContainerName = "sandbox";
@@ -51,7 +53,7 @@ std::string LabelValue(const std::string& s);
 
 // The Cloud Run job of one sandbox (v2 Job JSON): one task, maxRetries 0, the spec's env and
 // limits, the guest from the bucket as the command, /workspace and the sessions prefix as
-// read-write volumes. `guest_dir` is layout::GuestDir of the uploaded guest.
+// read-write volumes. `guest_dir` is layout::GuestDir of the uploaded guest: the job's command.
 Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const SandboxSpec& spec,
                       const std::string& guest_dir);
 
@@ -65,6 +67,10 @@ struct RunRequest {
   std::optional<double> timeout_s;  // the command's own timeout (run-once kills it: 124)
   bool combined_output = true;      // shell/exec: one stream; shell/run: stdout and stderr apart
   size_t output_cap = 1 << 20;
+  // The daemon's guest (layout::GuestDir); empty or the job's own: the job's command runs
+  // run-once itself, else it execs this one first.
+  std::string guest_dir;
+  std::string job_guest_dir;
 };
 Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, const RunRequest& r);
 

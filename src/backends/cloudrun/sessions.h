@@ -59,6 +59,8 @@ Result<Head> HeadFromJson(const Json& j);
 struct SandboxRef {
   std::string id;
   std::string job_id;
+  std::string job_guest;  // layout::GuestDir of the guest the job was created with
+  std::string guest;      // the daemon's current guest (executions run it); empty: the job's
 };
 
 // What a command's caller gets back once it completed.
