@@ -259,6 +259,14 @@ TEST(CloudRunLayoutTest, JobAndOverrides) {
   EXPECT_EQ(t["volumes"][0]["gcs"]["mountOptions"],
             (Json{"only-dir=agentbox/guest", "file-mode=555"}));
   EXPECT_EQ(t["volumes"][1]["gcs"]["mountOptions"][0], "only-dir=sandboxes/sb1/workspace");
+  o.guest_volume = false;  // the fallback: images that carry the guest
+  auto baked = BuildJob(o, "sb1", spec, "agentbox/guest/abc");
+  ASSERT_TRUE(baked);
+  EXPECT_EQ((*baked)["template"]["template"]["volumes"].size(), 2u);
+  EXPECT_EQ((*baked)["template"]["template"]["containers"][0]["volumeMounts"][0]["name"],
+            "workspace");
+  EXPECT_EQ((*baked)["template"]["template"]["containers"][0]["command"][0],
+            "/agentbox/guests/abc/agentbox-guest");
   spec.read_only_root = true;
   EXPECT_FALSE(BuildJob(o, "sb1", spec, "g"));
 

@@ -171,6 +171,11 @@ Result<CloudRunOptions> OptionsFromConfig(const Config& cfg, const std::string& 
                                                  o.service_account +
                                                  "' is not a service account email");
   }
+  auto volume = cfg.GetBool("AGENTBOX_CLOUDRUN_GUEST_VOLUME", true);
+  if (!volume) {
+    return Fail(volume.error());
+  }
+  o.guest_volume = *volume;
   auto start = cfg.GetInt("AGENTBOX_CLOUDRUN_START_TIMEOUT_S", 300, 1, 86400);
   if (!start) {
     return Fail(start.error());

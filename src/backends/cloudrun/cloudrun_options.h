@@ -15,6 +15,9 @@ struct CloudRunOptions {
   std::string default_image = "debian:bookworm-slim";  // AGENTBOX_CLOUDRUN_IMAGE
   std::string mode = "job";                            // AGENTBOX_CLOUDRUN_MODE
   std::string service_account;  // AGENTBOX_CLOUDRUN_SERVICE_ACCOUNT: the jobs' identity
+  // AGENTBOX_CLOUDRUN_GUEST_VOLUME: deliver the guest on a read-only Cloud Storage volume (true),
+  // or rely on images that carry it at /agentbox/guests/<sha256>/agentbox-guest (false).
+  bool guest_volume = true;
   // Where this daemon keeps its socket and scratch space: <state>/cloudrun.
   std::string state_dir;
   std::string guest_binary;  // the static agentbox-guest uploaded to the bucket

@@ -149,6 +149,11 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
             {{"name", "sessions"}, {"gcs", gcs(sessions, false, {"implicit-dirs"})}}})},
       {"timeout", DurationSeconds(o.default_exec_timeout_s + o.execution_grace_s)},
       {"maxRetries", 0}};
+  if (!o.guest_volume) {
+    // The image carries the guest at the same path (docs/cloudrun.md, the fallback).
+    task["volumes"].erase(0);
+    task["containers"][0]["volumeMounts"].erase(0);
+  }
   if (!o.service_account.empty()) {
     task["serviceAccount"] = o.service_account;
   }

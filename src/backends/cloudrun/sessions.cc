@@ -207,7 +207,7 @@ Result<SessionEngine::Started> SessionEngine::Start(const SandboxRef& sb, const 
   rr.exec_dir = req.exec_dir;
   rr.timeout_s = rc.timeout_s;
   rr.combined_output = req.kind == "exec";
-  rr.guest_dir = sb.guest;
+  rr.guest_dir = opts_.guest_volume ? sb.guest : "";  // without the volume: the image's guest
   rr.job_guest_dir = sb.job_guest;
   auto execution = cloud_.jobs->Run(sb.job_id, BuildOverrides(opts_, sb.id, rr));
   if (!execution) {
