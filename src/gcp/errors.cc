@@ -92,8 +92,16 @@ Error ErrorFromResponse(std::string_view service, int http_status, std::string_v
   std::string status = GoogleStatus(body);
   std::string message = StringField(err, "message");
   if (message.empty()) {
-    std::string_view b = body.substr(0, 200);
-    message = b.empty() ? "(empty response)" : std::string(b);
+    // Not Google's envelope (a proxy's HTML page, plain text): its start, on one line.
+    message = std::string(body.substr(0, 200));
+    for (char& c : message) {
+      if (c == '\n' || c == '\r' || c == '\t') {
+        c = ' ';
+      }
+    }
+    if (message.empty()) {
+      message = "(empty response)";
+    }
   }
   std::string head = status.empty() ? fmt::format("{}: {}", service, http_status)
                                     : fmt::format("{}: {} {}", service, http_status, status);

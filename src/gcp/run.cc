@@ -78,7 +78,12 @@ Result<Json> RunClient::Call(const std::string& method, const std::string& path,
   }
   auto resp = http_->Send(req);
   if (!resp) {
-    return Fail(resp.error());
+    Error e = resp.error();
+    e.message = std::string(kService) + ": " + e.message;
+    return Fail(std::move(e));
+  }
+  if (method == "DELETE" && resp->status == 404 && resp->attempts > 1) {
+    return Json::object();  // gone after a retry: the attempt whose answer was lost deleted it
   }
   if (resp->status < 200 || resp->status >= 300) {
     return Fail(ErrorFromResponse(kService, resp->status, resp->body));

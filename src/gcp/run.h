@@ -26,7 +26,8 @@ class RunClient {
   // callers check the existing job with GetJob rather than assume.
   Result<Json> CreateJob(const std::string& parent, const std::string& job_id, const Json& job);
   Result<Json> GetJob(const std::string& job_name);
-  // DELETE -> Operation. kNotFound when the job is gone.
+  // DELETE -> Operation. kNotFound when the job is gone, except after a retried attempt (the
+  // lost attempt deleted it): then an empty object. Same for DeleteExecution.
   Result<Json> DeleteJob(const std::string& job_name);
   // POST {job}:run with body {"overrides": overrides} (overrides may be null: no body fields).
   // Returns the Operation; its metadata is the Execution and metadata.name its name. Not retried

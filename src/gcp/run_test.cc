@@ -111,6 +111,7 @@ TEST_F(GcpRun, RunJobSendsOverridesAndIsNeverResentAfterItMayHaveArrived) {
   auto lost = client_->RunJob(kJob, nullptr);
   ASSERT_FALSE(lost);
   EXPECT_EQ(lost.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(lost.error().message.rfind("Cloud Run: POST ", 0), 0u) << lost.error().message;
   reqs = server_->requests();
   ASSERT_EQ(reqs.size(), 3u);
   EXPECT_EQ(reqs[2].body, "{}");
@@ -161,6 +162,21 @@ TEST_F(GcpRun, ExecutionsTasksAndPagination) {
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
   EXPECT_EQ(missing.error().message, "Cloud Run: 404 NOT_FOUND: not found");
+}
+
+TEST_F(GcpRun, DeleteWhoseRetryFindsNothingIsDone) {
+  std::atomic<int> n{0};
+  Start([&](const FakeRequest& r) {
+    if (r.method == "DELETE" && r.path == "/v2/" + kJob) {
+      return ++n == 1 ? FakeResponse::Json(502, "{}")  // deleted, answer lost
+                      : FakeResponse::Json(404, R"({"error":{"code":404,"status":"NOT_FOUND"}})");
+    }
+    return FakeResponse::Json(404, R"({"error":{"code":404,"status":"NOT_FOUND"}})");
+  });
+  EXPECT_TRUE(client_->DeleteJob(kJob));
+  auto missing = client_->DeleteJob(kParent + "/jobs/never");  // first answer: not found
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
 }
 
 TEST_F(GcpRun, CancelToleratesAFinishedExecution) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +49,17 @@ Result<nlohmann::json> ParseJson(const HttpResponse& resp, std::string_view what
                             what, resp.status));
   }
   return j;
+}
+
+// Sends through the transport; a failure without any answer names the service too.
+Result<HttpResponse> Send(HttpTransport& http, const HttpRequest& req) {
+  auto resp = http.Send(req);
+  if (!resp) {
+    Error e = resp.error();
+    e.message = std::string(kService) + ": " + e.message;
+    return Fail(std::move(e));
+  }
+  return resp;
 }
 
 Result<HttpResponse> Expect2xx(Result<HttpResponse> resp) {
@@ -115,6 +127,18 @@ nlohmann::json UploadMetadata(const std::string& name, const InsertOptions& opts
   return j;
 }
 
+// Base64 of the MD5 of `data`, as Cloud Storage reports md5Hash.
+std::string Md5Base64(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr) != 1) {
+    return "";
+  }
+  unsigned char out[64];
+  int n = EVP_EncodeBlock(out, digest, static_cast<int>(len));
+  return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+}
+
 }  // namespace
 
 ObjectMeta ObjectMetaFromJson(const nlohmann::json& j) {
@@ -126,6 +150,7 @@ ObjectMeta ObjectMetaFromJson(const nlohmann::json& j) {
   m.size = Int64Field(j, "size");
   m.content_type = StrField(j, "contentType");
   m.updated = StrField(j, "updated");
+  m.md5_hash = StrField(j, "md5Hash");
   if (auto md = j.find("metadata"); md != j.end() && md->is_object()) {
     for (const auto& [k, v] : md->items()) {
       if (v.is_string()) {
@@ -162,7 +187,7 @@ std::string StorageClient::UploadUrl(const std::string& bucket, const std::strin
 Result<nlohmann::json> StorageClient::GetBucket(const std::string& bucket) {
   HttpRequest req;
   req.url = fmt::format("{}/storage/v1/b/{}", endpoints_.storage, EncodePathSegment(bucket));
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -177,7 +202,7 @@ Result<nlohmann::json> StorageClient::CreateBucket(const std::string& project,
       fmt::format("{}/storage/v1/b?project={}", endpoints_.storage, EncodeQueryValue(project));
   req.headers = {{"Content-Type", "application/json"}};
   req.body = nlohmann::json{{"name", bucket}}.dump();
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -210,7 +235,19 @@ Result<ObjectMeta> StorageClient::Insert(const std::string& bucket, const std::s
     req.body.append(data);
     req.body += fmt::format("\r\n--{}--\r\n", boundary);
   }
-  return MetaFromResponse(http_->Send(req), "objects.insert");
+  auto resp = Send(*http_, req);
+  if (resp && resp->status == 412 && resp->attempts > 1 && opts.if_generation_match) {
+    // Did an attempt whose answer was lost write this very object?
+    auto live = Stat(bucket, name);
+    if (live && !live->md5_hash.empty() && live->md5_hash == Md5Base64(data)) {
+      Log(LogLevel::kInfo, "gcp.insert_retry_resolved",
+          "bucket={} generation={} attempts={} reason=\"412 after a retry; the live object is "
+          "ours\"",
+          bucket, live->generation, resp->attempts);
+      return live;
+    }
+  }
+  return MetaFromResponse(std::move(resp), "objects.insert");
 }
 
 Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std::string& name,
@@ -223,7 +260,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
                    {"X-Upload-Content-Type", opts.content_type},
                    {"X-Upload-Content-Length", std::to_string(total)}};
   start.body = UploadMetadata(name, opts).dump();
-  auto started = Expect2xx(http_->Send(start));
+  auto started = Expect2xx(Send(*http_, start));
   if (!started) {
     return Fail(started.error());
   }
@@ -255,7 +292,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
       put.headers = {
           {"Content-Range", fmt::format("bytes {}-{}/{}", offset, offset + len - 1, total)}};
     }
-    auto resp = http_->Send(put);
+    auto resp = Send(*http_, put);
     if (resp && (resp->status == 200 || resp->status == 201)) {
       return MetaFromResponse(std::move(resp), "objects.insert (resumable)");
     }
@@ -282,7 +319,7 @@ Result<ObjectMeta> StorageClient::Resumable(const std::string& bucket, const std
     query.method = "PUT";
     query.url = session;
     query.headers = {{"Content-Range", fmt::format("bytes */{}", total)}};
-    auto status = http_->Send(query);
+    auto status = Send(*http_, query);
     if (!status) {
       return Fail(status.error());
     }
@@ -352,7 +389,7 @@ Result<ObjectMeta> StorageClient::UploadFile(const std::string& bucket, const st
 Result<ObjectMeta> StorageClient::Stat(const std::string& bucket, const std::string& name) {
   HttpRequest req;
   req.url = ObjectUrl(bucket, name);
-  return MetaFromResponse(http_->Send(req), "objects.get");
+  return MetaFromResponse(Send(*http_, req), "objects.get");
 }
 
 Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::string& name,
@@ -428,7 +465,7 @@ Result<ObjectMeta> StorageClient::ReadTo(const std::string& bucket, const std::s
       this_attempt += static_cast<int64_t>(bytes.size());
       return sink(bytes);
     };
-    auto resp = http_->Send(req);
+    auto resp = Send(*http_, req);
     delivered += this_attempt;
     if (resp) {
       if (resp->status == 416) {
@@ -509,7 +546,7 @@ Result<ListPage> StorageClient::List(const std::string& bucket, const ListOption
   for (size_t i = 0; i < params.size(); ++i) {
     req.url += (i == 0 ? '?' : '&') + params[i];
   }
-  auto resp = Expect2xx(http_->Send(req));
+  auto resp = Expect2xx(Send(*http_, req));
   if (!resp) {
     return Fail(resp.error());
   }
@@ -564,7 +601,11 @@ Result<void> StorageClient::Delete(const std::string& bucket, const std::string&
   if (if_generation_match) {
     req.url += fmt::format("?ifGenerationMatch={}", *if_generation_match);
   }
-  auto resp = Expect2xx(http_->Send(req));
+  auto sent = Send(*http_, req);
+  if (sent && sent->status == 404 && sent->attempts > 1) {
+    return {};  // gone after a retry: the attempt whose answer was lost deleted it
+  }
+  auto resp = Expect2xx(std::move(sent));
   if (!resp) {
     return Fail(resp.error());
   }

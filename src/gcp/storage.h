@@ -26,6 +26,7 @@ struct ObjectMeta {
   std::string content_type;
   std::string updated;  // RFC 3339 as Google sends it
   std::map<std::string, std::string> metadata;
+  std::string md5_hash{};  // base64 MD5 of the data, as Google sends it ("" when absent)
 };
 
 // Parses an object resource (int64 fields arrive as strings).
@@ -80,6 +81,9 @@ class StorageClient {
   Result<nlohmann::json> CreateBucket(const std::string& project, const std::string& bucket);
 
   // Uploads `data` in one request: uploadType=media, or multipart when opts.metadata is set.
+  // With a generation precondition, a 412 that follows a retried attempt is checked rather than
+  // assumed: when the live object holds exactly `data` (same MD5), the lost attempt was ours
+  // and its metadata is returned.
   Result<ObjectMeta> Insert(const std::string& bucket, const std::string& name,
                             std::string_view data, const InsertOptions& opts = {});
   // Uploads a local file: like Insert up to `resumable_threshold` bytes, else a resumable
@@ -111,7 +115,8 @@ class StorageClient {
                              const std::string& delimiter = "");
 
   // Deletes one object; with a generation, only if it is still that one (else kConflict
-  // "precondition"). A missing object is kNotFound.
+  // "precondition"). A missing object is kNotFound, except after a retried attempt: then the
+  // attempt whose answer was lost deleted it, and that is success.
   Result<void> Delete(const std::string& bucket, const std::string& name,
                       std::optional<int64_t> if_generation_match = std::nullopt);
   // Deletes every object whose name starts with `prefix` (objects that vanish meanwhile are

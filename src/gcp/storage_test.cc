@@ -1,6 +1,7 @@
 #include "gcp/storage.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +21,15 @@ using testing::FakeRequest;
 using testing::FakeResponse;
 using testing::PercentDecode;
 using testing::RecordedSleeps;
+
+std::string Md5(const std::string& data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_md5(), nullptr);
+  unsigned char out[64];
+  int n = EVP_EncodeBlock(out, digest, static_cast<int>(len));
+  return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+}
 
 // An in-memory Cloud Storage of one bucket, speaking the JSON API as documented, with hooks
 // to inject faults. Checks the wire details the client must get right.
@@ -45,12 +55,25 @@ class FakeGcs {
   std::map<std::string, Session> sessions;
   std::string base;  // server URL, for Location
 
+  // Uploads that are stored but whose answer is replaced by a 503 (a lost answer).
+  int lose_upload_answers = 0;
+
   FakeResponse Handle(const FakeRequest& r) {
     if (fault) {
       if (auto f = fault(r)) {
         return *f;
       }
     }
+    FakeResponse resp = Dispatch(r);
+    std::lock_guard lock(mu);
+    if (r.method == "POST" && resp.status == 200 && lose_upload_answers > 0) {
+      --lose_upload_answers;
+      return FakeResponse::Json(503, R"({"error":{"code":503,"message":"lost"}})");
+    }
+    return resp;
+  }
+
+  FakeResponse Dispatch(const FakeRequest& r) {
     std::lock_guard lock(mu);
     if (r.Header("authorization") != "Bearer tok") {
       return FakeResponse::Json(401, R"({"error":{"code":401,"message":"no auth"}})");
@@ -109,7 +132,8 @@ class FakeGcs {
               {"metageneration", "1"},
               {"size", std::to_string(o.data.size())},
               {"contentType", o.content_type},
-              {"updated", "2026-12-05T00:00:00.000Z"}};
+              {"updated", "2026-12-05T00:00:00.000Z"},
+              {"md5Hash", Md5(o.data)}};
     if (!o.metadata.empty()) {
       j["metadata"] = o.metadata;
     }
@@ -351,6 +375,32 @@ TEST_F(GcpStorage, MediaUploadEncodesTheNameAndPrecondition) {
   auto update = client_.Insert("bkt", kOddName, "v2", {.if_generation_match = 1001});
   ASSERT_TRUE(update) << update.error().message;
   EXPECT_EQ(update->generation, 1002);
+}
+
+TEST_F(GcpStorage, PreconditionFailureAfterALostAnswerIsCheckedNotAssumed) {
+  auto first = client_.Insert("bkt", "head", "v1", {.if_generation_match = 0});
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->md5_hash, Md5("v1"));
+  // The write lands but its answer is lost; the retry then fails its precondition. The live
+  // object is ours (same MD5): that is success.
+  gcs_.lose_upload_answers = 1;
+  auto second = client_.Insert("bkt", "head", "v2", {.if_generation_match = first->generation});
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(second->generation, first->generation + 1);
+  // Same lost answer, but another writer got in between: a real conflict.
+  gcs_.lose_upload_answers = 1;
+  gcs_.fault = [&](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.method == "GET" && r.path == "/storage/v1/b/bkt/o/head") {
+      std::lock_guard lock(gcs_.mu);
+      gcs_.objects["head"].data = "someone else";
+      gcs_.objects["head"].generation = 5000;
+    }
+    return std::nullopt;
+  };
+  auto third = client_.Insert("bkt", "head", "v3", {.if_generation_match = second->generation});
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, ErrorCode::kConflict);
+  EXPECT_NE(third.error().message.find("precondition"), std::string::npos);
 }
 
 TEST_F(GcpStorage, MultipartUploadCarriesMetadataAndBinaryData) {
@@ -625,6 +675,20 @@ TEST_F(GcpStorage, DeleteHonoursGenerationAndDeletePrefixSweeps) {
   auto gone = client_.Delete("bkt", "d/1");
   ASSERT_FALSE(gone);
   EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
+  // A delete that lands but whose answer is lost: the retry's 404 means done.
+  ASSERT_TRUE(client_.Insert("bkt", "d/lost", "x"));
+  std::atomic<int> deletes{0};
+  gcs_.fault = [&](const FakeRequest& r) -> std::optional<FakeResponse> {
+    if (r.method == "DELETE" && ++deletes == 1) {
+      FakeResponse lost = gcs_.Dispatch(r);  // deleted...
+      EXPECT_EQ(lost.status, 204);
+      return FakeResponse::Json(503, "{}");  // ...but the answer says otherwise
+    }
+    return std::nullopt;
+  };
+  EXPECT_TRUE(client_.Delete("bkt", "d/lost"));
+  EXPECT_EQ(deletes.load(), 2);
+  gcs_.fault = nullptr;
   ASSERT_TRUE(client_.Insert("bkt", "d/3", "x"));
   for (int i = 0; i < 40; ++i) {
     ASSERT_TRUE(client_.Insert("bkt", "d/many/" + std::to_string(i), "x"));

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "gcp/auth.h"
 
 namespace agentbox::gcp {
@@ -204,6 +205,14 @@ HttpTransport::HttpTransport(std::shared_ptr<TokenSource> tokens, TransportOptio
     : tokens_(std::move(tokens)), options_(std::move(options)), pool_(std::make_unique<Pool>()) {
   GlobalInit();
   pool_->max_idle = options_.max_idle_handles;
+  if (options_.metrics != nullptr) {
+    options_.metrics->Describe("agentbox_gcp_requests_total", "counter",
+                               "HTTP attempts to Google APIs by API, method and status code.");
+    options_.metrics->Describe("agentbox_gcp_request_duration_seconds", "histogram",
+                               "Duration of one HTTP attempt to a Google API.");
+    options_.metrics->Describe("agentbox_gcp_retries_total", "counter",
+                               "Google API calls retried (429, 5xx, connection failures).");
+  }
 }
 
 HttpTransport::~HttpTransport() = default;
@@ -285,8 +294,20 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.list);
 
+    const auto attempt_start = std::chrono::steady_clock::now();
     CURLcode rc = curl_easy_perform(h);
     pool_->Give(h, rc == CURLE_OK);
+    if (options_.metrics != nullptr) {
+      const std::string& api = options_.metrics_api;
+      options_.metrics->Increment(
+          "agentbox_gcp_requests_total",
+          {{"api", api},
+           {"method", req.method},
+           {"code", rc == CURLE_OK ? std::to_string(a.resp.status) : std::string("error")}});
+      options_.metrics->Observe(
+          "agentbox_gcp_request_duration_seconds", {{"api", api}},
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - attempt_start).count());
+    }
 
     const auto elapsed =
         std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start) +
@@ -303,6 +324,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
         continue;
       }
       if (!RetryableStatus(a.resp.status, req.idempotent)) {
+        a.resp.attempts = attempt;
         return std::move(a.resp);
       }
       why = fmt::format("status={}", a.resp.status);
@@ -335,6 +357,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
       Log(LogLevel::kWarn, "gcp.retry_exhausted", "method={} url={} {} attempts={} elapsed_ms={}",
           req.method, UrlForLog(req.url), why, attempt, elapsed.count());
       if (rc == CURLE_OK) {
+        a.resp.attempts = attempt;
         return std::move(a.resp);
       }
       return Fail(ErrorCode::kUnavailable,
@@ -343,6 +366,9 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req) {
     }
     Log(LogLevel::kInfo, "gcp.retry", "method={} url={} {} attempt={} wait_ms={}", req.method,
         UrlForLog(req.url), why, attempt, wait.count());
+    if (options_.metrics != nullptr) {
+      options_.metrics->Increment("agentbox_gcp_retries_total", {{"api", options_.metrics_api}});
+    }
     if (options_.sleep) {
       options_.sleep(wait);
       slept_by_hook += wait;

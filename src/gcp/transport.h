@@ -46,6 +46,9 @@ struct HttpResponse {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
   std::string body;                                          // empty when streamed to a sink
+  // How many attempts the call took: more than one means an earlier one may have been acted on
+  // although its answer was lost (a create answering 409/412 may be the caller's own).
+  int attempts = 1;
   // First value of a header (name in lower case), "" when absent.
   std::string Header(std::string_view lower_name) const;
 };
@@ -59,6 +62,14 @@ struct RetryPolicy {
   int max_attempts = 10;
 };
 
+}  // namespace agentbox::gcp
+
+namespace agentbox {
+class Metrics;
+}
+
+namespace agentbox::gcp {
+
 struct TransportOptions {
   RetryPolicy retry;
   size_t max_idle_handles = 8;  // libcurl easy handles kept (with their connections) for reuse
@@ -68,6 +79,12 @@ struct TransportOptions {
   std::string user_agent = "agentbox-gcp/0.1";
   // Called instead of sleeping between retries (tests); nullptr sleeps.
   std::function<void(std::chrono::milliseconds)> sleep;
+  // When set (it must outlive the transport), every attempt is counted in
+  // agentbox_gcp_requests_total{api, method, code} (code: HTTP status, or "error" when no answer
+  // came), timed in agentbox_gcp_request_duration_seconds{api}, and every retry counted in
+  // agentbox_gcp_retries_total{api}. `api` is `metrics_api` ("storage", "run", "oauth", ...).
+  Metrics* metrics = nullptr;
+  std::string metrics_api = "google";
 };
 
 // HTTP over libcurl for Google APIs: a pool of easy handles reused across threads (each keeps

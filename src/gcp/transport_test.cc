@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "common/metrics.h"
 #include "gcp/auth.h"
 #include "gcp/endpoints.h"
 #include "gcp/errors.h"
@@ -105,6 +106,8 @@ TEST(GcpErrors, MapsGoogleStatusesAndNamesThem) {
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 503, "oops").code, ErrorCode::kUnavailable);
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 418, "").code, ErrorCode::kInternal);
   EXPECT_EQ(ErrorFromResponse("Cloud Run", 503, "oops").message, "Cloud Run: 503: oops");
+  EXPECT_EQ(ErrorFromResponse("Cloud Run", 502, "<html>\n<b>Bad</b>\n</html>").message,
+            "Cloud Run: 502: <html> <b>Bad</b> </html>");
 }
 
 TEST(GcpTransport, ParsesRetryAfter) {
@@ -136,6 +139,30 @@ TEST(GcpTransport, RetriesUnavailableWithGrowingJitteredBackoff) {
   EXPECT_LE(waits[1], milliseconds(200));
   EXPECT_GE(waits[2], milliseconds(200));
   EXPECT_LE(waits[2], milliseconds(400));
+}
+
+TEST(GcpTransport, CountsAttemptsAndRetriesInMetrics) {
+  std::atomic<int> n{0};
+  FakeHttpServer server([&](const FakeRequest&) {
+    return ++n == 1 ? FakeResponse::Json(503, "{}") : FakeResponse::Json(200, "{}");
+  });
+  Metrics metrics;
+  auto sleeps = std::make_shared<RecordedSleeps>();
+  auto opts = testing::FastOptions(sleeps);
+  opts.metrics = &metrics;
+  opts.metrics_api = "storage";
+  HttpTransport http(nullptr, opts);
+  ASSERT_TRUE(http.Send({.url = server.url() + "/x"}));
+  EXPECT_EQ(metrics.Value("agentbox_gcp_requests_total",
+                          {{"api", "storage"}, {"method", "GET"}, {"code", "503"}}),
+            1);
+  EXPECT_EQ(metrics.Value("agentbox_gcp_requests_total",
+                          {{"api", "storage"}, {"method", "GET"}, {"code", "200"}}),
+            1);
+  EXPECT_EQ(metrics.Value("agentbox_gcp_retries_total", {{"api", "storage"}}), 1);
+  EXPECT_NE(metrics.Render().find("agentbox_gcp_request_duration_seconds_count{api=\"storage\"} 2"),
+            std::string::npos)
+      << metrics.Render();
 }
 
 TEST(GcpTransport, HonoursRetryAfterAndBoundsTotalTime) {

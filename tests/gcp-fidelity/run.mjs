@@ -5,6 +5,8 @@
 import {ExecutionsClient, JobsClient, TasksClient} from '@google-cloud/run';
 import {OAuth2Client} from 'google-auth-library';
 import assert from 'node:assert/strict';
+import {createRequire} from 'node:module';
+import protobuf from 'protobufjs';
 
 const port = Number(process.env.EMULATOR_PORT);
 assert.ok(port, 'EMULATOR_PORT must be set');
@@ -22,6 +24,41 @@ const tasks = new TasksClient(opts);
 // client's decoder maps both): compare by the proto's value.
 const State = {CONDITION_SUCCEEDED: 4, CONDITION_FAILED: 3};
 const enumIs = (v, name, num) => v === name || v === num;
+
+// The emulator's raw JSON must use only fields the google.cloud.run.v2 protos define (the
+// client's decoder would silently drop a misspelt one): checked against the protos.json the
+// client package ships.
+const require = createRequire(import.meta.url);
+const root = protobuf.Root.fromJSON(require('@google-cloud/run/build/protos/protos.json'));
+function unknownFields(typeName, value, path = typeName) {
+  const type = root.lookupType(typeName);
+  const out = [];
+  for (const [key, v] of Object.entries(value)) {
+    if (key === '@type') {
+      continue;
+    }
+    const field = type.fields[key];
+    if (!field) {
+      out.push(`${path}.${key}`);
+      continue;
+    }
+    field.resolve();
+    const sub = field.resolvedType;
+    if (!(sub instanceof protobuf.Type) || field.map || typeof v !== 'object' || v === null ||
+        sub.fullName.startsWith('.google.protobuf.')) {
+      continue;
+    }
+    const items = Array.isArray(v) ? v : [v];
+    items.forEach((item, i) => out.push(...unknownFields(sub.fullName.slice(1), item,
+                                                         `${path}.${key}${Array.isArray(v) ? `[${i}]` : ''}`)));
+  }
+  return out;
+}
+async function raw(path) {
+  const r = await fetch(`${endpoint}/v2/${path}`, {headers: {Authorization: `Bearer ${token}`}});
+  assert.equal(r.status, 200, path);
+  return r.json();
+}
 
 async function step(name, fn) {
   const t0 = Date.now();
@@ -126,6 +163,22 @@ await step('cancel a running execution', async () => {
     assert.ok(enumIs(e.conditions.find(c => c.type === 'Completed').state, 'CONDITION_FAILED',
                      State.CONDITION_FAILED));
   }
+});
+
+await step('responses use only fields of the v2 protos', async () => {
+  const bad = [
+    ...unknownFields('google.cloud.run.v2.Job', await raw(jobName)),
+    ...unknownFields('google.cloud.run.v2.Execution', await raw(execName)),
+    ...(await raw(`${execName}/tasks`)).tasks.flatMap(
+        t => unknownFields('google.cloud.run.v2.Task', t)),
+  ];
+  const [ops] = await Promise.all([raw(`${parent}/operations`)]);
+  for (const op of ops.operations) {
+    bad.push(...unknownFields('google.longrunning.Operation',
+                              {name: op.name, done: op.done}));
+    bad.push(...unknownFields('google.cloud.run.v2.Execution', op.metadata, 'Operation.metadata'));
+  }
+  assert.deepEqual(bad, [], `fields the protos do not define: ${bad.join(', ')}`);
 });
 
 await step('delete execution and job', async () => {

@@ -163,6 +163,7 @@ TEST_F(GcpEmulatorClients, StorageRoundTrips) {
   EXPECT_EQ(created->name, odd);
   EXPECT_GT(created->generation, 0);
   EXPECT_EQ(created->size, 5);
+  EXPECT_EQ(created->md5_hash, "XUFAKrxLKna5cZ2REBfFkg==");  // base64 MD5 of "hello"
   // Objects are plain files under DIR/buckets/{bucket}/{name}.
   std::ifstream on_disk(emu_.data_dir() + "/buckets/bkt/" + odd);
   std::string disk((std::istreambuf_iterator<char>(on_disk)), {});

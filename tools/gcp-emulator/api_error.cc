@@ -63,13 +63,13 @@ const char* DefaultReason(int code) {
 
 std::string ErrorBody(const ApiError& e) {
   const std::string reason = e.reason.empty() ? DefaultReason(e.code) : e.reason;
-  Json j = {{"error",
-             {{"code", e.code},
-              {"message", e.message},
-              {"status", e.status.empty() ? StatusName(e.code) : e.status},
-              {"errors", Json::array({{{"domain", "global"},
-                                       {"reason", reason},
-                                       {"message", e.message}}})}}}};
+  Json j = {
+      {"error",
+       {{"code", e.code},
+        {"message", e.message},
+        {"status", e.status.empty() ? StatusName(e.code) : e.status},
+        {"errors",
+         Json::array({{{"domain", "global"}, {"reason", reason}, {"message", e.message}}})}}}};
   return DumpJson(j);
 }
 

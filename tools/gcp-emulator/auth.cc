@@ -117,7 +117,8 @@ http::Response AuthApi::Token(const http::Request& req) {
   } else {
     return OAuthError(400, "unsupported_grant_type",
                       "grant_type must be urn:ietf:params:oauth:grant-type:jwt-bearer or "
-                      "refresh_token, not '" + grant + "'");
+                      "refresh_token, not '" +
+                          grant + "'");
   }
   return JsonResponse(200, {{"access_token", "ya29.emulator-" + RandomId(32)},
                             {"expires_in", opts_.token_lifetime_seconds},

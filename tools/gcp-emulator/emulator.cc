@@ -17,9 +17,8 @@ class DelayedSink : public http::BodySink {
   void OnEnd(http::Respond respond) override {
     auto timer = std::make_shared<boost::asio::steady_timer>(io_, delay_);
     std::shared_ptr<http::BodySink> inner(std::move(inner_));
-    timer->async_wait([timer, inner, respond](const boost::system::error_code&) {
-      inner->OnEnd(respond);
-    });
+    timer->async_wait(
+        [timer, inner, respond](const boost::system::error_code&) { inner->OnEnd(respond); });
   }
 
  private:
@@ -140,9 +139,10 @@ void Emulator::Handle(http::Request req, http::Respond respond) {
   } else if (AuthApi::Owns(req)) {
     method = AuthApi::MethodId(req);
   } else {
-    return respond(ErrorResponse({404, "The requested URL " + req.path +
-                                           " was not found on this server (agentbox GCP "
-                                           "emulator).",
+    return respond(ErrorResponse({404,
+                                  "The requested URL " + req.path +
+                                      " was not found on this server (agentbox GCP "
+                                      "emulator).",
                                   ""}));
   }
   const bool needs_bearer = !AuthApi::Owns(req);

@@ -14,7 +14,6 @@
 
 namespace agentbox::gcpemu {
 
-
 struct EmulatorOptions {
   std::string data_dir;
   std::string docker_socket = "/var/run/docker.sock";

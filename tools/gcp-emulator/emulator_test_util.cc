@@ -85,8 +85,8 @@ double EmulatorProcess::Start(const std::vector<std::string>& extra_args) {
   if (::pipe(out) != 0) {
     return -1;
   }
-  std::vector<std::string> args = {AGENTBOX_GCP_EMULATOR, "--listen", "tcp:127.0.0.1:0",
-                                   "--data", data_dir_};
+  std::vector<std::string> args = {AGENTBOX_GCP_EMULATOR, "--listen", "tcp:127.0.0.1:0", "--data",
+                                   data_dir_};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   const auto t0 = std::chrono::steady_clock::now();
   pid_ = ::fork();

@@ -88,8 +88,10 @@ Json CreateBody(const TaskSpec& s) {
   if (s.nano_cpus > 0) {
     host["NanoCpus"] = s.nano_cpus;
   }
-  Json body{{"Image", s.image}, {"Env", env}, {"Labels", s.labels}, {"HostConfig", host},
-            {"AttachStdout", false}, {"AttachStderr", false}, {"Tty", false}};
+  Json body{{"Image", s.image},      {"Env", env},
+            {"Labels", s.labels},    {"HostConfig", host},
+            {"AttachStdout", false}, {"AttachStderr", false},
+            {"Tty", false}};
   if (!s.command.empty()) {
     body["Entrypoint"] = s.command;
     // Kubernetes semantics (which Cloud Run follows): a command without args runs alone.
@@ -154,9 +156,9 @@ std::optional<int64_t> ParseMemory(const std::string& q) {
     return std::nullopt;
   }
   static const std::map<std::string, double> kUnits = {
-      {"", 1},       {"k", 1e3},    {"M", 1e6},          {"G", 1e9},
-      {"T", 1e12},   {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0},
-      {"Ti", 1099511627776.0}};
+      {"", 1},           {"k", 1e3},           {"M", 1e6},
+      {"G", 1e9},        {"T", 1e12},          {"Ki", 1024.0},
+      {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0}};
   auto it = kUnits.find(q.substr(i));
   if (it == kUnits.end()) {
     return std::nullopt;
@@ -196,7 +198,8 @@ Result<void> Executor::EnsureImage(const std::string& image) {
   const auto [repo, tag] = docker::SplitImageReference(image);
   std::string error;
   auto status = engine_.Stream(
-      "POST", "/images/create?fromImage=" + docker::UrlEncode(repo) + "&tag=" + docker::UrlEncode(tag),
+      "POST",
+      "/images/create?fromImage=" + docker::UrlEncode(repo) + "&tag=" + docker::UrlEncode(tag),
       [&](std::string_view line) {
         const Json j = Json::parse(line, nullptr, false);
         if (j.is_object() && (j.contains("error") || (j.contains("message") && j.size() == 1))) {
@@ -205,10 +208,10 @@ Result<void> Executor::EnsureImage(const std::string& image) {
       },
       std::chrono::seconds(30));
   if (!status || *status != 200 || !error.empty()) {
-    return Fail(ErrorCode::kNotFound,
-                "Image '" + image + "' not found: " +
-                    (!status ? status.error().message
-                             : !error.empty() ? error : docker::EngineMessage("")));
+    return Fail(ErrorCode::kNotFound, "Image '" + image + "' not found: " +
+                                          (!status          ? status.error().message
+                                           : !error.empty() ? error
+                                                            : docker::EngineMessage("")));
   }
   return {};
 }

@@ -11,8 +11,7 @@ bool Matches(const std::string& pattern, const std::string& method) {
          method.starts_with(pattern.substr(0, pattern.size() - 1));
 }
 
-ApiResult<int64_t> IntField(const Json& j, const char* key, int64_t min, int64_t max,
-                            int64_t def) {
+ApiResult<int64_t> IntField(const Json& j, const char* key, int64_t min, int64_t max, int64_t def) {
   if (!j.contains(key) || j[key].is_null()) {
     return def;
   }
@@ -34,7 +33,8 @@ ApiResult<void> Faults::Set(const Json& body) {
     for (const auto& r : body["rules"]) {
       if (!r.is_object() || !r.contains("method") || !r["method"].is_string() ||
           r["method"].get<std::string>().empty()) {
-        return ApiFail(400, "faults: every rule needs a 'method' (e.g. \"storage.objects.insert\")");
+        return ApiFail(400,
+                       "faults: every rule needs a 'method' (e.g. \"storage.objects.insert\")");
       }
       FaultRule rule;
       rule.method = r["method"].get<std::string>();
@@ -101,8 +101,11 @@ Json Faults::Get() const {
   std::lock_guard lock(mu_);
   Json rules = Json::array();
   for (const auto& r : rules_) {
-    Json j{{"method", r.method}, {"status", r.status}, {"rate", r.rate},
-           {"latency_ms", r.latency_ms}, {"precondition_race", r.precondition_race},
+    Json j{{"method", r.method},
+           {"status", r.status},
+           {"rate", r.rate},
+           {"latency_ms", r.latency_ms},
+           {"precondition_race", r.precondition_race},
            {"fired", r.fired}};
     if (r.count) {
       j["count"] = *r.count;

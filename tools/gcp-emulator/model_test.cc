@@ -51,11 +51,12 @@ TEST(JobModel, DefaultsAndOverrides) {
                                 Json::parse(R"({"containerOverrides":[{"clearArgs":true}]})"));
   ASSERT_TRUE(cleared);
   EXPECT_FALSE((*cleared)["template"]["containers"][0].contains("args"));
-  EXPECT_FALSE(ApplyOverrides(job["template"],
-                              Json::parse(R"({"containerOverrides":[{"name":"other"}]})")));
+  EXPECT_FALSE(
+      ApplyOverrides(job["template"], Json::parse(R"({"containerOverrides":[{"name":"other"}]})")));
   EXPECT_FALSE(ValidJobId("1abc"));
   EXPECT_TRUE(ValidJobId("sandbox-1"));
-  Json bad = Json::parse(R"({"template":{"template":{"timeout":"forever","containers":[{"image":"i"}]}}})");
+  Json bad = Json::parse(
+      R"({"template":{"template":{"timeout":"forever","containers":[{"image":"i"}]}}})");
   auto r = ValidateAndDefaultJob(bad);
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message.find("template.template.timeout"), std::string::npos);

@@ -49,10 +49,9 @@ constexpr char kJournal[] = "/objects.jsonl";
 }  // namespace
 
 Json ObjectToJournal(const ObjectMeta& m) {
-  return Json{{"g", m.generation}, {"mg", m.metageneration}, {"s", m.size},
-              {"ct", m.content_type}, {"md", m.metadata}, {"x", m.extra},
-              {"md5", m.md5}, {"crc", m.crc32c}, {"c", m.created}, {"u", m.updated},
-              {"ino", m.ino}, {"mt", m.mtime_ns}};
+  return Json{{"g", m.generation}, {"mg", m.metageneration}, {"s", m.size},  {"ct", m.content_type},
+              {"md", m.metadata},  {"x", m.extra},           {"md5", m.md5}, {"crc", m.crc32c},
+              {"c", m.created},    {"u", m.updated},         {"ino", m.ino}, {"mt", m.mtime_ns}};
 }
 
 ObjectMeta ObjectFromJournal(const std::string& name, const Json& j) {
@@ -205,8 +204,8 @@ Result<void> ObjectStore::LoadBucket(const std::string& name) {
       }
     }
   }
-  b.journal.Reset(::open((meta_dir + kJournal).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-                         0644));
+  b.journal.Reset(
+      ::open((meta_dir + kJournal).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
   if (!b.journal) {
     return Fail(ErrnoError(errno, "open " + meta_dir + kJournal));
   }
@@ -270,8 +269,8 @@ void ObjectStore::EraseLocked(Bucket& b, const std::string& name) {
 std::optional<ObjectMeta> ObjectStore::ReconcileFileLocked(Bucket& b, const std::string& name,
                                                            const struct stat& st) {
   auto it = b.objects.find(name);
-  if (it != b.objects.end() && it->second.ino == st.st_ino &&
-      it->second.mtime_ns == MtimeNs(st) && it->second.size == static_cast<uint64_t>(st.st_size)) {
+  if (it != b.objects.end() && it->second.ino == st.st_ino && it->second.mtime_ns == MtimeNs(st) &&
+      it->second.size == static_cast<uint64_t>(st.st_size)) {
     return it->second;
   }
   // New or rewritten behind our back (a container's write through a volume).
@@ -373,8 +372,8 @@ ApiResult<void> ObjectStore::Check(const std::optional<ObjectMeta>& cur, const P
                             ", live generation " + std::to_string(gen) + ")");
   }
   if (p.metageneration_match && (!cur || cur->metageneration != *p.metageneration_match)) {
-    return ApiFail(412, what + " (ifMetagenerationMatch=" +
-                            std::to_string(*p.metageneration_match) + ")");
+    return ApiFail(
+        412, what + " (ifMetagenerationMatch=" + std::to_string(*p.metageneration_match) + ")");
   }
   if (p.generation_not_match && cur && *p.generation_not_match == gen) {
     return is_read ? ApiFail(304, "Not Modified", "notModified")
@@ -485,8 +484,9 @@ ApiResult<ObjectMeta> ObjectStore::Commit(const std::string& bucket, const std::
   if (name.back() == '/') {
     drop();
     if (obj.hashes.size != 0) {
-      return ApiFail(400, "this emulator keeps objects as files: an object whose name ends in "
-                          "'/' is a directory and must be empty");
+      return ApiFail(400,
+                     "this emulator keeps objects as files: an object whose name ends in "
+                     "'/' is a directory and must be empty");
     }
     if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
       return ApiFail(500, "cannot create " + path + ": " + std::strerror(errno));
@@ -541,7 +541,8 @@ ApiResult<ObjectMeta> ObjectStore::Patch(const std::string& bucket, const std::s
   if (patch.contains("contentType") && patch["contentType"].is_string()) {
     m.content_type = patch["contentType"].get<std::string>();
   }
-  for (const char* k : {"cacheControl", "contentDisposition", "contentEncoding", "contentLanguage"}) {
+  for (const char* k :
+       {"cacheControl", "contentDisposition", "contentEncoding", "contentLanguage"}) {
     if (patch.contains(k)) {
       if (patch[k].is_null()) {
         m.extra.erase(k);

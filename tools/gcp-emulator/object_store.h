@@ -44,9 +44,10 @@ struct ObjectMeta {
   uint64_t size = 0;
   std::string content_type = "application/octet-stream";
   std::map<std::string, std::string> metadata;
-  Json extra = Json::object();  // cacheControl, contentDisposition, contentEncoding, contentLanguage
-  std::string md5;              // base64
-  std::string crc32c;           // base64, big-endian
+  Json extra =
+      Json::object();  // cacheControl, contentDisposition, contentEncoding, contentLanguage
+  std::string md5;     // base64
+  std::string crc32c;  // base64, big-endian
   double created = 0;
   double updated = 0;
   // The file's identity when this generation was recorded.
@@ -122,8 +123,8 @@ class ObjectStore {
                                const Preconditions& pre);
   // Applies writable metadata fields of a JSON object resource (contentType, metadata (null
   // values delete keys), cacheControl, ...): metageneration + 1.
-  ApiResult<ObjectMeta> Patch(const std::string& bucket, const std::string& name,
-                              const Json& patch, const Preconditions& pre);
+  ApiResult<ObjectMeta> Patch(const std::string& bucket, const std::string& name, const Json& patch,
+                              const Preconditions& pre);
   ApiResult<void> Delete(const std::string& bucket, const std::string& name,
                          const Preconditions& pre);
   ApiResult<ListResult> List(const std::string& bucket, const ListQuery& q);

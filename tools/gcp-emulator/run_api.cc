@@ -68,9 +68,10 @@ std::string Prefix(const RunPath& p, size_t n) {
 }
 
 http::Response NotFound(const std::string& kind, const std::string& name) {
-  return ErrorResponse({404, "Resource '" + ShortName(name) + "' of kind '" + kind +
-                                 "' does not exist (" + name + ").",
-                        "notFound"});
+  return ErrorResponse(
+      {404,
+       "Resource '" + ShortName(name) + "' of kind '" + kind + "' does not exist (" + name + ").",
+       "notFound"});
 }
 
 std::string RandomSuffix() {
@@ -196,7 +197,7 @@ std::string RunApi::MethodId(const http::Request& req) {
     return "run.unknown";
   }
   if (p.seg[4] == "operations") {
-    return n == 5 ? "run.operations.list"
+    return n == 5             ? "run.operations.list"
            : p.verb == "wait" ? "run.operations.wait"
            : m == "DELETE"    ? "run.operations.delete"
                               : "run.operations.get";
@@ -237,7 +238,7 @@ Json RunApi::JobJsonLocked(const std::string& name) {
     const char* status = "EXECUTION_RUNNING";
     if (latest->done()) {
       ref["completionTime"] = Rfc3339(latest->completion);
-      status = latest->failure.empty() ? "EXECUTION_SUCCEEDED"
+      status = latest->failure.empty()    ? "EXECUTION_SUCCEEDED"
                : latest->cancel_requested ? "EXECUTION_CANCELLED"
                                           : "EXECUTION_FAILED";
     } else if (latest->start == 0) {
@@ -252,8 +253,10 @@ Json RunApi::JobJsonLocked(const std::string& name) {
 http::Response RunApi::Handle(const http::Request& req) {
   const RunPath p = ParseRunPath(req.path);
   if (!p.ok) {
-    return ErrorResponse({404, "The requested URL " + req.path + " was not found: Run v2 names "
-                                   "are projects/{project}/locations/{region}/...",
+    return ErrorResponse({404,
+                          "The requested URL " + req.path +
+                              " was not found: Run v2 names "
+                              "are projects/{project}/locations/{region}/...",
                           "notFound"});
   }
   const size_t n = p.seg.size();
@@ -372,8 +375,10 @@ http::Response RunApi::Handle(const http::Request& req) {
 http::Response RunApi::CreateJob(const std::string& parent, const http::Request& req) {
   const std::string id = req.QueryParam("jobId").value_or("");
   if (!ValidJobId(id)) {
-    return ErrorResponse({400, "Invalid jobId '" + id + "': lower-case letters, digits and "
-                                   "hyphens, starting with a letter, at most 63 characters",
+    return ErrorResponse({400,
+                          "Invalid jobId '" + id +
+                              "': lower-case letters, digits and "
+                              "hyphens, starting with a letter, at most 63 characters",
                           "invalid"});
   }
   auto body = ParseJsonObject(req.body);
@@ -398,8 +403,8 @@ http::Response RunApi::CreateJob(const std::string& parent, const http::Request&
   job["createTime"] = job["updateTime"] = Rfc3339(now);
   job["creator"] = job["lastModifier"] = "emulator@emulator-project.iam.gserviceaccount.com";
   job["reconciling"] = false;
-  job["terminalCondition"] = {{"type", "Ready"}, {"state", "CONDITION_SUCCEEDED"},
-                              {"lastTransitionTime", Rfc3339(now)}};
+  job["terminalCondition"] = {
+      {"type", "Ready"}, {"state", "CONDITION_SUCCEEDED"}, {"lastTransitionTime", Rfc3339(now)}};
   job["conditions"] = Json::array();
   job["etag"] = "\"" + job["uid"].get<std::string>() + "\"";
   job.erase("executionCount");
@@ -410,12 +415,15 @@ http::Response RunApi::CreateJob(const std::string& parent, const http::Request&
   }
   std::lock_guard lock(mu_);
   if (jobs_.count(name)) {
-    return ErrorResponse({409, "Resource '" + id + "' already exists.", "alreadyExists",
-                          "ALREADY_EXISTS"});
+    return ErrorResponse(
+        {409, "Resource '" + id + "' already exists.", "alreadyExists", "ALREADY_EXISTS"});
   }
   jobs_[name] = job;
   SaveJobLocked(name);
   Json res = JobJsonLocked(name);
+  if (done_operations_.size() >= 10000) {
+    done_operations_.erase(done_operations_.begin());  // finished operations are not kept forever
+  }
   done_operations_[op] = DoneOperation(op, res, "Job");
   Log(LogLevel::kInfo, "gcpemu.job_created", "job={} image={}", name, image);
   return JsonResponse(200, done_operations_[op]);
@@ -549,8 +557,7 @@ http::Response RunApi::DeleteJob(const std::string& name) {
   return JsonResponse(200, DoneOperation(op, res, "Job"));
 }
 
-http::Response RunApi::GetOperation(const std::string& name, bool wait,
-                                    const http::Request& req) {
+http::Response RunApi::GetOperation(const std::string& name, bool wait, const http::Request& req) {
   std::chrono::milliseconds timeout{0};
   if (wait) {
     auto body = ParseJsonObject(req.body);
@@ -580,9 +587,8 @@ void RunApi::Drive(std::string exec_name) {
   const auto delay = faults_.ExecutionStartDelay();
   {
     std::unique_lock lock(mu_);
-    changed_.wait_for(lock, delay, [&] {
-      return stopping_ || execs_.at(exec_name)->state.cancel_requested;
-    });
+    changed_.wait_for(lock, delay,
+                      [&] { return stopping_ || execs_.at(exec_name)->state.cancel_requested; });
     Exec& x = *execs_.at(exec_name);
     if (!x.state.cancel_requested) {
       x.state.start = NowUnix();
@@ -679,12 +685,12 @@ void RunApi::RunTask(const std::string& exec_name, int index) {
     t.last = r;
     const bool ok = r.started && r.exit_code == 0 && r.rpc_code == 0;
     if (ok || r.cancelled || x.state.cancel_requested || attempt >= max_retries) {
-      t.phase = ok ? TaskPhase::kSucceeded
-                   : (r.cancelled || x.state.cancel_requested) ? TaskPhase::kCancelled
-                                                               : TaskPhase::kFailed;
+      t.phase = ok                                          ? TaskPhase::kSucceeded
+                : (r.cancelled || x.state.cancel_requested) ? TaskPhase::kCancelled
+                                                            : TaskPhase::kFailed;
       t.completion = NowUnix();
-      Log(LogLevel::kInfo, "gcpemu.task_done", "execution={} task={} exit={} message={}",
-          exec_name, index, r.exit_code, r.message);
+      Log(LogLevel::kInfo, "gcpemu.task_done", "execution={} task={} exit={} message={}", exec_name,
+          index, r.exit_code, r.message);
       SaveExecLocked(x.state);
       changed_.notify_all();
       return;
@@ -713,8 +719,8 @@ void RunApi::FinishLocked(Exec& x) {
       if (!why.empty() && why.back() == '.') {
         why.pop_back();
       }
-      e.failure = "Task " + ShortName(e.name) + "-task" + std::to_string(t.index) +
-                  " failed: " + why + ".";
+      e.failure =
+          "Task " + ShortName(e.name) + "-task" + std::to_string(t.index) + " failed: " + why + ".";
       break;
     }
   }

@@ -86,12 +86,17 @@ std::string TaskName(const ExecutionState& e, int index) {
 }  // namespace
 
 void NormalizeJobEnums(Json& job) {
-  static const std::map<int, const char*> kLaunch = {
-      {0, "LAUNCH_STAGE_UNSPECIFIED"}, {1, "EARLY_ACCESS"}, {2, "ALPHA"}, {3, "BETA"},
-      {4, "GA"}, {5, "DEPRECATED"}, {6, "UNIMPLEMENTED"}, {7, "PRELAUNCH"}};
-  static const std::map<int, const char*> kEnv = {
-      {0, "EXECUTION_ENVIRONMENT_UNSPECIFIED"}, {1, "EXECUTION_ENVIRONMENT_GEN1"},
-      {2, "EXECUTION_ENVIRONMENT_GEN2"}};
+  static const std::map<int, const char*> kLaunch = {{0, "LAUNCH_STAGE_UNSPECIFIED"},
+                                                     {1, "EARLY_ACCESS"},
+                                                     {2, "ALPHA"},
+                                                     {3, "BETA"},
+                                                     {4, "GA"},
+                                                     {5, "DEPRECATED"},
+                                                     {6, "UNIMPLEMENTED"},
+                                                     {7, "PRELAUNCH"}};
+  static const std::map<int, const char*> kEnv = {{0, "EXECUTION_ENVIRONMENT_UNSPECIFIED"},
+                                                  {1, "EXECUTION_ENVIRONMENT_GEN1"},
+                                                  {2, "EXECUTION_ENVIRONMENT_GEN2"}};
   static const std::map<int, const char*> kMedium = {{0, "MEDIUM_UNSPECIFIED"}, {1, "MEMORY"}};
   static const std::map<int, const char*> kEgress = {
       {0, "VPC_EGRESS_UNSPECIFIED"}, {1, "ALL_TRAFFIC"}, {2, "PRIVATE_RANGES_ONLY"}};
@@ -183,8 +188,8 @@ ApiResult<void> ValidateAndDefaultJob(Json& job) {
   }
   auto timeout = ParseDuration(task["timeout"]);
   if (!timeout || timeout->count() <= 0 || *timeout > std::chrono::hours(168)) {
-    return tl::unexpected(Bad("template.template.timeout",
-                              "a duration such as \"600s\", at most 168 hours"));
+    return tl::unexpected(
+        Bad("template.template.timeout", "a duration such as \"600s\", at most 168 hours"));
   }
   if (!task.contains("executionEnvironment")) {
     task["executionEnvironment"] = "EXECUTION_ENVIRONMENT_GEN2";
@@ -206,8 +211,8 @@ ApiResult<void> ValidateAndDefaultJob(Json& job) {
       }
       if (v.contains("gcs") && v["gcs"].is_object()) {
         if (v["gcs"].value("bucket", "").empty()) {
-          return tl::unexpected(Bad("template.template.volumes[" + name + "].gcs.bucket",
-                                    "required"));
+          return tl::unexpected(
+              Bad("template.template.volumes[" + name + "].gcs.bucket", "required"));
         }
         volumes[name] = "gcs";
       } else if (v.contains("emptyDir")) {
@@ -228,9 +233,9 @@ ApiResult<void> ValidateAndDefaultJob(Json& job) {
         return tl::unexpected(Bad("template.template.containers[0].env[].name", "required"));
       }
       if (e.contains("valueSource")) {
-        return tl::unexpected(Bad("template.template.containers[0].env[" +
-                                      e.value("name", "") + "].valueSource",
-                                  "secrets are not supported by the emulator"));
+        return tl::unexpected(
+            Bad("template.template.containers[0].env[" + e.value("name", "") + "].valueSource",
+                "secrets are not supported by the emulator"));
       }
     }
   }
@@ -357,9 +362,8 @@ Json ExecutionJson(const ExecutionState& e) {
   conditions.push_back(Condition("ResourcesAvailable",
                                  started ? "CONDITION_SUCCEEDED" : "CONDITION_PENDING", "",
                                  started ? e.start : e.create));
-  conditions.push_back(
-      Condition("Started", started ? "CONDITION_SUCCEEDED" : "CONDITION_PENDING", "",
-                started ? e.start : e.create));
+  conditions.push_back(Condition("Started", started ? "CONDITION_SUCCEEDED" : "CONDITION_PENDING",
+                                 "", started ? e.start : e.create));
   Json completed;
   if (!e.done()) {
     completed = Condition("Completed", started ? "CONDITION_RECONCILING" : "CONDITION_PENDING",
@@ -439,8 +443,8 @@ Json TaskJson(const ExecutionState& e, const TaskState& t) {
          {"timeout", tt.value("timeout", "600s")},
          {"executionEnvironment", tt.value("executionEnvironment", "EXECUTION_ENVIRONMENT_GEN2")},
          {"reconciling", !done},
-         {"conditions", Json::array({Condition("Completed", state, message,
-                                               done ? t.completion : e.create)})},
+         {"conditions",
+          Json::array({Condition("Completed", state, message, done ? t.completion : e.create)})},
          {"observedGeneration", "1"},
          {"index", t.index},
          {"retried", t.retried},
@@ -475,23 +479,33 @@ Json TaskJson(const ExecutionState& e, const TaskState& t) {
 Json ExecutionToDisk(const ExecutionState& e) {
   Json tasks = Json::array();
   for (const auto& t : e.tasks) {
-    Json jt{{"index", t.index}, {"phase", PhaseName(t.phase)}, {"retried", t.retried},
-            {"start", t.start}, {"completion", t.completion}};
+    Json jt{{"index", t.index},
+            {"phase", PhaseName(t.phase)},
+            {"retried", t.retried},
+            {"start", t.start},
+            {"completion", t.completion}};
     if (t.last) {
-      jt["last"] = {{"started", t.last->started},   {"exit_code", t.last->exit_code},
+      jt["last"] = {{"started", t.last->started},         {"exit_code", t.last->exit_code},
                     {"term_signal", t.last->term_signal}, {"timed_out", t.last->timed_out},
-                    {"cancelled", t.last->cancelled}, {"rpc_code", t.last->rpc_code},
+                    {"cancelled", t.last->cancelled},     {"rpc_code", t.last->rpc_code},
                     {"message", t.last->message}};
     }
     tasks.push_back(std::move(jt));
   }
-  return Json{{"name", e.name},         {"job_name", e.job_name},
-              {"uid", e.uid},           {"operation", e.operation},
-              {"labels", e.labels},     {"annotations", e.annotations},
-              {"template", e.task_template}, {"task_count", e.task_count},
-              {"parallelism", e.parallelism}, {"create", e.create},
-              {"start", e.start},       {"completion", e.completion},
-              {"cancel_requested", e.cancel_requested}, {"failure", e.failure},
+  return Json{{"name", e.name},
+              {"job_name", e.job_name},
+              {"uid", e.uid},
+              {"operation", e.operation},
+              {"labels", e.labels},
+              {"annotations", e.annotations},
+              {"template", e.task_template},
+              {"task_count", e.task_count},
+              {"parallelism", e.parallelism},
+              {"create", e.create},
+              {"start", e.start},
+              {"completion", e.completion},
+              {"cancel_requested", e.cancel_requested},
+              {"failure", e.failure},
               {"tasks", tasks}};
 }
 

@@ -70,8 +70,7 @@ TEST_F(RunTest, RunsWithOverridesCloudRunEnvAndVolumeWritesBecomeObjects) {
                    "$CLOUD_RUN_TASK_ATTEMPT $CLOUD_RUN_TASK_COUNT $0\" > /ws/env.txt")
                 .status,
             200);
-  const Json op = RunAndWait(
-      "env-job", Json::parse(R"({"containerOverrides":[{"name":"main",
+  const Json op = RunAndWait("env-job", Json::parse(R"({"containerOverrides":[{"name":"main",
           "args":["echo \"$A $B $CLOUD_RUN_JOB $CLOUD_RUN_TASK_INDEX $CLOUD_RUN_TASK_COUNT\" > /ws/env.txt"],
           "env":[{"name":"B","value":"override"}]}]})"));
   const Json exec = op["response"];
@@ -104,12 +103,12 @@ TEST_F(RunTest, ReadOnlyVolumeWithFileModeRunsItsBinary) {
   auto make = [&](const std::string& id, const Json& options) {
     Json j = Job();
     j["template"]["template"]["volumes"].push_back(
-        {{"name", "tools"}, {"gcs", {{"bucket", "vol"}, {"readOnly", true},
-                                     {"mountOptions", options}}}});
+        {{"name", "tools"},
+         {"gcs", {{"bucket", "vol"}, {"readOnly", true}, {"mountOptions", options}}}});
     auto& c = j["template"]["template"]["containers"][0];
     c["command"] = Json::array({"/opt/tools/tool"});
-    c["volumeMounts"] = Json::array({{{"name", "ws"}, {"mountPath", "/ws"}},
-                                     {{"name", "tools"}, {"mountPath", "/opt/tools"}}});
+    c["volumeMounts"] = Json::array(
+        {{{"name", "ws"}, {"mountPath", "/ws"}}, {{"name", "tools"}, {"mountPath", "/opt/tools"}}});
     return Http("POST", u_ + kParent + "/jobs?jobId=" + id, DumpJson(j));
   };
   ASSERT_EQ(make("exec-ok", Json::array({"only-dir=bin", "file-mode=555"})).status, 200);
@@ -139,10 +138,10 @@ TEST_F(RunTest, ExitCodeTimeoutAndCancel) {
   EXPECT_EQ(CompletedState(failed["metadata"]), "CONDITION_FAILED");
   EXPECT_EQ(failed["metadata"]["failedCount"], 1);
   EXPECT_EQ(Tasks(failed["metadata"]["name"])[0]["lastAttemptResult"]["exitCode"], 7);
-  EXPECT_EQ(Http("POST", u_ + "/v2/" + failed["metadata"]["name"].get<std::string>() + ":cancel",
-                 "{}")
-                .json()["error"]["status"],
-            "FAILED_PRECONDITION");
+  EXPECT_EQ(
+      Http("POST", u_ + "/v2/" + failed["metadata"]["name"].get<std::string>() + ":cancel", "{}")
+          .json()["error"]["status"],
+      "FAILED_PRECONDITION");
 
   ASSERT_EQ(Create("slow", Job("1s"), "sleep 60").status, 200);
   const auto t0 = std::chrono::steady_clock::now();

@@ -3,10 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cstring>
-
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 
 #include "common/strings.h"
 
@@ -28,9 +27,7 @@ bool Match(const std::vector<std::string>& s, std::initializer_list<const char*>
 
 // Where in the segments the storage path starts ("storage","v1","b"): 0 for /storage/v1,
 // 1 for /download/storage/v1 and /upload/storage/v1.
-size_t ApiStart(const std::vector<std::string>& s) {
-  return Match(s, {"storage", "v1"}) ? 0 : 1;
-}
+size_t ApiStart(const std::vector<std::string>& s) { return Match(s, {"storage", "v1"}) ? 0 : 1; }
 
 std::string JoinFrom(const std::vector<std::string>& s, size_t from, size_t to) {
   std::string out;
@@ -420,8 +417,10 @@ void StorageApi::Handle(const http::Request& req, const FaultDecision& fault,
     if (*generation) {
       auto cur = store_.Get(bucket, path->name);
       if (cur && cur->generation != **generation) {
-        return fail({404, "No such object: " + bucket + "/" + path->name + "#" +
-                              std::to_string(**generation), ""});
+        return fail(
+            {404,
+             "No such object: " + bucket + "/" + path->name + "#" + std::to_string(**generation),
+             ""});
       }
     }
     auto r = store_.Delete(bucket, path->name, *pre);

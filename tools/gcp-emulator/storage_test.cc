@@ -36,9 +36,9 @@ TEST_F(StorageTest, NeedsABearerToken) {
   auto r = Http("GET", u_ + "/storage/v1/b/bkt/o", "", {}, "");
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(r.json()["error"]["status"], "UNAUTHENTICATED");
-  EXPECT_EQ(Http("POST", u_ + "/upload/storage/v1/b/bkt/o?uploadType=media&name=x", "d", {}, "")
-                .status,
-            401);
+  EXPECT_EQ(
+      Http("POST", u_ + "/upload/storage/v1/b/bkt/o?uploadType=media&name=x", "d", {}, "").status,
+      401);
 }
 
 TEST_F(StorageTest, ObjectsArePlainFilesWithGenerationsThatSurviveARestart) {
@@ -97,7 +97,7 @@ TEST_F(StorageTest, ListsWithDelimiterAndPages) {
   std::string token;
   for (int page = 0; page < 10; ++page) {
     auto p = Http("GET", u_ + "/storage/v1/b/bkt/o?prefix=d/&delimiter=/&maxResults=1" +
-                            (token.empty() ? "" : "&pageToken=" + token));
+                             (token.empty() ? "" : "&pageToken=" + token));
     const Json j = p.json();
     for (const auto& i : j.value("items", Json::array())) {
       seen.push_back(i["name"]);
@@ -181,17 +181,17 @@ TEST_F(StorageTest, InjectedFaultsByMethodCountLatencyAndRaces) {
 
   // A racing writer: the generation read is stale by the time the write applies.
   const int64_t g = Generation("x");
-  ASSERT_EQ(Http("PUT", u_ + "/emulator/v1/faults",
-                 R"({"rules":[{"method":"storage.objects.insert","precondition_race":true,"count":1}]})",
-                 {}, "")
-                .status,
-            200);
+  ASSERT_EQ(
+      Http("PUT", u_ + "/emulator/v1/faults",
+           R"({"rules":[{"method":"storage.objects.insert","precondition_race":true,"count":1}]})",
+           {}, "")
+          .status,
+      200);
   EXPECT_EQ(Put("x", "2", "&ifGenerationMatch=" + std::to_string(g)).status, 412);
   EXPECT_GT(Generation("x"), g);
   EXPECT_EQ(Put("x", "2", "&ifGenerationMatch=" + std::to_string(Generation("x"))).status, 200);
 
-  EXPECT_EQ(Http("PUT", u_ + "/emulator/v1/faults", R"({"rules":[{"status":503}]})", {}, "")
-                .status,
+  EXPECT_EQ(Http("PUT", u_ + "/emulator/v1/faults", R"({"rules":[{"status":503}]})", {}, "").status,
             400);
   EXPECT_EQ(Http("DELETE", u_ + "/emulator/v1/faults", "", {}, "").status, 200);
   EXPECT_EQ(Http("GET", u_ + "/emulator/v1/faults", "", {}, "").json()["rules"].size(), 0u);
@@ -202,20 +202,21 @@ TEST_F(StorageTest, TokenEndpointAndMetadataServer) {
   const long now = static_cast<long>(std::time(nullptr));
   const std::string claims = R"({"iss":"sa@p.iam.gserviceaccount.com","aud":")" + u_ +
                              R"(/token","scope":"https://www.googleapis.com/auth/cloud-platform",)"
-                             R"("iat":)" + std::to_string(now) + R"(,"exp":)" +
-                             std::to_string(now + 3600) + "}";
+                             R"("iat":)" +
+                             std::to_string(now) + R"(,"exp":)" + std::to_string(now + 3600) + "}";
   const std::string jwt =
       b64(R"({"alg":"RS256","typ":"JWT","kid":"k"})") + "." + b64(claims) + "." + b64("sig");
-  auto ok = Http("POST", u_ + "/token",
-                 "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + jwt,
-                 {"Content-Type: application/x-www-form-urlencoded"}, "");
+  auto ok =
+      Http("POST", u_ + "/token",
+           "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + jwt,
+           {"Content-Type: application/x-www-form-urlencoded"}, "");
   ASSERT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(ok.json()["token_type"], "Bearer");
   EXPECT_GT(ok.json()["expires_in"].get<int>(), 0);
   const std::string hs = b64(R"({"alg":"HS256"})") + "." + b64(claims) + "." + b64("sig");
-  auto bad = Http("POST", u_ + "/token",
-                  "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + hs,
-                  {}, "");
+  auto bad = Http(
+      "POST", u_ + "/token",
+      "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + hs, {}, "");
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.json()["error"], "invalid_grant");
   EXPECT_EQ(Http("POST", u_ + "/token",

@@ -61,12 +61,16 @@ class FixedSink : public http::BodySink {
 // Client-supplied checksums must match what arrived, as on the real service.
 std::optional<ApiError> VerifyHashes(const Json& meta, const FileHashes& h) {
   if (meta.contains("crc32c") && meta["crc32c"].is_string() && meta["crc32c"] != h.crc32c) {
-    return ApiError{400, "Provided CRC32C \"" + meta["crc32c"].get<std::string>() +
-                             "\" doesn't match calculated CRC32C \"" + h.crc32c + "\".", "invalid"};
+    return ApiError{400,
+                    "Provided CRC32C \"" + meta["crc32c"].get<std::string>() +
+                        "\" doesn't match calculated CRC32C \"" + h.crc32c + "\".",
+                    "invalid"};
   }
   if (meta.contains("md5Hash") && meta["md5Hash"].is_string() && meta["md5Hash"] != h.md5) {
-    return ApiError{400, "Provided MD5 hash \"" + meta["md5Hash"].get<std::string>() +
-                             "\" doesn't match calculated MD5 hash \"" + h.md5 + "\".", "invalid"};
+    return ApiError{400,
+                    "Provided MD5 hash \"" + meta["md5Hash"].get<std::string>() +
+                        "\" doesn't match calculated MD5 hash \"" + h.md5 + "\".",
+                    "invalid"};
   }
   return std::nullopt;
 }
@@ -83,7 +87,8 @@ void ApplyResource(const Json& meta, NewObject& obj) {
       }
     }
   }
-  for (const char* k : {"cacheControl", "contentDisposition", "contentEncoding", "contentLanguage"}) {
+  for (const char* k :
+       {"cacheControl", "contentDisposition", "contentEncoding", "contentLanguage"}) {
     if (meta.contains(k) && meta[k].is_string()) {
       obj.extra[k] = meta[k];
     }
@@ -152,7 +157,9 @@ size_t BeforeLineBreak(const std::string& s, size_t pos) {
 class MultipartSink : public http::BodySink {
  public:
   MultipartSink(StorageApi& api, Target t, std::string boundary)
-      : api_(api), t_(std::move(t)), delim_("--" + std::move(boundary)),
+      : api_(api),
+        t_(std::move(t)),
+        delim_("--" + std::move(boundary)),
         tmp_(api.store().TmpDir()) {}
   bool ok() const { return tmp_.ok(); }
 
@@ -386,8 +393,9 @@ class ChunkSink : public http::BodySink {
       return {};
     }
     if (cr_.total && s_->received + bytes.size() > *cr_.total) {
-      return Fail(ErrorCode::kInvalidArgument, "resumable upload: more bytes than Content-Range "
-                                               "announced");
+      return Fail(ErrorCode::kInvalidArgument,
+                  "resumable upload: more bytes than Content-Range "
+                  "announced");
     }
     const char* p = bytes.data();
     size_t left = bytes.size();
@@ -487,9 +495,9 @@ void StorageApi::SaveSession(const Session& s) {
   if (s.pre.metageneration_not_match) {
     pre["ifMetagenerationNotMatch"] = *s.pre.metageneration_not_match;
   }
-  Json j{{"bucket", s.bucket}, {"name", s.name}, {"contentType", s.obj.content_type},
+  Json j{{"bucket", s.bucket},         {"name", s.name},       {"contentType", s.obj.content_type},
          {"metadata", s.obj.metadata}, {"extra", s.obj.extra}, {"pre", pre},
-         {"finished", s.finished}, {"result", s.result}};
+         {"finished", s.finished},     {"result", s.result}};
   WriteFileAtomic(store_.dir() + "/uploads/" + s.id + ".json", DumpJson(j), 0644);
   std::lock_guard lock(mu_);
   auto it = sessions_.find(s.id);
@@ -583,10 +591,11 @@ std::unique_ptr<http::BodySink> StorageApi::OpenUpload(const http::Request& req,
     auto cr = ParseContentRange(req.Header("content-range"));
     if (!cr || (cr->first && *cr->first > session->received)) {
       SaveSession(*session);
-      return reject({400, !cr ? "invalid Content-Range '" + req.Header("content-range") + "'"
-                              : "Content-Range starts at " + std::to_string(*cr->first) +
-                                    " but the session holds " +
-                                    std::to_string(session->received) + " bytes",
+      return reject({400,
+                     !cr ? "invalid Content-Range '" + req.Header("content-range") + "'"
+                         : "Content-Range starts at " + std::to_string(*cr->first) +
+                               " but the session holds " + std::to_string(session->received) +
+                               " bytes",
                      ""});
     }
     if (fault.precondition_race) {
@@ -617,8 +626,8 @@ std::unique_ptr<http::BodySink> StorageApi::OpenUpload(const http::Request& req,
     const std::string ct = req.Header("content-type");
     size_t b = ct.find("boundary=");
     if (!AsciiLower(ct).starts_with("multipart/") || b == std::string::npos) {
-      return reject({400, "multipart upload needs Content-Type multipart/related; boundary=...",
-                     ""});
+      return reject(
+          {400, "multipart upload needs Content-Type multipart/related; boundary=...", ""});
     }
     std::string boundary = ct.substr(b + 9);
     boundary = boundary.substr(0, boundary.find(';'));
@@ -632,8 +641,8 @@ std::unique_ptr<http::BodySink> StorageApi::OpenUpload(const http::Request& req,
                       : reject({500, "cannot create a temporary file", ""});
   }
   if (type != "media") {
-    return reject({400, "uploadType must be media, multipart or resumable, not '" + type + "'",
-                   ""});
+    return reject(
+        {400, "uploadType must be media, multipart or resumable, not '" + type + "'", ""});
   }
   if (t.name.empty()) {
     return reject({400, "media upload needs the object name in ?name=", "required"});
