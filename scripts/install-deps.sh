@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   bash busybox-static procps util-linux wrk python3 file
   docker.io
+  rclone fuse3
   qemu-system-x86 cpio xz-utils
 )
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `gcloud storage` against agentbox-gcp-emulator (EMULATOR_PORT): bucket create/describe,
 # uploads small (single request) and large (resumable), ls with a delimiter, cat, download with
-# the client's hash check, rm, and a precondition (--if-generation-match).
+# the client's hash check, a precondition (--if-generation-match), mv, rm and rm -r.
 set -euo pipefail
 : "${EMULATOR_PORT:?}"
 tmp=$(mktemp -d /tmp/gcloud-fidelity.XXXXXX)
@@ -50,10 +50,16 @@ grep -qi "412\|precondition" "$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
 g cp --if-generation-match="$gen" "$tmp/small.txt" gs://fid-gcloud/dir/small.txt 2>/dev/null
 ok "precondition (--if-generation-match)"
 
-g rm gs://fid-gcloud/dir/small.txt 2>/dev/null
-if g ls gs://fid-gcloud/dir/small.txt >/dev/null 2>&1; then
+g mv gs://fid-gcloud/dir/small.txt gs://fid-gcloud/moved.txt 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
+[[ "$(g cat gs://fid-gcloud/moved.txt)" == "small object" ]]
+ok "mv (rewrite + delete)"
+
+g rm gs://fid-gcloud/moved.txt 2>/dev/null
+if g ls gs://fid-gcloud/moved.txt >/dev/null 2>&1; then
   echo "deleted object still listed" >&2
   exit 1
 fi
-ok "rm"
+g rm -r gs://fid-gcloud/dir 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
+[[ -z "$(g ls 'gs://fid-gcloud/**' 2>/dev/null)" ]]
+ok "rm, rm -r"
 echo "gcloud storage fidelity: all steps passed"

@@ -29,12 +29,12 @@ class DelayedSink : public http::BodySink {
 
 class ErrorSink : public http::BodySink {
  public:
-  explicit ErrorSink(ApiError e) : e_(std::move(e)) {}
+  explicit ErrorSink(http::Response r) : r_(std::move(r)) {}
   Result<void> OnData(std::string_view) override { return {}; }
-  void OnEnd(http::Respond respond) override { respond(ErrorResponse(e_)); }
+  void OnEnd(http::Respond respond) override { respond(std::move(r_)); }
 
  private:
-  ApiError e_;
+  http::Response r_;
 };
 
 ApiError Unauthenticated() {
@@ -67,6 +67,12 @@ Emulator::Emulator(boost::asio::io_context& io, EmulatorOptions opts,
 
 Emulator::~Emulator() = default;
 
+void Emulator::SetSelfUrl(const std::string& url) {
+  if (opts_.fuse_volumes) {
+    run_->UseFuseVolumes(url);
+  }
+}
+
 std::unique_ptr<http::BodySink> Emulator::StreamBody(const http::Request& req) {
   if (!StorageApi::IsUpload(req)) {
     return nullptr;
@@ -74,11 +80,11 @@ std::unique_ptr<http::BodySink> Emulator::StreamBody(const http::Request& req) {
   std::unique_ptr<http::BodySink> sink;
   FaultDecision d;
   if (!HasBearer(req)) {
-    sink = std::make_unique<ErrorSink>(Unauthenticated());
+    sink = std::make_unique<ErrorSink>(ErrorResponse(Unauthenticated()));
   } else {
     d = faults_.Decide(StorageApi::MethodId(req));
     if (d.status != 0) {
-      sink = std::make_unique<ErrorSink>(ApiError{d.status, d.message, ""});
+      sink = std::make_unique<ErrorSink>(FaultResponse(d));
     } else {
       sink = storage_.OpenUpload(req, d);
     }
@@ -153,7 +159,7 @@ void Emulator::Handle(http::Request req, http::Respond respond) {
   auto shared = std::make_shared<http::Request>(std::move(req));
   After(d.latency, [this, shared, d, respond = std::move(respond)]() mutable {
     if (d.status != 0) {
-      return respond(ErrorResponse({d.status, d.message, ""}));
+      return respond(FaultResponse(d));
     }
     if (StorageApi::Owns(*shared)) {
       return storage_.Handle(*shared, d, std::move(respond));

@@ -18,6 +18,7 @@ struct EmulatorOptions {
   std::string data_dir;
   std::string docker_socket = "/var/run/docker.sock";
   AuthOptions auth;
+  bool fuse_volumes = false;  // --volumes fuse
 };
 
 // The one HTTP dispatcher: routes by path to the Storage, Run, auth and fault APIs, applies the
@@ -33,6 +34,9 @@ class Emulator : public http::Dispatcher {
   void Handle(http::Request req, http::Respond respond) override;
 
   Faults& faults() { return faults_; }
+  // The URL the server listens on, once known ("http://127.0.0.1:PORT"): FUSE volumes mount the
+  // buckets through it.
+  void SetSelfUrl(const std::string& url);
 
  private:
   Emulator(boost::asio::io_context& io, EmulatorOptions opts, std::unique_ptr<ObjectStore> store);

@@ -8,9 +8,11 @@
 #include <cmath>
 
 #include "backends/docker/container_request.h"
+#include "common/fs_util.h"
 #include "common/json_util.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "fuse_mount.h"
 
 namespace agentbox::gcpemu {
 namespace {
@@ -224,12 +226,32 @@ AttemptResult Executor::Run(const TaskSpec& spec, CancelToken& cancel) {
     r.message = "The execution was cancelled before the task started.";
     return r;
   }
-  for (const auto& m : spec.mounts) {
-    ApplyMountModes(m);
+  // Declared before anything that uses the mounts: destroyed (unmounted, uploads flushed) only
+  // after the container is gone.
+  std::vector<std::unique_ptr<FuseMount>> fuse;
+  TaskSpec effective = spec;
+  for (size_t i = 0; i < effective.mounts.size(); ++i) {
+    VolumeMount& m = effective.mounts[i];
+    if (spec.fuse_storage_url.empty()) {
+      ApplyMountModes(m);
+      continue;
+    }
+    const std::string base = spec.fuse_dir + "/" + spec.container_name + "-" + std::to_string(i);
+    EnsureDir(spec.fuse_dir, 0755);
+    auto mounted =
+        FuseMount::Mount(spec.fuse_storage_url, m, base, base + ".cache", base + ".rclone.log");
+    if (!mounted) {
+      r.rpc_code = 14;
+      r.message = "Cloud Storage volume for " + m.target +
+                  " could not be mounted: " + mounted.error().message;
+      return r;
+    }
+    m.source = (*mounted)->path();
+    fuse.push_back(std::move(*mounted));
   }
   engine_.Call("DELETE", "/containers/" + spec.container_name + "?force=1");
   auto created = engine_.Call("POST", "/containers/create?name=" + spec.container_name,
-                              DumpJson(CreateBody(spec)));
+                              DumpJson(CreateBody(effective)));
   if (!created || created->status != 201) {
     r.rpc_code = 3;
     r.message = "Container could not be created: " +

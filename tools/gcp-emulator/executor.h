@@ -18,8 +18,10 @@
 namespace agentbox::gcpemu {
 
 struct VolumeMount {
-  std::string source;  // host directory (a bucket's directory or its only-dir= subdirectory)
-  std::string target;  // mountPath in the container
+  std::string source;    // host directory (a bucket's directory or its only-dir= subdirectory)
+  std::string bucket;    // for FUSE mounts (--volumes fuse)
+  std::string only_dir;  // the only-dir= option, or empty
+  std::string target;    // mountPath in the container
   bool read_only = false;
   // gcsfuse's file-mode=, dir-mode=, uid=, gid= options, applied to the tree before the start
   // (a bind mount cannot remap modes): file-mode=555 makes a binary in a read-only volume
@@ -44,6 +46,10 @@ struct TaskSpec {
   std::string container_name;
   std::map<std::string, std::string> labels;
   std::string log_path;  // where the container's output is saved (empty: not saved)
+  // --volumes fuse: the emulator's base URL; GCS volumes are then rclone FUSE mounts (made
+  // under fuse_dir) instead of bind mounts of the bucket's directory.
+  std::string fuse_storage_url;
+  std::string fuse_dir;
 };
 
 struct AttemptResult {

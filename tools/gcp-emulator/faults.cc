@@ -70,6 +70,13 @@ ApiResult<void> Faults::Set(const Json& body) {
           rule.status = 0;
         }
       }
+      if (r.contains("retry_after_s") && !r["retry_after_s"].is_null()) {
+        auto ra = IntField(r, "retry_after_s", 0, 3600, 0);
+        if (!ra) {
+          return tl::unexpected(ra.error());
+        }
+        rule.retry_after_s = *ra;
+      }
       if (r.contains("message") && r["message"].is_string()) {
         rule.message = r["message"].get<std::string>();
       }
@@ -113,6 +120,9 @@ Json Faults::Get() const {
     if (!r.message.empty()) {
       j["message"] = r.message;
     }
+    if (r.retry_after_s) {
+      j["retry_after_s"] = *r.retry_after_s;
+    }
     rules.push_back(std::move(j));
   }
   Json j{{"rules", rules},
@@ -147,6 +157,7 @@ FaultDecision Faults::Decide(const std::string& method) {
     d.status = r.status;
     d.latency = std::chrono::milliseconds(r.latency_ms);
     d.precondition_race = r.precondition_race;
+    d.retry_after_s = r.retry_after_s;
     d.message = !r.message.empty() ? r.message
                                    : "injected fault: " + method + " answered " +
                                          std::to_string(r.status) + " by the emulator's rules";
@@ -167,6 +178,14 @@ ExecutionFault Faults::TakeExecutionFault() {
   }
   --fail_executions_;
   return ExecutionFault{true, fail_exit_code_};
+}
+
+http::Response FaultResponse(const FaultDecision& d) {
+  http::Response r = ErrorResponse({d.status, d.message, ""});
+  if (d.retry_after_s) {
+    r.headers.push_back({"Retry-After", std::to_string(*d.retry_after_s)});
+  }
+  return r;
 }
 
 }  // namespace agentbox::gcpemu

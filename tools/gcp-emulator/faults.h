@@ -10,23 +10,25 @@
 
 #include "api_error.h"
 #include "common/json_util.h"
+#include "http/server.h"
 
 // Faults injected at runtime by tests (PUT/GET/DELETE /emulator/v1/faults):
 //
 //   {"rules": [{"method": "storage.objects.insert", "status": 503, "rate": 1.0, "count": 2,
-//               "latency_ms": 0, "precondition_race": false, "message": "..."}],
+//               "latency_ms": 0, "precondition_race": false, "message": "...",
+//               "retry_after_s": null}],
 //    "execution_start_delay_ms": 0, "fail_executions": 0, "fail_exit_code": null}
 //
 // `method` is Google's method id (run.jobs.run, storage.objects.get, ...), "*" for every call or
 // a prefix ending in ".*" ("storage.objects.*"). A rule fires on a matching call with
 // probability `rate`, at most `count` times (absent = forever); when it fires, the call waits
 // `latency_ms` and then fails with `status` (0 = no failure: latency only) in Google's error
-// envelope, or, with `precondition_race`, a racing writer makes a new generation of the object
-// just before the call applies its generation preconditions, which then fail with 412 as on the
-// real service. The first rule that fires decides. `fail_executions` = how many of the next
-// executions fail: with `fail_exit_code` their container exits with that code (137 = killed for
-// memory), without it they fail before the container started (as an image that cannot be
-// pulled). Thread-safe.
+// envelope (with a Retry-After header when `retry_after_s` is set), or, with `precondition_race`, a
+// racing writer makes a new generation of the object just before the call applies its generation
+// preconditions, which then fail with 412 as on the real service. The first rule that fires
+// decides. `fail_executions` = how many of the next executions fail: with `fail_exit_code` their
+// container exits with that code (137 = killed for memory), without it they fail before the
+// container started (as an image that cannot be pulled). Thread-safe.
 namespace agentbox::gcpemu {
 
 struct FaultRule {
@@ -37,6 +39,7 @@ struct FaultRule {
   int64_t latency_ms = 0;
   bool precondition_race = false;
   std::string message;
+  std::optional<int64_t> retry_after_s;
   int64_t fired = 0;
 };
 
@@ -45,7 +48,11 @@ struct FaultDecision {
   std::string message;
   std::chrono::milliseconds latency{0};
   bool precondition_race = false;
+  std::optional<int64_t> retry_after_s;
 };
+
+// The error answer of a decision whose status is not 0.
+http::Response FaultResponse(const FaultDecision& d);
 
 struct ExecutionFault {
   bool fail = false;

@@ -5,12 +5,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
 #include "backends/docker/engine_client.h"
 #include "common/log.h"
 #include "emulator.h"
+#include "fuse_mount.h"
 
 int main(int argc, char** argv) {
   using namespace agentbox;
@@ -30,6 +32,13 @@ int main(int argc, char** argv) {
   app.add_option("--token-lifetime", opts.auth.token_lifetime_seconds,
                  "expires_in of issued tokens, seconds")
       ->capture_default_str();
+  std::string volumes = "bind";
+  app.add_option("--volumes", volumes,
+                 "Cloud Storage volumes as bind mounts of the bucket's directory (bind, fast) or "
+                 "as rclone FUSE mounts through the Storage API (fuse, object-store semantics "
+                 "like Cloud Run's gcsfuse)")
+      ->check(CLI::IsMember({"bind", "fuse"}))
+      ->capture_default_str();
   app.add_flag("--verbose", verbose, "log every request");
   try {
     app.parse(argc, argv);
@@ -47,6 +56,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.docker_socket = *socket;
+  // Bind mounts need an absolute source (a relative one would name a Docker volume).
+  std::error_code ec;
+  opts.data_dir = std::filesystem::absolute(opts.data_dir, ec).lexically_normal().string();
+  while (opts.data_dir.size() > 1 && opts.data_dir.back() == '/') {
+    opts.data_dir.pop_back();
+  }
+  opts.fuse_volumes = volumes == "fuse";
+  if (opts.fuse_volumes) {
+    if (auto ok = gcpemu::FuseAvailable(); !ok) {
+      std::fprintf(stderr, "agentbox-gcp-emulator: %s\n", ok.error().message.c_str());
+      return 2;
+    }
+  }
 
   boost::asio::io_context io;
   auto emulator = gcpemu::Emulator::Create(io, opts);
@@ -70,11 +92,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "agentbox-gcp-emulator: --listen must be tcp:HOST:PORT\n");
     return 2;
   }
+  (*emulator)->SetSelfUrl("http://" + bound->substr(4));
   // The socket already accepts (listen() ran): connections queue until the threads run.
   std::printf("listening on http://%s\n", bound->substr(4).c_str());
   std::fflush(stdout);
-  Log(LogLevel::kInfo, "gcpemu.started", "listen={} data={} docker={}", *bound, opts.data_dir,
-      opts.docker_socket);
+  Log(LogLevel::kInfo, "gcpemu.started", "listen={} data={} docker={} volumes={}", *bound,
+      opts.data_dir, opts.docker_socket, volumes);
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code&, int) {

@@ -392,7 +392,9 @@ http::Response RunApi::CreateJob(const std::string& parent, const http::Request&
   }
   const std::string image = job["template"]["template"]["containers"][0]["image"];
   if (auto img = executor_.EnsureImage(image); !img) {
-    return ErrorResponse({400, img.error().message, "invalid"});
+    // No engine is the emulator's problem (503); a missing image is the caller's (400).
+    const bool engine_down = img.error().code == ErrorCode::kUnavailable;
+    return ErrorResponse({engine_down ? 503 : 400, img.error().message, ""});
   }
   const std::string name = parent + "/jobs/" + id;
   const double now = NowUnix();
@@ -666,6 +668,8 @@ void RunApi::RunTask(const std::string& exec_name, int index) {
         spec->labels = {{kDataLabel, data_dir_}, {kExecLabel, exec_name}};
         spec->log_path = data_dir_ + "/run/logs/" + ShortName(exec_name) + "-task" +
                          std::to_string(index) + "-attempt" + std::to_string(attempt) + ".log";
+        spec->fuse_storage_url = fuse_url_;
+        spec->fuse_dir = data_dir_ + "/run/fuse";
       }
       SaveExecLocked(x.state);
     }
@@ -674,7 +678,7 @@ void RunApi::RunTask(const std::string& exec_name, int index) {
       r.rpc_code = 5;
       r.message = spec.error().message;
     } else if (auto img = executor_.EnsureImage(spec->image); !img) {
-      r.rpc_code = 5;
+      r.rpc_code = img.error().code == ErrorCode::kUnavailable ? 14 : 5;
       r.message = img.error().message;
     } else {
       r = executor_.Run(*spec, *token);

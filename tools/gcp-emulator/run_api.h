@@ -34,6 +34,10 @@ class RunApi {
   RunApi(std::string data_dir, std::string docker_socket, Faults& faults);
   ~RunApi();  // cancels running executions and joins their threads
 
+  // --volumes fuse: GCS volumes become rclone mounts through the Storage API at `storage_url`
+  // ("http://127.0.0.1:PORT"). Call before the first execution.
+  void UseFuseVolumes(std::string storage_url) { fuse_url_ = std::move(storage_url); }
+
   static bool Owns(const http::Request& req);
   static std::string MethodId(const http::Request& req);
   http::Response Handle(const http::Request& req);
@@ -62,6 +66,7 @@ class RunApi {
   std::string PathFor(const char* kind, const std::string& name) const;
 
   std::string data_dir_;
+  std::string fuse_url_;
   Executor executor_;
   Faults& faults_;
   std::mutex mu_;

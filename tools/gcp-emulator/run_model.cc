@@ -615,7 +615,8 @@ ApiResult<TaskSpec> BuildTaskSpec(const ExecutionState& e, int index, int attemp
     VolumeMount vm;
     vm.target = path;
     vm.read_only = g.value("readOnly", false);
-    vm.source = buckets_root + "/" + g.value("bucket", "");
+    vm.bucket = g.value("bucket", "");
+    vm.source = buckets_root + "/" + vm.bucket;
     struct stat st {};
     if (::stat(vm.source.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return ApiFail(404, "Cloud Storage volume '" + m.value("name", "") + "': bucket '" +
@@ -635,6 +636,7 @@ ApiResult<TaskSpec> BuildTaskSpec(const ExecutionState& e, int index, int attemp
             return ApiFail(400, "mountOptions only-dir='" + val + "' must be a relative path");
           }
           vm.source += "/" + dir;
+          vm.only_dir = dir;
           // gcsfuse shows an absent prefix as an empty directory.
           std::string made = buckets_root + "/" + g.value("bucket", "");
           for (size_t pos = 0; pos <= dir.size();) {

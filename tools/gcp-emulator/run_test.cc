@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "emulator_test_util.h"
+#include "fuse_mount.h"
 
 namespace agentbox::gcpemu::testing {
 namespace {
@@ -213,6 +214,52 @@ TEST_F(RunTest, ValidatesJobsAndAcceptsIntegerEnums) {
   EXPECT_EQ(Http("POST", u_ + kParent + "/jobs/nope:run", "{}").status, 404);
   EXPECT_EQ(Http("DELETE", u_ + kParent + "/jobs/enums").status, 200);
   EXPECT_EQ(Http("GET", u_ + kParent + "/jobs/enums").status, 404);
+}
+
+// --volumes fuse: the same job as ReadOnlyVolumeWithFileModeRunsItsBinary, but the volumes are
+// rclone FUSE mounts through the Storage API, with object-store semantics.
+TEST(RunFuseTest, VolumesAreObjectStoreMountsThroughTheStorageApi) {
+  if (!DockerAvailable()) {
+    GTEST_SKIP() << "no Docker engine answers on /var/run/docker.sock";
+  }
+  if (auto ok = FuseAvailable(); !ok) {
+    if (std::getenv("CI") != nullptr) {
+      FAIL() << ok.error().message << " (CI must have it: scripts/install-deps.sh)";
+    }
+    GTEST_SKIP() << ok.error().message;
+  }
+  TempDir dir;
+  EmulatorProcess emu(dir.path());
+  ASSERT_GT(emu.Start({"--volumes", "fuse"}), 0);
+  const std::string u = emu.url();
+  ASSERT_EQ(Http("POST", u + "/storage/v1/b?project=p", R"({"name":"vol"})").status, 200);
+  ASSERT_EQ(Http("POST", u + "/upload/storage/v1/b/vol/o?uploadType=media&name=bin%2Ftool",
+                 "#!/bin/sh\necho \"ran $1\" > /ws/out.txt\n"
+                 "ln /ws/out.txt /ws/hard 2>/dev/null && echo linked >> /ws/out.txt\n"
+                 "echo x > /bin-ro/nope 2>/dev/null && echo wrote-ro >> /ws/out.txt\nexit 0\n")
+                .status,
+            200);
+  const Json job = Json::parse(R"({"template":{"template":{"maxRetries":0,"containers":[{
+      "image":"agentbox/base:latest","command":["/bin-ro/tool"],"args":["fused"],
+      "volumeMounts":[{"name":"tools","mountPath":"/bin-ro"},{"name":"ws","mountPath":"/ws"}]}],
+      "volumes":[{"name":"tools","gcs":{"bucket":"vol","readOnly":true,
+                                        "mountOptions":["only-dir=bin","file-mode=555"]}},
+                 {"name":"ws","gcs":{"bucket":"vol","mountOptions":["only-dir=ws"]}}]}}})");
+  ASSERT_EQ(Http("POST", u + std::string(kParent) + "/jobs?jobId=fused", DumpJson(job)).status,
+            200);
+  auto run = Http("POST", u + std::string(kParent) + "/jobs/fused:run", "{}");
+  ASSERT_EQ(run.status, 200);
+  auto w = Http("POST", u + "/v2/" + run.json()["name"].get<std::string>() + ":wait",
+                R"({"timeout":"120s"})");
+  ASSERT_TRUE(w.json()["done"].get<bool>()) << w.body;
+  EXPECT_FALSE(w.json().contains("error")) << w.body;
+  // Uploaded through the Storage API on close (a generation of its own), no hard link (FUSE
+  // object stores have none), and the read-only volume refused the write.
+  auto meta = Http("GET", u + "/storage/v1/b/vol/o/ws%2Fout.txt");
+  ASSERT_EQ(meta.status, 200);
+  EXPECT_FALSE(meta.json()["generation"].get<std::string>().empty());
+  EXPECT_EQ(Http("GET", u + "/storage/v1/b/vol/o/ws%2Fout.txt?alt=media").body, "ran fused\n");
+  EXPECT_EQ(Http("GET", u + "/storage/v1/b/vol/o/ws%2Fhard").status, 404);
 }
 
 }  // namespace

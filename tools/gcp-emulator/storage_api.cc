@@ -67,6 +67,10 @@ std::optional<ObjectPath> ParseObjectPath(const std::vector<std::string>& s, siz
       break;
     }
   }
+  if (p.verb.empty() && end > at + 4 && s[end - 1] == "compose") {
+    p.verb = "compose";
+    --end;
+  }
   p.name = JoinFrom(s, at + 3, end);
   return p;
 }
@@ -183,9 +187,13 @@ std::string StorageApi::MethodId(const http::Request& req) {
     return req.method == "DELETE" ? "storage.buckets.delete" : "storage.buckets.get";
   }
   if (s.size() == at + 3) {
-    return "storage.objects.list";
+    return s[at + 2] == "storageLayout" ? "storage.buckets.getStorageLayout"
+                                        : "storage.objects.list";
   }
   auto p = ParseObjectPath(s, at);
+  if (p && p->verb == "compose" && req.method == "POST") {
+    return "storage.objects.compose";
+  }
   if (p && p->verb == "rewriteTo") {
     return "storage.objects.rewrite";
   }
@@ -305,6 +313,18 @@ void StorageApi::Handle(const http::Request& req, const FaultDecision& fault,
     auto b = store_.GetBucket(bucket);
     return b ? respond(JsonResponse(200, BucketJson(*b, base))) : fail(b.error());
   }
+  if (s.size() == at + 3 && s[at + 2] == "storageLayout") {
+    // gcloud asks before rm -r and mv: a flat namespace, as every bucket here.
+    auto b = store_.GetBucket(bucket);
+    if (!b) {
+      return fail(b.error());
+    }
+    return respond(JsonResponse(200, {{"kind", "storage#storageLayout"},
+                                      {"bucket", bucket},
+                                      {"location", "US"},
+                                      {"locationType", "multi-region"},
+                                      {"hierarchicalNamespace", {{"enabled", false}}}}));
+  }
   if (s[at + 2] != "o") {
     return fail({404, "Not Found: " + req.target, ""});
   }
@@ -360,8 +380,11 @@ void StorageApi::Handle(const http::Request& req, const FaultDecision& fault,
   const bool has_pre = pre->generation_match || pre->metageneration_match ||
                        pre->generation_not_match || pre->metageneration_not_match;
   if (fault.precondition_race && has_pre) {
-    store_.BumpGeneration(path->verb.empty() ? bucket : path->dest_bucket,
-                          path->verb.empty() ? path->name : path->dest_name);
+    const bool copy = path->verb == "rewriteTo" || path->verb == "copyTo";
+    store_.BumpGeneration(copy ? path->dest_bucket : bucket, copy ? path->dest_name : path->name);
+  }
+  if (path->verb == "compose" && req.method == "POST") {
+    return Compose(bucket, path->name, req, *pre, std::move(respond));
   }
   if (!path->verb.empty()) {
     // Copy/rewrite: a server-side copy through a temporary file, in one call.
@@ -529,6 +552,77 @@ void StorageApi::Handle(const http::Request& req, const FaultDecision& fault,
   }
   r.stream = std::make_shared<RangeSource>(std::move(fd), first, len);
   respond(std::move(r));
+}
+
+void StorageApi::Compose(const std::string& bucket, const std::string& name,
+                         const http::Request& req, const Preconditions& pre,
+                         http::Respond respond) {
+  auto body = ParseJsonObject(req.body);
+  if (!body || !body->contains("sourceObjects") || !(*body)["sourceObjects"].is_array() ||
+      (*body)["sourceObjects"].empty() || (*body)["sourceObjects"].size() > 32) {
+    return respond(
+        ErrorResponse({400, "compose needs 1 to 32 sourceObjects in its JSON body", "required"}));
+  }
+  const std::string tmp = store_.TmpDir() + "/compose-" + RandomId(12);
+  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out) {
+    return respond(ErrorResponse({500, "cannot create " + tmp + ": " + std::strerror(errno), ""}));
+  }
+  ObjectHasher hasher;
+  std::string buf(1 << 20, '\0');
+  for (const auto& src : (*body)["sourceObjects"]) {
+    const std::string n = src.is_object() ? src.value("name", "") : "";
+    auto opened = store_.OpenObject(bucket, n);
+    if (!opened) {
+      ::unlink(tmp.c_str());
+      return respond(ErrorResponse(opened.error()));
+    }
+    const Json gen = src.value("generation", Json());
+    const Json want = src.contains("objectPreconditions")
+                          ? src["objectPreconditions"].value("ifGenerationMatch", Json())
+                          : Json();
+    for (const Json& g : {gen, want}) {
+      if (!g.is_null() && (g.is_string() ? g.get<std::string>() : g.dump()) !=
+                              std::to_string(opened->second.generation)) {
+        ::unlink(tmp.c_str());
+        return respond(ErrorResponse({412,
+                                      "source object " + n + " is not at generation " +
+                                          (g.is_string() ? g.get<std::string>() : g.dump()),
+                                      "conditionNotMet"}));
+      }
+    }
+    for (off_t off = 0;;) {
+      const ssize_t got = ::pread(opened->first.Get(), buf.data(), buf.size(), off);
+      if (got <= 0) {
+        break;
+      }
+      hasher.Update(std::string_view(buf.data(), static_cast<size_t>(got)));
+      if (::write(out.Get(), buf.data(), static_cast<size_t>(got)) != got) {
+        ::unlink(tmp.c_str());
+        return respond(ErrorResponse({500, "cannot write " + tmp, ""}));
+      }
+      off += got;
+    }
+  }
+  out.Reset();
+  NewObject obj;
+  const Json dest = body->value("destination", Json::object());
+  obj.content_type = dest.value("contentType", "application/octet-stream");
+  if (dest.contains("metadata") && dest["metadata"].is_object()) {
+    for (const auto& [k, v] : dest["metadata"].items()) {
+      if (v.is_string()) {
+        obj.metadata[k] = v.get<std::string>();
+      }
+    }
+  }
+  obj.hashes = {hasher.size(), hasher.Crc32cBase64(), hasher.Md5Base64()};
+  auto m = store_.Commit(bucket, name, tmp, obj, pre);
+  if (!m) {
+    return respond(ErrorResponse(m.error()));
+  }
+  Json j = ObjectJson(bucket, *m, BaseUrl(req));
+  j["componentCount"] = static_cast<int>((*body)["sourceObjects"].size());
+  respond(JsonResponse(200, j));
 }
 
 }  // namespace agentbox::gcpemu

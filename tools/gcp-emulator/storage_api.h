@@ -21,6 +21,7 @@
 //   PATCH/PUT    /storage/v1/b/{b}/o/{o}                   objects patch / update (metadata)
 //   DELETE       /storage/v1/b/{b}/o/{o}                   objects delete
 //   POST         /storage/v1/b/{b}/o/{o}/rewriteTo/b/{b2}/o/{o2}   (and copyTo)
+//   POST         /storage/v1/b/{b}/o/{o}/compose           up to 32 sources
 //   POST         /upload/storage/v1/b/{b}/o?uploadType=media|multipart|resumable
 //   PUT/POST     /upload/storage/v1/b/{b}/o?upload_id=ID   resumable chunks (Content-Range)
 //   DELETE       /upload/storage/v1/b/{b}/o?upload_id=ID   cancel a resumable upload
@@ -50,6 +51,9 @@ class StorageApi {
   static Json BucketJson(const BucketMeta& b, const std::string& base);
 
   ObjectStore& store() { return store_; }
+  // POST /storage/v1/b/{b}/o/{o}/compose: the sources' bytes concatenated into `name`.
+  void Compose(const std::string& bucket, const std::string& name, const http::Request& req,
+               const Preconditions& pre, http::Respond respond);
 
   // One resumable upload session, persisted as DIR/uploads/ID.json + ID.data so that a client
   // can resume after the emulator restarts.

@@ -150,6 +150,26 @@ TEST_F(StorageTest, ResumableUploadInChunksAndRangedDownload) {
       416);
 }
 
+TEST_F(StorageTest, ComposeAndRewrite) {
+  ASSERT_EQ(Put("p1", "abc").status, 200);
+  ASSERT_EQ(Put("p2", "def").status, 200);
+  auto c = Http("POST", u_ + "/storage/v1/b/bkt/o/whole/compose",
+                R"({"sourceObjects":[{"name":"p1"},{"name":"p2"}],
+                    "destination":{"contentType":"text/x"}})");
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(c.json()["componentCount"], 2);
+  EXPECT_EQ(c.json()["contentType"], "text/x");
+  EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/whole?alt=media").body, "abcdef");
+  EXPECT_EQ(Http("POST", u_ + "/storage/v1/b/bkt/o/w2/compose",
+                 R"({"sourceObjects":[{"name":"p1","generation":"1"}]})")
+                .status,
+            412);
+  auto r = Http("POST", u_ + "/storage/v1/b/bkt/o/whole/rewriteTo/b/bkt/o/copy%2Fof", "{}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.json()["done"].get<bool>());
+  EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/copy%2Fof?alt=media").body, "abcdef");
+}
+
 TEST_F(StorageTest, RefusesNamesAFileTreeCannotHold) {
   EXPECT_EQ(Put("a%2F..%2Fb", "x").status, 400);
   EXPECT_EQ(Put("a%2F%2Fb", "x").status, 400);
@@ -163,7 +183,8 @@ TEST_F(StorageTest, RefusesNamesAFileTreeCannotHold) {
 
 TEST_F(StorageTest, InjectedFaultsByMethodCountLatencyAndRaces) {
   auto set = Http("PUT", u_ + "/emulator/v1/faults",
-                  R"({"rules":[{"method":"storage.objects.insert","status":503,"count":2},
+                  R"({"rules":[{"method":"storage.objects.insert","status":503,"count":2,
+                                "retry_after_s":1},
                                {"method":"storage.objects.get","latency_ms":300,"count":1}]})",
                   {}, "");
   ASSERT_EQ(set.status, 200) << set.body;
@@ -171,6 +192,7 @@ TEST_F(StorageTest, InjectedFaultsByMethodCountLatencyAndRaces) {
   auto second = Put("x", "1");
   EXPECT_EQ(second.status, 503);
   EXPECT_EQ(second.json()["error"]["status"], "UNAVAILABLE");
+  EXPECT_EQ(second.Header("retry-after"), "1");
   EXPECT_EQ(Put("x", "1").status, 200);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o/x").status, 200);
