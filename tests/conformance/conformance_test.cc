@@ -5,7 +5,8 @@
 // set to it. The docker daemon takes DOCKER_HOST and AGENTBOX_DOCKER_IMAGE from the environment.
 // The cloudrun daemon gets an agentbox-gcp-emulator of its own (started here on a free port,
 // with a bucket), whose executions run AGENTBOX_CLOUDRUN_IMAGE (default agentbox/base:latest) on
-// the local Docker engine. A test that needs what a backend declares it cannot do (/v1/info
+// the local Docker engine, with Cloud Storage volumes as bind mounts (or, with
+// AGENTBOX_GCP_EMULATOR_VOLUMES=fuse, as rclone FUSE mounts with object-store semantics). A test that needs what a backend declares it cannot do (/v1/info
 // capabilities) is skipped with the reason printed.
 #include <curl/curl.h>
 #include <gtest/gtest.h>
@@ -156,8 +157,11 @@ class Daemon {
       FILE* f = freopen(log.c_str(), "a", stderr);
       (void)f;
       const std::string data = dir_ + "/emulator";
+      // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse: volumes as object-store FUSE mounts (gcsfuse-like).
+      const char* volumes = std::getenv("AGENTBOX_GCP_EMULATOR_VOLUMES");
       execl(AGENTBOX_GCP_EMULATOR_BIN, AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0",
-            "--data", data.c_str(), static_cast<char*>(nullptr));
+            "--data", data.c_str(), "--volumes", volumes && *volumes ? volumes : "bind",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     close(out[1]);
