@@ -15,6 +15,8 @@ const char* SandboxStateName(SandboxState s) {
       return "stopped";
     case SandboxState::kFailed:
       return "failed";
+    case SandboxState::kUnresponsive:
+      return "unresponsive";
   }
   return "failed";
 }

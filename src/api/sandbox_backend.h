@@ -70,7 +70,9 @@ bool ValidSandboxId(const std::string& id);
 // no '=') and values without NUL bytes. kInvalidArgument saying which.
 Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec);
 
-enum class SandboxState { kCreating, kRunning, kStopped, kFailed };
+// kUnresponsive: running, but its guest did not answer a call within the call's deadline (the
+// daemon's view; backends report kRunning). Back to kRunning once the guest answers again.
+enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive };
 const char* SandboxStateName(SandboxState s);
 
 struct SandboxInfo {
@@ -105,6 +107,9 @@ struct Capabilities {
   // Sandboxes live outside this daemon (cloudrun: records in a bucket), so other daemons may
   // create and destroy them: the daemon looks up ids it does not know and lists them live.
   bool shared_state = false;
+  // The guest is a long-lived process inside the sandbox (it could be traced, frozen, restarted:
+  // restart-guest). False for cloudrun job mode, whose guest API is served by the daemon.
+  bool guest_process = true;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.
@@ -149,6 +154,17 @@ class SandboxBackend {
     (void)spec;
     (void)progress;
     return {};
+  }
+
+  // Replaces the sandbox's guest (a stuck, stopped or crashed one) with a fresh one: every
+  // process of the sandbox is killed and the guest started again over the same filesystem, so
+  // /workspace (and files the sandbox wrote elsewhere that the backend keeps) survive while
+  // sessions, background processes and /tmp start empty. Same id, endpoint and token; returns
+  // the info of the running sandbox. Default: kInvalidArgument saying this backend cannot.
+  virtual Result<SandboxInfo> RestartGuest(const std::string& id) {
+    return Fail(ErrorCode::kInvalidArgument, std::string(Name()) +
+                                                 " cannot restart the guest of sandbox '" + id +
+                                                 "' in place; DELETE it and create a new one");
   }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:

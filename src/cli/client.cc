@@ -1,14 +1,17 @@
 #include "cli/client.h"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <memory>
 
+#include "cli/format.h"
 #include "cli/interrupt.h"
 
 namespace agentbox::cli {
@@ -37,6 +40,23 @@ std::string Env(const char* name) {
 
 size_t AppendToString(char* p, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(p, size * n);
+  return size * n;
+}
+
+// libcurl's header callback: keeps the values of Warning headers.
+size_t CollectWarning(char* p, size_t size, size_t n, void* out) {
+  std::string_view line(p, size * n);
+  constexpr std::string_view kName = "warning:";
+  if (line.size() > kName.size() && strncasecmp(line.data(), kName.data(), kName.size()) == 0) {
+    line.remove_prefix(kName.size());
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+      line.remove_prefix(1);
+    }
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+      line.remove_suffix(1);
+    }
+    static_cast<std::vector<std::string>*>(out)->emplace_back(line);
+  }
   return size * n;
 }
 
@@ -124,6 +144,10 @@ class Request {
       curl_easy_setopt(c_, CURLOPT_HTTPGET, 1L);
       curl_easy_setopt(c_, CURLOPT_CUSTOMREQUEST, nullptr);
     }
+    // What the daemon (or the sandbox's guest) ignored of a request, e.g. a field this CLI knows
+    // and an older daemon does not: said on stderr once the response is in.
+    curl_easy_setopt(c_, CURLOPT_HEADERFUNCTION, CollectWarning);
+    curl_easy_setopt(c_, CURLOPT_HEADERDATA, &warnings_);
     AddHeader("Expect:");  // the daemon answers 100-continue, but there is nothing to wait for
     if (!ep.api_key.empty()) {
       AddHeader("Authorization: Bearer " + ep.api_key);
@@ -135,6 +159,8 @@ class Request {
     curl_easy_setopt(c_, CURLOPT_ERRORBUFFER, nullptr);
     curl_easy_setopt(c_, CURLOPT_HTTPHEADER, nullptr);
     curl_easy_setopt(c_, CURLOPT_POSTFIELDS, nullptr);
+    curl_easy_setopt(c_, CURLOPT_HEADERDATA, nullptr);
+    curl_easy_setopt(c_, CURLOPT_HEADERFUNCTION, nullptr);
   }
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
@@ -165,6 +191,9 @@ class Request {
   Result<long> Perform() {
     curl_easy_setopt(c_, CURLOPT_HTTPHEADER, headers_.get());
     CURLcode rc = curl_easy_perform(c_);
+    for (const auto& w : warnings_) {
+      std::cerr << "agentbox: warning: " << WarningText(w) << "\n";
+    }
     if (rc != CURLE_OK) {
       return Fail(TransportError(c_, rc, ep_, errbuf_));
     }
@@ -179,7 +208,8 @@ class Request {
   CURL* c_;
   const Endpoint& ep_;
   CurlSlist headers_;
-  std::string payload_;  // the JSON body, alive until the request is done
+  std::string payload_;                // the JSON body, alive until the request is done
+  std::vector<std::string> warnings_;  // Warning header values of the response
   char errbuf_[CURL_ERROR_SIZE];
 };
 

@@ -36,6 +36,8 @@ int Info(DaemonClient& client);
 int Flags(DaemonClient& client, const std::vector<std::string>& set,
           const std::vector<std::string>& unset);
 int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds);
+// POST /v1/sandboxes/{id}/restart-guest: replaces a stuck guest; prints the sandbox's state.
+int RestartGuest(DaemonClient& client, const std::string& id);
 
 struct ExecArgs {
   std::string id;

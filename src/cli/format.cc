@@ -20,6 +20,24 @@ int ReportError(const std::string& message) {
 
 int ReportError(const Error& e) { return ReportError(e.message); }
 
+std::string WarningText(const std::string& value) {
+  const size_t open = value.find('"');
+  if (open == std::string::npos) {
+    return value;
+  }
+  std::string text;
+  for (size_t i = open + 1; i < value.size(); ++i) {
+    if (value[i] == '\\' && i + 1 < value.size()) {
+      text += value[++i];
+    } else if (value[i] == '"') {
+      return text;
+    } else {
+      text += value[i];
+    }
+  }
+  return value;  // unterminated: show it as it came
+}
+
 std::string CompactDuration(double seconds) {
   const int64_t s = seconds > 0 ? static_cast<int64_t>(seconds) : 0;
   if (s < 60) {

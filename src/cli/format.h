@@ -19,6 +19,10 @@ inline constexpr int kExitError = 2;
 int ReportError(const std::string& message);
 int ReportError(const Error& e);
 
+// The text of a Warning header value (RFC 7234: `299 agentbox "text"`): the quoted warn-text
+// unescaped, or the whole value when it has none.
+std::string WarningText(const std::string& value);
+
 // "45s", "12m", "3h5m", "2d4h": a compact duration, rounded down. Negative durations are 0s.
 std::string CompactDuration(double seconds);
 // "in 55m" for a time in the future, "3m ago" for one in the past, "-" for 0 (unset).

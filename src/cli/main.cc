@@ -117,6 +117,15 @@ int Main(int argc, char** argv) {
     run = [&](DaemonClient& client) { return ExtendTimeout(client, timeout_id, timeout_s); };
   });
 
+  // restart-guest
+  std::string restart_id;
+  auto* rg = app.add_subcommand(
+      "restart-guest",
+      "Replace a sandbox's stuck guest (keeps /workspace; sessions and processes start over)");
+  rg->add_option("id", restart_id, "sandbox id")->required();
+  rg->callback(
+      [&] { run = [&](DaemonClient& client) { return RestartGuest(client, restart_id); }; });
+
   // exec
   ExecArgs exec;
   auto* ex = app.add_subcommand(

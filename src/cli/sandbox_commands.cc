@@ -259,4 +259,13 @@ int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds) 
   return 0;
 }
 
+int RestartGuest(DaemonClient& client, const std::string& id) {
+  auto r = client.Call("POST", SandboxPath(id) + "/restart-guest", nullptr);
+  if (!r) {
+    return ReportError(r.error());
+  }
+  std::cout << id << " guest restarted: " << JsonString(*r, "state") << "\n";
+  return 0;
+}
+
 }  // namespace agentbox::cli

@@ -10,7 +10,9 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/request_fields.h"
 #include "http/envelope.h"
+#include "http/field_check.h"
 #include "http/queue_source.h"
 
 namespace agentbox::daemon {
@@ -25,6 +27,11 @@ using Clock = std::chrono::steady_clock;
 template <class T>
 bool BackendOk(const Result<T>& r) {
   return r.has_value() || HttpStatus(r.error().code) < 500;
+}
+
+// How long the sandbox still lives: the longest a call to its guest can legitimately wait.
+double RemainingSeconds(const SandboxInfo& info) {
+  return info.expires_at > 0 ? std::max(0.0, info.expires_at - NowUnix()) : 7 * 86400.0;
 }
 
 std::vector<std::string> Split(const std::string& path) {
@@ -193,6 +200,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       opts_(std::move(options)),
       client_(io),
       pool_(4, 8u << 20),
+      health_(client_, metrics_, opts_.guest_deadlines),
       reaper_(io) {
   metrics_.Describe("agentbox_operation_total", "counter",
                     "Operations by backend, operation and outcome.");
@@ -285,18 +293,22 @@ void DaemonApi::ArmReaper() {
 
 void DaemonApi::Reap() {
   std::vector<SandboxEntry> expired;
+  std::vector<SandboxInfo> live;
   const double now = NowUnix();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
       if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
         expired.push_back(it->second);
+        health_.Forget(it->first);
         it = sandboxes_.erase(it);
       } else {
+        live.push_back(it->second.info);
         ++it;
       }
     }
   }
+  health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
   for (auto& e : expired) {
     pool_.Post([this, e] {
       auto r = e.backend->Destroy(e.info.id);
@@ -376,20 +388,33 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
         cr.body_file = std::move(file);
         cr.body_file_size = size;
-        const auto start = Clock::now();
-        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
-                     [this, entry, start, respond](Result<http::ClientResponse> r) {
-                       CountRelayed(entry.info.backend, "file/upload", r, start);
-                       if (!r) {
-                         respond(JsonErr(r.error()));
-                       } else {
-                         http::Response out;
-                         out.status = r->status;
-                         out.body = std::move(r->body);
-                         respond(std::move(out));
-                       }
-                       --in_flight_;
-                     });
+        const auto deadline = UploadDeadline(health_.deadlines(), size);
+        // In flight until answered, however the answer comes.
+        http::Respond done = [this, respond](http::Response out) {
+          respond(std::move(out));
+          --in_flight_;
+        };
+        health_.BeforeCall(
+            entry.info, "file/upload", done,
+            [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+              client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                           [this, entry, deadline, done,
+                            start = Clock::now()](Result<http::ClientResponse> r) {
+                             CountRelayed(entry.info.backend, "file/upload", r, start);
+                             if (GuestTimedOut(r)) {
+                               return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                             }
+                             if (!r) {
+                               return done(JsonErr(r.error()));
+                             }
+                             health_.Answered(entry.info.id);
+                             http::Response out;
+                             out.status = r->status;
+                             http::RelayWarnings(*r, out);
+                             out.body = std::move(r->body);
+                             done(std::move(out));
+                           });
+            });
       });
 }
 
@@ -470,6 +495,12 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));
     }
+    if (parts.size() == 4 && parts[3] == "restart-guest") {
+      if (m != "POST") {
+        return respond(JsonErrStatus(405, "use POST on /v1/sandboxes/{id}/restart-guest"));
+      }
+      return RestartGuest(id, caller, std::move(respond));
+    }
     if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
       return Stream(id, parts[4], req, caller, std::move(respond));
     }
@@ -497,6 +528,9 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckCreateFields(*body), "POST /v1/sandboxes", respond)) {
+    return;
   }
   JsonFields f(*body);
   SandboxSpec spec;
@@ -667,6 +701,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
+          health_.Overlay(e.info);
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
@@ -688,6 +723,7 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
+      health_.Overlay(out.info);
     } else if (fresh.error().code == ErrorCode::kNotFound &&
                e.backend->GetCapabilities().shared_state) {
       ForgetShared(e.info.id);  // destroyed through another daemon
@@ -706,6 +742,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
     std::lock_guard<std::mutex> lock(mu_);
     sandboxes_.erase(id);
   }
+  health_.Forget(id);
   pool_.Post([this, e = *e, respond] {
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
@@ -727,6 +764,9 @@ void DaemonApi::ExtendTtl(const std::string& id, const http::Request& req, const
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckTimeoutFields(*body), "POST /v1/sandboxes/{id}/timeout", respond)) {
+    return;
   }
   auto ttl = JsonFields(*body).OptInt("ttl_s", 1, opts_.max_ttl_s);
   if (!ttl) {
@@ -770,31 +810,42 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   }
   cr.body = req.body;
   const std::string path = e->info.guest_endpoint.substr(5);
-  const std::string backend = e->info.backend;
-  const auto start = Clock::now();
-  // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
+  // Shell calls may block for as long as the caller asked (wait_seconds, timeout): their
+  // deadline follows the request; a download's is an idle limit.
+  const bool download = rest == "file/download";
   const auto timeout =
-      rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
-  auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-    CountRelayed(backend, rest, r, start);
+      download ? health_.deadlines().stream_idle
+               : CallDeadline(health_.deadlines(), rest, req.body, RemainingSeconds(e->info));
+  auto relay = [this, info = e->info, rest, timeout, respond,
+                start = Clock::now()](Result<http::ClientResponse> r) {
+    CountRelayed(info.backend, rest, r, start);
+    if (GuestTimedOut(r)) {
+      return health_.OnTimeout(info, rest, timeout, respond);
+    }
     if (!r) {
       return respond(JsonErr(r.error()));
     }
+    health_.Answered(info.id);
     http::Response out;
     out.status = r->status;
     out.content_type = r->Header("content-type");
     if (auto cd = r->Header("content-disposition"); !cd.empty()) {
       out.headers.emplace_back("Content-Disposition", cd);
     }
+    http::RelayWarnings(*r, out);
     out.body = std::move(r->body);
     out.stream = std::move(r->stream);
     respond(std::move(out));
   };
-  if (rest == "file/download") {  // streamed: files may be far larger than memory
-    client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
-  } else {
-    client_.Send(path, std::move(cr), timeout, std::move(relay));
-  }
+  health_.BeforeCall(
+      e->info, rest, respond,
+      [this, download, path, cr = std::move(cr), timeout, relay = std::move(relay)]() mutable {
+        if (download) {  // streamed: files may be far larger than memory
+          client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
+        } else {
+          client_.Send(path, std::move(cr), timeout, std::move(relay));
+        }
+      });
 }
 
 namespace {
@@ -803,7 +854,9 @@ namespace {
 // into a final `error` event instead of a silently cut stream.
 class StreamRelay : public http::BodySource {
  public:
-  explicit StreamRelay(std::shared_ptr<http::BodySource> inner) : inner_(std::move(inner)) {}
+  // `on_error` learns why the stream broke (kTimeout: the guest fell silent).
+  StreamRelay(std::shared_ptr<http::BodySource> inner, std::function<void(const Error&)> on_error)
+      : inner_(std::move(inner)), on_error_(std::move(on_error)) {}
   void Next(Callback cb) override {
     if (ended_) {
       cb(std::string_view(), true);
@@ -812,6 +865,9 @@ class StreamRelay : public http::BodySource {
     inner_->Next([this, cb](Result<std::string_view> bytes, bool last) {
       if (!bytes) {
         ended_ = true;
+        if (on_error_) {
+          on_error_(bytes.error());
+        }
         error_ = "event: error\ndata: " +
                  DumpJson(Json{{"message", "sandbox stream ended: " + bytes.error().message}}) +
                  "\n\n";
@@ -827,6 +883,7 @@ class StreamRelay : public http::BodySource {
 
  private:
   std::shared_ptr<http::BodySource> inner_;
+  std::function<void(const Error&)> on_error_;
   bool ended_ = false;
   std::string error_;
 };
@@ -846,33 +903,53 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
     cr.target += "&offset=" + PercentEncode(*off);
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
-  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
-  const std::string backend = e->info.backend;
-  const auto start = Clock::now();
-  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-                        [this, backend, start, respond](Result<http::ClientResponse> r) {
-                          // Counted when the stream opens (or fails to).
-                          CountRelayed(backend, "shell/stream", r, start);
-                          if (!r) {
-                            return respond(JsonErr(r.error()));
-                          }
-                          http::Response out;
-                          out.status = r->status;
-                          out.content_type = r->Header("content-type");
-                          if (r->status == 200) {
-                            out.headers.emplace_back("Cache-Control", "no-cache");
-                            out.stream = std::make_shared<StreamRelay>(r->stream);
-                          } else {
-                            out.stream = r->stream;
-                          }
-                          respond(std::move(out));
-                        });
+  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s, so
+  // a longer silence means the guest stopped answering.
+  const auto idle = health_.deadlines().stream_idle;
+  auto open = [this, info = e->info, idle, respond](Result<http::ClientResponse> r,
+                                                    Clock::time_point start) {
+    // Counted when the stream opens (or fails to).
+    CountRelayed(info.backend, "shell/stream", r, start);
+    if (GuestTimedOut(r)) {
+      return health_.OnTimeout(info, "shell/stream", idle, respond);
+    }
+    if (!r) {
+      return respond(JsonErr(r.error()));
+    }
+    health_.Answered(info.id);
+    http::Response out;
+    out.status = r->status;
+    out.content_type = r->Header("content-type");
+    if (r->status == 200) {
+      out.headers.emplace_back("Cache-Control", "no-cache");
+      out.stream = std::make_shared<StreamRelay>(r->stream, [this, info, idle](const Error& err) {
+        if (err.code == ErrorCode::kTimeout) {
+          health_.OnTimeout(info, "shell/stream", idle, nullptr);
+        }
+      });
+    } else {
+      out.stream = r->stream;
+    }
+    respond(std::move(out));
+  };
+  health_.BeforeCall(e->info, "shell/stream", respond,
+                     [this, path = e->info.guest_endpoint.substr(5), cr = std::move(cr), idle,
+                      open = std::move(open)]() mutable {
+                       client_.SendStreaming(
+                           path, std::move(cr), idle,
+                           [open, start = Clock::now()](Result<http::ClientResponse> r) {
+                             open(std::move(r), start);
+                           });
+                     });
 }
 
 void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respond respond) {
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckPullFields(*body), "POST /v1/images/pull", respond)) {
+    return;
   }
   JsonFields f(*body);
   auto image = f.String("image");
@@ -969,6 +1046,9 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckFlagsFields(*body), "PUT /v1/flags", respond)) {
+    return;
   }
   if (!body->contains("flags") || !(*body)["flags"].is_object()) {
     return respond(JsonErr(FieldError("flags", "must be an object of KEY: value (null removes)")));
@@ -1072,7 +1152,9 @@ void DaemonApi::RenderMetrics(http::Respond respond) {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<std::pair<std::string, std::string>, int> counts;
     for (const auto& [id, e] : sandboxes_) {
-      ++counts[{e.info.backend, SandboxStateName(e.info.state)}];
+      SandboxInfo info = e.info;
+      health_.Overlay(info);
+      ++counts[{info.backend, SandboxStateName(info.state)}];
     }
     for (const auto& [k, n] : counts) {
       metrics_.Set("agentbox_sandboxes", {{"backend", k.first}, {"state", k.second}}, n);

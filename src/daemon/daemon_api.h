@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "common/worker_pool.h"
 #include "daemon/auth.h"
+#include "daemon/guest_health.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "selector/selector.h"
@@ -40,6 +41,8 @@ struct DaemonOptions {
   std::function<Result<Config>(const std::map<std::string, std::string>& flags)> load_config;
   // Where runtime flags are kept across restarts (agentboxd: <state>/flags.json); empty: not kept.
   std::string flags_file;
+  // How long relayed calls wait for a guest (daemon/guest_health.h).
+  GuestDeadlines guest_deadlines;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -103,6 +106,8 @@ class DaemonApi : public http::Dispatcher {
   void Stream(const std::string& id, const std::string& session, const http::Request& req,
               const Caller& caller, http::Respond respond);
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
+  // POST /v1/sandboxes/{id}/restart-guest (daemon/restart_guest.cc).
+  void RestartGuest(const std::string& id, const Caller& caller, http::Respond respond);
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
@@ -127,6 +132,7 @@ class DaemonApi : public http::Dispatcher {
   http::UnixHttpClient client_;
   WorkerPool pool_;
   Metrics metrics_;
+  GuestHealth health_;  // which guests stopped answering
   std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex flags_mu_;
   std::map<std::string, std::string> flags_;  // guarded by flags_mu_

@@ -112,7 +112,13 @@ int main(int argc, char** argv) {
     std::cerr << "agentboxd: " << (!ttl ? ttl.error() : per_owner.error()).message << "\n";
     return 2;
   }
+  auto deadlines = daemon::GuestDeadlines::FromConfig(*cfg);
+  if (!deadlines) {
+    std::cerr << "agentboxd: " << deadlines.error().message << "\n";
+    return 2;
+  }
   daemon::DaemonOptions opts;
+  opts.guest_deadlines = *deadlines;
   opts.selection = selector::Settings::FromConfig(*cfg, selector::BackendTable::KnownNames());
   opts.backend_config_errors = table.config_errors;
   for (const auto& [name, err] : table.config_errors) {

@@ -9,7 +9,9 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "guest/files/multipart.h"
+#include "guest/request_fields.h"
 #include "http/envelope.h"
+#include "http/field_check.h"
 
 namespace agentbox::guest {
 
@@ -118,6 +120,9 @@ class UploadBody : public http::BodySink {
       if (!in_file_ && field_name_ == "path" && !path_) {
         path_ = field_value_;
       }
+      if (!in_file_) {
+        form_fields_.push_back(field_name_);
+      }
       in_file_ = false;
       return {};
     };
@@ -128,6 +133,9 @@ class UploadBody : public http::BodySink {
   void OnEnd(Respond respond) override {
     if (auto r = parser_.Finish(); !r) {
       respond(GuestApi::Err(r.error()));
+      return;
+    }
+    if (!http::AcceptFields(CheckUploadFields(form_fields_), "/api/v1/file/upload", respond)) {
       return;
     }
     if (!sink_) {
@@ -157,6 +165,7 @@ class UploadBody : public http::BodySink {
   std::string field_name_;
   std::string field_value_;
   std::string filename_;
+  std::vector<std::string> form_fields_;  // names of the non-file parts
 };
 
 // Server-Sent Events of one session's live output: `output` events carry new console bytes
@@ -346,6 +355,9 @@ void GuestApi::Handle(http::Request req, Respond respond) {
 
 void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
   const std::string& p = req.path;
+  if (!http::AcceptFields(CheckGuestFields(p, b), p, respond)) {
+    return;
+  }
   if (p.starts_with("/api/v1/shell/")) {
     const std::string op = p.substr(14);
     if (op == "exec") {

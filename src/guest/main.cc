@@ -5,7 +5,6 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -14,6 +13,7 @@
 #include <iostream>
 
 #include "common/log.h"
+#include "guest/core/self_protect.h"
 #include "guest/core/spawn.h"
 #include "guest/guest_api.h"
 #include "guest/run_once.h"
@@ -45,6 +45,12 @@ struct ServeArgs {
 };
 
 int Serve(ServeArgs a) {
+  // First, before any thread or child exists: the sandbox's processes must not be able to
+  // trace, stop or read the guest (its children become dumpable again when they exec).
+  if (auto r = ProtectFromSandbox(); !r) {
+    std::cerr << "agentbox-guest: " << r.error().message << "\n";
+    return 2;
+  }
   if (a.log_level == "debug") {
     SetLogLevel(LogLevel::kDebug);
   } else if (a.log_level == "warn") {
@@ -140,11 +146,10 @@ int Serve(ServeArgs a) {
         shell->path, workdir, a.token.empty() ? "none" : "token");
   }
 
-  boost::asio::signal_set stop(io, SIGTERM, SIGINT);
-  stop.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) {
-      return;
-    }
+  // SIGTERM/SIGINT from the host (docker stop, the jail helper) stop the guest; the same
+  // signals sent to pid 1 by the sandbox's own processes are ignored.
+  ShutdownSignals stop(io, {SIGTERM, SIGINT});
+  stop.AsyncWait([&](int sig) {
     Log(LogLevel::kInfo, "guest.stopping", "signal={}", sig);
     server.Stop();
     sessions.ShutdownAll();

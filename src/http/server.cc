@@ -240,7 +240,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       res.set(bhttp::field::content_type, r.content_type);
     }
     for (const auto& [k, v] : r.headers) {
-      res.set(k, v);
+      res.insert(k, v);  // a repeated name (one Warning per ignored field) is sent repeatedly
     }
     const bool keep = keep_alive_ && !close;
     res.keep_alive(keep);

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -150,8 +151,18 @@ class Child {
     reader_.join();
     std::lock_guard<std::mutex> lock(mu_);
     result_.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    // The CLI prints the daemon's Warning headers; against the daemon of the same tree there
+    // must be none: the CLI never sends a field agentboxd (or the guest) does not know.
+    if (!allow_warnings_) {
+      EXPECT_EQ(result_.err.find("agentbox: warning:"), std::string::npos)
+          << "the CLI sent a field the daemon does not know:\n"
+          << result_.err;
+    }
     return result_;
   }
+
+  // For a test that makes the server send warnings on purpose.
+  void AllowWarnings() { allow_warnings_ = true; }
 
  private:
   void Drain(int out, int err) {
@@ -184,6 +195,7 @@ class Child {
 
   pid_t pid_ = -1;
   int stdin_ = -1;
+  bool allow_warnings_ = false;
   std::thread reader_;
   std::mutex mu_;
   Outcome result_;
@@ -615,6 +627,23 @@ TEST_F(CliTest, ErrorsExitTwoWithOneLine) {
   EXPECT_NE(help.out.find("exec"), std::string::npos);
 }
 
+// restart-guest on a backend that cannot replace a guest says so (jail and docker can: the
+// conformance suite shows them recovering a frozen guest through the same endpoint).
+TEST_F(CliTest, RestartGuestSaysWhenTheBackendCannot) {
+  Outcome c = Run({"create"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string id = Trim(c.out);
+  Outcome o = Run({"restart-guest", id});
+  EXPECT_EQ(o.status, 2);
+  EXPECT_EQ(o.err, "agentbox: process cannot restart the guest of sandbox '" + id +
+                       "' in place; DELETE it and create a new one (HTTP 400)\n");
+  o = Run({"restart-guest", "sb-nope"});
+  EXPECT_EQ(o.status, 2);
+  EXPECT_EQ(o.err, "agentbox: sandbox 'sb-nope' not found (HTTP 404)\n");
+  EXPECT_EQ(Run({"restart-guest"}).status, 2);
+  EXPECT_EQ(Run({"rm", id}).status, 0);
+}
+
 TEST_F(CliTest, TcpNeedsTheApiKey) {
   Outcome c = RunEnv({"--url", tcp_base_, "--api-key", "k1", "create", "--label", "via=tcp"}, {});
   ASSERT_EQ(c.status, 0) << c.err;
@@ -704,6 +733,53 @@ TEST(CliFormat, EndpointPrecedence) {
   ::unsetenv("AGENTBOX_URL");
   ::unsetenv("AGENTBOX_SOCKET");
   ::unsetenv("AGENTBOX_API_KEY");
+}
+
+TEST(CliFormat, WarningText) {
+  EXPECT_EQ(WarningText(R"(299 agentbox "unknown field 'x' ignored")"),
+            "unknown field 'x' ignored");
+  EXPECT_EQ(WarningText(R"(299 - "a \"quoted\" word" "Sat, 05 Dec 2026 00:00:00 GMT")"),
+            "a \"quoted\" word");
+  EXPECT_EQ(WarningText("299 agentbox no-quotes"), "299 agentbox no-quotes");
+  EXPECT_EQ(WarningText(R"(299 agentbox "unterminated)"), R"(299 agentbox "unterminated)");
+}
+
+// A server that answers every request with an empty sandbox list and two Warning headers, as a
+// daemon older than this CLI would when the CLI sends a field it does not know yet.
+class WarningServer : public http::Dispatcher {
+ public:
+  std::unique_ptr<http::BodySink> StreamBody(const http::Request&) override { return nullptr; }
+  void Handle(http::Request, http::Respond respond) override {
+    http::Response r;
+    r.body = R"({"success":true,"message":"ok","data":{"sandboxes":[]}})";
+    r.headers = {{"Warning", R"(299 agentbox "unknown field 'x' ignored")"},
+                 {"Warning", R"(299 agentbox "unknown field 'y' ignored; did you mean 'z'?")"}};
+    respond(std::move(r));
+  }
+};
+
+TEST(CliWarnings, TheDaemonsWarningsArePrintedOnStderr) {
+  char tmpl[] = "/tmp/agentbox-cli-warn-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string sock = std::string(tmpl) + "/d.sock";
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  WarningServer dispatcher;
+  http::Server server(io, dispatcher, http::ServerOptions{});
+  ASSERT_TRUE(server.Listen("unix:" + sock));
+  std::thread t([&] { io.run(); });
+  Child c({"ls"}, {{"AGENTBOX_SOCKET", sock}});
+  c.AllowWarnings();
+  Outcome o = c.Wait();
+  server.Stop();
+  work.reset();
+  io.stop();
+  t.join();
+  std::filesystem::remove_all(tmpl);
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(o.err,
+            "agentbox: warning: unknown field 'x' ignored\n"
+            "agentbox: warning: unknown field 'y' ignored; did you mean 'z'?\n");
 }
 
 TEST(CliFormat, ReplyErrorMessages) {

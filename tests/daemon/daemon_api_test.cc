@@ -3,14 +3,20 @@
 #include "daemon/daemon_api.h"
 
 #include <gtest/gtest.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "backends/pool/warm_pool.h"
+#include "common/log.h"
 #include "fakes/borrowed_backend.h"
 #include "fakes/daemon_fixture.h"
+#include "fakes/fixed_config.h"
 
 namespace agentbox::daemon {
 namespace {
@@ -209,6 +215,159 @@ TEST_F(DaemonApiTest, InfoKeepsTheSeedsKeys) {
   for (const char* k : {"implementation", "feature_flag_enabled", "reason", "config"}) {
     EXPECT_TRUE(r.json["data"].contains(k)) << k;
   }
+}
+
+// The values of a reply's Warning headers, in order.
+std::vector<std::string> Warnings(const Reply& r) {
+  std::vector<std::string> out;
+  std::istringstream lines(r.headers);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') {
+      line.pop_back();
+    }
+    if (line.size() > 8 && strncasecmp(line.c_str(), "warning:", 8) == 0) {
+      out.push_back(line.substr(line.find_first_not_of(' ', 8)));
+    }
+  }
+  return out;
+}
+
+// Unknown request fields (README.md, "Unknown request fields"): the daemon's own bodies that
+// bound a sandbox reject them with a 422 naming the field and the one probably meant.
+// Captured log lines (the sink is process-wide; gtest runs the tests one at a time).
+std::mutex g_log_mu;
+std::vector<std::string> g_log;
+void Capture(LogLevel, std::string_view event, std::string_view fields) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log.push_back(std::string(event) + " " + std::string(fields));
+}
+
+class UnknownFieldsTest : public DaemonApiTest {
+ protected:
+  void SetUp() override {
+    options_.load_config = fakes::FixedConfig({{"SANDBOX_BACKEND", "process"}});
+    DaemonApiTest::SetUp();
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    g_log.clear();
+    SetLogSink(&Capture);
+  }
+  void TearDown() override {
+    SetLogSink(nullptr);
+    DaemonApiTest::TearDown();
+  }
+
+  bool Logged(const std::string& line) {
+    std::lock_guard<std::mutex> lock(g_log_mu);
+    return std::find(g_log.begin(), g_log.end(), line) != g_log.end();
+  }
+};
+
+TEST_F(UnknownFieldsTest, AMistypedLimitIsRejectedNotDropped) {
+  Reply r = Call("POST", "/v1/sandboxes", R"({"limits":{"memory_bytes":268435456}})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'memory_bytes' in limits; did you mean 'memory_mb'?");
+  EXPECT_EQ(r.json["data"]["fields"], Json::array({"limits.memory_bytes"}));
+  r = Call("POST", "/v1/sandboxes", R"({"limits":{"memory_mb":256,"cpu":1}})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'cpu' in limits; did you mean 'cpus'?");
+  r = Call("POST", "/v1/sandboxes", R"({"limits":{"memory":256}})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'memory' in limits; did you mean 'memory_mb'?");
+  r = Call("POST", "/v1/sandboxes", R"({"limits":{"disk_gb":1}})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"],
+            "unknown field 'disk_gb' in limits; the fields are memory_mb, cpus, pids, tmp_mb, "
+            "open_files");
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
+}
+
+TEST_F(UnknownFieldsTest, TtlForTtlSIsRejected) {
+  Reply r = Call("POST", "/v1/sandboxes", R"({"ttl":3})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'ttl'; did you mean 'ttl_s'?");
+  EXPECT_EQ(r.json["data"]["fields"], Json::array({"ttl"}));
+  r = Call("POST", "/v1/sandboxes", R"({"image":"","networking":"none"})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'networking'; did you mean 'network'?");
+  EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
+  // env and labels are maps: any key is data, not a field.
+  Reply ok = Call("POST", "/v1/sandboxes",
+                  R"({"ttl_s":60,"limits":{"memory_mb":256,"cpus":1,"pids":64,"tmp_mb":16,)"
+                  R"("open_files":256},"env":{"ttl":"3"},"labels":{"memory_bytes":"1"}})",
+                  "key-alice");
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  EXPECT_TRUE(Warnings(ok).empty());
+  EXPECT_EQ(ok.json["data"]["limits"]["memory_mb"], 256);
+  const std::string id = ok.json["data"]["id"];
+  const double expires = ok.json["data"]["expires_at"];
+  // Extending the lifetime with the wrong name is a 422 too, and changes nothing.
+  r = Call("POST", "/v1/sandboxes/" + id + "/timeout", R"({"ttl":3600})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'ttl'; did you mean 'ttl_s'?");
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-alice").json["data"]["expires_at"],
+            expires);
+}
+
+TEST_F(UnknownFieldsTest, FlagsRejectUnknownTopLevelFields) {
+  Reply r = Call("PUT", "/v1/flags", R"({"flags":{"SANDBOX_BACKEND":"process"},"dry_run":true})");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'dry_run'; the fields are flags");
+  r = Call("PUT", "/v1/flags", R"({"flag":{"SANDBOX_BACKEND":"process"}})");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'flag'; did you mean 'flags'?");
+  EXPECT_TRUE(Call("GET", "/v1/flags").json["data"]["flags"].empty());
+  EXPECT_EQ(Call("PUT", "/v1/flags", R"({"flags":{"SANDBOX_BACKEND":"process"}})").status, 200);
+}
+
+TEST_F(UnknownFieldsTest, PullWarnsAndStillPulls) {
+  Reply r = Call("POST", "/v1/images/pull", R"({"image":"remote/app:1","platform":"linux/arm64"})",
+                 "key-alice");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"done\":true"), std::string::npos) << r.body;
+  EXPECT_EQ(Warnings(r),
+            std::vector<std::string>{"299 agentbox \"unknown field 'platform' ignored\""});
+  EXPECT_TRUE(
+      Logged("request.unknown_field endpoint=\"POST /v1/images/pull\" "
+             "field=\"platform\" suggestion=\"\" action=ignored"));
+  // A failure before any progress carries the warning too.
+  r = Call("POST", "/v1/images/pull", R"({"image":"missing/x","imag":"y"})", "key-alice");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(Warnings(r),
+            std::vector<std::string>{
+                "299 agentbox \"unknown field 'imag' ignored; did you mean 'image'?\""});
+  r = Call("POST", "/v1/images/pull", R"({"image":"remote/app:1"})", "key-alice");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(Warnings(r).empty());
+}
+
+TEST_F(UnknownFieldsTest, TheGuestsWarningsAndRejectionsComeThrough) {
+  const std::string id = CreateAs("key-alice");
+  const std::string g = "/v1/sandboxes/" + id + "/api/v1/";
+  Reply r = Call("POST", g + "shell/exec", R"({"id":"s","command":"echo hi","wait_second":5})",
+                 "key-alice");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["data"]["output"], "hi\n");
+  EXPECT_EQ(
+      Warnings(r),
+      std::vector<std::string>{
+          "299 agentbox \"unknown field 'wait_second' ignored; did you mean 'wait_seconds'?\""});
+  r = Call("POST", g + "shell/run", R"({"command":"sleep 30","timeout_s":1})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'timeout_s'; did you mean 'timeout'?");
+  // The upload is streamed through the daemon; its form's warnings come back the same way.
+  const std::string boundary = "b0undary";
+  const std::string body =
+      "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nu.txt\r\n--" +
+      boundary + "\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\n1\r\n--" +
+      boundary +
+      "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.txt\"\r\n"
+      "\r\nbytes\r\n--" +
+      boundary + "--\r\n";
+  Reply up = Call("POST", g + "file/upload", body, "key-alice",
+                  {"Content-Type: multipart/form-data; boundary=" + boundary});
+  EXPECT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(Warnings(up),
+            std::vector<std::string>{"299 agentbox \"unknown field 'overwrite' ignored\""});
 }
 
 // The daemon in front of a warm pool: a create hands out a pooled sandbox under its own id,

@@ -196,6 +196,7 @@ Capabilities CloudRunBackend::GetCapabilities() const {
   c.custom_image = true;
   c.claim = false;
   c.shared_state = true;
+  c.guest_process = false;
   return c;
 }
 

@@ -495,7 +495,8 @@ void GuestServer::ShellKill(const SandboxRef& sb, const Json& b, Respond respond
     return respond(Ok({{"status", "already_terminated"},
                        {"returncode", head.last ? OptToJson(head.last->exit_code) : Json()}}));
   }
-  sessions_.Wait(sb, id, head.running->run, std::chrono::seconds(60),
+  // Within the daemon's deadline for shell/kill (10 s + its margin).
+  sessions_.Wait(sb, id, head.running->run, std::chrono::seconds(10),
                  [respond](std::optional<Outcome> o) {
                    Json rc = o ? OptToJson(o->last.exit_code) : Json(nullptr);
                    respond(Ok({{"status", "terminated"}, {"returncode", rc}}));

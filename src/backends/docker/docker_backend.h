@@ -63,6 +63,10 @@ class DockerBackend final : public SandboxBackend {
   // line per engine status line. kNotFound when no registry knows the image, kUnavailable when
   // none is reachable; both name the image.
   Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
+  // Restarts the container (SIGKILL to its processes, then the same entrypoint) and waits for
+  // the new guest's health: the container's filesystem and its /workspace volume are kept;
+  // sessions, processes and /tmp start empty.
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
   // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
   // already or is not running.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,

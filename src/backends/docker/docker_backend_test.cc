@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -564,6 +565,25 @@ TEST_F(DockerEngine, CreateExecThroughTheGuestAndDestroy) {
   EXPECT_EQ(backend_->Get("dk-basic").error().code, ErrorCode::kNotFound);
   EXPECT_EQ(backend_->Destroy("dk-basic").error().code, ErrorCode::kNotFound);
   EXPECT_EQ(backend_->Create("dk-basic", spec).has_value(), true) << "the id is free again";
+}
+
+TEST_F(DockerEngine, RestartGuestReplacesAStoppedGuestAndKeepsTheWorkspace) {
+  SandboxInfo info = Create("dk-stuck");
+  ASSERT_EQ(Exec(info,
+                 "echo kept > /workspace/f; echo gone > /tmp/t; "
+                 "echo planted > /run/agentbox/token")["returncode"],
+            0);
+  const int pid = Inspect("dk-stuck")["State"]["Pid"].get<int>();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);  // what a ptrace attach used to leave
+  auto restarted = backend_->RestartGuest("dk-stuck");
+  ASSERT_TRUE(restarted) << restarted.error().message;
+  EXPECT_EQ(restarted->state, SandboxState::kRunning);
+  EXPECT_EQ(restarted->guest_token, info.guest_token);
+  EXPECT_NE(Inspect("dk-stuck")["State"]["Pid"].get<int>(), pid);
+  EXPECT_EQ(Exec(*restarted, "cat /workspace/f; cat /tmp/t 2>/dev/null || echo no-tmp")["output"],
+            "kept\nno-tmp\n");
+  EXPECT_EQ(backend_->RestartGuest("dk-no-such").error().code, ErrorCode::kNotFound);
 }
 
 TEST_F(DockerEngine, DuplicateIdIsAConflictAndLeavesTheFirstAlone) {

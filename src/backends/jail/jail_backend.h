@@ -61,6 +61,10 @@ class JailBackend final : public SandboxBackend {
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Kills every process of the sandbox (SIGKILL to the init, then the old helper exits) and
+  // starts a new jail over the same directory, the same uid range and token: /workspace and a
+  // tarball image's root filesystem are kept; /tmp, sessions and processes start empty.
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
   // Rewrites the sandbox's record (atomically: temporary file + rename) with spec.owner,
   // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,

@@ -1,0 +1,34 @@
+#include "daemon/request_fields.h"
+
+namespace agentbox::daemon {
+
+Result<std::vector<UnknownField>> CheckCreateFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Reject(
+      {"image", "backend", "subject", "network", "ttl_s", "limits", "env", "labels"});
+  static const FieldSchema kLimits =
+      FieldSchema::Reject({"memory_mb", "cpus", "pids", "tmp_mb", "open_files"});
+  if (auto top = CheckKnownFields(body, kBody); !top) {
+    return top;
+  }
+  if (auto it = body.find("limits"); it != body.end()) {
+    return CheckKnownFields(*it, kLimits, "limits");
+  }
+  return std::vector<UnknownField>{};
+}
+
+Result<std::vector<UnknownField>> CheckTimeoutFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Reject({"ttl_s"});
+  return CheckKnownFields(body, kBody);
+}
+
+Result<std::vector<UnknownField>> CheckFlagsFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Reject({"flags"});
+  return CheckKnownFields(body, kBody);
+}
+
+Result<std::vector<UnknownField>> CheckPullFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Warn({"image", "backend"});
+  return CheckKnownFields(body, kBody);
+}
+
+}  // namespace agentbox::daemon
