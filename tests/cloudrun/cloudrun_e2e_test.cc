@@ -425,6 +425,10 @@ TEST_F(CloudRunE2E, GoogleFailuresAreClearErrorsAndTouchNothingElse) {
   const std::string id = c.data()["id"];
   ASSERT_EQ(d->Api(id, "file/write", {{"file", "notes.txt"}, {"content", "safe\n"}}).status, 200);
   EXPECT_EQ(Exec(d, id, "export OTHER=1", "other"), "");
+  // Unknown fields are handled as the guest handles them: a misspelled bound is refused.
+  Reply misspelled =
+      d->Api(id, "shell/exec", {{"id", "other"}, {"command", "true"}, {"timeuot", 5}});
+  EXPECT_EQ(misspelled.status, 422) << misspelled.body;
 
   // An execution that never starts: cancelled after the start timeout, the command never ran.
   emulator_->Faults({{"execution_start_delay_ms", 30000}});

@@ -6,7 +6,9 @@
 #include "common/ansi.h"
 #include "common/strings.h"
 #include "guest/files/multipart.h"
+#include "guest/request_fields.h"
 #include "http/envelope.h"
+#include "http/field_check.h"
 
 namespace agentbox::cloudrun {
 
@@ -112,6 +114,7 @@ class UploadBody : public http::BodySink {
     cfg_.upload_tmp_dir = files_.scratch_root();
     cfg_.base_dir = files_.scratch_root();
     parser_.on_part_begin = [this](const guest::PartHeaders& h) -> Result<void> {
+      form_fields_.push_back(h.name);
       in_file_ = h.name == "file" || (!h.filename.empty() && h.name != "path");
       field_name_ = h.name;
       field_value_.clear();
@@ -151,6 +154,10 @@ class UploadBody : public http::BodySink {
   void OnEnd(Respond respond) override {
     if (auto r = parser_.Finish(); !r) {
       respond(Err(r.error()));
+      return;
+    }
+    if (!http::AcceptFields(guest::CheckUploadFields(form_fields_), "/api/v1/file/upload",
+                            respond)) {
       return;
     }
     if (!sink_) {
@@ -200,6 +207,7 @@ class UploadBody : public http::BodySink {
   bool in_file_ = false;
   std::string field_name_;
   std::string field_value_;
+  std::vector<std::string> form_fields_;
 };
 
 class RejectBody : public http::BodySink {
@@ -295,6 +303,10 @@ void GuestServer::Handle(http::Request req, Respond respond) {
 void GuestServer::Route(const SandboxRef& sb, const http::Request& req, const Json& b,
                         Respond respond) {
   const std::string& p = req.path;
+  // Unknown fields: warned about or refused exactly as the guest does.
+  if (!http::AcceptFields(guest::CheckGuestFields(p, b), p, respond)) {
+    return;
+  }
   if (p.starts_with("/api/v1/shell/")) {
     const std::string op = p.substr(14);
     if (op == "exec") {
