@@ -277,6 +277,10 @@ AttemptResult Executor::Run(const TaskSpec& spec, CancelToken& cancel) {
     return r;
   }
   r.started = true;
+  if (cancel.cancelled()) {
+    // Cancelled between SetContainer and the start: the kill then found nothing running.
+    engine_.Call("POST", "/containers/" + id + "/kill?signal=SIGKILL");
+  }
   const auto t0 = Clock::now();
   auto waited = engine_.Call("POST", "/containers/" + id + "/wait", "",
                              std::chrono::duration_cast<std::chrono::milliseconds>(spec.timeout) +

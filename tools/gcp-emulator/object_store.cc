@@ -319,7 +319,12 @@ std::optional<ObjectMeta> ObjectStore::ReconcileLocked(Bucket& b, const std::str
   return ReconcileFileLocked(b, name, st);
 }
 
-void ObjectStore::ReconcileTreeLocked(Bucket& b, const std::string& dir_prefix) {
+void ObjectStore::ReconcileTreeLocked(Bucket& b, const std::string& prefix) {
+  // Walk from the directory the prefix names; in it, only the entries the prefix's last,
+  // partial segment allows ("sandboxes/ab" walks sandboxes/ab*, not all of sandboxes/).
+  const size_t slash = prefix.rfind('/');
+  const std::string dir_prefix = slash == std::string::npos ? "" : prefix.substr(0, slash + 1);
+  const std::string first_filter = prefix.substr(dir_prefix.size());
   const std::string root = BucketDir(b.meta.name);
   std::map<std::string, bool> seen;
   // Iterative walk that never follows symlinks (lstat) and skips names that cannot be objects.
@@ -337,6 +342,9 @@ void ObjectStore::ReconcileTreeLocked(Bucket& b, const std::string& dir_prefix) 
         continue;
       }
       const std::string child = rel + n;
+      if (rel == dir_prefix && !n.starts_with(first_filter)) {
+        continue;
+      }
       struct stat st {};
       if (::lstat((root + "/" + child).c_str(), &st) != 0) {
         continue;
@@ -353,8 +361,8 @@ void ObjectStore::ReconcileTreeLocked(Bucket& b, const std::string& dir_prefix) 
     }
     ::closedir(dp);
   }
-  for (auto it = b.objects.lower_bound(dir_prefix);
-       it != b.objects.end() && it->first.compare(0, dir_prefix.size(), dir_prefix) == 0;) {
+  for (auto it = b.objects.lower_bound(prefix);
+       it != b.objects.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
     const std::string n = it->first;
     ++it;
     if (!seen.count(n)) {
@@ -614,8 +622,7 @@ ApiResult<ListResult> ObjectStore::List(const std::string& bucket, const ListQue
   if (b == nullptr) {
     return ApiFail(404, "The specified bucket does not exist.");
   }
-  const size_t slash = q.prefix.rfind('/');
-  ReconcileTreeLocked(*b, slash == std::string::npos ? "" : q.prefix.substr(0, slash + 1));
+  ReconcileTreeLocked(*b, q.prefix);
 
   // Page tokens: 'i' + name resumes after that item, 'p' + prefix after everything under it.
   std::string after;

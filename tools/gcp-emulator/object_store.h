@@ -151,8 +151,8 @@ class ObjectStore {
   Result<void> LoadBucket(const std::string& name);
   Bucket* FindLocked(const std::string& name);
   std::optional<ObjectMeta> ReconcileLocked(Bucket& b, const std::string& name);
-  // Reconciles every object whose name starts with `dir_prefix` ("" or ending in '/').
-  void ReconcileTreeLocked(Bucket& b, const std::string& dir_prefix);
+  // Reconciles every object whose name starts with `prefix`.
+  void ReconcileTreeLocked(Bucket& b, const std::string& prefix);
   std::optional<ObjectMeta> ReconcileFileLocked(Bucket& b, const std::string& name,
                                                 const struct stat& st);
   void RecordLocked(Bucket& b, const ObjectMeta& m);

@@ -114,6 +114,10 @@ RunApi::~RunApi() {
   }
   changed_.notify_all();
   changed_.wait(lock, [&] { return active_ == 0; });
+  lock.unlock();
+  if (cleanup_.joinable()) {
+    cleanup_.join();
+  }
 }
 
 std::string RunApi::PathFor(const char* kind, const std::string& name) const {
@@ -163,9 +167,9 @@ void RunApi::Load() {
     ::closedir(dp);
   }
   // Containers of executions that were running when the emulator stopped.
-  std::thread([socket = executor_.engine().socket_path(), dir = data_dir_] {
+  cleanup_ = std::thread([socket = executor_.engine().socket_path(), dir = data_dir_] {
     Executor(socket).RemoveLabelled(kDataLabel, dir);
-  }).detach();
+  });
 }
 
 void RunApi::SaveJobLocked(const std::string& name) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "executor.h"
@@ -75,6 +76,7 @@ class RunApi {
   std::map<std::string, std::shared_ptr<Exec>> execs_;  // guarded by mu_
   std::map<std::string, std::string> operations_;       // op name -> execution or "" (done ops)
   std::map<std::string, Json> done_operations_;         // guarded by mu_
+  std::thread cleanup_;    // removes containers left by a previous run (Load)
   int active_ = 0;         // executions whose (detached) thread still runs; guarded by mu_
   bool stopping_ = false;  // guarded by mu_
 };

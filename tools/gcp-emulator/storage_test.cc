@@ -111,6 +111,14 @@ TEST_F(StorageTest, ListsWithDelimiterAndPages) {
     }
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"d/1", "d/2", "d/s/", "d/t/"}));
+
+  // A prefix ending inside a segment sees files made behind the API's back, and their removal.
+  std::ofstream(dir_.path() + "/buckets/bkt/d/s/9") << "nine";
+  auto partial = Http("GET", u_ + "/storage/v1/b/bkt/o?prefix=d/s");
+  ASSERT_EQ(partial.json()["items"].size(), 3u) << partial.body;
+  EXPECT_EQ(partial.json()["items"][2]["name"], "d/s/9");
+  ::unlink((dir_.path() + "/buckets/bkt/d/s/9").c_str());
+  EXPECT_EQ(Http("GET", u_ + "/storage/v1/b/bkt/o?prefix=d/s").json()["items"].size(), 2u);
 }
 
 TEST_F(StorageTest, ResumableUploadInChunksAndRangedDownload) {
