@@ -109,6 +109,12 @@ struct Capabilities {
   bool persistent_sessions = true;
   bool custom_image = true;
   bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
+  // Sandboxes live outside this daemon (cloudrun: records in a bucket), so other daemons may
+  // create and destroy them: the daemon looks up ids it does not know and lists them live.
+  bool shared_state = false;
+  // The guest is a long-lived process inside the sandbox (it could be traced, frozen, restarted:
+  // restart-guest). False for cloudrun job mode, whose guest API is served by the daemon.
+  bool guest_process = true;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.

@@ -462,7 +462,8 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   Route(req, *caller, Track(std::move(respond)));
 }
 
-void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond) {
+void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond,
+                      bool looked_up) {
   auto parts = Split(req.path);
   const std::string& m = req.method;
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
@@ -492,6 +493,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       return respond(JsonErrStatus(405, "use GET or POST on /v1/sandboxes"));
     }
     const std::string& id = parts[2];
+    if (!looked_up && !Find(id, Caller{"", true}) && LookUpShared(id, req, caller, respond)) {
+      return;
+    }
     if (parts.size() == 3) {
       if (m == "GET") {
         return GetOne(id, caller, std::move(respond));
@@ -683,6 +687,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
   // Live state, not what the registry remembered at create time: one List() per backend that
   // holds a visible sandbox (a single engine call for docker), off the I/O thread.
   pool_.Post([this, caller, respond] {
+    SyncShared();
     std::vector<SandboxEntry> visible;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -738,6 +743,10 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     if (fresh) {
       out.info = *fresh;
       health_.Overlay(out.info);
+    } else if (fresh.error().code == ErrorCode::kNotFound &&
+               e.backend->GetCapabilities().shared_state) {
+      ForgetShared(e.info.id);  // destroyed through another daemon
+      return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
     }
     respond(JsonOk(SandboxJson(out)));
   });
