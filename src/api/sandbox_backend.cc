@@ -15,6 +15,8 @@ const char* SandboxStateName(SandboxState s) {
       return "stopped";
     case SandboxState::kFailed:
       return "failed";
+    case SandboxState::kUnresponsive:
+      return "unresponsive";
   }
   return "failed";
 }
@@ -25,6 +27,7 @@ ResourceLimits DefaultSandboxLimits() {
   l.pids = 1024;
   l.tmp_bytes = 256ull << 20;
   l.open_files = 4096;
+  l.disk_bytes = 10ull << 30;
   return l;
 }
 
@@ -34,7 +37,8 @@ Json LimitsToJson(const ResourceLimits& l) {
           {"pids", OptToJson(l.pids)},
           {"tmp_bytes", OptToJson(l.tmp_bytes)},
           {"open_files", OptToJson(l.open_files)},
-          {"file_size_bytes", OptToJson(l.file_size_bytes)}};
+          {"file_size_bytes", OptToJson(l.file_size_bytes)},
+          {"disk_bytes", OptToJson(l.disk_bytes)}};
 }
 
 ResourceLimits LimitsFromJson(const Json& j) {
@@ -45,6 +49,7 @@ ResourceLimits LimitsFromJson(const Json& j) {
   l.tmp_bytes = OptFromJson<uint64_t>(j, "tmp_bytes");
   l.open_files = OptFromJson<uint32_t>(j, "open_files");
   l.file_size_bytes = OptFromJson<uint64_t>(j, "file_size_bytes");
+  l.disk_bytes = OptFromJson<uint64_t>(j, "disk_bytes");
   return l;
 }
 
@@ -92,6 +97,7 @@ ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& def
   fill(l.tmp_bytes, defaults.tmp_bytes);
   fill(l.open_files, defaults.open_files);
   fill(l.file_size_bytes, defaults.file_size_bytes);
+  fill(l.disk_bytes, defaults.disk_bytes);
   return l;
 }
 

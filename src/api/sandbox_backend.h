@@ -22,13 +22,16 @@ struct ResourceLimits {
   std::optional<uint64_t> tmp_bytes;        // size of the sandbox's /tmp
   std::optional<uint32_t> open_files;       // RLIMIT_NOFILE
   std::optional<uint64_t> file_size_bytes;  // RLIMIT_FSIZE
+  // What the sandbox may write to /workspace and its writable root together (the kernel answers
+  // ENOSPC past it); jail and docker: its own filesystem of this size (backends/disk).
+  std::optional<uint64_t> disk_bytes;
 
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
 // The limits the jail and docker backends apply where a spec leaves a field unset (unless
-// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files; no CPU or
-// file size cap.
+// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files, a 10 GiB
+// disk; no CPU or file size cap.
 ResourceLimits DefaultSandboxLimits();
 
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
@@ -70,7 +73,9 @@ bool ValidSandboxId(const std::string& id);
 // no '=') and values without NUL bytes. kInvalidArgument saying which.
 Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec);
 
-enum class SandboxState { kCreating, kRunning, kStopped, kFailed };
+// kUnresponsive: running, but its guest did not answer a call within the call's deadline (the
+// daemon's view; backends report kRunning). Back to kRunning once the guest answers again.
+enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive };
 const char* SandboxStateName(SandboxState s);
 
 struct SandboxInfo {
@@ -84,6 +89,8 @@ struct SandboxInfo {
   std::string guest_endpoint;
   std::string guest_token;  // X-Access-Token for the guest (never shown to clients)
   std::string detail;       // human-readable state detail (e.g. why it failed)
+  // Bytes in use on the sandbox's own disk (limits.disk_bytes); unset when it has none.
+  std::optional<uint64_t> disk_used_bytes;
 };
 
 // kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.
@@ -102,6 +109,12 @@ struct Capabilities {
   bool persistent_sessions = true;
   bool custom_image = true;
   bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
+  // Sandboxes live outside this daemon (cloudrun: records in a bucket), so other daemons may
+  // create and destroy them: the daemon looks up ids it does not know and lists them live.
+  bool shared_state = false;
+  // The guest is a long-lived process inside the sandbox (it could be traced, frozen, restarted:
+  // restart-guest). False for cloudrun job mode, whose guest API is served by the daemon.
+  bool guest_process = true;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.
@@ -146,6 +159,17 @@ class SandboxBackend {
     (void)spec;
     (void)progress;
     return {};
+  }
+
+  // Replaces the sandbox's guest (a stuck, stopped or crashed one) with a fresh one: every
+  // process of the sandbox is killed and the guest started again over the same filesystem, so
+  // /workspace (and files the sandbox wrote elsewhere that the backend keeps) survive while
+  // sessions, background processes and /tmp start empty. Same id, endpoint and token; returns
+  // the info of the running sandbox. Default: kInvalidArgument saying this backend cannot.
+  virtual Result<SandboxInfo> RestartGuest(const std::string& id) {
+    return Fail(ErrorCode::kInvalidArgument, std::string(Name()) +
+                                                 " cannot restart the guest of sandbox '" + id +
+                                                 "' in place; DELETE it and create a new one");
   }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:

@@ -19,6 +19,7 @@ struct CreateArgs {
   std::optional<int64_t> memory_mb;
   std::optional<double> cpus;
   std::optional<int64_t> pids;
+  std::optional<int64_t> disk_mb;   // limits.disk_bytes, in MiB
   std::vector<std::string> env;     // KEY=VALUE (or KEY, taken from the local environment)
   std::vector<std::string> labels;  // KEY=VALUE
   bool json = false;
@@ -36,6 +37,8 @@ int Info(DaemonClient& client);
 int Flags(DaemonClient& client, const std::vector<std::string>& set,
           const std::vector<std::string>& unset);
 int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds);
+// POST /v1/sandboxes/{id}/restart-guest: replaces a stuck guest; prints the sandbox's state.
+int RestartGuest(DaemonClient& client, const std::string& id);
 
 struct ExecArgs {
   std::string id;

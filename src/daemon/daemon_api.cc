@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/disk_floor.h"
 #include "daemon/request_fields.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
@@ -27,6 +28,11 @@ using Clock = std::chrono::steady_clock;
 template <class T>
 bool BackendOk(const Result<T>& r) {
   return r.has_value() || HttpStatus(r.error().code) < 500;
+}
+
+// How long the sandbox still lives: the longest a call to its guest can legitimately wait.
+double RemainingSeconds(const SandboxInfo& info) {
+  return info.expires_at > 0 ? std::max(0.0, info.expires_at - NowUnix()) : 7 * 86400.0;
 }
 
 std::vector<std::string> Split(const std::string& path) {
@@ -60,7 +66,8 @@ Result<ResourceLimits> ParseLimits(const Json& body) {
   auto pids = f.OptInt("pids", 8, 1 << 22);
   auto tmp = f.OptInt("tmp_mb", 1, 1 << 20);
   auto nofile = f.OptInt("open_files", 16, 1 << 20);
-  for (const auto* r : {&mem, &tmp, &pids, &nofile}) {
+  auto disk = f.OptInt("disk_bytes", 16ll << 20, 16ll << 40);
+  for (const auto* r : {&mem, &tmp, &pids, &nofile, &disk}) {
     if (!*r) {
       Error e = r->error();
       e.field = "limits." + e.field;
@@ -81,6 +88,9 @@ Result<ResourceLimits> ParseLimits(const Json& body) {
   }
   if (*nofile) {
     l.open_files = static_cast<uint32_t>(**nofile);
+  }
+  if (*disk) {
+    l.disk_bytes = static_cast<uint64_t>(**disk);
   }
   l.cpus = *cpus;
   return l;
@@ -174,6 +184,9 @@ Json SandboxJson(const SandboxEntry& e) {
   if (i.spec.limits.tmp_bytes) {
     limits["tmp_mb"] = *i.spec.limits.tmp_bytes >> 20;
   }
+  if (i.spec.limits.disk_bytes) {
+    limits["disk_bytes"] = *i.spec.limits.disk_bytes;
+  }
   return Json{{"id", i.id},
               {"backend", i.backend},
               {"reason", e.reason},
@@ -184,6 +197,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
               {"created_at", i.created_at},
               {"expires_at", i.expires_at},
+              {"disk", SandboxDiskJson(i)},
               {"detail", i.detail}};
 }
 
@@ -195,6 +209,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       opts_(std::move(options)),
       client_(io),
       pool_(4, 8u << 20),
+      health_(client_, metrics_, opts_.guest_deadlines),
       reaper_(io) {
   metrics_.Describe("agentbox_operation_total", "counter",
                     "Operations by backend, operation and outcome.");
@@ -202,6 +217,10 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  metrics_.Describe("agentbox_sandbox_disk_bytes", "gauge",
+                    "Bytes in use on the sandboxes' own disks (limits.disk_bytes), by backend.");
+  metrics_.Describe("agentbox_state_dir_free_bytes", "gauge",
+                    "Free bytes on the state directory's filesystem (AGENTBOX_MIN_FREE_BYTES).");
   selector::Settings settings;
   if (opts_.selection) {
     settings = *opts_.selection;
@@ -287,18 +306,22 @@ void DaemonApi::ArmReaper() {
 
 void DaemonApi::Reap() {
   std::vector<SandboxEntry> expired;
+  std::vector<SandboxInfo> live;
   const double now = NowUnix();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
       if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
         expired.push_back(it->second);
+        health_.Forget(it->first);
         it = sandboxes_.erase(it);
       } else {
+        live.push_back(it->second.info);
         ++it;
       }
     }
   }
+  health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
   for (auto& e : expired) {
     pool_.Post([this, e] {
       auto r = e.backend->Destroy(e.info.id);
@@ -378,21 +401,33 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
         cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
         cr.body_file = std::move(file);
         cr.body_file_size = size;
-        const auto start = Clock::now();
-        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), std::chrono::minutes(30),
-                     [this, entry, start, respond](Result<http::ClientResponse> r) {
-                       CountRelayed(entry.info.backend, "file/upload", r, start);
-                       if (!r) {
-                         respond(JsonErr(r.error()));
-                       } else {
-                         http::Response out;
-                         out.status = r->status;
-                         http::RelayWarnings(*r, out);
-                         out.body = std::move(r->body);
-                         respond(std::move(out));
-                       }
-                       --in_flight_;
-                     });
+        const auto deadline = UploadDeadline(health_.deadlines(), size);
+        // In flight until answered, however the answer comes.
+        http::Respond done = [this, respond](http::Response out) {
+          respond(std::move(out));
+          --in_flight_;
+        };
+        health_.BeforeCall(
+            entry.info, "file/upload", done,
+            [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+              client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                           [this, entry, deadline, done,
+                            start = Clock::now()](Result<http::ClientResponse> r) {
+                             CountRelayed(entry.info.backend, "file/upload", r, start);
+                             if (GuestTimedOut(r)) {
+                               return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                             }
+                             if (!r) {
+                               return done(JsonErr(r.error()));
+                             }
+                             health_.Answered(entry.info.id);
+                             http::Response out;
+                             out.status = r->status;
+                             http::RelayWarnings(*r, out);
+                             out.body = std::move(r->body);
+                             done(std::move(out));
+                           });
+            });
       });
 }
 
@@ -427,7 +462,8 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   Route(req, *caller, Track(std::move(respond)));
 }
 
-void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond) {
+void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond,
+                      bool looked_up) {
   auto parts = Split(req.path);
   const std::string& m = req.method;
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
@@ -457,6 +493,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       return respond(JsonErrStatus(405, "use GET or POST on /v1/sandboxes"));
     }
     const std::string& id = parts[2];
+    if (!looked_up && !Find(id, Caller{"", true}) && LookUpShared(id, req, caller, respond)) {
+      return;
+    }
     if (parts.size() == 3) {
       if (m == "GET") {
         return GetOne(id, caller, std::move(respond));
@@ -468,6 +507,12 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     }
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));
+    }
+    if (parts.size() == 4 && parts[3] == "restart-guest") {
+      if (m != "POST") {
+        return respond(JsonErrStatus(405, "use POST on /v1/sandboxes/{id}/restart-guest"));
+      }
+      return RestartGuest(id, caller, std::move(respond));
     }
     if (parts.size() == 6 && parts[3] == "shell" && parts[5] == "stream" && m == "GET") {
       return Stream(id, parts[4], req, caller, std::move(respond));
@@ -567,6 +612,11 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   }
   const std::string id = "sb-" + RandomId(12);
   pool_.Post([this, id, spec, pinned, rollout_subject, respond] {
+    // The state directory's own disk comes first: below the floor nothing new is started.
+    if (DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes); !floor.ok) {
+      Log(LogLevel::kWarn, "sandbox.create_refused", "id={} error=\"{}\"", id, floor.message);
+      return respond(JsonErrStatus(507, floor.message));
+    }
     // Probes may block briefly (an engine round trip), so the decision is made off the I/O thread.
     selector::Decision d = selector_->Select({pinned, rollout_subject});
     if (d.backend.empty()) {
@@ -637,6 +687,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
   // Live state, not what the registry remembered at create time: one List() per backend that
   // holds a visible sandbox (a single engine call for docker), off the I/O thread.
   pool_.Post([this, caller, respond] {
+    SyncShared();
     std::vector<SandboxEntry> visible;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -668,6 +719,8 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
+          health_.Overlay(e.info);
+          e.info.disk_used_bytes = f->second.disk_used_bytes;
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
@@ -689,6 +742,11 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
+      health_.Overlay(out.info);
+    } else if (fresh.error().code == ErrorCode::kNotFound &&
+               e.backend->GetCapabilities().shared_state) {
+      ForgetShared(e.info.id);  // destroyed through another daemon
+      return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
     }
     respond(JsonOk(SandboxJson(out)));
   });
@@ -703,6 +761,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
     std::lock_guard<std::mutex> lock(mu_);
     sandboxes_.erase(id);
   }
+  health_.Forget(id);
   pool_.Post([this, e = *e, respond] {
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
@@ -770,16 +829,22 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   }
   cr.body = req.body;
   const std::string path = e->info.guest_endpoint.substr(5);
-  const std::string backend = e->info.backend;
-  const auto start = Clock::now();
-  // Shell calls may legitimately block for as long as the caller asked (wait_seconds, timeout).
+  // Shell calls may block for as long as the caller asked (wait_seconds, timeout): their
+  // deadline follows the request; a download's is an idle limit.
+  const bool download = rest == "file/download";
   const auto timeout =
-      rest.starts_with("file/") ? std::chrono::minutes(30) : std::chrono::hours(24 * 8);
-  auto relay = [this, backend, rest, start, respond](Result<http::ClientResponse> r) {
-    CountRelayed(backend, rest, r, start);
+      download ? health_.deadlines().stream_idle
+               : CallDeadline(health_.deadlines(), rest, req.body, RemainingSeconds(e->info));
+  auto relay = [this, info = e->info, rest, timeout, respond,
+                start = Clock::now()](Result<http::ClientResponse> r) {
+    CountRelayed(info.backend, rest, r, start);
+    if (GuestTimedOut(r)) {
+      return health_.OnTimeout(info, rest, timeout, respond);
+    }
     if (!r) {
       return respond(JsonErr(r.error()));
     }
+    health_.Answered(info.id);
     http::Response out;
     out.status = r->status;
     out.content_type = r->Header("content-type");
@@ -791,11 +856,15 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     out.stream = std::move(r->stream);
     respond(std::move(out));
   };
-  if (rest == "file/download") {  // streamed: files may be far larger than memory
-    client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
-  } else {
-    client_.Send(path, std::move(cr), timeout, std::move(relay));
-  }
+  health_.BeforeCall(
+      e->info, rest, respond,
+      [this, download, path, cr = std::move(cr), timeout, relay = std::move(relay)]() mutable {
+        if (download) {  // streamed: files may be far larger than memory
+          client_.SendStreaming(path, std::move(cr), timeout, std::move(relay));
+        } else {
+          client_.Send(path, std::move(cr), timeout, std::move(relay));
+        }
+      });
 }
 
 namespace {
@@ -804,7 +873,9 @@ namespace {
 // into a final `error` event instead of a silently cut stream.
 class StreamRelay : public http::BodySource {
  public:
-  explicit StreamRelay(std::shared_ptr<http::BodySource> inner) : inner_(std::move(inner)) {}
+  // `on_error` learns why the stream broke (kTimeout: the guest fell silent).
+  StreamRelay(std::shared_ptr<http::BodySource> inner, std::function<void(const Error&)> on_error)
+      : inner_(std::move(inner)), on_error_(std::move(on_error)) {}
   void Next(Callback cb) override {
     if (ended_) {
       cb(std::string_view(), true);
@@ -813,6 +884,9 @@ class StreamRelay : public http::BodySource {
     inner_->Next([this, cb](Result<std::string_view> bytes, bool last) {
       if (!bytes) {
         ended_ = true;
+        if (on_error_) {
+          on_error_(bytes.error());
+        }
         error_ = "event: error\ndata: " +
                  DumpJson(Json{{"message", "sandbox stream ended: " + bytes.error().message}}) +
                  "\n\n";
@@ -828,6 +902,7 @@ class StreamRelay : public http::BodySource {
 
  private:
   std::shared_ptr<http::BodySource> inner_;
+  std::function<void(const Error&)> on_error_;
   bool ended_ = false;
   std::string error_;
 };
@@ -847,27 +922,44 @@ void DaemonApi::Stream(const std::string& id, const std::string& session, const 
     cr.target += "&offset=" + PercentEncode(*off);
   }
   cr.headers.emplace_back("X-Access-Token", e->info.guest_token);
-  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s.
-  const std::string backend = e->info.backend;
-  const auto start = Clock::now();
-  client_.SendStreaming(e->info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(60),
-                        [this, backend, start, respond](Result<http::ClientResponse> r) {
-                          // Counted when the stream opens (or fails to).
-                          CountRelayed(backend, "shell/stream", r, start);
-                          if (!r) {
-                            return respond(JsonErr(r.error()));
-                          }
-                          http::Response out;
-                          out.status = r->status;
-                          out.content_type = r->Header("content-type");
-                          if (r->status == 200) {
-                            out.headers.emplace_back("Cache-Control", "no-cache");
-                            out.stream = std::make_shared<StreamRelay>(r->stream);
-                          } else {
-                            out.stream = r->stream;
-                          }
-                          respond(std::move(out));
-                        });
+  // An event stream is idle for long stretches; the guest sends a keep-alive every 15 s, so
+  // a longer silence means the guest stopped answering.
+  const auto idle = health_.deadlines().stream_idle;
+  auto open = [this, info = e->info, idle, respond](Result<http::ClientResponse> r,
+                                                    Clock::time_point start) {
+    // Counted when the stream opens (or fails to).
+    CountRelayed(info.backend, "shell/stream", r, start);
+    if (GuestTimedOut(r)) {
+      return health_.OnTimeout(info, "shell/stream", idle, respond);
+    }
+    if (!r) {
+      return respond(JsonErr(r.error()));
+    }
+    health_.Answered(info.id);
+    http::Response out;
+    out.status = r->status;
+    out.content_type = r->Header("content-type");
+    if (r->status == 200) {
+      out.headers.emplace_back("Cache-Control", "no-cache");
+      out.stream = std::make_shared<StreamRelay>(r->stream, [this, info, idle](const Error& err) {
+        if (err.code == ErrorCode::kTimeout) {
+          health_.OnTimeout(info, "shell/stream", idle, nullptr);
+        }
+      });
+    } else {
+      out.stream = r->stream;
+    }
+    respond(std::move(out));
+  };
+  health_.BeforeCall(e->info, "shell/stream", respond,
+                     [this, path = e->info.guest_endpoint.substr(5), cr = std::move(cr), idle,
+                      open = std::move(open)]() mutable {
+                       client_.SendStreaming(
+                           path, std::move(cr), idle,
+                           [open, start = Clock::now()](Result<http::ClientResponse> r) {
+                             open(std::move(r), start);
+                           });
+                     });
 }
 
 void DaemonApi::Pull(const http::Request& req, const Caller& caller, http::Respond respond) {
@@ -1047,7 +1139,9 @@ void DaemonApi::Info(http::Respond respond) {
   // What a new sandbox would get right now, and why; probes may block briefly.
   pool_.Post([this, respond] {
     selector::Decision d = selector_->Preview();
-    respond(JsonOk(selector_->InfoJson(d)));
+    Json info = selector_->InfoJson(d);
+    info["disk"] = DiskFloorJson(CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes));
+    respond(JsonOk(std::move(info)));
   });
 }
 
@@ -1063,23 +1157,47 @@ void DaemonApi::Ready(http::Respond respond) {
     for (const auto& [name, err] : opts_.backend_config_errors) {
       probes[name] = {{"usable", false}, {"reason", err}, {"limitations", Json::array()}};
     }
-    const bool ready = !d.backend.empty();
+    const DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes);
+    const bool ready = !d.backend.empty() && floor.ok;
     Json data = {{"ready", ready},
-                 {"backend", ready ? Json(d.backend) : Json(nullptr)},
+                 {"backend", !d.backend.empty() ? Json(d.backend) : Json(nullptr)},
                  {"reason", d.reason},
-                 {"detail", d.detail},
+                 {"detail", floor.ok ? d.detail : floor.message},
+                 {"disk", DiskFloorJson(floor)},
                  {"backends", probes}};
     respond(JsonOk(std::move(data), ready ? 200 : 503));
   });
 }
 
 void DaemonApi::RenderMetrics(http::Respond respond) {
+  // Disk usage asks every backend (an engine round trip for docker): off the I/O thread.
+  pool_.Post([this, respond] { RenderMetricsNow(respond); });
+}
+
+void DaemonApi::RenderMetricsNow(http::Respond respond) {
+  std::vector<SandboxInfo> all;
+  for (const auto& [name, b] : backends_) {
+    if (auto list = b->List()) {
+      for (auto& i : *list) {
+        i.backend = name;
+        all.push_back(std::move(i));
+      }
+    }
+  }
+  metrics_.ResetGauge("agentbox_sandbox_disk_bytes");
+  for (const auto& [backend, bytes] : DiskUsedByBackend(all)) {
+    metrics_.Set("agentbox_sandbox_disk_bytes", {{"backend", backend}}, static_cast<double>(bytes));
+  }
+  const DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes);
+  metrics_.Set("agentbox_state_dir_free_bytes", {}, static_cast<double>(floor.free_bytes));
   metrics_.ResetGauge("agentbox_sandboxes");
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<std::pair<std::string, std::string>, int> counts;
     for (const auto& [id, e] : sandboxes_) {
-      ++counts[{e.info.backend, SandboxStateName(e.info.state)}];
+      SandboxInfo info = e.info;
+      health_.Overlay(info);
+      ++counts[{info.backend, SandboxStateName(info.state)}];
     }
     for (const auto& [k, n] : counts) {
       metrics_.Set("agentbox_sandboxes", {{"backend", k.first}, {"state", k.second}}, n);

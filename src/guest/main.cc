@@ -5,13 +5,15 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
 #include "common/log.h"
+#include "guest/core/self_protect.h"
 #include "guest/core/spawn.h"
 #include "guest/guest_api.h"
 #include "guest/run_once.h"
@@ -46,6 +48,12 @@ struct ServeArgs {
 };
 
 int Serve(ServeArgs a) {
+  // First, before any thread or child exists: the sandbox's processes must not be able to
+  // trace, stop or read the guest (its children become dumpable again when they exec).
+  if (auto r = ProtectFromSandbox(); !r) {
+    std::cerr << "agentbox-guest: " << r.error().message << "\n";
+    return 2;
+  }
   if (a.log_level == "debug") {
     SetLogLevel(LogLevel::kDebug);
   } else if (a.log_level == "warn") {
@@ -157,11 +165,10 @@ int Serve(ServeArgs a) {
         workdir);
   }
 
-  boost::asio::signal_set stop(io, SIGTERM, SIGINT);
-  stop.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) {
-      return;
-    }
+  // SIGTERM/SIGINT from the host (docker stop, the jail helper) stop the guest; the same
+  // signals sent to pid 1 by the sandbox's own processes are ignored.
+  ShutdownSignals stop(io, {SIGTERM, SIGINT});
+  stop.AsyncWait([&](int sig) {
     Log(LogLevel::kInfo, "guest.stopping", "signal={}", sig);
     server.Stop();
     if (tunnel) {
@@ -178,6 +185,14 @@ int Serve(ServeArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `exec PATH ARGS...` runs another agentbox-guest (or any program) in this process: a Cloud
+  // Run job keeps the guest it was created with as its command, and a newer daemon runs its own
+  // guest through it, so sandboxes survive daemon upgrades.
+  if (argc >= 3 && std::string(argv[1]) == "exec") {
+    ::execv(argv[2], argv + 2);
+    std::cerr << "agentbox-guest exec " << argv[2] << ": " << std::strerror(errno) << "\n";
+    return 127;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"agentbox-guest: the sandbox API server that runs inside every sandbox"};
   app.require_subcommand(1);
@@ -212,6 +227,10 @@ int main(int argc, char** argv) {
   once->add_option("--out", ro.out_path, "result JSON file ('-' for stdout)")->required();
   once->add_option("--timeout", timeout, "kill the command after this many seconds");
   once->add_option("--shell", ro.shell, "shell to use");
+  once->add_option("--workdir", ro.workdir, "working directory of a fresh session");
+  once->add_option("--exec-dir", ro.exec_dir, "working directory of this command only");
+  once->add_flag("--combined", ro.combined_output,
+                 "stdout and stderr through one pipe, in order, as `output`");
   once->add_option("--output-cap", ro.output_cap, "bytes of stdout/stderr kept");
 
   app.add_subcommand("version", "print the version");

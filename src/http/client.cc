@@ -77,7 +77,11 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
             ec = {};
           }
           if (ec) {
-            cb(Fail(ErrorCode::kUnavailable, "guest stream failed: " + ec.message()), true);
+            cb(self->timed_out_
+                   ? Fail(ErrorCode::kTimeout, "guest stream was silent for longer than " +
+                                                   std::to_string(self->timeout_.count()) + " ms")
+                   : Fail(ErrorCode::kUnavailable, "guest stream failed: " + ec.message()),
+               true);
             return;
           }
           const size_t n = sizeof(self->chunk_) - self->stream_parser_->get().body().size;
@@ -135,8 +139,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                                                                             beast::error_code ec) {
       self->path_fd_.Reset();
       if (ec) {
-        self->Finish(Fail(ErrorCode::kUnavailable,
-                          "cannot reach guest at " + self->path_ + ": " + ec.message()));
+        self->Finish(self->timed_out_
+                         ? Fail(ErrorCode::kTimeout, "guest did not accept the connection in time")
+                         : Fail(ErrorCode::kUnavailable,
+                                "cannot reach guest at " + self->path_ + ": " + ec.message()));
         return;
       }
       self->Write();
@@ -243,9 +249,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       Connect();
       return;
     }
-    Finish(Fail(
-        timed_out_ ? ErrorCode::kUnavailable : ErrorCode::kUnavailable,
-        timed_out_ ? "guest did not answer in time" : "guest connection failed: " + ec.message()));
+    Finish(timed_out_ ? Fail(ErrorCode::kTimeout, "guest did not answer in time")
+                      : Fail(ErrorCode::kUnavailable, "guest connection failed: " + ec.message()));
   }
 
   void Finish(Result<ClientResponse> r) {

@@ -47,6 +47,9 @@ class UnixHttpClient {
   ~UnixHttpClient();
 
   using Done = std::function<void(Result<ClientResponse>)>;
+  // `timeout` bounds the whole exchange (for SendStreaming: up to the headers, then each read of
+  // the body, so it is an idle limit there). A request that outlives it fails with kTimeout;
+  // other failures to reach or read the server are kUnavailable.
   // Buffers the whole response body (up to max_body bytes; more is kTooLarge).
   void Send(const std::string& socket_path, ClientRequest req, std::chrono::milliseconds timeout,
             Done done, uint64_t max_body = 64ull << 20);

@@ -1,232 +1,15 @@
 // The backend conformance suite: what an agent may rely on, whatever backend runs its sandbox.
-// Written only against agentboxd's REST API, so the same tests run unchanged on every backend.
-// Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default: the CMake cache
-// variable of that name, "jail" unless configured) gets a daemon of its own with SANDBOX_BACKEND
-// set to it. The docker daemon takes DOCKER_HOST and AGENTBOX_DOCKER_IMAGE from the environment.
-#include <curl/curl.h>
-#include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstdlib>
-#include <map>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <thread>
-#include <vector>
+// Written only against agentboxd's REST API, so the same tests run unchanged on every backend
+// (the fixture, one daemon per backend, is in conformance_fixture.h).
+#include "conformance_fixture.h"
 
 namespace {
 
-using Json = nlohmann::json;
+using agentbox::conformance::Backends;
+using agentbox::conformance::Conformance;
+using agentbox::conformance::Json;
+using agentbox::conformance::Reply;
 using namespace std::chrono_literals;
-
-struct Reply {
-  long status = 0;
-  std::string body;
-  Json json;
-  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
-};
-
-size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
-
-// One agentboxd per backend, started on first use and stopped at exit. It runs with the
-// default configuration, so a warm pool (if the backend has one) serves the suite's creates.
-class Daemon {
- public:
-  explicit Daemon(const std::string& backend) : backend_(backend) {
-    char tmpl[] = "/tmp/agentbox-conformance-XXXXXX";
-    if (!mkdtemp(tmpl)) {
-      return;
-    }
-    dir_ = tmpl;
-    socket_ = dir_ + "/agentboxd.sock";
-    Spawn({});
-  }
-  ~Daemon() {
-    Stop();
-    if (dir_.empty()) {
-      return;
-    }
-    // A warm pool leaves its sandboxes running for the next agentboxd. That next one runs with
-    // the pool off, so they show up in the list, and deletes every sandbox left.
-    const std::string conf = dir_ + "/no-pool.conf";
-    if (FILE* f = fopen(conf.c_str(), "w")) {
-      std::string upper = backend_;
-      for (auto& c : upper) {
-        c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
-      }
-      fprintf(f, "AGENTBOX_WARM_POOL_SIZE=0\nAGENTBOX_WARM_POOL_SIZE_%s=0\n", upper.c_str());
-      fclose(f);
-      Spawn({"--config", conf});
-      if (ready_) {
-        Reply list = Call("GET", "/v1/sandboxes", "", false);
-        if (list.json.is_object() && list.json.contains("data")) {
-          for (const auto& sb : list.json["data"]["sandboxes"]) {
-            Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>(), "", false);
-          }
-        }
-      }
-      Stop();
-    }
-    int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
-    (void)rc;
-  }
-  bool ready() const { return ready_; }
-  std::string log() const {
-    std::string out;
-    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
-      char buf[4096];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        out.append(buf, n);
-      }
-      fclose(f);
-    }
-    return out;
-  }
-
-  Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
-             bool expect_ok = true, const std::vector<std::string>& headers = {}) const {
-    CURL* c = curl_easy_init();
-    Reply r;
-    curl_slist* h = nullptr;
-    for (const auto& x : headers) {
-      h = curl_slist_append(h, x.c_str());
-    }
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method != "GET" && method != "DELETE") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    const CURLcode rc = curl_easy_perform(c);
-    if (expect_ok) {
-      EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    r.json = Json::parse(r.body, nullptr, false);
-    return r;
-  }
-
- private:
-  void Spawn(const std::vector<std::string>& extra) {
-    ready_ = false;
-    std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",      "unix:" + socket_,
-                                     "--state-dir", dir_ + "/state", "--backend",
-                                     backend_,      "--env-file",    "/dev/null"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    const std::string log = dir_ + "/agentboxd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      execv(AGENTBOXD_BIN, argv.data());
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Call("GET", "/healthz", "", false).status == 200) {
-        ready_ = true;
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-  }
-  void Stop() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-
-  std::string backend_;
-  std::string dir_;
-  std::string socket_;
-  pid_t pid_ = -1;
-  bool ready_ = false;
-};
-
-Daemon& DaemonFor(const std::string& backend) {
-  static std::map<std::string, std::unique_ptr<Daemon>> daemons;
-  auto& d = daemons[backend];
-  if (!d) {
-    d = std::make_unique<Daemon>(backend);
-  }
-  return *d;
-}
-
-std::vector<std::string> Backends() {
-  const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
-  std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos) {
-      comma = s.size();
-    }
-    if (comma > pos) {
-      out.push_back(s.substr(pos, comma - pos));
-    }
-    pos = comma + 1;
-  }
-  return out;
-}
-
-class Conformance : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    daemon_ = &DaemonFor(GetParam());
-    ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam() << " did not start:\n"
-                                  << daemon_->log();
-    Reply r =
-        daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
-    ASSERT_EQ(r.status, 201) << r.body << "\n" << daemon_->log();
-    id_ = r.data()["id"];
-    ASSERT_EQ(r.data()["backend"], GetParam());
-  }
-  void TearDown() override {
-    if (!id_.empty()) {
-      EXPECT_EQ(daemon_->Call("DELETE", "/v1/sandboxes/" + id_).status, 200);
-    }
-  }
-
-  Reply Api(const std::string& op, const Json& body) {
-    return daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/" + op, body.dump());
-  }
-  // Runs a command in a session and returns its data (completed).
-  Json Exec(const std::string& session, const std::string& command, double wait = 30) {
-    Reply r = Api("shell/exec", {{"id", session}, {"command", command}, {"wait_seconds", wait}});
-    EXPECT_EQ(r.status, 200) << r.body;
-    return r.data();
-  }
-  Json Run(const std::string& command, const std::string& session = "default") {
-    Reply r = Api("shell/run", {{"session_id", session}, {"command", command}});
-    EXPECT_EQ(r.status, 200) << r.body;
-    return r.data();
-  }
-
-  Daemon* daemon_ = nullptr;
-  std::string id_;
-};
 
 TEST_P(Conformance, SessionStatePersists) {
   Exec("s",
@@ -277,6 +60,10 @@ TEST_P(Conformance, TimeoutKillsAndReports) {
 }
 
 TEST_P(Conformance, StdinReachesTheCommand) {
+  if (Lacks("stdin")) {
+    SkipRefused("stdin", "shell/write", {{"id", "s"}, {"input", "hello"}});
+    return;
+  }
   Api("shell/exec", {{"id", "s"}, {"command", "read a; echo got:$a"}, {"wait_seconds", 0.1}});
   EXPECT_EQ(Api("shell/write", {{"id", "s"}, {"input", "hello"}}).status, 200);
   EXPECT_EQ(Api("shell/wait", {{"id", "s"}, {"seconds", 10}}).status, 200);
@@ -291,6 +78,10 @@ TEST_P(Conformance, KillEndsTheCommand) {
 }
 
 TEST_P(Conformance, PtyGivesATerminal) {
+  if (Lacks("pty")) {
+    SkipRefused("pty", "shell/exec", {{"id", "s"}, {"command", "true"}, {"pty", true}});
+    return;
+  }
   Reply r = Api("shell/exec", {{"id", "s"}, {"command", "test -t 1 && echo tty"}, {"pty", true}});
   EXPECT_NE(r.data()["output"].get<std::string>().find("tty"), std::string::npos) << r.body;
 }
@@ -304,6 +95,10 @@ TEST_P(Conformance, RunSeparatesStreamsAndKeepsState) {
 }
 
 TEST_P(Conformance, BackgroundProcessesKeepLogsAndCanBeKilled) {
+  if (Lacks("background_processes")) {
+    SkipRefused("background_processes", "process/start", {{"command", "sleep 1"}});
+    return;
+  }
   Json bg = Run("for i in 1 2 3; do echo tick$i; sleep 0.1; done &");
   ASSERT_TRUE(bg.contains("background_pid")) << bg;
   const int pid = bg["background_pid"];

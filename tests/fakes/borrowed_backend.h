@@ -29,6 +29,7 @@ class BorrowedBackend final : public SandboxBackend {
                             double expires_at) override {
     return b_.Claim(id, spec, expires_at);
   }
+  Result<SandboxInfo> RestartGuest(const std::string& id) override { return b_.RestartGuest(id); }
 
  private:
   SandboxBackend& b_;

@@ -186,4 +186,10 @@ Result<SandboxInfo> ProcessBackend::Claim(const std::string& id, const SandboxSp
   return it->second.info;
 }
 
+pid_t ProcessBackend::GuestPid(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  return it == boxes_.end() ? -1 : it->second.pid;
+}
+
 }  // namespace agentbox::fakes

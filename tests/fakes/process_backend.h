@@ -40,6 +40,9 @@ class ProcessBackend : public SandboxBackend {
   // present.
   Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
 
+  // The pid of the guest process of `id` (tests that freeze it); -1 for an unknown id.
+  pid_t GuestPid(const std::string& id);
+
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }
 

@@ -496,6 +496,8 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("GET", S, base);
   EXPECT_EQ(Do("POST", S + "/timeout", base + "/timeout", Example("POST", S + "/timeout")).status,
             200);
+  // The test double cannot replace a guest: documented 400 saying so (jail and docker can).
+  EXPECT_EQ(Do("POST", S + "/restart-guest", base + "/restart-guest").status, 400);
 
   // Files, in an order in which each documented example finds what it needs.
   for (const char* op : {"write", "read", "exists", "search", "find", "list", "replace"}) {
@@ -748,6 +750,7 @@ TEST_F(OpenApiTest, EveryRouteTheServerAnswersIsDocumented) {
                             "/v1/sandboxes",
                             "/v1/sandboxes/{id}",
                             "/v1/sandboxes/{id}/timeout",
+                            "/v1/sandboxes/{id}/restart-guest",
                             "/v1/sandboxes/{id}/shell/{session}/stream",
                             "/",
                             "/v1",

@@ -3,11 +3,13 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
+#include "backends/disk/disk.h"
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
@@ -30,6 +32,8 @@ struct DockerBackendOptions {
   std::chrono::milliseconds start_timeout{30000};
   // Bound of each engine call made by Probe.
   std::chrono::milliseconds probe_timeout{2000};
+  // Disks of default_limits.disk_bytes kept ready (backends/disk); 0: made during Create.
+  size_t ready_disks = 2;
 };
 
 // Sandboxes as Docker containers, driven through the Engine API (v1.41) on its unix socket.
@@ -63,6 +67,10 @@ class DockerBackend final : public SandboxBackend {
   // line per engine status line. kNotFound when no registry knows the image, kUnavailable when
   // none is reachable; both name the image.
   Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
+  // Restarts the container (SIGKILL to its processes, then the same entrypoint) and waits for
+  // the new guest's health: the container's filesystem and its /workspace volume are kept;
+  // sessions, processes and /tmp start empty.
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
   // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
   // already or is not running.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
@@ -102,6 +110,9 @@ class DockerBackend final : public SandboxBackend {
   DockerBackendOptions opts_;
   EngineClient engine_;
   std::atomic<bool> cleaned_{false};
+  // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
+  std::unique_ptr<disk::DiskMaker> disks_;
+  std::string why_no_disk_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
   std::mutex mu_;

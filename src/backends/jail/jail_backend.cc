@@ -17,7 +17,9 @@
 #include "backends/jail/caps.h"
 #include "backends/jail/fs_util.h"
 #include "backends/jail/jail_config.h"
+#include "backends/jail/launch.h"
 #include "backends/jail/process.h"
+#include "backends/jail/sandbox_disk.h"
 #include "backends/jail/unix_http.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -47,90 +49,6 @@ Result<void> Chown(const std::string& path, uint32_t uid, uint32_t gid) {
     return Fail(ErrnoError(errno, "chown " + path));
   }
   return {};
-}
-
-// The last `n` bytes of a log file, for error messages.
-std::string LogTail(const std::string& path, size_t n = 600) {
-  auto text = ReadSmallFile(path, 1 << 20);
-  if (!text) {
-    return "";
-  }
-  std::string s = text->size() > n ? text->substr(text->size() - n) : *text;
-  while (!s.empty() && s.back() == '\n') {
-    s.pop_back();
-  }
-  return s;
-}
-
-// Reads one '\n'-terminated line from `fd` (the helper's report). Empty at EOF.
-Result<std::string> ReadLine(int fd, Clock::time_point deadline) {
-  std::string line;
-  char buf[4096];
-  for (;;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    const int n = ::poll(&p, 1, PollTimeoutMs(deadline));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n == 0 && Clock::now() >= deadline) {
-      return Fail(ErrorCode::kTimeout, "the jail helper did not report in time");
-    }
-    if (n <= 0) {
-      continue;
-    }
-    const ssize_t got = ::read(fd, buf, sizeof(buf));
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got <= 0) {
-      return line;
-    }
-    line.append(buf, static_cast<size_t>(got));
-    if (const size_t nl = line.find('\n'); nl != std::string::npos) {
-      return line.substr(0, nl);
-    }
-  }
-}
-
-// Waits until the guest answers GET /api/v1/health on `socket`. Wakes on the socket's creation
-// (inotify on its directory), and fails at once if the helper exits (`helper_pipe` hangs up).
-Result<void> WaitForGuest(const std::string& socket, const std::string& run_dir,
-                          const std::string& token, int helper_pipe, Clock::time_point deadline) {
-  UniqueFd ino(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-  if (!ino || ::inotify_add_watch(ino.Get(), run_dir.c_str(), IN_CREATE) < 0) {
-    return Fail(ErrnoError(errno, "inotify on " + run_dir));
-  }
-  for (;;) {
-    auto r = UnixHttpRequest(socket, "GET", "/api/v1/health", token, "", deadline);
-    if (r && r->status == 200) {
-      return {};
-    }
-    if (r) {
-      return Fail(ErrorCode::kUnavailable,
-                  "guest health answered " + std::to_string(r->status) + ": " + r->body);
-    }
-    const int err = r.error().sys_errno;
-    if (err != ENOENT && err != ECONNREFUSED) {
-      return Fail(r.error());
-    }
-    // ENOENT: wait for the socket to be created. ECONNREFUSED: it is bound but not yet
-    // listening, which lasts microseconds; poll again after at most a millisecond.
-    struct pollfd fds[2] = {{ino.Get(), POLLIN, 0}, {helper_pipe, POLLIN, 0}};
-    const int timeout =
-        err == ECONNREFUSED ? std::min(1, PollTimeoutMs(deadline)) : PollTimeoutMs(deadline);
-    if (::poll(fds, 2, timeout) < 0 && errno != EINTR) {
-      return Fail(ErrnoError(errno, "poll"));
-    }
-    if (fds[1].revents != 0) {
-      return Fail(ErrorCode::kUnavailable, "the sandbox exited while starting");
-    }
-    char drain[4096];
-    while (::read(ino.Get(), drain, sizeof(drain)) > 0) {
-    }
-    if (Clock::now() >= deadline) {
-      return Fail(ErrorCode::kTimeout, "the guest did not answer its health check in time");
-    }
-  }
 }
 
 std::string FindTar() {
@@ -209,6 +127,12 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
     pids_limit_ok_ = writable(layout->pids_own);
     cpu_limit_ok_ = writable(layout->cpu_own);
   }
+  why_no_disk_ = disk::WhyUnsupported();
+  if (why_no_disk_.empty()) {
+    disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
+                                               opts_.default_limits.disk_bytes.value_or(0),
+                                               opts_.ready_disks);
+  }
 }
 
 std::string JailBackend::SandboxDir(const std::string& id) const {
@@ -264,6 +188,10 @@ ProbeResult JailBackend::Probe() {
   p.usable = j->value("usable", false);
   p.reason = j->value("reason", std::string());
   p.limitations = j->value("limitations", std::vector<std::string>());
+  if (!disks_) {
+    p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
+                            "): a create that asks for it is refused");
+  }
   return p;
 }
 
@@ -355,7 +283,13 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     rec.id_count = 1;
   }
 
-  const std::string workspace = dir + "/workspace";
+  auto disk = SetUpSandboxDisk(disks_.get(), why_no_disk_, dir, spec.limits, limits, rec.host_uid,
+                               rec.host_gid);
+  if (!disk) {
+    return Fail(disk.error());
+  }
+  rec.detail = disk->note;
+  const std::string workspace = disk->root + "/workspace";
   const std::string run = dir + "/run";
   const std::string token_path = run + "/token";
   for (const auto& [path, mode] :
@@ -399,7 +333,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     if (S_ISDIR(st.st_mode)) {
       cfg.mount.system_source = spec.image;  // shared: exposed read-only
     } else if (S_ISREG(st.st_mode)) {
-      const std::string rootfs = dir + "/rootfs";
+      const std::string rootfs = disk->root + "/rootfs";
       if (auto r = MakeDir(rootfs, 0755); !r) {
         return Fail(r.error());
       }
@@ -440,7 +374,8 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     for (const auto& u : unenforced) {
       what += (what.empty() ? "" : ", ") + u;
     }
-    rec.detail = "limits not enforced (no writable cgroup): " + what;
+    rec.detail +=
+        (rec.detail.empty() ? "" : "; ") + ("limits not enforced (no writable cgroup): " + what);
   }
   cfg.rlimits.open_files = limits.open_files;
   cfg.rlimits.file_size_bytes = limits.file_size_bytes;
@@ -467,60 +402,21 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   if (auto r = WriteFileAtomic(config_path, DumpJson(JailConfigToJson(cfg)), 0600); !r) {
     return Fail(r.error());
   }
-  const std::string log_path = dir + "/jail.log";
-  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!log) {
-    return Fail(ErrnoError(errno, "create " + log_path));
+  auto launched = LaunchJail(opts_.helper_binary, dir, rec.token, deadline);
+  if (!launched) {
+    return Fail(launched.error());
   }
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return Fail(ErrnoError(errno, "pipe2"));
-  }
-  UniqueFd report(fds[0]);
-  UniqueFd report_w(fds[1]);
-  ChildProcess::Options o;
-  o.path = opts_.helper_binary;
-  o.argv = {"agentbox-jail", "run", config_path};
-  o.stdout_fd = report_w.Get();
-  o.stderr_fd = log.Get();
-  o.new_session = true;  // terminal signals to the daemon's session do not reach sandboxes
-  const auto spawning = Clock::now();
-  auto helper = ChildProcess::Spawn(o);
-  if (!helper) {
-    return Fail(helper.error());
-  }
-  report_w.Reset();
-  log.Reset();
-  const pid_t helper_pid = helper->pid();
-  undo.helper.emplace(std::move(*helper));
-
-  auto line = ReadLine(report.Get(), deadline);
-  const auto jailed = Clock::now();
-  if (!line) {
-    return Fail(line.error());
-  }
-  auto j = ParseJsonObject(*line);
-  if (line->empty() || !j) {
-    return Fail(ErrorCode::kUnavailable, "the jail helper failed: " + LogTail(log_path));
-  }
-  if (!j->value("ok", false)) {
-    return Fail(ErrorCode::kUnavailable, j->value("error", std::string("jail setup failed")));
-  }
-  const pid_t init_pid = j->value("init_pid", 0);
-  rec.cgroups = j->value("cgroups", std::vector<std::string>());
+  const pid_t init_pid = launched->init_id.pid;
+  const pid_t helper_pid = launched->helper.pid();
+  const auto spawning = launched->spawning;
+  const auto jailed = launched->jailed;
+  rec.cgroups = launched->cgroups;
   undo.cgroups = rec.cgroups;
-  auto helper_id = IdentifyProcess(helper_pid);
-  auto init_id = IdentifyProcess(init_pid);
-  if (!helper_id || !init_id) {
-    return Fail(ErrorCode::kUnavailable, "the sandbox exited while starting: " + LogTail(log_path));
-  }
-  undo.init = *init_id;
-  rec.helper = *helper_id;
-  rec.init = *init_id;
+  undo.init = launched->init_id;
+  rec.helper = launched->helper_id;
+  rec.init = launched->init_id;
+  undo.helper.emplace(std::move(launched->helper));
 
-  if (auto r = WaitForGuest(run + "/guest.sock", run, rec.token, report.Get(), deadline); !r) {
-    return Fail(r.error().code, r.error().message + "; log: " + LogTail(log_path));
-  }
   if (auto r = SaveSandboxRecord(dir + "/spec.json", rec); !r) {
     return Fail(r.error());
   }
@@ -545,6 +441,7 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
   info.guest_endpoint = "unix:" + SandboxDir(r.id) + "/run/guest.sock";
   info.guest_token = r.token;
   info.detail = r.detail;
+  info.disk_used_bytes = SandboxDiskUsed(SandboxDir(r.id));
   if (GetProcessStatus(r.init) == ProcessStatus::kRunning) {
     info.state = SandboxState::kRunning;
   } else {

@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
+#include "backends/disk/disk.h"
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
 #include "common/keyed_mutex.h"
@@ -34,6 +36,9 @@ struct JailBackendOptions {
   uint64_t log_cap_bytes = 8ull << 20;
   // How long Destroy waits for the jail's processes to exit.
   std::chrono::milliseconds stop_timeout{10000};
+  // Disks of default_limits.disk_bytes kept ready (made in the background, handed out in
+  // microseconds): see backends/disk. 0: every disk is made during Create.
+  size_t ready_disks = 2;
 };
 
 // Sandboxes as Linux namespaces (see ARCHITECTURE.md). The sandbox's first process is the guest;
@@ -61,6 +66,10 @@ class JailBackend final : public SandboxBackend {
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Kills every process of the sandbox (SIGKILL to the init, then the old helper exits) and
+  // starts a new jail over the same directory, the same uid range and token: /workspace and a
+  // tarball image's root filesystem are kept; /tmp, sessions and processes start empty.
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
   // Rewrites the sandbox's record (atomically: temporary file + rename) with spec.owner,
   // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
@@ -86,6 +95,9 @@ class JailBackend final : public SandboxBackend {
   bool memory_limit_ok_ = false;
   bool pids_limit_ok_ = false;
   bool cpu_limit_ok_ = false;
+  // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
+  std::unique_ptr<disk::DiskMaker> disks_;
+  std::string why_no_disk_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
 

@@ -237,6 +237,44 @@ TEST_F(JailBackendTest, ReportsStoppedWhenTheSandboxDies) {
   EXPECT_FALSE(std::filesystem::exists(backend_->SandboxDir("dies")));
 }
 
+TEST_F(JailBackendTest, RestartGuestReplacesAStoppedGuestAndKeepsTheWorkspace) {
+  const SandboxInfo info = CreateOrDie("stuck");
+  ASSERT_EQ(Exec(info, "echo kept > /workspace/f; echo gone > /tmp/t").returncode, 0);
+  ASSERT_TRUE(StartProcess(info, "sleep 1000"));
+  // The sandbox overwrites the token file the guest reads at start: the restart puts it back.
+  ASSERT_EQ(Exec(info, "echo planted > /run/agentbox/token").returncode, 0);
+  const SandboxRecord before = RecordOf("stuck");
+  ASSERT_EQ(::kill(before.init.pid, SIGSTOP), 0);  // what a ptrace attach used to leave
+
+  auto restarted = backend_->RestartGuest("stuck");
+  ASSERT_TRUE(restarted) << restarted.error().message;
+  EXPECT_EQ(restarted->state, SandboxState::kRunning);
+  EXPECT_EQ(restarted->guest_endpoint, info.guest_endpoint);
+  EXPECT_EQ(restarted->guest_token, info.guest_token);
+  const SandboxRecord after = RecordOf("stuck");
+  EXPECT_NE(after.init, before.init);
+  EXPECT_EQ(after.uid_slot, before.uid_slot);
+  EXPECT_NE(GetProcessStatus(before.init), ProcessStatus::kRunning);
+  EXPECT_EQ(GetProcessStatus(before.helper), ProcessStatus::kGone);
+  EXPECT_EQ(Exec(*restarted, "cat /workspace/f; cat /tmp/t 2>/dev/null || echo no-tmp").output,
+            "kept\nno-tmp\n");
+  EXPECT_EQ(Exec(*restarted, "ps -eo args= | grep -c '^sleep 1000' || true").output, "0\n");
+
+  // A sandbox whose guest died can be restarted too.
+  ASSERT_EQ(::kill(after.init.pid, SIGKILL), 0);
+  auto helper = ProcessHandle::Open(after.helper);
+  ASSERT_TRUE(helper);
+  ASSERT_TRUE(helper->WaitExit(Clock::now() + std::chrono::seconds(10)));
+  ASSERT_EQ(backend_->Get("stuck")->state, SandboxState::kStopped);
+  auto again = backend_->RestartGuest("stuck");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(Exec(*again, "cat /workspace/f").output, "kept\n");
+
+  EXPECT_EQ(backend_->RestartGuest("no-such").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(backend_->Destroy("stuck"));
+  EXPECT_FALSE(std::filesystem::exists(backend_->SandboxDir("stuck")));
+}
+
 TEST_F(JailBackendTest, KillingTheHelperEndsTheSandbox) {
   const SandboxInfo info = CreateOrDie("anchor");
   ASSERT_TRUE(StartProcess(info, "sleep 1000"));
@@ -309,7 +347,7 @@ TEST_F(JailBackendTest, LimitsReachTheCgroupsAndRlimits) {
   spec.limits.file_size_bytes = 1 << 20;
   const SandboxInfo info = CreateOrDie("limits", spec);
   const SandboxRecord rec = RecordOf("limits");
-  if (!rec.detail.empty()) {
+  if (rec.detail.find("no writable cgroup") != std::string::npos) {
     GTEST_SKIP() << "SKIPPED: " << rec.detail;
   }
   std::map<std::string, std::string> files;

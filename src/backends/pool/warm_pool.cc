@@ -204,6 +204,15 @@ Result<SandboxInfo> WarmPool::Get(const std::string& id) {
   return info;
 }
 
+Result<SandboxInfo> WarmPool::RestartGuest(const std::string& id) {
+  if (opts_.size > 0) {
+    if (auto info = inner_->Get(id); info && IsUnclaimedPoolSandbox(*info)) {
+      return Fail(SandboxNotFound(id));
+    }
+  }
+  return inner_->RestartGuest(id);
+}
+
 Result<std::vector<SandboxInfo>> WarmPool::List() {
   auto list = inner_->List();
   if (!list || opts_.size == 0) {

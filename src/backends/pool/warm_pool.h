@@ -116,6 +116,8 @@ class WarmPool final : public SandboxBackend {
   }
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
                             double expires_at) override;
+  // The inner backend's, for sandboxes handed out (a waiting pool sandbox is kNotFound).
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
 
   WarmPoolStats Stats() const;
   // Ready sandboxes for the key of `spec` (tests, benchmarks).

@@ -1,0 +1,349 @@
+// The conformance suite's fixture: one agentboxd per backend, driven only through its REST API.
+// Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default: the CMake cache
+// variable of that name, "jail" unless configured) gets a daemon of its own with SANDBOX_BACKEND
+// set to it. The docker daemon takes DOCKER_HOST and AGENTBOX_DOCKER_IMAGE from the environment.
+// The cloudrun daemon gets an agentbox-gcp-emulator of its own (started here on a free port,
+// with a bucket), whose executions run AGENTBOX_CLOUDRUN_IMAGE (default agentbox/base:latest) on
+// the local Docker engine, with Cloud Storage volumes as bind mounts (or, with
+// AGENTBOX_GCP_EMULATOR_VOLUMES=fuse, as rclone FUSE mounts with object-store semantics). A test
+// that needs what a backend declares it cannot do (/v1/info capabilities) checks the clear 400
+// and is skipped with the reason printed.
+#pragma once
+
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace agentbox::conformance {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  Json json;
+  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
+};
+
+inline size_t Collect(char* p, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, s * n);
+  return s * n;
+}
+
+// One agentboxd per backend, started on first use and stopped at exit. It runs with the
+// default configuration, so a warm pool (if the backend has one) serves the suite's creates.
+class Daemon {
+ public:
+  explicit Daemon(const std::string& backend) : backend_(backend) {
+    char tmpl[] = "/tmp/agentbox-conformance-XXXXXX";
+    if (!mkdtemp(tmpl)) {
+      return;
+    }
+    dir_ = tmpl;
+    socket_ = dir_ + "/agentboxd.sock";
+    if (backend_ == "cloudrun" && !StartEmulator()) {
+      return;
+    }
+    Spawn({});
+  }
+  ~Daemon() {
+    Stop();
+    if (dir_.empty()) {
+      return;
+    }
+    // A warm pool leaves its sandboxes running for the next agentboxd. That next one runs with
+    // the pool off, so they show up in the list, and deletes every sandbox left.
+    const std::string conf = dir_ + "/no-pool.conf";
+    if (FILE* f = fopen(conf.c_str(), "w")) {
+      std::string upper = backend_;
+      for (auto& c : upper) {
+        c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+      }
+      fprintf(f, "%sAGENTBOX_WARM_POOL_SIZE=0\nAGENTBOX_WARM_POOL_SIZE_%s=0\n",
+              backend_config_.c_str(), upper.c_str());
+      fclose(f);
+      Spawn({"--config", conf});
+      if (ready_) {
+        Reply list = Call("GET", "/v1/sandboxes", "", false);
+        if (list.json.is_object() && list.json.contains("data")) {
+          for (const auto& sb : list.json["data"]["sandboxes"]) {
+            Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>(), "", false);
+          }
+        }
+      }
+      Stop();
+    }
+    if (emulator_pid_ > 0) {
+      kill(emulator_pid_, SIGTERM);
+      waitpid(emulator_pid_, nullptr, 0);
+    }
+    int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
+    (void)rc;
+  }
+  bool ready() const { return ready_; }
+  // The daemon's --state-dir (the backends keep their sandboxes below it).
+  std::string state_dir() const { return dir_ + "/state"; }
+  std::string log() const {
+    std::string out;
+    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        out.append(buf, n);
+      }
+      fclose(f);
+    }
+    return out;
+  }
+
+  // What the backend declares it can do (GET /v1/info: backends.<name>.capabilities).
+  Json Capabilities() {
+    if (capabilities_.is_null()) {
+      Reply info = Call("GET", "/v1/info");
+      capabilities_ = info.data()["backends"][backend_]["capabilities"];
+    }
+    return capabilities_;
+  }
+
+  Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
+             bool expect_ok = true, const std::vector<std::string>& headers = {}) const {
+    CURL* c = curl_easy_init();
+    Reply r;
+    curl_slist* h = nullptr;
+    for (const auto& x : headers) {
+      h = curl_slist_append(h, x.c_str());
+    }
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
+    curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (method != "GET" && method != "DELETE") {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    const CURLcode rc = curl_easy_perform(c);
+    if (expect_ok) {
+      EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    r.json = Json::parse(r.body, nullptr, false);
+    return r;
+  }
+
+ private:
+  // A private emulator with one bucket, and the settings that point the daemon at it.
+  bool StartEmulator() {
+    int out[2];
+    if (pipe(out) != 0) {
+      return false;
+    }
+    emulator_pid_ = fork();
+    if (emulator_pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      close(out[0]);
+      const std::string log = dir_ + "/emulator.log";
+      FILE* f = freopen(log.c_str(), "a", stderr);
+      (void)f;
+      const std::string data = dir_ + "/emulator";
+      // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse: volumes as object-store FUSE mounts (gcsfuse-like).
+      const char* volumes = std::getenv("AGENTBOX_GCP_EMULATOR_VOLUMES");
+      execl(AGENTBOX_GCP_EMULATOR_BIN, AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0",
+            "--data", data.c_str(), "--volumes", volumes && *volumes ? volumes : "bind",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    std::string line;
+    char c;
+    while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
+      line += c;
+    }
+    close(out[0]);
+    const size_t at = line.find("http://");
+    if (at == std::string::npos) {
+      return false;
+    }
+    const std::string url = line.substr(at, line.find_first_of("\r\n", at) - at);
+    // The bucket, as a deployment creates it with gcloud.
+    CURL* h = curl_easy_init();
+    std::string sink;
+    curl_slist* hdr = curl_slist_append(nullptr, "Authorization: Bearer conformance");
+    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_URL, (url + "/storage/v1/b?project=conformance-project").c_str());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, R"({"name":"conformance-bucket"})");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+    const CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK || status != 200) {
+      return false;
+    }
+    const char* image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE");
+    backend_config_ =
+        "SANDBOX_GCP_PROJECT=conformance-project\n"
+        "SANDBOX_GCS_BUCKET=conformance-bucket\n"
+        "AGENTBOX_CLOUDRUN_ENDPOINT=" +
+        url + "\n" + "STORAGE_EMULATOR_HOST=" + url + "\n" +
+        "GOOGLE_OAUTH_ACCESS_TOKEN=conformance\n"
+        "AGENTBOX_CLOUDRUN_POLL_MS=50\n"
+        "AGENTBOX_CLOUDRUN_IMAGE=" +
+        std::string(image && *image ? image : "agentbox/base:latest") + "\n";
+    return true;
+  }
+
+  void Spawn(const std::vector<std::string>& extra) {
+    ready_ = false;
+    std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",      "unix:" + socket_,
+                                     "--state-dir", dir_ + "/state", "--backend",
+                                     backend_,      "--env-file",    "/dev/null"};
+    if (!backend_config_.empty() && extra.empty()) {
+      const std::string conf = dir_ + "/backend.conf";
+      if (FILE* f = fopen(conf.c_str(), "w")) {
+        fputs(backend_config_.c_str(), f);
+        fclose(f);
+      }
+      args.insert(args.end(), {"--config", conf});
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/agentboxd.log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* f = freopen(log.c_str(), "a", stderr);
+      (void)f;
+      execv(AGENTBOXD_BIN, argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Call("GET", "/healthz", "", false).status == 200) {
+        ready_ = true;
+        return;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+  std::string backend_;
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+  pid_t emulator_pid_ = -1;
+  std::string backend_config_;  // KEY=VALUE lines for the backend (cloudrun: the emulator)
+  Json capabilities_;
+};
+
+inline Daemon& DaemonFor(const std::string& backend) {
+  static std::map<std::string, std::unique_ptr<Daemon>> daemons;
+  auto& d = daemons[backend];
+  if (!d) {
+    d = std::make_unique<Daemon>(backend);
+  }
+  return *d;
+}
+
+inline std::vector<std::string> Backends() {
+  const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
+  std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) {
+      comma = s.size();
+    }
+    if (comma > pos) {
+      out.push_back(s.substr(pos, comma - pos));
+    }
+    pos = comma + 1;
+  }
+  return out;
+}
+
+class Conformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    daemon_ = &DaemonFor(GetParam());
+    ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam() << " did not start:\n"
+                                  << daemon_->log();
+    Reply r =
+        daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
+    ASSERT_EQ(r.status, 201) << r.body << "\n" << daemon_->log();
+    id_ = r.data()["id"];
+    ASSERT_EQ(r.data()["backend"], GetParam());
+  }
+  void TearDown() override {
+    if (!id_.empty()) {
+      EXPECT_EQ(daemon_->Call("DELETE", "/v1/sandboxes/" + id_).status, 200);
+    }
+  }
+
+  // Skips the test, saying why, when the backend declares it cannot do `capability`.
+  bool Lacks(const std::string& capability) {
+    Json caps = daemon_->Capabilities();
+    return caps.is_object() && caps.value(capability, true) == false;
+  }
+
+  // A backend that lacks a capability must refuse its calls with a clear 400: checked, then the
+  // test is skipped with the backend's own words.
+  void SkipRefused(const std::string& capability, const std::string& op, const Json& body) {
+    Reply r = Api(op, body);
+    EXPECT_EQ(r.status, 400) << r.body;
+    const std::string message = r.json.is_object() ? r.json.value("message", "") : "";
+    EXPECT_FALSE(message.empty()) << r.body;
+    GTEST_SKIP() << GetParam() << " declares capabilities." << capability << " = false; " << op
+                 << " answers 400: " << message;
+  }
+
+  Reply Api(const std::string& op, const Json& body) {
+    return daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/api/v1/" + op, body.dump());
+  }
+  // Runs a command in a session and returns its data (completed).
+  Json Exec(const std::string& session, const std::string& command, double wait = 30) {
+    Reply r = Api("shell/exec", {{"id", session}, {"command", command}, {"wait_seconds", wait}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.data();
+  }
+  Json Run(const std::string& command, const std::string& session = "default") {
+    Reply r = Api("shell/run", {{"session_id", session}, {"command", command}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.data();
+  }
+
+  Daemon* daemon_ = nullptr;
+  std::string id_;
+};
+
+}  // namespace agentbox::conformance
