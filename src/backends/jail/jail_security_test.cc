@@ -52,12 +52,14 @@ TEST_F(JailSecurityTest, CannotSeeHostProcesses) {
   const ExecResult r =
       Exec(info, "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(cat $p/comm)\"; done");
   ASSERT_EQ(r.returncode, 0) << r.output;
-  // Only the guest (pid 1), the shell running this command and its children.
+  // Only the guest (pid 1), the shell running this command and its children, and the shell the
+  // guest may be starting for the next session meanwhile: until its execve that child still
+  // bears the guest's name (seen as "5 guest" in about one run in 20).
   std::istringstream lines(r.output);
   int count = 0;
   for (std::string line; std::getline(lines, line);) {
     ++count;
-    EXPECT_TRUE(line == "1 guest" || line.find(" bash") != std::string::npos ||
+    EXPECT_TRUE(line.ends_with(" guest") || line.find(" bash") != std::string::npos ||
                 line.find(" cat") != std::string::npos)
         << "unexpected process visible in the sandbox: " << line;
   }
@@ -224,10 +226,6 @@ TEST_F(JailSecurityTest, ForkBombIsStoppedByThePidsLimit) {
 }
 
 TEST_F(JailSecurityTest, MemoryBombIsKilledByTheMemoryLimit) {
-#ifdef AGENTBOX_SANITIZED
-  GTEST_SKIP() << "SKIPPED in sanitizer builds: ASan's shadow memory alone exceeds the 64 MiB "
-                  "limit, so the guest dies before the bomb (release builds test it)";
-#endif
   SandboxSpec spec;
   spec.limits.memory_bytes = 64 << 20;
   const SandboxInfo info = CreateOrDie("membomb", spec);
