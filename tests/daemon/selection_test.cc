@@ -69,20 +69,22 @@ class SelectionTest : public ::testing::Test {
     o.selection =
         selector::Settings::FromConfig(Config::FromMap(std::move(cfg)), {"docker", "jail"});
     o.selection->probe_ttl = std::chrono::milliseconds(0);  // see probe changes at once
-    io_.restart();
-    work_.emplace(boost::asio::make_work_guard(io_));
+    // A fresh io_context per daemon: handlers the previous one left queued (its connections')
+    // must not run against this daemon after the previous server was freed.
+    io_.emplace();
+    work_.emplace(boost::asio::make_work_guard(*io_));
     api_ = std::make_unique<DaemonApi>(
-        io_,
+        *io_,
         std::map<std::string, SandboxBackend*>{{"docker", docker_.get()}, {"jail", jail_.get()}},
         ApiKeys({"alice:key-alice"}), o);
     api_->Start();
     http::ServerOptions so;
     so.error_body = &http::ErrorBody;
-    server_ = std::make_unique<http::Server>(io_, *api_, so);
+    server_ = std::make_unique<http::Server>(*io_, *api_, so);
     sock_ = dir_ + "/d.sock";
     ::unlink(sock_.c_str());
     ASSERT_TRUE(server_->Listen("unix:" + sock_));
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] { io_->run(); });
   }
 
   void StopDaemon() {
@@ -91,10 +93,11 @@ class SelectionTest : public ::testing::Test {
     }
     server_->Stop();
     work_.reset();
-    io_.stop();
+    io_->stop();
     thread_.join();
     server_.reset();
     api_.reset();
+    io_.reset();  // destroys, without running, what the stopped loop left queued
   }
 
   struct Reply {
@@ -132,7 +135,7 @@ class SelectionTest : public ::testing::Test {
 
   std::string dir_, sock_;
   std::unique_ptr<Switchable> docker_, jail_;
-  boost::asio::io_context io_;
+  std::optional<boost::asio::io_context> io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::unique_ptr<DaemonApi> api_;
   std::unique_ptr<http::Server> server_;

@@ -9,7 +9,9 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <thread>
+#include <vector>
 
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -60,17 +62,42 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
   const std::string sock = b.dir + "/guest.sock";
   const std::string token = RandomId(32);
   { std::ofstream(b.dir + "/token") << token << "\n"; }
+  // Everything the child needs is built here: the daemon is multi-threaded, so between fork and
+  // execve the child must not allocate (another thread may hold the allocator's lock, which
+  // ASan's allocator makes likely).
+  std::vector<std::string> args = {guest_,           "serve",          "--listen",
+                                   "unix:" + sock,   "--workdir",      b.dir + "/workspace",
+                                   "--token-file",   b.dir + "/token", "--log-level",
+                                   "warn"};
+  std::map<std::string, std::string> env_map;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) {
+      env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+  }
+  for (const auto& [k, v] : spec.env) {
+    env_map[k] = v;
+  }
+  std::vector<std::string> env;
+  for (const auto& [k, v] : env_map) {
+    env.push_back(k + "=" + v);
+  }
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  for (auto& e : env) {
+    envp.push_back(e.data());
+  }
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();
-    for (const auto& [k, v] : spec.env) {
-      ::setenv(k.c_str(), v.c_str(), 1);
-    }
-    const std::string listen = "unix:" + sock;
-    const std::string workdir = b.dir + "/workspace";
-    const std::string tokfile = b.dir + "/token";
-    ::execl(guest_.c_str(), guest_.c_str(), "serve", "--listen", listen.c_str(), "--workdir",
-            workdir.c_str(), "--token-file", tokfile.c_str(), "--log-level", "warn", nullptr);
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   if (pid < 0) {

@@ -195,16 +195,8 @@ Capabilities DockerBackend::GetCapabilities() const {
 ProbeResult DockerBackend::Probe() {
   ProbeResult p;
   const std::string& sock = opts_.socket_path;
-  if (::access(opts_.guest_binary.c_str(), X_OK) != 0) {
-    p.reason = "The guest binary " + opts_.guest_binary + " is missing or not executable.";
-    return p;
-  }
-  if (IsDynamicElf(opts_.guest_binary)) {
-    p.reason = "The guest binary " + opts_.guest_binary +
-               " is dynamically linked; containers need the static build (a sanitizer build "
-               "links it dynamically).";
-    return p;
-  }
+  // The engine first (reachable, speaks our version), then what we bring to it (the guest), then
+  // what it must hold (image, runtime): each reason names the first thing an operator must fix.
   // GET /v1.41/_ping: the engine refuses a versioned request outside the API versions it
   // speaks (400 "client version 1.41 is too new ..."), so one cheap call checks both that the
   // engine answers and that it speaks our version (GET /version costs ~40 ms on dockerd 20.10).
@@ -222,6 +214,15 @@ ProbeResult DockerBackend::Probe() {
   if (ping->status != 200) {
     p.reason = "The Docker engine at " + sock + " answered GET /_ping with " +
                std::to_string(ping->status) + ".";
+    return p;
+  }
+  if (::access(opts_.guest_binary.c_str(), X_OK) != 0) {
+    p.reason = "The guest binary " + opts_.guest_binary + " is missing or not executable.";
+    return p;
+  }
+  if (IsDynamicElf(opts_.guest_binary)) {
+    p.reason = "The guest binary " + opts_.guest_binary +
+               " is dynamically linked; containers need a static one (AGENTBOX_GUEST_BIN).";
     return p;
   }
   auto image =

@@ -354,6 +354,46 @@ TEST(DockerEngineVersion, AnEngineThatDoesNotSpeakV141IsNotUsableAndSaysWhy) {
   EXPECT_EQ(requests[0], "GET /v1.41/_ping HTTP/1.1");
 }
 
+// The probe names the engine's problem before the guest's: with the engine down, a dynamically
+// linked guest (/bin/dash) is not what the reason is about.
+TEST(DockerProbeOrder, AnEngineThatIsDownIsReportedBeforeAGuestThatCannotRunInContainers) {
+  TempDir t;
+  DockerBackendOptions o;
+  o.state_dir = t.path() + "/docker";
+  o.socket_path = t.path() + "/docker.sock";  // nothing listens
+  o.guest_binary = "/bin/dash";
+  ProbeResult p = DockerBackend(o).Probe();
+  EXPECT_FALSE(p.usable);
+  EXPECT_EQ(p.reason.find("The Docker engine at " + o.socket_path + " is not reachable"), 0u)
+      << p.reason;
+  o.guest_binary = t.path() + "/missing-guest";
+  p = DockerBackend(o).Probe();
+  EXPECT_EQ(p.reason.find("The Docker engine at " + o.socket_path + " is not reachable"), 0u)
+      << p.reason;
+}
+
+// Once the engine answers, a guest that is missing or dynamically linked is the reason, before
+// the image is asked about.
+TEST(DockerProbeOrder, AGuestThatIsMissingOrDynamicIsNamedOnceTheEngineAnswers) {
+  TempDir t;
+  CannedEngine engine(t.path() + "/docker.sock",
+                      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+  DockerBackendOptions o = CannedEngineOptions(t);
+  o.guest_binary = "/bin/dash";
+  ProbeResult p = DockerBackend(o).Probe();
+  EXPECT_FALSE(p.usable);
+  EXPECT_EQ(p.reason,
+            "The guest binary /bin/dash is dynamically linked; containers need a static one "
+            "(AGENTBOX_GUEST_BIN).");
+  o.guest_binary = t.path() + "/missing-guest";
+  p = DockerBackend(o).Probe();
+  EXPECT_EQ(p.reason, "The guest binary " + o.guest_binary + " is missing or not executable.");
+  const auto requests = engine.requests();
+  ASSERT_EQ(requests.size(), 2u);  // one ping each, no image look-up
+  EXPECT_EQ(requests[0], "GET /v1.41/_ping HTTP/1.1");
+  EXPECT_EQ(requests[1], "GET /v1.41/_ping HTTP/1.1");
+}
+
 // A registry is out of reach here, so the engine's side of a pull is played: the image is
 // missing, /images/create streams progress lines (until the connection closes, as dockerd's
 // chunked stream ends), and afterwards the image is present.
