@@ -379,10 +379,14 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
     return std::make_unique<RejectSink>(
         Error{ErrorCode::kUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)"});
   }
-  auto entry = Find(parts[2], *caller);
-  if (!entry) {
+  const std::string id = parts[2];
+  auto entry = Find(id, *caller);
+  // A sandbox of a shared backend that another replica created is looked up once the body is
+  // spooled (the lookup blocks, and this runs on the I/O thread).
+  const bool look_up_later = !entry && HasSharedBackend() && ValidSandboxId(id);
+  if (!entry && !look_up_later) {
     return std::make_unique<RejectSink>(
-        Error{ErrorCode::kNotFound, "sandbox '" + parts[2] + "' not found"});
+        Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"});
   }
   auto fd = OpenUnlinkedFile(opts_.spool_dir);
   if (!fd) {
@@ -393,41 +397,59 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
   const std::string content_type = req.Header("content-type");
   ++in_flight_;
   return std::make_unique<UploadSpool>(
-      std::move(*fd), [this, entry = *entry, query, content_type](
+      std::move(*fd), [this, id, entry, look_up_later, caller = *caller, query, content_type](
                           std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
-        http::ClientRequest cr;
-        cr.method = "POST";
-        cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
-        cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
-        cr.body_file = std::move(file);
-        cr.body_file_size = size;
-        const auto deadline = UploadDeadline(health_.deadlines(), size);
         // In flight until answered, however the answer comes.
         http::Respond done = [this, respond](http::Response out) {
           respond(std::move(out));
           --in_flight_;
         };
-        health_.BeforeCall(
-            entry.info, "file/upload", done,
-            [this, entry, deadline, done, cr = std::move(cr)]() mutable {
-              client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
-                           [this, entry, deadline, done,
-                            start = Clock::now()](Result<http::ClientResponse> r) {
-                             CountRelayed(entry.info.backend, "file/upload", r, start);
-                             if (GuestTimedOut(r)) {
-                               return health_.OnTimeout(entry.info, "file/upload", deadline, done);
-                             }
-                             if (!r) {
-                               return done(JsonErr(r.error()));
-                             }
-                             health_.Answered(entry.info.id);
-                             http::Response out;
-                             out.status = r->status;
-                             http::RelayWarnings(*r, out);
-                             out.body = std::move(r->body);
-                             done(std::move(out));
-                           });
-            });
+        if (!look_up_later) {
+          return RelayUpload(*entry, query, content_type, std::move(file), size, done);
+        }
+        pool_.Post([this, id, caller, query, content_type, file, size, done] {
+          FindShared(id);
+          auto found = Find(id, caller);
+          if (!found) {
+            return done(JsonErr(Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+          }
+          boost::asio::post(io_, [this, found = *found, query, content_type, file, size, done] {
+            RelayUpload(found, query, content_type, file, size, done);
+          });
+        });
+      });
+}
+
+void DaemonApi::RelayUpload(const SandboxEntry& entry, const std::string& query,
+                            const std::string& content_type, std::shared_ptr<UniqueFd> file,
+                            uint64_t size, const http::Respond& done) {
+  http::ClientRequest cr;
+  cr.method = "POST";
+  cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
+  cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
+  cr.body_file = std::move(file);
+  cr.body_file_size = size;
+  const auto deadline = UploadDeadline(health_.deadlines(), size);
+  health_.BeforeCall(
+      entry.info, "file/upload", done,
+      [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                     [this, entry, deadline, done,
+                      start = Clock::now()](Result<http::ClientResponse> r) {
+                       CountRelayed(entry.info.backend, "file/upload", r, start);
+                       if (GuestTimedOut(r)) {
+                         return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                       }
+                       if (!r) {
+                         return done(JsonErr(r.error()));
+                       }
+                       health_.Answered(entry.info.id);
+                       http::Response out;
+                       out.status = r->status;
+                       http::RelayWarnings(*r, out);
+                       out.body = std::move(r->body);
+                       done(std::move(out));
+                     });
       });
 }
 

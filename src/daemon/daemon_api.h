@@ -97,6 +97,14 @@ class DaemonApi : public http::Dispatcher {
   // Registers sandboxes that shared backends hold but this daemon does not know yet, and
   // forgets those they no longer hold. Blocks (run on the pool).
   void SyncShared();
+  // Whether any backend shares its sandboxes between replicas (Capabilities::shared_state).
+  bool HasSharedBackend() const;
+  // Asks the shared backends for `id` and records it when one holds it. Blocks: worker pool only.
+  void FindShared(const std::string& id);
+  // Sends a spooled upload to the sandbox's guest and answers `done`.
+  void RelayUpload(const SandboxEntry& entry, const std::string& query,
+                   const std::string& content_type, std::shared_ptr<UniqueFd> file, uint64_t size,
+                   const http::Respond& done);
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);

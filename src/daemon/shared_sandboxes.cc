@@ -8,30 +8,40 @@
 
 namespace agentbox::daemon {
 
-bool DaemonApi::LookUpShared(const std::string& id, const http::Request& req, const Caller& caller,
-                             const http::Respond& respond) {
-  std::vector<SandboxBackend*> shared;
+bool DaemonApi::HasSharedBackend() const {
   for (const auto& [name, b] : backends_) {
     if (b->GetCapabilities().shared_state) {
-      shared.push_back(b);
+      return true;
     }
   }
-  if (shared.empty() || !ValidSandboxId(id)) {
+  return false;
+}
+
+void DaemonApi::FindShared(const std::string& id) {
+  for (const auto& [name, b] : backends_) {
+    if (!b->GetCapabilities().shared_state) {
+      continue;
+    }
+    auto info = b->Get(id);
+    if (!info) {
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!sandboxes_.count(id)) {
+      Log(LogLevel::kInfo, "daemon.shared_sandbox_found", "id={} backend={}", id, b->Name());
+      sandboxes_[id] = SandboxEntry{*info, b, "SHARED"};
+    }
+    return;
+  }
+}
+
+bool DaemonApi::LookUpShared(const std::string& id, const http::Request& req, const Caller& caller,
+                             const http::Respond& respond) {
+  if (!HasSharedBackend() || !ValidSandboxId(id)) {
     return false;
   }
-  pool_.Post([this, id, req, caller, respond, shared] {
-    for (SandboxBackend* b : shared) {
-      auto info = b->Get(id);
-      if (!info) {
-        continue;
-      }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!sandboxes_.count(id)) {
-        Log(LogLevel::kInfo, "daemon.shared_sandbox_found", "id={} backend={}", id, b->Name());
-        sandboxes_[id] = SandboxEntry{*info, b, "SHARED"};
-      }
-      break;
-    }
+  pool_.Post([this, id, req, caller, respond] {
+    FindShared(id);
     boost::asio::post(io_, [this, req, caller, respond] { Route(req, caller, respond, true); });
   });
   return true;

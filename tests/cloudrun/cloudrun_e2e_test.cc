@@ -177,6 +177,18 @@ class Daemon {
   Reply Api(const std::string& id, const std::string& op, const Json& body) {
     return Call("POST", "/v1/sandboxes/" + id + "/api/v1/" + op, body.dump());
   }
+  // file/upload of `content` to `path`, as multipart/form-data.
+  Reply Upload(const std::string& id, const std::string& path, const std::string& content) {
+    const std::string b = "agentbox-e2e-boundary";
+    const std::string body = "--" + b +
+                             "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + path +
+                             "\r\n--" + b +
+                             "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n"
+                             "Content-Type: application/octet-stream\r\n\r\n" +
+                             content + "\r\n--" + b + "--\r\n";
+    return Http(socket_, "POST", "http://agentboxd/v1/sandboxes/" + id + "/api/v1/file/upload",
+                body, {"Content-Type: multipart/form-data; boundary=" + b});
+  }
   Reply Create(const Json& body = Json::object()) {
     Json b = body;
     b["ttl_s"] = 600;
@@ -369,6 +381,20 @@ TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
     EXPECT_NE(sb["id"], id);
   }
   EXPECT_EQ(a->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 404);
+}
+
+TEST_F(CloudRunE2E, AnUploadCanBeTheFirstCallAnotherDaemonSees) {
+  Daemon* a = StartDaemon("a", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Daemon* b = StartDaemon("b", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Reply c = a->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  // b has never heard of the sandbox: the upload is spooled, then b finds it in the bucket.
+  Reply up = b->Upload(id, "/workspace/up.txt", "uploaded through b\n");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(Exec(a, id, "cat /workspace/up.txt"), "uploaded through b\n");
+  // An id no replica holds is still a 404 after the body was taken.
+  EXPECT_EQ(b->Upload("no-such-sandbox", "/workspace/x", "x").status, 404);
 }
 
 TEST_F(CloudRunE2E, SandboxesKeepWorkingAcrossADaemonUpgrade) {
