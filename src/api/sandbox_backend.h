@@ -72,7 +72,10 @@ Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec);
 
 // kUnresponsive: running, but its guest did not answer a call within the call's deadline (the
 // daemon's view; backends report kRunning). Back to kRunning once the guest answers again.
-enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive };
+// kUnreachable: what runs the sandbox (the Docker engine) is not answering, so nothing about
+// the sandbox can be known or done (the daemon's view); back to kRunning by itself once the
+// engine and the guest answer again (daemon/backend_watch.h).
+enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive, kUnreachable };
 const char* SandboxStateName(SandboxState s);
 
 struct SandboxInfo {
@@ -104,6 +107,10 @@ struct Capabilities {
   bool persistent_sessions = true;
   bool custom_image = true;
   bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
+  // Sandboxes live in an engine that can stop answering while they exist (docker): the daemon
+  // probes the backend every few seconds while it holds sandboxes, shows them unreachable while
+  // Probe() fails, and brings them back (RestartGuest where they stopped) when it answers again.
+  bool engine = false;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.

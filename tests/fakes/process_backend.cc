@@ -26,6 +26,39 @@ bool SocketAccepts(const std::string& path) {
   ::close(fd);
   return ok;
 }
+// Starts an agentbox-guest serving on DIR/guest.sock over DIR/workspace and waits until it
+// accepts connections.
+Result<pid_t> SpawnGuest(const std::string& guest, const std::string& dir,
+                         const std::map<std::string, std::string>& env) {
+  const std::string sock = dir + "/guest.sock";
+  ::unlink(sock.c_str());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();
+    for (const auto& [k, v] : env) {
+      ::setenv(k.c_str(), v.c_str(), 1);
+    }
+    const std::string listen = "unix:" + sock;
+    const std::string workdir = dir + "/workspace";
+    const std::string tokfile = dir + "/token";
+    ::execl(guest.c_str(), guest.c_str(), "serve", "--listen", listen.c_str(), "--workdir",
+            workdir.c_str(), "--token-file", tokfile.c_str(), "--log-level", "warn", nullptr);
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    return Fail(ErrnoError(errno, "fork"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!SocketAccepts(sock)) {
+    if (std::chrono::steady_clock::now() > deadline || ::waitpid(pid, nullptr, WNOHANG) == pid) {
+      ::kill(pid, SIGKILL);
+      return Fail(ErrorCode::kUnavailable, "guest did not start");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return pid;
+}
+
 }  // namespace
 
 ProcessBackend::ProcessBackend(std::string guest_binary, std::string state_dir, std::string name)
@@ -42,6 +75,10 @@ ProcessBackend::~ProcessBackend() {
 }
 
 ProbeResult ProcessBackend::Probe() {
+  if (engine_down_) {
+    return {false, "The process engine at " + state_dir_ + " is not reachable: stopped by the test.",
+            {}};
+  }
   return {::access(guest_.c_str(), X_OK) == 0,
           ::access(guest_.c_str(), X_OK) == 0 ? "" : "guest binary missing",
           {"no isolation: test double"}};
@@ -60,31 +97,11 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
   const std::string sock = b.dir + "/guest.sock";
   const std::string token = RandomId(32);
   { std::ofstream(b.dir + "/token") << token << "\n"; }
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setsid();
-    for (const auto& [k, v] : spec.env) {
-      ::setenv(k.c_str(), v.c_str(), 1);
-    }
-    const std::string listen = "unix:" + sock;
-    const std::string workdir = b.dir + "/workspace";
-    const std::string tokfile = b.dir + "/token";
-    ::execl(guest_.c_str(), guest_.c_str(), "serve", "--listen", listen.c_str(), "--workdir",
-            workdir.c_str(), "--token-file", tokfile.c_str(), "--log-level", "warn", nullptr);
-    ::_exit(127);
+  auto pid = SpawnGuest(guest_, b.dir, spec.env);
+  if (!pid) {
+    return Fail(pid.error());
   }
-  if (pid < 0) {
-    return Fail(ErrnoError(errno, "fork"));
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!SocketAccepts(sock)) {
-    if (std::chrono::steady_clock::now() > deadline || ::waitpid(pid, nullptr, WNOHANG) == pid) {
-      ::kill(pid, SIGKILL);
-      return Fail(ErrorCode::kUnavailable, "guest did not start");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  b.pid = pid;
+  b.pid = *pid;
   b.info.id = id;
   b.info.backend = name_;
   b.info.state = SandboxState::kRunning;
@@ -99,6 +116,9 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
 }
 
 Result<SandboxInfo> ProcessBackend::Get(const std::string& id) {
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
@@ -112,6 +132,9 @@ Result<SandboxInfo> ProcessBackend::Get(const std::string& id) {
 }
 
 Result<std::vector<SandboxInfo>> ProcessBackend::List() {
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<SandboxInfo> out;
   for (auto& [id, b] : boxes_) {
@@ -190,6 +213,47 @@ pid_t ProcessBackend::GuestPid(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = boxes_.find(id);
   return it == boxes_.end() ? -1 : it->second.pid;
+}
+
+}  // namespace agentbox::fakes
+
+namespace agentbox::fakes {
+
+void ProcessBackend::SetEngineDown(bool down, bool stop_guests) {
+  engine_down_ = down;
+  if (!stop_guests) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, b] : boxes_) {
+    ::kill(-b.pid, SIGKILL);
+    ::kill(b.pid, SIGKILL);
+    ::waitpid(b.pid, nullptr, 0);
+  }
+}
+
+Result<SandboxInfo> ProcessBackend::RestartGuest(const std::string& id) {
+  if (!engine_) {
+    return SandboxBackend::RestartGuest(id);
+  }
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return Fail(SandboxNotFound(id));
+  }
+  Box& b = it->second;
+  ::kill(-b.pid, SIGKILL);
+  ::kill(b.pid, SIGKILL);
+  ::waitpid(b.pid, nullptr, 0);
+  auto pid = SpawnGuest(guest_, b.dir, b.info.spec.env);
+  if (!pid) {
+    return Fail(pid.error());
+  }
+  b.pid = *pid;
+  return b.info;
 }
 
 }  // namespace agentbox::fakes

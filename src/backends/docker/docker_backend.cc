@@ -182,6 +182,7 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
+  c.engine = true;
   return c;
 }
 
