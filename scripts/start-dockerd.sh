@@ -6,6 +6,13 @@
 #
 #   DOCKER_HOST=unix:///path.sock  socket to check/serve (default unix:///var/run/docker.sock)
 #   AGENTBOX_DOCKERD_TIMEOUT_S     how long to wait for readiness (default 60)
+#   AGENTBOX_DOCKERD_LIVE_RESTORE  1 (default): --live-restore, so containers (sandboxes) keep
+#                                  running while dockerd itself restarts; 0: without it
+#   AGENTBOX_DOCKERD_PIDFILE, AGENTBOX_DOCKERD_LOG, AGENTBOX_DOCKERD_EXEC_ROOT: dockerd's pid
+#                                  file, log and --exec-root (defaults /var/run/agentbox-dockerd.pid,
+#                                  /var/log/agentbox-dockerd.log, /var/run/docker)
+#   AGENTBOX_DOCKERD_ARGS          more dockerd arguments (e.g. --data-root DIR --bridge=none):
+#                                  a second, private engine beside the first (tests/docker)
 set -euo pipefail
 
 host="${DOCKER_HOST:-unix:///var/run/docker.sock}"
@@ -14,7 +21,15 @@ if [[ "$host" != unix://* ]]; then
   exit 2
 fi
 sock="${host#unix://}"
-log=/var/log/agentbox-dockerd.log
+log="${AGENTBOX_DOCKERD_LOG:-/var/log/agentbox-dockerd.log}"
+exec_root="${AGENTBOX_DOCKERD_EXEC_ROOT:-/var/run/docker}"
+read -r -a extra_args <<<"${AGENTBOX_DOCKERD_ARGS:-}"
+if [[ "${AGENTBOX_DOCKERD_LIVE_RESTORE:-1}" == 1 ]]; then
+  extra_args+=(--live-restore)
+fi
+if [[ -n "${AGENTBOX_DOCKERD_EXEC_ROOT:-}" ]]; then
+  extra_args+=(--exec-root "$exec_root")
+fi
 timeout_s="${AGENTBOX_DOCKERD_TIMEOUT_S:-60}"
 
 answers() {
@@ -40,7 +55,7 @@ running() {
 }
 
 # A dockerd that is still starting (pid file names a live dockerd) is waited for, not doubled.
-pidfile=/var/run/agentbox-dockerd.pid
+pidfile="${AGENTBOX_DOCKERD_PIDFILE:-/var/run/agentbox-dockerd.pid}"
 started_pid="$(cat "$pidfile" 2>/dev/null || true)"
 if [[ -n "$started_pid" ]] && running dockerd "$started_pid"; then
   echo "start-dockerd: dockerd (pid $started_pid) is starting; waiting"
@@ -49,7 +64,7 @@ else
   rm -f "$pidfile"
   # dockerd's own containerd outlives a killed dockerd, and a new dockerd waits for it and then
   # gives up; stop it and drop its pid file.
-  ctr_pidfile=/var/run/docker/containerd/containerd.pid
+  ctr_pidfile="$exec_root/containerd/containerd.pid"
   ctr_pid="$(cat "$ctr_pidfile" 2>/dev/null || true)"
   if [[ -n "$ctr_pid" ]] && running containerd "$ctr_pid"; then
     echo "start-dockerd: stopping containerd (pid $ctr_pid) left by a dockerd that died"
@@ -61,7 +76,8 @@ else
   echo "start-dockerd: starting dockerd on $sock (log $log)"
   mkdir -p "$(dirname "$sock")"
   # setsid: the engine must outlive this script and the CI step that ran it.
-  setsid dockerd --host "unix://$sock" --pidfile "$pidfile" >>"$log" 2>&1 </dev/null &
+  setsid dockerd --host "unix://$sock" --pidfile "$pidfile" "${extra_args[@]}" >>"$log" 2>&1 \
+    </dev/null &
   started_pid=$!
 fi
 log_start=$(wc -l <"$log" 2>/dev/null || echo 0)

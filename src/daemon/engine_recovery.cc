@@ -101,7 +101,7 @@ void DaemonApi::RecoverSandbox(const SandboxEntry& e) {
     }
   }
   sessions_.Restore(info, why);
-  outcome(answers ? "kept" : "restarted");
+  outcome(answers ? "running" : "restarted");
 }
 
 }  // namespace agentbox::daemon

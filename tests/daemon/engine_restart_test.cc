@@ -184,7 +184,7 @@ TEST_F(EngineRestartTest, AGuestThatKeptRunningKeepsItsSessionsUntouched) {
   EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/sub|hi"), std::string::npos);
   EXPECT_FALSE(r.json["data"].contains("notice")) << r.body;  // nothing was restored
   EXPECT_EQ(Metric("agentbox_sandbox_recoveries_total",
-                   {{"backend", "process"}, {"outcome", "kept"}}),
+                   {{"backend", "process"}, {"outcome", "running"}}),
             1);
 }
 
