@@ -54,6 +54,13 @@ running() {
   [[ "$stat" == *"($1) "[!Z]* ]]
 }
 
+# alive PID: PID exists and is not a zombie, whatever its name.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ "${stat##*) }" != Z* ]]
+}
+
 # A dockerd that is still starting (pid file names a live dockerd) is waited for, not doubled.
 pidfile="${AGENTBOX_DOCKERD_PIDFILE:-/var/run/agentbox-dockerd.pid}"
 started_pid="$(cat "$pidfile" 2>/dev/null || true)"
@@ -74,7 +81,8 @@ else
   fi
   rm -f "$ctr_pidfile"
   echo "start-dockerd: starting dockerd on $sock (log $log)"
-  mkdir -p "$(dirname "$sock")"
+  mkdir -p "$(dirname "$sock")" "$(dirname "$log")"
+  touch "$log"
   # setsid: the engine must outlive this script and the CI step that ran it.
   setsid dockerd --host "unix://$sock" --pidfile "$pidfile" "${extra_args[@]}" >>"$log" 2>&1 \
     </dev/null &
@@ -89,7 +97,9 @@ until answers; do
     tail -n 30 "$log" >&2 || true
     exit 1
   fi
-  if ! running dockerd "$started_pid"; then
+  # Our own child cannot be mistaken for another process (its pid is ours until reaped), and
+  # until it has exec'd dockerd its name is still the shell's or setsid's: alive is enough.
+  if ! alive "$started_pid"; then
     echo "start-dockerd: dockerd (pid $started_pid) exited while starting; its log:" >&2
     tail -n +"$((log_start + 1))" "$log" | tail -n 30 >&2 || true
     exit 1

@@ -193,8 +193,9 @@ if [[ "$live" == 0 ]]; then
     fail "sessions restored: $(metric 'agentbox_sessions_restored_total{backend="docker",outcome="ok"}')"
 else
   [[ "$(jq -r '.data.notice // ""' <<<"$r")" == "" ]] || fail "a kept guest got a notice: $r"
-  [[ "$(jq -r .data.status <<<"$(body POST "/v1/sandboxes/$id/api/v1/shell/wait" '{"id":"busy","seconds":0}')")" == running ]] ||
-    fail "the busy command did not survive a live-restore engine restart"
+  r="$(body POST "/v1/sandboxes/$id/api/v1/shell/view" '{"id":"busy"}')"
+  [[ "$(jq -r .data.status <<<"$r")" == running ]] ||
+    fail "the busy command did not survive a live-restore engine restart: $r"
 fi
 [[ "$(metric 'agentbox_engine_unreachable_total{backend="docker"}')" == 1 ]] ||
   fail "agentbox_engine_unreachable_total: $(metric 'agentbox_engine_unreachable_total{backend="docker"}')"
