@@ -107,10 +107,6 @@ struct Capabilities {
   bool persistent_sessions = true;
   bool custom_image = true;
   bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
-  // Sandboxes live in an engine that can stop answering while they exist (docker): the daemon
-  // probes the backend every few seconds while it holds sandboxes, shows them unreachable while
-  // Probe() fails, and brings them back (RestartGuest where they stopped) when it answers again.
-  bool engine = false;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.
@@ -167,6 +163,13 @@ class SandboxBackend {
                                                  " cannot restart the guest of sandbox '" + id +
                                                  "' in place; DELETE it and create a new one");
   }
+
+  // Whether the engine this backend's sandboxes live in (the Docker engine) is NOT answering:
+  // the one-sentence reason ("The Docker engine at ... is not answering: ..."), or nothing. One
+  // cheap round trip at most; the daemon asks every 2 s while the backend holds sandboxes, shows
+  // them unreachable while it is down, and brings them back (RestartGuest where they stopped)
+  // when it answers again. Default: nothing (no engine that can go away).
+  virtual std::optional<std::string> EngineDown() { return std::nullopt; }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:
   // records spec.owner, spec.labels and expires_at durably (they survive a daemon restart) and

@@ -14,12 +14,11 @@ BackendWatch::BackendWatch(Metrics& metrics) : metrics_(metrics) {
                     "Seconds a backend's engine was not answering, counted when it answers again.");
 }
 
-bool BackendWatch::Record(const std::string& backend, const ProbeResult& probe) {
+bool BackendWatch::Record(const std::string& backend, const std::optional<std::string>& down) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = down_.find(backend);
-  if (!probe.usable) {
-    std::string why = probe.reason.empty() ? "the " + backend + " engine is not answering"
-                                           : probe.reason;
+  if (down) {
+    std::string why = down->empty() ? "the " + backend + " engine is not answering" : *down;
     why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
     const std::string detail = "unreachable: " + why +
                                " Calls fail with 503 until it answers again; the sandbox comes "
@@ -27,7 +26,7 @@ bool BackendWatch::Record(const std::string& backend, const ProbeResult& probe) 
     if (it == down_.end()) {
       down_[backend] = Down{detail, NowUnix()};
       metrics_.Increment("agentbox_engine_unreachable_total", {{"backend", backend}});
-      Log(LogLevel::kWarn, "engine.unreachable", "backend={} reason=\"{}\"", backend, probe.reason);
+      Log(LogLevel::kWarn, "engine.unreachable", "backend={} reason=\"{}\"", backend, *down);
     } else {
       it->second.detail = detail;
     }

@@ -12,8 +12,8 @@
 namespace agentbox::daemon {
 
 // Which engines are not answering, and which sandboxes are being brought back after one came
-// back. The daemon probes every backend whose Capabilities::engine is set and that holds
-// sandboxes every couple of seconds (daemon/engine_recovery.cc) and records the outcome here.
+// back. The daemon asks every backend that holds sandboxes whether its engine is down
+// (SandboxBackend::EngineDown) every couple of seconds (daemon/engine_recovery.cc) and records the outcome here.
 // While a backend is down, every sandbox of it is unreachable: its state and detail say so and
 // calls to its guest fail at once with 503. Counts agentbox_engine_unreachable_total{backend}
 // (one per episode) and agentbox_engine_unreachable_seconds_total{backend}. Thread-safe.
@@ -23,7 +23,8 @@ class BackendWatch {
 
   // Records what probing `backend` found. Returns true when the backend had been marked down and
   // answers again (the caller then brings its sandboxes back).
-  bool Record(const std::string& backend, const ProbeResult& probe);
+  // `down`: what SandboxBackend::EngineDown said.
+  bool Record(const std::string& backend, const std::optional<std::string>& down);
   // Sandbox `id` is being brought back: unreachable with `detail` until Recovered.
   void Recovering(const std::string& id, const std::string& detail);
   void Recovered(const std::string& id);

@@ -21,16 +21,13 @@ void DaemonApi::WatchEngines() {
       held[e.backend].push_back(e);
     }
   }
-  for (auto it = held.begin(); it != held.end();) {
-    it = it->first->GetCapabilities().engine ? std::next(it) : held.erase(it);
-  }
   if (held.empty() || !watch_.Begin()) {
     return;
   }
   pool_.Post([this, held = std::move(held)] {
     for (const auto& [backend, entries] : held) {
       const std::string name(backend->Name());
-      if (!watch_.Record(name, backend->Probe())) {
+      if (!watch_.Record(name, backend->EngineDown())) {
         continue;
       }
       // Back: every sandbox of it stays unreachable until it has been brought back.

@@ -76,8 +76,7 @@ ProcessBackend::~ProcessBackend() {
 
 ProbeResult ProcessBackend::Probe() {
   if (engine_down_) {
-    return {false, "The process engine at " + state_dir_ + " is not reachable: stopped by the test.",
-            {}};
+    return {false, *EngineDown(), {}};
   }
   return {::access(guest_.c_str(), X_OK) == 0,
           ::access(guest_.c_str(), X_OK) == 0 ? "" : "guest binary missing",
@@ -218,6 +217,13 @@ pid_t ProcessBackend::GuestPid(const std::string& id) {
 }  // namespace agentbox::fakes
 
 namespace agentbox::fakes {
+
+std::optional<std::string> ProcessBackend::EngineDown() {
+  if (!engine_down_) {
+    return std::nullopt;
+  }
+  return "The process engine at " + state_dir_ + " is not answering: stopped by the test.";
+}
 
 void ProcessBackend::SetEngineDown(bool down, bool stop_guests) {
   engine_down_ = down;

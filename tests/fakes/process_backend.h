@@ -25,7 +25,6 @@ class ProcessBackend : public SandboxBackend {
   Capabilities GetCapabilities() const override {
     Capabilities c;
     c.claim = true;
-    c.engine = engine_;
     return c;
   }
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
@@ -47,13 +46,14 @@ class ProcessBackend : public SandboxBackend {
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }
 
-  // Plays a backend whose sandboxes live in an engine (Capabilities::engine) that can be taken
-  // down: while down, Probe says the engine is not reachable and Get/List fail with kUnavailable;
+  // Plays a backend whose sandboxes live in an engine that can be taken down: while down,
+  // EngineDown and Probe say the engine is not answering and Get/List fail with kUnavailable;
   // `stop_guests` kills every guest as an engine without live-restore stops its containers.
   // Also enables RestartGuest (a fresh guest process over the same directory).
   void PlayEngine() { engine_ = true; }
   void SetEngineDown(bool down, bool stop_guests);
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
+  std::optional<std::string> EngineDown() override;
 
  private:
   struct Box {

@@ -182,7 +182,6 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
-  c.engine = true;
   return c;
 }
 
