@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/shell_quote.h"
 
 namespace agentbox::daemon {
 
@@ -128,6 +129,9 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
       return response;
     }
     Session& s = box.sessions[sid];
+    if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
+      s.cwd = cwd;
+    }
     const std::string status = StringAt(*data, "status");
     if (op == "shell/exec" || op == "shell/wait") {
       s.running = status == "running";
@@ -227,11 +231,24 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
   int failed = 0;
   std::map<std::string, std::string> notices;
   for (const auto& [sid, s] : box.sessions) {
-    if (present.count(sid) || s.state.is_null()) {
-      continue;  // the guest kept it (it never went away), or no snapshot arrived yet
+    if (present.count(sid) || (s.state.is_null() && s.cwd.empty())) {
+      continue;  // the guest kept it (it never went away), or nothing is known of it
     }
-    auto r = CallGuest(client_, info, "POST", "/api/v1/shell/restore",
-                       DumpJson(Json{{"id", sid}, {"state", s.state}}), timeout);
+    Result<http::ClientResponse> r;
+    const bool full = !s.state.is_null();
+    if (full) {
+      Json state = s.state;
+      if (!s.cwd.empty()) {
+        state["cwd"] = s.cwd;  // a later answer than the snapshot
+      }
+      r = CallGuest(client_, info, "POST", "/api/v1/shell/restore",
+                    DumpJson(Json{{"id", sid}, {"state", state}}), timeout);
+    } else {
+      r = CallGuest(client_, info, "POST", "/api/v1/shell/exec",
+                    DumpJson(Json{{"id", sid}, {"command", "cd " + ShellQuote(s.cwd)},
+                                  {"wait_seconds", 10}}),
+                    timeout);
+    }
     if (!r || r->status != 200) {
       ++failed;
       Log(LogLevel::kWarn, "session.restore_failed", "id={} session={} error=\"{}\"", info.id, sid,
@@ -239,9 +256,12 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
       continue;
     }
     ++restored;
-    std::string notice = "The guest restarted (" + why + ") at " + at +
-                         "; this session was restored from its state after its last command "
-                         "(working directory, environment, variables, functions, aliases).";
+    std::string notice =
+        "The guest restarted (" + why + ") at " + at + "; this session was restored " +
+        (full ? "from its state after its last command (working directory, environment, "
+                "variables, functions, aliases)."
+              : "with the working directory of its last command only (its full state had not "
+                "been captured yet): environment, variables, functions and aliases start anew.");
     if (s.running) {
       notice += " The command that was running" +
                 (s.running_command.empty() ? std::string() : " (" + s.running_command + ")") +

@@ -25,7 +25,9 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
 // with shell/state (one guest round trip, sent after the client has its answer); shell/delete
 // forgets the session. A restored session whose command was running, and a sandbox that had
 // background processes, say so: shell/view and shell/list carry a `notice` for the session, and
-// the next shell/exec, shell/run or shell/wait of the session carries it once. Thread-safe.
+// the next shell/exec, shell/run or shell/wait of the session carries it once. A session whose
+// snapshot never arrived (its guest froze right after the command) comes back with the working
+// directory of its last answer only, and its notice says so. Thread-safe.
 class SessionKeeper {
  public:
   SessionKeeper(http::UnixHttpClient& client, Metrics& metrics);
@@ -55,6 +57,8 @@ class SessionKeeper {
  private:
   struct Session {
     Json state;                   // data.state of the last shell/state; null until one arrived
+    std::string cwd;              // the cwd of the last answer: newer than `state` when a
+                                  // snapshot did not arrive (the guest froze right after)
     bool running = false;         // a command was running at the last answer
     std::string running_command;  // that command, when known
     std::string notice;           // set when restored; shown by view/list
