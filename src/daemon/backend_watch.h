@@ -13,10 +13,11 @@ namespace agentbox::daemon {
 
 // Which engines are not answering, and which sandboxes are being brought back after one came
 // back. The daemon asks every backend that holds sandboxes whether its engine is down
-// (SandboxBackend::EngineDown) every couple of seconds (daemon/engine_recovery.cc) and records the outcome here.
-// While a backend is down, every sandbox of it is unreachable: its state and detail say so and
-// calls to its guest fail at once with 503. Counts agentbox_engine_unreachable_total{backend}
-// (one per episode) and agentbox_engine_unreachable_seconds_total{backend}. Thread-safe.
+// (SandboxBackend::EngineDown) every couple of seconds (daemon/engine_recovery.cc) and records the
+// outcome here. While a backend is down, every sandbox of it is unreachable: its state and detail
+// say so and calls to its guest fail at once with 503. Counts
+// agentbox_engine_unreachable_total{backend} (one per episode) and
+// agentbox_engine_unreachable_seconds_total{backend}. Thread-safe.
 class BackendWatch {
  public:
   explicit BackendWatch(Metrics& metrics);

@@ -207,7 +207,8 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
   metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
                     "Sandboxes brought back after their engine answered again, by backend and "
-                    "outcome (running: it was running when the engine answered; restarted: agentbox started it again; error).");
+                    "outcome (running: it was running when the engine answered; restarted: "
+                    "agentbox started it again; error).");
   metrics_.Describe("agentbox_operation_total", "counter",
                     "Operations by backend, operation and outcome.");
   metrics_.Describe("agentbox_operation_duration_seconds", "histogram",

@@ -99,8 +99,9 @@ class GuestHealth {
   void ProbeUnresponsive(const std::vector<SandboxInfo>& sandboxes);
 
   // Before relaying a call to the guest of `info`: answers 503 at once when the gate calls the
-  // sandbox unreachable; runs `go` at once when the guest is not marked unresponsive; otherwise probes it first, then runs `go` if it answered, or answers
-  // `respond` with 504 without waiting for the call's own deadline.
+  // sandbox unreachable; runs `go` at once when the guest is not marked unresponsive; otherwise
+  // probes it first, then runs `go` if it answered, or answers `respond` with 504 without waiting
+  // for the call's own deadline.
   void BeforeCall(const SandboxInfo& info, const std::string& what, http::Respond respond,
                   std::function<void()> go);
 

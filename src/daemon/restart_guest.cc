@@ -41,7 +41,8 @@ void DaemonApi::RestartGuest(const std::string& id, const Caller& caller, http::
       it->second.info = *r;
     }
     // The new guest has no sessions: give back the ones the daemon kept snapshots of.
-    const int restored = sessions_.Restore(*r, "POST /v1/sandboxes/" + e.info.id + "/restart-guest");
+    const int restored =
+        sessions_.Restore(*r, "POST /v1/sandboxes/" + e.info.id + "/restart-guest");
     Log(LogLevel::kInfo, "sandbox.guest_restarted", "id={} backend={} ms={:.1f} sessions={}",
         e.info.id, e.info.backend,
         std::chrono::duration<double, std::milli>(Clock::now() - start).count(), restored);

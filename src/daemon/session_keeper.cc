@@ -72,9 +72,9 @@ SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics)
 }
 
 bool SessionKeeper::Watches(const std::string& op) {
-  static const std::set<std::string> kOps = {
-      "shell/exec", "shell/run",  "shell/wait",   "shell/kill",   "shell/restore",
-      "shell/view", "shell/list", "shell/delete", "process/start"};
+  static const std::set<std::string> kOps = {"shell/exec", "shell/run",     "shell/wait",
+                                             "shell/kill", "shell/restore", "shell/view",
+                                             "shell/list", "shell/delete",  "process/start"};
   return kOps.count(op) > 0;
 }
 
@@ -244,10 +244,10 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
       r = CallGuest(client_, info, "POST", "/api/v1/shell/restore",
                     DumpJson(Json{{"id", sid}, {"state", state}}), timeout);
     } else {
-      r = CallGuest(client_, info, "POST", "/api/v1/shell/exec",
-                    DumpJson(Json{{"id", sid}, {"command", "cd " + ShellQuote(s.cwd)},
-                                  {"wait_seconds", 10}}),
-                    timeout);
+      r = CallGuest(
+          client_, info, "POST", "/api/v1/shell/exec",
+          DumpJson(Json{{"id", sid}, {"command", "cd " + ShellQuote(s.cwd)}, {"wait_seconds", 10}}),
+          timeout);
     }
     if (!r || r->status != 200) {
       ++failed;

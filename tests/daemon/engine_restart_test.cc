@@ -81,9 +81,7 @@ class EngineRestartTest : public fakes::DaemonFixture {
 TEST_F(EngineRestartTest, RestartGuestRestoresSessionsAndReportsTheLostCommand) {
   const std::string id = CreateAs("");
   Prime(id);
-  {
-    std::ofstream(Workspace(id) + "/kept.txt") << "kept\n";
-  }
+  { std::ofstream(Workspace(id) + "/kept.txt") << "kept\n"; }
   // A command still running when the guest goes away is lost, and said to be.
   const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
   ASSERT_EQ(Call("POST", exec, R"({"id":"busy","command":"sleep 300","wait_seconds":0.1})")
@@ -131,9 +129,10 @@ TEST_F(EngineRestartTest, SnapshotCostPerExec) {
   const double sum = value("agentbox_session_snapshot_seconds_sum{backend=\"process\"}");
   const double count = value("agentbox_session_snapshot_seconds_count{backend=\"process\"}");
   ASSERT_GE(count, kRuns);
-  std::printf("exec through the daemon: %.3f ms mean over %d; snapshot (shell/state): %.3f ms "
-              "mean over %.0f\n",
-              exec_ms, kRuns, sum / count * 1000, count);
+  std::printf(
+      "exec through the daemon: %.3f ms mean over %d; snapshot (shell/state): %.3f ms "
+      "mean over %.0f\n",
+      exec_ms, kRuns, sum / count * 1000, count);
 }
 
 TEST_F(EngineRestartTest, UnreachableWhileTheEngineIsDownThenRunningWithSessions) {
@@ -153,8 +152,8 @@ TEST_F(EngineRestartTest, UnreachableWhileTheEngineIsDownThenRunningWithSessions
   }
   EXPECT_TRUE(listed) << all.body;
   const auto t0 = Clock::now();
-  auto r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
-                R"({"id":"s","command":"true"})");
+  auto r =
+      Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"id":"s","command":"true"})");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("is unreachable: the process engine"), std::string::npos) << r.body;
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 1.0);
@@ -183,9 +182,9 @@ TEST_F(EngineRestartTest, AGuestThatKeptRunningKeepsItsSessionsUntouched) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/sub|hi"), std::string::npos);
   EXPECT_FALSE(r.json["data"].contains("notice")) << r.body;  // nothing was restored
-  EXPECT_EQ(Metric("agentbox_sandbox_recoveries_total",
-                   {{"backend", "process"}, {"outcome", "running"}}),
-            1);
+  EXPECT_EQ(
+      Metric("agentbox_sandbox_recoveries_total", {{"backend", "process"}, {"outcome", "running"}}),
+      1);
 }
 
 }  // namespace
