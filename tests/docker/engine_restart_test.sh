@@ -203,5 +203,8 @@ recovered="$(curl -sS --unix-socket "$api" http://agentbox/metrics | grep '^agen
 [[ "$recovered" == *'outcome="running"} 1'* || "$recovered" == *'outcome="restarted"} 1'* ]] ||
   fail "recoveries: $recovered"
 echo "   metrics: $(metric 'agentbox_engine_unreachable_seconds_total{backend="docker"}') s down; $recovered"
+snap_sum="$(metric 'agentbox_session_snapshot_seconds_sum{backend="docker"}')"
+snap_n="$(metric 'agentbox_session_snapshot_seconds_count{backend="docker"}')"
+echo "   session snapshots: $snap_n, $(awk -v s="$snap_sum" -v n="$snap_n" 'BEGIN {printf "%.3f", s / n * 1000}') ms mean"
 [[ "$(status DELETE "/v1/sandboxes/$id")" == 200 ]] || fail "delete failed"
 echo "PASS"
