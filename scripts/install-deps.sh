@@ -8,8 +8,9 @@ PACKAGES=(
   libboost-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libexpected-dev
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  bash busybox-static procps util-linux wrk python3 file
+  bash busybox-static procps util-linux e2fsprogs wrk python3 file
   docker.io
+  rclone fuse3
   qemu-system-x86 cpio xz-utils
 )
 
@@ -19,6 +20,13 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# Node.js and npm run the GCP emulator's fidelity tests with Google's npm clients. Debian's
+# packages only when no npm is there: a NodeSource nodejs ships its own npm and conflicts with
+# Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages present"

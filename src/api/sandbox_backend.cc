@@ -29,6 +29,7 @@ ResourceLimits DefaultSandboxLimits() {
   l.pids = 1024;
   l.tmp_bytes = 256ull << 20;
   l.open_files = 4096;
+  l.disk_bytes = 10ull << 30;
   return l;
 }
 
@@ -38,7 +39,8 @@ Json LimitsToJson(const ResourceLimits& l) {
           {"pids", OptToJson(l.pids)},
           {"tmp_bytes", OptToJson(l.tmp_bytes)},
           {"open_files", OptToJson(l.open_files)},
-          {"file_size_bytes", OptToJson(l.file_size_bytes)}};
+          {"file_size_bytes", OptToJson(l.file_size_bytes)},
+          {"disk_bytes", OptToJson(l.disk_bytes)}};
 }
 
 ResourceLimits LimitsFromJson(const Json& j) {
@@ -49,6 +51,7 @@ ResourceLimits LimitsFromJson(const Json& j) {
   l.tmp_bytes = OptFromJson<uint64_t>(j, "tmp_bytes");
   l.open_files = OptFromJson<uint32_t>(j, "open_files");
   l.file_size_bytes = OptFromJson<uint64_t>(j, "file_size_bytes");
+  l.disk_bytes = OptFromJson<uint64_t>(j, "disk_bytes");
   return l;
 }
 
@@ -96,6 +99,7 @@ ResourceLimits MergeLimits(const ResourceLimits& spec, const ResourceLimits& def
   fill(l.tmp_bytes, defaults.tmp_bytes);
   fill(l.open_files, defaults.open_files);
   fill(l.file_size_bytes, defaults.file_size_bytes);
+  fill(l.disk_bytes, defaults.disk_bytes);
   return l;
 }
 

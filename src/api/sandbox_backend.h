@@ -22,13 +22,16 @@ struct ResourceLimits {
   std::optional<uint64_t> tmp_bytes;        // size of the sandbox's /tmp
   std::optional<uint32_t> open_files;       // RLIMIT_NOFILE
   std::optional<uint64_t> file_size_bytes;  // RLIMIT_FSIZE
+  // What the sandbox may write to /workspace and its writable root together (the kernel answers
+  // ENOSPC past it); jail and docker: its own filesystem of this size (backends/disk).
+  std::optional<uint64_t> disk_bytes;
 
   friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
 
 // The limits the jail and docker backends apply where a spec leaves a field unset (unless
-// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files; no CPU or
-// file size cap.
+// configured otherwise): 1 GiB of memory, 1024 pids, a 256 MiB /tmp, 4096 open files, a 10 GiB
+// disk; no CPU or file size cap.
 ResourceLimits DefaultSandboxLimits();
 
 // `spec` with every unset field taken from `defaults` (a backend's configured limits).
@@ -89,6 +92,8 @@ struct SandboxInfo {
   std::string guest_endpoint;
   std::string guest_token;  // X-Access-Token for the guest (never shown to clients)
   std::string detail;       // human-readable state detail (e.g. why it failed)
+  // Bytes in use on the sandbox's own disk (limits.disk_bytes); unset when it has none.
+  std::optional<uint64_t> disk_used_bytes;
 };
 
 // kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.
@@ -107,6 +112,12 @@ struct Capabilities {
   bool persistent_sessions = true;
   bool custom_image = true;
   bool claim = false;  // implements Claim(): the warm pool can hand out pre-started sandboxes
+  // Sandboxes live outside this daemon (cloudrun: records in a bucket), so other daemons may
+  // create and destroy them: the daemon looks up ids it does not know and lists them live.
+  bool shared_state = false;
+  // The guest is a long-lived process inside the sandbox (it could be traced, frozen, restarted:
+  // restart-guest). False for cloudrun job mode, whose guest API is served by the daemon.
+  bool guest_process = true;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.

@@ -19,6 +19,7 @@ struct CreateArgs {
   std::optional<int64_t> memory_mb;
   std::optional<double> cpus;
   std::optional<int64_t> pids;
+  std::optional<int64_t> disk_mb;   // limits.disk_bytes, in MiB
   std::vector<std::string> env;     // KEY=VALUE (or KEY, taken from the local environment)
   std::vector<std::string> labels;  // KEY=VALUE
   bool json = false;

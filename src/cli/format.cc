@@ -54,6 +54,34 @@ std::string CompactDuration(double seconds) {
   return std::to_string(s / 86400) + "d" + (h ? std::to_string(h) + "h" : "");
 }
 
+std::string CompactBytes(uint64_t bytes) {
+  const char* units[] = {"B", "K", "M", "G", "T"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  const bool whole = v == static_cast<double>(static_cast<uint64_t>(v)) || v >= 100;
+  std::snprintf(buf, sizeof(buf), whole ? "%.0f%s" : "%.1f%s", v, units[u]);
+  return buf;
+}
+
+std::string DiskColumn(const Json& sandbox) {
+  if (!sandbox.is_object() || !sandbox.contains("disk") || !sandbox["disk"].is_object()) {
+    return "-";
+  }
+  const Json& d = sandbox["disk"];
+  auto part = [&](const char* key) {
+    return d.contains(key) && d[key].is_number_unsigned() ? CompactBytes(d[key].get<uint64_t>())
+                                                          : std::string("-");
+  };
+  const std::string used = part("used_bytes");
+  const std::string limit = part("limit_bytes");
+  return used == "-" && limit == "-" ? "-" : used + "/" + limit;
+}
+
 std::string RelativeTime(double unix_seconds, double now) {
   if (unix_seconds <= 0) {
     return "-";

@@ -25,6 +25,10 @@ std::string WarningText(const std::string& value);
 
 // "45s", "12m", "3h5m", "2d4h": a compact duration, rounded down. Negative durations are 0s.
 std::string CompactDuration(double seconds);
+// "512K", "12.5M", "10G": bytes for a narrow column (powers of 1024).
+std::string CompactBytes(uint64_t bytes);
+// A sandbox's "disk" object as "USED/LIMIT" ("12.5M/10G"), "-" for what is unknown.
+std::string DiskColumn(const Json& sandbox);
 // "in 55m" for a time in the future, "3m ago" for one in the past, "-" for 0 (unset).
 std::string RelativeTime(double unix_seconds, double now);
 

@@ -42,7 +42,7 @@ int Main(int argc, char** argv) {
 
   // create
   CreateArgs create;
-  int64_t ttl = 0, memory_mb = 0, pids = 0;
+  int64_t ttl = 0, memory_mb = 0, pids = 0, disk_mb = 0;
   double cpus = 0;
   auto* c = app.add_subcommand("create", "Create a sandbox; prints its id");
   c->add_option("--image", create.image, "root filesystem: directory, tarball or image");
@@ -51,6 +51,8 @@ int Main(int argc, char** argv) {
   auto* mem_opt = c->add_option("--memory-mb", memory_mb, "memory limit in MiB");
   auto* cpus_opt = c->add_option("--cpus", cpus, "CPU share, e.g. 0.5");
   auto* pids_opt = c->add_option("--pids", pids, "limit on processes and threads");
+  auto* disk_opt = c->add_option("--disk-mb", disk_mb,
+                                 "disk limit in MiB for /workspace and the writable root");
   c->add_option("--env", create.env, "KEY=VALUE (or KEY from this environment); repeatable");
   c->add_option("--label", create.labels, "KEY=VALUE; repeatable");
   c->add_flag("--json", create.json, "print the whole sandbox as JSON");
@@ -66,6 +68,9 @@ int Main(int argc, char** argv) {
     }
     if (*pids_opt) {
       create.pids = pids;
+    }
+    if (*disk_opt) {
+      create.disk_mb = disk_mb;
     }
     run = [&](DaemonClient& client) { return Create(client, create); };
   });

@@ -121,6 +121,9 @@ int Create(DaemonClient& client, const CreateArgs& a) {
   if (a.pids) {
     limits["pids"] = *a.pids;
   }
+  if (a.disk_mb) {
+    limits["disk_bytes"] = *a.disk_mb << 20;
+  }
   if (!limits.empty()) {
     body["limits"] = limits;
   }
@@ -174,11 +177,11 @@ int List(DaemonClient& client, bool json) {
   });
   const double now = NowUnix();
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "BACKEND", "STATE", "CREATED", "EXPIRES", "LABELS"}};
+      {"ID", "BACKEND", "STATE", "CREATED", "EXPIRES", "DISK", "LABELS"}};
   for (const auto& s : sorted) {
     rows.push_back({JsonString(s, "id"), JsonString(s, "backend"), JsonString(s, "state"),
                     RelativeTime(JsonNumber(s, "created_at"), now),
-                    RelativeTime(JsonNumber(s, "expires_at"), now), Labels(s)});
+                    RelativeTime(JsonNumber(s, "expires_at"), now), DiskColumn(s), Labels(s)});
   }
   PrintTable(rows, std::cout);
   return 0;

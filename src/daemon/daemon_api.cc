@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/disk_floor.h"
 #include "daemon/request_fields.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
@@ -65,7 +66,8 @@ Result<ResourceLimits> ParseLimits(const Json& body) {
   auto pids = f.OptInt("pids", 8, 1 << 22);
   auto tmp = f.OptInt("tmp_mb", 1, 1 << 20);
   auto nofile = f.OptInt("open_files", 16, 1 << 20);
-  for (const auto* r : {&mem, &tmp, &pids, &nofile}) {
+  auto disk = f.OptInt("disk_bytes", 16ll << 20, 16ll << 40);
+  for (const auto* r : {&mem, &tmp, &pids, &nofile, &disk}) {
     if (!*r) {
       Error e = r->error();
       e.field = "limits." + e.field;
@@ -86,6 +88,9 @@ Result<ResourceLimits> ParseLimits(const Json& body) {
   }
   if (*nofile) {
     l.open_files = static_cast<uint32_t>(**nofile);
+  }
+  if (*disk) {
+    l.disk_bytes = static_cast<uint64_t>(**disk);
   }
   l.cpus = *cpus;
   return l;
@@ -179,6 +184,9 @@ Json SandboxJson(const SandboxEntry& e) {
   if (i.spec.limits.tmp_bytes) {
     limits["tmp_mb"] = *i.spec.limits.tmp_bytes >> 20;
   }
+  if (i.spec.limits.disk_bytes) {
+    limits["disk_bytes"] = *i.spec.limits.disk_bytes;
+  }
   return Json{{"id", i.id},
               {"backend", i.backend},
               {"reason", e.reason},
@@ -189,6 +197,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
               {"created_at", i.created_at},
               {"expires_at", i.expires_at},
+              {"disk", SandboxDiskJson(i)},
               {"detail", i.detail}};
 }
 
@@ -215,6 +224,10 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  metrics_.Describe("agentbox_sandbox_disk_bytes", "gauge",
+                    "Bytes in use on the sandboxes' own disks (limits.disk_bytes), by backend.");
+  metrics_.Describe("agentbox_state_dir_free_bytes", "gauge",
+                    "Free bytes on the state directory's filesystem (AGENTBOX_MIN_FREE_BYTES).");
   selector::Settings settings;
   if (opts_.selection) {
     settings = *opts_.selection;
@@ -458,7 +471,8 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   Route(req, *caller, Track(std::move(respond)));
 }
 
-void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond) {
+void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond,
+                      bool looked_up) {
   auto parts = Split(req.path);
   const std::string& m = req.method;
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
@@ -488,6 +502,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       return respond(JsonErrStatus(405, "use GET or POST on /v1/sandboxes"));
     }
     const std::string& id = parts[2];
+    if (!looked_up && !Find(id, Caller{"", true}) && LookUpShared(id, req, caller, respond)) {
+      return;
+    }
     if (parts.size() == 3) {
       if (m == "GET") {
         return GetOne(id, caller, std::move(respond));
@@ -604,6 +621,11 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   }
   const std::string id = "sb-" + RandomId(12);
   pool_.Post([this, id, spec, pinned, rollout_subject, respond] {
+    // The state directory's own disk comes first: below the floor nothing new is started.
+    if (DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes); !floor.ok) {
+      Log(LogLevel::kWarn, "sandbox.create_refused", "id={} error=\"{}\"", id, floor.message);
+      return respond(JsonErrStatus(507, floor.message));
+    }
     // Probes may block briefly (an engine round trip), so the decision is made off the I/O thread.
     selector::Decision d = selector_->Select({pinned, rollout_subject});
     if (d.backend.empty()) {
@@ -674,6 +696,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
   // Live state, not what the registry remembered at create time: one List() per backend that
   // holds a visible sandbox (a single engine call for docker), off the I/O thread.
   pool_.Post([this, caller, respond] {
+    SyncShared();
     std::vector<SandboxEntry> visible;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -705,6 +728,7 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
+          e.info.disk_used_bytes = f->second.disk_used_bytes;
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
@@ -727,6 +751,10 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
+    } else if (fresh.error().code == ErrorCode::kNotFound &&
+               e.backend->GetCapabilities().shared_state) {
+      ForgetShared(e.info.id);  // destroyed through another daemon
+      return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
     }
     health_.Overlay(out.info);
     respond(JsonOk(SandboxJson(out)));
@@ -1125,7 +1153,9 @@ void DaemonApi::Info(http::Respond respond) {
   // What a new sandbox would get right now, and why; probes may block briefly.
   pool_.Post([this, respond] {
     selector::Decision d = selector_->Preview();
-    respond(JsonOk(selector_->InfoJson(d)));
+    Json info = selector_->InfoJson(d);
+    info["disk"] = DiskFloorJson(CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes));
+    respond(JsonOk(std::move(info)));
   });
 }
 
@@ -1141,17 +1171,39 @@ void DaemonApi::Ready(http::Respond respond) {
     for (const auto& [name, err] : opts_.backend_config_errors) {
       probes[name] = {{"usable", false}, {"reason", err}, {"limitations", Json::array()}};
     }
-    const bool ready = !d.backend.empty();
+    const DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes);
+    const bool ready = !d.backend.empty() && floor.ok;
     Json data = {{"ready", ready},
-                 {"backend", ready ? Json(d.backend) : Json(nullptr)},
+                 {"backend", !d.backend.empty() ? Json(d.backend) : Json(nullptr)},
                  {"reason", d.reason},
-                 {"detail", d.detail},
+                 {"detail", floor.ok ? d.detail : floor.message},
+                 {"disk", DiskFloorJson(floor)},
                  {"backends", probes}};
     respond(JsonOk(std::move(data), ready ? 200 : 503));
   });
 }
 
 void DaemonApi::RenderMetrics(http::Respond respond) {
+  // Disk usage asks every backend (an engine round trip for docker): off the I/O thread.
+  pool_.Post([this, respond] { RenderMetricsNow(respond); });
+}
+
+void DaemonApi::RenderMetricsNow(http::Respond respond) {
+  std::vector<SandboxInfo> all;
+  for (const auto& [name, b] : backends_) {
+    if (auto list = b->List()) {
+      for (auto& i : *list) {
+        i.backend = name;
+        all.push_back(std::move(i));
+      }
+    }
+  }
+  metrics_.ResetGauge("agentbox_sandbox_disk_bytes");
+  for (const auto& [backend, bytes] : DiskUsedByBackend(all)) {
+    metrics_.Set("agentbox_sandbox_disk_bytes", {{"backend", backend}}, static_cast<double>(bytes));
+  }
+  const DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes);
+  metrics_.Set("agentbox_state_dir_free_bytes", {}, static_cast<double>(floor.free_bytes));
   metrics_.ResetGauge("agentbox_sandboxes");
   {
     std::lock_guard<std::mutex> lock(mu_);

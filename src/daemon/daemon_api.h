@@ -45,6 +45,10 @@ struct DaemonOptions {
   std::string flags_file;
   // How long relayed calls wait for a guest (daemon/guest_health.h).
   GuestDeadlines guest_deadlines;
+  // The state directory, and the free space it must keep (AGENTBOX_MIN_FREE_BYTES): below it new
+  // sandboxes get 507 and /readyz is 503 (disk_floor.h). 0: no floor.
+  std::string state_dir = "/tmp";
+  uint64_t min_free_bytes = 0;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -84,7 +88,19 @@ class DaemonApi : public http::Dispatcher {
     bool admin = false;
   };
   std::optional<Caller> Authenticate(const http::Request& req) const;
-  void Route(const http::Request& req, const Caller& caller, http::Respond respond);
+  // `looked_up`: unknown ids were already looked up in shared backends (shared_sandboxes.cc).
+  void Route(const http::Request& req, const Caller& caller, http::Respond respond,
+             bool looked_up = false);
+  // An id this daemon does not know may be a sandbox another daemon created on a shared
+  // backend: looks it up off the I/O thread and routes the request again. False when no
+  // backend shares state (the request goes on as usual).
+  bool LookUpShared(const std::string& id, const http::Request& req, const Caller& caller,
+                    const http::Respond& respond);
+  // Registers sandboxes that shared backends hold but this daemon does not know yet, and
+  // forgets those they no longer hold. Blocks (run on the pool).
+  void SyncShared();
+  // Drops a shared backend's sandbox that another daemon destroyed.
+  void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
   void List(const Caller& caller, http::Respond respond);
   void GetOne(const std::string& id, const Caller& caller, http::Respond respond);
@@ -107,6 +123,7 @@ class DaemonApi : public http::Dispatcher {
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);
+  void RenderMetricsNow(http::Respond respond);
 
   std::optional<SandboxEntry> Find(const std::string& id, const Caller& caller) const;
   void Reap();

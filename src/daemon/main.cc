@@ -108,9 +108,12 @@ int main(int argc, char** argv) {
 
   auto ttl = cfg->GetInt("AGENTBOX_DEFAULT_TTL_S", 3600, 10, 7 * 86400);
   auto per_owner = cfg->GetInt("AGENTBOX_MAX_SANDBOXES_PER_KEY", 64, 1, 100000);
-  if (!ttl || !per_owner) {
-    std::cerr << "agentboxd: " << (!ttl ? ttl.error() : per_owner.error()).message << "\n";
-    return 2;
+  auto min_free = cfg->GetInt("AGENTBOX_MIN_FREE_BYTES", 1ll << 30, 0, 1ll << 50);
+  for (const auto* r : {&ttl, &per_owner, &min_free}) {
+    if (!*r) {
+      std::cerr << "agentboxd: " << r->error().message << "\n";
+      return 2;
+    }
   }
   auto deadlines = daemon::GuestDeadlines::FromConfig(*cfg);
   if (!deadlines) {
@@ -139,6 +142,8 @@ int main(int argc, char** argv) {
   opts.flags_file = dir + "/flags.json";
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
+  opts.state_dir = dir;
+  opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;
   opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);
   opts.collect_metrics = [&table](Metrics& m) {

@@ -5,8 +5,10 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
@@ -161,6 +163,14 @@ int Serve(ServeArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `exec PATH ARGS...` runs another agentbox-guest (or any program) in this process: a Cloud
+  // Run job keeps the guest it was created with as its command, and a newer daemon runs its own
+  // guest through it, so sandboxes survive daemon upgrades.
+  if (argc >= 3 && std::string(argv[1]) == "exec") {
+    ::execv(argv[2], argv + 2);
+    std::cerr << "agentbox-guest exec " << argv[2] << ": " << std::strerror(errno) << "\n";
+    return 127;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"agentbox-guest: the sandbox API server that runs inside every sandbox"};
   app.require_subcommand(1);
@@ -191,6 +201,10 @@ int main(int argc, char** argv) {
   once->add_option("--out", ro.out_path, "result JSON file ('-' for stdout)")->required();
   once->add_option("--timeout", timeout, "kill the command after this many seconds");
   once->add_option("--shell", ro.shell, "shell to use");
+  once->add_option("--workdir", ro.workdir, "working directory of a fresh session");
+  once->add_option("--exec-dir", ro.exec_dir, "working directory of this command only");
+  once->add_flag("--combined", ro.combined_output,
+                 "stdout and stderr through one pipe, in order, as `output`");
   once->add_option("--output-cap", ro.output_cap, "bytes of stdout/stderr kept");
 
   app.add_subcommand("version", "print the version");

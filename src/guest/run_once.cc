@@ -1,6 +1,7 @@
 #include "guest/run_once.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -37,6 +38,13 @@ Result<void> WriteAtomically(const std::string& path, const std::string& data) {
       off += static_cast<size_t>(n);
     }
     return {};
+  }
+  // The result may go to a directory nobody made yet (a fresh session's prefix on a Cloud
+  // Storage volume): create the missing parents.
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+    if (::mkdir(path.substr(0, pos).c_str(), 0755) != 0 && errno != EEXIST) {
+      return Fail(ErrnoError(errno, "create " + path.substr(0, pos)));
+    }
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -77,6 +85,9 @@ SessionState FreshState() {
 
 Result<Json> RunOnce(const RunOnceOptions& opts) {
   SessionState state;
+  if (!opts.workdir.empty() && ::chdir(opts.workdir.c_str()) != 0) {
+    return Fail(ErrnoError(errno, "workdir " + opts.workdir));
+  }
   if (opts.state_path.empty()) {
     state = FreshState();
   } else {
@@ -112,11 +123,28 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
   }
   ExecOptions eo;
   eo.command = opts.command;
+  if (!opts.exec_dir.empty()) {
+    eo.exec_dir = opts.exec_dir;
+  }
   eo.timeout_s = opts.timeout_s;
   eo.stdio = Stdio::kNull;
-  eo.separate_streams = true;
+  eo.separate_streams = !opts.combined_output;
   if (auto r = (*session)->Start(eo); !r) {
-    return Fail(r.error());
+    if (r.error().code != ErrorCode::kInvalidArgument && r.error().code != ErrorCode::kValidation) {
+      return Fail(r.error());
+    }
+    // The request itself is wrong (e.g. exec_dir is not a directory): a result saying so, with
+    // the state unchanged, so that the caller answers as the guest would (400), not as for a
+    // broken executor.
+    return Json{
+        {"exit_code", nullptr},
+        {"stdout", ""},
+        {"stderr", ""},
+        {"output", ""},
+        {"timed_out", false},
+        {"output_truncated", false},
+        {"error", {{"code", ErrorCodeName(r.error().code)}, {"message", r.error().message}}},
+        {"state", SessionStateToJson((*session)->state())}};
   }
   Json result;
   auto s = *session;
@@ -125,6 +153,7 @@ Result<Json> RunOnce(const RunOnceOptions& opts) {
     result = {{"exit_code", v.exit_code.value_or(-1)},
               {"stdout", v.stdout_text},
               {"stderr", v.stderr_text},
+              {"output", v.output},
               {"timed_out", v.timed_out},
               {"output_truncated", v.output_truncated},
               {"state", SessionStateToJson(s->state())}};

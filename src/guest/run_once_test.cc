@@ -48,6 +48,40 @@ TEST_F(RunOnceTest, ChainsStateBetweenRuns) {
   EXPECT_EQ(second["state"]["last_exit_code"], 4);
 }
 
+TEST_F(RunOnceTest, WorkdirExecDirAndCombinedOutput) {
+  ASSERT_EQ(system(("mkdir -p " + dir_ + "/w " + dir_ + "/x").c_str()), 0);
+  RunOnceOptions o;
+  o.workdir = dir_ + "/w";
+  o.exec_dir = dir_ + "/x";
+  o.command = "pwd; echo err >&2; echo out";
+  o.out_path = dir_ + "/new/dirs/1.json";  // missing parents are created
+  o.combined_output = true;
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof(cwd)), nullptr);
+  auto ok = RunOnceToFile(o);
+  ASSERT_EQ(chdir(cwd), 0);  // --workdir changed this test process's directory
+  ASSERT_TRUE(ok) << ok.error().message;
+  Json r = Read(o.out_path);
+  // Both streams in `output`, as the session's console shows them (shell/exec).
+  const std::string out = r["output"];
+  EXPECT_TRUE(out == dir_ + "/x\nerr\nout\n" || out == dir_ + "/x\nout\nerr\n") << out;
+  EXPECT_EQ(r["stdout"], "");
+  // exec_dir is for that command only: the session stays in its working directory.
+  EXPECT_EQ(r["state"]["cwd"], dir_ + "/w");
+}
+
+TEST_F(RunOnceTest, ARefusedRequestIsAResultWithTheError) {
+  RunOnceOptions o;
+  o.exec_dir = dir_ + "/missing";
+  o.command = "true";
+  o.out_path = dir_ + "/e.json";
+  ASSERT_TRUE(RunOnceToFile(o));
+  Json r = Read(o.out_path);
+  EXPECT_TRUE(r["exit_code"].is_null());
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("is not a directory"), std::string::npos);
+  EXPECT_TRUE(r["state"].is_object());
+}
+
 TEST_F(RunOnceTest, TimeoutKeepsPreviousState) {
   RunOnceOptions o;
   o.command = "export LOST=1; sleep 20";

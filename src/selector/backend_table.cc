@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include "backends/cloudrun/cloudrun_backend.h"
+#include "backends/cloudrun/gcp_cloud.h"
 #include "backends/docker/docker_backend.h"
 #include "backends/jail/jail_backend.h"
 #include "backends/pool/warm_pool.h"
+#include "common/strings.h"
 
 namespace agentbox::selector {
 namespace {
@@ -43,6 +46,33 @@ Result<docker::DockerBackendOptions> DockerOptions(const Config& cfg, const std:
                 "AGENTBOX_DOCKER_RUNTIME='" + o.runtime + "' is not a runtime name");
   }
   return o;
+}
+
+// Whether the configuration asks for cloudrun at all: without a project and without any switch
+// naming it, the backend is simply absent (no Google call, no config error in /v1/info).
+bool CloudRunWanted(const Config& cfg) {
+  if (!cfg.GetOr("SANDBOX_GCP_PROJECT", "").empty()) {
+    return true;
+  }
+  for (const char* key : {"SANDBOX_BACKEND", "AGENTBOX_ROLLOUT_BACKEND"}) {
+    if (AsciiLower(cfg.GetOr(key, "")) == "cloudrun") {
+      return true;
+    }
+  }
+  return cfg.GetBool("USE_CLOUDRUN_JOBS_SANDBOX", false).value_or(true);
+}
+
+Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& state_dir,
+                                       const std::string& guest) {
+  auto o = cloudrun::OptionsFromConfig(cfg, state_dir + "/cloudrun", guest);
+  if (!o) {
+    return Fail(o.error());
+  }
+  auto cloud = cloudrun::MakeGcpCloud(cfg, o->project, o->region, o->bucket);
+  if (!cloud) {
+    return Fail(cloud.error());
+  }
+  return SandboxBackendPtr(std::make_unique<cloudrun::CloudRunBackend>(*o, *cloud));
 }
 
 }  // namespace
@@ -91,15 +121,34 @@ std::map<std::string, SandboxBackend*> BackendTable::Pointers() const {
 
 BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
   BackendTable t;
+  // The disk every sandbox gets unless it asks otherwise; 0: no disk of its own by default.
+  auto disk = cfg.GetInt("AGENTBOX_DEFAULT_DISK_BYTES", 10ll << 30, 0, 16ll << 40);
+  if (!disk || (*disk != 0 && *disk < (16ll << 20))) {
+    const std::string why =
+        disk ? "AGENTBOX_DEFAULT_DISK_BYTES must be 0 or at least 16 MiB" : disk.error().message;
+    t.config_errors["jail"] = why;
+    t.config_errors["docker"] = why;
+    return t;
+  }
+  auto default_limits = [&] {
+    ResourceLimits l = DefaultSandboxLimits();
+    l.disk_bytes = *disk ? std::optional<uint64_t>(static_cast<uint64_t>(*disk)) : std::nullopt;
+    return l;
+  };
   jail::JailBackendOptions jo;
+  jo.default_limits = default_limits();
   jo.state_dir = state_dir + "/jail";
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
   t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
   if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
+    o->default_limits = default_limits();
     t.Add("docker", pool::WithWarmPool(std::make_unique<docker::DockerBackend>(*o), cfg));
   } else {
     t.config_errors["docker"] = o.error().message;
+  }
+  if (CloudRunWanted(cfg)) {
+    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary));
   }
   return t;
 }

@@ -623,7 +623,8 @@ Json Selector::InfoJson(const Decision& d) const {
                         {"streaming", c.streaming},
                         {"persistent_sessions", c.persistent_sessions},
                         {"custom_image", c.custom_image},
-                        {"warm_pool", c.claim}}}};
+                        {"warm_pool", c.claim},
+                        {"guest_process", c.guest_process}}}};
   }
   for (const auto& [name, err] : config_errors_) {
     backends[name] = {{"available", false}, {"config_error", err}};

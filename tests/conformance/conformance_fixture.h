@@ -2,6 +2,12 @@
 // Each backend named in AGENTBOX_CONFORMANCE_BACKENDS (comma-separated; default: the CMake cache
 // variable of that name, "jail" unless configured) gets a daemon of its own with SANDBOX_BACKEND
 // set to it. The docker daemon takes DOCKER_HOST and AGENTBOX_DOCKER_IMAGE from the environment.
+// The cloudrun daemon gets an agentbox-gcp-emulator of its own (started here on a free port,
+// with a bucket), whose executions run AGENTBOX_CLOUDRUN_IMAGE (default agentbox/base:latest) on
+// the local Docker engine, with Cloud Storage volumes as bind mounts (or, with
+// AGENTBOX_GCP_EMULATOR_VOLUMES=fuse, as rclone FUSE mounts with object-store semantics). A test
+// that needs what a backend declares it cannot do (/v1/info capabilities) checks the clear 400
+// and is skipped with the reason printed.
 #pragma once
 
 #include <curl/curl.h>
@@ -46,6 +52,9 @@ class Daemon {
     }
     dir_ = tmpl;
     socket_ = dir_ + "/agentboxd.sock";
+    if (backend_ == "cloudrun" && !StartEmulator()) {
+      return;
+    }
     Spawn({});
   }
   ~Daemon() {
@@ -61,7 +70,8 @@ class Daemon {
       for (auto& c : upper) {
         c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
       }
-      fprintf(f, "AGENTBOX_WARM_POOL_SIZE=0\nAGENTBOX_WARM_POOL_SIZE_%s=0\n", upper.c_str());
+      fprintf(f, "%sAGENTBOX_WARM_POOL_SIZE=0\nAGENTBOX_WARM_POOL_SIZE_%s=0\n",
+              backend_config_.c_str(), upper.c_str());
       fclose(f);
       Spawn({"--config", conf});
       if (ready_) {
@@ -73,6 +83,10 @@ class Daemon {
         }
       }
       Stop();
+    }
+    if (emulator_pid_ > 0) {
+      kill(emulator_pid_, SIGTERM);
+      waitpid(emulator_pid_, nullptr, 0);
     }
     int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
     (void)rc;
@@ -91,6 +105,15 @@ class Daemon {
       fclose(f);
     }
     return out;
+  }
+
+  // What the backend declares it can do (GET /v1/info: backends.<name>.capabilities).
+  Json Capabilities() {
+    if (capabilities_.is_null()) {
+      Reply info = Call("GET", "/v1/info");
+      capabilities_ = info.data()["backends"][backend_]["capabilities"];
+    }
+    return capabilities_;
   }
 
   Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
@@ -124,11 +147,83 @@ class Daemon {
   }
 
  private:
+  // A private emulator with one bucket, and the settings that point the daemon at it.
+  bool StartEmulator() {
+    int out[2];
+    if (pipe(out) != 0) {
+      return false;
+    }
+    emulator_pid_ = fork();
+    if (emulator_pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      close(out[0]);
+      const std::string log = dir_ + "/emulator.log";
+      FILE* f = freopen(log.c_str(), "a", stderr);
+      (void)f;
+      const std::string data = dir_ + "/emulator";
+      // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse: volumes as object-store FUSE mounts (gcsfuse-like).
+      const char* volumes = std::getenv("AGENTBOX_GCP_EMULATOR_VOLUMES");
+      execl(AGENTBOX_GCP_EMULATOR_BIN, AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0",
+            "--data", data.c_str(), "--volumes", volumes && *volumes ? volumes : "bind",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    std::string line;
+    char c;
+    while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
+      line += c;
+    }
+    close(out[0]);
+    const size_t at = line.find("http://");
+    if (at == std::string::npos) {
+      return false;
+    }
+    const std::string url = line.substr(at, line.find_first_of("\r\n", at) - at);
+    // The bucket, as a deployment creates it with gcloud.
+    CURL* h = curl_easy_init();
+    std::string sink;
+    curl_slist* hdr = curl_slist_append(nullptr, "Authorization: Bearer conformance");
+    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_URL, (url + "/storage/v1/b?project=conformance-project").c_str());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, R"({"name":"conformance-bucket"})");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+    const CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK || status != 200) {
+      return false;
+    }
+    const char* image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE");
+    backend_config_ =
+        "SANDBOX_GCP_PROJECT=conformance-project\n"
+        "SANDBOX_GCS_BUCKET=conformance-bucket\n"
+        "AGENTBOX_CLOUDRUN_ENDPOINT=" +
+        url + "\n" + "STORAGE_EMULATOR_HOST=" + url + "\n" +
+        "GOOGLE_OAUTH_ACCESS_TOKEN=conformance\n"
+        "AGENTBOX_CLOUDRUN_POLL_MS=50\n"
+        "AGENTBOX_CLOUDRUN_IMAGE=" +
+        std::string(image && *image ? image : "agentbox/base:latest") + "\n";
+    return true;
+  }
+
   void Spawn(const std::vector<std::string>& extra) {
     ready_ = false;
     std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",      "unix:" + socket_,
                                      "--state-dir", dir_ + "/state", "--backend",
                                      backend_,      "--env-file",    "/dev/null"};
+    if (!backend_config_.empty() && extra.empty()) {
+      const std::string conf = dir_ + "/backend.conf";
+      if (FILE* f = fopen(conf.c_str(), "w")) {
+        fputs(backend_config_.c_str(), f);
+        fclose(f);
+      }
+      args.insert(args.end(), {"--config", conf});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) {
@@ -165,6 +260,9 @@ class Daemon {
   std::string socket_;
   pid_t pid_ = -1;
   bool ready_ = false;
+  pid_t emulator_pid_ = -1;
+  std::string backend_config_;  // KEY=VALUE lines for the backend (cloudrun: the emulator)
+  Json capabilities_;
 };
 
 inline Daemon& DaemonFor(const std::string& backend) {
@@ -210,6 +308,23 @@ class Conformance : public ::testing::TestWithParam<std::string> {
     if (!id_.empty()) {
       EXPECT_EQ(daemon_->Call("DELETE", "/v1/sandboxes/" + id_).status, 200);
     }
+  }
+
+  // Skips the test, saying why, when the backend declares it cannot do `capability`.
+  bool Lacks(const std::string& capability) {
+    Json caps = daemon_->Capabilities();
+    return caps.is_object() && caps.value(capability, true) == false;
+  }
+
+  // A backend that lacks a capability must refuse its calls with a clear 400: checked, then the
+  // test is skipped with the backend's own words.
+  void SkipRefused(const std::string& capability, const std::string& op, const Json& body) {
+    Reply r = Api(op, body);
+    EXPECT_EQ(r.status, 400) << r.body;
+    const std::string message = r.json.is_object() ? r.json.value("message", "") : "";
+    EXPECT_FALSE(message.empty()) << r.body;
+    GTEST_SKIP() << GetParam() << " declares capabilities." << capability << " = false; " << op
+                 << " answers 400: " << message;
   }
 
   Reply Api(const std::string& op, const Json& body) {

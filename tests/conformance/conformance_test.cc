@@ -60,6 +60,10 @@ TEST_P(Conformance, TimeoutKillsAndReports) {
 }
 
 TEST_P(Conformance, StdinReachesTheCommand) {
+  if (Lacks("stdin")) {
+    SkipRefused("stdin", "shell/write", {{"id", "s"}, {"input", "hello"}});
+    return;
+  }
   Api("shell/exec", {{"id", "s"}, {"command", "read a; echo got:$a"}, {"wait_seconds", 0.1}});
   EXPECT_EQ(Api("shell/write", {{"id", "s"}, {"input", "hello"}}).status, 200);
   EXPECT_EQ(Api("shell/wait", {{"id", "s"}, {"seconds", 10}}).status, 200);
@@ -74,6 +78,10 @@ TEST_P(Conformance, KillEndsTheCommand) {
 }
 
 TEST_P(Conformance, PtyGivesATerminal) {
+  if (Lacks("pty")) {
+    SkipRefused("pty", "shell/exec", {{"id", "s"}, {"command", "true"}, {"pty", true}});
+    return;
+  }
   Reply r = Api("shell/exec", {{"id", "s"}, {"command", "test -t 1 && echo tty"}, {"pty", true}});
   EXPECT_NE(r.data()["output"].get<std::string>().find("tty"), std::string::npos) << r.body;
 }
@@ -87,6 +95,10 @@ TEST_P(Conformance, RunSeparatesStreamsAndKeepsState) {
 }
 
 TEST_P(Conformance, BackgroundProcessesKeepLogsAndCanBeKilled) {
+  if (Lacks("background_processes")) {
+    SkipRefused("background_processes", "process/start", {{"command", "sleep 1"}});
+    return;
+  }
   Json bg = Run("for i in 1 2 3; do echo tick$i; sleep 0.1; done &");
   ASSERT_TRUE(bg.contains("background_pid")) << bg;
   const int pid = bg["background_pid"];

@@ -275,9 +275,12 @@ TEST_F(UnknownFieldsTest, AMistypedLimitIsRejectedNotDropped) {
   EXPECT_EQ(r.json["message"], "unknown field 'memory' in limits; did you mean 'memory_mb'?");
   r = Call("POST", "/v1/sandboxes", R"({"limits":{"disk_gb":1}})", "key-alice");
   EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_EQ(r.json["message"], "unknown field 'disk_gb' in limits; did you mean 'disk_bytes'?");
+  r = Call("POST", "/v1/sandboxes", R"({"limits":{"gpu_count":1}})", "key-alice");
+  EXPECT_EQ(r.status, 422) << r.body;
   EXPECT_EQ(r.json["message"],
-            "unknown field 'disk_gb' in limits; the fields are memory_mb, cpus, pids, tmp_mb, "
-            "open_files");
+            "unknown field 'gpu_count' in limits; the fields are memory_mb, cpus, pids, tmp_mb, "
+            "open_files, disk_bytes");
   EXPECT_TRUE(Call("GET", "/v1/sandboxes", "", "key-alice").json["data"]["sandboxes"].empty());
 }
 

@@ -117,8 +117,11 @@ Json BuildCreateBody(const ContainerPlan& p) {
        {"ReadOnly", true}},
       {{"Type", "bind"}, {"Source", p.host_dir + "/" + kRunDir}, {"Target", run_dir}},
       // An anonymous volume: writable even with a read-only root, seeded from the image's
-      // /workspace, removed with the container (DELETE ?v=1).
-      {{"Type", "volume"}, {"Target", "/workspace"}},
+      // /workspace, removed with the container (DELETE ?v=1). With a disk of its own: a bind of
+      // that disk's workspace directory (which starts empty: see README.md, disk limits).
+      p.workspace_dir.empty()
+          ? Json{{"Type", "volume"}, {"Target", "/workspace"}}
+          : Json{{"Type", "bind"}, {"Source", p.workspace_dir}, {"Target", "/workspace"}},
       {{"Type", "tmpfs"},
        {"Target", "/tmp"},
        {"TmpfsOptions", {{"SizeBytes", tmp_bytes}, {"Mode", 01777}}}},

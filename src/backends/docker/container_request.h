@@ -50,6 +50,9 @@ struct ContainerPlan {
   double expires_at = 0;
   // Keys the image's own Config.Env sets: our defaults (USER, LOGNAME, LANG) never override them.
   std::vector<std::string> image_env_keys;
+  // Host directory bind-mounted at /workspace: on the sandbox's own disk (limits.disk_bytes).
+  // Empty: an anonymous volume, seeded from the image's /workspace.
+  std::string workspace_dir;
 };
 
 // "agentbox-<id>": the container's name, so a sandbox is found by name without a search.

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <set>
 
+#include "backends/docker/sandbox_disk.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -169,7 +170,13 @@ std::string Demux(const std::string& raw) {
 }  // namespace
 
 DockerBackend::DockerBackend(DockerBackendOptions opts)
-    : opts_(std::move(opts)), engine_(opts_.socket_path) {}
+    : opts_(std::move(opts)), engine_(opts_.socket_path), why_no_disk_(disk::WhyUnsupported()) {
+  if (why_no_disk_.empty()) {
+    disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
+                                               opts_.default_limits.disk_bytes.value_or(0),
+                                               opts_.ready_disks);
+  }
+}
 
 std::string DockerBackend::SandboxDir(const std::string& id) const {
   return opts_.state_dir + "/" + id;
@@ -241,6 +248,11 @@ ProbeResult DockerBackend::Probe() {
     return p;
   }
   p.usable = true;
+  p.limitations.push_back(
+      disks_ ? "limits.disk_bytes bounds /workspace only: the container's writable layer is "
+               "bounded by the storage driver, not by agentbox"
+             : "limits.disk_bytes is not enforced (" + why_no_disk_ +
+                   "): a create that asks for it is refused");
   return p;
 }
 
@@ -336,7 +348,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
       if (!container.empty()) {
         (void)backend->RemoveContainer(container);
       }
-      (void)RemoveTree(dir);
+      (void)RemoveSandboxDir(dir);
     }
   } undo{this, dir, ""};
 
@@ -362,6 +374,11 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   plan.expires_at = plan.created_at + static_cast<double>(spec.ttl_s);
   plan.image_env_keys = std::move(image_env_keys);
   meta.expires_at = plan.expires_at;
+  auto disk = SetUpDockerDisk(disks_.get(), why_no_disk_, dir, spec.limits, plan.spec.limits);
+  if (!disk) {
+    return Fail(disk.error());
+  }
+  plan.workspace_dir = disk->workspace;
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
     return Fail(r.error());
@@ -422,6 +439,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   info.expires_at = plan.expires_at;
   info.guest_endpoint = "unix:" + run + "/" + kGuestSocket;
   info.guest_token = meta.token;
+  info.detail = disk->note;
+  info.disk_used_bytes = DockerDiskUsed(dir);
   return info;
 }
 
@@ -569,6 +588,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
   info.guest_token = meta->token;
   std::tie(info.state, info.detail) =
       StateOf(c.contains("State") && c["State"].is_object() ? c["State"] : Json::object());
+  info.disk_used_bytes = DockerDiskUsed(dir);
   return info;
 }
 
@@ -661,7 +681,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
       return Fail(r.error());
     }
   }
-  if (auto r = RemoveTree(dir); !r) {
+  if (auto r = RemoveSandboxDir(dir); !r) {
     return Fail(r.error());
   }
   Log(LogLevel::kInfo, "docker.destroyed", "id={}", id);
@@ -865,7 +885,7 @@ Result<int> DockerBackend::CleanupOrphans() {
     }
     auto done = RemoveContainer(cid);
     if (done && mine) {
-      done = RemoveTree(SandboxDir(id));
+      done = RemoveSandboxDir(SandboxDir(id));
     }
     if (mine) {
       id_locks_.Unlock(id);
@@ -893,7 +913,7 @@ Result<int> DockerBackend::CleanupOrphans() {
     }
     auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
     if (c && c->status == 404) {
-      auto done = RemoveTree(SandboxDir(id));
+      auto done = RemoveSandboxDir(SandboxDir(id));
       Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
           "id={} reason=\"host directory without a container\" ok={}", id,
           done ? "true" : done.error().message);

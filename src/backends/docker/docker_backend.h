@@ -3,11 +3,13 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
+#include "backends/disk/disk.h"
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
@@ -30,6 +32,8 @@ struct DockerBackendOptions {
   std::chrono::milliseconds start_timeout{30000};
   // Bound of each engine call made by Probe.
   std::chrono::milliseconds probe_timeout{2000};
+  // Disks of default_limits.disk_bytes kept ready (backends/disk); 0: made during Create.
+  size_t ready_disks = 2;
 };
 
 // Sandboxes as Docker containers, driven through the Engine API (v1.41) on its unix socket.
@@ -109,6 +113,9 @@ class DockerBackend final : public SandboxBackend {
   DockerBackendOptions opts_;
   EngineClient engine_;
   std::atomic<bool> cleaned_{false};
+  // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
+  std::unique_ptr<disk::DiskMaker> disks_;
+  std::string why_no_disk_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
   std::mutex mu_;

@@ -19,6 +19,7 @@
 #include "backends/jail/jail_config.h"
 #include "backends/jail/launch.h"
 #include "backends/jail/process.h"
+#include "backends/jail/sandbox_disk.h"
 #include "backends/jail/unix_http.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -126,6 +127,12 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
     pids_limit_ok_ = writable(layout->pids_own);
     cpu_limit_ok_ = writable(layout->cpu_own);
   }
+  why_no_disk_ = disk::WhyUnsupported();
+  if (why_no_disk_.empty()) {
+    disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
+                                               opts_.default_limits.disk_bytes.value_or(0),
+                                               opts_.ready_disks);
+  }
 }
 
 std::string JailBackend::SandboxDir(const std::string& id) const {
@@ -181,6 +188,10 @@ ProbeResult JailBackend::Probe() {
   p.usable = j->value("usable", false);
   p.reason = j->value("reason", std::string());
   p.limitations = j->value("limitations", std::vector<std::string>());
+  if (!disks_) {
+    p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
+                            "): a create that asks for it is refused");
+  }
   return p;
 }
 
@@ -272,7 +283,13 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     rec.id_count = 1;
   }
 
-  const std::string workspace = dir + "/workspace";
+  auto disk = SetUpSandboxDisk(disks_.get(), why_no_disk_, dir, spec.limits, limits, rec.host_uid,
+                               rec.host_gid);
+  if (!disk) {
+    return Fail(disk.error());
+  }
+  rec.detail = disk->note;
+  const std::string workspace = disk->root + "/workspace";
   const std::string run = dir + "/run";
   const std::string token_path = run + "/token";
   for (const auto& [path, mode] :
@@ -316,7 +333,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     if (S_ISDIR(st.st_mode)) {
       cfg.mount.system_source = spec.image;  // shared: exposed read-only
     } else if (S_ISREG(st.st_mode)) {
-      const std::string rootfs = dir + "/rootfs";
+      const std::string rootfs = disk->root + "/rootfs";
       if (auto r = MakeDir(rootfs, 0755); !r) {
         return Fail(r.error());
       }
@@ -357,7 +374,8 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     for (const auto& u : unenforced) {
       what += (what.empty() ? "" : ", ") + u;
     }
-    rec.detail = "limits not enforced (no writable cgroup): " + what;
+    rec.detail +=
+        (rec.detail.empty() ? "" : "; ") + ("limits not enforced (no writable cgroup): " + what);
   }
   cfg.rlimits.open_files = limits.open_files;
   cfg.rlimits.file_size_bytes = limits.file_size_bytes;
@@ -423,6 +441,7 @@ SandboxInfo JailBackend::InfoFromRecord(const SandboxRecord& r) const {
   info.guest_endpoint = "unix:" + SandboxDir(r.id) + "/run/guest.sock";
   info.guest_token = r.token;
   info.detail = r.detail;
+  info.disk_used_bytes = SandboxDiskUsed(SandboxDir(r.id));
   if (GetProcessStatus(r.init) == ProcessStatus::kRunning) {
     info.state = SandboxState::kRunning;
   } else {

@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/sandbox_backend.h"
+#include "backends/disk/disk.h"
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
 #include "common/keyed_mutex.h"
@@ -34,6 +36,9 @@ struct JailBackendOptions {
   uint64_t log_cap_bytes = 8ull << 20;
   // How long Destroy waits for the jail's processes to exit.
   std::chrono::milliseconds stop_timeout{10000};
+  // Disks of default_limits.disk_bytes kept ready (made in the background, handed out in
+  // microseconds): see backends/disk. 0: every disk is made during Create.
+  size_t ready_disks = 2;
 };
 
 // Sandboxes as Linux namespaces (see ARCHITECTURE.md). The sandbox's first process is the guest;
@@ -90,6 +95,9 @@ class JailBackend final : public SandboxBackend {
   bool memory_limit_ok_ = false;
   bool pids_limit_ok_ = false;
   bool cpu_limit_ok_ = false;
+  // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
+  std::unique_ptr<disk::DiskMaker> disks_;
+  std::string why_no_disk_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
 

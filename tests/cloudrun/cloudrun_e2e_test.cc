@@ -1,0 +1,466 @@
+// The cloudrun backend end to end, through agentboxd binaries and a private
+// agentbox-gcp-emulator (executions run on the local Docker engine): the seed's switch and
+// rollout, the breaker rolling cloudrun back when executions fail, sandboxes already on jail
+// staying there, two daemons sharing one bucket, and bad configuration or Google failures each
+// becoming one clear error with files and other sessions untouched.
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  Json json;
+  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
+  std::string message() const { return json.is_object() ? json.value("message", "") : ""; }
+};
+
+size_t Collect(char* p, size_t s, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(p, s * n);
+  return s * n;
+}
+
+// One HTTP call over TCP (url) or a unix socket (socket non-empty, url's host ignored).
+Reply Http(const std::string& socket, const std::string& method, const std::string& url,
+           const std::string& body = "", const std::vector<std::string>& headers = {}) {
+  CURL* c = curl_easy_init();
+  Reply r;
+  curl_slist* h = nullptr;
+  for (const auto& x : headers) {
+    h = curl_slist_append(h, x.c_str());
+  }
+  if (!socket.empty()) {
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method != "GET" && method != "DELETE") {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+  curl_easy_perform(c);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  r.json = Json::parse(r.body, nullptr, false);
+  return r;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int stdout_fd = -1) {
+  std::vector<char*> argv;
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (stdout_fd >= 0) {
+      dup2(stdout_fd, STDOUT_FILENO);
+    }
+    FILE* f = freopen(log.c_str(), "a", stderr);
+    (void)f;
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void Stop(pid_t& pid) {
+  if (pid > 0) {
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+}
+
+// A private emulator: Cloud Run + Cloud Storage on a free port.
+class Emulator {
+ public:
+  explicit Emulator(const std::string& dir) {
+    int out[2];
+    if (pipe(out) != 0) {
+      return;
+    }
+    pid_ =
+        Spawn({AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data", dir + "/data"},
+              dir + "/emulator.log", out[1]);
+    close(out[1]);
+    std::string line;
+    char c;
+    while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
+      line += c;
+    }
+    close(out[0]);
+    if (size_t at = line.find("http://"); at != std::string::npos) {
+      url_ = line.substr(at, line.find_first_of("\r\n", at) - at);
+    }
+  }
+  ~Emulator() { Stop(pid_); }
+  const std::string& url() const { return url_; }
+  Reply Call(const std::string& method, const std::string& path, const Json& body = Json()) {
+    return Http("", method, url_ + path, body.is_null() ? "" : body.dump(),
+                {"Authorization: Bearer e2e", "Content-Type: application/json"});
+  }
+  bool CreateBucket(const std::string& name) {
+    return Call("POST", "/storage/v1/b?project=e2e-project", {{"name", name}}).status == 200;
+  }
+  void Faults(const Json& f) { EXPECT_EQ(Call("PUT", "/emulator/v1/faults", f).status, 200); }
+
+ private:
+  pid_t pid_ = -1;
+  std::string url_;
+};
+
+// One agentboxd with its own state directory.
+class Daemon {
+ public:
+  Daemon(const std::string& dir, const std::map<std::string, std::string>& cfg) : dir_(dir) {
+    mkdir(dir.c_str(), 0700);
+    socket_ = dir + "/agentboxd.sock";
+    const std::string conf = dir + "/agentboxd.conf";
+    FILE* f = fopen(conf.c_str(), "w");
+    for (const auto& [k, v] : cfg) {
+      fprintf(f, "%s=%s\n", k.c_str(), v.c_str());
+    }
+    fclose(f);
+    pid_ = Spawn({AGENTBOXD_BIN, "--listen", "unix:" + socket_, "--state-dir", dir + "/state",
+                  "--env-file", "/dev/null", "--config", conf},
+                 dir + "/agentboxd.log");
+    for (auto deadline = std::chrono::steady_clock::now() + 20s;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+      if (Call("GET", "/healthz").status == 200) {
+        ready_ = true;
+        break;
+      }
+    }
+  }
+  ~Daemon() { Stop(pid_); }
+  bool ready() const { return ready_; }
+  std::string log() const {
+    std::string out;
+    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        out.append(buf, n);
+      }
+      fclose(f);
+    }
+    return out;
+  }
+  Reply Call(const std::string& method, const std::string& path, const std::string& body = "") {
+    return Http(socket_, method, "http://agentboxd" + path, body);
+  }
+  Reply Api(const std::string& id, const std::string& op, const Json& body) {
+    return Call("POST", "/v1/sandboxes/" + id + "/api/v1/" + op, body.dump());
+  }
+  Reply Create(const Json& body = Json::object()) {
+    Json b = body;
+    b["ttl_s"] = 600;
+    return Call("POST", "/v1/sandboxes", b.dump());
+  }
+
+ private:
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+class CloudRunE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* host = std::getenv("DOCKER_HOST");
+    const std::string sock = host && std::string(host).starts_with("unix://")
+                                 ? std::string(host).substr(7)
+                                 : "/var/run/docker.sock";
+    if (access(sock.c_str(), W_OK) != 0) {
+      GTEST_SKIP() << "no Docker engine at " << sock
+                   << ": the emulator runs executions on it (CI: scripts/start-dockerd.sh)";
+    }
+    char tmpl[] = "/tmp/agentbox-cloudrun-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    emulator_ = std::make_unique<Emulator>(dir_);
+    ASSERT_FALSE(emulator_->url().empty()) << "agentbox-gcp-emulator did not start";
+    ASSERT_TRUE(emulator_->CreateBucket("e2e-bucket"));
+  }
+  void TearDown() override {
+    daemons_.clear();
+    if (emulator_) {
+      // What the tests left: destroyed through a daemon with no warm pool.
+      auto sweeper = StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}});
+      Reply list = sweeper->Call("GET", "/v1/sandboxes");
+      for (const auto& sb : list.data()["sandboxes"]) {
+        sweeper->Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>());
+      }
+      daemons_.clear();
+      emulator_.reset();
+    }
+    if (!dir_.empty()) {
+      int rc = system(("rm -rf '" + dir_ + "'").c_str());
+      (void)rc;
+    }
+  }
+
+  // The cloudrun settings pointing at the emulator, plus `extra`.
+  std::map<std::string, std::string> Config(std::map<std::string, std::string> extra) {
+    std::map<std::string, std::string> c = {{"SANDBOX_GCP_PROJECT", "e2e-project"},
+                                            {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
+                                            {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
+                                            {"STORAGE_EMULATOR_HOST", emulator_->url()},
+                                            {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
+                                            {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
+                                            {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
+                                            {"AGENTBOX_WARM_POOL_SIZE", "0"},
+                                            {"AGENTBOX_PROBE_TTL_MS", "0"}};
+    for (auto& [k, v] : extra) {
+      c[k] = v;
+    }
+    return c;
+  }
+  Daemon* StartDaemon(const std::string& name, std::map<std::string, std::string> extra) {
+    auto d = std::make_unique<Daemon>(dir_ + "/" + name, Config(std::move(extra)));
+    EXPECT_TRUE(d->ready()) << d->log();
+    daemons_.push_back(std::move(d));
+    return daemons_.back().get();
+  }
+  static std::string Exec(Daemon* d, const std::string& id, const std::string& cmd,
+                          const std::string& session = "s") {
+    Reply r = d->Api(id, "shell/exec", {{"id", session}, {"command", cmd}, {"wait_seconds", 60}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.data().value("output", "");
+  }
+
+  std::string dir_;
+  std::unique_ptr<Emulator> emulator_;
+  std::vector<std::unique_ptr<Daemon>> daemons_;
+};
+
+TEST_F(CloudRunE2E, TheSeedsSwitchSendsNewSandboxesToCloudRunAndExistingOnesStay) {
+  Daemon* before = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"}});
+  Reply on_jail = before->Create();
+  ASSERT_EQ(on_jail.status, 201) << on_jail.body;
+  ASSERT_EQ(on_jail.data()["backend"], "jail");
+  const std::string jail_id = on_jail.data()["id"];
+  daemons_.clear();  // a restart with the switch on
+
+  Daemon* d =
+      StartDaemon("d", {{"SANDBOX_BACKEND", "jail"}, {"USE_CLOUDRUN_JOBS_SANDBOX", "true"}});
+  Reply c = d->Create(Json{{"subject", "user-1"}});
+  ASSERT_EQ(c.status, 201) << c.body << d->log();
+  EXPECT_EQ(c.data()["backend"], "cloudrun");
+  const std::string id = c.data()["id"];
+  EXPECT_EQ(Exec(d, id, "echo on cloud run"), "on cloud run\n");
+  EXPECT_EQ(Exec(d, jail_id, "echo still on jail"), "still on jail\n");
+  Reply info = d->Call("GET", "/v1/info");
+  EXPECT_EQ(info.data()["implementation"], "CloudRunJobsSandbox") << info.body;
+  EXPECT_EQ(info.data()["feature_flag_enabled"], true);
+  EXPECT_EQ(
+      info.data()["config"],
+      (Json{{"project_id", "e2e-project"}, {"region", "us-central1"}, {"bucket", "e2e-bucket"}}));
+  EXPECT_EQ(info.data()["backends"]["cloudrun"]["capabilities"]["pty"], false);
+  const std::string metrics = d->Call("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("backend=\"cloudrun\""), std::string::npos) << metrics;
+  EXPECT_EQ(d->Call("DELETE", "/v1/sandboxes/" + jail_id).status, 200);
+}
+
+TEST_F(CloudRunE2E, TheRolloutPercentageSplitsSubjectsStickily) {
+  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"},
+                                {"USE_CLOUDRUN_JOBS_SANDBOX", "true"},
+                                {"CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE", "50"}});
+  std::map<std::string, std::string> first;
+  std::set<std::string> seen;
+  for (int i = 0; i < 12; ++i) {
+    const std::string subject = "user-" + std::to_string(i);
+    Reply c = d->Create(Json{{"subject", subject}});
+    ASSERT_EQ(c.status, 201) << c.body;
+    first[subject] = c.data()["backend"];
+    seen.insert(first[subject]);
+    EXPECT_EQ(c.data()["reason"], "SPLIT");
+    d->Call("DELETE", "/v1/sandboxes/" + c.data()["id"].get<std::string>());
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"cloudrun", "jail"}));
+  for (const auto& [subject, backend] : first) {  // sticky
+    Reply c = d->Create(Json{{"subject", subject}});
+    ASSERT_EQ(c.status, 201) << c.body;
+    EXPECT_EQ(c.data()["backend"], backend) << subject;
+    d->Call("DELETE", "/v1/sandboxes/" + c.data()["id"].get<std::string>());
+  }
+}
+
+TEST_F(CloudRunE2E, FailingExecutionsTripTheBreakerAndRollCloudRunBack) {
+  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"},
+                                {"USE_CLOUDRUN_JOBS_SANDBOX", "true"},
+                                {"AGENTBOX_BREAKER_WINDOW_MS", "1500"},
+                                {"AGENTBOX_BREAKER_MIN_SAMPLES", "3"},
+                                {"AGENTBOX_BREAKER_WINDOWS", "1"}});
+  Reply c = d->Create(Json{{"subject", "user-1"}});
+  ASSERT_EQ(c.status, 201) << c.body;
+  ASSERT_EQ(c.data()["backend"], "cloudrun");
+  const std::string id = c.data()["id"];
+  ASSERT_EQ(
+      d->Api(id, "file/write", {{"file", "/workspace/keep.txt"}, {"content", "kept\n"}}).status,
+      200);
+  emulator_->Faults({{"fail_executions", 4}});
+  for (int i = 0; i < 4; ++i) {
+    Reply r = d->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}, {"wait_seconds", 60}});
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_NE(r.message().find("failed before the command finished"), std::string::npos) << r.body;
+  }
+  std::this_thread::sleep_for(1600ms);  // the breaker's window closes
+  Reply after = d->Create(Json{{"subject", "user-1"}});
+  ASSERT_EQ(after.status, 201) << after.body;
+  EXPECT_EQ(after.data()["backend"], "jail");
+  EXPECT_EQ(after.data()["reason"], "AUTO_ROLLBACK");
+  EXPECT_EQ(d->Call("GET", "/v1/info").data()["breaker"]["state"], "open");
+  // The sandbox already on cloudrun stays there, with its files.
+  EXPECT_EQ(Exec(d, id, "cat /workspace/keep.txt"), "kept\n");
+  EXPECT_EQ(d->Call("DELETE", "/v1/sandboxes/" + after.data()["id"].get<std::string>()).status,
+            200);
+}
+
+TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
+  Daemon* a = StartDaemon("a", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Daemon* b = StartDaemon("b", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Reply c = a->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  EXPECT_EQ(Exec(a, id, "cd /workspace && export FROM=a && echo x > made-by-a"), "");
+  // b never saw the create: it finds the sandbox in the bucket, with its session.
+  EXPECT_EQ(Exec(b, id, "echo $FROM $PWD; cat made-by-a"), "a /workspace\nx\n");
+  EXPECT_EQ(b->Call("GET", "/v1/sandboxes/" + id).status, 200);
+  // A command running through one daemon makes the session busy for the other.
+  Reply running =
+      a->Api(id, "shell/exec", {{"id", "s"}, {"command", "sleep 2"}, {"wait_seconds", 0}});
+  EXPECT_EQ(running.data()["status"], "running") << running.body;
+  EXPECT_EQ(b->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 409);
+  Reply waited = b->Api(id, "shell/wait", {{"id", "s"}, {"seconds", 60}});
+  EXPECT_EQ(waited.status, 200) << waited.body;
+  EXPECT_EQ(waited.data()["returncode"], 0);
+  // Destroyed through b: gone for a too.
+  EXPECT_EQ(b->Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+  EXPECT_EQ(a->Call("GET", "/v1/sandboxes/" + id).status, 404);
+  Reply list = a->Call("GET", "/v1/sandboxes");
+  for (const auto& sb : list.data()["sandboxes"]) {
+    EXPECT_NE(sb["id"], id);
+  }
+  EXPECT_EQ(a->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 404);
+}
+
+TEST_F(CloudRunE2E, SandboxesKeepWorkingAcrossADaemonUpgrade) {
+  Daemon* before = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"}});
+  Reply c = before->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  EXPECT_EQ(Exec(before, id, "export V=1; echo one"), "one\n");
+  daemons_.clear();
+  // A new release: another guest binary (other content, so another object in the bucket). The
+  // job still starts the guest it was created with, which now runs the new one ("exec").
+  const std::string v2 = dir_ + "/agentbox-guest-v2";
+  ASSERT_EQ(system(("cp " AGENTBOX_GUEST_BIN " '" + v2 + "' && echo >> '" + v2 + "'").c_str()), 0);
+  Daemon* after = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"}, {"AGENTBOX_GUEST_BIN", v2}});
+  EXPECT_EQ(Exec(after, id, "echo $V two"), "1 two\n");
+  Reply guests = emulator_->Call("GET", "/storage/v1/b/e2e-bucket/o?prefix=agentbox/guest/");
+  EXPECT_EQ(guests.json["items"].size(), 2u) << guests.body;
+}
+
+TEST_F(CloudRunE2E, BadConfigurationIsRefusedAndNewSandboxesFallBack) {
+  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "jail"},
+                                {"USE_CLOUDRUN_JOBS_SANDBOX", "true"},
+                                {"SANDBOX_GCP_REGION", "moon-base"}});
+  Reply info = d->Call("GET", "/v1/info");
+  EXPECT_EQ(info.data()["backends"]["cloudrun"]["available"], false) << info.body;
+  EXPECT_NE(info.data()["backends"]["cloudrun"]["config_error"].get<std::string>().find(
+                "SANDBOX_GCP_REGION='moon-base'"),
+            std::string::npos)
+      << info.body;
+  Reply c = d->Create(Json{{"subject", "user-1"}});
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.data()["backend"], "jail");
+  EXPECT_EQ(c.data()["reason"], "FALLBACK");
+  d->Call("DELETE", "/v1/sandboxes/" + c.data()["id"].get<std::string>());
+  daemons_.clear();
+
+  // Well formed, but the bucket does not exist: the probe says so and sandboxes fall back.
+  d = StartDaemon("d2", {{"SANDBOX_BACKEND", "jail"},
+                         {"USE_CLOUDRUN_JOBS_SANDBOX", "true"},
+                         {"SANDBOX_GCS_BUCKET", "no-such-bucket"}});
+  c = d->Create(Json{{"subject", "user-1"}});
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(c.data()["backend"], "jail");
+  EXPECT_EQ(c.data()["reason"], "FALLBACK");
+  EXPECT_NE(c.body.find("gs://no-such-bucket does not exist"), std::string::npos) << c.body;
+  d->Call("DELETE", "/v1/sandboxes/" + c.data()["id"].get<std::string>());
+}
+
+TEST_F(CloudRunE2E, GoogleFailuresAreClearErrorsAndTouchNothingElse) {
+  Daemon* d = StartDaemon(
+      "d", {{"SANDBOX_BACKEND", "cloudrun"}, {"AGENTBOX_CLOUDRUN_START_TIMEOUT_S", "1"}});
+  Reply c = d->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  ASSERT_EQ(d->Api(id, "file/write", {{"file", "notes.txt"}, {"content", "safe\n"}}).status, 200);
+  EXPECT_EQ(Exec(d, id, "export OTHER=1", "other"), "");
+  // Unknown fields are handled as the guest handles them: a misspelled bound is refused.
+  Reply misspelled =
+      d->Api(id, "shell/exec", {{"id", "other"}, {"command", "true"}, {"timeuot", 5}});
+  EXPECT_EQ(misspelled.status, 422) << misspelled.body;
+
+  // An execution that never starts: cancelled after the start timeout, the command never ran.
+  emulator_->Faults({{"execution_start_delay_ms", 30000}});
+  Reply never =
+      d->Api(id, "shell/exec",
+             {{"id", "s"}, {"command", "echo x > /workspace/notes.txt"}, {"wait_seconds", 60}});
+  EXPECT_EQ(never.status, 503) << never.body;
+  EXPECT_NE(never.message().find("did not start within 1 s"), std::string::npos) << never.body;
+  emulator_->Call("DELETE", "/emulator/v1/faults");
+
+  // A 403 from Cloud Storage names the status.
+  emulator_->Faults({{"rules",
+                      {{{"method", "storage.objects.get"},
+                        {"status", 403},
+                        {"message", "storage.objects.get access denied"},
+                        {"count", 1}}}}});
+  Reply denied = d->Api(id, "file/read", {{"file", "notes.txt"}});
+  EXPECT_EQ(denied.status, 403) << denied.body;
+  EXPECT_NE(denied.message().find("403"), std::string::npos) << denied.body;
+  emulator_->Call("DELETE", "/emulator/v1/faults");
+
+  // A racing writer on the session's head: 409, never a silent overwrite.
+  emulator_->Faults(
+      {{"rules",
+        {{{"method", "storage.objects.insert"}, {"precondition_race", true}, {"count", 1}}}}});
+  Reply raced = d->Api(id, "shell/exec", {{"id", "other"}, {"command", "true"}});
+  EXPECT_EQ(raced.status, 409) << raced.body;
+  emulator_->Call("DELETE", "/emulator/v1/faults");
+
+  // Files and the other session are as they were.
+  EXPECT_EQ(d->Api(id, "file/read", {{"file", "notes.txt"}}).data()["content"], "safe\n");
+  EXPECT_EQ(Exec(d, id, "echo ${OTHER-unset}", "other"), "1\n");
+}
+
+}  // namespace
