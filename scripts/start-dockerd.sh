@@ -6,6 +6,13 @@
 #
 #   DOCKER_HOST=unix:///path.sock  socket to check/serve (default unix:///var/run/docker.sock)
 #   AGENTBOX_DOCKERD_TIMEOUT_S     how long to wait for readiness (default 60)
+#   AGENTBOX_DOCKERD_LIVE_RESTORE  1 (default): --live-restore, so containers (sandboxes) keep
+#                                  running while dockerd itself restarts; 0: without it
+#   AGENTBOX_DOCKERD_PIDFILE, AGENTBOX_DOCKERD_LOG, AGENTBOX_DOCKERD_EXEC_ROOT: dockerd's pid
+#                                  file, log and --exec-root (defaults /var/run/agentbox-dockerd.pid,
+#                                  /var/log/agentbox-dockerd.log, /var/run/docker)
+#   AGENTBOX_DOCKERD_ARGS          more dockerd arguments (e.g. --data-root DIR --bridge=none):
+#                                  a second, private engine beside the first (tests/docker)
 set -euo pipefail
 
 host="${DOCKER_HOST:-unix:///var/run/docker.sock}"
@@ -14,7 +21,15 @@ if [[ "$host" != unix://* ]]; then
   exit 2
 fi
 sock="${host#unix://}"
-log=/var/log/agentbox-dockerd.log
+log="${AGENTBOX_DOCKERD_LOG:-/var/log/agentbox-dockerd.log}"
+exec_root="${AGENTBOX_DOCKERD_EXEC_ROOT:-/var/run/docker}"
+read -r -a extra_args <<<"${AGENTBOX_DOCKERD_ARGS:-}"
+if [[ "${AGENTBOX_DOCKERD_LIVE_RESTORE:-1}" == 1 ]]; then
+  extra_args+=(--live-restore)
+fi
+if [[ -n "${AGENTBOX_DOCKERD_EXEC_ROOT:-}" ]]; then
+  extra_args+=(--exec-root "$exec_root")
+fi
 timeout_s="${AGENTBOX_DOCKERD_TIMEOUT_S:-60}"
 
 answers() {
@@ -39,8 +54,15 @@ running() {
   [[ "$stat" == *"($1) "[!Z]* ]]
 }
 
+# alive PID: PID exists and is not a zombie, whatever its name.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ "${stat##*) }" != Z* ]]
+}
+
 # A dockerd that is still starting (pid file names a live dockerd) is waited for, not doubled.
-pidfile=/var/run/agentbox-dockerd.pid
+pidfile="${AGENTBOX_DOCKERD_PIDFILE:-/var/run/agentbox-dockerd.pid}"
 started_pid="$(cat "$pidfile" 2>/dev/null || true)"
 if [[ -n "$started_pid" ]] && running dockerd "$started_pid"; then
   echo "start-dockerd: dockerd (pid $started_pid) is starting; waiting"
@@ -49,7 +71,7 @@ else
   rm -f "$pidfile"
   # dockerd's own containerd outlives a killed dockerd, and a new dockerd waits for it and then
   # gives up; stop it and drop its pid file.
-  ctr_pidfile=/var/run/docker/containerd/containerd.pid
+  ctr_pidfile="$exec_root/containerd/containerd.pid"
   ctr_pid="$(cat "$ctr_pidfile" 2>/dev/null || true)"
   if [[ -n "$ctr_pid" ]] && running containerd "$ctr_pid"; then
     echo "start-dockerd: stopping containerd (pid $ctr_pid) left by a dockerd that died"
@@ -59,9 +81,11 @@ else
   fi
   rm -f "$ctr_pidfile"
   echo "start-dockerd: starting dockerd on $sock (log $log)"
-  mkdir -p "$(dirname "$sock")"
+  mkdir -p "$(dirname "$sock")" "$(dirname "$log")"
+  touch "$log"
   # setsid: the engine must outlive this script and the CI step that ran it.
-  setsid dockerd --host "unix://$sock" --pidfile "$pidfile" >>"$log" 2>&1 </dev/null &
+  setsid dockerd --host "unix://$sock" --pidfile "$pidfile" "${extra_args[@]}" >>"$log" 2>&1 \
+    </dev/null &
   started_pid=$!
 fi
 log_start=$(wc -l <"$log" 2>/dev/null || echo 0)
@@ -73,7 +97,9 @@ until answers; do
     tail -n 30 "$log" >&2 || true
     exit 1
   fi
-  if ! running dockerd "$started_pid"; then
+  # Our own child cannot be mistaken for another process (its pid is ours until reaped), and
+  # until it has exec'd dockerd its name is still the shell's or setsid's: alive is enough.
+  if ! alive "$started_pid"; then
     echo "start-dockerd: dockerd (pid $started_pid) exited while starting; its log:" >&2
     tail -n +"$((log_start + 1))" "$log" | tail -n 30 >&2 || true
     exit 1

@@ -17,6 +17,8 @@ const char* SandboxStateName(SandboxState s) {
       return "failed";
     case SandboxState::kUnresponsive:
       return "unresponsive";
+    case SandboxState::kUnreachable:
+      return "unreachable";
   }
   return "failed";
 }

@@ -75,7 +75,10 @@ Result<void> ValidateCreate(const std::string& id, const SandboxSpec& spec);
 
 // kUnresponsive: running, but its guest did not answer a call within the call's deadline (the
 // daemon's view; backends report kRunning). Back to kRunning once the guest answers again.
-enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive };
+// kUnreachable: what runs the sandbox (the Docker engine) is not answering, so nothing about
+// the sandbox can be known or done (the daemon's view); back to kRunning by itself once the
+// engine and the guest answer again (daemon/backend_watch.h).
+enum class SandboxState { kCreating, kRunning, kStopped, kFailed, kUnresponsive, kUnreachable };
 const char* SandboxStateName(SandboxState s);
 
 struct SandboxInfo {
@@ -171,6 +174,13 @@ class SandboxBackend {
                                                  " cannot restart the guest of sandbox '" + id +
                                                  "' in place; DELETE it and create a new one");
   }
+
+  // Whether the engine this backend's sandboxes live in (the Docker engine) is NOT answering:
+  // the one-sentence reason ("The Docker engine at ... is not answering: ..."), or nothing. One
+  // cheap round trip at most; the daemon asks every 2 s while the backend holds sandboxes, shows
+  // them unreachable while it is down, and brings them back (RestartGuest where they stopped)
+  // when it answers again. Default: nothing (no engine that can go away).
+  virtual std::optional<std::string> EngineDown() { return std::nullopt; }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:
   // records spec.owner, spec.labels and expires_at durably (they survive a daemon restart) and

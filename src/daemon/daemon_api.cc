@@ -210,7 +210,14 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       client_(io),
       pool_(4, 8u << 20),
       health_(client_, metrics_, opts_.guest_deadlines),
+      watch_(metrics_),
+      sessions_(client_, metrics_),
       reaper_(io) {
+  health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
+  metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
+                    "Sandboxes brought back after their engine answered again, by backend and "
+                    "outcome (running: it was running when the engine answered; restarted: "
+                    "agentbox started it again; error).");
   metrics_.Describe("agentbox_operation_total", "counter",
                     "Operations by backend, operation and outcome.");
   metrics_.Describe("agentbox_operation_duration_seconds", "histogram",
@@ -314,6 +321,7 @@ void DaemonApi::Reap() {
       if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
         expired.push_back(it->second);
         health_.Forget(it->first);
+        sessions_.Forget(it->first);
         it = sandboxes_.erase(it);
       } else {
         live.push_back(it->second.info);
@@ -322,6 +330,7 @@ void DaemonApi::Reap() {
     }
   }
   health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
+  WatchEngines();                   // unreachable while an engine is down, back when it answers
   for (auto& e : expired) {
     pool_.Post([this, e] {
       auto r = e.backend->Destroy(e.info.id);
@@ -741,13 +750,13 @@ void DaemonApi::List(const Caller& caller, http::Respond respond) {
         if (auto f = it->second.find(e.info.id); f != it->second.end()) {
           e.info.state = f->second.state;
           e.info.detail = f->second.detail;
-          health_.Overlay(e.info);
           e.info.disk_used_bytes = f->second.disk_used_bytes;
         } else {
           e.info.state = SandboxState::kFailed;
           e.info.detail = "the " + e.info.backend + " backend no longer has this sandbox";
         }
       }
+      health_.Overlay(e.info);
       out.push_back(SandboxJson(e));
     }
     respond(JsonOk({{"sandboxes", std::move(out)}}));
@@ -764,12 +773,12 @@ void DaemonApi::GetOne(const std::string& id, const Caller& caller, http::Respon
     SandboxEntry out = e;
     if (fresh) {
       out.info = *fresh;
-      health_.Overlay(out.info);
     } else if (fresh.error().code == ErrorCode::kNotFound &&
                e.backend->GetCapabilities().shared_state) {
       ForgetShared(e.info.id);  // destroyed through another daemon
       return respond(JsonErr({ErrorCode::kNotFound, "sandbox '" + e.info.id + "' not found"}));
     }
+    health_.Overlay(out.info);
     respond(JsonOk(SandboxJson(out)));
   });
 }
@@ -784,6 +793,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
     sandboxes_.erase(id);
   }
   health_.Forget(id);
+  sessions_.Forget(id);
   pool_.Post([this, e = *e, respond] {
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
@@ -858,6 +868,7 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
       download ? health_.deadlines().stream_idle
                : CallDeadline(health_.deadlines(), rest, req.body, RemainingSeconds(e->info));
   auto relay = [this, info = e->info, rest, timeout, respond,
+                request = SessionKeeper::Watches(rest) ? req.body : std::string(),
                 start = Clock::now()](Result<http::ClientResponse> r) {
     CountRelayed(info.backend, rest, r, start);
     if (GuestTimedOut(r)) {
@@ -875,6 +886,9 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
     }
     http::RelayWarnings(*r, out);
     out.body = std::move(r->body);
+    if (out.status == 200 && SessionKeeper::Watches(rest)) {
+      out.body = sessions_.Relayed(info, rest, request, std::move(out.body));
+    }
     out.stream = std::move(r->stream);
     respond(std::move(out));
   };

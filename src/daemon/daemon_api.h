@@ -16,7 +16,9 @@
 #include "common/metrics.h"
 #include "common/worker_pool.h"
 #include "daemon/auth.h"
+#include "daemon/backend_watch.h"
 #include "daemon/guest_health.h"
+#include "daemon/session_keeper.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "selector/selector.h"
@@ -120,6 +122,10 @@ class DaemonApi : public http::Dispatcher {
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   // POST /v1/sandboxes/{id}/restart-guest (daemon/restart_guest.cc).
   void RestartGuest(const std::string& id, const Caller& caller, http::Respond respond);
+  // Probes the engines that hold sandboxes and brings their sandboxes back when an engine
+  // answers again (daemon/engine_recovery.cc); from the reaper's tick.
+  void WatchEngines();
+  void RecoverSandbox(const SandboxEntry& e);  // worker thread
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
@@ -145,7 +151,9 @@ class DaemonApi : public http::Dispatcher {
   http::UnixHttpClient client_;
   WorkerPool pool_;
   Metrics metrics_;
-  GuestHealth health_;  // which guests stopped answering
+  GuestHealth health_;      // which guests stopped answering
+  BackendWatch watch_;      // which engines stopped answering
+  SessionKeeper sessions_;  // the last state of every session, to restore a restarted guest
   std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex flags_mu_;
   std::map<std::string, std::string> flags_;  // guarded by flags_mu_

@@ -152,6 +152,13 @@ std::optional<std::string> GuestHealth::Unresponsive(const std::string& id) cons
 }
 
 void GuestHealth::Overlay(SandboxInfo& info) const {
+  if (gate_) {
+    if (auto why = gate_(info)) {
+      info.state = SandboxState::kUnreachable;
+      info.detail = *why;
+      return;
+    }
+  }
   if (info.state != SandboxState::kRunning) {
     return;
   }
@@ -202,6 +209,12 @@ void GuestHealth::ProbeUnresponsive(const std::vector<SandboxInfo>& sandboxes) {
 
 void GuestHealth::BeforeCall(const SandboxInfo& info, const std::string& what,
                              http::Respond respond, std::function<void()> go) {
+  if (gate_) {
+    if (auto why = gate_(info)) {
+      respond(http::ErrorResponse(503, "sandbox '" + info.id + "' is " + *why));
+      return;
+    }
+  }
   if (!Unresponsive(info.id)) {
     go();
     return;

@@ -67,6 +67,12 @@ class GuestHealth {
 
   const GuestDeadlines& deadlines() const { return deadlines_; }
 
+  // What says a sandbox cannot be reached at all (its engine is down): the detail, or nothing.
+  // Set once, before any call. Such a sandbox shows state unreachable with the detail, and calls
+  // to its guest fail at once with 503 and the detail.
+  using Gate = std::function<std::optional<std::string>(const SandboxInfo&)>;
+  void SetGate(Gate gate) { gate_ = std::move(gate); }
+
   // A call `what` to the guest of `info` outlived its `deadline`. Probes the guest: when even its
   // health check goes unanswered, marks it unresponsive (counted the first time) and answers
   // `respond` (if set) with a 504 naming the sandbox; when the guest answers, the call itself was
@@ -80,7 +86,8 @@ class GuestHealth {
   void Answered(const std::string& id);
   // The one-sentence detail of an unresponsive guest, or nothing.
   std::optional<std::string> Unresponsive(const std::string& id) const;
-  // A running sandbox whose guest is unresponsive shows state unresponsive with the detail.
+  // A sandbox the gate calls unreachable shows state unreachable with its detail (whatever the
+  // backend last said); a running sandbox whose guest is unresponsive shows state unresponsive.
   void Overlay(SandboxInfo& info) const;
   // The sandbox is gone (or its guest was replaced): forget it.
   void Forget(const std::string& id);
@@ -91,9 +98,10 @@ class GuestHealth {
   // Probes every unresponsive guest among `sandboxes` that is not being probed already.
   void ProbeUnresponsive(const std::vector<SandboxInfo>& sandboxes);
 
-  // Before relaying a call to the guest of `info`: runs `go` at once when the guest is not
-  // marked unresponsive; otherwise probes it first, then runs `go` if it answered, or answers
-  // `respond` with 504 without waiting for the call's own deadline.
+  // Before relaying a call to the guest of `info`: answers 503 at once when the gate calls the
+  // sandbox unreachable; runs `go` at once when the guest is not marked unresponsive; otherwise
+  // probes it first, then runs `go` if it answered, or answers `respond` with 504 without waiting
+  // for the call's own deadline.
   void BeforeCall(const SandboxInfo& info, const std::string& what, http::Respond respond,
                   std::function<void()> go);
 
@@ -106,6 +114,7 @@ class GuestHealth {
   http::UnixHttpClient& client_;
   Metrics& metrics_;
   GuestDeadlines deadlines_;
+  Gate gate_;
   mutable std::mutex mu_;
   std::map<std::string, Mark> unresponsive_;  // by sandbox id; guarded by mu_
   std::set<std::string> probing_;             // guarded by mu_

@@ -40,8 +40,12 @@ void DaemonApi::RestartGuest(const std::string& id, const Caller& caller, http::
       }
       it->second.info = *r;
     }
-    Log(LogLevel::kInfo, "sandbox.guest_restarted", "id={} backend={} ms={:.1f}", e.info.id,
-        e.info.backend, std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    // The new guest has no sessions: give back the ones the daemon kept snapshots of.
+    const int restored =
+        sessions_.Restore(*r, "POST /v1/sandboxes/" + e.info.id + "/restart-guest");
+    Log(LogLevel::kInfo, "sandbox.guest_restarted", "id={} backend={} ms={:.1f} sessions={}",
+        e.info.id, e.info.backend,
+        std::chrono::duration<double, std::milli>(Clock::now() - start).count(), restored);
     respond(JsonOk(SandboxJson(out)));
   });
 }

@@ -2,7 +2,7 @@
 // (frozen from the host here, as a successful ptrace attach used to leave it) never makes the
 // daemon wait without limit: the call ends in a 504 naming the sandbox, the sandbox shows state
 // unresponsive, agentbox_guest_unresponsive_total counts it, and restart-guest recovers it with
-// /workspace kept. Runs on every backend of the conformance suite.
+// /workspace and its sessions kept. Runs on every backend of the conformance suite.
 #include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -200,7 +200,8 @@ TEST_P(GuestProtection, FrozenGuestTimesOutShowsUnresponsiveAndRecovers) {
   EXPECT_EQ(Sandbox()["state"], "running");
   EXPECT_EQ(Exec("s", "pwd")["output"], "/tmp\n");
 
-  // Frozen again, then replaced: /workspace is kept, sessions start over.
+  // Frozen again, then replaced: /workspace is kept, and the session comes back from the
+  // daemon's snapshot of its state (still in /tmp), saying so.
   ASSERT_EQ(kill(guest, SIGSTOP), 0);
   t0 = Clock::now();
   Reply restarted = daemon_->Call("POST", "/v1/sandboxes/" + id_ + "/restart-guest", "{}");
@@ -208,7 +209,9 @@ TEST_P(GuestProtection, FrozenGuestTimesOutShowsUnresponsiveAndRecovers) {
   EXPECT_EQ(restarted.data()["state"], "running") << restarted.body;
   std::printf("restart-guest on %s took %.0f ms\n", GetParam().c_str(),
               std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  EXPECT_EQ(Exec("s", "cat /workspace/kept.txt; pwd")["output"], "kept\n/workspace\n");
+  Json after = Exec("s", "cat /workspace/kept.txt; pwd");
+  EXPECT_EQ(after["output"], "kept\n/tmp\n");
+  EXPECT_NE(after.value("notice", "").find("was restored"), std::string::npos) << after;
   EXPECT_EQ(Sandbox()["state"], "running");
   EXPECT_NE(GuestHostPid(), guest);
 }

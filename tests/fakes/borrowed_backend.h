@@ -30,6 +30,7 @@ class BorrowedBackend final : public SandboxBackend {
     return b_.Claim(id, spec, expires_at);
   }
   Result<SandboxInfo> RestartGuest(const std::string& id) override { return b_.RestartGuest(id); }
+  std::optional<std::string> EngineDown() override { return b_.EngineDown(); }
 
  private:
   SandboxBackend& b_;

@@ -28,46 +28,18 @@ bool SocketAccepts(const std::string& path) {
   ::close(fd);
   return ok;
 }
-}  // namespace
-
-ProcessBackend::ProcessBackend(std::string guest_binary, std::string state_dir, std::string name)
-    : guest_(std::move(guest_binary)), state_dir_(std::move(state_dir)), name_(std::move(name)) {
-  ::mkdir(state_dir_.c_str(), 0700);
-}
-
-ProcessBackend::~ProcessBackend() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, b] : boxes_) {
-    ::kill(b.pid, SIGKILL);
-    ::waitpid(b.pid, nullptr, 0);
-  }
-}
-
-ProbeResult ProcessBackend::Probe() {
-  return {::access(guest_.c_str(), X_OK) == 0,
-          ::access(guest_.c_str(), X_OK) == 0 ? "" : "guest binary missing",
-          {"no isolation: test double"}};
-}
-
-Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxSpec& spec) {
-  for (int n = fail_creates_.load(); n > 0;) {
-    if (fail_creates_.compare_exchange_weak(n, n - 1)) {
-      return Fail(ErrorCode::kUnavailable, "process backend told to fail");
-    }
-  }
-  Box b;
-  b.dir = state_dir_ + "/" + id;
-  ::mkdir(b.dir.c_str(), 0700);
-  ::mkdir((b.dir + "/workspace").c_str(), 0700);
-  const std::string sock = b.dir + "/guest.sock";
-  const std::string token = RandomId(32);
-  { std::ofstream(b.dir + "/token") << token << "\n"; }
+// Starts an agentbox-guest serving on DIR/guest.sock over DIR/workspace and waits until it
+// accepts connections.
+Result<pid_t> SpawnGuest(const std::string& guest, const std::string& dir,
+                         const std::map<std::string, std::string>& env) {
+  const std::string sock = dir + "/guest.sock";
+  ::unlink(sock.c_str());
   // Everything the child needs is built here: the daemon is multi-threaded, so between fork and
   // execve the child must not allocate (another thread may hold the allocator's lock, which
   // ASan's allocator makes likely).
-  std::vector<std::string> args = {guest_,           "serve",          "--listen",
-                                   "unix:" + sock,   "--workdir",      b.dir + "/workspace",
-                                   "--token-file",   b.dir + "/token", "--log-level",
+  std::vector<std::string> args = {guest,         "serve",        "--listen",
+                                   "unix:" + sock, "--workdir",    dir + "/workspace",
+                                   "--token-file", dir + "/token", "--log-level",
                                    "warn"};
   std::map<std::string, std::string> env_map;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -77,19 +49,19 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
       env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
   }
-  for (const auto& [k, v] : spec.env) {
+  for (const auto& [k, v] : env) {
     env_map[k] = v;
   }
-  std::vector<std::string> env;
+  std::vector<std::string> env_list;
   for (const auto& [k, v] : env_map) {
-    env.push_back(k + "=" + v);
+    env_list.push_back(k + "=" + v);
   }
   std::vector<char*> argv;
   std::vector<char*> envp;
   for (auto& a : args) {
     argv.push_back(a.data());
   }
-  for (auto& e : env) {
+  for (auto& e : env_list) {
     envp.push_back(e.data());
   }
   argv.push_back(nullptr);
@@ -111,7 +83,51 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  b.pid = pid;
+  return pid;
+}
+
+}  // namespace
+
+ProcessBackend::ProcessBackend(std::string guest_binary, std::string state_dir, std::string name)
+    : guest_(std::move(guest_binary)), state_dir_(std::move(state_dir)), name_(std::move(name)) {
+  ::mkdir(state_dir_.c_str(), 0700);
+}
+
+ProcessBackend::~ProcessBackend() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, b] : boxes_) {
+    ::kill(b.pid, SIGKILL);
+    ::waitpid(b.pid, nullptr, 0);
+  }
+}
+
+ProbeResult ProcessBackend::Probe() {
+  if (engine_down_) {
+    return {false, *EngineDown(), {}};
+  }
+  return {::access(guest_.c_str(), X_OK) == 0,
+          ::access(guest_.c_str(), X_OK) == 0 ? "" : "guest binary missing",
+          {"no isolation: test double"}};
+}
+
+Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxSpec& spec) {
+  for (int n = fail_creates_.load(); n > 0;) {
+    if (fail_creates_.compare_exchange_weak(n, n - 1)) {
+      return Fail(ErrorCode::kUnavailable, "process backend told to fail");
+    }
+  }
+  Box b;
+  b.dir = state_dir_ + "/" + id;
+  ::mkdir(b.dir.c_str(), 0700);
+  ::mkdir((b.dir + "/workspace").c_str(), 0700);
+  const std::string sock = b.dir + "/guest.sock";
+  const std::string token = RandomId(32);
+  { std::ofstream(b.dir + "/token") << token << "\n"; }
+  auto pid = SpawnGuest(guest_, b.dir, spec.env);
+  if (!pid) {
+    return Fail(pid.error());
+  }
+  b.pid = *pid;
   b.info.id = id;
   b.info.backend = name_;
   b.info.state = SandboxState::kRunning;
@@ -126,6 +142,9 @@ Result<SandboxInfo> ProcessBackend::Create(const std::string& id, const SandboxS
 }
 
 Result<SandboxInfo> ProcessBackend::Get(const std::string& id) {
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = boxes_.find(id);
   if (it == boxes_.end()) {
@@ -139,6 +158,9 @@ Result<SandboxInfo> ProcessBackend::Get(const std::string& id) {
 }
 
 Result<std::vector<SandboxInfo>> ProcessBackend::List() {
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<SandboxInfo> out;
   for (auto& [id, b] : boxes_) {
@@ -217,6 +239,54 @@ pid_t ProcessBackend::GuestPid(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = boxes_.find(id);
   return it == boxes_.end() ? -1 : it->second.pid;
+}
+
+}  // namespace agentbox::fakes
+
+namespace agentbox::fakes {
+
+std::optional<std::string> ProcessBackend::EngineDown() {
+  if (!engine_down_) {
+    return std::nullopt;
+  }
+  return "The process engine at " + state_dir_ + " is not answering: stopped by the test.";
+}
+
+void ProcessBackend::SetEngineDown(bool down, bool stop_guests) {
+  engine_down_ = down;
+  if (!stop_guests) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, b] : boxes_) {
+    ::kill(-b.pid, SIGKILL);
+    ::kill(b.pid, SIGKILL);
+    ::waitpid(b.pid, nullptr, 0);
+  }
+}
+
+Result<SandboxInfo> ProcessBackend::RestartGuest(const std::string& id) {
+  if (!engine_) {
+    return SandboxBackend::RestartGuest(id);
+  }
+  if (engine_down_) {
+    return Fail(ErrorCode::kUnavailable, "the process engine is not reachable");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return Fail(SandboxNotFound(id));
+  }
+  Box& b = it->second;
+  ::kill(-b.pid, SIGKILL);
+  ::kill(b.pid, SIGKILL);
+  ::waitpid(b.pid, nullptr, 0);
+  auto pid = SpawnGuest(guest_, b.dir, b.info.spec.env);
+  if (!pid) {
+    return Fail(pid.error());
+  }
+  b.pid = *pid;
+  return b.info;
 }
 
 }  // namespace agentbox::fakes

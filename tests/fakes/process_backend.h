@@ -46,6 +46,15 @@ class ProcessBackend : public SandboxBackend {
   // Makes the next Create calls fail (tests of error paths); 0 = succeed.
   void FailNextCreates(int n) { fail_creates_ = n; }
 
+  // Plays a backend whose sandboxes live in an engine that can be taken down: while down,
+  // EngineDown and Probe say the engine is not answering and Get/List fail with kUnavailable;
+  // `stop_guests` kills every guest as an engine without live-restore stops its containers.
+  // Also enables RestartGuest (a fresh guest process over the same directory).
+  void PlayEngine() { engine_ = true; }
+  void SetEngineDown(bool down, bool stop_guests);
+  Result<SandboxInfo> RestartGuest(const std::string& id) override;
+  std::optional<std::string> EngineDown() override;
+
  private:
   struct Box {
     SandboxInfo info;
@@ -58,6 +67,8 @@ class ProcessBackend : public SandboxBackend {
   std::mutex mu_;
   std::map<std::string, Box> boxes_;
   std::atomic<int> fail_creates_{0};
+  std::atomic<bool> engine_{false};
+  std::atomic<bool> engine_down_{false};
 };
 
 }  // namespace agentbox::fakes

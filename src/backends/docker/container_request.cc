@@ -153,7 +153,8 @@ Json BuildCreateBody(const ContainerPlan& p) {
       {"Ulimits", ulimits},
       {"ShmSize", std::min(kMaxShmBytes, tmp_bytes)},
       {"IpcMode", "private"},
-      {"RestartPolicy", {{"Name", "no"}}},
+      // An engine restarted without live-restore stops containers; it starts these again.
+      {"RestartPolicy", {{"Name", "unless-stopped"}}},
       {"AutoRemove", false},
       {"Init", false},  // the guest is pid 1 and reaps orphans itself
       {"LogConfig",

@@ -71,6 +71,9 @@ class DockerBackend final : public SandboxBackend {
   // the new guest's health: the container's filesystem and its /workspace volume are kept;
   // sessions, processes and /tmp start empty.
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
+  // GET /_ping within the probe timeout (docker_restart.cc): only whether the engine answers,
+  // unlike Probe (which also wants the default image, so a missing image is not an outage).
+  std::optional<std::string> EngineDown() override;
   // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
   // already or is not running.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,

@@ -262,6 +262,12 @@ TEST(DockerEngineDown, ProbeAndCreateSayTheEngineIsNotReachable) {
       std::string::npos)
       << c.error().message;
   EXPECT_EQ(b.List().error().code, ErrorCode::kUnavailable);
+  // What the daemon watches: only whether the engine answers, naming it.
+  auto down = b.EngineDown();
+  ASSERT_TRUE(down.has_value());
+  EXPECT_NE(down->find("The Docker engine at /nonexistent/docker.sock is not answering: "),
+            std::string::npos)
+      << *down;
   EXPECT_EQ(b.Prepare(SandboxSpec{}, nullptr).error().code, ErrorCode::kUnavailable);
   EXPECT_FALSE(PathExists(o.state_dir + "/sb-down"));
 }
@@ -617,6 +623,7 @@ TEST_F(DockerEngine, CreateExecThroughTheGuestAndDestroy) {
 }
 
 TEST_F(DockerEngine, RestartGuestReplacesAStoppedGuestAndKeepsTheWorkspace) {
+  EXPECT_EQ(backend_->EngineDown(), std::nullopt);  // the engine answers
   SandboxInfo info = Create("dk-stuck");
   ASSERT_EQ(Exec(info,
                  "echo kept > /workspace/f; echo gone > /tmp/t; "

@@ -1,4 +1,5 @@
-// DockerBackend::RestartGuest: the same container started again.
+// DockerBackend::RestartGuest: the same container started again; EngineDown: whether the engine
+// answers at all (the daemon shows sandboxes unreachable while it does not).
 #include <unistd.h>
 
 #include "backends/docker/container_request.h"
@@ -54,6 +55,21 @@ Result<SandboxInfo> DockerBackend::RestartGuest(const std::string& id) {
   Log(LogLevel::kInfo, "docker.guest_restarted", "id={} ms={:.1f}", id,
       std::chrono::duration<double, std::milli>(Clock::now() - started).count());
   return InfoFromInspect(*fresh);
+}
+
+std::optional<std::string> DockerBackend::EngineDown() {
+  auto ping = engine_.Call("GET", "/_ping", {}, opts_.probe_timeout);
+  if (ping && ping->status == 200) {
+    return std::nullopt;
+  }
+  const std::string engine = "The Docker engine at " + opts_.socket_path;
+  if (!ping) {
+    const std::string& m = ping.error().message;
+    const size_t colon = m.find(": ");
+    return engine + " is not answering: " + (colon == std::string::npos ? m : m.substr(colon + 2)) +
+           ".";
+  }
+  return engine + " is not answering: GET /_ping got " + std::to_string(ping->status) + ".";
 }
 
 }  // namespace agentbox::docker

@@ -1,0 +1,323 @@
+#include "daemon/session_keeper.h"
+
+#include <ctime>
+#include <future>
+#include <set>
+
+#include "common/log.h"
+#include "common/shell_quote.h"
+
+namespace agentbox::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The `data` object of a guest envelope, or nullptr.
+Json* DataOf(Json& envelope) {
+  if (!envelope.is_object()) {
+    return nullptr;
+  }
+  auto it = envelope.find("data");
+  return it != envelope.end() && it->is_object() ? &*it : nullptr;
+}
+
+std::string StringAt(const Json& j, const char* key) {
+  if (!j.is_object()) {
+    return "";
+  }
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+std::string UtcNow() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const SandboxInfo& info,
+                                       const std::string& method, const std::string& target,
+                                       const std::string& body, std::chrono::milliseconds timeout) {
+  if (!info.guest_endpoint.starts_with("unix:")) {
+    return Fail(ErrorCode::kUnavailable, "sandbox '" + info.id + "' has no reachable guest");
+  }
+  http::ClientRequest cr;
+  cr.method = method;
+  cr.target = target;
+  cr.headers.emplace_back("X-Access-Token", info.guest_token);
+  if (!body.empty()) {
+    cr.headers.emplace_back("Content-Type", "application/json");
+  }
+  cr.body = body;
+  auto done = std::make_shared<std::promise<Result<http::ClientResponse>>>();
+  auto answer = done->get_future();
+  client.Send(info.guest_endpoint.substr(5), std::move(cr), timeout,
+              [done](Result<http::ClientResponse> r) { done->set_value(std::move(r)); });
+  return answer.get();
+}
+
+SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics)
+    : client_(client), metrics_(metrics) {
+  metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
+                    "Time to fetch a session's state after a command (shell/state), by backend.");
+  metrics_.Describe("agentbox_sessions_restored_total", "counter",
+                    "Sessions recreated from their last snapshot in a guest that came back, by "
+                    "backend and outcome.");
+}
+
+bool SessionKeeper::Watches(const std::string& op) {
+  static const std::set<std::string> kOps = {"shell/exec", "shell/run",     "shell/wait",
+                                             "shell/kill", "shell/restore", "shell/view",
+                                             "shell/list", "shell/delete",  "process/start"};
+  return kOps.count(op) > 0;
+}
+
+std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& op,
+                                   const std::string& request, std::string response) {
+  Json env = Json::parse(response, nullptr, false);
+  Json* data = DataOf(env);
+  if (data == nullptr) {
+    return response;
+  }
+  const Json req = Json::parse(request, nullptr, false);
+  bool changed = false;
+  std::string snapshot;  // the session to snapshot, if any
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Box& box = boxes_[info.id];
+    if (op == "process/start") {
+      ++box.background_started;
+      return response;
+    }
+    if (op == "shell/list") {
+      auto rows = data->find("sessions");
+      if (rows == data->end() || !rows->is_array()) {
+        return response;
+      }
+      for (auto& row : *rows) {
+        auto s = box.sessions.find(StringAt(row, "session_id"));
+        if (s != box.sessions.end() && !s->second.notice.empty()) {
+          row["notice"] = s->second.notice;
+          changed = true;
+        }
+      }
+      return changed ? DumpJson(env) : response;
+    }
+    std::string sid = StringAt(*data, "session_id");
+    if (sid.empty()) {
+      sid = StringAt(req, "id");
+    }
+    if (sid.empty()) {
+      return response;
+    }
+    if (op == "shell/delete") {
+      box.sessions.erase(sid);
+      return response;
+    }
+    if (op == "shell/view") {
+      auto s = box.sessions.find(sid);
+      if (s != box.sessions.end() && !s->second.notice.empty()) {
+        (*data)["notice"] = s->second.notice;
+        return DumpJson(env);
+      }
+      return response;
+    }
+    Session& s = box.sessions[sid];
+    if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
+      s.cwd = cwd;
+    }
+    const std::string status = StringAt(*data, "status");
+    if (op == "shell/exec" || op == "shell/wait") {
+      s.running = status == "running";
+      if (s.running && op == "shell/exec") {
+        s.running_command = StringAt(*data, "command");
+      }
+    } else {
+      s.running = false;
+    }
+    if (op == "shell/run" && data->contains("background_pid")) {
+      ++box.background_started;
+    }
+    if (s.notice_pending && op != "shell/restore" && op != "shell/kill") {
+      (*data)["notice"] = s.notice;
+      s.notice_pending = false;
+      changed = true;
+    }
+    snapshot = sid;
+  }
+  Snapshot(info, snapshot);
+  return changed ? DumpJson(env) : response;
+}
+
+void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session) {
+  if (!info.guest_endpoint.starts_with("unix:")) {
+    return;
+  }
+  http::ClientRequest cr;
+  cr.method = "POST";
+  cr.target = "/api/v1/shell/state";
+  cr.headers = {{"X-Access-Token", info.guest_token}, {"Content-Type", "application/json"}};
+  cr.body = DumpJson(Json{{"id", session}});
+  client_.Send(
+      info.guest_endpoint.substr(5), std::move(cr), std::chrono::seconds(10),
+      [this, id = info.id, backend = info.backend, session,
+       start = Clock::now()](Result<http::ClientResponse> r) {
+        const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+        Keep(id, session, r);
+        // Observed once kept, so that a reader of the count finds the snapshot in place.
+        metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+      });
+}
+
+void SessionKeeper::Keep(const std::string& id, const std::string& session,
+                         Result<http::ClientResponse>& r) {
+  if (!r || r->status != 200) {
+    Log(LogLevel::kDebug, "session.snapshot_failed", "id={} session={} error=\"{}\"", id, session,
+        r ? "status " + std::to_string(r->status) : r.error().message);
+    return;
+  }
+  Json env = Json::parse(r->body, nullptr, false);
+  Json* data = DataOf(env);
+  if (data == nullptr || !data->contains("state") || !(*data)["state"].is_object()) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto box = boxes_.find(id);
+  if (box == boxes_.end()) {
+    return;  // forgotten meanwhile
+  }
+  auto s = box->second.sessions.find(session);
+  if (s == box->second.sessions.end()) {
+    return;  // deleted meanwhile
+  }
+  s->second.state = std::move((*data)["state"]);
+  if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
+    s->second.running = running->get<bool>();
+  }
+}
+
+int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
+  Box box;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = boxes_.find(info.id);
+    if (it == boxes_.end() || it->second.sessions.empty()) {
+      return 0;
+    }
+    box = it->second;
+  }
+  const auto timeout = std::chrono::seconds(30);
+  auto listed = CallGuest(client_, info, "GET", "/api/v1/shell/list", "", timeout);
+  std::set<std::string> present;
+  if (listed && listed->status == 200) {
+    Json env = Json::parse(listed->body, nullptr, false);
+    if (Json* data = DataOf(env); data != nullptr && data->contains("sessions")) {
+      for (const auto& row : (*data)["sessions"]) {
+        present.insert(StringAt(row, "session_id"));
+      }
+    }
+  } else {
+    Log(LogLevel::kWarn, "session.restore_list_failed", "id={} error=\"{}\"", info.id,
+        listed ? "status " + std::to_string(listed->status) : listed.error().message);
+  }
+  const std::string at = UtcNow();
+  int restored = 0;
+  int failed = 0;
+  std::map<std::string, std::string> notices;
+  for (const auto& [sid, s] : box.sessions) {
+    if (present.count(sid) || (s.state.is_null() && s.cwd.empty())) {
+      continue;  // the guest kept it (it never went away), or nothing is known of it
+    }
+    Result<http::ClientResponse> r;
+    const bool full = !s.state.is_null();
+    if (full) {
+      Json state = s.state;
+      if (!s.cwd.empty()) {
+        state["cwd"] = s.cwd;  // a later answer than the snapshot
+      }
+      r = CallGuest(client_, info, "POST", "/api/v1/shell/restore",
+                    DumpJson(Json{{"id", sid}, {"state", state}}), timeout);
+    } else {
+      r = CallGuest(
+          client_, info, "POST", "/api/v1/shell/exec",
+          DumpJson(Json{{"id", sid}, {"command", "cd " + ShellQuote(s.cwd)}, {"wait_seconds", 10}}),
+          timeout);
+    }
+    if (!r || r->status != 200) {
+      ++failed;
+      Log(LogLevel::kWarn, "session.restore_failed", "id={} session={} error=\"{}\"", info.id, sid,
+          r ? r->body.substr(0, 200) : r.error().message);
+      continue;
+    }
+    ++restored;
+    std::string notice =
+        "The guest restarted (" + why + ") at " + at + "; this session was restored " +
+        (full ? "from its state after its last command (working directory, environment, "
+                "variables, functions, aliases)."
+              : "with the working directory of its last command only (its full state had not "
+                "been captured yet): environment, variables, functions and aliases start anew.");
+    if (s.running) {
+      notice += " The command that was running" +
+                (s.running_command.empty() ? std::string() : " (" + s.running_command + ")") +
+                " was lost with the old guest: it did not finish and its output is gone.";
+    }
+    if (box.background_started > 0) {
+      notice += " Background processes started before the restart (" +
+                std::to_string(box.background_started) + ") were lost.";
+    }
+    notices[sid] = notice;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = boxes_.find(info.id); it != boxes_.end()) {
+      for (const auto& [sid, notice] : notices) {
+        if (auto s = it->second.sessions.find(sid); s != it->second.sessions.end()) {
+          s->second.notice = notice;
+          s->second.notice_pending = true;
+          s->second.running = false;
+          s->second.running_command.clear();
+        }
+      }
+      if (!notices.empty()) {
+        it->second.background_started = 0;
+      }
+    }
+  }
+  if (restored > 0) {
+    metrics_.Increment("agentbox_sessions_restored_total",
+                       {{"backend", info.backend}, {"outcome", "ok"}}, restored);
+  }
+  if (failed > 0) {
+    metrics_.Increment("agentbox_sessions_restored_total",
+                       {{"backend", info.backend}, {"outcome", "error"}}, failed);
+  }
+  Log(LogLevel::kInfo, "session.restored", "id={} why=\"{}\" restored={} failed={} kept={}",
+      info.id, why, restored, failed, box.sessions.size());
+  return restored;
+}
+
+void SessionKeeper::Forget(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  boxes_.erase(id);
+}
+
+size_t SessionKeeper::Kept(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) {
+    return 0;
+  }
+  size_t n = 0;
+  for (const auto& [sid, s] : it->second.sessions) {
+    n += s.state.is_null() ? 0 : 1;
+  }
+  return n;
+}
+
+}  // namespace agentbox::daemon

@@ -1,0 +1,82 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "api/sandbox_backend.h"
+#include "common/json_util.h"
+#include "common/metrics.h"
+#include "http/client.h"
+
+namespace agentbox::daemon {
+
+// Sends `method target` with a JSON `body` to the guest of `info` and waits for the answer.
+// Blocks: call it from a worker thread, never from the client's I/O thread.
+Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const SandboxInfo& info,
+                                       const std::string& method, const std::string& target,
+                                       const std::string& body, std::chrono::milliseconds timeout);
+
+// Keeps, on the host side, the last state snapshot of every shell session of every sandbox, so
+// that a guest that comes back empty (restart-guest, a container the engine restarted, a
+// replaced execution) resumes its sessions. After each relayed shell/exec, shell/run,
+// shell/wait, shell/kill or shell/restore that answered 200, the session's state is fetched
+// with shell/state (one guest round trip, sent after the client has its answer); shell/delete
+// forgets the session. A restored session whose command was running, and a sandbox that had
+// background processes, say so: shell/view and shell/list carry a `notice` for the session, and
+// the next shell/exec, shell/run or shell/wait of the session carries it once. A session whose
+// snapshot never arrived (its guest froze right after the command) comes back with the working
+// directory of its last answer only, and its notice says so. Thread-safe.
+class SessionKeeper {
+ public:
+  SessionKeeper(http::UnixHttpClient& client, Metrics& metrics);
+
+  // Whether relayed call `op` ("shell/exec", ...) concerns the keeper (its request body is then
+  // needed by Relayed).
+  static bool Watches(const std::string& op);
+
+  // The guest of `info` answered `op` (request body `request`) with 200 and `response`: records
+  // what it says about the session, starts a snapshot where the session's state may have changed,
+  // and returns the response body to relay (with the session's notice added where one is due).
+  std::string Relayed(const SandboxInfo& info, const std::string& op, const std::string& request,
+                      std::string response);
+
+  // The guest of `info` came back (`why`: "restart-guest", "the Docker engine restarted", ...):
+  // recreates with shell/restore every kept session the guest no longer has. Blocks (worker
+  // thread). Returns how many sessions were restored; failures are logged and counted in
+  // agentbox_sessions_restored_total{outcome="error"}.
+  int Restore(const SandboxInfo& info, const std::string& why);
+
+  // The sandbox is gone: forget its sessions.
+  void Forget(const std::string& id);
+
+  // How many sessions of sandbox `id` have a snapshot (tests, logs).
+  size_t Kept(const std::string& id) const;
+
+ private:
+  struct Session {
+    Json state;                   // data.state of the last shell/state; null until one arrived
+    std::string cwd;              // the cwd of the last answer: newer than `state` when a
+                                  // snapshot did not arrive (the guest froze right after)
+    bool running = false;         // a command was running at the last answer
+    std::string running_command;  // that command, when known
+    std::string notice;           // set when restored; shown by view/list
+    bool notice_pending = false;  // not yet carried by an exec/run/wait answer
+  };
+  struct Box {
+    std::map<std::string, Session> sessions;
+    int background_started = 0;  // process/start calls since the guest (re)started
+  };
+
+  void Snapshot(const SandboxInfo& info, const std::string& session);
+  // Stores the answer `r` of shell/state for `session` of sandbox `id`.
+  void Keep(const std::string& id, const std::string& session, Result<http::ClientResponse>& r);
+
+  http::UnixHttpClient& client_;
+  Metrics& metrics_;
+  mutable std::mutex mu_;
+  std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
+};
+
+}  // namespace agentbox::daemon

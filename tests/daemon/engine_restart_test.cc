@@ -1,0 +1,191 @@
+// Sessions survive a guest that comes back empty, and a sandbox whose engine stops answering is
+// shown unreachable, fails calls fast with 503, and comes back by itself. The backend is the
+// ProcessBackend test double playing an engine (tests/fakes/process_backend.h); the same flow
+// against a real Docker engine stopped and started is tests/docker/engine_restart_test.sh.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "fakes/daemon_fixture.h"
+
+namespace agentbox::daemon {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+class EngineRestartTest : public fakes::DaemonFixture {
+ protected:
+  void SetUp() override {
+    fakes::DaemonFixture::SetUp();
+    backend_->PlayEngine();
+  }
+  Json Sandbox(const std::string& id) { return Call("GET", "/v1/sandboxes/" + id).json["data"]; }
+  double Metric(const std::string& name, const Labels& labels) {
+    return api_->metrics().Value(name, labels);
+  }
+  // Polls the sandbox's state until it is `state` or 20 s pass; returns the last one seen.
+  std::string WaitForState(const std::string& id, const std::string& state) {
+    const auto until = Clock::now() + seconds(20);
+    std::string seen;
+    while (Clock::now() < until) {
+      seen = Sandbox(id)["state"].get<std::string>();
+      if (seen == state) {
+        break;
+      }
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return seen;
+  }
+  // A session with state in every part a snapshot keeps.
+  void Prime(const std::string& id) {
+    const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
+    ASSERT_EQ(Call("POST", exec,
+                   R"({"id":"s","command":"mkdir -p sub && cd sub && export GREETING=hi && )"
+                   R"(count=3 && f() { echo \"f:$1\"; } && alias ll='echo listed'"})")
+                  .status,
+              200);
+    // The snapshot is fetched after the answer.
+    WaitForSnapshots(1);
+  }
+  // Waits until `n` session snapshots have arrived in all.
+  void WaitForSnapshots(double n) {
+    const std::string series = "agentbox_session_snapshot_seconds_count{backend=\"process\"} ";
+    const auto until = Clock::now() + seconds(5);
+    while (Clock::now() < until) {
+      const std::string text = api_->metrics().Render();
+      const auto at = text.find(series);
+      if (at != std::string::npos && std::stod(text.substr(at + series.size())) >= n) {
+        return;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    ADD_FAILURE() << "fewer than " << n << " snapshots arrived";
+  }
+  void ExpectRestored(const std::string& id) {
+    auto r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
+                  R"({"id":"s","command":"echo \"$PWD|$GREETING|$count|$(f x)\"; ll"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string out = r.json["data"]["output"].get<std::string>();
+    EXPECT_NE(out.find("/sub|hi|3|f:x\nlisted\n"), std::string::npos) << out;
+    // The first answer after the restore says it happened.
+    EXPECT_NE(r.json["data"]["notice"].get<std::string>().find("was restored"), std::string::npos)
+        << r.body;
+  }
+};
+
+TEST_F(EngineRestartTest, RestartGuestRestoresSessionsAndReportsTheLostCommand) {
+  const std::string id = CreateAs("");
+  Prime(id);
+  { std::ofstream(Workspace(id) + "/kept.txt") << "kept\n"; }
+  // A command still running when the guest goes away is lost, and said to be.
+  const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
+  ASSERT_EQ(Call("POST", exec, R"({"id":"busy","command":"sleep 300","wait_seconds":0.1})")
+                .json["data"]["status"],
+            "running");
+  WaitForSnapshots(2);  // one of session s, one of busy
+  auto r = Call("POST", "/v1/sandboxes/" + id + "/restart-guest");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ExpectRestored(id);
+  auto view = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/view", R"({"id":"busy"})");
+  ASSERT_EQ(view.status, 200) << view.body;
+  EXPECT_NE(view.json["data"]["notice"].get<std::string>().find(
+                "The command that was running (sleep 300) was lost"),
+            std::string::npos)
+      << view.body;
+  auto list = Call("GET", "/v1/sandboxes/" + id + "/api/v1/shell/list");
+  bool listed = false;
+  for (const auto& row : list.json["data"]["sessions"]) {
+    listed = listed || (row["session_id"] == "busy" && row.contains("notice"));
+  }
+  EXPECT_TRUE(listed) << list.body;
+  EXPECT_EQ(Metric("agentbox_sessions_restored_total", {{"backend", "process"}, {"outcome", "ok"}}),
+            2);
+}
+
+// The cost of keeping snapshots: one shell/state round trip per command, sent after the client
+// has its answer. Prints the figures (docs/sessions.md quotes them).
+TEST_F(EngineRestartTest, SnapshotCostPerExec) {
+  const std::string id = CreateAs("");
+  const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
+  ASSERT_EQ(Call("POST", exec, R"({"id":"s","command":"true"})").status, 200);
+  constexpr int kRuns = 100;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kRuns; ++i) {
+    ASSERT_EQ(Call("POST", exec, R"({"id":"s","command":"x=1"})").status, 200);
+  }
+  const double exec_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / kRuns;
+  // Histogram sum and count from the exposition.
+  const std::string text = api_->metrics().Render();
+  auto value = [&](const std::string& series) {
+    const auto at = text.find(series);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + series.size() + 1));
+  };
+  const double sum = value("agentbox_session_snapshot_seconds_sum{backend=\"process\"}");
+  const double count = value("agentbox_session_snapshot_seconds_count{backend=\"process\"}");
+  ASSERT_GE(count, kRuns);
+  std::printf(
+      "exec through the daemon: %.3f ms mean over %d; snapshot (shell/state): %.3f ms "
+      "mean over %.0f\n",
+      exec_ms, kRuns, sum / count * 1000, count);
+}
+
+TEST_F(EngineRestartTest, UnreachableWhileTheEngineIsDownThenRunningWithSessions) {
+  const std::string id = CreateAs("");
+  Prime(id);
+  backend_->SetEngineDown(true, /*stop_guests=*/true);
+  ASSERT_EQ(WaitForState(id, "unreachable"), "unreachable");
+  Json got = Sandbox(id);
+  EXPECT_NE(got["detail"].get<std::string>().find("unreachable: the process engine at"),
+            std::string::npos)
+      << got.dump();
+  // Listed the same way, and calls fail at once with the reason.
+  bool listed = false;
+  auto all = Call("GET", "/v1/sandboxes");
+  for (const auto& s : all.json["data"]["sandboxes"]) {
+    listed = listed || (s["id"] == id && s["state"] == "unreachable");
+  }
+  EXPECT_TRUE(listed) << all.body;
+  const auto t0 = Clock::now();
+  auto r =
+      Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec", R"({"id":"s","command":"true"})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("is unreachable: the process engine"), std::string::npos) << r.body;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 1.0);
+  EXPECT_EQ(Metric("agentbox_engine_unreachable_total", {{"backend", "process"}}), 1);
+
+  // Back by itself: no request needed beyond looking.
+  backend_->SetEngineDown(false, false);
+  ASSERT_EQ(WaitForState(id, "running"), "running");
+  ExpectRestored(id);
+  EXPECT_EQ(Metric("agentbox_sandbox_recoveries_total",
+                   {{"backend", "process"}, {"outcome", "restarted"}}),
+            1);
+  EXPECT_GT(Metric("agentbox_engine_unreachable_seconds_total", {{"backend", "process"}}), 0);
+  EXPECT_EQ(Metric("agentbox_engine_unreachable_total", {{"backend", "process"}}), 1);
+}
+
+TEST_F(EngineRestartTest, AGuestThatKeptRunningKeepsItsSessionsUntouched) {
+  const std::string id = CreateAs("");
+  Prime(id);
+  backend_->SetEngineDown(true, /*stop_guests=*/false);  // live-restore: containers kept running
+  ASSERT_EQ(WaitForState(id, "unreachable"), "unreachable");
+  backend_->SetEngineDown(false, false);
+  ASSERT_EQ(WaitForState(id, "running"), "running");
+  auto r = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
+                R"({"id":"s","command":"echo \"$PWD|$GREETING\""})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/sub|hi"), std::string::npos);
+  EXPECT_FALSE(r.json["data"].contains("notice")) << r.body;  // nothing was restored
+  EXPECT_EQ(
+      Metric("agentbox_sandbox_recoveries_total", {{"backend", "process"}, {"outcome", "running"}}),
+      1);
+}
+
+}  // namespace
+}  // namespace agentbox::daemon
