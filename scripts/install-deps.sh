@@ -8,7 +8,7 @@ PACKAGES=(
   libboost-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libexpected-dev
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  bash busybox-static procps util-linux e2fsprogs wrk python3 file
+  bash busybox-static procps util-linux e2fsprogs wrk python3 file jq
   docker.io
   rclone fuse3
   qemu-system-x86 cpio xz-utils
