@@ -118,6 +118,10 @@ struct Capabilities {
   // The guest is a long-lived process inside the sandbox (it could be traced, frozen, restarted:
   // restart-guest). False for cloudrun job mode, whose guest API is served by the daemon.
   bool guest_process = true;
+  // How long a command may wait to start before it runs (cloudrun job mode: an execution's start,
+  // 10-60 s on the real service). The daemon adds it to the deadline of calls that wait for a
+  // whole command (shell/run), so a slow start is not taken for a stuck guest.
+  double command_start_allowance_s = 0;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.

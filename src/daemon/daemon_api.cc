@@ -864,9 +864,14 @@ void DaemonApi::Forward(const std::string& id, const std::string& rest, const ht
   // Shell calls may block for as long as the caller asked (wait_seconds, timeout): their
   // deadline follows the request; a download's is an idle limit.
   const bool download = rest == "file/download";
-  const auto timeout =
+  auto timeout =
       download ? health_.deadlines().stream_idle
                : CallDeadline(health_.deadlines(), rest, req.body, RemainingSeconds(e->info));
+  if (rest == "shell/run") {
+    // It waits for the whole command, which on a job backend first waits for its start.
+    timeout += std::chrono::milliseconds(static_cast<int64_t>(
+        e->backend->GetCapabilities().command_start_allowance_s * 1000.0));
+  }
   auto relay = [this, info = e->info, rest, timeout, respond,
                 request = SessionKeeper::Watches(rest) ? req.body : std::string(),
                 start = Clock::now()](Result<http::ClientResponse> r) {

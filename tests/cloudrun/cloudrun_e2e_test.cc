@@ -397,6 +397,21 @@ TEST_F(CloudRunE2E, AnUploadCanBeTheFirstCallAnotherDaemonSees) {
   EXPECT_EQ(b->Upload("no-such-sandbox", "/workspace/x", "x").status, 404);
 }
 
+TEST_F(CloudRunE2E, AShellRunThatWaitsForASlowStartIsNotA504) {
+  // The daemon's own margin is 1 s and the command's timeout 2 s, but the execution starts 4 s
+  // late: shell/run waits for it (the start allowance), as a real Cloud Run start needs.
+  Daemon* d = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"},
+                                {"AGENTBOX_GUEST_CALL_MARGIN_S", "1"},
+                                {"AGENTBOX_CLOUDRUN_START_TIMEOUT_S", "30"}});
+  Reply c = d->Create();
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string id = c.data()["id"];
+  emulator_->Faults({{"execution_start_delay_ms", 4000}});
+  Reply run = d->Api(id, "shell/run", {{"command", "echo started late"}, {"timeout", 2}});
+  EXPECT_EQ(run.status, 200) << run.body;
+  EXPECT_EQ(run.data().value("stdout", ""), "started late\n") << run.body;
+}
+
 TEST_F(CloudRunE2E, SandboxesKeepWorkingAcrossADaemonUpgrade) {
   Daemon* before = StartDaemon("d", {{"SANDBOX_BACKEND", "cloudrun"}});
   Reply c = before->Create();

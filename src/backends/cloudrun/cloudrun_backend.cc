@@ -197,6 +197,8 @@ Capabilities CloudRunBackend::GetCapabilities() const {
   c.claim = false;
   c.shared_state = true;
   c.guest_process = false;
+  c.command_start_allowance_s =
+      std::chrono::duration<double>(opts_.start_timeout).count();  // AGENTBOX_CLOUDRUN_START_TIMEOUT_S
   return c;
 }
 
