@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <functional>
@@ -255,6 +256,11 @@ int main(int argc, char** argv) {
   daemon::ConfigWatch watch(io, {sources.config_file, sources.dotenv_file},
                             [&] { reload("file_watch"); });
 
+  // Drains after SIGTERM, then stops the io_context. Joined before `api` and the rest go out of
+  // scope (a detached thread could still read them while main returned); the work guard keeps
+  // io.run() from returning on its own before that, e.g. while a worker finishes a request.
+  std::thread drainer;
+  auto work = boost::asio::make_work_guard(io);
   boost::asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) {
@@ -266,18 +272,21 @@ int main(int argc, char** argv) {
     hup.cancel();
     watch.Stop();
     api.BeginDrain();
-    std::thread([&] {
+    drainer = std::thread([&] {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
       while (api.in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       Log(LogLevel::kInfo, "daemon.stopped", "in_flight={}", api.in_flight());
       io.stop();
-    }).detach();
+    });
   });
   // Two threads: one can block briefly in a backend call while the other keeps serving.
   std::thread second([&] { io.run(); });
   io.run();
   second.join();
+  if (drainer.joinable()) {
+    drainer.join();
+  }
   return 0;
 }
