@@ -226,7 +226,8 @@ class CloudRunE2E : public ::testing::Test {
       // What the tests left: destroyed through a daemon with no warm pool.
       auto sweeper = StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}});
       Reply list = sweeper->Call("GET", "/v1/sandboxes");
-      for (const auto& sb : list.data()["sandboxes"]) {
+      const Json sandboxes = list.data()["sandboxes"];  // data() is a temporary
+  for (const auto& sb : sandboxes) {
         sweeper->Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>());
       }
       daemons_.clear();
@@ -377,7 +378,8 @@ TEST_F(CloudRunE2E, TwoDaemonsShareSandboxesThroughTheBucket) {
   EXPECT_EQ(b->Call("DELETE", "/v1/sandboxes/" + id).status, 200);
   EXPECT_EQ(a->Call("GET", "/v1/sandboxes/" + id).status, 404);
   Reply list = a->Call("GET", "/v1/sandboxes");
-  for (const auto& sb : list.data()["sandboxes"]) {
+  const Json sandboxes = list.data()["sandboxes"];  // data() is a temporary
+  for (const auto& sb : sandboxes) {
     EXPECT_NE(sb["id"], id);
   }
   EXPECT_EQ(a->Api(id, "shell/exec", {{"id", "s"}, {"command", "true"}}).status, 404);
