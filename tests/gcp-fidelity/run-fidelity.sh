@@ -43,6 +43,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The files exist before the emulator starts: a background job's redirections happen in the child,
+# so without this the first read below can come before the file is there (seen under load in CI).
+: >"$work/stdout"
+: >"$work/stderr"
 "$emulator" --listen tcp:127.0.0.1:0 --data "$work/data" >"$work/stdout" 2>"$work/stderr" &
 pid=$!
 port=""
