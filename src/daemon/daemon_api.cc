@@ -97,6 +97,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       health_(client_, metrics_, opts_.guest_deadlines),
       watch_(metrics_),
       sessions_(client_, metrics_),
+      idempotency_(opts_.idempotency_dir, opts_.idempotency_ttl_s),
       reaper_(io) {
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
   metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
@@ -163,6 +164,7 @@ std::map<std::string, std::string> DaemonApi::flags() const {
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
 
 void DaemonApi::Start() {
+  RecoverBackends();
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {
@@ -177,6 +179,7 @@ void DaemonApi::Start() {
       sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
     }
   }
+  ResolveIdempotencyKeys();
   ArmReaper();
 }
 
@@ -214,6 +217,7 @@ void DaemonApi::Reap() {
       }
     }
   }
+  idempotency_.Purge(now);
   health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
   WatchEngines();                   // unreachable while an engine is down, back when it answers
   for (auto& e : expired) {

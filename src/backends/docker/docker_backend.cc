@@ -16,6 +16,7 @@
 #include <set>
 
 #include "backends/docker/sandbox_disk.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -336,6 +337,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(created_dir.error());
   }
   const std::string dir = *created_dir;
+  CrashPoint("docker.create.dir");
   // Until the guest answers, any failure removes all of the sandbox.
   struct Undo {
     const DockerBackend* backend;
@@ -380,6 +382,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(disk.error());
   }
   plan.workspace_dir = disk->workspace;
+  CrashPoint("docker.create.disk");
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
     return Fail(r.error());
@@ -388,6 +391,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(r.error());
   }
 
+  CrashPoint("docker.create.meta");
   const std::string name = ContainerName(id);
   auto created = engine_.Call("POST", "/containers/create?name=" + UrlEncode(name),
                               BuildCreateBody(plan).dump(), std::chrono::seconds(60));
@@ -411,6 +415,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   }
   undo.container = container_id;
   const auto created_at = Clock::now();
+  CrashPoint("docker.create.container");
 
   auto start =
       engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
@@ -421,10 +426,12 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(EngineError(*start, "start container " + name));
   }
   const auto started_at = Clock::now();
+  CrashPoint("docker.create.started");
   if (auto r = WaitForGuest(id, container_id, meta.token, deadline); !r) {
     return Fail(r.error());
   }
   undo.armed = false;
+  CrashPoint("docker.create.ready");
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   Log(LogLevel::kInfo, "docker.created",
       "id={} container={} image={} ms={:.1f} create_ms={:.1f} start_ms={:.1f} guest_ms={:.1f}", id,
@@ -569,6 +576,9 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
     return Fail(rec.error());
   }
   const std::string dir = SandboxDir(rec->id);
+  if (PathExists(dir + "/" + kDestroyingFile)) {
+    return Fail(SandboxNotFound(rec->id));  // being destroyed, or a crash interrupted that
+  }
   auto meta = LoadMeta(dir);
   if (!meta) {
     if (meta.error().code == ErrorCode::kNotFound) {
@@ -677,11 +687,18 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
   if (!c && !PathExists(dir)) {
     return Fail(SandboxNotFound(id));
   }
+  if (PathExists(dir)) {
+    if (auto r = WriteFileAtomic(dir + "/" + kDestroyingFile, "", 0600); !r) {
+      return Fail(r.error());
+    }
+  }
+  CrashPoint("docker.destroy.journaled");
   if (c) {
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
       return Fail(r.error());
     }
   }
+  CrashPoint("docker.destroy.container_removed");
   if (auto r = RemoveSandboxDir(dir); !r) {
     return Fail(r.error());
   }
@@ -751,6 +768,7 @@ Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpe
   if (auto r = SaveMeta(dir, *meta); !r) {
     return Fail(r.error());
   }
+  CrashPoint("docker.claim.recorded");
   info->spec.owner = meta->owner;
   info->spec.labels = meta->labels;
   info->expires_at = expires_at;
@@ -841,7 +859,22 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
   return {};
 }
 
-Result<int> DockerBackend::CleanupOrphans() {
+Result<RecoveryReport> DockerBackend::Recover() {
+  RecoveryReport report;
+  cleaned_ = true;
+  auto n = CleanupOrphans(&report);
+  if (!n) {
+    return Fail(n.error());
+  }
+  return report;
+}
+
+Result<int> DockerBackend::CleanupOrphans(RecoveryReport* report) {
+  auto count = [report](const char* what) {
+    if (report != nullptr) {
+      ++(*report)[what];
+    }
+  };
   auto list = ListContainers({std::string(label::kManaged) + "=true"});
   if (!list) {
     return Fail(list.error());
@@ -861,8 +894,12 @@ Result<int> DockerBackend::CleanupOrphans() {
       ours.insert(id);
     }
     std::string why;
+    const char* what = nullptr;  // the interrupted operation, if that is what it was
     if (!PathExists(state_dir + "/" + id)) {
       why = "its host directory is gone";
+    } else if (mine && PathExists(SandboxDir(id) + "/" + kDestroyingFile)) {
+      why = "its destroy was interrupted";
+      what = "destroy_finished";
     } else if (mine) {
       const std::string state = entry.value("State", "");
       double expires = 0;
@@ -873,6 +910,7 @@ Result<int> DockerBackend::CleanupOrphans() {
         why = "it is dead";
       } else if (state == "created") {
         why = "it was created but never started";
+        what = "create_rolled_back";
       } else if (state == "exited" && expires > 0 && expires <= now) {
         why = "it exited and has expired";
       }
@@ -885,8 +923,17 @@ Result<int> DockerBackend::CleanupOrphans() {
       continue;
     }
     auto done = RemoveContainer(cid);
+    if (done) {
+      count("container");
+    }
     if (done && mine) {
       done = RemoveSandboxDir(SandboxDir(id));
+      if (done) {
+        count("directory");
+        if (what != nullptr) {
+          count(what);
+        }
+      }
     }
     if (mine) {
       id_locks_.Unlock(id);
@@ -914,7 +961,12 @@ Result<int> DockerBackend::CleanupOrphans() {
     }
     auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
     if (c && c->status == 404) {
+      const bool destroying = PathExists(SandboxDir(id) + "/" + kDestroyingFile);
       auto done = RemoveSandboxDir(SandboxDir(id));
+      if (done) {
+        count("directory");
+        count(destroying ? "destroy_finished" : "create_rolled_back");
+      }
       Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
           "id={} reason=\"host directory without a container\" ok={}", id,
           done ? "true" : done.error().message);
