@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -119,7 +120,13 @@ class Daemon {
         unsetenv(k);
       }
       setenv("AGENTBOX_FALLBACK_CHAIN", backend_.c_str(), 1);
-      setenv("AGENTBOX_WARM_POOL_SIZE", std::to_string(pool_size).c_str(), 1);
+      // Only the backend under test pools: another backend's refills would add sandboxes.
+      setenv("AGENTBOX_WARM_POOL_SIZE", "0", 1);
+      std::string upper = backend_;
+      for (char& ch : upper) {
+        ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      }
+      setenv(("AGENTBOX_WARM_POOL_SIZE_" + upper).c_str(), std::to_string(pool_size).c_str(), 1);
       setenv("AGENTBOX_DEFAULT_DISK_BYTES", "67108864", 1);  // a disk per sandbox: mount + loop
       setenv("AGENTBOX_MIN_FREE_BYTES", "0", 1);
       if (!crash_at.empty()) {
@@ -199,6 +206,17 @@ class Daemon {
     std::set<std::string> ids;
     for (const auto& s : List()) {
       ids.insert(s.value("id", ""));
+    }
+    return ids;
+  }
+
+  // Listed sandboxes a client created (not a warm pool's unclaimed ones).
+  std::set<std::string> ClientIds() const {
+    std::set<std::string> ids;
+    for (const auto& s : List()) {
+      if (!s.contains("labels") || !s["labels"].contains("agentbox.pool")) {
+        ids.insert(s.value("id", ""));
+      }
     }
     return ids;
   }
