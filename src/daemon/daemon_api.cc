@@ -56,6 +56,8 @@ http::Response JsonErrStatus(int status, const std::string& message) {
 
 Json SandboxJson(const SandboxEntry& e) {
   const SandboxInfo& i = e.info;
+  Json labels = i.spec.labels;  // the client's own: the Idempotency-Key's label is the daemon's
+  labels.erase(kIdempotencyLabel);
   Json limits = Json::object();
   if (i.spec.limits.memory_bytes) {
     limits["memory_mb"] = *i.spec.limits.memory_bytes >> 20;
@@ -77,7 +79,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"reason", e.reason},
               {"state", SandboxStateName(i.state)},
               {"image", i.spec.image},
-              {"labels", i.spec.labels},
+              {"labels", std::move(labels)},
               {"limits", limits},
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
               {"created_at", i.created_at},

@@ -322,6 +322,42 @@ INSTANTIATE_TEST_SUITE_P(Timing, ConcurrentCreatesKilled,
                                          std::tuple{"docker", 600}, std::tuple{"docker", 1500}),
                          TimingName);
 
+// The CLI's own retry: its create's connection is lost when the daemon dies (after the sandbox was
+// recorded, before the answer); a new daemon comes up while the CLI waits to retry; the CLI's
+// retry, with the same key, prints the sandbox the first attempt made, and there is no other.
+TEST(CliAcrossACrash, CreateIsRetriedWithItsKeyAndGetsTheFirstSandbox) {
+  if (auto why = WhyUnusable("jail"); !why.empty()) {
+    GTEST_SKIP() << "SKIPPED: " << why;
+  }
+  Daemon d(AGENTBOXD_CRASHTEST_BIN, "jail");
+  ASSERT_TRUE(d.Start("jail.create.recorded", 0)) << d.LogText();
+  const std::string out = d.dir() + "/cli.out", err = d.dir() + "/cli.err";
+  const pid_t cli = fork();
+  if (cli == 0) {
+    FILE* o = freopen(out.c_str(), "w", stdout);
+    FILE* e = freopen(err.c_str(), "w", stderr);
+    (void)o;
+    (void)e;
+    unsetenv("AGENTBOX_URL");
+    execl(AGENTBOX_CLI_BIN, AGENTBOX_CLI_BIN, "--socket", d.socket().c_str(), "create", "--ttl",
+          "600", nullptr);
+    _exit(127);
+  }
+  ASSERT_TRUE(d.WaitKilled()) << d.LogText();
+  ASSERT_TRUE(d.Start("", 0)) << d.LogText();
+  int status = 0;
+  ASSERT_EQ(waitpid(cli, &status, 0), cli);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(err);
+  std::string id = ReadFile(out);
+  while (!id.empty() && id.back() == '\n') {
+    id.pop_back();
+  }
+  EXPECT_NE(ReadFile(err).find("sending the create again"), std::string::npos) << ReadFile(err);
+  EXPECT_EQ(d.ListedIds(), std::set<std::string>{id});
+  EXPECT_TRUE(d.Works(id));
+  DestroyAllAndExpectNothingLeft(d, "jail", {id});
+}
+
 }  // namespace
 }  // namespace crash
 

@@ -117,7 +117,9 @@ TEST_F(IdempotentCreateTest, SameKeyAndBodyGetTheSameSandbox) {
   ASSERT_EQ(first.status, 201) << first.body;
   const std::string id = first.json["data"]["id"];
   EXPECT_EQ(first.json["data"]["labels"]["a"], "b");
-  EXPECT_TRUE(first.json["data"]["labels"].contains(daemon::kIdempotencyLabel));
+  // The daemon's label finds the sandbox after a crash; the client sees its own labels only.
+  EXPECT_FALSE(first.json["data"]["labels"].contains(daemon::kIdempotencyLabel));
+  EXPECT_EQ(backend_->Get(id)->spec.labels.count(daemon::kIdempotencyLabel), 1u);
   // Same JSON, other spacing and key order.
   auto retry = Call("POST", "/v1/sandboxes", R"({ "labels": {"a": "b"}, "ttl_s": 600 })",
                     "key-alice", {"Idempotency-Key: one"});
