@@ -10,6 +10,7 @@
 #include "common/utf8.h"
 #include "guest/files/multipart.h"
 #include "guest/request_fields.h"
+#include "guest/supervisor_api.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
 
@@ -153,7 +154,7 @@ class UploadBody : public http::BodySink {
     }
     respond(GuestApi::Ok(
         {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
-        "uploaded"));
+        "File uploaded successfully"));
   }
 
  private:
@@ -316,6 +317,10 @@ std::unique_ptr<http::BodySink> GuestApi::StreamBody(const http::Request& req) {
 void GuestApi::Handle(http::Request req, Respond respond) {
   if (!Authorized(req)) {
     respond(Err({ErrorCode::kUnauthorized, "missing or wrong X-Access-Token"}));
+    return;
+  }
+  if (supervisor_ && req.path.starts_with("/api/v1/supervisor/")) {
+    supervisor_->Handle(req, std::move(respond));
     return;
   }
   if (req.method == "GET") {
