@@ -557,6 +557,10 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       }
       return Stream(id, *session, req, caller, std::move(respond));
     }
+    if (parts.size() == 8 && parts[3] == "api" && parts[4] == "v1" && parts[5] == "supervisor" &&
+        parts[6] == "timeout") {
+      return SupervisorTimeout(id, parts[7], req, caller, std::move(respond));
+    }
     if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
       std::string rest;
       for (size_t i = 5; i < parts.size(); ++i) {

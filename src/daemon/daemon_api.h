@@ -122,6 +122,10 @@ class DaemonApi : public http::Dispatcher {
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   // POST /v1/sandboxes/{id}/restart-guest (daemon/restart_guest.cc).
   void RestartGuest(const std::string& id, const Caller& caller, http::Respond respond);
+  // /v1/sandboxes/{id}/api/v1/supervisor/timeout/{op}: the sandbox's TTL in the shape of
+  // ai-manus's supervisor timeout (daemon/supervisor_timeout.cc).
+  void SupervisorTimeout(const std::string& id, const std::string& op, const http::Request& req,
+                         const Caller& caller, http::Respond respond);
   // Probes the engines that hold sandboxes and brings their sandboxes back when an engine
   // answers again (daemon/engine_recovery.cc); from the reaper's tick.
   void WatchEngines();
