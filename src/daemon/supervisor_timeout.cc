@@ -8,9 +8,11 @@
 #include <ctime>
 
 #include "common/json_util.h"
+#include "common/known_fields.h"
 #include "common/time_util.h"
 #include "daemon/daemon_api.h"
 #include "http/envelope.h"
+#include "http/field_check.h"
 
 namespace agentbox::daemon {
 
@@ -60,6 +62,14 @@ void DaemonApi::SupervisorTimeout(const std::string& id, const std::string& op,
     auto body = ParseJsonObject(req.body);
     if (!body) {
       return respond(JsonErr(body.error()));
+    }
+    // Unknown fields are ignored with a Warning, as ai-manus (pydantic) ignores them, except a
+    // misspelled `minutes`, which would otherwise silently set the default lifetime.
+    static const FieldSchema kMinutes = FieldSchema::Warn({"minutes"}, {"minutes"});
+    static const FieldSchema kNone = FieldSchema::Warn({});
+    if (!http::AcceptFields(CheckKnownFields(*body, op == "cancel" ? kNone : kMinutes),
+                            "/api/v1/supervisor/timeout/" + op, respond)) {
+      return;
     }
     if (op != "cancel") {
       auto m = JsonFields(*body).OptInt("minutes", 0, std::max<int64_t>(1, opts_.max_ttl_s / 60));

@@ -573,6 +573,23 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("POST", G + "process/kill", g + "process/kill", Example("POST", G + "process/kill"));
   Do("GET", G + "health", g + "health");
 
+  // ai-manus's supervisor: the guest and its services; the lifetime, answered by the daemon.
+  HttpReply sv = Do("GET", G + "supervisor/status", g + "supervisor/status");
+  EXPECT_EQ(sv.json["data"][0]["name"], "agentbox-guest") << sv.body;
+  for (const char* op : {"stop", "restart", "shutdown"}) {
+    HttpReply r = Do("POST", G + "supervisor/" + op, g + "supervisor/" + op);
+    EXPECT_EQ(r.status, 200) << op << ": " << r.body;
+  }
+  for (const char* op : {"activate", "extend"}) {
+    const std::string tmpl = G + "supervisor/timeout/" + op;
+    HttpReply r = Do("POST", tmpl, g + "supervisor/timeout/" + op, Example("POST", tmpl));
+    EXPECT_EQ(r.status, 200) << op << ": " << r.body;
+  }
+  EXPECT_EQ(Do("POST", G + "supervisor/timeout/cancel", g + "supervisor/timeout/cancel").status,
+            200);
+  HttpReply ts = Do("GET", G + "supervisor/timeout/status", g + "supervisor/timeout/status");
+  EXPECT_EQ(ts.json["data"]["active"], true) << ts.body;
+
   HttpReply d = Do("DELETE", S, base);
   EXPECT_EQ(d.status, 200);
 
