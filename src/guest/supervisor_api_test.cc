@@ -361,3 +361,39 @@ TEST(Supervisor, BadServiceConfigurationStopsTheGuestWithAMessage) {
 
 }  // namespace
 }  // namespace agentbox::guest
+
+namespace agentbox::guest {
+namespace {
+
+// The messages ai-manus's sandbox API answers with, for clients that show or check them.
+TEST(AiManusCompat, MessagesAreTheOriginals) {
+  Guest g({}, {});
+  ASSERT_TRUE(g.Ready()) << g.log();
+  auto msg = [&](const std::string& path, const std::string& body) {
+    return g.Call("POST", path, body).json.value("message", "");
+  };
+  EXPECT_EQ(msg("/api/v1/shell/exec", R"({"id": "m", "exec_dir": "/", "command": "true"})"),
+            "Command executed");
+  EXPECT_EQ(msg("/api/v1/shell/view", R"({"id": "m"})"), "Session content retrieved successfully");
+  EXPECT_EQ(msg("/api/v1/shell/wait", R"({"id": "m"})"), "Process completed, return code: 0");
+  EXPECT_EQ(msg("/api/v1/shell/kill", R"({"id": "m"})"), "Process ended");
+  EXPECT_EQ(msg("/api/v1/file/write", R"({"file": "/tmp/agentbox-m.txt", "content": "a\nb\na"})"),
+            "File written successfully");
+  EXPECT_EQ(msg("/api/v1/file/read", R"({"file": "/tmp/agentbox-m.txt"})"),
+            "File read successfully");
+  EXPECT_EQ(msg("/api/v1/file/search", R"({"file": "/tmp/agentbox-m.txt", "regex": "a"})"),
+            "Search completed, found 2 matches");
+  EXPECT_EQ(msg("/api/v1/file/find", R"({"path": "/tmp", "glob": "agentbox-m.txt"})"),
+            "Search completed, found 1 files");
+  EXPECT_EQ(msg("/api/v1/file/replace",
+                R"({"file": "/tmp/agentbox-m.txt", "old_str": "a", "new_str": "c"})"),
+            "Replacement completed, replaced 2 occurrences");
+  // A line range reads as '\n'.join(lines[start:end]): no final newline.
+  auto r = g.Call("POST", "/api/v1/file/read",
+                  R"({"file": "/tmp/agentbox-m.txt", "start_line": 0, "end_line": 2})");
+  EXPECT_EQ(r.json["data"]["content"], "c\nb");
+  ::unlink("/tmp/agentbox-m.txt");
+}
+
+}  // namespace
+}  // namespace agentbox::guest
