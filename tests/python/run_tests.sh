@@ -69,8 +69,10 @@ export AGENTBOX_TEST_KEYS="$key_a,$key_b" AGENTBOX_TEST_BACKEND="$backend"
 runner=("$python")
 if [[ $install == --install ]]; then
   # Offline: Debian's setuptools builds it, nothing is fetched from an index.
+  # From a copy: an in-place build would write agentbox.egg-info into the source tree.
   $python -m venv --system-site-packages "$d/venv"
-  "$d/venv/bin/pip" install --quiet --no-index --no-build-isolation "$repo/clients/python"
+  cp -r "$repo/clients/python" "$d/pkg"
+  "$d/venv/bin/pip" install --quiet --no-index --no-build-isolation "$d/pkg"
   runner=("$d/venv/bin/python")
   export AGENTBOX_TEST_INSTALLED=1
   (cd "$d" && "${runner[@]}" -c 'import agentbox, os, sys; assert "site-packages" in agentbox.__file__, agentbox.__file__; print("installed:", agentbox.__file__)')
