@@ -9,6 +9,7 @@ PACKAGES=(
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   bash busybox-static procps util-linux e2fsprogs wrk python3 file jq
+  prometheus
   docker.io
   rclone fuse3
   qemu-system-x86 cpio xz-utils

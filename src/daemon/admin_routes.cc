@@ -182,6 +182,9 @@ void DaemonApi::RenderMetricsNow(http::Respond respond) {
     }
   }
   metrics_.Set("agentbox_http_requests_in_flight", {}, static_cast<double>(in_flight_.load()));
+  for (const auto& [name, probe] : selector_->ProbeAll()) {
+    metrics_.Set("agentbox_backend_usable", {{"backend", name}}, probe.usable ? 1 : 0);
+  }
   if (opts_.collect_metrics) {
     opts_.collect_metrics(metrics_);
   }

@@ -109,6 +109,8 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  metrics_.Describe("agentbox_backend_usable", "gauge",
+                    "Whether each built backend passes its probe (1) or not (0), as /v1/info says.");
   metrics_.Describe("agentbox_sandbox_disk_bytes", "gauge",
                     "Bytes in use on the sandboxes' own disks (limits.disk_bytes), by backend.");
   metrics_.Describe("agentbox_state_dir_free_bytes", "gauge",

@@ -351,6 +351,15 @@ ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
   return {r.usable, r.reason, r.limitations, 0};
 }
 
+std::map<std::string, ProbeView> Selector::ProbeAll() {
+  std::map<std::string, ProbeView> out;
+  for (const auto& [name, b] : backends_) {
+    std::string error_code;
+    out[name] = ProbeCached(name, b, &error_code);
+  }
+  return out;
+}
+
 Decision Selector::Decide(const SelectRequest& req, bool consume) {
   const auto start = Clock::now();
   std::shared_ptr<const Settings> s = settings();
