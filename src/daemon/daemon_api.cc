@@ -243,7 +243,7 @@ void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok
                      {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
   metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
                    seconds);
-  selector_->Record(backend, ok);  // feeds the rollout's breaker
+  selector_->Record(backend, ok, op, seconds);  // feeds the rollout's breaker
 }
 
 void DaemonApi::CountRelayed(const std::string& backend, const std::string& op,

@@ -139,7 +139,8 @@ class Selector {
   std::map<std::string, ProbeView> ProbeAll();
   // One operation's outcome on `backend`, for the rollout's breaker (the daemon reports every
   // create, destroy and relayed guest call).
-  void Record(const std::string& backend, bool ok);
+  void Record(const std::string& backend, bool ok, const std::string& op = "",
+              double seconds = -1);
   Breaker& breaker() { return breaker_; }
 
  private:
