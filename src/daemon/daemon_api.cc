@@ -155,6 +155,8 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   }
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
+  validations_ = std::make_unique<BackendValidations>(
+      opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
 
 std::map<std::string, std::string> DaemonApi::flags() const {
@@ -309,6 +311,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       return PutFlags(req, caller, std::move(respond));
     }
     return respond(JsonErrStatus(405, "use GET or PUT on /v1/flags"));
+  }
+  if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "backends" && parts[3] == "validation") {
+    return Validation(parts[2], req, caller, std::move(respond));
   }
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
       m == "POST") {
