@@ -55,6 +55,9 @@ std::string FailedChecks(const Json& rec) {
 
 void DaemonApi::Validation(const std::string& backend, const http::Request& req,
                            const Caller& caller, http::Respond respond) {
+  if (req.method != "GET" && req.method != "PUT") {
+    return respond(JsonErrStatus(405, "use GET or PUT on /v1/backends/{name}/validation"));
+  }
   if (!backends_.count(backend)) {
     return respond(JsonErrStatus(404, "unknown backend '" + backend + "'"));
   }
@@ -65,15 +68,16 @@ void DaemonApi::Validation(const std::string& backend, const http::Request& req,
     }
     return respond(JsonOk(*rec));
   }
-  if (req.method != "PUT") {
-    return respond(JsonErrStatus(405, "use GET or PUT on /v1/backends/{name}/validation"));
-  }
   if (!caller.admin) {
     return respond(JsonErr({ErrorCode::kForbidden, "validations are recorded on the local socket only"}));
   }
   auto body = ParseJsonObject(req.body);
   if (!body) {
     return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckValidationFields(*body), "PUT /v1/backends/{name}/validation",
+                          respond)) {
+    return;
   }
   auto rec = validations_->Put(backend, *body);
   if (!rec) {

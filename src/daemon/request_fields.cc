@@ -26,6 +26,11 @@ Result<std::vector<UnknownField>> CheckFlagsFields(const Json& body) {
   return CheckKnownFields(body, kBody);
 }
 
+Result<std::vector<UnknownField>> CheckValidationFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Reject({"passed", "checks"});
+  return CheckKnownFields(body, kBody);
+}
+
 Result<std::vector<UnknownField>> CheckPullFields(const Json& body) {
   static const FieldSchema kBody = FieldSchema::Warn({"image", "backend"});
   return CheckKnownFields(body, kBody);
