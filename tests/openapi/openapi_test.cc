@@ -476,6 +476,12 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
       Do("PUT", "/v1/flags", "/v1/flags", {{"flags", {{"AGENTBOX_ROLLOUT_KILL_SWITCH", nullptr}}}})
           .status,
       200);
+  EXPECT_EQ(Do("PUT", "/v1/backends/{name}/validation", "/v1/backends/process/validation",
+               Example("PUT", "/v1/backends/{name}/validation"))
+                .status,
+            200);
+  EXPECT_EQ(
+      Do("GET", "/v1/backends/{name}/validation", "/v1/backends/process/validation").status, 200);
   HttpReply pull =
       Do("POST", "/v1/images/pull", "/v1/images/pull", Example("POST", "/v1/images/pull"));
   EXPECT_NE(pull.body.find("\"done\":true"), std::string::npos) << pull.body;
@@ -715,7 +721,9 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       for (char& c : m) {
         c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       }
-      const std::string path = std::regex_replace(tmpl, std::regex(R"(\{id\})"), id);
+      const std::string path = std::regex_replace(
+          std::regex_replace(tmpl, std::regex(R"(\{id\})"), id), std::regex(R"(\{name\})"),
+          "process");
       HttpReply r = Call(m, path, DumpJson(body), "", {"Content-Type: application/json"});
       CheckReply(m, tmpl, r);
       const std::string warning =
@@ -736,7 +744,7 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 3u);  // create, timeout, flags
+  EXPECT_EQ(rejected, 4u);  // create, timeout, flags, a backend's validation
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",
