@@ -414,6 +414,7 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
               : op == "list"  ? &FsList
               : op == "mkdir" ? &FsMakeDir
               : op == "move"  ? &FsMove
+              : op == "chown" ? &FsChown
                               : nullptr;
     if (fn) {
       pool_.Post([this, fn, b = std::move(b), respond = std::move(respond)] {

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 namespace agentbox::guest {
 
@@ -93,6 +94,41 @@ Result<std::string> PathField(const Json& req, const char* key, const FileConfig
   return Normalize(Resolve(*p, cfg));
 }
 
+// uid and gid of a user in /etc/passwd.
+Result<std::pair<uid_t, gid_t>> Owner(const std::string& name) {
+  std::ifstream in("/etc/passwd");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string part;
+    while (std::getline(ss, part, ':')) {
+      f.push_back(part);
+    }
+    if (f.size() >= 4 && f[0] == name) {
+      return std::make_pair(static_cast<uid_t>(std::strtoul(f[2].c_str(), nullptr, 10)),
+                            static_cast<gid_t>(std::strtoul(f[3].c_str(), nullptr, 10)));
+    }
+  }
+  return Fail(ErrorCode::kNotFound, "user '" + name + "' does not exist in the sandbox");
+}
+
+// The owner field: nullopt when absent.
+Result<std::optional<std::pair<uid_t, gid_t>>> OwnerField(const Json& req) {
+  auto name = JsonFields(req).OptString("owner");
+  if (!name) {
+    return Fail(name.error());
+  }
+  if (!*name || (*name)->empty()) {
+    return std::optional<std::pair<uid_t, gid_t>>();
+  }
+  auto ids = Owner(**name);
+  if (!ids) {
+    return Fail(ids.error());
+  }
+  return std::optional<std::pair<uid_t, gid_t>>(*ids);
+}
+
 }  // namespace
 
 Result<Json> FsStat(const Json& req, const FileConfig& cfg) {
@@ -165,14 +201,12 @@ Result<Json> FsList(const Json& req, const FileConfig& cfg) {
 
 Result<Json> FsMakeDir(const Json& req, const FileConfig& cfg) {
   auto path = PathField(req, "path", cfg);
-  JsonFields f(req);
-  auto uid = f.OptInt("uid", 0, (1ll << 32) - 2);
-  auto gid = f.OptInt("gid", 0, (1ll << 32) - 2);
+  auto owner = OwnerField(req);
   if (!path) {
     return Fail(path.error());
   }
-  if (!uid || !gid) {
-    return Fail(!uid ? uid.error() : gid.error());
+  if (!owner) {
+    return Fail(owner.error());
   }
   struct stat st {};
   if (::stat(path->c_str(), &st) == 0) {
@@ -193,11 +227,8 @@ Result<Json> FsMakeDir(const Json& req, const FileConfig& cfg) {
     }
     const std::string prefix = path->substr(0, slash);
     if (::mkdir(prefix.c_str(), 0755) == 0) {
-      if (*uid || *gid) {
-        if (::chown(prefix.c_str(), static_cast<uid_t>(uid->value_or(-1)),
-                    static_cast<gid_t>(gid->value_or(-1))) != 0) {
-          return Fail(ErrnoError(errno, "chown " + prefix));
-        }
+      if (*owner && ::chown(prefix.c_str(), (*owner)->first, (*owner)->second) != 0) {
+        return Fail(ErrnoError(errno, "chown " + prefix));
       }
     } else if (errno != EEXIST) {
       return Fail(ErrnoError(errno, "mkdir " + prefix));
@@ -209,6 +240,28 @@ Result<Json> FsMakeDir(const Json& req, const FileConfig& cfg) {
     return Fail(e.error());
   }
   return Json{{"entry", std::move(*e)}, {"created", true}};
+}
+
+Result<Json> FsChown(const Json& req, const FileConfig& cfg) {
+  auto path = PathField(req, "path", cfg);
+  auto owner = OwnerField(req);
+  if (!path) {
+    return Fail(path.error());
+  }
+  if (!owner) {
+    return Fail(owner.error());
+  }
+  if (!*owner) {
+    return Fail(FieldError("owner", "is required"));
+  }
+  if (::lchown(path->c_str(), (*owner)->first, (*owner)->second) != 0) {
+    return Fail(ErrnoError(errno, "chown " + *path));
+  }
+  auto e = Entry(*path);
+  if (!e) {
+    return Fail(e.error());
+  }
+  return Json{{"entry", std::move(*e)}};
 }
 
 Result<Json> FsMove(const Json& req, const FileConfig& cfg) {
