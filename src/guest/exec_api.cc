@@ -43,11 +43,13 @@ Result<ExecSpec> ParseExecSpec(const Json& b) {
   auto cwd = f.OptString("cwd");
   auto user = f.OptString("user");
   auto in = f.OptBool("stdin");
+  auto fallback = f.OptBool("user_fallback");
   auto tag = f.OptString("tag");
   auto envs = f.OptStringMap("envs");
   for (const Error* e : {cmd ? nullptr : &cmd.error(), cwd ? nullptr : &cwd.error(),
                          user ? nullptr : &user.error(), in ? nullptr : &in.error(),
-                         tag ? nullptr : &tag.error(), envs ? nullptr : &envs.error()}) {
+                         tag ? nullptr : &tag.error(), envs ? nullptr : &envs.error(),
+                         fallback ? nullptr : &fallback.error()}) {
     if (e) {
       return Fail(*e);
     }
@@ -67,6 +69,7 @@ Result<ExecSpec> ParseExecSpec(const Json& b) {
   s.cwd = *cwd;
   s.user = user->value_or("");
   s.stdin = in->value_or(false);
+  s.user_fallback = fallback->value_or(false);
   s.tag = *tag;
   for (auto& [k, v] : *envs) {
     s.envs[k] = v;

@@ -9,7 +9,7 @@
 namespace agentbox::guest {
 
 // The guest's `exec/*` endpoints (docs/guest-api.md, "Programs with separate output streams"):
-//   start {cmd, args?, envs?, cwd?, user?, stdin?, tag?}  -> NDJSON event stream
+//   start {cmd, args?, envs?, cwd?, user?, user_fallback?, stdin?, tag?}  -> NDJSON event stream
 //   connect {pid | tag}                                   -> NDJSON event stream
 //   list {}                                               -> {processes: [...]}
 //   input {pid | tag, data (base64)}, close-stdin {pid | tag}, signal {pid | tag, signal}

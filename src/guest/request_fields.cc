@@ -37,7 +37,7 @@ const std::map<std::string_view, FieldSchema>& Schemas() {
       {"process/logs", FieldSchema::Warn({"pid", "offset", "max_bytes"})},
       {"process/kill", FieldSchema::Warn({"pid", "session_id", "pattern", "signal"})},
       {"exec/start",
-       FieldSchema::Warn({"cmd", "args", "envs", "cwd", "user", "stdin", "tag"})},
+       FieldSchema::Warn({"cmd", "args", "envs", "cwd", "user", "user_fallback", "stdin", "tag"})},
       {"fs/stat", FieldSchema::Warn({"path"})},
       {"fs/list", FieldSchema::Warn({"path", "depth"})},
       {"fs/mkdir", FieldSchema::Warn({"path", "owner"})},

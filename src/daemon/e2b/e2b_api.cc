@@ -41,16 +41,27 @@ http::Response NoContent() {
 constexpr const char* kEnsureUserScript = R"SH(
 if ! grep -q '^user:' /etc/passwd 2>/dev/null; then
   sh=/bin/sh; [ -x /bin/bash ] && sh=/bin/bash
-  if command -v useradd >/dev/null 2>&1; then useradd -m -s "$sh" user
-  elif command -v adduser >/dev/null 2>&1; then adduser -D -s "$sh" user
-  else
+  made=
+  if command -v useradd >/dev/null 2>&1 && useradd -m -s "$sh" user 2>/dev/null; then made=1
+  elif command -v adduser >/dev/null 2>&1 && adduser -D -s "$sh" user 2>/dev/null; then made=1
+  fi
+  if [ -z "$made" ] && [ ! -w /etc/passwd ]; then
+    # A read-only /etc (the jail's host root): no account; commands run as the sandbox's root
+    # with this home (the guest's user_fallback), which lives on the workspace's disk.
+    if [ ! -e /home/user ]; then mkdir -p /home && ln -s /workspace /home/user || exit 1; fi
+    exit 0
+  fi
+  if [ -z "$made" ]; then
+    # No tool, or one that cannot lock /etc/passwd here: write the entries directly.
     uid=1000; while grep -q "^[^:]*:[^:]*:$uid:" /etc/passwd; do uid=$((uid+1)); done
-    echo "user:x:$uid:$uid:user:/home/user:$sh" >>/etc/passwd
+    echo "user:x:$uid:$uid:user:/home/user:$sh" >>/etc/passwd || exit 1
     grep -q '^user:' /etc/group 2>/dev/null || echo "user:x:$uid:" >>/etc/group
-  fi || exit 1
+    mkdir -p /home/user && cp -a /etc/skel/. /home/user/ 2>/dev/null
+  fi
 fi
 mkdir -p /home/user || exit 1
-chown "$(grep '^user:' /etc/passwd | cut -d: -f3):$(grep '^user:' /etc/passwd | cut -d: -f4)" /home/user
+ids=$(grep '^user:' /etc/passwd | cut -d: -f3,4)
+chown -R "$ids" /home/user
 if [ -d /etc/sudoers.d ] && [ ! -e /etc/sudoers.d/agentbox-e2b-user ]; then
   echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/agentbox-e2b-user
   chmod 0440 /etc/sudoers.d/agentbox-e2b-user

@@ -152,7 +152,8 @@ Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user)
   if (!cmd || !cmd->is_string() || cmd->get<std::string>().empty()) {
     return Fail(ErrorCode::kInvalidArgument, "process.cmd is required");
   }
-  Json out = {{"cmd", *cmd}, {"user", user}};
+  // The default user may lack an account where /etc is read-only (docs/e2b.md).
+  Json out = {{"cmd", *cmd}, {"user", user}, {"user_fallback", user == kDefaultUser}};
   if (const Json* args = Field(*proc, "args")) {
     if (!args->is_array()) {
       return Fail(ErrorCode::kInvalidArgument, "process.args must be an array of strings");

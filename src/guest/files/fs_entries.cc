@@ -124,7 +124,7 @@ Result<std::optional<std::pair<uid_t, gid_t>>> OwnerField(const Json& req) {
   }
   auto ids = Owner(**name);
   if (!ids) {
-    return Fail(ids.error());
+    return std::optional<std::pair<uid_t, gid_t>>();  // no such account: ownership stays
   }
   return std::optional<std::pair<uid_t, gid_t>>(*ids);
 }
@@ -251,10 +251,7 @@ Result<Json> FsChown(const Json& req, const FileConfig& cfg) {
   if (!owner) {
     return Fail(owner.error());
   }
-  if (!*owner) {
-    return Fail(FieldError("owner", "is required"));
-  }
-  if (::lchown(path->c_str(), (*owner)->first, (*owner)->second) != 0) {
+  if (*owner && ::lchown(path->c_str(), (*owner)->first, (*owner)->second) != 0) {
     return Fail(ErrnoError(errno, "chown " + *path));
   }
   auto e = Entry(*path);

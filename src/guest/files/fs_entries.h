@@ -17,10 +17,11 @@ Result<Json> FsStat(const Json& req, const FileConfig& cfg);
 // {path, depth?=1} -> {entries} down to `depth` levels, sorted; kInvalidArgument for a file.
 Result<Json> FsList(const Json& req, const FileConfig& cfg);
 // {path, owner?} -> {entry, created}: like mkdir -p; the directories it creates are given to
-// `owner` (a user in /etc/passwd, and that user's group). created=false when it existed.
+// `owner` (a user in /etc/passwd, and that user's group; an unknown user changes nothing).
+// created=false when it existed.
 Result<Json> FsMakeDir(const Json& req, const FileConfig& cfg);
-// {path, owner} -> {entry}: gives a file to a user of /etc/passwd and that user's group.
-// kNotFound for an unknown user or path.
+// {path, owner} -> {entry}: gives a file to a user of /etc/passwd and that user's group (an
+// unknown user changes nothing). kNotFound for a missing path.
 Result<Json> FsChown(const Json& req, const FileConfig& cfg);
 // {source, destination} -> {entry} of the destination (rename(2); kNotFound when missing).
 Result<Json> FsMove(const Json& req, const FileConfig& cfg);

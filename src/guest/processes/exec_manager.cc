@@ -135,10 +135,13 @@ Result<pid_t> ExecManager::Start(const ExecSpec& spec, std::shared_ptr<http::Que
   std::optional<UserAccount> account;
   if (!spec.user.empty()) {
     auto u = LookUpUser(spec.user);
-    if (!u) {
+    if (u) {
+      account = *u;
+    } else if (spec.user_fallback && u.error().code == ErrorCode::kNotFound) {
+      account = UserAccount{spec.user, ::geteuid(), ::getegid(), "/home/" + spec.user, "/bin/sh"};
+    } else {
       return Fail(u.error());
     }
-    account = *u;
   }
   std::map<std::string, std::string> env;
   for (const auto& e : base_env_) {

@@ -26,6 +26,10 @@ struct ExecSpec {
   std::map<std::string, std::string> envs;    // added to the guest's environment
   std::optional<std::string> cwd;             // default: the user's home, else "/"
   std::string user;                           // account in /etc/passwd; empty: the guest's own
+  // When `user` has no account (an image whose /etc is read-only, such as the jail's host
+  // root): run as the guest's own identity with HOME=/home/USER and USER/LOGNAME set, instead of
+  // failing with kNotFound.
+  bool user_fallback = false;
   bool stdin = false;                         // a pipe the caller writes (else /dev/null)
   std::optional<std::string> tag;
 };
