@@ -66,7 +66,7 @@ status=0
 E2B_API_URL="http://127.0.0.1:$port" E2B_SANDBOX_URL="http://127.0.0.1:$port" \
   E2B_API_KEY="$key_a" E2B_OTHER_API_KEY="$key_b" AGENTBOX_SOCKET="$work/d.sock" \
   AGENTBOX_BACKEND="$backend" \
-  node "$here/$program" "$@" || status=$?
+  node "$([[ "$program" == /* ]] && echo "$program" || echo "$here/$program")" "$@" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "--- agentboxd log (last 60 lines) ---" >&2
   tail -60 "$work/stderr" >&2
