@@ -285,7 +285,9 @@ void E2bApi::CallGuest(const Target& t, const std::string& op, const Json& body,
   cr.headers = {{"X-Access-Token", t.guest_token}, {"Content-Type", "application/json"}};
   cr.body = DumpJson(body);
   d_.client_.Send(t.socket, std::move(cr), d_.health_.deadlines().call,
-                  [done = std::move(done)](Result<http::ClientResponse> r) {
+                  [this, backend = t.backend, op, done = std::move(done),
+                   start = std::chrono::steady_clock::now()](Result<http::ClientResponse> r) {
+                    d_.CountRelayed(backend, "e2b/" + op, r, start);  // metrics and breaker
                     if (!r) {
                       return done(Fail(r.error()));
                     }
@@ -327,7 +329,11 @@ void E2bApi::ProcessStream(const Target& t, const http::Request& req, const std:
   const bool kill_on_deadline = op == "Start";
   d_.client_.SendStreaming(
       t.socket, std::move(cr), d_.health_.deadlines().stream_idle,
-      [this, t, respond, deadline, kill_on_deadline](Result<http::ClientResponse> r) {
+      [this, t, respond, deadline, kill_on_deadline,
+       start = std::chrono::steady_clock::now()](Result<http::ClientResponse> r) {
+        // Counted when the stream opens (or fails to), as the native event stream is.
+        d_.CountRelayed(t.backend, kill_on_deadline ? "e2b/exec/start" : "e2b/exec/connect", r,
+                        start);
         if (!r) {
           return respond(StreamError("unavailable", "sandbox guest: " + r.error().message));
         }
