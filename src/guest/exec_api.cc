@@ -1,6 +1,7 @@
 #include "guest/exec_api.h"
 
 #include "common/base64.h"
+#include "guest/files/fs_entries.h"
 #include "guest/processes/process_manager.h"
 #include "http/envelope.h"
 #include "http/queue_source.h"
@@ -75,6 +76,25 @@ Result<ExecSpec> ParseExecSpec(const Json& b) {
     s.envs[k] = v;
   }
   return s;
+}
+
+bool HandleFs(WorkerPool& pool, const FileConfig& cfg, const std::string& op, Json body,
+              const http::Respond& respond) {
+  using FsOp = Result<Json> (*)(const Json&, const FileConfig&);
+  FsOp fn = op == "stat"    ? &FsStat
+            : op == "list"  ? &FsList
+            : op == "mkdir" ? &FsMakeDir
+            : op == "move"  ? &FsMove
+            : op == "chown" ? &FsChown
+                            : nullptr;
+  if (!fn) {
+    return false;
+  }
+  pool.Post([fn, &cfg, body = std::move(body), respond] {
+    auto r = fn(body, cfg);
+    respond(r ? http::OkResponse(std::move(*r), "ok") : http::ErrorResponse(r.error()));
+  });
+  return true;
 }
 
 void HandleExec(ExecManager& exec, const std::string& op, const Json& b, http::Respond respond) {

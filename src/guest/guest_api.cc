@@ -9,7 +9,6 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "guest/exec_api.h"
-#include "guest/files/fs_entries.h"
 #include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
 #include "guest/request_fields.h"
@@ -414,19 +413,7 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
       return ProcessKill(b, std::move(respond));
     }
   } else if (p.starts_with("/api/v1/fs/")) {
-    using FsOp = Result<Json> (*)(const Json&, const FileConfig&);
-    const std::string op = p.substr(11);
-    FsOp fn = op == "stat"    ? &FsStat
-              : op == "list"  ? &FsList
-              : op == "mkdir" ? &FsMakeDir
-              : op == "move"  ? &FsMove
-              : op == "chown" ? &FsChown
-                              : nullptr;
-    if (fn) {
-      pool_.Post([this, fn, b = std::move(b), respond = std::move(respond)] {
-        auto r = fn(b, opts_.files);
-        respond(r ? Ok(std::move(*r)) : Err(r.error()));
-      });
+    if (HandleFs(pool_, opts_.files, p.substr(11), std::move(b), respond)) {
       return;
     }
   } else if (p.starts_with("/api/v1/exec/")) {
