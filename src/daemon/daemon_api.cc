@@ -160,9 +160,13 @@ std::map<std::string, std::string> DaemonApi::flags() const {
   return flags_;
 }
 
-DaemonApi::~DaemonApi() { reaper_.cancel(); }
+DaemonApi::~DaemonApi() {
+  UnwireBackends();
+  reaper_.cancel();
+}
 
 void DaemonApi::Start() {
+  WireBackends();
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {

@@ -106,6 +106,14 @@ class WarmPool final : public SandboxBackend {
   ProbeResult Probe() override { return inner_->Probe(); }
   std::optional<std::string> EngineDown() override { return inner_->EngineDown(); }
   Capabilities GetCapabilities() const override { return inner_->GetCapabilities(); }
+  void SetGuestEvents(GuestEvents events) override { inner_->SetGuestEvents(std::move(events)); }
+  void KeepSessionState(const std::string& id, const std::string& session,
+                        const Json& kept) override {
+    inner_->KeepSessionState(id, session, kept);
+  }
+  Result<Json> KeptSessionStates(const std::string& id) override {
+    return inner_->KeptSessionStates(id);
+  }
   // kInvalidArgument if spec.labels holds a pool label.
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;
