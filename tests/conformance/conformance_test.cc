@@ -8,6 +8,7 @@ namespace {
 using agentbox::conformance::Backends;
 using agentbox::conformance::Conformance;
 using agentbox::conformance::Json;
+using agentbox::conformance::ParamName;
 using agentbox::conformance::Reply;
 using namespace std::chrono_literals;
 
@@ -186,6 +187,6 @@ TEST_P(Conformance, BadInputGetsClearErrors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()),
-                         [](const auto& p) { return p.param; });
+                         ParamName);
 
 }  // namespace
