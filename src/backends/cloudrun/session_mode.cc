@@ -3,6 +3,7 @@
 // local guest to the rest of the daemon; this file starts, watches, replaces and stops the
 // executions, and keeps the daemon's session snapshots in the bucket.
 #include <algorithm>
+#include <sstream>
 #include <boost/asio/post.hpp>
 #include <thread>
 
@@ -23,6 +24,12 @@ std::string KeptPrefix(const std::string& id) { return layout::SandboxPrefix(id)
 
 std::string KeptObject(const std::string& id, const std::string& session) {
   return KeptPrefix(id) + layout::EncodeSessionId(session) + ".json";
+}
+
+std::string Seconds(std::chrono::milliseconds d) {
+  std::ostringstream out;
+  out << static_cast<double>(d.count()) / 1000.0;
+  return out.str();
 }
 
 // What the execution's status and its task say about why it ended, in one clause.
@@ -163,9 +170,10 @@ Result<std::string> CloudRunBackend::StartGuest(const Record& r, const std::stri
     }
     const ExecutionStatus st = ParseExecution(*e);
     if (st.done) {
-      return fail("the execution " + *execution + " " + EndReason(*cloud_.jobs, *execution, st) +
-                  " before its guest connected to " + TunnelUrl(opts_.public_url) +
-                  " (is AGENTBOX_PUBLIC_URL reachable from Cloud Run?)");
+      return fail("the execution " + *execution + " ended before its guest connected to " +
+                  TunnelUrl(opts_.public_url) +
+                  " (is AGENTBOX_PUBLIC_URL reachable from Cloud Run?): it " +
+                  EndReason(*cloud_.jobs, *execution, st));
     }
     const auto now = Clock::now();
     if (st.started && !started) {
@@ -173,13 +181,12 @@ Result<std::string> CloudRunBackend::StartGuest(const Record& r, const std::stri
     }
     if (!started && now - t0 > opts_.start_timeout) {
       return fail("the execution " + *execution + " did not start within " +
-                  std::to_string(opts_.start_timeout.count() / 1000) +
+                  Seconds(opts_.start_timeout) +
                   " s (AGENTBOX_CLOUDRUN_START_TIMEOUT_S); it was cancelled");
     }
     if (started && now - *started > opts_.connect_timeout) {
       return fail("the guest of execution " + *execution + " did not connect to " +
-                  TunnelUrl(opts_.public_url) + " within " +
-                  std::to_string(opts_.connect_timeout.count() / 1000) +
+                  TunnelUrl(opts_.public_url) + " within " + Seconds(opts_.connect_timeout) +
                   " s of its start (AGENTBOX_CLOUDRUN_CONNECT_TIMEOUT_S; is AGENTBOX_PUBLIC_URL "
                   "reachable from Cloud Run?); it was cancelled");
     }
