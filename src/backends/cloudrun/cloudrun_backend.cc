@@ -254,7 +254,8 @@ Json CloudRunBackend::RecordJson(const Record& r) const {
           {"job_guest", r.job_guest},
           {"secret", r.secret},
           {"mode", r.mode},
-          {"execution", r.execution}};
+          {"execution", r.execution},
+          {"tunnel_url", r.tunnel_url}};
 }
 
 Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) const {
@@ -270,6 +271,7 @@ Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) c
     r.secret = j.at("secret").get<std::string>();
     r.mode = j.value("mode", "job");
     r.execution = j.value("execution", "");
+    r.tunnel_url = j.value("tunnel_url", "");
     r.info.spec.run_mode = r.mode;
     r.info.state = SandboxState::kRunning;
     r.info.guest_endpoint = "unix:" + SocketPath();
@@ -332,6 +334,7 @@ Result<SandboxInfo> CloudRunBackend::Create(const std::string& id, const Sandbox
   r.job_guest = *guest_dir;
   r.secret = RandomId(48);
   r.mode = spec.run_mode.empty() ? opts_.mode : spec.run_mode;
+  r.tunnel_url = r.mode == "session" ? TunnelUrl(opts_.public_url) : "";
   r.info.spec.run_mode = r.mode;
   if (r.mode == "session") {
     return CreateSession(std::move(r), *job);

@@ -81,6 +81,7 @@ class CloudRunBackend final : public SandboxBackend {
     std::string secret;
     std::string mode = "job";  // "job" or "session"
     std::string execution;     // session mode: the execution the guest runs in (last known)
+    std::string tunnel_url;    // session mode: where that execution's guest dials (its daemon)
     int64_t generation = 0;
   };
   // A session-mode sandbox this daemon serves (its tunnel is registered here).
@@ -91,6 +92,9 @@ class CloudRunBackend final : public SandboxBackend {
     std::string job_id;
     bool replacing = false;   // a new execution is being started (monitor: hands off)
     bool destroying = false;  // Destroy runs: nothing is started any more
+    // The guest dials this daemon (the record's tunnel_url is ours): only then does the monitor
+    // replace a lost execution, so replicas with other URLs never start a second one.
+    bool owned = true;
     std::string failed;       // a replacement failed for good: why
   };
   // session_mode.cc
@@ -103,6 +107,7 @@ class CloudRunBackend final : public SandboxBackend {
   Result<std::string> StartGuest(const Record& r, const std::string& token);
   void Monitor();
   void Replace(const std::string& id, const std::string& why);
+  // Records the sandbox's current execution and that its guest dials this daemon.
   Result<void> WriteExecution(const std::string& id, const std::string& execution);
   void CancelExecutions(const std::string& job_id);
   std::string SessionDetail(const Record& r, const std::string& execution) const;

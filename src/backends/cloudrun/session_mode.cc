@@ -220,6 +220,7 @@ Result<void> CloudRunBackend::AttachSession(Record& r) {
     l.endpoint = reg ? reg->guest_endpoint : "";
     l.execution = r.execution;
     l.job_id = r.job_id;
+    l.owned = r.tunnel_url.empty() || r.tunnel_url == TunnelUrl(opts_.public_url);
     std::lock_guard<std::mutex> lock(mu_);
     auto [it, inserted] = live_.emplace(id, l);
     l = it->second;
@@ -244,6 +245,7 @@ Result<void> CloudRunBackend::WriteExecution(const std::string& id, const std::s
       return Fail(r.error());
     }
     r->execution = execution;
+    r->tunnel_url = TunnelUrl(opts_.public_url);
     auto w =
         cloud_.store->Insert(layout::RecordObject(id), DumpJson(RecordJson(*r)), r->generation);
     if (w || w.error().code != ErrorCode::kConflict) {
@@ -275,7 +277,7 @@ void CloudRunBackend::Monitor() {
     }
     std::vector<std::pair<std::string, std::string>> watch;  // id, execution
     for (const auto& [id, l] : live_) {
-      if (!l.replacing && !l.destroying && l.failed.empty() && !l.execution.empty()) {
+      if (l.owned && !l.replacing && !l.destroying && l.failed.empty() && !l.execution.empty()) {
         watch.emplace_back(id, l.execution);
       }
     }
@@ -416,6 +418,7 @@ Result<SandboxInfo> CloudRunBackend::RestartGuest(const std::string& id) {
       it->second.replacing = false;
       if (execution) {
         it->second.execution = *execution;
+        it->second.owned = true;
         it->second.failed.clear();
       }
     }
@@ -463,6 +466,13 @@ Result<SandboxInfo> CloudRunBackend::Claim(const std::string& id, const SandboxS
 
 void CloudRunBackend::KeepSessionState(const std::string& id, const std::string& session,
                                        const Json& kept) {
+  {
+    // Job mode keeps its sessions in the bucket already (head.json): nothing to add.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!live_.count(id)) {
+      return;
+    }
+  }
   // Off the caller's thread (the daemon's I/O thread): one Storage call.
   boost::asio::post(keep_strand_, [this, object = KeptObject(id, session), body = DumpJson(kept),
                           remove = kept.is_null(), id] {
