@@ -115,11 +115,11 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto limits = ParseLimits(*body);
   auto env = ParseStringMap(*body, "env", 1024);
   auto labels = ParseStringMap(*body, "labels", 64);
-  for (const Error* e :
-       {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
-        backend_name ? nullptr : &backend_name.error(), subject ? nullptr : &subject.error(),
-        network ? nullptr : &network.error(), run_mode ? nullptr : &run_mode.error(), limits ? nullptr : &limits.error(),
-        env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
+  for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
+                         backend_name ? nullptr : &backend_name.error(),
+                         subject ? nullptr : &subject.error(), network ? nullptr : &network.error(),
+                         run_mode ? nullptr : &run_mode.error(), limits ? nullptr : &limits.error(),
+                         env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
     if (e) {
       return respond(JsonErr(*e));
     }

@@ -136,10 +136,10 @@ void AcceptLoop(std::shared_ptr<TunnelEndpoint::Entry> e, std::mutex& mu) {
 }  // namespace
 
 Result<TunnelEndpoint::Registration> TunnelEndpoint::Register(const std::string& id,
-                                                             const std::string& secret) {
+                                                              const std::string& secret) {
   if (!secret.empty() && (secret.size() < 32 || secret.find('.') != std::string::npos)) {
-    return Fail(ErrorCode::kInvalidArgument, "tunnel secret of sandbox '" + id +
-                                                 "' must be at least 32 characters without '.'");
+    return Fail(ErrorCode::kInvalidArgument,
+                "tunnel secret of sandbox '" + id + "' must be at least 32 characters without '.'");
   }
   auto e = std::make_shared<Entry>(io_);
   e->grace = opts_.reconnect_grace;

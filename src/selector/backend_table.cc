@@ -78,8 +78,7 @@ Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& sta
   }
   // Session mode hands out started executions from a warm pool (AGENTBOX_WARM_POOL_SIZE_CLOUDRUN);
   // job mode cannot Claim and stays unwrapped.
-  return pool::WithWarmPool(
-      std::make_unique<cloudrun::CloudRunBackend>(*o, *cloud, tunnels), cfg);
+  return pool::WithWarmPool(std::make_unique<cloudrun::CloudRunBackend>(*o, *cloud, tunnels), cfg);
 }
 
 }  // namespace

@@ -2,9 +2,9 @@
 // agentbox-gcp-emulator and agentboxd binaries with their own state directories.
 #pragma once
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -40,7 +40,7 @@ inline size_t Collect(char* p, size_t s, size_t n, void* out) {
 
 // One HTTP call over TCP (url) or a unix socket (socket non-empty, url's host ignored).
 inline Reply Http(const std::string& socket, const std::string& method, const std::string& url,
-           const std::string& body = "", const std::vector<std::string>& headers = {}) {
+                  const std::string& body = "", const std::vector<std::string>& headers = {}) {
   CURL* c = curl_easy_init();
   Reply r;
   curl_slist* h = nullptr;
@@ -68,7 +68,8 @@ inline Reply Http(const std::string& socket, const std::string& method, const st
   return r;
 }
 
-inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int stdout_fd = -1) {
+inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log,
+                   int stdout_fd = -1) {
   std::vector<char*> argv;
   std::vector<std::string> copy = args;
   for (auto& a : copy) {
@@ -166,7 +167,7 @@ class Daemon {
       fprintf(f, "%s=%s\n", k.c_str(), v.c_str());
     }
     fclose(f);
-    std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",   "unix:" + socket_,
+    std::vector<std::string> args = {AGENTBOXD_BIN, "--listen",     "unix:" + socket_,
                                      "--state-dir", dir + "/state", "--env-file",
                                      "/dev/null",   "--config",     conf};
     for (const auto& l : listen) {

@@ -90,9 +90,8 @@ class CloudRunSession : public ::testing::Test {
     for (auto& [k, v] : extra) {
       c[k] = v;
     }
-    auto d = std::make_unique<Daemon>(dir_ + "/" + name, c,
-                                      std::vector<std::string>{"tcp:127.0.0.1:" +
-                                                               std::to_string(port)});
+    auto d = std::make_unique<Daemon>(
+        dir_ + "/" + name, c, std::vector<std::string>{"tcp:127.0.0.1:" + std::to_string(port)});
     EXPECT_TRUE(d->ready()) << d->log();
     daemons_.push_back(std::move(d));
     return daemons_.back().get();
@@ -107,8 +106,9 @@ class CloudRunSession : public ::testing::Test {
 
   // The running container of the sandbox's current execution.
   std::string Container(const std::string& execution) {
-    std::string out = Shell("docker ps -q --filter label=agentbox.gcp-emulator.execution=" +
-                          execution + " 2>/dev/null");
+    std::string out =
+        Shell("docker ps -q --filter label=agentbox.gcp-emulator.execution=" + execution +
+              " 2>/dev/null");
     out.erase(std::remove(out.begin(), out.end(), '\n'), out.end());
     return out;
   }
@@ -180,8 +180,9 @@ TEST_F(CloudRunSession, CreateWaitsForTheGuestAndEveryCapabilityWorks) {
     ASSERT_EQ(r.status, 200);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("cloudrun session mode: exec round trip through the tunnel p50 %.2f ms, p90 %.2f ms\n",
-              ms[ms.size() / 2], ms[ms.size() * 9 / 10]);
+  std::printf(
+      "cloudrun session mode: exec round trip through the tunnel p50 %.2f ms, p90 %.2f ms\n",
+      ms[ms.size() / 2], ms[ms.size() * 9 / 10]);
   EXPECT_EQ(d->Call("DELETE", "/v1/sandboxes/" + id).status, 200);
 }
 
@@ -190,8 +191,9 @@ TEST_F(CloudRunSession, LostExecutionIsReplacedAndSessionsContinue) {
   Reply created = d->Create();
   ASSERT_EQ(created.status, 201) << created.body << d->log();
   const std::string id = created.data()["id"];
-  EXPECT_EQ(Exec(d, id, "s", "cd /workspace && mkdir -p sub && cd sub && export E=kept && "
-                             "V=var && f() { echo fn; } && echo ready")["output"],
+  EXPECT_EQ(Exec(d, id, "s",
+                 "cd /workspace && mkdir -p sub && cd sub && export E=kept && "
+                 "V=var && f() { echo fn; } && echo ready")["output"],
             "ready\n");
   EXPECT_EQ(d->Api(id, "process/start", {{"session_id", "s"}, {"command", "sleep 300"}}).status,
             200);
@@ -199,8 +201,8 @@ TEST_F(CloudRunSession, LostExecutionIsReplacedAndSessionsContinue) {
   const auto until = Clock::now() + 10s;
   Reply kept;
   while (Clock::now() < until) {
-    kept = emulator_->Call("GET", "/storage/v1/b/e2e-bucket/o?prefix=sandboxes%2F" + id +
-                                      "%2Fkept-sessions%2F");
+    kept = emulator_->Call(
+        "GET", "/storage/v1/b/e2e-bucket/o?prefix=sandboxes%2F" + id + "%2Fkept-sessions%2F");
     if (kept.json.contains("items") && !kept.json["items"].empty()) {
       break;
     }
@@ -230,8 +232,7 @@ TEST_F(CloudRunSession, LostExecutionIsReplacedAndSessionsContinue) {
   }
   ASSERT_NE(ExecutionOf(sb), execution) << sb << d->log();
   Json after = Exec(d, id, "s", "echo $PWD $E $V; f");
-  std::printf("cloudrun session mode: lost execution replaced, sessions back in %.0f ms\n",
-              Ms(t0));
+  std::printf("cloudrun session mode: lost execution replaced, sessions back in %.0f ms\n", Ms(t0));
   EXPECT_EQ(after["output"], "/workspace/sub kept var\nfn\n") << after;
   EXPECT_NE(after.value("notice", "").find("was restored"), std::string::npos) << after;
   EXPECT_NE(after.value("notice", "").find("Background processes started before the restart"),
@@ -298,9 +299,10 @@ TEST_F(CloudRunSession, PerCreateModeAndWarmPool) {
   const double warm = Ms(t0);
   EXPECT_EQ(first["output"], "pooled\n");
   std::printf("cloudrun session mode: create -> first exec from the warm pool %.1f ms\n", warm);
-  EXPECT_NE(p->Call("GET", "/metrics")
-                .body.find("agentbox_pool_acquisitions_total{backend=\"cloudrun\",outcome=\"hit\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      p->Call("GET", "/metrics")
+          .body.find("agentbox_pool_acquisitions_total{backend=\"cloudrun\",outcome=\"hit\"} 1"),
+      std::string::npos);
 }
 
 TEST_F(CloudRunSession, DestroyCancelsTheExecutionAndRemovesEverything) {

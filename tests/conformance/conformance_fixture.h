@@ -12,9 +12,9 @@
 // its AGENTBOX_PUBLIC_URL, where the executions' guests dial back (docs/cloudrun.md).
 #pragma once
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>

@@ -186,7 +186,6 @@ TEST_P(Conformance, BadInputGetsClearErrors) {
   EXPECT_EQ(Exec("s", "echo still fine")["output"], "still fine\n");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()),
-                         ParamName);
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()), ParamName);
 
 }  // namespace

@@ -153,7 +153,8 @@ class GuestProtection : public Conformance {
 
   double UnresponsiveCount() {
     Reply m = daemon_->Call("GET", "/metrics");
-    const std::string key = "agentbox_guest_unresponsive_total{backend=\"" + BackendOf(GetParam()) + "\"} ";
+    const std::string key =
+        "agentbox_guest_unresponsive_total{backend=\"" + BackendOf(GetParam()) + "\"} ";
     const size_t at = m.body.find(key);
     return at == std::string::npos ? 0 : std::stod(m.body.substr(at + key.size()));
   }
@@ -257,7 +258,6 @@ TEST_P(GuestProtection, RestartGuestOfAnUnknownSandboxIs404) {
   EXPECT_EQ(daemon_->Call("GET", "/v1/sandboxes/" + id_ + "/restart-guest").status, 405);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, GuestProtection, ::testing::ValuesIn(Backends()),
-                         ParamName);
+INSTANTIATE_TEST_SUITE_P(Backends, GuestProtection, ::testing::ValuesIn(Backends()), ParamName);
 
 }  // namespace

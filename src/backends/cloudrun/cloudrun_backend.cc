@@ -401,8 +401,7 @@ Result<std::vector<SandboxInfo>> CloudRunBackend::List() {
     auto r = ReadRecord(id);
     if (r && r->mode == "session") {
       if (auto a = AttachSession(*r); !a) {
-        Log(LogLevel::kWarn, "cloudrun.attach_failed", "id={} error=\"{}\"", id,
-            a.error().message);
+        Log(LogLevel::kWarn, "cloudrun.attach_failed", "id={} error=\"{}\"", id, a.error().message);
       }
     }
     if (r) {

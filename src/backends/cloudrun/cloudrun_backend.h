@@ -95,7 +95,7 @@ class CloudRunBackend final : public SandboxBackend {
     // The guest dials this daemon (the record's tunnel_url is ours): only then does the monitor
     // replace a lost execution, so replicas with other URLs never start a second one.
     bool owned = true;
-    std::string failed;       // a replacement failed for good: why
+    std::string failed;  // a replacement failed for good: why
   };
   // session_mode.cc
   Result<SandboxInfo> CreateSession(Record r, const Json& job);
@@ -146,7 +146,7 @@ class CloudRunBackend final : public SandboxBackend {
   std::mutex events_mu_;
   GuestEvents events_;  // guarded by events_mu_
   std::condition_variable monitor_cv_;
-  bool stopping_ = false;                // guarded by mu_
+  bool stopping_ = false;               // guarded by mu_
   std::vector<std::thread> replacers_;  // guarded by mu_; joined by the destructor
   std::thread monitor_;
 };

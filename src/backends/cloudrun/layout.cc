@@ -203,9 +203,9 @@ Json BuildSessionOverrides(const CloudRunOptions& o, const std::string& token, d
   if (!guest_dir.empty() && guest_dir != job_guest_dir) {
     args = Json::array({"exec", layout::GuestPath(guest_dir)});
   }
-  for (const std::string& a : {std::string("serve"), std::string("--connect"),
-                               TunnelUrl(o.public_url), std::string("--workdir"),
-                               std::string(layout::kWorkspace)}) {
+  for (const std::string& a :
+       {std::string("serve"), std::string("--connect"), TunnelUrl(o.public_url),
+        std::string("--workdir"), std::string(layout::kWorkspace)}) {
     args.push_back(a);
   }
   const Json env = Json::array({{{"name", "AGENTBOX_GUEST_TOKEN"}, {"value", token}}});

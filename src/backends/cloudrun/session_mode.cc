@@ -3,8 +3,8 @@
 // local guest to the rest of the daemon; this file starts, watches, replaces and stops the
 // executions, and keeps the daemon's session snapshots in the bucket.
 #include <algorithm>
-#include <sstream>
 #include <boost/asio/post.hpp>
+#include <sstream>
 #include <thread>
 
 #include "backends/cloudrun/cloudrun_backend.h"
@@ -20,7 +20,9 @@ double NowUnix() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string KeptPrefix(const std::string& id) { return layout::SandboxPrefix(id) + "kept-sessions/"; }
+std::string KeptPrefix(const std::string& id) {
+  return layout::SandboxPrefix(id) + "kept-sessions/";
+}
 
 std::string KeptObject(const std::string& id, const std::string& session) {
   return KeptPrefix(id) + layout::EncodeSessionId(session) + ".json";
@@ -37,8 +39,8 @@ std::string EndReason(JobRunner& jobs, const std::string& execution, const Execu
   std::string what = st.cancelled ? "was cancelled" : st.succeeded ? "ended" : "failed";
   if (auto tasks = jobs.ListTasks(execution)) {
     if (auto code = TaskExitCode(*tasks)) {
-      what += " (container exit code " + std::to_string(*code) +
-              (*code == 137 ? ", killed" : "") + ")";
+      what +=
+          " (container exit code " + std::to_string(*code) + (*code == 137 ? ", killed" : "") + ")";
     }
   }
   if (!st.message.empty()) {
@@ -207,8 +209,9 @@ Result<void> CloudRunBackend::AttachSession(Record& r) {
   if (!known) {
     if (tunnels_ == nullptr) {
       return Fail(ErrorCode::kUnavailable,
-                  "sandbox '" + id + "' runs in cloudrun session mode, which this daemon cannot "
-                  "serve (no tunnel endpoint)");
+                  "sandbox '" + id +
+                      "' runs in cloudrun session mode, which this daemon cannot "
+                      "serve (no tunnel endpoint)");
     }
     // A daemon that restarted (or another replica): the guest keeps redialling with the token
     // of the record, so the same secret takes it back.
@@ -290,8 +293,8 @@ void CloudRunBackend::Monitor() {
       } else if (e) {
         const ExecutionStatus st = ParseExecution(*e);
         if (st.done) {
-          why = "the Cloud Run execution " + execution + " " +
-                EndReason(*cloud_.jobs, execution, st);
+          why =
+              "the Cloud Run execution " + execution + " " + EndReason(*cloud_.jobs, execution, st);
         }
       }
       if (why.empty()) {
@@ -330,8 +333,7 @@ void CloudRunBackend::Replace(const std::string& id, const std::string& why) {
     }
     token = it->second.token;
   }
-  Result<std::string> execution =
-      r ? StartGuest(*r, token) : Result<std::string>(Fail(r.error()));
+  Result<std::string> execution = r ? StartGuest(*r, token) : Result<std::string>(Fail(r.error()));
   bool gone = false;
   std::string endpoint;
   {
@@ -343,8 +345,8 @@ void CloudRunBackend::Replace(const std::string& id, const std::string& why) {
       if (execution) {
         it->second.execution = *execution;
       } else {
-        it->second.failed = "failed: " + why + ", and no new execution could be started: " +
-                            execution.error().message;
+        it->second.failed = "failed: " + why +
+                            ", and no new execution could be started: " + execution.error().message;
       }
       endpoint = it->second.endpoint;
     }
@@ -365,8 +367,8 @@ void CloudRunBackend::Replace(const std::string& id, const std::string& why) {
   info.guest_token = token;
   if (!execution) {
     info.state = SandboxState::kFailed;
-    info.detail = "failed: " + why + ", and no new execution could be started: " +
-                  execution.error().message;
+    info.detail =
+        "failed: " + why + ", and no new execution could be started: " + execution.error().message;
     if (ev.failed) {
       ev.failed(info);
     }
@@ -475,7 +477,7 @@ void CloudRunBackend::KeepSessionState(const std::string& id, const std::string&
   }
   // Off the caller's thread (the daemon's I/O thread): one Storage call.
   boost::asio::post(keep_strand_, [this, object = KeptObject(id, session), body = DumpJson(kept),
-                          remove = kept.is_null(), id] {
+                                   remove = kept.is_null(), id] {
     auto done = remove ? cloud_.store->Delete(object)
                        : cloud_.store->Insert(object, body).map([](const auto&) {});
     if (!done && done.error().code != ErrorCode::kNotFound) {

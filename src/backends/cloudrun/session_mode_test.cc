@@ -240,8 +240,9 @@ TEST_F(CloudRunSessionModeTest, ALostExecutionIsReplacedAndTheDaemonTold) {
   std::unique_lock<std::mutex> lock(mu);
   ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return !replaced.id.empty(); }));
   ASSERT_EQ(seen.size(), 2u);
-  EXPECT_NE(seen[0].find("lost sb1: the Cloud Run execution " + first + " failed (container exit "
-                                                                        "code 137, killed)"),
+  EXPECT_NE(seen[0].find("lost sb1: the Cloud Run execution " + first +
+                         " failed (container exit "
+                         "code 137, killed)"),
             std::string::npos)
       << seen[0];
   EXPECT_NE(seen[1].find("replaced by " + jobs_->last_execution()), std::string::npos) << seen[1];
@@ -257,8 +258,8 @@ TEST_F(CloudRunSessionModeTest, SessionSnapshotsAreKeptInTheBucket) {
   backend_->KeepSessionState("sb1", "c", Json{{"cwd", "/"}});
   backend_->KeepSessionState("sb1", "c", Json());  // deleted
   Result<Json> kept = Json::object();
-  for (auto until = std::chrono::steady_clock::now() + 5s;
-       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(10ms)) {
+  for (auto until = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(10ms)) {
     kept = backend_->KeptSessionStates("sb1");
     if (kept && kept->size() == 1 && kept->contains("a/b")) {
       break;
