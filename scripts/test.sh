@@ -5,8 +5,8 @@
 #  1. The release preset, with every test suite. The docker backend is tested against a real
 #     engine: dockerd is started when it does not answer (scripts/start-dockerd.sh) and
 #     agentbox/base is built from Debian packages when missing (scripts/build-base-image.sh), and
-#     the conformance suite runs on jail, docker and cloudrun (the latter against
-#     agentbox-gcp-emulator, whose executions run on that engine). The jail's suites run a second
+#     the conformance suite runs on jail, docker, cloudrun and cloudrun-session (cloudrun's
+#     session mode; both against agentbox-gcp-emulator, whose executions run on that engine). The jail's suites run a second
 #     time inside a QEMU virtual machine on cgroup v2 (tests/vm), since these hosts are cgroup v1.
 #     The GCP emulator's fidelity tests need Google's npm clients
 #     (scripts/install-gcp-fidelity.sh) and gcloud (on the machine image); the E2B-compatible
@@ -41,7 +41,7 @@ scripts/install-e2b-sdk.sh
 scripts/start-dockerd.sh
 scripts/build-base-image.sh
 if ((release)); then
-  cmake --preset release -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker,cloudrun -DAGENTBOX_VM_TESTS=ON
+  cmake --preset release -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker,cloudrun,cloudrun-session -DAGENTBOX_VM_TESTS=ON
   cmake --build --preset release -j "$jobs"
   ctest --preset release -j "$jobs"
 fi

@@ -64,6 +64,10 @@ struct SandboxSpec {
   std::map<std::string, std::string> labels;
   std::string owner;  // identity of the API key that created it (never the key itself)
   int64_t ttl_s = 3600;
+  // How the backend runs the sandbox, where it has a choice (create field `cloudrun_mode`):
+  // cloudrun "job" (one execution per command) or "session" (one long execution whose guest
+  // dials back). Empty: the backend's configured default. Backends without modes ignore it.
+  std::string run_mode;
 };
 
 // A sandbox id every backend accepts (it names directories and containers): 1-64 characters of
@@ -122,6 +126,20 @@ struct Capabilities {
   // 10-60 s on the real service). The daemon adds it to the deadline of calls that wait for a
   // whole command (shell/run), so a slow start is not taken for a stuck guest.
   double command_start_allowance_s = 0;
+};
+
+// What a backend tells the daemon about guests it replaces on its own (cloudrun session mode
+// replaces a lost execution). Set once by the daemon before any sandbox is created; callbacks
+// come from the backend's own threads and may block briefly.
+struct GuestEvents {
+  // The guest of sandbox `id` is gone and a new one is being started; `detail` says why (the
+  // daemon shows the sandbox unreachable with it and fails calls fast meanwhile).
+  std::function<void(const std::string& id, const std::string& detail)> lost;
+  // The new guest answers at info.guest_endpoint (the daemon restores its sessions); `why` is
+  // told to the sessions ("the Cloud Run execution ... ended: ...").
+  std::function<void(const SandboxInfo& info, const std::string& why)> replaced;
+  // Starting a new guest failed for good: the sandbox is `info` (failed, with the reason).
+  std::function<void(const SandboxInfo& info)> failed;
 };
 
 // Progress of preparing a sandbox's image (e.g. pulling it), one human-readable line at a time.
@@ -190,6 +208,27 @@ class SandboxBackend {
   // them unreachable while it is down, and brings them back (RestartGuest where they stopped)
   // when it answers again. Default: nothing (no engine that can go away).
   virtual std::optional<std::string> EngineDown() { return std::nullopt; }
+
+  // Where the daemon's callbacks about replaced guests go (GuestEvents). Default: ignored (the
+  // backend never replaces a guest on its own).
+  virtual void SetGuestEvents(GuestEvents events) { (void)events; }
+
+  // Durable copies of the daemon's session snapshots (daemon/session_keeper.h), for backends
+  // whose guests can be lost with the machine they run on (cloudrun session mode keeps them in
+  // the bucket). KeepSessionState stores `kept` (an opaque JSON object) for `session` of sandbox
+  // `id`, asynchronously, and must not block; a null `kept` removes it. KeptSessionStates returns
+  // every kept session of the sandbox by session id (an empty object when there are none).
+  // Default: nothing is kept.
+  virtual void KeepSessionState(const std::string& id, const std::string& session,
+                                const Json& kept) {
+    (void)id;
+    (void)session;
+    (void)kept;
+  }
+  virtual Result<Json> KeptSessionStates(const std::string& id) {
+    (void)id;
+    return Json::object();
+  }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:
   // records spec.owner, spec.labels and expires_at durably (they survive a daemon restart) and

@@ -168,10 +168,14 @@ std::map<std::string, std::string> DaemonApi::flags() const {
   return flags_;
 }
 
-DaemonApi::~DaemonApi() { reaper_.cancel(); }
+DaemonApi::~DaemonApi() {
+  UnwireBackends();
+  reaper_.cancel();
+}
 
 void DaemonApi::Start() {
   RecoverBackends();
+  WireBackends();
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {

@@ -154,6 +154,11 @@ class DaemonApi : public http::Dispatcher {
   // answers again (daemon/engine_recovery.cc); from the reaper's tick.
   void WatchEngines();
   void RecoverSandbox(const SandboxEntry& e);  // worker thread
+  // Hands every backend the callbacks for guests it replaces on its own, and the session
+  // keeper the backends' durable session copies (daemon/guest_events.cc); UnwireBackends undoes
+  // the first before the daemon goes away.
+  void WireBackends();
+  void UnwireBackends();
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);

@@ -103,7 +103,12 @@ int main(int argc, char** argv) {
   const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
   ::mkdir(dir.c_str(), 0700);
 
-  selector::BackendTable table = selector::BuildBackends(*cfg, dir);
+  // Guests that dial out (docs/tunnel.md) connect to GET /v1/tunnel on the listen addresses;
+  // backends (cloudrun session mode) register their sandboxes with the endpoint to get the token
+  // and guest socket. Declared before the backends, which unregister on their way out.
+  boost::asio::io_context io;
+  daemon::TunnelEndpoint tunnels(io, {dir + "/tunnels"});
+  selector::BackendTable table = selector::BuildBackends(*cfg, dir, &tunnels);
   std::map<std::string, SandboxBackend*> backends = table.Pointers();
 
   for (const auto& [name, b] : backends) {
@@ -204,7 +209,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  boost::asio::io_context io;
   daemon::DaemonApi api(io, backends, keys, opts);
   api.Start();
   {
@@ -214,9 +218,6 @@ int main(int argc, char** argv) {
         d.backend.empty() ? "none" : d.backend, d.reason, d.error_code.value_or("-"),
         d.requested_backend, d.config_version, d.detail);
   }
-  // Guests that dial out (docs/tunnel.md) connect to GET /v1/tunnel on the listen addresses;
-  // backends register their sandboxes with the endpoint to get the token and guest socket.
-  daemon::TunnelEndpoint tunnels(io, {dir + "/tunnels"});
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
   so.upgrade = [&tunnels](http::Request req, http::UpgradedSocket s) {

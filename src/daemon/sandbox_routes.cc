@@ -112,14 +112,15 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto backend_name = f.OptString("backend");
   auto subject = f.OptString("subject");
   auto network = f.OptString("network");
+  auto run_mode = f.OptString("cloudrun_mode");
   auto limits = ParseLimits(*body);
   auto env = ParseStringMap(*body, "env", 1024);
   auto labels = ParseStringMap(*body, "labels", 64);
-  for (const Error* e :
-       {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
-        backend_name ? nullptr : &backend_name.error(), subject ? nullptr : &subject.error(),
-        network ? nullptr : &network.error(), limits ? nullptr : &limits.error(),
-        env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
+  for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
+                         backend_name ? nullptr : &backend_name.error(),
+                         subject ? nullptr : &subject.error(), network ? nullptr : &network.error(),
+                         run_mode ? nullptr : &run_mode.error(), limits ? nullptr : &limits.error(),
+                         env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
     if (e) {
       return respond(JsonErr(*e));
     }
@@ -134,6 +135,12 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     return respond(JsonErr(FieldError(
         "labels", std::string("label '") + kIdempotencyLabel +
                       "' is reserved: send the Idempotency-Key header instead")));
+  }
+  // cloudrun only: "job" or "session" (docs/cloudrun.md); other backends run every capability
+  // anyway and ignore it, so a fallback away from cloudrun does not fail the create.
+  spec.run_mode = run_mode->value_or("");
+  if (!spec.run_mode.empty() && spec.run_mode != "job" && spec.run_mode != "session") {
+    return respond(JsonErr(FieldError("cloudrun_mode", "must be \"job\" or \"session\"")));
   }
   // Who a percentage rollout is sticky for: the caller's user or tenant when given, else the key.
   if (*subject && ((*subject)->empty() || (*subject)->size() > 256)) {

@@ -1,5 +1,6 @@
 #include "daemon/session_keeper.h"
 
+#include <algorithm>
 #include <ctime>
 #include <future>
 #include <set>
@@ -118,6 +119,9 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
     }
     if (op == "shell/delete") {
       box.sessions.erase(sid);
+      if (durable_.save) {
+        durable_.save(info.backend, info.id, sid, Json());
+      }
       return response;
     }
     if (op == "shell/view") {
@@ -169,14 +173,22 @@ void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session
       [this, id = info.id, backend = info.backend, session,
        start = Clock::now()](Result<http::ClientResponse> r) {
         const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-        Keep(id, session, r);
+        Keep(backend, id, session, r);
         // Observed once kept, so that a reader of the count finds the snapshot in place.
         metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
       });
 }
 
-void SessionKeeper::Keep(const std::string& id, const std::string& session,
-                         Result<http::ClientResponse>& r) {
+Json SessionKeeper::KeptForm(const Session& s, int background_started) {
+  return Json{{"state", s.state},
+              {"cwd", s.cwd},
+              {"running", s.running},
+              {"running_command", s.running_command},
+              {"background_started", background_started}};
+}
+
+void SessionKeeper::Keep(const std::string& backend, const std::string& id,
+                         const std::string& session, Result<http::ClientResponse>& r) {
   if (!r || r->status != 200) {
     Log(LogLevel::kDebug, "session.snapshot_failed", "id={} session={} error=\"{}\"", id, session,
         r ? "status " + std::to_string(r->status) : r.error().message);
@@ -200,17 +212,50 @@ void SessionKeeper::Keep(const std::string& id, const std::string& session,
   if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
     s->second.running = running->get<bool>();
   }
+  if (durable_.save) {
+    durable_.save(backend, id, session, KeptForm(s->second, box->second.background_started));
+  }
 }
 
 int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
   Box box;
+  bool known = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = boxes_.find(info.id);
-    if (it == boxes_.end() || it->second.sessions.empty()) {
-      return 0;
+    if (it != boxes_.end() && !it->second.sessions.empty()) {
+      box = it->second;
+      known = true;
     }
-    box = it->second;
+  }
+  if (!known && durable_.load) {
+    // This daemon restarted since the sessions were kept: the backend's copies.
+    auto kept = durable_.load(info.backend, info.id);
+    if (!kept) {
+      Log(LogLevel::kWarn, "session.restore_load_failed", "id={} error=\"{}\"", info.id,
+          kept.error().message);
+    } else if (kept->is_object()) {
+      for (const auto& [sid, k] : kept->items()) {
+        if (!k.is_object()) {
+          continue;
+        }
+        Session s;
+        s.state = k.value("state", Json());
+        s.cwd = k.value("cwd", "");
+        s.running = k.value("running", false);
+        s.running_command = k.value("running_command", "");
+        box.background_started = std::max(box.background_started, k.value("background_started", 0));
+        box.sessions[sid] = std::move(s);
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      Box& b = boxes_[info.id];
+      if (b.sessions.empty()) {
+        b = box;
+      }
+    }
+  }
+  if (box.sessions.empty()) {
+    return 0;
   }
   const auto timeout = std::chrono::seconds(30);
   auto listed = CallGuest(client_, info, "GET", "/api/v1/shell/list", "", timeout);

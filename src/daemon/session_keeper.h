@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -54,6 +55,19 @@ class SessionKeeper {
   // How many sessions of sandbox `id` have a snapshot (tests, logs).
   size_t Kept(const std::string& id) const;
 
+  // Durable copies of the snapshots (SandboxBackend::KeepSessionState): `save` gets a session's
+  // kept form ({state, cwd, running, running_command, background_started}) after every snapshot
+  // and null when the session is deleted; `load` (every kept session of a sandbox, by id) is
+  // asked by Restore when this daemon knows nothing of the sandbox's sessions (it restarted
+  // since). `backend` is SandboxInfo::backend. Set once, before any call is relayed.
+  struct Durable {
+    std::function<void(const std::string& backend, const std::string& id,
+                       const std::string& session, const Json& kept)>
+        save;
+    std::function<Result<Json>(const std::string& backend, const std::string& id)> load;
+  };
+  void SetDurable(Durable durable) { durable_ = std::move(durable); }
+
  private:
   struct Session {
     Json state;                   // data.state of the last shell/state; null until one arrived
@@ -70,11 +84,14 @@ class SessionKeeper {
   };
 
   void Snapshot(const SandboxInfo& info, const std::string& session);
-  // Stores the answer `r` of shell/state for `session` of sandbox `id`.
-  void Keep(const std::string& id, const std::string& session, Result<http::ClientResponse>& r);
+  // Stores the answer `r` of shell/state for `session` of sandbox `id` (of backend `backend`).
+  void Keep(const std::string& backend, const std::string& id, const std::string& session,
+            Result<http::ClientResponse>& r);
+  static Json KeptForm(const Session& s, int background_started);
 
   http::UnixHttpClient& client_;
   Metrics& metrics_;
+  Durable durable_;
   mutable std::mutex mu_;
   std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
 };

@@ -135,11 +135,16 @@ void AcceptLoop(std::shared_ptr<TunnelEndpoint::Entry> e, std::mutex& mu) {
 
 }  // namespace
 
-Result<TunnelEndpoint::Registration> TunnelEndpoint::Register(const std::string& id) {
+Result<TunnelEndpoint::Registration> TunnelEndpoint::Register(const std::string& id,
+                                                              const std::string& secret) {
+  if (!secret.empty() && (secret.size() < 32 || secret.find('.') != std::string::npos)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "tunnel secret of sandbox '" + id + "' must be at least 32 characters without '.'");
+  }
   auto e = std::make_shared<Entry>(io_);
   e->grace = opts_.reconnect_grace;
   e->id = id;
-  e->secret = RandomId(48);
+  e->secret = secret.empty() ? RandomId(48) : secret;
   e->path = opts_.socket_dir + "/" + id + ".sock";
   if (e->path.size() >= 108) {
     return Fail(ErrorCode::kInvalidArgument, "tunnel socket path too long: '" + e->path + "'");
@@ -197,6 +202,11 @@ void TunnelEndpoint::Unregister(const std::string& id) {
   }
   cv_.notify_all();
   Log(LogLevel::kInfo, "tunnel.unregistered", "sandbox={}", id);
+}
+
+bool TunnelEndpoint::Registered(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.count(id) > 0;
 }
 
 bool TunnelEndpoint::Connected(const std::string& id) const {

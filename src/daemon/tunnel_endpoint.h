@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "api/tunnel_registry.h"
 #include "common/error.h"
 #include "http/server.h"
 
@@ -24,7 +25,7 @@ namespace agentbox::daemon {
 // "<sandbox id>.<secret>": good for that sandbox only, compared in constant time, never logged,
 // and unrelated to API keys. A new tunnel for a sandbox replaces the previous one (the guest
 // reconnected before the daemon noticed the old link die). Thread-safe.
-class TunnelEndpoint {
+class TunnelEndpoint final : public TunnelRegistry {
  public:
   struct Options {
     std::string socket_dir;  // where the per-sandbox unix sockets live (created 0700)
@@ -35,22 +36,16 @@ class TunnelEndpoint {
     std::chrono::milliseconds reconnect_grace{1000};
   };
   TunnelEndpoint(boost::asio::io_context& io, Options options);
-  ~TunnelEndpoint();
+  ~TunnelEndpoint() override;
 
-  struct Registration {
-    std::string token;           // for the guest (--token-file) and its X-Access-Token
-    std::string guest_endpoint;  // "unix:<socket_dir>/<id>.sock"
-  };
-  // Opens the sandbox's socket. kConflict when `id` is registered already.
-  Result<Registration> Register(const std::string& id);
-  // Closes the socket and the tunnel, if any. Unknown ids are ignored.
-  void Unregister(const std::string& id);
-  bool Connected(const std::string& id) const;
-  // Blocks until the sandbox's guest has a tunnel up, or `timeout` passes (false). Not to be
-  // called on the io_context's threads.
-  bool WaitConnected(const std::string& id, std::chrono::milliseconds timeout);
-  // Ends the sandbox's current tunnel as if the link had broken (operations, tests).
-  void Drop(const std::string& id);
+  using Registration = TunnelRegistry::Registration;
+  // TunnelRegistry (api/tunnel_registry.h).
+  Result<Registration> Register(const std::string& id, const std::string& secret = "") override;
+  void Unregister(const std::string& id) override;
+  bool Registered(const std::string& id) const override;
+  bool Connected(const std::string& id) const override;
+  bool WaitConnected(const std::string& id, std::chrono::milliseconds timeout) override;
+  void Drop(const std::string& id) override;
 
   // The HTTP server's upgrade hook: authenticates the request and takes the connection, or
   // answers 401/404 and closes it.

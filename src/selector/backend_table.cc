@@ -63,7 +63,7 @@ bool CloudRunWanted(const Config& cfg) {
 }
 
 Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& state_dir,
-                                       const std::string& guest) {
+                                       const std::string& guest, TunnelRegistry* tunnels) {
   auto o = cloudrun::OptionsFromConfig(cfg, state_dir + "/cloudrun", guest);
   if (!o) {
     return Fail(o.error());
@@ -72,7 +72,13 @@ Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& sta
   if (!cloud) {
     return Fail(cloud.error());
   }
-  return SandboxBackendPtr(std::make_unique<cloudrun::CloudRunBackend>(*o, *cloud));
+  if (o->mode == "session" && tunnels == nullptr) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "AGENTBOX_CLOUDRUN_MODE=session needs the daemon's tunnel endpoint (agentboxd)");
+  }
+  // Session mode hands out started executions from a warm pool (AGENTBOX_WARM_POOL_SIZE_CLOUDRUN);
+  // job mode cannot Claim and stays unwrapped.
+  return pool::WithWarmPool(std::make_unique<cloudrun::CloudRunBackend>(*o, *cloud, tunnels), cfg);
 }
 
 }  // namespace
@@ -122,7 +128,8 @@ std::map<std::string, SandboxBackend*> BackendTable::Pointers() const {
   return out;
 }
 
-BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
+BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
+                           TunnelRegistry* tunnels) {
   BackendTable t;
   // The disk every sandbox gets unless it asks otherwise; 0: no disk of its own by default.
   auto disk = cfg.GetInt("AGENTBOX_DEFAULT_DISK_BYTES", 10ll << 30, 0, 16ll << 40);
@@ -151,7 +158,7 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
     t.config_errors["docker"] = o.error().message;
   }
   if (CloudRunWanted(cfg)) {
-    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary));
+    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary, tunnels));
   }
   return t;
 }

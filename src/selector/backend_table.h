@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/sandbox_backend.h"
+#include "api/tunnel_registry.h"
 #include "common/config.h"
 
 namespace agentbox::selector {
@@ -30,7 +31,10 @@ std::string FindBinary(const Config& cfg, const std::string& key, const std::str
                        const std::string& build_path);
 
 // Builds the table: `state_dir` is the daemon's state directory (each backend keeps its own
-// subdirectory). Never fails: per-backend problems land in config_errors.
-BackendTable BuildBackends(const Config& cfg, const std::string& state_dir);
+// subdirectory). `tunnels`: where backends whose guests dial out (cloudrun session mode) register
+// them; null: no such backend mode is available. Never fails: per-backend problems land in
+// config_errors.
+BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
+                           TunnelRegistry* tunnels = nullptr);
 
 }  // namespace agentbox::selector

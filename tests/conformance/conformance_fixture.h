@@ -7,12 +7,17 @@
 // the local Docker engine, with Cloud Storage volumes as bind mounts (or, with
 // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse, as rclone FUSE mounts with object-store semantics). A test
 // that needs what a backend declares it cannot do (/v1/info capabilities) checks the clear 400
-// and is skipped with the reason printed.
+// and is skipped with the reason printed. "cloudrun-session" is the cloudrun backend in session
+// mode (AGENTBOX_CLOUDRUN_MODE=session): its daemon also listens on a free TCP port of 127.0.0.1,
+// its AGENTBOX_PUBLIC_URL, where the executions' guests dial back (docs/cloudrun.md).
 #pragma once
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,9 +48,15 @@ inline size_t Collect(char* p, size_t s, size_t n, void* out) {
 
 // One agentboxd per backend, started on first use and stopped at exit. It runs with the
 // default configuration, so a warm pool (if the backend has one) serves the suite's creates.
+// The backend a suite parameter runs on ("cloudrun-session" -> "cloudrun").
+inline std::string BackendOf(const std::string& param) {
+  return param == "cloudrun-session" ? "cloudrun" : param;
+}
+
 class Daemon {
  public:
-  explicit Daemon(const std::string& backend) : backend_(backend) {
+  explicit Daemon(const std::string& param)
+      : backend_(BackendOf(param)), session_mode_(param == "cloudrun-session") {
     char tmpl[] = "/tmp/agentbox-conformance-XXXXXX";
     if (!mkdtemp(tmpl)) {
       return;
@@ -147,6 +158,21 @@ class Daemon {
   }
 
  private:
+  static int FreePort() {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      port = ntohs(a.sin_port);
+    }
+    close(fd);
+    return port;
+  }
+
   // A private emulator with one bucket, and the settings that point the daemon at it.
   bool StartEmulator() {
     int out[2];
@@ -208,6 +234,16 @@ class Daemon {
         "AGENTBOX_CLOUDRUN_POLL_MS=50\n"
         "AGENTBOX_CLOUDRUN_IMAGE=" +
         std::string(image && *image ? image : "agentbox/base:latest") + "\n";
+    if (session_mode_) {
+      const int port = FreePort();
+      if (port <= 0) {
+        return false;
+      }
+      tunnel_listen_ = "tcp:127.0.0.1:" + std::to_string(port);
+      backend_config_ += "AGENTBOX_CLOUDRUN_MODE=session\nAGENTBOX_PUBLIC_URL=http://127.0.0.1:" +
+                         std::to_string(port) +
+                         "\nAGENTBOX_API_KEYS=conformance:conformance-session-key\n";
+    }
     return true;
   }
 
@@ -225,6 +261,9 @@ class Daemon {
       args.insert(args.end(), {"--config", conf});
     }
     args.insert(args.end(), extra.begin(), extra.end());
+    if (!tunnel_listen_.empty()) {
+      args.insert(args.end(), {"--listen", tunnel_listen_});
+    }
     std::vector<char*> argv;
     for (auto& a : args) {
       argv.push_back(a.data());
@@ -256,6 +295,8 @@ class Daemon {
   }
 
   std::string backend_;
+  bool session_mode_ = false;
+  std::string tunnel_listen_;  // session mode: the TCP address the guests dial
   std::string dir_;
   std::string socket_;
   pid_t pid_ = -1;
@@ -292,6 +333,15 @@ inline std::vector<std::string> Backends() {
   return out;
 }
 
+// gtest's name of a parameter: "cloudrun-session" -> "cloudrun_session".
+inline std::string ParamName(const ::testing::TestParamInfo<std::string>& p) {
+  std::string n = p.param;
+  for (auto& c : n) {
+    c = c == '-' ? '_' : c;
+  }
+  return n;
+}
+
 class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -302,7 +352,7 @@ class Conformance : public ::testing::TestWithParam<std::string> {
         daemon_->Call("POST", "/v1/sandboxes", R"({"ttl_s":600,"labels":{"suite":"conformance"}})");
     ASSERT_EQ(r.status, 201) << r.body << "\n" << daemon_->log();
     id_ = r.data()["id"];
-    ASSERT_EQ(r.data()["backend"], GetParam());
+    ASSERT_EQ(r.data()["backend"], BackendOf(GetParam()));
   }
   void TearDown() override {
     if (!id_.empty()) {

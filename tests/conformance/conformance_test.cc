@@ -8,6 +8,7 @@ namespace {
 using agentbox::conformance::Backends;
 using agentbox::conformance::Conformance;
 using agentbox::conformance::Json;
+using agentbox::conformance::ParamName;
 using agentbox::conformance::Reply;
 using namespace std::chrono_literals;
 
@@ -185,7 +186,6 @@ TEST_P(Conformance, BadInputGetsClearErrors) {
   EXPECT_EQ(Exec("s", "echo still fine")["output"], "still fine\n");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()),
-                         [](const auto& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(Backends()), ParamName);
 
 }  // namespace

@@ -18,9 +18,11 @@
 
 namespace {
 
+using agentbox::conformance::BackendOf;
 using agentbox::conformance::Backends;
 using agentbox::conformance::Conformance;
 using agentbox::conformance::Json;
+using agentbox::conformance::ParamName;
 using agentbox::conformance::Reply;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -92,6 +94,9 @@ class GuestProtection : public Conformance {
   // reports the listener's pid as seen from the caller's pid namespace). -1 with a failure
   // recorded when it cannot be found.
   pid_t GuestHostPid() {
+    if (GetParam() == "cloudrun-session") {
+      return ExecutionGuestPid();
+    }
     std::vector<std::string> sockets;
     FindNamed(daemon_->state_dir(), "guest.sock", sockets);
     for (const auto& path : sockets) {
@@ -115,9 +120,41 @@ class GuestProtection : public Conformance {
     return -1;
   }
 
+  // cloudrun session mode: the guest is the first process of its execution's container (the
+  // emulator runs it on the local engine, labelled with the execution's name).
+  pid_t ExecutionGuestPid() {
+    const std::string detail = Sandbox().value("detail", "");
+    const size_t at = detail.find("execution ");
+    if (at == std::string::npos) {
+      ADD_FAILURE() << "no execution in the detail of " << id_ << ": " << detail;
+      return -1;
+    }
+    const std::string execution = detail.substr(at + 10, detail.find(' ', at + 10) - at - 10);
+    const std::string cmd =
+        "docker inspect -f '{{.State.Pid}}' $(docker ps -q --filter "
+        "label=agentbox.gcp-emulator.execution=" +
+        execution + ") 2>/dev/null";
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char buf[64];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof(buf), p)) > 0) {
+        out.append(buf, n);
+      }
+      pclose(p);
+    }
+    const pid_t pid = static_cast<pid_t>(std::atoi(out.c_str()));
+    if (pid <= 0) {
+      ADD_FAILURE() << "no container runs execution " << execution;
+      return -1;
+    }
+    return pid;
+  }
+
   double UnresponsiveCount() {
     Reply m = daemon_->Call("GET", "/metrics");
-    const std::string key = "agentbox_guest_unresponsive_total{backend=\"" + GetParam() + "\"} ";
+    const std::string key =
+        "agentbox_guest_unresponsive_total{backend=\"" + BackendOf(GetParam()) + "\"} ";
     const size_t at = m.body.find(key);
     return at == std::string::npos ? 0 : std::stod(m.body.substr(at + key.size()));
   }
@@ -221,7 +258,6 @@ TEST_P(GuestProtection, RestartGuestOfAnUnknownSandboxIs404) {
   EXPECT_EQ(daemon_->Call("GET", "/v1/sandboxes/" + id_ + "/restart-guest").status, 405);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, GuestProtection, ::testing::ValuesIn(Backends()),
-                         [](const auto& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, GuestProtection, ::testing::ValuesIn(Backends()), ParamName);
 
 }  // namespace

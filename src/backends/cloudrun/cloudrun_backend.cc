@@ -85,8 +85,11 @@ std::string ProbeReason(const Error& e, const CloudRunOptions& o) {
 
 }  // namespace
 
-CloudRunBackend::CloudRunBackend(CloudRunOptions opts, Cloud cloud)
-    : opts_(std::move(opts)), cloud_(std::move(cloud)), work_(io_.get_executor()) {
+CloudRunBackend::CloudRunBackend(CloudRunOptions opts, Cloud cloud, TunnelRegistry* tunnels)
+    : opts_(std::move(opts)),
+      cloud_(std::move(cloud)),
+      work_(io_.get_executor()),
+      tunnels_(tunnels) {
   sessions_ = std::make_unique<SessionEngine>(opts_, cloud_, io_);
   guest::FileConfig limits;
   limits.base_dir = layout::kWorkspace;
@@ -100,9 +103,33 @@ CloudRunBackend::CloudRunBackend(CloudRunOptions opts, Cloud cloud)
   for (int i = 0; i < 2; ++i) {
     threads_.emplace_back([this] { io_.run(); });
   }
+  if (tunnels_ != nullptr) {
+    monitor_ = std::thread([this] { Monitor(); });
+  }
 }
 
 CloudRunBackend::~CloudRunBackend() {
+  std::vector<std::thread> replacers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    replacers.swap(replacers_);
+  }
+  monitor_cv_.notify_all();
+  if (monitor_.joinable()) {
+    monitor_.join();
+  }
+  for (auto& t : replacers) {
+    t.join();
+  }
+  // Session-mode executions keep running: a restarted daemon registers their tunnels again with
+  // the token of the record, and the guests redial.
+  if (tunnels_ != nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, l] : live_) {
+      tunnels_->Unregister(id);
+    }
+  }
   server_->Stop();
   sessions_.reset();  // stops polling
   work_.reset();
@@ -178,16 +205,30 @@ ProbeResult CloudRunBackend::Probe() {
     return p;
   }
   p.usable = true;
-  p.limitations = {
-      "job mode: one Cloud Run execution per command (a real execution starts in "
-      "10-60 s)",
-      "no background processes, stdin, PTY or live output streaming",
-      "network 'none' is not enforced: executions have the job's egress"};
+  if (opts_.mode == "session") {
+    p.limitations = {
+        "session mode: one Cloud Run execution per sandbox (a real execution starts in 10-60 s; "
+        "the warm pool hides it); processes running when an execution is lost are lost",
+        "network 'none' is not enforced: executions have the job's egress"};
+  } else {
+    p.limitations = {
+        "job mode: one Cloud Run execution per command (a real execution starts in "
+        "10-60 s)",
+        "no background processes, stdin, PTY or live output streaming",
+        "network 'none' is not enforced: executions have the job's egress"};
+  }
   return p;
 }
 
 Capabilities CloudRunBackend::GetCapabilities() const {
   Capabilities c;
+  if (opts_.mode == "session") {
+    // A long-lived guest reached through the tunnel: everything a local guest does. (Sandboxes
+    // created with cloudrun_mode "job" keep job mode's limits, which their calls state.)
+    c.claim = true;
+    c.shared_state = true;
+    return c;
+  }
   c.background_processes = false;
   c.stdin = false;
   c.pty = false;
@@ -211,7 +252,10 @@ Json CloudRunBackend::RecordJson(const Record& r) const {
           {"job_id", r.job_id},
           {"job", cloud_.jobs->parent() + "/jobs/" + r.job_id},
           {"job_guest", r.job_guest},
-          {"secret", r.secret}};
+          {"secret", r.secret},
+          {"mode", r.mode},
+          {"execution", r.execution},
+          {"tunnel_url", r.tunnel_url}};
 }
 
 Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) const {
@@ -225,6 +269,10 @@ Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) c
     r.job_id = j.at("job_id").get<std::string>();
     r.job_guest = j.value("job_guest", "");
     r.secret = j.at("secret").get<std::string>();
+    r.mode = j.value("mode", "job");
+    r.execution = j.value("execution", "");
+    r.tunnel_url = j.value("tunnel_url", "");
+    r.info.spec.run_mode = r.mode;
     r.info.state = SandboxState::kRunning;
     r.info.guest_endpoint = "unix:" + SocketPath();
     r.info.guest_token = r.info.id + ":" + r.secret;
@@ -284,7 +332,13 @@ Result<SandboxInfo> CloudRunBackend::Create(const std::string& id, const Sandbox
   r.info.expires_at = r.info.created_at + static_cast<double>(spec.ttl_s);
   r.job_id = layout::JobId(id);
   r.job_guest = *guest_dir;
-  r.secret = RandomId(32);
+  r.secret = RandomId(48);
+  r.mode = spec.run_mode.empty() ? opts_.mode : spec.run_mode;
+  r.tunnel_url = r.mode == "session" ? TunnelUrl(opts_.public_url) : "";
+  r.info.spec.run_mode = r.mode;
+  if (r.mode == "session") {
+    return CreateSession(std::move(r), *job);
+  }
   auto written = cloud_.store->Insert(layout::RecordObject(id), DumpJson(RecordJson(r)), 0);
   if (!written) {
     if (written.error().code == ErrorCode::kConflict) {
@@ -322,6 +376,11 @@ Result<SandboxInfo> CloudRunBackend::Get(const std::string& id) {
   if (!r) {
     return Fail(r.error());
   }
+  if (r->mode == "session") {
+    if (auto a = AttachSession(*r); !a) {
+      return Fail(a.error());
+    }
+  }
   return r->info;
 }
 
@@ -340,6 +399,11 @@ Result<std::vector<SandboxInfo>> CloudRunBackend::List() {
       id.pop_back();
     }
     auto r = ReadRecord(id);
+    if (r && r->mode == "session") {
+      if (auto a = AttachSession(*r); !a) {
+        Log(LogLevel::kWarn, "cloudrun.attach_failed", "id={} error=\"{}\"", id, a.error().message);
+      }
+    }
     if (r) {
       out.push_back(r->info);
     } else if (r.error().code != ErrorCode::kNotFound) {
@@ -356,6 +420,18 @@ Result<void> CloudRunBackend::Destroy(const std::string& id) {
     return Fail(r.error());
   }
   sessions_->CancelAll(SandboxRef{id, r->job_id, r->job_guest, {}});
+  if (r->mode == "session") {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = live_.find(id); it != live_.end()) {
+        it->second.destroying = true;
+      }
+    }
+    CancelExecutions(r->job_id);
+    if (tunnels_ != nullptr) {
+      tunnels_->Unregister(id);
+    }
+  }
   if (auto d = cloud_.jobs->DeleteJob(r->job_id); !d && d.error().code != ErrorCode::kNotFound) {
     return Fail(d.error());
   }
@@ -370,6 +446,7 @@ Result<void> CloudRunBackend::Destroy(const std::string& id) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   tokens_.erase(id);
+  live_.erase(id);
   Log(LogLevel::kInfo, "cloudrun.destroyed", "id={} job={}", id, r->job_id);
   return {};
 }

@@ -1,6 +1,7 @@
 #include "backends/cloudrun/cloudrun_options.h"
 
 #include <cctype>
+#include <utility>
 
 namespace agentbox::cloudrun {
 namespace {
@@ -117,6 +118,29 @@ bool ValidBucketName(const std::string& s) {
   return true;
 }
 
+std::string TunnelUrl(const std::string& public_url) {
+  std::string scheme;
+  std::string rest;
+  for (const auto& [from, to] : {std::pair<const char*, const char*>{"http://", "ws://"},
+                                 {"https://", "wss://"},
+                                 {"ws://", "ws://"},
+                                 {"wss://", "wss://"}}) {
+    if (public_url.starts_with(from)) {
+      scheme = to;
+      rest = public_url.substr(std::string(from).size());
+      break;
+    }
+  }
+  if (scheme.empty() || rest.empty() || rest[0] == '/' ||
+      rest.find_first_of(" \t\r\n?#") != std::string::npos) {
+    return "";
+  }
+  while (!rest.empty() && rest.back() == '/') {
+    rest.pop_back();
+  }
+  return scheme + rest + "/v1/tunnel";
+}
+
 Result<CloudRunOptions> OptionsFromConfig(const Config& cfg, const std::string& state_dir,
                                           const std::string& guest_binary) {
   CloudRunOptions o;
@@ -156,15 +180,26 @@ Result<CloudRunOptions> OptionsFromConfig(const Config& cfg, const std::string& 
                 "AGENTBOX_CLOUDRUN_IMAGE='" + o.default_image + "' is not an image reference");
   }
   o.mode = cfg.GetOr("AGENTBOX_CLOUDRUN_MODE", "job");
-  if (o.mode == "session") {
+  if (o.mode != "job" && o.mode != "session") {
     return Fail(ErrorCode::kInvalidArgument,
-                "AGENTBOX_CLOUDRUN_MODE=session is not available yet (issue 9); use "
-                "AGENTBOX_CLOUDRUN_MODE=job (one execution per command)");
+                "AGENTBOX_CLOUDRUN_MODE='" + o.mode + "' is not a mode (job or session)");
   }
-  if (o.mode != "job") {
+  o.public_url = cfg.GetOr("AGENTBOX_PUBLIC_URL", "");
+  if (!o.public_url.empty() && TunnelUrl(o.public_url).empty()) {
     return Fail(ErrorCode::kInvalidArgument,
-                "AGENTBOX_CLOUDRUN_MODE='" + o.mode + "' is not a mode (job)");
+                "AGENTBOX_PUBLIC_URL='" + o.public_url +
+                    "' is not a URL (http://HOST:PORT, https://HOST, ws:// or wss://)");
   }
+  if (o.mode == "session" && o.public_url.empty()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "AGENTBOX_CLOUDRUN_MODE=session needs AGENTBOX_PUBLIC_URL: the address at which "
+                "the executions reach this daemon (their guests dial back to <url>/v1/tunnel)");
+  }
+  auto connect = cfg.GetInt("AGENTBOX_CLOUDRUN_CONNECT_TIMEOUT_S", 60, 1, 3600);
+  if (!connect) {
+    return Fail(connect.error());
+  }
+  o.connect_timeout = std::chrono::seconds(*connect);
   o.service_account = cfg.GetOr("AGENTBOX_CLOUDRUN_SERVICE_ACCOUNT", "");
   if (!o.service_account.empty() && o.service_account.find('@') == std::string::npos) {
     return Fail(ErrorCode::kInvalidArgument, "AGENTBOX_CLOUDRUN_SERVICE_ACCOUNT='" +

@@ -13,7 +13,15 @@ struct CloudRunOptions {
   std::string region = "us-central1";  // SANDBOX_GCP_REGION
   std::string bucket;                  // SANDBOX_GCS_BUCKET (default {project}-sandbox-state)
   std::string default_image = "debian:bookworm-slim";  // AGENTBOX_CLOUDRUN_IMAGE
-  std::string mode = "job";                            // AGENTBOX_CLOUDRUN_MODE
+  // AGENTBOX_CLOUDRUN_MODE: "job" (one execution per command) or "session" (one long execution
+  // per sandbox whose guest dials back); the default of creates that do not say (cloudrun_mode).
+  std::string mode = "job";
+  // AGENTBOX_PUBLIC_URL: the daemon's address as the executions reach it (http[s]:// or ws[s]://;
+  // session mode: the guest connects to <url>/v1/tunnel). Required by session mode.
+  std::string public_url;
+  // Session mode: how long create waits for the guest to dial back once its execution has started
+  // (AGENTBOX_CLOUDRUN_CONNECT_TIMEOUT_S).
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(60)};
   std::string service_account;  // AGENTBOX_CLOUDRUN_SERVICE_ACCOUNT: the jobs' identity
   // AGENTBOX_CLOUDRUN_GUEST_VOLUME: deliver the guest on a read-only Cloud Storage volume (true),
   // or rely on images that carry it at /agentbox/guests/<sha256>/agentbox-guest (false).
@@ -44,9 +52,16 @@ bool ValidProjectId(const std::string& s);
 bool ValidRegion(const std::string& s);
 bool ValidBucketName(const std::string& s);
 
+// The tunnel URL a session-mode guest dials: `public_url` with http(s) turned into ws(s) and
+// "/v1/tunnel" appended (after any path it has). Empty when `public_url` is not such a URL.
+std::string TunnelUrl(const std::string& public_url);
+
+// Cloud Run's longest task timeout (168 h).
+inline constexpr double kMaxTaskTimeoutS = 168 * 3600;
+
 // Reads the cloudrun settings. kInvalidArgument in one sentence naming the key for a missing
 // project, a malformed project/region/bucket/image, an unknown mode or a number out of range;
-// AGENTBOX_CLOUDRUN_MODE=session is refused until session mode exists (issue 9).
+// session mode without a usable AGENTBOX_PUBLIC_URL.
 Result<CloudRunOptions> OptionsFromConfig(const Config& cfg, const std::string& state_dir,
                                           const std::string& guest_binary);
 

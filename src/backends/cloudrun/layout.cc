@@ -197,4 +197,22 @@ Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, con
       {"timeout", DurationSeconds(timeout + o.execution_grace_s)}};
 }
 
+Json BuildSessionOverrides(const CloudRunOptions& o, const std::string& token, double timeout_s,
+                           const std::string& guest_dir, const std::string& job_guest_dir) {
+  Json args = Json::array();
+  if (!guest_dir.empty() && guest_dir != job_guest_dir) {
+    args = Json::array({"exec", layout::GuestPath(guest_dir)});
+  }
+  for (const std::string& a :
+       {std::string("serve"), std::string("--connect"), TunnelUrl(o.public_url),
+        std::string("--workdir"), std::string(layout::kWorkspace)}) {
+    args.push_back(a);
+  }
+  const Json env = Json::array({{{"name", "AGENTBOX_GUEST_TOKEN"}, {"value", token}}});
+  return Json{{"containerOverrides",
+               Json::array({{{"name", layout::kContainerName}, {"args", args}, {"env", env}}})},
+              {"taskCount", 1},
+              {"timeout", DurationSeconds(std::min(timeout_s, kMaxTaskTimeoutS))}};
+}
+
 }  // namespace agentbox::cloudrun

@@ -74,6 +74,13 @@ struct RunRequest {
 };
 Json BuildOverrides(const CloudRunOptions& o, const std::string& sandbox_id, const RunRequest& r);
 
+// Session mode: the execution that runs `agentbox-guest serve --connect <tunnel_url>` for the
+// whole life of the sandbox (timeout_s, at most kMaxTaskTimeoutS). The token travels in the
+// execution's environment (AGENTBOX_GUEST_TOKEN, which the guest reads and removes from its own
+// environment before any session starts), never in its arguments.
+Json BuildSessionOverrides(const CloudRunOptions& o, const std::string& token, double timeout_s,
+                           const std::string& guest_dir, const std::string& job_guest_dir);
+
 // "<n>s" as a protobuf Duration, at least 1 s.
 std::string DurationSeconds(double seconds);
 

@@ -34,6 +34,9 @@ std::string SpecKey(const SandboxSpec& spec) {
             {"network", spec.network == NetworkMode::kHost ? "host" : "none"},
             {"network_name", spec.network_name},
             {"read_only_root", spec.read_only_root}};
+  if (!spec.run_mode.empty()) {
+    j["run_mode"] = spec.run_mode;  // absent when empty: the keys of earlier pools stay valid
+  }
   return DumpJson(j);
 }
 
@@ -54,6 +57,7 @@ Result<SandboxSpec> SpecFromKey(const std::string& key) {
     s.network = net == "host" ? NetworkMode::kHost : NetworkMode::kNone;
     s.network_name = j->at("network_name").get<std::string>();
     s.read_only_root = j->at("read_only_root").get<bool>();
+    s.run_mode = j->value("run_mode", "");
     return s;
   } catch (const Json::exception& e) {
     return Fail(ErrorCode::kInvalidArgument, std::string("pool key: ") + e.what());

@@ -109,6 +109,14 @@ class WarmPool final : public SandboxBackend {
   // The inner backend's sweep. A refill in flight holds its id in the inner backend, which
   // leaves it alone; a pooled sandbox the sweep keeps is adopted as usual.
   Result<RecoveryReport> Recover() override { return inner_->Recover(); }
+  void SetGuestEvents(GuestEvents events) override { inner_->SetGuestEvents(std::move(events)); }
+  void KeepSessionState(const std::string& id, const std::string& session,
+                        const Json& kept) override {
+    inner_->KeepSessionState(id, session, kept);
+  }
+  Result<Json> KeptSessionStates(const std::string& id) override {
+    return inner_->KeptSessionStates(id);
+  }
   // kInvalidArgument if spec.labels holds a pool label.
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;
