@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <algorithm>
 #include <csignal>
 #include <functional>
 #include <iostream>
@@ -42,6 +43,31 @@ void MakeParentDir(const std::string& listen) {
   }
 }
 
+// The certificate and key for "tls:" listen addresses, from AGENTBOX_TLS_CERT / AGENTBOX_TLS_KEY;
+// nullptr when no address asks for TLS. Exits the daemon with a clear message when they are
+// missing or unusable.
+http::TlsContextPtr LoadTls(const Config& cfg, const std::vector<std::string>& endpoints) {
+  const auto tls = std::find_if(endpoints.begin(), endpoints.end(),
+                                [](const std::string& l) { return l.starts_with("tls:"); });
+  if (tls == endpoints.end()) {
+    return nullptr;
+  }
+  const std::string cert = cfg.GetOr("AGENTBOX_TLS_CERT", "");
+  const std::string key = cfg.GetOr("AGENTBOX_TLS_KEY", "");
+  if (cert.empty() || key.empty()) {
+    std::cerr << "agentboxd: listening on " << *tls
+              << " needs AGENTBOX_TLS_CERT (PEM certificate chain) and AGENTBOX_TLS_KEY (PEM "
+                 "private key)\n";
+    std::exit(2);
+  }
+  auto ctx = http::MakeServerTlsContext(cert, key);
+  if (!ctx) {
+    std::cerr << "agentboxd: AGENTBOX_TLS_CERT/AGENTBOX_TLS_KEY: " << ctx.error().message << "\n";
+    std::exit(2);
+  }
+  return *ctx;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,7 +80,9 @@ int main(int argc, char** argv) {
   std::string backend;
   app.add_option("--config", config_file, "KEY=VALUE configuration file");
   app.add_option("--env-file", env_file, ".env file read after the config file (if present)");
-  app.add_option("--listen", listen, "unix:PATH or tcp:HOST:PORT (repeatable)");
+  app.add_option("--listen", listen,
+                 "unix:PATH, tcp:HOST:PORT or tls:HOST:PORT (HTTPS: AGENTBOX_TLS_CERT and "
+                 "AGENTBOX_TLS_KEY) (repeatable)");
   app.add_option("--state-dir", state_dir, "where sandboxes keep their state");
   app.add_option("--backend", backend, "backend for new sandboxes (SANDBOX_BACKEND)");
   try {
@@ -176,12 +204,14 @@ int main(int argc, char** argv) {
 
   const auto endpoints = cfg->GetList("AGENTBOX_LISTEN");
   for (const auto& l : endpoints) {
-    if (l.starts_with("tcp:") && keys.empty()) {
+    if ((l.starts_with("tcp:") || l.starts_with("tls:")) && keys.empty()) {
       std::cerr << "agentboxd: refusing to listen on " << l
                 << " without API keys: set AGENTBOX_API_KEYS\n";
       return 2;
     }
   }
+
+  http::TlsContextPtr tls = LoadTls(*cfg, endpoints);
 
   boost::asio::io_context io;
   daemon::DaemonApi api(io, backends, keys, opts);
@@ -198,6 +228,7 @@ int main(int argc, char** argv) {
   daemon::TunnelEndpoint tunnels(io, {dir + "/tunnels"});
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
+  so.tls = tls;
   so.upgrade = [&tunnels](http::Request req, http::UpgradedSocket s) {
     tunnels.Upgrade(std::move(req), std::move(s));
   };
