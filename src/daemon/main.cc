@@ -123,6 +123,9 @@ int main(int argc, char** argv) {
   const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
   ::mkdir(dir.c_str(), 0700);
 
+  // Before any backend starts (warm pools create sandboxes): a bad certificate stops here.
+  http::TlsContextPtr tls = LoadTls(*cfg, cfg->GetList("AGENTBOX_LISTEN"));
+
   selector::BackendTable table = selector::BuildBackends(*cfg, dir);
   std::map<std::string, SandboxBackend*> backends = table.Pointers();
 
@@ -210,8 +213,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-
-  http::TlsContextPtr tls = LoadTls(*cfg, endpoints);
 
   boost::asio::io_context io;
   daemon::DaemonApi api(io, backends, keys, opts);

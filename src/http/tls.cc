@@ -58,6 +58,13 @@ Result<TlsContextPtr> MakeServerTlsContext(const std::string& cert_file,
                                                  TakeOpenSslError());
   }
   if (SSL_CTX_use_PrivateKey_file(c, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    const unsigned long e = ERR_peek_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      return Fail(ErrorCode::kInvalidArgument, "TLS private key '" + key_file +
+                                                   "' does not belong to the certificate '" +
+                                                   cert_file + "'");
+    }
     return Fail(ErrorCode::kInvalidArgument, "TLS private key '" + key_file +
                                                  "' is not a usable PEM private key: " +
                                                  TakeOpenSslError());
