@@ -7,7 +7,9 @@
 // the local Docker engine, with Cloud Storage volumes as bind mounts (or, with
 // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse, as rclone FUSE mounts with object-store semantics). A test
 // that needs what a backend declares it cannot do (/v1/info capabilities) checks the clear 400
-// and is skipped with the reason printed.
+// and is skipped with the reason printed. The "tunnel" backend exists only in its own build of
+// the suite (AGENTBOX_CONFORMANCE_ONLY), where AGENTBOXD_BIN is the test daemon of
+// tunnel_daemon.cc: its guests are local processes connected through wss:// tunnels.
 #pragma once
 
 #include <curl/curl.h>
@@ -275,6 +277,10 @@ inline Daemon& DaemonFor(const std::string& backend) {
 }
 
 inline std::vector<std::string> Backends() {
+#ifdef AGENTBOX_CONFORMANCE_ONLY
+  // A build of the suite for one backend of its own (the tunnel's test daemon).
+  return {AGENTBOX_CONFORMANCE_ONLY};
+#endif
   const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
   std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
   std::vector<std::string> out;
