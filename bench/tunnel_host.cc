@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   daemon::TunnelEndpoint endpoint(io, {dir + "/tunnels"});
   std::string tunnel_url;
-  fakes::TunnelBackend backend(guest, dir + "/state", endpoint, [&] { return tunnel_url; }, bo);
+  fakes::TunnelBackend backend(
+      guest, dir + "/state", endpoint, [&] { return tunnel_url; }, bo);
   daemon::DaemonOptions opts;
   opts.default_backend = "process";
   opts.spool_dir = dir;

@@ -291,8 +291,10 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
     }
   }
   if (!ws) {
-    Log(LogLevel::kWarn, "tunnel.accept_failed", "sandbox={} error=\"cannot move the connection "
-        "onto a strand\"", e->id);
+    Log(LogLevel::kWarn, "tunnel.accept_failed",
+        "sandbox={} error=\"cannot move the connection "
+        "onto a strand\"",
+        e->id);
     return;
   }
   Strand strand = *strand_opt;

@@ -6,8 +6,8 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 #include <random>
@@ -136,20 +136,18 @@ struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt<Ws>> {
       Done(r.error().message);
       return;
     }
-    tls.async_handshake(asio::ssl::stream_base::client,
-                        [self = shared_from_this()](error_code ec) {
-                          if (ec) {
-                            const std::string ca = self->client.opts_.ca_file.empty()
-                                                       ? "the system's CAs"
-                                                       : "--ca-file " + self->client.opts_.ca_file;
-                            self->Done("TLS handshake failed: " +
-                                       http::TlsHandshakeError(self->ws->next_layer(), ec) +
-                                       " (the daemon's certificate is checked against " + ca +
-                                       " and must name '" + self->client.url_.host + "')");
-                            return;
-                          }
-                          self->Handshake();
-                        });
+    tls.async_handshake(asio::ssl::stream_base::client, [self = shared_from_this()](error_code ec) {
+      if (ec) {
+        const std::string ca = self->client.opts_.ca_file.empty()
+                                   ? "the system's CAs"
+                                   : "--ca-file " + self->client.opts_.ca_file;
+        self->Done("TLS handshake failed: " + http::TlsHandshakeError(self->ws->next_layer(), ec) +
+                   " (the daemon's certificate is checked against " + ca + " and must name '" +
+                   self->client.url_.host + "')");
+        return;
+      }
+      self->Handshake();
+    });
   }
 
   void Handshake() {

@@ -7,10 +7,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
@@ -93,21 +93,20 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
             self->RefusePlainHttp();
             return;
           }
-          self->socket_.async_handshake(
-              asio::ssl::stream_base::server, self->buffer_.data(),
-              [self](beast::error_code hec, size_t used) {
-                ++self->timer_gen_;
-                self->timer_.cancel();
-                if (hec) {
-                  Log(LogLevel::kDebug, "http.tls_handshake_failed", "peer={} error=\"{}\"",
-                      self->peer_, hec.message());
-                  beast::error_code ignored;
-                  self->Lowest().close(ignored);
-                  return;
-                }
-                self->buffer_.consume(used);
-                self->ReadHeader();
-              });
+          self->socket_.async_handshake(asio::ssl::stream_base::server, self->buffer_.data(),
+                                        [self](beast::error_code hec, size_t used) {
+                                          ++self->timer_gen_;
+                                          self->timer_.cancel();
+                                          if (hec) {
+                                            Log(LogLevel::kDebug, "http.tls_handshake_failed",
+                                                "peer={} error=\"{}\"", self->peer_, hec.message());
+                                            beast::error_code ignored;
+                                            self->Lowest().close(ignored);
+                                            return;
+                                          }
+                                          self->buffer_.consume(used);
+                                          self->ReadHeader();
+                                        });
         });
   }
 
@@ -117,9 +116,8 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     const std::string body = opts_.error_body ? opts_.error_body(400, message) : message;
     auto out = std::make_shared<std::string>(
         "HTTP/1.1 400 Bad Request\r\nServer: agentbox\r\nContent-Type: " +
-        std::string(opts_.error_body ? "application/json" : "text/plain") +
-        "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-        body);
+        std::string(opts_.error_body ? "application/json" : "text/plain") + "\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
     asio::async_write(Lowest(), asio::buffer(*out),
                       [self = this->shared_from_this(), out](beast::error_code, size_t) {
                         beast::error_code ignored;
@@ -403,8 +401,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
                             [self, keep](beast::error_code wec, size_t) {
                               if (wec || !keep) {
                                 beast::error_code ignored;
-                                self->Lowest().shutdown(asio::socket_base::shutdown_send,
-                                                        ignored);
+                                self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
                                 return;
                               }
                               self->ReadHeader();
@@ -601,8 +598,9 @@ Result<std::string> Server::Listen(const std::string& spec) {
   }
   const bool tls = spec.starts_with("tls:");
   if (tls && !impl_->options.tls) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "'" + spec + "' needs a TLS certificate and key (AGENTBOX_TLS_CERT, AGENTBOX_TLS_KEY)");
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        "'" + spec + "' needs a TLS certificate and key (AGENTBOX_TLS_CERT, AGENTBOX_TLS_KEY)");
   }
   if (spec.starts_with("tcp:") || tls) {
     const std::string scheme = tls ? "tls" : "tcp";
@@ -633,8 +631,8 @@ Result<std::string> Server::Listen(const std::string& spec) {
     if (ec) {
       return Fail(ErrorCode::kInvalidArgument, "invalid address '" + host + "' (numeric only)");
     }
-    auto a = std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher,
-                                                       impl_->options, tls);
+    auto a = std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher, impl_->options,
+                                                       tls);
     if (auto r = a->Open({addr, static_cast<unsigned short>(port)}); !r) {
       return Fail(ErrorCode::kUnavailable, spec + ": " + r.error().message);
     }
@@ -647,9 +645,9 @@ Result<std::string> Server::Listen(const std::string& spec) {
     }
     return scheme + ":" + h + ":" + std::to_string(ep.port());
   }
-  return Fail(ErrorCode::kInvalidArgument,
-              "listen address must be unix:PATH, tcp:HOST:PORT or tls:HOST:PORT, got '" + spec +
-                  "'");
+  return Fail(
+      ErrorCode::kInvalidArgument,
+      "listen address must be unix:PATH, tcp:HOST:PORT or tls:HOST:PORT, got '" + spec + "'");
 }
 
 void Server::Adopt(asio::local::stream_protocol::socket socket, const std::string& peer) {

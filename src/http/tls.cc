@@ -53,9 +53,9 @@ Result<TlsContextPtr> MakeServerTlsContext(const std::string& cert_file,
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_use_certificate_chain_file(c, cert_file.c_str()) != 1) {
-    return Fail(ErrorCode::kInvalidArgument, "TLS certificate '" + cert_file +
-                                                 "' is not a usable PEM certificate chain: " +
-                                                 TakeOpenSslError());
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS certificate '" + cert_file +
+                    "' is not a usable PEM certificate chain: " + TakeOpenSslError());
   }
   if (SSL_CTX_use_PrivateKey_file(c, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     const unsigned long e = ERR_peek_error();
@@ -65,9 +65,9 @@ Result<TlsContextPtr> MakeServerTlsContext(const std::string& cert_file,
                                                    "' does not belong to the certificate '" +
                                                    cert_file + "'");
     }
-    return Fail(ErrorCode::kInvalidArgument, "TLS private key '" + key_file +
-                                                 "' is not a usable PEM private key: " +
-                                                 TakeOpenSslError());
+    return Fail(ErrorCode::kInvalidArgument,
+                "TLS private key '" + key_file +
+                    "' is not a usable PEM private key: " + TakeOpenSslError());
   }
   if (SSL_CTX_check_private_key(c) != 1) {
     return Fail(ErrorCode::kInvalidArgument, "TLS private key '" + key_file +
@@ -94,9 +94,8 @@ Result<TlsContextPtr> MakeClientTlsContext(const std::string& ca_file) {
     return tl::unexpected(r.error());
   }
   if (SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr) != 1) {
-    return Fail(ErrorCode::kInvalidArgument, "CA file '" + ca_file +
-                                                 "' holds no usable PEM certificate: " +
-                                                 TakeOpenSslError());
+    return Fail(ErrorCode::kInvalidArgument,
+                "CA file '" + ca_file + "' holds no usable PEM certificate: " + TakeOpenSslError());
   }
   return ctx;
 }

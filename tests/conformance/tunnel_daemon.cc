@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   bo.name = "tunnel";
   bo.ca_file = ca->cert_file;
   bo.workspace_at_root = true;
-  fakes::TunnelBackend backend(AGENTBOX_GUEST_BIN, state + "/tunnel", endpoint,
-                               [&wss] { return wss; }, bo);
+  fakes::TunnelBackend backend(
+      AGENTBOX_GUEST_BIN, state + "/tunnel", endpoint, [&wss] { return wss; }, bo);
   daemon::DaemonOptions opts;
   opts.default_backend = "tunnel";
   opts.spool_dir = state;

@@ -2,6 +2,8 @@
 // the daemon's API over https:// (REST, uploads, downloads, the SSE stream, the tunnel endpoint),
 // guests that dial wss:// and verify the daemon's certificate and name, plain HTTP sent to the
 // TLS port, agentboxd's start-up errors for certificates, and the CLI over https://.
+#include "http/tls.h"
+
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -19,7 +21,6 @@
 #include "fakes/test_certs.h"
 #include "fakes/tunnel_backend.h"
 #include "http/envelope.h"
-#include "http/tls.h"
 
 namespace agentbox::daemon {
 namespace {
@@ -262,21 +263,22 @@ TEST_F(TlsTest, GuestRefusesACaFileItCannotUseOrThatIsNotForWss) {
   const std::string guest = AGENTBOX_GUEST_BIN;
   const std::string tok = dir_ + "/tok";
   std::ofstream(tok) << "sb-x.secret\n";
-  EXPECT_EQ(RunShell(guest + " serve --workdir /tmp --token-file " + tok +
-                    " --connect wss://127.0.0.1:1/v1/tunnel --ca-file " + dir_ + "/missing.pem",
-                &out),
-            2);
+  EXPECT_EQ(
+      RunShell(guest + " serve --workdir /tmp --token-file " + tok +
+                   " --connect wss://127.0.0.1:1/v1/tunnel --ca-file " + dir_ + "/missing.pem",
+               &out),
+      2);
   EXPECT_NE(out.find("missing.pem' cannot be read"), std::string::npos) << out;
   out.clear();
   EXPECT_EQ(RunShell(guest + " serve --workdir /tmp --token-file " + tok +
-                    " --connect wss://127.0.0.1:1/v1/tunnel --ca-file " + tok,
-                &out),
+                         " --connect wss://127.0.0.1:1/v1/tunnel --ca-file " + tok,
+                     &out),
             2);
   EXPECT_NE(out.find("holds no usable PEM certificate"), std::string::npos) << out;
   out.clear();
   EXPECT_EQ(RunShell(guest + " serve --workdir /tmp --token-file " + tok +
-                    " --connect ws://127.0.0.1:1/v1/tunnel --ca-file " + ca_.cert_file,
-                &out),
+                         " --connect ws://127.0.0.1:1/v1/tunnel --ca-file " + ca_.cert_file,
+                     &out),
             2);
   EXPECT_NE(out.find("--ca-file is for wss://"), std::string::npos) << out;
 }
@@ -312,14 +314,14 @@ TEST_F(TlsTest, PlainHttpToTheTlsPortGetsAClearAnswer) {
 }
 
 TEST_F(TlsTest, TheCliTalksHttps) {
-  const std::string cli = std::string(AGENTBOX_CLI_BIN) + " --url " + tls_base_ +
-                          " --api-key key-alice ";
+  const std::string cli =
+      std::string(AGENTBOX_CLI_BIN) + " --url " + tls_base_ + " --api-key key-alice ";
   std::string out;
   ASSERT_EQ(RunShell(cli + "--ca-file " + ca_.cert_file + " create", &out), 0) << out;
   std::string id = out.substr(0, out.find_first_of("\r\n"));
   out.clear();
-  EXPECT_EQ(RunShell(cli + "--ca-file " + ca_.cert_file + " exec " + id + " -- echo over-tls", &out),
-            0)
+  EXPECT_EQ(
+      RunShell(cli + "--ca-file " + ca_.cert_file + " exec " + id + " -- echo over-tls", &out), 0)
       << out;
   EXPECT_NE(out.find("over-tls"), std::string::npos) << out;
   out.clear();
@@ -354,9 +356,9 @@ class AgentboxdTls : public ::testing::Test {
   int Start(const std::string& config, std::string* out) {
     std::ofstream(dir_ + "/d.conf") << kQuiet << config;
     return RunShell(std::string("timeout 20 ") + AGENTBOXD_BIN + " --listen tls:127.0.0.1:0" +
-                   " --state-dir " + dir_ + "/state --backend jail --env-file /dev/null" +
-                   " --config " + dir_ + "/d.conf",
-               out);
+                        " --state-dir " + dir_ + "/state --backend jail --env-file /dev/null" +
+                        " --config " + dir_ + "/d.conf",
+                    out);
   }
 
   std::string dir_;
@@ -369,22 +371,22 @@ TEST_F(AgentboxdTls, StartUpErrorsNameTheProblem) {
   EXPECT_EQ(Start("", &out), 2);
   EXPECT_NE(out.find("needs AGENTBOX_TLS_CERT"), std::string::npos) << out;
   out.clear();
-  EXPECT_EQ(Start("AGENTBOX_TLS_CERT=" + dir_ + "/nope.crt\nAGENTBOX_TLS_KEY=" + cert_.key_file +
-                      "\n",
-                  &out),
-            2);
+  EXPECT_EQ(
+      Start("AGENTBOX_TLS_CERT=" + dir_ + "/nope.crt\nAGENTBOX_TLS_KEY=" + cert_.key_file + "\n",
+            &out),
+      2);
   EXPECT_NE(out.find("nope.crt' cannot be read: No such file"), std::string::npos) << out;
   out.clear();
-  EXPECT_EQ(Start("AGENTBOX_TLS_CERT=" + cert_.cert_file + "\nAGENTBOX_TLS_KEY=" + ca_.key_file +
-                      "\n",
-                  &out),
-            2);
+  EXPECT_EQ(
+      Start("AGENTBOX_TLS_CERT=" + cert_.cert_file + "\nAGENTBOX_TLS_KEY=" + ca_.key_file + "\n",
+            &out),
+      2);
   EXPECT_NE(out.find("does not belong to the certificate"), std::string::npos) << out;
   out.clear();
-  EXPECT_EQ(Start("AGENTBOX_TLS_CERT=" + cert_.key_file + "\nAGENTBOX_TLS_KEY=" + cert_.key_file +
-                      "\n",
-                  &out),
-            2);
+  EXPECT_EQ(
+      Start("AGENTBOX_TLS_CERT=" + cert_.key_file + "\nAGENTBOX_TLS_KEY=" + cert_.key_file + "\n",
+            &out),
+      2);
   EXPECT_NE(out.find("is not a usable PEM certificate chain"), std::string::npos) << out;
 }
 
@@ -398,8 +400,8 @@ TEST_F(AgentboxdTls, ServesHttpsWithAGoodCertificate) {
     (void)f;
     const std::string state = dir_ + "/state", conf = dir_ + "/d.conf";
     ::execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--listen", "tls:127.0.0.1:0", "--state-dir",
-            state.c_str(), "--backend", "jail", "--env-file", "/dev/null", "--config",
-            conf.c_str(), nullptr);
+            state.c_str(), "--backend", "jail", "--env-file", "/dev/null", "--config", conf.c_str(),
+            nullptr);
     ::_exit(127);
   }
   std::string address;

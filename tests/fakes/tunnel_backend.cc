@@ -133,10 +133,8 @@ ProbeResult TunnelBackend::Probe() {
 
 Result<pid_t> TunnelBackend::Spawn(const std::string& id, const Box& b) {
   const std::string tokfile = b.dir + "/token";
-  std::vector<std::string> args = {guest_,     "serve",        "--connect",
-                                   url_(),     "--workdir",    "",
-                                   "--token-file", tokfile,    "--log-level",
-                                   "warn"};
+  std::vector<std::string> args = {guest_, "serve",        "--connect", url_(),        "--workdir",
+                                   "",     "--token-file", tokfile,     "--log-level", "warn"};
   args[5] = opts_.workspace_at_root ? "/workspace" : b.dir + "/workspace";
   if (!opts_.ca_file.empty()) {
     args.insert(args.end(), {"--ca-file", opts_.ca_file});
