@@ -10,9 +10,10 @@
 // agentbox-guest-bench --target <daemon> --prefix <prefix> then measures exec through the daemon
 // and the tunnel, as a client sees it; --target <tunnel> --token <token> measures the tunnel
 // alone. Over TCP the daemon takes the API key "k1" (bench/wrk_file_exists.lua sends it). Runs
-// until its stdin closes.
+// until its stdin closes. With --tls the guest dials wss:// instead: the daemon also listens on
+// tls:127.0.0.1:0 with a certificate made at start-up, and the guest verifies it (--ca-file).
 //
-//   agentbox-tunnel-host --guest build/release/src/guest/agentbox-guest
+//   agentbox-tunnel-host --guest build/release/src/guest/agentbox-guest [--tls]
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -27,6 +28,7 @@
 #include "common/log.h"
 #include "daemon/daemon_api.h"
 #include "daemon/tunnel_endpoint.h"
+#include "fakes/test_certs.h"
 #include "fakes/tunnel_backend.h"
 #include "http/envelope.h"
 #include "http/server.h"
@@ -36,8 +38,10 @@ using namespace agentbox;
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   std::string guest;
+  bool tls = false;
   CLI::App app{"The daemon's end of one guest tunnel, for benchmarks"};
   app.add_option("--guest", guest, "agentbox-guest binary")->required();
+  app.add_flag("--tls", tls, "the guest dials wss:// (a certificate made at start-up)");
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(LogLevel::kWarn);
 
@@ -47,10 +51,26 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string dir = tmpl;
+  fakes::TunnelBackendOptions bo;
+  http::TlsContextPtr tls_ctx;
+  if (tls) {
+    auto ca = fakes::MakeTestCa(dir, "ca");
+    auto cert = ca ? fakes::MakeTestServerCert(*ca, dir, "daemon", {"127.0.0.1"}, {})
+                   : Result<fakes::TestServerCert>(tl::unexpected(ca.error()));
+    auto ctx = cert ? http::MakeServerTlsContext(cert->cert_file, cert->key_file)
+                    : Result<http::TlsContextPtr>(tl::unexpected(cert.error()));
+    if (!ctx) {
+      std::cerr << ctx.error().message << "\n";
+      return 1;
+    }
+    tls_ctx = *ctx;
+    bo.ca_file = ca->cert_file;
+  }
   boost::asio::io_context io;
   daemon::TunnelEndpoint endpoint(io, {dir + "/tunnels"});
   std::string tunnel_url;
-  fakes::TunnelBackend backend(guest, dir + "/state", endpoint, [&] { return tunnel_url; });
+  fakes::TunnelBackend backend(
+      guest, dir + "/state", endpoint, [&] { return tunnel_url; }, bo);
   daemon::DaemonOptions opts;
   opts.default_backend = "process";
   opts.spool_dir = dir;
@@ -58,6 +78,7 @@ int main(int argc, char** argv) {
   api.Start();
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
+  so.tls = tls_ctx;
   so.upgrade = [&](http::Request req, http::UpgradedSocket s) {
     endpoint.Upgrade(std::move(req), std::move(s));
   };
@@ -69,6 +90,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   tunnel_url = "ws://" + tcp->substr(4) + "/v1/tunnel";
+  if (tls) {
+    auto bound = server.Listen("tls:127.0.0.1:0");
+    if (!bound) {
+      std::cerr << bound.error().message << "\n";
+      return 1;
+    }
+    tunnel_url = "wss://" + bound->substr(4) + "/v1/tunnel";
+  }
   std::thread t1([&] { io.run(); });
   std::thread t2([&] { io.run(); });
   int rc = 0;
@@ -103,6 +132,7 @@ int main(int argc, char** argv) {
                       {"prefix", "/v1/sandboxes/" + id},
                       {"guest_pid", backend.GuestPid(id)},
                       {"tunnel", sb ? sb->guest_endpoint : ""},
+                      {"tunnel_url", tunnel_url},
                       {"token", sb ? sb->guest_token : ""}}
                      .dump()
               << std::endl;

@@ -113,6 +113,15 @@ Error TransportError(CURL* c, CURLcode code, const Endpoint& ep, const char* err
     case CURLE_UNSUPPORTED_PROTOCOL:
       return Error{ErrorCode::kInvalidArgument,
                    "invalid agentboxd address '" + ep.Describe() + "': " + what};
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CONNECT_ERROR:
+      return Error{ErrorCode::kUnavailable,
+                   "cannot reach agentboxd at " + ep.Describe() + " over TLS: " + what + " (" +
+                       (ep.ca_file.empty() ? std::string("checked against the system's CAs; ")
+                                           : "checked against --ca-file " + ep.ca_file + "; ") +
+                       "give the CA that signed the daemon's certificate with --ca-file or "
+                       "AGENTBOX_CA_FILE)"};
     default:
       return Error{ErrorCode::kUnavailable,
                    "request to agentboxd at " + ep.Describe() + " failed: " + what};
@@ -132,6 +141,9 @@ class Request {
       url = "http://agentboxd" + path;
     } else {
       url = ep.base_url + path;
+      if (!ep.ca_file.empty()) {
+        curl_easy_setopt(c_, CURLOPT_CAINFO, ep.ca_file.c_str());
+      }
     }
     curl_easy_setopt(c_, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c_, CURLOPT_CUSTOMREQUEST, method.c_str());
@@ -274,7 +286,7 @@ std::string Endpoint::Describe() const {
 }
 
 Endpoint ResolveEndpoint(const std::string& url_flag, const std::string& socket_flag,
-                         const std::string& key_flag) {
+                         const std::string& key_flag, const std::string& ca_flag) {
   Endpoint ep;
   std::string url = url_flag;
   std::string socket = socket_flag;
@@ -293,6 +305,7 @@ Endpoint ResolveEndpoint(const std::string& url_flag, const std::string& socket_
     ep.unix_socket = socket.empty() ? kDefaultSocket : socket;
   }
   ep.api_key = key_flag.empty() ? Env("AGENTBOX_API_KEY") : key_flag;
+  ep.ca_file = ca_flag.empty() ? Env("AGENTBOX_CA_FILE") : ca_flag;
   return ep;
 }
 

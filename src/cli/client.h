@@ -15,17 +15,20 @@ inline constexpr const char* kDefaultSocket = "/run/agentbox/agentboxd.sock";
 // Where agentboxd listens and how to authenticate to it.
 struct Endpoint {
   std::string unix_socket;  // used when base_url is empty; the socket's file mode is the auth
-  std::string base_url;     // "http://HOST:PORT" without a trailing slash; needs api_key
+  std::string base_url;     // "http(s)://HOST:PORT" without a trailing slash; needs api_key
   std::string api_key;      // sent as "Authorization: Bearer KEY" when non-empty
+  // https://: PEM CA certificates the daemon's certificate must chain to (empty: the system's
+  // CAs). The certificate and its host name are always verified.
+  std::string ca_file;
 
   // "unix:/run/agentbox/agentboxd.sock" or the base URL: how error messages name the daemon.
   std::string Describe() const;
 };
 
 // Resolves the endpoint from flags first, then $AGENTBOX_URL / $AGENTBOX_SOCKET /
-// $AGENTBOX_API_KEY, then the default socket. `url` may also be "unix:PATH".
+// $AGENTBOX_API_KEY / $AGENTBOX_CA_FILE, then the default socket. `url` may also be "unix:PATH".
 Endpoint ResolveEndpoint(const std::string& url_flag, const std::string& socket_flag,
-                         const std::string& key_flag);
+                         const std::string& key_flag, const std::string& ca_flag = "");
 
 // One HTTP exchange with the daemon. `envelope` is the parsed {success, message, data} body, or
 // null when the body was not JSON.

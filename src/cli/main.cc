@@ -32,11 +32,15 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
 
-  std::string url, socket, api_key;
+  std::string url, socket, api_key, ca_file;
   app.add_option("--url", url,
-                 "agentboxd over TCP: http://HOST:PORT (or unix:PATH) [$AGENTBOX_URL]");
+                 "agentboxd over TCP: http://HOST:PORT or https://HOST:PORT (or unix:PATH) "
+                 "[$AGENTBOX_URL]");
   app.add_option("--socket", socket, "agentboxd's unix socket [$AGENTBOX_SOCKET]");
   app.add_option("--api-key", api_key, "API key for TCP [$AGENTBOX_API_KEY]");
+  app.add_option("--ca-file", ca_file,
+                 "https://: PEM CA certificates to verify agentboxd's certificate with (default: "
+                 "the system's CAs) [$AGENTBOX_CA_FILE]");
 
   std::function<int(DaemonClient&)> run;
 
@@ -268,7 +272,7 @@ int Main(int argc, char** argv) {
     return ReportError("no command given (see agentbox --help)");
   }
   CurlGlobal curl;
-  DaemonClient client(ResolveEndpoint(url, socket, api_key));
+  DaemonClient client(ResolveEndpoint(url, socket, api_key, ca_file));
   return run(client);
 }
 

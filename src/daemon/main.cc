@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -45,6 +46,31 @@ void MakeParentDir(const std::string& listen) {
   }
 }
 
+// The certificate and key for "tls:" listen addresses, from AGENTBOX_TLS_CERT / AGENTBOX_TLS_KEY;
+// nullptr when no address asks for TLS. Exits the daemon with a clear message when they are
+// missing or unusable.
+http::TlsContextPtr LoadTls(const Config& cfg, const std::vector<std::string>& endpoints) {
+  const auto tls = std::find_if(endpoints.begin(), endpoints.end(),
+                                [](const std::string& l) { return l.starts_with("tls:"); });
+  if (tls == endpoints.end()) {
+    return nullptr;
+  }
+  const std::string cert = cfg.GetOr("AGENTBOX_TLS_CERT", "");
+  const std::string key = cfg.GetOr("AGENTBOX_TLS_KEY", "");
+  if (cert.empty() || key.empty()) {
+    std::cerr << "agentboxd: listening on " << *tls
+              << " needs AGENTBOX_TLS_CERT (PEM certificate chain) and AGENTBOX_TLS_KEY (PEM "
+                 "private key)\n";
+    std::exit(2);
+  }
+  auto ctx = http::MakeServerTlsContext(cert, key);
+  if (!ctx) {
+    std::cerr << "agentboxd: AGENTBOX_TLS_CERT/AGENTBOX_TLS_KEY: " << ctx.error().message << "\n";
+    std::exit(2);
+  }
+  return *ctx;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,7 +88,9 @@ int main(int argc, char** argv) {
   std::string backend;
   app.add_option("--config", config_file, "KEY=VALUE configuration file");
   app.add_option("--env-file", env_file, ".env file read after the config file (if present)");
-  app.add_option("--listen", listen, "unix:PATH or tcp:HOST:PORT (repeatable)");
+  app.add_option("--listen", listen,
+                 "unix:PATH, tcp:HOST:PORT or tls:HOST:PORT (HTTPS: AGENTBOX_TLS_CERT and "
+                 "AGENTBOX_TLS_KEY) (repeatable)");
   app.add_option("--state-dir", state_dir, "where sandboxes keep their state");
   app.add_option("--backend", backend, "backend for new sandboxes (SANDBOX_BACKEND)");
   try {
@@ -102,6 +130,9 @@ int main(int argc, char** argv) {
                                 : LogLevel::kInfo);
   const std::string dir = cfg->GetOr("AGENTBOX_STATE_DIR", "/var/lib/agentbox");
   ::mkdir(dir.c_str(), 0700);
+
+  // Before any backend starts (warm pools create sandboxes): a bad certificate stops here.
+  http::TlsContextPtr tls = LoadTls(*cfg, cfg->GetList("AGENTBOX_LISTEN"));
 
   // Guests that dial out (docs/tunnel.md) connect to GET /v1/tunnel on the listen addresses;
   // backends (cloudrun session mode) register their sandboxes with the endpoint to get the token
@@ -202,7 +233,7 @@ int main(int argc, char** argv) {
 
   const auto endpoints = cfg->GetList("AGENTBOX_LISTEN");
   for (const auto& l : endpoints) {
-    if (l.starts_with("tcp:") && keys.empty()) {
+    if ((l.starts_with("tcp:") || l.starts_with("tls:")) && keys.empty()) {
       std::cerr << "agentboxd: refusing to listen on " << l
                 << " without API keys: set AGENTBOX_API_KEYS\n";
       return 2;
@@ -220,6 +251,7 @@ int main(int argc, char** argv) {
   }
   http::ServerOptions so;
   so.error_body = &http::ErrorBody;
+  so.tls = tls;
   so.upgrade = [&tunnels](http::Request req, http::UpgradedSocket s) {
     tunnels.Upgrade(std::move(req), std::move(s));
   };

@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <optional>
 
 #include "common/log.h"
@@ -51,8 +52,8 @@ void Refuse(std::shared_ptr<Socket> s, int status, const std::string& message) {
   auto msg = std::make_shared<std::string>(http::tunnel::CannedResponse(status, message));
   asio::async_write(*s, asio::buffer(*msg), [s, msg](error_code, size_t) {
     error_code ignored;
-    s->shutdown(Socket::shutdown_send, ignored);
-    s->close(ignored);
+    beast::get_lowest_layer(*s).shutdown(asio::socket_base::shutdown_send, ignored);
+    beast::get_lowest_layer(*s).close(ignored);
   });
 }
 
@@ -275,20 +276,38 @@ void TunnelEndpoint::Accept(http::Request req, Socket socket) {
     return;
   }
   using Ws = websocket::stream<Socket>;
+  using Strand = asio::strand<asio::io_context::executor_type>;
   // Every operation of the WebSocket, its keep-alive timer included, must run on the Mux's
-  // strand: the socket moves onto it (the server accepted it on the bare io_context).
-  auto strand = asio::make_strand(io_);
-  error_code pec;
-  const auto protocol = sock->local_endpoint(pec).protocol();
-  Socket on_strand(strand);
-  if (!pec) {
-    on_strand.assign(protocol, sock->release(pec));
+  // strand. A TLS connection was accepted on a strand already (http::Server), which it keeps: its
+  // ssl::stream cannot change executors. A plain socket moves onto a new strand (the server
+  // accepted it on the bare io_context).
+  std::optional<Strand> strand_opt;
+  std::unique_ptr<Ws> ws;
+  if constexpr (std::is_same_v<Socket, http::TlsSocket>) {
+    if (const Strand* st = sock->get_executor().template target<Strand>()) {
+      strand_opt.emplace(*st);
+      ws = std::make_unique<Ws>(std::move(*sock));
+    }
+  } else {
+    strand_opt.emplace(asio::make_strand(io_));
+    error_code pec;
+    const auto protocol = sock->local_endpoint(pec).protocol();
+    Socket on_strand(*strand_opt);
+    if (!pec) {
+      on_strand.assign(protocol, sock->release(pec));
+    }
+    if (!pec) {
+      ws = std::make_unique<Ws>(std::move(on_strand));
+    }
   }
-  if (pec) {
-    Log(LogLevel::kWarn, "tunnel.accept_failed", "sandbox={} error=\"{}\"", e->id, pec.message());
+  if (!ws) {
+    Log(LogLevel::kWarn, "tunnel.accept_failed",
+        "sandbox={} error=\"cannot move the connection "
+        "onto a strand\"",
+        e->id);
     return;
   }
-  auto ws = std::make_unique<Ws>(std::move(on_strand));
+  Strand strand = *strand_opt;
   websocket::stream_base::timeout t;
   t.handshake_timeout = std::chrono::seconds(10);
   t.idle_timeout = opts_.idle_timeout;

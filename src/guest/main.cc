@@ -242,9 +242,11 @@ int main(int argc, char** argv) {
                     "require this X-Access-Token (or set AGENTBOX_GUEST_TOKEN)");
   serve->add_option("--token-file", sa.token_file, "read the token from this file");
   serve->add_option("--connect", sa.connect,
-                    "also serve through a tunnel to agentboxd at this ws:// URL, authenticated by "
-                    "the token (docs/tunnel.md)");
-  serve->add_option("--ca-file", sa.ca_file, "wss://: CA certificates to verify agentboxd with");
+                    "also serve through a tunnel to agentboxd at this ws:// or wss:// URL, "
+                    "authenticated by the token (docs/tunnel.md)");
+  serve->add_option("--ca-file", sa.ca_file,
+                    "wss://: PEM CA certificates agentboxd's certificate must chain to (default: "
+                    "the system's CAs); its host name or IP is always verified");
   serve->add_option("--service", sa.services,
                     "NAME=COMMAND: a service started with the guest and reported, stopped and "
                     "restarted by /api/v1/supervisor/* (repeatable; also AGENTBOX_SERVICES, a "

@@ -6,8 +6,10 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <random>
 
 #include "common/log.h"
@@ -56,12 +58,26 @@ Result<TunnelUrl> ParseTunnelUrl(const std::string& url) {
   return u;
 }
 
-using Ws = websocket::stream<tcp::socket>;
+using PlainWs = websocket::stream<tcp::socket>;
+using TlsWs = websocket::stream<http::TlsSocket>;
 
-// One connection attempt: resolve, connect (with a deadline), WebSocket handshake.
-struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt> {
-  Attempt(TunnelClient& c)
-      : client(c), resolver(c.strand_), ws(std::make_unique<Ws>(c.strand_)), deadline(c.strand_) {}
+// One connection attempt: resolve, connect (with a deadline), TLS handshake (wss://), WebSocket
+// handshake.
+template <class Ws>
+struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt<Ws>> {
+  static constexpr bool kTls = std::is_same_v<Ws, TlsWs>;
+  using std::enable_shared_from_this<Attempt<Ws>>::shared_from_this;
+
+  explicit Attempt(TunnelClient& c)
+      : client(c), resolver(c.strand_), ws(MakeWs(c)), deadline(c.strand_) {}
+
+  static std::unique_ptr<Ws> MakeWs(TunnelClient& c) {
+    if constexpr (kTls) {
+      return std::make_unique<Ws>(c.strand_, *c.tls_);
+    } else {
+      return std::make_unique<Ws>(c.strand_);
+    }
+  }
 
   void Run() {
     deadline.expires_after(std::chrono::seconds(10));
@@ -101,13 +117,40 @@ struct TunnelClient::Attempt : std::enable_shared_from_this<Attempt> {
                             self->Done("cannot connect: " + cec.message());
                             return;
                           }
-                          self->Handshake();
+                          error_code ignored;
+                          beast::get_lowest_layer(*self->ws).set_option(tcp::no_delay(true),
+                                                                        ignored);
+                          if constexpr (kTls) {
+                            self->TlsHandshake();
+                          } else {
+                            self->Handshake();
+                          }
                         });
   }
 
+  // The daemon's certificate must chain to --ca-file (or a system CA) and name the URL's host;
+  // a failure is reported with OpenSSL's verification result and retried like any other.
+  void TlsHandshake() {
+    auto& tls = ws->next_layer();
+    if (auto r = http::SetTlsPeerName(tls, client.url_.host); !r) {
+      Done(r.error().message);
+      return;
+    }
+    tls.async_handshake(asio::ssl::stream_base::client, [self = shared_from_this()](error_code ec) {
+      if (ec) {
+        const std::string ca = self->client.opts_.ca_file.empty()
+                                   ? "the system's CAs"
+                                   : "--ca-file " + self->client.opts_.ca_file;
+        self->Done("TLS handshake failed: " + http::TlsHandshakeError(self->ws->next_layer(), ec) +
+                   " (the daemon's certificate is checked against " + ca + " and must name '" +
+                   self->client.url_.host + "')");
+        return;
+      }
+      self->Handshake();
+    });
+  }
+
   void Handshake() {
-    error_code ignored;
-    beast::get_lowest_layer(*ws).set_option(tcp::no_delay(true), ignored);
     websocket::stream_base::timeout t;
     t.handshake_timeout = std::chrono::seconds(10);
     t.idle_timeout = client.opts_.idle_timeout;
@@ -167,8 +210,14 @@ Result<void> TunnelClient::Start() {
     return tl::unexpected(u.error());
   }
   if (u->tls) {
+    auto ctx = http::MakeClientTlsContext(opts_.ca_file);
+    if (!ctx) {
+      return Fail(ErrorCode::kInvalidArgument, "wss:// " + ctx.error().message);
+    }
+    tls_ = *ctx;
+  } else if (!opts_.ca_file.empty()) {
     return Fail(ErrorCode::kInvalidArgument,
-                "wss:// is not supported by this guest yet: use ws:// (docs/tunnel.md)");
+                "--ca-file is for wss:// URLs; '" + opts_.url + "' is not encrypted");
   }
   url_ = *u;
   asio::dispatch(strand_, [this] { Dial(); });
@@ -190,7 +239,11 @@ void TunnelClient::Dial() {
   if (stopped_) {
     return;
   }
-  std::make_shared<Attempt>(*this)->Run();
+  if (url_.tls) {
+    std::make_shared<Attempt<TlsWs>>(*this)->Run();
+  } else {
+    std::make_shared<Attempt<PlainWs>>(*this)->Run();
+  }
 }
 
 void TunnelClient::Retry(const std::string& why) {

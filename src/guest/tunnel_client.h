@@ -14,9 +14,12 @@
 namespace agentbox::guest {
 
 struct TunnelClientOptions {
-  std::string url;      // ws://HOST:PORT/v1/tunnel (wss:// when built with TLS support)
-  std::string token;    // sent as "Authorization: Bearer <token>"; never logged
-  std::string ca_file;  // wss://: the CA certificates the daemon's certificate must chain to
+  std::string url;    // ws://HOST:PORT/v1/tunnel or wss://HOST:PORT/v1/tunnel
+  std::string token;  // sent as "Authorization: Bearer <token>"; never logged
+  // wss://: the PEM CA certificates the daemon's certificate must chain to; empty = the system's
+  // CAs. The certificate must also name the URL's host (DNS or IP subjectAltName). There is no
+  // option to skip verification.
+  std::string ca_file;
   // Reconnect delays double from min to max (with up to 25 % jitter) while attempts fail; reset
   // once a tunnel is up.
   std::chrono::milliseconds backoff_min{100};
@@ -42,11 +45,12 @@ class TunnelClient {
  public:
   TunnelClient(boost::asio::io_context& io, http::Server& server, TunnelClientOptions options);
   ~TunnelClient();
-  // Validates the options (URL, CA file) and starts dialling.
+  // Validates the options (URL; for wss:// the CA file, or the system's CAs) and starts dialling.
   Result<void> Start();
   void Stop();
 
  private:
+  template <class Ws>
   struct Attempt;
   void Dial();
   void Retry(const std::string& why);
@@ -60,7 +64,7 @@ class TunnelClient {
   boost::asio::steady_timer timer_;
   std::chrono::milliseconds backoff_;
   std::shared_ptr<http::tunnel::Mux> mux_;
-  std::shared_ptr<void> tls_;  // boost::asio::ssl::context for wss://
+  http::TlsContextPtr tls_;  // wss:// only
   bool stopped_ = false;
   uint64_t connections_ = 0;
 };

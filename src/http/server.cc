@@ -7,9 +7,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
 #include <limits>
 #include <optional>
@@ -49,6 +52,9 @@ std::optional<std::string> Request::QueryParam(const std::string& name) const {
 namespace {
 
 template <class Socket>
+inline constexpr bool kIsTls = std::is_same_v<Socket, TlsSocket>;
+
+template <class Socket>
 class Connection : public std::enable_shared_from_this<Connection<Socket>> {
  public:
   Connection(Socket socket, Dispatcher& d, const ServerOptions& opts, std::string peer)
@@ -58,9 +64,68 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         opts_(opts),
         peer_(std::move(peer)) {}
 
-  void Start() { ReadHeader(); }
+  void Start() {
+    if constexpr (kIsTls<Socket>) {
+      StartTls();
+    } else {
+      ReadHeader();
+    }
+  }
 
  private:
+  // The TCP socket under TLS (the socket itself otherwise): closing and half-closing act on it.
+  auto& Lowest() { return beast::get_lowest_layer(socket_); }
+
+  // TLS: the first bytes tell a ClientHello from a plain HTTP request, which gets a plain-text
+  // 400 naming the mistake instead of a handshake failure the client cannot read.
+  void StartTls() {
+    ArmTimer(std::chrono::seconds(10));
+    beast::async_detect_ssl(
+        Lowest(), buffer_, [self = this->shared_from_this()](beast::error_code ec, bool tls) {
+          if (ec) {
+            ++self->timer_gen_;
+            self->timer_.cancel();
+            return;
+          }
+          if (!tls) {
+            ++self->timer_gen_;
+            self->timer_.cancel();
+            self->RefusePlainHttp();
+            return;
+          }
+          self->socket_.async_handshake(asio::ssl::stream_base::server, self->buffer_.data(),
+                                        [self](beast::error_code hec, size_t used) {
+                                          ++self->timer_gen_;
+                                          self->timer_.cancel();
+                                          if (hec) {
+                                            Log(LogLevel::kDebug, "http.tls_handshake_failed",
+                                                "peer={} error=\"{}\"", self->peer_, hec.message());
+                                            beast::error_code ignored;
+                                            self->Lowest().close(ignored);
+                                            return;
+                                          }
+                                          self->buffer_.consume(used);
+                                          self->ReadHeader();
+                                        });
+        });
+  }
+
+  void RefusePlainHttp() {
+    const std::string message =
+        "this port speaks HTTPS (TLS): use https:// (and wss:// for tunnels)";
+    const std::string body = opts_.error_body ? opts_.error_body(400, message) : message;
+    auto out = std::make_shared<std::string>(
+        "HTTP/1.1 400 Bad Request\r\nServer: agentbox\r\nContent-Type: " +
+        std::string(opts_.error_body ? "application/json" : "text/plain") + "\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+    asio::async_write(Lowest(), asio::buffer(*out),
+                      [self = this->shared_from_this(), out](beast::error_code, size_t) {
+                        beast::error_code ignored;
+                        self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
+                        self->Lowest().close(ignored);
+                      });
+  }
+
   // Closes the socket if the pending read does not complete within `timeout`; the read then
   // fails with operation_aborted and the connection ends.
   void ArmTimer(std::chrono::milliseconds timeout) {
@@ -73,7 +138,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         return;
       }
       beast::error_code ignored;
-      self->socket_.close(ignored);
+      self->Lowest().close(ignored);
     });
   }
 
@@ -274,7 +339,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   // (RFC 9112 §9.6).
   void LingerClose() {
     beast::error_code ignored;
-    socket_.shutdown(Socket::shutdown_send, ignored);
+    Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
     ArmTimer(std::chrono::seconds(2));
     Discard(0);
   }
@@ -286,7 +351,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         ++self->timer_gen_;
         self->timer_.cancel();
         beast::error_code ignored;
-        self->socket_.close(ignored);
+        self->Lowest().close(ignored);
         return;
       }
       self->Discard(total + n);
@@ -320,7 +385,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       asio::post(self->socket_.get_executor(), [self, src, keep, data = std::move(data), last] {
         if (!data) {
           beast::error_code ignored;
-          self->socket_.close(ignored);  // a chunked body cannot carry an error: cut it
+          self->Lowest().close(ignored);  // a chunked body cannot carry an error: cut it
           return;
         }
         auto buf = std::make_shared<std::string>(std::move(*data));
@@ -336,7 +401,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
                             [self, keep](beast::error_code wec, size_t) {
                               if (wec || !keep) {
                                 beast::error_code ignored;
-                                self->socket_.shutdown(Socket::shutdown_send, ignored);
+                                self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
                                 return;
                               }
                               self->ReadHeader();
@@ -395,8 +460,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
 template <class Protocol>
 class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
  public:
-  Acceptor(asio::io_context& io, Dispatcher& d, const ServerOptions& opts)
-      : acceptor_(io), d_(d), opts_(opts) {}
+  // `tls`: serve HTTPS (tcp only).
+  Acceptor(asio::io_context& io, Dispatcher& d, const ServerOptions& opts, bool tls = false)
+      : acceptor_(io), io_(io), d_(d), opts_(opts), tls_(tls) {}
 
   Result<void> Open(const typename Protocol::endpoint& ep) {
     beast::error_code ec;
@@ -419,20 +485,34 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
   }
 
   void Accept() {
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+      if (tls_) {
+        // On a strand of its own: an ssl::stream's operations must never run concurrently, and
+        // the tunnel endpoint keeps using this strand for the WebSocket.
+        acceptor_.async_accept(
+            asio::make_strand(io_),
+            [self = this->shared_from_this()](beast::error_code ec, asio::ip::tcp::socket s) {
+              if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
+                return;
+              }
+              if (!ec) {
+                std::string peer = Prepare(s);
+                std::make_shared<Connection<TlsSocket>>(TlsSocket(std::move(s), *self->opts_.tls),
+                                                        self->d_, self->opts_, std::move(peer))
+                    ->Start();
+              }
+              self->Accept();
+            });
+        return;
+      }
+    }
     acceptor_.async_accept(
         [self = this->shared_from_this()](beast::error_code ec, typename Protocol::socket s) {
           if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
             return;
           }
           if (!ec) {
-            ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
-            std::string peer = "unix";
-            if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
-              beast::error_code pec;
-              auto ep = s.remote_endpoint(pec);
-              peer = pec ? "tcp" : ep.address().to_string() + ":" + std::to_string(ep.port());
-              s.set_option(asio::ip::tcp::no_delay(true), pec);
-            }
+            std::string peer = Prepare(s);
             std::make_shared<Connection<typename Protocol::socket>>(std::move(s), self->d_,
                                                                     self->opts_, std::move(peer))
                 ->Start();
@@ -449,8 +529,23 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
   typename Protocol::acceptor acceptor_;
 
  private:
+  // Close-on-exec and, for TCP, no delay; returns the peer's name for Request::peer.
+  static std::string Prepare(typename Protocol::socket& s) {
+    ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
+    std::string peer = "unix";
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+      beast::error_code pec;
+      auto ep = s.remote_endpoint(pec);
+      peer = pec ? "tcp" : ep.address().to_string() + ":" + std::to_string(ep.port());
+      s.set_option(asio::ip::tcp::no_delay(true), pec);
+    }
+    return peer;
+  }
+
+  asio::io_context& io_;
   Dispatcher& d_;
   const ServerOptions& opts_;
+  bool tls_ = false;
 };
 
 }  // namespace
@@ -501,11 +596,19 @@ Result<std::string> Server::Listen(const std::string& spec) {
     impl_->unix_paths.push_back(path);
     return "unix:" + path;
   }
-  if (spec.starts_with("tcp:")) {
+  const bool tls = spec.starts_with("tls:");
+  if (tls && !impl_->options.tls) {
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        "'" + spec + "' needs a TLS certificate and key (AGENTBOX_TLS_CERT, AGENTBOX_TLS_KEY)");
+  }
+  if (spec.starts_with("tcp:") || tls) {
+    const std::string scheme = tls ? "tls" : "tcp";
     std::string rest = spec.substr(4);
     size_t colon = rest.rfind(':');
     if (colon == std::string::npos) {
-      return Fail(ErrorCode::kInvalidArgument, "tcp listen address must be tcp:HOST:PORT");
+      return Fail(ErrorCode::kInvalidArgument,
+                  scheme + " listen address must be " + scheme + ":HOST:PORT");
     }
     std::string host = rest.substr(0, colon);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
@@ -528,8 +631,8 @@ Result<std::string> Server::Listen(const std::string& spec) {
     if (ec) {
       return Fail(ErrorCode::kInvalidArgument, "invalid address '" + host + "' (numeric only)");
     }
-    auto a =
-        std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher, impl_->options);
+    auto a = std::make_shared<Acceptor<asio::ip::tcp>>(impl_->io, impl_->dispatcher, impl_->options,
+                                                       tls);
     if (auto r = a->Open({addr, static_cast<unsigned short>(port)}); !r) {
       return Fail(ErrorCode::kUnavailable, spec + ": " + r.error().message);
     }
@@ -540,10 +643,11 @@ Result<std::string> Server::Listen(const std::string& spec) {
     if (ep.address().is_v6()) {
       h = "[" + h + "]";
     }
-    return "tcp:" + h + ":" + std::to_string(ep.port());
+    return scheme + ":" + h + ":" + std::to_string(ep.port());
   }
-  return Fail(ErrorCode::kInvalidArgument,
-              "listen address must be unix:PATH or tcp:HOST:PORT, got '" + spec + "'");
+  return Fail(
+      ErrorCode::kInvalidArgument,
+      "listen address must be unix:PATH, tcp:HOST:PORT or tls:HOST:PORT, got '" + spec + "'");
 }
 
 void Server::Adopt(asio::local::stream_protocol::socket socket, const std::string& peer) {

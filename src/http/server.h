@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "http/tls.h"
 
 namespace agentbox::http {
 
@@ -83,8 +84,10 @@ class Dispatcher {
 
 // The connection of a request that asked to switch protocols ("Upgrade: websocket"), taken out of
 // the HTTP server: whoever receives it owns it.
-using UpgradedSocket =
-    std::variant<boost::asio::ip::tcp::socket, boost::asio::local::stream_protocol::socket>;
+// A TLS connection ("tls:" addresses) comes with its handshake done; its executor is a strand of
+// the server's io_context (every operation on an ssl::stream must be serialised).
+using UpgradedSocket = std::variant<boost::asio::ip::tcp::socket,
+                                    boost::asio::local::stream_protocol::socket, TlsSocket>;
 
 struct ServerOptions {
   uint64_t max_body_bytes = 16ull << 20;   // buffered bodies; more -> 413
@@ -98,17 +101,20 @@ struct ServerOptions {
   // When set, a request carrying "Upgrade: websocket" is handed over here with its connection
   // (its body, if any, unread) instead of going to the Dispatcher: agentboxd's tunnel endpoint.
   std::function<void(Request req, UpgradedSocket socket)> upgrade;
+  // Certificate and key for "tls:" addresses (MakeServerTlsContext); without it they are refused.
+  TlsContextPtr tls;
 };
 
-// Accepts connections on unix sockets and TCP endpoints and speaks HTTP/1.1 with keep-alive.
+// Accepts connections on unix sockets, TCP and TLS endpoints and speaks HTTP/1.1 with keep-alive.
 // All I/O runs on the given io_context's threads; Dispatcher methods are called there.
 class Server {
  public:
   Server(boost::asio::io_context& io, Dispatcher& dispatcher, ServerOptions options);
   ~Server();
-  // "unix:/path/sock" (an existing socket file is replaced; mode 0660) or "tcp:HOST:PORT"
-  // (numeric address or "localhost"; port 0 picks a free port). Returns the bound address in the
-  // same syntax.
+  // "unix:/path/sock" (an existing socket file is replaced; mode 0660), "tcp:HOST:PORT" (numeric
+  // address or "localhost"; port 0 picks a free port) or "tls:HOST:PORT" (HTTPS with
+  // ServerOptions::tls; a plain HTTP request there gets a plain-text 400 saying so). Returns the
+  // bound address in the same syntax.
   Result<std::string> Listen(const std::string& spec);
   // Serves HTTP on an already connected unix socket (one end of a tunnel stream); `peer` is what
   // Request::peer says.

@@ -9,7 +9,10 @@
 // that needs what a backend declares it cannot do (/v1/info capabilities) checks the clear 400
 // and is skipped with the reason printed. "cloudrun-session" is the cloudrun backend in session
 // mode (AGENTBOX_CLOUDRUN_MODE=session): its daemon also listens on a free TCP port of 127.0.0.1,
-// its AGENTBOX_PUBLIC_URL, where the executions' guests dial back (docs/cloudrun.md).
+// its AGENTBOX_PUBLIC_URL, where the executions' guests dial back (docs/cloudrun.md). The
+// "tunnel" backend exists only in its own build of the suite (AGENTBOX_CONFORMANCE_ONLY), where
+// AGENTBOXD_BIN is the test daemon of tunnel_daemon.cc: its guests are local processes connected
+// through wss:// tunnels.
 #pragma once
 
 #include <arpa/inet.h>
@@ -316,6 +319,10 @@ inline Daemon& DaemonFor(const std::string& backend) {
 }
 
 inline std::vector<std::string> Backends() {
+#ifdef AGENTBOX_CONFORMANCE_ONLY
+  // A build of the suite for one backend of its own (the tunnel's test daemon).
+  return {AGENTBOX_CONFORMANCE_ONLY};
+#endif
   const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
   std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
   std::vector<std::string> out;
@@ -345,6 +352,10 @@ inline std::string ParamName(const ::testing::TestParamInfo<std::string>& p) {
 class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    if (GetParam() == "tunnel" && geteuid() != 0) {
+      GTEST_SKIP() << "the tunnel's test daemon gives each guest its /workspace through a mount "
+                      "namespace of its own, which needs root (CAP_SYS_ADMIN); run as root";
+    }
     daemon_ = &DaemonFor(GetParam());
     ASSERT_TRUE(daemon_->ready()) << "agentboxd for backend " << GetParam() << " did not start:\n"
                                   << daemon_->log();

@@ -34,12 +34,18 @@ void DaemonFixture::SetUp() {
   so.max_body_bytes = 1 << 20;
   so.error_body = &http::ErrorBody;
   so.upgrade = upgrade_;
+  so.tls = tls_;
   server_ = std::make_unique<http::Server>(io_, *api_, so);
   unix_sock_ = dir_ + "/agentboxd.sock";
   ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
   auto tcp = server_->Listen("tcp:127.0.0.1:0");
   ASSERT_TRUE(tcp);
   tcp_base_ = "http://" + tcp->substr(4);
+  if (tls_) {
+    auto tls = server_->Listen("tls:127.0.0.1:0");
+    ASSERT_TRUE(tls) << tls.error().message;
+    tls_base_ = "https://" + tls->substr(4);
+  }
   thread_ = std::thread([this] { io_.run(); });
 }
 

@@ -69,6 +69,8 @@ class DaemonFixture : public ::testing::Test {
   daemon::DaemonOptions options_;
   // The server's upgrade hook (ServerOptions::upgrade), e.g. a TunnelEndpoint; set in Decorate.
   std::function<void(http::Request, http::UpgradedSocket)> upgrade_;
+  // Set in Decorate: the server also listens on tls:127.0.0.1:0 with it (tls_base_).
+  http::TlsContextPtr tls_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
@@ -81,6 +83,7 @@ class DaemonFixture : public ::testing::Test {
   std::string dir_;        // temporary; removed in TearDown
   std::string unix_sock_;  // the daemon's unix socket
   std::string tcp_base_;   // "http://127.0.0.1:PORT"
+  std::string tls_base_;   // "https://127.0.0.1:PORT" when tls_ was set
 };
 
 }  // namespace agentbox::fakes
