@@ -21,6 +21,7 @@
 #include "daemon/session_keeper.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "http/transfer_threads.h"
 #include "selector/selector.h"
 
 namespace agentbox::daemon {
@@ -76,6 +77,9 @@ class DaemonApi : public http::Dispatcher {
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
+  // Uploads, downloads and archives are relayed on raw connections (bulk_relay.cc).
+  bool WantsRaw(const http::Request& req) override;
+  void HandleRaw(http::Request req, http::RawConnection conn) override;
 
   Metrics& metrics() { return metrics_; }
   selector::Selector& selector() { return *selector_; }
@@ -103,10 +107,9 @@ class DaemonApi : public http::Dispatcher {
   bool HasSharedBackend() const;
   // Asks the shared backends for `id` and records it when one holds it. Blocks: worker pool only.
   void FindShared(const std::string& id);
-  // Sends a spooled upload to the sandbox's guest and answers `done`.
-  void RelayUpload(const SandboxEntry& entry, const std::string& query,
-                   const std::string& content_type, std::shared_ptr<UniqueFd> file, uint64_t size,
-                   const http::Respond& done);
+  // Relays one bulk transfer between the client's connection `fd` and the guest; runs on a
+  // transfer thread and answers on `fd` (bulk_relay.cc).
+  void RelayBulk(const http::Request& req, int fd, std::string buffered);
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
@@ -162,6 +165,7 @@ class DaemonApi : public http::Dispatcher {
   boost::asio::steady_timer reaper_;
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  http::TransferThreads bulk_;  // last: its threads use the members above
 };
 
 // The envelope of the daemon API (same shape as the guest's).

@@ -63,11 +63,14 @@ Result<void> WriteAll(int fd, std::string_view bytes, Millis idle) {
       bytes.remove_prefix(static_cast<size_t>(n));
       continue;
     }
-    if (errno == ENOTSOCK) {  // a pipe or file
+    if (errno == ENOTSOCK) {  // a pipe or file: its errors are not the peer's
       const ssize_t w = ::write(fd, bytes.data(), bytes.size());
       if (w >= 0) {
         bytes.remove_prefix(static_cast<size_t>(w));
         continue;
+      }
+      if (errno != EINTR && !Again(errno)) {
+        return Fail(ErrnoError(errno, "write"));
       }
     }
     if (errno == EINTR) {
@@ -499,8 +502,10 @@ struct Lane {
   bool eof = false;  // `from` ended
   uint64_t moved = 0;
 
-  // Returns false when `from` failed (not EAGAIN).
   Result<void> Pull() {
+    if (in_pipe >= pipe.capacity) {
+      return {};  // a zero-length splice would read as the end of the stream
+    }
     const ssize_t n = ::splice(from, nullptr, pipe.w.Get(), nullptr, pipe.capacity - in_pipe,
                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
@@ -513,6 +518,9 @@ struct Lane {
     return {};
   }
   Result<void> Push() {
+    if (in_pipe == 0) {
+      return {};
+    }
     const ssize_t n = ::splice(pipe.r.Get(), nullptr, to, nullptr, in_pipe,
                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
