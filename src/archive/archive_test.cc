@@ -189,7 +189,8 @@ TEST_P(ArchiveTest, RoundTripKeepsContentModesLinksAndLongNames) {
   Describe(src, "", want);
   Describe(dst, "", got);
   EXPECT_EQ(want, got);
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   ASSERT_EQ(::stat((dst + "/hard").c_str(), &a), 0);
   ASSERT_EQ(::stat((dst + "/sub/f512").c_str(), &b), 0);
   EXPECT_EQ(a.st_ino, b.st_ino) << "hard links stay hard links";
@@ -207,18 +208,18 @@ struct Hostile {
 
 std::vector<Hostile> HostileArchives() {
   std::vector<Hostile> h;
-  h.push_back({"dotdot", TarBuilder().Add("ok.txt", '0', "fine").Add("../evil", '0', "x").Finish()});
+  h.push_back(
+      {"dotdot", TarBuilder().Add("ok.txt", '0', "fine").Add("../evil", '0', "x").Finish()});
   h.push_back({"dotdot_inside", TarBuilder().Add("a/../../evil", '0', "x").Finish()});
   h.push_back({"absolute", TarBuilder().Add("/tmp/agentbox-evil", '0', "x").Finish()});
   h.push_back({"symlink_out", TarBuilder().Add("s", '2', "", "../outside").Finish()});
   h.push_back({"symlink_absolute", TarBuilder().Add("s", '2', "", "/etc").Finish()});
-  h.push_back({"symlink_chain_out", TarBuilder()
-                                        .Add("d/", '5')
-                                        .Add("d/s", '2', "", "..")
-                                        .Add("a", '2', "", "d/s/..")
-                                        .Finish()});
-  h.push_back({"write_through_symlink",
-               TarBuilder().Add("sub/", '5').Add("s", '2', "", "sub").Add("s/x", '0', "x").Finish()});
+  h.push_back(
+      {"symlink_chain_out",
+       TarBuilder().Add("d/", '5').Add("d/s", '2', "", "..").Add("a", '2', "", "d/s/..").Finish()});
+  h.push_back(
+      {"write_through_symlink",
+       TarBuilder().Add("sub/", '5').Add("s", '2', "", "sub").Add("s/x", '0', "x").Finish()});
   h.push_back({"hardlink_out", TarBuilder().Add("h", '1', "", "../outside").Finish()});
   h.push_back({"hardlink_absolute", TarBuilder().Add("h", '1', "", "/etc/passwd").Finish()});
   h.push_back({"hardlink_missing", TarBuilder().Add("h", '1', "", "nothing-here").Finish()});
@@ -330,17 +331,16 @@ TEST(ArchivePack, GnuTarReadsOurArchivesAndWeReadGnuTar) {
   // Ours -> tar(1).
   std::ofstream(tmp.path() + "/ours.tar", std::ios::binary) << PackToString(src);
   ASSERT_EQ(::mkdir((tmp.path() + "/x1").c_str(), 0755), 0);
-  ASSERT_EQ(std::system(("tar -xf '" + tmp.path() + "/ours.tar' -C '" + tmp.path() + "/x1'")
-                            .c_str()),
-            0);
+  ASSERT_EQ(
+      std::system(("tar -xf '" + tmp.path() + "/ours.tar' -C '" + tmp.path() + "/x1'").c_str()), 0);
   std::map<std::string, std::string> want, got;
   Describe(src, "", want);
   Describe(tmp.path() + "/x1", "", got);
   EXPECT_EQ(want, got);
   // tar(1) (GNU long names) -> ours.
-  ASSERT_EQ(std::system(("tar --format=gnu -cf '" + tmp.path() + "/gnu.tar' -C '" + src + "' .")
-                            .c_str()),
-            0);
+  ASSERT_EQ(
+      std::system(("tar --format=gnu -cf '" + tmp.path() + "/gnu.tar' -C '" + src + "' .").c_str()),
+      0);
   const std::string gnu = ReadFile(tmp.path() + "/gnu.tar");
   auto r = Unpack(FromString(gnu), tmp.path() + "/x2", UnpackOptions{});
   ASSERT_TRUE(r.has_value()) << r.error().message;

@@ -84,8 +84,8 @@ class Packer {
         return Fail(ErrnoError(errno, "stat " + shown + "/" + name));
       }
       if (S_ISDIR(st.st_mode)) {
-        UniqueFd sub(::openat(dirfd, name.c_str(),
-                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd sub(
+            ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!sub) {
           return Fail(ErrnoError(errno, "open " + shown + "/" + name));
         }

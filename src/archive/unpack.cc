@@ -111,8 +111,8 @@ class TarReader {
       e.mode = static_cast<mode_t>(tar::GetNumber(h, tar::kMode).value_or(0644) & 07777);
       e.uid = pax_uid ? *pax_uid : tar::GetNumber(h, tar::kUid).value_or(0);
       e.gid = pax_gid ? *pax_gid : tar::GetNumber(h, tar::kGid).value_or(0);
-      e.mtime = pax_mtime ? *pax_mtime
-                          : static_cast<int64_t>(tar::GetNumber(h, tar::kMtime).value_or(0));
+      e.mtime =
+          pax_mtime ? *pax_mtime : static_cast<int64_t>(tar::GetNumber(h, tar::kMtime).value_or(0));
       // Only regular files carry data; hard links and the like carry none, whatever they say.
       const bool has_data =
           e.type == tar::kRegular || e.type == tar::kRegularOld || e.type == tar::kContiguous;
@@ -329,8 +329,8 @@ Result<std::vector<std::string>> CleanName(const std::string& name) {
       return Fail(Refused(name, "has a '..' component"));
     }
     if (seg.size() > NAME_MAX) {
-      return Fail(Refused(name, "has a component over NAME_MAX (" + std::to_string(NAME_MAX) +
-                                    " bytes)"));
+      return Fail(
+          Refused(name, "has a component over NAME_MAX (" + std::to_string(NAME_MAX) + " bytes)"));
     }
     parts.push_back(std::move(seg));
   }
@@ -442,9 +442,9 @@ class Unpacker {
     std::sort(dirs_.begin(), dirs_.end(),
               [](const DirFix& a, const DirFix& b) { return a.path.size() > b.path.size(); });
     for (const auto& d : dirs_) {
-      UniqueFd fd(d.path.empty() ? ::dup(root_) : ::openat(root_, d.path.c_str(),
-                                                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                                               O_CLOEXEC));
+      UniqueFd fd(d.path.empty() ? ::dup(root_)
+                                 : ::openat(root_, d.path.c_str(),
+                                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (fd) {
         Owner(fd.Get(), d.entry);
         ::fchmod(fd.Get(), Mode(d.entry));
@@ -486,8 +486,8 @@ class Unpacker {
     }
     UniqueFd cur(::dup(root_));
     for (size_t i = 0; i < n; ++i) {
-      int fd = ::openat(cur.Get(), parts[i].c_str(),
-                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int fd =
+          ::openat(cur.Get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0 && errno == ENOENT) {
         if (::mkdirat(cur.Get(), parts[i].c_str(), 0700) != 0 && errno != EEXIST) {
           return Fail(ErrnoError(errno, "create directory " + Join(parts, i + 1)));
@@ -500,8 +500,8 @@ class Unpacker {
       }
       if (fd < 0) {
         if (errno == ELOOP || errno == ENOTDIR) {
-          return Fail(Refused(name, "would be written through a symlink or a file ('" +
-                                        Join(parts, i + 1) + "')"));
+          return Fail(Refused(
+              name, "would be written through a symlink or a file ('" + Join(parts, i + 1) + "')"));
         }
         return Fail(ErrnoError(errno, "open directory " + Join(parts, i + 1)));
       }
@@ -583,8 +583,8 @@ class Unpacker {
       case tar::kHardLink: {
         auto target = CleanName(e.link);
         if (!target) {
-          return Fail(Refused(e.name, "is a hard link to '" + e.link.substr(0, 200) +
-                                          "', outside the directory"));
+          return Fail(Refused(
+              e.name, "is a hard link to '" + e.link.substr(0, 200) + "', outside the directory"));
         }
         if (target->empty()) {
           return Fail(Refused(e.name, "is a hard link without a target"));
@@ -622,17 +622,16 @@ class Unpacker {
         return {};
       }
       default:
-        return Fail(Refused(e.name, std::string("has an unsupported type '") +
-                                        (e.type >= 0x20 && e.type < 0x7f ? std::string(1, e.type)
-                                                                         : "?") +
-                                        "'"));
+        return Fail(Refused(
+            e.name, std::string("has an unsupported type '") +
+                        (e.type >= 0x20 && e.type < 0x7f ? std::string(1, e.type) : "?") + "'"));
     }
   }
 
   Result<void> File(TarReader& reader, const Entry& e, int parent, const std::string& leaf) {
     Replace(parent, leaf);
-    UniqueFd fd(::openat(parent, leaf.c_str(),
-                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    UniqueFd fd(
+        ::openat(parent, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) {
       return Fail(Refused(e.name, std::string("cannot be created: ") + std::strerror(errno)));
     }
@@ -785,8 +784,8 @@ bool EmptyDir(const std::string& dir) {
 
 }  // namespace
 
-Result<Stats> Unpack(const Source& source, const std::string& dir_in,
-                     const UnpackOptions& options, const Progress& progress) {
+Result<Stats> Unpack(const Source& source, const std::string& dir_in, const UnpackOptions& options,
+                     const Progress& progress) {
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') {
     dir.pop_back();
@@ -797,9 +796,9 @@ Result<Stats> Unpack(const Source& source, const std::string& dir_in,
   struct stat st {};
   const bool exists = ::lstat(dir.c_str(), &st) == 0;
   if (exists && !options.overwrite && !(S_ISDIR(st.st_mode) && EmptyDir(dir))) {
-    return Fail(ErrorCode::kConflict,
-                "'" + dir + "' exists" + (S_ISDIR(st.st_mode) ? " and is not empty" : "") +
-                    " (overwrite=true replaces it)");
+    return Fail(ErrorCode::kConflict, "'" + dir + "' exists" +
+                                          (S_ISDIR(st.st_mode) ? " and is not empty" : "") +
+                                          " (overwrite=true replaces it)");
   }
   const std::string parent = DirName(dir);
   if (auto r = MakeDirs(parent); !r) {
@@ -838,8 +837,8 @@ Result<Stats> Unpack(const Source& source, const std::string& dir_in,
   // Into place in one step: a rename over a missing or empty directory, or an exchange with
   // the old tree, which is then removed.
   if (::rename(staging.c_str(), dir.c_str()) != 0) {
-    if (!options.overwrite || (errno != ENOTEMPTY && errno != EEXIST && errno != ENOTDIR &&
-                               errno != EISDIR)) {
+    if (!options.overwrite ||
+        (errno != ENOTEMPTY && errno != EEXIST && errno != ENOTDIR && errno != EISDIR)) {
       if (errno == ENOTEMPTY || errno == EEXIST) {
         return Fail(ErrorCode::kConflict, "'" + dir + "' was filled while the archive was read");
       }

@@ -402,8 +402,8 @@ struct BodyPush {
       while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
         value.erase(0, 1);
       }
-      while (!value.empty() && (value.back() == '\r' || value.back() == '\n' ||
-                                value.back() == ' ')) {
+      while (!value.empty() &&
+             (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) {
         value.pop_back();
       }
       (*self->on_header)(name, value);

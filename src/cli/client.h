@@ -88,11 +88,10 @@ class DaemonClient {
 
   // GETs `path` and hands a 2xx body to `on_data` as it arrives (an Error from it aborts the
   // transfer and is returned); `on_headers` sees the response headers (lower-case names) first.
-  Result<void> GetBody(const std::string& path,
-                       const std::function<Result<void>(std::string_view)>& on_data,
-                       const std::function<void(const std::string&, const std::string&)>&
-                           on_header = nullptr,
-                       const Progress& progress = nullptr);
+  Result<void> GetBody(
+      const std::string& path, const std::function<Result<void>(std::string_view)>& on_data,
+      const std::function<void(const std::string&, const std::string&)>& on_header = nullptr,
+      const Progress& progress = nullptr);
 
   // GETs `path` (an event stream) and hands the body to `on_data` as it arrives, until the
   // server ends it, `on_data` returns false, or `stop()` turns true (polled at least once a

@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <atomic>
 #include <iostream>
 #include <thread>
 
@@ -168,9 +168,8 @@ int DownloadTree(DaemonClient& client, const Location& from, const std::string& 
   Result<archive::Stats> unpacked = archive::Stats{};
   std::thread unpacker([&] {
     // The sandbox is not trusted: its archive gets every check (archive.h).
-    unpacked = archive::Unpack(
-        [&](char* buf, size_t n) { return ReadFd(pipe->r.Get(), buf, n); }, dest,
-        archive::UnpackOptions{});
+    unpacked = archive::Unpack([&](char* buf, size_t n) { return ReadFd(pipe->r.Get(), buf, n); },
+                               dest, archive::UnpackOptions{});
     pipe->r.Reset();  // a writer still sending gets EPIPE and stops the transfer
   });
   ProgressBar bar("download " + Base(from.path), 0);
@@ -197,8 +196,7 @@ int DownloadTree(DaemonClient& client, const Location& from, const std::string& 
   if (!got) {
     return ReportError(got.error());
   }
-  std::cout << dest << " (" << unpacked->entries << " entries, " << unpacked->bytes
-            << " bytes)\n";
+  std::cout << dest << " (" << unpacked->entries << " entries, " << unpacked->bytes << " bytes)\n";
   return 0;
 }
 

@@ -179,7 +179,8 @@ int Main(int argc, char** argv) {
   std::string cp_src, cp_dst;
   bool cp_recursive = false;
   auto* cp = app.add_subcommand(
-      "cp", "Copy files or directories between here and a sandbox (ID:PATH names the sandbox side)");
+      "cp",
+      "Copy files or directories between here and a sandbox (ID:PATH names the sandbox side)");
   cp->add_flag("-r,--recursive", cp_recursive, "copy directories (as one tar stream)");
   cp->add_option("src", cp_src, "LOCAL or ID:PATH")->required();
   cp->add_option("dst", cp_dst, "ID:PATH or LOCAL")->required();

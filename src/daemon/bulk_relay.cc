@@ -90,8 +90,8 @@ void DaemonApi::RelayBulk(const http::Request& req, int fd, std::string buffered
     return answer(JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
   }
   if (!entry->info.guest_endpoint.starts_with("unix:")) {
-    return answer(JsonErr(
-        {ErrorCode::kUnavailable, "sandbox '" + id + "' has no reachable guest endpoint"}));
+    return answer(
+        JsonErr({ErrorCode::kUnavailable, "sandbox '" + id + "' has no reachable guest endpoint"}));
   }
   // The gate and the unresponsive-guest probe, as for every relayed call.
   std::promise<std::optional<http::Response>> gate;
@@ -122,7 +122,8 @@ void DaemonApi::RelayBulk(const http::Request& req, int fd, std::string buffered
                               idle);
       !w) {
     CountRelayed(entry->info.backend, op, Fail(w.error()), start);
-    return answer(JsonErr({ErrorCode::kUnavailable, "guest connection failed: " + w.error().message}));
+    return answer(
+        JsonErr({ErrorCode::kUnavailable, "guest connection failed: " + w.error().message}));
   }
   bool answered = false;
   auto relayed = http::Proxy(fd, guest->Get(), idle, [&](int status) {

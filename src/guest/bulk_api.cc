@@ -141,7 +141,7 @@ void GuestApi::Transfer(const http::Request& req, int fd, std::string buffered) 
     return;
   }
   Response r = req.path == "/api/v1/file/upload" ? Upload(req, fd, std::move(buffered))
-                                                  : ArchivePost(req, fd, std::move(buffered));
+                                                 : ArchivePost(req, fd, std::move(buffered));
   http::AnswerAndClose(fd, r, kIdle);
 }
 
@@ -154,8 +154,8 @@ Response GuestApi::Upload(const http::Request& req, int fd, std::string buffered
       return Err(boundary.error());
     }
     // Multipart framing adds a little to the file: allow for it.
-    auto body = http::BodyReader::ForRequest(req, fd, std::move(buffered), limit + (1 << 20),
-                                             kIdle);
+    auto body =
+        http::BodyReader::ForRequest(req, fd, std::move(buffered), limit + (1 << 20), kIdle);
     if (!body) {
       return Err(body.error());
     }
@@ -288,13 +288,12 @@ Response GuestApi::ArchivePost(const http::Request& req, int fd, std::string buf
   archive::UnpackOptions opts;
   opts.keep_owner = ::geteuid() == 0;
   opts.overwrite = IsTrue(req.QueryParam("overwrite"));
-  auto stats = archive::Unpack(
-      [&body](char* buf, size_t n) { return body->Read(buf, n); }, *dir, opts);
+  auto stats =
+      archive::Unpack([&body](char* buf, size_t n) { return body->Read(buf, n); }, *dir, opts);
   if (!stats) {
     return Err(stats.error());
   }
-  return Ok({{"path", *dir}, {"entries", stats->entries}, {"bytes", stats->bytes}},
-            "unpacked");
+  return Ok({{"path", *dir}, {"entries", stats->entries}, {"bytes", stats->bytes}}, "unpacked");
 }
 
 }  // namespace agentbox::guest

@@ -5,8 +5,8 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/beast/http/status.hpp>
@@ -41,8 +41,8 @@ Result<void> Wait(int fd, short events, Millis idle) {
 }
 
 Error Gone(int err) {
-  return Error{ErrorCode::kUnavailable,
-               std::string("connection closed: ") + std::strerror(err), err};
+  return Error{ErrorCode::kUnavailable, std::string("connection closed: ") + std::strerror(err),
+               err};
 }
 
 bool Again(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
@@ -105,8 +105,8 @@ Result<size_t> ReadSome(int fd, char* buf, size_t n, Millis idle) {
 }
 
 std::string ResponseHead(const Response& r, int64_t content_length) {
-  const auto reason = boost::beast::http::obsolete_reason(
-      static_cast<boost::beast::http::status>(r.status));
+  const auto reason =
+      boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(r.status));
   std::string h = "HTTP/1.1 " + std::to_string(r.status) + " " + std::string(reason) +
                   "\r\nServer: agentbox\r\n";
   if (!r.content_type.empty()) {
@@ -171,8 +171,8 @@ Result<BodyReader> BodyReader::ForRequest(const Request& req, int fd, std::strin
       n = n * 10 + static_cast<uint64_t>(c - '0');
     }
     if (n > limit) {
-      return Fail(ErrorCode::kTooLarge, "request body too large: " + cl + " bytes (limit " +
-                                            std::to_string(limit) + ")");
+      return Fail(ErrorCode::kTooLarge,
+                  "request body too large: " + cl + " bytes (limit " + std::to_string(limit) + ")");
     }
     b.left_ = n;
     b.done_ = n == 0;
@@ -357,8 +357,8 @@ Result<uint64_t> BodyReader::CopyTo(int out) {
       pipe.emplace(std::move(*p));
     }
     const size_t want = static_cast<size_t>(std::min<uint64_t>(left_, pipe->capacity));
-    const ssize_t in = ::splice(fd_, nullptr, pipe->w.Get(), nullptr, want,
-                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    const ssize_t in =
+        ::splice(fd_, nullptr, pipe->w.Get(), nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (in < 0) {
       if (errno == EINTR) {
         continue;
@@ -521,8 +521,8 @@ struct Lane {
     if (in_pipe == 0) {
       return {};
     }
-    const ssize_t n = ::splice(pipe.r.Get(), nullptr, to, nullptr, in_pipe,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    const ssize_t n =
+        ::splice(pipe.r.Get(), nullptr, to, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       in_pipe -= static_cast<size_t>(n);
       moved += static_cast<uint64_t>(n);
@@ -656,8 +656,8 @@ Result<UniqueFd> ConnectUnixNoFollow(const std::string& path) {
   UniqueFd path_fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   struct stat st {};
   if (!path_fd || ::fstat(path_fd.Get(), &st) != 0) {
-    return Fail(ErrorCode::kUnavailable, "cannot reach guest at " + path + ": " +
-                                             std::strerror(errno));
+    return Fail(ErrorCode::kUnavailable,
+                "cannot reach guest at " + path + ": " + std::strerror(errno));
   }
   if (!S_ISSOCK(st.st_mode)) {
     return Fail(ErrorCode::kForbidden, path + " is not a socket (refusing to follow it)");
@@ -675,8 +675,8 @@ Result<UniqueFd> ConnectUnixNoFollow(const std::string& path) {
       break;
     }
     if (errno != EINTR) {
-      return Fail(ErrorCode::kUnavailable, "cannot reach guest at " + path + ": " +
-                                               std::strerror(errno));
+      return Fail(ErrorCode::kUnavailable,
+                  "cannot reach guest at " + path + ": " + std::strerror(errno));
     }
   }
   SetNonBlocking(s.Get());

@@ -154,9 +154,9 @@ TEST_P(Bulk, RawAndChunkedUploadsRoundTrip) {
                             {"Content-Type: application/octet-stream"});
   ASSERT_EQ(raw.status, 200) << raw.body;
   EXPECT_EQ(raw.data()["file_size"], blob.size());
-  Reply chunked = daemon_->Call(
-      "POST", Url("upload", "path=/workspace/chunked.bin"), blob, true,
-      {"Content-Type: application/octet-stream", "Transfer-Encoding: chunked"});
+  Reply chunked =
+      daemon_->Call("POST", Url("upload", "path=/workspace/chunked.bin"), blob, true,
+                    {"Content-Type: application/octet-stream", "Transfer-Encoding: chunked"});
   ASSERT_EQ(chunked.status, 200) << chunked.body;
   for (const char* name : {"raw.bin", "chunked.bin"}) {
     Reply down = daemon_->Call("GET", Url("download", std::string("path=/workspace/") + name));
@@ -175,13 +175,15 @@ TEST_P(Bulk, ArchivesRoundTripDirectories) {
        "mkdir -p /workspace/t/a/b /workspace/t/empty && cd /workspace/t && "
        "head -c 3000000 /dev/urandom > a/big && printf x > a/b/one && : > zero && "
        "ln -s a/b/one link && ln a/big hard && chmod 0750 a && chmod 0600 a/b/one && "
-       "mkdir -p " + std::string(120, 'd') + " && echo long > " + std::string(120, 'd') + "/" +
+       "mkdir -p " +
+           std::string(120, 'd') + " && echo long > " + std::string(120, 'd') + "/" +
            std::string(150, 'f'));
   const std::string listing =
       "find . -printf '%p %y %m %l %n\\n' | sort; find . -type f -exec md5sum {} + | sort";
   const std::string want = Exec("s", "cd /workspace/t && " + listing)["output"];
   for (const char* c : {"none", "gzip", "zstd"}) {
-    Reply got = daemon_->Call("GET", Url("archive", std::string("path=/workspace/t&compression=") + c));
+    Reply got =
+        daemon_->Call("GET", Url("archive", std::string("path=/workspace/t&compression=") + c));
     ASSERT_EQ(got.status, 200) << c << ": " << got.body.substr(0, 300);
     const std::string dir = std::string("/workspace/copy-") + c;
     Reply put = daemon_->Call("POST", Url("archive", "path=" + dir), got.body, true,
@@ -191,8 +193,8 @@ TEST_P(Bulk, ArchivesRoundTripDirectories) {
   }
   // Unpacking over an existing, non-empty directory needs overwrite=true.
   Reply again = daemon_->Call("POST", Url("archive", "path=/workspace/copy-none"),
-                              daemon_->Call("GET", Url("archive", "path=/workspace/t")).body,
-                              false, {"Content-Type: application/x-tar"});
+                              daemon_->Call("GET", Url("archive", "path=/workspace/t")).body, false,
+                              {"Content-Type: application/x-tar"});
   EXPECT_EQ(again.status, 409) << again.body;
   Reply bad = daemon_->Call("GET", Url("archive", "path=/workspace/t/zero"), "", false);
   EXPECT_EQ(bad.status, 400) << bad.body;
@@ -217,8 +219,8 @@ TEST_P(Bulk, HostileArchivesAreRefusedWithNothingUnpacked) {
   cases.push_back({"absolute", make(file("/tmp/agentbox-evil"))});
   cases.push_back({"symlink out", make(link("s", '2', "../../tmp"))});
   cases.push_back({"symlink absolute", make(link("s", '2', "/etc"))});
-  cases.push_back({"write through symlink",
-                   make(link("d", '5', ""), link("s", '2', "d"), file("s/x"))});
+  cases.push_back(
+      {"write through symlink", make(link("d", '5', ""), link("s", '2', "d"), file("s/x"))});
   cases.push_back({"hard link out", make(link("h", '1', "../outside"))});
   cases.push_back({"hard link absolute", make(link("h", '1', "/etc/passwd"))});
   cases.push_back({"device node", make(link("null", '3', ""))});
@@ -243,7 +245,8 @@ TEST_P(Bulk, ClientsThatVanishLeaveNoPartialFileAndFreeTheDaemon) {
     ASSERT_TRUE(c.ok());
     ASSERT_TRUE(c.Send("POST " + Url("upload", "path=/workspace/partial.bin") +
                        " HTTP/1.1\r\nHost: d\r\nContent-Type: application/octet-stream\r\n"
-                       "Content-Length: " + std::to_string(64 << 20) + "\r\n\r\n"));
+                       "Content-Length: " +
+                       std::to_string(64 << 20) + "\r\n\r\n"));
     ASSERT_TRUE(c.Send(Blob(4 << 20, 2)));
   }
   {  // An archive cut in the middle of an entry.
@@ -261,15 +264,16 @@ TEST_P(Bulk, ClientsThatVanishLeaveNoPartialFileAndFreeTheDaemon) {
   EXPECT_TRUE(GoneFrom("/workspace", "partial")) << List("/workspace");
   EXPECT_TRUE(GoneFrom("/workspace", "pdir")) << List("/workspace");
   // Downloads abandoned after the first MiB.
-  ASSERT_EQ(daemon_->Call("POST", Url("upload", "path=/workspace/big.bin"), Blob(32 << 20, 4),
-                          true, {"Content-Type: application/octet-stream"})
+  ASSERT_EQ(daemon_
+                ->Call("POST", Url("upload", "path=/workspace/big.bin"), Blob(32 << 20, 4), true,
+                       {"Content-Type: application/octet-stream"})
                 .status,
             200);
   for (const char* op : {"download?path=/workspace/big.bin", "archive?path=/workspace"}) {
     RawClient c(daemon_->socket());
     ASSERT_TRUE(c.ok());
-    ASSERT_TRUE(c.Send("GET /v1/sandboxes/" + id_ + "/api/v1/file/" + op +
-                       " HTTP/1.1\r\nHost: d\r\n\r\n"));
+    ASSERT_TRUE(
+        c.Send("GET /v1/sandboxes/" + id_ + "/api/v1/file/" + op + " HTTP/1.1\r\nHost: d\r\n\r\n"));
     EXPECT_GE(c.Receive(1 << 20), 1u << 20) << op;
   }
   const auto until = Clock::now() + 20s;
