@@ -8,6 +8,7 @@
 
 #include "archive/archive.h"
 #include "common/log.h"
+#include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
 #include "guest/guest_api.h"
 #include "guest/request_fields.h"
@@ -88,7 +89,7 @@ class MultipartUpload {
     } else {
       respond(GuestApi::Ok(
           {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
-          "uploaded"));
+          AiManusMessage("file/upload", nullptr)));
     }
     return out;
   }
@@ -199,7 +200,7 @@ Response GuestApi::Upload(const http::Request& req, int fd, std::string buffered
   if (!committed) {
     return Err(committed.error());
   }
-  return Ok({{"file_path", *committed}, {"file_size", *n}, {"success", true}}, "uploaded");
+  return Ok({{"file_path", *committed}, {"file_size", *n}, {"success", true}}, AiManusMessage("file/upload", nullptr));
 }
 
 void GuestApi::Download(const http::Request& req, int fd) {

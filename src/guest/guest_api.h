@@ -17,6 +17,8 @@
 
 namespace agentbox::guest {
 
+class SupervisorApi;
+
 inline constexpr const char* kGuestVersion = "0.1.0";
 
 struct GuestOptions {
@@ -36,6 +38,9 @@ class GuestApi : public http::Dispatcher {
   GuestApi(boost::asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
            ProcessManager& processes, GuestOptions options);
   ~GuestApi() override;
+
+  // Serves /api/v1/supervisor/* with `supervisor` (owned by the caller, outlives this).
+  void SetSupervisor(SupervisorApi* supervisor) { supervisor_ = supervisor; }
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
@@ -80,6 +85,7 @@ class GuestApi : public http::Dispatcher {
   SessionManager& sessions_;
   ProcessManager& processes_;
   GuestOptions opts_;
+  SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   http::TransferThreads transfers_;  // last: its threads use the members above
