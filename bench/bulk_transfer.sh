@@ -60,6 +60,7 @@ G="curl -sf --unix-socket $SOCK -H X-Access-Token:$TOKEN"
 declare -A PREP=(
   [down_daemon]="$A upload $ID $H/src.bin $DEST/bench.bin"
   [down_guest]="$A upload $ID $H/src.bin $DEST/bench.bin"
+  [tree_up]="$A exec $ID 'rm -rf $DEST/tree-up'"
   [tree_down]="$A exec $ID 'rm -rf $DEST/tree-in' ; $A cp -r $H/tree $ID:$DEST/tree-in"
 )
 declare -A ROW=(
@@ -69,7 +70,7 @@ declare -A ROW=(
   [up_guest_multipart]="$G -F file=@$H/src.bin 'http://g/api/v1/file/upload?path=$DEST/bench.bin'"
   [up_guest_raw]="$G -X POST -H Content-Type:application/octet-stream -T $H/src.bin 'http://g/api/v1/file/upload?path=$DEST/bench.bin'"
   [down_guest]="$G -o $H/down.bin 'http://g/api/v1/file/download?path=$DEST/bench.bin'"
-  [tree_up]="$A exec $ID 'rm -rf $DEST/tree-up' >/dev/null; $A cp -r $H/tree $ID:$DEST/tree-up"
+  [tree_up]="$A cp -r $H/tree $ID:$DEST/tree-up"
   [tree_down]="rm -rf $H/tree-down; $A cp -r $ID:$DEST/tree-in $H/tree-down"
 )
 ORDER="pipe up_daemon down_daemon up_guest_multipart up_guest_raw down_guest tree_up tree_down"
@@ -93,7 +94,7 @@ for r in $ORDER; do
   cpus=()
   for _ in $(seq 1 "$RUNS"); do
     [ -n "${PREP[$r]:-}" ] && eval "${PREP[$r]}" >/dev/null
-    sync -f "$H" 2>/dev/null || true
+    sync  # what earlier runs left dirty is written out before the clock starts
     c0=$(cpu)
     t0=$(now)
     eval "${ROW[$r]}" >/dev/null

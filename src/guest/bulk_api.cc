@@ -8,6 +8,7 @@
 
 #include "archive/archive.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
 #include "guest/guest_api.h"
@@ -177,6 +178,13 @@ Response GuestApi::Upload(const http::Request& req, int fd, std::string buffered
     return upload.Finish();
   }
   // Raw body: the bytes are the file.
+  const std::string media = AsciiLower(type.substr(0, type.find(';')));
+  if (!media.empty() && media != "application/octet-stream") {
+    return Err({ErrorCode::kInvalidArgument,
+                "file/upload takes application/octet-stream (path in the query) or "
+                "multipart/form-data, not '" +
+                    type + "'"});
+  }
   auto path = req.QueryParam("path");
   if (!path || path->empty()) {
     return Err(FieldError("path", "is required as a query parameter for a raw upload"));
