@@ -134,6 +134,7 @@ void GuestApi::Transfer(const http::Request& req, int fd, std::string buffered) 
                          kIdle);
     return;
   }
+  http::WidenSendBuffer(fd);
   if (req.path == "/api/v1/file/download") {
     Download(req, fd);
     return;

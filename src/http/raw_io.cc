@@ -49,6 +49,16 @@ bool Again(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
 }  // namespace
 
+void WidenSendBuffer(int fd) {
+  // 4 MiB in flight instead of the default ~208 KiB: a relay or guest thread that waits for the
+  // CPU (a busy machine) then stalls the stream far less. SO_SNDBUFFORCE needs CAP_NET_ADMIN
+  // (agentboxd as root); elsewhere SO_SNDBUF gives what net.core.wmem_max allows.
+  const int size = 4 << 20;
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  }
+}
+
 void SetNonBlocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0 && !(flags & O_NONBLOCK)) {
@@ -539,6 +549,8 @@ Result<ProxyResult> Proxy(int client, int upstream, Millis idle,
                           const std::function<void(int status)>& on_head) {
   SetNonBlocking(client);
   SetNonBlocking(upstream);
+  WidenSendBuffer(client);
+  WidenSendBuffer(upstream);
   auto p1 = SplicePipe::Open();
   auto p2 = SplicePipe::Open();
   if (!p1 || !p2) {

@@ -23,6 +23,8 @@ using Millis = std::chrono::milliseconds;
 
 // Makes `fd` non-blocking (the raw helpers below wait with poll).
 void SetNonBlocking(int fd);
+// Lets up to 4 MiB wait in the socket's send queue (as far as privileges allow).
+void WidenSendBuffer(int fd);
 
 // Writes all of `bytes`; kUnavailable when the peer went away, kTimeout after `idle` without
 // progress.
