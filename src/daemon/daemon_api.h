@@ -17,6 +17,7 @@
 #include "common/worker_pool.h"
 #include "daemon/auth.h"
 #include "daemon/backend_watch.h"
+#include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
@@ -51,6 +52,8 @@ struct DaemonOptions {
   // sandboxes get 507 and /readyz is 503 (disk_floor.h). 0: no floor.
   std::string state_dir = "/tmp";
   uint64_t min_free_bytes = 0;
+  // The E2B-compatible API (daemon/e2b/, docs/e2b.md): templates and default lifetime.
+  e2b::E2bOptions e2b;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -64,6 +67,10 @@ struct SandboxEntry {
 // (backends block); guest calls are forwarded asynchronously over each sandbox's unix socket.
 // Thread-safe.
 class DaemonApi : public http::Dispatcher {
+  // The E2B layer translates onto this API: it runs native routes (Route), finds sandboxes
+  // (Find), and talks to guests through the same client, deadlines and upload relay.
+  friend class e2b::E2bApi;
+
  public:
   DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
             ApiKeys keys, DaemonOptions options);
@@ -111,6 +118,10 @@ class DaemonApi : public http::Dispatcher {
   // Relays one bulk transfer between the client's connection `fd` and the guest; runs on a
   // transfer thread and answers on `fd` (bulk_relay.cc).
   void RelayBulk(const http::Request& req, int fd, std::string buffered);
+  // Sends a spooled upload (the E2B API's) to the sandbox's guest and answers `done`.
+  void RelayUpload(const SandboxEntry& entry, const std::string& query,
+                   const std::string& content_type, std::shared_ptr<UniqueFd> file, uint64_t size,
+                   const http::Respond& done);
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
@@ -174,6 +185,7 @@ class DaemonApi : public http::Dispatcher {
   boost::asio::steady_timer reaper_;
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  std::unique_ptr<e2b::E2bApi> e2b_;
   http::TransferThreads bulk_;  // last: its threads use the members above
 };
 

@@ -66,8 +66,43 @@ class StreamRelay : public http::BodySource {
 
 }  // namespace
 
-std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request&) {
-  return nullptr;  // uploads and archives are relayed on raw connections (bulk_relay.cc)
+std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) {
+  // Uploads and archives under /v1/sandboxes/{id}/api/v1/file/ never get here: they are relayed
+  // on raw connections (bulk_relay.cc). The E2B API's uploads are spooled, then RelayUpload()ed.
+  return e2b_->StreamBody(req);
+}
+
+void DaemonApi::RelayUpload(const SandboxEntry& entry, const std::string& query,
+                            const std::string& content_type, std::shared_ptr<UniqueFd> file,
+                            uint64_t size, const http::Respond& done) {
+  http::ClientRequest cr;
+  cr.method = "POST";
+  cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
+  cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
+  cr.body_file = std::move(file);
+  cr.body_file_size = size;
+  const auto deadline = UploadDeadline(health_.deadlines(), size);
+  health_.BeforeCall(
+      entry.info, "file/upload", done,
+      [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+        client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
+                     [this, entry, deadline, done,
+                      start = Clock::now()](Result<http::ClientResponse> r) {
+                       CountRelayed(entry.info.backend, "file/upload", r, start);
+                       if (GuestTimedOut(r)) {
+                         return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                       }
+                       if (!r) {
+                         return done(JsonErr(r.error()));
+                       }
+                       health_.Answered(entry.info.id);
+                       http::Response out;
+                       out.status = r->status;
+                       http::RelayWarnings(*r, out);
+                       out.body = std::move(r->body);
+                       done(std::move(out));
+                     });
+      });
 }
 
 void DaemonApi::Forward(const std::string& id, const std::string& rest, const http::Request& req,
