@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
   libboost-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libexpected-dev
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
+  zlib1g-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   bash busybox-static procps util-linux e2fsprogs wrk python3 file jq
   python3-venv python3-pip python3-setuptools python3-httpx openssl

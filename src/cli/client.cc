@@ -1,7 +1,9 @@
 #include "cli/client.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -10,9 +12,11 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "cli/format.h"
 #include "cli/interrupt.h"
+#include "common/unique_fd.h"
 
 namespace agentbox::cli {
 
@@ -27,11 +31,6 @@ struct CurlSlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
 using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
-
-struct CurlMimeDeleter {
-  void operator()(curl_mime* m) const { curl_mime_free(m); }
-};
-using CurlMime = std::unique_ptr<curl_mime, CurlMimeDeleter>;
 
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
@@ -239,35 +238,6 @@ bool KeepErrorBody(CURL* c, const char* p, size_t len, std::string& error_body) 
   return true;
 }
 
-// Receives a download: 2xx bodies go to `fd`, anything else is kept (capped) as the error body.
-struct DownloadSink {
-  CURL* c = nullptr;
-  int fd = -1;
-  std::string error_body;
-  int write_errno = 0;
-
-  static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
-    auto* self = static_cast<DownloadSink*>(self_ptr);
-    const size_t len = size * n;
-    if (KeepErrorBody(self->c, p, len, self->error_body)) {
-      return len;
-    }
-    size_t off = 0;
-    while (off < len) {
-      ssize_t w = ::write(self->fd, p + off, len - off);
-      if (w < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        self->write_errno = errno;
-        return 0;  // aborts the transfer with CURLE_WRITE_ERROR
-      }
-      off += static_cast<size_t>(w);
-    }
-    return len;
-  }
-};
-
 Reply MakeReply(long status, std::string body) {
   Reply r;
   r.status = status;
@@ -384,26 +354,116 @@ Result<Json> DaemonClient::Call(const std::string& method, const std::string& pa
   return r->data();
 }
 
-Result<Json> DaemonClient::Upload(const std::string& path, const std::string& local_file) {
+namespace {
+
+// Bulk transfers move large blocks: libcurl's defaults (16 KiB receive, 64 KiB send buffers)
+// cost a system call and a callback per small block.
+constexpr long kRecvBuffer = 1L << 20;
+constexpr long kSendBuffer = 2L << 20;  // the largest libcurl accepts
+
+struct BodyPull {
+  const DaemonClient::BodyReader* read = nullptr;
+  std::optional<Error> error;
+  static size_t Read(char* p, size_t size, size_t n, void* self_ptr) {
+    auto* self = static_cast<BodyPull*>(self_ptr);
+    auto got = (*self->read)(p, size * n);
+    if (!got) {
+      self->error = got.error();
+      return CURL_READFUNC_ABORT;
+    }
+    return *got;
+  }
+};
+
+// Progress and Ctrl-C for bulk transfers.
+struct BulkProgress {
+  const DaemonClient::Progress* progress = nullptr;
+  bool upload = false;
+  static int Call(void* self_ptr, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+    auto* self = static_cast<BulkProgress*>(self_ptr);
+    if (self->progress && *self->progress) {
+      (*self->progress)(static_cast<uint64_t>(self->upload ? ulnow : dlnow));
+    }
+    return InterruptPending() ? 1 : 0;
+  }
+};
+
+// Receives a body: 2xx bodies go to `on_data`, anything else is kept (capped) as the error body.
+struct BodyPush {
+  CURL* c = nullptr;
+  const std::function<Result<void>(std::string_view)>* on_data = nullptr;
+  const std::function<void(const std::string&, const std::string&)>* on_header = nullptr;
+  std::string error_body;
+  std::optional<Error> error;
+  static size_t Write(char* p, size_t size, size_t n, void* self_ptr) {
+    auto* self = static_cast<BodyPush*>(self_ptr);
+    const size_t len = size * n;
+    if (KeepErrorBody(self->c, p, len, self->error_body)) {
+      return len;
+    }
+    if (auto r = (*self->on_data)(std::string_view(p, len)); !r) {
+      self->error = r.error();
+      return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    return len;
+  }
+  static size_t Header(char* p, size_t size, size_t n, void* self_ptr) {
+    auto* self = static_cast<BodyPush*>(self_ptr);
+    const std::string line(p, size * n);
+    const size_t colon = line.find(':');
+    if (colon != std::string::npos && self->on_header && *self->on_header) {
+      std::string name = line.substr(0, colon);
+      for (auto& ch : name) {
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+      std::string value = line.substr(colon + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+        value.erase(0, 1);
+      }
+      while (!value.empty() &&
+             (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) {
+        value.pop_back();
+      }
+      (*self->on_header)(name, value);
+    }
+    return size * n;
+  }
+};
+
+}  // namespace
+
+Result<Json> DaemonClient::PostBody(const std::string& path, const std::string& content_type,
+                                    const BodyReader& read, int64_t size,
+                                    const Progress& progress) {
   CURL* c = impl_->easy.get();
   if (!c) {
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
   Request req(c, endpoint_, "POST", path);
-  CurlMime mime(curl_mime_init(c));
-  curl_mimepart* part = curl_mime_addpart(mime.get());
-  curl_mime_name(part, "file");
-  // filedata streams from disk during the transfer and sets the part's filename to the base name.
-  if (curl_mime_filedata(part, local_file.c_str()) != CURLE_OK) {
-    return Fail(ErrorCode::kInvalidArgument, "cannot read '" + local_file + "'");
+  req.AddHeader("Content-Type: " + content_type);
+  if (size < 0) {
+    req.AddHeader("Transfer-Encoding: chunked");
   }
-  curl_mime_type(part, "application/octet-stream");
-  curl_easy_setopt(c, CURLOPT_MIMEPOST, mime.get());
+  BodyPull pull{&read, std::nullopt};
+  BulkProgress prog{&progress, true};
+  curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+  curl_easy_setopt(c, CURLOPT_READFUNCTION, BodyPull::Read);
+  curl_easy_setopt(c, CURLOPT_READDATA, &pull);
+  curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(size));
+  curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, kSendBuffer);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, BulkProgress::Call);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
   std::string out;
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendToString);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
   auto status = req.Perform();
-  curl_easy_setopt(c, CURLOPT_MIMEPOST, nullptr);  // the mime dies before the shared handle
+  curl_easy_setopt(c, CURLOPT_READDATA, nullptr);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, nullptr);
+  if (pull.error) {
+    return Fail(*pull.error);
+  }
   if (!status) {
     return Fail(status.error());
   }
@@ -414,29 +474,83 @@ Result<Json> DaemonClient::Upload(const std::string& path, const std::string& lo
   return r.data();
 }
 
-Result<void> DaemonClient::Download(const std::string& path, int fd) {
+Result<Json> DaemonClient::Upload(const std::string& path, const std::string& local_file,
+                                  const Progress& progress) {
+  UniqueFd fd(::open(local_file.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.Get(), &st) != 0) {
+    return Fail(ErrnoError(errno, "read '" + local_file + "'"));
+  }
+  BodyReader read = [&fd, &local_file](char* buf, size_t n) -> Result<size_t> {
+    for (;;) {
+      const ssize_t got = ::read(fd.Get(), buf, n);
+      if (got >= 0) {
+        return static_cast<size_t>(got);
+      }
+      if (errno != EINTR) {
+        return Fail(ErrnoError(errno, "read '" + local_file + "'"));
+      }
+    }
+  };
+  return PostBody(path, "application/octet-stream", read, static_cast<int64_t>(st.st_size),
+                  progress);
+}
+
+Result<void> DaemonClient::GetBody(
+    const std::string& path, const std::function<Result<void>(std::string_view)>& on_data,
+    const std::function<void(const std::string&, const std::string&)>& on_header,
+    const Progress& progress) {
   CURL* c = impl_->easy.get();
   if (!c) {
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
   Request req(c, endpoint_, "GET", path);
-  DownloadSink sink;
-  sink.c = c;
-  sink.fd = fd;
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, DownloadSink::Write);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  BodyPush push;
+  push.c = c;
+  push.on_data = &on_data;
+  push.on_header = &on_header;
+  BulkProgress prog{&progress, false};
+  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, kRecvBuffer);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, BodyPush::Write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &push);
+  if (on_header) {
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, BodyPush::Header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &push);
+  }
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, BulkProgress::Call);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
   auto status = req.Perform();
-  if (sink.write_errno != 0) {
-    return Fail(ErrnoError(sink.write_errno, "write the downloaded file"));
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, nullptr);
+  if (push.error) {
+    return Fail(*push.error);
   }
   if (!status) {
     return Fail(status.error());
   }
   if (*status < 200 || *status >= 300) {
-    Reply r = MakeReply(*status, std::move(sink.error_body));
+    Reply r = MakeReply(*status, std::move(push.error_body));
     return Fail(CodeForStatus(r.status), r.ErrorMessage());
   }
   return {};
+}
+
+Result<void> DaemonClient::Download(const std::string& path, int fd, const Progress& progress) {
+  std::function<Result<void>(std::string_view)> write = [fd](std::string_view b) -> Result<void> {
+    while (!b.empty()) {
+      const ssize_t w = ::write(fd, b.data(), b.size());
+      if (w < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return Fail(ErrnoError(errno, "write the downloaded file"));
+      }
+      b.remove_prefix(static_cast<size_t>(w));
+    }
+    return {};
+  };
+  return GetBody(path, write, nullptr, progress);
 }
 
 namespace {

@@ -70,13 +70,32 @@ class DaemonClient {
   Result<Json> Call(const std::string& method, const std::string& path, const Json* body = nullptr,
                     bool interruptible = false, const std::vector<std::string>& headers = {});
 
-  // POSTs `local_file` as multipart/form-data to `path` (a file/upload endpoint, query included),
-  // streamed from disk by libcurl: the file is never read into memory. Returns `data`.
-  Result<Json> Upload(const std::string& path, const std::string& local_file);
+  // Called now and then during a bulk transfer with the bytes moved so far (sent for a POST,
+  // received for a GET).
+  using Progress = std::function<void(uint64_t bytes)>;
+  // Fills up to `n` bytes of `buf`; 0 at the end of the body; an Error aborts the transfer.
+  using BodyReader = std::function<Result<size_t>(char* buf, size_t n)>;
+
+  // POSTs `local_file` to `path` (a file/upload endpoint, query included) as a raw body
+  // (application/octet-stream), streamed from disk: never read into memory. Returns `data`.
+  Result<Json> Upload(const std::string& path, const std::string& local_file,
+                      const Progress& progress = nullptr);
+
+  // POSTs a body pulled from `read` (`size` bytes, or sent chunked when negative) with
+  // `content_type`. Returns `data`.
+  Result<Json> PostBody(const std::string& path, const std::string& content_type,
+                        const BodyReader& read, int64_t size, const Progress& progress = nullptr);
 
   // GETs `path` (a file/download endpoint) and writes the body to `fd` as it arrives. A non-2xx
   // answer writes nothing to `fd` and becomes an Error with the envelope's message.
-  Result<void> Download(const std::string& path, int fd);
+  Result<void> Download(const std::string& path, int fd, const Progress& progress = nullptr);
+
+  // GETs `path` and hands a 2xx body to `on_data` as it arrives (an Error from it aborts the
+  // transfer and is returned); `on_headers` sees the response headers (lower-case names) first.
+  Result<void> GetBody(
+      const std::string& path, const std::function<Result<void>(std::string_view)>& on_data,
+      const std::function<void(const std::string&, const std::string&)>& on_header = nullptr,
+      const Progress& progress = nullptr);
 
   // GETs `path` (an event stream) and hands the body to `on_data` as it arrives, until the
   // server ends it, `on_data` returns false, or `stop()` turns true (polled at least once a

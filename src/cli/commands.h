@@ -68,6 +68,10 @@ int Upload(DaemonClient& client, const std::string& id, const std::string& local
            const std::string& remote);
 int Download(DaemonClient& client, const std::string& id, const std::string& remote,
              const std::string& local);
+// cp SRC DST: one side is ID:PATH. Files go as uploads/downloads; directories (with
+// `recursive`) as one tar stream through /api/v1/file/archive. An existing directory as DST
+// receives SRC inside it, as with cp -r.
+int Copy(DaemonClient& client, const std::string& src, const std::string& dst, bool recursive);
 
 int ProcessList(DaemonClient& client, const std::string& id, const std::string& session, bool json);
 int ProcessLogs(DaemonClient& client, const std::string& id, int64_t pid, bool follow);

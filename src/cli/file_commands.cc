@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "cli/progress.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::cli {
@@ -102,7 +103,10 @@ int Upload(DaemonClient& client, const std::string& id, const std::string& local
   }
   // "dir/" means "into dir", as with cp.
   const std::string target = remote.back() == '/' ? remote + BaseName(local) : remote;
-  auto r = client.Upload(GuestPath(id, "file/upload") + "?path=" + UrlEscape(target), local);
+  ProgressBar bar("upload " + BaseName(local), static_cast<uint64_t>(st.st_size));
+  auto r = client.Upload(GuestPath(id, "file/upload") + "?path=" + UrlEscape(target), local,
+                         [&bar](uint64_t b) { bar.Update(b); });
+  bar.Clear();
   if (!r) {
     return ReportError(r.error());
   }
@@ -130,8 +134,11 @@ int Download(DaemonClient& client, const std::string& id, const std::string& rem
   if (!tmp) {
     return ReportError(tmp.error());
   }
-  if (auto r = client.Download(path, tmp->fd()); !r) {
-    return ReportError(r.error());
+  ProgressBar bar("download " + BaseName(remote), 0);
+  auto got = client.Download(path, tmp->fd(), [&bar](uint64_t b) { bar.Update(b); });
+  bar.Clear();
+  if (!got) {
+    return ReportError(got.error());
   }
   struct stat st {};
   ::fstat(tmp->fd(), &st);

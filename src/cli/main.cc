@@ -222,6 +222,18 @@ int Main(int argc, char** argv) {
     run = [&](DaemonClient& client) { return Download(client, down_id, down_remote, down_local); };
   });
 
+  std::string cp_src, cp_dst;
+  bool cp_recursive = false;
+  auto* cp = app.add_subcommand(
+      "cp",
+      "Copy files or directories between here and a sandbox (ID:PATH names the sandbox side)");
+  cp->add_flag("-r,--recursive", cp_recursive, "copy directories (as one tar stream)");
+  cp->add_option("src", cp_src, "LOCAL or ID:PATH")->required();
+  cp->add_option("dst", cp_dst, "ID:PATH or LOCAL")->required();
+  cp->callback([&] {
+    run = [&](DaemonClient& client) { return Copy(client, cp_src, cp_dst, cp_recursive); };
+  });
+
   // ps / logs / kill
   std::string ps_id, ps_session;
   bool ps_json = false;

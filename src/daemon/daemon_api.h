@@ -24,6 +24,7 @@
 #include "daemon/validation.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "http/transfer_threads.h"
 #include "selector/selector.h"
 
 namespace agentbox::daemon {
@@ -89,6 +90,9 @@ class DaemonApi : public http::Dispatcher {
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
+  // Uploads, downloads and archives are relayed on raw connections (bulk_relay.cc).
+  bool WantsRaw(const http::Request& req) override;
+  void HandleRaw(http::Request req, http::RawConnection conn) override;
 
   Metrics& metrics() { return metrics_; }
   selector::Selector& selector() { return *selector_; }
@@ -116,7 +120,10 @@ class DaemonApi : public http::Dispatcher {
   bool HasSharedBackend() const;
   // Asks the shared backends for `id` and records it when one holds it. Blocks: worker pool only.
   void FindShared(const std::string& id);
-  // Sends a spooled upload to the sandbox's guest and answers `done`.
+  // Relays one bulk transfer between the client's connection `fd` and the guest; runs on a
+  // transfer thread and answers on `fd` (bulk_relay.cc).
+  void RelayBulk(const http::Request& req, int fd, std::string buffered);
+  // Sends a spooled upload (the E2B API's) to the sandbox's guest and answers `done`.
   void RelayUpload(const SandboxEntry& entry, const std::string& query,
                    const std::string& content_type, std::shared_ptr<UniqueFd> file, uint64_t size,
                    const http::Respond& done);
@@ -201,6 +208,7 @@ class DaemonApi : public http::Dispatcher {
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
   std::unique_ptr<e2b::E2bApi> e2b_;
+  http::TransferThreads bulk_;  // last: its threads use the members above
 };
 
 // The envelope of the daemon API (same shape as the guest's).

@@ -26,47 +26,6 @@ using detail::SplitPath;
 
 namespace {
 
-// Spools a streamed upload to an unlinked temporary file, then forwards it to the guest as one
-// request: the daemon never holds the file in memory and the guest sees an ordinary upload.
-class UploadSpool : public http::BodySink {
- public:
-  using OnComplete = std::function<void(std::shared_ptr<UniqueFd>, uint64_t, http::Respond)>;
-  UploadSpool(UniqueFd fd, OnComplete done)
-      : fd_(std::make_shared<UniqueFd>(std::move(fd))), done_(std::move(done)) {}
-  Result<void> OnData(std::string_view bytes) override {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      ssize_t n = ::write(fd_->Get(), bytes.data() + off, bytes.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        return Fail(ErrnoError(errno, "spool upload"));
-      }
-      off += static_cast<size_t>(n);
-    }
-    size_ += bytes.size();
-    return {};
-  }
-  void OnEnd(http::Respond respond) override { done_(fd_, size_, std::move(respond)); }
-
- private:
-  std::shared_ptr<UniqueFd> fd_;
-  uint64_t size_ = 0;
-  OnComplete done_;
-};
-
-class RejectSink : public http::BodySink {
- public:
-  explicit RejectSink(Error e) : e_(std::move(e)) {}
-  Result<void> OnData(std::string_view) override { return Fail(e_); }
-  void OnEnd(http::Respond respond) override { respond(JsonErr(e_)); }
-
- private:
-  Error e_;
-};
-
-
 // Passes a guest's event stream through, and turns a broken guest connection (the sandbox died)
 // into a final `error` event instead of a silently cut stream.
 class StreamRelay : public http::BodySource {
@@ -108,59 +67,9 @@ class StreamRelay : public http::BodySource {
 }  // namespace
 
 std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) {
-  if (auto e2b_upload = e2b_->StreamBody(req)) {
-    return e2b_upload;
-  }
-  auto parts = SplitPath(req.path);
-  // /v1/sandboxes/{id}/api/v1/file/upload
-  if (req.method != "POST" || parts.size() != 7 || parts[0] != "v1" || parts[1] != "sandboxes" ||
-      parts[3] != "api" || parts[4] != "v1" || parts[5] != "file" || parts[6] != "upload") {
-    return nullptr;
-  }
-  auto caller = Authenticate(req);
-  if (!caller) {
-    return std::make_unique<RejectSink>(
-        Error{ErrorCode::kUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)"});
-  }
-  const std::string id = parts[2];
-  auto entry = Find(id, *caller);
-  // A sandbox of a shared backend that another replica created is looked up once the body is
-  // spooled (the lookup blocks, and this runs on the I/O thread).
-  const bool look_up_later = !entry && HasSharedBackend() && ValidSandboxId(id);
-  if (!entry && !look_up_later) {
-    return std::make_unique<RejectSink>(
-        Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"});
-  }
-  auto fd = OpenUnlinkedFile(opts_.spool_dir);
-  if (!fd) {
-    return std::make_unique<RejectSink>(
-        Error{fd.error().code, "spool upload: " + fd.error().message, fd.error().sys_errno});
-  }
-  const std::string query = req.query;
-  const std::string content_type = req.Header("content-type");
-  ++in_flight_;
-  return std::make_unique<UploadSpool>(
-      std::move(*fd), [this, id, entry, look_up_later, caller = *caller, query, content_type](
-                          std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
-        // In flight until answered, however the answer comes.
-        http::Respond done = [this, respond](http::Response out) {
-          respond(std::move(out));
-          --in_flight_;
-        };
-        if (!look_up_later) {
-          return RelayUpload(*entry, query, content_type, std::move(file), size, done);
-        }
-        pool_.Post([this, id, caller, query, content_type, file, size, done] {
-          FindShared(id);
-          auto found = Find(id, caller);
-          if (!found) {
-            return done(JsonErr(Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
-          }
-          boost::asio::post(io_, [this, found = *found, query, content_type, file, size, done] {
-            RelayUpload(found, query, content_type, file, size, done);
-          });
-        });
-      });
+  // Uploads and archives under /v1/sandboxes/{id}/api/v1/file/ never get here: they are relayed
+  // on raw connections (bulk_relay.cc). The E2B API's uploads are spooled, then RelayUpload()ed.
+  return e2b_->StreamBody(req);
 }
 
 void DaemonApi::RelayUpload(const SandboxEntry& entry, const std::string& query,

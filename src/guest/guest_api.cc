@@ -10,7 +10,6 @@
 #include "common/utf8.h"
 #include "guest/exec_api.h"
 #include "guest/ai_manus_messages.h"
-#include "guest/files/multipart.h"
 #include "guest/request_fields.h"
 #include "guest/supervisor_api.h"
 #include "http/envelope.h"
@@ -85,91 +84,6 @@ bool TrailingAmpersand(const std::string& cmd, std::string& stripped) {
   stripped.resize(last + 1);
   return true;
 }
-
-// Streams a multipart upload: form field "path" (or ?path=) names the destination, part "file"
-// carries the bytes straight to an UploadSink.
-class UploadBody : public http::BodySink {
- public:
-  UploadBody(std::string boundary, std::optional<std::string> path, FileConfig cfg)
-      : parser_(std::move(boundary)), path_(std::move(path)), cfg_(std::move(cfg)) {
-    parser_.on_part_begin = [this](const PartHeaders& h) -> Result<void> {
-      in_file_ = h.name == "file" || (!h.filename.empty() && h.name != "path");
-      field_name_ = h.name;
-      field_value_.clear();
-      if (in_file_) {
-        if (sink_) {
-          return Fail(ErrorCode::kInvalidArgument, "only one file part is accepted");
-        }
-        filename_ = h.filename;
-        auto s = UploadSink::Open(path_.value_or(""), cfg_);
-        if (!s) {
-          return Fail(s.error());
-        }
-        sink_.emplace(std::move(*s));
-      }
-      return {};
-    };
-    parser_.on_part_data = [this](std::string_view d) -> Result<void> {
-      if (in_file_) {
-        return sink_->Write(d);
-      }
-      if (field_value_.size() + d.size() > 64 * 1024) {
-        return Fail(ErrorCode::kTooLarge, "form field '" + field_name_ + "' is over 64 KiB");
-      }
-      field_value_.append(d);
-      return {};
-    };
-    parser_.on_part_end = [this]() -> Result<void> {
-      if (!in_file_ && field_name_ == "path" && !path_) {
-        path_ = field_value_;
-      }
-      if (!in_file_) {
-        form_fields_.push_back(field_name_);
-      }
-      in_file_ = false;
-      return {};
-    };
-  }
-
-  Result<void> OnData(std::string_view bytes) override { return parser_.Feed(bytes); }
-
-  void OnEnd(Respond respond) override {
-    if (auto r = parser_.Finish(); !r) {
-      respond(GuestApi::Err(r.error()));
-      return;
-    }
-    if (!http::AcceptFields(CheckUploadFields(form_fields_), "/api/v1/file/upload", respond)) {
-      return;
-    }
-    if (!sink_) {
-      respond(GuestApi::Err(FieldError("file", "is required (a multipart file part)")));
-      return;
-    }
-    if (!path_ || path_->empty()) {
-      respond(GuestApi::Err(FieldError("path", "is required (form field or ?path=)")));
-      return;
-    }
-    auto committed = sink_->Commit(*path_);
-    if (!committed) {
-      respond(GuestApi::Err(committed.error()));
-      return;
-    }
-    respond(GuestApi::Ok(
-        {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
-        AiManusMessage("file/upload", nullptr)));
-  }
-
- private:
-  MultipartParser parser_;
-  std::optional<std::string> path_;
-  FileConfig cfg_;
-  std::optional<UploadSink> sink_;
-  bool in_file_ = false;
-  std::string field_name_;
-  std::string field_value_;
-  std::string filename_;
-  std::vector<std::string> form_fields_;  // names of the non-file parts
-};
 
 // Server-Sent Events of one session's live output: `output` events carry new console bytes
 // (UTF-8 complete, with their absolute offset), `status` events a finished command, and a
@@ -270,17 +184,6 @@ class SessionStream : public http::BodySource {
   std::shared_ptr<State> state_;
 };
 
-// Answers every chunk with a fixed error (refusing an upload before reading it).
-class RejectBody : public http::BodySink {
- public:
-  explicit RejectBody(Error e) : e_(std::move(e)) {}
-  Result<void> OnData(std::string_view) override { return Fail(e_); }
-  void OnEnd(Respond respond) override { respond(GuestApi::Err(e_)); }
-
- private:
-  Error e_;
-};
-
 }  // namespace
 
 GuestApi::GuestApi(asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
@@ -302,19 +205,8 @@ bool GuestApi::Authorized(const http::Request& req) const {
   return SecretEquals(req.Header("x-access-token"), opts_.token);
 }
 
-std::unique_ptr<http::BodySink> GuestApi::StreamBody(const http::Request& req) {
-  if (req.path != "/api/v1/file/upload" || req.method != "POST") {
-    return nullptr;
-  }
-  if (!Authorized(req)) {
-    return std::make_unique<RejectBody>(
-        Error{ErrorCode::kUnauthorized, "missing or wrong X-Access-Token"});
-  }
-  auto boundary = MultipartParser::BoundaryFromContentType(req.Header("content-type"));
-  if (!boundary) {
-    return std::make_unique<RejectBody>(boundary.error());
-  }
-  return std::make_unique<UploadBody>(*boundary, req.QueryParam("path"), opts_.files);
+std::unique_ptr<http::BodySink> GuestApi::StreamBody(const http::Request&) {
+  return nullptr;  // bodies worth streaming (uploads, archives) take the raw path instead
 }
 
 void GuestApi::Handle(http::Request req, Respond respond) {
@@ -329,10 +221,6 @@ void GuestApi::Handle(http::Request req, Respond respond) {
   if (req.method == "GET") {
     if (req.path == "/api/v1/health" || req.path == "/health" || req.path == "/healthz") {
       Health(std::move(respond));
-      return;
-    }
-    if (req.path == "/api/v1/file/download") {
-      Download(req, std::move(respond));
       return;
     }
     if (req.path == "/api/v1/shell/list") {
@@ -773,31 +661,6 @@ void GuestApi::Health(Respond respond) {
                shell.kind == ShellKind::kBash ? "full" : "cwd+env (no bash: POSIX sh fallback)"},
               {"output_cap_bytes", opts_.output_cap},
               {"pid", ::getpid()}}));
-}
-
-void GuestApi::Download(const http::Request& req, Respond respond) {
-  auto path = req.QueryParam("path");
-  if (!path || path->empty()) {
-    respond(Err(FieldError("path", "is required as a query parameter")));
-    return;
-  }
-  pool_.Post([this, p = *path, respond = std::move(respond)] {
-    auto f = OpenForDownload(p, opts_.files);
-    if (!f) {
-      respond(Err(f.error()));
-      return;
-    }
-    Response r;
-    r.content_type = "application/octet-stream";
-    std::string name;
-    for (char c : f->name) {
-      name += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) ? '_' : c;
-    }
-    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + name + "\"");
-    r.file = std::make_shared<UniqueFd>(std::move(f->fd));
-    r.file_size = f->size;
-    respond(std::move(r));
-  });
 }
 
 }  // namespace agentbox::guest

@@ -14,6 +14,7 @@
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
 #include "http/server.h"
+#include "http/transfer_threads.h"
 
 namespace agentbox::guest {
 
@@ -44,6 +45,9 @@ class GuestApi : public http::Dispatcher {
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
+  // Uploads, downloads and archives run on raw connections (bulk_api.cc).
+  bool WantsRaw(const http::Request& req) override;
+  void HandleRaw(http::Request req, http::RawConnection conn) override;
 
   // Envelope helpers, also used for protocol-level errors by the server.
   static http::Response Ok(Json data, const std::string& message = "ok");
@@ -70,7 +74,12 @@ class GuestApi : public http::Dispatcher {
   void ProcessLogs(const Json& b, http::Respond respond);
   void ProcessKill(const Json& b, http::Respond respond);
   void Health(http::Respond respond);
-  void Download(const http::Request& req, http::Respond respond);
+  // Bulk transfers (bulk_api.cc), on a transfer thread: answer on `fd` and return.
+  void Transfer(const http::Request& req, int fd, std::string buffered);
+  http::Response Upload(const http::Request& req, int fd, std::string buffered);
+  void Download(const http::Request& req, int fd);
+  void ArchiveGet(const http::Request& req, int fd);
+  http::Response ArchivePost(const http::Request& req, int fd, std::string buffered);
 
   boost::asio::io_context& io_;
   ChildReaper& reaper_;
@@ -81,6 +90,7 @@ class GuestApi : public http::Dispatcher {
   SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  http::TransferThreads transfers_;  // last: its threads use the members above
 };
 
 }  // namespace agentbox::guest

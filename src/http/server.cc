@@ -184,6 +184,19 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
       return;
     }
+    if (d_.WantsRaw(req_)) {
+      RawConnection raw;
+      raw.buffered = beast::buffers_to_string(buffer_.data());
+      buffer_.consume(buffer_.size());
+      beast::error_code rec;
+      raw.fd.Reset(socket_.release(rec));
+      if (rec) {
+        return;
+      }
+      ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
+      d_.HandleRaw(std::move(req_), std::move(raw));
+      return;
+    }
     const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
     sink_ = d_.StreamBody(req_);
     auto length = header_parser_->content_length();  // boost::optional

@@ -72,9 +72,21 @@ class BodySink {
   virtual void OnEnd(Respond respond) = 0;
 };
 
+// A connection taken out of the server after its request head (bulk transfers, see raw_io.h):
+// the descriptor is non-blocking and close-on-exec, and `buffered` holds what the server had
+// already read past the head (the start of the body).
+struct RawConnection {
+  UniqueFd fd;
+  std::string buffered;
+};
+
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
+  // Called with the headers of every request first. Returning true takes the connection out of
+  // the server: HandleRaw() then owns it, reads the body and writes the whole response itself.
+  virtual bool WantsRaw(const Request& /*req*/) { return false; }
+  virtual void HandleRaw(Request /*req*/, RawConnection /*conn*/) {}
   // Called with the headers only. Return a sink to stream the body into, or nullptr to have the
   // body buffered (up to ServerOptions::max_body_bytes) and passed to Handle(). To refuse
   // before the body is read, return nullptr and answer from Handle().

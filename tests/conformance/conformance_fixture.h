@@ -108,6 +108,10 @@ class Daemon {
   bool ready() const { return ready_; }
   // The daemon's --state-dir (the backends keep their sandboxes below it).
   std::string state_dir() const { return dir_ + "/state"; }
+  // The daemon's unix socket and process (bulk_transfer_test speaks raw HTTP to it and counts
+  // its open descriptors).
+  const std::string& socket() const { return socket_; }
+  pid_t pid() const { return pid_; }
   std::string log() const {
     std::string out;
     if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {

@@ -528,6 +528,16 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   EXPECT_EQ(up.status, 200) << up.body;
   HttpReply down = Do("GET", G + "file/download", g + "file/download?path=up.txt");
   EXPECT_EQ(down.body, "uploaded bytes");
+  HttpReply raw = Call("POST", g + "file/upload?path=raw.txt", "raw bytes", "",
+                       {"Content-Type: application/octet-stream"});
+  CheckReply("POST", G + "file/upload", raw);
+  EXPECT_EQ(raw.status, 200) << raw.body;
+  HttpReply tarball = Do("GET", G + "file/archive", g + "file/archive?path=.&compression=gzip");
+  EXPECT_EQ(tarball.status, 200) << tarball.body.substr(0, 300);
+  HttpReply unpacked = Call("POST", g + "file/archive?path=unpacked", tarball.body, "",
+                            {"Content-Type: application/gzip"});
+  CheckReply("POST", G + "file/archive", unpacked);
+  EXPECT_EQ(unpacked.status, 200) << unpacked.body;
   EXPECT_EQ(
       Do("POST", G + "file/delete", g + "file/delete", Example("POST", G + "file/delete")).status,
       200);

@@ -1479,6 +1479,15 @@ Result<void> UploadSink::Write(std::string_view bytes) {
   return {};
 }
 
+Result<void> UploadSink::Wrote(uint64_t n) {
+  written_ += n;
+  if (written_ > cfg_.max_upload_bytes) {
+    return Fail(ErrorCode::kTooLarge,
+                "upload exceeds the limit of " + std::to_string(cfg_.max_upload_bytes) + " bytes");
+  }
+  return {};
+}
+
 Result<std::string> UploadSink::Commit(const std::string& dest) {
   if (committed_) {
     return Fail(ErrorCode::kInvalidArgument, "upload already committed");

@@ -106,6 +106,11 @@ class UploadSink {
   // resolved final path. Neither destination given: kValidation on field "path".
   Result<std::string> Commit(const std::string& dest = {});
   uint64_t bytes_written() const { return written_; }
+  // The temporary file, for callers that fill it directly (splice(2) from a socket); they
+  // report what they wrote with Wrote().
+  int fd() const { return fd_.Get(); }
+  // Counts `n` bytes written through fd(); kTooLarge past cfg.max_upload_bytes.
+  Result<void> Wrote(uint64_t n);
 
  private:
   UploadSink() = default;
