@@ -84,6 +84,31 @@ TEST(Json, ParseObjectErrors) {
   EXPECT_FALSE(ParseJsonObject("{\"a\":\"\xff\"}"));  // invalid UTF-8 inside a string
 }
 
+// Regression (fuzz/fuzz_json_request): a deeply nested value parsed fine, then overflowed the
+// stack of whoever copied or dumped it (agentboxd's session keeper copies and dumps a guest's
+// session state). Untrusted JSON is now refused beyond kMaxJsonDepth levels.
+TEST(Json, DeepNestingRefused) {
+  auto nested = [](size_t depth) {
+    return "{\"a\":" + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+  };
+  EXPECT_TRUE(ParseJsonObject(nested(kMaxJsonDepth)));
+  auto deep = ParseJsonObject(nested(kMaxJsonDepth + 1));
+  ASSERT_FALSE(deep);
+  EXPECT_EQ(deep.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(deep.error().message.find("nested deeper"), std::string::npos);
+  const std::string huge = nested(200000);
+  EXPECT_FALSE(ParseJsonObject(huge));
+  EXPECT_TRUE(ParseUntrustedJson(huge).is_discarded());
+  EXPECT_TRUE(ParseUntrustedJson("{\"a\":").is_discarded());
+  EXPECT_EQ(ParseUntrustedJson("{\"a\":[1]}")["a"][0], 1);
+  // Brackets inside strings (escaped quotes included) are not nesting.
+  const std::string in_string = "{\"s\":\"\\\"" + std::string(1000, '[') + "\"}";
+  EXPECT_TRUE(JsonDepthWithin(in_string));
+  EXPECT_TRUE(ParseJsonObject(in_string));
+  EXPECT_FALSE(JsonDepthWithin("[[[", 2));
+  EXPECT_TRUE(JsonDepthWithin("[[]][[]]", 2));
+}
+
 TEST(Json, TypedFieldsNameTheField) {
   Json j = Json::parse(R"({"s":"x","n":5,"f":1.5,"b":true,"m":{"k":"v"},"bad":[1]})");
   JsonFields f(j);

@@ -4,6 +4,45 @@
 
 namespace agentbox {
 
+bool JsonDepthWithin(std::string_view text, size_t max_depth) {
+  size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        return false;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
+Json ParseUntrustedJson(std::string_view text) {
+  if (!JsonDepthWithin(text)) {
+    return Json(Json::value_t::discarded);
+  }
+  try {  // boundary: allow_exceptions=false still lets a few library exceptions through
+    return Json::parse(text, nullptr, false);
+  } catch (const Json::exception&) {
+    return Json(Json::value_t::discarded);
+  }
+}
+
 Result<Json> ParseJsonObject(std::string_view body) {
   size_t i = 0;
   while (i < body.size() &&
@@ -12,6 +51,10 @@ Result<Json> ParseJsonObject(std::string_view body) {
   }
   if (i == body.size()) {
     return Json::object();
+  }
+  if (!JsonDepthWithin(body)) {
+    return Fail(ErrorCode::kInvalidArgument, "request body is nested deeper than " +
+                                                 std::to_string(kMaxJsonDepth) + " levels");
   }
   Json j;
   try {  // boundary: nlohmann reports the position only through its exception

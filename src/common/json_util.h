@@ -13,9 +13,24 @@ namespace agentbox {
 
 using Json = nlohmann::json;
 
+// Deepest nesting of arrays and objects accepted from outside (request bodies, guest answers).
+// nlohmann's parser is iterative, but copying, comparing and dumping a value recurse once per
+// level: a few hundred kilobytes of "[[[[..." would overflow the stack of whoever copies or
+// dumps it (found by fuzz/fuzz_json_request; docs/reliability.md, "Fuzzing").
+inline constexpr size_t kMaxJsonDepth = 64;
+
+// True when no array or object in `text` (JSON or not) is nested deeper than `max_depth`;
+// brackets inside strings do not count. A linear scan, no allocation.
+bool JsonDepthWithin(std::string_view text, size_t max_depth = kMaxJsonDepth);
+
 // Parses an untrusted request body. Malformed JSON -> kInvalidArgument with the parser's
-// position; anything but an object -> kInvalidArgument. An empty body is an empty object.
+// position; nesting deeper than kMaxJsonDepth -> kInvalidArgument; anything but an object ->
+// kInvalidArgument. An empty body is an empty object.
 Result<Json> ParseJsonObject(std::string_view body);
+
+// Json::parse(text, nullptr, false) for text from outside (a guest's answer): a discarded value
+// (is_discarded()) when malformed or nested deeper than kMaxJsonDepth, never an exception.
+Json ParseUntrustedJson(std::string_view text);
 
 // Serialises with invalid UTF-8 replaced by U+FFFD, so arbitrary process output never breaks
 // the response.

@@ -12,6 +12,7 @@
 #include "common/strings.h"
 #include "common/time_util.h"
 #include "daemon/disk_floor.h"
+#include "daemon/flags_body.h"
 #include "daemon/request_fields.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
@@ -109,32 +110,12 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
   if (!http::AcceptFields(CheckFlagsFields(*body), "PUT /v1/flags", respond)) {
     return;
   }
-  if (!body->contains("flags") || !(*body)["flags"].is_object()) {
-    return respond(JsonErr(FieldError("flags", "must be an object of KEY: value (null removes)")));
+  auto parsed = ParseFlagChanges(*body);
+  if (!parsed) {
+    return respond(JsonErr(parsed.error()));
   }
-  const auto& keys = selector::Settings::Keys();
-  std::map<std::string, std::optional<std::string>> changes;  // nullopt: remove
-  for (const auto& [k, v] : (*body)["flags"].items()) {
-    const std::string field = "flags." + k;
-    if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
-      return respond(JsonErr(FieldError(
-          field.c_str(), "is not a runtime flag; the selection settings are: " + Join(keys, ", ") +
-                             " (anything else needs a restart)")));
-    }
-    if (v.is_null()) {
-      changes[k] = std::nullopt;
-    } else if (v.is_string()) {
-      changes[k] = v.get<std::string>();
-    } else if (v.is_boolean() || v.is_number()) {
-      changes[k] = v.dump();
-    } else {
-      return respond(JsonErr(FieldError(field.c_str(), "must be a string, number, bool or null")));
-    }
-  }
-  if (body->contains("force") && !(*body)["force"].is_boolean()) {
-    return respond(JsonErr(FieldError("force", "must be a boolean")));
-  }
-  const bool force = body->value("force", false);
+  const auto changes = std::move(parsed->changes);
+  const bool force = parsed->force;
   pool_.Post([this, changes, force, respond] {
     // One change at a time: each starts from the flags the previous one left.
     std::lock_guard<std::mutex> lock(flags_mu_);

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/create_body.h"
 #include "daemon/disk_floor.h"
 #include "daemon/request_fields.h"
 #include "http/envelope.h"
@@ -24,78 +25,6 @@ using detail::BackendOk;
 using detail::Clock;
 using detail::RemainingSeconds;
 using detail::SplitPath;
-
-namespace {
-
-Result<ResourceLimits> ParseLimits(const Json& body) {
-  ResourceLimits l;
-  auto it = body.find("limits");
-  if (it == body.end() || it->is_null()) {
-    return l;
-  }
-  if (!it->is_object()) {
-    return Fail(FieldError("limits", "must be an object"));
-  }
-  JsonFields f(*it);
-  auto mem = f.OptInt("memory_mb", 16, 1 << 20);
-  auto cpus = f.OptNumber("cpus", 0.01, 1024);
-  auto pids = f.OptInt("pids", 8, 1 << 22);
-  auto tmp = f.OptInt("tmp_mb", 1, 1 << 20);
-  auto nofile = f.OptInt("open_files", 16, 1 << 20);
-  auto disk = f.OptInt("disk_bytes", 16ll << 20, 16ll << 40);
-  for (const auto* r : {&mem, &tmp, &pids, &nofile, &disk}) {
-    if (!*r) {
-      Error e = r->error();
-      e.field = "limits." + e.field;
-      return Fail(e);
-    }
-  }
-  if (!cpus) {
-    return Fail(cpus.error());
-  }
-  if (*mem) {
-    l.memory_bytes = static_cast<uint64_t>(**mem) << 20;
-  }
-  if (*tmp) {
-    l.tmp_bytes = static_cast<uint64_t>(**tmp) << 20;
-  }
-  if (*pids) {
-    l.pids = static_cast<uint32_t>(**pids);
-  }
-  if (*nofile) {
-    l.open_files = static_cast<uint32_t>(**nofile);
-  }
-  if (*disk) {
-    l.disk_bytes = static_cast<uint64_t>(**disk);
-  }
-  l.cpus = *cpus;
-  return l;
-}
-
-Result<std::map<std::string, std::string>> ParseStringMap(const Json& body, const char* key,
-                                                          size_t max_entries) {
-  JsonFields f(body);
-  auto kv = f.OptStringMap(key);
-  if (!kv) {
-    return Fail(kv.error());
-  }
-  if (kv->size() > max_entries) {
-    return Fail(FieldError(key, "has more than " + std::to_string(max_entries) + " entries"));
-  }
-  std::map<std::string, std::string> out;
-  for (auto& [k, v] : *kv) {
-    if (k.empty() || k.size() > 256 || v.size() > 65536 || k.find('\0') != std::string::npos ||
-        v.find('\0') != std::string::npos) {
-      return Fail(FieldError(key, "keys must be 1..256 bytes, values at most 64 KiB, no NUL"));
-    }
-    out[k] = v;
-  }
-  return out;
-}
-
-// Spools a streamed upload to an unlinked temporary file, then forwards it to the guest as one
-
-}  // namespace
 
 void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Respond respond) {
   auto body = ParseJsonObject(req.body);

@@ -81,12 +81,12 @@ bool SessionKeeper::Watches(const std::string& op) {
 
 std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& op,
                                    const std::string& request, std::string response) {
-  Json env = Json::parse(response, nullptr, false);
+  Json env = ParseUntrustedJson(response);
   Json* data = DataOf(env);
   if (data == nullptr) {
     return response;
   }
-  const Json req = Json::parse(request, nullptr, false);
+  const Json req = ParseUntrustedJson(request);
   bool changed = false;
   std::string snapshot;  // the session to snapshot, if any
   {
@@ -194,7 +194,7 @@ void SessionKeeper::Keep(const std::string& backend, const std::string& id,
         r ? "status " + std::to_string(r->status) : r.error().message);
     return;
   }
-  Json env = Json::parse(r->body, nullptr, false);
+  Json env = ParseUntrustedJson(r->body);
   Json* data = DataOf(env);
   if (data == nullptr || !data->contains("state") || !(*data)["state"].is_object()) {
     return;
@@ -261,7 +261,7 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
   auto listed = CallGuest(client_, info, "GET", "/api/v1/shell/list", "", timeout);
   std::set<std::string> present;
   if (listed && listed->status == 200) {
-    Json env = Json::parse(listed->body, nullptr, false);
+    Json env = ParseUntrustedJson(listed->body);
     if (Json* data = DataOf(env); data != nullptr && data->contains("sessions")) {
       for (const auto& row : (*data)["sessions"]) {
         present.insert(StringAt(row, "session_id"));
