@@ -96,7 +96,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       pool_(4, 8u << 20),
       health_(client_, metrics_, opts_.guest_deadlines),
       watch_(metrics_),
-      sessions_(client_, metrics_),
+      sessions_(client_, metrics_, opts_.sessions_dir),
       reaper_(io) {
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
   metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
@@ -163,11 +163,13 @@ std::map<std::string, std::string> DaemonApi::flags() const {
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
 
 void DaemonApi::Start() {
+  bool complete = true;  // every backend listed its sandboxes
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {
       Log(LogLevel::kWarn, "daemon.reattach_failed", "backend={} error=\"{}\"", name,
           list.error().message);
+      complete = false;
       continue;
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -177,6 +179,7 @@ void DaemonApi::Start() {
       sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
     }
   }
+  RestoreKeptSessions(complete);  // daemon/engine_recovery.cc
   ArmReaper();
 }
 

@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.state_dir = dir;
+  opts.sessions_dir = dir + "/sessions";
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;
   opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);

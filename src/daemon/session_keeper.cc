@@ -1,8 +1,11 @@
 #include "daemon/session_keeper.h"
 
+#include <unistd.h>
+
 #include <ctime>
 #include <future>
 #include <set>
+#include <thread>
 
 #include "common/log.h"
 #include "common/shell_quote.h"
@@ -41,6 +44,21 @@ std::string UtcNow() {
 
 }  // namespace
 
+bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
+                  std::chrono::milliseconds wait) {
+  const auto until = Clock::now() + wait;
+  while (true) {
+    auto h = CallGuest(client, info, "GET", "/api/v1/health", "", std::chrono::seconds(2));
+    if (h && h->status < 500) {
+      return true;
+    }
+    if (Clock::now() >= until) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const SandboxInfo& info,
                                        const std::string& method, const std::string& target,
                                        const std::string& body, std::chrono::milliseconds timeout) {
@@ -62,8 +80,8 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
   return answer.get();
 }
 
-SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics)
-    : client_(client), metrics_(metrics) {
+SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir)
+    : client_(client), metrics_(metrics), dir_(std::move(dir)) {
   metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
                     "Time to fetch a session's state after a command (shell/state), by backend.");
   metrics_.Describe("agentbox_sessions_restored_total", "counter",
@@ -87,71 +105,70 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
   }
   const Json req = Json::parse(request, nullptr, false);
   bool changed = false;
+  bool persist = false;  // changed what is kept, and no snapshot follows to write it
   std::string snapshot;  // the session to snapshot, if any
   {
     std::lock_guard<std::mutex> lock(mu_);
     Box& box = boxes_[info.id];
-    if (op == "process/start") {
-      ++box.background_started;
-      return response;
-    }
-    if (op == "shell/list") {
-      auto rows = data->find("sessions");
-      if (rows == data->end() || !rows->is_array()) {
-        return response;
-      }
-      for (auto& row : *rows) {
-        auto s = box.sessions.find(StringAt(row, "session_id"));
-        if (s != box.sessions.end() && !s->second.notice.empty()) {
-          row["notice"] = s->second.notice;
-          changed = true;
-        }
-      }
-      return changed ? DumpJson(env) : response;
-    }
     std::string sid = StringAt(*data, "session_id");
     if (sid.empty()) {
       sid = StringAt(req, "id");
     }
-    if (sid.empty()) {
-      return response;
-    }
-    if (op == "shell/delete") {
-      box.sessions.erase(sid);
-      return response;
-    }
-    if (op == "shell/view") {
+    if (op == "process/start") {
+      ++box.background_started;
+      persist = true;
+    } else if (op == "shell/list") {
+      auto rows = data->find("sessions");
+      if (rows != data->end() && rows->is_array()) {
+        for (auto& row : *rows) {
+          auto s = box.sessions.find(StringAt(row, "session_id"));
+          if (s != box.sessions.end() && !s->second.notice.empty()) {
+            row["notice"] = s->second.notice;
+            changed = true;
+          }
+        }
+      }
+    } else if (sid.empty()) {
+      // nothing to say about a session
+    } else if (op == "shell/delete") {
+      persist = box.sessions.erase(sid) > 0;
+    } else if (op == "shell/view") {
       auto s = box.sessions.find(sid);
       if (s != box.sessions.end() && !s->second.notice.empty()) {
         (*data)["notice"] = s->second.notice;
-        return DumpJson(env);
-      }
-      return response;
-    }
-    Session& s = box.sessions[sid];
-    if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
-      s.cwd = cwd;
-    }
-    const std::string status = StringAt(*data, "status");
-    if (op == "shell/exec" || op == "shell/wait") {
-      s.running = status == "running";
-      if (s.running && op == "shell/exec") {
-        s.running_command = StringAt(*data, "command");
+        changed = true;
       }
     } else {
-      s.running = false;
+      Session& s = box.sessions[sid];
+      if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
+        s.cwd = cwd;
+      }
+      const std::string status = StringAt(*data, "status");
+      if (op == "shell/exec" || op == "shell/wait") {
+        s.running = status == "running";
+        if (s.running && op == "shell/exec") {
+          s.running_command = StringAt(*data, "command");
+        }
+      } else {
+        s.running = false;
+      }
+      if (op == "shell/run" && data->contains("background_pid")) {
+        ++box.background_started;
+      }
+      if (s.notice_pending && op != "shell/restore" && op != "shell/kill") {
+        (*data)["notice"] = s.notice;
+        s.notice_pending = false;
+        changed = true;
+      }
+      snapshot = sid;
     }
-    if (op == "shell/run" && data->contains("background_pid")) {
-      ++box.background_started;
-    }
-    if (s.notice_pending && op != "shell/restore" && op != "shell/kill") {
-      (*data)["notice"] = s.notice;
-      s.notice_pending = false;
-      changed = true;
-    }
-    snapshot = sid;
   }
-  Snapshot(info, snapshot);
+  if (persist) {
+    Persist(info.id);
+  }
+  if (!snapshot.empty()) {
+    Snapshot(info, snapshot);  // writes the file once the state arrived
+  }
   return changed ? DumpJson(env) : response;
 }
 
@@ -177,32 +194,38 @@ void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session
 
 void SessionKeeper::Keep(const std::string& id, const std::string& session,
                          Result<http::ClientResponse>& r) {
+  Json env;
+  Json* data = nullptr;
   if (!r || r->status != 200) {
     Log(LogLevel::kDebug, "session.snapshot_failed", "id={} session={} error=\"{}\"", id, session,
         r ? "status " + std::to_string(r->status) : r.error().message);
-    return;
+  } else {
+    env = Json::parse(r->body, nullptr, false);
+    data = DataOf(env);
+    if (data != nullptr && (!data->contains("state") || !(*data)["state"].is_object())) {
+      data = nullptr;
+    }
   }
-  Json env = Json::parse(r->body, nullptr, false);
-  Json* data = DataOf(env);
-  if (data == nullptr || !data->contains("state") || !(*data)["state"].is_object()) {
-    return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto box = boxes_.find(id);
+    if (box == boxes_.end()) {
+      return;  // forgotten meanwhile
+    }
+    auto s = box->second.sessions.find(session);
+    if (s != box->second.sessions.end() && data != nullptr) {
+      s->second.state = std::move((*data)["state"]);
+      if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
+        s->second.running = running->get<bool>();
+      }
+    }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  auto box = boxes_.find(id);
-  if (box == boxes_.end()) {
-    return;  // forgotten meanwhile
-  }
-  auto s = box->second.sessions.find(session);
-  if (s == box->second.sessions.end()) {
-    return;  // deleted meanwhile
-  }
-  s->second.state = std::move((*data)["state"]);
-  if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
-    s->second.running = running->get<bool>();
-  }
+  // Without a new state the file still learns the cwd and running command of the last answer.
+  Persist(id);
 }
 
 int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
+  KeyedLock one_at_a_time(restoring_, info.id);
   Box box;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -289,6 +312,9 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
       }
     }
   }
+  if (!notices.empty()) {
+    Persist(info.id);
+  }
   if (restored > 0) {
     metrics_.Increment("agentbox_sessions_restored_total",
                        {{"backend", info.backend}, {"outcome", "ok"}}, restored);
@@ -303,8 +329,20 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
 }
 
 void SessionKeeper::Forget(const std::string& id) {
+  std::lock_guard<std::mutex> files(file_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    boxes_.erase(id);
+  }
+  if (!dir_.empty() && ValidSandboxId(id)) {
+    ::unlink(FileOf(id).c_str());
+  }
+}
+
+bool SessionKeeper::Holds(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  boxes_.erase(id);
+  auto it = boxes_.find(id);
+  return it != boxes_.end() && !it->second.sessions.empty();
 }
 
 size_t SessionKeeper::Kept(const std::string& id) const {

@@ -189,7 +189,39 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
+  std::optional<RootQuota> q;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    q = root_quota_;
+  }
+  if (q && q->supported) {
+    c.disk_limit = "workspace_and_root";
+  } else if (disks_) {
+    c.disk_limit = "workspace";
+    c.disk_limit_note = "limits.disk_bytes bounds /workspace only: " +
+                        (q ? q->why_not : "the engine has not been asked yet whether it can bound "
+                                          "a container's writable layer");
+  } else {
+    c.disk_limit_note = "limits.disk_bytes is not enforced: " + why_no_disk_;
+  }
   return c;
+}
+
+RootQuota DockerBackend::CheckRootQuota() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (root_quota_) {
+      return *root_quota_;
+    }
+  }
+  RootQuota q = ProbeRootQuota(engine_, opts_.default_image, std::chrono::seconds(30));
+  if (q.answered) {
+    std::lock_guard<std::mutex> lock(mu_);
+    root_quota_ = q;
+    Log(LogLevel::kInfo, "docker.root_quota", "supported={} why_not=\"{}\"", q.supported,
+        q.why_not);
+  }
+  return q;
 }
 
 ProbeResult DockerBackend::Probe() {
@@ -249,11 +281,13 @@ ProbeResult DockerBackend::Probe() {
     return p;
   }
   p.usable = true;
-  p.limitations.push_back(
-      disks_ ? "limits.disk_bytes bounds /workspace only: the container's writable layer is "
-               "bounded by the storage driver, not by agentbox"
-             : "limits.disk_bytes is not enforced (" + why_no_disk_ +
-                   "): a create that asks for it is refused");
+  const RootQuota q = CheckRootQuota();
+  if (!q.supported) {
+    p.limitations.push_back(
+        disks_ ? "limits.disk_bytes bounds /workspace only: " + q.why_not
+               : "limits.disk_bytes is not enforced (" + why_no_disk_ +
+                     "): a create that asks for it is refused");
+  }
   return p;
 }
 
@@ -375,11 +409,25 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   plan.expires_at = plan.created_at + static_cast<double>(spec.ttl_s);
   plan.image_env_keys = std::move(image_env_keys);
   meta.expires_at = plan.expires_at;
-  auto disk = SetUpDockerDisk(disks_.get(), why_no_disk_, dir, spec.limits, plan.spec.limits);
-  if (!disk) {
-    return Fail(disk.error());
+  // One quota over the writable layer, /workspace included, where the engine can; else the
+  // sandbox's own disk for /workspace (a read-only root has nothing else to bound).
+  DockerDisk disk;
+  const auto& bytes = plan.spec.limits.disk_bytes;
+  if (bytes && !spec.read_only_root && CheckRootQuota().supported) {
+    if (*bytes < disk::kMinDiskBytes || *bytes > disk::kMaxDiskBytes) {
+      return Fail(ErrorCode::kInvalidArgument, "limits.disk_bytes must be between " +
+                                                   std::to_string(disk::kMinDiskBytes) + " and " +
+                                                   std::to_string(disk::kMaxDiskBytes));
+    }
+    plan.root_size_bytes = *bytes;
+  } else {
+    auto d = SetUpDockerDisk(disks_.get(), why_no_disk_, dir, spec.limits, plan.spec.limits);
+    if (!d) {
+      return Fail(d.error());
+    }
+    disk = std::move(*d);
+    plan.workspace_dir = disk.workspace;
   }
-  plan.workspace_dir = disk->workspace;
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
     return Fail(r.error());
@@ -412,8 +460,10 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   undo.container = container_id;
   const auto created_at = Clock::now();
 
+  const double start_begin = NowUnix();
   auto start =
       engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
+  OwnStart(id, start_begin, NowUnix());
   if (!start) {
     return Fail(start.error());
   }
@@ -440,8 +490,9 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   info.expires_at = plan.expires_at;
   info.guest_endpoint = "unix:" + run + "/" + kGuestSocket;
   info.guest_token = meta.token;
-  info.detail = disk->note;
-  info.disk_used_bytes = DockerDiskUsed(dir);
+  info.detail = disk.note;
+  // A fresh writable layer holds what the guest wrote at start: nothing worth an inspect.
+  info.disk_used_bytes = plan.root_size_bytes > 0 ? std::optional<uint64_t>(0) : DockerDiskUsed(dir);
   return info;
 }
 
@@ -589,7 +640,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
   info.guest_token = meta->token;
   std::tie(info.state, info.detail) =
       StateOf(c.contains("State") && c["State"].is_object() ? c["State"] : Json::object());
-  info.disk_used_bytes = DockerDiskUsed(dir);
+  info.disk_used_bytes = StorageSizeOf(c) ? WritableLayerUsed(c) : DockerDiskUsed(dir);
   return info;
 }
 
