@@ -63,11 +63,13 @@ bool CloudRunWanted(const Config& cfg) {
 }
 
 Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& state_dir,
-                                       const std::string& guest) {
+                                       const std::string& guest,
+                                       std::optional<uint64_t> default_disk) {
   auto o = cloudrun::OptionsFromConfig(cfg, state_dir + "/cloudrun", guest);
   if (!o) {
     return Fail(o.error());
   }
+  o->default_limits.disk_bytes = default_disk;  // bounds file writes through the daemon
   auto cloud = cloudrun::MakeGcpCloud(cfg, o->project, o->region, o->bucket);
   if (!cloud) {
     return Fail(cloud.error());
@@ -148,7 +150,7 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir) {
     t.config_errors["docker"] = o.error().message;
   }
   if (CloudRunWanted(cfg)) {
-    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary));
+    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary, jo.default_limits.disk_bytes));
   }
   return t;
 }

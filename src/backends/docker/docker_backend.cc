@@ -411,7 +411,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   meta.expires_at = plan.expires_at;
   // One quota over the writable layer, /workspace included, where the engine can; else the
   // sandbox's own disk for /workspace (a read-only root has nothing else to bound).
-  DockerDisk disk;
+  DockerDisk own_disk;
   const auto& bytes = plan.spec.limits.disk_bytes;
   if (bytes && !spec.read_only_root && CheckRootQuota().supported) {
     if (*bytes < disk::kMinDiskBytes || *bytes > disk::kMaxDiskBytes) {
@@ -425,8 +425,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     if (!d) {
       return Fail(d.error());
     }
-    disk = std::move(*d);
-    plan.workspace_dir = disk.workspace;
+    own_disk = std::move(*d);
+    plan.workspace_dir = own_disk.workspace;
   }
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
@@ -490,7 +490,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   info.expires_at = plan.expires_at;
   info.guest_endpoint = "unix:" + run + "/" + kGuestSocket;
   info.guest_token = meta.token;
-  info.detail = disk.note;
+  info.detail = own_disk.note;
   // A fresh writable layer holds what the guest wrote at start: nothing worth an inspect.
   info.disk_used_bytes = plan.root_size_bytes > 0 ? std::optional<uint64_t>(0) : DockerDiskUsed(dir);
   return info;

@@ -18,7 +18,8 @@ RootQuota ProbeRootQuota(const EngineClient& engine, const std::string& image,
     q.why_not = "the Docker engine at " + engine.socket_path() + " did not answer";
     return q;
   }
-  q.answered = true;
+  // A missing image says nothing about the storage: asked again once it is there.
+  q.answered = r->status != 404;
   if (r->status == 201) {
     const Json c = Json::parse(r->body, nullptr, false);
     const std::string id = c.is_object() ? c.value("Id", "") : "";
