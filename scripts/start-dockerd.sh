@@ -13,15 +13,6 @@
 #                                  /var/log/agentbox-dockerd.log, /var/run/docker)
 #   AGENTBOX_DOCKERD_ARGS          more dockerd arguments (e.g. --data-root DIR --bridge=none):
 #                                  a second, private engine beside the first (tests/docker)
-#   AGENTBOX_DOCKERD_XFS_BYTES     e.g. 100G: the engine's data-root is an xfs filesystem of that
-#                                  size, in a sparse image file on a loop device, mounted with
-#                                  project quotas (prjquota). Then overlay2 can bound each
-#                                  container's writable layer and agentbox's limits.disk_bytes
-#                                  covers /workspace and the root together (docker README, disk
-#                                  limits). Needs mkfs.xfs (xfsprogs). Made once; reused after.
-#   AGENTBOX_DOCKERD_DATA_ROOT     the data-root for AGENTBOX_DOCKERD_XFS_BYTES (default
-#                                  /var/lib/docker; must be empty or already that xfs mount)
-#   AGENTBOX_DOCKERD_XFS_IMAGE     its image file (default <data-root>.xfs)
 set -euo pipefail
 
 host="${DOCKER_HOST:-unix:///var/run/docker.sock}"
@@ -53,42 +44,6 @@ fi
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "start-dockerd: dockerd is not installed (scripts/install-deps.sh installs docker.io)" >&2
   exit 1
-fi
-
-# xfs_data_root: mounts the xfs data-root (with project quotas) unless it is mounted already.
-xfs_data_root() {
-  local root="$1" img="$2" size="$3" fstype opts
-  fstype="$(findmnt -n -o FSTYPE --mountpoint "$root" 2>/dev/null || true)"
-  if [[ -n "$fstype" ]]; then
-    opts="$(findmnt -n -o OPTIONS --mountpoint "$root")"
-    if [[ "$fstype" != xfs || "$opts" != *prjquota* ]]; then
-      echo "start-dockerd: $root is mounted already ($fstype, $opts), not xfs with prjquota" >&2
-      exit 1
-    fi
-    return 0
-  fi
-  if ! command -v mkfs.xfs >/dev/null 2>&1; then
-    echo "start-dockerd: AGENTBOX_DOCKERD_XFS_BYTES needs mkfs.xfs (apt-get install xfsprogs)" >&2
-    exit 1
-  fi
-  mkdir -p "$root"
-  if [[ -n "$(ls -A "$root")" ]]; then
-    echo "start-dockerd: $root is not empty; an xfs data-root mounted there would hide it" \
-      "(set AGENTBOX_DOCKERD_DATA_ROOT to an empty directory)" >&2
-    exit 1
-  fi
-  if [[ ! -f "$img" ]]; then
-    echo "start-dockerd: making an xfs filesystem of $size in $img (sparse) for $root"
-    truncate -s "$size" "$img"
-    mkfs.xfs -q "$img"
-  fi
-  mount -o loop,prjquota "$img" "$root"
-}
-if [[ -n "${AGENTBOX_DOCKERD_XFS_BYTES:-}" ]]; then
-  data_root="${AGENTBOX_DOCKERD_DATA_ROOT:-/var/lib/docker}"
-  xfs_data_root "$data_root" "${AGENTBOX_DOCKERD_XFS_IMAGE:-${data_root%/}.xfs}" \
-    "$AGENTBOX_DOCKERD_XFS_BYTES"
-  extra_args+=(--data-root "$data_root")
 fi
 
 # running NAME PID: PID is a live (not zombie) process called NAME. Pid files outlive killed

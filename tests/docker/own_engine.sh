@@ -4,7 +4,7 @@
 # which others use, is never touched: agentbox/base:latest is copied from it, nothing else.
 #
 # Before sourcing, set: agentboxd guest repo (paths), live (0/1: --live-restore) and optionally
-# engine_extra_env (more VAR=value for start-dockerd.sh, e.g. AGENTBOX_DOCKERD_XFS_BYTES=...).
+# engine_extra_env (more VAR=value for start-dockerd.sh).
 # Provides: $d $sock $api, skip fail start_engine stop_engine start_daemon stop_daemon call body
 # status metric wait_metric; cleans everything up on exit. Exit 77 (CTest: skipped) with the
 # reason when dockerd, root, jq or the image is missing.
@@ -31,12 +31,9 @@ engine_env=(
   "AGENTBOX_DOCKERD_LOG=$d/dockerd.log"
   "AGENTBOX_DOCKERD_EXEC_ROOT=$d/exec"
   "AGENTBOX_DOCKERD_LIVE_RESTORE=${live:-0}"
-  "AGENTBOX_DOCKERD_ARGS=--bridge=none --iptables=false --ip6tables=false --ip-masq=false"
-  "AGENTBOX_DOCKERD_DATA_ROOT=$d/data"
+  "AGENTBOX_DOCKERD_ARGS=--data-root $d/data --bridge=none --iptables=false --ip6tables=false --ip-masq=false"
   "${engine_extra_env[@]}"
 )
-[[ " ${engine_env[*]} " == *" AGENTBOX_DOCKERD_XFS_BYTES="* ]] ||
-  engine_env[5]+=" --data-root $d/data"
 daemon_pid=""
 
 fail() {

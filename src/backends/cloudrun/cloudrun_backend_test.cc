@@ -546,12 +546,14 @@ TEST_F(WorkspaceFilesTest, WritesAndUploadsPastTheDiskLimitFailLikeAFullDisk) {
   EXPECT_EQ(store_->Names().count("sandboxes/sb1/workspace/b"), 0u);
   // An append that would pass it is refused too; the file keeps its bytes.
   auto append =
-      files_.Op("write", "sb1", {{"file", "/workspace/a"}, {"content", sixty}, {"append", true}}, limit);
+      files_.Op("write", "sb1",
+                {{"file", "/workspace/a"}, {"content", sixty}, {"append", true}}, limit);
   ASSERT_FALSE(append);
   EXPECT_EQ(store_->Names().at("sandboxes/sb1/workspace/a"), sixty);
   // Overwriting a file counts its new size, not both.
   EXPECT_TRUE(
-      files_.Op("write", "sb1", {{"file", "/workspace/a"}, {"content", std::string(90, 'y')}}, limit));
+      files_.Op("write", "sb1",
+                {{"file", "/workspace/a"}, {"content", std::string(90, 'y')}}, limit));
   // Uploads likewise.
   const std::string local = scratch_.path() + "/upload";
   { std::ofstream(local) << std::string(20, 'z'); }

@@ -116,20 +116,16 @@ Json BuildCreateBody(const ContainerPlan& p) {
        {"Target", kGuestInContainer},
        {"ReadOnly", true}},
       {{"Type", "bind"}, {"Source", p.host_dir + "/" + kRunDir}, {"Target", run_dir}},
+      // An anonymous volume: writable even with a read-only root, seeded from the image's
+      // /workspace, removed with the container (DELETE ?v=1). With a disk of its own: a bind of
+      // that disk's workspace directory (which starts empty: see README.md, disk limits).
+      p.workspace_dir.empty()
+          ? Json{{"Type", "volume"}, {"Target", "/workspace"}}
+          : Json{{"Type", "bind"}, {"Source", p.workspace_dir}, {"Target", "/workspace"}},
       {{"Type", "tmpfs"},
        {"Target", "/tmp"},
        {"TmpfsOptions", {{"SizeBytes", tmp_bytes}, {"Mode", 01777}}}},
   });
-  // An anonymous volume: writable even with a read-only root, seeded from the image's
-  // /workspace, removed with the container (DELETE ?v=1). With a disk of its own: a bind of
-  // that disk's workspace directory (which starts empty: see README.md, disk limits). With a
-  // bounded writable layer: no mount, /workspace is part of the layer the quota bounds.
-  if (p.root_size_bytes == 0) {
-    mounts.push_back(
-        p.workspace_dir.empty()
-            ? Json{{"Type", "volume"}, {"Target", "/workspace"}}
-            : Json{{"Type", "bind"}, {"Source", p.workspace_dir}, {"Target", "/workspace"}});
-  }
 
   Json ulimits = Json::array({{{"Name", "core"}, {"Soft", 0}, {"Hard", 0}}});
   if (lim.open_files) {
@@ -177,9 +173,6 @@ Json BuildCreateBody(const ContainerPlan& p) {
   }
   if (!p.runtime.empty()) {
     host["Runtime"] = p.runtime;
-  }
-  if (p.root_size_bytes > 0) {
-    host["StorageOpt"] = {{"size", std::to_string(p.root_size_bytes)}};
   }
 
   return {

@@ -53,9 +53,6 @@ struct ContainerPlan {
   // Host directory bind-mounted at /workspace: on the sandbox's own disk (limits.disk_bytes).
   // Empty: an anonymous volume, seeded from the image's /workspace.
   std::string workspace_dir;
-  // Non-zero: HostConfig.StorageOpt size, one project quota over the whole writable layer, and
-  // /workspace is a directory of that layer (no mount), so limits.disk_bytes covers both.
-  uint64_t root_size_bytes = 0;
 };
 
 // "agentbox-<id>": the container's name, so a sandbox is found by name without a search.

@@ -189,39 +189,52 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
-  std::optional<RootQuota> q;
+  std::optional<std::string> why_not;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    q = root_quota_;
+    why_not = why_no_layer_disk_;
   }
-  if (q && q->supported) {
-    c.disk_limit = "workspace_and_root";
-  } else if (disks_) {
-    c.disk_limit = "workspace";
-    c.disk_limit_note = "limits.disk_bytes bounds /workspace only: " +
-                        (q ? q->why_not : "the engine has not been asked yet whether it can bound "
-                                          "a container's writable layer");
-  } else {
+  if (!disks_) {
     c.disk_limit_note = "limits.disk_bytes is not enforced: " + why_no_disk_;
+  } else if (why_not && why_not->empty()) {
+    c.disk_limit = "workspace_and_root";
+  } else {
+    c.disk_limit = "workspace";
+    c.disk_limit_note =
+        "limits.disk_bytes bounds /workspace only: " +
+        (why_not ? *why_not : "the engine has not been asked yet where its layers are");
   }
   return c;
 }
 
-RootQuota DockerBackend::CheckRootQuota() {
+std::string DockerBackend::WhyNoLayerDisk() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (root_quota_) {
-      return *root_quota_;
+    if (why_no_layer_disk_) {
+      return *why_no_layer_disk_;
     }
   }
-  RootQuota q = ProbeRootQuota(engine_, opts_.default_image, std::chrono::seconds(30));
-  if (q.answered) {
-    std::lock_guard<std::mutex> lock(mu_);
-    root_quota_ = q;
-    Log(LogLevel::kInfo, "docker.root_quota", "supported={} why_not=\"{}\"", q.supported,
-        q.why_not);
+  auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
+  if (!info || info->status != 200) {
+    return "the Docker engine at " + opts_.socket_path + " did not answer GET /info";
   }
-  return q;
+  const Json i = Json::parse(info->body, nullptr, false);
+  const std::string driver = i.is_object() ? i.value("Driver", "") : "";
+  const std::string root = i.is_object() ? i.value("DockerRootDir", "") : "";
+  std::string why;
+  struct stat st {};
+  if (driver != "overlay2") {
+    why = "the writable root is not bounded: the engine's storage driver is " +
+          (driver.empty() ? std::string("unknown") : driver) + ", not overlay2";
+  } else if (root.empty() || ::stat((root + "/overlay2").c_str(), &st) != 0) {
+    why = "the writable root is not bounded: the engine's data-root '" + root +
+          "' is not visible to agentboxd (an engine on another machine, in another mount "
+          "namespace, or rootless)";
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  why_no_layer_disk_ = why;
+  Log(LogLevel::kInfo, "docker.layer_disk", "supported={} why_not=\"{}\"", why.empty(), why);
+  return why;
 }
 
 ProbeResult DockerBackend::Probe() {
@@ -281,12 +294,11 @@ ProbeResult DockerBackend::Probe() {
     return p;
   }
   p.usable = true;
-  const RootQuota q = CheckRootQuota();
-  if (!q.supported) {
-    p.limitations.push_back(
-        disks_ ? "limits.disk_bytes bounds /workspace only: " + q.why_not
-               : "limits.disk_bytes is not enforced (" + why_no_disk_ +
-                     "): a create that asks for it is refused");
+  if (!disks_) {
+    p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
+                            "): a create that asks for it is refused");
+  } else if (std::string why = WhyNoLayerDisk(); !why.empty()) {
+    p.limitations.push_back("limits.disk_bytes bounds /workspace only: " + why);
   }
   return p;
 }
@@ -375,17 +387,21 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     const DockerBackend* backend;
     std::string dir;
     std::string container;
+    std::optional<LayerDirs> layer;  // bound on the sandbox's disk
     bool armed = true;
     ~Undo() {
       if (!armed) {
         return;
+      }
+      if (layer) {
+        (void)UnbindLayer(*layer);
       }
       if (!container.empty()) {
         (void)backend->RemoveContainer(container);
       }
       (void)RemoveSandboxDir(dir);
     }
-  } undo{this, dir, ""};
+  } undo{this, dir, "", std::nullopt};
 
   const std::string run = dir + "/" + kRunDir;
   if (::mkdir(run.c_str(), 0700) != 0) {
@@ -409,25 +425,13 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   plan.expires_at = plan.created_at + static_cast<double>(spec.ttl_s);
   plan.image_env_keys = std::move(image_env_keys);
   meta.expires_at = plan.expires_at;
-  // One quota over the writable layer, /workspace included, where the engine can; else the
-  // sandbox's own disk for /workspace (a read-only root has nothing else to bound).
-  DockerDisk own_disk;
-  const auto& bytes = plan.spec.limits.disk_bytes;
-  if (bytes && !spec.read_only_root && CheckRootQuota().supported) {
-    if (*bytes < disk::kMinDiskBytes || *bytes > disk::kMaxDiskBytes) {
-      return Fail(ErrorCode::kInvalidArgument, "limits.disk_bytes must be between " +
-                                                   std::to_string(disk::kMinDiskBytes) + " and " +
-                                                   std::to_string(disk::kMaxDiskBytes));
-    }
-    plan.root_size_bytes = *bytes;
-  } else {
-    auto d = SetUpDockerDisk(disks_.get(), why_no_disk_, dir, spec.limits, plan.spec.limits);
-    if (!d) {
-      return Fail(d.error());
-    }
-    own_disk = std::move(*d);
-    plan.workspace_dir = own_disk.workspace;
+  auto disk = SetUpDockerDisk(disks_.get(), why_no_disk_, dir, spec.limits, plan.spec.limits);
+  if (!disk) {
+    return Fail(disk.error());
   }
+  plan.workspace_dir = disk->workspace;
+  // The writable layer goes on the same disk (bound between create and start, below).
+  const bool layer_on_disk = !disk->workspace.empty() && WhyNoLayerDisk().empty();
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
     return Fail(r.error());
@@ -458,6 +462,22 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(ErrorCode::kUnavailable, "the engine created a container without an Id");
   }
   undo.container = container_id;
+  if (layer_on_disk) {
+    auto c = engine_.Call("GET", "/containers/" + container_id + "/json");
+    if (!c || c->status != 200) {
+      return Fail(c ? EngineError(*c, "inspect container " + name) : c.error());
+    }
+    auto layer = LayerDirsOf(Json::parse(c->body, nullptr, false));
+    if (!layer) {
+      return Fail(ErrorCode::kUnavailable,
+                  "cannot put the writable layer of sandbox '" + id +
+                      "' on its disk: " + layer.error().message);
+    }
+    if (auto r = BindLayerOnDisk(*layer, dir + "/disk"); !r) {
+      return Fail(r.error());
+    }
+    undo.layer = *layer;
+  }
   const auto created_at = Clock::now();
 
   const double start_begin = NowUnix();
@@ -490,9 +510,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   info.expires_at = plan.expires_at;
   info.guest_endpoint = "unix:" + run + "/" + kGuestSocket;
   info.guest_token = meta.token;
-  info.detail = own_disk.note;
-  // A fresh writable layer holds what the guest wrote at start: nothing worth an inspect.
-  info.disk_used_bytes = plan.root_size_bytes > 0 ? std::optional<uint64_t>(0) : DockerDiskUsed(dir);
+  info.detail = disk->note;
+  info.disk_used_bytes = DockerDiskUsed(dir);
   return info;
 }
 
@@ -640,7 +659,7 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
   info.guest_token = meta->token;
   std::tie(info.state, info.detail) =
       StateOf(c.contains("State") && c["State"].is_object() ? c["State"] : Json::object());
-  info.disk_used_bytes = StorageSizeOf(c) ? WritableLayerUsed(c) : DockerDiskUsed(dir);
+  info.disk_used_bytes = DockerDiskUsed(dir);
   return info;
 }
 
@@ -729,6 +748,13 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
     return Fail(SandboxNotFound(id));
   }
   if (c) {
+    // The layer's binds go first (detached: the running overlay keeps them until the container
+    // stops), so the engine removes its own directories as usual.
+    if (auto layer = LayerDirsOf(*c); layer) {
+      if (auto r = UnbindLayer(*layer); !r) {
+        return Fail(r.error());
+      }
+    }
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
       return Fail(r.error());
     }

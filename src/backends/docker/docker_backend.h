@@ -13,7 +13,7 @@
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
-#include "backends/docker/root_quota.h"
+#include "backends/docker/layer_disk.h"
 #include "common/keyed_mutex.h"
 
 namespace agentbox::docker {
@@ -121,9 +121,11 @@ class DockerBackend final : public SandboxBackend {
   // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
   std::unique_ptr<disk::DiskMaker> disks_;
   std::string why_no_disk_;
-  // Whether the engine bounds writable layers (root_quota.h): asked once it answers.
-  RootQuota CheckRootQuota();
-  std::optional<RootQuota> root_quota_;  // guarded by mu_
+  // Whether the engine's writable layers can go on sandbox disks (layer_disk.h): its storage
+  // driver is overlay2 and its data-root is visible here. Empty: yes; else why not. Asked
+  // (GET /info) once the engine answers.
+  std::string WhyNoLayerDisk();
+  std::optional<std::string> why_no_layer_disk_;  // guarded by mu_
 
   KeyedMutex id_locks_;  // held by every operation on one id
   mutable std::mutex mu_;
