@@ -122,8 +122,8 @@ void DaemonApi::RecoverSandbox(const SandboxEntry& e) {
 void DaemonApi::RestoreSessions(const SandboxEntry& e, const std::string& why) {
   auto now = e.backend->Get(e.info.id);
   if (!now || now->state != SandboxState::kRunning) {
-    Log(LogLevel::kWarn, "session.restore_skipped", "id={} why=\"{}\" error=\"{}\"", e.info.id,
-        why, now ? std::string("not running") : now.error().message);
+    Log(LogLevel::kWarn, "session.restore_skipped", "id={} why=\"{}\" error=\"{}\"", e.info.id, why,
+        now ? std::string("not running") : now.error().message);
     return;
   }
   if (now->guest_endpoint.starts_with("unix:")) {
@@ -132,8 +132,8 @@ void DaemonApi::RestoreSessions(const SandboxEntry& e, const std::string& why) {
   health_.Forget(e.info.id);
   // A container the engine just started may still be starting its guest.
   if (!GuestAnswers(client_, *now, std::chrono::seconds(20))) {
-    Log(LogLevel::kWarn, "session.restore_skipped", "id={} why=\"{}\" error=\"guest does not answer\"",
-        e.info.id, why);
+    Log(LogLevel::kWarn, "session.restore_skipped",
+        "id={} why=\"{}\" error=\"guest does not answer\"", e.info.id, why);
     return;
   }
   sessions_.Restore(*now, why);

@@ -23,7 +23,9 @@ constexpr int64_t kMaxCount = 1 << 20;
 
 const std::string kSuffix = ".json";
 
-bool ShortString(const Json& j, size_t max) { return j.is_string() && j.get_ref<const std::string&>().size() <= max; }
+bool ShortString(const Json& j, size_t max) {
+  return j.is_string() && j.get_ref<const std::string&>().size() <= max;
+}
 
 }  // namespace
 
@@ -85,8 +87,7 @@ void SessionKeeper::Persist(const std::string& id) {
   }
 }
 
-std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids,
-                                             bool complete) {
+std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids, bool complete) {
   std::vector<std::string> loaded;
   if (dir_.empty()) {
     return loaded;
@@ -106,8 +107,8 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
   ::closedir(d);
   for (const auto& name : names) {
     const std::string path = dir_ + "/" + name;
-    const std::string id = name.ends_with(kSuffix) ? name.substr(0, name.size() - kSuffix.size())
-                                                   : std::string();
+    const std::string id =
+        name.ends_with(kSuffix) ? name.substr(0, name.size() - kSuffix.size()) : std::string();
     if (id.empty() || !ValidSandboxId(id)) {
       ::unlink(path.c_str());  // a temporary file of a cut write, or not ours
       continue;

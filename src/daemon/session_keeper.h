@@ -71,8 +71,8 @@ class SessionKeeper {
   // The guest of `info` came back (`why`: "restart-guest", "the Docker engine restarted", ...):
   // recreates with shell/restore every kept session the guest no longer has. One restore per
   // sandbox at a time: a second one (the engine's start event after a restart-guest) finds the
-  // sessions present and does nothing. Blocks (worker thread). Returns how many sessions were restored; failures are logged and counted in
-  // agentbox_sessions_restored_total{outcome="error"}.
+  // sessions present and does nothing. Blocks (worker thread). Returns how many sessions were
+  // restored; failures are logged and counted in agentbox_sessions_restored_total{outcome="error"}.
   int Restore(const SandboxInfo& info, const std::string& why);
 
   // The sandbox is gone: forget its sessions (and remove its file).

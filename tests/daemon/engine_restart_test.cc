@@ -3,12 +3,12 @@
 // ProcessBackend test double playing an engine (tests/fakes/process_backend.h); the same flow
 // against a real Docker engine stopped and started is tests/docker/engine_restart_test.sh.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <thread>
 
 #include "fakes/daemon_fixture.h"
@@ -38,9 +38,8 @@ class EngineRestartTest : public fakes::DaemonFixture {
   // Waits until `n` sessions were restored in all (counted by the daemon running now).
   void WaitForRestored(double n) {
     const auto until = Clock::now() + seconds(20);
-    while (Clock::now() < until &&
-           Metric("agentbox_sessions_restored_total",
-                  {{"backend", "process"}, {"outcome", "ok"}}) < n) {
+    while (Clock::now() < until && Metric("agentbox_sessions_restored_total",
+                                          {{"backend", "process"}, {"outcome", "ok"}}) < n) {
       std::this_thread::sleep_for(milliseconds(20));
     }
     ASSERT_GE(
@@ -288,8 +287,8 @@ TEST_F(EngineRestartTest, DamagedSessionFilesAreSkipped) {
   r = Call("POST", "/v1/sandboxes/" + b + "/api/v1/shell/exec", R"({"id":"ok","command":"pwd"})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/tmp"), std::string::npos) << r.body;
-  EXPECT_EQ(
-      Metric("agentbox_sessions_restored_total", {{"backend", "process"}, {"outcome", "ok"}}), 1);
+  EXPECT_EQ(Metric("agentbox_sessions_restored_total", {{"backend", "process"}, {"outcome", "ok"}}),
+            1);
 }
 
 }  // namespace

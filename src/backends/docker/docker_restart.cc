@@ -104,8 +104,8 @@ std::vector<std::string> DockerBackend::GuestsRestarted() {
                           std::string(label::kStateDir) + "=" + opts_.state_dir}}};
   char window[96];
   std::snprintf(window, sizeof(window), "since=%.6f&until=%.6f", since, until);
-  auto r = engine_.Call("GET", std::string("/events?") + window + "&filters=" +
-                                   UrlEncode(filters.dump()),
+  auto r = engine_.Call("GET",
+                        std::string("/events?") + window + "&filters=" + UrlEncode(filters.dump()),
                         {}, opts_.probe_timeout);
   if (!r || r->status != 200) {
     return {};  // the same window is asked again next time
@@ -132,8 +132,11 @@ std::vector<std::string> DockerBackend::GuestsRestarted() {
     const double t = ev.contains("timeNano") && ev["timeNano"].is_number()
                          ? ev["timeNano"].get<double>() / 1e9
                          : ev.value("time", 0.0);
-    if (auto own = own_starts_.find(id);
-        own != own_starts_.end() && t >= own->second.first - 1 && t <= own->second.second + 1) {
+    // The engine stamps the event before it answers the start call, on this machine's clock:
+    // an event of our own start falls within the call (a few ms of slack for rounding).
+    if (auto own = own_starts_.find(id); own != own_starts_.end() &&
+                                         t >= own->second.first - 0.01 &&
+                                         t <= own->second.second + 0.01) {
       continue;  // our own start
     }
     if (std::find(out.begin(), out.end(), id) == out.end()) {

@@ -60,9 +60,9 @@ Result<LayerDirs> LayerDirsOf(const Json& c) {
   }
   const std::string driver = StringAt(*gd, "Name");
   if (driver != "overlay2") {
-    return Fail(ErrorCode::kInvalidArgument,
-                "the engine's storage driver is " + (driver.empty() ? "unknown" : driver) +
-                    ", not overlay2");
+    return Fail(ErrorCode::kInvalidArgument, "the engine's storage driver is " +
+                                                 (driver.empty() ? "unknown" : driver) +
+                                                 ", not overlay2");
   }
   const Json data = gd->value("Data", Json::object());
   LayerDirs l{data.is_object() ? StringAt(data, "UpperDir") : "",
