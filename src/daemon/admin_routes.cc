@@ -24,6 +24,68 @@ using detail::Clock;
 using detail::RemainingSeconds;
 using detail::SplitPath;
 
+namespace {
+
+// The share (0..100) of new sandboxes `backend` gets under `s`, before breakers and fallbacks.
+int SharePercent(const selector::Settings& s, const std::string& backend) {
+  const int candidate =
+      !s.rollout.backend.empty() && !s.rollout.kill_switch ? s.rollout.percentage : 0;
+  int share = 0;
+  if (backend == s.rollout.backend) {
+    share += candidate;
+  }
+  if (backend == s.requested_backend) {
+    share += 100 - candidate;
+  }
+  return std::min(share, 100);
+}
+
+// "create, files" from a stored validation: the checks that failed.
+std::string FailedChecks(const Json& rec) {
+  std::string out;
+  for (const auto& c : rec.value("checks", Json::array())) {
+    if (c.value("outcome", "") == "FAIL") {
+      out += (out.empty() ? "" : ", ") + c.value("name", "?");
+    }
+  }
+  return out.empty() ? "no check named" : "failed: " + out;
+}
+
+}  // namespace
+
+void DaemonApi::Validation(const std::string& backend, const http::Request& req,
+                           const Caller& caller, http::Respond respond) {
+  if (req.method != "GET" && req.method != "PUT") {
+    return respond(JsonErrStatus(405, "use GET or PUT on /v1/backends/{name}/validation"));
+  }
+  if (!backends_.count(backend)) {
+    return respond(JsonErrStatus(404, "unknown backend '" + backend + "'"));
+  }
+  if (req.method == "GET") {
+    auto rec = validations_->Get(backend);
+    if (!rec) {
+      return respond(JsonErrStatus(404, "backend '" + backend + "' was never validated"));
+    }
+    return respond(JsonOk(*rec));
+  }
+  if (!caller.admin) {
+    return respond(JsonErr({ErrorCode::kForbidden, "validations are recorded on the local socket only"}));
+  }
+  auto body = ParseJsonObject(req.body);
+  if (!body) {
+    return respond(JsonErr(body.error()));
+  }
+  if (!http::AcceptFields(CheckValidationFields(*body), "PUT /v1/backends/{name}/validation",
+                          respond)) {
+    return;
+  }
+  auto rec = validations_->Put(backend, *body);
+  if (!rec) {
+    return respond(JsonErr(rec.error()));
+  }
+  respond(JsonOk(*rec));
+}
+
 void DaemonApi::GetFlags(const Caller& caller, http::Respond respond) {
   if (!caller.admin) {
     return respond(JsonErr({ErrorCode::kForbidden, "runtime flags are for the local socket only"}));
@@ -69,7 +131,11 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
       return respond(JsonErr(FieldError(field.c_str(), "must be a string, number, bool or null")));
     }
   }
-  pool_.Post([this, changes, respond] {
+  if (body->contains("force") && !(*body)["force"].is_boolean()) {
+    return respond(JsonErr(FieldError("force", "must be a boolean")));
+  }
+  const bool force = body->value("force", false);
+  pool_.Post([this, changes, force, respond] {
     // One change at a time: each starts from the flags the previous one left.
     std::lock_guard<std::mutex> lock(flags_mu_);
     std::map<std::string, std::string> next = flags_;
@@ -91,6 +157,22 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
       if (auto e = settings.errors.find(k); v && e != settings.errors.end()) {
         const std::string field = "flags." + k;
         return respond(JsonErr(FieldError(field.c_str(), e->second + "; nothing changed")));
+      }
+    }
+    // The rollout plan's gate: a backend whose last shadow validation failed does not get a
+    // larger share of new sandboxes unless the operator insists.
+    if (!force) {
+      const auto before_settings = selector_->settings();
+      for (const auto& [name, unused] : backends_) {
+        const int was = SharePercent(*before_settings, name);
+        const int will = SharePercent(settings, name);
+        if (will > 0 && will > was && validations_->LastFailed(name)) {
+          return respond(JsonErrStatus(
+              409, "backend '" + name + "' failed its last validation (" +
+                       FailedChecks(*validations_->Get(name)) + "); its share of new sandboxes " +
+                       "stays at " + std::to_string(was) + "%. Run `agentbox conformance --backend " +
+                       name + "` again, or send \"force\": true; nothing changed"));
+        }
       }
     }
     if (!opts_.flags_file.empty()) {
@@ -118,6 +200,11 @@ void DaemonApi::Info(http::Respond respond) {
   pool_.Post([this, respond] {
     selector::Decision d = selector_->Preview();
     Json info = selector_->InfoJson(d);
+    for (auto& [name, b] : info["backends"].items()) {
+      if (auto v = validations_->Get(name)) {
+        b["validation"] = *v;
+      }
+    }
     info["disk"] = DiskFloorJson(CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes));
     respond(JsonOk(std::move(info)));
   });
@@ -182,6 +269,9 @@ void DaemonApi::RenderMetricsNow(http::Respond respond) {
     }
   }
   metrics_.Set("agentbox_http_requests_in_flight", {}, static_cast<double>(in_flight_.load()));
+  for (const auto& [name, probe] : selector_->ProbeAll()) {
+    metrics_.Set("agentbox_backend_usable", {{"backend", name}}, probe.usable ? 1 : 0);
+  }
   if (opts_.collect_metrics) {
     opts_.collect_metrics(metrics_);
   }

@@ -109,6 +109,8 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
+  metrics_.Describe("agentbox_backend_usable", "gauge",
+                    "Whether each built backend passes its probe (1) or not (0), as /v1/info says.");
   metrics_.Describe("agentbox_sandbox_disk_bytes", "gauge",
                     "Bytes in use on the sandboxes' own disks (limits.disk_bytes), by backend.");
   metrics_.Describe("agentbox_state_dir_free_bytes", "gauge",
@@ -153,6 +155,8 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   }
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
+  validations_ = std::make_unique<BackendValidations>(
+      opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
 
 std::map<std::string, std::string> DaemonApi::flags() const {
@@ -244,7 +248,7 @@ void DaemonApi::Count(const std::string& backend, const std::string& op, bool ok
                      {{"backend", backend}, {"op", op}, {"outcome", ok ? "ok" : "error"}});
   metrics_.Observe("agentbox_operation_duration_seconds", {{"backend", backend}, {"op", op}},
                    seconds);
-  selector_->Record(backend, ok);  // feeds the rollout's breaker
+  selector_->Record(backend, ok, op, seconds);  // feeds the rollout's breaker
 }
 
 void DaemonApi::CountRelayed(const std::string& backend, const std::string& op,
@@ -311,6 +315,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     }
     return respond(JsonErrStatus(405, "use GET or PUT on /v1/flags"));
   }
+  if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "backends" && parts[3] == "validation") {
+    return Validation(parts[2], req, caller, std::move(respond));
+  }
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
       m == "POST") {
     return Pull(req, caller, std::move(respond));
@@ -358,6 +365,10 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
         return respond(JsonErr(FieldError("id", "is required as a query parameter")));
       }
       return Stream(id, *session, req, caller, std::move(respond));
+    }
+    if (parts.size() == 8 && parts[3] == "api" && parts[4] == "v1" && parts[5] == "supervisor" &&
+        parts[6] == "timeout") {
+      return SupervisorTimeout(id, parts[7], req, caller, std::move(respond));
     }
     if (parts.size() >= 6 && parts[3] == "api" && parts[4] == "v1") {
       std::string rest;
