@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <utility>
 
 #include "common/fs_util.h"
@@ -80,9 +81,6 @@ Result<LayerDirs> LayerDirsOf(const Json& c) {
 }
 
 Result<void> BindLayerOnDisk(const LayerDirs& layer, const std::string& disk_root) {
-  if (auto r = CheckEmptyDir(layer.upper); !r) {
-    return r;
-  }
   if (auto r = CheckEmptyDir(layer.work, "work"); !r) {
     return r;
   }
@@ -107,6 +105,16 @@ Result<void> BindLayerOnDisk(const LayerDirs& layer, const std::string& disk_roo
     if (::mkdir(p.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST) {
       return Fail(ErrnoError(errno, "mkdir " + p));
     }
+  }
+  // What the engine put in the layer at create (mount points missing from the image: empty
+  // directories and files) comes along.
+  std::error_code ec;
+  std::filesystem::copy(
+      layer.upper, root + "/diff",
+      std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks, ec);
+  if (ec) {
+    return Fail(ErrorCode::kInternal,
+                "copy " + layer.upper + " to the sandbox's disk: " + ec.message());
   }
   for (const char* name : {"link", "lower"}) {
     auto text = ReadSmallFile(dir + "/" + name, 1 << 20);

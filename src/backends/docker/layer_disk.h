@@ -11,14 +11,14 @@ namespace agentbox::docker {
 // filesystem bounds /workspace and the writable root together (README.md, disk limits).
 //
 // overlay2 keeps a container's writable layer in two directories of the engine's data-root,
-// GraphDriver.Data.UpperDir (diff/) and WorkDir (work/), made empty when the container is
+// GraphDriver.Data.UpperDir (diff/) and WorkDir (work/), made when the container is
 // created and mounted (as overlayfs upperdir= and workdir=) when it starts; both sit in one
 // directory, <data-root>/overlay2/<layer>/, with the small files `link` and `lower`. Between
 // create and start, agentboxd copies that directory onto the sandbox's disk (the two files, and
-// diff/ and work/ new and empty) and bind-mounts the copy over it: the overlay then writes to the
-// disk, overlayfs's own requirement (upper and work under one mount) holds, and `df /` inside
-// shows the disk. The binds live in the host's mount namespace, like the disk, so
-// they outlast container restarts, engine restarts and agentboxd restarts.
+// diff/ with what the engine put there, work/ empty) and bind-mounts the copy over it: the overlay
+// then writes to the disk, overlayfs's own requirement (upper and work under one mount) holds, and
+// `df /` inside shows the disk. The bind lives in the host's mount namespace, like the disk, so
+// it outlasts container restarts, engine restarts and agentboxd restarts.
 
 struct LayerDirs {
   std::string upper;  // GraphDriver.Data.UpperDir
@@ -29,9 +29,9 @@ struct LayerDirs {
 // why when the engine's storage driver is not overlay2 or the directories are not on this host.
 Result<LayerDirs> LayerDirsOf(const Json& inspect);
 
-// Binds <disk_root>/layer, a copy of the layer's directory, over it. diff/ must be empty and work/
-// hold nothing but overlayfs's own work/ (a container created and never started). On failure
-// nothing is bound.
+// Binds <disk_root>/layer, a copy of the layer's directory, over it. work/ must hold nothing but
+// overlayfs's own work/ (a container created and never started); diff/ holds at most the mount
+// points the engine made at create, which are copied. On failure nothing is bound.
 Result<void> BindLayerOnDisk(const LayerDirs& layer, const std::string& disk_root);
 
 // Detaches the bind (MNT_DETACH: a running overlay keeps it until the container stops), leaving
