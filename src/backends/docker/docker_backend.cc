@@ -170,7 +170,10 @@ std::string Demux(const std::string& raw) {
 }  // namespace
 
 DockerBackend::DockerBackend(DockerBackendOptions opts)
-    : opts_(std::move(opts)), engine_(opts_.socket_path), why_no_disk_(disk::WhyUnsupported()) {
+    : opts_(std::move(opts)),
+      engine_(opts_.socket_path),
+      why_no_disk_(disk::WhyUnsupported()),
+      events_since_(NowUnix()) {
   if (why_no_disk_.empty()) {
     disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
                                                opts_.default_limits.disk_bytes.value_or(0),

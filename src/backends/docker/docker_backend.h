@@ -139,7 +139,8 @@ class DockerBackend final : public SandboxBackend {
   // id, so that GuestsRestarted does not report them. Guarded by mu_.
   void OwnStart(const std::string& id, double begin, double end);
   std::map<std::string, std::pair<double, double>> own_starts_;
-  double events_since_ = 0;  // unix seconds: where the next events window begins; guarded by mu_
+  // Unix seconds: where the next events window begins (at first, when this object was made).
+  double events_since_;  // guarded by mu_
 };
 
 }  // namespace agentbox::docker

@@ -86,15 +86,13 @@ void DockerBackend::OwnStart(const std::string& id, double begin, double end) {
 
 std::vector<std::string> DockerBackend::GuestsRestarted() {
   // Events carry the engine's clock, which is this machine's (the socket is local). A window
-  // [since, until] with `until` set makes the engine answer at once with what it recorded.
+  // [since, until] with `until` set makes the engine answer at once with what it recorded. The
+  // first window starts when this object was made (a restart before that, while no daemon ran,
+  // is the daemon's start to handle: it restores kept sessions then).
   const double until = NowUnix();
   double since = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (events_since_ == 0) {
-      events_since_ = until;  // nothing before this object existed is ours to report
-      return {};
-    }
     since = events_since_;
   }
   const Json filters = {{"type", {"container"}},
