@@ -155,6 +155,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   }
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
+  e2b_ = std::make_unique<e2b::E2bApi>(*this, opts_.e2b);
   validations_ = std::make_unique<BackendValidations>(
       opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
@@ -284,6 +285,10 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   }
   if (req.path == "/metrics") {
     RenderMetrics(std::move(respond));
+    return;
+  }
+  if (e2b::E2bApi::Claims(req)) {  // E2B's control plane and envd: their own auth and shapes
+    e2b_->Handle(req, Track(std::move(respond)));
     return;
   }
   auto caller = Authenticate(req);

@@ -17,6 +17,7 @@
 #include "common/worker_pool.h"
 #include "daemon/auth.h"
 #include "daemon/backend_watch.h"
+#include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
@@ -53,6 +54,8 @@ struct DaemonOptions {
   // Where each sandbox's session snapshots are kept across daemon restarts (agentboxd:
   // <state>/sessions; daemon/session_keeper.h). Empty: in memory only.
   std::string sessions_dir;
+  // The E2B-compatible API (daemon/e2b/, docs/e2b.md): templates and default lifetime.
+  e2b::E2bOptions e2b;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -66,6 +69,10 @@ struct SandboxEntry {
 // (backends block); guest calls are forwarded asynchronously over each sandbox's unix socket.
 // Thread-safe.
 class DaemonApi : public http::Dispatcher {
+  // The E2B layer translates onto this API: it runs native routes (Route), finds sandboxes
+  // (Find), and talks to guests through the same client, deadlines and upload relay.
+  friend class e2b::E2bApi;
+
  public:
   DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
             ApiKeys keys, DaemonOptions options);
@@ -182,6 +189,7 @@ class DaemonApi : public http::Dispatcher {
   boost::asio::steady_timer reaper_;
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  std::unique_ptr<e2b::E2bApi> e2b_;
 };
 
 // The envelope of the daemon API (same shape as the guest's).

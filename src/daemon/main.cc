@@ -149,6 +149,16 @@ int main(int argc, char** argv) {
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;
   opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);
+  // E2B-compatible API (docs/e2b.md): templateID -> image.
+  auto templates = daemon::e2b::ParseTemplates(cfg->GetList("AGENTBOX_E2B_TEMPLATES"));
+  auto e2b_timeout = cfg->GetInt("AGENTBOX_E2B_DEFAULT_TIMEOUT_S", 300, 10, 7 * 86400);
+  if (!templates || !e2b_timeout) {
+    std::cerr << "agentboxd: "
+              << (!templates ? templates.error().message : e2b_timeout.error().message) << "\n";
+    return 2;
+  }
+  opts.e2b.templates = *templates;
+  opts.e2b.default_timeout_s = *e2b_timeout;
   opts.collect_metrics = [&table](Metrics& m) {
     m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
     m.Describe("agentbox_pool_acquisitions_total", "counter",
