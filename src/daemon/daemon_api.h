@@ -19,6 +19,7 @@
 #include "daemon/backend_watch.h"
 #include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
+#include "daemon/idempotency.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
 #include "http/client.h"
@@ -54,6 +55,10 @@ struct DaemonOptions {
   // Where each sandbox's session snapshots are kept across daemon restarts (agentboxd:
   // <state>/sessions; daemon/session_keeper.h). Empty: in memory only.
   std::string sessions_dir;
+  // Idempotency-Key of POST /v1/sandboxes (daemon/idempotency.h): where keys are kept
+  // (agentboxd: <state>/idempotency; empty: in memory only) and for how long.
+  std::string idempotency_dir;
+  double idempotency_ttl_s = 86400;
   // The E2B-compatible API (daemon/e2b/, docs/e2b.md): templates and default lifetime.
   e2b::E2bOptions e2b;
 };
@@ -121,6 +126,17 @@ class DaemonApi : public http::Dispatcher {
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
+  // Idempotency-Key of a create (daemon/crash_recovery.cc). False when it answered the request
+  // itself (a replay, a mismatch, a wait for the first request, a bad key); true when the create
+  // goes on: then `digest` is the key's label value (empty without a key) and `respond` forgets
+  // the key if the create fails.
+  bool BeginIdempotentCreate(const http::Request& req, const Json& body, const Caller& caller,
+                             http::Respond& respond, std::string* digest);
+  void ReplayCreate(const std::string& id, const Caller& caller, const http::Respond& respond);
+  // Start-up (daemon/crash_recovery.cc): each backend's sweep, logged and counted in
+  // agentbox_recovered_total; then the keys a crash left pending, resolved.
+  void RecoverBackends();
+  void ResolveIdempotencyKeys();
   void List(const Caller& caller, http::Respond respond);
   void GetOne(const std::string& id, const Caller& caller, http::Respond respond);
   void Destroy(const std::string& id, const Caller& caller, http::Respond respond);
@@ -180,6 +196,7 @@ class DaemonApi : public http::Dispatcher {
   GuestHealth health_;      // which guests stopped answering
   BackendWatch watch_;      // which engines stopped answering
   SessionKeeper sessions_;  // the last state of every session, to restore a restarted guest
+  IdempotencyStore idempotency_;
   std::unique_ptr<BackendValidations> validations_;  // last shadow validation per backend
   std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex flags_mu_;
