@@ -1,9 +1,10 @@
-# Creates 200 idle sandboxes through agentboxd's unix socket, reports memory per sandbox
-# (MemAvailable drop and PSS of the guests and jail helpers), then destroys them.
-# Usage: python3 bench/idle_sandboxes.py /path/to/agentboxd.sock
+# Creates 200 (or COUNT) idle sandboxes through agentboxd's unix socket, reports memory per
+# sandbox (MemAvailable drop and PSS of the guests and jail helpers), then destroys them.
+# Usage: python3 bench/idle_sandboxes.py /path/to/agentboxd.sock [COUNT]
 import socket, json, os, time, glob
 import sys
 S=sys.argv[1] if len(sys.argv) > 1 else "/run/agentbox/agentboxd.sock"
+COUNT=int(sys.argv[2]) if len(sys.argv) > 2 else 200
 def call(method, path, body=""):
     s=socket.socket(socket.AF_UNIX); s.connect(S)
     b=body.encode()
@@ -33,7 +34,7 @@ def pss_of(names):
     return tot, n
 before=meminfo()["MemAvailable"]; p0,n0=pss_of({"agentbox-guest","agentbox-jail","guest"})
 ids=[]; t=time.time(); lat=[]
-for i in range(200):
+for i in range(COUNT):
     a=time.time(); st,b=call("POST","/v1/sandboxes",'{"ttl_s":900}'); lat.append((time.time()-a)*1000)
     if st!=201: print("create failed",st,b[:200]); break
     ids.append(json.loads(b)["data"]["id"])

@@ -126,6 +126,13 @@ struct Capabilities {
   // 10-60 s on the real service). The daemon adds it to the deadline of calls that wait for a
   // whole command (shell/run), so a slow start is not taken for a stuck guest.
   double command_start_allowance_s = 0;
+  // What limits.disk_bytes bounds on this backend, as it is configured right now:
+  //  "workspace_and_root": the kernel bounds /workspace and the writable root together;
+  //  "workspace": the kernel bounds /workspace only, the writable root is not bounded;
+  //  "daemon_writes": only writes that pass through the daemon (uploads, file writes) are checked;
+  //  "none": nothing is bounded (a create that asks for disk_bytes is refused).
+  std::string disk_limit = "none";
+  std::string disk_limit_note;  // one sentence: why not "workspace_and_root"; empty when it is
 };
 
 // What a backend tells the daemon about guests it replaces on its own (cloudrun session mode
@@ -229,6 +236,13 @@ class SandboxBackend {
     (void)id;
     return Json::object();
   }
+
+  // Sandboxes whose guest the engine started again on its own since the last call (the guest
+  // died and a restart policy brought the container back), by id; starts the backend made itself
+  // (Create, RestartGuest) are not reported. One cheap round trip at most; the daemon asks every
+  // 2 s while the engine answers and the backend holds sandboxes, and restores the sessions of
+  // each into the new guest. Default: none (nothing restarts guests behind the daemon's back).
+  virtual std::vector<std::string> GuestsRestarted() { return {}; }
 
   // Hands a running sandbox that was started for the warm pool (empty owner) to its real owner:
   // records spec.owner, spec.labels and expires_at durably (they survive a daemon restart) and

@@ -12,6 +12,9 @@ BackendWatch::BackendWatch(Metrics& metrics) : metrics_(metrics) {
                     "Times a backend's engine stopped answering while it held sandboxes.");
   metrics_.Describe("agentbox_engine_unreachable_seconds_total", "counter",
                     "Seconds a backend's engine was not answering, counted when it answers again.");
+  metrics_.Describe("agentbox_guest_restarts_noticed_total", "counter",
+                    "Guests the engine started again on its own (a restart policy after a crash), "
+                    "noticed from the engine's events; their sessions are then restored.");
 }
 
 bool BackendWatch::Record(const std::string& backend, const std::optional<std::string>& down) {

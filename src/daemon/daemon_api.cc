@@ -98,7 +98,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       pool_(4, 8u << 20),
       health_(client_, metrics_, opts_.guest_deadlines),
       watch_(metrics_),
-      sessions_(client_, metrics_),
+      sessions_(client_, metrics_, opts_.sessions_dir),
       idempotency_(opts_.idempotency_dir, opts_.idempotency_ttl_s),
       reaper_(io) {
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
@@ -176,11 +176,13 @@ DaemonApi::~DaemonApi() {
 void DaemonApi::Start() {
   RecoverBackends();
   WireBackends();
+  bool complete = true;  // every backend listed its sandboxes
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {
       Log(LogLevel::kWarn, "daemon.reattach_failed", "backend={} error=\"{}\"", name,
           list.error().message);
+      complete = false;
       continue;
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -191,6 +193,7 @@ void DaemonApi::Start() {
     }
   }
   ResolveIdempotencyKeys();
+  RestoreKeptSessions(complete);  // daemon/engine_recovery.cc
   ArmReaper();
 }
 

@@ -53,6 +53,9 @@ struct DaemonOptions {
   // sandboxes get 507 and /readyz is 503 (disk_floor.h). 0: no floor.
   std::string state_dir = "/tmp";
   uint64_t min_free_bytes = 0;
+  // Where each sandbox's session snapshots are kept across daemon restarts (agentboxd:
+  // <state>/sessions; daemon/session_keeper.h). Empty: in memory only.
+  std::string sessions_dir;
   // Idempotency-Key of POST /v1/sandboxes (daemon/idempotency.h): where keys are kept
   // (agentboxd: <state>/idempotency; empty: in memory only) and for how long.
   std::string idempotency_dir;
@@ -166,6 +169,14 @@ class DaemonApi : public http::Dispatcher {
   // the first before the daemon goes away.
   void WireBackends();
   void UnwireBackends();
+  // The engine started the guest of `e` again on its own, or the daemon found the sandbox after
+  // a restart with sessions kept: restores its sessions once the guest answers (`why` says
+  // which). Worker thread.
+  void RestoreSessions(const SandboxEntry& e, const std::string& why);
+  // At start: loads the session snapshots kept for the sandboxes found again (`complete`: every
+  // backend listed its sandboxes, so files of others can go) and restores them where the guest
+  // lost them (it restarted while the daemon was down).
+  void RestoreKeptSessions(bool complete);
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);

@@ -1,5 +1,7 @@
 // Sandboxes whose engine stopped answering: shown unreachable meanwhile, brought back when it
-// answers again (daemon/backend_watch.h). Runs from the reaper's tick, on the worker pool.
+// answers again (daemon/backend_watch.h); guests the engine restarted on its own, and guests
+// found after a daemon restart, get their sessions back (daemon/session_keeper.h). Runs from the
+// reaper's tick and from Start, on the worker pool.
 #include <chrono>
 #include <set>
 #include <thread>
@@ -27,7 +29,23 @@ void DaemonApi::WatchEngines() {
   pool_.Post([this, held = std::move(held)] {
     for (const auto& [backend, entries] : held) {
       const std::string name(backend->Name());
-      if (!watch_.Record(name, backend->EngineDown())) {
+      const auto down = backend->EngineDown();
+      if (!watch_.Record(name, down)) {
+        if (down) {
+          continue;
+        }
+        // Up: guests the engine started again by itself (a crash its restart policy answered).
+        for (const auto& id : backend->GuestsRestarted()) {
+          metrics_.Increment("agentbox_guest_restarts_noticed_total", {{"backend", name}});
+          for (const auto& e : entries) {
+            if (e.info.id == id && sessions_.Holds(id)) {
+              pool_.Post([this, e] {
+                RestoreSessions(e, "it stopped and the " + e.info.backend +
+                                       " engine started it again (restart policy)");
+              });
+            }
+          }
+        }
         continue;
       }
       // Back: every sandbox of it stays unreachable until it has been brought back.
@@ -99,6 +117,43 @@ void DaemonApi::RecoverSandbox(const SandboxEntry& e) {
   }
   sessions_.Restore(info, why);
   outcome(answers ? "running" : "restarted");
+}
+
+void DaemonApi::RestoreSessions(const SandboxEntry& e, const std::string& why) {
+  auto now = e.backend->Get(e.info.id);
+  if (!now || now->state != SandboxState::kRunning) {
+    Log(LogLevel::kWarn, "session.restore_skipped", "id={} why=\"{}\" error=\"{}\"", e.info.id, why,
+        now ? std::string("not running") : now.error().message);
+    return;
+  }
+  if (now->guest_endpoint.starts_with("unix:")) {
+    client_.Forget(now->guest_endpoint.substr(5));  // connections to the old guest lead nowhere
+  }
+  health_.Forget(e.info.id);
+  // A container the engine just started may still be starting its guest.
+  if (!GuestAnswers(client_, *now, std::chrono::seconds(20))) {
+    Log(LogLevel::kWarn, "session.restore_skipped",
+        "id={} why=\"{}\" error=\"guest does not answer\"", e.info.id, why);
+    return;
+  }
+  sessions_.Restore(*now, why);
+}
+
+void DaemonApi::RestoreKeptSessions(bool complete) {
+  std::vector<std::string> ids;
+  std::map<std::string, SandboxEntry> entries;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, e] : sandboxes_) {
+      ids.push_back(id);
+      entries.emplace(id, e);
+    }
+  }
+  for (const auto& id : sessions_.Load(ids, complete)) {
+    pool_.Post([this, e = entries.at(id)] {
+      RestoreSessions(e, "found without its sessions when agentboxd started again");
+    });
+  }
 }
 
 }  // namespace agentbox::daemon

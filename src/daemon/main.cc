@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.state_dir = dir;
+  opts.sessions_dir = dir + "/sessions";
   opts.idempotency_dir = dir + "/idempotency";
   opts.idempotency_ttl_s = static_cast<double>(*idempotency_ttl);
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);

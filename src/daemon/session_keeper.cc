@@ -1,9 +1,13 @@
 #include "daemon/session_keeper.h"
 
 #include <algorithm>
+
+#include <unistd.h>
+
 #include <ctime>
 #include <future>
 #include <set>
+#include <thread>
 
 #include "common/log.h"
 #include "common/shell_quote.h"
@@ -42,6 +46,21 @@ std::string UtcNow() {
 
 }  // namespace
 
+bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
+                  std::chrono::milliseconds wait) {
+  const auto until = Clock::now() + wait;
+  while (true) {
+    auto h = CallGuest(client, info, "GET", "/api/v1/health", "", std::chrono::seconds(2));
+    if (h && h->status < 500) {
+      return true;
+    }
+    if (Clock::now() >= until) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const SandboxInfo& info,
                                        const std::string& method, const std::string& target,
                                        const std::string& body, std::chrono::milliseconds timeout) {
@@ -63,8 +82,8 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
   return answer.get();
 }
 
-SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics)
-    : client_(client), metrics_(metrics) {
+SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir)
+    : client_(client), metrics_(metrics), dir_(std::move(dir)) {
   metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
                     "Time to fetch a session's state after a command (shell/state), by backend.");
   metrics_.Describe("agentbox_sessions_restored_total", "counter",
@@ -88,74 +107,73 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
   }
   const Json req = ParseUntrustedJson(request);
   bool changed = false;
+  bool persist = false;  // changed what is kept, and no snapshot follows to write it
   std::string snapshot;  // the session to snapshot, if any
   {
     std::lock_guard<std::mutex> lock(mu_);
     Box& box = boxes_[info.id];
-    if (op == "process/start") {
-      ++box.background_started;
-      return response;
-    }
-    if (op == "shell/list") {
-      auto rows = data->find("sessions");
-      if (rows == data->end() || !rows->is_array()) {
-        return response;
-      }
-      for (auto& row : *rows) {
-        auto s = box.sessions.find(StringAt(row, "session_id"));
-        if (s != box.sessions.end() && !s->second.notice.empty()) {
-          row["notice"] = s->second.notice;
-          changed = true;
-        }
-      }
-      return changed ? DumpJson(env) : response;
-    }
     std::string sid = StringAt(*data, "session_id");
     if (sid.empty()) {
       sid = StringAt(req, "id");
     }
-    if (sid.empty()) {
-      return response;
-    }
-    if (op == "shell/delete") {
-      box.sessions.erase(sid);
+    if (op == "process/start") {
+      ++box.background_started;
+      persist = true;
+    } else if (op == "shell/list") {
+      auto rows = data->find("sessions");
+      if (rows != data->end() && rows->is_array()) {
+        for (auto& row : *rows) {
+          auto s = box.sessions.find(StringAt(row, "session_id"));
+          if (s != box.sessions.end() && !s->second.notice.empty()) {
+            row["notice"] = s->second.notice;
+            changed = true;
+          }
+        }
+      }
+    } else if (sid.empty()) {
+      // nothing to say about a session
+    } else if (op == "shell/delete") {
+      persist = box.sessions.erase(sid) > 0;
       if (durable_.save) {
         durable_.save(info.backend, info.id, sid, Json());
       }
-      return response;
-    }
-    if (op == "shell/view") {
+    } else if (op == "shell/view") {
       auto s = box.sessions.find(sid);
       if (s != box.sessions.end() && !s->second.notice.empty()) {
         (*data)["notice"] = s->second.notice;
-        return DumpJson(env);
-      }
-      return response;
-    }
-    Session& s = box.sessions[sid];
-    if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
-      s.cwd = cwd;
-    }
-    const std::string status = StringAt(*data, "status");
-    if (op == "shell/exec" || op == "shell/wait") {
-      s.running = status == "running";
-      if (s.running && op == "shell/exec") {
-        s.running_command = StringAt(*data, "command");
+        changed = true;
       }
     } else {
-      s.running = false;
+      Session& s = box.sessions[sid];
+      if (auto cwd = StringAt(*data, "cwd"); !cwd.empty()) {
+        s.cwd = cwd;
+      }
+      const std::string status = StringAt(*data, "status");
+      if (op == "shell/exec" || op == "shell/wait") {
+        s.running = status == "running";
+        if (s.running && op == "shell/exec") {
+          s.running_command = StringAt(*data, "command");
+        }
+      } else {
+        s.running = false;
+      }
+      if (op == "shell/run" && data->contains("background_pid")) {
+        ++box.background_started;
+      }
+      if (s.notice_pending && op != "shell/restore" && op != "shell/kill") {
+        (*data)["notice"] = s.notice;
+        s.notice_pending = false;
+        changed = true;
+      }
+      snapshot = sid;
     }
-    if (op == "shell/run" && data->contains("background_pid")) {
-      ++box.background_started;
-    }
-    if (s.notice_pending && op != "shell/restore" && op != "shell/kill") {
-      (*data)["notice"] = s.notice;
-      s.notice_pending = false;
-      changed = true;
-    }
-    snapshot = sid;
   }
-  Snapshot(info, snapshot);
+  if (persist) {
+    Persist(info.id);
+  }
+  if (!snapshot.empty()) {
+    Snapshot(info, snapshot);  // writes the file once the state arrived
+  }
   return changed ? DumpJson(env) : response;
 }
 
@@ -189,35 +207,41 @@ Json SessionKeeper::KeptForm(const Session& s, int background_started) {
 
 void SessionKeeper::Keep(const std::string& backend, const std::string& id,
                          const std::string& session, Result<http::ClientResponse>& r) {
+  Json env;
+  Json* data = nullptr;
   if (!r || r->status != 200) {
     Log(LogLevel::kDebug, "session.snapshot_failed", "id={} session={} error=\"{}\"", id, session,
         r ? "status " + std::to_string(r->status) : r.error().message);
-    return;
+  } else {
+    env = ParseUntrustedJson(r->body);
+    data = DataOf(env);
+    if (data != nullptr && (!data->contains("state") || !(*data)["state"].is_object())) {
+      data = nullptr;
+    }
   }
-  Json env = ParseUntrustedJson(r->body);
-  Json* data = DataOf(env);
-  if (data == nullptr || !data->contains("state") || !(*data)["state"].is_object()) {
-    return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto box = boxes_.find(id);
+    if (box == boxes_.end()) {
+      return;  // forgotten meanwhile
+    }
+    auto s = box->second.sessions.find(session);
+    if (s != box->second.sessions.end() && data != nullptr) {
+      s->second.state = std::move((*data)["state"]);
+      if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
+        s->second.running = running->get<bool>();
+      }
+      if (durable_.save) {  // the backend's copy (cloudrun session mode: the bucket)
+        durable_.save(backend, id, session, KeptForm(s->second, box->second.background_started));
+      }
+    }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  auto box = boxes_.find(id);
-  if (box == boxes_.end()) {
-    return;  // forgotten meanwhile
-  }
-  auto s = box->second.sessions.find(session);
-  if (s == box->second.sessions.end()) {
-    return;  // deleted meanwhile
-  }
-  s->second.state = std::move((*data)["state"]);
-  if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
-    s->second.running = running->get<bool>();
-  }
-  if (durable_.save) {
-    durable_.save(backend, id, session, KeptForm(s->second, box->second.background_started));
-  }
+  // Without a new state the file still learns the cwd and running command of the last answer.
+  Persist(id);
 }
 
 int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
+  KeyedLock one_at_a_time(restoring_, info.id);
   Box box;
   bool known = false;
   {
@@ -229,22 +253,29 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
     }
   }
   if (!known && durable_.load) {
-    // This daemon restarted since the sessions were kept: the backend's copies.
+    // This daemon restarted since the sessions were kept: the backend's copies (untrusted: they
+    // live where the sandbox's owner can write).
     auto kept = durable_.load(info.backend, info.id);
     if (!kept) {
       Log(LogLevel::kWarn, "session.restore_load_failed", "id={} error=\"{}\"", info.id,
           kept.error().message);
     } else if (kept->is_object()) {
       for (const auto& [sid, k] : kept->items()) {
-        if (!k.is_object()) {
+        if (!k.is_object() || sid.empty() || sid.size() > 256) {
           continue;
         }
         Session s;
-        s.state = k.value("state", Json());
-        s.cwd = k.value("cwd", "");
-        s.running = k.value("running", false);
-        s.running_command = k.value("running_command", "");
-        box.background_started = std::max(box.background_started, k.value("background_started", 0));
+        if (auto st = k.find("state"); st != k.end() && st->is_object()) {
+          s.state = *st;
+        }
+        s.cwd = StringAt(k, "cwd");
+        if (auto r = k.find("running"); r != k.end() && r->is_boolean()) {
+          s.running = r->get<bool>();
+        }
+        s.running_command = StringAt(k, "running_command");
+        if (auto b = k.find("background_started"); b != k.end() && b->is_number_integer()) {
+          box.background_started = std::max(box.background_started, b->get<int>());
+        }
         box.sessions[sid] = std::move(s);
       }
       std::lock_guard<std::mutex> lock(mu_);
@@ -334,6 +365,9 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
       }
     }
   }
+  if (!notices.empty()) {
+    Persist(info.id);
+  }
   if (restored > 0) {
     metrics_.Increment("agentbox_sessions_restored_total",
                        {{"backend", info.backend}, {"outcome", "ok"}}, restored);
@@ -348,8 +382,20 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
 }
 
 void SessionKeeper::Forget(const std::string& id) {
+  std::lock_guard<std::mutex> files(file_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    boxes_.erase(id);
+  }
+  if (!dir_.empty() && ValidSandboxId(id)) {
+    ::unlink(FileOf(id).c_str());
+  }
+}
+
+bool SessionKeeper::Holds(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  boxes_.erase(id);
+  auto it = boxes_.find(id);
+  return it != boxes_.end() && !it->second.sessions.empty();
 }
 
 size_t SessionKeeper::Kept(const std::string& id) const {

@@ -5,9 +5,11 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "api/sandbox_backend.h"
 #include "common/json_util.h"
+#include "common/keyed_mutex.h"
 #include "common/metrics.h"
 #include "http/client.h"
 
@@ -19,6 +21,11 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
                                        const std::string& method, const std::string& target,
                                        const std::string& body, std::chrono::milliseconds timeout);
 
+// Whether the guest of `info` answers GET /api/v1/health (below 500) before `wait` has passed,
+// asking every 200 ms. Blocks (worker thread).
+bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
+                  std::chrono::milliseconds wait);
+
 // Keeps, on the host side, the last state snapshot of every shell session of every sandbox, so
 // that a guest that comes back empty (restart-guest, a container the engine restarted, a
 // replaced execution) resumes its sessions. After each relayed shell/exec, shell/run,
@@ -28,10 +35,43 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
 // background processes, say so: shell/view and shell/list carry a `notice` for the session, and
 // the next shell/exec, shell/run or shell/wait of the session carries it once. A session whose
 // snapshot never arrived (its guest froze right after the command) comes back with the working
-// directory of its last answer only, and its notice says so. Thread-safe.
+// directory of its last answer only, and its notice says so.
+//
+// With a directory (agentboxd: <state>/sessions), what is kept of a sandbox also lives in
+// <dir>/<id>.json, rewritten (temporary file + rename) after each snapshot, so that a daemon that
+// restarts finds it again (Load) and can restore the sessions of a guest that restarted while the
+// daemon was down. A file is at most kMaxFileBytes: past that, the largest snapshots are written
+// with their working directory only (and restore like a snapshot that never arrived). Files are
+// read back as untrusted input (size, JSON shape, ids, types checked; anything else skipped).
+// Thread-safe.
 class SessionKeeper {
  public:
-  SessionKeeper(http::UnixHttpClient& client, Metrics& metrics);
+  static constexpr size_t kMaxFileBytes = 1 << 20;
+
+  // `dir` empty: snapshots are kept in memory only.
+  SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir = "");
+
+  // After a daemon restart: reads the kept snapshots of sandboxes `ids` (the ones the backends
+  // still hold) and, when `complete` (`ids` is every sandbox there is), removes the files of any
+  // other sandbox. Returns the ids that have sessions.
+  std::vector<std::string> Load(const std::vector<std::string>& ids, bool complete);
+
+  // Durable copies of the snapshots (SandboxBackend::KeepSessionState): `save` gets a session's
+  // kept form ({state, cwd, running, running_command, background_started}) after every snapshot
+  // and null when the session is deleted; `load` (every kept session of a sandbox, by id) is
+  // asked by Restore when this daemon knows nothing of the sandbox's sessions (it restarted
+  // since and had no file of them). `backend` is SandboxInfo::backend. Set once, before any call
+  // is relayed.
+  struct Durable {
+    std::function<void(const std::string& backend, const std::string& id,
+                       const std::string& session, const Json& kept)>
+        save;
+    std::function<Result<Json>(const std::string& backend, const std::string& id)> load;
+  };
+  void SetDurable(Durable durable) { durable_ = std::move(durable); }
+
+  // Whether anything is known of a session of sandbox `id`.
+  bool Holds(const std::string& id) const;
 
   // Whether relayed call `op` ("shell/exec", ...) concerns the keeper (its request body is then
   // needed by Relayed).
@@ -44,29 +84,17 @@ class SessionKeeper {
                       std::string response);
 
   // The guest of `info` came back (`why`: "restart-guest", "the Docker engine restarted", ...):
-  // recreates with shell/restore every kept session the guest no longer has. Blocks (worker
-  // thread). Returns how many sessions were restored; failures are logged and counted in
-  // agentbox_sessions_restored_total{outcome="error"}.
+  // recreates with shell/restore every kept session the guest no longer has. One restore per
+  // sandbox at a time: a second one (the engine's start event after a restart-guest) finds the
+  // sessions present and does nothing. Blocks (worker thread). Returns how many sessions were
+  // restored; failures are logged and counted in agentbox_sessions_restored_total{outcome="error"}.
   int Restore(const SandboxInfo& info, const std::string& why);
 
-  // The sandbox is gone: forget its sessions.
+  // The sandbox is gone: forget its sessions (and remove its file).
   void Forget(const std::string& id);
 
   // How many sessions of sandbox `id` have a snapshot (tests, logs).
   size_t Kept(const std::string& id) const;
-
-  // Durable copies of the snapshots (SandboxBackend::KeepSessionState): `save` gets a session's
-  // kept form ({state, cwd, running, running_command, background_started}) after every snapshot
-  // and null when the session is deleted; `load` (every kept session of a sandbox, by id) is
-  // asked by Restore when this daemon knows nothing of the sandbox's sessions (it restarted
-  // since). `backend` is SandboxInfo::backend. Set once, before any call is relayed.
-  struct Durable {
-    std::function<void(const std::string& backend, const std::string& id,
-                       const std::string& session, const Json& kept)>
-        save;
-    std::function<Result<Json>(const std::string& backend, const std::string& id)> load;
-  };
-  void SetDurable(Durable durable) { durable_ = std::move(durable); }
 
  private:
   struct Session {
@@ -84,14 +112,20 @@ class SessionKeeper {
   };
 
   void Snapshot(const SandboxInfo& info, const std::string& session);
-  // Stores the answer `r` of shell/state for `session` of sandbox `id` (of backend `backend`).
+  // Stores the answer `r` of shell/state for `session` of sandbox `id`.
   void Keep(const std::string& backend, const std::string& id, const std::string& session,
             Result<http::ClientResponse>& r);
   static Json KeptForm(const Session& s, int background_started);
+  // Writes what is kept of sandbox `id` to its file (nothing without a directory).
+  void Persist(const std::string& id);
+  std::string FileOf(const std::string& id) const { return dir_ + "/" + id + ".json"; }
 
   http::UnixHttpClient& client_;
   Metrics& metrics_;
+  const std::string dir_;
+  KeyedMutex restoring_;  // by sandbox id: one Restore at a time
   Durable durable_;
+  std::mutex file_mu_;    // taken before mu_: one writer of the files at a time, newest last
   mutable std::mutex mu_;
   std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
 };

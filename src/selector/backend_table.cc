@@ -63,11 +63,13 @@ bool CloudRunWanted(const Config& cfg) {
 }
 
 Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& state_dir,
-                                       const std::string& guest, TunnelRegistry* tunnels) {
+                                       const std::string& guest, TunnelRegistry* tunnels,
+                                       std::optional<uint64_t> default_disk) {
   auto o = cloudrun::OptionsFromConfig(cfg, state_dir + "/cloudrun", guest);
   if (!o) {
     return Fail(o.error());
   }
+  o->default_limits.disk_bytes = default_disk;  // bounds file writes through the daemon
   auto cloud = cloudrun::MakeGcpCloud(cfg, o->project, o->region, o->bucket);
   if (!cloud) {
     return Fail(cloud.error());
@@ -158,7 +160,8 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
     t.config_errors["docker"] = o.error().message;
   }
   if (CloudRunWanted(cfg)) {
-    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary, tunnels));
+    t.Add("cloudrun", MakeCloudRun(cfg, state_dir, jo.guest_binary, tunnels,
+                                   jo.default_limits.disk_bytes));
   }
   return t;
 }

@@ -662,7 +662,9 @@ Json Selector::InfoJson(const Decision& d) const {
                         {"persistent_sessions", c.persistent_sessions},
                         {"custom_image", c.custom_image},
                         {"warm_pool", c.claim},
-                        {"guest_process", c.guest_process}}}};
+                        {"guest_process", c.guest_process},
+                        {"disk_limit", c.disk_limit},
+                        {"disk_limit_note", c.disk_limit_note}}}};
   }
   for (const auto& [name, err] : config_errors_) {
     backends[name] = {{"available", false}, {"config_error", err}};

@@ -3,6 +3,8 @@
 // ProcessBackend test double playing an engine (tests/fakes/process_backend.h); the same flow
 // against a real Docker engine stopped and started is tests/docker/engine_restart_test.sh.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -21,9 +23,29 @@ using Clock = std::chrono::steady_clock;
 class EngineRestartTest : public fakes::DaemonFixture {
  protected:
   void SetUp() override {
+    // Before the daemon starts (the fixture's dir_ is made in SetUp: a path of our own here).
+    char tmpl[] = "/tmp/agentbox-sessions-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    sessions_dir_ = tmpl;
+    options_.sessions_dir = sessions_dir_;
     fakes::DaemonFixture::SetUp();
     backend_->PlayEngine();
   }
+  void TearDown() override {
+    fakes::DaemonFixture::TearDown();
+    ASSERT_EQ(system(("rm -rf '" + sessions_dir_ + "'").c_str()), 0);
+  }
+  // Waits until `n` sessions were restored in all (counted by the daemon running now).
+  void WaitForRestored(double n) {
+    const auto until = Clock::now() + seconds(20);
+    while (Clock::now() < until && Metric("agentbox_sessions_restored_total",
+                                          {{"backend", "process"}, {"outcome", "ok"}}) < n) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    ASSERT_GE(
+        Metric("agentbox_sessions_restored_total", {{"backend", "process"}, {"outcome", "ok"}}), n);
+  }
+  std::string sessions_dir_;
   Json Sandbox(const std::string& id) { return Call("GET", "/v1/sandboxes/" + id).json["data"]; }
   double Metric(const std::string& name, const Labels& labels) {
     return api_->metrics().Value(name, labels);
@@ -185,6 +207,88 @@ TEST_F(EngineRestartTest, AGuestThatKeptRunningKeepsItsSessionsUntouched) {
   EXPECT_EQ(
       Metric("agentbox_sandbox_recoveries_total", {{"backend", "process"}, {"outcome", "running"}}),
       1);
+}
+
+// A guest that died and that the engine started again by itself (a restart policy): the daemon
+// notices (SandboxBackend::GuestsRestarted) and restores its sessions without any request.
+TEST_F(EngineRestartTest, AGuestTheEngineRestartedGetsItsSessionsBack) {
+  const std::string id = CreateAs("");
+  Prime(id);
+  ASSERT_TRUE(backend_->CrashGuest(id));
+  WaitForRestored(1);
+  EXPECT_EQ(Metric("agentbox_guest_restarts_noticed_total", {{"backend", "process"}}), 1);
+  ExpectRestored(id);
+  auto view = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/view", R"({"id":"s"})");
+  EXPECT_NE(view.json["data"]["notice"].get<std::string>().find("restart policy"),
+            std::string::npos)
+      << view.body;
+}
+
+// Snapshots outlive the daemon: a guest that restarted while no daemon ran gets its sessions
+// back from <sessions_dir>/<id>.json when the daemon starts again, and a running command is
+// reported lost.
+TEST_F(EngineRestartTest, SessionsSurviveADaemonRestartAndAGuestRestart) {
+  const std::string id = CreateAs("");
+  Prime(id);
+  const std::string exec = "/v1/sandboxes/" + id + "/api/v1/shell/exec";
+  ASSERT_EQ(Call("POST", exec, R"({"id":"busy","command":"sleep 300","wait_seconds":0.1})")
+                .json["data"]["status"],
+            "running");
+  WaitForSnapshots(2);
+  const std::string file = sessions_dir_ + "/" + id + ".json";
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0) << file;
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Files of sandboxes that are gone are removed at start; a damaged file is skipped.
+  { std::ofstream(sessions_dir_ + "/gone.json") << R"({"version":1})"; }
+  { std::ofstream(sessions_dir_ + "/x.json.tmp") << "partial"; }
+  RestartDaemon([&] { ASSERT_TRUE(backend_->RestartGuest(id)); });
+  WaitForRestored(2);
+  ExpectRestored(id);
+  auto view = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/view", R"({"id":"busy"})");
+  EXPECT_NE(view.json["data"]["notice"].get<std::string>().find("(sleep 300) was lost"),
+            std::string::npos)
+      << view.body;
+  EXPECT_NE(::access((sessions_dir_ + "/gone.json").c_str(), F_OK), 0);
+  EXPECT_NE(::access((sessions_dir_ + "/x.json.tmp").c_str(), F_OK), 0);
+  // Destroying the sandbox removes its file.
+  ASSERT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
+  EXPECT_NE(::access(file.c_str(), F_OK), 0);
+}
+
+// A file read back is untrusted: wrong shapes and types are skipped, never restored, and the
+// daemon starts as usual; a daemon restart with the guest still running restores nothing.
+TEST_F(EngineRestartTest, DamagedSessionFilesAreSkipped) {
+  const std::string a = CreateAs("");
+  const std::string b = CreateAs("");
+  Prime(a);
+  RestartDaemon([&] {
+    { std::ofstream(sessions_dir_ + "/" + b + ".json") << "{not json"; }
+    std::ofstream(sessions_dir_ + "/" + a + ".json.bak") << "x";
+  });
+  // a's guest kept running: its sessions are present, nothing is restored.
+  auto r = Call("POST", "/v1/sandboxes/" + a + "/api/v1/shell/exec",
+                R"({"id":"s","command":"echo \"$PWD|$GREETING\""})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/sub|hi"), std::string::npos);
+  EXPECT_FALSE(r.json["data"].contains("notice")) << r.body;
+  // b's damaged file: b works as a sandbox without kept sessions.
+  r = Call("POST", "/v1/sandboxes/" + b + "/api/v1/shell/exec", R"({"id":"s","command":"pwd"})");
+  EXPECT_EQ(r.status, 200) << r.body;
+  RestartDaemon([&] {
+    // Wrong types everywhere but one well-formed session.
+    std::ofstream(sessions_dir_ + "/" + b + ".json")
+        << R"({"version":1,"sandbox":")" << b
+        << R"(","background_started":"many","sessions":{"":{"cwd":"/"},"n":5,)"
+        << R"("t":{"state":"no","cwd":7},"ok":{"cwd":"/tmp","running":"yes"}}})";
+    ASSERT_TRUE(backend_->RestartGuest(b));
+  });
+  WaitForRestored(1);
+  r = Call("POST", "/v1/sandboxes/" + b + "/api/v1/shell/exec", R"({"id":"ok","command":"pwd"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.json["data"]["output"].get<std::string>().find("/tmp"), std::string::npos) << r.body;
+  EXPECT_EQ(Metric("agentbox_sessions_restored_total", {{"backend", "process"}, {"outcome", "ok"}}),
+            1);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <curl/curl.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include "http/envelope.h"
 
@@ -49,6 +52,37 @@ void DaemonFixture::SetUp() {
   thread_ = std::thread([this] { io_.run(); });
 }
 
+void DaemonFixture::RestartDaemon(const std::function<void()>& between) {
+  // The old daemon stops serving and drains, then is kept (idle) until TearDown: its I/O
+  // objects may still have handlers queued on io_, which must not outlive what they point to.
+  server_->Stop();
+  api_->BeginDrain();
+  for (int i = 0; i < 500 && api_->in_flight() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  retired_servers_.push_back(std::move(server_));
+  retired_apis_.push_back(std::move(api_));
+  if (between) {
+    between();
+  }
+  api_ = std::make_unique<daemon::DaemonApi>(
+      io_,
+      std::map<std::string, SandboxBackend*>{
+          {"process", decorator_ ? decorator_.get() : backend_.get()}},
+      daemon::ApiKeys(kFixtureApiKeys), options_);
+  api_->Start();
+  http::ServerOptions so;
+  so.max_body_bytes = 1 << 20;
+  so.error_body = &http::ErrorBody;
+  so.upgrade = upgrade_;
+  server_ = std::make_unique<http::Server>(io_, *api_, so);
+  ::unlink(unix_sock_.c_str());
+  ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
+  auto tcp = server_->Listen("tcp:127.0.0.1:0");
+  ASSERT_TRUE(tcp);
+  tcp_base_ = "http://" + tcp->substr(4);
+}
+
 void DaemonFixture::TearDown() {
   if (server_) {
     server_->Stop();
@@ -59,6 +93,8 @@ void DaemonFixture::TearDown() {
     thread_.join();
   }
   api_.reset();
+  retired_servers_.clear();
+  retired_apis_.clear();
   decorator_.reset();
   backend_.reset();
   if (!dir_.empty()) {

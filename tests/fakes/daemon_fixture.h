@@ -45,6 +45,10 @@ class DaemonFixture : public ::testing::Test {
   HttpReply Call(const std::string& method, const std::string& path, const std::string& body = "",
                  const std::string& key = "", std::vector<std::string> headers = {});
 
+  // Stops the daemon (server, API, I/O thread) and starts a new one over the same backend and
+  // options, as agentboxd restarting does; `between` runs while no daemon runs.
+  void RestartDaemon(const std::function<void()>& between = {});
+
   // Creates a sandbox (expects 201) and returns its id.
   std::string CreateAs(const std::string& key, const std::string& body = "{}");
 
@@ -79,6 +83,9 @@ class DaemonFixture : public ::testing::Test {
   SandboxBackendPtr decorator_;  // see Decorate
   std::unique_ptr<daemon::DaemonApi> api_;
   std::unique_ptr<http::Server> server_;
+  // Daemons replaced by RestartDaemon, idle until TearDown.
+  std::vector<std::unique_ptr<daemon::DaemonApi>> retired_apis_;
+  std::vector<std::unique_ptr<http::Server>> retired_servers_;
   std::thread thread_;
   std::string dir_;        // temporary; removed in TearDown
   std::string unix_sock_;  // the daemon's unix socket

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -287,6 +288,20 @@ Result<SandboxInfo> ProcessBackend::RestartGuest(const std::string& id) {
   }
   b.pid = *pid;
   return b.info;
+}
+
+Result<void> ProcessBackend::CrashGuest(const std::string& id) {
+  if (!RestartGuest(id)) {
+    return Fail(ErrorCode::kNotFound, "cannot crash the guest of '" + id + "'");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  restarted_.push_back(id);
+  return {};
+}
+
+std::vector<std::string> ProcessBackend::GuestsRestarted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(restarted_, {});
 }
 
 }  // namespace agentbox::fakes

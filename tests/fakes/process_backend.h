@@ -54,6 +54,10 @@ class ProcessBackend : public SandboxBackend {
   void SetEngineDown(bool down, bool stop_guests);
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
   std::optional<std::string> EngineDown() override;
+  // Plays a guest that died and that the engine's restart policy started again: a fresh guest
+  // over the same directory, reported once by GuestsRestarted.
+  Result<void> CrashGuest(const std::string& id);
+  std::vector<std::string> GuestsRestarted() override;
 
  private:
   struct Box {
@@ -66,6 +70,7 @@ class ProcessBackend : public SandboxBackend {
   std::string name_;
   std::mutex mu_;
   std::map<std::string, Box> boxes_;
+  std::vector<std::string> restarted_;  // by CrashGuest, not yet reported; guarded by mu_
   std::atomic<int> fail_creates_{0};
   std::atomic<bool> engine_{false};
   std::atomic<bool> engine_down_{false};

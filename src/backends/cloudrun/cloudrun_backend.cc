@@ -240,6 +240,10 @@ Capabilities CloudRunBackend::GetCapabilities() const {
   c.guest_process = false;
   c.command_start_allowance_s =
       std::chrono::duration<double>(opts_.start_timeout).count();  // AGENTBOX_CLOUDRUN_START_TIMEOUT_S
+  c.disk_limit = "daemon_writes";
+  c.disk_limit_note =
+      "limits.disk_bytes bounds uploads and file writes made through the API; what commands "
+      "write in /workspace during an execution is not bounded (docs/cloudrun.md)";
   return c;
 }
 
@@ -419,7 +423,7 @@ Result<void> CloudRunBackend::Destroy(const std::string& id) {
   if (!r) {
     return Fail(r.error());
   }
-  sessions_->CancelAll(SandboxRef{id, r->job_id, r->job_guest, {}});
+  sessions_->CancelAll(SandboxRef{id, r->job_id, r->job_guest, {}, std::nullopt});
   if (r->mode == "session") {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -500,7 +504,9 @@ Result<SandboxRef> CloudRunBackend::Resolve(const std::string& token) {
   if (!guest) {
     return Fail(guest.error());
   }
-  SandboxRef ref{id, r->job_id, r->job_guest, *guest};
+  SandboxRef ref{id, r->job_id, r->job_guest, *guest,
+                 r->info.spec.limits.disk_bytes ? r->info.spec.limits.disk_bytes
+                                                : opts_.default_limits.disk_bytes};
   std::lock_guard<std::mutex> lock(mu_);
   tokens_[id] = Cached{ref, r->secret, now};
   return ref;

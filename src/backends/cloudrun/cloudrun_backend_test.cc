@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -159,7 +160,7 @@ class CloudRunTest : public ::testing::Test {
   boost::asio::io_context io_;
   std::thread io_thread_;
   std::unique_ptr<SessionEngine> engine_;
-  SandboxRef sb_{"sb1", layout::JobId("sb1"), "", ""};
+  SandboxRef sb_{"sb1", layout::JobId("sb1"), "", "", std::nullopt};
 };
 
 TEST(CloudRunOptionsTest, NamesAreCheckedWhenTheConfigurationIsRead) {
@@ -526,6 +527,46 @@ TEST_F(WorkspaceFilesTest, AnswersLikeTheGuest) {
   EXPECT_EQ(bad["code"], ErrorCodeName(ErrorCode::kNotFound));
   Json missing_field = Op("read", Json::object(), 0);
   EXPECT_EQ(missing_field["code"], ErrorCodeName(ErrorCode::kValidation));
+}
+
+// limits.disk_bytes bounds what passes through the daemon: writes and uploads that would take
+// /workspace past it fail like a full disk and store nothing; replacing a file counts its new
+// size only; another sandbox is untouched.
+TEST_F(WorkspaceFilesTest, WritesAndUploadsPastTheDiskLimitFailLikeAFullDisk) {
+  const uint64_t limit = 100;
+  const std::string sixty(60, 'x');
+  ASSERT_TRUE(files_.Op("write", "sb1", {{"file", "/workspace/a"}, {"content", sixty}}, limit));
+  // 60 + 60 > 100: refused, nothing stored.
+  auto full = files_.Op("write", "sb1", {{"file", "/workspace/b"}, {"content", sixty}}, limit);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, ErrorCode::kTooLarge);
+  EXPECT_EQ(full.error().sys_errno, ENOSPC);
+  EXPECT_NE(full.error().message.find("No space left on device"), std::string::npos)
+      << full.error().message;
+  EXPECT_EQ(store_->Names().count("sandboxes/sb1/workspace/b"), 0u);
+  // An append that would pass it is refused too; the file keeps its bytes.
+  auto append =
+      files_.Op("write", "sb1",
+                {{"file", "/workspace/a"}, {"content", sixty}, {"append", true}}, limit);
+  ASSERT_FALSE(append);
+  EXPECT_EQ(store_->Names().at("sandboxes/sb1/workspace/a"), sixty);
+  // Overwriting a file counts its new size, not both.
+  EXPECT_TRUE(
+      files_.Op("write", "sb1",
+                {{"file", "/workspace/a"}, {"content", std::string(90, 'y')}}, limit));
+  // Uploads likewise.
+  const std::string local = scratch_.path() + "/upload";
+  { std::ofstream(local) << std::string(20, 'z'); }
+  auto up = files_.Store("sb1", "/workspace/u", local, 20, limit);
+  ASSERT_FALSE(up);
+  EXPECT_EQ(up.error().code, ErrorCode::kTooLarge);
+  EXPECT_EQ(store_->Names().count("sandboxes/sb1/workspace/u"), 0u);
+  const std::string small = scratch_.path() + "/small";
+  { std::ofstream(small) << std::string(10, 'z'); }
+  EXPECT_TRUE(files_.Store("sb1", "/workspace/u", small, 10, limit));  // 90 + 10 fits
+  // Another sandbox has its own budget; no limit, no check.
+  EXPECT_TRUE(Op("write", {{"file", "/workspace/c"}, {"content", sixty}}).contains("file"));
+  EXPECT_TRUE(files_.Store("sb2", "/workspace/u", local, 20, limit));
 }
 
 }  // namespace

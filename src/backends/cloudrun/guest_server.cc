@@ -189,7 +189,8 @@ class UploadBody : public http::BodySink {
             respond(Err(committed.error()));
             return;
           }
-          auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written());
+          auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written(),
+                                     sb->disk_bytes);
           ::unlink(committed->c_str());
           respond(r ? Ok(std::move(*r), "File uploaded successfully") : Err(r.error()));
         });
@@ -351,7 +352,7 @@ void GuestServer::Route(const SandboxRef& sb, const http::Request& req, const Js
     }
   } else if (p.starts_with("/api/v1/file/")) {
     const std::string op = p.substr(13);
-    auto r = files_.Op(op, sb.id, b);
+    auto r = files_.Op(op, sb.id, b, sb.disk_bytes);
     return respond(r ? Ok(std::move(*r)) : Err(r.error()));
   }
   respond(http::ErrorResponse(404, "no such endpoint: POST " + p));

@@ -61,6 +61,7 @@ struct SandboxRef {
   std::string job_id;
   std::string job_guest;  // layout::GuestDir of the guest the job was created with
   std::string guest;      // the daemon's current guest (executions run it); empty: the job's
+  std::optional<uint64_t> disk_bytes;  // limits.disk_bytes (or the default): bounds file writes
 };
 
 // What a command's caller gets back once it completed.

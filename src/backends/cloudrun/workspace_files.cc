@@ -309,8 +309,35 @@ Result<std::string> WorkspaceFiles::Relative(const std::string& path) {
   return resolved->substr(ws.size() + 1);
 }
 
+Result<void> WorkspaceFiles::CheckRoom(const std::string& sandbox_id, const std::string& rel,
+                                       uint64_t new_size, std::optional<uint64_t> disk_bytes) {
+  if (!disk_bytes) {
+    return {};
+  }
+  const std::string prefix = layout::WorkspacePrefix(sandbox_id);
+  auto all = ListAll(*store_, prefix, "");
+  if (!all) {
+    return Fail(all.error());
+  }
+  uint64_t used = 0;
+  for (const auto& o : all->items) {
+    if (o.name != prefix + rel) {  // the object being replaced does not count
+      used += static_cast<uint64_t>(std::max<int64_t>(o.size, 0));
+    }
+  }
+  if (used + new_size <= *disk_bytes) {
+    return {};
+  }
+  return Fail(Error(ErrorCode::kTooLarge,
+                    "write '/workspace/" + rel + "': No space left on device (limits.disk_bytes " +
+                        std::to_string(*disk_bytes) + ": /workspace holds " +
+                        std::to_string(used) + " bytes besides it, and it would be " +
+                        std::to_string(new_size) + "); nothing was written",
+                    ENOSPC));
+}
+
 Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbox_id,
-                                const Json& req) {
+                                const Json& req, std::optional<uint64_t> disk_bytes) {
   FileOp fn = Lookup(op);
   if (!fn) {
     return Fail(ErrorCode::kNotFound, "no such endpoint: POST /api/v1/file/" + op);
@@ -362,6 +389,14 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
     if (op == "replace" || req.value("append", false) == true) {
       precondition = entry->kind == Kind::kFile ? entry->generation : 0;
     }
+    struct stat st {};
+    if (::stat(s.Local(*rel).c_str(), &st) != 0) {
+      return Fail(ErrnoError(errno, "stat " + s.Local(*rel)));
+    }
+    if (auto room = CheckRoom(sandbox_id, *rel, static_cast<uint64_t>(st.st_size), disk_bytes);
+        !room) {
+      return Fail(room.error());
+    }
     auto up = store_->UploadFile(object, s.Local(*rel), precondition);
     if (!up) {
       if (up.error().code == ErrorCode::kConflict) {
@@ -408,13 +443,17 @@ Result<guest::DownloadFile> WorkspaceFiles::Download(const std::string& sandbox_
 }
 
 Result<Json> WorkspaceFiles::Store(const std::string& sandbox_id, const std::string& path,
-                                   const std::string& local_file, uint64_t size) {
+                                   const std::string& local_file, uint64_t size,
+                                   std::optional<uint64_t> disk_bytes) {
   auto rel = Relative(path);
   if (!rel) {
     return Fail(rel.error());
   }
   if (rel->empty()) {
     return Fail(ErrorCode::kInvalidArgument, "'/workspace' is a directory");
+  }
+  if (auto room = CheckRoom(sandbox_id, *rel, size, disk_bytes); !room) {
+    return Fail(room.error());
   }
   auto up = store_->UploadFile(layout::WorkspacePrefix(sandbox_id) + *rel, local_file);
   if (!up) {

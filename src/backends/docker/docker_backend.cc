@@ -147,7 +147,10 @@ std::string Demux(const std::string& raw) {
 }  // namespace
 
 DockerBackend::DockerBackend(DockerBackendOptions opts)
-    : opts_(std::move(opts)), engine_(opts_.socket_path), why_no_disk_(disk::WhyUnsupported()) {
+    : opts_(std::move(opts)),
+      engine_(opts_.socket_path),
+      why_no_disk_(disk::WhyUnsupported()),
+      events_since_(NowUnix()) {
   if (why_no_disk_.empty()) {
     disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
                                                opts_.default_limits.disk_bytes.value_or(0),
@@ -166,7 +169,52 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
+  std::optional<std::string> why_not;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    why_not = why_no_layer_disk_;
+  }
+  if (!disks_) {
+    c.disk_limit_note = "limits.disk_bytes is not enforced: " + why_no_disk_;
+  } else if (why_not && why_not->empty()) {
+    c.disk_limit = "workspace_and_root";
+  } else {
+    c.disk_limit = "workspace";
+    c.disk_limit_note =
+        "limits.disk_bytes bounds /workspace only: " +
+        (why_not ? *why_not : "the engine has not been asked yet where its layers are");
+  }
   return c;
+}
+
+std::string DockerBackend::WhyNoLayerDisk() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (why_no_layer_disk_) {
+      return *why_no_layer_disk_;
+    }
+  }
+  auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
+  if (!info || info->status != 200) {
+    return "the Docker engine at " + opts_.socket_path + " did not answer GET /info";
+  }
+  const Json i = Json::parse(info->body, nullptr, false);
+  const std::string driver = i.is_object() ? i.value("Driver", "") : "";
+  const std::string root = i.is_object() ? i.value("DockerRootDir", "") : "";
+  std::string why;
+  struct stat st {};
+  if (driver != "overlay2") {
+    why = "the writable root is not bounded: the engine's storage driver is " +
+          (driver.empty() ? std::string("unknown") : driver) + ", not overlay2";
+  } else if (root.empty() || ::stat((root + "/overlay2").c_str(), &st) != 0) {
+    why = "the writable root is not bounded: the engine's data-root '" + root +
+          "' is not visible to agentboxd (an engine on another machine, in another mount "
+          "namespace, or rootless)";
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  why_no_layer_disk_ = why;
+  Log(LogLevel::kInfo, "docker.layer_disk", "supported={} why_not=\"{}\"", why.empty(), why);
+  return why;
 }
 
 ProbeResult DockerBackend::Probe() {
@@ -226,11 +274,12 @@ ProbeResult DockerBackend::Probe() {
     return p;
   }
   p.usable = true;
-  p.limitations.push_back(
-      disks_ ? "limits.disk_bytes bounds /workspace only: the container's writable layer is "
-               "bounded by the storage driver, not by agentbox"
-             : "limits.disk_bytes is not enforced (" + why_no_disk_ +
-                   "): a create that asks for it is refused");
+  if (!disks_) {
+    p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
+                            "): a create that asks for it is refused");
+  } else if (std::string why = WhyNoLayerDisk(); !why.empty()) {
+    p.limitations.push_back("limits.disk_bytes bounds /workspace only: " + why);
+  }
   return p;
 }
 
@@ -319,17 +368,21 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     const DockerBackend* backend;
     std::string dir;
     std::string container;
+    std::optional<LayerDirs> layer;  // bound on the sandbox's disk
     bool armed = true;
     ~Undo() {
       if (!armed) {
         return;
+      }
+      if (layer) {
+        (void)UnbindLayer(*layer);
       }
       if (!container.empty()) {
         (void)backend->RemoveContainer(container);
       }
       (void)RemoveSandboxDir(dir);
     }
-  } undo{this, dir, ""};
+  } undo{this, dir, "", std::nullopt};
 
   const std::string run = dir + "/" + kRunDir;
   if (::mkdir(run.c_str(), 0700) != 0) {
@@ -358,6 +411,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(disk.error());
   }
   plan.workspace_dir = disk->workspace;
+  // The writable layer goes on the same disk (bound between create and start, below).
+  const bool layer_on_disk = !disk->workspace.empty() && WhyNoLayerDisk().empty();
   CrashPoint("docker.create.disk");
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
@@ -390,11 +445,29 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(ErrorCode::kUnavailable, "the engine created a container without an Id");
   }
   undo.container = container_id;
+  if (layer_on_disk) {
+    auto c = engine_.Call("GET", "/containers/" + container_id + "/json");
+    if (!c || c->status != 200) {
+      return Fail(c ? EngineError(*c, "inspect container " + name) : c.error());
+    }
+    auto layer = LayerDirsOf(Json::parse(c->body, nullptr, false));
+    if (!layer) {
+      return Fail(ErrorCode::kUnavailable,
+                  "cannot put the writable layer of sandbox '" + id +
+                      "' on its disk: " + layer.error().message);
+    }
+    if (auto r = BindLayerOnDisk(*layer, dir + "/disk"); !r) {
+      return Fail(r.error());
+    }
+    undo.layer = *layer;
+  }
   const auto created_at = Clock::now();
   CrashPoint("docker.create.container");
 
+  const double start_begin = NowUnix();
   auto start =
       engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
+  OwnStart(id, start_begin, NowUnix());
   if (!start) {
     return Fail(start.error());
   }
@@ -670,6 +743,13 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
   }
   CrashPoint("docker.destroy.journaled");
   if (c) {
+    // The layer's binds go first (detached: the running overlay keeps them until the container
+    // stops), so the engine removes its own directories as usual.
+    if (auto layer = LayerDirsOf(*c); layer) {
+      if (auto r = UnbindLayer(*layer); !r) {
+        return Fail(r.error());
+      }
+    }
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
       return Fail(r.error());
     }

@@ -13,6 +13,7 @@
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
+#include "backends/docker/layer_disk.h"
 #include "common/keyed_mutex.h"
 
 namespace agentbox::docker {
@@ -74,6 +75,10 @@ class DockerBackend final : public SandboxBackend {
   // GET /_ping within the probe timeout (docker_restart.cc): only whether the engine answers,
   // unlike Probe (which also wants the default image, so a missing image is not an outage).
   std::optional<std::string> EngineDown() override;
+  // Containers of this state directory that the engine started since the last call and this
+  // object did not (a restart policy after the guest died): GET /events for that window,
+  // filtered to `start` of our containers (docker_restart.cc).
+  std::vector<std::string> GuestsRestarted() override;
   // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
   // already or is not running.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
@@ -122,14 +127,26 @@ class DockerBackend final : public SandboxBackend {
   // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
   std::unique_ptr<disk::DiskMaker> disks_;
   std::string why_no_disk_;
+  // Whether the engine's writable layers can go on sandbox disks (layer_disk.h): its storage
+  // driver is overlay2 and its data-root is visible here. Empty: yes; else why not. Asked
+  // (GET /info) once the engine answers.
+  std::string WhyNoLayerDisk();
+  std::optional<std::string> why_no_layer_disk_;  // guarded by mu_
 
   KeyedMutex id_locks_;  // held by every operation on one id
-  std::mutex mu_;
+  mutable std::mutex mu_;
   // Sandboxes this object started without an owner (the warm pool's), as Create returned them:
   // Claim hands one out after a health check on its socket instead of an engine round trip.
   std::map<std::string, SandboxInfo> unclaimed_;  // guarded by mu_
   // Images found present, and when: Prepare skips the engine for kImageFreshness after that.
   std::map<std::string, Clock::time_point> images_present_;  // guarded by mu_
+
+  // Starts this object made (Create, RestartGuest): [begin, end] in unix seconds, by sandbox
+  // id, so that GuestsRestarted does not report them. Guarded by mu_.
+  void OwnStart(const std::string& id, double begin, double end);
+  std::map<std::string, std::pair<double, double>> own_starts_;
+  // Unix seconds: where the next events window begins (at first, when this object was made).
+  double events_since_;  // guarded by mu_
 };
 
 }  // namespace agentbox::docker

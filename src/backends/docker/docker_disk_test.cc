@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -133,6 +135,62 @@ TEST_F(DockerDisk, FillFailsWithEnospcAndAnotherContainerKeepsWriting) {
   // Destroy unmounts the disk and removes its image.
   ASSERT_TRUE(backend_->Destroy("dk-full"));
   EXPECT_FALSE(std::filesystem::exists(opts_.state_dir + "/dk-full"));
+}
+
+// The writable root is on the sandbox's disk too (layer_disk.h): one budget for /workspace and
+// everything else the container writes, `df /` shows it, a restarted guest keeps it, and destroy
+// leaves no bind behind.
+TEST_F(DockerDisk, WorkspaceAndRootShareOneBudget) {
+  const Capabilities caps = backend_->GetCapabilities();
+  if (caps.disk_limit != "workspace_and_root") {
+    GTEST_SKIP() << "SKIPPED: this engine's writable layers cannot go on sandbox disks: "
+                 << caps.disk_limit_note;
+  }
+  SandboxInfo a = Create("dk-root", kLimit);
+  SandboxInfo b = Create("dk-root-other", kLimit);
+  ASSERT_FALSE(a.id.empty());
+  Json df = Exec(a, "df -B1 --output=size / | tail -1");
+  ASSERT_EQ(df["returncode"], 0) << df;
+  const uint64_t size = std::stoull(df["output"].get<std::string>());
+  EXPECT_LE(size, kLimit);
+  EXPECT_GT(size, kLimit * 9 / 10);
+
+  const uint64_t before = AllocatedBytes(dir_);
+  Json ws = Exec(a, "dd if=/dev/zero of=/workspace/w bs=1M count=40 conv=fsync 2>&1");
+  ASSERT_EQ(ws["returncode"], 0) << ws;
+  Json root = Exec(a, "dd if=/dev/zero of=/var/tmp/r bs=1M count=40 conv=fsync 2>&1");
+  EXPECT_NE(root["returncode"], 0) << root;
+  EXPECT_NE(root["output"].get<std::string>().find("No space left on device"), std::string::npos)
+      << root;
+  const uint64_t after = AllocatedBytes(dir_);
+  EXPECT_LE(after > before ? after - before : 0, kLimit + (32ull << 20));
+  auto got = backend_->Get("dk-root");
+  ASSERT_TRUE(got) << got.error().message;
+  ASSERT_TRUE(got->disk_used_bytes);
+  EXPECT_GT(*got->disk_used_bytes, kLimit * 8 / 10);
+  Json other = Exec(b, "dd if=/dev/zero of=/var/tmp/f bs=1M count=16 conv=fsync 2>&1");
+  EXPECT_EQ(other["returncode"], 0) << other;
+
+  // Same container, new guest: the root's files stay.
+  Json keep = Exec(a, "rm -f /workspace/w && echo kept > /etc/agentbox-kept");
+  ASSERT_EQ(keep["returncode"], 0) << keep;
+  ASSERT_TRUE(backend_->RestartGuest("dk-root"));
+  Json kept = Exec(a, "cat /etc/agentbox-kept");
+  EXPECT_EQ(kept["output"], "kept\n") << kept;
+
+  auto inspect = backend_->engine().Call("GET", "/containers/agentbox-dk-root/json");
+  ASSERT_TRUE(inspect && inspect->status == 200);
+  auto layer = LayerDirsOf(Json::parse(inspect->body, nullptr, false));
+  ASSERT_TRUE(layer) << layer.error().message;
+  ASSERT_TRUE(backend_->Destroy("dk-root"));
+  std::string mounts;
+  {
+    std::ifstream in("/proc/self/mountinfo");
+    mounts.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_EQ(mounts.find(" " + layer->upper + " "), std::string::npos) << "a bind is left";
+  EXPECT_EQ(mounts.find(" " + layer->work + " "), std::string::npos) << "a bind is left";
+  EXPECT_FALSE(std::filesystem::exists(opts_.state_dir + "/dk-root"));
 }
 
 TEST_F(DockerDisk, TooSmallADiskIsRefused) {

@@ -1,12 +1,17 @@
 // DockerBackend::RestartGuest: the same container started again; EngineDown: whether the engine
-// answers at all (the daemon shows sandboxes unreachable while it does not).
+// answers at all (the daemon shows sandboxes unreachable while it does not); GuestsRestarted:
+// containers the engine started again by itself (the daemon restores their sessions).
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include "backends/docker/container_request.h"
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/host_dir.h"
 #include "common/fs_util.h"
 #include "common/log.h"
+#include "common/time_util.h"
 
 namespace agentbox::docker {
 
@@ -35,8 +40,10 @@ Result<SandboxInfo> DockerBackend::RestartGuest(const std::string& id) {
   }
   // t=0: SIGKILL at once (a stopped or traced guest cannot act on SIGTERM). The container's
   // filesystem and its /workspace volume stay; its processes and /tmp (a tmpfs) start empty.
+  const double restart_begin = NowUnix();
   auto r = engine_.Call("POST", "/containers/" + container_id + "/restart?t=0", {},
                         std::chrono::seconds(60));
+  OwnStart(id, restart_begin, NowUnix());
   if (!r) {
     return Fail(r.error());
   }
@@ -70,6 +77,79 @@ std::optional<std::string> DockerBackend::EngineDown() {
            ".";
   }
   return engine + " is not answering: GET /_ping got " + std::to_string(ping->status) + ".";
+}
+
+void DockerBackend::OwnStart(const std::string& id, double begin, double end) {
+  std::lock_guard<std::mutex> lock(mu_);
+  own_starts_[id] = {begin, end};
+}
+
+std::vector<std::string> DockerBackend::GuestsRestarted() {
+  // Events carry the engine's clock, which is this machine's (the socket is local). A window
+  // [since, until] with `until` set makes the engine answer at once with what it recorded. The
+  // first window starts when this object was made (a restart before that, while no daemon ran,
+  // is the daemon's start to handle: it restores kept sessions then).
+  const double until = NowUnix();
+  double since = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    since = events_since_;
+  }
+  const Json filters = {{"type", {"container"}},
+                        {"event", {"start"}},
+                        {"label",
+                         {std::string(label::kManaged) + "=true",
+                          std::string(label::kStateDir) + "=" + opts_.state_dir}}};
+  char window[96];
+  std::snprintf(window, sizeof(window), "since=%.6f&until=%.6f", since, until);
+  auto r = engine_.Call("GET",
+                        std::string("/events?") + window + "&filters=" + UrlEncode(filters.dump()),
+                        {}, opts_.probe_timeout);
+  if (!r || r->status != 200) {
+    return {};  // the same window is asked again next time
+  }
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  events_since_ = until;
+  size_t at = 0;
+  while (at < r->body.size()) {
+    size_t end = r->body.find('\n', at);
+    if (end == std::string::npos) {
+      end = r->body.size();
+    }
+    const Json ev = Json::parse(r->body.substr(at, end - at), nullptr, false);
+    at = end + 1;
+    if (!ev.is_object() || !ev.contains("Actor") || !ev["Actor"].is_object()) {
+      continue;
+    }
+    const Json& attrs = ev["Actor"].value("Attributes", Json::object());
+    if (!attrs.is_object() || !attrs.contains(label::kId) || !attrs[label::kId].is_string()) {
+      continue;
+    }
+    const std::string id = attrs[label::kId].get<std::string>();
+    const double t = ev.contains("timeNano") && ev["timeNano"].is_number()
+                         ? ev["timeNano"].get<double>() / 1e9
+                         : ev.value("time", 0.0);
+    // The engine stamps the event before it answers the start call, on this machine's clock:
+    // an event of our own start falls within the call (a few ms of slack for rounding).
+    if (auto own = own_starts_.find(id); own != own_starts_.end() &&
+                                         t >= own->second.first - 0.01 &&
+                                         t <= own->second.second + 0.01) {
+      continue;  // our own start
+    }
+    if (std::find(out.begin(), out.end(), id) == out.end()) {
+      out.push_back(id);
+    }
+  }
+  // Forget own starts too old to match an event still to come.
+  for (auto it = own_starts_.begin(); it != own_starts_.end();) {
+    it = it->second.second < until - 60 ? own_starts_.erase(it) : std::next(it);
+  }
+  if (!out.empty()) {
+    Log(LogLevel::kInfo, "docker.guests_restarted_by_engine", "count={} first={}", out.size(),
+        out.front());
+  }
+  return out;
 }
 
 }  // namespace agentbox::docker

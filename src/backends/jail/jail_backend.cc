@@ -142,6 +142,9 @@ std::string JailBackend::SandboxDir(const std::string& id) const {
 Capabilities JailBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
+  // The sandbox's own filesystem holds /workspace and, for an image, the writable root.
+  c.disk_limit = disks_ ? "workspace_and_root" : "none";
+  c.disk_limit_note = disks_ ? "" : "limits.disk_bytes is not enforced: " + why_no_disk_;
   return c;
 }
 

@@ -105,6 +105,7 @@ class WarmPool final : public SandboxBackend {
   std::string_view Name() const override { return inner_->Name(); }
   ProbeResult Probe() override { return inner_->Probe(); }
   std::optional<std::string> EngineDown() override { return inner_->EngineDown(); }
+  std::vector<std::string> GuestsRestarted() override { return inner_->GuestsRestarted(); }
   Capabilities GetCapabilities() const override { return inner_->GetCapabilities(); }
   // The inner backend's sweep. A refill in flight holds its id in the inner backend, which
   // leaves it alone; a pooled sandbox the sweep keeps is adopted as usual.
