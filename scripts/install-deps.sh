@@ -9,6 +9,8 @@ PACKAGES=(
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   bash busybox-static procps util-linux e2fsprogs wrk python3 file jq
+  python3-venv python3-pip python3-setuptools python3-httpx openssl
+  prometheus
   docker.io
   rclone fuse3
   qemu-system-x86 cpio xz-utils

@@ -37,6 +37,17 @@ int Info(DaemonClient& client);
 int Flags(DaemonClient& client, const std::vector<std::string>& set,
           const std::vector<std::string>& unset);
 int ExtendTimeout(DaemonClient& client, const std::string& id, int64_t seconds);
+
+// The rollout of one backend against SANDBOX_BACKEND (rollout_commands.cc).
+int RolloutStatus(DaemonClient& client, bool json);
+// PUT /v1/flags: AGENTBOX_ROLLOUT_BACKEND=backend, AGENTBOX_ROLLOUT_PERCENTAGE=percentage, the
+// kill switch removed. `force` overrides the daemon's refusal after a failed validation.
+int RolloutSet(DaemonClient& client, const std::string& backend, int percentage, bool force);
+// PUT /v1/flags AGENTBOX_ROLLOUT_KILL_SWITCH=true.
+int RolloutStop(DaemonClient& client);
+// Runs the agent-facing checks in a sandbox pinned to `backend`, prints a table (or JSON), and
+// with `record` stores the verdict with the daemon. Exit 0 when every check passed, 1 otherwise.
+int Conformance(DaemonClient& client, const std::string& backend, bool json, bool record);
 // POST /v1/sandboxes/{id}/restart-guest: replaces a stuck guest; prints the sandbox's state.
 int RestartGuest(DaemonClient& client, const std::string& id);
 

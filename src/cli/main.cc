@@ -112,6 +112,48 @@ int Main(int argc, char** argv) {
   flags->callback(
       [&] { run = [&](DaemonClient& client) { return Flags(client, flags_set, flags_unset); }; });
 
+  // rollout
+  auto* rollout = app.add_subcommand(
+      "rollout", "Watch and steer a backend rollout (on /v1/info, /metrics and /v1/flags)");
+  rollout->require_subcommand(1);
+  bool rollout_json = false;
+  auto* rs = rollout->add_subcommand(
+      "status", "Percentages, breaker, error rates and decisions by reason, per backend");
+  rs->add_flag("--json", rollout_json, "print JSON");
+  rs->callback([&] { run = [&](DaemonClient& client) { return RolloutStatus(client, rollout_json); }; });
+  std::string rollout_backend;
+  int rollout_pct = 0;
+  bool rollout_force = false;
+  auto* rset = rollout->add_subcommand(
+      "set", "Send PCT% of new sandboxes to BACKEND (sticky per subject); lifts the kill switch");
+  rset->add_option("BACKEND", rollout_backend, "the candidate backend")->required();
+  rset->add_option("PCT", rollout_pct, "0..100")->required()->check(CLI::Range(0, 100));
+  rset->add_flag("--force", rollout_force,
+                 "raise the share even though the backend's last `agentbox conformance` failed");
+  rset->callback([&] {
+    run = [&](DaemonClient& client) {
+      return RolloutSet(client, rollout_backend, rollout_pct, rollout_force);
+    };
+  });
+  auto* rstop = rollout->add_subcommand(
+      "stop", "Kill switch: every new sandbox goes to the baseline at once");
+  rstop->callback([&] { run = [&](DaemonClient& client) { return RolloutStop(client); }; });
+
+  // conformance
+  std::string conf_backend;
+  bool conf_json = false, conf_no_record = false;
+  auto* conf = app.add_subcommand(
+      "conformance",
+      "Run the agent-facing checks in a sandbox pinned to BACKEND and record the verdict");
+  conf->add_option("--backend", conf_backend, "the backend to validate")->required();
+  conf->add_flag("--json", conf_json, "print JSON");
+  conf->add_flag("--no-record", conf_no_record, "do not record the verdict with the daemon");
+  conf->callback([&] {
+    run = [&](DaemonClient& client) {
+      return Conformance(client, conf_backend, conf_json, !conf_no_record);
+    };
+  });
+
   // timeout
   std::string timeout_id;
   int64_t timeout_s = 0;

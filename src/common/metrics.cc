@@ -10,7 +10,8 @@ namespace agentbox {
 const std::vector<double>& Metrics::DefaultBuckets() {
   static const std::vector<double> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                               1,      2.5,     5,      10,    30,     60};
+                                               1,      2.5,     5,      10,    30,     60,
+                                               120,    300};
   return kBuckets;
 }
 
@@ -123,7 +124,9 @@ std::string Metrics::Render() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
   for (const auto& [name, f] : families_) {
-    if (f.values.empty() && f.histograms.empty() && f.type != "counter") {
+    // A described family is listed even before its first sample, so dashboards and alert rules
+    // can be checked against what the daemon exports; an undescribed empty one is not.
+    if (f.values.empty() && f.histograms.empty() && f.type != "counter" && f.help.empty()) {
       continue;
     }
     if (!f.help.empty()) {

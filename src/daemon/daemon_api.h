@@ -19,6 +19,7 @@
 #include "daemon/backend_watch.h"
 #include "daemon/guest_health.h"
 #include "daemon/session_keeper.h"
+#include "daemon/validation.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "selector/selector.h"
@@ -122,6 +123,10 @@ class DaemonApi : public http::Dispatcher {
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
   // POST /v1/sandboxes/{id}/restart-guest (daemon/restart_guest.cc).
   void RestartGuest(const std::string& id, const Caller& caller, http::Respond respond);
+  // /v1/sandboxes/{id}/api/v1/supervisor/timeout/{op}: the sandbox's TTL in the shape of
+  // ai-manus's supervisor timeout (daemon/supervisor_timeout.cc).
+  void SupervisorTimeout(const std::string& id, const std::string& op, const http::Request& req,
+                         const Caller& caller, http::Respond respond);
   // Probes the engines that hold sandboxes and brings their sandboxes back when an engine
   // answers again (daemon/engine_recovery.cc); from the reaper's tick.
   void WatchEngines();
@@ -129,6 +134,9 @@ class DaemonApi : public http::Dispatcher {
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
+  // GET/PUT /v1/backends/{name}/validation (admin_routes.cc).
+  void Validation(const std::string& backend, const http::Request& req, const Caller& caller,
+                  http::Respond respond);
   void Ready(http::Respond respond);
   void RenderMetrics(http::Respond respond);
   void RenderMetricsNow(http::Respond respond);
@@ -154,6 +162,7 @@ class DaemonApi : public http::Dispatcher {
   GuestHealth health_;      // which guests stopped answering
   BackendWatch watch_;      // which engines stopped answering
   SessionKeeper sessions_;  // the last state of every session, to restore a restarted guest
+  std::unique_ptr<BackendValidations> validations_;  // last shadow validation per backend
   std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex flags_mu_;
   std::map<std::string, std::string> flags_;  // guarded by flags_mu_

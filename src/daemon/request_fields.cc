@@ -22,7 +22,12 @@ Result<std::vector<UnknownField>> CheckTimeoutFields(const Json& body) {
 }
 
 Result<std::vector<UnknownField>> CheckFlagsFields(const Json& body) {
-  static const FieldSchema kBody = FieldSchema::Reject({"flags"});
+  static const FieldSchema kBody = FieldSchema::Reject({"flags", "force"});
+  return CheckKnownFields(body, kBody);
+}
+
+Result<std::vector<UnknownField>> CheckValidationFields(const Json& body) {
+  static const FieldSchema kBody = FieldSchema::Reject({"passed", "checks"});
   return CheckKnownFields(body, kBody);
 }
 

@@ -20,5 +20,8 @@ Result<std::vector<UnknownField>> CheckFlagsFields(const Json& body);
 // POST /v1/images/pull: warns (fetching an image ahead of time restricts nothing; a newer
 // client's extra option should not make the pull fail).
 Result<std::vector<UnknownField>> CheckPullFields(const Json& body);
+// PUT /v1/backends/{name}/validation: rejects (a verdict gates rollouts; a misspelt field must
+// not be recorded as something else).
+Result<std::vector<UnknownField>> CheckValidationFields(const Json& body);
 
 }  // namespace agentbox::daemon

@@ -8,8 +8,10 @@
 #include "common/ansi.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
 #include "guest/request_fields.h"
+#include "guest/supervisor_api.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
 
@@ -153,7 +155,7 @@ class UploadBody : public http::BodySink {
     }
     respond(GuestApi::Ok(
         {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
-        "uploaded"));
+        AiManusMessage("file/upload", nullptr)));
   }
 
  private:
@@ -318,6 +320,10 @@ void GuestApi::Handle(http::Request req, Respond respond) {
     respond(Err({ErrorCode::kUnauthorized, "missing or wrong X-Access-Token"}));
     return;
   }
+  if (supervisor_ && req.path.starts_with("/api/v1/supervisor/")) {
+    supervisor_->Handle(req, std::move(respond));
+    return;
+  }
   if (req.method == "GET") {
     if (req.path == "/api/v1/health" || req.path == "/health" || req.path == "/healthz") {
       Health(std::move(respond));
@@ -426,9 +432,14 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
       fn = &FileFind;
     }
     if (fn) {
-      pool_.Post([this, fn, b = std::move(b), respond = std::move(respond)] {
+      pool_.Post([this, fn, b = std::move(b), endpoint = p.substr(8),
+                  respond = std::move(respond)] {
         auto r = fn(b, opts_.files);
-        respond(r ? Ok(std::move(*r)) : Err(r.error()));
+        if (!r) {
+          return respond(Err(r.error()));
+        }
+        std::string message = AiManusMessage(endpoint, *r);
+        respond(Ok(std::move(*r), message));
       });
       return;
     }
@@ -457,7 +468,9 @@ void GuestApi::ShellExec(const Json& b, Respond respond) {
     return;
   }
   session->WaitFor(Millis(wait.value_or(5)), [session, respond](bool) {
-    respond(Ok(CommandJson(*session, *session->Current(), false)));
+    Json d = CommandJson(*session, *session->Current(), false);
+    std::string message = AiManusMessage("shell/exec", d);
+    respond(Ok(std::move(d), message));
   });
 }
 
@@ -483,7 +496,7 @@ void GuestApi::ShellView(const Json& b, Respond respond) {
     }
     d["console"] = std::move(list);
   }
-  respond(Ok(std::move(d)));
+  respond(Ok(std::move(d), AiManusMessage("shell/view", nullptr)));
 }
 
 void GuestApi::ShellWait(const Json& b, Respond respond) {
@@ -504,7 +517,9 @@ void GuestApi::ShellWait(const Json& b, Respond respond) {
     }
     auto cur = session->Current();
     Json rc = cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr);
-    respond(Ok({{"returncode", rc}}));
+    Json d = {{"returncode", rc}};
+    std::string message = AiManusMessage("shell/wait", d);
+    respond(Ok(std::move(d), message));
   });
 }
 
@@ -521,7 +536,7 @@ void GuestApi::ShellWrite(const Json& b, Respond respond) {
     respond(Err(r.error()));
     return;
   }
-  respond(Ok({{"status", "success"}}));
+  respond(Ok({{"status", "success"}}, AiManusMessage("shell/write", nullptr)));
 }
 
 void GuestApi::ShellKill(const Json& b, Respond respond) {
@@ -531,13 +546,15 @@ void GuestApi::ShellKill(const Json& b, Respond respond) {
   if (!session->Kill()) {
     auto cur = session->Current();
     respond(Ok({{"status", "already_terminated"},
-                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}}));
+                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}},
+               AiManusMessage("shell/kill", {{"status", "already_terminated"}})));
     return;
   }
   session->WaitFor(std::chrono::seconds(10), [session, respond](bool) {
     auto cur = session->Current();
     respond(Ok({{"status", "terminated"},
-                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}}));
+                {"returncode", cur && cur->exit_code ? Json(*cur->exit_code) : Json(nullptr)}},
+               AiManusMessage("shell/kill", {{"status", "terminated"}})));
   });
 }
 

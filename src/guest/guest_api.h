@@ -16,6 +16,8 @@
 
 namespace agentbox::guest {
 
+class SupervisorApi;
+
 inline constexpr const char* kGuestVersion = "0.1.0";
 
 struct GuestOptions {
@@ -35,6 +37,9 @@ class GuestApi : public http::Dispatcher {
   GuestApi(boost::asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
            ProcessManager& processes, GuestOptions options);
   ~GuestApi() override;
+
+  // Serves /api/v1/supervisor/* with `supervisor` (owned by the caller, outlives this).
+  void SetSupervisor(SupervisorApi* supervisor) { supervisor_ = supervisor; }
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
@@ -71,6 +76,7 @@ class GuestApi : public http::Dispatcher {
   SessionManager& sessions_;
   ProcessManager& processes_;
   GuestOptions opts_;
+  SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

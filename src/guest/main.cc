@@ -13,10 +13,13 @@
 #include <iostream>
 
 #include "common/log.h"
+#include "common/time_util.h"
 #include "guest/core/self_protect.h"
 #include "guest/core/spawn.h"
 #include "guest/guest_api.h"
 #include "guest/run_once.h"
+#include "guest/supervisor/service_supervisor.h"
+#include "guest/supervisor_api.h"
 #include "guest/tunnel_client.h"
 
 namespace {
@@ -31,6 +34,7 @@ bool IsDir(const std::string& p) {
 
 struct ServeArgs {
   std::vector<std::string> listen;
+  std::vector<std::string> services;  // NAME=COMMAND
   std::string connect;  // ws://... : serve through a tunnel to agentboxd (docs/tunnel.md)
   std::string ca_file;
   std::string token;
@@ -73,6 +77,29 @@ int Serve(ServeArgs a) {
     }
   }
   ::unsetenv("AGENTBOX_GUEST_TOKEN");  // never inherited by sessions
+  std::vector<ServiceSpec> services;
+  for (const auto& flag : a.services) {
+    auto s = ParseServiceFlag(flag);
+    if (!s) {
+      std::cerr << "agentbox-guest: " << s.error().message << "\n";
+      return 2;
+    }
+    services.push_back(std::move(*s));
+  }
+  if (const char* env = std::getenv("AGENTBOX_SERVICES"); env && *env) {
+    auto parsed = ParseServicesJson(env);
+    if (!parsed) {
+      std::cerr << "agentbox-guest: " << parsed.error().message << "\n";
+      return 2;
+    }
+    services.insert(services.end(), parsed->begin(), parsed->end());
+  }
+  ::unsetenv("AGENTBOX_SERVICES");  // the guest's configuration, not the sessions' environment
+  if (auto r = CheckServices(services); !r) {
+    std::cerr << "agentbox-guest: " << r.error().message << "\n";
+    return 2;
+  }
+  const double started_unix = NowUnix();
   auto shell = DetectShell(a.shell);
   if (!shell) {
     std::cerr << "agentbox-guest: " << shell.error().message << "\n";
@@ -125,6 +152,9 @@ int Serve(ServeArgs a) {
   go.files.max_upload_bytes = a.max_upload;
   go.files.can_escalate = ::geteuid() == 0;
   GuestApi api(io, reaper, sessions, processes, go);
+  ServiceSupervisor supervisor(io, processes, sessions, std::move(services));
+  SupervisorApi supervisor_api(supervisor, started_unix);
+  api.SetSupervisor(&supervisor_api);
 
   http::ServerOptions so;
   so.max_body_bytes = a.max_body;
@@ -164,6 +194,8 @@ int Serve(ServeArgs a) {
     Log(LogLevel::kInfo, "guest.connecting", "url={} shell={} workdir={}", a.connect, shell->path,
         workdir);
   }
+
+  (void)supervisor.StartAll();  // each start (or failure) is logged; status reports it
 
   // SIGTERM/SIGINT from the host (docker stop, the jail helper) stop the guest; the same
   // signals sent to pid 1 by the sandbox's own processes are ignored.
@@ -207,6 +239,10 @@ int main(int argc, char** argv) {
                     "also serve through a tunnel to agentboxd at this ws:// URL, authenticated by "
                     "the token (docs/tunnel.md)");
   serve->add_option("--ca-file", sa.ca_file, "wss://: CA certificates to verify agentboxd with");
+  serve->add_option("--service", sa.services,
+                    "NAME=COMMAND: a service started with the guest and reported, stopped and "
+                    "restarted by /api/v1/supervisor/* (repeatable; also AGENTBOX_SERVICES, a "
+                    "JSON object NAME -> COMMAND)");
   serve->add_option("--workdir", sa.workdir, "initial cwd of sessions and base of relative paths");
   serve->add_option("--shell", sa.shell, "shell to run sessions in (default: bash, else sh)");
   serve->add_option("--output-cap", sa.output_cap, "bytes of output kept per session/process");

@@ -77,15 +77,18 @@ Result<SandboxBackendPtr> MakeCloudRun(const Config& cfg, const std::string& sta
 
 }  // namespace
 
-// A binary that ships with agentboxd: configured path, else next to agentboxd, else the install
-// location, else where the build tree put it.
+// A binary that ships with agentboxd: configured path, else next to agentboxd, else in
+// ../lib/agentbox beside agentboxd's bin directory (the installed layout: /usr/bin/agentboxd and
+// /usr/lib/agentbox/agentbox-guest from the .deb, or the same under /usr/local), else where the
+// build tree put it.
 std::string FindBinary(const Config& cfg, const std::string& key, const std::string& name,
                        const std::string& build_path) {
   if (auto v = cfg.Get(key); v && !v->empty()) {
     return *v;
   }
   for (const std::string& p :
-       {SelfDir() + "/" + name, "/usr/local/lib/agentbox/" + name, build_path}) {
+       {SelfDir() + "/" + name, SelfDir() + "/../lib/agentbox/" + name,
+        "/usr/local/lib/agentbox/" + name, build_path}) {
     if (Executable(p)) {
       return p;
     }

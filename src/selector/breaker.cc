@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -55,7 +58,7 @@ void Breaker::SetTimeSource(TimeSource now) {
   state_since_ = window_start_ = now_();
 }
 
-void Breaker::Record(const std::string& backend, bool ok) {
+void Breaker::Record(const std::string& backend, bool ok, const std::string& op, double seconds) {
   std::vector<std::pair<BreakerState, std::string>> changes;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -66,8 +69,53 @@ void Breaker::Record(const std::string& backend, bool ok) {
     Counts& c = window_[backend];
     ++c.ops;
     c.errors += ok ? 0 : 1;
+    if (ok && seconds >= 0 && !op.empty() && op == settings_.latency_op) {
+      // A bounded sample of the window (a reservoir keeps it uniform past the bound). Failed
+      // operations count as errors, not as latencies.
+      ++c.latency_seen;
+      if (c.latencies.size() < kMaxLatencySamples) {
+        c.latencies.push_back(seconds);
+      } else {
+        const size_t slot = static_cast<size_t>(rng_()) % static_cast<size_t>(c.latency_seen);
+        if (slot < kMaxLatencySamples) {
+          c.latencies[slot] = seconds;
+        }
+      }
+    }
   }
   Notify(changes);
+}
+
+double Breaker::P99(std::vector<double> v) {
+  if (v.empty()) {
+    return -1;
+  }
+  // Nearest rank: the smallest value at or above which 99% of the samples lie.
+  const size_t rank = static_cast<size_t>(std::ceil(0.99 * static_cast<double>(v.size())));
+  const size_t k = rank == 0 ? 0 : rank - 1;
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+std::string Breaker::LatencyBreachLocked(const Counts& cand, const Counts& base) const {
+  const auto min = static_cast<size_t>(settings_.min_samples);
+  if (cand.latencies.size() < min ||
+      (settings_.max_p99.count() <= 0 && settings_.max_p99_over_baseline <= 0)) {
+    return "";
+  }
+  const double p99 = P99(cand.latencies);
+  if (settings_.max_p99.count() > 0 && p99 * 1000 > static_cast<double>(settings_.max_p99.count())) {
+    return fmt::format("p99 of {} {:.0f} ms ({} samples) above {} ms", settings_.latency_op,
+                       p99 * 1000, cand.latencies.size(), settings_.max_p99.count());
+  }
+  if (settings_.max_p99_over_baseline > 0 && base.latencies.size() >= min) {
+    const double base_p99 = P99(base.latencies);
+    if (p99 > settings_.max_p99_over_baseline * base_p99) {
+      return fmt::format("p99 of {} {:.1f} ms more than {:g}x {}'s {:.1f} ms", settings_.latency_op,
+                         p99 * 1000, settings_.max_p99_over_baseline, baseline_, base_p99 * 1000);
+    }
+  }
+  return "";
 }
 
 Breaker::Verdict Breaker::Admit(bool consume) {
@@ -117,6 +165,10 @@ Breaker::Status Breaker::GetStatus() {
     s.candidate_errors = window_[candidate_].errors;
     s.baseline_ops = window_[baseline_].ops;
     s.baseline_errors = window_[baseline_].errors;
+    s.candidate_latency_samples = static_cast<int>(window_[candidate_].latencies.size());
+    s.baseline_latency_samples = static_cast<int>(window_[baseline_].latencies.size());
+    s.candidate_p99_s = P99(window_[candidate_].latencies);
+    s.baseline_p99_s = P99(window_[baseline_].latencies);
   }
   Notify(changes);
   return s;
@@ -160,6 +212,8 @@ void Breaker::EvaluateLocked(TimePoint now, const Counts& cand, const Counts& ba
     breach = fmt::format("error rate {:.0f}% ({}/{}) more than {:.0f} points above {}'s {:.0f}%",
                          rate * 100, cand.errors, cand.ops, settings_.max_over_baseline * 100,
                          baseline_, base_rate * 100);
+  } else {
+    breach = LatencyBreachLocked(cand, base);
   }
   switch (state_) {
     case BreakerState::kClosed:

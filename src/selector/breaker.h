@@ -4,7 +4,9 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace agentbox::selector {
 
@@ -19,6 +21,14 @@ struct BreakerSettings {
   int windows = 2;                            // AGENTBOX_BREAKER_WINDOWS, consecutive
   std::chrono::milliseconds cooldown{60000};  // AGENTBOX_BREAKER_COOLDOWN_MS
   int half_open_sandboxes = 3;                // AGENTBOX_BREAKER_HALF_OPEN
+  // Latency: the p99 of one operation (latency_op) per window, judged once the candidate has
+  // min_samples of them. A window breaches when the candidate's p99 exceeds max_p99 (0: off), or
+  // exceeds max_p99_over_baseline times the baseline's p99 when the baseline had min_samples too
+  // (0: off). Off by default: backends differ in speed by design (a Cloud Run create takes
+  // seconds), so the operator chooses the operation and the bound.
+  std::chrono::milliseconds max_p99{0};       // AGENTBOX_BREAKER_P99_MS
+  double max_p99_over_baseline = 0;           // AGENTBOX_BREAKER_P99_OVER_BASELINE (a factor)
+  std::string latency_op = "shell/exec";      // AGENTBOX_BREAKER_LATENCY_OP
 };
 
 enum class BreakerState { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
@@ -50,8 +60,10 @@ class Breaker {
   // Replaces the clock (tests); the current window and state restart at its "now".
   void SetTimeSource(TimeSource now);
 
-  // One operation's outcome on `backend` (a create, an exec relayed to the guest, ...).
-  void Record(const std::string& backend, bool ok);
+  // One operation's outcome on `backend` (a create, an exec relayed to the guest, ...); `op` and
+  // `seconds` feed the latency check when op is the configured latency_op.
+  void Record(const std::string& backend, bool ok, const std::string& op = "",
+              double seconds = -1);
 
   struct Verdict {
     bool allow = true;  // false: send this enrolled subject to the baseline (AUTO_ROLLBACK)
@@ -70,6 +82,8 @@ class Breaker {
     int breaching_windows = 0;  // consecutive, while closed
     double since_s = 0;         // seconds in the current state
     int candidate_ops = 0, candidate_errors = 0, baseline_ops = 0, baseline_errors = 0;  // now
+    int candidate_latency_samples = 0, baseline_latency_samples = 0;                     // now
+    double candidate_p99_s = -1, baseline_p99_s = -1;  // now; -1 without samples
   };
   Status GetStatus();
 
@@ -77,7 +91,12 @@ class Breaker {
   struct Counts {
     int ops = 0;
     int errors = 0;
+    int latency_seen = 0;
+    std::vector<double> latencies;  // of latency_op, at most kMaxLatencySamples (reservoir)
   };
+  static constexpr size_t kMaxLatencySamples = 4096;
+  static double P99(std::vector<double> v);  // -1 when empty
+  std::string LatencyBreachLocked(const Counts& cand, const Counts& base) const;
   using TimePoint = std::chrono::steady_clock::time_point;
   // Closes every window that has ended by `now`, applying transitions; returns the changes made
   // (for OnChange, called by the caller after unlocking).
@@ -101,6 +120,7 @@ class Breaker {
   TimePoint window_start_{};
   std::map<std::string, Counts> window_;  // the current window's counts per backend
   OnChange on_change_;
+  std::minstd_rand rng_{20261205};  // the latency reservoir's slots
 };
 
 }  // namespace agentbox::selector

@@ -62,6 +62,98 @@ TEST_F(BreakerTest, TripsAfterConsecutiveBreachingWindowsAndSaysWhy) {
       << v.why;
 }
 
+// A window of `n` successful latency-op calls on `backend`: all at `fast_s` except the slowest
+// `slow` of them at `slow_s`.
+void LatencyWindow(Breaker& b, const std::string& backend, int n, double fast_s, int slow,
+                   double slow_s) {
+  for (int i = 0; i < n; ++i) {
+    b.Record(backend, true, "shell/exec", i < slow ? slow_s : fast_s);
+  }
+}
+
+TEST_F(BreakerTest, LatencyOffByDefaultNeverTrips) {
+  for (int w = 0; w < 3; ++w) {
+    LatencyWindow(breaker_, "cand", 50, 5.0, 50, 5.0);
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kClosed);
+}
+
+TEST_F(BreakerTest, TripsOnAnAbsoluteP99AndSaysWhich) {
+  settings_.max_p99 = 200ms;
+  breaker_.Configure(settings_, "cand", "base");
+  // 100 calls, 1 slow: p99 (nearest rank 99) is fast, no breach.
+  LatencyWindow(breaker_, "cand", 100, 0.010, 1, 1.0);
+  now_ += 1s;
+  EXPECT_EQ(breaker_.GetStatus().breaching_windows, 0);
+  // 100 calls, 2 slow: p99 is 1 s.
+  for (int w = 0; w < 2; ++w) {
+    LatencyWindow(breaker_, "cand", 100, 0.010, 2, 1.0);
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kOpen);
+  const Breaker::Verdict v = breaker_.Admit(true);
+  EXPECT_NE(v.why.find("p99 of shell/exec 1000 ms (100 samples) above 200 ms"), std::string::npos)
+      << v.why;
+}
+
+TEST_F(BreakerTest, TripsOnP99RelativeToTheBaselineOnlyWithEnoughBaselineSamples) {
+  settings_.max_p99_over_baseline = 3;
+  breaker_.Configure(settings_, "cand", "base");
+  // The candidate is 10x slower, but the baseline has too few samples to compare: inconclusive.
+  for (int w = 0; w < 3; ++w) {
+    LatencyWindow(breaker_, "cand", 20, 0.100, 0, 0);
+    LatencyWindow(breaker_, "base", 5, 0.010, 0, 0);
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kClosed);
+  // 2x slower is within 3x.
+  for (int w = 0; w < 3; ++w) {
+    LatencyWindow(breaker_, "cand", 20, 0.020, 0, 0);
+    LatencyWindow(breaker_, "base", 20, 0.010, 0, 0);
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kClosed);
+  // 10x slower, twice: open.
+  for (int w = 0; w < 2; ++w) {
+    LatencyWindow(breaker_, "cand", 20, 0.100, 0, 0);
+    LatencyWindow(breaker_, "base", 20, 0.010, 0, 0);
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kOpen);
+  EXPECT_NE(breaker_.GetStatus().why.find("more than 3x base's 10.0 ms"), std::string::npos)
+      << breaker_.GetStatus().why;
+}
+
+TEST_F(BreakerTest, OtherOperationsAndFailuresAreNotLatencySamples) {
+  settings_.max_p99 = 200ms;
+  breaker_.Configure(settings_, "cand", "base");
+  for (int w = 0; w < 3; ++w) {
+    for (int i = 0; i < 50; ++i) {
+      breaker_.Record("cand", true, "create", 5.0);  // not the latency op
+    }
+    now_ += 1s;
+  }
+  EXPECT_EQ(State(), BreakerState::kClosed);
+  for (int i = 0; i < 30; ++i) {
+    breaker_.Record("cand", true, "shell/exec", 0.5);
+  }
+  EXPECT_EQ(breaker_.GetStatus().candidate_latency_samples, 30);
+  EXPECT_NEAR(breaker_.GetStatus().candidate_p99_s, 0.5, 1e-9);
+}
+
+TEST_F(BreakerTest, TheLatencySampleIsBoundedAndStaysRepresentative) {
+  settings_.max_p99 = 200ms;
+  breaker_.Configure(settings_, "cand", "base");
+  // 20,000 calls, 5% of them slow, interleaved: the bounded sample still sees a p99 that is slow.
+  for (int i = 0; i < 20000; ++i) {
+    breaker_.Record("cand", true, "shell/exec", i % 20 == 0 ? 1.0 : 0.001);
+  }
+  const Breaker::Status st = breaker_.GetStatus();
+  EXPECT_EQ(st.candidate_latency_samples, 4096);
+  EXPECT_NEAR(st.candidate_p99_s, 1.0, 1e-9);
+}
+
 TEST_F(BreakerTest, NoDataIsInconclusiveNeverSuccess) {
   Window(20, 10);
   Window(5, 5);  // below min_samples: neither trips nor clears

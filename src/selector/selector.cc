@@ -124,6 +124,23 @@ void ParseBreaker(const Config& cfg, Settings& s) {
   b.windows = static_cast<int>(num("AGENTBOX_BREAKER_WINDOWS", 2, 1, 1000));
   b.cooldown = std::chrono::milliseconds(num("AGENTBOX_BREAKER_COOLDOWN_MS", 60000, 0, 86400000));
   b.half_open_sandboxes = static_cast<int>(num("AGENTBOX_BREAKER_HALF_OPEN", 3, 1, 1000));
+  b.max_p99 = std::chrono::milliseconds(num("AGENTBOX_BREAKER_P99_MS", 0, 0, 86400000));
+  if (auto text = cfg.Get("AGENTBOX_BREAKER_P99_OVER_BASELINE")) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(*text, &used);
+      if (used != text->size() || !(v == 0 || (v >= 1 && v <= 1000))) {
+        throw std::invalid_argument("range");
+      }
+      b.max_p99_over_baseline = v;
+    } catch (const std::exception&) {
+      s.errors["AGENTBOX_BREAKER_P99_OVER_BASELINE"] =
+          "AGENTBOX_BREAKER_P99_OVER_BASELINE=" + *text +
+          " is not 0 (off) or a factor between 1 and 1000; the latency check against the "
+          "baseline stays off";
+    }
+  }
+  b.latency_op = cfg.GetOr("AGENTBOX_BREAKER_LATENCY_OP", "shell/exec");
 }
 
 }  // namespace
@@ -162,7 +179,10 @@ const std::vector<std::string>& Settings::Keys() {
                                                 "AGENTBOX_BREAKER_OVER_BASELINE",
                                                 "AGENTBOX_BREAKER_WINDOWS",
                                                 "AGENTBOX_BREAKER_COOLDOWN_MS",
-                                                "AGENTBOX_BREAKER_HALF_OPEN"};
+                                                "AGENTBOX_BREAKER_HALF_OPEN",
+                                                "AGENTBOX_BREAKER_P99_MS",
+                                                "AGENTBOX_BREAKER_P99_OVER_BASELINE",
+                                                "AGENTBOX_BREAKER_LATENCY_OP"};
   return keys;
 }
 
@@ -278,7 +298,9 @@ void Selector::ConfigureBreaker(const Settings& s) {
   }
 }
 
-void Selector::Record(const std::string& backend, bool ok) { breaker_.Record(backend, ok); }
+void Selector::Record(const std::string& backend, bool ok, const std::string& op, double seconds) {
+  breaker_.Record(backend, ok, op, seconds);
+}
 
 std::shared_ptr<const Settings> Selector::settings() const {
   std::lock_guard<std::mutex> lock(settings_mu_);
@@ -349,6 +371,15 @@ ProbeView Selector::ProbeCached(const std::string& name, SandboxBackend* b,
     probe_cache_[name] = CachedProbe{r, now};
   }
   return {r.usable, r.reason, r.limitations, 0};
+}
+
+std::map<std::string, ProbeView> Selector::ProbeAll() {
+  std::map<std::string, ProbeView> out;
+  for (const auto& [name, b] : backends_) {
+    std::string error_code;
+    out[name] = ProbeCached(name, b, &error_code);
+  }
+  return out;
 }
 
 Decision Selector::Decide(const SelectRequest& req, bool consume) {
@@ -605,7 +636,14 @@ Json Selector::InfoJson(const Decision& d) const {
                      {{"candidate_ops", b.candidate_ops},
                       {"candidate_errors", b.candidate_errors},
                       {"baseline_ops", b.baseline_ops},
-                      {"baseline_errors", b.baseline_errors}}}};
+                      {"baseline_errors", b.baseline_errors},
+                      {"latency_op", s->breaker.latency_op},
+                      {"candidate_latency_samples", b.candidate_latency_samples},
+                      {"baseline_latency_samples", b.baseline_latency_samples},
+                      {"candidate_p99_ms", b.candidate_p99_s < 0 ? Json(nullptr)
+                                                                 : Json(b.candidate_p99_s * 1000)},
+                      {"baseline_p99_ms", b.baseline_p99_s < 0 ? Json(nullptr)
+                                                               : Json(b.baseline_p99_s * 1000)}}}};
   }
   Json errors = Json::object();
   for (const auto& [k, v] : s->errors) {

@@ -135,9 +135,12 @@ class Selector {
   std::string ConfigVersion() const;
   // Drops cached probe results (tests; an operator's "check again now").
   void ForgetProbes();
+  // Every built backend's probe (cached like a decision's), for /metrics' agentbox_backend_usable.
+  std::map<std::string, ProbeView> ProbeAll();
   // One operation's outcome on `backend`, for the rollout's breaker (the daemon reports every
   // create, destroy and relayed guest call).
-  void Record(const std::string& backend, bool ok);
+  void Record(const std::string& backend, bool ok, const std::string& op = "",
+              double seconds = -1);
   Breaker& breaker() { return breaker_; }
 
  private:

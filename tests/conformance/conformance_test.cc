@@ -126,7 +126,7 @@ TEST_P(Conformance, FileOperations) {
             200);
   EXPECT_EQ(Api("file/read", {{"file", "/workspace/a/b.txt"}, {"start_line", 1}, {"end_line", 2}})
                 .data()["content"],
-            "two 2\n");
+            "two 2");
   EXPECT_EQ(Api("file/exists", {{"path", "/workspace/a"}}).data()["type"], "directory");
   EXPECT_EQ(Api("file/search", {{"file", "/workspace/a/b.txt"}, {"regex", "[0-9]"}})
                 .data()["line_numbers"],

@@ -1846,10 +1846,11 @@ TEST_F(FileApi, ReadSlicesLinesAndTruncates) {
     req["file"] = "lines.txt";
     return FileOp("read", req);
   };
-  EXPECT_EQ(slice({{"start_line", 1}, {"end_line", 3}})["content"], "l1\nl2\n");
-  EXPECT_EQ(slice({{"start_line", -2}})["content"], "l3\nl4\n");
-  EXPECT_EQ(slice({{"end_line", -1}})["content"], "l0\nl1\nl2\nl3\n");
-  EXPECT_EQ(slice({{"start_line", -3}, {"end_line", -1}})["content"], "l2\nl3\n");
+  // A line range joins the lines without their endings, as ai-manus does.
+  EXPECT_EQ(slice({{"start_line", 1}, {"end_line", 3}})["content"], "l1\nl2");
+  EXPECT_EQ(slice({{"start_line", -2}})["content"], "l3\nl4");
+  EXPECT_EQ(slice({{"end_line", -1}})["content"], "l0\nl1\nl2\nl3");
+  EXPECT_EQ(slice({{"start_line", -3}, {"end_line", -1}})["content"], "l2\nl3");
   EXPECT_EQ(slice({{"start_line", 10}})["content"], "");
   EXPECT_EQ(slice({{"start_line", 3}, {"end_line", 1}})["content"], "");
   Json t = slice({{"max_length", 5}});

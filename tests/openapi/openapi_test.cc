@@ -476,6 +476,12 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
       Do("PUT", "/v1/flags", "/v1/flags", {{"flags", {{"AGENTBOX_ROLLOUT_KILL_SWITCH", nullptr}}}})
           .status,
       200);
+  EXPECT_EQ(Do("PUT", "/v1/backends/{name}/validation", "/v1/backends/process/validation",
+               Example("PUT", "/v1/backends/{name}/validation"))
+                .status,
+            200);
+  EXPECT_EQ(
+      Do("GET", "/v1/backends/{name}/validation", "/v1/backends/process/validation").status, 200);
   HttpReply pull =
       Do("POST", "/v1/images/pull", "/v1/images/pull", Example("POST", "/v1/images/pull"));
   EXPECT_NE(pull.body.find("\"done\":true"), std::string::npos) << pull.body;
@@ -572,6 +578,23 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("POST", G + "process/logs", g + "process/logs", {{"pid", pid}, {"offset", 0}});
   Do("POST", G + "process/kill", g + "process/kill", Example("POST", G + "process/kill"));
   Do("GET", G + "health", g + "health");
+
+  // ai-manus's supervisor: the guest and its services; the lifetime, answered by the daemon.
+  HttpReply sv = Do("GET", G + "supervisor/status", g + "supervisor/status");
+  EXPECT_EQ(sv.json["data"][0]["name"], "agentbox-guest") << sv.body;
+  for (const char* op : {"stop", "restart", "shutdown"}) {
+    HttpReply r = Do("POST", G + "supervisor/" + op, g + "supervisor/" + op);
+    EXPECT_EQ(r.status, 200) << op << ": " << r.body;
+  }
+  for (const char* op : {"activate", "extend"}) {
+    const std::string tmpl = G + "supervisor/timeout/" + op;
+    HttpReply r = Do("POST", tmpl, g + "supervisor/timeout/" + op, Example("POST", tmpl));
+    EXPECT_EQ(r.status, 200) << op << ": " << r.body;
+  }
+  EXPECT_EQ(Do("POST", G + "supervisor/timeout/cancel", g + "supervisor/timeout/cancel").status,
+            200);
+  HttpReply ts = Do("GET", G + "supervisor/timeout/status", g + "supervisor/timeout/status");
+  EXPECT_EQ(ts.json["data"]["active"], true) << ts.body;
 
   HttpReply d = Do("DELETE", S, base);
   EXPECT_EQ(d.status, 200);
@@ -698,7 +721,9 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       for (char& c : m) {
         c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       }
-      const std::string path = std::regex_replace(tmpl, std::regex(R"(\{id\})"), id);
+      const std::string path = std::regex_replace(
+          std::regex_replace(tmpl, std::regex(R"(\{id\})"), id), std::regex(R"(\{name\})"),
+          "process");
       HttpReply r = Call(m, path, DumpJson(body), "", {"Content-Type: application/json"});
       CheckReply(m, tmpl, r);
       const std::string warning =
@@ -719,7 +744,7 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 3u);  // create, timeout, flags
+  EXPECT_EQ(rejected, 4u);  // create, timeout, flags, a backend's validation
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",

@@ -494,7 +494,7 @@ TEST_F(WorkspaceFilesTest, AnswersLikeTheGuest) {
       "/workspace/a/b.txt");
   EXPECT_EQ(store_->Names().at("sandboxes/sb1/workspace/a/b.txt"), "one\ntwo 2\nthree\n");
   EXPECT_EQ(Op("read", {{"file", "a/b.txt"}, {"start_line", 1}, {"end_line", 2}})["content"],
-            "two 2\n");
+            "two 2");
   EXPECT_EQ(Op("exists", {{"path", "/workspace/a"}})["type"], "directory");
   EXPECT_EQ(Op("exists", {{"path", "/workspace/a/b.txt"}})["type"], "file");
   EXPECT_EQ(Op("exists", {{"path", "/workspace/zz"}})["exists"], false);

@@ -191,7 +191,7 @@ class UploadBody : public http::BodySink {
           }
           auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written());
           ::unlink(committed->c_str());
-          respond(r ? Ok(std::move(*r), "uploaded") : Err(r.error()));
+          respond(r ? Ok(std::move(*r), "File uploaded successfully") : Err(r.error()));
         });
   }
 

@@ -647,8 +647,11 @@ struct ReadSlice {
 // Streams lines [first, last) (last absent: to EOF) of `fd`, keeping line endings, and stops
 // once more than `max_len` bytes are collected. A truncated result is cut back to a complete
 // UTF-8 character.
+//
+// `join`: as ai-manus's line-range read ('\n'.join(content.splitlines()[first:last])): each
+// line without its ending ("\n" or "\r\n"), joined by "\n", no newline after the last.
 Result<ReadSlice> CollectLines(int fd, const std::string& path, uint64_t first,
-                               std::optional<uint64_t> last, uint64_t max_len) {
+                               std::optional<uint64_t> last, uint64_t max_len, bool join) {
   ReadSlice out;
   if (last && *last <= first) {
     return out;
@@ -658,6 +661,9 @@ Result<ReadSlice> CollectLines(int fd, const std::string& path, uint64_t first,
   uint64_t offset = 0;
   uint64_t line = 0;
   bool done = false;
+  bool separate = false;    // join: a "\n" goes before the next line's first byte
+  size_t line_start = 0;    // join: where the current line's bytes start in out.content
+  const auto line_bytes = [&line_start](const ReadSlice& s) { return s.content.size() - line_start; };
   while (!done) {
     auto n = PreadSome(fd, buf.data(), buf.size(), offset, path);
     if (!n) {
@@ -673,12 +679,26 @@ Result<ReadSlice> CollectLines(int fd, const std::string& path, uint64_t first,
       const size_t nl = chunk.find('\n', pos);
       const size_t seg_end = nl == std::string_view::npos ? chunk.size() : nl + 1;
       if (line >= first) {
+        if (join && separate && !done) {
+          out.content.push_back('\n');
+          separate = false;
+          line_start = out.content.size();
+          done = out.content.size() >= cap;
+        }
+        const size_t take_end = join && nl != std::string_view::npos ? nl : seg_end;
         const uint64_t room = cap - out.content.size();
-        out.content.append(chunk.substr(pos, std::min<uint64_t>(room, seg_end - pos)));
-        done = out.content.size() >= cap;
+        out.content.append(chunk.substr(pos, std::min<uint64_t>(room, take_end - pos)));
+        done = done || out.content.size() >= cap;
+        if (join && nl != std::string_view::npos && !done) {
+          if (!out.content.empty() && out.content.back() == '\r' && line_bytes(out) > 0) {
+            out.content.pop_back();
+          }
+          separate = true;
+        }
       }
       pos = seg_end;
       if (nl != std::string_view::npos) {
+        line_start = out.content.size();
         ++line;
         done = done || (last && line >= *last);
       }
@@ -973,7 +993,9 @@ Result<Json> FileRead(const Json& req, const FileConfig& cfg) {
       last = static_cast<uint64_t>(**end);
     }
   }
-  auto slice = CollectLines(file->fd.Get(), *path, first, last, max_len);
+  // A line range reads as ai-manus reads it: the lines joined by "\n", without their endings.
+  const bool join = start->has_value() || end->has_value();
+  auto slice = CollectLines(file->fd.Get(), *path, first, last, max_len, join);
   if (!slice) {
     return Fail(slice.error());
   }

@@ -127,6 +127,7 @@ TEST_F(FileOpsTest, ReadRelativePathUsesBaseDir) {
 }
 
 TEST_F(FileOpsTest, ReadLineRangesLikePythonSlices) {
+  // As ai-manus: '\n'.join(content.splitlines()[start:end]), line endings dropped.
   WriteFile(P("f"), "a\nb\r\nc\nd\n");
   const auto read = [&](Json req) {
     req["file"] = P("f");
@@ -134,17 +135,35 @@ TEST_F(FileOpsTest, ReadLineRangesLikePythonSlices) {
     EXPECT_TRUE(r) << r.error().message;
     return r ? (*r)["content"].get<std::string>() : "";
   };
-  EXPECT_EQ(read({{"start_line", 1}, {"end_line", 3}}), "b\r\nc\n");
-  EXPECT_EQ(read({{"start_line", 2}}), "c\nd\n");
-  EXPECT_EQ(read({{"end_line", 1}}), "a\n");
-  EXPECT_EQ(read({{"start_line", -2}}), "c\nd\n");
-  EXPECT_EQ(read({{"end_line", -1}}), "a\nb\r\nc\n");
-  EXPECT_EQ(read({{"start_line", -3}, {"end_line", -1}}), "b\r\nc\n");
-  EXPECT_EQ(read({{"start_line", -100}, {"end_line", 1}}), "a\n");
+  EXPECT_EQ(read({{"start_line", 1}, {"end_line", 3}}), "b\nc");
+  EXPECT_EQ(read({{"start_line", 2}}), "c\nd");
+  EXPECT_EQ(read({{"end_line", 1}}), "a");
+  EXPECT_EQ(read({{"start_line", -2}}), "c\nd");
+  EXPECT_EQ(read({{"end_line", -1}}), "a\nb\nc");
+  EXPECT_EQ(read({{"start_line", -3}, {"end_line", -1}}), "b\nc");
+  EXPECT_EQ(read({{"start_line", -100}, {"end_line", 1}}), "a");
   EXPECT_EQ(read({{"start_line", 10}}), "");
   EXPECT_EQ(read({{"start_line", 3}, {"end_line", 1}}), "");
   EXPECT_EQ(read({{"start_line", 1}, {"end_line", -100}}), "");
-  EXPECT_EQ(read({{"start_line", 0}, {"end_line", 100}}), "a\nb\r\nc\nd\n");
+  EXPECT_EQ(read({{"start_line", 0}, {"end_line", 100}}), "a\nb\nc\nd");
+  // Without a range the file is read as it is, endings and all.
+  EXPECT_EQ(read(Json::object()), "a\nb\r\nc\nd\n");
+}
+
+TEST_F(FileOpsTest, ReadLineRangeKeepsEmptyLinesAndJoinsAcrossChunks) {
+  WriteFile(P("e"), "x\n\n\ny\n");
+  auto r = FileRead({{"file", P("e")}, {"start_line", 0}}, cfg_);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ((*r)["content"], "x\n\n\ny");
+  r = FileRead({{"file", P("e")}, {"start_line", 1}, {"end_line", 3}}, cfg_);
+  EXPECT_EQ((*r)["content"], "\n");
+  // Lines longer than one read chunk, with a CRLF ending split between chunks.
+  const std::string long_line(70000, 'q');
+  WriteFile(P("l"), long_line + "\r\n" + long_line + "\r\nend");
+  r = FileRead({{"file", P("l")}, {"start_line", 0}, {"max_length", 1000000}}, cfg_);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ((*r)["content"], long_line + "\n" + long_line + "\nend");
+  EXPECT_EQ((*r)["truncated"], false);
 }
 
 TEST_F(FileOpsTest, ReadLastLineWithoutNewline) {
@@ -188,7 +207,7 @@ TEST_F(FileOpsTest, ReadStreamsFilesLargerThanTheLoadLimit) {
   WriteFile(P("big"), content);
   auto r = FileRead({{"file", P("big")}, {"start_line", -2}}, cfg_);
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ((*r)["content"], "line 998\nline 999\n");
+  EXPECT_EQ((*r)["content"], "line 998\nline 999");
 }
 
 TEST_F(FileOpsTest, ReadErrors) {

@@ -1,0 +1,1 @@
+"""Adapters that let existing agent backends use agentboxd without changing their code."""
