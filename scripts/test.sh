@@ -9,7 +9,8 @@
 #     agentbox-gcp-emulator, whose executions run on that engine). The jail's suites run a second
 #     time inside a QEMU virtual machine on cgroup v2 (tests/vm), since these hosts are cgroup v1.
 #     The GCP emulator's fidelity tests need Google's npm clients
-#     (scripts/install-gcp-fidelity.sh) and gcloud (on the machine image).
+#     (scripts/install-gcp-fidelity.sh) and gcloud (on the machine image); the E2B-compatible
+#     API is tested with E2B's npm SDK (scripts/install-e2b-sdk.sh).
 #  2. The debug preset (AddressSanitizer + UndefinedBehaviorSanitizer, UBSan halting on its first
 #     report), with every suite, the conformance suite on jail and docker included (cloudrun's
 #     end-to-end suite runs in both builds, its conformance run only in release), except two that
@@ -37,6 +38,7 @@ esac
 jobs="$(nproc)"
 scripts/install-deps.sh
 scripts/install-gcp-fidelity.sh
+scripts/install-e2b-sdk.sh
 scripts/start-dockerd.sh
 scripts/build-base-image.sh
 if ((release)); then

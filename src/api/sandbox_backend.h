@@ -134,6 +134,11 @@ struct ProbeResult {
   std::vector<std::string> limitations;  // what works only partially (e.g. no cgroup limits)
 };
 
+// What a start-up sweep repaired, by kind: "create_rolled_back" and "destroy_finished" count
+// sandboxes; "process", "cgroup", "mount", "id_slot", "directory", "container" count the
+// leftovers removed (whether or not they belonged to one of those sandboxes).
+using RecoveryReport = std::map<std::string, int>;
+
 // One backend: a way to run sandboxes. Implementations are listed in the selector's table.
 // Thread-safety: every method may be called from any thread concurrently.
 class SandboxBackend {
@@ -197,6 +202,15 @@ class SandboxBackend {
     return Fail(ErrorCode::kInvalidArgument,
                 std::string(Name()) + " cannot hand out pre-started sandboxes (" + id + ")");
   }
+
+  // The start-up sweep (docs/reliability.md). The daemon calls it once when it starts, before
+  // its first List. It finishes or rolls back what operations interrupted by a crash of an
+  // earlier daemon left half done (a create is rolled back, a destroy is finished), and removes
+  // what belongs to no sandbox of this backend's state (processes, cgroups, mounts, id slots,
+  // containers, directories). Afterwards each sandbox is either complete and listed or entirely
+  // gone. Operations this process has in flight (a warm pool's refill) are never touched.
+  // Returns what it repaired, counted by kind (RecoveryReport). Default: nothing to repair.
+  virtual Result<RecoveryReport> Recover() { return RecoveryReport{}; }
 };
 
 using SandboxBackendPtr = std::unique_ptr<SandboxBackend>;

@@ -332,12 +332,16 @@ DaemonClient::DaemonClient(Endpoint endpoint)
 DaemonClient::~DaemonClient() = default;
 
 Result<Reply> DaemonClient::Send(const std::string& method, const std::string& path,
-                                 const Json* body, bool interruptible) {
+                                 const Json* body, bool interruptible,
+                                 const std::vector<std::string>& headers) {
   CURL* c = impl_->easy.get();
   if (!c) {
     return Fail(ErrorCode::kInternal, "cannot initialise libcurl");
   }
   Request req(c, endpoint_, method, path);
+  for (const auto& h : headers) {
+    req.AddHeader(h);
+  }
   if (body) {
     req.JsonBody(*body);
   }
@@ -355,8 +359,9 @@ Result<Reply> DaemonClient::Send(const std::string& method, const std::string& p
 }
 
 Result<Json> DaemonClient::Call(const std::string& method, const std::string& path,
-                                const Json* body, bool interruptible) {
-  auto r = Send(method, path, body, interruptible);
+                                const Json* body, bool interruptible,
+                                const std::vector<std::string>& headers) {
+  auto r = Send(method, path, body, interruptible, headers);
   if (!r) {
     return Fail(r.error());
   }

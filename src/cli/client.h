@@ -59,12 +59,13 @@ class DaemonClient {
   // `path` starts with "/v1/..."; `body` is sent as JSON when non-null. With `interruptible`,
   // a SIGINT received while waiting (see interrupt.h) aborts the transfer: the result is then an
   // Error and InterruptPending() is true.
+  // `headers`: extra request headers, "Name: value".
   Result<Reply> Send(const std::string& method, const std::string& path, const Json* body,
-                     bool interruptible = false);
+                     bool interruptible = false, const std::vector<std::string>& headers = {});
 
   // Send() that also fails on a non-2xx status; returns the envelope's `data`.
   Result<Json> Call(const std::string& method, const std::string& path, const Json* body = nullptr,
-                    bool interruptible = false);
+                    bool interruptible = false, const std::vector<std::string>& headers = {});
 
   // POSTs `local_file` as multipart/form-data to `path` (a file/upload endpoint, query included),
   // streamed from disk by libcurl: the file is never read into memory. Returns `data`.

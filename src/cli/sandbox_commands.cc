@@ -8,11 +8,17 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "cli/interrupt.h"
+#include "common/strings.h"
 #include "common/time_util.h"
 
 namespace agentbox::cli {
 
 namespace {
+
+// How often a create whose connection was lost is sent again (200 ms doubling to 5 s: about 11 s
+// in all, enough for a daemon restart).
+constexpr int kCreateRetries = 6;
 
 std::string SandboxPath(const std::string& id) { return "/v1/sandboxes/" + UrlEscape(id); }
 
@@ -143,7 +149,25 @@ int Create(DaemonClient& client, const CreateArgs& a) {
     }
     body[flag] = map;
   }
-  auto r = client.Call("POST", "/v1/sandboxes", &body);
+  // One key per create: when the connection is lost (the daemon restarted, a proxy dropped it)
+  // the create is sent again with the same key, and the daemon answers with the sandbox the
+  // first attempt made, if it made one, instead of making a second (docs/reliability.md).
+  const std::vector<std::string> headers = {"Idempotency-Key: cli-" + RandomId(32)};
+  auto r = client.Call("POST", "/v1/sandboxes", &body, false, headers);
+  for (int attempt = 1; !r && attempt <= kCreateRetries && !InterruptPending(); ++attempt) {
+    const int delay_ms = std::min(200 << (attempt - 1), 5000);
+    std::cerr << "agentbox: " << r.error().message << "; sending the create again in "
+              << delay_ms << " ms (same Idempotency-Key)\n";
+    ::usleep(static_cast<useconds_t>(delay_ms) * 1000);
+    auto again = client.Send("POST", "/v1/sandboxes", &body, false, headers);
+    if (!again) {
+      r = Fail(again.error());
+    } else if (!again->ok()) {
+      return ReportError(again->ErrorMessage());
+    } else {
+      r = again->data();
+    }
+  }
   if (!r) {
     return ReportError(r.error());
   }

@@ -56,6 +56,8 @@ http::Response JsonErrStatus(int status, const std::string& message) {
 
 Json SandboxJson(const SandboxEntry& e) {
   const SandboxInfo& i = e.info;
+  Json labels = i.spec.labels;  // the client's own: the Idempotency-Key's label is the daemon's
+  labels.erase(kIdempotencyLabel);
   Json limits = Json::object();
   if (i.spec.limits.memory_bytes) {
     limits["memory_mb"] = *i.spec.limits.memory_bytes >> 20;
@@ -77,7 +79,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"reason", e.reason},
               {"state", SandboxStateName(i.state)},
               {"image", i.spec.image},
-              {"labels", i.spec.labels},
+              {"labels", std::move(labels)},
               {"limits", limits},
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
               {"created_at", i.created_at},
@@ -97,6 +99,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       health_(client_, metrics_, opts_.guest_deadlines),
       watch_(metrics_),
       sessions_(client_, metrics_),
+      idempotency_(opts_.idempotency_dir, opts_.idempotency_ttl_s),
       reaper_(io) {
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
   metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
@@ -155,6 +158,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   }
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
+  e2b_ = std::make_unique<e2b::E2bApi>(*this, opts_.e2b);
   validations_ = std::make_unique<BackendValidations>(
       opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
@@ -167,6 +171,7 @@ std::map<std::string, std::string> DaemonApi::flags() const {
 DaemonApi::~DaemonApi() { reaper_.cancel(); }
 
 void DaemonApi::Start() {
+  RecoverBackends();
   for (const auto& [name, backend] : backends_) {
     auto list = backend->List();
     if (!list) {
@@ -181,6 +186,7 @@ void DaemonApi::Start() {
       sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
     }
   }
+  ResolveIdempotencyKeys();
   ArmReaper();
 }
 
@@ -218,6 +224,7 @@ void DaemonApi::Reap() {
       }
     }
   }
+  idempotency_.Purge(now);
   health_.ProbeUnresponsive(live);  // back to running as soon as a stuck guest answers
   WatchEngines();                   // unreachable while an engine is down, back when it answers
   for (auto& e : expired) {
@@ -281,6 +288,10 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
   }
   if (req.path == "/metrics") {
     RenderMetrics(std::move(respond));
+    return;
+  }
+  if (e2b::E2bApi::Claims(req)) {  // E2B's control plane and envd: their own auth and shapes
+    e2b_->Handle(req, Track(std::move(respond)));
     return;
   }
   auto caller = Authenticate(req);

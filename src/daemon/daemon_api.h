@@ -17,7 +17,9 @@
 #include "common/worker_pool.h"
 #include "daemon/auth.h"
 #include "daemon/backend_watch.h"
+#include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
+#include "daemon/idempotency.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
 #include "http/client.h"
@@ -50,6 +52,12 @@ struct DaemonOptions {
   // sandboxes get 507 and /readyz is 503 (disk_floor.h). 0: no floor.
   std::string state_dir = "/tmp";
   uint64_t min_free_bytes = 0;
+  // Idempotency-Key of POST /v1/sandboxes (daemon/idempotency.h): where keys are kept
+  // (agentboxd: <state>/idempotency; empty: in memory only) and for how long.
+  std::string idempotency_dir;
+  double idempotency_ttl_s = 86400;
+  // The E2B-compatible API (daemon/e2b/, docs/e2b.md): templates and default lifetime.
+  e2b::E2bOptions e2b;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -63,6 +71,10 @@ struct SandboxEntry {
 // (backends block); guest calls are forwarded asynchronously over each sandbox's unix socket.
 // Thread-safe.
 class DaemonApi : public http::Dispatcher {
+  // The E2B layer translates onto this API: it runs native routes (Route), finds sandboxes
+  // (Find), and talks to guests through the same client, deadlines and upload relay.
+  friend class e2b::E2bApi;
+
  public:
   DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
             ApiKeys keys, DaemonOptions options);
@@ -111,6 +123,17 @@ class DaemonApi : public http::Dispatcher {
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);
+  // Idempotency-Key of a create (daemon/crash_recovery.cc). False when it answered the request
+  // itself (a replay, a mismatch, a wait for the first request, a bad key); true when the create
+  // goes on: then `digest` is the key's label value (empty without a key) and `respond` forgets
+  // the key if the create fails.
+  bool BeginIdempotentCreate(const http::Request& req, const Json& body, const Caller& caller,
+                             http::Respond& respond, std::string* digest);
+  void ReplayCreate(const std::string& id, const Caller& caller, const http::Respond& respond);
+  // Start-up (daemon/crash_recovery.cc): each backend's sweep, logged and counted in
+  // agentbox_recovered_total; then the keys a crash left pending, resolved.
+  void RecoverBackends();
+  void ResolveIdempotencyKeys();
   void List(const Caller& caller, http::Respond respond);
   void GetOne(const std::string& id, const Caller& caller, http::Respond respond);
   void Destroy(const std::string& id, const Caller& caller, http::Respond respond);
@@ -162,6 +185,7 @@ class DaemonApi : public http::Dispatcher {
   GuestHealth health_;      // which guests stopped answering
   BackendWatch watch_;      // which engines stopped answering
   SessionKeeper sessions_;  // the last state of every session, to restore a restarted guest
+  IdempotencyStore idempotency_;
   std::unique_ptr<BackendValidations> validations_;  // last shadow validation per backend
   std::unique_ptr<selector::Selector> selector_;
   mutable std::mutex flags_mu_;
@@ -171,6 +195,7 @@ class DaemonApi : public http::Dispatcher {
   boost::asio::steady_timer reaper_;
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  std::unique_ptr<e2b::E2bApi> e2b_;
 };
 
 // The envelope of the daemon API (same shape as the guest's).

@@ -108,6 +108,9 @@ class StreamRelay : public http::BodySource {
 }  // namespace
 
 std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) {
+  if (auto e2b_upload = e2b_->StreamBody(req)) {
+    return e2b_upload;
+  }
   auto parts = SplitPath(req.path);
   // /v1/sandboxes/{id}/api/v1/file/upload
   if (req.method != "POST" || parts.size() != 7 || parts[0] != "v1" || parts[1] != "sandboxes" ||

@@ -17,6 +17,9 @@
 #include "common/log.h"
 #include "daemon/config_watch.h"
 #include "daemon/daemon_api.h"
+#ifdef AGENTBOX_CRASH_HOOKS
+#include "daemon/crash_hooks.h"
+#endif
 #include "daemon/tunnel_endpoint.h"
 #include "http/envelope.h"
 #include "http/server.h"
@@ -46,6 +49,11 @@ void MakeParentDir(const std::string& listen) {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+#ifdef AGENTBOX_CRASH_HOOKS
+  // Only agentboxd-crashtest, the crash-consistency suite's build of this file, can crash on
+  // purpose (AGENTBOX_TEST_CRASH_AT); the agentboxd binary has no such code.
+  agentbox::daemon::InstallTestCrashHandler();
+#endif
   CLI::App app{"agentboxd: the agentbox daemon"};
   std::string config_file;
   std::string env_file = ".env";
@@ -111,7 +119,8 @@ int main(int argc, char** argv) {
   auto ttl = cfg->GetInt("AGENTBOX_DEFAULT_TTL_S", 3600, 10, 7 * 86400);
   auto per_owner = cfg->GetInt("AGENTBOX_MAX_SANDBOXES_PER_KEY", 64, 1, 100000);
   auto min_free = cfg->GetInt("AGENTBOX_MIN_FREE_BYTES", 1ll << 30, 0, 1ll << 50);
-  for (const auto* r : {&ttl, &per_owner, &min_free}) {
+  auto idempotency_ttl = cfg->GetInt("AGENTBOX_IDEMPOTENCY_TTL_S", 86400, 60, 30 * 86400);
+  for (const auto* r : {&ttl, &per_owner, &min_free, &idempotency_ttl}) {
     if (!*r) {
       std::cerr << "agentboxd: " << r->error().message << "\n";
       return 2;
@@ -145,9 +154,21 @@ int main(int argc, char** argv) {
   opts.pinnable_backends = cfg->GetList("AGENTBOX_PINNABLE_BACKENDS");
   opts.spool_dir = dir;
   opts.state_dir = dir;
+  opts.idempotency_dir = dir + "/idempotency";
+  opts.idempotency_ttl_s = static_cast<double>(*idempotency_ttl);
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;
   opts.max_sandboxes_per_owner = static_cast<size_t>(*per_owner);
+  // E2B-compatible API (docs/e2b.md): templateID -> image.
+  auto templates = daemon::e2b::ParseTemplates(cfg->GetList("AGENTBOX_E2B_TEMPLATES"));
+  auto e2b_timeout = cfg->GetInt("AGENTBOX_E2B_DEFAULT_TIMEOUT_S", 300, 10, 7 * 86400);
+  if (!templates || !e2b_timeout) {
+    std::cerr << "agentboxd: "
+              << (!templates ? templates.error().message : e2b_timeout.error().message) << "\n";
+    return 2;
+  }
+  opts.e2b.templates = *templates;
+  opts.e2b.default_timeout_s = *e2b_timeout;
   opts.collect_metrics = [&table](Metrics& m) {
     m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
     m.Describe("agentbox_pool_acquisitions_total", "counter",

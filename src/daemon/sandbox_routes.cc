@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <set>
 
+#include "common/crash_point.h"
 #include "common/fs_util.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -129,6 +130,11 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   spec.env = *env;
   spec.labels = *labels;
   spec.owner = caller.owner;
+  if (spec.labels.count(kIdempotencyLabel) != 0) {
+    return respond(JsonErr(FieldError(
+        "labels", std::string("label '") + kIdempotencyLabel +
+                      "' is reserved: send the Idempotency-Key header instead")));
+  }
   // Who a percentage rollout is sticky for: the caller's user or tenant when given, else the key.
   if (*subject && ((*subject)->empty() || (*subject)->size() > 256)) {
     return respond(JsonErr(FieldError("subject", "must be 1 to 256 bytes")));
@@ -157,6 +163,14 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     }
     pinned = **backend_name;
   }
+  // A retry of a create that made its sandbox already is answered before the per-key limit.
+  std::string idempotency_digest;
+  if (!BeginIdempotentCreate(req, *body, caller, respond, &idempotency_digest)) {
+    return;
+  }
+  if (!idempotency_digest.empty()) {
+    spec.labels[kIdempotencyLabel] = idempotency_digest;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     size_t owned = 0;
@@ -170,7 +184,7 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     }
   }
   const std::string id = "sb-" + RandomId(12);
-  pool_.Post([this, id, spec, pinned, rollout_subject, respond] {
+  pool_.Post([this, id, spec, pinned, rollout_subject, respond, idempotency_digest] {
     // The state directory's own disk comes first: below the floor nothing new is started.
     if (DiskFloor floor = CheckDiskFloor(opts_.state_dir, opts_.min_free_bytes); !floor.ok) {
       Log(LogLevel::kWarn, "sandbox.create_refused", "id={} error=\"{}\"", id, floor.message);
@@ -210,6 +224,10 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     {
       std::lock_guard<std::mutex> lock(mu_);
       sandboxes_[info->id] = e;
+    }
+    CrashPoint("daemon.create.registered");
+    if (!idempotency_digest.empty()) {
+      idempotency_.Complete(idempotency_digest, info->id);  // and answers concurrent retries
     }
     Log(LogLevel::kInfo, "sandbox.created", "id={} backend={} reason={} owner={} ms={:.1f}",
         info->id, backend->Name(), reason, spec.owner, secs * 1000);
@@ -323,6 +341,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
   health_.Forget(id);
   sessions_.Forget(id);
   pool_.Post([this, e = *e, respond] {
+    CrashPoint("daemon.destroy.unregistered");
     const auto start = Clock::now();
     auto r = e.backend->Destroy(e.info.id);
     Count(e.info.backend, "destroy", BackendOk(r),

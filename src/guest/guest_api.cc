@@ -8,6 +8,7 @@
 #include "common/ansi.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "guest/exec_api.h"
 #include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
 #include "guest/request_fields.h"
@@ -283,11 +284,12 @@ class RejectBody : public http::BodySink {
 }  // namespace
 
 GuestApi::GuestApi(asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
-                   ProcessManager& processes, GuestOptions options)
+                   ProcessManager& processes, ExecManager& exec, GuestOptions options)
     : io_(io),
       reaper_(reaper),
       sessions_(sessions),
       processes_(processes),
+      exec_(exec),
       opts_(std::move(options)),
       pool_(static_cast<size_t>(std::max(1, opts_.file_threads)), kFileStackBytes) {}
 
@@ -410,6 +412,12 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
     if (op == "kill") {
       return ProcessKill(b, std::move(respond));
     }
+  } else if (p.starts_with("/api/v1/fs/")) {
+    if (HandleFs(pool_, opts_.files, p.substr(11), std::move(b), respond)) {
+      return;
+    }
+  } else if (p.starts_with("/api/v1/exec/")) {
+    return HandleExec(exec_, p.substr(13), b, std::move(respond));
   } else if (p.starts_with("/api/v1/file/")) {
     using FileOp = Result<Json> (*)(const Json&, const FileConfig&);
     const std::string op = p.substr(13);

@@ -10,6 +10,7 @@
 #include "common/worker_pool.h"
 #include "guest/core/child_reaper.h"
 #include "guest/files/file_ops.h"
+#include "guest/processes/exec_manager.h"
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
 #include "http/server.h"
@@ -35,7 +36,7 @@ struct GuestOptions {
 class GuestApi : public http::Dispatcher {
  public:
   GuestApi(boost::asio::io_context& io, ChildReaper& reaper, SessionManager& sessions,
-           ProcessManager& processes, GuestOptions options);
+           ProcessManager& processes, ExecManager& exec, GuestOptions options);
   ~GuestApi() override;
 
   // Serves /api/v1/supervisor/* with `supervisor` (owned by the caller, outlives this).
@@ -75,6 +76,7 @@ class GuestApi : public http::Dispatcher {
   ChildReaper& reaper_;
   SessionManager& sessions_;
   ProcessManager& processes_;
+  ExecManager& exec_;
   GuestOptions opts_;
   SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;

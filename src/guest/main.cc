@@ -141,6 +141,11 @@ int Serve(ServeArgs a) {
   scfg.hostname = host;
   SessionManager sessions(io, reaper, scfg, initial, a.max_sessions);
   ProcessManager processes(io, reaper, *shell, a.output_cap, 1024);
+  std::vector<std::string> exec_env;
+  for (const auto& [k, v] : initial.env) {
+    exec_env.push_back(k + "=" + v);
+  }
+  ExecManager exec(io, reaper, std::move(exec_env));
 
   GuestOptions go;
   go.token = a.token;
@@ -151,7 +156,7 @@ int Serve(ServeArgs a) {
   go.files.max_file_bytes = a.max_file;
   go.files.max_upload_bytes = a.max_upload;
   go.files.can_escalate = ::geteuid() == 0;
-  GuestApi api(io, reaper, sessions, processes, go);
+  GuestApi api(io, reaper, sessions, processes, exec, go);
   ServiceSupervisor supervisor(io, processes, sessions, std::move(services));
   SupervisorApi supervisor_api(supervisor, started_unix);
   api.SetSupervisor(&supervisor_api);
@@ -208,6 +213,7 @@ int Serve(ServeArgs a) {
     }
     sessions.ShutdownAll();
     processes.KillAll();
+    exec.KillAll();
     io.stop();
   });
   io.run();

@@ -36,6 +36,18 @@ const std::map<std::string_view, FieldSchema>& Schemas() {
       {"process/list", FieldSchema::Warn({"session_id"})},
       {"process/logs", FieldSchema::Warn({"pid", "offset", "max_bytes"})},
       {"process/kill", FieldSchema::Warn({"pid", "session_id", "pattern", "signal"})},
+      {"exec/start",
+       FieldSchema::Warn({"cmd", "args", "envs", "cwd", "user", "user_fallback", "stdin", "tag"})},
+      {"fs/stat", FieldSchema::Warn({"path"})},
+      {"fs/list", FieldSchema::Warn({"path", "depth"})},
+      {"fs/mkdir", FieldSchema::Warn({"path", "owner"})},
+      {"fs/chown", FieldSchema::Warn({"path", "owner"})},
+      {"fs/move", FieldSchema::Warn({"source", "destination"})},
+      {"exec/connect", FieldSchema::Warn({"pid", "tag"})},
+      {"exec/list", FieldSchema::Warn({})},
+      {"exec/input", FieldSchema::Warn({"pid", "tag", "data"})},
+      {"exec/close-stdin", FieldSchema::Warn({"pid", "tag"})},
+      {"exec/signal", FieldSchema::Warn({"pid", "tag", "signal"})},
   };
   return *kSchemas;
 }

@@ -292,6 +292,8 @@ TEST_F(CliTest, CreateListInfoTimeoutRemove) {
   const std::string id = Trim(c.out);
   EXPECT_TRUE(std::regex_match(id, std::regex("sb-[0-9a-f]+"))) << id;
   EXPECT_NE(c.err.find("backend process (reason STATIC)"), std::string::npos) << c.err;
+  // Every create carries an Idempotency-Key (so a lost connection can be retried safely).
+  EXPECT_EQ(backend_->Get(id)->spec.labels.count(daemon::kIdempotencyLabel), 1u);
 
   Outcome j = Run({"create", "--json", "--memory-mb", "256", "--cpus", "0.5", "--pids", "64",
                    "--disk-mb", "512", "--env", "FOO=bar"});

@@ -314,7 +314,7 @@ TEST_F(UnknownFieldsTest, TtlForTtlSIsRejected) {
 TEST_F(UnknownFieldsTest, FlagsRejectUnknownTopLevelFields) {
   Reply r = Call("PUT", "/v1/flags", R"({"flags":{"SANDBOX_BACKEND":"process"},"dry_run":true})");
   EXPECT_EQ(r.status, 422) << r.body;
-  EXPECT_EQ(r.json["message"], "unknown field 'dry_run'; the fields are flags");
+  EXPECT_EQ(r.json["message"], "unknown field 'dry_run'; the fields are flags, force");
   r = Call("PUT", "/v1/flags", R"({"flag":{"SANDBOX_BACKEND":"process"}})");
   EXPECT_EQ(r.status, 422) << r.body;
   EXPECT_EQ(r.json["message"], "unknown field 'flag'; did you mean 'flags'?");

@@ -4,6 +4,8 @@
 // so the document cannot silently drift from the daemon (or the guest it forwards to).
 #include <gtest/gtest.h>
 
+#include <future>
+
 #include <fstream>
 #include <functional>
 #include <regex>
@@ -579,6 +581,53 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   Do("POST", G + "process/kill", g + "process/kill", Example("POST", G + "process/kill"));
   Do("GET", G + "health", g + "health");
 
+  // Programs with separate output streams (exec/*). A start answers when its program ends, so
+  // the long ones run on another thread while the calls that need them running are made.
+  Do("POST", G + "exec/start", g + "exec/start", Example("POST", G + "exec/start"));
+  auto start = [&](const Json& body) {
+    CheckRequest("POST", G + "exec/start", body);
+    return std::async(std::launch::async, [this, path = g + "exec/start", body] {
+      return Call("POST", path, DumpJson(body), "", {"Content-Type: application/json"});
+    });
+  };
+  auto listed = [&](const std::string& tag) {
+    for (int i = 0; i < 400; ++i) {
+      HttpReply l = Call("POST", g + "exec/list", "{}", "", {"Content-Type: application/json"});
+      if (l.body.find("\"tag\":\"" + tag + "\"") != std::string::npos) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  };
+  auto follow = start({{"cmd", "sh"}, {"args", {"-c", "sleep 2; echo done"}}, {"tag", "server"}});
+  ASSERT_TRUE(listed("server"));
+  HttpReply conn = Do("POST", G + "exec/connect", g + "exec/connect",
+                      Example("POST", G + "exec/connect"));
+  EXPECT_NE(conn.body.find("\"event\":\"end\""), std::string::npos) << conn.body;
+  CheckReply("POST", G + "exec/start", follow.get());
+  auto cat = start({{"cmd", "cat"}, {"stdin", true}, {"tag", "server"}});
+  ASSERT_TRUE(listed("server"));
+  Do("POST", G + "exec/list", g + "exec/list", Example("POST", G + "exec/list"));
+  Do("POST", G + "exec/input", g + "exec/input", Example("POST", G + "exec/input"));
+  Do("POST", G + "exec/close-stdin", g + "exec/close-stdin",
+     Example("POST", G + "exec/close-stdin"));
+  HttpReply echoed = cat.get();
+  CheckReply("POST", G + "exec/start", echoed);
+  EXPECT_NE(echoed.body.find("aGkK"), std::string::npos) << echoed.body;  // "hi\n"
+  auto sleeper = start({{"cmd", "sleep"}, {"args", {"30"}}, {"tag", "server"}});
+  ASSERT_TRUE(listed("server"));
+  Do("POST", G + "exec/signal", g + "exec/signal", Example("POST", G + "exec/signal"));
+  HttpReply killed = sleeper.get();
+  CheckReply("POST", G + "exec/start", killed);
+  EXPECT_NE(killed.body.find("signal: terminated"), std::string::npos) << killed.body;
+
+  // Directory entries (fs/*).
+  for (const char* op : {"fs/stat", "fs/list", "fs/mkdir", "fs/chown", "fs/move"}) {
+    HttpReply r = Do("POST", G + op, g + op, Example("POST", G + op));
+    EXPECT_EQ(r.status, 200) << op << ": " << r.body;
+  }
+
   // ai-manus's supervisor: the guest and its services; the lifetime, answered by the daemon.
   HttpReply sv = Do("GET", G + "supervisor/status", g + "supervisor/status");
   EXPECT_EQ(sv.json["data"][0]["name"], "agentbox-guest") << sv.body;
@@ -795,14 +844,15 @@ TEST_F(OpenApiTest, EveryRouteTheServerAnswersIsDocumented) {
                             "/api/v1/health"}) {
     templates.insert(extra);
   }
-  const std::string guest_src = ReadFile(AGENTBOX_SOURCE_DIR "/src/guest/guest_api.cc");
+  const std::string guest_src = ReadFile(AGENTBOX_SOURCE_DIR "/src/guest/guest_api.cc") +
+                                ReadFile(AGENTBOX_SOURCE_DIR "/src/guest/exec_api.cc");
   ASSERT_FALSE(guest_src.empty());
-  const std::regex op_re(R"re(op == "([a-z_]+)")re");
+  const std::regex op_re(R"re(op == "([a-z_-]+)")re");
   const std::regex path_re(R"re("/api/v1/([a-z_/]+)")re");
   std::set<std::string> guest_ops;
   for (auto it = std::sregex_iterator(guest_src.begin(), guest_src.end(), op_re);
        it != std::sregex_iterator(); ++it) {
-    for (const char* area : {"shell/", "process/", "file/"}) {
+    for (const char* area : {"shell/", "process/", "file/", "exec/", "fs/"}) {
       guest_ops.insert(area + (*it)[1].str());
     }
   }

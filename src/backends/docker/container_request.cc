@@ -272,4 +272,28 @@ std::pair<std::string, std::string> SplitImageReference(const std::string& ref) 
   return {ref, "latest"};
 }
 
+std::map<std::string, std::string> LabelsOf(const Json& container) {
+  std::map<std::string, std::string> out;
+  const Json* labels = nullptr;
+  if (container.contains("Config") && container["Config"].is_object()) {
+    labels = &container["Config"]["Labels"];
+  } else if (container.contains("Labels")) {
+    labels = &container["Labels"];
+  }
+  if (labels != nullptr && labels->is_object()) {
+    for (const auto& [k, v] : labels->items()) {
+      if (v.is_string()) {
+        out[k] = v.get<std::string>();
+      }
+    }
+  }
+  return out;
+}
+
+std::string LabelOf(const Json& container, const char* key) {
+  auto labels = LabelsOf(container);
+  auto it = labels.find(key);
+  return it == labels.end() ? "" : it->second;
+}
+
 }  // namespace agentbox::docker

@@ -90,4 +90,10 @@ bool ValidImageReference(std::string_view ref);
 // the tag defaults to "latest" (a digest is returned as the tag).
 std::pair<std::string, std::string> SplitImageReference(const std::string& ref);
 
+// The labels of a container as GET /containers/{id}/json (Config.Labels) or GET
+// /containers/json (Labels) give them; empty when there are none.
+std::map<std::string, std::string> LabelsOf(const Json& container);
+// One label of a container; "" when it has none of that name.
+std::string LabelOf(const Json& container, const char* key);
+
 }  // namespace agentbox::docker

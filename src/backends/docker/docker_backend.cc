@@ -16,6 +16,7 @@
 #include <set>
 
 #include "backends/docker/sandbox_disk.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -51,30 +52,6 @@ bool IsDynamicElf(const std::string& path) {
 int PollMs(Clock::time_point deadline, milliseconds cap) {
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::clamp(left, milliseconds(0), cap).count());
-}
-
-std::map<std::string, std::string> LabelsOf(const Json& container) {
-  std::map<std::string, std::string> out;
-  const Json* labels = nullptr;
-  if (container.contains("Config") && container["Config"].is_object()) {
-    labels = &container["Config"]["Labels"];
-  } else if (container.contains("Labels")) {
-    labels = &container["Labels"];
-  }
-  if (labels != nullptr && labels->is_object()) {
-    for (const auto& [k, v] : labels->items()) {
-      if (v.is_string()) {
-        out[k] = v.get<std::string>();
-      }
-    }
-  }
-  return out;
-}
-
-std::string LabelOf(const Json& container, const char* key) {
-  auto labels = LabelsOf(container);
-  auto it = labels.find(key);
-  return it == labels.end() ? "" : it->second;
 }
 
 // The sandbox state and a sentence for a container's State object.
@@ -336,6 +313,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(created_dir.error());
   }
   const std::string dir = *created_dir;
+  CrashPoint("docker.create.dir");
   // Until the guest answers, any failure removes all of the sandbox.
   struct Undo {
     const DockerBackend* backend;
@@ -380,6 +358,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(disk.error());
   }
   plan.workspace_dir = disk->workspace;
+  CrashPoint("docker.create.disk");
 
   if (auto r = WriteFileAtomic(run + "/" + kTokenFile, meta.token + "\n", 0600); !r) {
     return Fail(r.error());
@@ -388,6 +367,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(r.error());
   }
 
+  CrashPoint("docker.create.meta");
   const std::string name = ContainerName(id);
   auto created = engine_.Call("POST", "/containers/create?name=" + UrlEncode(name),
                               BuildCreateBody(plan).dump(), std::chrono::seconds(60));
@@ -411,6 +391,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   }
   undo.container = container_id;
   const auto created_at = Clock::now();
+  CrashPoint("docker.create.container");
 
   auto start =
       engine_.Call("POST", "/containers/" + container_id + "/start", {}, std::chrono::seconds(60));
@@ -421,10 +402,12 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(EngineError(*start, "start container " + name));
   }
   const auto started_at = Clock::now();
+  CrashPoint("docker.create.started");
   if (auto r = WaitForGuest(id, container_id, meta.token, deadline); !r) {
     return Fail(r.error());
   }
   undo.armed = false;
+  CrashPoint("docker.create.ready");
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   Log(LogLevel::kInfo, "docker.created",
       "id={} container={} image={} ms={:.1f} create_ms={:.1f} start_ms={:.1f} guest_ms={:.1f}", id,
@@ -569,6 +552,9 @@ Result<SandboxInfo> DockerBackend::InfoFromInspect(const Json& c) const {
     return Fail(rec.error());
   }
   const std::string dir = SandboxDir(rec->id);
+  if (PathExists(dir + "/" + kDestroyingFile)) {
+    return Fail(SandboxNotFound(rec->id));  // being destroyed, or a crash interrupted that
+  }
   auto meta = LoadMeta(dir);
   if (!meta) {
     if (meta.error().code == ErrorCode::kNotFound) {
@@ -677,11 +663,18 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
   if (!c && !PathExists(dir)) {
     return Fail(SandboxNotFound(id));
   }
+  if (PathExists(dir)) {
+    if (auto r = WriteFileAtomic(dir + "/" + kDestroyingFile, "", 0600); !r) {
+      return Fail(r.error());
+    }
+  }
+  CrashPoint("docker.destroy.journaled");
   if (c) {
     if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
       return Fail(r.error());
     }
   }
+  CrashPoint("docker.destroy.container_removed");
   if (auto r = RemoveSandboxDir(dir); !r) {
     return Fail(r.error());
   }
@@ -751,6 +744,7 @@ Result<SandboxInfo> DockerBackend::Claim(const std::string& id, const SandboxSpe
   if (auto r = SaveMeta(dir, *meta); !r) {
     return Fail(r.error());
   }
+  CrashPoint("docker.claim.recorded");
   info->spec.owner = meta->owner;
   info->spec.labels = meta->labels;
   info->expires_at = expires_at;
@@ -839,90 +833,6 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
   }
   say("pulled image " + image);
   return {};
-}
-
-Result<int> DockerBackend::CleanupOrphans() {
-  auto list = ListContainers({std::string(label::kManaged) + "=true"});
-  if (!list) {
-    return Fail(list.error());
-  }
-  int removed = 0;
-  std::set<std::string> ours;  // ids of this state directory that have a container
-  const double now = NowUnix();
-  for (const auto& entry : *list) {
-    const std::string id = LabelOf(entry, label::kId);
-    const std::string state_dir = LabelOf(entry, label::kStateDir);
-    const std::string cid = entry.value("Id", "");
-    if (!ValidSandboxId(id) || state_dir.empty() || cid.empty()) {
-      continue;
-    }
-    const bool mine = state_dir == opts_.state_dir;
-    if (mine) {
-      ours.insert(id);
-    }
-    std::string why;
-    if (!PathExists(state_dir + "/" + id)) {
-      why = "its host directory is gone";
-    } else if (mine) {
-      const std::string state = entry.value("State", "");
-      double expires = 0;
-      if (auto meta = LoadMeta(SandboxDir(id))) {
-        expires = meta->expires_at;
-      }
-      if (state == "dead") {
-        why = "it is dead";
-      } else if (state == "created") {
-        why = "it was created but never started";
-      } else if (state == "exited" && expires > 0 && expires <= now) {
-        why = "it exited and has expired";
-      }
-    }
-    if (why.empty()) {
-      continue;
-    }
-    // Only this process's own operations can race with us (one daemon per state directory).
-    if (mine && !id_locks_.TryLock(id)) {
-      continue;
-    }
-    auto done = RemoveContainer(cid);
-    if (done && mine) {
-      done = RemoveSandboxDir(SandboxDir(id));
-    }
-    if (mine) {
-      id_locks_.Unlock(id);
-    }
-    Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
-        "id={} container={} state_dir={} reason=\"{}\" ok={}", id, cid.substr(0, 12), state_dir,
-        why, done ? "true" : done.error().message);
-    removed += done ? 1 : 0;
-  }
-
-  // Host directories without a container. The container list above may predate a Create that
-  // finished since, so each candidate is checked again by name while its id is held.
-  std::vector<std::string> dirs;
-  if (DIR* d = ::opendir(opts_.state_dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      if (ValidSandboxId(e->d_name) && !ours.count(e->d_name)) {
-        dirs.emplace_back(e->d_name);
-      }
-    }
-    ::closedir(d);
-  }
-  for (const auto& id : dirs) {
-    if (!id_locks_.TryLock(id)) {
-      continue;
-    }
-    auto c = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json");
-    if (c && c->status == 404) {
-      auto done = RemoveSandboxDir(SandboxDir(id));
-      Log(done ? LogLevel::kInfo : LogLevel::kWarn, "docker.orphan_removed",
-          "id={} reason=\"host directory without a container\" ok={}", id,
-          done ? "true" : done.error().message);
-      removed += done ? 1 : 0;
-    }
-    id_locks_.Unlock(id);
-  }
-  return removed;
 }
 
 }  // namespace agentbox::docker

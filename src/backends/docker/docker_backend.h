@@ -84,10 +84,16 @@ class DockerBackend final : public SandboxBackend {
   //  * any agentbox container (whatever its state directory) whose host directory is gone;
   //  * containers of this state directory that are dead, or were created but never started
   //    (a Create that crashed), or have exited and are past their expiry;
+  //  * containers of this state directory whose destroy was interrupted (kDestroyingFile);
   //  * host directories of this state directory without a container.
   // Exited containers still within their TTL are kept: Get shows them stopped/failed with the
   // reason, and the daemon destroys them at expiry. Ids with an operation in flight are skipped.
-  Result<int> CleanupOrphans();
+  // Counts what it removed into `report` when given (see SandboxBackend::Recover).
+  Result<int> CleanupOrphans(RecoveryReport* report = nullptr);
+  // CleanupOrphans, which also finishes destroys that a crash interrupted (their directory holds
+  // kDestroyingFile) and rolls back creates (a container never started, a directory without a
+  // container).
+  Result<RecoveryReport> Recover() override;
 
   const DockerBackendOptions& options() const { return opts_; }
   const EngineClient& engine() const { return engine_; }

@@ -28,6 +28,9 @@ inline constexpr const char* kMetaFile = "meta.json";
 inline constexpr const char* kRunDir = "run";
 inline constexpr const char* kTokenFile = "token";
 inline constexpr const char* kGuestSocket = "guest.sock";
+// The destroy's journal: written before the container is removed. A sandbox whose directory
+// holds it is no longer listed, and the next daemon finishes the destroy (Recover).
+inline constexpr const char* kDestroyingFile = "destroying";
 
 // Reads <dir>/meta.json. kNotFound when the file (or the directory) is missing.
 Result<SandboxMeta> LoadMeta(const std::string& dir);

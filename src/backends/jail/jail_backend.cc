@@ -21,6 +21,7 @@
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_disk.h"
 #include "backends/jail/unix_http.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -94,27 +95,6 @@ Result<void> ExtractTarball(const std::string& image, const std::string& dest,
   return {};
 }
 
-// Cgroup directories a jail named `id` would have, for cleaning up after a create that died
-// before it recorded them.
-std::vector<std::string> GuessCgroups(const std::string& id, const std::string& parent) {
-  std::vector<std::string> out;
-  auto layout = DiscoverCgroups();
-  if (!layout) {
-    return out;
-  }
-  const std::string rel = parent.empty() ? "" : parent;
-  for (const auto& [root, own] : {std::pair{layout->memory_root, layout->memory_own},
-                                  std::pair{layout->pids_root, layout->pids_own},
-                                  std::pair{layout->cpu_root, layout->cpu_own}}) {
-    if (!own.empty()) {
-      out.push_back((rel.empty() ? own : root + "/" + rel) + "/agentbox/" + id);
-    }
-  }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 }  // namespace
 
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
@@ -133,6 +113,26 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
                                                opts_.default_limits.disk_bytes.value_or(0),
                                                opts_.ready_disks);
   }
+}
+
+std::vector<std::string> JailBackend::GuessCgroups(const std::string& id) const {
+  const std::string& parent = opts_.cgroup_parent;
+  std::vector<std::string> out;
+  auto layout = DiscoverCgroups();
+  if (!layout) {
+    return out;
+  }
+  const std::string rel = parent.empty() ? "" : parent;
+  for (const auto& [root, own] : {std::pair{layout->memory_root, layout->memory_own},
+                                  std::pair{layout->pids_root, layout->pids_own},
+                                  std::pair{layout->cpu_root, layout->cpu_own}}) {
+    if (!own.empty()) {
+      out.push_back((rel.empty() ? own : root + "/" + rel) + "/agentbox/" + id);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 std::string JailBackend::SandboxDir(const std::string& id) const {
@@ -225,6 +225,9 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     return Fail(created_dir.error());
   }
   const std::string dir = *created_dir;
+  // The directory without spec.json is the create's journal: a daemon that dies before the
+  // record is written has the sandbox rolled back by the next one (Recover).
+  CrashPoint("jail.create.dir");
 
   // Undoes everything below unless the sandbox starts.
   struct Undo {
@@ -250,7 +253,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       }
       helper.reset();  // SIGKILL and reap; the jail dies with it (PR_SET_PDEATHSIG)
       if (cgroups.empty()) {
-        cgroups = GuessCgroups(id, backend->opts_.cgroup_parent);
+        cgroups = backend->GuessCgroups(id);
       }
       (void)RemoveCgroups(cgroups, std::chrono::seconds(5));
       (void)UnmountBelow(dir);
@@ -277,6 +280,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     rec.host_uid = opts_.uid_base + static_cast<uint32_t>(*slot) * kIdRange;
     rec.host_gid = rec.host_uid;
     rec.id_count = kIdRange;
+    CrashPoint("jail.create.slot");
   } else {
     rec.host_uid = ::getuid();
     rec.host_gid = ::getgid();
@@ -289,6 +293,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     return Fail(disk.error());
   }
   rec.detail = disk->note;
+  CrashPoint("jail.create.disk");
   const std::string workspace = disk->root + "/workspace";
   const std::string run = dir + "/run";
   const std::string token_path = run + "/token";
@@ -402,6 +407,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   if (auto r = WriteFileAtomic(config_path, DumpJson(JailConfigToJson(cfg)), 0600); !r) {
     return Fail(r.error());
   }
+  CrashPoint("jail.create.config");
   auto launched = LaunchJail(opts_.helper_binary, dir, rec.token, deadline);
   if (!launched) {
     return Fail(launched.error());
@@ -416,10 +422,12 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   rec.helper = launched->helper_id;
   rec.init = launched->init_id;
   undo.helper.emplace(std::move(launched->helper));
+  CrashPoint("jail.create.launched");
 
   if (auto r = SaveSandboxRecord(dir + "/spec.json", rec); !r) {
     return Fail(r.error());
   }
+  CrashPoint("jail.create.recorded");
   undo.helper->Detach();  // the helper now lives as long as the sandbox
   undo.armed = false;
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
@@ -515,42 +523,17 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
     return Fail(SandboxNotFound(id));
   }
   const auto deadline = Clock::now() + opts_.stop_timeout;
-  auto rec = LoadSandboxRecord(dir + "/spec.json");
-  std::vector<std::string> cgroups;
-  if (rec) {
-    // SIGKILL to the init ends the whole pid namespace; by the time the init has exited, every
-    // other process of the jail is gone.
-    if (auto init = ProcessHandle::Open(rec->init)) {
-      (void)init->Signal(SIGKILL);
-      if (!init->WaitExit(deadline)) {
-        return Fail(ErrorCode::kTimeout, "sandbox '" + id + "' did not exit after SIGKILL");
-      }
-    }
-    // The helper reaps the init, removes the cgroups and exits.
-    if (auto helper = ProcessHandle::Open(rec->helper)) {
-      if (!helper->WaitExit(std::min(deadline, Clock::now() + std::chrono::seconds(2)))) {
-        (void)helper->Signal(SIGKILL);
-        helper->WaitExit(deadline);
-      }
-      helper->ReapIfChild();
-    }
-    cgroups = rec->cgroups;
-  } else {
-    // No record: a create that died half-way. Its cgroups, if any, kill whatever it started.
-    cgroups = GuessCgroups(id, opts_.cgroup_parent);
+  // The destroy's journal: once spec.json is renamed the sandbox is no longer listed, and a
+  // daemon that dies from here on has the destroy finished by the next one (Recover). A destroy
+  // that failed half-way (a timeout) left destroying.json: this one goes on from it.
+  const std::string dying = dir + "/destroying.json";
+  if (::rename((dir + "/spec.json").c_str(), dying.c_str()) != 0 && errno != ENOENT) {
+    return Fail(ErrnoError(errno, "rename " + dir + "/spec.json"));
   }
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (auto r = RemoveCgroups(cgroups, std::max(left, std::chrono::milliseconds(100))); !r) {
+  CrashPoint("jail.destroy.journaled");
+  auto rec = LoadSandboxRecord(dying);
+  if (auto r = RemoveEverything(id, rec ? &*rec : nullptr, deadline, nullptr); !r) {
     return Fail(r.error());
-  }
-  if (auto r = UnmountBelow(dir); !r) {
-    return Fail(r.error());
-  }
-  if (auto r = RemoveTree(dir); !r) {
-    return Fail(r.error());
-  }
-  if (rec) {
-    ReleaseSlot(rec->uid_slot, id);
   }
   Log(LogLevel::kInfo, "jail.destroyed", "id={}", id);
   return {};
@@ -579,9 +562,11 @@ Result<SandboxInfo> JailBackend::Claim(const std::string& id, const SandboxSpec&
   rec->spec.owner = spec.owner;
   rec->spec.labels = spec.labels;
   rec->expires_at = expires_at;
+  // The record is replaced whole (temporary file + rename): a crash leaves it claimed or not.
   if (auto r = SaveSandboxRecord(SandboxDir(id) + "/spec.json", *rec); !r) {
     return Fail(r.error());
   }
+  CrashPoint("jail.claim.recorded");
   return InfoFromRecord(*rec);
 }
 

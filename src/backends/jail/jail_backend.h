@@ -74,6 +74,11 @@ class JailBackend final : public SandboxBackend {
   // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,
                             double expires_at) override;
+  // jail_recovery.cc. A directory without spec.json is a create that never finished: rolled
+  // back; one with destroying.json is a destroy that never finished: finished. Helpers started
+  // for a directory that has no spec.json, id slots of such ids and their cgroups and mounts go
+  // with them. Each id is held while it is looked at, so creates in flight are left alone.
+  Result<RecoveryReport> Recover() override;
 
   const JailBackendOptions& options() const { return opts_; }
   // <state_dir>/<id>
@@ -82,10 +87,21 @@ class JailBackend final : public SandboxBackend {
  private:
   Result<SandboxInfo> CreateLocked(const std::string& id, const SandboxSpec& spec);
   Result<void> DestroyLocked(const std::string& id);
+  // Kills, unmounts and removes everything of `id` that exists: its helper processes (found by
+  // their command line when `rec` is null), cgroups, mounts, directory and id slots. Counts what
+  // it removed into `report` when given. The caller holds the id.
+  Result<void> RemoveEverything(const std::string& id, const SandboxRecord* rec,
+                                std::chrono::steady_clock::time_point deadline,
+                                RecoveryReport* report);
   SandboxInfo InfoFromRecord(const SandboxRecord& r) const;
   // The record in <state_dir>/<id>/spec.json; kNotFound "no sandbox '<id>'" when there is none
   // or `id` is not a valid sandbox id.
   Result<SandboxRecord> LoadRecord(const std::string& id) const;
+  // Cgroup directories a jail named `id` would have, for cleaning up after a create that died
+  // before it recorded them.
+  std::vector<std::string> GuessCgroups(const std::string& id) const;
+  // Removes every id slot that names `id`; returns how many.
+  int ReleaseSlotsOf(const std::string& id);
   Result<int64_t> AllocateSlot(const std::string& id);
   void ReleaseSlot(int64_t slot, const std::string& id);
 

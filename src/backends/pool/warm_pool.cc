@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/crash_point.h"
 #include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -138,6 +139,7 @@ Result<SandboxInfo> WarmPool::Create(const std::string& id, const SandboxSpec& s
     // returns carries the state. A separate Get first would cost docker a second inspect.
     auto claimed = inner_->Claim(*pooled, spec, NowUnix() + static_cast<double>(spec.ttl_s));
     if (claimed && claimed->state == SandboxState::kRunning) {
+      CrashPoint("pool.claim.claimed");
       {
         std::lock_guard lock(mu_);
         ++stats_.hits;
@@ -414,6 +416,9 @@ void WarmPool::StartOne(std::unique_lock<std::mutex>& lock, std::string key) {
   lock.unlock();
   const auto start = Clock::now();
   auto info = inner_->Create(id, spec);
+  if (info) {
+    CrashPoint("pool.refill.created");
+  }
   const double ms = Ms(Clock::now() - start);
   lock.lock();
   auto it = entries_.find(key);  // may have been evicted meanwhile: then not pooled any more

@@ -106,6 +106,9 @@ class WarmPool final : public SandboxBackend {
   ProbeResult Probe() override { return inner_->Probe(); }
   std::optional<std::string> EngineDown() override { return inner_->EngineDown(); }
   Capabilities GetCapabilities() const override { return inner_->GetCapabilities(); }
+  // The inner backend's sweep. A refill in flight holds its id in the inner backend, which
+  // leaves it alone; a pooled sandbox the sweep keeps is adopted as usual.
+  Result<RecoveryReport> Recover() override { return inner_->Recover(); }
   // kInvalidArgument if spec.labels holds a pool label.
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;

@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,75 @@ struct SpawnAttrs {
   }
 };
 
+// fork + credentials + execve. Everything is prepared before fork(); the child makes raw
+// syscalls only (no allocation, no locks, no glibc setxid broadcast) and reports the errno of a
+// failed step through a close-on-exec pipe, which closes silently on a successful execve.
+Result<pid_t> ForkWithCredentials(const SpawnOptions& opts, const std::vector<UniqueFd>& high,
+                                  char* const* argv, char* const* envp) {
+  auto report = MakePipe(false);
+  if (!report) {
+    return Fail(report.error());
+  }
+  const int report_fd = report->second.Get();
+  const uid_t uid = opts.credentials->first;
+  const gid_t gid = opts.credentials->second;
+  const char* cwd = opts.cwd.empty() ? nullptr : opts.cwd.c_str();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    return Fail(ErrnoError(errno, "fork"));
+  }
+  if (pid == 0) {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) {
+      ::sigaction(sig, &dfl, nullptr);  // SIGKILL/SIGSTOP fail harmlessly
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    int step = 0;
+    if (opts.new_session && ::setsid() < 0) {
+      step = 1;
+    }
+    for (size_t i = 0; step == 0 && i < opts.fds.size(); ++i) {
+      if (::dup2(high[i].Get(), opts.fds[i].first) < 0) {
+        step = 2;
+      }
+    }
+    if (step == 0 && cwd && ::chdir(cwd) != 0) {
+      step = 3;
+    }
+    if (step == 0 && (::syscall(SYS_setgroups, 1, &gid) != 0 ||
+                      ::syscall(SYS_setresgid, gid, gid, gid) != 0)) {
+      step = 4;
+    }
+    if (step == 0 && ::syscall(SYS_setresuid, uid, uid, uid) != 0) {
+      step = 5;
+    }
+    if (step == 0) {
+      ::execve(opts.path.c_str(), argv, envp);
+      step = 6;
+    }
+    const int msg[2] = {step, errno};
+    [[maybe_unused]] ssize_t n = ::write(report_fd, msg, sizeof(msg));
+    ::_exit(127);
+  }
+  report->second.Reset();
+  int msg[2] = {0, 0};
+  ssize_t n;
+  do {
+    n = ::read(report->first.Get(), msg, sizeof(msg));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof(msg))) {
+    // The child exits 127 and is reaped by whoever reaps this process's children.
+    static constexpr const char* kSteps[] = {"",      "setsid", "dup2",  "chdir",
+                                             "setgid", "setuid", "execve"};
+    const int step = msg[0] >= 1 && msg[0] <= 6 ? msg[0] : 6;
+    return Fail(ErrnoError(msg[1], std::string("spawn ") + opts.path + ": " + kSteps[step]));
+  }
+  return pid;
+}
+
 }  // namespace
 
 Result<pid_t> Spawn(const SpawnOptions& opts) {
@@ -50,6 +120,19 @@ Result<pid_t> Spawn(const SpawnOptions& opts) {
       return Fail(ErrnoError(errno, "spawn: dup"));
     }
     high.emplace_back(h);
+  }
+  if (opts.credentials) {
+    std::vector<char*> argv;
+    for (const auto& s : opts.argv) {
+      argv.push_back(const_cast<char*>(s.c_str()));
+    }
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    for (const auto& s : opts.env) {
+      envp.push_back(const_cast<char*>(s.c_str()));
+    }
+    envp.push_back(nullptr);
+    return ForkWithCredentials(opts, high, argv.data(), envp.data());
   }
   SpawnAttrs a;
   for (size_t i = 0; i < opts.fds.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,10 +21,15 @@ struct SpawnOptions {
   // descriptor of the parent is close-on-exec and does not leak into the child.
   std::vector<std::pair<int, int>> fds;
   bool new_session = true;  // setsid(): own session and process group (pgid == pid)
+  // When set, the child switches to this user and group (supplementary groups: just `gid`)
+  // before execve. Needs CAP_SETUID/CAP_SETGID and the ids mapped in the user namespace.
+  std::optional<std::pair<uid_t, gid_t>> credentials;
 };
 
 // Starts a child with posix_spawn (vfork-fast, safe in a multi-threaded process): signal mask
-// cleared and every signal disposition reset to default. Returns the child's pid.
+// cleared and every signal disposition reset to default. Returns the child's pid. With
+// `credentials` it forks instead (posix_spawn cannot change users); the child then makes only
+// async-signal-safe calls until execve, and a failure before execve is returned here.
 Result<pid_t> Spawn(const SpawnOptions& opts);
 
 // Creates a pipe with both ends close-on-exec; `nonblocking_read` sets O_NONBLOCK on the read

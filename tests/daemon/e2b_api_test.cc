@@ -1,0 +1,142 @@
+// The E2B layer in-process over the test-double backend: control plane auth, ownership and
+// shapes, envd routing by E2b-Sandbox-Id, the access token, Connect envelopes and error codes.
+// Sandboxes are created natively here: the E2B create also makes the `user` account, which the
+// test double (guests running on the host, unjailed) must never do. tests/e2b covers create
+// with E2B's SDK against real sandboxes.
+#include <gtest/gtest.h>
+
+#include "common/base64.h"
+#include "daemon/e2b/translate.h"
+#include "fakes/daemon_fixture.h"
+
+namespace agentbox::daemon {
+namespace {
+
+using fakes::HttpReply;
+
+class E2bApiTest : public fakes::DaemonFixture {
+ protected:
+  HttpReply Control(const std::string& method, const std::string& path, const std::string& key,
+                    const std::string& body = "") {
+    std::vector<std::string> h = {"Content-Type: application/json"};
+    if (!key.empty()) {
+      h.push_back("X-API-KEY: " + key);
+    }
+    return Call(method, path, body, "-", h);
+  }
+  HttpReply Envd(const std::string& id, const std::string& token, const std::string& method,
+                 const std::string& body, const std::string& ctype = "application/json") {
+    return Call("POST", "/" + method, body, "-",
+                {"Content-Type: " + ctype, "E2b-Sandbox-Id: " + id, "X-Access-Token: " + token,
+                 "Authorization: Basic " + Base64Encode("root:")});
+  }
+  // The JSON payloads of a Connect stream, end-of-stream last (prefixed "END:").
+  static std::vector<std::string> Envelopes(const std::string& body) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    while (pos + 5 <= body.size()) {
+      const auto flags = static_cast<uint8_t>(body[pos]);
+      const uint32_t n = (static_cast<uint32_t>(static_cast<uint8_t>(body[pos + 1])) << 24) |
+                         (static_cast<uint32_t>(static_cast<uint8_t>(body[pos + 2])) << 16) |
+                         (static_cast<uint32_t>(static_cast<uint8_t>(body[pos + 3])) << 8) |
+                         static_cast<uint32_t>(static_cast<uint8_t>(body[pos + 4]));
+      out.push_back((flags & 2 ? "END:" : "") + body.substr(pos + 5, n));
+      pos += 5 + n;
+    }
+    return out;
+  }
+};
+
+TEST_F(E2bApiTest, ControlPlaneShapesAuthAndOwnership) {
+  const std::string id = CreateAs("key-alice", R"({"labels": {"team": "a"}})");
+  HttpReply got = Control("GET", "/sandboxes/" + id, "key-alice");
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.json["sandboxID"], id);
+  EXPECT_EQ(got.json["templateID"], "base");
+  EXPECT_EQ(got.json["envdVersion"], e2b::kEnvdVersion);
+  EXPECT_EQ(got.json["metadata"], Json({{"team", "a"}}));
+  EXPECT_EQ(got.json["state"], "running");
+  EXPECT_FALSE(got.json["envdAccessToken"].get<std::string>().empty());
+
+  HttpReply other = Control("GET", "/sandboxes/" + id, "key-bob");
+  EXPECT_EQ(other.status, 404);
+  EXPECT_EQ(other.json["code"], 404);
+  HttpReply nokey = Control("GET", "/v2/sandboxes", "");
+  EXPECT_EQ(nokey.status, 401);
+  EXPECT_EQ(nokey.json["code"], 401);
+
+  HttpReply list = Control("GET", "/v2/sandboxes?metadata=team%3Da&limit=10", "key-alice");
+  ASSERT_EQ(list.status, 200) << list.body;
+  ASSERT_EQ(list.json.size(), 1u);
+  EXPECT_EQ(list.json[0]["sandboxID"], id);
+  EXPECT_FALSE(list.json[0].contains("envdAccessToken"));
+  EXPECT_EQ(Control("GET", "/v2/sandboxes?metadata=team%3Db", "key-alice").json.size(), 0u);
+  EXPECT_EQ(Control("GET", "/v2/sandboxes", "key-bob").json.size(), 0u);
+
+  EXPECT_EQ(Control("POST", "/sandboxes/" + id + "/timeout", "key-alice", R"({"timeout": 600})")
+                .status,
+            204);
+  EXPECT_EQ(Control("POST", "/sandboxes/" + id + "/timeout", "key-alice", R"({"t": 1})").status,
+            400);
+  EXPECT_EQ(Control("POST", "/sandboxes/" + id + "/pause", "key-alice").status, 501);
+  EXPECT_EQ(Control("DELETE", "/sandboxes/" + id, "key-bob").status, 404);
+  EXPECT_EQ(Control("DELETE", "/sandboxes/" + id, "key-alice").status, 204);
+  EXPECT_EQ(Control("DELETE", "/sandboxes/" + id, "key-alice").status, 404);
+}
+
+TEST_F(E2bApiTest, EnvdRoutingTokenAndConnect) {
+  const std::string id = CreateAs("key-alice");
+  const std::string token =
+      Control("GET", "/sandboxes/" + id, "key-alice").json["envdAccessToken"].get<std::string>();
+
+  HttpReply stat = Envd(id, token, "filesystem.Filesystem/Stat",
+                        Json{{"path", Workspace(id)}}.dump());
+  ASSERT_EQ(stat.status, 200) << stat.body;
+  EXPECT_EQ(stat.json["entry"]["type"], "FILE_TYPE_DIRECTORY");
+  HttpReply missing = Envd(id, token, "filesystem.Filesystem/Stat",
+                           Json{{"path", Workspace(id) + "/nope"}}.dump());
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.json["code"], "not_found");
+  EXPECT_EQ(Envd(id, "wrong", "process.Process/List", "{}").json["code"], "unauthenticated");
+  EXPECT_EQ(Envd("sb-nope", token, "process.Process/List", "{}").status, 502);
+  EXPECT_EQ(Envd(id, token, "process.Process/Update", "{}").json["code"], "unimplemented");
+
+  const std::string start =
+      R"({"process":{"cmd":"/bin/sh","args":["-c","echo hi; echo e >&2; exit 3"]}})";
+  HttpReply run = Envd(id, token, "process.Process/Start", e2b::Envelope(0, start),
+                       "application/connect+json");
+  ASSERT_EQ(run.status, 200) << run.body;
+  EXPECT_EQ(run.content_type, "application/connect+json");
+  auto env = Envelopes(run.body);
+  ASSERT_GE(env.size(), 4u) << run.body;
+  EXPECT_TRUE(Json::parse(env.front())["event"].contains("start")) << env.front();
+  std::string out;
+  std::string err;
+  for (const auto& e : env) {
+    const Json j = Json::parse(e.starts_with("END:") ? e.substr(4) : e);
+    if (j.contains("event") && j["event"].contains("data")) {
+      out += *Base64Decode(j["event"]["data"].value("stdout", ""));
+      err += *Base64Decode(j["event"]["data"].value("stderr", ""));
+    }
+  }
+  EXPECT_EQ(out, "hi\n");
+  EXPECT_EQ(err, "e\n");
+  EXPECT_EQ(Json::parse(env[env.size() - 2])["event"]["end"]["exitCode"], 3);
+  EXPECT_EQ(env.back(), "END:{}");
+
+  HttpReply bad = Envd(id, token, "process.Process/Start", e2b::Envelope(0, "{}"),
+                       "application/connect+json");
+  EXPECT_EQ(bad.status, 200);  // stream errors travel in the end-of-stream envelope
+  EXPECT_EQ(Json::parse(Envelopes(bad.body).back().substr(4))["error"]["code"],
+            "invalid_argument");
+  HttpReply gone = Envd(id, token, "process.Process/Connect",
+                        e2b::Envelope(0, R"({"process":{"pid":999999}})"),
+                        "application/connect+json");
+  EXPECT_EQ(Json::parse(Envelopes(gone.body).back().substr(4))["error"]["code"], "not_found");
+  HttpReply health = Call("GET", "/health", "", "-",
+                          {"E2b-Sandbox-Id: " + id, "X-Access-Token: " + token});
+  EXPECT_EQ(health.status, 204);
+}
+
+}  // namespace
+}  // namespace agentbox::daemon

@@ -1,0 +1,290 @@
+// E2B's unmodified npm SDK against agentboxd (tests/e2b/run-e2b-sdk.sh starts it and sets
+// E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY). Every call docs/e2b.md lists as supported, the
+// errors the SDK must raise for bad input, a second SDK client reconnecting, and the same
+// sandbox through the native API and the `agentbox` CLI (AGENTBOX_CLI).
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import http from 'node:http'
+import {
+  AuthenticationError,
+  CommandExitError,
+  NotFoundError,
+  Sandbox,
+  SandboxError,
+  TimeoutError,
+} from 'e2b'
+
+const results = []
+async function step(name, fn) {
+  const t0 = performance.now()
+  try {
+    await fn()
+    results.push(name)
+    console.log(`ok   ${name} (${(performance.now() - t0).toFixed(0)} ms)`)
+  } catch (e) {
+    console.error(`FAIL ${name}: ${e?.stack ?? e}`)
+    process.exitCode = 1
+    throw e
+  }
+}
+
+// The native API on agentboxd's unix socket (the local, all-seeing caller).
+function native(method, path, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath: process.env.AGENTBOX_SOCKET, path, method,
+        headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let data = ''
+        res.on('data', (c) => (data += c))
+        res.on('end', () => resolve({ status: res.statusCode, body: data ? JSON.parse(data) : null }))
+      })
+    req.on('error', reject)
+    req.end(body ? JSON.stringify(body) : undefined)
+  })
+}
+
+function cli(...args) {
+  return execFileSync(process.env.AGENTBOX_CLI, [
+    '--url', process.env.E2B_API_URL, '--api-key', process.env.E2B_API_KEY, ...args,
+  ], { encoding: 'utf8' })
+}
+
+async function rejects(promise, cls, name) {
+  try {
+    await promise
+  } catch (e) {
+    assert.ok(e instanceof cls, `${name}: expected ${cls.name}, got ${e?.constructor?.name}: ${e?.message}`)
+    return e
+  }
+  assert.fail(`${name}: expected ${cls.name}, nothing was thrown`)
+}
+
+const runId = Math.random().toString(16).slice(2, 10)
+let sbx
+// Whether the sandbox has the `user` account: every backend whose image has a writable /etc.
+// The jail's default image is the host's root with /etc read-only: there commands run as the
+// sandbox's root with HOME and cwd /home/user (docs/e2b.md).
+let hasUser = true
+let me = 'user'
+
+await step('create with metadata, envs and timeout', async () => {
+  sbx = await Sandbox.create({ metadata: { suite: 'e2b-sdk', run: runId }, envs: { FROM_CREATE: 'yes' },
+    timeoutMs: 600_000 })
+  assert.match(sbx.sandboxId, /^sb-/)
+})
+
+await step('the `user` account exists where /etc is writable', async () => {
+  const r = await sbx.commands.run('grep -c "^user:" /etc/passwd || true; test -w /etc/passwd && echo rw || echo ro',
+    { user: 'root' })
+  const [count, mode] = r.stdout.trim().split('\n')
+  hasUser = count === '1'
+  me = hasUser ? 'user' : 'root'
+  if (mode === 'rw' || process.env.AGENTBOX_BACKEND === 'docker') {
+    assert.equal(hasUser, true, 'a writable /etc must get the user account')
+  } else {
+    console.log('note: /etc is read-only in this sandbox: commands run as root with HOME=/home/user')
+  }
+})
+
+await step('commands.run: stdout, stderr, exit code', async () => {
+  const r = await sbx.commands.run('echo hi; echo oops >&2')
+  assert.equal(r.exitCode, 0)
+  assert.equal(r.stdout, 'hi\n')
+  assert.equal(r.stderr, 'oops\n')
+})
+
+await step('default user, home and cwd; sandbox and per-command envs; cwd option', async () => {
+  const r = await sbx.commands.run('whoami; echo $HOME; pwd; echo $FROM_CREATE $PER_CMD',
+    { envs: { PER_CMD: 'also' } })
+  assert.equal(r.stdout, `${me}\n/home/user\n/home/user\nyes also\n`)
+  const root = await sbx.commands.run('whoami; pwd', { user: 'root', cwd: '/tmp' })
+  assert.equal(root.stdout, 'root\n/tmp\n')
+})
+
+await step('streamed output reaches onStdout/onStderr as it is written', async () => {
+  const out = []
+  const err = []
+  const r = await sbx.commands.run('for i in 1 2 3; do echo $i; sleep 0.05; done; echo e >&2',
+    { onStdout: (d) => out.push(d), onStderr: (d) => err.push(d) })
+  assert.equal(out.join(''), '1\n2\n3\n')
+  assert.ok(out.length >= 2, `expected several stdout chunks, got ${out.length}`)
+  assert.equal(err.join(''), 'e\n')
+  assert.equal(r.stdout, '1\n2\n3\n')
+})
+
+await step('a failing command raises CommandExitError', async () => {
+  const e = await rejects(sbx.commands.run('echo bad >&2; exit 3'), CommandExitError, 'exit 3')
+  assert.equal(e.exitCode, 3)
+  assert.equal(e.stderr, 'bad\n')
+})
+
+await step('a command over its timeout raises TimeoutError', async () => {
+  await rejects(sbx.commands.run('sleep 5', { timeoutMs: 700 }), TimeoutError, 'timeout')
+})
+
+await step('background command: list, wait', async () => {
+  const h = await sbx.commands.run('sleep 0.3; echo done', { background: true })
+  assert.ok(h.pid > 0)
+  const list = await sbx.commands.list()
+  assert.ok(list.some((p) => p.pid === h.pid && p.cmd === '/bin/bash'), JSON.stringify(list))
+  const r = await h.wait()
+  assert.equal(r.stdout, 'done\n')
+  assert.equal(r.exitCode, 0)
+})
+
+await step('stdin: sendStdin and closeStdin', async () => {
+  const h = await sbx.commands.run('cat', { background: true, stdin: true })
+  await sbx.commands.sendStdin(h.pid, 'abc')
+  await sbx.commands.closeStdin(h.pid)
+  const r = await h.wait()
+  assert.equal(r.stdout, 'abc')
+})
+
+await step('second SDK client: connect to the sandbox, reattach to a process, kill it', async () => {
+  const h = await sbx.commands.run('echo started; sleep 60', { background: true })
+  const other = await Sandbox.connect(sbx.sandboxId)
+  assert.equal(other.sandboxId, sbx.sandboxId)
+  const seen = []
+  const h2 = await other.commands.connect(h.pid, { onStdout: (d) => seen.push(d) })
+  assert.equal(h2.pid, h.pid)
+  assert.equal(await other.commands.kill(h.pid), true)
+  const e = await rejects(h2.wait(), CommandExitError, 'killed process')
+  assert.equal(e.exitCode, -1)
+  await rejects(h.wait(), CommandExitError, 'killed process (first client)')
+  assert.equal(await other.commands.kill(h.pid), false)  // gone now
+  await rejects(other.commands.connect(h.pid), NotFoundError, 'connect to an ended pid')
+})
+
+await step('files: write, read, exists, getInfo, list, makeDir, rename, remove', async () => {
+  const w = await sbx.files.write('notes/hello.txt', 'content\n')
+  assert.equal(w.path, '/home/user/notes/hello.txt')
+  assert.equal(await sbx.files.read('notes/hello.txt'), 'content\n')
+  const bytes = await sbx.files.read('/home/user/notes/hello.txt', { format: 'bytes' })
+  assert.equal(Buffer.from(bytes).toString(), 'content\n')
+  assert.equal(await sbx.files.exists('notes/hello.txt'), true)
+  assert.equal(await sbx.files.exists('notes/missing.txt'), false)
+  const info = await sbx.files.getInfo('notes/hello.txt')
+  assert.equal(info.type, 'file')
+  assert.equal(info.size, 8)
+  assert.equal(info.owner, me)
+  assert.ok(info.modifiedTime instanceof Date && info.modifiedTime.getTime() > 0)
+  const owner = await sbx.commands.run('stat -c %U notes/hello.txt; echo more >> notes/hello.txt')
+  assert.equal(owner.stdout, `${me}\n`)
+  assert.equal(await sbx.files.makeDir('notes/sub/deeper'), true)
+  assert.equal(await sbx.files.makeDir('notes/sub/deeper'), false)
+  const entries = await sbx.files.list('notes')
+  assert.deepEqual(entries.map((e) => [e.name, e.type]).sort(), [['hello.txt', 'file'], ['sub', 'dir']])
+  const deep = await sbx.files.list('notes', { depth: 2 })
+  assert.ok(deep.some((e) => e.path === '/home/user/notes/sub/deeper'))
+  const moved = await sbx.files.rename('notes/hello.txt', 'notes/sub/moved.txt')
+  assert.equal(moved.path, '/home/user/notes/sub/moved.txt')
+  assert.equal(await sbx.files.read('notes/sub/moved.txt'), 'content\nmore\n')
+  await sbx.files.remove('notes')
+  assert.equal(await sbx.files.exists('notes'), false)
+})
+
+await step('files: missing file raises NotFoundError', async () => {
+  await rejects(sbx.files.read('no/such/file'), NotFoundError, 'read missing')
+  await rejects(sbx.files.getInfo('no/such/file'), NotFoundError, 'getInfo missing')
+  await rejects(sbx.files.list('no/such/dir'), NotFoundError, 'list missing')
+  await rejects(sbx.files.rename('no/such', 'x'), NotFoundError, 'rename missing')
+})
+
+await step('isRunning, getInfo, setTimeout', async () => {
+  assert.equal(await sbx.isRunning(), true)
+  const info = await sbx.getInfo()
+  assert.equal(info.sandboxId, sbx.sandboxId)
+  assert.equal(info.templateId, 'base')
+  assert.deepEqual(info.metadata, { suite: 'e2b-sdk', run: runId })
+  assert.equal(info.state, 'running')
+  assert.ok(info.endAt > info.startedAt)
+  await sbx.setTimeout(120_000)
+  const after = await Sandbox.getInfo(sbx.sandboxId)
+  const left = after.endAt.getTime() - Date.now()
+  assert.ok(left > 100_000 && left <= 121_000, `endAt is ${left} ms away`)
+})
+
+let second
+await step('list: metadata filter and pagination', async () => {
+  second = await Sandbox.create({ metadata: { suite: 'e2b-sdk', run: runId, which: 'second' } })
+  const mine = Sandbox.list({ query: { metadata: { run: runId } }, limit: 1 })
+  const ids = []
+  let pages = 0
+  while (mine.hasNext) {
+    const items = await mine.nextItems()
+    pages++
+    ids.push(...items.map((s) => s.sandboxId))
+  }
+  assert.equal(pages, 2)
+  assert.deepEqual(ids.sort(), [sbx.sandboxId, second.sandboxId].sort())
+  const only = await Sandbox.list({ query: { metadata: { run: runId, which: 'second' } } }).nextItems()
+  assert.deepEqual(only.map((s) => s.sandboxId), [second.sandboxId])
+  const none = await Sandbox.list({ query: { metadata: { run: 'nothing-' + runId } } }).nextItems()
+  assert.deepEqual(none, [])
+})
+
+await step('bad input: wrong key, another key, unknown sandbox, wrong envd token', async () => {
+  await rejects(Sandbox.create({ apiKey: 'e2b_00000000000000000000' }), AuthenticationError, 'wrong key')
+  await rejects(Sandbox.list({ apiKey: 'e2b_00000000000000000000' }).nextItems(), AuthenticationError,
+    'wrong key list')
+  const other = { apiKey: process.env.E2B_OTHER_API_KEY }
+  await rejects(Sandbox.connect(sbx.sandboxId, other), NotFoundError, "another key's sandbox")
+  await rejects(Sandbox.getInfo(sbx.sandboxId, other), NotFoundError, "another key's getInfo")
+  assert.equal(await Sandbox.kill(sbx.sandboxId, other), false)
+  assert.deepEqual(await Sandbox.list({ ...other, query: { metadata: { run: runId } } }).nextItems(), [])
+  await rejects(Sandbox.connect('sb-doesnotexist'), NotFoundError, 'unknown sandbox')
+  await rejects(Sandbox.getInfo('sb-doesnotexist'), NotFoundError, 'unknown getInfo')
+  assert.equal(await Sandbox.kill('sb-doesnotexist'), false)
+  const t = await rejects(Sandbox.create('no-such-template'), SandboxError, 'unknown template')
+  assert.equal(t.statusCode, 404)  // the SDK's create maps only 401/429/503 to classes
+  const res = await fetch(`${process.env.E2B_SANDBOX_URL}/process.Process/List`, {
+    method: 'POST', body: '{}',
+    headers: { 'content-type': 'application/json', 'connect-protocol-version': '1',
+      'e2b-sandbox-id': sbx.sandboxId, 'x-access-token': 'wrong' },
+  })
+  assert.equal(res.status, 401)
+  assert.equal((await res.json()).code, 'unauthenticated')
+})
+
+await step('same sandbox through the native API and the CLI, both ways', async () => {
+  const got = await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)
+  assert.equal(got.status, 200)
+  assert.equal(got.body.data.labels.run, runId)
+  await sbx.files.write('/home/user/from-e2b.txt', 'via e2b')
+  const ran = await native('POST', `/v1/sandboxes/${sbx.sandboxId}/api/v1/shell/run`,
+    { command: 'cat /home/user/from-e2b.txt' })
+  assert.equal(ran.body.data.stdout, 'via e2b')
+  if (process.env.AGENTBOX_CLI) {
+    assert.ok(cli('list').includes(sbx.sandboxId))
+    assert.equal(cli('exec', sbx.sandboxId, '--', 'cat', '/home/user/from-e2b.txt'), 'via e2b')
+    const created = cli('create').trim()
+    const viaSdk = await Sandbox.connect(created)
+    assert.equal((await viaSdk.commands.run('whoami')).stdout, `${me}\n`)
+    assert.ok((await Sandbox.list().nextItems()).some((s) => s.sandboxId === created))
+    cli('rm', created)
+    await rejects(Sandbox.getInfo(created), NotFoundError, 'deleted through the CLI')
+  }
+  // Created natively with the same key (the unix socket's sandboxes belong to "local").
+  const made = await fetch(`${process.env.E2B_API_URL}/v1/sandboxes`, {
+    method: 'POST', body: JSON.stringify({ labels: { run: runId } }),
+    headers: { authorization: `Bearer ${process.env.E2B_API_KEY}`, 'content-type': 'application/json' },
+  })
+  assert.equal(made.status, 201)
+  const id = (await made.json()).data.id
+  const fromNative = await Sandbox.connect(id)
+  assert.equal((await fromNative.commands.run('echo native')).stdout, 'native\n')
+  assert.equal(await Sandbox.kill(id), true)
+  assert.equal((await native('GET', `/v1/sandboxes/${id}`)).status, 404)
+})
+
+await step('kill: the sandbox is gone for every client', async () => {
+  assert.equal(await second.kill(), true)
+  await sbx.kill()
+  assert.equal(await Sandbox.kill(sbx.sandboxId), false)
+  await rejects(Sandbox.getInfo(sbx.sandboxId), NotFoundError, 'getInfo after kill')
+  assert.equal(await sbx.isRunning(), false)
+  await assert.rejects(sbx.commands.run('echo hi'))
+})
+
+console.log(`e2b sdk: ${results.length} steps passed on ${process.env.AGENTBOX_BACKEND}`)
