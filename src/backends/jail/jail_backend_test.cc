@@ -3,6 +3,7 @@
 // and id ranges, root) and skip with the reason when the kernel or user cannot provide them.
 #include "backends/jail/jail_backend.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include "backends/jail/jail_test_util.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_record.h"
+#include "common/unique_fd.h"
 
 namespace agentbox::jail {
 namespace {
@@ -30,6 +32,14 @@ using JailBackendTest = JailFixture;
 std::string PidNamespaceOf(pid_t pid) {
   std::error_code ec;
   return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/ns/pid", ec).string();
+}
+
+// Keeps `pid`'s pid namespace alive, so that its inode number (what PidNamespaceOf compares)
+// is not handed to a namespace created later, e.g. by a jail of a test running in parallel,
+// whose processes would then look like leftovers of this one.
+UniqueFd HoldPidNamespace(pid_t pid) {
+  return UniqueFd(::open(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(),
+                         O_RDONLY | O_CLOEXEC));
 }
 
 bool IsZombie(pid_t pid) {
@@ -62,13 +72,15 @@ std::vector<pid_t> ProcessesIn(const std::string& ns, const std::string& cgroup_
 
 // Destroys `id` and checks that nothing of it is left: processes, cgroups, mounts, files.
 void DestroyAndExpectNoTraces(JailBackend& backend, const SandboxRecord& rec) {
+  const UniqueFd ns_held = HoldPidNamespace(rec.init.pid);
+  ASSERT_TRUE(ns_held);
   const std::string ns = PidNamespaceOf(rec.init.pid);
   ASSERT_FALSE(ns.empty());
   const std::string dir = backend.SandboxDir(rec.id);
   ASSERT_TRUE(backend.Destroy(rec.id));
   EXPECT_EQ(GetProcessStatus(rec.init), ProcessStatus::kGone);
   EXPECT_EQ(GetProcessStatus(rec.helper), ProcessStatus::kGone);
-  EXPECT_TRUE(ProcessesIn(ns, "/agentbox/" + rec.id + "\n").empty());
+  EXPECT_EQ(ProcessesIn(ns, "/agentbox/" + rec.id + "\n"), std::vector<pid_t>{});
   for (const auto& cg : rec.cgroups) {
     EXPECT_FALSE(std::filesystem::exists(cg)) << cg;
   }
@@ -279,6 +291,8 @@ TEST_F(JailBackendTest, KillingTheHelperEndsTheSandbox) {
   const SandboxInfo info = CreateOrDie("anchor");
   ASSERT_TRUE(StartProcess(info, "sleep 1000"));
   const SandboxRecord rec = RecordOf("anchor");
+  const UniqueFd ns_held = HoldPidNamespace(rec.init.pid);
+  ASSERT_TRUE(ns_held);
   const std::string ns = PidNamespaceOf(rec.init.pid);
   auto init = ProcessHandle::Open(rec.init);
   ASSERT_TRUE(init);
@@ -292,7 +306,7 @@ TEST_F(JailBackendTest, KillingTheHelperEndsTheSandbox) {
   // The init lost its parent and was reparented to the host's pid 1, which alone can reap it:
   // it may linger as a zombie where pid 1 does not reap. Nothing of the jail still runs.
   EXPECT_NE(GetProcessStatus(rec.init), ProcessStatus::kRunning);
-  EXPECT_TRUE(ProcessesIn(ns, "/agentbox/anchor\n", /*skip_zombies=*/true).empty());
+  EXPECT_EQ(ProcessesIn(ns, "/agentbox/anchor\n", /*skip_zombies=*/true), std::vector<pid_t>{});
   for (const auto& cg : rec.cgroups) {
     EXPECT_FALSE(std::filesystem::exists(cg)) << cg;
   }
