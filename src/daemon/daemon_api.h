@@ -129,7 +129,7 @@ class DaemonApi : public http::Dispatcher {
   // Sends a spooled upload (the E2B API's) to the sandbox's guest and answers `done`.
   void RelayUpload(const SandboxEntry& entry, const std::string& query,
                    const std::string& content_type, std::shared_ptr<UniqueFd> file, uint64_t size,
-                   const http::Respond& done);
+                   const http::Respond& done, const std::string& op = "file/upload");
   // Drops a shared backend's sandbox that another daemon destroyed.
   void ForgetShared(const std::string& id);
   void Create(const http::Request& req, const Caller& caller, http::Respond respond);

@@ -1,4 +1,5 @@
 #include "daemon/daemon_api.h"
+#include "daemon/spool_sink.h"
 #include "daemon/api_detail.h"
 
 #include <fcntl.h>
@@ -67,30 +68,84 @@ class StreamRelay : public http::BodySource {
 }  // namespace
 
 std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) {
-  // Uploads and archives under /v1/sandboxes/{id}/api/v1/file/ never get here: they are relayed
-  // on raw connections (bulk_relay.cc). The E2B API's uploads are spooled, then RelayUpload()ed.
-  return e2b_->StreamBody(req);
+  if (auto e2b = e2b_->StreamBody(req)) {
+    return e2b;
+  }
+  // Uploads and archives under /v1/sandboxes/{id}/api/v1/file/ are relayed on raw connections
+  // (bulk_relay.cc) and never get here, except on TLS connections, where the bytes are not the
+  // socket's: those are spooled to disk and relayed as one request.
+  auto parts = SplitPath(req.path);
+  if (req.method != "POST" || parts.size() != 7 || parts[0] != "v1" || parts[1] != "sandboxes" ||
+      parts[3] != "api" || parts[4] != "v1" || parts[5] != "file" ||
+      (parts[6] != "upload" && parts[6] != "archive")) {
+    return nullptr;
+  }
+  auto caller = Authenticate(req);
+  if (!caller) {
+    return std::make_unique<AnswerSink>(JsonErr(
+        Error{ErrorCode::kUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)"}));
+  }
+  const std::string id = parts[2];
+  const std::string op = "file/" + parts[6];
+  auto entry = Find(id, *caller);
+  // A sandbox of a shared backend that another replica created is looked up once the body is
+  // spooled (the lookup blocks, and this runs on the I/O thread).
+  const bool look_up_later = !entry && HasSharedBackend() && ValidSandboxId(id);
+  if (!entry && !look_up_later) {
+    return std::make_unique<AnswerSink>(
+        JsonErr(Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+  }
+  auto fd = OpenUnlinkedFile(opts_.spool_dir);
+  if (!fd) {
+    return std::make_unique<AnswerSink>(JsonErr(
+        Error{fd.error().code, "spool upload: " + fd.error().message, fd.error().sys_errno}));
+  }
+  const std::string query = req.query;
+  const std::string content_type = req.Header("content-type");
+  ++in_flight_;
+  return std::make_unique<SpoolSink>(
+      std::move(*fd), [this, id, op, entry, look_up_later, caller = *caller, query, content_type](
+                          std::shared_ptr<UniqueFd> file, uint64_t size, http::Respond respond) {
+        // In flight until answered, however the answer comes.
+        http::Respond done = [this, respond](http::Response out) {
+          respond(std::move(out));
+          --in_flight_;
+        };
+        if (!look_up_later) {
+          return RelayUpload(*entry, query, content_type, std::move(file), size, done, op);
+        }
+        pool_.Post([this, id, op, caller, query, content_type, file, size, done] {
+          FindShared(id);
+          auto found = Find(id, caller);
+          if (!found) {
+            return done(JsonErr(Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+          }
+          boost::asio::post(io_, [this, found = *found, op, query, content_type, file, size, done] {
+            RelayUpload(found, query, content_type, file, size, done, op);
+          });
+        });
+      });
 }
 
 void DaemonApi::RelayUpload(const SandboxEntry& entry, const std::string& query,
                             const std::string& content_type, std::shared_ptr<UniqueFd> file,
-                            uint64_t size, const http::Respond& done) {
+                            uint64_t size, const http::Respond& done, const std::string& op) {
   http::ClientRequest cr;
   cr.method = "POST";
-  cr.target = "/api/v1/file/upload" + (query.empty() ? "" : "?" + query);
+  cr.target = "/api/v1/" + op + (query.empty() ? "" : "?" + query);
   cr.headers = {{"Content-Type", content_type}, {"X-Access-Token", entry.info.guest_token}};
   cr.body_file = std::move(file);
   cr.body_file_size = size;
   const auto deadline = UploadDeadline(health_.deadlines(), size);
   health_.BeforeCall(
-      entry.info, "file/upload", done,
-      [this, entry, deadline, done, cr = std::move(cr)]() mutable {
+      entry.info, op, done,
+      [this, entry, op, deadline, done, cr = std::move(cr)]() mutable {
         client_.Send(entry.info.guest_endpoint.substr(5), std::move(cr), deadline,
-                     [this, entry, deadline, done,
+                     [this, entry, op, deadline, done,
                       start = Clock::now()](Result<http::ClientResponse> r) {
-                       CountRelayed(entry.info.backend, "file/upload", r, start);
+                       CountRelayed(entry.info.backend, op, r, start);
                        if (GuestTimedOut(r)) {
-                         return health_.OnTimeout(entry.info, "file/upload", deadline, done);
+                         return health_.OnTimeout(entry.info, op, deadline, done);
                        }
                        if (!r) {
                          return done(JsonErr(r.error()));

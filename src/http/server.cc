@@ -184,18 +184,22 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
       return;
     }
-    if (d_.WantsRaw(req_)) {
-      RawConnection raw;
-      raw.buffered = beast::buffers_to_string(buffer_.data());
-      buffer_.consume(buffer_.size());
-      beast::error_code rec;
-      raw.fd.Reset(socket_.release(rec));
-      if (rec) {
+    // A raw relay moves the socket's bytes as they are: on TLS connections they are ciphertext,
+    // so those requests take the ordinary streamed path instead.
+    if constexpr (!kIsTls<Socket>) {
+      if (d_.WantsRaw(req_)) {
+        RawConnection raw;
+        raw.buffered = beast::buffers_to_string(buffer_.data());
+        buffer_.consume(buffer_.size());
+        beast::error_code rec;
+        raw.fd.Reset(socket_.release(rec));
+        if (rec) {
+          return;
+        }
+        ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
+        d_.HandleRaw(std::move(req_), std::move(raw));
         return;
       }
-      ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
-      d_.HandleRaw(std::move(req_), std::move(raw));
-      return;
     }
     const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
     sink_ = d_.StreamBody(req_);

@@ -290,6 +290,6 @@ TEST_P(Bulk, ClientsThatVanishLeaveNoPartialFileAndFreeTheDaemon) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Bulk, ::testing::ValuesIn(Backends()),
-                         [](const auto& p) { return p.param; });
+                         agentbox::conformance::ParamName);
 
 }  // namespace

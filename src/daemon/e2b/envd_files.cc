@@ -7,8 +7,12 @@
 #include "daemon/daemon_api.h"
 #include "daemon/e2b/e2b_api.h"
 #include "daemon/e2b/translate.h"
+#include "daemon/spool_sink.h"
 
 namespace agentbox::daemon::e2b {
+
+using daemon::AnswerSink;
+using daemon::SpoolSink;
 
 namespace {
 
@@ -23,46 +27,6 @@ std::string GuestMessage(const std::string& body) {
   const Json env = Json::parse(body, nullptr, false);
   return env.is_object() ? env.value("message", body) : body;
 }
-
-// Drops the body and answers a response decided before it arrived.
-class AnswerSink : public http::BodySink {
- public:
-  explicit AnswerSink(http::Response r) : r_(std::move(r)) {}
-  Result<void> OnData(std::string_view) override { return {}; }
-  void OnEnd(http::Respond respond) override { respond(std::move(r_)); }
-
- private:
-  http::Response r_;
-};
-
-// Writes the body to an unlinked file, then hands it on.
-class SpoolSink : public http::BodySink {
- public:
-  using Done = std::function<void(std::shared_ptr<UniqueFd>, uint64_t, http::Respond)>;
-  SpoolSink(UniqueFd fd, Done done)
-      : fd_(std::make_shared<UniqueFd>(std::move(fd))), done_(std::move(done)) {}
-  Result<void> OnData(std::string_view bytes) override {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = ::write(fd_->Get(), bytes.data() + off, bytes.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        return Fail(ErrnoError(errno, "spool upload"));
-      }
-      off += static_cast<size_t>(n);
-    }
-    size_ += bytes.size();
-    return {};
-  }
-  void OnEnd(http::Respond respond) override { done_(fd_, size_, std::move(respond)); }
-
- private:
-  std::shared_ptr<UniqueFd> fd_;
-  uint64_t size_ = 0;
-  Done done_;
-};
 
 }  // namespace
 
