@@ -128,6 +128,16 @@ size_t OpenFds(pid_t pid) {
 
 class Bulk : public Conformance {
  protected:
+  void SetUp() override {
+    if (GetParam() == "cloudrun") {
+      // Not a capability /v1/info can state yet, so said here: in job mode the daemon itself
+      // serves the sandbox's files from the bucket (backends/cloudrun/guest_server.cc), and that
+      // server takes multipart uploads only and has no file/archive (docs/cloudrun.md).
+      GTEST_SKIP() << "cloudrun job mode: raw-body uploads and file/archive are not served by the "
+                      "daemon's bucket file server (docs/cloudrun.md); session mode has them";
+    }
+    Conformance::SetUp();
+  }
   std::string Url(const std::string& op, const std::string& query) {
     return "/v1/sandboxes/" + id_ + "/api/v1/file/" + op + "?" + query;
   }
