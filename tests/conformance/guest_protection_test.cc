@@ -255,7 +255,17 @@ TEST_P(GuestProtection, FrozenGuestTimesOutShowsUnresponsiveAndRecovers) {
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(Sandbox()["state"], "running");
-  EXPECT_EQ(Exec("s", "pwd")["output"], "/tmp\n");
+  // The thawed guest now runs the "echo hi" it received while frozen (its client already had the
+  // 504): until that ends, the session answers 409, as for any command still running.
+  Reply pwd;
+  const auto idle_by = Clock::now() + 10s;
+  do {
+    pwd = Api("shell/exec", {{"id", "s"}, {"command", "pwd"}, {"wait_seconds", 30}});
+    if (pwd.status != 409) break;
+    std::this_thread::sleep_for(100ms);
+  } while (Clock::now() < idle_by);
+  EXPECT_EQ(pwd.status, 200) << pwd.body;
+  EXPECT_EQ(pwd.data()["output"], "/tmp\n") << pwd.body;
 
   // Frozen again, then replaced: /workspace is kept, and the session comes back from the
   // daemon's snapshot of its state (still in /tmp), saying so.
