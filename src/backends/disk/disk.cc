@@ -289,7 +289,8 @@ size_t DiskMaker::ready() const {
 }
 
 Result<std::string> DiskMaker::Template(uint64_t bytes) {
-  const std::string path = work_dir_ + "/template-" + std::to_string(bytes) + ".img";
+  // "-j": made with a journal (templates made before, without one, are left alone).
+  const std::string path = work_dir_ + "/template-j-" + std::to_string(bytes) + ".img";
   std::lock_guard<std::mutex> lock(template_mu_);
   if (::access(path.c_str(), R_OK) == 0) {
     return path;
@@ -309,10 +310,17 @@ Result<std::string> DiskMaker::Template(uint64_t bytes) {
       return Fail(ErrnoError(errno, "create " + tmp));
     }
   }
-  // No journal (no jbd2 thread per sandbox; a sandbox's scratch disk does not outlive a host
-  // crash anyway), no reserved blocks (df shows the whole limit), nothing zeroed up front.
-  auto made = Run({mkfs, "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal", "-E",
-                   "nodiscard,lazy_itable_init=1,root_owner=0:0", tmp},
+  // A small journal, because ext4 without one never reuses an inode freed in the last 30 s
+  // while its inode-table block is dirty (find_inode_bit -> recently_deleted): every file
+  // created after a large `rm -rf` then scans past all of them, quadratic in the files deleted
+  // (a 10,000-file tree unpacked after deleting the previous one took 10-17 s instead of 0.5 s;
+  // docs/benchmarks.md). No reserved blocks (df shows the whole limit), nothing zeroed up
+  // front (the journal neither: the image stays sparse). Disks under 256 MiB, too small to
+  // hold many files, keep the whole limit instead (a 16 MiB journal would be a visible share).
+  const bool journal = bytes >= (256ull << 20);
+  auto made = Run({mkfs, "-q", "-F", "-b", "4096", "-m", "0", journal ? "-J" : "-O",
+                   journal ? "size=16" : "^has_journal", "-E",
+                   "nodiscard,lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0", tmp},
                   work_dir_ + "/mkfs.log");
   if (!made) {
     ::unlink(tmp.c_str());
