@@ -16,6 +16,7 @@
 
 #include "cli/format.h"
 #include "cli/interrupt.h"
+#include "cli/raw_post.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::cli {
@@ -481,6 +482,17 @@ Result<Json> DaemonClient::Upload(const std::string& path, const std::string& lo
   if (!fd || ::fstat(fd.Get(), &st) != 0) {
     return Fail(ErrnoError(errno, "read '" + local_file + "'"));
   }
+  if (CanPostRaw(endpoint_)) {
+    auto r = RawPostFile(endpoint_, path, "application/octet-stream", fd.Get(),
+                         static_cast<uint64_t>(st.st_size), progress);
+    if (!r) {
+      return Fail(r.error());
+    }
+    if (!r->ok()) {
+      return Fail(CodeForStatus(r->status), r->ErrorMessage());
+    }
+    return r->data();
+  }
   BodyReader read = [&fd, &local_file](char* buf, size_t n) -> Result<size_t> {
     for (;;) {
       const ssize_t got = ::read(fd.Get(), buf, n);
@@ -494,6 +506,22 @@ Result<Json> DaemonClient::Upload(const std::string& path, const std::string& lo
   };
   return PostBody(path, "application/octet-stream", read, static_cast<int64_t>(st.st_size),
                   progress);
+}
+
+Result<Json> DaemonClient::PostChunked(
+    const std::string& path, const std::string& content_type,
+    const std::function<Result<void>(const ChunkSink&)>& produce, const Progress& progress) {
+  if (!CanPostRaw(endpoint_)) {
+    return Fail(ErrorCode::kInternal, "PostChunked needs a unix socket or http:// endpoint");
+  }
+  auto r = RawPostChunked(endpoint_, path, content_type, produce, progress);
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (!r->ok()) {
+    return Fail(CodeForStatus(r->status), r->ErrorMessage());
+  }
+  return r->data();
 }
 
 Result<void> DaemonClient::GetBody(

@@ -77,7 +77,8 @@ class DaemonClient {
   using BodyReader = std::function<Result<size_t>(char* buf, size_t n)>;
 
   // POSTs `local_file` to `path` (a file/upload endpoint, query included) as a raw body
-  // (application/octet-stream), streamed from disk: never read into memory. Returns `data`.
+  // (application/octet-stream), streamed from disk: never read into memory; with sendfile(2)
+  // on a connection of its own where the endpoint allows (raw_post.h). Returns `data`.
   Result<Json> Upload(const std::string& path, const std::string& local_file,
                       const Progress& progress = nullptr);
 
@@ -85,6 +86,14 @@ class DaemonClient {
   // `content_type`. Returns `data`.
   Result<Json> PostBody(const std::string& path, const std::string& content_type,
                         const BodyReader& read, int64_t size, const Progress& progress = nullptr);
+
+  // POSTs a chunked body that `produce` writes through the sink it is given, on a connection of
+  // its own (raw_post.h; only where CanPostRaw(endpoint()): not over TLS). An error from
+  // `produce` cuts the body (never ended as whole) and is returned. Returns `data`.
+  using ChunkSink = std::function<Result<void>(std::string_view bytes)>;
+  Result<Json> PostChunked(const std::string& path, const std::string& content_type,
+                           const std::function<Result<void>(const ChunkSink&)>& produce,
+                           const Progress& progress = nullptr);
 
   // GETs `path` (a file/download endpoint) and writes the body to `fd` as it arrives. A non-2xx
   // answer writes nothing to `fd` and becomes an Error with the envelope's message.

@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/progress.h"
+#include "cli/raw_post.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::cli {
@@ -100,6 +101,41 @@ Result<size_t> ReadFd(int fd, char* buf, size_t n) {
   }
 }
 
+// TLS endpoints: libcurl pulls the archive from a pipe that a second thread packs into.
+Result<Json> UploadTreeThroughCurl(DaemonClient& client, const std::string& local,
+                                   const std::string& path, ProgressBar& bar) {
+  auto pipe = Pipe::Open();
+  if (!pipe) {
+    return Fail(pipe.error());
+  }
+  Result<archive::Stats> packed = archive::Stats{};
+  std::atomic<bool> pack_failed{false};
+  std::thread packer([&] {
+    packed = archive::Pack(local, archive::Compression::kNone,
+                           [&](std::string_view b) { return WriteFd(pipe->w.Get(), b); });
+    pack_failed = !packed;
+    pipe->w.Reset();  // end of the body (or a cut one when packing failed)
+  });
+  auto sent = client.PostBody(
+      path, "application/x-tar",
+      [&](char* buf, size_t n) -> Result<size_t> {
+        auto got = ReadFd(pipe->r.Get(), buf, n);
+        if (got && *got == 0 && pack_failed) {
+          // Never end a cut archive as if it were whole.
+          return Fail(ErrorCode::kInternal, "packing " + local + " failed");
+        }
+        return got;
+      },
+      -1, [&bar](uint64_t b) { bar.Update(b); });
+  pipe->r.Reset();  // a packer still writing gets EPIPE and stops
+  packer.join();
+  bar.Clear();
+  if (!packed) {
+    return Fail(packed.error());
+  }
+  return sent;
+}
+
 int UploadTree(DaemonClient& client, const std::string& local, const Location& to) {
   std::string target = to.path;
   if (target.empty()) {
@@ -116,35 +152,23 @@ int UploadTree(DaemonClient& client, const std::string& local, const Location& t
   if (!measured) {
     return ReportError(measured.error());
   }
-  auto pipe = Pipe::Open();
-  if (!pipe) {
-    return ReportError(pipe.error());
-  }
-  Result<archive::Stats> packed = archive::Stats{};
-  std::atomic<bool> pack_failed{false};
-  std::thread packer([&] {
-    packed = archive::Pack(local, archive::Compression::kNone,
-                           [&](std::string_view b) { return WriteFd(pipe->w.Get(), b); });
-    pack_failed = !packed;
-    pipe->w.Reset();  // end of the body (or a cut one when packing failed)
-  });
+  const std::string path = GuestPath(to.id, "file/archive") + "?path=" + UrlEscape(target);
   ProgressBar bar("upload " + Base(local), measured->bytes);
-  auto sent = client.PostBody(
-      GuestPath(to.id, "file/archive") + "?path=" + UrlEscape(target), "application/x-tar",
-      [&](char* buf, size_t n) -> Result<size_t> {
-        auto got = ReadFd(pipe->r.Get(), buf, n);
-        if (got && *got == 0 && pack_failed) {
-          // Never end a cut archive as if it were whole.
-          return Fail(ErrorCode::kInternal, "packing " + local + " failed");
-        }
-        return got;
-      },
-      -1, [&bar](uint64_t b) { bar.Update(b); });
-  pipe->r.Reset();  // a packer still writing gets EPIPE and stops
-  packer.join();
-  bar.Clear();
-  if (!packed) {
-    return ReportError(packed.error());
+  Result<Json> sent = Json();
+  if (CanPostRaw(client.endpoint())) {
+    // Packed straight into the connection, one chunk per ~1 MiB block: no thread, no pipe. A
+    // packing error cuts the body and is what `sent` reports, unless the sandbox answered
+    // first (then its answer is the one that matters).
+    sent = client.PostChunked(
+        path, "application/x-tar",
+        [&](const DaemonClient::ChunkSink& sink) -> Result<void> {
+          auto packed = archive::Pack(local, archive::Compression::kNone, sink);
+          return packed ? Result<void>{} : Fail(packed.error());
+        },
+        [&bar](uint64_t b) { bar.Update(b); });
+    bar.Clear();
+  } else {
+    sent = UploadTreeThroughCurl(client, local, path, bar);
   }
   if (!sent) {
     return ReportError(sent.error());

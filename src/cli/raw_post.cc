@@ -1,0 +1,418 @@
+#include "cli/raw_post.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <optional>
+
+#include "cli/format.h"
+#include "cli/interrupt.h"
+
+namespace agentbox::cli {
+
+namespace {
+
+constexpr auto kIdle = std::chrono::minutes(5);
+constexpr int kPollMs = 200;
+constexpr size_t kMaxResponse = 4u << 20;
+
+bool Again(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+struct Target {
+  std::string host;
+  std::string port = "80";
+  std::string prefix;  // a path the base URL carries, put before every request path
+};
+
+// "http://HOST[:PORT][/PREFIX]"; IPv6 hosts in brackets.
+Result<Target> ParseHttpUrl(const std::string& url) {
+  constexpr std::string_view kScheme = "http://";
+  if (!url.starts_with(kScheme)) {
+    return Fail(ErrorCode::kInvalidArgument, "not an http:// URL: " + url);
+  }
+  std::string rest = url.substr(kScheme.size());
+  Target t;
+  if (const size_t slash = rest.find('/'); slash != std::string::npos) {
+    t.prefix = rest.substr(slash);
+    rest.resize(slash);
+  }
+  if (rest.starts_with("[")) {
+    const size_t close = rest.find(']');
+    if (close == std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "invalid agentboxd address '" + url + "'");
+    }
+    t.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') {
+      t.port = rest.substr(close + 2);
+    }
+  } else if (const size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    t.host = rest.substr(0, colon);
+    t.port = rest.substr(colon + 1);
+  } else {
+    t.host = rest;
+  }
+  if (t.host.empty() || t.port.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "invalid agentboxd address '" + url + "'");
+  }
+  return t;
+}
+
+Error Unreachable(const Endpoint& ep, const std::string& why) {
+  return Error{ErrorCode::kUnavailable, "cannot reach agentboxd at " + ep.Describe() + ": " + why};
+}
+
+// Connects without blocking past kIdle; returns a non-blocking socket.
+Result<UniqueFd> ConnectTo(const sockaddr* addr, socklen_t len, int family) {
+  UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s) {
+    return Fail(ErrnoError(errno, "socket"));
+  }
+  if (::connect(s.Get(), addr, len) != 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      return Fail(Error{ErrorCode::kUnavailable, std::strerror(errno), errno});
+    }
+    pollfd p{s.Get(), POLLOUT, 0};
+    if (::poll(&p, 1, 10000) <= 0) {
+      return Fail(Error{ErrorCode::kUnavailable, "connection timed out", ETIMEDOUT});
+    }
+    int err = 0;
+    socklen_t el = sizeof(err);
+    ::getsockopt(s.Get(), SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err != 0) {
+      return Fail(Error{ErrorCode::kUnavailable, std::strerror(err), err});
+    }
+  }
+  return s;
+}
+
+Result<UniqueFd> Connect(const Endpoint& ep, Target* target) {
+  if (ep.base_url.empty()) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (ep.unix_socket.size() >= sizeof(addr.sun_path)) {
+      return Fail(Unreachable(ep, "socket path too long"));
+    }
+    std::memcpy(addr.sun_path, ep.unix_socket.c_str(), ep.unix_socket.size() + 1);
+    auto s = ConnectTo(reinterpret_cast<sockaddr*>(&addr), sizeof(addr), AF_UNIX);
+    if (!s) {
+      return Fail(Unreachable(ep, s.error().message));
+    }
+    return s;
+  }
+  auto t = ParseHttpUrl(ep.base_url);
+  if (!t) {
+    return Fail(t.error());
+  }
+  *target = *t;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (const int rc = ::getaddrinfo(t->host.c_str(), t->port.c_str(), &hints, &res); rc != 0) {
+    return Fail(Unreachable(ep, ::gai_strerror(rc)));
+  }
+  std::string last = "no address";
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    auto s = ConnectTo(a->ai_addr, a->ai_addrlen, a->ai_family);
+    if (s) {
+      ::freeaddrinfo(res);
+      return s;
+    }
+    last = s.error().message;
+  }
+  ::freeaddrinfo(res);
+  return Fail(Unreachable(ep, last));
+}
+
+// Decodes a chunked body; what does not parse is kept as it is (the body only feeds an error
+// message or the envelope).
+std::string Dechunk(const std::string& in) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < in.size()) {
+    const size_t eol = in.find("\r\n", pos);
+    if (eol == std::string::npos) {
+      break;
+    }
+    const uint64_t n = std::strtoull(in.c_str() + pos, nullptr, 16);
+    if (n == 0 || eol + 2 + n > in.size()) {
+      break;
+    }
+    out.append(in, eol + 2, n);
+    pos = eol + 2 + n + 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool CanPostRaw(const Endpoint& ep) {
+  return ep.base_url.empty() || ep.base_url.starts_with("http://");
+}
+
+Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& path,
+                              const std::string& content_type, int64_t length) {
+  // sendfile(2) has no MSG_NOSIGNAL: a daemon that answers early and closes must be an error
+  // (EPIPE), not the end of the process.
+  ::signal(SIGPIPE, SIG_IGN);
+  Target target;
+  auto s = Connect(ep, &target);
+  if (!s) {
+    return Fail(s.error());
+  }
+  // Up to 4 MiB in flight (as much as net.core.wmem_max allows): the daemon's relay then finds
+  // a full socket to splice from whenever it runs.
+  const int size = 4 << 20;
+  ::setsockopt(s->Get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  std::string head = "POST " + target.prefix + path + " HTTP/1.1\r\nHost: " +
+                     (target.host.empty() ? "agentboxd" : target.host) +
+                     "\r\nUser-Agent: agentbox-cli/0.1\r\nContent-Type: " + content_type + "\r\n";
+  if (!ep.api_key.empty()) {
+    head += "Authorization: Bearer " + ep.api_key + "\r\n";
+  }
+  head += length >= 0 ? "Content-Length: " + std::to_string(length) + "\r\n"
+                      : std::string("Transfer-Encoding: chunked\r\n");
+  head += "Connection: close\r\n\r\n";
+  RawPost post(std::move(*s), ep.Describe());
+  if (auto w = post.WriteAll(head); !w) {
+    return Fail(w.error());
+  }
+  return post;
+}
+
+Result<void> RawPost::WaitFor(short events) {
+  const auto until = std::chrono::steady_clock::now() + kIdle;
+  for (;;) {
+    if (InterruptPending()) {
+      return Fail(ErrorCode::kUnavailable, "interrupted");
+    }
+    pollfd p{fd_.Get(), events, 0};
+    const int n = ::poll(&p, 1, kPollMs);
+    if (n > 0) {
+      return {};
+    }
+    if (n < 0 && errno != EINTR) {
+      return Fail(ErrnoError(errno, "poll"));
+    }
+    if (std::chrono::steady_clock::now() > until) {
+      return Fail(ErrorCode::kUnavailable,
+                  "request to agentboxd at " + describe_ + " failed: no progress for 5 minutes");
+    }
+  }
+}
+
+Result<void> RawPost::WriteAll(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd_.Get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (!Again(errno)) {
+      return Fail(Error{ErrorCode::kUnavailable,
+                        "request to agentboxd at " + describe_ + " failed: " + std::strerror(errno),
+                        errno});
+    }
+    if (auto w = WaitFor(POLLOUT); !w) {
+      return w;
+    }
+  }
+  return {};
+}
+
+Result<void> RawPost::SendFile(int fd, uint64_t size, const Progress& progress) {
+  uint64_t left = size;
+  uint64_t reported = 0;
+  while (left > 0) {
+    const ssize_t n = ::sendfile(fd_.Get(), fd, nullptr, std::min<uint64_t>(left, 16u << 20));
+    if (n > 0) {
+      left -= static_cast<uint64_t>(n);
+      sent_ += static_cast<uint64_t>(n);
+      if (progress && (sent_ - reported >= (4u << 20) || left == 0)) {
+        reported = sent_;
+        progress(sent_);
+      }
+      continue;
+    }
+    if (n == 0) {
+      return Fail(ErrorCode::kInternal, "the file shrank while it was being sent");
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (!Again(errno)) {
+      return Fail(Error{ErrorCode::kUnavailable,
+                        "request to agentboxd at " + describe_ + " failed: " + std::strerror(errno),
+                        errno});
+    }
+    if (auto w = WaitFor(POLLOUT); !w) {
+      return w;
+    }
+  }
+  return {};
+}
+
+Result<void> RawPost::WriteChunk(std::string_view bytes) {
+  if (bytes.empty()) {
+    return {};
+  }
+  char size[24];
+  const int len = std::snprintf(size, sizeof(size), "%zx\r\n", bytes.size());
+  // Small chunks are joined with their framing; large ones go as they are, between two writes.
+  if (bytes.size() <= 65536) {
+    std::string chunk;
+    chunk.reserve(static_cast<size_t>(len) + bytes.size() + 2);
+    chunk.append(size, static_cast<size_t>(len)).append(bytes).append("\r\n");
+    if (auto w = WriteAll(chunk); !w) {
+      return w;
+    }
+  } else if (auto w1 = WriteAll(std::string_view(size, static_cast<size_t>(len))); !w1) {
+    return w1;
+  } else if (auto w2 = WriteAll(bytes); !w2) {
+    return w2;
+  } else if (auto w3 = WriteAll("\r\n"); !w3) {
+    return w3;
+  }
+  sent_ += bytes.size();
+  return {};
+}
+
+Result<Reply> RawPost::Finish(bool end_chunked) {
+  if (end_chunked) {
+    static_cast<void>(WriteAll("0\r\n\r\n"));  // a failure shows in the (missing) answer
+  }
+  std::string in;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::recv(fd_.Get(), buf, sizeof(buf), 0);
+    if (n > 0) {
+      if (in.size() + static_cast<size_t>(n) > kMaxResponse) {
+        return Fail(ErrorCode::kUnavailable, "agentboxd's answer is over 4 MiB");
+      }
+      in.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0) {
+      break;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (!Again(errno)) {
+      if (errno == ECONNRESET && !in.empty()) {
+        break;  // the answer arrived before the reset
+      }
+      return Fail(Error{ErrorCode::kUnavailable,
+                        "request to agentboxd at " + describe_ + " failed: " + std::strerror(errno),
+                        errno});
+    }
+    if (auto w = WaitFor(POLLIN); !w) {
+      return Fail(w.error());
+    }
+  }
+  const size_t end = in.find("\r\n\r\n");
+  if (end == std::string::npos || !in.starts_with("HTTP/1.") || in.size() < 12) {
+    return Fail(ErrorCode::kUnavailable, "request to agentboxd at " + describe_ +
+                                             " failed: the connection ended without an answer");
+  }
+  Reply r;
+  r.status = std::strtol(in.c_str() + 9, nullptr, 10);
+  bool chunked = false;
+  int64_t length = -1;
+  size_t pos = in.find("\r\n") + 2;
+  while (pos < end) {
+    const size_t eol = in.find("\r\n", pos);
+    const std::string line = in.substr(pos, eol - pos);
+    pos = eol + 2;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) {
+      continue;
+    }
+    const std::string name = line.substr(0, colon);
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+      value.erase(0, 1);
+    }
+    if (strcasecmp(name.c_str(), "transfer-encoding") == 0) {
+      chunked = strcasestr(value.c_str(), "chunked") != nullptr;
+    } else if (strcasecmp(name.c_str(), "content-length") == 0) {
+      length = std::strtoll(value.c_str(), nullptr, 10);
+    } else if (strcasecmp(name.c_str(), "warning") == 0) {
+      std::cerr << "agentbox: warning: " << WarningText(value) << "\n";
+    }
+  }
+  r.body = in.substr(end + 4);
+  if (chunked) {
+    r.body = Dechunk(r.body);
+  } else if (length >= 0 && static_cast<size_t>(length) < r.body.size()) {
+    r.body.resize(static_cast<size_t>(length));
+  }
+  r.envelope = Json::parse(r.body, nullptr, false);
+  if (r.envelope.is_discarded()) {
+    r.envelope = nullptr;
+  }
+  return r;
+}
+
+Result<Reply> RawPostFile(const Endpoint& ep, const std::string& path,
+                          const std::string& content_type, int fd, uint64_t size,
+                          const DaemonClient::Progress& progress) {
+  auto post = RawPost::Open(ep, path, content_type, static_cast<int64_t>(size));
+  if (!post) {
+    return Fail(post.error());
+  }
+  auto sent = post->SendFile(fd, size, progress);
+  auto reply = post->Finish(false);
+  if (!sent && (!reply || reply->ok() || InterruptPending())) {
+    return Fail(sent.error());
+  }
+  return reply;
+}
+
+Result<Reply> RawPostChunked(const Endpoint& ep, const std::string& path,
+                             const std::string& content_type,
+                             const std::function<Result<void>(const ChunkSink&)>& produce,
+                             const DaemonClient::Progress& progress) {
+  auto post = RawPost::Open(ep, path, content_type, -1);
+  if (!post) {
+    return Fail(post.error());
+  }
+  uint64_t reported = 0;
+  std::optional<Error> send_error;
+  auto produced = produce([&](std::string_view bytes) -> Result<void> {
+    if (auto w = post->WriteChunk(bytes); !w) {
+      send_error = w.error();
+      return w;
+    }
+    if (progress && post->sent() - reported >= (1u << 20)) {
+      reported = post->sent();
+      progress(reported);
+    }
+    return {};
+  });
+  if (!produced && !send_error) {
+    // Never end a cut body as if it were whole: the connection closes without the last chunk.
+    return Fail(produced.error());
+  }
+  auto reply = post->Finish(produced.has_value());
+  if (!produced && (!reply || reply->ok() || InterruptPending())) {
+    return Fail(produced.error());
+  }
+  return reply;
+}
+
+}  // namespace agentbox::cli

@@ -1,0 +1,71 @@
+#pragma once
+
+// Bulk uploads on a connection of their own, written by hand instead of through libcurl, for
+// agentboxd's plain endpoints (its unix socket, or http://). libcurl pulls every block of a body
+// through a read callback into its own buffer and writes it again: two copies per byte on top
+// of the guest's own write. Here a file goes with sendfile(2) straight from its page cache (no
+// copy in this process at all), and a generated body (a packed tree) with one write per chunk.
+// TLS endpoints keep libcurl (DaemonClient::PostBody): nothing can be spliced into TLS.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "cli/client.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace agentbox::cli {
+
+// Whether RawPost can reach `ep` (a unix socket or an http:// URL).
+bool CanPostRaw(const Endpoint& ep);
+
+// One POST with a body, then its response; the connection ends with it ("Connection: close").
+// Every wait polls at least every 200 ms for Ctrl-C (interrupt.h) and gives up after five
+// minutes without progress. Not thread-safe.
+class RawPost {
+ public:
+  using Progress = DaemonClient::Progress;
+
+  // Connects and sends the request head: `length` bytes of body follow, or a chunked body when
+  // `length` is negative.
+  static Result<RawPost> Open(const Endpoint& ep, const std::string& path,
+                              const std::string& content_type, int64_t length);
+
+  // Sends `size` bytes of `fd` from its current offset with sendfile(2).
+  Result<void> SendFile(int fd, uint64_t size, const Progress& progress);
+  // Sends `bytes` as one chunk (chunked bodies; empty writes are skipped).
+  Result<void> WriteChunk(std::string_view bytes);
+  // Ends a chunked body (the last chunk) when `end_chunked`, then reads the response. Also
+  // after a send failed: the server may have answered early (an error) and closed; its answer
+  // is then the better report.
+  Result<Reply> Finish(bool end_chunked);
+
+  uint64_t sent() const { return sent_; }
+
+ private:
+  RawPost(UniqueFd fd, std::string describe) : fd_(std::move(fd)), describe_(std::move(describe)) {}
+  Result<void> WriteAll(std::string_view bytes);
+  Result<void> WaitFor(short events);
+
+  UniqueFd fd_;
+  std::string describe_;
+  uint64_t sent_ = 0;  // body bytes
+};
+
+// POSTs `size` bytes of the open file `fd` to `path` on `ep`. Returns the response.
+Result<Reply> RawPostFile(const Endpoint& ep, const std::string& path,
+                          const std::string& content_type, int fd, uint64_t size,
+                          const DaemonClient::Progress& progress);
+
+// POSTs a chunked body that `produce` writes through the sink it is given (each call one
+// chunk). An error from `produce` ends the request without the last chunk, so the server never
+// takes a cut body as whole, and is returned unless the server's answer explains it better.
+using ChunkSink = std::function<Result<void>(std::string_view bytes)>;
+Result<Reply> RawPostChunked(const Endpoint& ep, const std::string& path,
+                             const std::string& content_type,
+                             const std::function<Result<void>(const ChunkSink&)>& produce,
+                             const DaemonClient::Progress& progress);
+
+}  // namespace agentbox::cli
