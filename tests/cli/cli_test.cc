@@ -451,6 +451,53 @@ TEST_F(CliTest, UploadAndDownloadRoundTripByteExact) {
   EXPECT_NE(no_local.err.find("No such file or directory"), std::string::npos) << no_local.err;
 }
 
+// cp -r both ways: the upload packs straight into its own connection (raw_post.h), the
+// download unpacks what the guest packs. A tree refused by the sandbox (its target is a file)
+// gets the sandbox's answer even while the CLI is still sending, and leaves nothing behind.
+TEST_F(CliTest, CopyTreesBothWaysByteExact) {
+  const std::string id = CreateSandbox();
+  const std::string src = dir_ + "/tree";
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 40; ++i) {
+    std::ostringstream rel_s;
+    rel_s << "d" << i % 4 << "/s" << i % 3 << "/f" << i << ".c";
+    const std::string rel = rel_s.str();
+    std::string body(static_cast<size_t>(100 + i * 997), '\0');
+    for (size_t k = 0; k < body.size(); ++k) {
+      body[k] = static_cast<char>((k * 31 + static_cast<size_t>(i)) ^ (k >> 5));
+    }
+    files[rel] = body;
+  }
+  files["big.bin"] = std::string(6 << 20, 'b');  // more than the socket buffers hold
+  for (const auto& [rel, body] : files) {
+    std::filesystem::create_directories(std::filesystem::path(src + "/" + rel).parent_path());
+    std::ofstream(src + "/" + rel, std::ios::binary) << body;
+  }
+
+  Outcome up = Run({"cp", "-r", src, id + ":copied"});
+  ASSERT_EQ(up.status, 0) << up.err;
+  EXPECT_NE(up.out.find("entries"), std::string::npos) << up.out;
+  for (const auto& [rel, body] : files) {
+    EXPECT_TRUE(ReadFile(Workspace(id) + "/copied/" + rel) == body) << rel;
+  }
+
+  const std::string back = dir_ + "/back";
+  Outcome down = Run({"cp", "-r", id + ":copied", back});
+  ASSERT_EQ(down.status, 0) << down.err;
+  for (const auto& [rel, body] : files) {
+    EXPECT_TRUE(ReadFile(back + "/" + rel) == body) << rel;
+  }
+
+  // Over an existing file: 409 from the sandbox, nothing unpacked.
+  std::ofstream(dir_ + "/plain.txt") << "plain\n";
+  ASSERT_EQ(Run({"upload", id, dir_ + "/plain.txt", "plain.txt"}).status, 0);
+  Outcome refused = Run({"cp", "-r", src, id + ":plain.txt"});
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_NE(refused.err.find("(HTTP 409)"), std::string::npos) << refused.err;
+  EXPECT_EQ(ReadFile(Workspace(id) + "/plain.txt"), "plain\n");
+  EXPECT_EQ(Trim(Run({"exec", id, "--", "ls -A | grep -c agentbox || true"}).out), "0");
+}
+
 TEST_F(CliTest, BackgroundProcessPsLogsKill) {
   const std::string id = CreateSandbox();
   Outcome bg = Run({"exec", id, "--", "echo started; sleep 30 &"});
