@@ -524,6 +524,23 @@ Result<Json> DaemonClient::PostChunked(
   return r->data();
 }
 
+Result<void> DaemonClient::GetStream(
+    const std::string& path,
+    const std::function<void(const std::string&, const std::string&)>& on_header,
+    const std::function<Result<void>(const Source&)>& consume, const Progress& progress) {
+  if (!CanPostRaw(endpoint_)) {
+    return Fail(ErrorCode::kInternal, "GetStream needs a unix socket or http:// endpoint");
+  }
+  auto r = RawGetStream(endpoint_, path, on_header, consume, progress);
+  if (!r) {
+    return Fail(r.error());
+  }
+  if (!r->ok()) {
+    return Fail(CodeForStatus(r->status), r->ErrorMessage());
+  }
+  return {};
+}
+
 Result<void> DaemonClient::GetBody(
     const std::string& path, const std::function<Result<void>(std::string_view)>& on_data,
     const std::function<void(const std::string&, const std::string&)>& on_header,

@@ -95,6 +95,17 @@ class DaemonClient {
                            const std::function<Result<void>(const ChunkSink&)>& produce,
                            const Progress& progress = nullptr);
 
+  // GETs `path` on a connection of its own (raw_post.h; only where CanPostRaw(endpoint())) and
+  // hands a 2xx body to `consume` as a source to read from (in this thread, so the reading
+  // paces the transfer), after `on_header` saw its headers. Errors as GetBody; an error from
+  // `consume` is returned.
+  using Source = std::function<Result<size_t>(char* buf, size_t n)>;
+  Result<void> GetStream(
+      const std::string& path,
+      const std::function<void(const std::string&, const std::string&)>& on_header,
+      const std::function<Result<void>(const Source&)>& consume,
+      const Progress& progress = nullptr);
+
   // GETs `path` (a file/download endpoint) and writes the body to `fd` as it arrives. A non-2xx
   // answer writes nothing to `fd` and becomes an Error with the envelope's message.
   Result<void> Download(const std::string& path, int fd, const Progress& progress = nullptr);

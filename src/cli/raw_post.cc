@@ -135,34 +135,15 @@ Result<UniqueFd> Connect(const Endpoint& ep, Target* target) {
   return Fail(Unreachable(ep, last));
 }
 
-// Decodes a chunked body; what does not parse is kept as it is (the body only feeds an error
-// message or the envelope).
-std::string Dechunk(const std::string& in) {
-  std::string out;
-  size_t pos = 0;
-  while (pos < in.size()) {
-    const size_t eol = in.find("\r\n", pos);
-    if (eol == std::string::npos) {
-      break;
-    }
-    const uint64_t n = std::strtoull(in.c_str() + pos, nullptr, 16);
-    if (n == 0 || eol + 2 + n > in.size()) {
-      break;
-    }
-    out.append(in, eol + 2, n);
-    pos = eol + 2 + n + 2;
-  }
-  return out;
-}
-
 }  // namespace
 
 bool CanPostRaw(const Endpoint& ep) {
   return ep.base_url.empty() || ep.base_url.starts_with("http://");
 }
 
-Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& path,
-                              const std::string& content_type, int64_t length) {
+Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& method,
+                              const std::string& path, const std::string& content_type,
+                              int64_t length) {
   // sendfile(2) has no MSG_NOSIGNAL: a daemon that answers early and closes must be an error
   // (EPIPE), not the end of the process.
   ::signal(SIGPIPE, SIG_IGN);
@@ -175,14 +156,20 @@ Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& path,
   // a full socket to splice from whenever it runs.
   const int size = 4 << 20;
   ::setsockopt(s->Get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-  std::string head = "POST " + target.prefix + path + " HTTP/1.1\r\nHost: " +
+  std::string head = method + " " + target.prefix + path + " HTTP/1.1\r\nHost: " +
                      (target.host.empty() ? "agentboxd" : target.host) +
-                     "\r\nUser-Agent: agentbox-cli/0.1\r\nContent-Type: " + content_type + "\r\n";
+                     "\r\nUser-Agent: agentbox-cli/0.1\r\n";
+  if (!content_type.empty()) {
+    head += "Content-Type: " + content_type + "\r\n";
+  }
   if (!ep.api_key.empty()) {
     head += "Authorization: Bearer " + ep.api_key + "\r\n";
   }
-  head += length >= 0 ? "Content-Length: " + std::to_string(length) + "\r\n"
-                      : std::string("Transfer-Encoding: chunked\r\n");
+  if (length > 0 || (length == 0 && method != "GET")) {
+    head += "Content-Length: " + std::to_string(length) + "\r\n";
+  } else if (length < 0) {
+    head += "Transfer-Encoding: chunked\r\n";
+  }
   head += "Connection: close\r\n\r\n";
   RawPost post(std::move(*s), ep.Describe());
   if (auto w = post.WriteAll(head); !w) {
@@ -291,31 +278,16 @@ Result<void> RawPost::WriteChunk(std::string_view bytes) {
   return {};
 }
 
-Result<Reply> RawPost::Finish(bool end_chunked) {
-  if (end_chunked) {
-    static_cast<void>(WriteAll("0\r\n\r\n"));  // a failure shows in the (missing) answer
-  }
-  std::string in;
-  char buf[65536];
+Result<size_t> RawPost::Recv(char* buf, size_t n) {
   for (;;) {
-    const ssize_t n = ::recv(fd_.Get(), buf, sizeof(buf), 0);
-    if (n > 0) {
-      if (in.size() + static_cast<size_t>(n) > kMaxResponse) {
-        return Fail(ErrorCode::kUnavailable, "agentboxd's answer is over 4 MiB");
-      }
-      in.append(buf, static_cast<size_t>(n));
-      continue;
-    }
-    if (n == 0) {
-      break;
+    const ssize_t got = ::recv(fd_.Get(), buf, n, 0);
+    if (got >= 0) {
+      return static_cast<size_t>(got);
     }
     if (errno == EINTR) {
       continue;
     }
     if (!Again(errno)) {
-      if (errno == ECONNRESET && !in.empty()) {
-        break;  // the answer arrived before the reset
-      }
       return Fail(Error{ErrorCode::kUnavailable,
                         "request to agentboxd at " + describe_ + " failed: " + std::strerror(errno),
                         errno});
@@ -324,54 +296,196 @@ Result<Reply> RawPost::Finish(bool end_chunked) {
       return Fail(w.error());
     }
   }
-  const size_t end = in.find("\r\n\r\n");
-  if (end == std::string::npos || !in.starts_with("HTTP/1.") || in.size() < 12) {
+}
+
+Result<bool> RawPost::Fill() {
+  if (pos_ > 0) {
+    in_.erase(0, pos_);
+    pos_ = 0;
+  }
+  const size_t have = in_.size();
+  in_.resize(have + 65536);
+  auto n = Recv(in_.data() + have, 65536);
+  in_.resize(have + (n ? *n : 0));
+  if (!n) {
+    return Fail(n.error());
+  }
+  return *n > 0;
+}
+
+Result<Reply> RawPost::ReadHead() {
+  size_t end = std::string::npos;
+  while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
+    if (in_.size() > 65536) {
+      return Fail(ErrorCode::kUnavailable, "agentboxd's response head is over 64 KiB");
+    }
+    auto more = Fill();
+    if (!more && (more.error().sys_errno != ECONNRESET || in_.empty())) {
+      return Fail(more.error());
+    }
+    if (!more || !*more) {
+      break;
+    }
+  }
+  if (end == std::string::npos || !in_.starts_with("HTTP/1.") || in_.size() < 12) {
     return Fail(ErrorCode::kUnavailable, "request to agentboxd at " + describe_ +
                                              " failed: the connection ended without an answer");
   }
   Reply r;
-  r.status = std::strtol(in.c_str() + 9, nullptr, 10);
-  bool chunked = false;
-  int64_t length = -1;
-  size_t pos = in.find("\r\n") + 2;
+  r.status = std::strtol(in_.c_str() + 9, nullptr, 10);
+  size_t pos = in_.find("\r\n") + 2;
   while (pos < end) {
-    const size_t eol = in.find("\r\n", pos);
-    const std::string line = in.substr(pos, eol - pos);
+    const size_t eol = in_.find("\r\n", pos);
+    const std::string line = in_.substr(pos, eol - pos);
     pos = eol + 2;
     const size_t colon = line.find(':');
     if (colon == std::string::npos) {
       continue;
     }
-    const std::string name = line.substr(0, colon);
+    std::string name = line.substr(0, colon);
+    for (auto& ch : name) {
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
     std::string value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
       value.erase(0, 1);
     }
-    if (strcasecmp(name.c_str(), "transfer-encoding") == 0) {
-      chunked = strcasestr(value.c_str(), "chunked") != nullptr;
-    } else if (strcasecmp(name.c_str(), "content-length") == 0) {
-      length = std::strtoll(value.c_str(), nullptr, 10);
-    } else if (strcasecmp(name.c_str(), "warning") == 0) {
+    while (!value.empty() && value.back() == ' ') {
+      value.pop_back();
+    }
+    if (name == "transfer-encoding") {
+      chunked_ = strcasestr(value.c_str(), "chunked") != nullptr;
+    } else if (name == "content-length") {
+      left_ = std::strtoull(value.c_str(), nullptr, 10);
+      sized_ = true;
+    } else if (name == "warning") {
       std::cerr << "agentbox: warning: " << WarningText(value) << "\n";
     }
+    headers_.emplace_back(std::move(name), std::move(value));
   }
-  r.body = in.substr(end + 4);
-  if (chunked) {
-    r.body = Dechunk(r.body);
-  } else if (length >= 0 && static_cast<size_t>(length) < r.body.size()) {
-    r.body.resize(static_cast<size_t>(length));
-  }
-  r.envelope = Json::parse(r.body, nullptr, false);
-  if (r.envelope.is_discarded()) {
-    r.envelope = nullptr;
-  }
+  pos_ = end + 4;
+  body_done_ = !chunked_ && sized_ && left_ == 0;
   return r;
+}
+
+Result<size_t> RawPost::ReadBody(char* out, size_t n) {
+  if (body_done_ || n == 0) {
+    return 0;
+  }
+  if (chunked_ && left_ == 0) {
+    // After a chunk's data its CRLF, then "HEX[;ext]\r\n"; a zero size ends the body.
+    auto line = [this]() -> Result<std::string> {
+      for (;;) {
+        if (const size_t eol = in_.find("\r\n", pos_); eol != std::string::npos) {
+          std::string l = in_.substr(pos_, eol - pos_);
+          pos_ = eol + 2;
+          return l;
+        }
+        if (in_.size() - pos_ > 4096) {
+          return Fail(ErrorCode::kUnavailable, "malformed chunked answer from agentboxd");
+        }
+        auto more = Fill();
+        if (!more) {
+          return Fail(more.error());
+        }
+        if (!*more) {
+          return Fail(ErrorCode::kUnavailable, "agentboxd's answer ended in the middle");
+        }
+      }
+    };
+    if (in_chunk_) {
+      auto crlf = line();
+      if (!crlf) {
+        return Fail(crlf.error());
+      }
+      in_chunk_ = false;
+    }
+    auto size = line();
+    if (!size) {
+      return Fail(size.error());
+    }
+    char* end = nullptr;
+    left_ = std::strtoull(size->c_str(), &end, 16);
+    if (end == size->c_str()) {
+      return Fail(ErrorCode::kUnavailable, "malformed chunked answer from agentboxd");
+    }
+    if (left_ == 0) {
+      body_done_ = true;
+      return 0;
+    }
+    in_chunk_ = true;
+  }
+  size_t want = n;
+  if (chunked_ || sized_) {
+    want = static_cast<size_t>(std::min<uint64_t>(want, left_));
+  }
+  size_t got = 0;
+  if (pos_ < in_.size()) {
+    got = std::min(want, in_.size() - pos_);
+    std::memcpy(out, in_.data() + pos_, got);
+    pos_ += got;
+  } else {
+    auto r = Recv(out, want);
+    if (!r) {
+      return Fail(r.error());
+    }
+    got = *r;
+    if (got == 0) {
+      if (chunked_ || sized_) {
+        return Fail(ErrorCode::kUnavailable, "agentboxd's answer ended in the middle");
+      }
+      body_done_ = true;
+      return 0;
+    }
+  }
+  if (chunked_ || sized_) {
+    left_ -= got;
+    body_done_ = sized_ && left_ == 0;
+  }
+  return got;
+}
+
+Result<Reply> RawPost::Finish(bool end_chunked) {
+  if (end_chunked) {
+    static_cast<void>(WriteAll("0\r\n\r\n"));  // a failure shows in the (missing) answer
+  }
+  auto r = ReadHead();
+  if (!r) {
+    return r;
+  }
+  return ReadRest(std::move(*r));
+}
+
+Result<Reply> RawPost::ReadRest(Reply reply) {
+  auto r = &reply;
+  char buf[65536];
+  for (;;) {
+    auto n = ReadBody(buf, sizeof(buf));
+    if (!n) {
+      if (n.error().sys_errno == ECONNRESET && !r->body.empty()) {
+        break;  // the answer arrived before the reset
+      }
+      return Fail(n.error());
+    }
+    if (*n == 0) {
+      break;
+    }
+    if (r->body.size() + *n > kMaxResponse) {
+      return Fail(ErrorCode::kUnavailable, "agentboxd's answer is over 4 MiB");
+    }
+    r->body.append(buf, *n);
+  }
+  r->envelope = Json::parse(r->body, nullptr, false);
+  if (r->envelope.is_discarded()) {
+    r->envelope = nullptr;
+  }
+  return reply;
 }
 
 Result<Reply> RawPostFile(const Endpoint& ep, const std::string& path,
                           const std::string& content_type, int fd, uint64_t size,
                           const DaemonClient::Progress& progress) {
-  auto post = RawPost::Open(ep, path, content_type, static_cast<int64_t>(size));
+  auto post = RawPost::Open(ep, "POST", path, content_type, static_cast<int64_t>(size));
   if (!post) {
     return Fail(post.error());
   }
@@ -387,7 +501,7 @@ Result<Reply> RawPostChunked(const Endpoint& ep, const std::string& path,
                              const std::string& content_type,
                              const std::function<Result<void>(const ChunkSink&)>& produce,
                              const DaemonClient::Progress& progress) {
-  auto post = RawPost::Open(ep, path, content_type, -1);
+  auto post = RawPost::Open(ep, "POST", path, content_type, -1);
   if (!post) {
     return Fail(post.error());
   }
@@ -413,6 +527,48 @@ Result<Reply> RawPostChunked(const Endpoint& ep, const std::string& path,
     return Fail(produced.error());
   }
   return reply;
+}
+
+}  // namespace agentbox::cli
+
+namespace agentbox::cli {
+
+Result<Reply> RawGetStream(const Endpoint& ep, const std::string& path, const HeaderFn& on_header,
+                           const std::function<Result<void>(const BodySource&)>& consume,
+                           const DaemonClient::Progress& progress) {
+  auto get = RawPost::Open(ep, "GET", path, "", 0);
+  if (!get) {
+    return Fail(get.error());
+  }
+  auto head = get->ReadHead();
+  if (!head) {
+    return head;
+  }
+  if (!head->ok()) {
+    return get->ReadRest(std::move(*head));  // the error envelope
+  }
+  if (on_header) {
+    for (const auto& [name, value] : get->headers()) {
+      on_header(name, value);
+    }
+  }
+  uint64_t got = 0;
+  uint64_t reported = 0;
+  auto consumed = consume([&](char* buf, size_t n) -> Result<size_t> {
+    auto r = get->ReadBody(buf, n);
+    if (r && progress) {
+      got += *r;
+      if (got - reported >= (1u << 20)) {
+        reported = got;
+        progress(got);
+      }
+    }
+    return r;
+  });
+  if (!consumed) {
+    return Fail(consumed.error());
+  }
+  return *head;
 }
 
 }  // namespace agentbox::cli

@@ -11,6 +11,8 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "cli/client.h"
 #include "common/error.h"
@@ -29,9 +31,10 @@ class RawPost {
   using Progress = DaemonClient::Progress;
 
   // Connects and sends the request head: `length` bytes of body follow, or a chunked body when
-  // `length` is negative.
-  static Result<RawPost> Open(const Endpoint& ep, const std::string& path,
-                              const std::string& content_type, int64_t length);
+  // `length` is negative (a GET has none: length 0). `content_type` empty: no such header.
+  static Result<RawPost> Open(const Endpoint& ep, const std::string& method,
+                              const std::string& path, const std::string& content_type,
+                              int64_t length);
 
   // Sends `size` bytes of `fd` from its current offset with sendfile(2).
   Result<void> SendFile(int fd, uint64_t size, const Progress& progress);
@@ -44,14 +47,34 @@ class RawPost {
 
   uint64_t sent() const { return sent_; }
 
+  // The response's status line and headers (warnings are printed on stderr); the body follows
+  // through ReadBody (Content-Length, chunked, or up to the end of the connection).
+  Result<Reply> ReadHead();
+  // Up to `n` bytes of the response body; 0 at its end.
+  Result<size_t> ReadBody(char* buf, size_t n);
+  // Reads the rest of the body (at most 4 MiB) into `head`, with its envelope parsed.
+  Result<Reply> ReadRest(Reply head);
+  // The response headers, names in lower case.
+  const std::vector<std::pair<std::string, std::string>>& headers() const { return headers_; }
+
  private:
   RawPost(UniqueFd fd, std::string describe) : fd_(std::move(fd)), describe_(std::move(describe)) {}
   Result<void> WriteAll(std::string_view bytes);
   Result<void> WaitFor(short events);
+  Result<size_t> Recv(char* buf, size_t n);
+  Result<bool> Fill();  // false at the end of the connection
 
   UniqueFd fd_;
   std::string describe_;
   uint64_t sent_ = 0;  // body bytes
+  std::string in_;     // received, not yet consumed from pos_
+  size_t pos_ = 0;
+  std::vector<std::pair<std::string, std::string>> headers_;
+  bool chunked_ = false;
+  bool sized_ = false;
+  bool in_chunk_ = false;
+  bool body_done_ = false;
+  uint64_t left_ = 0;  // of the body (sized) or of the current chunk (chunked)
 };
 
 // POSTs `size` bytes of the open file `fd` to `path` on `ep`. Returns the response.
@@ -67,5 +90,15 @@ Result<Reply> RawPostChunked(const Endpoint& ep, const std::string& path,
                              const std::string& content_type,
                              const std::function<Result<void>(const ChunkSink&)>& produce,
                              const DaemonClient::Progress& progress);
+
+// GETs `path` on a connection of its own and, when the answer is 2xx, gives `on_header` its
+// headers (lower-case names) and then `consume` a source of its body (dechunked); `consume`'s
+// error is returned. A non-2xx answer is returned as it is, body and envelope read, without
+// calling either.
+using HeaderFn = std::function<void(const std::string& name, const std::string& value)>;
+using BodySource = std::function<Result<size_t>(char* buf, size_t n)>;
+Result<Reply> RawGetStream(const Endpoint& ep, const std::string& path, const HeaderFn& on_header,
+                           const std::function<Result<void>(const BodySource&)>& consume,
+                           const DaemonClient::Progress& progress);
 
 }  // namespace agentbox::cli
