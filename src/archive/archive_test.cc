@@ -257,6 +257,37 @@ TEST(ArchiveHostile, ErrorsNameTheEntry) {
   EXPECT_NE(r.error().message.find(".."), std::string::npos);
 }
 
+// Files are created with their final mode where the umask allows (no fchmod), and with an
+// fchmod where it does not; a later entry of the same name replaces the earlier one.
+TEST(ArchiveUnpack, ModesPastTheUmaskAndRepeatedNames) {
+  TempDir tmp;
+  const std::string dst = tmp.path() + "/dst";
+  const mode_t old = ::umask(022);
+  auto r = Unpack(FromString(TarBuilder()
+                                 .Add("open", '0', "a", "", 0777)
+                                 .Add("plain", '0', "b", "", 0644)
+                                 .Add("readonly", '0', "c", "", 0400)
+                                 .Add("setuid", '0', "d", "", 04755)
+                                 .Add("twice", '0', "first", "", 0600)
+                                 .Add("twice", '0', "second", "", 0640)
+                                 .Finish()),
+                  dst, UnpackOptions{});
+  ::umask(old);
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  auto mode = [&](const std::string& name) {
+    struct stat st {};
+    ::lstat((dst + "/" + name).c_str(), &st);
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode("open"), 0777u);
+  EXPECT_EQ(mode("plain"), 0644u);
+  EXPECT_EQ(mode("readonly"), 0400u);
+  EXPECT_EQ(mode("setuid"), 0755u);  // setuid only with keep_owner
+  EXPECT_EQ(mode("twice"), 0640u);
+  EXPECT_EQ(ReadFile(dst + "/twice"), "second");
+  EXPECT_EQ(ReadFile(dst + "/readonly"), "c");
+}
+
 TEST(ArchiveUnpack, ExistingDirectoryNeedsOverwrite) {
   TempDir tmp;
   const std::string dst = tmp.path() + "/dst";

@@ -141,7 +141,13 @@ struct DirFix {
 class Unpacker {
  public:
   Unpacker(int root, const UnpackOptions& opts, const Progress& progress)
-      : root_(root), opts_(opts), progress_(progress), data_(1u << 20) {}
+      : root_(root),
+        opts_(opts),
+        progress_(progress),
+        data_(1u << 20),
+        umask_(CurrentUmask()),
+        uid_(::geteuid()),
+        gid_(::getegid()) {}
 
   Result<void> Run(TarReader& reader) {
     Entry e;
@@ -189,8 +195,24 @@ class Unpacker {
  private:
   mode_t Mode(const Entry& e) const { return e.mode & (opts_.keep_owner ? 07777 : 0777); }
 
+  // The process's umask, read without changing it (umask(2) would race other threads).
+  static mode_t CurrentUmask() {
+    UniqueFd fd(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+    char buf[4096];
+    const ssize_t n = fd ? ::read(fd.Get(), buf, sizeof(buf) - 1) : -1;
+    if (n > 0) {
+      buf[n] = '\0';
+      if (const char* u = std::strstr(buf, "\nUmask:")) {
+        return static_cast<mode_t>(std::strtoul(u + 7, nullptr, 8));
+      }
+    }
+    return 07777;  // unknown: every file gets its fchmod
+  }
+
   void Owner(int fd, const Entry& e) {
-    if (opts_.keep_owner) {
+    // A new file already belongs to the caller: chown only to someone else.
+    if (opts_.keep_owner &&
+        (static_cast<uid_t>(e.uid) != uid_ || static_cast<gid_t>(e.gid) != gid_)) {
       static_cast<void>(::fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)));
     }
   }
@@ -358,9 +380,16 @@ class Unpacker {
   }
 
   Result<void> File(TarReader& reader, const Entry& e, int parent, const std::string& leaf) {
-    Replace(parent, leaf);
-    UniqueFd fd(
-        ::openat(parent, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // Created with its final mode when the umask leaves it whole (no fchmod then); an earlier
+    // entry of the same name is replaced only when there is one (no fstatat per file).
+    const mode_t mode = Mode(e);
+    const bool exact = (mode & ~0777) == 0 && (mode & umask_) == 0;
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    UniqueFd fd(::openat(parent, leaf.c_str(), flags, exact ? mode : 0600));
+    if (!fd && errno == EEXIST) {
+      Replace(parent, leaf);
+      fd.Reset(::openat(parent, leaf.c_str(), flags, exact ? mode : 0600));
+    }
     if (!fd) {
       return Fail(Refused(e.name, std::string("cannot be created: ") + std::strerror(errno)));
     }
@@ -390,7 +419,9 @@ class Unpacker {
       }
     }
     Owner(fd.Get(), e);
-    ::fchmod(fd.Get(), Mode(e));
+    if (!exact) {  // after Owner(): fchown clears setuid/setgid
+      ::fchmod(fd.Get(), mode);
+    }
     Times(fd.Get(), nullptr, e, 0);
     return {};
   }
@@ -462,6 +493,9 @@ class Unpacker {
   std::vector<std::string> symlinks_;
   std::string cached_;
   UniqueFd cached_fd_;
+  mode_t umask_;
+  uid_t uid_;
+  gid_t gid_;
 };
 
 std::string DirName(const std::string& p) {
