@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/beast/http/status.hpp>
 #include <cerrno>
 #include <cstring>
@@ -480,7 +481,7 @@ Result<void> SendFile(int sock, int file, uint64_t size, Millis idle) {
   return {};
 }
 
-Result<SplicePipe> SplicePipe::Open() {
+Result<SplicePipe> SplicePipe::Open(int size) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
     return Fail(ErrnoError(errno, "pipe"));
@@ -488,9 +489,10 @@ Result<SplicePipe> SplicePipe::Open() {
   SplicePipe p;
   p.r.Reset(fds[0]);
   p.w.Reset(fds[1]);
-  // As large as an unprivileged process may ask (fs.pipe-max-size, 1 MiB by default).
-  for (int size : {1 << 20, 256 << 10}) {
-    const int got = ::fcntl(fds[1], F_SETPIPE_SZ, size);
+  // As large as asked, or as an unprivileged process may ask (fs.pipe-max-size, 1 MiB by
+  // default).
+  for (int want : {size, std::min(size, 256 << 10)}) {
+    const int got = ::fcntl(fds[1], F_SETPIPE_SZ, want);
     if (got > 0) {
       p.capacity = static_cast<size_t>(got);
       break;
@@ -549,9 +551,13 @@ Result<ProxyResult> Proxy(int client, int upstream, Millis idle,
                           const std::function<void(int status)>& on_head) {
   SetNonBlocking(client);
   SetNonBlocking(upstream);
+  // Downloads: up to 4 MiB waiting for the client (which copies what it reads anyway), so a
+  // relay thread that waits for the CPU stalls the stream less. Uploads: the upstream's default
+  // send buffer and a 256 KiB pipe, because the guest copies every byte into its page cache and
+  // that copy runs up to 4x slower when the bytes have gone cold in several MiB of buffers in
+  // between (measured: the guest's CPU time per 256 MiB, docs/benchmarks.md).
   WidenSendBuffer(client);
-  WidenSendBuffer(upstream);
-  auto p1 = SplicePipe::Open();
+  auto p1 = SplicePipe::Open(256 << 10);
   auto p2 = SplicePipe::Open();
   if (!p1 || !p2) {
     return Fail(p1 ? p2.error() : p1.error());

@@ -97,9 +97,9 @@ class ChunkedWriter {
 // Sends `size` bytes of `file` from offset 0 to the socket with sendfile(2).
 Result<void> SendFile(int sock, int file, uint64_t size, Millis idle);
 
-// A pipe for splice(2), as large as the system allows (1 MiB by default).
+// A pipe for splice(2) of `size` bytes (at most what the system allows: 1 MiB by default).
 struct SplicePipe {
-  static Result<SplicePipe> Open();
+  static Result<SplicePipe> Open(int size = 1 << 20);
   UniqueFd r, w;
   size_t capacity = 65536;
 };
