@@ -77,8 +77,8 @@ class DaemonClient {
   using BodyReader = std::function<Result<size_t>(char* buf, size_t n)>;
 
   // POSTs `local_file` to `path` (a file/upload endpoint, query included) as a raw body
-  // (application/octet-stream), streamed from disk: never read into memory; with sendfile(2)
-  // on a connection of its own where the endpoint allows (raw_post.h). Returns `data`.
+  // (application/octet-stream), streamed from disk: never read into memory; on a connection of
+  // its own where the endpoint allows (raw_post.h). Returns `data`.
   Result<Json> Upload(const std::string& path, const std::string& local_file,
                       const Progress& progress = nullptr);
 

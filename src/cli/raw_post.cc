@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <strings.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -16,6 +15,7 @@
 #include <cstring>
 #include <iostream>
 #include <optional>
+#include <vector>
 
 #include "cli/format.h"
 #include "cli/interrupt.h"
@@ -27,6 +27,12 @@ namespace {
 constexpr auto kIdle = std::chrono::minutes(5);
 constexpr int kPollMs = 200;
 constexpr size_t kMaxResponse = 4u << 20;
+// Blocks of a file upload. Read and sent by this process, rather than sendfile(2) from the
+// page cache: the guest copies every byte into its own page cache, and that copy ran 2-4x
+// slower on bytes the CPU had not touched for a while (sendfile's pages) than on bytes this
+// process had just copied; with small blocks and the socket's default buffer the bytes are
+// still in cache when the guest copies them (docs/benchmarks.md).
+constexpr size_t kSendBlock = 256u << 10;
 
 bool Again(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -144,21 +150,13 @@ bool CanPostRaw(const Endpoint& ep) {
 Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& method,
                               const std::string& path, const std::string& content_type,
                               int64_t length) {
-  // sendfile(2) has no MSG_NOSIGNAL: a daemon that answers early and closes must be an error
-  // (EPIPE), not the end of the process.
+  // A daemon that answers early and closes must be an error (EPIPE), not the end of the
+  // process (send() has MSG_NOSIGNAL, but the caller may write elsewhere too).
   ::signal(SIGPIPE, SIG_IGN);
   Target target;
   auto s = Connect(ep, &target);
   if (!s) {
     return Fail(s.error());
-  }
-  // Up to 4 MiB in flight. A unix socket holds no more than its sender's send buffer (208 KiB
-  // by default), so with the default every ~100 KiB would wait for agentboxd's relay thread to
-  // be scheduled, and on a busy machine those waits are most of an upload's time.
-  // SO_SNDBUFFORCE needs CAP_NET_ADMIN (root); else SO_SNDBUF gets what net.core.wmem_max allows.
-  const int size = 4 << 20;
-  if (::setsockopt(s->Get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0) {
-    ::setsockopt(s->Get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
   }
   std::string head = method + " " + target.prefix + path + " HTTP/1.1\r\nHost: " +
                      (target.host.empty() ? "agentboxd" : target.host) +
@@ -225,33 +223,29 @@ Result<void> RawPost::WriteAll(std::string_view bytes) {
   return {};
 }
 
-Result<void> RawPost::SendFile(int fd, uint64_t size, const Progress& progress) {
+Result<void> RawPost::SendFrom(int fd, uint64_t size, const Progress& progress) {
+  std::vector<char> buf(kSendBlock);
   uint64_t left = size;
   uint64_t reported = 0;
   while (left > 0) {
-    const ssize_t n = ::sendfile(fd_.Get(), fd, nullptr, std::min<uint64_t>(left, 16u << 20));
-    if (n > 0) {
-      left -= static_cast<uint64_t>(n);
-      sent_ += static_cast<uint64_t>(n);
-      if (progress && (sent_ - reported >= (4u << 20) || left == 0)) {
-        reported = sent_;
-        progress(sent_);
-      }
+    const ssize_t n = ::read(fd, buf.data(), std::min<uint64_t>(left, buf.size()));
+    if (n < 0 && errno == EINTR) {
       continue;
+    }
+    if (n < 0) {
+      return Fail(ErrnoError(errno, "read the file to upload"));
     }
     if (n == 0) {
       return Fail(ErrorCode::kInternal, "the file shrank while it was being sent");
     }
-    if (errno == EINTR) {
-      continue;
-    }
-    if (!Again(errno)) {
-      return Fail(Error{ErrorCode::kUnavailable,
-                        "request to agentboxd at " + describe_ + " failed: " + std::strerror(errno),
-                        errno});
-    }
-    if (auto w = WaitFor(POLLOUT); !w) {
+    if (auto w = WriteAll(std::string_view(buf.data(), static_cast<size_t>(n))); !w) {
       return w;
+    }
+    left -= static_cast<uint64_t>(n);
+    sent_ += static_cast<uint64_t>(n);
+    if (progress && (sent_ - reported >= (4u << 20) || left == 0)) {
+      reported = sent_;
+      progress(sent_);
     }
   }
   return {};
@@ -493,7 +487,7 @@ Result<Reply> RawPostFile(const Endpoint& ep, const std::string& path,
   if (!post) {
     return Fail(post.error());
   }
-  auto sent = post->SendFile(fd, size, progress);
+  auto sent = post->SendFrom(fd, size, progress);
   auto reply = post->Finish(false);
   if (!sent && (!reply || reply->ok() || InterruptPending())) {
     return Fail(sent.error());

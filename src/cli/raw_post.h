@@ -2,9 +2,9 @@
 
 // Bulk uploads on a connection of their own, written by hand instead of through libcurl, for
 // agentboxd's plain endpoints (its unix socket, or http://). libcurl pulls every block of a body
-// through a read callback into its own buffer and writes it again: two copies per byte on top
-// of the guest's own write. Here a file goes with sendfile(2) straight from its page cache (no
-// copy in this process at all), and a generated body (a packed tree) with one write per chunk.
+// through a read callback into its own buffer and copies it again, in small blocks with a
+// callback each. Here a file goes in 256 KiB blocks read straight into the buffer that is sent,
+// and a generated body (a packed tree) as one chunk per block the packer hands over.
 // TLS endpoints keep libcurl (DaemonClient::PostBody): nothing can be spliced into TLS.
 
 #include <cstdint>
@@ -36,8 +36,8 @@ class RawPost {
                               const std::string& path, const std::string& content_type,
                               int64_t length);
 
-  // Sends `size` bytes of `fd` from its current offset with sendfile(2).
-  Result<void> SendFile(int fd, uint64_t size, const Progress& progress);
+  // Sends `size` bytes of `fd` from its current offset (read(2) in 256 KiB blocks).
+  Result<void> SendFrom(int fd, uint64_t size, const Progress& progress);
   // Sends `bytes` as one chunk (chunked bodies; empty writes are skipped).
   Result<void> WriteChunk(std::string_view bytes);
   // Ends a chunked body (the last chunk) when `end_chunked`, then reads the response. Also
