@@ -85,10 +85,15 @@ declare -A LABEL=(
   [tree_down]="agentbox cp -r, $FILES-file tree out of the sandbox"
 )
 
+# Untimed warm-up: a fresh sandbox disk's first large write also initialises its block groups
+# (seconds under load), which would otherwise land on whichever row comes first.
+"$A" upload "$ID" "$H/src.bin" "$DEST/warm-up.bin" >/dev/null
+"$A" exec "$ID" "rm -f $DEST/warm-up.bin" >/dev/null
+
 echo "# $(date -u '+%F %T UTC'), $(nproc) cores, $(uname -r), backend $B, $SIZE_MB MiB file," \
   "tree $FILES files / $((TREE_BYTES >> 20)) MiB, $RUNS runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# agentboxd RSS before: $(rss VmRSS)"
-printf '%-50s %9s %12s %14s\n' "path" "median s" "rate" "agentboxd cpu"
+printf '%-50s %9s %12s %14s  %s\n' "path" "median s" "rate" "agentboxd cpu" "runs (s)"
 for r in $ORDER; do
   times=()
   cpus=()
@@ -108,7 +113,8 @@ for r in $ORDER; do
   size=$BYTES
   [[ $r == tree_* ]] && size=$TREE_BYTES
   rate=$(echo "$size / $med / 1048576" | bc)
-  printf '%-50s %9.3f %8s MiB/s %12s s\n' "${LABEL[$r]}" "$med" "$rate" "$medc"
+  printf '%-50s %9.3f %8s MiB/s %12s s  %s\n' "${LABEL[$r]}" "$med" "$rate" "$medc" \
+    "$(printf '%.2f ' "${times[@]}")"
 done
 cmp -s "$H/src.bin" "$H/down.bin" && echo "# downloads byte-identical: yes" ||
   echo "# downloads byte-identical: NO"
