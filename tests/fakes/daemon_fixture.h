@@ -31,6 +31,26 @@ struct HttpReply {
   std::string content_type;
 };
 
+// `n` bytes of a fixed pattern with every byte value in it (not compressible to nothing).
+inline std::string PatternBytes(size_t n) {
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = static_cast<char>((i * 131) ^ (i >> 7));
+  }
+  return out;
+}
+
+// A multipart/form-data body uploading `data` to `path` (send with
+// `Content-Type: multipart/form-data; boundary=<boundary>`).
+inline std::string MultipartUpload(const std::string& boundary, const std::string& path,
+                                   const std::string& data) {
+  return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + path +
+         "\r\n--" + boundary +
+         "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload\"\r\n"
+         "Content-Type: application/octet-stream\r\n\r\n" +
+         data + "\r\n--" + boundary + "--\r\n";
+}
+
 // The API keys every DaemonFixture accepts on TCP: "key-alice" (owner alice), "key-bob"
 // (owner bob) and the bare key "k1".
 inline const std::vector<std::string> kFixtureApiKeys = {"alice:key-alice", "bob:key-bob", "k1"};
