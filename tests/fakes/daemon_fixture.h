@@ -103,6 +103,9 @@ class DaemonFixture : public ::testing::Test {
   SandboxBackendPtr decorator_;  // see Decorate
   std::unique_ptr<daemon::DaemonApi> api_;
   std::unique_ptr<http::Server> server_;
+  // Builds the DaemonApi and its server over the backend and listens on the unix socket, TCP
+  // and (with tls_) TLS: SetUp and RestartDaemon.
+  void StartDaemon();
   // Daemons replaced by RestartDaemon, idle until TearDown.
   std::vector<std::unique_ptr<daemon::DaemonApi>> retired_apis_;
   std::vector<std::unique_ptr<http::Server>> retired_servers_;
