@@ -159,9 +159,14 @@ milliseconds ParseRetryAfter(std::string_view value, std::chrono::system_clock::
   if (strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr) {
     return milliseconds(-1);
   }
-  auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
-  auto d = std::chrono::duration_cast<milliseconds>(when - now);
-  return d.count() < 0 ? milliseconds(0) : d;
+  // In seconds first: a date millennia away would overflow system_clock's nanoseconds (UBSan,
+  // found by fuzz_gcp_answers). More than a day away is nonsense: no hint.
+  const auto delta = std::chrono::seconds(timegm(&tm)) -
+                     std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch());
+  if (delta.count() > 86400) {
+    return milliseconds(-1);
+  }
+  return delta.count() < 0 ? milliseconds(0) : std::chrono::duration_cast<milliseconds>(delta);
 }
 
 struct HttpTransport::Pool {

@@ -116,6 +116,9 @@ TEST(GcpTransport, ParsesRetryAfter) {
   EXPECT_EQ(ParseRetryAfter("Sun, 06 Nov 1994 08:49:40 GMT", now), milliseconds(3000));
   EXPECT_EQ(ParseRetryAfter("", now), milliseconds(-1));
   EXPECT_EQ(ParseRetryAfter("soon", now), milliseconds(-1));
+  // Dates far away: no hint, and no overflow of the clock's nanoseconds (fuzz_gcp_answers).
+  EXPECT_EQ(ParseRetryAfter("Mon, 01 Jan 9999 00:00:00 GMT", now), milliseconds(-1));
+  EXPECT_EQ(ParseRetryAfter("Mon, 01 Jan 0001 00:00:00 GMT", now), milliseconds(0));
 }
 
 TEST(GcpTransport, RetriesUnavailableWithGrowingJitteredBackoff) {

@@ -274,11 +274,18 @@ std::pair<std::string, std::string> SplitImageReference(const std::string& ref) 
 
 std::map<std::string, std::string> LabelsOf(const Json& container) {
   std::map<std::string, std::string> out;
+  // find(), never operator[] on a const Json: a missing key there reads past the object
+  // (fuzz_docker_engine: an inspect answer whose Config has no Labels; heap-buffer-overflow).
   const Json* labels = nullptr;
-  if (container.contains("Config") && container["Config"].is_object()) {
-    labels = &container["Config"]["Labels"];
-  } else if (container.contains("Labels")) {
-    labels = &container["Labels"];
+  if (!container.is_object()) {
+    return out;
+  }
+  if (auto config = container.find("Config"); config != container.end() && config->is_object()) {
+    if (auto l = config->find("Labels"); l != config->end()) {
+      labels = &*l;
+    }
+  } else if (auto l = container.find("Labels"); l != container.end()) {
+    labels = &*l;
   }
   if (labels != nullptr && labels->is_object()) {
     for (const auto& [k, v] : labels->items()) {

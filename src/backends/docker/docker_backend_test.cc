@@ -163,6 +163,17 @@ TEST(DockerRequest, LabelsCarryTheCreationTimeSpecAndParseBack) {
   EXPECT_FALSE(ParseLabels({{"com.example", "x"}}, {}));
 }
 
+// fuzz_docker_engine: an answer whose Config has no Labels read past the object
+// (operator[] on a const Json); any shape now gives no labels (seed config_without_labels).
+TEST(DockerRequest, LabelsOfAnswersOfAnyShape) {
+  EXPECT_TRUE(LabelsOf(Json::parse(R"({"Config": {"Labelz": {"a": "b"}}})")).empty());
+  EXPECT_TRUE(LabelsOf(Json::parse(R"({"Config": {}, "Labels": {"a": "b"}})")).empty());
+  EXPECT_TRUE(LabelsOf(Json(7)).empty());
+  EXPECT_TRUE(LabelsOf(Json::parse(R"({"Labels": null})")).empty());
+  EXPECT_EQ(LabelsOf(Json::parse(R"({"Labels": {"a": "b", "n": 1}})")).size(), 1u);
+  EXPECT_EQ(LabelOf(Json::parse(R"({"Config": {"Labels": {"a": "b"}}})"), "a"), "b");
+}
+
 TEST(DockerRequest, SpecHashIgnoresOwnerLabelsAndTtl) {
   SandboxSpec a = SamplePlan().spec;
   SandboxSpec b = a;

@@ -256,21 +256,45 @@ std::string Rfc3339(double t) {
   return out + "Z";
 }
 
+namespace {
+
+// Fields of a guest's answer, read without trusting its shape (the guest runs in the sandbox):
+// a missing field, a field of another type, or an entry that is not an object gives the
+// default instead of nlohmann's type_error (found by fuzz_connect_envelope).
+std::string GuestString(const Json& e, const char* key) {
+  if (!e.is_object()) {
+    return "";
+  }
+  auto it = e.find(key);
+  return it != e.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+template <class T>
+T GuestNumber(const Json& e, const char* key) {
+  if (!e.is_object()) {
+    return T{};
+  }
+  auto it = e.find(key);
+  return it != e.end() && it->is_number() ? it->get<T>() : T{};
+}
+
+}  // namespace
+
 Json EntryInfoFromGuest(const Json& e) {
-  const std::string type = e.value("type", "");
-  Json out = {{"name", e.value("name", "")},
+  const std::string type = GuestString(e, "type");
+  Json out = {{"name", GuestString(e, "name")},
               {"type", type == "file"        ? "FILE_TYPE_FILE"
                        : type == "directory" ? "FILE_TYPE_DIRECTORY"
                        : type == "symlink"   ? "FILE_TYPE_SYMLINK"
                                              : "FILE_TYPE_UNSPECIFIED"},
-              {"path", e.value("path", "")},
-              {"size", std::to_string(e.value("size", int64_t{0}))},
-              {"mode", e.value("mode", 0)},
-              {"permissions", e.value("permissions", "")},
-              {"owner", e.value("owner", "")},
-              {"group", e.value("group", "")},
-              {"modifiedTime", Rfc3339(e.value("mtime", 0.0))}};
-  if (e.contains("symlink_target")) {
+              {"path", GuestString(e, "path")},
+              {"size", std::to_string(GuestNumber<int64_t>(e, "size"))},
+              {"mode", GuestNumber<int>(e, "mode")},
+              {"permissions", GuestString(e, "permissions")},
+              {"owner", GuestString(e, "owner")},
+              {"group", GuestString(e, "group")},
+              {"modifiedTime", Rfc3339(GuestNumber<double>(e, "mtime"))}};
+  if (e.is_object() && e.contains("symlink_target") && e["symlink_target"].is_string()) {
     out["symlinkTarget"] = e["symlink_target"];
   }
   return out;

@@ -91,6 +91,20 @@ TEST(ProcessRequests, StartSelectorSignal) {
   EXPECT_EQ(list["processes"][0]["tag"], "s");
 }
 
+// A guest's entries are untrusted: any shape gives an entry with defaults, never a type_error
+// (fuzz_connect_envelope found a number as an entry; seed fuzz/corpus/connect_envelope/entry_number).
+TEST(Files, HostileGuestEntriesGiveDefaults) {
+  for (const Json& e : {Json(7), Json("x"), Json::array({1}), Json(nullptr),
+                        Json{{"name", 5}, {"size", "big"}, {"mtime", "now"}, {"type", 1},
+                             {"symlink_target", 3}}}) {
+    const Json out = EntryInfoFromGuest(e);
+    EXPECT_EQ(out["name"], "");
+    EXPECT_EQ(out["size"], "0");
+    EXPECT_EQ(out["type"], "FILE_TYPE_UNSPECIFIED");
+    EXPECT_FALSE(out.contains("symlinkTarget"));
+  }
+}
+
 TEST(Files, EntriesPathsUsers) {
   const Json e = EntryInfoFromGuest({{"name", "a"},
                                      {"path", "/home/user/a"},
