@@ -62,9 +62,7 @@ async function rejects(promise, cls, name) {
 
 const runId = Math.random().toString(16).slice(2, 10)
 let sbx
-// Whether the sandbox has the `user` account: every backend whose image has a writable /etc.
-// The jail's default image is the host's root with /etc read-only: there commands run as the
-// sandbox's root with HOME and cwd /home/user (docs/e2b.md).
+// Whether the sandbox has the `user` account (docs/e2b.md): everywhere but an unprivileged jail.
 let hasUser = true
 let me = 'user'
 
@@ -74,16 +72,29 @@ await step('create with metadata, envs and timeout', async () => {
   assert.match(sbx.sandboxId, /^sb-/)
 })
 
-await step('the `user` account exists where /etc is writable', async () => {
-  const r = await sbx.commands.run('grep -c "^user:" /etc/passwd || true; test -w /etc/passwd && echo rw || echo ro',
-    { user: 'root' })
-  const [count, mode] = r.stdout.trim().split('\n')
-  hasUser = count === '1'
+await step('the `user` account: its own uid, home /home/user, root on request', async () => {
+  const r = await sbx.commands.run('grep "^user:" /etc/passwd | cut -d: -f3,6; id -u; touch ~/mine && stat -c %U ~/mine',
+    { user: 'user' }).catch((e) => e.result ?? e)
+  hasUser = r.exitCode === 0
   me = hasUser ? 'user' : 'root'
-  if (mode === 'rw' || process.env.AGENTBOX_BACKEND === 'docker') {
-    assert.equal(hasUser, true, 'a writable /etc must get the user account')
+  // Every backend has it (the jail over the host's read-only /etc through its generated
+  // /etc/passwd); only an unprivileged jail (no id range: agentboxd not run as root) cannot.
+  if (process.env.AGENTBOX_BACKEND === 'docker' || process.getuid() === 0) {
+    assert.equal(hasUser, true, `no user account: ${JSON.stringify(r)}`)
+  }
+  if (hasUser) {
+    const [entry, uid, owner] = r.stdout.trim().split('\n')
+    assert.match(entry, /^[1-9][0-9]*:\/home\/user$/)
+    assert.equal(uid, entry.split(':')[0])
+    assert.equal(owner, 'user')
+    const root = await sbx.commands.run('id -u; touch /home/user/by-root && echo ok', { user: 'root' })
+    assert.equal(root.stdout, '0\nok\n')
+    // `user` is not root: the system's files are not its to change.
+    const denied = await rejects(sbx.commands.run('touch /etc/agentbox-probe'), CommandExitError,
+      'user writing /etc')
+    assert.ok(denied.exitCode !== 0)
   } else {
-    console.log('note: /etc is read-only in this sandbox: commands run as root with HOME=/home/user')
+    console.log('note: no id range (unprivileged jail): commands run as root with HOME=/home/user')
   }
 })
 

@@ -20,6 +20,7 @@
 #include "backends/jail/launch.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_disk.h"
+#include "backends/jail/sandbox_user.h"
 #include "backends/jail/unix_http.h"
 #include "common/crash_point.h"
 #include "common/log.h"
@@ -359,6 +360,16 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       return Fail(ErrorCode::kInvalidArgument,
                   "jail image " + spec.image + " is neither a directory nor a tarball");
     }
+  }
+  if (!cfg.mount.system_writable && privileged_) {
+    // A shared read-only /etc: the daemon adds the `user` account (sandbox_user.h).
+    const std::string etc =
+        (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
+    auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
+    if (!user) {
+      return Fail(user.error());
+    }
+    cfg.mount.extra = std::move(user->mounts);
   }
   cfg.net.share_host = spec.network == NetworkMode::kHost;
   cfg.cgroup.name = "agentbox/" + id;
