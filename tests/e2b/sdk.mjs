@@ -8,6 +8,7 @@ import http from 'node:http'
 import {
   AuthenticationError,
   CommandExitError,
+  InvalidArgumentError,
   NotFoundError,
   Sandbox,
   SandboxError,
@@ -150,6 +151,91 @@ await step('stdin: sendStdin and closeStdin', async () => {
   await sbx.commands.closeStdin(h.pid)
   const r = await h.wait()
   assert.equal(r.stdout, 'abc')
+})
+
+await step('pty: create, sendInput, resize, output on onData, kill', async () => {
+  let seen = ''
+  const dec = new TextDecoder()
+  const onData = (d) => { seen += dec.decode(d, { stream: true }) }
+  const until = async (re, what) => {
+    const end = Date.now() + 10_000
+    while (!re.test(seen)) {
+      assert.ok(Date.now() < end, `${what}: not seen in ${JSON.stringify(seen.slice(-400))}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  const term = await sbx.pty.create({ cols: 100, rows: 30, onData, envs: { FROM_PTY: 'p1' } })
+  assert.ok(term.pid > 0)
+  const enc = new TextEncoder()
+  await sbx.pty.sendInput(term.pid, enc.encode('tty; stty size; echo "u=$(whoami) t=$TERM e=$FROM_PTY d=$PWD"\n'))
+  await until(/\/dev\/pts\/\d+/, 'tty')
+  await until(/30 100/, 'stty size')
+  await until(new RegExp(`u=${me} t=xterm-256color e=p1 d=/home/user`), 'whoami, TERM, envs, cwd')
+  await sbx.pty.resize(term.pid, { cols: 120, rows: 40 })
+  await sbx.pty.sendInput(term.pid, enc.encode('stty size\n'))
+  await until(/40 120/, 'stty size after resize')
+  // A second client attaches to the same terminal and sees what it prints from then on.
+  const other = await Sandbox.connect(sbx.sandboxId)
+  let seen2 = ''
+  const h2 = await other.pty.connect(term.pid, { onData: (d) => { seen2 += dec.decode(d) } })
+  await sbx.pty.sendInput(term.pid, enc.encode('echo second-$((40+2))\n'))
+  await until(/second-42/, 'first client')
+  const end = Date.now() + 10_000
+  while (!/second-42/.test(seen2)) {
+    assert.ok(Date.now() < end, `second client saw ${JSON.stringify(seen2)}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  assert.equal(await sbx.pty.kill(term.pid), true)
+  const e = await rejects(term.wait(), CommandExitError, 'killed pty')
+  assert.equal(e.exitCode, -1)
+  await rejects(h2.wait(), CommandExitError, 'killed pty (second client)')
+  assert.equal(await sbx.pty.kill(term.pid), false)
+  // Bad input: a pid that is not running, a size out of range, input to a process without one.
+  await rejects(sbx.pty.sendInput(term.pid, enc.encode('x')), NotFoundError, 'input to an ended pty')
+  await rejects(sbx.pty.resize(term.pid, { cols: 10, rows: 10 }), NotFoundError, 'resize an ended pty')
+  await rejects(sbx.pty.create({ cols: 0, rows: 10 }), InvalidArgumentError, 'zero columns')
+  const plain = await sbx.commands.run('sleep 30', { background: true })
+  await rejects(sbx.pty.resize(plain.pid, { cols: 10, rows: 10 }), SandboxError, 'resize without a pty')
+  await plain.kill()
+})
+
+await step('files.watchDir: create, write, rename, remove; recursive; stop', async () => {
+  await sbx.files.makeDir('watched/sub')
+  const events = []
+  const w = await sbx.files.watchDir('watched', (e) => events.push(`${e.type} ${e.name}`))
+  const expect = async (want) => {
+    const end = Date.now() + 10_000
+    while (!want.every((x) => events.includes(x))) {
+      assert.ok(Date.now() < end, `want ${JSON.stringify(want)}, saw ${JSON.stringify(events)}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  await sbx.files.write('watched/a.txt', 'one')
+  await sbx.commands.run('echo more >> watched/a.txt; mv watched/a.txt watched/b.txt; chmod 600 watched/b.txt; rm watched/b.txt')
+  await expect(['create a.txt', 'write a.txt', 'rename a.txt', 'create b.txt', 'chmod b.txt', 'remove b.txt'])
+  await sbx.files.write('watched/sub/deep.txt', 'x')
+  await new Promise((r) => setTimeout(r, 200))
+  assert.ok(!events.some((e) => e.includes('deep.txt')), `not recursive: ${JSON.stringify(events)}`)
+  await w.stop()
+
+  const rec = []
+  const wr = await sbx.files.watchDir('watched', (e) => rec.push(`${e.type} ${e.name}`), { recursive: true })
+  await sbx.commands.run('mkdir -p watched/sub/new && echo x > watched/sub/new/n.txt && echo y > watched/sub/deep.txt')
+  const end = Date.now() + 10_000
+  for (const want of ['create sub/new', 'create sub/new/n.txt', 'write sub/deep.txt']) {
+    while (!rec.includes(want)) {
+      assert.ok(Date.now() < end, `recursive: want ${want}, saw ${JSON.stringify(rec)}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  await wr.stop()
+  const before = rec.length
+  await sbx.files.write('watched/after-stop.txt', 'z')
+  await new Promise((r) => setTimeout(r, 200))
+  assert.equal(rec.length, before, `events after stop: ${JSON.stringify(rec.slice(before))}`)
+  await rejects(sbx.files.watchDir('no/such/dir', () => {}), NotFoundError, 'watch a missing directory')
+  await rejects(sbx.files.watchDir('watched/sub/deep.txt', () => {}), InvalidArgumentError, 'watch a file')
+  await sbx.files.remove('watched')
 })
 
 await step('second SDK client: connect to the sandbox, reattach to a process, kill it', async () => {

@@ -85,6 +85,8 @@ class E2bApi {
                                    const http::Respond& respond) const;
   void ProcessStream(const Target& t, const http::Request& req, const std::string& op,
                      http::Respond respond);
+  // filesystem.Filesystem/WatchDir: the guest's fs/watch as WatchDirResponse envelopes.
+  void WatchStream(const Target& t, const http::Request& req, http::Respond respond);
   void Unary(const Target& t, const std::string& method, const Json& msg, http::Respond respond);
   void Download(const Target& t, const http::Request& req, http::Respond respond);
   void Health(const Target& t, http::Respond respond);

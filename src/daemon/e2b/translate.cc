@@ -99,7 +99,7 @@ std::optional<Json> ProcessEventFromGuest(const Json& line) {
   Json inner;
   if (ev == "start") {
     inner = {{"start", {{"pid", line.value("pid", 0)}}}};
-  } else if (ev == "stdout" || ev == "stderr") {
+  } else if (ev == "stdout" || ev == "stderr" || ev == "pty") {
     inner = {{"data", {{ev, line.value("data", "")}}}};
   } else if (ev == "keepalive") {
     inner = {{"keepalive", Json::object()}};
@@ -141,9 +141,6 @@ Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user)
   if (!req.is_object()) {
     return Fail(ErrorCode::kInvalidArgument, "StartRequest must be a JSON object");
   }
-  if (Field(req, "pty")) {
-    return Fail(ErrorCode::kInvalidArgument, "PTY processes are not supported by agentboxd");
-  }
   const Json* proc = Field(req, "process");
   if (!proc || !proc->is_object()) {
     return Fail(ErrorCode::kInvalidArgument, "StartRequest.process is required");
@@ -175,7 +172,57 @@ Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user)
   if (const Json* tag = Field(req, "tag"); tag && tag->is_string()) {
     out["tag"] = *tag;
   }
+  if (const Json* pty = Field(req, "pty")) {
+    auto size = GuestPtySize(*pty);
+    if (!size) {
+      return Fail(size.error());
+    }
+    out["pty"] = *size;
+  }
   return out;
+}
+
+Result<Json> GuestPtySize(const Json& pty) {
+  const Json* size = Field(pty, "size");
+  if (!size || !size->is_object()) {
+    return Fail(ErrorCode::kInvalidArgument, "pty.size {cols, rows} is required");
+  }
+  Json out = Json::object();
+  for (const char* k : {"cols", "rows"}) {
+    const Json* v = Field(*size, k);
+    if (!v || !v->is_number_integer() || v->get<int64_t>() < 1 || v->get<int64_t>() > 1000) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  std::string("pty.size.") + k + " must be an integer from 1 to 1000");
+    }
+    out[k] = *v;
+  }
+  return out;
+}
+
+std::optional<Json> WatchEventFromGuest(const Json& line) {
+  if (!line.is_object()) {
+    return std::nullopt;
+  }
+  const std::string ev = line.value("event", "");
+  if (ev == "start") {
+    return Json{{"start", Json::object()}};
+  }
+  if (ev == "keepalive") {
+    return Json{{"keepalive", Json::object()}};
+  }
+  if (ev != "fs") {
+    return std::nullopt;
+  }
+  static const std::map<std::string, std::string> kTypes = {{"create", "EVENT_TYPE_CREATE"},
+                                                             {"write", "EVENT_TYPE_WRITE"},
+                                                             {"remove", "EVENT_TYPE_REMOVE"},
+                                                             {"rename", "EVENT_TYPE_RENAME"},
+                                                             {"chmod", "EVENT_TYPE_CHMOD"}};
+  auto type = kTypes.find(line.value("type", ""));
+  if (type == kTypes.end()) {
+    return std::nullopt;
+  }
+  return Json{{"filesystem", {{"name", line.value("name", "")}, {"type", type->second}}}};
 }
 
 Result<Json> GuestSelector(const Json& req) {
