@@ -281,6 +281,23 @@ await step('files: write, read, exists, getInfo, list, makeDir, rename, remove',
   assert.equal(await sbx.files.exists('notes'), false)
 })
 
+await step('files.write with several files in one request; directories are the user\'s', async () => {
+  const many = await sbx.files.write([
+    { path: 'multi/a.txt', data: 'A' },
+    { path: '/home/user/multi/b/c.txt', data: new Blob(['BC']) },
+    { path: 'multi/bin.dat', data: new Uint8Array([0, 1, 2, 255]).buffer },
+  ])
+  assert.deepEqual(many.map((f) => f.path),
+    ['/home/user/multi/a.txt', '/home/user/multi/b/c.txt', '/home/user/multi/bin.dat'])
+  assert.equal(await sbx.files.read('multi/a.txt'), 'A')
+  assert.equal(await sbx.files.read('multi/b/c.txt'), 'BC')
+  assert.deepEqual([...await sbx.files.read('multi/bin.dat', { format: 'bytes' })], [0, 1, 2, 255])
+  const owners = await sbx.commands.run('stat -c %U multi multi/b multi/b/c.txt; touch multi/b/new')
+  assert.equal(owners.stdout, `${me}\n${me}\n${me}\n`)
+  assert.deepEqual(await sbx.files.write([]), [])
+  await sbx.files.remove('multi')
+})
+
 await step('files: missing file raises NotFoundError', async () => {
   await rejects(sbx.files.read('no/such/file'), NotFoundError, 'read missing')
   await rejects(sbx.files.getInfo('no/such/file'), NotFoundError, 'getInfo missing')
@@ -342,6 +359,16 @@ await step('bad input: wrong key, another key, unknown sandbox, wrong envd token
   })
   assert.equal(res.status, 401)
   assert.equal((await res.json()).code, 'unauthenticated')
+  // A several-file write whose part names no destination: 400 in envd's error shape.
+  const boundary = 'b0undary'
+  const bad = await fetch(`${process.env.E2B_SANDBOX_URL}/files`, {
+    method: 'POST',
+    body: `--${boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--${boundary}--\r\n`,
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}`,
+      'e2b-sandbox-id': sbx.sandboxId, 'x-access-token': sbx.envdAccessToken },
+  })
+  assert.equal(bad.status, 400)
+  assert.match((await bad.json()).message, /filename/)
 })
 
 await step('same sandbox through the native API and the CLI, both ways', async () => {

@@ -26,8 +26,8 @@ void Scan(const std::string& text, std::set<uint32_t>& ids, std::string* user_li
     if (c == std::string::npos) {
       continue;
     }
-    ids.insert(static_cast<uint32_t>(std::strtoul(line.substr(b + 1, c - b - 1).c_str(),
-                                                  nullptr, 10)));
+    ids.insert(
+        static_cast<uint32_t>(std::strtoul(line.substr(b + 1, c - b - 1).c_str(), nullptr, 10)));
     if (user_line && line.compare(0, a, "user") == 0 && a == 4) {
       *user_line = line;
     }
@@ -127,9 +127,9 @@ Result<SandboxUser> PrepareSandboxUser(const std::string& system_etc, const std:
   const std::string shell = ::stat((bin + "/bin/bash").c_str(), &st) == 0 ? "/bin/bash" : "/bin/sh";
   const UserEntries plan = PlanUserEntries(*passwd, *group, shell);
   if (plan.uid >= id_count || plan.gid >= id_count) {
-    return Fail(ErrorCode::kUnavailable,
-                "the sandbox's id range (" + std::to_string(id_count) +
-                    " ids) does not hold user `user` (" + std::to_string(plan.uid) + ")");
+    return Fail(ErrorCode::kUnavailable, "the sandbox's id range (" + std::to_string(id_count) +
+                                             " ids) does not hold user `user` (" +
+                                             std::to_string(plan.uid) + ")");
   }
   SandboxUser out;
   out.uid = plan.uid;

@@ -18,6 +18,8 @@ struct SandboxEntry;
 
 namespace agentbox::daemon::e2b {
 
+struct Part;  // a file of a several-file write (envd_files.cc)
+
 struct E2bOptions {
   // templateID -> image ("" = the backend's default image). AGENTBOX_E2B_TEMPLATES adds to it.
   std::map<std::string, std::string> templates = {{"base", ""}};
@@ -89,6 +91,10 @@ class E2bApi {
   void WatchStream(const Target& t, const http::Request& req, http::Respond respond);
   void Unary(const Target& t, const std::string& method, const Json& msg, http::Respond respond);
   void Download(const Target& t, const http::Request& req, http::Respond respond);
+  // Writes parts[next...] one after the other (each then given to t.user), then answers
+  // `written` (the envd WriteInfo list).
+  void UploadParts(const Target& t, std::shared_ptr<std::vector<Part>> parts, size_t next,
+                   std::shared_ptr<Json> written, http::Respond done);
   void Health(const Target& t, http::Respond respond);
   // Calls the guest (JSON in, envelope out) and hands the envelope's data or error on.
   using GuestDone = std::function<void(Result<Json>)>;

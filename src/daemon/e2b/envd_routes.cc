@@ -312,8 +312,8 @@ void E2bApi::ProcessStream(const Target& t, const http::Request& req, const std:
     return respond(StreamError("invalid_argument", payload.error().message));
   }
   const Json msg = Json::parse(*payload, nullptr, false);
-  Result<Json> guest_body = op == "Start" ? ExecStartFromStartRequest(msg, t.user)
-                                          : GuestSelector(msg);
+  Result<Json> guest_body =
+      op == "Start" ? ExecStartFromStartRequest(msg, t.user) : GuestSelector(msg);
   if (!guest_body) {
     return respond(StreamError("invalid_argument", guest_body.error().message));
   }
@@ -389,8 +389,7 @@ void E2bApi::WatchStream(const Target& t, const http::Request& req, http::Respon
                           {"recursive", msg.value("recursive", false)}});
   d_.client_.SendStreaming(
       t.socket, std::move(cr), d_.health_.deadlines().stream_idle,
-      [this, t, respond, start = std::chrono::steady_clock::now()](
-          Result<http::ClientResponse> r) {
+      [this, t, respond, start = std::chrono::steady_clock::now()](Result<http::ClientResponse> r) {
         d_.CountRelayed(t.backend, "e2b/fs/watch", r, start);
         if (!r) {
           return respond(StreamError("unavailable", "sandbox guest: " + r.error().message));
@@ -448,7 +447,8 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
       // The guest writes to the process's pty when it has one, else to its stdin pipe.
       const char* key = input.is_object() && input.contains("pty") ? "pty" : "stdin";
       if (!input.is_object() || !input.contains(key) || !input[key].is_string()) {
-        return respond(ConnectUnaryError(400, "input.stdin or input.pty (base64 bytes) is required"));
+        return respond(
+            ConnectUnaryError(400, "input.stdin or input.pty (base64 bytes) is required"));
       }
       body["data"] = input[key];
       op = "exec/input";
@@ -511,21 +511,20 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     if (!path) {
       return respond(ConnectUnaryError(400, "path is required"));
     }
-    return CallGuest(t, "fs/mkdir", Json{{"path", *path}, {"owner", t.user}},
-                     [respond, path](Result<Json> r) {
-                       if (!r) {
-                         const int status = r.error().sys_errno ? r.error().sys_errno : 503;
-                         return respond(ConnectUnaryError(status, r.error().message));
-                       }
-                       if (!r->value("created", false)) {
-                         return respond(ConnectUnaryErrorCode(
-                             "already_exists", "directory " + *path + " already exists"));
-                       }
-                       http::Response out;
-                       out.body = DumpJson(
-                           Json{{"entry", EntryInfoFromGuest(r->value("entry", Json()))}});
-                       respond(std::move(out));
-                     });
+    return CallGuest(
+        t, "fs/mkdir", Json{{"path", *path}, {"owner", t.user}}, [respond, path](Result<Json> r) {
+          if (!r) {
+            const int status = r.error().sys_errno ? r.error().sys_errno : 503;
+            return respond(ConnectUnaryError(status, r.error().message));
+          }
+          if (!r->value("created", false)) {
+            return respond(
+                ConnectUnaryErrorCode("already_exists", "directory " + *path + " already exists"));
+          }
+          http::Response out;
+          out.body = DumpJson(Json{{"entry", EntryInfoFromGuest(r->value("entry", Json()))}});
+          respond(std::move(out));
+        });
   }
   if (method == "filesystem.Filesystem/Move") {
     auto from = path_of("source");

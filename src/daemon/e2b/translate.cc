@@ -72,13 +72,22 @@ std::string ConnectCode(int s) {
 }
 
 int ConnectHttpStatus(std::string_view code) {
-  static const std::map<std::string_view, int> kStatus = {
-      {"canceled", 499},          {"unknown", 500},           {"invalid_argument", 400},
-      {"deadline_exceeded", 504}, {"not_found", 404},         {"already_exists", 409},
-      {"permission_denied", 403}, {"resource_exhausted", 429}, {"failed_precondition", 400},
-      {"aborted", 409},           {"out_of_range", 400},      {"unimplemented", 501},
-      {"internal", 500},          {"unavailable", 503},       {"data_loss", 500},
-      {"unauthenticated", 401}};
+  static const std::map<std::string_view, int> kStatus = {{"canceled", 499},
+                                                          {"unknown", 500},
+                                                          {"invalid_argument", 400},
+                                                          {"deadline_exceeded", 504},
+                                                          {"not_found", 404},
+                                                          {"already_exists", 409},
+                                                          {"permission_denied", 403},
+                                                          {"resource_exhausted", 429},
+                                                          {"failed_precondition", 400},
+                                                          {"aborted", 409},
+                                                          {"out_of_range", 400},
+                                                          {"unimplemented", 501},
+                                                          {"internal", 500},
+                                                          {"unavailable", 503},
+                                                          {"data_loss", 500},
+                                                          {"unauthenticated", 401}};
   auto it = kStatus.find(code);
   return it == kStatus.end() ? 500 : it->second;
 }
@@ -214,10 +223,10 @@ std::optional<Json> WatchEventFromGuest(const Json& line) {
     return std::nullopt;
   }
   static const std::map<std::string, std::string> kTypes = {{"create", "EVENT_TYPE_CREATE"},
-                                                             {"write", "EVENT_TYPE_WRITE"},
-                                                             {"remove", "EVENT_TYPE_REMOVE"},
-                                                             {"rename", "EVENT_TYPE_RENAME"},
-                                                             {"chmod", "EVENT_TYPE_CHMOD"}};
+                                                            {"write", "EVENT_TYPE_WRITE"},
+                                                            {"remove", "EVENT_TYPE_REMOVE"},
+                                                            {"rename", "EVENT_TYPE_RENAME"},
+                                                            {"chmod", "EVENT_TYPE_CHMOD"}};
   auto type = kTypes.find(line.value("type", ""));
   if (type == kTypes.end()) {
     return std::nullopt;
@@ -323,9 +332,7 @@ Json EntryInfoFromGuest(const Json& e) {
   return out;
 }
 
-std::string HomeOf(const std::string& user) {
-  return user == "root" ? "/root" : "/home/" + user;
-}
+std::string HomeOf(const std::string& user) { return user == "root" ? "/root" : "/home/" + user; }
 
 std::string ResolvePath(const std::string& path, const std::string& user) {
   if (path.starts_with("/")) {
@@ -392,13 +399,10 @@ std::string TemplateOf(const Json& native) {
 
 Json SandboxFromNative(const Json& native, const std::string& envd_token) {
   const std::string tmpl = TemplateOf(native);
-  return Json{{"templateID", tmpl},
-              {"sandboxID", native.value("id", "")},
-              {"clientID", "agentbox"},
-              {"alias", tmpl},
-              {"envdVersion", kEnvdVersion},
-              {"envdAccessToken", envd_token},
-              {"domain", nullptr}};
+  return Json{
+      {"templateID", tmpl}, {"sandboxID", native.value("id", "")}, {"clientID", "agentbox"},
+      {"alias", tmpl},      {"envdVersion", kEnvdVersion},         {"envdAccessToken", envd_token},
+      {"domain", nullptr}};
 }
 
 Json DetailFromNative(const Json& native, const std::string& envd_token) {

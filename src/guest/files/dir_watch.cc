@@ -8,6 +8,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
+#include <vector>
 
 #include "common/json_util.h"
 #include "common/log.h"
@@ -58,8 +59,10 @@ struct DirWatches::Watch {
   std::weak_ptr<http::QueueSource> events;
   alignas(inotify_event) char buf[64 * 1024];
 
-  // Adds a watch on root/rel and, when recursive, on every directory below it.
-  void Add(const std::string& rel) {
+  // Adds a watch on root/rel and, when recursive, on every directory below it. `found` (for a
+  // directory that appeared while watched) gets every entry already below it: they were made
+  // before its watch existed, so inotify never reports them.
+  void Add(const std::string& rel, std::vector<std::string>* found = nullptr) {
     const std::string abs = rel.empty() ? root : root + "/" + rel;
     const int wd = ::inotify_add_watch(fd->native_handle(), abs.c_str(), kMask | IN_ONLYDIR);
     if (wd < 0) {
@@ -79,14 +82,18 @@ struct DirWatches::Watch {
       if (name == "." || name == "..") {
         continue;
       }
+      const std::string child = rel.empty() ? name : rel + "/" + name;
+      if (found) {
+        found->push_back(child);
+      }
       struct stat st {};
       if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
-        subdirs.push_back(rel.empty() ? name : rel + "/" + name);
+        subdirs.push_back(child);
       }
     }
     ::closedir(d);
     for (const auto& s : subdirs) {
-      Add(s);
+      Add(s, found);
     }
   }
 };
@@ -214,7 +221,11 @@ void DirWatches::Drain(Watch& w) {
           dir->second.empty() ? std::string(ev->name) : dir->second + "/" + ev->name;
       events->Push(Line({{"event", "fs"}, {"name", name}, {"type", type}}));
       if (w.recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
-        w.Add(name);
+        std::vector<std::string> found;
+        w.Add(name, &found);
+        for (const auto& f : found) {
+          events->Push(Line({{"event", "fs"}, {"name", f}, {"type", "create"}}));
+        }
       }
     }
   }

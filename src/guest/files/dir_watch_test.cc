@@ -93,6 +93,11 @@ TEST_F(DirWatchTest, RecursiveFollowsNewDirectories) {
   std::ofstream(dir_ + "/new/g") << "y";
   auto seen = Until(src, {"create old/f", "create new", "create new/g", "write new/g"});
   EXPECT_NE(std::find(seen.begin(), seen.end(), "write new/g"), seen.end());
+  // Made faster than a watch can be added: what is already inside is reported when it is.
+  std::filesystem::create_directories(dir_ + "/fast/a/b");
+  std::ofstream(dir_ + "/fast/a/b/f") << "z";
+  seen = Until(src, {"create fast", "create fast/a", "create fast/a/b", "create fast/a/b/f"});
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "create fast/a/b/f"), seen.end());
 }
 
 TEST_F(DirWatchTest, StopsWhenTheClientIsGone) {

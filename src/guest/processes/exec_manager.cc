@@ -228,9 +228,8 @@ Result<pid_t> ExecManager::Start(const ExecSpec& spec, std::shared_ptr<http::Que
     } else {
       devnull.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     }
-    so.fds = {{0, in ? in->first.Get() : devnull.Get()},
-              {1, out->second.Get()},
-              {2, err->second.Get()}};
+    so.fds = {
+        {0, in ? in->first.Get() : devnull.Get()}, {1, out->second.Get()}, {2, err->second.Get()}};
   }
   auto pid = Spawn(so);
   if (!pid) {
@@ -293,7 +292,9 @@ void ExecManager::Drain(Proc& p, bool err) {
   for (;;) {
     const ssize_t n = ::read(d->native_handle(), p.buf, sizeof(p.buf));
     if (n > 0) {
-      Emit(p, Line({{"event", p.pty ? "pty" : err ? "stderr" : "stdout"},
+      Emit(p, Line({{"event", p.pty ? "pty"
+                              : err ? "stderr"
+                                    : "stdout"},
                     {"data", Base64Encode(std::string_view(p.buf, static_cast<size_t>(n)))}}));
       continue;
     }
@@ -398,8 +399,8 @@ Result<void> ExecManager::WriteStdin(pid_t pid, std::string_view bytes) {
     return Fail(ErrorCode::kNotFound, "process with pid " + std::to_string(pid) + " not found");
   }
   Proc& p = *it->second;
-  const int fd = p.pty ? (p.out && p.out->is_open() ? p.out->native_handle() : -1)
-                       : p.stdin_fd.Get();
+  const int fd =
+      p.pty ? (p.out && p.out->is_open() ? p.out->native_handle() : -1) : p.stdin_fd.Get();
   if (fd < 0) {
     return Fail(ErrorCode::kConflict, "process " + std::to_string(pid) +
                                           " was started without stdin or its stdin is closed");
