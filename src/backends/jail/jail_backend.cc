@@ -366,10 +366,15 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     const std::string etc =
         (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
     auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
-    if (!user) {
+    if (user) {
+      cfg.mount.extra = std::move(user->mounts);
+    } else if (user.error().code == ErrorCode::kNotFound ||
+               user.error().code == ErrorCode::kUnavailable) {
+      // An image without passwd/group files, or ids that do not fit: no account, as before.
+      Log(LogLevel::kInfo, "jail.no_user_account", "id={} why=\"{}\"", id, user.error().message);
+    } else {
       return Fail(user.error());
     }
-    cfg.mount.extra = std::move(user->mounts);
   }
   cfg.net.share_host = spec.network == NetworkMode::kHost;
   cfg.cgroup.name = "agentbox/" + id;

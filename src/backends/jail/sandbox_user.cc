@@ -150,6 +150,9 @@ Result<SandboxUser> PrepareSandboxUser(const std::string& system_etc, const std:
       return Fail(r.error());
     }
   }
+  if (auto r = ChownPath(disk_root + "/home", host_uid, host_gid); !r) {  // the sandbox's root
+    return Fail(r.error());
+  }
   const uint32_t uid = host_uid + plan.uid;
   const uint32_t gid = host_gid + plan.gid;
   if (auto r = ChownPath(home, uid, gid); !r) {
@@ -158,7 +161,9 @@ Result<SandboxUser> PrepareSandboxUser(const std::string& system_etc, const std:
   if (auto r = SeedHome(system_etc + "/skel", home, uid, gid); !r) {
     return Fail(r.error());
   }
-  out.mounts.push_back({home, "/home/user", true});
+  // All of /home, not just /home/user: an image directory may have a /home of its own, shared
+  // read-only, where no mount point for `user` could be made.
+  out.mounts.push_back({disk_root + "/home", "/home", true});
   return out;
 }
 

@@ -15,7 +15,7 @@ namespace agentbox::jail {
 //   <dir>/passwd, <dir>/group  copies of the system's files with `user` appended, mounted
 //                              read-only over /etc/passwd and /etc/group in the jail;
 //   <disk_root>/home/user      its home on the sandbox's own disk (owned by the account, seeded
-//                              from /etc/skel), mounted writable at /home/user.
+//                              from /etc/skel); <disk_root>/home is mounted writable at /home.
 // The account's id is the first one from 1000 up that the system's files do not use (1000 on
 // most hosts), mapped like every id below `id_count` to host_uid + id. A system that already
 // has `user` keeps its entry; only the home is added. Needs an id range (id_count > 1000): an
