@@ -99,7 +99,28 @@ TEST_F(E2bApiTest, EnvdRoutingTokenAndConnect) {
   EXPECT_EQ(missing.json["code"], "not_found");
   EXPECT_EQ(Envd(id, "wrong", "process.Process/List", "{}").json["code"], "unauthenticated");
   EXPECT_EQ(Envd("sb-nope", token, "process.Process/List", "{}").status, 502);
-  EXPECT_EQ(Envd(id, token, "process.Process/Update", "{}").json["code"], "unimplemented");
+  // Update (pty.resize) needs a process and a size; the polling watchers are not served.
+  EXPECT_EQ(Envd(id, token, "process.Process/Update", "{}").json["code"], "invalid_argument");
+  EXPECT_EQ(Envd(id, token, "process.Process/Update",
+                 R"({"process":{"pid":1},"pty":{"size":{"cols":0,"rows":5}}})")
+                .json["code"],
+            "invalid_argument");
+  EXPECT_EQ(Envd(id, token, "process.Process/Update",
+                 R"({"process":{"pid":999999},"pty":{"size":{"cols":80,"rows":24}}})")
+                .json["code"],
+            "not_found");
+  EXPECT_EQ(Envd(id, token, "filesystem.Filesystem/CreateWatcher", R"({"path":"/"})").json["code"],
+            "unimplemented");
+  // WatchDir: a missing directory ends the stream with not_found; a malformed request with
+  // invalid_argument.
+  HttpReply nowatch = Envd(id, token, "filesystem.Filesystem/WatchDir",
+                           e2b::Envelope(0, Json{{"path", Workspace(id) + "/nope"}}.dump()),
+                           "application/connect+json");
+  EXPECT_NE(nowatch.body.find("not_found"), std::string::npos) << nowatch.body;
+  HttpReply badwatch = Envd(id, token, "filesystem.Filesystem/WatchDir",
+                            e2b::Envelope(0, R"({"path":"/","recursive":"yes"})"),
+                            "application/connect+json");
+  EXPECT_NE(badwatch.body.find("invalid_argument"), std::string::npos) << badwatch.body;
 
   const std::string start =
       R"({"process":{"cmd":"/bin/sh","args":["-c","echo hi; echo e >&2; exit 3"]}})";
