@@ -233,6 +233,30 @@ await step('files.watchDir: create, write, rename, remove; recursive; stop', asy
   await sbx.files.write('watched/after-stop.txt', 'z')
   await new Promise((r) => setTimeout(r, 200))
   assert.equal(rec.length, before, `events after stop: ${JSON.stringify(rec.slice(before))}`)
+  // The polling watchers of envd (the Python SDK's sync watch_dir), over plain Connect calls.
+  const rpc = async (method, body) => {
+    const res = await fetch(`${process.env.E2B_SANDBOX_URL}/filesystem.Filesystem/${method}`, {
+      method: 'POST', body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', 'connect-protocol-version': '1',
+        'e2b-sandbox-id': sbx.sandboxId, 'x-access-token': sbx.envdAccessToken },
+    })
+    return { status: res.status, body: await res.json() }
+  }
+  const made = await rpc('CreateWatcher', { path: '/home/user/watched', recursive: true })
+  assert.equal(made.status, 200, JSON.stringify(made.body))
+  await sbx.files.write('watched/sub/polled.txt', 'p')
+  const polled = []
+  const until = Date.now() + 10_000
+  while (!polled.some((e) => e.name === 'sub/polled.txt' && e.type === 'EVENT_TYPE_CREATE')) {
+    assert.ok(Date.now() < until, `polled: ${JSON.stringify(polled)}`)
+    const got = await rpc('GetWatcherEvents', { watcherId: made.body.watcherId })
+    assert.equal(got.status, 200, JSON.stringify(got.body))
+    polled.push(...got.body.events)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  assert.equal((await rpc('RemoveWatcher', { watcherId: made.body.watcherId })).status, 200)
+  assert.equal((await rpc('GetWatcherEvents', { watcherId: made.body.watcherId })).body.code, 'not_found')
+  assert.equal((await rpc('CreateWatcher', { path: '/no/such/dir' })).body.code, 'not_found')
   await rejects(sbx.files.watchDir('no/such/dir', () => {}), NotFoundError, 'watch a missing directory')
   await rejects(sbx.files.watchDir('watched/sub/deep.txt', () => {}), InvalidArgumentError, 'watch a file')
   await sbx.files.remove('watched')

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -87,6 +88,12 @@ class E2bApi {
                                    const http::Respond& respond) const;
   void ProcessStream(const Target& t, const http::Request& req, const std::string& op,
                      http::Respond respond);
+  // filesystem.Filesystem/CreateWatcher, GetWatcherEvents, RemoveWatcher (envd_watchers.cc):
+  // the guest's fs/watch kept open by the daemon, its events buffered until fetched.
+  struct Watcher;
+  void Watchers(const Target& t, const std::string& method, const Json& msg,
+                http::Respond respond);
+  void PumpWatcher(std::shared_ptr<Watcher> w);
   // filesystem.Filesystem/WatchDir: the guest's fs/watch as WatchDirResponse envelopes.
   void WatchStream(const Target& t, const http::Request& req, http::Respond respond);
   void Unary(const Target& t, const std::string& method, const Json& msg, http::Respond respond);
@@ -102,6 +109,8 @@ class E2bApi {
 
   DaemonApi& d_;
   E2bOptions opts_;
+  std::mutex watchers_mu_;
+  std::map<std::string, std::shared_ptr<Watcher>> watchers_;  // by watcherId
 };
 
 }  // namespace agentbox::daemon::e2b

@@ -544,6 +544,11 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     }
     return CallGuest(t, "file/delete", Json{{"path", *path}, {"recursive", true}}, relay(empty));
   }
+  if (method == "filesystem.Filesystem/CreateWatcher" ||
+      method == "filesystem.Filesystem/GetWatcherEvents" ||
+      method == "filesystem.Filesystem/RemoveWatcher") {
+    return Watchers(t, method, msg, std::move(respond));
+  }
   respond(ConnectUnaryErrorCode("unimplemented", method + " is not supported by agentboxd"));
 }
 
