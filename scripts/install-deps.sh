@@ -15,6 +15,7 @@ PACKAGES=(
   docker.io
   rclone fuse3
   qemu-system-x86 cpio xz-utils
+  chromium
 )
 
 missing=()
