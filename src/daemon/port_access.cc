@@ -32,7 +32,10 @@ std::string QueryWithout(const std::string& query, const std::string& name) {
     const std::string kv = query.substr(pos, amp - pos);
     const std::string key = PercentDecode(kv.substr(0, kv.find('=')), true);
     if (key != name && !kv.empty()) {
-      out += (out.empty() ? "" : "&") + kv;
+      if (!out.empty()) {
+        out += '&';
+      }
+      out += kv;
     }
     pos = amp + 1;
   }
@@ -85,7 +88,8 @@ std::optional<PortTarget> HostTarget(const http::Request& req, const std::string
     host.pop_back();  // a fully qualified name
   }
   // A domain may name the port clients use ("localtest.me:8080"): names match without it.
-  const std::string suffix = "." + AsciiLower(domain.substr(0, domain.find(':')));
+  std::string suffix = AsciiLower(domain.substr(0, domain.find(':')));
+  suffix.insert(suffix.begin(), '.');
   if (host.size() <= suffix.size() || AsciiLower(host).substr(host.size() - suffix.size()) != suffix) {
     return std::nullopt;
   }
@@ -150,7 +154,10 @@ std::string CookieWithout(const std::string& cookie_header, const std::string& n
   std::string out;
   EachCookie(cookie_header, [&](const std::string& n, const std::string&, const std::string& p) {
     if (n != name) {
-      out += (out.empty() ? "" : "; ") + p;
+      if (!out.empty()) {
+        out += "; ";
+      }
+      out += p;
     }
   });
   return out;

@@ -259,7 +259,11 @@ void Serve(int fd) {
     } else if (path == "/style.css") {
       ok = c.Write(Response(200, "text/css", "body { background: #12ab34 !important; }"));
     } else if (path == "/big") {
-      ok = c.Write(Response(200, "application/octet-stream", Pattern(QueryN(target))));
+      std::string r = Response(200, "application/octet-stream", Pattern(QueryN(target)));
+      if (method == "HEAD") {
+        r.resize(r.find("\r\n\r\n") + 4);
+      }
+      ok = c.Write(r);
     } else if (path == "/chunked") {
       const std::string data = Pattern(QueryN(target));
       std::string out = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"

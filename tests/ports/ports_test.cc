@@ -102,6 +102,9 @@ Reply Perform(CURL* c, const Request& r) {
   }
   curl_easy_setopt(c, CURLOPT_URL, r.url.c_str());
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+  if (r.method == "HEAD") {
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  }
   if (r.chunked) {
     h = curl_slist_append(h, "Transfer-Encoding: chunked");
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
