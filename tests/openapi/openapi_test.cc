@@ -799,8 +799,9 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
         c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       }
       const std::string path = std::regex_replace(
-          std::regex_replace(tmpl, std::regex(R"(\{id\})"), id), std::regex(R"(\{name\})"),
-          "process");
+          std::regex_replace(std::regex_replace(tmpl, std::regex(R"(\{id\})"), id),
+                             std::regex(R"(\{name\})"), "process"),
+          std::regex(R"(\{port\})"), "8080");
       HttpReply r = Call(m, path, DumpJson(body), "", {"Content-Type: application/json"});
       CheckReply(m, tmpl, r);
       const std::string warning =
@@ -821,7 +822,7 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 4u);  // create, timeout, flags, a backend's validation
+  EXPECT_EQ(rejected, 5u);  // create, timeout, flags, a backend's validation, a port's visibility
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",
