@@ -27,21 +27,30 @@ printf 'AGENTBOX_API_KEYS=bench:%s\nAGENTBOX_WARM_POOL_SIZE=0\n' "$KEY" >"$D/con
 "$BUILD/src/daemon/agentboxd" --listen "unix:$D/d.sock" --listen "tcp:127.0.0.1:$PORT" \
   --state-dir "$D/state" --backend "$B" --env-file /dev/null --config "$D/conf" 2>>"$D/d.log" &
 DPID=$!
+BASE="http://127.0.0.1:$PORT"
+# The API over TCP with the key, so the sandbox belongs to the key the relay is called with.
+api() { curl -s -H "Authorization: Bearer $KEY" "$@"; }
 "$SERVER" "$HOSTPORT" 2>/dev/null &
 SPID=$!
 cleanup() {
-  [ -n "${ID:-}" ] && curl -s -o /dev/null -X DELETE --unix-socket "$D/d.sock" "http://d/v1/sandboxes/$ID" || true
+  if [ -n "${ID:-}" ]; then
+    api -o /dev/null -X DELETE "$BASE/v1/sandboxes/$ID" || true
+    # The destroy finishes in the background: wait until the sandbox is gone.
+    for _ in $(seq 200); do
+      [ "$(api -o /dev/null -w '%{http_code}' "$BASE/v1/sandboxes/$ID")" = 404 ] && break
+      sleep 0.05
+    done
+  fi
   kill "$DPID" "$SPID" 2>/dev/null || true
   wait "$DPID" "$SPID" 2>/dev/null || true
   rm -rf "$D"
 }
 trap cleanup EXIT
 until curl -s -o /dev/null --unix-socket "$D/d.sock" http://d/healthz; do sleep 0.05; done
-api() { curl -s --unix-socket "$D/d.sock" -H 'Content-Type: application/json' "$@"; }
-ID=$(api -X POST http://d/v1/sandboxes -d '{"ttl_s":1800}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["id"])')
-api -o /dev/null -F path=/workspace/.srv -F "file=@$SERVER" "http://d/v1/sandboxes/$ID/api/v1/file/upload"
-api -o /dev/null -X POST "http://d/v1/sandboxes/$ID/api/v1/shell/exec" -d '{"id":"s","command":"chmod 755 /workspace/.srv","wait_seconds":30}'
-api -o /dev/null -X POST "http://d/v1/sandboxes/$ID/api/v1/process/start" -d '{"command":"/workspace/.srv 18080"}'
+ID=$(api -H 'Content-Type: application/json' -X POST "$BASE/v1/sandboxes" -d '{"ttl_s":1800}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["id"])')
+api -o /dev/null -F path=/workspace/.srv -F "file=@$SERVER" "$BASE/v1/sandboxes/$ID/api/v1/file/upload"
+api -o /dev/null -H 'Content-Type: application/json' -X POST "$BASE/v1/sandboxes/$ID/api/v1/shell/exec" -d '{"id":"s","command":"chmod 755 /workspace/.srv","wait_seconds":30}'
+api -o /dev/null -H 'Content-Type: application/json' -X POST "$BASE/v1/sandboxes/$ID/api/v1/process/start" -d '{"command":"/workspace/.srv 18080"}'
 URL="http://127.0.0.1:$PORT/v1/sandboxes/$ID/ports/18080$REQ"
 until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "$URL")" = 200 ]; do sleep 0.05; done
 
