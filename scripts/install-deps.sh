@@ -16,6 +16,7 @@ PACKAGES=(
   docker.io
   rclone fuse3
   qemu-system-x86 cpio xz-utils
+  chromium
 )
 
 missing=()

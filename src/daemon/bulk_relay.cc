@@ -52,9 +52,14 @@ std::string GuestHead(const http::Request& req, const std::string& op, const std
 
 }  // namespace
 
-bool DaemonApi::WantsRaw(const http::Request& req) { return BulkRoute(req).has_value(); }
+bool DaemonApi::WantsRaw(const http::Request& req) {
+  return ports_->Wants(req) || BulkRoute(req).has_value();
+}
 
 void DaemonApi::HandleRaw(http::Request req, http::RawConnection conn) {
+  if (ports_->Wants(req)) {  // a sandbox's port (port_relay.cc)
+    return ports_->Handle(std::move(req), std::move(conn));
+  }
   ++in_flight_;
   UniqueFd refused;
   auto work = [this, req = std::move(req), buffered = std::move(conn.buffered)](int fd) mutable {

@@ -159,6 +159,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
   e2b_ = std::make_unique<e2b::E2bApi>(*this, opts_.e2b);
+  ports_ = std::make_unique<PortRelay>(*this, opts_.domain);
   validations_ = std::make_unique<BackendValidations>(
       opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
@@ -280,6 +281,12 @@ std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& re
 }
 
 void DaemonApi::Handle(http::Request req, http::Respond respond) {
+  if (ports_->Wants(req)) {  // only on TLS listeners: elsewhere ports are relayed raw
+    respond(JsonErrStatus(501,
+                          "sandbox ports are not relayed on TLS listeners (tls:...): reach them "
+                          "through a tcp: or unix: listener, behind a TLS proxy if needed"));
+    return;
+  }
   if ((req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") &&
       req.method != "GET") {
     respond(JsonErrStatus(405, "use GET on " + req.path));
@@ -359,6 +366,11 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
         return Destroy(id, caller, std::move(respond));
       }
       return respond(JsonErrStatus(405, "use GET or DELETE on /v1/sandboxes/{id}"));
+    }
+    if (parts.size() == 5 && parts[3] == "ports") {  // a port's visibility and access token
+      auto e = Find(id, caller);
+      return respond(e ? ports_->Control(*e, parts[4], req)
+                       : JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
     }
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));

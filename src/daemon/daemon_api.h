@@ -20,6 +20,7 @@
 #include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
 #include "daemon/idempotency.h"
+#include "daemon/port_relay.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
 #include "http/client.h"
@@ -62,6 +63,9 @@ struct DaemonOptions {
   double idempotency_ttl_s = 86400;
   // The E2B-compatible API (daemon/e2b/, docs/e2b.md): templates and default lifetime.
   e2b::E2bOptions e2b;
+  // AGENTBOX_DOMAIN: sandbox ports are served by host name as `{port}-{id}.{domain}` (empty: by
+  // path only; docs/ports.md).
+  std::string domain;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -78,6 +82,8 @@ class DaemonApi : public http::Dispatcher {
   // The E2B layer translates onto this API: it runs native routes (Route), finds sandboxes
   // (Find), and talks to guests through the same client, deadlines and upload relay.
   friend class e2b::E2bApi;
+  // The port relay checks callers, finds sandboxes and gates guest calls as the API does.
+  friend class PortRelay;
 
  public:
   DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxBackend*> backends,
@@ -219,6 +225,7 @@ class DaemonApi : public http::Dispatcher {
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
   std::unique_ptr<e2b::E2bApi> e2b_;
+  std::unique_ptr<PortRelay> ports_;  // services inside sandboxes (port_relay.h)
   http::TransferThreads bulk_;  // last: its threads use the members above
 };
 

@@ -16,6 +16,7 @@
 #include "backends/pool/warm_pool.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "daemon/config_watch.h"
 #include "daemon/daemon_api.h"
 #ifdef AGENTBOX_CRASH_HOOKS
@@ -206,6 +207,20 @@ int main(int argc, char** argv) {
   }
   opts.e2b.templates = *templates;
   opts.e2b.default_timeout_s = *e2b_timeout;
+  // Ports by host name (docs/ports.md): `{port}-{id}.{AGENTBOX_DOMAIN}`; also the E2B domain.
+  std::string domain = AsciiLower(cfg->GetOr("AGENTBOX_DOMAIN", ""));
+  while (domain.starts_with(".")) {
+    domain.erase(0, 1);
+  }
+  if (!domain.empty() &&
+      (domain.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-:") != std::string::npos ||
+       domain.ends_with("."))) {
+    std::cerr << "agentboxd: AGENTBOX_DOMAIN must be a host name such as sandboxes.example.com, got '"
+              << domain << "'\n";
+    return 2;
+  }
+  opts.domain = domain;
+  opts.e2b.domain = domain;
   opts.collect_metrics = [&table](Metrics& m) {
     m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
     m.Describe("agentbox_pool_acquisitions_total", "counter",

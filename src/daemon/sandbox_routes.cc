@@ -276,6 +276,7 @@ void DaemonApi::Destroy(const std::string& id, const Caller& caller, http::Respo
   }
   health_.Forget(id);
   sessions_.Forget(id);
+  ports_->Forget(id);
   pool_.Post([this, e = *e, respond] {
     CrashPoint("daemon.destroy.unregistered");
     const auto start = Clock::now();

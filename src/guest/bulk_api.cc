@@ -113,12 +113,17 @@ bool IsTrue(const std::optional<std::string>& v) {
 }  // namespace
 
 bool GuestApi::WantsRaw(const http::Request& req) {
-  return (req.path == "/api/v1/file/upload" && req.method == "POST") ||
+  return PortConnector::Wants(req) || (req.path == "/api/v1/file/upload" && req.method == "POST") ||
          (req.path == "/api/v1/file/download" && req.method == "GET") ||
          (req.path == "/api/v1/file/archive" && (req.method == "GET" || req.method == "POST"));
 }
 
 void GuestApi::HandleRaw(http::Request req, http::RawConnection conn) {
+  if (PortConnector::Wants(req)) {
+    const bool authorized = Authorized(req);
+    ports_.Handle(std::move(req), std::move(conn), authorized);
+    return;
+  }
   UniqueFd refused;
   auto work = [this, req = std::move(req), buffered = std::move(conn.buffered)](int fd) mutable {
     Transfer(req, fd, std::move(buffered));

@@ -12,6 +12,7 @@
 #include "guest/files/dir_watch.h"
 #include "http/queue_source.h"
 #include "guest/files/file_ops.h"
+#include "guest/port_api.h"
 #include "guest/processes/exec_manager.h"
 #include "guest/processes/process_manager.h"
 #include "guest/sessions/session_manager.h"
@@ -47,7 +48,8 @@ class GuestApi : public http::Dispatcher {
 
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req) override;
   void Handle(http::Request req, http::Respond respond) override;
-  // Uploads, downloads and archives run on raw connections (bulk_api.cc).
+  // Uploads, downloads and archives run on raw connections (bulk_api.cc), and so do port
+  // connections (port_api.h).
   bool WantsRaw(const http::Request& req) override;
   void HandleRaw(http::Request req, http::RawConnection conn) override;
 
@@ -94,6 +96,7 @@ class GuestApi : public http::Dispatcher {
   SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  PortConnector ports_;              // relayed connections to ports inside the sandbox
   http::TransferThreads transfers_;  // last: its threads use the members above
 };
 

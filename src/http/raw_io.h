@@ -62,6 +62,14 @@ class BodyReader {
   uint64_t consumed() const { return consumed_; }
   // Content-Length when the request had one.
   std::optional<uint64_t> length() const { return chunked_ ? std::nullopt : std::optional(left_); }
+  // Once the body has been read to its end: the bytes read past it (the start of whatever the
+  // peer sent next, e.g. its next request on a kept-alive connection), handed over to the caller.
+  std::string TakeRest() {
+    std::string rest = buf_.substr(pos_);
+    buf_.clear();
+    pos_ = 0;
+    return rest;
+  }
 
  private:
   BodyReader() = default;

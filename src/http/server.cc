@@ -64,6 +64,13 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         opts_(opts),
         peer_(std::move(peer)) {}
 
+  // Bytes already read from the connection (handed back by a raw exchange): parsed first.
+  void Prefill(const std::string& bytes) {
+    auto b = buffer_.prepare(bytes.size());
+    asio::buffer_copy(b, asio::buffer(bytes));
+    buffer_.commit(bytes.size());
+  }
+
   void Start() {
     if constexpr (kIsTls<Socket>) {
       StartTls();
@@ -179,27 +186,47 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     }
     req_.peer = peer_;
     keep_alive_ = h.keep_alive();
-    if (opts_.upgrade &&
-        AsciiLower(req_.Header("upgrade")).find("websocket") != std::string::npos) {
-      opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
-      return;
-    }
     // A raw relay moves the socket's bytes as they are: on TLS connections they are ciphertext,
-    // so those requests take the ordinary streamed path instead.
+    // so those requests take the ordinary streamed path instead. Raw requests come before the
+    // upgrade hook: a WebSocket to a sandbox's port is relayed raw (daemon/port_relay.cc).
     if constexpr (!kIsTls<Socket>) {
       if (d_.WantsRaw(req_)) {
         RawConnection raw;
         raw.buffered = beast::buffers_to_string(buffer_.data());
         buffer_.consume(buffer_.size());
         beast::error_code rec;
+        const auto protocol = socket_.local_endpoint(rec).protocol();
+        if (rec) {
+          return;
+        }
         raw.fd.Reset(socket_.release(rec));
         if (rec) {
           return;
         }
         ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
+        raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_,
+                      protocol](UniqueFd fd, std::string buffered) {
+          auto owned = std::make_shared<UniqueFd>(std::move(fd));
+          asio::post(ex, [ex, &d, &opts, peer, protocol, owned, buffered = std::move(buffered)] {
+            Socket s(ex);
+            beast::error_code aec;
+            s.assign(protocol, owned->Release(), aec);
+            if (aec) {
+              return;
+            }
+            auto c = std::make_shared<Connection<Socket>>(std::move(s), d, opts, peer);
+            c->Prefill(buffered);
+            c->Start();
+          });
+        };
         d_.HandleRaw(std::move(req_), std::move(raw));
         return;
       }
+    }
+    if (opts_.upgrade &&
+        AsciiLower(req_.Header("upgrade")).find("websocket") != std::string::npos) {
+      opts_.upgrade(std::move(req_), UpgradedSocket(std::move(socket_)));
+      return;
     }
     const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
     sink_ = d_.StreamBody(req_);

@@ -78,6 +78,10 @@ class BodySink {
 struct RawConnection {
   UniqueFd fd;
   std::string buffered;
+  // Hands a connection back to the server once the raw exchange is over and the connection is
+  // still good for more requests (keep-alive): `buffered` is what was read past that exchange
+  // (the start of the next request). Callable once, from any thread.
+  std::function<void(UniqueFd fd, std::string buffered)> resume;
 };
 
 class Dispatcher {

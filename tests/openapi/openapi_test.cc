@@ -507,6 +507,14 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
             200);
   // The test double cannot replace a guest: documented 400 saying so (jail and docker can).
   EXPECT_EQ(Do("POST", S + "/restart-guest", base + "/restart-guest").status, 400);
+  // Ports (docs/ports.md): the control API, and the relay to a port where nothing listens.
+  const std::string P = S + "/ports/{port}";
+  EXPECT_EQ(Do("GET", P, base + "/ports/1").status, 200);
+  EXPECT_EQ(Do("POST", P, base + "/ports/1", Example("POST", P)).status, 200);
+  EXPECT_EQ(Do("POST", P, base + "/ports/1", {{"public", false}}).status, 200);
+  for (const char* m : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+    EXPECT_EQ(Do(m, P + "/{path}", base + "/ports/1/some/path?q=1").status, 502);
+  }
 
   // Files, in an order in which each documented example finds what it needs.
   for (const char* op : {"write", "read", "exists", "search", "find", "list", "replace"}) {
@@ -747,6 +755,16 @@ TEST_F(OpenApiTest, DocumentedErrorsHaveTheirStatuses) {
       Do("POST", G + "shell/exec", g + "shell/exec", {{"command", "true"}}, "key-alice").status,
       404);
   EXPECT_EQ(Call("GET", base + "/shell/nope/stream", "", "key-bob").status, 404);
+  // Ports: a bad port, no key, another key's sandbox, a mistyped visibility.
+  const std::string PR = S + "/ports/{port}/{path}";
+  EXPECT_EQ(Do("GET", PR, base + "/ports/0/x", nullptr, "key-bob").status, 400);
+  EXPECT_EQ(Do("GET", PR, base + "/ports/8080/x", nullptr, "-").status, 401);
+  EXPECT_EQ(Do("GET", PR, base + "/ports/8080/x", nullptr, "key-alice").status, 404);
+  EXPECT_EQ(Do("GET", S + "/ports/{port}", base + "/ports/http", nullptr, "key-bob").status, 400);
+  EXPECT_EQ(DoInvalid("POST", S + "/ports/{port}", base + "/ports/8080", {{"public", "yes"}},
+                      "key-bob")
+                .status,
+            422);
   // 422 from the daemon's stream alias and the guest; 400 and 409 from the guest.
   EXPECT_EQ(Do("GET", G + "shell/stream", g + "shell/stream", nullptr, "key-bob").status, 422);
   EXPECT_EQ(DoInvalid("POST", S + "/timeout", base + "/timeout", {{"ttl_s", 0}}, "key-bob").status,
@@ -804,8 +822,9 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
         c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       }
       const std::string path = std::regex_replace(
-          std::regex_replace(tmpl, std::regex(R"(\{id\})"), id), std::regex(R"(\{name\})"),
-          "process");
+          std::regex_replace(std::regex_replace(tmpl, std::regex(R"(\{id\})"), id),
+                             std::regex(R"(\{name\})"), "process"),
+          std::regex(R"(\{port\})"), "8080");
       HttpReply r = Call(m, path, DumpJson(body), "", {"Content-Type: application/json"});
       CheckReply(m, tmpl, r);
       const std::string warning =
@@ -826,7 +845,7 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 4u);  // create, timeout, flags, a backend's validation
+  EXPECT_EQ(rejected, 5u);  // create, timeout, flags, a backend's validation, a port's visibility
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",

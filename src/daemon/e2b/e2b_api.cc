@@ -255,7 +255,8 @@ void E2bApi::Create(const http::Request& req, const Caller& caller, http::Respon
                       [](int, Json, std::string) {});
                return respond(ApiError(500, r.error().message));
              }
-             respond(ApiJson(201, SandboxFromNative(data, EnvdAccessToken(e.info.guest_token))));
+             respond(ApiJson(
+                 201, SandboxFromNative(data, EnvdAccessToken(e.info.guest_token), opts_.domain)));
            });
          });
 }
@@ -276,11 +277,12 @@ void E2bApi::Connect(const std::string& id, const http::Request& req, const Call
         return respond(ApiError(500, r.error().message));
       }
       Native("GET", "/v1/sandboxes/" + id, Json(), caller,
-             [respond, e](int status, Json data, std::string message) {
+             [this, respond, e](int status, Json data, std::string message) {
                if (status != 200) {
                  return respond(ApiError(status, message));
                }
-               respond(ApiJson(200, SandboxFromNative(data, EnvdAccessToken(e.info.guest_token))));
+               respond(ApiJson(200, SandboxFromNative(data, EnvdAccessToken(e.info.guest_token),
+                                                      opts_.domain)));
              });
     });
   };

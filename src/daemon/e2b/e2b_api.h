@@ -25,6 +25,9 @@ struct E2bOptions {
   // templateID -> image ("" = the backend's default image). AGENTBOX_E2B_TEMPLATES adds to it.
   std::map<std::string, std::string> templates = {{"base", ""}};
   int64_t default_timeout_s = 300;  // E2B's default sandbox lifetime
+  // AGENTBOX_DOMAIN: the `domain` of created and connected sandboxes, so the SDK's getHost(port)
+  // names `{port}-{id}.{domain}`, which agentboxd's port relay serves (docs/ports.md).
+  std::string domain;
 };
 
 // Parses AGENTBOX_E2B_TEMPLATES ("name=image,name2=image2") on top of `base` -> default image.

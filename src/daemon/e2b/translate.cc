@@ -421,12 +421,16 @@ std::string TemplateOf(const Json& native) {
 
 }  // namespace
 
-Json SandboxFromNative(const Json& native, const std::string& envd_token) {
+Json SandboxFromNative(const Json& native, const std::string& envd_token,
+                       const std::string& domain) {
   const std::string tmpl = TemplateOf(native);
-  return Json{
-      {"templateID", tmpl}, {"sandboxID", native.value("id", "")}, {"clientID", "agentbox"},
-      {"alias", tmpl},      {"envdVersion", kEnvdVersion},         {"envdAccessToken", envd_token},
-      {"domain", nullptr}};
+  return Json{{"templateID", tmpl},
+              {"sandboxID", native.value("id", "")},
+              {"clientID", "agentbox"},
+              {"alias", tmpl},
+              {"envdVersion", kEnvdVersion},
+              {"envdAccessToken", envd_token},
+              {"domain", domain.empty() ? Json(nullptr) : Json(domain)}};
 }
 
 Json DetailFromNative(const Json& native, const std::string& envd_token) {

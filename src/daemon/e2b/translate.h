@@ -78,7 +78,9 @@ std::string EnvdAccessToken(const std::string& guest_token);
 // `{"code": N, "message": "..."}`: E2B's error body on every status.
 std::string ApiErrorBody(int status, const std::string& message);
 // Native SandboxJson -> Sandbox (create/connect), SandboxDetail and ListedSandbox (get/list).
-Json SandboxFromNative(const Json& native, const std::string& envd_token);
+// `domain`: AGENTBOX_DOMAIN (null in the answer when empty: the SDK then uses its own default).
+Json SandboxFromNative(const Json& native, const std::string& envd_token,
+                       const std::string& domain = "");
 Json DetailFromNative(const Json& native, const std::string& envd_token);
 // E2B metadata from native labels (reserved keys dropped).
 Json MetadataFromLabels(const Json& labels);
