@@ -207,6 +207,9 @@ int main(int argc, char** argv) {
   opts.e2b.templates = *templates;
   opts.e2b.default_timeout_s = *e2b_timeout;
   opts.collect_metrics = [&table](Metrics& m) {
+    if (table.images) {
+      images::ExportImageMetrics(table.images->Stats(), m);
+    }
     m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
     m.Describe("agentbox_pool_acquisitions_total", "counter",
                "Creates served from a warm pool (hit) or started cold (miss).");
