@@ -153,15 +153,22 @@ const char* ImageFormName(ImageForm f) {
   return "?";
 }
 
+Result<void> CheckImageName(const std::string& image) {
+  if (!image.empty() && image[0] != '/' && (image[0] == '.' || !ValidEngineReference(image))) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "image '" + image.substr(0, 200) +
+                    "' is neither an absolute path nor a Docker image reference");
+  }
+  return {};
+}
+
 Result<ImageForm> ClassifyImage(const std::string& image) {
   if (image.empty()) {
     return ImageForm::kHost;
   }
   if (image[0] != '/') {
-    if (image[0] == '.' || !ValidEngineReference(image)) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "image '" + image.substr(0, 200) +
-                      "' is neither an absolute path nor a Docker image reference");
+    if (auto r = CheckImageName(image); !r) {
+      return Fail(r.error());
     }
     return ImageForm::kEngine;
   }
@@ -511,8 +518,68 @@ Result<ResolvedImage> ImageStore::ResolveEngine(const std::string& ref, const st
                            progress);
 }
 
+namespace {
+
+bool StatOf(const std::string& path, struct stat& st) { return ::stat(path.c_str(), &st) == 0; }
+
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+}  // namespace
+
+std::optional<Result<ResolvedImage>> ImageStore::ResolveKnown(const std::string& path,
+                                                              const std::string& lease) {
+  struct stat st {};
+  if (!StatOf(path, st) || S_ISDIR(st.st_mode)) {
+    return std::nullopt;  // layouts are directories: their files may change under one mtime
+  }
+  Known k;
+  std::vector<std::string> hexes;
+  {
+    std::lock_guard lock(mu_);
+    auto it = known_.find(path);
+    if (it == known_.end() || it->second.dev != st.st_dev || it->second.ino != st.st_ino ||
+        it->second.size != st.st_size || it->second.mtime_ns != MtimeNs(st)) {
+      return std::nullopt;
+    }
+    k = it->second;
+    for (const auto& d : k.diff_ids) {
+      hexes.push_back(DigestHex(d, "layer").value_or(""));
+      if (!layers_.count(hexes.back())) {
+        return std::nullopt;
+      }
+    }
+    // Pinned under the same lock that saw them: no eviction between here and the lease.
+    pinned_.insert(hexes.begin(), hexes.end());
+    counters_.hits += hexes.size();
+  }
+  auto out = Finish(k.id, k.config, k.diff_ids, lease);
+  Unpin(hexes);
+  return out;
+}
+
+void ImageStore::Remember(const std::string& path, const std::string& id,
+                          const ParsedConfig& config) {
+  struct stat st {};
+  if (!StatOf(path, st) || S_ISDIR(st.st_mode)) {
+    return;
+  }
+  Known k{st.st_dev, st.st_ino, st.st_size, MtimeNs(st), id, config.config, config.diff_ids};
+  std::lock_guard lock(mu_);
+  if (known_.size() > 1000) {
+    known_.clear();
+  }
+  known_[path] = std::move(k);
+}
+
 Result<ResolvedImage> ImageStore::Resolve(const std::string& image, const std::string& lease,
                                           const Progress& progress) {
+  if (!image.empty() && image[0] == '/') {
+    if (auto hit = ResolveKnown(image, lease)) {
+      return *hit;
+    }
+  }
   auto form = ClassifyImage(image);
   if (!form) {
     return Fail(form.error());
@@ -562,7 +629,14 @@ Result<ResolvedImage> ImageStore::Resolve(const std::string& image, const std::s
       if (!source) {
         return Fail(source.error());
       }
-      return ResolveFromSource(**source, image, lease, progress);
+      auto out = ResolveFromSource(**source, image, lease, progress);
+      if (out) {
+        auto config = ParseImageConfig(R"({"rootfs":{"diff_ids":[]}})");
+        config->config = out->config;
+        config->diff_ids = out->diff_ids;
+        Remember(image, out->id, *config);
+      }
+      return out;
     }
     case ImageForm::kHost:
     case ImageForm::kRootfsDir:

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "common/error.h"
 #include "common/metrics.h"
 #include "images/manifest.h"
@@ -32,6 +34,9 @@ namespace agentbox::images {
 // no image reference.
 enum class ImageForm { kHost, kRootfsDir, kRootfsTarball, kLayout, kArchive, kEngine };
 Result<ImageForm> ClassifyImage(const std::string& image);
+// The cheap half of ClassifyImage: kInvalidArgument for what can never name an image (a relative
+// path, a name with characters no reference has); touches no file.
+Result<void> CheckImageName(const std::string& image);
 const char* ImageFormName(ImageForm f);
 
 struct ImageStoreOptions {
@@ -115,8 +120,24 @@ class ImageStore {
   void Touch(const std::string& hex);
   std::string LayerDir(const std::string& hex) const { return opts_.dir + "/layers/" + hex; }
 
+  // An archive or layout already read, by path: reused while the file is unchanged (same inode,
+  // size and mtime), so a cached image is not classified and read again on every create.
+  struct Known {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    std::string id;
+    ImageConfig config;
+    std::vector<std::string> diff_ids;
+  };
+  std::optional<Result<ResolvedImage>> ResolveKnown(const std::string& path,
+                                                    const std::string& lease);
+  void Remember(const std::string& path, const std::string& id, const ParsedConfig& config);
+
   ImageStoreOptions opts_;
   mutable std::mutex mu_;
+  std::map<std::string, Known> known_;  // guarded by mu_
   std::map<std::string, Layer> layers_;                   // by diff_id hex; guarded by mu_
   std::multiset<std::string> pinned_;                     // guarded by mu_
   std::map<std::string, std::vector<std::string>> leases_;  // guarded by mu_

@@ -86,6 +86,20 @@ TEST_F(ImageStoreTest, UnpacksOnceThenHits) {
   EXPECT_EQ(second->layer_dirs, first->layer_dirs);
   EXPECT_EQ(store->Stats().misses, 3u);
   EXPECT_EQ(store->Stats().hits, 3u);
+  // An unchanged archive is not read again: replaced by garbage of another size, it is.
+  WriteFile(archive + ".other", "not an archive");
+  auto third = store->Resolve(archive);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(store->Stats().hits, 6u);
+  fs::rename(archive + ".other", archive);
+  auto changed = store->Resolve(archive);
+  ASSERT_FALSE(changed);
+  EXPECT_EQ(changed.error().code, ErrorCode::kInvalidArgument);
+  WriteFile(archive, DockerSaveArchive({Tar({File("u0", std::string(1000, 'a'))}),
+                                        Tar({File("u1", std::string(1000, 'b'))}),
+                                        Tar({File("u2", std::string(1000, 'c'))})},
+                                       {{"Env", {"SEED=u"}}}));
+  ASSERT_TRUE(store->Resolve(archive));
   // A new store over the same directory finds the layers.
   auto again = OpenStore();
   EXPECT_EQ(again->Stats().layers, 3u);

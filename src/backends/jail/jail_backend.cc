@@ -227,8 +227,8 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
   if (auto valid = ValidateCreate(id, spec); !valid) {
     return Fail(valid.error());
   }
-  if (auto form = images::ClassifyImage(spec.image); !form) {
-    return Fail(form.error());
+  if (auto name = images::CheckImageName(spec.image); !name) {
+    return Fail(name.error());
   }
   // The guest moves descriptors above 1000 before it starts a shell (guest/core/spawn.cc).
   if (spec.limits.open_files && *spec.limits.open_files < kMinOpenFiles) {
