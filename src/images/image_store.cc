@@ -644,7 +644,7 @@ Result<ResolvedImage> ImageStore::Resolve(const std::string& image, const std::s
       break;
   }
   return Fail(ErrorCode::kInvalidArgument,
-              "image '" + image + "' is a " + ImageFormName(*form) + ", not an OCI image");
+              "image '" + image + "' is not an OCI image (it is a " + ImageFormName(*form) + ")");
 }
 
 void ImageStore::Release(const std::string& lease) {

@@ -116,6 +116,7 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
   }
   images_ = opts_.images;
   if (!images_) {
+    ::mkdir(opts_.state_dir.c_str(), 0700);  // the store lives inside; EEXIST is fine
     images::ImageStoreOptions io;
     io.dir = opts_.state_dir + "/.images";
     io.max_bytes = opts_.image_cache_bytes;

@@ -49,9 +49,9 @@ Result<JailImage> ResolveJailImage(images::ImageStore* store, const std::string&
       break;
   }
   if (store == nullptr) {
-    return Fail(ErrorCode::kInvalidArgument, "image '" + image + "' is a " +
+    return Fail(ErrorCode::kInvalidArgument, "image '" + image + "' names an OCI image (" +
                                                  images::ImageFormName(*form) +
-                                                 ", and this jail backend has no image store: " +
+                                                 "), and this jail backend has no image store: " +
                                                  why_no_store);
   }
   auto resolved =

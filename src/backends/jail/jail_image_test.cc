@@ -122,8 +122,8 @@ TEST_F(JailImageTest, UnknownAndCorruptImagesAreClearErrors) {
   ASSERT_FALSE(t);
   EXPECT_EQ(t.error().code, ErrorCode::kInvalidArgument) << t.error().message;
 
-  if (images::EngineImageId("/var/run/docker.sock", "agentbox/base:latest").error().code !=
-      ErrorCode::kUnavailable) {
+  auto engine = images::EngineImageId("/var/run/docker.sock", "agentbox/base:latest");
+  if (engine || engine.error().code != ErrorCode::kUnavailable) {
     SandboxSpec unknown;
     unknown.image = "agentbox/never-built:nope";
     auto u = backend_->Create("unknown", unknown);
