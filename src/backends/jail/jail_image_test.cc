@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "backends/jail/jail_image.h"
 #include "backends/jail/jail_test_fixture.h"
@@ -131,6 +132,39 @@ TEST_F(JailImageTest, UnknownAndCorruptImagesAreClearErrors) {
     EXPECT_EQ(u.error().code, ErrorCode::kNotFound);
     EXPECT_NE(u.error().message.find("agentbox/never-built:nope"), std::string::npos);
   }
+}
+
+TEST_F(JailImageTest, ConcurrentCreatesUnpackOnceAndRecoveryDropsStaleLeases) {
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec spec;
+  spec.image = MakeLayeredArchive(tmp_.path() + "/layered.tar");
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      auto info = backend_->Create("concurrent" + std::to_string(i), spec);
+      if (info && Exec(*info, "cat /etc/added").output == "added\n") {
+        ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(ok.load(), 3);
+  auto* store = backend_->image_store();
+  EXPECT_EQ(store->Stats().misses, 3u);  // three layers, unpacked once
+  EXPECT_EQ(store->Stats().hits, 6u);
+  EXPECT_EQ(store->Leases().size(), 3u);
+  // A lease whose sandbox does not exist (a create that died before its directory did).
+  ASSERT_TRUE(store->Resolve(spec.image, ImageLease("ghost")));
+  EXPECT_EQ(store->Leases().size(), 4u);
+  ASSERT_TRUE(backend_->Recover());
+  const auto leases = store->Leases();
+  EXPECT_EQ(std::count(leases.begin(), leases.end(), ImageLease("ghost")), 0);
+  EXPECT_EQ(leases.size(), 3u);
 }
 
 bool EngineHasBase(std::string* why) {
