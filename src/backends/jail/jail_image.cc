@@ -59,6 +59,12 @@ Result<JailImage> ResolveJailImage(images::ImageStore* store, const std::string&
   if (!resolved) {
     return Fail(resolved.error());
   }
+  if (resolved->layer_dirs.empty()) {
+    // Nothing to mount: the jail would otherwise fall back to the host's directories.
+    store->Release(sandbox_id.empty() ? "" : ImageLease(sandbox_id));
+    return Fail(ErrorCode::kInvalidArgument,
+                "image '" + image + "' has no layers: there is no root filesystem to run on");
+  }
   out.id = resolved->id;
   out.layer_dirs = std::move(resolved->layer_dirs);
   out.config = std::move(resolved->config);

@@ -115,6 +115,15 @@ TEST_F(JailImageTest, UnknownAndCorruptImagesAreClearErrors) {
   EXPECT_FALSE(fs::exists(state_dir_ + "/corrupt"));
   EXPECT_TRUE(backend_->image_store()->Leases().empty());
 
+  SandboxSpec empty;
+  empty.image = tmp_.path() + "/no-layers.tar";
+  std::ofstream(empty.image, std::ios::binary) << it::DockerSaveArchive({});
+  auto e = backend_->Create("empty", empty);
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(e.error().message.find("no layers"), std::string::npos) << e.error().message;
+  EXPECT_TRUE(backend_->image_store()->Leases().empty());
+
   SandboxSpec truncated;
   truncated.image = tmp_.path() + "/truncated.tar";
   const std::string good = it::DockerSaveArchive({it::Tar({it::File("f", "x")})});
