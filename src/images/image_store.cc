@@ -453,7 +453,11 @@ Result<ResolvedImage> ImageStore::ResolveEngine(const std::string& ref, const st
       return std::nullopt;
     }
     const std::string config_json = (*rec)["config"].get<std::string>();
-    if (Sha256Digest(config_json) != *id) {
+    // The record names the configuration's digest; the engine's id is that digest (Docker's
+    // classic store) or, with the containerd image store, the manifest's: then the record was
+    // written under the engine's id as an alias.
+    const std::string config_id = Sha256Digest(config_json);
+    if (!(*rec)["id"].is_string() || (*rec)["id"].get<std::string>() != config_id) {
       return std::nullopt;
     }
     auto config = ParseImageConfig(config_json);
@@ -479,7 +483,7 @@ Result<ResolvedImage> ImageStore::ResolveEngine(const std::string& ref, const st
       std::lock_guard lock(mu_);
       counters_.hits += hexes.size();
     }
-    return Finish(*id, config->config, config->diff_ids, lease);
+    return Finish(config_id, config->config, config->diff_ids, lease);
   };
   if (auto hit = try_cached()) {
     return *hit;
@@ -514,8 +518,17 @@ Result<ResolvedImage> ImageStore::ResolveEngine(const std::string& ref, const st
   if (!source) {
     return Fail(source.error());
   }
-  return ResolveFromSource(**source, "'" + ref + "' (exported by the Docker engine)", lease,
-                           progress);
+  auto out = ResolveFromSource(**source, "'" + ref + "' (exported by the Docker engine)", lease,
+                               progress);
+  if (out && out->id != *id) {
+    // The engine names the image by another digest: find the record under that name next time.
+    auto rec = ReadSmallFile(opts_.dir + "/images/" + *DigestHex(out->id, "image") + ".json",
+                             8u << 20);
+    if (rec) {
+      (void)WriteFileAtomic(opts_.dir + "/images/" + *hex + ".json", *rec, 0600);
+    }
+  }
+  return out;
 }
 
 namespace {
