@@ -349,9 +349,11 @@ Result<void> ImageStore::EnsureLayer(BlobSource& source, const LayerRef& layer,
   }
   // On disk before it is renamed into place: after a crash of the machine a layer is whole or
   // absent, never half there.
+  const auto syncing = std::chrono::steady_clock::now();
   if (::syncfs(staging_fd.Get()) != 0) {
     return Fail(ErrnoError(errno, "sync " + staging));
   }
+  const auto synced = std::chrono::steady_clock::now();
   if (::chmod(staging.c_str(), 0700) != 0 || ::rename(staging.c_str(), LayerDir(hex).c_str()) != 0) {
     return Fail(ErrnoError(errno, "move layer " + hex + " into the cache"));
   }
@@ -361,10 +363,11 @@ Result<void> ImageStore::EnsureLayer(BlobSource& source, const LayerRef& layer,
     layers_[hex] = Layer{unpacked->disk_bytes, NowNs()};
     ++counters_.misses;
   }
-  Log(LogLevel::kInfo, "image.layer_unpacked", "diff_id={} bytes={} entries={} ms={:.1f}",
-      layer.diff_id, unpacked->disk_bytes, unpacked->entries,
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
-          .count());
+  auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  Log(LogLevel::kInfo, "image.layer_unpacked",
+      "diff_id={} bytes={} entries={} ms={:.1f} sync_ms={:.1f}", layer.diff_id,
+      unpacked->disk_bytes, unpacked->entries, ms(std::chrono::steady_clock::now() - started),
+      ms(synced - syncing));
   return {};
 }
 
