@@ -294,6 +294,15 @@ Result<void> ImageStore::EnsureLayer(BlobSource& source, const LayerRef& layer,
     ++counters_.hits;
     return {};
   }
+  // Unpacked meanwhile by another store over this directory (another process): adopt it.
+  if (auto meta = ReadSmallFile(LayerDir(hex) + "/meta.json")) {
+    if (auto j = ParseJsonObject(*meta)) {
+      std::lock_guard lock(mu_);
+      layers_[hex] = Layer{j->value("bytes", uint64_t{0}), NowNs()};
+      ++counters_.hits;
+      return {};
+    }
+  }
   if (progress) {
     progress("unpacking layer " + layer.diff_id);
   }

@@ -124,6 +124,17 @@ TEST_F(ImageStoreTest, ConcurrentResolvesUnpackOnce) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/cache/tmp"));
 }
 
+TEST_F(ImageStoreTest, TwoStoresOverOneDirectoryShareLayers) {
+  auto a = OpenStore();
+  auto b = OpenStore();
+  const std::string archive = MakeArchive("img.tar", 2, 100, "s");
+  ASSERT_TRUE(a->Resolve(archive));
+  auto r = b->Resolve(archive);  // b's memory has no layers: it finds them on disk
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(b->Stats().misses, 0u);
+  EXPECT_EQ(b->Stats().hits, 2u);
+}
+
 TEST_F(ImageStoreTest, EvictsLeastRecentlyUsedUnleasedLayers) {
   // Each layer is ~64 KiB on disk; the bound holds about three.
   auto store = OpenStore(200 << 10);
