@@ -51,7 +51,8 @@ enum class NetworkMode {
 // What a client asks for when creating a sandbox.
 struct SandboxSpec {
   // jail: empty = the host's system directories read-only; otherwise a directory or a tarball
-  // (an exported image) used as the root filesystem. docker: an image reference.
+  // used as the root filesystem, or an OCI image (a local Docker engine image, an OCI layout or
+  // a docker save / OCI archive: docs/images.md). docker: an image reference.
   std::string image;
   std::map<std::string, std::string> env;
   ResourceLimits limits;

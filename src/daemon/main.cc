@@ -222,6 +222,9 @@ int main(int argc, char** argv) {
   opts.domain = domain;
   opts.e2b.domain = domain;
   opts.collect_metrics = [&table](Metrics& m) {
+    if (table.images) {
+      images::ExportImageMetrics(table.images->Stats(), m);
+    }
     m.Describe("agentbox_pool_ready", "gauge", "Started sandboxes waiting in a warm pool.");
     m.Describe("agentbox_pool_acquisitions_total", "counter",
                "Creates served from a warm pool (hit) or started cold (miss).");

@@ -7,6 +7,7 @@
 #include "backends/docker/docker_backend.h"
 #include "backends/jail/jail_backend.h"
 #include "backends/pool/warm_pool.h"
+#include "common/log.h"
 #include "common/strings.h"
 
 namespace agentbox::selector {
@@ -152,6 +153,26 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
   jo.state_dir = state_dir + "/jail";
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
+  // OCI images on the jail (docs/images.md): unpacked layers under <state>/images, bounded by
+  // AGENTBOX_IMAGE_CACHE_BYTES (0: unbounded); engine images come from DOCKER_HOST's engine.
+  auto cache_bytes = cfg.GetInt("AGENTBOX_IMAGE_CACHE_BYTES", 10ll << 30, 0, 1ll << 50);
+  if (!cache_bytes) {
+    t.config_errors["jail"] = cache_bytes.error().message;
+    return t;
+  }
+  images::ImageStoreOptions io;
+  io.dir = state_dir + "/images";
+  io.max_bytes = static_cast<uint64_t>(*cache_bytes);
+  if (auto socket = docker::SocketFromDockerHost(cfg.GetOr("DOCKER_HOST", ""))) {
+    io.docker_socket = *socket;
+  }
+  if (auto store = images::ImageStore::Open(io)) {
+    t.images = *store;
+    jo.images = *store;
+  } else {
+    Log(LogLevel::kWarn, "images.unavailable", "dir={} error=\"{}\"", io.dir,
+        store.error().message);
+  }
   t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
   if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
     o->default_limits = default_limits();

@@ -7,6 +7,7 @@
 #include "api/sandbox_backend.h"
 #include "api/tunnel_registry.h"
 #include "common/config.h"
+#include "images/image_store.h"
 
 namespace agentbox::selector {
 
@@ -16,6 +17,8 @@ namespace agentbox::selector {
 struct BackendTable {
   std::map<std::string, SandboxBackendPtr> backends;
   std::map<std::string, std::string> config_errors;  // backend name -> one sentence
+  // The jail's OCI image cache (docs/images.md), for /metrics; null when it could not be opened.
+  std::shared_ptr<images::ImageStore> images;
   // Names this build knows, in fallback order of preference.
   static const std::vector<std::string>& KnownNames();
 

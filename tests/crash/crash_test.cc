@@ -208,6 +208,7 @@ std::vector<Case> Cases() {
       {"jail", Op::kCreate, "jail.create.dir", gone, "create_rolled_back"},
       {"jail", Op::kCreate, "jail.create.slot", gone, "id_slot"},
       {"jail", Op::kCreate, "jail.create.disk", gone, "mount"},
+      {"jail", Op::kCreate, "jail.create.image", gone, "create_rolled_back"},
       {"jail", Op::kCreate, "jail.create.config", gone, "create_rolled_back"},
       {"jail", Op::kCreate, "jail.create.launched", gone, "process"},
       {"jail", Op::kCreate, "jail.create.recorded", kept, ""},

@@ -17,6 +17,7 @@
 #include "backends/jail/caps.h"
 #include "backends/jail/fs_util.h"
 #include "backends/jail/jail_config.h"
+#include "backends/jail/jail_image.h"
 #include "backends/jail/launch.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_disk.h"
@@ -114,6 +115,31 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
                                                opts_.default_limits.disk_bytes.value_or(0),
                                                opts_.ready_disks);
   }
+  images_ = opts_.images;
+  if (!images_) {
+    ::mkdir(opts_.state_dir.c_str(), 0700);  // the store lives inside; EEXIST is fine
+    images::ImageStoreOptions io;
+    io.dir = opts_.state_dir + "/.images";
+    io.max_bytes = opts_.image_cache_bytes;
+    if (auto store = images::ImageStore::Open(io)) {
+      images_ = *store;
+    } else {
+      why_no_images_ = store.error().message;
+    }
+  }
+}
+
+Result<void> JailBackend::Prepare(const SandboxSpec& spec, const ProgressFn& progress) {
+  auto image = ResolveJailImage(images_.get(), why_no_images_, spec.image, "",
+                                [&progress](const std::string& line) {
+                                  if (progress) {
+                                    progress(line);
+                                  }
+                                });
+  if (!image) {
+    return Fail(image.error());
+  }
+  return {};
 }
 
 std::vector<std::string> JailBackend::GuessCgroups(const std::string& id) const {
@@ -203,9 +229,8 @@ Result<SandboxInfo> JailBackend::Create(const std::string& id, const SandboxSpec
   if (auto valid = ValidateCreate(id, spec); !valid) {
     return Fail(valid.error());
   }
-  if (!spec.image.empty() && spec.image[0] != '/') {
-    return Fail(ErrorCode::kInvalidArgument,
-                "jail image must be an absolute path of a directory or a tarball");
+  if (auto name = images::CheckImageName(spec.image); !name) {
+    return Fail(name.error());
   }
   // The guest moves descriptors above 1000 before it starts a shell (guest/core/spawn.cc).
   if (spec.limits.open_files && *spec.limits.open_files < kMinOpenFiles) {
@@ -263,6 +288,9 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       (void)UnmountBelow(dir);
       (void)RemoveTree(dir);
       backend->ReleaseSlot(slot, id);
+      if (backend->images_) {
+        backend->images_->Release(ImageLease(id));
+      }
     }
   } undo{this, id, dir};
 
@@ -331,17 +359,20 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   cfg.mount.guest_binary = opts_.guest_binary;
   cfg.mount.tmp_bytes = limits.tmp_bytes.value_or(kDefaultTmpBytes);
   cfg.mount.shm_bytes = std::min(kMaxShmBytes, cfg.mount.tmp_bytes);
-  if (spec.image.empty()) {
-    cfg.mount.system_source = "/";
-    cfg.mount.system_entries = DefaultSystemEntries();
-  } else {
-    struct stat st {};
-    if (::stat(spec.image.c_str(), &st) != 0) {
-      return Fail(ErrorCode::kInvalidArgument, "jail image " + spec.image + " does not exist");
-    }
-    if (S_ISDIR(st.st_mode)) {
+  auto image = ResolveJailImage(images_.get(), why_no_images_, spec.image, id);
+  if (!image) {
+    return Fail(image.error());
+  }
+  CrashPoint("jail.create.image");
+  switch (image->form) {
+    case images::ImageForm::kHost:
+      cfg.mount.system_source = "/";
+      cfg.mount.system_entries = DefaultSystemEntries();
+      break;
+    case images::ImageForm::kRootfsDir:
       cfg.mount.system_source = spec.image;  // shared: exposed read-only
-    } else if (S_ISREG(st.st_mode)) {
+      break;
+    case images::ImageForm::kRootfsTarball: {
       const std::string rootfs = disk->root + "/rootfs";
       if (auto r = MakeDir(rootfs, 0755); !r) {
         return Fail(r.error());
@@ -356,15 +387,29 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       }
       cfg.mount.system_source = rootfs;  // a private copy: writable
       cfg.mount.system_writable = true;
-    } else {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "jail image " + spec.image + " is neither a directory nor a tarball");
+      break;
     }
+    case images::ImageForm::kLayout:
+    case images::ImageForm::kArchive:
+    case images::ImageForm::kEngine:
+      // Shared, read-only layers from the image store, stacked in the jail (image_mounts.h).
+      cfg.mount.image_layers = image->layer_dirs;
+      break;
   }
   if (!cfg.mount.system_writable && privileged_) {
     // A shared read-only /etc: the daemon adds the `user` account (sandbox_user.h).
-    const std::string etc =
+    std::string etc =
         (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
+    if (!cfg.mount.image_layers.empty()) {
+      // An OCI image's /etc: the topmost layer that has the account files.
+      etc = cfg.mount.image_layers.back() + "/etc";
+      for (auto it = cfg.mount.image_layers.rbegin(); it != cfg.mount.image_layers.rend(); ++it) {
+        if (PathExists(*it + "/etc/passwd")) {
+          etc = *it + "/etc";
+          break;
+        }
+      }
+    }
     auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
     if (user) {
       cfg.mount.extra = std::move(user->mounts);
@@ -404,9 +449,6 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   cfg.rlimits.open_files = limits.open_files;
   cfg.rlimits.file_size_bytes = limits.file_size_bytes;
   cfg.caps.keep = DefaultKeptCapabilities();
-  cfg.exec.path = kGuestInJail;
-  cfg.exec.argv = {kGuestInJail, "serve",      "--listen",     "unix:/run/agentbox/guest.sock",
-                   "--workdir",  "/workspace", "--token-file", "/run/agentbox/token"};
   std::map<std::string, std::string> env = {
       {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
       {"HOME", "/root"},
@@ -414,13 +456,20 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       {"LOGNAME", "root"},
       {"HOSTNAME", cfg.hostname},
       {"LANG", "C.UTF-8"}};
+  std::string workdir = "/workspace";
+  if (const std::string note = ApplyImageConfig(*image, env, workdir); !note.empty()) {
+    rec.detail += (rec.detail.empty() ? "" : "; ") + note;
+  }
   for (const auto& [k, v] : spec.env) {
     env[k] = v;
   }
   for (const auto& [k, v] : env) {
     cfg.exec.env.push_back(k + "=" + v);
   }
-  cfg.exec.cwd = "/workspace";
+  cfg.exec.path = kGuestInJail;
+  cfg.exec.argv = {kGuestInJail, "serve",   "--listen",     "unix:/run/agentbox/guest.sock",
+                   "--workdir",  workdir,   "--token-file", "/run/agentbox/token"};
+  cfg.exec.cwd = workdir;
 
   const std::string config_path = dir + "/jail.json";
   if (auto r = WriteFileAtomic(config_path, DumpJson(JailConfigToJson(cfg)), 0600); !r) {

@@ -12,6 +12,7 @@
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
 #include "common/keyed_mutex.h"
+#include "images/image_store.h"
 
 namespace agentbox::jail {
 
@@ -39,6 +40,10 @@ struct JailBackendOptions {
   // Disks of default_limits.disk_bytes kept ready (made in the background, handed out in
   // microseconds): see backends/disk. 0: every disk is made during Create.
   size_t ready_disks = 2;
+  // Where OCI images (docs/images.md) are unpacked: shared with the daemon's /metrics. Null: the
+  // backend opens its own store in <state_dir>/.images bounded by image_cache_bytes.
+  std::shared_ptr<images::ImageStore> images;
+  uint64_t image_cache_bytes = 10ull << 30;
 };
 
 // Sandboxes as Linux namespaces (see ARCHITECTURE.md). The sandbox's first process is the guest;
@@ -59,13 +64,18 @@ class JailBackend final : public SandboxBackend {
   ProbeResult Probe() override;
   Capabilities GetCapabilities() const override;
   // `id`: 1-64 characters of [A-Za-z0-9_.-], not starting with '.'. kConflict if it exists.
-  // spec.image: empty (host system directories), an absolute directory, or an absolute path
-  // of a tarball (extracted into the sandbox's state, owned by the sandbox).
+  // spec.image (docs/images.md): empty (host system directories), an absolute directory, an
+  // absolute path of a tarball (extracted into the sandbox's state, owned by the sandbox), or an
+  // OCI image: a local Docker engine image, an OCI layout directory or an image archive, whose
+  // unpacked layers are stacked read-only and whose Env and WorkingDir apply.
+  // An unknown image is kNotFound; a corrupt one kInvalidArgument.
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;
   Result<std::vector<SandboxInfo>> List() override;
   Result<void> Destroy(const std::string& id) override;
   Result<void> SetExpiry(const std::string& id, double expires_at) override;
+  // Unpacks an OCI image's missing layers (nothing to do for the other image forms).
+  Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
   // Kills every process of the sandbox (SIGKILL to the init, then the old helper exits) and
   // starts a new jail over the same directory, the same uid range and token: /workspace and a
   // tarball image's root filesystem are kept; /tmp, sessions and processes start empty.
@@ -81,6 +91,7 @@ class JailBackend final : public SandboxBackend {
   Result<RecoveryReport> Recover() override;
 
   const JailBackendOptions& options() const { return opts_; }
+  images::ImageStore* image_store() const { return images_.get(); }
   // <state_dir>/<id>
   std::string SandboxDir(const std::string& id) const;
 
@@ -114,6 +125,9 @@ class JailBackend final : public SandboxBackend {
   // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
   std::unique_ptr<disk::DiskMaker> disks_;
   std::string why_no_disk_;
+  // OCI images; null when the store could not be opened (why_no_images_).
+  std::shared_ptr<images::ImageStore> images_;
+  std::string why_no_images_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
 

@@ -164,8 +164,9 @@ TEST_F(JailBackendTest, RejectsBadIdsDuplicatesAndUnknownIds) {
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << bad;
   }
+  // A relative path is no image ("images/x.tar" would name a Docker engine image: images.md).
   SandboxSpec relative;
-  relative.image = "images/x.tar";
+  relative.image = "./images/x.tar";
   EXPECT_EQ(backend_->Create("rel", relative).error().code, ErrorCode::kInvalidArgument);
   SandboxSpec few_files;
   few_files.limits.open_files = 100;  // the guest itself needs more
@@ -185,7 +186,7 @@ TEST_F(JailBackendTest, FailedCreateLeavesNothing) {
   spec.image = tmp_.path() + "/no-such-image";
   auto r = backend_->Create("bad-image", spec);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotFound);  // an unknown image (docs/images.md)
   EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/bad-image"));
 
   // A guest that cannot start: the helper's error reaches the caller, nothing is left.

@@ -20,7 +20,8 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"run_dir", c.mount.run_dir},
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
-                {"shm_bytes", c.mount.shm_bytes}};
+                {"shm_bytes", c.mount.shm_bytes},
+                {"image_layers", c.mount.image_layers}};
   for (const auto& x : c.mount.extra) {
     j["mount"]["extra"].push_back(
         {{"host_path", x.host_path}, {"target", x.target}, {"writable", x.writable}});
@@ -63,6 +64,8 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.system_source = m.at("system_source").get<std::string>();
     c.mount.system_entries = m.at("system_entries").get<std::vector<std::string>>();
     c.mount.system_writable = m.at("system_writable").get<bool>();
+    // Absent in configs written before images (a sandbox restarted across an upgrade).
+    c.mount.image_layers = m.value("image_layers", std::vector<std::string>());
     c.mount.workspace_dir = m.at("workspace_dir").get<std::string>();
     c.mount.run_dir = m.at("run_dir").get<std::string>();
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();

@@ -15,6 +15,7 @@
 #include "backends/jail/cgroup.h"
 #include "backends/jail/fs_util.h"
 #include "backends/jail/jail_backend.h"
+#include "backends/jail/jail_image.h"
 #include "backends/jail/process.h"
 #include "common/crash_point.h"
 #include "common/log.h"
@@ -186,6 +187,9 @@ Result<void> JailBackend::RemoveEverything(const std::string& id, const SandboxR
     count("directory", 1);
   }
   CrashPoint("jail.destroy.removed");
+  if (images_) {
+    images_->Release(ImageLease(id));  // its image's layers may be evicted from now on
+  }
   if (rec != nullptr) {
     ReleaseSlot(rec->uid_slot, id);
   }
@@ -213,6 +217,15 @@ Result<RecoveryReport> JailBackend::Recover() {
   }
   for (const auto& [id, pids] : FindHelpers(opts_.state_dir)) {
     ids.insert(id);
+  }
+  // Image leases of sandboxes that are gone (a create that died before its directory existed).
+  if (images_) {
+    const std::string prefix = ImageLease("");
+    for (const auto& lease : images_->Leases()) {
+      if (lease.starts_with(prefix) && ValidSandboxId(lease.substr(prefix.size()))) {
+        ids.insert(lease.substr(prefix.size()));
+      }
+    }
   }
   for (const auto& id : ids) {
     // A create or destroy of this process holds the id until it is done: looked at afterwards,

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "backends/jail/image_mounts.h"
 #include "backends/jail/result_util.h"
 
 namespace agentbox::jail {
@@ -220,13 +221,25 @@ Result<MountPlan> PrepareMounts(MountNsConfig cfg) {
     return Fail(ErrorCode::kInvalidArgument,
                 "mount namespace: root_dir, workspace_dir, run_dir and guest_binary are required");
   }
+  for (size_t i = 0; i < cfg.image_layers.size(); ++i) {
+    auto layer = DescribePath(cfg.image_layers[i], "layer " + std::to_string(i),
+                              MountSource::Kind::kDir);
+    if (!layer) {
+      return Fail(layer.error());
+    }
+    plan.layers.push_back(std::move(*layer));
+  }
+  if (!cfg.image_layers.empty()) {
+    cfg.system_source = "/";
+    cfg.system_entries.clear();
+  }
   UniqueFd source(::open(cfg.system_source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!source) {
     return Fail(ErrnoError(errno, "open system source " + cfg.system_source));
   }
   const std::string prefix = cfg.system_source == "/" ? "" : cfg.system_source;
   std::vector<std::string> names = cfg.system_entries;
-  if (names.empty()) {
+  if (names.empty() && cfg.image_layers.empty()) {
     DIR* dir = ::fdopendir(::dup(source.Get()));
     if (dir == nullptr) {
       return Fail(ErrnoError(errno, "list " + cfg.system_source));
@@ -304,6 +317,9 @@ Result<void> EnterMountNamespace(MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(OpenSource(plan.workspace));
   JAIL_RETURN_IF_ERROR(OpenSource(plan.run));
   JAIL_RETURN_IF_ERROR(OpenSource(plan.guest));
+  for (MountSource& src : plan.layers) {
+    JAIL_RETURN_IF_ERROR(OpenSource(src));
+  }
   for (MountSource& src : plan.extra) {
     JAIL_RETURN_IF_ERROR(OpenSource(src));
   }
@@ -364,6 +380,9 @@ static Result<void> MountExtra(const MountPlan& plan) {
 
 Result<void> BuildRootAndPivot(const MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(ExposeSystemEntries(plan));
+  if (!plan.layers.empty()) {
+    JAIL_RETURN_IF_ERROR(ExposeImageLayers(plan));
+  }
   JAIL_RETURN_IF_ERROR(MakeDir("workspace", 0755));
   JAIL_RETURN_IF_ERROR(Bind(plan.workspace.fd, "workspace", /*recursive=*/false, kWritableAttrs));
   JAIL_RETURN_IF_ERROR(MakeDir("run", 0755));

@@ -34,6 +34,10 @@ struct MountNsConfig {
   std::vector<std::string> system_entries;
   // Whether the system entries stay writable: only for a private copy (an extracted tarball).
   bool system_writable = false;
+  // An OCI image's unpacked layers (host directories, bottom first; images/). When set, the
+  // system entries are the top-level entries of the stacked layers instead (image_mounts.h),
+  // and system_source / system_entries are not used.
+  std::vector<std::string> image_layers;
   std::string workspace_dir;  // host directory mounted writable at /workspace
   std::string run_dir;        // host directory mounted writable at /run/agentbox
   std::string guest_binary;   // host file mounted read-only at /.agentbox/guest
@@ -77,6 +81,8 @@ struct MountPlan {
   MountSource workspace;
   MountSource run;
   MountSource guest;
+  std::vector<MountSource> layers;     // config.image_layers, bottom first
+  std::vector<UniqueFd> layer_mounts;  // their idmapped mounts, made by the parent (if any)
   std::vector<MountSource> extra;  // config.extra, in order
 };
 
