@@ -192,6 +192,7 @@ int main(int argc, char** argv) {
   opts.state_dir = dir;
   opts.sessions_dir = dir + "/sessions";
   opts.idempotency_dir = dir + "/idempotency";
+  opts.migrations_dir = dir + "/migrations";
   opts.idempotency_ttl_s = static_cast<double>(*idempotency_ttl);
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;
