@@ -166,8 +166,10 @@ void DaemonApi::Migrate(const std::string& id, const http::Request& req, const C
     auto moved = MoveSandbox(id, target, {});
     if (!moved) {
       http::Response r = JsonErr(moved.error());
-      if (moved.error().code == ErrorCode::kConflict) {
-        r = MovingResponse(id, moved.error().message.substr(0, 300));
+      if (moved.error().code == ErrorCode::kConflict) {  // calls still running: try again soon
+        r.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(
+                                                  1, static_cast<int64_t>(
+                                                         opts_.migration_retry_after_s))));
       }
       return respond(std::move(r));
     }

@@ -506,6 +506,13 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
             200);
   // The test double cannot replace a guest: documented 400 saying so (jail and docker can).
   EXPECT_EQ(Do("POST", S + "/restart-guest", base + "/restart-guest").status, 400);
+  // One backend only: the sandbox is already on it (docs/migration.md; tests/daemon/migrate_test.cc
+  // moves sandboxes between two), and a drain needs somewhere else to go.
+  EXPECT_EQ(Do("POST", S + "/migrate", base + "/migrate", Json{{"backend", "process"}}).status, 409);
+  EXPECT_EQ(Do("POST", "/v1/admin/drain", "/v1/admin/drain",
+               Json{{"backend", "process"}, {"to", "process"}})
+                .status,
+            400);
 
   // Files, in an order in which each documented example finds what it needs.
   for (const char* op : {"write", "read", "exists", "search", "find", "list", "replace"}) {
