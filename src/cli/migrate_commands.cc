@@ -60,8 +60,8 @@ int Migrate(DaemonClient& client, const std::string& id, const std::string& to, 
   return 0;
 }
 
-int Drain(DaemonClient& client, const std::string& backend, const std::string& to,
-          int concurrency, bool json) {
+int Drain(DaemonClient& client, const std::string& backend, const std::string& to, int concurrency,
+          bool json) {
   Json body = {{"backend", backend}, {"concurrency", concurrency}};
   if (!to.empty()) {
     body["to"] = to;
@@ -113,7 +113,8 @@ int Drain(DaemonClient& client, const std::string& backend, const std::string& t
     }
     return true;
   };
-  auto r = client.Stream("/v1/admin/drain", on_data, [] { return false; }, &body);
+  auto r = client.Stream(
+      "/v1/admin/drain", on_data, [] { return false; }, &body);
   if (!r) {
     return ReportError(r.error());
   }

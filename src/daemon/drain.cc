@@ -32,7 +32,8 @@ void DaemonApi::Drain(const http::Request& req, const Caller& caller, http::Resp
     return respond(JsonErrStatus(405, "use POST on /v1/admin/drain"));
   }
   if (!caller.admin) {
-    return respond(JsonErr({ErrorCode::kForbidden, "draining a backend is for the local socket only"}));
+    return respond(
+        JsonErr({ErrorCode::kForbidden, "draining a backend is for the local socket only"}));
   }
   auto body = ParseJsonObject(req.body);
   if (!body) {
@@ -135,8 +136,8 @@ void DaemonApi::Drain(const http::Request& req, const Caller& caller, http::Resp
       t.join();
     }
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    Log(LogLevel::kInfo, "drain.end", "backend={} moved={} failed={} ms={:.1f}", from,
-        moved.load(), ids.size() - moved.load(), ms);
+    Log(LogLevel::kInfo, "drain.end", "backend={} moved={} failed={} ms={:.1f}", from, moved.load(),
+        ids.size() - moved.load(), ms);
     source->Push(Line({{"event", "done"},
                        {"backend", from},
                        {"moved", moved.load()},

@@ -58,9 +58,9 @@ std::string StringAt(const Json& j, const char* key) {
 
 // The absolute path of the guest's working directory, as fs/stat resolves ".".
 Result<std::string> WorkdirOf(http::UnixHttpClient& client, const SandboxInfo& info) {
-  auto st = GuestData(CallGuest(client, info, "POST", "/api/v1/fs/stat",
-                                DumpJson(Json{{"path", "."}}), kGuestCall),
-                      "find the working directory");
+  auto st = GuestData(
+      CallGuest(client, info, "POST", "/api/v1/fs/stat", DumpJson(Json{{"path", "."}}), kGuestCall),
+      "find the working directory");
   if (!st) {
     return Fail(st.error());
   }
@@ -92,8 +92,9 @@ struct Inventory {
 
 http::Response DaemonApi::MovingResponse(const std::string& id, const std::string& why) const {
   http::Response r = JsonErrStatus(409, "sandbox '" + id + "' " + why + "; retry shortly");
-  r.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(
-                                            1, static_cast<int64_t>(opts_.migration_retry_after_s))));
+  r.headers.emplace_back(
+      "Retry-After",
+      std::to_string(std::max<int64_t>(1, static_cast<int64_t>(opts_.migration_retry_after_s))));
   return r;
 }
 
@@ -156,8 +157,8 @@ void DaemonApi::Migrate(const std::string& id, const http::Request& req, const C
         JsonErr({ErrorCode::kForbidden, "this key may not pin backend '" + target + "'"}));
   }
   if (e->info.backend == target) {
-    return respond(JsonErrStatus(409, "sandbox '" + id + "' is already on backend '" + target +
-                                          "'"));
+    return respond(
+        JsonErrStatus(409, "sandbox '" + id + "' is already on backend '" + target + "'"));
   }
   if (!gate_.Close(id)) {
     return respond(MovingResponse(id, "is already moving to another backend"));
@@ -167,9 +168,9 @@ void DaemonApi::Migrate(const std::string& id, const http::Request& req, const C
     if (!moved) {
       http::Response r = JsonErr(moved.error());
       if (moved.error().code == ErrorCode::kConflict) {  // calls still running: try again soon
-        r.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(
-                                                  1, static_cast<int64_t>(
-                                                         opts_.migration_retry_after_s))));
+        r.headers.emplace_back("Retry-After",
+                               std::to_string(std::max<int64_t>(
+                                   1, static_cast<int64_t>(opts_.migration_retry_after_s))));
       }
       return respond(std::move(r));
     }
@@ -198,9 +199,9 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
       Log(keep_journal ? LogLevel::kError : LogLevel::kInfo, "migration.target_removed",
           "id={} backend={} error=\"{}\"", id, target_name, gone ? "" : gone.error().message);
       if (keep_journal) {
-        err.message += "; removing the partial copy on " + target_name +
-                       " failed too (the next start of agentboxd removes it): " +
-                       gone.error().message;
+        err.message +=
+            "; removing the partial copy on " + target_name +
+            " failed too (the next start of agentboxd removes it): " + gone.error().message;
       }
     }
     if (!keep_journal) {
@@ -209,8 +210,8 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     gate_.Open(id);
     metrics_.Increment("agentbox_migrations_total",
                        {{"from", from}, {"to", target_name}, {"outcome", "error"}});
-    Log(LogLevel::kWarn, "migration.failed", "id={} from={} to={} ms={:.1f} error=\"{}\"", id,
-        from, target_name, MsSince(start), err.message);
+    Log(LogLevel::kWarn, "migration.failed", "id={} from={} to={} ms={:.1f} error=\"{}\"", id, from,
+        target_name, MsSince(start), err.message);
     err.message = "sandbox '" + id + "' was not moved (it stays on " + from + "): " + err.message;
     return Fail(std::move(err));
   };
@@ -269,15 +270,16 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
           {{"what", "running_command"},
            {"session_id", sid},
            {"command", StringAt(row, "last_command")},
-           {"detail", "a command was running in the session: it keeps running on the old backend "
-                      "until that sandbox is destroyed, and the session moved with its state "
-                      "from before that command"}});
+           {"detail",
+            "a command was running in the session: it keeps running on the old backend "
+            "until that sandbox is destroyed, and the session moved with its state "
+            "from before that command"}});
     }
     inv.sessions.emplace_back(sid, std::move((*st)["state"]));
   }
-  auto procs = GuestData(
-      CallGuest(client_, old.info, "POST", "/api/v1/process/list", "{}", kGuestCall),
-      "list the background processes");
+  auto procs =
+      GuestData(CallGuest(client_, old.info, "POST", "/api/v1/process/list", "{}", kGuestCall),
+                "list the background processes");
   if (!procs) {
     return fail(procs.error());
   }
@@ -287,20 +289,22 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
                                {"pid", p.value("pid", 0)},
                                {"session_id", StringAt(p, "session_id")},
                                {"command", StringAt(p, "command")},
-                               {"detail", "a running background process: processes do not move; "
-                                          "it ends with the old sandbox"}});
+                               {"detail",
+                                "a running background process: processes do not move; "
+                                "it ends with the old sandbox"}});
     }
   }
-  if (auto progs = GuestData(
-          CallGuest(client_, old.info, "POST", "/api/v1/exec/list", "{}", kGuestCall),
-          "list the running programs");
+  if (auto progs =
+          GuestData(CallGuest(client_, old.info, "POST", "/api/v1/exec/list", "{}", kGuestCall),
+                    "list the running programs");
       progs) {
     for (const auto& p : progs->value("processes", Json::array())) {
       inv.not_moved.push_back({{"what", "process"},
                                {"pid", p.value("pid", 0)},
                                {"command", StringAt(p, "cmd")},
-                               {"detail", "a running program (exec/start): processes do not move; "
-                                          "it ends with the old sandbox"}});
+                               {"detail",
+                                "a running program (exec/start): processes do not move; "
+                                "it ends with the old sandbox"}});
     }
   }
   if (auto tmp = GuestData(CallGuest(client_, old.info, "POST", "/api/v1/fs/list",
@@ -317,9 +321,10 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     inv.not_moved.push_back(
         {{"what", "files"},
          {"path", "/"},
-         {"detail", "changes to the root filesystem outside /workspace and /tmp (installed "
-                    "packages, files under /usr/local, ...) are not copied: the target starts "
-                    "from the image"}});
+         {"detail",
+          "changes to the root filesystem outside /workspace and /tmp (installed "
+          "packages, files under /usr/local, ...) are not copied: the target starts "
+          "from the image"}});
   }
 
   // 4. The intent, then the target: the same spec, id, owner, labels and expiry.
@@ -330,8 +335,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
   CrashPoint("daemon.migrate.journaled");
   SandboxSpec spec = old.info.spec;
   spec.exact_id = true;
-  spec.ttl_s = std::max<int64_t>(
-      10, static_cast<int64_t>(detail::RemainingSeconds(old.info)) + 1);
+  spec.ttl_s = std::max<int64_t>(10, static_cast<int64_t>(detail::RemainingSeconds(old.info)) + 1);
   // The first move records when the sandbox was created and the image its creator asked for:
   // a backend may record its default image under its own name (docker), which another backend
   // would not know; later moves keep both.
@@ -347,9 +351,11 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
                                                   {"created_at", first.value("created_at", 0.0)},
                                                   {"image", spec.image}});
   const auto create_start = Clock::now();
-  if (auto prepared = target->Prepare(spec, [&](std::string_view line) {
-        Log(LogLevel::kDebug, "image.progress", "id={} line=\"{}\"", id, line);
-      });
+  if (auto prepared = target->Prepare(spec,
+                                      [&](std::string_view line) {
+                                        Log(LogLevel::kDebug, "image.progress", "id={} line=\"{}\"",
+                                            id, line);
+                                      });
       !prepared) {
     return fail(prepared.error());
   }
@@ -402,21 +408,20 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     }
     for (const auto& row : rows) {
       const std::string name = StringAt(row, "name");
-      auto mv = GuestData(
-          CallGuest(client_, *info, "POST", "/api/v1/fs/move",
-                    DumpJson(Json{{"source", staging + "/" + name},
-                                  {"destination", kWorkspace + "/" + name}}),
-                    kGuestCall),
-          "move " + name + " into /workspace");
+      auto mv = GuestData(CallGuest(client_, *info, "POST", "/api/v1/fs/move",
+                                    DumpJson(Json{{"source", staging + "/" + name},
+                                                  {"destination", kWorkspace + "/" + name}}),
+                                    kGuestCall),
+                          "move " + name + " into /workspace");
       if (!mv) {
         return fail(mv.error());
       }
     }
   }
-  if (auto rm = GuestData(CallGuest(client_, *info, "POST", "/api/v1/file/delete",
-                                    DumpJson(Json{{"path", staging}, {"recursive", true}}),
-                                    kGuestCall),
-                          "remove the staging directory");
+  if (auto rm =
+          GuestData(CallGuest(client_, *info, "POST", "/api/v1/file/delete",
+                              DumpJson(Json{{"path", staging}, {"recursive", true}}), kGuestCall),
+                    "remove the staging directory");
       !rm) {
     return fail(rm.error());
   }
@@ -436,8 +441,8 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     if (state.contains("env") && state["env"].is_object()) {
       for (const char* var : {"PWD", "OLDPWD"}) {
         if (state["env"].contains(var) && state["env"][var].is_string()) {
-          state["env"][var] = Rebase(state["env"][var].get<std::string>(), *old_workdir,
-                                     *new_workdir);
+          state["env"][var] =
+              Rebase(state["env"][var].get<std::string>(), *old_workdir, *new_workdir);
         }
       }
     }
@@ -561,12 +566,11 @@ void DaemonApi::ResolveMigrations() {
     }
     journal_.Remove(rec.id);
     const std::string what = switched ? "migration_finished" : "migration_rolled_back";
-    metrics_.Increment("agentbox_recovered_total", {{"backend", std::string(winner->Name())},
-                                                     {"what", what}});
-    metrics_.Increment("agentbox_migrations_total",
-                       {{"from", rec.from},
-                        {"to", rec.to},
-                        {"outcome", switched ? "ok" : "error"}});
+    metrics_.Increment("agentbox_recovered_total",
+                       {{"backend", std::string(winner->Name())}, {"what", what}});
+    metrics_.Increment(
+        "agentbox_migrations_total",
+        {{"from", rec.from}, {"to", rec.to}, {"outcome", switched ? "ok" : "error"}});
     Log(LogLevel::kWarn, "migration.recovered", "id={} from={} to={} phase={} kept_on={} ok={}",
         rec.id, rec.from, rec.to, rec.phase, winner->Name(), kept.has_value());
   }

@@ -65,9 +65,9 @@ std::vector<MigrationRecord> MigrationJournal::Pending() {
     const std::string path = dir_ + "/" + name;
     const std::string id =
         name.ends_with(kSuffix) ? name.substr(0, name.size() - kSuffix.size()) : std::string();
-    auto text = ValidSandboxId(id) ? ReadSmallFile(path, 64 << 10)
-                                   : Result<std::string>(Fail(ErrorCode::kInvalidArgument,
-                                                              "not a journal file"));
+    auto text = ValidSandboxId(id)
+                    ? ReadSmallFile(path, 64 << 10)
+                    : Result<std::string>(Fail(ErrorCode::kInvalidArgument, "not a journal file"));
     const Json j = text ? Json::parse(*text, nullptr, false) : Json();
     if (!j.is_object() || j.value("version", 0) != kVersion || j.value("id", "") != id ||
         !BackendName(j, "from") || !BackendName(j, "to") ||

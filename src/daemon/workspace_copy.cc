@@ -49,9 +49,8 @@ Result<Head> ReadHead(int fd, Millis idle) {
   while (line_end != std::string::npos) {
     const size_t start = line_end + 2;
     line_end = head.find("\r\n", start);
-    const std::string line = head.substr(start, line_end == std::string::npos
-                                                    ? std::string::npos
-                                                    : line_end - start);
+    const std::string line =
+        head.substr(start, line_end == std::string::npos ? std::string::npos : line_end - start);
     const size_t colon = line.find(':');
     if (colon == std::string::npos) {
       continue;
@@ -129,8 +128,8 @@ Result<ArchiveCopy> CopyArchive(const SandboxInfo& src, const std::string& from_
                                              " (" + std::to_string(head->status) + "): " +
                                              (body ? GuestMessage(*body) : body.error().message));
   }
-  auto reader =
-      http::BodyReader::ForRequest(head->headers, in->Get(), std::move(head->rest), UINT64_MAX, idle);
+  auto reader = http::BodyReader::ForRequest(head->headers, in->Get(), std::move(head->rest),
+                                             UINT64_MAX, idle);
   if (!reader) {
     return Fail(reader.error());
   }
@@ -141,8 +140,8 @@ Result<ArchiveCopy> CopyArchive(const SandboxInfo& src, const std::string& from_
   auto answer = [&]() -> Result<ArchiveCopy> {
     auto h = ReadHead(out->Get(), idle);
     if (!h) {
-      return Fail(h.error().code, "the target guest did not answer the archive: " +
-                                      h.error().message);
+      return Fail(h.error().code,
+                  "the target guest did not answer the archive: " + h.error().message);
     }
     auto body = ReadBody(out->Get(), *h, idle, 1 << 20);
     if (!body) {

@@ -48,15 +48,16 @@ class MigrateTest : public fakes::DaemonFixture {
       }
       return h ? h(step) : Result<void>{};
     };
-    backend_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state", "alpha");
+    backend_ =
+        std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/state", "alpha");
     beta_ = std::make_unique<fakes::ProcessBackend>(AGENTBOX_GUEST_BIN, dir_ + "/beta", "beta");
-    StartDaemon();
+    StartBoth();
   }
   void TearDown() override {
     fakes::DaemonFixture::TearDown();
     beta_.reset();
   }
-  void StartDaemon() {
+  void StartBoth() {
     api_ = std::make_unique<daemon::DaemonApi>(
         io_,
         std::map<std::string, SandboxBackend*>{{"alpha", backend_.get()}, {"beta", beta_.get()}},
@@ -81,7 +82,7 @@ class MigrateTest : public fakes::DaemonFixture {
     api_->BeginDrain();
     retired_servers_.push_back(std::move(server_));
     retired_apis_.push_back(std::move(api_));
-    StartDaemon();
+    StartBoth();
   }
   void SetHook(std::function<Result<void>(const std::string&)> h) {
     std::lock_guard<std::mutex> lock(hook_mu_);
@@ -168,7 +169,8 @@ class MigrateTest : public fakes::DaemonFixture {
 TEST_F(MigrateTest, MovesWorkspaceAndSessionsAndListsWhatStays) {
   const std::string id = Populated();
   const Json before = Call("GET", "/v1/sandboxes/" + id, "", "key-alice").json["data"];
-  auto bg = Guest(id, "process/start", {{"session_id", "one"}, {"command", "sleep 300"}}, "key-alice");
+  auto bg =
+      Guest(id, "process/start", {{"session_id", "one"}, {"command", "sleep 300"}}, "key-alice");
   ASSERT_EQ(bg.status, 200) << bg.body;
   ASSERT_TRUE(WriteFileAtomic(Workspace(id) + "/../tmpfile", "x", 0644));  // outside: not copied
 
@@ -201,14 +203,17 @@ TEST_F(MigrateTest, MovesWorkspaceAndSessionsAndListsWhatStays) {
   ExpectPopulated(id, BetaWorkspace(id));
   EXPECT_FALSE(PathExists(BetaWorkspace(id) + "/../tmpfile"));
   EXPECT_FALSE(backend_->Get(id).has_value()) << "the old sandbox is destroyed";
-  EXPECT_EQ(Metric("agentbox_migrations_total", {{"from", "alpha"}, {"to", "beta"}, {"outcome", "ok"}}), 1);
+  EXPECT_EQ(
+      Metric("agentbox_migrations_total", {{"from", "alpha"}, {"to", "beta"}, {"outcome", "ok"}}),
+      1);
   // And back again.
   auto back = Migrate(id, "alpha", "key-alice");
   ASSERT_EQ(back.status, 200) << back.body;
   ExpectPopulated(id, Workspace(id));
   EXPECT_FALSE(beta_->Get(id).has_value());
-  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id, "", "key-alice").json["data"]["migrated_from"]["backend"],
-            "beta");
+  EXPECT_EQ(
+      Call("GET", "/v1/sandboxes/" + id, "", "key-alice").json["data"]["migrated_from"]["backend"],
+      "beta");
 }
 
 TEST_F(MigrateTest, BadRequests) {
@@ -218,11 +223,16 @@ TEST_F(MigrateTest, BadRequests) {
   EXPECT_EQ(Migrate(id, "beta", "key-bob").status, 404) << "another key's sandbox is not there";
   EXPECT_EQ(Migrate(id, "alpha", "key-alice").status, 409) << "already there";
   EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/migrate", "{}", "key-alice").status, 400);
-  EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/migrate", R"({"backend":"beta","x":1})",
-                 "key-alice").status, 422);
+  EXPECT_EQ(
+      Call("POST", "/v1/sandboxes/" + id + "/migrate", R"({"backend":"beta","x":1})", "key-alice")
+          .status,
+      422);
   EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id + "/migrate", "", "key-alice").status, 405);
-  EXPECT_EQ(Call("POST", "/v1/sandboxes", R"({"labels":{"agentbox.migrated_from":"x"}})",
-                 "key-alice").status, 422) << "a reserved label, as agentbox.idempotency_key";
+  EXPECT_EQ(
+      Call("POST", "/v1/sandboxes", R"({"labels":{"agentbox.migrated_from":"x"}})", "key-alice")
+          .status,
+      422)
+      << "a reserved label, as agentbox.idempotency_key";
   EXPECT_EQ(Call("POST", "/v1/admin/drain", R"({"backend":"alpha"})", "key-alice").status, 403);
   EXPECT_EQ(Call("POST", "/v1/admin/drain", R"({"backend":"nowhere"})").status, 400);
   EXPECT_EQ(Call("POST", "/v1/admin/drain", R"({"backend":"alpha","to":"alpha"})").status, 400);
@@ -256,7 +266,9 @@ TEST_F(MigrateTest, FailureMidMoveLeavesTheSandboxUntouched) {
     EXPECT_FALSE(PathExists(dir_ + "/migrations/" + id + ".json"));
     ExpectPopulated(id, Workspace(id));
   }
-  EXPECT_EQ(Metric("agentbox_migrations_total", {{"from", "alpha"}, {"to", "beta"}, {"outcome", "error"}}), 4);
+  EXPECT_EQ(Metric("agentbox_migrations_total",
+                   {{"from", "alpha"}, {"to", "beta"}, {"outcome", "error"}}),
+            4);
   SetHook(nullptr);
   ASSERT_EQ(Migrate(id, "beta").status, 200);
 }

@@ -70,7 +70,8 @@ TEST_F(MigrateBackends, JailToDockerAndBack) {
   ASSERT_EQ(bg.status, 200) << bg.body;
   const std::string files = WorkspaceView(*d_, id);
   const std::string sessions = SessionsView(*d_, id);
-  ASSERT_NE(files.find("./random.bin f 644 65536"), std::string::npos) << files;
+  ASSERT_NE(files.find("./deep/er/run.sh f 750"), std::string::npos) << files;
+  ASSERT_NE(files.find("./empty d 700"), std::string::npos) << files;
   ASSERT_NE(sessions.find("/workspace/dir-two two ptwo fn-two"), std::string::npos) << sessions;
   const Json before = d_->Call("GET", "/v1/sandboxes/" + id).data();
 

@@ -20,7 +20,9 @@ namespace {
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return v.empty()      ? 0
+         : v.size() % 2 ? v[v.size() / 2]
+                        : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 }  // namespace
@@ -52,8 +54,8 @@ int main(int argc, char** argv) {
       Run(d, id, "one", "echo during");
       waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
     });
-    const Reply m = d.Call("POST", "/v1/sandboxes/" + id + "/migrate", R"({"backend":"docker"})",
-                           {}, 300);
+    const Reply m =
+        d.Call("POST", "/v1/sandboxes/" + id + "/migrate", R"({"backend":"docker"})", {}, 300);
     caller.join();
     if (m.status != 200) {
       std::cerr << "migrate failed: " << m.body << "\n";
@@ -65,15 +67,16 @@ int main(int argc, char** argv) {
     copy.push_back(t["copy"].get<double>());
     create.push_back(t["create"].get<double>());
     client_wait.push_back(waited_ms);
-    std::printf("run %d: total %.0f ms, held %.0f ms (create %.0f, copy %.0f), bytes %s, a call "
-                "sent 50 ms in waited %.0f ms\n",
-                i + 1, total.back(), held.back(), create.back(), copy.back(),
-                m.data()["moved"]["workspace"]["bytes"].dump().c_str(), waited_ms);
+    std::printf(
+        "run %d: total %.0f ms, held %.0f ms (create %.0f, copy %.0f), bytes %s, a call "
+        "sent 50 ms in waited %.0f ms\n",
+        i + 1, total.back(), held.back(), create.back(), copy.back(),
+        m.data()["moved"]["workspace"]["bytes"].dump().c_str(), waited_ms);
     d.Call("DELETE", "/v1/sandboxes/" + id);
   }
-  std::printf("median of %d: total %.0f ms, held %.0f ms (create %.0f ms, copy %.0f ms), a call "
-              "during the move waited %.0f ms\n",
-              runs, Median(total), Median(held), Median(create), Median(copy),
-              Median(client_wait));
+  std::printf(
+      "median of %d: total %.0f ms, held %.0f ms (create %.0f ms, copy %.0f ms), a call "
+      "during the move waited %.0f ms\n",
+      runs, Median(total), Median(held), Median(create), Median(copy), Median(client_wait));
   return 0;
 }

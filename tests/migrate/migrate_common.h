@@ -69,12 +69,13 @@ inline std::string SessionsView(const Daemon& d, const std::string& id) {
   return out;
 }
 
-// Every entry under /workspace with its type, mode and size, and every file's digest.
+// Every entry under /workspace with its type, mode and link target, and every file's digest
+// (the directory itself is the backend's: not compared).
 inline std::string WorkspaceView(const Daemon& d, const std::string& id) {
   return Run(d, id, "check",
-             "cd /workspace && find . -path ./lost+found -prune -o -printf '%p %y %m %s %l\\n' "
-             "| sort && find . -path ./lost+found -prune -o -type f -print0 | sort -z "
-             "| xargs -0 sha256sum")
+             "cd /workspace && find . -mindepth 1 -path ./lost+found -prune -o -printf "
+             "'%p %y %m %l\\n' | sort && find . -path ./lost+found -prune -o -type f -print0 "
+             "| sort -z | xargs -0 sha256sum")
       .value("stdout", "?");
 }
 
