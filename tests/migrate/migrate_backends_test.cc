@@ -104,7 +104,7 @@ TEST_F(MigrateBackends, JailToDockerAndBack) {
     }
   }
   EXPECT_EQ(d_->ListedIds().size(), 1u);
-  EXPECT_EQ(d_->Metric("agentbox_migrations_total{from=\"jail\",outcome=\"ok\",to=\"docker\"}"), 1);
+  EXPECT_EQ(d_->Metric("agentbox_migrations_total{from=\"jail\",to=\"docker\",outcome=\"ok\"}"), 1);
 }
 
 // kill -9 mid-move, restart: before the switch the sandbox is still the jail's (the partial
