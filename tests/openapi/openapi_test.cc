@@ -810,7 +810,7 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 4u);  // create, timeout, flags, a backend's validation
+  EXPECT_EQ(rejected, 6u);  // create, timeout, flags, a backend's validation, migrate, drain
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",
