@@ -69,6 +69,9 @@ struct SandboxSpec {
   // cloudrun "job" (one execution per command) or "session" (one long execution whose guest
   // dials back). Empty: the backend's configured default. Backends without modes ignore it.
   std::string run_mode;
+  // The sandbox must get exactly the id passed to Create (a migration keeps its id): a warm pool
+  // creates it instead of handing out one of its pooled sandboxes.
+  bool exact_id = false;
 };
 
 // A sandbox id every backend accepts (it names directories and containers): 1-64 characters of

@@ -50,6 +50,13 @@ int RolloutStop(DaemonClient& client);
 int Conformance(DaemonClient& client, const std::string& backend, bool json, bool record);
 // POST /v1/sandboxes/{id}/restart-guest: replaces a stuck guest; prints the sandbox's state.
 int RestartGuest(DaemonClient& client, const std::string& id);
+// POST /v1/sandboxes/{id}/migrate: moves the sandbox to backend `to`; prints what moved and what
+// did not (migrate_commands.cc).
+int Migrate(DaemonClient& client, const std::string& id, const std::string& to, bool json);
+// POST /v1/admin/drain: moves every sandbox off `backend` (to `to`, or where the selector says),
+// `concurrency` at a time, printing each result as it comes. Exit 1 when any move failed.
+int Drain(DaemonClient& client, const std::string& backend, const std::string& to,
+          int concurrency, bool json);
 
 struct ExecArgs {
   std::string id;

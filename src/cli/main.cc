@@ -177,6 +177,36 @@ int Main(int argc, char** argv) {
   rg->callback(
       [&] { run = [&](DaemonClient& client) { return RestartGuest(client, restart_id); }; });
 
+  // migrate
+  std::string migrate_id, migrate_to;
+  bool migrate_json = false;
+  auto* mg = app.add_subcommand(
+      "migrate", "Move a live sandbox to another backend (id, /workspace and sessions move)");
+  mg->add_option("id", migrate_id, "sandbox id")->required();
+  mg->add_option("--to", migrate_to, "the backend to move it to")->required();
+  mg->add_flag("--json", migrate_json, "print the daemon's answer as JSON");
+  mg->callback([&] {
+    run = [&](DaemonClient& client) { return Migrate(client, migrate_id, migrate_to, migrate_json); };
+  });
+
+  // drain
+  std::string drain_backend, drain_to;
+  int drain_concurrency = 2;
+  bool drain_json = false;
+  auto* dr = app.add_subcommand(
+      "drain", "Move every sandbox off BACKEND, a few at a time (local socket only)");
+  dr->add_option("BACKEND", drain_backend, "the backend to empty")->required();
+  dr->add_option("--to", drain_to, "where they go (default: the selector's choice)");
+  dr->add_option("--concurrency", drain_concurrency, "moves at a time")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8));
+  dr->add_flag("--json", drain_json, "print the daemon's JSON lines");
+  dr->callback([&] {
+    run = [&](DaemonClient& client) {
+      return Drain(client, drain_backend, drain_to, drain_concurrency, drain_json);
+    };
+  });
+
   // exec
   ExecArgs exec;
   auto* ex = app.add_subcommand(

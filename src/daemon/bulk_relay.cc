@@ -86,6 +86,17 @@ void DaemonApi::RelayBulk(const http::Request& req, int fd, std::string buffered
     return answer(JsonErrStatus(503, "agentboxd is shutting down"));
   }
   const auto& [id, op] = *route;
+  // A sandbox that is moving to another backend: wait for the move (this thread is the
+  // transfer's own), then relay to wherever the sandbox is now.
+  if (!gate_.AdmitWaiting(id, std::chrono::milliseconds(
+                                  static_cast<int64_t>(opts_.migration_hold_s * 1000)))) {
+    return answer(MovingResponse(id, "is still moving to another backend"));
+  }
+  struct Admission {
+    MigrationGate& gate;
+    const std::string& id;
+    ~Admission() { gate.Leave(id); }
+  } admission{gate_, id};
   auto entry = Find(id, *caller);
   if (!entry && HasSharedBackend() && ValidSandboxId(id)) {
     FindShared(id);  // another replica's sandbox on a shared backend (blocks: fine here)

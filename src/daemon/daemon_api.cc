@@ -58,6 +58,16 @@ Json SandboxJson(const SandboxEntry& e) {
   const SandboxInfo& i = e.info;
   Json labels = i.spec.labels;  // the client's own: the Idempotency-Key's label is the daemon's
   labels.erase(kIdempotencyLabel);
+  Json migrated_from = nullptr;
+  double created_at = i.created_at;
+  if (auto it = labels.find(kMigratedFromLabel); it != labels.end()) {
+    const Json m = it->is_string() ? ParseUntrustedJson(it->get<std::string>()) : Json();
+    if (m.is_object()) {
+      migrated_from = {{"backend", m.value("backend", "")}, {"at", m.value("at", 0.0)}};
+      created_at = m.value("created_at", created_at);  // when it was first created
+    }
+    labels.erase(it);
+  }
   Json limits = Json::object();
   if (i.spec.limits.memory_bytes) {
     limits["memory_mb"] = *i.spec.limits.memory_bytes >> 20;
@@ -82,7 +92,8 @@ Json SandboxJson(const SandboxEntry& e) {
               {"labels", std::move(labels)},
               {"limits", limits},
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
-              {"created_at", i.created_at},
+              {"created_at", created_at},
+              {"migrated_from", std::move(migrated_from)},
               {"expires_at", i.expires_at},
               {"disk", SandboxDiskJson(i)},
               {"detail", i.detail}};
@@ -100,7 +111,9 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
       watch_(metrics_),
       sessions_(client_, metrics_, opts_.sessions_dir),
       idempotency_(opts_.idempotency_dir, opts_.idempotency_ttl_s),
-      reaper_(io) {
+      reaper_(io),
+      gate_(io),
+      journal_(opts_.migrations_dir) {
   health_.SetGate([this](const SandboxInfo& info) { return watch_.Unreachable(info); });
   metrics_.Describe("agentbox_sandbox_recoveries_total", "counter",
                     "Sandboxes brought back after their engine answered again, by backend and "
@@ -193,6 +206,7 @@ void DaemonApi::Start() {
       sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
     }
   }
+  ResolveMigrations();  // daemon/migrate.cc: a move a crash cut, finished or rolled back
   ResolveIdempotencyKeys();
   RestoreKeptSessions(complete);  // daemon/engine_recovery.cc
   ArmReaper();
@@ -221,7 +235,8 @@ void DaemonApi::Reap() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = sandboxes_.begin(); it != sandboxes_.end();) {
-      if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now) {
+      if (it->second.info.expires_at > 0 && it->second.info.expires_at <= now &&
+          !gate_.Moving(it->first)) {  // a move keeps the expiry: the reaper waits for it
         expired.push_back(it->second);
         health_.Forget(it->first);
         sessions_.Forget(it->first);
@@ -305,6 +320,14 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
     return;
   }
   if (e2b::E2bApi::Claims(req)) {  // E2B's control plane and envd: their own auth and shapes
+    if (const std::string sid = req.Header("e2b-sandbox-id"); !sid.empty()) {
+      // envd calls go straight to a guest: they wait for a move like native ones.
+      if (!gate_.TryAdmit(sid)) {
+        return AfterMove(sid, Track(std::move(respond)),
+                         [this, req](http::Respond r) { e2b_->Handle(req, std::move(r)); });
+      }
+      return e2b_->Handle(req, Admitted(sid, Track(std::move(respond))));
+    }
     e2b_->Handle(req, Track(std::move(respond)));
     return;
   }
@@ -322,7 +345,7 @@ void DaemonApi::Handle(http::Request req, http::Respond respond) {
 }
 
 void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Respond respond,
-                      bool looked_up) {
+                      bool looked_up, bool gated) {
   auto parts = SplitPath(req.path);
   const std::string& m = req.method;
   if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "info" && m == "GET") {
@@ -339,6 +362,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
   }
   if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "backends" && parts[3] == "validation") {
     return Validation(parts[2], req, caller, std::move(respond));
+  }
+  if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "admin" && parts[2] == "drain") {
+    return Drain(req, caller, std::move(respond));  // daemon/drain.cc
   }
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "images" && parts[2] == "pull" &&
       m == "POST") {
@@ -357,6 +383,17 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
     const std::string& id = parts[2];
     if (!looked_up && !Find(id, Caller{"", true}) && LookUpShared(id, req, caller, respond)) {
       return;
+    }
+    if (parts.size() == 4 && parts[3] == "migrate") {
+      return Migrate(id, req, caller, std::move(respond));  // closes the gate itself
+    }
+    if (!gated) {  // the migration gate (migrate.cc): counted, or held while the sandbox moves
+      if (!gate_.TryAdmit(id)) {
+        return AfterMove(id, std::move(respond), [this, req, caller, looked_up](http::Respond r) {
+          Route(req, caller, std::move(r), looked_up, /*gated=*/true);
+        });
+      }
+      respond = Admitted(id, std::move(respond));
     }
     if (parts.size() == 3) {
       if (m == "GET") {

@@ -21,6 +21,8 @@
 #include "daemon/guest_health.h"
 #include "daemon/idempotency.h"
 #include "daemon/port_relay.h"
+#include "daemon/migration_gate.h"
+#include "daemon/migration_journal.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
 #include "http/client.h"
@@ -66,6 +68,17 @@ struct DaemonOptions {
   // AGENTBOX_DOMAIN: sandbox ports are served by host name as `{port}-{id}.{domain}` (empty: by
   // path only; docs/ports.md).
   std::string domain;
+  // Moves between backends (daemon/migrate.cc, docs/migration.md): where their journal is kept
+  // (agentboxd: <state>/migrations; empty: nowhere, so a crash mid-move is not repaired), how
+  // long a call to a moving sandbox waits before its 409, the Retry-After it then carries, and
+  // how long a move waits for the calls already running.
+  std::string migrations_dir;
+  double migration_hold_s = 30;
+  double migration_retry_after_s = 5;
+  double migration_quiesce_s = 10;
+  // Tests only: called at each step of a move ("created", "copied", "restored"); an error
+  // fails the move there, as a failure of that step would.
+  std::function<Result<void>(const std::string& step)> migration_hook;
 };
 
 // One sandbox the daemon knows: pinned to the backend that created it.
@@ -115,8 +128,9 @@ class DaemonApi : public http::Dispatcher {
   };
   std::optional<Caller> Authenticate(const http::Request& req) const;
   // `looked_up`: unknown ids were already looked up in shared backends (shared_sandboxes.cc).
+  // `gated`: the call already passed the migration gate (AfterMove).
   void Route(const http::Request& req, const Caller& caller, http::Respond respond,
-             bool looked_up = false);
+             bool looked_up = false, bool gated = false);
   // An id this daemon does not know may be a sandbox another daemon created on a shared
   // backend: looks it up off the I/O thread and routes the request again. False when no
   // backend shares state (the request goes on as usual).
@@ -183,6 +197,28 @@ class DaemonApi : public http::Dispatcher {
   // backend listed its sandboxes, so files of others can go) and restores them where the guest
   // lost them (it restarted while the daemon was down).
   void RestoreKeptSessions(bool complete);
+  // Moves between backends (daemon/migrate.cc, daemon/drain.cc). Migrate answers POST
+  // /v1/sandboxes/{id}/migrate; Drain POST /v1/admin/drain (local socket only).
+  void Migrate(const std::string& id, const http::Request& req, const Caller& caller,
+               http::Respond respond);
+  void Drain(const http::Request& req, const Caller& caller, http::Respond respond);
+  // Moves sandbox `id` to backend `to` (empty: the selector's choice, never one of `exclude`)
+  // and returns what the migrate call answers. The caller has closed the gate of `id`; it is
+  // open again on return. On failure the sandbox is where it was, untouched, and nothing is
+  // left on the target. Blocks (worker thread).
+  Result<Json> MoveSandbox(const std::string& id, const std::string& to,
+                           const std::vector<std::string>& exclude);
+  // Runs `go` with `respond` now unless sandbox `id` is moving; then once the move ended, or
+  // answers 409 with Retry-After when it outlasts migration_hold_s. Counted in flight for the
+  // move (which waits for such calls) until answered.
+  void AfterMove(const std::string& id, http::Respond respond,
+                 std::function<void(http::Respond)> go);
+  // `respond` that also tells the gate the admitted call to `id` was answered.
+  http::Respond Admitted(const std::string& id, http::Respond respond);
+  http::Response MovingResponse(const std::string& id, const std::string& why) const;
+  // At start, after the backends' lists: finishes the moves a crash interrupted after their
+  // switch, and rolls back the others (daemon/migration_journal.h).
+  void ResolveMigrations();
   void Info(http::Respond respond);
   void GetFlags(const Caller& caller, http::Respond respond);
   void PutFlags(const http::Request& req, const Caller& caller, http::Respond respond);
@@ -224,6 +260,8 @@ class DaemonApi : public http::Dispatcher {
   boost::asio::steady_timer reaper_;
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+  MigrationGate gate_;         // sandboxes being moved, and the calls to them
+  MigrationJournal journal_;   // the moves under way, for a restart after a crash
   std::unique_ptr<e2b::E2bApi> e2b_;
   std::unique_ptr<PortRelay> ports_;  // services inside sandboxes (port_relay.h)
   http::TransferThreads bulk_;  // last: its threads use the members above

@@ -112,7 +112,15 @@ std::unique_ptr<http::BodySink> DaemonApi::StreamBody(const http::Request& req) 
           --in_flight_;
         };
         if (!look_up_later) {
-          return RelayUpload(*entry, query, content_type, std::move(file), size, done, op);
+          // Through the migration gate (migrate.cc): the sandbox may have moved meanwhile.
+          return AfterMove(id, done, [this, id, op, caller, query, content_type,
+                                      file, size](http::Respond r) {
+            auto found = Find(id, caller);
+            if (!found) {
+              return r(JsonErr(Error{ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+            }
+            RelayUpload(*found, query, content_type, file, size, r, op);
+          });
         }
         pool_.Post([this, id, op, caller, query, content_type, file, size, done] {
           FindShared(id);

@@ -157,7 +157,12 @@ int main(int argc, char** argv) {
   auto per_owner = cfg->GetInt("AGENTBOX_MAX_SANDBOXES_PER_KEY", 64, 1, 100000);
   auto min_free = cfg->GetInt("AGENTBOX_MIN_FREE_BYTES", 1ll << 30, 0, 1ll << 50);
   auto idempotency_ttl = cfg->GetInt("AGENTBOX_IDEMPOTENCY_TTL_S", 86400, 60, 30 * 86400);
-  for (const auto* r : {&ttl, &per_owner, &min_free, &idempotency_ttl}) {
+  // Moves between backends (docs/migration.md).
+  auto migration_hold = cfg->GetInt("AGENTBOX_MIGRATION_HOLD_S", 30, 0, 3600);
+  auto migration_retry = cfg->GetInt("AGENTBOX_MIGRATION_RETRY_AFTER_S", 5, 1, 3600);
+  auto migration_quiesce = cfg->GetInt("AGENTBOX_MIGRATION_QUIESCE_S", 10, 0, 3600);
+  for (const auto* r : {&ttl, &per_owner, &min_free, &idempotency_ttl, &migration_hold,
+                        &migration_retry, &migration_quiesce}) {
     if (!*r) {
       std::cerr << "agentboxd: " << r->error().message << "\n";
       return 2;
@@ -193,6 +198,10 @@ int main(int argc, char** argv) {
   opts.state_dir = dir;
   opts.sessions_dir = dir + "/sessions";
   opts.idempotency_dir = dir + "/idempotency";
+  opts.migrations_dir = dir + "/migrations";
+  opts.migration_hold_s = static_cast<double>(*migration_hold);
+  opts.migration_retry_after_s = static_cast<double>(*migration_retry);
+  opts.migration_quiesce_s = static_cast<double>(*migration_quiesce);
   opts.idempotency_ttl_s = static_cast<double>(*idempotency_ttl);
   opts.min_free_bytes = static_cast<uint64_t>(*min_free);
   opts.default_ttl_s = *ttl;

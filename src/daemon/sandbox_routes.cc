@@ -60,6 +60,10 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   spec.env = *env;
   spec.labels = *labels;
   spec.owner = caller.owner;
+  if (spec.labels.count(kMigratedFromLabel) != 0) {
+    return respond(JsonErr(FieldError(
+        "labels", std::string("label '") + kMigratedFromLabel + "' is reserved to the daemon")));
+  }
   if (spec.labels.count(kIdempotencyLabel) != 0) {
     return respond(JsonErr(FieldError(
         "labels", std::string("label '") + kIdempotencyLabel +

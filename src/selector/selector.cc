@@ -382,7 +382,7 @@ std::map<std::string, ProbeView> Selector::ProbeAll() {
   return out;
 }
 
-Decision Selector::Decide(const SelectRequest& req, bool consume) {
+Decision Selector::Decide(const SelectRequest& req, bool consume, const Exclusion& exclude) {
   const auto start = Clock::now();
   std::shared_ptr<const Settings> s = settings();
   Decision d;
@@ -449,7 +449,11 @@ Decision Selector::Decide(const SelectRequest& req, bool consume) {
   }
   for (const auto& name : d.fallback_chain) {
     Skip skip{name, "", ""};
-    if (name == "cloudrun" && s->gcp_project.empty()) {
+    if (std::find(exclude.backends.begin(), exclude.backends.end(), name) !=
+        exclude.backends.end()) {
+      skip.error_code = kExcluded;
+      skip.message = name + " is excluded" + (exclude.why.empty() ? "" : ": " + exclude.why);
+    } else if (name == "cloudrun" && s->gcp_project.empty()) {
       skip.error_code = kInvalidConfig;
       skip.message = "SANDBOX_GCP_PROJECT is empty; the cloudrun backend needs a project";
     } else if (auto ce = config_errors_.find(name); ce != config_errors_.end()) {
@@ -515,10 +519,10 @@ Decision Selector::Decide(const SelectRequest& req, bool consume) {
   return d;
 }
 
-Decision Selector::Select(const SelectRequest& req) {
+Decision Selector::Select(const SelectRequest& req, const Exclusion& exclude) {
   Decision d;
   try {
-    d = Decide(req, /*consume=*/true);
+    d = Decide(req, /*consume=*/true, exclude);
   } catch (const std::exception& e) {
     // Selection itself must never take the daemon down: fall back to the last backend that
     // exists, the most conservative choice, and say so.

@@ -27,6 +27,9 @@ inline constexpr const char* kDisabled = "DISABLED";  // the rollout's kill swit
 inline constexpr const char* kAutoRollback = "AUTO_ROLLBACK";  // the candidate's breaker is open
 inline constexpr const char* kFallback = "FALLBACK";           // configured one unusable
 inline constexpr const char* kError = "ERROR";                 // nothing usable
+// Not a decision's reason but a sandbox's: it was moved to its backend by a migration or a drain
+// (the decision that chose the target is in the migration's answer).
+inline constexpr const char* kMigrated = "MIGRATED";
 
 // Error codes carried by FALLBACK and ERROR decisions.
 inline constexpr const char* kProviderNotReady = "PROVIDER_NOT_READY";  // probe failed
@@ -34,6 +37,7 @@ inline constexpr const char* kParseError = "PARSE_ERROR";               // a set
 inline constexpr const char* kInvalidConfig = "INVALID_CONFIG";  // unknown backend, bad config
 inline constexpr const char* kGeneral = "GENERAL";               // anything else (an exception)
 inline constexpr const char* kTargetingKeyMissing = "TARGETING_KEY_MISSING";  // no subject to hash
+inline constexpr const char* kExcluded = "EXCLUDED";  // the request excluded it (a drain)
 
 // A sticky percentage rollout of one candidate backend against the baseline (SANDBOX_BACKEND).
 // The seed's form: USE_CLOUDRUN_JOBS_SANDBOX=true with CLOUDRUN_JOBS_ROLLOUT_PERCENTAGE (default
@@ -110,6 +114,13 @@ struct SelectRequest {
   std::string subject;         // who the rollout is sticky for (a user, tenant or the API key)
 };
 
+// Backends a decision must not choose (a drain moves sandboxes off them): skipped with EXCLUDED
+// and `why`.
+struct Exclusion {
+  std::vector<std::string> backends;
+  std::string why;
+};
+
 // Picks the backend for each new sandbox. Existing sandboxes are never re-decided: the daemon
 // keeps each pinned to the backend that created it. Thread-safe.
 class Selector {
@@ -119,7 +130,7 @@ class Selector {
            std::map<std::string, std::string> config_errors, Settings settings, Metrics* metrics);
 
   // Decides for a new sandbox: logs the decision once and counts it.
-  Decision Select(const SelectRequest& req);
+  Decision Select(const SelectRequest& req, const Exclusion& exclude = {});
   // What a new sandbox would get now, without logging or counting (for /v1/info).
   Decision Preview();
 
@@ -149,7 +160,7 @@ class Selector {
     std::chrono::steady_clock::time_point at;
   };
   // `consume`: a real decision (uses up a half-open admission); false for previews.
-  Decision Decide(const SelectRequest& req, bool consume);
+  Decision Decide(const SelectRequest& req, bool consume, const Exclusion& exclude = {});
   void ConfigureBreaker(const Settings& s);
   // Probes `name` (cached for probe_ttl). Exceptions become an unusable result with GENERAL.
   ProbeView ProbeCached(const std::string& name, SandboxBackend* b, std::string* error_code);

@@ -101,6 +101,17 @@ TEST_F(SelectorTest, DefaultIsDocker) {
   EXPECT_TRUE(d.probes.at("docker").usable);
 }
 
+// A drain excludes the backend it empties: the next one along the chain, as a FALLBACK saying so.
+TEST_F(SelectorTest, ExcludedBackendIsSkippedWithItsReason) {
+  auto s = Make({});
+  Decision d = s->Select({}, {{"docker"}, "being drained"});
+  EXPECT_EQ(d.backend, "jail");
+  EXPECT_EQ(d.reason, "FALLBACK");
+  EXPECT_EQ(d.error_code, std::optional<std::string>("EXCLUDED"));
+  EXPECT_NE(d.detail.find("docker is excluded: being drained"), std::string::npos) << d.detail;
+  EXPECT_TRUE(s->Select({}, {{"docker", "jail"}, "x"}).backend.empty());
+}
+
 TEST_F(SelectorTest, FlagOffIsDocker) {
   auto s = Make({{"USE_CLOUDRUN_JOBS_SANDBOX", "false"}});
   EXPECT_EQ(s->Select({}).backend, "docker");

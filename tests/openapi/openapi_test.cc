@@ -515,6 +515,13 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   for (const char* m : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
     EXPECT_EQ(Do(m, P + "/{path}", base + "/ports/1/some/path?q=1").status, 502);
   }
+  // One backend only: the sandbox is already on it (docs/migration.md; tests/daemon/migrate_test.cc
+  // moves sandboxes between two), and a drain needs somewhere else to go.
+  EXPECT_EQ(Do("POST", S + "/migrate", base + "/migrate", Json{{"backend", "process"}}).status, 409);
+  EXPECT_EQ(Do("POST", "/v1/admin/drain", "/v1/admin/drain",
+               Json{{"backend", "process"}, {"to", "process"}})
+                .status,
+            400);
 
   // Files, in an order in which each documented example finds what it needs.
   for (const char* op : {"write", "read", "exists", "search", "find", "list", "replace"}) {
@@ -845,7 +852,8 @@ TEST_F(OpenApiTest, UnknownRequestFieldsAreHandledAsDocumented) {
       }
     }
   }
-  EXPECT_EQ(rejected, 5u);  // create, timeout, flags, a backend's validation, a port's visibility
+  EXPECT_EQ(rejected, 7u);  // create, timeout, flags, a backend's validation, a port's visibility,
+                           // migrate, drain
   EXPECT_GT(warned, 20u);   // pull and the guest's JSON endpoints
   // The examples in the issue: a mistyped limit and `ttl` for `ttl_s`.
   HttpReply lim = DoInvalid("POST", "/v1/sandboxes", "/v1/sandboxes",

@@ -110,7 +110,7 @@ void WarmPool::Condemn(const std::string& id) {
 }
 
 Result<SandboxInfo> WarmPool::Create(const std::string& id, const SandboxSpec& spec) {
-  if (opts_.size == 0) {
+  if (opts_.size == 0 || spec.exact_id) {
     return inner_->Create(id, spec);
   }
   if (spec.labels.count(kPoolLabel) != 0 || spec.labels.count(kPoolKeyLabel) != 0) {
