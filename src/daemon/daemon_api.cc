@@ -81,7 +81,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"image", i.spec.image},
               {"labels", std::move(labels)},
               {"limits", limits},
-              {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
+              {"network", NetworkModeName(i.spec.network)},
               {"created_at", i.created_at},
               {"expires_at", i.expires_at},
               {"disk", SandboxDiskJson(i)},
