@@ -18,6 +18,11 @@ Result<RecoveryReport> DockerBackend::Recover() {
   if (!n) {
     return Fail(n.error());
   }
+  // Links and rules of creates that died before meta.json named them, or of sandboxes whose
+  // directory is gone: nothing else would ever remove the rules.
+  if (const size_t swept = SweepEgress(); swept > 0) {
+    report["egress_rules"] += static_cast<int>(swept);
+  }
   return report;
 }
 

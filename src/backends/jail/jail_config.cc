@@ -20,7 +20,8 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"run_dir", c.mount.run_dir},
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
-                {"shm_bytes", c.mount.shm_bytes}};
+                {"shm_bytes", c.mount.shm_bytes},
+                {"resolv_conf", c.mount.resolv_conf}};
   j["net"] = {{"share_host", c.net.share_host}};
   j["cgroup"] = {{"name", c.cgroup.name},
                  {"parent", c.cgroup.parent},
@@ -64,6 +65,7 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();
     c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
     c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    c.mount.resolv_conf = m.value("resolv_conf", "");
     c.net.share_host = j.at("net").at("share_host").get<bool>();
     const Json& g = j.at("cgroup");
     c.cgroup.name = g.at("name").get<std::string>();

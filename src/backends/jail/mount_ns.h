@@ -40,6 +40,10 @@ struct MountNsConfig {
   uint64_t shm_bytes = 64ull << 20;
   // A read-only sysfs at /sys. Only possible in the jail's own network namespace.
   bool sysfs = true;
+  // A host file bound read-only over /etc/resolv.conf (network egress: the resolvers the
+  // sandbox may reach). Empty: /etc/resolv.conf is what the system source has. The system source
+  // must then have /etc/resolv.conf as a regular file (a symlink would lead out of the jail).
+  std::string resolv_conf;
 };
 
 // The host system directories exposed by default.
@@ -66,6 +70,7 @@ struct MountPlan {
   MountSource workspace;
   MountSource run;
   MountSource guest;
+  MountSource resolv_conf;  // host_path empty when unused
 };
 
 // Parent side: lists the system entries and checks that every source named by `cfg` exists
