@@ -3,6 +3,8 @@
 // once (not a hang), ports are matched, the host's addresses, its loopback services, the
 // metadata address and private ranges are unreachable unless allowed, DNS works, and links and
 // rules are gone after destroy and after a crash. Needs root; skips with the reason otherwise.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/host_dir.h"
@@ -18,7 +21,7 @@
 #include "backends/jail/jail_backend.h"
 #include "backends/jail/jail_test_util.h"
 #include "backends/jail/sandbox_record.h"
-#include "tests/egress/test_net.h"
+#include "test_net.h"
 
 namespace agentbox::egress_test {
 namespace {
@@ -289,6 +292,8 @@ TEST_P(EgressTest, DestroyAndRecoveryLeaveNoLinkOrRule) {
   auto report = backend_->Recover();
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_GE((*report)["egress_rules"], 1);
+  EXPECT_EQ((*report)["create_rolled_back"], 1);  // the sandbox went with it: no half sandbox
+  EXPECT_FALSE(backend_->Get(crashed.id));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (LinkExists(crashed_link) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a namespace dies async
@@ -298,7 +303,7 @@ TEST_P(EgressTest, DestroyAndRecoveryLeaveNoLinkOrRule) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EgressTest, ::testing::Values("jail", "docker"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 
 }  // namespace
 }  // namespace agentbox::egress_test

@@ -1,4 +1,4 @@
-#include "tests/egress/test_net.h"
+#include "test_net.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -53,7 +53,10 @@ std::vector<uint8_t> DnsAnswer(const uint8_t* q, size_t n, const uint8_t answer[
     if (pos + 1 + len > n) {
       return {};
     }
-    name += (name.empty() ? "" : ".") + std::string(reinterpret_cast<const char*>(q + pos + 1), len);
+    if (!name.empty()) {
+      name.push_back('.');
+    }
+    name.append(reinterpret_cast<const char*>(q + pos + 1), len);
     pos += 1 + len;
   }
   if (pos + 5 > n) {
@@ -202,6 +205,9 @@ int ServeMain(const std::string& prefix) {
   sockaddr_in d{};
   d.sin_family = AF_INET;
   d.sin_port = htons(53);
+  // Bound to the resolver's own address, so that answers come from it (a wildcard socket would
+  // answer from the interface's first address, which the client's resolver ignores).
+  ::inet_pton(AF_INET, (prefix + ".53").c_str(), &d.sin_addr);
   if (::bind(dns, reinterpret_cast<sockaddr*>(&d), sizeof(d)) != 0) {
     std::perror("bind 53");
     return 1;

@@ -60,10 +60,18 @@ Result<int> DockerBackend::CleanupOrphans(RecoveryReport* report) {
     } else if (mine) {
       const std::string state = entry.value("State", "");
       double expires = 0;
+      bool egress_missing = false;
       if (auto meta = LoadMeta(SandboxDir(id))) {
         expires = meta->expires_at;
+        // Network egress is attached after the start and then named in meta.json: a started
+        // container without it is a create that died in between (it would have no network).
+        egress_missing =
+            LabelOf(entry, label::kNetwork) == "egress" && meta->egress_link.empty();
       }
-      if (state == "dead") {
+      if (egress_missing) {
+        why = "its create was interrupted before its network was attached";
+        what = "create_rolled_back";
+      } else if (state == "dead") {
         why = "it is dead";
       } else if (state == "created") {
         why = "it was created but never started";
