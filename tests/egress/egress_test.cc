@@ -169,6 +169,10 @@ class EgressTest : public ::testing::TestWithParam<std::string> {
       for (const auto& id : ids_) {
         (void)backend_->Destroy(id);
       }
+      backend_.reset();
+    }
+    if (!pool_.empty() && WhyNoTestNet().empty()) {
+      egress::RemovePoolRules(*Cidr::Parse(pool_));  // the per-pool hooks, too
     }
   }
 

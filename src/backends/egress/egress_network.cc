@@ -434,4 +434,37 @@ size_t EgressNetwork::Sweep(const std::set<std::string>& live) {
   return removed;
 }
 
+void RemovePoolRules(const Cidr& pool) {
+  const PoolChains pc = ChainsOf(pool);
+  const std::string glob = pc.link_glob;
+  const std::vector<std::vector<std::string>> hooks = {
+      {"-D", "FORWARD", "-i", glob, "-j", pc.fwd},
+      {"-D", "FORWARD", "-o", glob, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j",
+       "ACCEPT"},
+      {"-D", "FORWARD", "-o", glob, "-j", "DROP"},
+      {"-D", "INPUT", "-i", glob, "-j", pc.in},
+      {"-t", "nat", "-D", "POSTROUTING", "-s", pool.ToString(), "!", "-o", glob, "-j",
+       "MASQUERADE"}};
+  for (const auto& hook : hooks) {
+    for (int i = 0; i < 8 && Iptables(hook); ++i) {
+    }
+  }
+  std::vector<std::string> chains = {pc.fwd, pc.in};
+  if (auto text = Iptables({"-S"})) {
+    std::istringstream in(*text);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("-N ", 0) == 0 && !LinkOfChain(pool, line.substr(3)).empty()) {
+        chains.push_back(line.substr(3));
+      }
+    }
+  }
+  for (const auto& chain : chains) {
+    (void)Iptables({"-F", chain});
+  }
+  for (const auto& chain : chains) {
+    (void)Iptables({"-X", chain});
+  }
+}
+
 }  // namespace agentbox::egress

@@ -78,4 +78,9 @@ class EgressNetwork {
   std::set<std::string> attached_;  // links this object attached and has not detached
 };
 
+// Removes every rule and chain of `pool` from the host's tables, the per-pool hooks included
+// (EgressNetwork installs those once and leaves them, harmless without links). For tests and for
+// taking a pool out of use; links of the pool must be gone first.
+void RemovePoolRules(const Cidr& pool);
+
 }  // namespace agentbox::egress
