@@ -32,7 +32,8 @@ TEST_F(EgressBodyTest, BadNetworkOrPolicyIs400NamingTheField) {
        }) {
     fakes::HttpReply r = Call("POST", "/v1/sandboxes", c.body, "key-alice");
     EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
-    EXPECT_NE(r.body.find(c.says), std::string::npos) << c.body << " -> " << r.body;
+    const std::string message = r.json.value("message", std::string());
+    EXPECT_NE(message.find(c.says), std::string::npos) << c.body << " -> " << r.body;
   }
   // host stays trusted-only: refused on TCP, whatever else the body says.
   EXPECT_EQ(Call("POST", "/v1/sandboxes", R"({"network": "host"})", "key-alice").status, 403);
