@@ -21,7 +21,8 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
                 {"shm_bytes", c.mount.shm_bytes},
-                {"image_layers", c.mount.image_layers}};
+                {"image_layers", c.mount.image_layers},
+                {"resolv_conf", c.mount.resolv_conf}};
   for (const auto& x : c.mount.extra) {
     j["mount"]["extra"].push_back(
         {{"host_path", x.host_path}, {"target", x.target}, {"writable", x.writable}});
@@ -71,6 +72,7 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();
     c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
     c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    c.mount.resolv_conf = m.value("resolv_conf", "");
     for (const auto& x : m.value("extra", Json::array())) {
       c.mount.extra.push_back({x.at("host_path").get<std::string>(),
                                x.at("target").get<std::string>(), x.at("writable").get<bool>()});
