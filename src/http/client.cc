@@ -31,6 +31,9 @@ std::string ClientResponse::Header(const std::string& lower_name) const {
 
 namespace {
 
+// A guest's status line and headers together (Beast's default, stated): more is refused.
+constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+
 // One request/response exchange. Owns its connection while in flight.
 class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
@@ -193,11 +196,12 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void Read() {
     if (streaming_) {
       stream_parser_.emplace();
+      stream_parser_->header_limit(kMaxHeaderBytes);
       stream_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
       bhttp::async_read_header(*socket_, buffer_, *stream_parser_,
                                [self = shared_from_this()](beast::error_code ec, size_t) {
                                  if (ec) {
-                                   self->Retry(ec);
+                                   self->ReadFailed(ec);
                                    return;
                                  }
                                  self->timer_.cancel();
@@ -210,15 +214,27 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       return;
     }
     parser_.emplace();
+    parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(max_body_);
+    // The header first, on its own: Boost 1.74's parser, reading eagerly, goes on into the body
+    // after refusing a Content-Length over the body limit and reserves that many bytes (a guest
+    // answering "Content-Length: 100000000000" made agentboxd throw std::bad_alloc and die).
+    // Reading the header alone stops at the refusal.
+    bhttp::async_read_header(*socket_, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                               if (ec) {
+                                 self->ReadFailed(ec);
+                                 return;
+                               }
+                               self->ReadBody();
+                             });
+  }
+
+  void ReadBody() {
     bhttp::async_read(*socket_, buffer_, *parser_,
                       [self = shared_from_this()](beast::error_code ec, size_t) {
-                        if (ec == bhttp::error::body_limit) {
-                          self->Finish(Fail(ErrorCode::kTooLarge, "guest response too large"));
-                          return;
-                        }
                         if (ec) {
-                          self->Retry(ec);
+                          self->ReadFailed(ec);
                           return;
                         }
                         ClientResponse resp;
@@ -230,6 +246,30 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                         }
                         self->Finish(std::move(resp));
                       });
+  }
+
+  // A response that broke a limit is the guest's fault, not a connection to retry; anything
+  // else may be a reused connection the guest had closed.
+  void ReadFailed(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      Finish(Fail(ErrorCode::kTooLarge, "guest response larger than " +
+                                            std::to_string(max_body_) + " bytes (refused)"));
+      return;
+    }
+    if (ec == bhttp::error::header_limit) {
+      Finish(Fail(ErrorCode::kBadGateway, "guest response header larger than " +
+                                              std::to_string(kMaxHeaderBytes) + " bytes (refused)"));
+      return;
+    }
+    // Bytes that are not HTTP: the guest (a sandbox controls it) answered garbage. A closed or
+    // reset connection is not this: it may be a reused one the guest had closed.
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+        ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message &&
+        ec != bhttp::error::need_more) {
+      Finish(Fail(ErrorCode::kBadGateway, "guest answered malformed HTTP: " + ec.message()));
+      return;
+    }
+    Retry(ec);
   }
 
   template <class Msg>
