@@ -15,6 +15,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "http/client.h"
 
@@ -23,8 +24,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Reads the request's header, then hands the connection to `answer`. One connection at a time,
-// on its own thread; stops when destroyed.
+// Reads the request's header, then hands the connection to `answer`, each connection on a
+// thread of its own; stops when destroyed.
 class HostileGuest {
  public:
   using Answer = std::function<void(int fd, const std::atomic<bool>& stop)>;
@@ -47,17 +48,19 @@ class HostileGuest {
           }
           return;
         }
-        std::string req;
-        char buf[4096];
-        while (req.find("\r\n\r\n") == std::string::npos) {
-          const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-          if (n <= 0) {
-            break;
+        handlers_.emplace_back([this, fd] {
+          std::string req;
+          char buf[4096];
+          while (req.find("\r\n\r\n") == std::string::npos) {
+            const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+            if (n <= 0) {
+              break;
+            }
+            req.append(buf, static_cast<size_t>(n));
           }
-          req.append(buf, static_cast<size_t>(n));
-        }
-        answer_(fd, stop_);
-        ::close(fd);
+          answer_(fd, stop_);
+          ::close(fd);
+        });
       }
     });
   }
@@ -66,6 +69,9 @@ class HostileGuest {
     ::shutdown(lfd_, SHUT_RDWR);
     ::close(lfd_);
     thread_.join();
+    for (auto& h : handlers_) {
+      h.join();
+    }
     ::unlink(path_.c_str());
     ::rmdir(dir_.c_str());
   }
@@ -77,6 +83,7 @@ class HostileGuest {
   int lfd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  std::vector<std::thread> handlers_;  // one per connection, joined at the end
 };
 
 // Writes until the peer goes away or the test ends.
@@ -157,6 +164,34 @@ TEST(ClientLimits, EndlessChunkedBodyStopsAtTheLimit) {
   ASSERT_FALSE(o.result);
   EXPECT_EQ(o.result.error().code, ErrorCode::kTooLarge) << o.result.error().message;
   EXPECT_LT(RssKb() - before, 32 * 1024);
+}
+
+TEST(ClientLimits, AnswersOfOneGuestHeldAtOnceAreBounded) {
+  // Each call may buffer 64 MiB; four at once from one guest may not buffer 256 MiB.
+  HostileGuest g([](int fd, const std::atomic<bool>& stop) {
+    Flood(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+          "10000\r\n" + std::string(65536, 'x') + "\r\n", stop);
+  });
+  boost::asio::io_context io;
+  UnixHttpClient client(io);
+  std::vector<Result<ClientResponse>> results;
+  for (int i = 0; i < 4; ++i) {
+    ClientRequest req;
+    req.target = "/api/v1/shell/exec";
+    client.Send(g.path(), req, std::chrono::seconds(20), [&](Result<ClientResponse> r) {
+      results.push_back(std::move(r));
+    });
+  }
+  io.run();
+  ASSERT_EQ(results.size(), 4u);
+  int over_budget = 0;
+  for (const auto& r : results) {
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ErrorCode::kTooLarge) << r.error().message;
+    over_budget += r.error().message.find("held at once exceed") != std::string::npos ? 1 : 0;
+  }
+  // 128 MiB hold two full answers at most: the others are refused by the budget, early.
+  EXPECT_GE(over_budget, 2);
 }
 
 TEST(ClientLimits, EndlessHeadersAreABadGateway) {
