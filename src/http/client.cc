@@ -276,7 +276,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
             return;
           }
           auto& msg = self->parser_->get();
-          const uint64_t held = msg.body().size();
+          // Capacity, not size: a growing string holds up to twice what it has read.
+          const uint64_t held = msg.body().capacity();
           if (held > self->counted_) {
             if (!Budget().Take(self->path_, held - self->counted_)) {
               self->Finish(Fail(ErrorCode::kTooLarge,
