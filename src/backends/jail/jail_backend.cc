@@ -20,6 +20,7 @@
 #include "backends/jail/launch.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_disk.h"
+#include "backends/jail/sandbox_user.h"
 #include "backends/jail/unix_http.h"
 #include "common/crash_point.h"
 #include "common/log.h"
@@ -358,6 +359,21 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     } else {
       return Fail(ErrorCode::kInvalidArgument,
                   "jail image " + spec.image + " is neither a directory nor a tarball");
+    }
+  }
+  if (!cfg.mount.system_writable && privileged_) {
+    // A shared read-only /etc: the daemon adds the `user` account (sandbox_user.h).
+    const std::string etc =
+        (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
+    auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
+    if (user) {
+      cfg.mount.extra = std::move(user->mounts);
+    } else if (user.error().code == ErrorCode::kNotFound ||
+               user.error().code == ErrorCode::kUnavailable) {
+      // An image without passwd/group files, or ids that do not fit: no account, as before.
+      Log(LogLevel::kInfo, "jail.no_user_account", "id={} why=\"{}\"", id, user.error().message);
+    } else {
+      return Fail(user.error());
     }
   }
   cfg.net.share_host = spec.network == NetworkMode::kHost;

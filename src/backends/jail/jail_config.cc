@@ -21,6 +21,10 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
                 {"shm_bytes", c.mount.shm_bytes}};
+  for (const auto& x : c.mount.extra) {
+    j["mount"]["extra"].push_back(
+        {{"host_path", x.host_path}, {"target", x.target}, {"writable", x.writable}});
+  }
   j["net"] = {{"share_host", c.net.share_host}};
   j["cgroup"] = {{"name", c.cgroup.name},
                  {"parent", c.cgroup.parent},
@@ -64,6 +68,10 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();
     c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
     c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    for (const auto& x : m.value("extra", Json::array())) {
+      c.mount.extra.push_back({x.at("host_path").get<std::string>(),
+                               x.at("target").get<std::string>(), x.at("writable").get<bool>()});
+    }
     c.net.share_host = j.at("net").at("share_host").get<bool>();
     const Json& g = j.at("cgroup");
     c.cgroup.name = g.at("name").get<std::string>();
