@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian 12 machine (idempotently), then builds and tests agentbox three ways. This is
+# Sets up a fresh Debian 12 machine (idempotently), then builds and tests agentbox: the release
+# and fuzz presets, and with --all the debug preset too. This is
 # the README's test command and what CI runs.
 #
 #  1. The release preset, with every test suite. The docker backend is tested against a real
@@ -27,19 +28,23 @@
 #     time (FUZZ_SECONDS, default 10 s each; scripts/fuzz.sh is the long form), from the
 #     committed seeds. A crash fails the run and leaves its input in build/fuzz/fuzz/artifacts/.
 #
-# All three together stay under 40 minutes on a fresh 2-core machine (figures in README.md).
-# Without arguments (CI) all three run; --release-only, --debug-only and --fuzz-only run one.
+# Without arguments (CI) the release and fuzz presets run; --all adds the debug preset between
+# them, and --release-only, --debug-only and --fuzz-only run one. The debug half passed 743/743
+# from a fresh clone of the tree of 2026-12-05 08:00 UTC (14.6 min of tests on a loaded machine);
+# it joins CI's default once it has run on the tree merged after that and all three halves
+# have been timed together against the 40-minute budget (README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 release=1
-debug=1
+debug=0
 fuzz=1
 case "${1:-}" in
   "") ;;
+  --all) debug=1 ;;
   --release-only) debug=0; fuzz=0 ;;
   --debug-only) release=0; fuzz=0 ;;
   --fuzz-only) release=0; debug=0 ;;
-  *) echo "usage: scripts/test.sh [--release-only | --debug-only | --fuzz-only]" >&2; exit 2 ;;
+  *) echo "usage: scripts/test.sh [--all | --release-only | --debug-only | --fuzz-only]" >&2; exit 2 ;;
 esac
 jobs="$(nproc)"
 scripts/install-deps.sh

@@ -165,6 +165,19 @@ class Validator {
         }
       }
     }
+    if (v.is_array()) {
+      if (s.contains("minItems") && v.size() < s["minItems"].get<size_t>()) {
+        errors.push_back(where + ": fewer than minItems " + s["minItems"].dump());
+      }
+      if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) {
+        errors.push_back(where + ": more than maxItems " + s["maxItems"].dump());
+      }
+    }
+    if (v.is_string() && s.contains("pattern") &&
+        !std::regex_search(v.get<std::string>(),
+                           std::regex(s["pattern"].get<std::string>(), std::regex::ECMAScript))) {
+      errors.push_back(where + ": " + v.dump() + " does not match pattern " + s["pattern"].dump());
+    }
     if (v.is_array() && s.contains("items")) {
       for (size_t i = 0; i < v.size(); ++i) {
         Check(v[i], s["items"], where + "[" + std::to_string(i) + "]", errors);
@@ -179,7 +192,8 @@ class Validator {
     static const std::set<std::string> kKnown = {
         "$ref",    "type",    "enum",        "required",         "properties",
         "items",   "oneOf",   "minimum",     "maximum",          "maxProperties",
-        "default", "example", "description", "contentMediaType", "additionalProperties"};
+        "default", "example", "description", "contentMediaType", "additionalProperties",
+        "minItems", "maxItems", "pattern"};
     if (!schema.is_object()) {
       return;
     }
