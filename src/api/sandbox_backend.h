@@ -133,6 +133,15 @@ struct Capabilities {
   //  "none": nothing is bounded (a create that asks for disk_bytes is refused).
   std::string disk_limit = "none";
   std::string disk_limit_note;  // one sentence: why not "workspace_and_root"; empty when it is
+  // Whether SandboxSpec::read_only_root is honoured (writes outside /workspace, /tmp, /dev/shm and
+  // /run/agentbox fail with EROFS). A backend that cannot refuses it at create (kInvalidArgument).
+  bool read_only_root = false;
+  // What a sandbox's writable root filesystem (its image's files) is:
+  //  "sandbox": private to the sandbox, copy-on-write over the image, kept across restart-guest;
+  //  "execution": private, but lost when the guest's execution is replaced (cloudrun session);
+  //  "command": every command starts from the image again (cloudrun job mode);
+  //  "": not declared (e.g. test backends whose guests run on the host).
+  std::string root_filesystem;
 };
 
 // What a backend tells the daemon about guests it replaces on its own (cloudrun session mode

@@ -208,6 +208,14 @@ Result<RunningJail> Contain(const JailConfig& cfg) {
   if (!plan) {
     return Fail(plan.error());
   }
+  if (mounts.overlay.enabled()) {
+    // Idmapped layers need the host's CAP_SYS_ADMIN: made here, attached by the child.
+    auto overlay = PrepareOverlay(mounts.overlay, cfg.user);
+    if (!overlay) {
+      return Fail(overlay.error());
+    }
+    plan->overlay = std::move(*overlay);
+  }
   auto cgroup = SandboxCgroup::Create(cfg.cgroup);
   if (!cgroup) {
     return Fail(cgroup.error());

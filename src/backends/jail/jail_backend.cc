@@ -95,6 +95,55 @@ Result<void> ExtractTarball(const std::string& image, const std::string& dest,
   return {};
 }
 
+// The image's directories for the overlay root, bottom first: a directory is used in place
+// (shared by every sandbox of it, never written); a tarball is extracted once, with its own ids,
+// into <disk_root>/image (the sandbox's disk, so it counts against limits.disk_bytes).
+Result<std::vector<std::string>> ImageLayers(const std::string& image, const std::string& disk_root,
+                                             const std::string& dir) {
+  struct stat st {};
+  if (::stat(image.c_str(), &st) != 0) {
+    return Fail(ErrorCode::kInvalidArgument, "jail image " + image + " does not exist");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return std::vector<std::string>{image};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "jail image " + image + " is neither a directory nor a tarball");
+  }
+  const std::string extracted = disk_root + "/image";
+  if (auto r = MakeDir(extracted, 0755); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = ExtractTarball(image, extracted, dir + "/tar.log"); !r) {
+    return Fail(r.error());
+  }
+  return std::vector<std::string>{extracted};
+}
+
+// <root>/upper and <root>/work, owned by the sandbox's root (the overlay is mounted by the
+// sandbox's user namespace, whose root must be able to write both).
+Result<OverlayRootConfig> MakeOverlayDirs(const std::string& root, uint32_t uid, uint32_t gid,
+                                          bool privileged) {
+  OverlayRootConfig o;
+  o.upper_dir = root + "/upper";
+  o.work_dir = root + "/work";
+  for (const auto& [path, mode] :
+       {std::pair{root, 0755}, std::pair{o.upper_dir, 0755}, std::pair{o.work_dir, 0700}}) {
+    if (auto r = MakeDir(path, static_cast<mode_t>(mode)); !r) {
+      return Fail(r.error());
+    }
+  }
+  if (privileged) {
+    for (const auto& path : {o.upper_dir, o.work_dir}) {
+      if (auto r = Chown(path, uid, gid); !r) {
+        return Fail(r.error());
+      }
+    }
+  }
+  return o;
+}
+
 }  // namespace
 
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
@@ -145,6 +194,8 @@ Capabilities JailBackend::GetCapabilities() const {
   // The sandbox's own filesystem holds /workspace and, for an image, the writable root.
   c.disk_limit = disks_ ? "workspace_and_root" : "none";
   c.disk_limit_note = disks_ ? "" : "limits.disk_bytes is not enforced: " + why_no_disk_;
+  c.read_only_root = true;
+  c.root_filesystem = "sandbox";
   return c;
 }
 
@@ -172,7 +223,7 @@ ProbeResult JailBackend::Probe() {
   UniqueFd write_end(fds[1]);
   ChildProcess::Options o;
   o.path = opts_.helper_binary;
-  o.argv = {"agentbox-jail", "probe"};
+  o.argv = {"agentbox-jail", "probe", opts_.state_dir};
   o.stdout_fd = write_end.Get();
   auto helper = ChildProcess::Spawn(o);
   write_end.Reset();
@@ -191,6 +242,16 @@ ProbeResult JailBackend::Probe() {
   p.usable = j->value("usable", false);
   p.reason = j->value("reason", std::string());
   p.limitations = j->value("limitations", std::vector<std::string>());
+  if (p.usable) {
+    const Json overlay = j->value("overlay_root", Json::object());
+    if (overlay.value("ok", false)) {
+      Log(LogLevel::kInfo, "jail.overlay_root", "how=\"{}\"", overlay.value("how", ""));
+    } else {
+      p.limitations.push_back("sandboxes with an image cannot be created: the overlay root (" +
+                              overlay.value("how", std::string("overlayfs")) +
+                              ") fails here: " + overlay.value("error", std::string("?")));
+    }
+  }
   if (!disks_) {
     p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
                             "): a create that asks for it is refused");
@@ -334,32 +395,21 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     cfg.mount.system_source = "/";
     cfg.mount.system_entries = DefaultSystemEntries();
   } else {
-    struct stat st {};
-    if (::stat(spec.image.c_str(), &st) != 0) {
-      return Fail(ErrorCode::kInvalidArgument, "jail image " + spec.image + " does not exist");
+    auto layers = ImageLayers(spec.image, disk->root, dir);
+    if (!layers) {
+      return Fail(layers.error());
     }
-    if (S_ISDIR(st.st_mode)) {
-      cfg.mount.system_source = spec.image;  // shared: exposed read-only
-    } else if (S_ISREG(st.st_mode)) {
-      const std::string rootfs = disk->root + "/rootfs";
-      if (auto r = MakeDir(rootfs, 0755); !r) {
-        return Fail(r.error());
-      }
-      if (auto r = ExtractTarball(spec.image, rootfs, dir + "/tar.log"); !r) {
-        return Fail(r.error());
-      }
-      if (privileged_) {
-        if (auto r = ShiftOwnership(rootfs, rec.host_uid, rec.host_gid, rec.id_count); !r) {
-          return Fail(r.error());
-        }
-      }
-      cfg.mount.system_source = rootfs;  // a private copy: writable
-      cfg.mount.system_writable = true;
-    } else {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "jail image " + spec.image + " is neither a directory nor a tarball");
+    // The root's writes go to the sandbox's disk, next to /workspace: limits.disk_bytes bounds
+    // them, and they survive a restart of the guest (the overlay is mounted again over them).
+    auto overlay = MakeOverlayDirs(disk->root + "/rootfs", rec.host_uid, rec.host_gid,
+                                   privileged_);
+    if (!overlay) {
+      return Fail(overlay.error());
     }
+    cfg.mount.overlay = std::move(*overlay);
+    cfg.mount.overlay.lower_dirs = std::move(*layers);
   }
+  cfg.mount.read_only_root = spec.read_only_root;
   cfg.net.share_host = spec.network == NetworkMode::kHost;
   cfg.cgroup.name = "agentbox/" + id;
   cfg.cgroup.parent = opts_.cgroup_parent;

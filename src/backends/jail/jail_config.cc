@@ -20,7 +20,12 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"run_dir", c.mount.run_dir},
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
-                {"shm_bytes", c.mount.shm_bytes}};
+                {"shm_bytes", c.mount.shm_bytes},
+                {"overlay",
+                 {{"lower_dirs", c.mount.overlay.lower_dirs},
+                  {"upper_dir", c.mount.overlay.upper_dir},
+                  {"work_dir", c.mount.overlay.work_dir}}},
+                {"read_only_root", c.mount.read_only_root}};
   j["net"] = {{"share_host", c.net.share_host}};
   j["cgroup"] = {{"name", c.cgroup.name},
                  {"parent", c.cgroup.parent},
@@ -64,6 +69,15 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();
     c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
     c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    // Absent in the configs of sandboxes created before overlay roots (restarted by a newer
+    // helper): their tarball roots are plain writable directories.
+    if (m.contains("overlay")) {
+      const Json& o = m.at("overlay");
+      c.mount.overlay.lower_dirs = o.at("lower_dirs").get<std::vector<std::string>>();
+      c.mount.overlay.upper_dir = o.at("upper_dir").get<std::string>();
+      c.mount.overlay.work_dir = o.at("work_dir").get<std::string>();
+    }
+    c.mount.read_only_root = m.value("read_only_root", false);
     c.net.share_host = j.at("net").at("share_host").get<bool>();
     const Json& g = j.at("cgroup");
     c.cgroup.name = g.at("name").get<std::string>();
