@@ -82,6 +82,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"labels", std::move(labels)},
               {"limits", limits},
               {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
+              {"read_only_root", i.spec.read_only_root},
               {"created_at", i.created_at},
               {"expires_at", i.expires_at},
               {"disk", SandboxDiskJson(i)},

@@ -401,8 +401,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     }
     // The root's writes go to the sandbox's disk, next to /workspace: limits.disk_bytes bounds
     // them, and they survive a restart of the guest (the overlay is mounted again over them).
-    auto overlay = MakeOverlayDirs(disk->root + "/rootfs", rec.host_uid, rec.host_gid,
-                                   privileged_);
+    auto overlay = MakeOverlayDirs(disk->root + "/rootfs", rec.host_uid, rec.host_gid, privileged_);
     if (!overlay) {
       return Fail(overlay.error());
     }

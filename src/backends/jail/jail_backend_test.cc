@@ -453,7 +453,8 @@ TEST_F(JailBackendTest, RootChangesSurviveARestartOfTheGuest) {
   const SandboxInfo s = CreateOrDie("img-restart", spec);
   ASSERT_EQ(Exec(s, "echo kept > /etc/note && rm /etc/image-release && echo ok").output, "ok\n");
   ASSERT_TRUE(backend_->RestartGuest("img-restart").has_value());
-  EXPECT_EQ(Exec(s, "cat /etc/note; test -e /etc/image-release || echo gone").output, "kept\ngone\n");
+  EXPECT_EQ(Exec(s, "cat /etc/note; test -e /etc/image-release || echo gone").output,
+            "kept\ngone\n");
   DestroyAndExpectNoTraces(*backend_, RecordOf("img-restart"));
 }
 

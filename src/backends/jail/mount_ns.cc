@@ -227,8 +227,8 @@ Result<MountPlan> PrepareMounts(MountNsConfig cfg) {
     return Fail(ErrnoError(errno, "open system source " + cfg.system_source));
   }
   const std::string prefix = cfg.system_source == "/" ? "" : cfg.system_source;
-  std::vector<std::string> names = cfg.overlay.enabled() ? std::vector<std::string>{}
-                                                         : cfg.system_entries;
+  std::vector<std::string> names =
+      cfg.overlay.enabled() ? std::vector<std::string>{} : cfg.system_entries;
   if (names.empty() && !cfg.overlay.enabled()) {
     DIR* dir = ::fdopendir(::dup(source.Get()));
     if (dir == nullptr) {

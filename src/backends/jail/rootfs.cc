@@ -106,8 +106,8 @@ Result<OverlayPlan> PrepareOverlay(const OverlayRootConfig& cfg, const UserNsCon
     return Fail(ErrorCode::kInvalidArgument, "overlay root: upper_dir and work_dir are required");
   }
   if (cfg.lower_dirs.size() > kMaxLayers) {
-    return Fail(ErrorCode::kInvalidArgument, "overlay root: more than " +
-                                                 std::to_string(kMaxLayers) + " image layers");
+    return Fail(ErrorCode::kInvalidArgument,
+                "overlay root: more than " + std::to_string(kMaxLayers) + " image layers");
   }
   for (const std::string& dir : cfg.lower_dirs) {
     struct stat st {};
@@ -184,8 +184,9 @@ Result<void> MountOverlayRoot(const OverlayPlan& plan) {
   const std::string options = "lowerdir=" + lowers + ",upperdir=" + FdPath(plan.upper) +
                               ",workdir=" + FdPath(plan.work) + ",userxattr";
   if (::mount("overlay", "merged", "overlay", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
-    return Fail(ErrnoError(errno, "mount the overlay root (" + OverlayRootDescription(
-                                      plan.layers.empty() || plan.layers[0].idmapped) + ")"));
+    return Fail(ErrnoError(
+        errno, "mount the overlay root (" +
+                   OverlayRootDescription(plan.layers.empty() || plan.layers[0].idmapped) + ")"));
   }
   if (::chdir("merged") != 0) {
     return Fail(ErrnoError(errno, "chdir into the overlay root"));
@@ -215,8 +216,7 @@ std::string ProbeOverlayRoot(const std::string& scratch_dir) {
   cfg.work_dir = scratch_dir + "/work";
   const std::string stage = scratch_dir + "/stage";
   for (const auto& d : {cfg.lower_dirs[0], cfg.lower_dirs[0] + "/etc",
-                        cfg.lower_dirs[0] + "/etc/sub", cfg.upper_dir,
-                        cfg.work_dir, stage}) {
+                        cfg.lower_dirs[0] + "/etc/sub", cfg.upper_dir, cfg.work_dir, stage}) {
     if (::mkdir(d.c_str(), 0755) != 0) {
       return ErrnoError(errno, "mkdir " + d).message;
     }
