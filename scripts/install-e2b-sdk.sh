@@ -3,17 +3,6 @@
 # tests/e2b/package-lock.json pins it (docs/e2b.md names the version). Idempotent: skipped when
 # node_modules already matches the lock file.
 set -euo pipefail
-cd "$(dirname "$0")/../tests/e2b"
-if ! command -v npm >/dev/null; then
-  echo "install-e2b-sdk: npm is missing (scripts/install-deps.sh installs nodejs npm)" >&2
-  exit 1
-fi
-stamp=node_modules/.agentbox-lock.sha256
-want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-  echo "install-e2b-sdk: e2b SDK present"
-  exit 0
-fi
-echo "install-e2b-sdk: npm ci in $(pwd)"
-npm ci --no-audit --no-fund --loglevel=error
-echo "$want" >"$stamp"
+here="$(dirname "$0")"
+source "$here/lib/npm-pinned.sh"
+npm_install_pinned install-e2b-sdk "$here/../tests/e2b" "e2b SDK"

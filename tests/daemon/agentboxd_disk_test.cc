@@ -1,7 +1,6 @@
 // agentboxd on jail and docker, end to end (issue 16): limits.disk_bytes in the create, ENOSPC
 // inside at the limit, usage in GET /v1/sandboxes/{id} and in /metrics. Needs root (loop
 // devices); the docker case also a Docker engine with agentbox/base. Skips with the reason.
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include "fakes/unix_call.h"
+
 namespace {
 
 using Json = nlohmann::json;
@@ -20,10 +21,6 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kLimit = 64ull << 20;
 
-size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
 
 class AgentboxdDisk : public ::testing::TestWithParam<std::string> {
  protected:
@@ -83,27 +80,7 @@ class AgentboxdDisk : public ::testing::TestWithParam<std::string> {
   // One request over the unix socket; status 0 when no answer came.
   std::pair<long, std::string> Call(const std::string& method, const std::string& path,
                                     const std::string& body = "") {
-    CURL* c = curl_easy_init();
-    std::string out;
-    long status = 0;
-    const std::string url = "http://agentboxd" + path;
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-    if (method != "GET") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    if (curl_easy_perform(c) == CURLE_OK) {
-      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    return {status, out};
+    return agentbox::test_support::UnixCall(socket_, method, path, body, 120L);
   }
 
   Json Exec(const std::string& id, const std::string& command) {

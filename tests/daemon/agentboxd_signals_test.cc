@@ -2,7 +2,6 @@
 // configuration file changed, without a restart (a file that disappears or breaks keeps the last
 // good settings and is counted); SIGTERM lets in-flight requests finish, exits cleanly and leaves
 // every sandbox running for the next daemon to find.
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -16,15 +15,13 @@
 #include <string>
 #include <thread>
 
+#include "fakes/unix_call.h"
+
 namespace {
 
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
 
 class AgentboxdSignals : public ::testing::Test {
  protected:
@@ -97,27 +94,7 @@ class AgentboxdSignals : public ::testing::Test {
   // One request over the unix socket; status 0 when no answer came.
   std::pair<long, std::string> Call(const std::string& method, const std::string& path,
                                     const std::string& body) {
-    CURL* c = curl_easy_init();
-    std::string out;
-    long status = 0;
-    const std::string url = "http://agentboxd" + path;
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-    if (method != "GET") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    if (curl_easy_perform(c) == CURLE_OK) {
-      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    return {status, out};
+    return agentbox::test_support::UnixCall(socket_, method, path, body, 20L);
   }
 
   Json Info() {

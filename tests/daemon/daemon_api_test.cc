@@ -78,17 +78,9 @@ TEST_F(DaemonApiTest, AnotherKeysSandboxIsNotFound) {
 
 TEST_F(DaemonApiTest, UploadAndDownloadStreamThroughTheDaemon) {
   const std::string id = CreateAs("key-alice");
-  std::string blob(3 << 20, '\0');
-  for (size_t i = 0; i < blob.size(); ++i) {
-    blob[i] = static_cast<char>((i * 131) ^ (i >> 7));
-  }
+  const std::string blob = fakes::PatternBytes(3 << 20);
   const std::string boundary = "xYzBoundary42";
-  std::string body = "--" + boundary +
-                     "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nbig.bin\r\n--" +
-                     boundary +
-                     "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
-                     "Content-Type: application/octet-stream\r\n\r\n" +
-                     blob + "\r\n--" + boundary + "--\r\n";
+  const std::string body = fakes::MultipartUpload(boundary, "big.bin", blob);
   Reply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload", body, "key-alice",
                   {"Content-Type: multipart/form-data; boundary=" + boundary});
   ASSERT_EQ(up.status, 200) << up.body;

@@ -183,16 +183,10 @@ TEST_F(TlsTest, TheApiAndTheTunnelWorkOverTls) {
   EXPECT_EQ(e.json["data"]["output"], "hi\n");
 
   // A streamed upload and download of 2 MiB, through TLS on the API and on the tunnel.
-  std::string blob(2 << 20, '\0');
-  for (size_t i = 0; i < blob.size(); ++i) {
-    blob[i] = static_cast<char>((i * 31) ^ (i >> 11));
-  }
+  const std::string blob = fakes::PatternBytes(2 << 20);
   const std::string b = "tlsBoundary";
-  const std::string body = "--" + b + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" +
-                           "/tmp/agentbox-tls-test-" + id + ".bin\r\n--" + b +
-                           "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n"
-                           "\r\n" +
-                           blob + "\r\n--" + b + "--\r\n";
+  const std::string body =
+      fakes::MultipartUpload(b, "/tmp/agentbox-tls-test-" + id + ".bin", blob);
   Reply up = CallTls("POST", api + "file/upload", body,
                      {"Content-Type: multipart/form-data; boundary=" + b});
   ASSERT_EQ(up.status, 200) << up.body;

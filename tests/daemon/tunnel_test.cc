@@ -77,17 +77,10 @@ TEST_F(TunnelTest, ExecKeepsSessionStateThroughTheTunnel) {
 
 TEST_F(TunnelTest, UploadAndDownloadStreamThroughTheTunnel) {
   const std::string id = CreateAs("key-alice");
-  std::string blob(5 << 20, '\0');  // many times the per-stream window: flow control at work
-  for (size_t i = 0; i < blob.size(); ++i) {
-    blob[i] = static_cast<char>((i * 131) ^ (i >> 7));
-  }
+  // Many times the per-stream window: flow control at work.
+  const std::string blob = fakes::PatternBytes(5 << 20);
   const std::string boundary = "tUnNeLbOuNdArY";
-  std::string body = "--" + boundary +
-                     "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\nbig.bin\r\n--" +
-                     boundary +
-                     "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
-                     "Content-Type: application/octet-stream\r\n\r\n" +
-                     blob + "\r\n--" + boundary + "--\r\n";
+  const std::string body = fakes::MultipartUpload(boundary, "big.bin", blob);
   Reply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload", body, "key-alice",
                   {"Content-Type: multipart/form-data; boundary=" + boundary});
   ASSERT_EQ(up.status, 200) << up.body;

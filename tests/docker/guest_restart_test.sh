@@ -24,16 +24,8 @@ source "$(dirname "$0")/own_engine.sh"
 start_own_engine
 start_daemon
 
-created="$(body POST /v1/sandboxes '{"backend":"docker"}')"
-id="$(jq -r .data.id <<<"$created")"
-[[ "$(jq -r .data.backend <<<"$created")" == docker ]] || fail "not a docker sandbox: $created"
+create_primed_sandbox
 echo "== sandbox $id ($scenario)"
-exec_path="/v1/sandboxes/$id/api/v1/shell/exec"
-r="$(body POST "$exec_path" '{"id":"s","command":"echo kept > /workspace/kept.txt && mkdir -p /workspace/sub && cd /workspace/sub && export GREETING=hi && count=3 && f() { echo \"f:$1\"; } && alias ll=\"echo listed\""}')"
-[[ "$(jq -r .data.returncode <<<"$r")" == 0 ]] || fail "priming failed: $r"
-r="$(body POST "$exec_path" '{"id":"busy","command":"sleep 600","wait_seconds":0.2}')"
-[[ "$(jq -r .data.status <<<"$r")" == running ]] || fail "busy command not running: $r"
-wait_metric 'agentbox_session_snapshot_seconds_count{backend="docker"}' 2
 container="agentbox-$id"
 started_before="$(docker -H "unix://$sock" inspect -f '{{.State.StartedAt}}' "$container")"
 

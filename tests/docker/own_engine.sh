@@ -6,7 +6,7 @@
 # Before sourcing, set: agentboxd guest repo (paths), live (0/1: --live-restore) and optionally
 # engine_extra_env (more VAR=value for start-dockerd.sh).
 # Provides: $d $sock $api, skip fail start_engine stop_engine start_daemon stop_daemon call body
-# status metric wait_metric; cleans everything up on exit. Exit 77 (CTest: skipped) with the
+# status metric wait_metric create_primed_sandbox; cleans everything up on exit. Exit 77 (CTest: skipped) with the
 # reason when dockerd, root, jq or the image is missing.
 image=agentbox/base:latest
 [[ -v engine_extra_env ]] || engine_extra_env=()
@@ -138,4 +138,21 @@ CONF
     sleep 0.1
   done
   fail "agentboxd did not answer"
+}
+
+# Creates a docker sandbox and gives it state to lose: /workspace/kept.txt, a session "s" in
+# /workspace/sub with an exported variable, a shell variable, a function and an alias, and a
+# session "busy" running `sleep 600`; waits until the daemon has snapshotted both sessions.
+# Sets $id and $exec_path.
+create_primed_sandbox() {
+  local created r
+  created="$(body POST /v1/sandboxes '{"backend":"docker"}')"
+  id="$(jq -r .data.id <<<"$created")"
+  [[ "$(jq -r .data.backend <<<"$created")" == docker ]] || fail "not a docker sandbox: $created"
+  exec_path="/v1/sandboxes/$id/api/v1/shell/exec"
+  r="$(body POST "$exec_path" '{"id":"s","command":"echo kept > /workspace/kept.txt && mkdir -p /workspace/sub && cd /workspace/sub && export GREETING=hi && count=3 && f() { echo \"f:$1\"; } && alias ll=\"echo listed\""}')"
+  [[ "$(jq -r .data.returncode <<<"$r")" == 0 ]] || fail "priming failed: $r"
+  r="$(body POST "$exec_path" '{"id":"busy","command":"sleep 600","wait_seconds":0.2}')"
+  [[ "$(jq -r .data.status <<<"$r")" == running ]] || fail "busy command not running: $r"
+  wait_metric 'agentbox_session_snapshot_seconds_count{backend="docker"}' 2
 }

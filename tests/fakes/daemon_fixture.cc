@@ -27,28 +27,8 @@ void DaemonFixture::SetUp() {
   options_.default_backend = "process";
   options_.spool_dir = dir_;
   decorator_ = Decorate(*backend_);
-  api_ = std::make_unique<daemon::DaemonApi>(
-      io_,
-      std::map<std::string, SandboxBackend*>{
-          {"process", decorator_ ? decorator_.get() : backend_.get()}},
-      daemon::ApiKeys(kFixtureApiKeys), options_);
-  api_->Start();
-  http::ServerOptions so;
-  so.max_body_bytes = 1 << 20;
-  so.error_body = &http::ErrorBody;
-  so.upgrade = upgrade_;
-  so.tls = tls_;
-  server_ = std::make_unique<http::Server>(io_, *api_, so);
   unix_sock_ = dir_ + "/agentboxd.sock";
-  ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
-  auto tcp = server_->Listen("tcp:127.0.0.1:0");
-  ASSERT_TRUE(tcp);
-  tcp_base_ = "http://" + tcp->substr(4);
-  if (tls_) {
-    auto tls = server_->Listen("tls:127.0.0.1:0");
-    ASSERT_TRUE(tls) << tls.error().message;
-    tls_base_ = "https://" + tls->substr(4);
-  }
+  StartDaemon();
   thread_ = std::thread([this] { io_.run(); });
 }
 
@@ -65,6 +45,10 @@ void DaemonFixture::RestartDaemon(const std::function<void()>& between) {
   if (between) {
     between();
   }
+  StartDaemon();
+}
+
+void DaemonFixture::StartDaemon() {
   api_ = std::make_unique<daemon::DaemonApi>(
       io_,
       std::map<std::string, SandboxBackend*>{
@@ -75,12 +59,18 @@ void DaemonFixture::RestartDaemon(const std::function<void()>& between) {
   so.max_body_bytes = 1 << 20;
   so.error_body = &http::ErrorBody;
   so.upgrade = upgrade_;
+  so.tls = tls_;
   server_ = std::make_unique<http::Server>(io_, *api_, so);
   ::unlink(unix_sock_.c_str());
   ASSERT_TRUE(server_->Listen("unix:" + unix_sock_));
   auto tcp = server_->Listen("tcp:127.0.0.1:0");
   ASSERT_TRUE(tcp);
   tcp_base_ = "http://" + tcp->substr(4);
+  if (tls_) {
+    auto tls = server_->Listen("tls:127.0.0.1:0");
+    ASSERT_TRUE(tls) << tls.error().message;
+    tls_base_ = "https://" + tls->substr(4);
+  }
 }
 
 void DaemonFixture::TearDown() {

@@ -31,6 +31,26 @@ struct HttpReply {
   std::string content_type;
 };
 
+// `n` bytes of a fixed pattern with every byte value in it (not compressible to nothing).
+inline std::string PatternBytes(size_t n) {
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = static_cast<char>((i * 131) ^ (i >> 7));
+  }
+  return out;
+}
+
+// A multipart/form-data body uploading `data` to `path` (send with
+// `Content-Type: multipart/form-data; boundary=<boundary>`).
+inline std::string MultipartUpload(const std::string& boundary, const std::string& path,
+                                   const std::string& data) {
+  return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + path +
+         "\r\n--" + boundary +
+         "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload\"\r\n"
+         "Content-Type: application/octet-stream\r\n\r\n" +
+         data + "\r\n--" + boundary + "--\r\n";
+}
+
 // The API keys every DaemonFixture accepts on TCP: "key-alice" (owner alice), "key-bob"
 // (owner bob) and the bare key "k1".
 inline const std::vector<std::string> kFixtureApiKeys = {"alice:key-alice", "bob:key-bob", "k1"};
@@ -83,6 +103,9 @@ class DaemonFixture : public ::testing::Test {
   SandboxBackendPtr decorator_;  // see Decorate
   std::unique_ptr<daemon::DaemonApi> api_;
   std::unique_ptr<http::Server> server_;
+  // Builds the DaemonApi and its server over the backend and listens on the unix socket, TCP
+  // and (with tls_) TLS: SetUp and RestartDaemon.
+  void StartDaemon();
   // Daemons replaced by RestartDaemon, idle until TearDown.
   std::vector<std::unique_ptr<daemon::DaemonApi>> retired_apis_;
   std::vector<std::unique_ptr<http::Server>> retired_servers_;

@@ -280,6 +280,34 @@ def multipart(path: str, filename: str, size: Optional[int]) -> Tuple[str, bytes
     return f"multipart/form-data; boundary={boundary}", head, tail, total
 
 
+@dataclass
+class Upload:
+    """A multipart upload ready to send: the source, what goes around it, and its headers."""
+    f: IO[bytes]
+    size: Optional[int]
+    owned: bool  # whether we opened ``f`` and must close it
+    head: bytes
+    tail: bytes
+    headers: Dict[str, str]
+
+    def close(self) -> None:
+        if self.owned:
+            self.f.close()
+
+
+def prepare_upload(path: str, source: Source, filename: Optional[str]) -> Upload:
+    """Opens ``source`` and frames it as a multipart upload to ``path`` (the sync and async
+    clients both send this)."""
+    f, size, owned = open_source(source)
+    name = filename or (os.path.basename(os.fspath(source))
+                        if isinstance(source, (str, os.PathLike)) else "upload")
+    ctype, head, tail, total = multipart(path, name, size)
+    headers = {"Content-Type": ctype}
+    if total is not None:
+        headers["Content-Length"] = str(total)
+    return Upload(f, size, owned, head, tail, headers)
+
+
 def body_chunks(head: bytes, f: IO[bytes], tail: bytes) -> Iterator[bytes]:
     yield head
     while True:

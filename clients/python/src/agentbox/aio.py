@@ -21,8 +21,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from . import types as t
 from ._transport import USER_AGENT, Endpoint, parse_envelope, raise_for
-from ._wire import (CHUNK, Call, DaemonCalls, SandboxCalls, Source, api_names, multipart,
-                    open_source, parse_sse, _MARGIN_S)
+from ._wire import (CHUNK, Call, DaemonCalls, SandboxCalls, Source, api_names, parse_sse,
+                    prepare_upload, _MARGIN_S)
 from .client import default_address
 from .errors import TransportError
 
@@ -160,35 +160,27 @@ class AsyncSandbox:
     async def upload(self, path: str, source: Source, *, filename: Optional[str] = None
                      ) -> t.UploadResult:
         """Uploads ``source`` (bytes, a local path or a binary file object), streamed."""
-        f, size, owned = open_source(source)
+        up = prepare_upload(path, source, filename)
         try:
-            name = filename or (os.path.basename(os.fspath(source))
-                                if isinstance(source, (str, os.PathLike)) else "upload")
-            ctype, head, tail, total = multipart(path, name, size)
-            headers = {"Content-Type": ctype}
-            if total is not None:
-                headers["Content-Length"] = str(total)
-
             async def body() -> AsyncIterator[bytes]:
-                yield head
+                yield up.head
                 while True:
-                    chunk = await asyncio.to_thread(f.read, CHUNK)
+                    chunk = await asyncio.to_thread(up.f.read, CHUNK)
                     if not chunk:
                         break
                     yield chunk
-                yield tail
+                yield up.tail
 
             try:
                 r = await self.client.http.post(
-                    self.calls.upload_target(), content=body(), headers=headers,
-                    timeout=self.client.timeout + (size or 0) / (1 << 20))
+                    self.calls.upload_target(), content=body(), headers=up.headers,
+                    timeout=self.client.timeout + (up.size or 0) / (1 << 20))
             except httpx.HTTPError as e:
                 raise TransportError(f"upload to {self.id}:{path}: {e}") from e
             resp = parse_envelope(r.status_code, r.content, r.headers.get_list("warning"))
             return t.UploadResult.from_json(raise_for(resp))
         finally:
-            if owned:
-                f.close()
+            up.close()
 
     @contextlib.asynccontextmanager
     async def download(self, path: str) -> AsyncIterator["httpx.Response"]:

@@ -7,8 +7,8 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Union
 
 from . import types as t
 from ._transport import RawResponse, SyncTransport, parse_envelope, raise_for
-from ._wire import (Call, DaemonCalls, SandboxCalls, Source, api_names, body_chunks, multipart,
-                    open_source, parse_sse, _MARGIN_S)
+from ._wire import (Call, DaemonCalls, SandboxCalls, Source, api_names, body_chunks, parse_sse,
+                    prepare_upload, _MARGIN_S)
 from .errors import TransportError
 
 
@@ -161,23 +161,17 @@ class Sandbox:
                ) -> t.UploadResult:
         """Uploads ``source`` (bytes, a local path, or a binary file object) to ``path`` in the
         sandbox, streamed: never held in memory whole."""
-        f, size, owned = open_source(source)
+        up = prepare_upload(path, source, filename)
         try:
-            name = filename or (os.path.basename(os.fspath(source))
-                                if isinstance(source, (str, os.PathLike)) else "upload")
-            ctype, head, tail, total = multipart(path, name, size)
-            headers = {"Content-Type": ctype}
-            if total is not None:
-                headers["Content-Length"] = str(total)
             # The daemon spools the upload, then relays it: allow for the size at 1 MiB/s.
-            deadline = self.client.transport.timeout + (size or 0) / (1 << 20)
+            deadline = self.client.transport.timeout + (up.size or 0) / (1 << 20)
             with self.client.transport.open("POST", self.calls.upload_target(),
-                                            body_chunks(head, f, tail), headers, deadline) as r:
+                                            body_chunks(up.head, up.f, up.tail), up.headers,
+                                            deadline) as r:
                 resp = parse_envelope(r.status, r.read(), r.warnings())
             return t.UploadResult.from_json(raise_for(resp))
         finally:
-            if owned:
-                f.close()
+            up.close()
 
     def download(self, path: str) -> RawResponse:
         """Opens ``path`` for reading: ``read(n)`` streams the bytes; close it (or use ``with``)
