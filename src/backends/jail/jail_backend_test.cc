@@ -458,6 +458,37 @@ TEST_F(JailBackendTest, RootChangesSurviveARestartOfTheGuest) {
   DestroyAndExpectNoTraces(*backend_, RecordOf("img-restart"));
 }
 
+// A daemon that died before it recorded an image sandbox: the next one's Recover finds the helper
+// by its command line; the overlay lived only in the jail's mount namespace, so nothing of it is
+// left on the host. A killed overlay probe's scratch directory goes too.
+TEST_F(JailBackendTest, RecoverRollsBackAnImageSandboxWithoutTraces) {
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec spec;
+  spec.image = MakeBusyboxImage(tmp_.path() + "/image");
+  const SandboxInfo s = CreateOrDie("img-crashed", spec);
+  ASSERT_EQ(Exec(s, "echo x > /etc/written && echo ok").output, "ok\n");
+  const SandboxRecord rec = RecordOf("img-crashed");
+  const std::string dir = backend_->SandboxDir("img-crashed");
+  ASSERT_EQ(::unlink((dir + "/spec.json").c_str()), 0);  // as if the create never finished
+  const std::string probe = state_dir_ + "/.probe-killed";
+  std::filesystem::create_directories(probe + "/upper");
+  const struct timespec old[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, probe.c_str(), old, 0), 0);
+
+  JailBackend next(TestOptions(state_dir_));
+  auto report = next.Recover();
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ((*report)["create_rolled_back"], 1);
+  EXPECT_EQ(GetProcessStatus(rec.helper), ProcessStatus::kGone);
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  EXPECT_FALSE(std::filesystem::exists(probe));
+  EXPECT_EQ(ReadText("/proc/self/mountinfo").find(dir), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(spec.image + "/etc/image-release"));
+  EXPECT_FALSE(std::filesystem::exists(spec.image + "/etc/written"));
+}
+
 TEST_F(JailBackendTest, ReadOnlyRootRefusesWritesOutsideTheWritableMounts) {
   SandboxSpec host;
   host.read_only_root = true;

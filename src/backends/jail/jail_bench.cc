@@ -1,6 +1,8 @@
 // Measures the jail backend: create -> first exec latency, and memory per idle sandbox.
 //
-//   agentbox_jail_bench [--creates N] [--idle M] [--state-dir DIR] [--verbose]
+//   agentbox_jail_bench [--creates N] [--idle M] [--state-dir DIR] [--image PATH] [--verbose]
+//
+// --image: the sandboxes' image (a directory or a tarball: an overlay root over it).
 //
 // Prints figures; it is a benchmark program, not a test. Needs what the jail needs (see Probe).
 #include <unistd.h>
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   int creates = 20;
   int idle = 10;
   std::string state_dir;
+  SandboxSpec spec;
   bool verbose = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--verbose") == 0) {
@@ -83,6 +86,8 @@ int main(int argc, char** argv) {
       idle = std::atoi(argv[i + 1]);
     } else if (std::strcmp(argv[i], "--state-dir") == 0) {
       state_dir = argv[i + 1];
+    } else if (std::strcmp(argv[i], "--image") == 0) {
+      spec.image = argv[i + 1];
     }
   }
   SetLogLevel(verbose ? LogLevel::kInfo : LogLevel::kWarn);
@@ -101,7 +106,7 @@ int main(int argc, char** argv) {
   }
 
   // Warm-up (page cache, first cgroup creation).
-  if (auto w = backend.Create("warmup", {}); w) {
+  if (auto w = backend.Create("warmup", spec); w) {
     Exec(*w, "true");
     (void)backend.Destroy("warmup");
   }
@@ -110,7 +115,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < creates; ++i) {
     const std::string id = "bench" + std::to_string(i);
     const auto t0 = Clock::now();
-    auto info = backend.Create(id, {});
+    auto info = backend.Create(id, spec);
     const auto t1 = Clock::now();
     if (!info) {
       std::fprintf(stderr, "create failed: %s\n", info.error().message.c_str());
@@ -146,7 +151,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> ids;
   for (int i = 0; i < idle; ++i) {
     const std::string id = "idle" + std::to_string(i);
-    auto info = backend.Create(id, {});
+    auto info = backend.Create(id, spec);
     if (!info) {
       std::fprintf(stderr, "create failed: %s\n", info.error().message.c_str());
       return 1;
