@@ -51,7 +51,8 @@ enum class NetworkMode {
 // What a client asks for when creating a sandbox.
 struct SandboxSpec {
   // jail: empty = the host's system directories read-only; otherwise a directory or a tarball
-  // (an exported image) used as the root filesystem. docker: an image reference.
+  // (an exported image): the lower layer of the sandbox's writable copy-on-write root.
+  // docker: an image reference.
   std::string image;
   std::map<std::string, std::string> env;
   ResourceLimits limits;
@@ -59,7 +60,8 @@ struct SandboxSpec {
   // docker: attach to this named network instead of none/host. Backends without named networks
   // reject a non-empty value with kInvalidArgument.
   std::string network_name;
-  // Root filesystem read-only, with /workspace and /tmp still writable.
+  // Root filesystem read-only: writes outside /workspace, /tmp, /dev/shm and /run/agentbox fail
+  // with EROFS. Backends that cannot (Capabilities::read_only_root false) refuse it.
   bool read_only_root = false;
   std::map<std::string, std::string> labels;
   std::string owner;  // identity of the API key that created it (never the key itself)
