@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <optional>
 
@@ -245,7 +246,11 @@ ProbeResult JailBackend::Probe() {
   if (p.usable) {
     const Json overlay = j->value("overlay_root", Json::object());
     if (overlay.value("ok", false)) {
-      Log(LogLevel::kInfo, "jail.overlay_root", "how=\"{}\"", overlay.value("how", ""));
+      // Once per process: /readyz probes on every call.
+      static std::atomic<bool> logged{false};
+      if (!logged.exchange(true)) {
+        Log(LogLevel::kInfo, "jail.overlay_root", "how=\"{}\"", overlay.value("how", ""));
+      }
     } else {
       p.limitations.push_back("sandboxes with an image cannot be created: the overlay root (" +
                               overlay.value("how", std::string("overlayfs")) +
