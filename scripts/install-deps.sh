@@ -9,6 +9,7 @@ PACKAGES=(
   libseccomp-dev libcap-dev libcurl4-openssl-dev libssl-dev
   zlib1g-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   bash busybox-static procps util-linux e2fsprogs wrk python3 file jq
   python3-venv python3-pip python3-setuptools python3-httpx openssl
   prometheus

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian 12 machine (idempotently), then builds and tests agentbox twice. This is
+# Sets up a fresh Debian 12 machine (idempotently), then builds and tests agentbox three ways. This is
 # the README's test command and what CI runs.
 #
 #  1. The release preset, with every test suite. The docker backend is tested against a real
@@ -23,19 +23,23 @@
 #     Sandboxes get a static, unsanitized guest (cmake/sandbox_guest.cmake); everything on the
 #     host side is sanitized.
 #
-# Both together stay under 40 minutes on a fresh 2-core machine (figures in README.md).
-# Without arguments (CI) the release half runs; --all runs both, --debug-only the second. (The
-# debug half passed 743/743 on the merged tree of 2026-12-05; it becomes CI's default once a
-# fresh-clone run of both halves has been timed against the 40-minute budget.)
+#  3. The fuzz preset (clang, libFuzzer + ASan + UBSan; fuzz/): every fuzz target for a bounded
+#     time (FUZZ_SECONDS, default 10 s each; scripts/fuzz.sh is the long form), from the
+#     committed seeds. A crash fails the run and leaves its input in build/fuzz/fuzz/artifacts/.
+#
+# All three together stay under 40 minutes on a fresh 2-core machine (figures in README.md).
+# Without arguments (CI) all three run; --release-only, --debug-only and --fuzz-only run one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 release=1
-debug=0
+debug=1
+fuzz=1
 case "${1:-}" in
-  --release-only | "") ;;
-  --debug-only) release=0; debug=1 ;;
-  --all) debug=1 ;;
-  *) echo "usage: scripts/test.sh [--all | --release-only | --debug-only]" >&2; exit 2 ;;
+  "") ;;
+  --release-only) debug=0; fuzz=0 ;;
+  --debug-only) release=0; fuzz=0 ;;
+  --fuzz-only) release=0; debug=0 ;;
+  *) echo "usage: scripts/test.sh [--release-only | --debug-only | --fuzz-only]" >&2; exit 2 ;;
 esac
 jobs="$(nproc)"
 scripts/install-deps.sh
@@ -52,4 +56,9 @@ if ((debug)); then
   cmake --preset debug -DAGENTBOX_CONFORMANCE_BACKENDS=jail,docker -DAGENTBOX_VM_TESTS=OFF
   cmake --build --preset debug -j "$jobs"
   ctest --preset debug -j "$jobs" -E '^gcp_fidelity[.]'
+fi
+if ((fuzz)); then
+  cmake --preset fuzz -DAGENTBOX_FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+  cmake --build --preset fuzz -j "$jobs"
+  ctest --preset fuzz -j "$jobs"
 fi

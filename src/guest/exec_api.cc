@@ -75,7 +75,30 @@ Result<ExecSpec> ParseExecSpec(const Json& b) {
   for (auto& [k, v] : *envs) {
     s.envs[k] = v;
   }
+  if (auto it = b.find("pty"); it != b.end() && !it->is_null()) {
+    auto size = ParsePtySize(*it);
+    if (!size) {
+      return Fail(size.error());
+    }
+    s.pty = *size;
+  }
   return s;
+}
+
+Result<ExecSpec::PtySize> ParsePtySize(const Json& j) {
+  if (!j.is_object()) {
+    return Fail(FieldError("pty", "must be an object {rows, cols}"));
+  }
+  JsonFields f(j);
+  auto rows = f.OptInt("rows", 1, 1000);
+  auto cols = f.OptInt("cols", 1, 1000);
+  if (!rows || !cols) {
+    return Fail(FieldError("pty", "rows and cols must be integers from 1 to 1000"));
+  }
+  ExecSpec::PtySize size;
+  size.rows = static_cast<unsigned short>(rows->value_or(24));
+  size.cols = static_cast<unsigned short>(cols->value_or(80));
+  return size;
 }
 
 bool HandleFs(WorkerPool& pool, const FileConfig& cfg, const std::string& op, Json body,
@@ -137,7 +160,7 @@ void HandleExec(ExecManager& exec, const std::string& op, const Json& b, http::R
     }
     return respond(http::OkResponse({{"processes", std::move(list)}}, "ok"));
   }
-  if (op == "input" || op == "close-stdin" || op == "signal") {
+  if (op == "input" || op == "close-stdin" || op == "signal" || op == "resize") {
     auto pid = Selected(exec, b);
     if (!pid) {
       return fail(pid.error());
@@ -155,6 +178,12 @@ void HandleExec(ExecManager& exec, const std::string& op, const Json& b, http::R
       r = exec.WriteStdin(*pid, *bytes);
     } else if (op == "close-stdin") {
       r = exec.CloseStdin(*pid);
+    } else if (op == "resize") {
+      auto size = ParsePtySize(b);
+      if (!size) {
+        return fail(size.error());
+      }
+      r = exec.Resize(*pid, size->rows, size->cols);
     } else {
       auto it = b.find("signal");
       if (it == b.end()) {

@@ -193,10 +193,35 @@ GuestApi::GuestApi(asio::io_context& io, ChildReaper& reaper, SessionManager& se
       sessions_(sessions),
       processes_(processes),
       exec_(exec),
+      watches_(io),
       opts_(std::move(options)),
       pool_(static_cast<size_t>(std::max(1, opts_.file_threads)), kFileStackBytes) {}
 
 GuestApi::~GuestApi() = default;
+
+void GuestApi::FsWatch(const Json& b, Respond respond) {
+  JsonFields f(b);
+  auto path = f.NonEmptyString("path");
+  auto recursive = f.OptBool("recursive");
+  if (!path || !recursive) {
+    respond(Err(!path ? path.error() : recursive.error()));
+    return;
+  }
+  if (!path->starts_with("/")) {
+    respond(Err(FieldError("path", "must be absolute")));
+    return;
+  }
+  auto events = std::make_shared<http::QueueSource>();
+  if (auto r = watches_.Start(*path, recursive->value_or(false), events); !r) {
+    respond(Err(r.error()));
+    return;
+  }
+  http::Response out;
+  out.content_type = "application/x-ndjson";
+  out.headers.emplace_back("Cache-Control", "no-cache");
+  out.stream = std::move(events);
+  respond(std::move(out));
+}
 
 bool GuestApi::Authorized(const http::Request& req) const {
   if (opts_.token.empty()) {
@@ -301,6 +326,9 @@ void GuestApi::Route(const http::Request& req, Json b, Respond respond) {
       return ProcessKill(b, std::move(respond));
     }
   } else if (p.starts_with("/api/v1/fs/")) {
+    if (p == "/api/v1/fs/watch") {
+      return FsWatch(b, std::move(respond));
+    }
     if (HandleFs(pool_, opts_.files, p.substr(11), std::move(b), respond)) {
       return;
     }

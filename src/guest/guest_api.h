@@ -9,6 +9,8 @@
 #include "common/strings.h"
 #include "common/worker_pool.h"
 #include "guest/core/child_reaper.h"
+#include "guest/files/dir_watch.h"
+#include "http/queue_source.h"
 #include "guest/files/file_ops.h"
 #include "guest/processes/exec_manager.h"
 #include "guest/processes/process_manager.h"
@@ -74,6 +76,7 @@ class GuestApi : public http::Dispatcher {
   void ProcessLogs(const Json& b, http::Respond respond);
   void ProcessKill(const Json& b, http::Respond respond);
   void Health(http::Respond respond);
+  void FsWatch(const Json& b, http::Respond respond);
   // Bulk transfers (bulk_api.cc), on a transfer thread: answer on `fd` and return.
   void Transfer(const http::Request& req, int fd, std::string buffered);
   http::Response Upload(const http::Request& req, int fd, std::string buffered);
@@ -86,6 +89,7 @@ class GuestApi : public http::Dispatcher {
   SessionManager& sessions_;
   ProcessManager& processes_;
   ExecManager& exec_;
+  DirWatches watches_;
   GuestOptions opts_;
   SupervisorApi* supervisor_ = nullptr;
   WorkerPool pool_;

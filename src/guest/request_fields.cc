@@ -37,17 +37,20 @@ const std::map<std::string_view, FieldSchema>& Schemas() {
       {"process/logs", FieldSchema::Warn({"pid", "offset", "max_bytes"})},
       {"process/kill", FieldSchema::Warn({"pid", "session_id", "pattern", "signal"})},
       {"exec/start",
-       FieldSchema::Warn({"cmd", "args", "envs", "cwd", "user", "user_fallback", "stdin", "tag"})},
+       FieldSchema::Warn(
+           {"cmd", "args", "envs", "cwd", "user", "user_fallback", "stdin", "tag", "pty"})},
       {"fs/stat", FieldSchema::Warn({"path"})},
       {"fs/list", FieldSchema::Warn({"path", "depth"})},
       {"fs/mkdir", FieldSchema::Warn({"path", "owner"})},
       {"fs/chown", FieldSchema::Warn({"path", "owner"})},
       {"fs/move", FieldSchema::Warn({"source", "destination"})},
+      {"fs/watch", FieldSchema::Warn({"path", "recursive"})},
       {"exec/connect", FieldSchema::Warn({"pid", "tag"})},
       {"exec/list", FieldSchema::Warn({})},
       {"exec/input", FieldSchema::Warn({"pid", "tag", "data"})},
       {"exec/close-stdin", FieldSchema::Warn({"pid", "tag"})},
       {"exec/signal", FieldSchema::Warn({"pid", "tag", "signal"})},
+      {"exec/resize", FieldSchema::Warn({"pid", "tag", "rows", "cols"})},
   };
   return *kSchemas;
 }

@@ -5,6 +5,9 @@
 // with E2B's SDK against real sandboxes.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "common/base64.h"
 #include "daemon/e2b/translate.h"
 #include "fakes/daemon_fixture.h"
@@ -99,7 +102,60 @@ TEST_F(E2bApiTest, EnvdRoutingTokenAndConnect) {
   EXPECT_EQ(missing.json["code"], "not_found");
   EXPECT_EQ(Envd(id, "wrong", "process.Process/List", "{}").json["code"], "unauthenticated");
   EXPECT_EQ(Envd("sb-nope", token, "process.Process/List", "{}").status, 502);
-  EXPECT_EQ(Envd(id, token, "process.Process/Update", "{}").json["code"], "unimplemented");
+  // Update (pty.resize) needs a process and a size; the polling watchers are not served.
+  EXPECT_EQ(Envd(id, token, "process.Process/Update", "{}").json["code"], "invalid_argument");
+  EXPECT_EQ(Envd(id, token, "process.Process/Update",
+                 R"({"process":{"pid":1},"pty":{"size":{"cols":0,"rows":5}}})")
+                .json["code"],
+            "invalid_argument");
+  EXPECT_EQ(Envd(id, token, "process.Process/Update",
+                 R"({"process":{"pid":999999},"pty":{"size":{"cols":80,"rows":24}}})")
+                .json["code"],
+            "not_found");
+  // The polling watchers: events buffered by the daemon until fetched.
+  HttpReply made = Envd(id, token, "filesystem.Filesystem/CreateWatcher",
+                        Json{{"path", Workspace(id)}}.dump());
+  ASSERT_EQ(made.status, 200) << made.body;
+  const std::string watcher = made.json["watcherId"];
+  HttpReply wrote = Envd(id, token, "filesystem.Filesystem/MakeDir",
+                         Json{{"path", Workspace(id) + "/watched-dir"}}.dump());
+  ASSERT_EQ(wrote.status, 200) << wrote.body;
+  Json seen = Json::array();
+  for (int i = 0; i < 200 && seen.empty(); ++i) {
+    HttpReply got = Envd(id, token, "filesystem.Filesystem/GetWatcherEvents",
+                         Json{{"watcherId", watcher}}.dump());
+    ASSERT_EQ(got.status, 200) << got.body;
+    seen = got.json["events"];
+    if (seen.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen[0], Json({{"name", "watched-dir"}, {"type", "EVENT_TYPE_CREATE"}}));
+  EXPECT_EQ(Envd(id, token, "filesystem.Filesystem/RemoveWatcher",
+                 Json{{"watcherId", watcher}}.dump())
+                .status,
+            200);
+  EXPECT_EQ(Envd(id, token, "filesystem.Filesystem/GetWatcherEvents",
+                 Json{{"watcherId", watcher}}.dump())
+                .json["code"],
+            "not_found");
+  EXPECT_EQ(Envd(id, token, "filesystem.Filesystem/CreateWatcher",
+                 Json{{"path", Workspace(id) + "/nope"}}.dump())
+                .json["code"],
+            "not_found");
+  EXPECT_EQ(Envd(id, token, "filesystem.Filesystem/CreateWatcher", "{}").json["code"],
+            "invalid_argument");
+  // WatchDir: a missing directory ends the stream with not_found; a malformed request with
+  // invalid_argument.
+  HttpReply nowatch = Envd(id, token, "filesystem.Filesystem/WatchDir",
+                           e2b::Envelope(0, Json{{"path", Workspace(id) + "/nope"}}.dump()),
+                           "application/connect+json");
+  EXPECT_NE(nowatch.body.find("not_found"), std::string::npos) << nowatch.body;
+  HttpReply badwatch = Envd(id, token, "filesystem.Filesystem/WatchDir",
+                            e2b::Envelope(0, R"({"path":"/","recursive":"yes"})"),
+                            "application/connect+json");
+  EXPECT_NE(badwatch.body.find("invalid_argument"), std::string::npos) << badwatch.body;
 
   const std::string start =
       R"({"process":{"cmd":"/bin/sh","args":["-c","echo hi; echo e >&2; exit 3"]}})";

@@ -8,6 +8,7 @@ import http from 'node:http'
 import {
   AuthenticationError,
   CommandExitError,
+  InvalidArgumentError,
   NotFoundError,
   Sandbox,
   SandboxError,
@@ -62,9 +63,7 @@ async function rejects(promise, cls, name) {
 
 const runId = Math.random().toString(16).slice(2, 10)
 let sbx
-// Whether the sandbox has the `user` account: every backend whose image has a writable /etc.
-// The jail's default image is the host's root with /etc read-only: there commands run as the
-// sandbox's root with HOME and cwd /home/user (docs/e2b.md).
+// Whether the sandbox has the `user` account (docs/e2b.md): everywhere but an unprivileged jail.
 let hasUser = true
 let me = 'user'
 
@@ -74,16 +73,29 @@ await step('create with metadata, envs and timeout', async () => {
   assert.match(sbx.sandboxId, /^sb-/)
 })
 
-await step('the `user` account exists where /etc is writable', async () => {
-  const r = await sbx.commands.run('grep -c "^user:" /etc/passwd || true; test -w /etc/passwd && echo rw || echo ro',
-    { user: 'root' })
-  const [count, mode] = r.stdout.trim().split('\n')
-  hasUser = count === '1'
+await step('the `user` account: its own uid, home /home/user, root on request', async () => {
+  const r = await sbx.commands.run('grep "^user:" /etc/passwd | cut -d: -f3,6; id -u; touch ~/mine && stat -c %U ~/mine',
+    { user: 'user' }).catch((e) => e.result ?? e)
+  hasUser = r.exitCode === 0
   me = hasUser ? 'user' : 'root'
-  if (mode === 'rw' || process.env.AGENTBOX_BACKEND === 'docker') {
-    assert.equal(hasUser, true, 'a writable /etc must get the user account')
+  // Every backend has it (the jail over the host's read-only /etc through its generated
+  // /etc/passwd); only an unprivileged jail (no id range: agentboxd not run as root) cannot.
+  if (process.env.AGENTBOX_BACKEND === 'docker' || process.getuid() === 0) {
+    assert.equal(hasUser, true, `no user account: ${JSON.stringify(r)}`)
+  }
+  if (hasUser) {
+    const [entry, uid, owner] = r.stdout.trim().split('\n')
+    assert.match(entry, /^[1-9][0-9]*:\/home\/user$/)
+    assert.equal(uid, entry.split(':')[0])
+    assert.equal(owner, 'user')
+    const root = await sbx.commands.run('id -u; touch /home/user/by-root && echo ok', { user: 'root' })
+    assert.equal(root.stdout, '0\nok\n')
+    // `user` is not root: the system's files are not its to change.
+    const denied = await rejects(sbx.commands.run('touch /etc/agentbox-probe'), CommandExitError,
+      'user writing /etc')
+    assert.ok(denied.exitCode !== 0)
   } else {
-    console.log('note: /etc is read-only in this sandbox: commands run as root with HOME=/home/user')
+    console.log('note: no id range (unprivileged jail): commands run as root with HOME=/home/user')
   }
 })
 
@@ -141,6 +153,115 @@ await step('stdin: sendStdin and closeStdin', async () => {
   assert.equal(r.stdout, 'abc')
 })
 
+await step('pty: create, sendInput, resize, output on onData, kill', async () => {
+  let seen = ''
+  const dec = new TextDecoder()
+  const onData = (d) => { seen += dec.decode(d, { stream: true }) }
+  const until = async (re, what) => {
+    const end = Date.now() + 10_000
+    while (!re.test(seen)) {
+      assert.ok(Date.now() < end, `${what}: not seen in ${JSON.stringify(seen.slice(-400))}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  const term = await sbx.pty.create({ cols: 100, rows: 30, onData, envs: { FROM_PTY: 'p1' } })
+  assert.ok(term.pid > 0)
+  const enc = new TextEncoder()
+  await sbx.pty.sendInput(term.pid, enc.encode('tty; stty size; echo "u=$(whoami) t=$TERM e=$FROM_PTY d=$PWD"\n'))
+  await until(/\/dev\/pts\/\d+/, 'tty')
+  await until(/30 100/, 'stty size')
+  await until(new RegExp(`u=${me} t=xterm-256color e=p1 d=/home/user`), 'whoami, TERM, envs, cwd')
+  await sbx.pty.resize(term.pid, { cols: 120, rows: 40 })
+  await sbx.pty.sendInput(term.pid, enc.encode('stty size\n'))
+  await until(/40 120/, 'stty size after resize')
+  // A second client attaches to the same terminal and sees what it prints from then on.
+  const other = await Sandbox.connect(sbx.sandboxId)
+  let seen2 = ''
+  const h2 = await other.pty.connect(term.pid, { onData: (d) => { seen2 += dec.decode(d) } })
+  await sbx.pty.sendInput(term.pid, enc.encode('echo second-$((40+2))\n'))
+  await until(/second-42/, 'first client')
+  const end = Date.now() + 10_000
+  while (!/second-42/.test(seen2)) {
+    assert.ok(Date.now() < end, `second client saw ${JSON.stringify(seen2)}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  assert.equal(await sbx.pty.kill(term.pid), true)
+  const e = await rejects(term.wait(), CommandExitError, 'killed pty')
+  assert.equal(e.exitCode, -1)
+  await rejects(h2.wait(), CommandExitError, 'killed pty (second client)')
+  assert.equal(await sbx.pty.kill(term.pid), false)
+  // Bad input: a pid that is not running, a size out of range, input to a process without one.
+  await rejects(sbx.pty.sendInput(term.pid, enc.encode('x')), NotFoundError, 'input to an ended pty')
+  await rejects(sbx.pty.resize(term.pid, { cols: 10, rows: 10 }), NotFoundError, 'resize an ended pty')
+  await rejects(sbx.pty.create({ cols: 0, rows: 10 }), InvalidArgumentError, 'zero columns')
+  const plain = await sbx.commands.run('sleep 30', { background: true })
+  await rejects(sbx.pty.resize(plain.pid, { cols: 10, rows: 10 }), SandboxError, 'resize without a pty')
+  await plain.kill()
+})
+
+await step('files.watchDir: create, write, rename, remove; recursive; stop', async () => {
+  await sbx.files.makeDir('watched/sub')
+  const events = []
+  const w = await sbx.files.watchDir('watched', (e) => events.push(`${e.type} ${e.name}`))
+  const expect = async (want) => {
+    const end = Date.now() + 10_000
+    while (!want.every((x) => events.includes(x))) {
+      assert.ok(Date.now() < end, `want ${JSON.stringify(want)}, saw ${JSON.stringify(events)}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  await sbx.files.write('watched/a.txt', 'one')
+  await sbx.commands.run('echo more >> watched/a.txt; mv watched/a.txt watched/b.txt; chmod 600 watched/b.txt; rm watched/b.txt')
+  await expect(['create a.txt', 'write a.txt', 'rename a.txt', 'create b.txt', 'chmod b.txt', 'remove b.txt'])
+  await sbx.files.write('watched/sub/deep.txt', 'x')
+  await new Promise((r) => setTimeout(r, 200))
+  assert.ok(!events.some((e) => e.includes('deep.txt')), `not recursive: ${JSON.stringify(events)}`)
+  await w.stop()
+
+  const rec = []
+  const wr = await sbx.files.watchDir('watched', (e) => rec.push(`${e.type} ${e.name}`), { recursive: true })
+  await sbx.commands.run('mkdir -p watched/sub/new && echo x > watched/sub/new/n.txt && echo y > watched/sub/deep.txt')
+  const end = Date.now() + 10_000
+  for (const want of ['create sub/new', 'create sub/new/n.txt', 'write sub/deep.txt']) {
+    while (!rec.includes(want)) {
+      assert.ok(Date.now() < end, `recursive: want ${want}, saw ${JSON.stringify(rec)}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  await wr.stop()
+  const before = rec.length
+  await sbx.files.write('watched/after-stop.txt', 'z')
+  await new Promise((r) => setTimeout(r, 200))
+  assert.equal(rec.length, before, `events after stop: ${JSON.stringify(rec.slice(before))}`)
+  // The polling watchers of envd (the Python SDK's sync watch_dir), over plain Connect calls.
+  const rpc = async (method, body) => {
+    const res = await fetch(`${process.env.E2B_SANDBOX_URL}/filesystem.Filesystem/${method}`, {
+      method: 'POST', body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', 'connect-protocol-version': '1',
+        'e2b-sandbox-id': sbx.sandboxId, 'x-access-token': sbx.envdAccessToken },
+    })
+    return { status: res.status, body: await res.json() }
+  }
+  const made = await rpc('CreateWatcher', { path: '/home/user/watched', recursive: true })
+  assert.equal(made.status, 200, JSON.stringify(made.body))
+  await sbx.files.write('watched/sub/polled.txt', 'p')
+  const polled = []
+  const until = Date.now() + 10_000
+  while (!polled.some((e) => e.name === 'sub/polled.txt' && e.type === 'EVENT_TYPE_CREATE')) {
+    assert.ok(Date.now() < until, `polled: ${JSON.stringify(polled)}`)
+    const got = await rpc('GetWatcherEvents', { watcherId: made.body.watcherId })
+    assert.equal(got.status, 200, JSON.stringify(got.body))
+    polled.push(...got.body.events)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  assert.equal((await rpc('RemoveWatcher', { watcherId: made.body.watcherId })).status, 200)
+  assert.equal((await rpc('GetWatcherEvents', { watcherId: made.body.watcherId })).body.code, 'not_found')
+  assert.equal((await rpc('CreateWatcher', { path: '/no/such/dir' })).body.code, 'not_found')
+  await rejects(sbx.files.watchDir('no/such/dir', () => {}), NotFoundError, 'watch a missing directory')
+  await rejects(sbx.files.watchDir('watched/sub/deep.txt', () => {}), InvalidArgumentError, 'watch a file')
+  await sbx.files.remove('watched')
+})
+
 await step('second SDK client: connect to the sandbox, reattach to a process, kill it', async () => {
   const h = await sbx.commands.run('echo started; sleep 60', { background: true })
   const other = await Sandbox.connect(sbx.sandboxId)
@@ -182,6 +303,23 @@ await step('files: write, read, exists, getInfo, list, makeDir, rename, remove',
   assert.equal(await sbx.files.read('notes/sub/moved.txt'), 'content\nmore\n')
   await sbx.files.remove('notes')
   assert.equal(await sbx.files.exists('notes'), false)
+})
+
+await step('files.write with several files in one request; directories are the user\'s', async () => {
+  const many = await sbx.files.write([
+    { path: 'multi/a.txt', data: 'A' },
+    { path: '/home/user/multi/b/c.txt', data: new Blob(['BC']) },
+    { path: 'multi/bin.dat', data: new Uint8Array([0, 1, 2, 255]).buffer },
+  ])
+  assert.deepEqual(many.map((f) => f.path),
+    ['/home/user/multi/a.txt', '/home/user/multi/b/c.txt', '/home/user/multi/bin.dat'])
+  assert.equal(await sbx.files.read('multi/a.txt'), 'A')
+  assert.equal(await sbx.files.read('multi/b/c.txt'), 'BC')
+  assert.deepEqual([...await sbx.files.read('multi/bin.dat', { format: 'bytes' })], [0, 1, 2, 255])
+  const owners = await sbx.commands.run('stat -c %U multi multi/b multi/b/c.txt; touch multi/b/new')
+  assert.equal(owners.stdout, `${me}\n${me}\n${me}\n`)
+  assert.deepEqual(await sbx.files.write([]), [])
+  await sbx.files.remove('multi')
 })
 
 await step('files: missing file raises NotFoundError', async () => {
@@ -245,6 +383,16 @@ await step('bad input: wrong key, another key, unknown sandbox, wrong envd token
   })
   assert.equal(res.status, 401)
   assert.equal((await res.json()).code, 'unauthenticated')
+  // A several-file write whose part names no destination: 400 in envd's error shape.
+  const boundary = 'b0undary'
+  const bad = await fetch(`${process.env.E2B_SANDBOX_URL}/files`, {
+    method: 'POST',
+    body: `--${boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--${boundary}--\r\n`,
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}`,
+      'e2b-sandbox-id': sbx.sandboxId, 'x-access-token': sbx.envdAccessToken },
+  })
+  assert.equal(bad.status, 400)
+  assert.match((await bad.json()).message, /filename/)
 })
 
 await step('same sandbox through the native API and the CLI, both ways', async () => {

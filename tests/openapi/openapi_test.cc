@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "daemon/tunnel_endpoint.h"
+#include "common/base64.h"
 #include "fakes/daemon_fixture.h"
 #include "fakes/fixed_config.h"
 
@@ -631,12 +632,34 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
   HttpReply killed = sleeper.get();
   CheckReply("POST", G + "exec/start", killed);
   EXPECT_NE(killed.body.find("signal: terminated"), std::string::npos) << killed.body;
+  // A program on a pseudo-terminal, resized while it runs.
+  auto term = start({{"cmd", "sh"},
+                     {"args", {"-c", "sleep 1; stty size"}},
+                     {"tag", "terminal"},
+                     {"pty", {{"rows", 24}, {"cols", 80}}}});
+  ASSERT_TRUE(listed("terminal"));
+  EXPECT_EQ(
+      Do("POST", G + "exec/resize", g + "exec/resize", Example("POST", G + "exec/resize")).status,
+      200);
+  HttpReply resized = term.get();
+  CheckReply("POST", G + "exec/start", resized);
+  EXPECT_NE(resized.body.find("\"event\":\"pty\""), std::string::npos) << resized.body;
+  std::string screen;
+  for (size_t at = 0, nl; (nl = resized.body.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const Json line = Json::parse(resized.body.substr(at, nl - at), nullptr, false);
+    if (line.is_object() && line.value("event", "") == "pty") {
+      screen += Base64Decode(line.value("data", "")).value_or("");
+    }
+  }
+  EXPECT_NE(screen.find("40 120"), std::string::npos) << screen;
 
   // Directory entries (fs/*).
   for (const char* op : {"fs/stat", "fs/list", "fs/mkdir", "fs/chown", "fs/move"}) {
     HttpReply r = Do("POST", G + op, g + op, Example("POST", G + op));
     EXPECT_EQ(r.status, 200) << op << ": " << r.body;
   }
+  // A watch streams until the client leaves: here its documented refusal of a missing directory.
+  EXPECT_EQ(Do("POST", G + "fs/watch", g + "fs/watch", {{"path", "/no/such/dir"}}).status, 404);
 
   // ai-manus's supervisor: the guest and its services; the lifetime, answered by the daemon.
   HttpReply sv = Do("GET", G + "supervisor/status", g + "supervisor/status");

@@ -21,6 +21,7 @@
 #include "backends/jail/launch.h"
 #include "backends/jail/process.h"
 #include "backends/jail/sandbox_disk.h"
+#include "backends/jail/sandbox_user.h"
 #include "backends/jail/unix_http.h"
 #include "common/crash_point.h"
 #include "common/log.h"
@@ -414,6 +415,22 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     cfg.mount.overlay.lower_dirs = std::move(*layers);
   }
   cfg.mount.read_only_root = spec.read_only_root;
+  if (!cfg.mount.overlay.enabled() && !cfg.mount.system_writable && privileged_) {
+    // A shared read-only /etc (the host's): the daemon adds the `user` account (sandbox_user.h).
+    // An image's /etc is writable (the overlay root): the account is made inside, as on docker.
+    const std::string etc =
+        (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
+    auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
+    if (user) {
+      cfg.mount.extra = std::move(user->mounts);
+    } else if (user.error().code == ErrorCode::kNotFound ||
+               user.error().code == ErrorCode::kUnavailable) {
+      // An image without passwd/group files, or ids that do not fit: no account, as before.
+      Log(LogLevel::kInfo, "jail.no_user_account", "id={} why=\"{}\"", id, user.error().message);
+    } else {
+      return Fail(user.error());
+    }
+  }
   cfg.net.share_host = spec.network == NetworkMode::kHost;
   cfg.cgroup.name = "agentbox/" + id;
   cfg.cgroup.parent = opts_.cgroup_parent;

@@ -26,6 +26,10 @@ Json JailConfigToJson(const JailConfig& c) {
                   {"upper_dir", c.mount.overlay.upper_dir},
                   {"work_dir", c.mount.overlay.work_dir}}},
                 {"read_only_root", c.mount.read_only_root}};
+  for (const auto& x : c.mount.extra) {
+    j["mount"]["extra"].push_back(
+        {{"host_path", x.host_path}, {"target", x.target}, {"writable", x.writable}});
+  }
   j["net"] = {{"share_host", c.net.share_host}};
   j["cgroup"] = {{"name", c.cgroup.name},
                  {"parent", c.cgroup.parent},
@@ -78,6 +82,10 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
       c.mount.overlay.work_dir = o.at("work_dir").get<std::string>();
     }
     c.mount.read_only_root = m.value("read_only_root", false);
+    for (const auto& x : m.value("extra", Json::array())) {
+      c.mount.extra.push_back({x.at("host_path").get<std::string>(),
+                               x.at("target").get<std::string>(), x.at("writable").get<bool>()});
+    }
     c.net.share_host = j.at("net").at("share_host").get<bool>();
     const Json& g = j.at("cgroup");
     c.cgroup.name = g.at("name").get<std::string>();

@@ -98,10 +98,12 @@ TEST_F(JailSecurityTest, HostPathsOutsideTheSystemDirectoriesAreAbsent) {
   std::ofstream(secret_dir + "/key") << "do not read";
   const SandboxInfo info = CreateOrDie("paths");
   EXPECT_EQ(Exec(info, "ls -A /").output,
-            ".agentbox\nbin\ndev\netc\nlib\nlib32\nlib64\nproc\nroot\nrun\nsbin\nsys\ntmp\nusr\n"
-            "workspace\n");
+            ".agentbox\nbin\ndev\netc\nhome\nlib\nlib32\nlib64\nproc\nroot\nrun\nsbin\nsys\ntmp\n"
+            "usr\nworkspace\n");
+  // /home is the sandbox's own: only the `user` account's home (sandbox_user.h), on its disk.
+  EXPECT_EQ(Exec(info, "ls -A /home").output, "user\n");
   for (const std::string& p :
-       {secret_dir + "/key", tmp_.path(), state_dir_, std::string("/home"), std::string("/var"),
+       {secret_dir + "/key", tmp_.path(), state_dir_, std::string("/var"),
         std::string("/boot"), std::string("/work"), std::string("/mnt"),
         std::string("/root/.bashrc"), std::string("/proc/1/root/work")}) {
     EXPECT_EQ(Exec(info, "test -e '" + p + "' && echo present || echo absent").output, "absent\n")

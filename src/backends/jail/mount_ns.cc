@@ -279,6 +279,20 @@ Result<MountPlan> PrepareMounts(MountNsConfig cfg) {
   plan.workspace = std::move(*workspace);
   plan.run = std::move(*run);
   plan.guest = std::move(*guest);
+  for (const auto& x : cfg.extra) {
+    if (!x.target.starts_with("/") || x.target.size() < 2 ||
+        x.target.find("..") != std::string::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "extra mount target '" + x.target + "'");
+    }
+    struct stat st {};
+    const bool dir = ::stat(x.host_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    auto src = DescribePath(x.host_path, x.target.substr(1),
+                            dir ? MountSource::Kind::kDir : MountSource::Kind::kFile);
+    if (!src) {
+      return Fail(src.error());
+    }
+    plan.extra.push_back(std::move(*src));
+  }
   plan.config = std::move(cfg);
   return plan;
 }
@@ -295,6 +309,9 @@ Result<void> EnterMountNamespace(MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(OpenSource(plan.guest));
   if (plan.config.overlay.enabled()) {
     JAIL_RETURN_IF_ERROR(OpenOverlaySources(plan.config.overlay, plan.overlay));
+  }
+  for (MountSource& src : plan.extra) {
+    JAIL_RETURN_IF_ERROR(OpenSource(src));
   }
   // Copies of the host's mounts must neither receive nor send mount events.
   JAIL_RETURN_IF_ERROR(Mount("none", "/", nullptr, MS_REC | MS_PRIVATE, ""));
@@ -326,6 +343,31 @@ static Result<void> MountSys(const MountPlan& plan) {
   return {};
 }
 
+// Mounts config.extra over their targets, making missing targets (and parents) on the root
+// tmpfs (the current directory).
+static Result<void> MountExtra(const MountPlan& plan) {
+  for (size_t i = 0; i < plan.extra.size(); ++i) {
+    const MountSource& src = plan.extra[i];
+    for (size_t slash = src.name.find('/'); slash != std::string::npos;
+         slash = src.name.find('/', slash + 1)) {
+      const std::string parent = src.name.substr(0, slash);
+      struct stat st {};
+      if (::stat(parent.c_str(), &st) != 0) {
+        JAIL_RETURN_IF_ERROR(MakeDir(parent.c_str(), 0755));
+      }
+    }
+    const char* name = src.name.c_str();
+    struct stat st {};
+    if (::lstat(name, &st) != 0) {
+      JAIL_RETURN_IF_ERROR(src.kind == MountSource::Kind::kDir ? MakeDir(name, 0755)
+                                                               : MakeFile(name, 0644));
+    }
+    JAIL_RETURN_IF_ERROR(Bind(src.fd, name, /*recursive=*/false,
+                              plan.config.extra[i].writable ? kWritableAttrs : kReadOnlyAttrs));
+  }
+  return {};
+}
+
 Result<void> BuildRootAndPivot(const MountPlan& plan) {
   if (plan.config.overlay.enabled()) {
     // The staging tmpfs keeps only the layers' mount points; the overlay becomes the root.
@@ -349,6 +391,7 @@ Result<void> BuildRootAndPivot(const MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(Mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
   JAIL_RETURN_IF_ERROR(MountDev(plan));
   JAIL_RETURN_IF_ERROR(MountSys(plan));
+  JAIL_RETURN_IF_ERROR(MountExtra(plan));
   struct stat st {};
   if (::lstat("root", &st) != 0) {
     JAIL_RETURN_IF_ERROR(MakeDir("root", 0700));

@@ -23,6 +23,7 @@ namespace agentbox::jail {
 //   /.agentbox/guest            the guest binary, read-only
 //   /run/agentbox               writable, the sandbox's host run directory (socket, token)
 //   /root                       empty home directory on the root tmpfs
+//   extra mounts                host files or directories over given paths (below)
 struct MountNsConfig {
   // An empty host directory. The root tmpfs is mounted over it inside the jail's own mount
   // namespace, so the host never sees that mount.
@@ -47,6 +48,16 @@ struct MountNsConfig {
   uint64_t shm_bytes = 64ull << 20;
   // A read-only sysfs at /sys. Only possible in the jail's own network namespace.
   bool sysfs = true;
+  // Host files or directories mounted at `target` (absolute) after everything above, e.g. the
+  // generated /etc/passwd and /etc/group of the `user` account and its home (sandbox_user.h).
+  // A missing target and its missing parents are made on the root tmpfs; an existing one (a
+  // file of a read-only /etc) is mounted over.
+  struct Extra {
+    std::string host_path;
+    std::string target;
+    bool writable = false;
+  };
+  std::vector<Extra> extra;
 };
 
 // The host system directories exposed by default.
@@ -74,6 +85,7 @@ struct MountPlan {
   MountSource run;
   MountSource guest;
   OverlayPlan overlay;  // completed by the helper (Contain) when config.overlay is enabled
+  std::vector<MountSource> extra;  // config.extra, in order
 };
 
 // Parent side: lists the system entries and checks that every source named by `cfg` exists

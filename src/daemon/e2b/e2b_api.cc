@@ -46,8 +46,9 @@ if ! grep -q '^user:' /etc/passwd 2>/dev/null; then
   elif command -v adduser >/dev/null 2>&1 && adduser -D -s "$sh" user 2>/dev/null; then made=1
   fi
   if [ -z "$made" ] && [ ! -w /etc/passwd ]; then
-    # A read-only /etc (the jail's host root): no account; commands run as the sandbox's root
-    # with this home (the guest's user_fallback), which lives on the workspace's disk.
+    # A read-only /etc without `user` (an unprivileged jail, which has no ids to give it; a
+    # privileged one gets the account from the jail, sandbox_user.h): commands run as the
+    # sandbox's root with this home (the guest's user_fallback), on the workspace's disk.
     if [ ! -e /home/user ]; then mkdir -p /home && ln -s /workspace /home/user || exit 1; fi
     exit 0
   fi
@@ -62,7 +63,7 @@ fi
 mkdir -p /home/user || exit 1
 ids=$(grep '^user:' /etc/passwd | cut -d: -f3,4)
 chown -R "$ids" /home/user
-if [ -d /etc/sudoers.d ] && [ ! -e /etc/sudoers.d/agentbox-e2b-user ]; then
+if [ -d /etc/sudoers.d ] && [ -w /etc/sudoers.d ] && [ ! -e /etc/sudoers.d/agentbox-e2b-user ]; then
   echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/agentbox-e2b-user
   chmod 0440 /etc/sudoers.d/agentbox-e2b-user
 fi

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -17,6 +18,8 @@ struct SandboxEntry;
 }  // namespace agentbox::daemon
 
 namespace agentbox::daemon::e2b {
+
+struct Part;  // a file of a several-file write (envd_files.cc)
 
 struct E2bOptions {
   // templateID -> image ("" = the backend's default image). AGENTBOX_E2B_TEMPLATES adds to it.
@@ -85,8 +88,20 @@ class E2bApi {
                                    const http::Respond& respond) const;
   void ProcessStream(const Target& t, const http::Request& req, const std::string& op,
                      http::Respond respond);
+  // filesystem.Filesystem/CreateWatcher, GetWatcherEvents, RemoveWatcher (envd_watchers.cc):
+  // the guest's fs/watch kept open by the daemon, its events buffered until fetched.
+  struct Watcher;
+  void Watchers(const Target& t, const std::string& method, const Json& msg,
+                http::Respond respond);
+  void PumpWatcher(std::shared_ptr<Watcher> w);
+  // filesystem.Filesystem/WatchDir: the guest's fs/watch as WatchDirResponse envelopes.
+  void WatchStream(const Target& t, const http::Request& req, http::Respond respond);
   void Unary(const Target& t, const std::string& method, const Json& msg, http::Respond respond);
   void Download(const Target& t, const http::Request& req, http::Respond respond);
+  // Writes parts[next...] one after the other (each then given to t.user), then answers
+  // `written` (the envd WriteInfo list).
+  void UploadParts(const Target& t, std::shared_ptr<std::vector<Part>> parts, size_t next,
+                   std::shared_ptr<Json> written, http::Respond done);
   void Health(const Target& t, http::Respond respond);
   // Calls the guest (JSON in, envelope out) and hands the envelope's data or error on.
   using GuestDone = std::function<void(Result<Json>)>;
@@ -94,6 +109,8 @@ class E2bApi {
 
   DaemonApi& d_;
   E2bOptions opts_;
+  std::mutex watchers_mu_;
+  std::map<std::string, std::shared_ptr<Watcher>> watchers_;  // by watcherId
 };
 
 }  // namespace agentbox::daemon::e2b

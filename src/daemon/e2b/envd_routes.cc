@@ -78,8 +78,11 @@ std::string GuestMessage(const std::string& body) {
 class ProcessRelay : public http::BodySource, public std::enable_shared_from_this<ProcessRelay> {
  public:
   using Kill = std::function<void(int64_t pid)>;
-  ProcessRelay(std::shared_ptr<http::BodySource> inner, Kill kill)
-      : inner_(std::move(inner)), kill_(std::move(kill)) {}
+  // Turns one guest line into the message of one envelope (nullopt: nothing to send).
+  using Translate = std::optional<Json> (*)(const Json&);
+  ProcessRelay(std::shared_ptr<http::BodySource> inner, Kill kill,
+               Translate translate = &ProcessEventFromGuest)
+      : inner_(std::move(inner)), kill_(std::move(kill)), translate_(translate) {}
 
   // Arms the Connect-Timeout-Ms deadline on `io`.
   void Deadline(boost::asio::io_context& io, std::chrono::milliseconds after) {
@@ -146,7 +149,7 @@ class ProcessRelay : public http::BodySource, public std::enable_shared_from_thi
       if (line.is_object() && line.value("event", "") == "end") {
         saw_end_ = true;
       }
-      if (auto ev = ProcessEventFromGuest(line)) {
+      if (auto ev = translate_(line)) {
         out_ += Envelope(0, DumpJson(*ev));
       }
     }
@@ -183,6 +186,7 @@ class ProcessRelay : public http::BodySource, public std::enable_shared_from_thi
 
   std::shared_ptr<http::BodySource> inner_;
   Kill kill_;
+  Translate translate_;
   std::unique_ptr<boost::asio::steady_timer> timer_;
   std::string pending_;  // bytes of an incomplete line
   std::string out_;      // what the last callback points at
@@ -262,7 +266,7 @@ void E2bApi::Envd(const http::Request& req, http::Respond respond) {
       return respond(std::move(r));
     }
     if (!streaming) {
-      return respond(StreamError("unimplemented", "WatchDir is not supported by agentboxd"));
+      return WatchStream(*t, req, std::move(respond));
     }
     return ProcessStream(*t, req, op, std::move(respond));
   }
@@ -308,8 +312,8 @@ void E2bApi::ProcessStream(const Target& t, const http::Request& req, const std:
     return respond(StreamError("invalid_argument", payload.error().message));
   }
   const Json msg = Json::parse(*payload, nullptr, false);
-  Result<Json> guest_body = op == "Start" ? ExecStartFromStartRequest(msg, t.user)
-                                          : GuestSelector(msg);
+  Result<Json> guest_body =
+      op == "Start" ? ExecStartFromStartRequest(msg, t.user) : GuestSelector(msg);
   if (!guest_body) {
     return respond(StreamError("invalid_argument", guest_body.error().message));
   }
@@ -361,6 +365,49 @@ void E2bApi::ProcessStream(const Target& t, const http::Request& req, const std:
       });
 }
 
+void E2bApi::WatchStream(const Target& t, const http::Request& req, http::Respond respond) {
+  auto payload = FirstEnvelope(req.body);
+  if (!payload) {
+    return respond(StreamError("invalid_argument", payload.error().message));
+  }
+  const Json msg = Json::parse(*payload, nullptr, false);
+  if (!msg.is_object() || !msg.contains("path") || !msg["path"].is_string() ||
+      msg["path"].get<std::string>().empty()) {
+    return respond(StreamError("invalid_argument", "WatchDirRequest.path is required"));
+  }
+  if (msg.contains("recursive") && !msg["recursive"].is_boolean()) {
+    return respond(StreamError("invalid_argument", "WatchDirRequest.recursive must be a boolean"));
+  }
+  if (msg.value("includeEntry", msg.value("include_entry", false)) == true) {
+    return respond(StreamError("unimplemented", "includeEntry is not supported by agentboxd"));
+  }
+  http::ClientRequest cr;
+  cr.method = "POST";
+  cr.target = "/api/v1/fs/watch";
+  cr.headers = {{"X-Access-Token", t.guest_token}, {"Content-Type", "application/json"}};
+  cr.body = DumpJson(Json{{"path", ResolvePath(msg["path"].get<std::string>(), t.user)},
+                          {"recursive", msg.value("recursive", false)}});
+  d_.client_.SendStreaming(
+      t.socket, std::move(cr), d_.health_.deadlines().stream_idle,
+      [this, t, respond, start = std::chrono::steady_clock::now()](Result<http::ClientResponse> r) {
+        d_.CountRelayed(t.backend, "e2b/fs/watch", r, start);
+        if (!r) {
+          return respond(StreamError("unavailable", "sandbox guest: " + r.error().message));
+        }
+        if (r->status != 200) {
+          const int status = r->status;
+          return ReadAll(r->stream, [respond, status](std::string body) {
+            respond(StreamError(ConnectCode(status), GuestMessage(body)));
+          });
+        }
+        http::Response out;
+        out.content_type = kConnectJson;
+        out.headers.emplace_back("Cache-Control", "no-cache");
+        out.stream = std::make_shared<ProcessRelay>(r->stream, nullptr, &WatchEventFromGuest);
+        respond(std::move(out));
+      });
+}
+
 void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
                    http::Respond respond) {
   // Answers a guest result: `shape` turns its data into the response message.
@@ -397,13 +444,13 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     std::string op = "exec/close-stdin";
     if (method == "process.Process/SendInput") {
       const Json input = msg.value("input", Json::object());
-      if (input.contains("pty")) {
-        return respond(ConnectUnaryErrorCode("unimplemented", "PTY input is not supported"));
+      // The guest writes to the process's pty when it has one, else to its stdin pipe.
+      const char* key = input.is_object() && input.contains("pty") ? "pty" : "stdin";
+      if (!input.is_object() || !input.contains(key) || !input[key].is_string()) {
+        return respond(
+            ConnectUnaryError(400, "input.stdin or input.pty (base64 bytes) is required"));
       }
-      if (!input.contains("stdin") || !input["stdin"].is_string()) {
-        return respond(ConnectUnaryError(400, "input.stdin (base64 bytes) is required"));
-      }
-      body["data"] = input["stdin"];
+      body["data"] = input[key];
       op = "exec/input";
     } else if (method == "process.Process/SendSignal") {
       auto sig = SignalNumber(msg.value("signal", Json()));
@@ -414,6 +461,23 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
       op = "exec/signal";
     }
     return CallGuest(t, op, body, relay(empty));
+  }
+  if (method == "process.Process/Update") {
+    auto sel = GuestSelector(msg);
+    if (!sel) {
+      return bad(sel.error());
+    }
+    if (!msg.contains("pty")) {
+      return respond(ConnectUnaryError(400, "pty {size: {cols, rows}} is required"));
+    }
+    auto size = GuestPtySize(msg["pty"]);
+    if (!size) {
+      return bad(size.error());
+    }
+    Json body = *sel;
+    body["cols"] = (*size)["cols"];
+    body["rows"] = (*size)["rows"];
+    return CallGuest(t, "exec/resize", body, relay(empty));
   }
   if (method == "filesystem.Filesystem/Stat") {
     auto path = path_of("path");
@@ -447,21 +511,20 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     if (!path) {
       return respond(ConnectUnaryError(400, "path is required"));
     }
-    return CallGuest(t, "fs/mkdir", Json{{"path", *path}, {"owner", t.user}},
-                     [respond, path](Result<Json> r) {
-                       if (!r) {
-                         const int status = r.error().sys_errno ? r.error().sys_errno : 503;
-                         return respond(ConnectUnaryError(status, r.error().message));
-                       }
-                       if (!r->value("created", false)) {
-                         return respond(ConnectUnaryErrorCode(
-                             "already_exists", "directory " + *path + " already exists"));
-                       }
-                       http::Response out;
-                       out.body = DumpJson(
-                           Json{{"entry", EntryInfoFromGuest(r->value("entry", Json()))}});
-                       respond(std::move(out));
-                     });
+    return CallGuest(
+        t, "fs/mkdir", Json{{"path", *path}, {"owner", t.user}}, [respond, path](Result<Json> r) {
+          if (!r) {
+            const int status = r.error().sys_errno ? r.error().sys_errno : 503;
+            return respond(ConnectUnaryError(status, r.error().message));
+          }
+          if (!r->value("created", false)) {
+            return respond(
+                ConnectUnaryErrorCode("already_exists", "directory " + *path + " already exists"));
+          }
+          http::Response out;
+          out.body = DumpJson(Json{{"entry", EntryInfoFromGuest(r->value("entry", Json()))}});
+          respond(std::move(out));
+        });
   }
   if (method == "filesystem.Filesystem/Move") {
     auto from = path_of("source");
@@ -480,6 +543,11 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
       return respond(ConnectUnaryError(400, "path is required"));
     }
     return CallGuest(t, "file/delete", Json{{"path", *path}, {"recursive", true}}, relay(empty));
+  }
+  if (method == "filesystem.Filesystem/CreateWatcher" ||
+      method == "filesystem.Filesystem/GetWatcherEvents" ||
+      method == "filesystem.Filesystem/RemoveWatcher") {
+    return Watchers(t, method, msg, std::move(respond));
   }
   respond(ConnectUnaryErrorCode("unimplemented", method + " is not supported by agentboxd"));
 }

@@ -72,13 +72,22 @@ std::string ConnectCode(int s) {
 }
 
 int ConnectHttpStatus(std::string_view code) {
-  static const std::map<std::string_view, int> kStatus = {
-      {"canceled", 499},          {"unknown", 500},           {"invalid_argument", 400},
-      {"deadline_exceeded", 504}, {"not_found", 404},         {"already_exists", 409},
-      {"permission_denied", 403}, {"resource_exhausted", 429}, {"failed_precondition", 400},
-      {"aborted", 409},           {"out_of_range", 400},      {"unimplemented", 501},
-      {"internal", 500},          {"unavailable", 503},       {"data_loss", 500},
-      {"unauthenticated", 401}};
+  static const std::map<std::string_view, int> kStatus = {{"canceled", 499},
+                                                          {"unknown", 500},
+                                                          {"invalid_argument", 400},
+                                                          {"deadline_exceeded", 504},
+                                                          {"not_found", 404},
+                                                          {"already_exists", 409},
+                                                          {"permission_denied", 403},
+                                                          {"resource_exhausted", 429},
+                                                          {"failed_precondition", 400},
+                                                          {"aborted", 409},
+                                                          {"out_of_range", 400},
+                                                          {"unimplemented", 501},
+                                                          {"internal", 500},
+                                                          {"unavailable", 503},
+                                                          {"data_loss", 500},
+                                                          {"unauthenticated", 401}};
   auto it = kStatus.find(code);
   return it == kStatus.end() ? 500 : it->second;
 }
@@ -99,7 +108,7 @@ std::optional<Json> ProcessEventFromGuest(const Json& line) {
   Json inner;
   if (ev == "start") {
     inner = {{"start", {{"pid", line.value("pid", 0)}}}};
-  } else if (ev == "stdout" || ev == "stderr") {
+  } else if (ev == "stdout" || ev == "stderr" || ev == "pty") {
     inner = {{"data", {{ev, line.value("data", "")}}}};
   } else if (ev == "keepalive") {
     inner = {{"keepalive", Json::object()}};
@@ -141,9 +150,6 @@ Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user)
   if (!req.is_object()) {
     return Fail(ErrorCode::kInvalidArgument, "StartRequest must be a JSON object");
   }
-  if (Field(req, "pty")) {
-    return Fail(ErrorCode::kInvalidArgument, "PTY processes are not supported by agentboxd");
-  }
   const Json* proc = Field(req, "process");
   if (!proc || !proc->is_object()) {
     return Fail(ErrorCode::kInvalidArgument, "StartRequest.process is required");
@@ -175,7 +181,57 @@ Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user)
   if (const Json* tag = Field(req, "tag"); tag && tag->is_string()) {
     out["tag"] = *tag;
   }
+  if (const Json* pty = Field(req, "pty")) {
+    auto size = GuestPtySize(*pty);
+    if (!size) {
+      return Fail(size.error());
+    }
+    out["pty"] = *size;
+  }
   return out;
+}
+
+Result<Json> GuestPtySize(const Json& pty) {
+  const Json* size = Field(pty, "size");
+  if (!size || !size->is_object()) {
+    return Fail(ErrorCode::kInvalidArgument, "pty.size {cols, rows} is required");
+  }
+  Json out = Json::object();
+  for (const char* k : {"cols", "rows"}) {
+    const Json* v = Field(*size, k);
+    if (!v || !v->is_number_integer() || v->get<int64_t>() < 1 || v->get<int64_t>() > 1000) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  std::string("pty.size.") + k + " must be an integer from 1 to 1000");
+    }
+    out[k] = *v;
+  }
+  return out;
+}
+
+std::optional<Json> WatchEventFromGuest(const Json& line) {
+  if (!line.is_object()) {
+    return std::nullopt;
+  }
+  const std::string ev = line.value("event", "");
+  if (ev == "start") {
+    return Json{{"start", Json::object()}};
+  }
+  if (ev == "keepalive") {
+    return Json{{"keepalive", Json::object()}};
+  }
+  if (ev != "fs") {
+    return std::nullopt;
+  }
+  static const std::map<std::string, std::string> kTypes = {{"create", "EVENT_TYPE_CREATE"},
+                                                            {"write", "EVENT_TYPE_WRITE"},
+                                                            {"remove", "EVENT_TYPE_REMOVE"},
+                                                            {"rename", "EVENT_TYPE_RENAME"},
+                                                            {"chmod", "EVENT_TYPE_CHMOD"}};
+  auto type = kTypes.find(line.value("type", ""));
+  if (type == kTypes.end()) {
+    return std::nullopt;
+  }
+  return Json{{"filesystem", {{"name", line.value("name", "")}, {"type", type->second}}}};
 }
 
 Result<Json> GuestSelector(const Json& req) {
@@ -276,9 +332,7 @@ Json EntryInfoFromGuest(const Json& e) {
   return out;
 }
 
-std::string HomeOf(const std::string& user) {
-  return user == "root" ? "/root" : "/home/" + user;
-}
+std::string HomeOf(const std::string& user) { return user == "root" ? "/root" : "/home/" + user; }
 
 std::string ResolvePath(const std::string& path, const std::string& user) {
   if (path.starts_with("/")) {
@@ -345,13 +399,10 @@ std::string TemplateOf(const Json& native) {
 
 Json SandboxFromNative(const Json& native, const std::string& envd_token) {
   const std::string tmpl = TemplateOf(native);
-  return Json{{"templateID", tmpl},
-              {"sandboxID", native.value("id", "")},
-              {"clientID", "agentbox"},
-              {"alias", tmpl},
-              {"envdVersion", kEnvdVersion},
-              {"envdAccessToken", envd_token},
-              {"domain", nullptr}};
+  return Json{
+      {"templateID", tmpl}, {"sandboxID", native.value("id", "")}, {"clientID", "agentbox"},
+      {"alias", tmpl},      {"envdVersion", kEnvdVersion},         {"envdAccessToken", envd_token},
+      {"domain", nullptr}};
 }
 
 Json DetailFromNative(const Json& native, const std::string& envd_token) {

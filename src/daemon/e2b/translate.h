@@ -42,9 +42,15 @@ std::string EndStream(const std::optional<std::pair<std::string, std::string>>& 
 // A guest exec/* event line -> a ProcessEvent wrapper ({"event":{...}}); nullopt for an event
 // envd does not have.
 std::optional<Json> ProcessEventFromGuest(const Json& line);
-// StartRequest -> the guest's exec/start body, for `user`. kInvalidArgument for a PTY request
-// (unsupported) or a malformed body.
+// StartRequest -> the guest's exec/start body, for `user` (`pty.size` -> `pty` {cols, rows}).
+// kInvalidArgument for a malformed body.
 Result<Json> ExecStartFromStartRequest(const Json& req, const std::string& user);
+// A PTY message ({size: {cols, rows}}, of StartRequest and UpdateRequest) -> the guest's
+// {cols, rows}; kInvalidArgument unless both are integers from 1 to 1000.
+Result<Json> GuestPtySize(const Json& pty);
+// A guest fs/watch line -> a WatchDirResponse ({"start":{}}, {"filesystem":{name, type}},
+// {"keepalive":{}}); nullopt for lines envd does not have.
+std::optional<Json> WatchEventFromGuest(const Json& line);
 // ProcessSelector ({"pid":N} or {"tag":"..."}) -> the guest's {pid} / {tag}.
 Result<Json> GuestSelector(const Json& req);
 // Signal as an enum name ("SIGNAL_SIGKILL") or number -> a signal number; kInvalidArgument else.

@@ -55,6 +55,20 @@ TEST(ProcessEvents, FromGuestLines) {
   EXPECT_FALSE(ProcessEventFromGuest(Json::array()));
 }
 
+TEST(ProcessEvents, PtyOutputAndWatchEvents) {
+  EXPECT_EQ(*ProcessEventFromGuest(Json::parse(R"({"event":"pty","data":"aGk="})")),
+            Json::parse(R"({"event":{"data":{"pty":"aGk="}}})"));
+  EXPECT_EQ(*WatchEventFromGuest(Json::parse(R"({"event":"start"})")),
+            Json::parse(R"({"start":{}})"));
+  EXPECT_EQ(*WatchEventFromGuest(Json::parse(R"({"event":"keepalive"})")),
+            Json::parse(R"({"keepalive":{}})"));
+  EXPECT_EQ(*WatchEventFromGuest(Json::parse(R"({"event":"fs","name":"a/b","type":"rename"})")),
+            Json::parse(R"({"filesystem":{"name":"a/b","type":"EVENT_TYPE_RENAME"}})"));
+  EXPECT_FALSE(WatchEventFromGuest(Json::parse(R"({"event":"fs","name":"a","type":"open"})")));
+  EXPECT_FALSE(WatchEventFromGuest(Json::parse(R"({"event":"end"})")));
+  EXPECT_FALSE(WatchEventFromGuest(Json::array()));
+}
+
 TEST(ProcessRequests, StartSelectorSignal) {
   const Json start = Json::parse(R"({"process":{"cmd":"/bin/bash","args":["-l","-c","echo hi"],
       "envs":{"A":"1"},"cwd":"work"},"stdin":true,"tag":"t"})");
@@ -68,8 +82,16 @@ TEST(ProcessRequests, StartSelectorSignal) {
   EXPECT_EQ((*g)["stdin"], true);
   EXPECT_EQ((*g)["tag"], "t");
   EXPECT_FALSE(ExecStartFromStartRequest(Json::parse(R"({"process":{}})"), "user"));
-  EXPECT_FALSE(ExecStartFromStartRequest(
-      Json::parse(R"({"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":24}}})"), "user"));
+  auto pty = ExecStartFromStartRequest(
+      Json::parse(R"({"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":24}}})"), "user");
+  ASSERT_TRUE(pty) << pty.error().message;
+  EXPECT_EQ((*pty)["pty"], Json({{"cols", 80}, {"rows", 24}}));
+  for (const char* bad : {R"({"process":{"cmd":"sh"},"pty":{}})",
+                          R"({"process":{"cmd":"sh"},"pty":{"size":{"cols":0,"rows":24}}})",
+                          R"({"process":{"cmd":"sh"},"pty":{"size":{"cols":80,"rows":1001}}})",
+                          R"({"process":{"cmd":"sh"},"pty":{"size":{"cols":"80","rows":24}}})"}) {
+    EXPECT_FALSE(ExecStartFromStartRequest(Json::parse(bad), "user")) << bad;
+  }
 
   EXPECT_EQ(*GuestSelector(Json::parse(R"({"process":{"pid":7}})")), Json({{"pid", 7}}));
   EXPECT_EQ(*GuestSelector(Json::parse(R"({"process":{"pid":"7"}})")), Json({{"pid", 7}}));

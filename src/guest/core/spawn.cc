@@ -41,8 +41,10 @@ Result<pid_t> ForkWithCredentials(const SpawnOptions& opts, const std::vector<Un
     return Fail(report.error());
   }
   const int report_fd = report->second.Get();
-  const uid_t uid = opts.credentials->first;
-  const gid_t gid = opts.credentials->second;
+  const bool switch_user = opts.credentials.has_value();
+  const uid_t uid = switch_user ? opts.credentials->first : 0;
+  const gid_t gid = switch_user ? opts.credentials->second : 0;
+  const bool ctty = opts.controlling_tty;
   const char* cwd = opts.cwd.empty() ? nullptr : opts.cwd.c_str();
   const pid_t pid = ::fork();
   if (pid < 0) {
@@ -66,14 +68,18 @@ Result<pid_t> ForkWithCredentials(const SpawnOptions& opts, const std::vector<Un
         step = 2;
       }
     }
+    if (step == 0 && ctty && ::ioctl(0, TIOCSCTTY, 0) != 0) {
+      step = 7;
+    }
     if (step == 0 && cwd && ::chdir(cwd) != 0) {
       step = 3;
     }
-    if (step == 0 && (::syscall(SYS_setgroups, 1, &gid) != 0 ||
-                      ::syscall(SYS_setresgid, gid, gid, gid) != 0)) {
+    if (step == 0 && switch_user &&
+        (::syscall(SYS_setgroups, 1, &gid) != 0 ||
+         ::syscall(SYS_setresgid, gid, gid, gid) != 0)) {
       step = 4;
     }
-    if (step == 0 && ::syscall(SYS_setresuid, uid, uid, uid) != 0) {
+    if (step == 0 && switch_user && ::syscall(SYS_setresuid, uid, uid, uid) != 0) {
       step = 5;
     }
     if (step == 0) {
@@ -92,9 +98,9 @@ Result<pid_t> ForkWithCredentials(const SpawnOptions& opts, const std::vector<Un
   } while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof(msg))) {
     // The child exits 127 and is reaped by whoever reaps this process's children.
-    static constexpr const char* kSteps[] = {"",      "setsid", "dup2",  "chdir",
-                                             "setgid", "setuid", "execve"};
-    const int step = msg[0] >= 1 && msg[0] <= 6 ? msg[0] : 6;
+    static constexpr const char* kSteps[] = {"",       "setsid", "dup2",   "chdir",
+                                             "setgid", "setuid", "execve", "TIOCSCTTY"};
+    const int step = msg[0] >= 1 && msg[0] <= 7 ? msg[0] : 6;
     return Fail(ErrnoError(msg[1], std::string("spawn ") + opts.path + ": " + kSteps[step]));
   }
   return pid;
@@ -121,7 +127,7 @@ Result<pid_t> Spawn(const SpawnOptions& opts) {
     }
     high.emplace_back(h);
   }
-  if (opts.credentials) {
+  if (opts.credentials || opts.controlling_tty) {
     std::vector<char*> argv;
     for (const auto& s : opts.argv) {
       argv.push_back(const_cast<char*>(s.c_str()));

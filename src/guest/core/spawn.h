@@ -24,11 +24,14 @@ struct SpawnOptions {
   // When set, the child switches to this user and group (supplementary groups: just `gid`)
   // before execve. Needs CAP_SETUID/CAP_SETGID and the ids mapped in the user namespace.
   std::optional<std::pair<uid_t, gid_t>> credentials;
+  // Makes the child's stdin (a terminal) its controlling terminal (TIOCSCTTY; needs
+  // new_session). The child is then forked, as with credentials.
+  bool controlling_tty = false;
 };
 
 // Starts a child with posix_spawn (vfork-fast, safe in a multi-threaded process): signal mask
 // cleared and every signal disposition reset to default. Returns the child's pid. With
-// `credentials` it forks instead (posix_spawn cannot change users); the child then makes only
+// `credentials` or `controlling_tty` it forks instead (posix_spawn cannot change users); the child then makes only
 // async-signal-safe calls until execve, and a failure before execve is returned here.
 Result<pid_t> Spawn(const SpawnOptions& opts);
 

@@ -1,6 +1,7 @@
 #include "guest/processes/exec_manager.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +95,7 @@ struct ExecManager::Proc {
   std::unique_ptr<asio::posix::stream_descriptor> out;
   std::unique_ptr<asio::posix::stream_descriptor> err;
   UniqueFd stdin_fd;
+  bool pty = false;  // `out` is the pty's master: read for output, written for input
   std::vector<std::weak_ptr<http::QueueSource>> streams;
   char buf[kReadChunk];
 };
@@ -188,23 +190,6 @@ Result<pid_t> ExecManager::Start(const ExecSpec& spec, std::shared_ptr<http::Que
     dir = "/";
   }
   env["PWD"] = dir;
-  auto out = MakePipe(true);
-  auto err = MakePipe(true);
-  if (!out || !err) {
-    return Fail(!out ? out.error() : err.error());
-  }
-  std::optional<std::pair<UniqueFd, UniqueFd>> in;
-  UniqueFd devnull;
-  if (spec.stdin) {
-    auto p = MakePipe(false);
-    if (!p) {
-      return Fail(p.error());
-    }
-    in.emplace(std::move(*p));
-    ::fcntl(in->second.Get(), F_SETFL, ::fcntl(in->second.Get(), F_GETFL) | O_NONBLOCK);
-  } else {
-    devnull.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  }
   SpawnOptions so;
   for (const auto& [k, v] : env) {
     so.env.push_back(k + "=" + v);
@@ -214,9 +199,38 @@ Result<pid_t> ExecManager::Start(const ExecSpec& spec, std::shared_ptr<http::Que
   so.argv.insert(so.argv.end(), spec.args.begin(), spec.args.end());
   so.cwd = dir;
   so.credentials = creds;
-  so.fds = {{0, in ? in->first.Get() : devnull.Get()},
-            {1, out->second.Get()},
-            {2, err->second.Get()}};
+  std::optional<std::pair<UniqueFd, UniqueFd>> out, err, in;
+  std::optional<Pty> pty;
+  UniqueFd devnull;
+  if (spec.pty) {
+    auto t = OpenPty(spec.pty->rows, spec.pty->cols);
+    if (!t) {
+      return Fail(t.error());
+    }
+    pty.emplace(std::move(*t));
+    so.fds = {{0, pty->slave.Get()}, {1, pty->slave.Get()}, {2, pty->slave.Get()}};
+    so.controlling_tty = true;
+  } else {
+    auto o = MakePipe(true);
+    auto e = MakePipe(true);
+    if (!o || !e) {
+      return Fail(!o ? o.error() : e.error());
+    }
+    out.emplace(std::move(*o));
+    err.emplace(std::move(*e));
+    if (spec.stdin) {
+      auto i = MakePipe(false);
+      if (!i) {
+        return Fail(i.error());
+      }
+      in.emplace(std::move(*i));
+      ::fcntl(in->second.Get(), F_SETFL, ::fcntl(in->second.Get(), F_GETFL) | O_NONBLOCK);
+    } else {
+      devnull.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    so.fds = {
+        {0, in ? in->first.Get() : devnull.Get()}, {1, out->second.Get()}, {2, err->second.Get()}};
+  }
   auto pid = Spawn(so);
   if (!pid) {
     Error e = pid.error();
@@ -229,8 +243,15 @@ Result<pid_t> ExecManager::Start(const ExecSpec& spec, std::shared_ptr<http::Que
   p->info.pid = *pid;
   p->info.spec = spec;
   p->info.spec.cwd = dir;
-  p->out = std::make_unique<asio::posix::stream_descriptor>(io_, out->first.Release());
-  p->err = std::make_unique<asio::posix::stream_descriptor>(io_, err->first.Release());
+  if (pty) {
+    // Our copy of the slave closes here: the master reads EIO once the process (and whatever
+    // it started on the terminal) is gone.
+    p->pty = true;
+    p->out = std::make_unique<asio::posix::stream_descriptor>(io_, pty->master.Release());
+  } else {
+    p->out = std::make_unique<asio::posix::stream_descriptor>(io_, out->first.Release());
+    p->err = std::make_unique<asio::posix::stream_descriptor>(io_, err->first.Release());
+  }
   if (in) {
     p->stdin_fd = std::move(in->second);
   }
@@ -271,7 +292,9 @@ void ExecManager::Drain(Proc& p, bool err) {
   for (;;) {
     const ssize_t n = ::read(d->native_handle(), p.buf, sizeof(p.buf));
     if (n > 0) {
-      Emit(p, Line({{"event", err ? "stderr" : "stdout"},
+      Emit(p, Line({{"event", p.pty ? "pty"
+                              : err ? "stderr"
+                                    : "stdout"},
                     {"data", Base64Encode(std::string_view(p.buf, static_cast<size_t>(n)))}}));
       continue;
     }
@@ -279,7 +302,7 @@ void ExecManager::Drain(Proc& p, bool err) {
       return;
     }
     boost::system::error_code ignored;
-    d->close(ignored);  // EOF: every writer is gone
+    d->close(ignored);  // EOF (a pty: EIO): every writer is gone
     return;
   }
 }
@@ -307,8 +330,11 @@ void ExecManager::Ended(const std::shared_ptr<Proc>& p, int status) {
   Drain(*p, false);
   Drain(*p, true);
   boost::system::error_code ignored;
-  p->out->close(ignored);
-  p->err->close(ignored);
+  for (auto* d : {p->out.get(), p->err.get()}) {
+    if (d) {
+      d->close(ignored);
+    }
+  }
   Json end = {{"event", "end"}};
   if (WIFEXITED(status)) {
     end["exit_code"] = WEXITSTATUS(status);
@@ -373,13 +399,15 @@ Result<void> ExecManager::WriteStdin(pid_t pid, std::string_view bytes) {
     return Fail(ErrorCode::kNotFound, "process with pid " + std::to_string(pid) + " not found");
   }
   Proc& p = *it->second;
-  if (!p.stdin_fd) {
+  const int fd =
+      p.pty ? (p.out && p.out->is_open() ? p.out->native_handle() : -1) : p.stdin_fd.Get();
+  if (fd < 0) {
     return Fail(ErrorCode::kConflict, "process " + std::to_string(pid) +
                                           " was started without stdin or its stdin is closed");
   }
   size_t off = 0;
   while (off < bytes.size()) {
-    const ssize_t n = ::write(p.stdin_fd.Get(), bytes.data() + off, bytes.size() - off);
+    const ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
     if (n < 0) {
       if (errno == EINTR) {
         continue;
@@ -391,6 +419,24 @@ Result<void> ExecManager::WriteStdin(pid_t pid, std::string_view bytes) {
       return Fail(ErrnoError(errno, "write stdin"));
     }
     off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<void> ExecManager::Resize(pid_t pid, unsigned short rows, unsigned short cols) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end()) {
+    return Fail(ErrorCode::kNotFound, "process with pid " + std::to_string(pid) + " not found");
+  }
+  Proc& p = *it->second;
+  if (!p.pty || !p.out || !p.out->is_open()) {
+    return Fail(ErrorCode::kConflict, "process " + std::to_string(pid) + " has no pty");
+  }
+  winsize ws{};
+  ws.ws_row = rows;
+  ws.ws_col = cols;
+  if (::ioctl(p.out->native_handle(), TIOCSWINSZ, &ws) != 0) {
+    return Fail(ErrnoError(errno, "resize the pty"));
   }
   return {};
 }

@@ -32,6 +32,13 @@ struct ExecSpec {
   bool user_fallback = false;
   bool stdin = false;                         // a pipe the caller writes (else /dev/null)
   std::optional<std::string> tag;
+  // A pseudo-terminal of this size as stdin, stdout, stderr and controlling terminal (E2B's
+  // `pty`): output comes as "pty" events, input is written to the terminal.
+  struct PtySize {
+    unsigned short rows = 24;
+    unsigned short cols = 80;
+  };
+  std::optional<PtySize> pty;
 };
 
 struct ExecInfo {
@@ -58,6 +65,7 @@ bool UidMapped(uid_t uid, const std::string& uid_map);
 // base64-encoded, as NDJSON event lines to every stream attached to it:
 //   {"event":"start","pid":N}  {"event":"stdout"|"stderr","data":"<base64>"}
 //   {"event":"keepalive"}      {"event":"end","exit_code":N,"exited":B,"status":"..."}
+// With a pty, output is {"event":"pty","data":"<base64>"} instead of stdout/stderr.
 // A stream attached later sees output from then on. A process is forgotten when it ends.
 // Threading: io thread only (the event streams may be pulled from any thread).
 class ExecManager {
@@ -73,8 +81,11 @@ class ExecManager {
   // Attaches `events` to a running process (a start event first).
   Result<void> Attach(pid_t pid, std::shared_ptr<http::QueueSource> events);
   std::vector<ExecInfo> List() const;
-  // kConflict when the process was started without stdin or its pipe is full.
+  // kConflict when the process was started without stdin (or a pty) or its pipe is full.
   Result<void> WriteStdin(pid_t pid, std::string_view bytes);
+  // Sets the size of a process's pty (TIOCSWINSZ; the process gets SIGWINCH). kConflict when
+  // it has none.
+  Result<void> Resize(pid_t pid, unsigned short rows, unsigned short cols);
   Result<void> CloseStdin(pid_t pid);
   // Signals the process's group (it leads its own session).
   Result<void> Signal(pid_t pid, int sig);
