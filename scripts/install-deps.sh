@@ -15,6 +15,7 @@ PACKAGES=(
   prometheus
   docker.io
   rclone fuse3
+  iproute2 iptables
   qemu-system-x86 cpio xz-utils
   chromium
 )

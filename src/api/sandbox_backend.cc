@@ -5,6 +5,27 @@
 
 namespace agentbox {
 
+const char* NetworkModeName(NetworkMode m) {
+  switch (m) {
+    case NetworkMode::kHost:
+      return "host";
+    case NetworkMode::kEgress:
+      return "egress";
+    case NetworkMode::kNone:
+      break;
+  }
+  return "none";
+}
+
+std::optional<NetworkMode> NetworkModeFromName(std::string_view name) {
+  for (NetworkMode m : {NetworkMode::kNone, NetworkMode::kHost, NetworkMode::kEgress}) {
+    if (name == NetworkModeName(m)) {
+      return m;
+    }
+  }
+  return std::nullopt;
+}
+
 const char* SandboxStateName(SandboxState s) {
   switch (s) {
     case SandboxState::kCreating:

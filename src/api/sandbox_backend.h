@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/egress_policy.h"
 #include "common/error.h"
 #include "common/json_util.h"
 
@@ -44,9 +45,13 @@ Json LimitsToJson(const ResourceLimits& l);
 ResourceLimits LimitsFromJson(const Json& j);
 
 enum class NetworkMode {
-  kNone,  // loopback only (default)
-  kHost,  // share the host's network: trusted use only
+  kNone,    // loopback only (default)
+  kHost,    // share the host's network: trusted use only
+  kEgress,  // a network of its own with outbound traffic under an EgressPolicy (docs/network.md)
 };
+// "none", "host", "egress"; NetworkModeFromName is nullopt for anything else.
+const char* NetworkModeName(NetworkMode m);
+std::optional<NetworkMode> NetworkModeFromName(std::string_view name);
 
 // What a client asks for when creating a sandbox.
 struct SandboxSpec {
@@ -61,6 +66,8 @@ struct SandboxSpec {
   // docker: attach to this named network instead of none/host. Backends without named networks
   // reject a non-empty value with kInvalidArgument.
   std::string network_name;
+  // network kEgress: what the sandbox may reach; unset = the backend's configured default.
+  std::optional<EgressPolicy> egress;
   // Root filesystem read-only: writes outside /workspace, /tmp, /dev/shm and /run/agentbox fail
   // with EROFS. Backends that cannot (Capabilities::read_only_root false) refuse it.
   bool read_only_root = false;

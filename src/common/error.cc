@@ -59,6 +59,8 @@ int HttpStatus(ErrorCode code) {
       return 422;
     case ErrorCode::kUnavailable:
       return 503;
+    case ErrorCode::kBadGateway:
+      return 502;
     case ErrorCode::kInternal:
       return 500;
   }
@@ -85,6 +87,8 @@ const char* ErrorCodeName(ErrorCode code) {
       return "timeout";
     case ErrorCode::kUnavailable:
       return "unavailable";
+    case ErrorCode::kBadGateway:
+      return "bad_gateway";
     case ErrorCode::kInternal:
       return "internal";
   }

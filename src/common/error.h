@@ -18,6 +18,7 @@ enum class ErrorCode {
   kValidation,       // 422: well-formed JSON with missing or mistyped fields
   kTimeout,          // 400 on the guest API ("Wait timeout"); the request outlived its limit
   kUnavailable,      // 503: dependency down (engine, backend)
+  kBadGateway,       // 502: a sandbox's guest answered something that is not a valid answer
   kInternal,         // 500: a bug or an unexpected system failure
 };
 

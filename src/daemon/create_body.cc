@@ -68,4 +68,32 @@ Result<std::map<std::string, std::string>> ParseStringMap(const Json& body, cons
   return out;
 }
 
+Result<void> ParseNetwork(const Json& body, const std::string& network, bool trusted,
+                          SandboxSpec* spec) {
+  auto mode = NetworkModeFromName(network);
+  if (!mode) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "field 'network' must be \"none\", \"egress\" or \"host\" (got \"" +
+                    network.substr(0, 64) + "\")");
+  }
+  if (*mode == NetworkMode::kHost && !trusted) {
+    return Fail(ErrorCode::kForbidden, "network \"host\" is only allowed on the local socket");
+  }
+  spec->network = *mode;
+  auto it = body.find("egress");
+  if (it == body.end() || it->is_null()) {
+    return {};
+  }
+  if (*mode != NetworkMode::kEgress) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "field 'egress' (a policy) needs \"network\": \"egress\"");
+  }
+  auto policy = EgressPolicyFromJson(*it, "egress");
+  if (!policy) {
+    return Fail(policy.error());
+  }
+  spec->egress = *policy;
+  return {};
+}
+
 }  // namespace agentbox::daemon

@@ -22,4 +22,11 @@ Result<ResourceLimits> ParseLimits(const Json& body);
 Result<std::map<std::string, std::string>> ParseStringMap(const Json& body, const char* key,
                                                           size_t max_entries);
 
+// The body's `network` ("none", "egress", "host") and `egress` policy into spec->network and
+// spec->egress. kInvalidArgument (400) for an unknown mode, a malformed policy (naming the
+// element: "egress.allow[0].cidr: ...") or a policy without network "egress"; kForbidden (403)
+// for "host" unless `trusted` (the local socket).
+Result<void> ParseNetwork(const Json& body, const std::string& network, bool trusted,
+                          SandboxSpec* spec);
+
 }  // namespace agentbox::daemon

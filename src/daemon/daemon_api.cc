@@ -91,7 +91,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"image", i.spec.image},
               {"labels", std::move(labels)},
               {"limits", limits},
-              {"network", i.spec.network == NetworkMode::kHost ? "host" : "none"},
+              {"network", NetworkModeName(i.spec.network)},
               {"read_only_root", i.spec.read_only_root},
               {"created_at", created_at},
               {"migrated_from", std::move(migrated_from)},

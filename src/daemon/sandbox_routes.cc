@@ -83,14 +83,8 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
     return respond(JsonErr(FieldError("subject", "must be 1 to 256 bytes")));
   }
   const std::string rollout_subject = subject->value_or(caller.owner);
-  if (*network && **network == "host") {
-    if (!caller.admin) {
-      return respond(
-          JsonErr({ErrorCode::kForbidden, "network \"host\" is only allowed on the local socket"}));
-    }
-    spec.network = NetworkMode::kHost;
-  } else if (*network && **network != "none") {
-    return respond(JsonErr(FieldError("network", "must be \"none\" or \"host\"")));
+  if (auto net = ParseNetwork(*body, network->value_or("none"), caller.admin, &spec); !net) {
+    return respond(JsonErr(net.error()));
   }
   std::string pinned;
   if (*backend_name && !(*backend_name)->empty()) {

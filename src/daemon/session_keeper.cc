@@ -1,4 +1,5 @@
 #include "daemon/session_keeper.h"
+#include "daemon/kept_bound.h"
 
 #include <algorithm>
 
@@ -228,6 +229,21 @@ void SessionKeeper::Keep(const std::string& backend, const std::string& id,
     auto s = box->second.sessions.find(session);
     if (s != box->second.sessions.end() && data != nullptr) {
       s->second.state = std::move((*data)["state"]);
+      // What is held of one sandbox is bounded like its file (kMaxFileBytes): a sandbox chooses
+      // how many sessions it has and how large their states are. Past the bound the largest
+      // snapshots go; those sessions keep their working directory, as in the file.
+      std::map<std::string, size_t> sizes;
+      for (const auto& [sid, kept] : box->second.sessions) {
+        sizes[sid] = kept.state.is_null() ? 0 : DumpJson(kept.state).size();
+      }
+      const auto drop = SnapshotsOverBudget(sizes, kMaxFileBytes);
+      for (const auto& sid : drop) {
+        box->second.sessions[sid].state = Json();
+      }
+      if (!drop.empty()) {  // debug: the sandbox decides how often this happens
+        Log(LogLevel::kDebug, "session.memory_bounded", "id={} states_dropped={} max_bytes={}", id,
+            drop.size(), kMaxFileBytes);
+      }
       if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
         s->second.running = running->get<bool>();
       }

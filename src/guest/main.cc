@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "common/log.h"
+#include "common/log_budget.h"
 #include "common/time_util.h"
 #include "guest/core/self_protect.h"
 #include "guest/core/spawn.h"
@@ -47,6 +48,7 @@ struct ServeArgs {
   uint64_t max_upload = 1ull << 30;
   uint64_t max_file = 64ull << 20;
   size_t max_sessions = 256;
+  uint64_t log_budget = 16ull << 20;
   int file_threads = 2;
   bool prewarm = true;
 };
@@ -63,6 +65,9 @@ int Serve(ServeArgs a) {
   } else if (a.log_level == "warn") {
     SetLogLevel(LogLevel::kWarn);
   }
+  // The guest's stderr is a file on the host (jail.log, the container's log) and the sandbox's
+  // requests make the guest write to it: bounded, so that it cannot fill the host's disk.
+  SetLogBudget(a.log_budget, 4096);
   if (a.token.empty() && !a.token_file.empty()) {
     std::ifstream in(a.token_file);
     std::getline(in, a.token);
@@ -260,6 +265,9 @@ int main(int argc, char** argv) {
   serve->add_option("--max-sessions", sa.max_sessions, "sessions open at once");
   serve->add_option("--file-threads", sa.file_threads, "threads for file operations");
   serve->add_option("--log-level", sa.log_level, "debug, info or warn");
+  serve->add_option("--log-budget", sa.log_budget,
+                    "bytes the guest writes to its log in its lifetime (lines over 4096 bytes "
+                    "are cut; 0: unbounded)");
   serve->add_option("--prewarm", sa.prewarm,
                     "keep one shell started for the next new session (default true)");
 

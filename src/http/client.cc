@@ -31,9 +31,47 @@ std::string ClientResponse::Header(const std::string& lower_name) const {
 
 namespace {
 
+// A guest's status line and headers together (Beast's default, stated): more is refused.
+constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+
+// Bytes of buffered guest answers per guest socket, process-wide: Take fails past the bound.
+constexpr uint64_t kMaxBufferedPerGuest = 128ull << 20;
+class BufferedBudget {
+ public:
+  bool Take(const std::string& path, uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t& used = used_[path];
+    if (used + n > kMaxBufferedPerGuest) {
+      return false;
+    }
+    used += n;
+    return true;
+  }
+  void Give(const std::string& path, uint64_t n) {
+    if (n == 0) {
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = used_.find(path);
+    if (it != used_.end() && (it->second -= std::min(it->second, n)) == 0) {
+      used_.erase(it);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, uint64_t> used_;
+};
+BufferedBudget& Budget() {
+  static BufferedBudget* budget = new BufferedBudget();  // never destroyed: used at exit
+  return *budget;
+}
+
 // One request/response exchange. Owns its connection while in flight.
 class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
+  ~Exchange() { Budget().Give(path_, counted_); }
+
   Exchange(UnixHttpClient& client, std::string path, ClientRequest req,
            std::chrono::milliseconds timeout, UnixHttpClient::Done done, bool streaming,
            uint64_t max_body)
@@ -193,11 +231,12 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void Read() {
     if (streaming_) {
       stream_parser_.emplace();
+      stream_parser_->header_limit(kMaxHeaderBytes);
       stream_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
       bhttp::async_read_header(*socket_, buffer_, *stream_parser_,
                                [self = shared_from_this()](beast::error_code ec, size_t) {
                                  if (ec) {
-                                   self->Retry(ec);
+                                   self->ReadFailed(ec);
                                    return;
                                  }
                                  self->timer_.cancel();
@@ -210,26 +249,80 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       return;
     }
     parser_.emplace();
+    parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(max_body_);
-    bhttp::async_read(*socket_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        if (ec == bhttp::error::body_limit) {
-                          self->Finish(Fail(ErrorCode::kTooLarge, "guest response too large"));
-                          return;
-                        }
-                        if (ec) {
-                          self->Retry(ec);
-                          return;
-                        }
-                        ClientResponse resp;
-                        auto& msg = self->parser_->get();
-                        self->FillHeaders(resp, msg);
-                        resp.body = std::move(msg.body());
-                        if (self->parser_->keep_alive()) {
-                          self->client_.ReturnIdle(self->path_, std::move(self->socket_));
-                        }
-                        self->Finish(std::move(resp));
-                      });
+    // The header first, on its own: Boost 1.74's parser, reading eagerly, goes on into the body
+    // after refusing a Content-Length over the body limit and reserves that many bytes (a guest
+    // answering "Content-Length: 100000000000" made agentboxd throw std::bad_alloc and die).
+    // Reading the header alone stops at the refusal.
+    bhttp::async_read_header(*socket_, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                               if (ec) {
+                                 self->ReadFailed(ec);
+                                 return;
+                               }
+                               self->ReadBody();
+                             });
+  }
+
+  // Piece by piece, so that what all answers of one guest hold at once is counted
+  // (BufferedBudget): a sandbox answering many calls with large bodies at once must not grow the
+  // daemon by calls x max_body.
+  void ReadBody() {
+    bhttp::async_read_some(
+        *socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (ec) {
+            self->ReadFailed(ec);
+            return;
+          }
+          auto& msg = self->parser_->get();
+          // Capacity, not size: a growing string holds up to twice what it has read.
+          const uint64_t held = msg.body().capacity();
+          if (held > self->counted_) {
+            if (!Budget().Take(self->path_, held - self->counted_)) {
+              self->Finish(Fail(ErrorCode::kTooLarge,
+                                "answers of this sandbox's guest held at once exceed " +
+                                    std::to_string(kMaxBufferedPerGuest) + " bytes (refused)"));
+              return;
+            }
+            self->counted_ = held;
+          }
+          if (!self->parser_->is_done()) {
+            self->ReadBody();
+            return;
+          }
+          ClientResponse resp;
+          self->FillHeaders(resp, msg);
+          resp.body = std::move(msg.body());
+          if (self->parser_->keep_alive()) {
+            self->client_.ReturnIdle(self->path_, std::move(self->socket_));
+          }
+          self->Finish(std::move(resp));
+        });
+  }
+
+  // A response that broke a limit is the guest's fault, not a connection to retry; anything
+  // else may be a reused connection the guest had closed.
+  void ReadFailed(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      Finish(Fail(ErrorCode::kTooLarge, "guest response larger than " +
+                                            std::to_string(max_body_) + " bytes (refused)"));
+      return;
+    }
+    if (ec == bhttp::error::header_limit) {
+      Finish(Fail(ErrorCode::kBadGateway, "guest response header larger than " +
+                                              std::to_string(kMaxHeaderBytes) + " bytes (refused)"));
+      return;
+    }
+    // Bytes that are not HTTP: the guest (a sandbox controls it) answered garbage. A closed or
+    // reset connection is not this: it may be a reused one the guest had closed.
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+        ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message &&
+        ec != bhttp::error::need_more) {
+      Finish(Fail(ErrorCode::kBadGateway, "guest answered malformed HTTP: " + ec.message()));
+      return;
+    }
+    Retry(ec);
   }
 
   template <class Msg>
@@ -291,6 +384,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool reused_ = false;
   bool timed_out_ = false;
   bool body_done_ = false;
+  uint64_t counted_ = 0;  // body bytes taken from Budget()
   beast::flat_buffer buffer_;
   std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> stream_parser_;

@@ -148,8 +148,18 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
     l.disk_bytes = *disk ? std::optional<uint64_t>(static_cast<uint64_t>(*disk)) : std::nullopt;
     return l;
   };
+  // Network "egress": the jail takes the first half of AGENTBOX_EGRESS_POOL, docker the second.
+  auto jail_egress = egress::EgressOptionsFromConfig(cfg, 0);
+  auto docker_egress = egress::EgressOptionsFromConfig(cfg, 1);
+  if (!jail_egress || !docker_egress) {
+    t.config_errors["jail"] = jail_egress ? docker_egress.error().message
+                                          : jail_egress.error().message;
+    t.config_errors["docker"] = t.config_errors["jail"];
+    return t;
+  }
   jail::JailBackendOptions jo;
   jo.default_limits = default_limits();
+  jo.egress = *jail_egress;
   jo.state_dir = state_dir + "/jail";
   jo.guest_binary = FindBinary(cfg, "AGENTBOX_GUEST_BIN", "agentbox-guest", AGENTBOX_BUILD_GUEST);
   jo.helper_binary = FindBinary(cfg, "AGENTBOX_JAIL_HELPER", "agentbox-jail", AGENTBOX_BUILD_JAIL);
@@ -176,6 +186,7 @@ BackendTable BuildBackends(const Config& cfg, const std::string& state_dir,
   t.Add("jail", pool::WithWarmPool(std::make_unique<jail::JailBackend>(jo), cfg));
   if (auto o = DockerOptions(cfg, state_dir, jo.guest_binary)) {
     o->default_limits = default_limits();
+    o->egress = *docker_egress;
     t.Add("docker", pool::WithWarmPool(std::make_unique<docker::DockerBackend>(*o), cfg));
   } else {
     t.config_errors["docker"] = o.error().message;

@@ -47,7 +47,7 @@ Json SpecJson(const SandboxSpec& s) {
   return {{"image", s.image},
           {"env", s.env},
           {"limits", LimitsToJson(s.limits)},
-          {"network", s.network == NetworkMode::kHost ? "host" : "none"},
+          {"network", NetworkModeName(s.network)},
           {"labels", s.labels},
           {"owner", s.owner},
           {"ttl_s", s.ttl_s}};
@@ -58,7 +58,7 @@ SandboxSpec SpecFromJson(const Json& j) {
   s.image = j.value("image", "");
   s.env = j.value("env", std::map<std::string, std::string>{});
   s.limits = LimitsFromJson(j.value("limits", Json()));
-  s.network = j.value("network", "none") == "host" ? NetworkMode::kHost : NetworkMode::kNone;
+  s.network = NetworkModeFromName(j.value("network", "none")).value_or(NetworkMode::kNone);
   s.labels = j.value("labels", std::map<std::string, std::string>{});
   s.owner = j.value("owner", "");
   s.ttl_s = j.value("ttl_s", int64_t{3600});

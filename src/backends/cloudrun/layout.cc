@@ -100,6 +100,13 @@ std::string CpuString(double cpus) {
 
 Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const SandboxSpec& spec,
                       const std::string& guest_dir) {
+  if (spec.network == NetworkMode::kEgress) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "cloudrun: network \"egress\" is not available: an egress policy (per-sandbox CIDR "
+                "and port rules, private ranges and the metadata server refused) cannot be "
+                "enforced on Cloud Run executions, which use the job's VPC egress settings; use "
+                "the jail or docker backend");
+  }
   if (!spec.network_name.empty()) {
     return Fail(ErrorCode::kInvalidArgument,
                 "cloudrun: named networks are not available (network_name '" + spec.network_name +

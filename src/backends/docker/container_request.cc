@@ -25,7 +25,7 @@ std::string NetworkLabel(const SandboxSpec& spec) {
   if (!spec.network_name.empty()) {
     return "network:" + spec.network_name;
   }
-  return spec.network == NetworkMode::kHost ? "host" : "none";
+  return NetworkModeName(spec.network);
 }
 
 }  // namespace
@@ -47,11 +47,14 @@ const std::vector<std::string>& KeptCapabilities() {
 std::string ContainerName(const std::string& id) { return "agentbox-" + id; }
 
 std::string SpecHash(const SandboxSpec& spec) {
-  const Json canonical = {{"image", spec.image},
+  Json canonical = {{"image", spec.image},
                           {"env", spec.env},
                           {"limits", LimitsToJson(spec.limits)},
                           {"network", NetworkLabel(spec)},
                           {"read_only_root", spec.read_only_root}};
+  if (spec.egress) {
+    canonical["egress"] = EgressPolicyToJson(*spec.egress);
+  }
   uint64_t h = 0xcbf29ce484222325ull;
   for (const char c : canonical.dump()) {
     h ^= static_cast<unsigned char>(c);
@@ -82,6 +85,9 @@ std::map<std::string, std::string> BuildLabels(const ContainerPlan& p) {
       {label::kReadOnlyRoot, p.spec.read_only_root ? "true" : "false"},
       {label::kEnvKeys, env_keys.dump()},
   };
+  if (p.spec.network == NetworkMode::kEgress && p.spec.egress) {
+    l[label::kEgress] = EgressPolicyToJson(*p.spec.egress).dump();
+  }
   for (const auto& [k, v] : p.spec.labels) {
     l[label::kUserLabelPrefix + k] = v;
   }
@@ -136,7 +142,15 @@ Json BuildCreateBody(const ContainerPlan& p) {
         {{"Name", "fsize"}, {"Soft", *lim.file_size_bytes}, {"Hard", *lim.file_size_bytes}});
   }
 
+  // Egress: a network namespace of the engine's with loopback only, which the backend then gives
+  // its veth (backends/egress), as the jail backend does.
   std::string network = "none";
+  if (!p.resolv_conf.empty()) {
+    mounts.push_back({{"Type", "bind"},
+                      {"Source", p.resolv_conf},
+                      {"Target", "/etc/resolv.conf"},
+                      {"ReadOnly", true}});
+  }
   if (!p.spec.network_name.empty()) {
     network = p.spec.network_name;
   } else if (p.spec.network == NetworkMode::kHost) {
@@ -218,6 +232,14 @@ Result<LabelRecord> ParseLabels(const std::map<std::string, std::string>& labels
     const std::string net = get(label::kNetwork);
     if (net == "host") {
       r.spec.network = NetworkMode::kHost;
+    } else if (net == "egress") {
+      r.spec.network = NetworkMode::kEgress;
+      const Json policy = Json::parse(get(label::kEgress), nullptr, false);
+      auto parsed = EgressPolicyFromJson(policy.is_discarded() ? Json() : policy);
+      if (!parsed) {
+        return Fail(ErrorCode::kInvalidArgument, "malformed label " + std::string(label::kEgress));
+      }
+      r.spec.egress = *parsed;
     } else if (net.starts_with("network:")) {
       r.spec.network_name = net.substr(8);
     }

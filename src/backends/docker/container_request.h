@@ -31,7 +31,8 @@ inline constexpr const char* kExpires = "agentbox.expires";  // unix seconds, at
 inline constexpr const char* kSpecHash = "agentbox.spec-hash";
 inline constexpr const char* kImage = "agentbox.image";
 inline constexpr const char* kLimits = "agentbox.limits";    // JSON
-inline constexpr const char* kNetwork = "agentbox.network";  // none | host | network:<name>
+inline constexpr const char* kNetwork = "agentbox.network";  // none | host | egress | network:<n>
+inline constexpr const char* kEgress = "agentbox.egress";  // JSON policy, network egress only
 inline constexpr const char* kReadOnlyRoot = "agentbox.read-only-root";
 inline constexpr const char* kEnvKeys = "agentbox.env-keys";  // JSON array of spec.env keys
 inline constexpr const char* kUserLabelPrefix = "agentbox.label.";
@@ -53,6 +54,8 @@ struct ContainerPlan {
   // Host directory bind-mounted at /workspace: on the sandbox's own disk (limits.disk_bytes).
   // Empty: an anonymous volume, seeded from the image's /workspace.
   std::string workspace_dir;
+  // Network egress: host file bound read-only at /etc/resolv.conf. Empty: the engine's own.
+  std::string resolv_conf;
 };
 
 // "agentbox-<id>": the container's name, so a sandbox is found by name without a search.

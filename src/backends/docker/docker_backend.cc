@@ -151,6 +151,10 @@ DockerBackend::DockerBackend(DockerBackendOptions opts)
       engine_(opts_.socket_path),
       why_no_disk_(disk::WhyUnsupported()),
       events_since_(NowUnix()) {
+  why_no_egress_ = egress::EgressNetwork(opts_.egress).WhyUnsupported();
+  if (why_no_egress_.empty()) {
+    egress_ = std::make_unique<egress::EgressNetwork>(opts_.egress);
+  }
   if (why_no_disk_.empty()) {
     disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
                                                opts_.default_limits.disk_bytes.value_or(0),
@@ -282,6 +286,9 @@ ProbeResult DockerBackend::Probe() {
   } else if (std::string why = WhyNoLayerDisk(); !why.empty()) {
     p.limitations.push_back("limits.disk_bytes bounds /workspace only: " + why);
   }
+  if (!egress_) {
+    p.limitations.push_back("network \"egress\" is refused: " + why_no_egress_);
+  }
   return p;
 }
 
@@ -289,9 +296,10 @@ Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSp
   if (auto valid = ValidateCreate(id, spec); !valid) {
     return Fail(valid.error());
   }
-  if (!spec.network_name.empty() && spec.network == NetworkMode::kHost) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "network_name '" + spec.network_name + "' cannot be combined with network host");
+  if (!spec.network_name.empty() && spec.network != NetworkMode::kNone) {
+    return Fail(ErrorCode::kInvalidArgument, "network_name '" + spec.network_name +
+                                                 "' cannot be combined with network " +
+                                                 NetworkModeName(spec.network));
   }
   const std::string image = ResolveImage(spec);
   if (!ValidImageReference(image)) {
@@ -371,11 +379,13 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     std::string dir;
     std::string container;
     std::optional<LayerDirs> layer;  // bound on the sandbox's disk
+    std::string egress_link;
     bool armed = true;
     ~Undo() {
       if (!armed) {
         return;
       }
+      backend->DetachEgress(egress_link);
       if (layer) {
         (void)UnbindLayer(*layer);
       }
@@ -384,7 +394,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
       }
       (void)RemoveSandboxDir(dir);
     }
-  } undo{this, dir, "", std::nullopt};
+  } undo{this, dir, "", std::nullopt, "", true};
 
   const std::string run = dir + "/" + kRunDir;
   if (::mkdir(run.c_str(), 0700) != 0) {
@@ -400,6 +410,14 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   plan.spec = spec;
   plan.spec.image = image;
   plan.spec.limits = MergeLimits(spec.limits, opts_.default_limits);
+  if (spec.network == NetworkMode::kEgress) {
+    plan.spec.egress = spec.egress.value_or(opts_.egress.default_policy);  // as applied
+  }
+  auto resolv_conf = PrepareEgress(spec, dir);
+  if (!resolv_conf) {
+    return Fail(resolv_conf.error());
+  }
+  plan.resolv_conf = *resolv_conf;
   plan.state_dir = opts_.state_dir;
   plan.host_dir = dir;
   plan.guest_binary = opts_.guest_binary;
@@ -478,6 +496,17 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   }
   const auto started_at = Clock::now();
   CrashPoint("docker.create.started");
+  if (plan.spec.network == NetworkMode::kEgress) {
+    auto link = AttachEgress(container_id, *plan.spec.egress);
+    if (!link) {
+      return Fail(link.error());
+    }
+    undo.egress_link = *link;
+    meta.egress_link = *link;
+    if (auto r = SaveMeta(dir, meta); !r) {
+      return Fail(r.error());
+    }
+  }
   if (auto r = WaitForGuest(id, container_id, meta.token, deadline); !r) {
     return Fail(r.error());
   }
@@ -757,6 +786,9 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
     }
   }
   CrashPoint("docker.destroy.container_removed");
+  if (auto meta = LoadMeta(dir); meta && !meta->egress_link.empty()) {
+    DetachEgress(meta->egress_link);  // the namespace went with the container: its rules remain
+  }
   if (auto r = RemoveSandboxDir(dir); !r) {
     return Fail(r.error());
   }

@@ -10,6 +10,7 @@
 
 #include "api/sandbox_backend.h"
 #include "backends/disk/disk.h"
+#include "backends/egress/egress_network.h"
 #include "backends/docker/container_request.h"
 #include "backends/docker/engine_client.h"
 #include "backends/docker/host_dir.h"
@@ -35,6 +36,8 @@ struct DockerBackendOptions {
   std::chrono::milliseconds probe_timeout{2000};
   // Disks of default_limits.disk_bytes kept ready (backends/disk); 0: made during Create.
   size_t ready_disks = 2;
+  // Network "egress": address pool, resolvers and the default policy (backends/egress).
+  egress::EgressOptions egress;
 };
 
 // Sandboxes as Docker containers, driven through the Engine API (v1.41) on its unix socket.
@@ -120,6 +123,14 @@ class DockerBackend final : public SandboxBackend {
   Result<void> WaitForGuest(const std::string& id, const std::string& container_id,
                             const std::string& token, Clock::time_point deadline) const;
   std::string ContainerLogTail(const std::string& container_id) const;
+  // docker_egress.cc. For network egress: checks it can be enforced and writes <dir>/resolv.conf
+  // (its path, for the container's mounts; empty for other networks).
+  Result<std::string> PrepareEgress(const SandboxSpec& spec, const std::string& dir) const;
+  // Gives the started container's network namespace its link and rules; returns the link.
+  Result<std::string> AttachEgress(const std::string& container_id, const EgressPolicy& policy);
+  void DetachEgress(const std::string& link) const;
+  // Removes links and rules of the pool that no sandbox directory names; returns how many.
+  size_t SweepEgress();
 
   DockerBackendOptions opts_;
   EngineClient engine_;
@@ -127,6 +138,8 @@ class DockerBackend final : public SandboxBackend {
   // Sandbox disks (limits.disk_bytes); null when this process cannot make them (why_no_disk_).
   std::unique_ptr<disk::DiskMaker> disks_;
   std::string why_no_disk_;
+  std::unique_ptr<egress::EgressNetwork> egress_;
+  std::string why_no_egress_;
   // Whether the engine's writable layers can go on sandbox disks (layer_disk.h): its storage
   // driver is overlay2 and its data-root is visible here. Empty: yes; else why not. Asked
   // (GET /info) once the engine answers.

@@ -18,6 +18,11 @@ Result<RecoveryReport> DockerBackend::Recover() {
   if (!n) {
     return Fail(n.error());
   }
+  // Links and rules of creates that died before meta.json named them, or of sandboxes whose
+  // directory is gone: nothing else would ever remove the rules.
+  if (const size_t swept = SweepEgress(); swept > 0) {
+    report["egress_rules"] += static_cast<int>(swept);
+  }
   return report;
 }
 
@@ -55,10 +60,18 @@ Result<int> DockerBackend::CleanupOrphans(RecoveryReport* report) {
     } else if (mine) {
       const std::string state = entry.value("State", "");
       double expires = 0;
+      bool egress_missing = false;
       if (auto meta = LoadMeta(SandboxDir(id))) {
         expires = meta->expires_at;
+        // Network egress is attached after the start and then named in meta.json: a started
+        // container without it is a create that died in between (it would have no network).
+        egress_missing =
+            LabelOf(entry, label::kNetwork) == "egress" && meta->egress_link.empty();
       }
-      if (state == "dead") {
+      if (egress_missing) {
+        why = "its create was interrupted before its network was attached";
+        what = "create_rolled_back";
+      } else if (state == "dead") {
         why = "it is dead";
       } else if (state == "created") {
         why = "it was created but never started";

@@ -59,6 +59,21 @@ Result<SandboxInfo> DockerBackend::RestartGuest(const std::string& id) {
   if (!fresh) {
     return Fail(fresh.error());
   }
+  // The restarted container has a new network namespace: egress gets a new link.
+  if (!meta->egress_link.empty()) {
+    DetachEgress(meta->egress_link);
+    meta->egress_link.clear();
+    auto spec = InfoFromInspect(*fresh);
+    auto link = spec && spec->spec.egress ? AttachEgress(container_id, *spec->spec.egress)
+                                          : Result<std::string>(Fail(ErrorCode::kInternal,
+                                                                     "no egress policy label"));
+    if (link) {
+      meta->egress_link = *link;
+    }
+    if (auto saved = SaveMeta(dir, *meta); !saved || !link) {
+      return Fail(!link ? link.error() : saved.error());
+    }
+  }
   Log(LogLevel::kInfo, "docker.guest_restarted", "id={} ms={:.1f}", id,
       std::chrono::duration<double, std::milli>(Clock::now() - started).count());
   return InfoFromInspect(*fresh);

@@ -52,6 +52,7 @@ Result<SandboxMeta> LoadMeta(const std::string& dir) {
     m.labels = j->at("labels").get<std::map<std::string, std::string>>();
     m.expires_at = j->at("expires_at").get<double>();
     m.claimed = j->value("claimed", false);
+    m.egress_link = j->value("egress_link", "");
     return m;
   } catch (const Json::exception& e) {
     return Fail(ErrorCode::kInternal, path + ": " + e.what());
@@ -59,8 +60,11 @@ Result<SandboxMeta> LoadMeta(const std::string& dir) {
 }
 
 Result<void> SaveMeta(const std::string& dir, const SandboxMeta& m) {
-  const Json j = {{"version", 1},       {"token", m.token},           {"owner", m.owner},
-                  {"labels", m.labels}, {"expires_at", m.expires_at}, {"claimed", m.claimed}};
+  Json j = {{"version", 1},       {"token", m.token},           {"owner", m.owner},
+            {"labels", m.labels}, {"expires_at", m.expires_at}, {"claimed", m.claimed}};
+  if (!m.egress_link.empty()) {
+    j["egress_link"] = m.egress_link;
+  }
   return WriteFileAtomic(dir + "/" + kMetaFile, DumpJson(j) + "\n", 0600);
 }
 

@@ -22,6 +22,7 @@ struct SandboxMeta {
   std::map<std::string, std::string> labels;
   double expires_at = 0;  // unix seconds
   bool claimed = false;   // handed out by Claim (a warm pool's sandbox now has an owner)
+  std::string egress_link;  // network egress: the host end of its veth (backends/egress)
 };
 
 inline constexpr const char* kMetaFile = "meta.json";

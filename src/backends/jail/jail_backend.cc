@@ -162,6 +162,10 @@ JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
     pids_limit_ok_ = writable(layout->pids_own);
     cpu_limit_ok_ = writable(layout->cpu_own);
   }
+  why_no_egress_ = egress::EgressNetwork(opts_.egress).WhyUnsupported();
+  if (why_no_egress_.empty()) {
+    egress_ = std::make_unique<egress::EgressNetwork>(opts_.egress);
+  }
   why_no_disk_ = disk::WhyUnsupported();
   if (why_no_disk_.empty()) {
     disks_ = std::make_unique<disk::DiskMaker>(opts_.state_dir + "/.disks",
@@ -291,6 +295,9 @@ ProbeResult JailBackend::Probe() {
     p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
                             "): a create that asks for it is refused");
   }
+  if (!egress_) {
+    p.limitations.push_back("network \"egress\" is refused: " + why_no_egress_);
+  }
   return p;
 }
 
@@ -338,6 +345,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     std::optional<ProcessIdentity> init;
     std::vector<std::string> cgroups;
     bool armed = true;
+    std::string egress_link;
     ~Undo() {
       if (!armed) {
         return;
@@ -360,6 +368,7 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
       if (backend->images_) {
         backend->images_->Release(ImageLease(id));
       }
+      backend->DetachEgress(egress_link);
     }
   } undo{this, id, dir};
 
@@ -367,6 +376,9 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   rec.id = id;
   rec.spec = spec;
   rec.spec.limits = MergeLimits(spec.limits, opts_.default_limits);
+  if (spec.network == NetworkMode::kEgress) {
+    rec.spec.egress = spec.egress.value_or(opts_.egress.default_policy);  // as applied
+  }
   rec.created_at = NowUnix();
   rec.expires_at = rec.created_at + static_cast<double>(spec.ttl_s);
   const ResourceLimits& limits = rec.spec.limits;
@@ -469,6 +481,11 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     }
   }
   cfg.net.share_host = spec.network == NetworkMode::kHost;
+  auto resolv_conf = PrepareEgress(spec, dir);
+  if (!resolv_conf) {
+    return Fail(resolv_conf.error());
+  }
+  cfg.mount.resolv_conf = *resolv_conf;
   cfg.cgroup.name = "agentbox/" + id;
   cfg.cgroup.parent = opts_.cgroup_parent;
   std::vector<std::string> unenforced;
@@ -538,6 +555,10 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   rec.init = launched->init_id;
   undo.helper.emplace(std::move(launched->helper));
   CrashPoint("jail.create.launched");
+  if (auto r = AttachEgress(rec, init_pid); !r) {
+    return Fail(r.error());
+  }
+  undo.egress_link = rec.egress_link;
 
   if (auto r = SaveSandboxRecord(dir + "/spec.json", rec); !r) {
     return Fail(r.error());

@@ -9,6 +9,7 @@
 
 #include "api/sandbox_backend.h"
 #include "backends/disk/disk.h"
+#include "backends/egress/egress_network.h"
 #include "backends/jail/cgroup.h"
 #include "backends/jail/sandbox_record.h"
 #include "common/keyed_mutex.h"
@@ -44,6 +45,8 @@ struct JailBackendOptions {
   // backend opens its own store in <state_dir>/.images bounded by image_cache_bytes.
   std::shared_ptr<images::ImageStore> images;
   uint64_t image_cache_bytes = 10ull << 30;
+  // Network "egress": address pool, resolvers and the default policy (backends/egress).
+  egress::EgressOptions egress;
 };
 
 // Sandboxes as Linux namespaces (see ARCHITECTURE.md). The sandbox's first process is the guest;
@@ -119,6 +122,14 @@ class JailBackend final : public SandboxBackend {
   // Removes every id slot that names `id`; returns how many.
   int ReleaseSlotsOf(const std::string& id);
   Result<int64_t> AllocateSlot(const std::string& id);
+  // jail_egress.cc. For network egress: checks the policy can be enforced here and writes
+  // <dir>/resolv.conf, whose path goes to the jail's mounts (empty for other networks).
+  Result<std::string> PrepareEgress(const SandboxSpec& spec, const std::string& dir) const;
+  // Gives the jail whose init is `init_pid` its link and rules; sets rec.egress_link.
+  Result<void> AttachEgress(SandboxRecord& rec, pid_t init_pid);
+  void DetachEgress(const std::string& link);
+  // Removes links and rules of the pool that no record names; returns how many.
+  size_t SweepEgress();
   void ReleaseSlot(int64_t slot, const std::string& id);
 
   JailBackendOptions opts_;
@@ -133,6 +144,8 @@ class JailBackend final : public SandboxBackend {
   // OCI images; null when the store could not be opened (why_no_images_).
   std::shared_ptr<images::ImageStore> images_;
   std::string why_no_images_;
+  std::unique_ptr<egress::EgressNetwork> egress_;
+  std::string why_no_egress_;
 
   KeyedMutex id_locks_;  // held by every operation on one id
 

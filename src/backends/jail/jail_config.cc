@@ -25,7 +25,8 @@ Json JailConfigToJson(const JailConfig& c) {
                  {{"lower_dirs", c.mount.overlay.lower_dirs},
                   {"upper_dir", c.mount.overlay.upper_dir},
                   {"work_dir", c.mount.overlay.work_dir}}},
-                {"read_only_root", c.mount.read_only_root}};
+                {"read_only_root", c.mount.read_only_root},
+                {"resolv_conf", c.mount.resolv_conf}};
   for (const auto& x : c.mount.extra) {
     j["mount"]["extra"].push_back(
         {{"host_path", x.host_path}, {"target", x.target}, {"writable", x.writable}});
@@ -82,6 +83,7 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
       c.mount.overlay.work_dir = o.at("work_dir").get<std::string>();
     }
     c.mount.read_only_root = m.value("read_only_root", false);
+    c.mount.resolv_conf = m.value("resolv_conf", "");
     for (const auto& x : m.value("extra", Json::array())) {
       c.mount.extra.push_back({x.at("host_path").get<std::string>(),
                                x.at("target").get<std::string>(), x.at("writable").get<bool>()});

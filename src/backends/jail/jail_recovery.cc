@@ -176,6 +176,10 @@ Result<void> JailBackend::RemoveEverything(const std::string& id, const SandboxR
   }
   count("cgroup", present);
   CrashPoint("jail.destroy.killed");
+  if (rec != nullptr && !rec->egress_link.empty()) {
+    DetachEgress(rec->egress_link);  // the namespace died with the jail: its rules remain
+    count("egress_link", 1);
+  }
   auto unmounted = UnmountBelow(dir);
   if (!unmounted) {
     return Fail(unmounted.error());
@@ -263,6 +267,11 @@ Result<RecoveryReport> JailBackend::Recover() {
     }
     Log(r ? LogLevel::kInfo : LogLevel::kWarn, "jail.recovered",
         "id={} what={} removed=\"{}\" ok={}", id, what, removed, r ? "true" : r.error().message);
+  }
+  // Links and rules of creates that died before their record named them (or whose record is
+  // gone): nothing else would ever remove the rules.
+  if (const size_t swept = SweepEgress(); swept > 0) {
+    report["egress_rules"] += static_cast<int>(swept);
   }
   return report;
 }

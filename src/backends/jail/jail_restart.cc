@@ -64,6 +64,12 @@ Result<SandboxInfo> JailBackend::RestartGuest(const std::string& id) {
   rec->helper = launched->helper_id;
   rec->init = launched->init_id;
   rec->cgroups = launched->cgroups;
+  // The old network namespace died with the old jail: the new one gets a link of its own.
+  DetachEgress(rec->egress_link);
+  rec->egress_link.clear();
+  if (auto r = AttachEgress(*rec, rec->init.pid); !r) {
+    return Fail(r.error());  // the new helper (still owned) is killed: the jail ends with it
+  }
   if (auto r = SaveSandboxRecord(dir + "/spec.json", *rec); !r) {
     return Fail(r.error());  // the new helper (still owned) is killed: the jail ends with it
   }

@@ -279,6 +279,13 @@ Result<MountPlan> PrepareMounts(MountNsConfig cfg) {
   plan.workspace = std::move(*workspace);
   plan.run = std::move(*run);
   plan.guest = std::move(*guest);
+  if (!cfg.resolv_conf.empty()) {
+    auto resolv = DescribePath(cfg.resolv_conf, "etc/resolv.conf", MountSource::Kind::kFile);
+    if (!resolv) {
+      return Fail(resolv.error());
+    }
+    plan.resolv_conf = std::move(*resolv);
+  }
   for (const auto& x : cfg.extra) {
     if (!x.target.starts_with("/") || x.target.size() < 2 ||
         x.target.find("..") != std::string::npos) {
@@ -309,6 +316,9 @@ Result<void> EnterMountNamespace(MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(OpenSource(plan.guest));
   if (plan.config.overlay.enabled()) {
     JAIL_RETURN_IF_ERROR(OpenOverlaySources(plan.config.overlay, plan.overlay));
+  }
+  if (!plan.resolv_conf.host_path.empty()) {
+    JAIL_RETURN_IF_ERROR(OpenSource(plan.resolv_conf));
   }
   for (MountSource& src : plan.extra) {
     JAIL_RETURN_IF_ERROR(OpenSource(src));
@@ -343,6 +353,32 @@ static Result<void> MountSys(const MountPlan& plan) {
   return {};
 }
 
+// The sandbox's own resolver list over /etc/resolv.conf. Only a regular file can be covered: a
+// symlink would be followed to wherever it points on the host's side of the not yet pivoted root.
+static Result<void> BindResolvConf(const MountPlan& plan) {
+  if (plan.resolv_conf.host_path.empty()) {
+    return {};
+  }
+  struct stat st {};
+  // An overlay root is the sandbox's own copy: a missing file, or a symlink (replaced in the
+  // upper directory, never followed), becomes a regular file to bind over.
+  const bool own_root = plan.config.system_writable || plan.config.overlay.enabled();
+  const int found = ::lstat("etc/resolv.conf", &st);
+  if (found == 0 && S_ISLNK(st.st_mode) && plan.config.overlay.enabled()) {
+    if (::unlink("etc/resolv.conf") != 0) {
+      return Fail(ErrnoError(errno, "replace the image's /etc/resolv.conf symlink"));
+    }
+    JAIL_RETURN_IF_ERROR(MakeFile("etc/resolv.conf", 0644));
+  } else if (found != 0 && errno == ENOENT && own_root) {
+    JAIL_RETURN_IF_ERROR(MakeFile("etc/resolv.conf", 0644));
+  } else if (::lstat("etc/resolv.conf", &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "network egress: the image's /etc/resolv.conf must be a regular file");
+  }
+  return Bind(plan.resolv_conf.fd, "etc/resolv.conf", /*recursive=*/false,
+              MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+}
+
 // Mounts config.extra over their targets, making missing targets (and parents) on the root
 // tmpfs (the current directory).
 static Result<void> MountExtra(const MountPlan& plan) {
@@ -375,6 +411,8 @@ Result<void> BuildRootAndPivot(const MountPlan& plan) {
   } else {
     JAIL_RETURN_IF_ERROR(ExposeSystemEntries(plan));
   }
+  // After the image: /etc/resolv.conf is bound over the image's own.
+  JAIL_RETURN_IF_ERROR(BindResolvConf(plan));
   JAIL_RETURN_IF_ERROR(MakeDir("workspace", 0755));
   JAIL_RETURN_IF_ERROR(Bind(plan.workspace.fd, "workspace", /*recursive=*/false, kWritableAttrs));
   JAIL_RETURN_IF_ERROR(MakeDir("run", 0755));

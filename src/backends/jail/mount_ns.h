@@ -48,6 +48,10 @@ struct MountNsConfig {
   uint64_t shm_bytes = 64ull << 20;
   // A read-only sysfs at /sys. Only possible in the jail's own network namespace.
   bool sysfs = true;
+  // A host file bound read-only over /etc/resolv.conf (network egress: the resolvers the
+  // sandbox may reach). Empty: /etc/resolv.conf is what the system source has. The system source
+  // must then have /etc/resolv.conf as a regular file (a symlink would lead out of the jail).
+  std::string resolv_conf;
   // Host files or directories mounted at `target` (absolute) after everything above, e.g. the
   // generated /etc/passwd and /etc/group of the `user` account and its home (sandbox_user.h).
   // A missing target and its missing parents are made on the root tmpfs; an existing one (a
@@ -85,6 +89,7 @@ struct MountPlan {
   MountSource run;
   MountSource guest;
   OverlayPlan overlay;  // completed by the helper (Contain) when config.overlay is enabled
+  MountSource resolv_conf;  // host_path empty when unused
   std::vector<MountSource> extra;  // config.extra, in order
 };
 

@@ -20,11 +20,14 @@ Json SandboxRecordToJson(const SandboxRecord& r) {
   Json spec = {{"image", r.spec.image},
                {"env", r.spec.env},
                {"limits", LimitsToJson(r.spec.limits)},
-               {"network", r.spec.network == NetworkMode::kHost ? "host" : "none"},
+               {"network", NetworkModeName(r.spec.network)},
                {"labels", r.spec.labels},
                {"owner", r.spec.owner},
                {"ttl_s", r.spec.ttl_s}};
-  return {{"version", 1},
+  if (r.spec.egress) {
+    spec["egress"] = EgressPolicyToJson(*r.spec.egress);
+  }
+  Json out = {{"version", 1},
           {"id", r.id},
           {"backend", "jail"},
           {"spec", spec},
@@ -39,6 +42,10 @@ Json SandboxRecordToJson(const SandboxRecord& r) {
           {"uid_slot", r.uid_slot},
           {"token", r.token},
           {"detail", r.detail}};
+  if (!r.egress_link.empty()) {
+    out["egress_link"] = r.egress_link;
+  }
+  return out;
 }
 
 Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
@@ -52,8 +59,15 @@ Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
     r.spec.image = s.at("image").get<std::string>();
     r.spec.env = s.at("env").get<std::map<std::string, std::string>>();
     r.spec.limits = LimitsFromJson(s.at("limits"));
-    r.spec.network =
-        s.at("network").get<std::string>() == "host" ? NetworkMode::kHost : NetworkMode::kNone;
+    r.spec.network = NetworkModeFromName(s.at("network").get<std::string>()).value_or(
+        NetworkMode::kNone);
+    if (auto e = s.find("egress"); e != s.end()) {
+      auto policy = EgressPolicyFromJson(*e);
+      if (!policy) {
+        return Fail(ErrorCode::kInternal, "sandbox record: " + policy.error().message);
+      }
+      r.spec.egress = *policy;
+    }
     r.spec.labels = s.at("labels").get<std::map<std::string, std::string>>();
     r.spec.owner = s.at("owner").get<std::string>();
     r.spec.ttl_s = s.at("ttl_s").get<int64_t>();
@@ -68,6 +82,7 @@ Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
     r.uid_slot = j.at("uid_slot").get<int64_t>();
     r.token = j.at("token").get<std::string>();
     r.detail = j.at("detail").get<std::string>();
+    r.egress_link = j.value("egress_link", "");
     return r;
   } catch (const Json::exception& e) {
     return Fail(ErrorCode::kInternal, std::string("sandbox record: ") + e.what());

@@ -27,6 +27,8 @@ struct SandboxRecord {
   int64_t uid_slot = -1;  // slot of the id range in <state_dir>/.slots, -1 for none
   std::string token;      // the guest's X-Access-Token
   std::string detail;     // e.g. "cgroup limits not enforced: ..."
+  // network egress: the host end of the sandbox's veth (backends/egress), empty for none.
+  std::string egress_link;
 };
 
 Json SandboxRecordToJson(const SandboxRecord& r);

@@ -31,9 +31,12 @@ std::string SpecKey(const SandboxSpec& spec) {
   Json j = {{"image", spec.image},
             {"env", spec.env},
             {"limits", LimitsToJson(spec.limits)},
-            {"network", spec.network == NetworkMode::kHost ? "host" : "none"},
+            {"network", NetworkModeName(spec.network)},
             {"network_name", spec.network_name},
             {"read_only_root", spec.read_only_root}};
+  if (spec.egress) {
+    j["egress"] = EgressPolicyToJson(*spec.egress);  // absent when unset, as run_mode
+  }
   if (!spec.run_mode.empty()) {
     j["run_mode"] = spec.run_mode;  // absent when empty: the keys of earlier pools stay valid
   }
