@@ -57,7 +57,8 @@ std::optional<NetworkMode> NetworkModeFromName(std::string_view name);
 struct SandboxSpec {
   // jail: empty = the host's system directories read-only; otherwise a directory or a tarball
   // used as the root filesystem, or an OCI image (a local Docker engine image, an OCI layout or
-  // a docker save / OCI archive: docs/images.md). docker: an image reference.
+  // a docker save / OCI archive: docs/images.md): the lower layers of the sandbox's writable
+  // copy-on-write root. docker: an image reference.
   std::string image;
   std::map<std::string, std::string> env;
   ResourceLimits limits;
@@ -67,7 +68,8 @@ struct SandboxSpec {
   std::string network_name;
   // network kEgress: what the sandbox may reach; unset = the backend's configured default.
   std::optional<EgressPolicy> egress;
-  // Root filesystem read-only, with /workspace and /tmp still writable.
+  // Root filesystem read-only: writes outside /workspace, /tmp, /dev/shm and /run/agentbox fail
+  // with EROFS. Backends that cannot (Capabilities::read_only_root false) refuse it.
   bool read_only_root = false;
   std::map<std::string, std::string> labels;
   std::string owner;  // identity of the API key that created it (never the key itself)
@@ -144,6 +146,15 @@ struct Capabilities {
   //  "none": nothing is bounded (a create that asks for disk_bytes is refused).
   std::string disk_limit = "none";
   std::string disk_limit_note;  // one sentence: why not "workspace_and_root"; empty when it is
+  // Whether SandboxSpec::read_only_root is honoured (writes outside /workspace, /tmp, /dev/shm and
+  // /run/agentbox fail with EROFS). A backend that cannot refuses it at create (kInvalidArgument).
+  bool read_only_root = false;
+  // What a sandbox's writable root filesystem (its image's files) is:
+  //  "sandbox": private to the sandbox, copy-on-write over the image, kept across restart-guest;
+  //  "execution": private, but lost when the guest's execution is replaced (cloudrun session);
+  //  "command": every command starts from the image again (cloudrun job mode);
+  //  "": not declared (e.g. test backends whose guests run on the host).
+  std::string root_filesystem;
 };
 
 // What a backend tells the daemon about guests it replaces on its own (cloudrun session mode

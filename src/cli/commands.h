@@ -22,6 +22,7 @@ struct CreateArgs {
   std::optional<int64_t> disk_mb;   // limits.disk_bytes, in MiB
   std::vector<std::string> env;     // KEY=VALUE (or KEY, taken from the local environment)
   std::vector<std::string> labels;  // KEY=VALUE
+  bool read_only_root = false;      // EROFS outside /workspace, /tmp, /dev/shm, /run/agentbox
   bool json = false;
 };
 

@@ -59,6 +59,8 @@ int Main(int argc, char** argv) {
                                  "disk limit in MiB for /workspace and the writable root");
   c->add_option("--env", create.env, "KEY=VALUE (or KEY from this environment); repeatable");
   c->add_option("--label", create.labels, "KEY=VALUE; repeatable");
+  c->add_flag("--read-only-root", create.read_only_root,
+              "root filesystem read-only (/workspace and /tmp stay writable)");
   c->add_flag("--json", create.json, "print the whole sandbox as JSON");
   c->callback([&] {
     if (*ttl_opt) {

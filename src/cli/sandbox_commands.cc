@@ -117,6 +117,9 @@ int Create(DaemonClient& client, const CreateArgs& a) {
   if (a.ttl_s) {
     body["ttl_s"] = *a.ttl_s;
   }
+  if (a.read_only_root) {
+    body["read_only_root"] = true;
+  }
   Json limits = Json::object();
   if (a.memory_mb) {
     limits["memory_mb"] = *a.memory_mb;

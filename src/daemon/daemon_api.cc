@@ -92,6 +92,7 @@ Json SandboxJson(const SandboxEntry& e) {
               {"labels", std::move(labels)},
               {"limits", limits},
               {"network", NetworkModeName(i.spec.network)},
+              {"read_only_root", i.spec.read_only_root},
               {"created_at", created_at},
               {"migrated_from", std::move(migrated_from)},
               {"expires_at", i.expires_at},

@@ -5,7 +5,7 @@ namespace agentbox::daemon {
 Result<std::vector<UnknownField>> CheckCreateFields(const Json& body) {
   static const FieldSchema kBody =
       FieldSchema::Reject({"image", "backend", "subject", "network", "ttl_s", "limits", "env",
-                           "labels", "cloudrun_mode", "egress"});
+                           "labels", "cloudrun_mode", "read_only_root", "egress"});
   static const FieldSchema kLimits =
       FieldSchema::Reject({"memory_mb", "cpus", "pids", "tmp_mb", "open_files", "disk_bytes"});
   if (auto top = CheckKnownFields(body, kBody); !top) {

@@ -42,20 +42,23 @@ void DaemonApi::Create(const http::Request& req, const Caller& caller, http::Res
   auto subject = f.OptString("subject");
   auto network = f.OptString("network");
   auto run_mode = f.OptString("cloudrun_mode");
+  auto read_only_root = f.OptBool("read_only_root");
   auto limits = ParseLimits(*body);
   auto env = ParseStringMap(*body, "env", 1024);
   auto labels = ParseStringMap(*body, "labels", 64);
-  for (const Error* e : {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
-                         backend_name ? nullptr : &backend_name.error(),
-                         subject ? nullptr : &subject.error(), network ? nullptr : &network.error(),
-                         run_mode ? nullptr : &run_mode.error(), limits ? nullptr : &limits.error(),
-                         env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
+  for (const Error* e :
+       {image ? nullptr : &image.error(), ttl ? nullptr : &ttl.error(),
+        backend_name ? nullptr : &backend_name.error(), subject ? nullptr : &subject.error(),
+        network ? nullptr : &network.error(), run_mode ? nullptr : &run_mode.error(),
+        read_only_root ? nullptr : &read_only_root.error(), limits ? nullptr : &limits.error(),
+        env ? nullptr : &env.error(), labels ? nullptr : &labels.error()}) {
     if (e) {
       return respond(JsonErr(*e));
     }
   }
   spec.image = image->value_or("");
   spec.ttl_s = ttl->value_or(opts_.default_ttl_s);
+  spec.read_only_root = read_only_root->value_or(false);
   spec.limits = *limits;
   spec.env = *env;
   spec.labels = *labels;

@@ -56,8 +56,8 @@ class ImagesTest : public ::testing::Test {
     UniqueFd fd(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     return UnpackLayer(StringSource(tar), fd.Get(), o);
   }
-  // A read-only overlay of the named layers (bottom first), as the jail stacks them; empty when
-  // this process cannot mount (not root).
+  // A read-only overlay of the named layers (bottom first), as the jail stacks them below its
+  // upper directory; empty when this process cannot mount (not root).
   std::string Stack(const std::vector<std::string>& layers) {
     if (::geteuid() != 0) {
       return "";

@@ -668,7 +668,9 @@ Json Selector::InfoJson(const Decision& d) const {
                         {"warm_pool", c.claim},
                         {"guest_process", c.guest_process},
                         {"disk_limit", c.disk_limit},
-                        {"disk_limit_note", c.disk_limit_note}}}};
+                        {"disk_limit_note", c.disk_limit_note},
+                        {"read_only_root", c.read_only_root},
+                        {"root_filesystem", c.root_filesystem}}}};
   }
   for (const auto& [name, err] : config_errors_) {
     backends[name] = {{"available", false}, {"config_error", err}};

@@ -296,10 +296,12 @@ TEST_F(CliTest, CreateListInfoTimeoutRemove) {
   EXPECT_EQ(backend_->Get(id)->spec.labels.count(daemon::kIdempotencyLabel), 1u);
 
   Outcome j = Run({"create", "--json", "--memory-mb", "256", "--cpus", "0.5", "--pids", "64",
-                   "--disk-mb", "512", "--env", "FOO=bar"});
+                   "--disk-mb", "512", "--env", "FOO=bar", "--read-only-root"});
   ASSERT_EQ(j.status, 0) << j.err;
   Json created = Json::parse(j.out, nullptr, false);
   ASSERT_TRUE(created.is_object()) << j.out;
+  EXPECT_EQ(created["read_only_root"], true);
+  EXPECT_TRUE(backend_->Get(created["id"].get<std::string>())->spec.read_only_root);
   EXPECT_EQ(created["limits"]["memory_mb"], 256);
   EXPECT_EQ(created["limits"]["pids"], 64);
   EXPECT_DOUBLE_EQ(created["limits"]["cpus"].get<double>(), 0.5);

@@ -227,6 +227,8 @@ Capabilities CloudRunBackend::GetCapabilities() const {
     // created with cloudrun_mode "job" keep job mode's limits, which their calls state.)
     c.claim = true;
     c.shared_state = true;
+    // The execution's writable layer is in memory: a replaced execution starts from the image.
+    c.root_filesystem = "execution";
     return c;
   }
   c.background_processes = false;
@@ -238,6 +240,7 @@ Capabilities CloudRunBackend::GetCapabilities() const {
   c.claim = false;
   c.shared_state = true;
   c.guest_process = false;
+  c.root_filesystem = "command";  // one execution per command
   c.command_start_allowance_s =
       std::chrono::duration<double>(opts_.start_timeout).count();  // AGENTBOX_CLOUDRUN_START_TIMEOUT_S
   c.disk_limit = "daemon_writes";

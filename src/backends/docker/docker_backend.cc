@@ -173,6 +173,8 @@ std::string DockerBackend::ResolveImage(const SandboxSpec& spec) const {
 Capabilities DockerBackend::GetCapabilities() const {
   Capabilities c;
   c.claim = true;
+  c.read_only_root = true;  // ReadonlyRootfs, with /workspace, /tmp and /run/agentbox writable
+  c.root_filesystem = "sandbox";  // the container's writable layer
   std::optional<std::string> why_not;
   {
     std::lock_guard<std::mutex> lock(mu_);

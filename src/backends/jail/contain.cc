@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +15,6 @@
 #include <cstring>
 
 #include "backends/jail/caps.h"
-#include "backends/jail/image_mounts.h"
 #include "backends/jail/namespaces.h"
 #include "backends/jail/result_util.h"
 #include "common/unique_fd.h"
@@ -30,7 +28,6 @@ struct ChildPipes {
   int report = -1;   // write: the error, if setup fails (close-on-exec)
   int seccomp = -1;  // read: the filter program, compiled by the parent meanwhile
   int output = -1;   // write: becomes stdout and stderr
-  int layers = -1;   // unix socket: the image's idmapped layer mounts, when there are any
 };
 
 // The child's half of the jail: every kernel concern in its fixed order. Returns only on
@@ -117,18 +114,7 @@ void WriteAll(int fd, const std::string& s) {
   if (n != 1) {
     ::_exit(126);  // the parent gave up
   }
-  Result<void> r;
-  if (pipes.layers >= 0) {
-    auto mounts = ReceiveFds(pipes.layers, plan.layers.size());
-    if (mounts) {
-      plan.layer_mounts = std::move(*mounts);
-    } else {
-      r = Fail(mounts.error());
-    }
-  }
-  if (r) {
-    r = ContainChild(cfg, plan, pipes);
-  }
+  auto r = ContainChild(cfg, plan, pipes);
   WriteAll(pipes.report, r ? std::string("unknown failure") : r.error().message);
   ::_exit(127);
 }
@@ -222,6 +208,14 @@ Result<RunningJail> Contain(const JailConfig& cfg) {
   if (!plan) {
     return Fail(plan.error());
   }
+  if (mounts.overlay.enabled()) {
+    // Idmapped layers need the host's CAP_SYS_ADMIN: made here, attached by the child.
+    auto overlay = PrepareOverlay(mounts.overlay, cfg.user);
+    if (!overlay) {
+      return Fail(overlay.error());
+    }
+    plan->overlay = std::move(*overlay);
+  }
   auto cgroup = SandboxCgroup::Create(cfg.cgroup);
   if (!cgroup) {
     return Fail(cgroup.error());
@@ -236,18 +230,6 @@ Result<RunningJail> Contain(const JailConfig& cfg) {
                 : !seccomp ? seccomp.error()
                            : output.error());
   }
-  // An image's layers are idmapped by this process (it holds the privilege over their file
-  // system) and handed to the child over a socket once its id maps exist.
-  UniqueFd layers_parent, layers_child;
-  const bool idmap_layers = !plan->layers.empty() && IdmapImageLayers(cfg.user);
-  if (idmap_layers) {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-      return Fail(ErrnoError(errno, "socketpair"));
-    }
-    layers_parent.Reset(sv[0]);
-    layers_child.Reset(sv[1]);
-  }
   const pid_t pid = CloneProcess(CloneFlags(cfg.net));
   if (pid < 0) {
     return Fail(ErrnoError(errno, "clone new namespaces"));
@@ -257,10 +239,8 @@ Result<RunningJail> Contain(const JailConfig& cfg) {
     report->first.Reset();
     seccomp->second.Reset();
     output->first.Reset();
-    layers_parent.Reset();
     RunChild(cfg, *plan,
-             {go->first.Get(), report->second.Get(), seccomp->first.Get(), output->second.Get(),
-              layers_child ? layers_child.Get() : -1});
+             {go->first.Get(), report->second.Get(), seccomp->first.Get(), output->second.Get()});
   }
   // From here on, failure kills the child.
   RunningJail jail(pid, std::move(*cgroup), std::move(output->first));
@@ -268,15 +248,7 @@ Result<RunningJail> Contain(const JailConfig& cfg) {
   report->second.Reset();
   seccomp->first.Reset();
   output->second.Reset();
-  layers_child.Reset();
   JAIL_RETURN_IF_ERROR(WriteIdMaps(pid, cfg.user));
-  if (idmap_layers) {
-    auto layer_mounts = MakeIdmappedLayers(pid, *plan);
-    if (!layer_mounts) {
-      return Fail(layer_mounts.error());
-    }
-    JAIL_RETURN_IF_ERROR(SendFds(layers_parent.Get(), *layer_mounts));
-  }
   JAIL_RETURN_IF_ERROR(jail.cgroup_.Attach(pid));  // before its cgroup namespace exists
   if (::write(go->second.Get(), "g", 1) != 1) {
     return Fail(ErrnoError(errno, "release the jail's child"));

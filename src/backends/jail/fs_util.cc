@@ -60,36 +60,4 @@ Result<int> UnmountBelow(const std::string& dir) {
   return n;
 }
 
-Result<void> ShiftOwnership(const std::string& root, uint32_t uid_base, uint32_t gid_base,
-                            uint32_t count) {
-  std::vector<std::string> stack = {root};
-  while (!stack.empty()) {
-    const std::string path = std::move(stack.back());
-    stack.pop_back();
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) {
-      return Fail(ErrnoError(errno, "stat " + path));
-    }
-    const uid_t uid = st.st_uid < count ? uid_base + st.st_uid : uid_base;
-    const gid_t gid = st.st_gid < count ? gid_base + st.st_gid : gid_base;
-    if (::lchown(path.c_str(), uid, gid) != 0) {
-      return Fail(ErrnoError(errno, "chown " + path));
-    }
-    if (S_ISDIR(st.st_mode)) {
-      DIR* d = ::opendir(path.c_str());
-      if (d == nullptr) {
-        return Fail(ErrnoError(errno, "list " + path));
-      }
-      while (const dirent* e = ::readdir(d)) {
-        const std::string n = e->d_name;
-        if (n != "." && n != "..") {
-          stack.push_back(path + "/" + n);
-        }
-      }
-      ::closedir(d);
-    }
-  }
-  return {};
-}
-
 }  // namespace agentbox::jail

@@ -6,7 +6,10 @@
 //                                   {"ok":false,"error":"..."}), then stays as the jail's parent
 //                                   until the jail ends, copying the jail's output to stderr (the
 //                                   sandbox's log, capped), and removes its cgroups.
-//   agentbox-jail probe             prints {"usable":..,"reason":..,"limitations":[..]}.
+//   agentbox-jail probe [DIR]       prints {"usable":..,"reason":..,"limitations":[..],
+//                                   "overlay_root":{"ok":..,"how":..,"error":..}}; the overlay
+//                                   root is tried in a scratch directory made (and removed) in
+//                                   DIR (the state directory: its filesystem holds the uppers).
 //
 // The jail dies with this process (PR_SET_PDEATHSIG), and SIGTERM/SIGINT/SIGHUP here kill it:
 // the helper's pid stands for the whole sandbox. stdout is left open after the report so the
@@ -18,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -25,6 +29,8 @@
 
 #include "backends/jail/contain.h"
 #include "backends/jail/jail_config.h"
+#include "backends/jail/rootfs.h"
+#include "common/fs_util.h"
 #include "common/json_util.h"
 #include "common/log.h"
 
@@ -106,9 +112,27 @@ int Run(const char* config_path) {
   return 0;
 }
 
-int Probe() {
+int Probe(const char* scratch_parent) {
   const auto p = agentbox::jail::ProbeContain();
-  PrintLine({{"usable", p.usable}, {"reason", p.reason}, {"limitations", p.limitations}});
+  Json overlay = Json::object();
+  if (p.usable) {
+    std::string tmpl = std::string(scratch_parent) + "/.probe-XXXXXX";
+    std::string error;
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      error = std::string("cannot make a scratch directory in ") + scratch_parent + ": " +
+              std::strerror(errno);
+    } else {
+      error = agentbox::jail::ProbeOverlayRoot(tmpl);
+      (void)agentbox::RemoveTree(tmpl);
+    }
+    overlay = {{"ok", error.empty()},
+               {"how", agentbox::jail::OverlayRootDescription(::geteuid() == 0)},
+               {"error", error}};
+  }
+  PrintLine({{"usable", p.usable},
+             {"reason", p.reason},
+             {"limitations", p.limitations},
+             {"overlay_root", overlay}});
   return p.usable ? 0 : 1;
 }
 
@@ -118,9 +142,9 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::strcmp(argv[1], "run") == 0) {
     return Run(argv[2]);
   }
-  if (argc == 2 && std::strcmp(argv[1], "probe") == 0) {
-    return Probe();
+  if ((argc == 2 || argc == 3) && std::strcmp(argv[1], "probe") == 0) {
+    return Probe(argc == 3 ? argv[2] : "/tmp");
   }
-  std::fprintf(stderr, "usage: agentbox-jail run CONFIG_FILE | agentbox-jail probe\n");
+  std::fprintf(stderr, "usage: agentbox-jail run CONFIG_FILE | agentbox-jail probe [DIR]\n");
   return 2;
 }

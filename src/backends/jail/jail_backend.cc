@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <optional>
 
@@ -97,6 +98,58 @@ Result<void> ExtractTarball(const std::string& image, const std::string& dest,
   return {};
 }
 
+// The image's directories for the overlay root, bottom first. None of them is ever written
+// (the overlay's upper directory takes every write): an OCI image's layers come from the image
+// store's cache, shared by every sandbox of the image (and held by its lease); a directory is
+// used in place, shared likewise; a tarball is extracted, with its own ids, into
+// <disk_root>/image (the sandbox's disk, so it counts against limits.disk_bytes).
+Result<std::vector<std::string>> ImageLayers(const JailImage& image, const std::string& disk_root,
+                                             const std::string& dir) {
+  switch (image.form) {
+    case images::ImageForm::kHost:
+      return std::vector<std::string>{};
+    case images::ImageForm::kRootfsDir:
+      return std::vector<std::string>{image.path};
+    case images::ImageForm::kLayout:
+    case images::ImageForm::kArchive:
+    case images::ImageForm::kEngine:
+      return image.layer_dirs;
+    case images::ImageForm::kRootfsTarball:
+      break;
+  }
+  const std::string extracted = disk_root + "/image";
+  if (auto r = MakeDir(extracted, 0755); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = ExtractTarball(image.path, extracted, dir + "/tar.log"); !r) {
+    return Fail(r.error());
+  }
+  return std::vector<std::string>{extracted};
+}
+
+// <root>/upper and <root>/work, owned by the sandbox's root (the overlay is mounted by the
+// sandbox's user namespace, whose root must be able to write both).
+Result<OverlayRootConfig> MakeOverlayDirs(const std::string& root, uint32_t uid, uint32_t gid,
+                                          bool privileged) {
+  OverlayRootConfig o;
+  o.upper_dir = root + "/upper";
+  o.work_dir = root + "/work";
+  for (const auto& [path, mode] :
+       {std::pair{root, 0755}, std::pair{o.upper_dir, 0755}, std::pair{o.work_dir, 0700}}) {
+    if (auto r = MakeDir(path, static_cast<mode_t>(mode)); !r) {
+      return Fail(r.error());
+    }
+  }
+  if (privileged) {
+    for (const auto& path : {o.upper_dir, o.work_dir}) {
+      if (auto r = Chown(path, uid, gid); !r) {
+        return Fail(r.error());
+      }
+    }
+  }
+  return o;
+}
+
 }  // namespace
 
 JailBackend::JailBackend(JailBackendOptions opts) : opts_(std::move(opts)) {
@@ -176,6 +229,8 @@ Capabilities JailBackend::GetCapabilities() const {
   // The sandbox's own filesystem holds /workspace and, for an image, the writable root.
   c.disk_limit = disks_ ? "workspace_and_root" : "none";
   c.disk_limit_note = disks_ ? "" : "limits.disk_bytes is not enforced: " + why_no_disk_;
+  c.read_only_root = true;
+  c.root_filesystem = "sandbox";
   return c;
 }
 
@@ -203,7 +258,7 @@ ProbeResult JailBackend::Probe() {
   UniqueFd write_end(fds[1]);
   ChildProcess::Options o;
   o.path = opts_.helper_binary;
-  o.argv = {"agentbox-jail", "probe"};
+  o.argv = {"agentbox-jail", "probe", opts_.state_dir};
   o.stdout_fd = write_end.Get();
   auto helper = ChildProcess::Spawn(o);
   write_end.Reset();
@@ -222,6 +277,20 @@ ProbeResult JailBackend::Probe() {
   p.usable = j->value("usable", false);
   p.reason = j->value("reason", std::string());
   p.limitations = j->value("limitations", std::vector<std::string>());
+  if (p.usable) {
+    const Json overlay = j->value("overlay_root", Json::object());
+    if (overlay.value("ok", false)) {
+      // Once per process: /readyz probes on every call.
+      static std::atomic<bool> logged{false};
+      if (!logged.exchange(true)) {
+        Log(LogLevel::kInfo, "jail.overlay_root", "how=\"{}\"", overlay.value("how", ""));
+      }
+    } else {
+      p.limitations.push_back("sandboxes with an image cannot be created: the overlay root (" +
+                              overlay.value("how", std::string("overlayfs")) +
+                              ") fails here: " + overlay.value("error", std::string("?")));
+    }
+  }
   if (!disks_) {
     p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
                             "): a create that asks for it is refused");
@@ -376,52 +445,30 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
     return Fail(image.error());
   }
   CrashPoint("jail.create.image");
-  switch (image->form) {
-    case images::ImageForm::kHost:
-      cfg.mount.system_source = "/";
-      cfg.mount.system_entries = DefaultSystemEntries();
-      break;
-    case images::ImageForm::kRootfsDir:
-      cfg.mount.system_source = spec.image;  // shared: exposed read-only
-      break;
-    case images::ImageForm::kRootfsTarball: {
-      const std::string rootfs = disk->root + "/rootfs";
-      if (auto r = MakeDir(rootfs, 0755); !r) {
-        return Fail(r.error());
-      }
-      if (auto r = ExtractTarball(spec.image, rootfs, dir + "/tar.log"); !r) {
-        return Fail(r.error());
-      }
-      if (privileged_) {
-        if (auto r = ShiftOwnership(rootfs, rec.host_uid, rec.host_gid, rec.id_count); !r) {
-          return Fail(r.error());
-        }
-      }
-      cfg.mount.system_source = rootfs;  // a private copy: writable
-      cfg.mount.system_writable = true;
-      break;
+  if (image->form == images::ImageForm::kHost) {
+    cfg.mount.system_source = "/";
+    cfg.mount.system_entries = DefaultSystemEntries();
+  } else {
+    // Every image form becomes the lower directories of one overlay root (rootfs.h).
+    auto layers = ImageLayers(*image, disk->root, dir);
+    if (!layers) {
+      return Fail(layers.error());
     }
-    case images::ImageForm::kLayout:
-    case images::ImageForm::kArchive:
-    case images::ImageForm::kEngine:
-      // Shared, read-only layers from the image store, stacked in the jail (image_mounts.h).
-      cfg.mount.image_layers = image->layer_dirs;
-      break;
+    // The root's writes go to the sandbox's disk, next to /workspace: limits.disk_bytes bounds
+    // them, and they survive a restart of the guest (the overlay is mounted again over them).
+    auto overlay = MakeOverlayDirs(disk->root + "/rootfs", rec.host_uid, rec.host_gid, privileged_);
+    if (!overlay) {
+      return Fail(overlay.error());
+    }
+    cfg.mount.overlay = std::move(*overlay);
+    cfg.mount.overlay.lower_dirs = std::move(*layers);
   }
-  if (!cfg.mount.system_writable && privileged_) {
-    // A shared read-only /etc: the daemon adds the `user` account (sandbox_user.h).
-    std::string etc =
+  cfg.mount.read_only_root = spec.read_only_root;
+  if (!cfg.mount.overlay.enabled() && !cfg.mount.system_writable && privileged_) {
+    // A shared read-only /etc (the host's): the daemon adds the `user` account (sandbox_user.h).
+    // An image's /etc is writable (the overlay root): the account is made inside, as on docker.
+    const std::string etc =
         (cfg.mount.system_source == "/" ? std::string() : cfg.mount.system_source) + "/etc";
-    if (!cfg.mount.image_layers.empty()) {
-      // An OCI image's /etc: the topmost layer that has the account files.
-      etc = cfg.mount.image_layers.back() + "/etc";
-      for (auto it = cfg.mount.image_layers.rbegin(); it != cfg.mount.image_layers.rend(); ++it) {
-        if (PathExists(*it + "/etc/passwd")) {
-          etc = *it + "/etc";
-          break;
-        }
-      }
-    }
     auto user = PrepareSandboxUser(etc, dir, disk->root, rec.host_uid, rec.host_gid, rec.id_count);
     if (user) {
       cfg.mount.extra = std::move(user->mounts);

@@ -19,7 +19,7 @@ namespace agentbox::jail {
 
 struct JailBackendOptions {
   // Where sandboxes live: <state_dir>/<id>/{spec.json, jail.json, jail.log, workspace/, run/,
-  // root/, rootfs/}. Created (mode 0700) if missing. Must be on a local filesystem.
+  // root/, rootfs/{upper,work}, image/} (workspace, rootfs and image on disk/ with a disk limit). Created (mode 0700) if missing. Must be on a local filesystem.
   std::string state_dir;
   std::string guest_binary;                                // host path of the static agentbox-guest
   std::string helper_binary;                               // host path of agentbox-jail
@@ -67,11 +67,15 @@ class JailBackend final : public SandboxBackend {
   ProbeResult Probe() override;
   Capabilities GetCapabilities() const override;
   // `id`: 1-64 characters of [A-Za-z0-9_.-], not starting with '.'. kConflict if it exists.
-  // spec.image (docs/images.md): empty (host system directories), an absolute directory, an
-  // absolute path of a tarball (extracted into the sandbox's state, owned by the sandbox), or an
-  // OCI image: a local Docker engine image, an OCI layout directory or an image archive, whose
-  // unpacked layers are stacked read-only and whose Env and WorkingDir apply.
-  // An unknown image is kNotFound; a corrupt one kInvalidArgument.
+  // spec.image (docs/images.md): empty (host system directories, read-only), an absolute
+  // directory, an absolute path of a tarball (extracted onto the sandbox's disk), or an OCI
+  // image: a local Docker engine image, an OCI layout directory or an image archive, whose
+  // unpacked layers (the image store's cache) are used in place and whose Env and WorkingDir
+  // apply. Every form becomes the lower directories of a writable overlay root whose upper
+  // directory is on the sandbox's disk (rootfs.h). An unknown image is kNotFound; a corrupt one
+  // kInvalidArgument.
+  // spec.read_only_root: the root's mount is read-only (EROFS outside /workspace, /tmp, /dev/shm,
+  // /run/agentbox), with or without an image.
   Result<SandboxInfo> Create(const std::string& id, const SandboxSpec& spec) override;
   Result<SandboxInfo> Get(const std::string& id) override;
   Result<std::vector<SandboxInfo>> List() override;
@@ -80,8 +84,9 @@ class JailBackend final : public SandboxBackend {
   // Unpacks an OCI image's missing layers (nothing to do for the other image forms).
   Result<void> Prepare(const SandboxSpec& spec, const ProgressFn& progress) override;
   // Kills every process of the sandbox (SIGKILL to the init, then the old helper exits) and
-  // starts a new jail over the same directory, the same uid range and token: /workspace and a
-  // tarball image's root filesystem are kept; /tmp, sessions and processes start empty.
+  // starts a new jail over the same directory, the same uid range and token: /workspace and an
+  // image's root changes (the overlay's upper directory) are kept; /tmp, sessions and processes
+  // start empty.
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
   // Rewrites the sandbox's record (atomically: temporary file + rename) with spec.owner,
   // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.

@@ -422,8 +422,15 @@ TEST_F(JailBackendTest, RootFilesystemFromADirectoryOrATarball) {
   from_dir.image = image;
   const SandboxInfo d = CreateOrDie("img-dir", from_dir);
   EXPECT_EQ(Exec(d, "cat /etc/image-release").output, "busybox-test\n");
-  EXPECT_NE(Exec(d, "ls /usr").returncode, 0);       // nothing of the host's
-  EXPECT_NE(Exec(d, "touch /bin/x").returncode, 0);  // a shared image stays read-only
+  EXPECT_NE(Exec(d, "ls /usr").returncode, 0);  // nothing of the host's
+  // A writable copy-on-write root: the shared image directory is never written.
+  EXPECT_EQ(Exec(d, "touch /bin/x && rm /etc/image-release && echo written").output, "written\n");
+  EXPECT_EQ(Exec(d, "id -u").output, "0\n");
+  EXPECT_FALSE(std::filesystem::exists(image + "/bin/x"));
+  EXPECT_TRUE(std::filesystem::exists(image + "/etc/image-release"));
+  const SandboxInfo d2 = CreateOrDie("img-other", from_dir);
+  EXPECT_EQ(Exec(d2, "ls /bin/x").returncode, 1) << "one sandbox's root leaked into another's";
+  EXPECT_EQ(Exec(d2, "cat /etc/image-release").output, "busybox-test\n");
 
   const std::string tarball = tmp_.path() + "/image.tar.gz";
   ASSERT_EQ(std::system(("tar -czf " + tarball + " -C " + image + " .").c_str()), 0);
@@ -431,10 +438,73 @@ TEST_F(JailBackendTest, RootFilesystemFromADirectoryOrATarball) {
   from_tar.image = tarball;
   const SandboxInfo t = CreateOrDie("img-tar", from_tar);
   EXPECT_EQ(Exec(t, "cat /etc/image-release").output, "busybox-test\n");
-  EXPECT_EQ(Exec(t, "touch /bin/x && echo writable").output, "writable\n");  // a private copy
+  EXPECT_EQ(Exec(t, "touch /bin/x && echo writable").output, "writable\n");
   EXPECT_EQ(Exec(t, "id -u").output, "0\n");
   EXPECT_FALSE(std::filesystem::exists(image + "/bin/x"));
   DestroyAndExpectNoTraces(*backend_, RecordOf("img-tar"));
+  DestroyAndExpectNoTraces(*backend_, RecordOf("img-dir"));
+}
+
+TEST_F(JailBackendTest, RootChangesSurviveARestartOfTheGuest) {
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec spec;
+  spec.image = MakeBusyboxImage(tmp_.path() + "/image");
+  const SandboxInfo s = CreateOrDie("img-restart", spec);
+  ASSERT_EQ(Exec(s, "echo kept > /etc/note && rm /etc/image-release && echo ok").output, "ok\n");
+  ASSERT_TRUE(backend_->RestartGuest("img-restart").has_value());
+  EXPECT_EQ(Exec(s, "cat /etc/note; test -e /etc/image-release || echo gone").output,
+            "kept\ngone\n");
+  DestroyAndExpectNoTraces(*backend_, RecordOf("img-restart"));
+}
+
+// A daemon that died before it recorded an image sandbox: the next one's Recover finds the helper
+// by its command line; the overlay lived only in the jail's mount namespace, so nothing of it is
+// left on the host. A killed overlay probe's scratch directory goes too.
+TEST_F(JailBackendTest, RecoverRollsBackAnImageSandboxWithoutTraces) {
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec spec;
+  spec.image = MakeBusyboxImage(tmp_.path() + "/image");
+  const SandboxInfo s = CreateOrDie("img-crashed", spec);
+  ASSERT_EQ(Exec(s, "echo x > /etc/written && echo ok").output, "ok\n");
+  const SandboxRecord rec = RecordOf("img-crashed");
+  const std::string dir = backend_->SandboxDir("img-crashed");
+  ASSERT_EQ(::unlink((dir + "/spec.json").c_str()), 0);  // as if the create never finished
+  const std::string probe = state_dir_ + "/.probe-killed";
+  std::filesystem::create_directories(probe + "/upper");
+  const struct timespec old[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, probe.c_str(), old, 0), 0);
+
+  JailBackend next(TestOptions(state_dir_));
+  auto report = next.Recover();
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ((*report)["create_rolled_back"], 1);
+  EXPECT_EQ(GetProcessStatus(rec.helper), ProcessStatus::kGone);
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  EXPECT_FALSE(std::filesystem::exists(probe));
+  EXPECT_EQ(ReadText("/proc/self/mountinfo").find(dir), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(spec.image + "/etc/image-release"));
+  EXPECT_FALSE(std::filesystem::exists(spec.image + "/etc/written"));
+}
+
+TEST_F(JailBackendTest, ReadOnlyRootRefusesWritesOutsideTheWritableMounts) {
+  SandboxSpec host;
+  host.read_only_root = true;
+  const SandboxInfo h = CreateOrDie("ro-host", host);
+  EXPECT_NE(Exec(h, "touch /root/x 2>&1").output.find("Read-only file system"), std::string::npos);
+  EXPECT_EQ(Exec(h, "touch /workspace/x /tmp/x /dev/shm/x && echo ok").output, "ok\n");
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED (image half): needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec image;
+  image.image = MakeBusyboxImage(tmp_.path() + "/image");
+  image.read_only_root = true;
+  const SandboxInfo i = CreateOrDie("ro-image", image);
+  EXPECT_NE(Exec(i, "touch /bin/x 2>&1").output.find("Read-only file system"), std::string::npos);
+  EXPECT_EQ(Exec(i, "touch /workspace/x /tmp/x && echo ok").output, "ok\n");
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 //
 //   agentbox_jail_bench [--creates N] [--idle M] [--state-dir DIR] [--image IMAGE] [--verbose]
 //
+// --image: the sandboxes' image (any form of docs/images.md: an overlay root over its layers).
+//
 // With --image every sandbox is created from IMAGE (docs/images.md); the first create (the
 // warm-up) then includes fetching and unpacking the image when the cache does not hold it yet,
 // and is reported on its own.

@@ -21,7 +21,11 @@ Json JailConfigToJson(const JailConfig& c) {
                 {"guest_binary", c.mount.guest_binary},
                 {"tmp_bytes", c.mount.tmp_bytes},
                 {"shm_bytes", c.mount.shm_bytes},
-                {"image_layers", c.mount.image_layers},
+                {"overlay",
+                 {{"lower_dirs", c.mount.overlay.lower_dirs},
+                  {"upper_dir", c.mount.overlay.upper_dir},
+                  {"work_dir", c.mount.overlay.work_dir}}},
+                {"read_only_root", c.mount.read_only_root},
                 {"resolv_conf", c.mount.resolv_conf}};
   for (const auto& x : c.mount.extra) {
     j["mount"]["extra"].push_back(
@@ -65,13 +69,20 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.mount.system_source = m.at("system_source").get<std::string>();
     c.mount.system_entries = m.at("system_entries").get<std::vector<std::string>>();
     c.mount.system_writable = m.at("system_writable").get<bool>();
-    // Absent in configs written before images (a sandbox restarted across an upgrade).
-    c.mount.image_layers = m.value("image_layers", std::vector<std::string>());
     c.mount.workspace_dir = m.at("workspace_dir").get<std::string>();
     c.mount.run_dir = m.at("run_dir").get<std::string>();
     c.mount.guest_binary = m.at("guest_binary").get<std::string>();
     c.mount.tmp_bytes = m.at("tmp_bytes").get<uint64_t>();
     c.mount.shm_bytes = m.at("shm_bytes").get<uint64_t>();
+    // Absent in the configs of sandboxes created before overlay roots (restarted by a newer
+    // helper): their tarball roots are plain writable directories.
+    if (m.contains("overlay")) {
+      const Json& o = m.at("overlay");
+      c.mount.overlay.lower_dirs = o.at("lower_dirs").get<std::vector<std::string>>();
+      c.mount.overlay.upper_dir = o.at("upper_dir").get<std::string>();
+      c.mount.overlay.work_dir = o.at("work_dir").get<std::string>();
+    }
+    c.mount.read_only_root = m.value("read_only_root", false);
     c.mount.resolv_conf = m.value("resolv_conf", "");
     for (const auto& x : m.value("extra", Json::array())) {
       c.mount.extra.push_back({x.at("host_path").get<std::string>(),

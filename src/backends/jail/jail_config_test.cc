@@ -33,6 +33,10 @@ JailConfig SampleConfig() {
   c.mount.run_dir = "/state/sb-1/run";
   c.mount.guest_binary = "/opt/agentbox-guest";
   c.mount.tmp_bytes = 8 << 20;
+  c.mount.overlay.lower_dirs = {"/layers/a", "/layers/b"};
+  c.mount.overlay.upper_dir = "/state/sb-1/disk/rootfs/upper";
+  c.mount.overlay.work_dir = "/state/sb-1/disk/rootfs/work";
+  c.mount.read_only_root = true;
   c.net.share_host = true;
   c.cgroup.name = "agentbox/sb-1";
   c.cgroup.memory_bytes = 64 << 20;
@@ -54,6 +58,16 @@ TEST(JailConfigTest, RoundTripsThroughJson) {
   EXPECT_FALSE(back->cgroup.cpus.has_value());
   EXPECT_FALSE(back->rlimits.file_size_bytes.has_value());
   EXPECT_TRUE(back->net.share_host);
+  EXPECT_EQ(back->mount.overlay.lower_dirs, (std::vector<std::string>{"/layers/a", "/layers/b"}));
+  EXPECT_TRUE(back->mount.read_only_root);
+  // A config written before overlay roots existed (a sandbox restarted by a newer helper).
+  Json old = JailConfigToJson(c);
+  old["mount"].erase("overlay");
+  old["mount"].erase("read_only_root");
+  auto legacy = JailConfigFromJson(old);
+  ASSERT_TRUE(legacy) << legacy.error().message;
+  EXPECT_FALSE(legacy->mount.overlay.enabled());
+  EXPECT_FALSE(legacy->mount.read_only_root);
 }
 
 TEST(JailConfigTest, NamesTheMissingField) {

@@ -1,9 +1,12 @@
 // OCI images on the jail (docs/images.md): a sandbox created from an image archive with several
 // layers (whiteouts, an opaque directory, Env, WorkingDir, ownership), from the local Docker
-// engine's agentbox/base:latest and from a `docker save` archive of it, and the errors.
+// engine's agentbox/base:latest and from a `docker save` archive of it, the errors, and the
+// writable overlay root over the cache's shared layers.
 #include <gtest/gtest.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -65,7 +68,7 @@ class JailImageTest : public JailFixture {
   }
 };
 
-TEST_F(JailImageTest, LayeredArchiveRunsOnItsStackedLayers) {
+TEST_F(JailImageTest, LayeredArchiveRunsOnAnOverlayOfItsLayers) {
   if (::access("/usr/bin/busybox", X_OK) != 0) {
     GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
   }
@@ -80,7 +83,7 @@ TEST_F(JailImageTest, LayeredArchiveRunsOnItsStackedLayers) {
   EXPECT_EQ(Exec(info, "echo $IMAGE_VAR $OWN").output, "from-image mine\n");  // Env
   EXPECT_EQ(Exec(info, "pwd").output, "/opt/app\n");            // WorkingDir
   EXPECT_NE(Exec(info, "ls /usr").returncode, 0);               // nothing of the host's
-  EXPECT_NE(Exec(info, "touch /etc/x").returncode, 0);          // read-only layers
+  EXPECT_EQ(Exec(info, "touch /etc/x && echo ok").output, "ok\n");  // a writable root
   EXPECT_EQ(Exec(info, "echo hi > /workspace/f && cat /workspace/f").output, "hi\n");
   // The image's owners, as the image has them (mapped into the sandbox's range as root).
   EXPECT_EQ(Exec(info, "stat -c %u /etc/image-release").output, "0\n");
@@ -174,6 +177,85 @@ TEST_F(JailImageTest, ConcurrentCreatesUnpackOnceAndRecoveryDropsStaleLeases) {
   const auto leases = store->Leases();
   EXPECT_EQ(std::count(leases.begin(), leases.end(), ImageLease("ghost")), 0);
   EXPECT_EQ(leases.size(), 3u);
+}
+
+// Every entry of the layer directories: path, type, mode, size, contents and the overlay's
+// opaque marks, to tell that no sandbox wrote into the cache.
+std::string Fingerprint(const std::vector<std::string>& dirs) {
+  std::string out;
+  for (const auto& dir : dirs) {
+    std::vector<std::string> lines;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      const auto st = e.symlink_status();
+      std::string line = e.path().string() + " " + std::to_string(static_cast<int>(st.type())) +
+                         " " + std::to_string(static_cast<unsigned>(st.permissions()));
+      if (fs::is_regular_file(st)) {
+        line += " " + Slurp(e.path().string());
+      }
+      for (const char* key : {"user.overlay.opaque", "trusted.overlay.opaque"}) {
+        char v[8];
+        const ssize_t n = ::lgetxattr(e.path().c_str(), key, v, sizeof(v));
+        line += std::string(" ") + key + "=" + (n > 0 ? std::string(v, n) : "-");
+      }
+      lines.push_back(std::move(line));
+    }
+    std::sort(lines.begin(), lines.end());
+    for (const auto& l : lines) {
+      out += l + "\n";
+    }
+  }
+  return out;
+}
+
+// The cache's layers are shared by every sandbox of the image: each sandbox writes only into its
+// own upper directory, whiteouts and opaque directories of its own included, and the layers'
+// whiteouts and opaque directories (made by the unpack) still hide what is below them.
+TEST_F(JailImageTest, WritableRootOverSharedLayers) {
+  if (::access("/usr/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/busybox (static)";
+  }
+  SandboxSpec spec;
+  spec.image = MakeLayeredArchive(tmp_.path() + "/layered.tar");
+  const SandboxInfo a = CreateOrDie("writer", spec);
+  auto resolved = backend_->image_store()->Resolve(spec.image);
+  ASSERT_TRUE(resolved) << resolved.error().message;
+  ASSERT_EQ(resolved->layer_dirs.size(), 3u);
+  const std::string before = Fingerprint(resolved->layer_dirs);
+  EXPECT_NE(before.find("user.overlay.opaque=y"), std::string::npos) << before;
+
+  // A copy-up, a whiteout over a lower file, an opaque directory over the layers' opaque one, a
+  // new executable run from /usr/local/bin.
+  EXPECT_EQ(Exec(a, "echo changed > /etc/image-release && cat /etc/image-release").output,
+            "changed\n");
+  EXPECT_EQ(Exec(a, "rm /etc/added && ls /etc/added 2>/dev/null; echo $?").output, "1\n");
+  EXPECT_EQ(Exec(a, "rm -r /data && mkdir /data && echo n > /data/mine && ls /data").output,
+            "mine\n");
+  EXPECT_EQ(Exec(a, "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho tool\\n' > "
+                    "/usr/local/bin/tool && chmod 755 /usr/local/bin/tool && /usr/local/bin/tool")
+                .output,
+            "tool\n");
+  EXPECT_EQ(Exec(a, "cat /etc/removed 2>/dev/null; echo $?").output, "1\n");  // still hidden
+
+  // Another sandbox of the image sees the image, not the first one's changes.
+  const SandboxInfo b = CreateOrDie("reader", spec);
+  EXPECT_EQ(Exec(b, "cat /etc/image-release /etc/added").output, "layered-test\nadded\n");
+  EXPECT_EQ(Exec(b, "ls /data").output, "new\n");
+  EXPECT_NE(Exec(b, "ls /usr/local/bin/tool").returncode, 0);
+  EXPECT_EQ(Fingerprint(resolved->layer_dirs), before);  // the cache was never written
+
+  // read_only_root over the same layers: EROFS outside the writable mounts.
+  SandboxSpec ro = spec;
+  ro.read_only_root = true;
+  const SandboxInfo c = CreateOrDie("readonly", ro);
+  const auto refused = Exec(c, "touch /etc/x 2>&1");
+  EXPECT_NE(refused.returncode, 0);
+  EXPECT_NE(refused.output.find("Read-only file system"), std::string::npos) << refused.output;
+  EXPECT_EQ(Exec(c, "echo w > /workspace/w && cat /workspace/w").output, "w\n");
+  EXPECT_EQ(Exec(c, "cat /etc/added").output, "added\n");
+  ASSERT_TRUE(backend_->Destroy("writer"));
+  ASSERT_TRUE(backend_->Destroy("reader"));
+  ASSERT_TRUE(backend_->Destroy("readonly"));
+  EXPECT_EQ(Fingerprint(resolved->layer_dirs), before);
 }
 
 bool EngineHasBase(std::string* why) {

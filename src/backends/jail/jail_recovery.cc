@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <ctime>
 #include <map>
 #include <set>
 
@@ -209,6 +211,15 @@ Result<RecoveryReport> JailBackend::Recover() {
   for (const auto& name : DirEntries(opts_.state_dir)) {
     if (ValidSandboxId(name)) {
       ids.insert(name);
+    } else if (name.starts_with(".probe-")) {
+      // The overlay probe's scratch directory of a helper killed mid-probe (its mounts lived in
+      // the probe's own mount namespace). One younger than a minute may be a probe running now.
+      const std::string path = opts_.state_dir + "/" + name;
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+          st.st_mtime < ::time(nullptr) - 60 && RemoveTree(path)) {
+        ++report["directory"];
+      }
     }
   }
   const std::string slots = opts_.state_dir + "/.slots";

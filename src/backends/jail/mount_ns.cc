@@ -12,7 +12,6 @@
 #include <cstring>
 #include <string>
 
-#include "backends/jail/image_mounts.h"
 #include "backends/jail/result_util.h"
 
 namespace agentbox::jail {
@@ -221,25 +220,16 @@ Result<MountPlan> PrepareMounts(MountNsConfig cfg) {
     return Fail(ErrorCode::kInvalidArgument,
                 "mount namespace: root_dir, workspace_dir, run_dir and guest_binary are required");
   }
-  for (size_t i = 0; i < cfg.image_layers.size(); ++i) {
-    auto layer = DescribePath(cfg.image_layers[i], "layer " + std::to_string(i),
-                              MountSource::Kind::kDir);
-    if (!layer) {
-      return Fail(layer.error());
-    }
-    plan.layers.push_back(std::move(*layer));
-  }
-  if (!cfg.image_layers.empty()) {
-    cfg.system_source = "/";
-    cfg.system_entries.clear();
-  }
-  UniqueFd source(::open(cfg.system_source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  // An overlay root takes nothing from system_source.
+  UniqueFd source(::open(cfg.overlay.enabled() ? "/" : cfg.system_source.c_str(),
+                         O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!source) {
     return Fail(ErrnoError(errno, "open system source " + cfg.system_source));
   }
   const std::string prefix = cfg.system_source == "/" ? "" : cfg.system_source;
-  std::vector<std::string> names = cfg.system_entries;
-  if (names.empty() && cfg.image_layers.empty()) {
+  std::vector<std::string> names =
+      cfg.overlay.enabled() ? std::vector<std::string>{} : cfg.system_entries;
+  if (names.empty() && !cfg.overlay.enabled()) {
     DIR* dir = ::fdopendir(::dup(source.Get()));
     if (dir == nullptr) {
       return Fail(ErrnoError(errno, "list " + cfg.system_source));
@@ -324,8 +314,8 @@ Result<void> EnterMountNamespace(MountPlan& plan) {
   JAIL_RETURN_IF_ERROR(OpenSource(plan.workspace));
   JAIL_RETURN_IF_ERROR(OpenSource(plan.run));
   JAIL_RETURN_IF_ERROR(OpenSource(plan.guest));
-  for (MountSource& src : plan.layers) {
-    JAIL_RETURN_IF_ERROR(OpenSource(src));
+  if (plan.config.overlay.enabled()) {
+    JAIL_RETURN_IF_ERROR(OpenOverlaySources(plan.config.overlay, plan.overlay));
   }
   if (!plan.resolv_conf.host_path.empty()) {
     JAIL_RETURN_IF_ERROR(OpenSource(plan.resolv_conf));
@@ -370,7 +360,16 @@ static Result<void> BindResolvConf(const MountPlan& plan) {
     return {};
   }
   struct stat st {};
-  if (::lstat("etc/resolv.conf", &st) != 0 && errno == ENOENT && plan.config.system_writable) {
+  // An overlay root is the sandbox's own copy: a missing file, or a symlink (replaced in the
+  // upper directory, never followed), becomes a regular file to bind over.
+  const bool own_root = plan.config.system_writable || plan.config.overlay.enabled();
+  const int found = ::lstat("etc/resolv.conf", &st);
+  if (found == 0 && S_ISLNK(st.st_mode) && plan.config.overlay.enabled()) {
+    if (::unlink("etc/resolv.conf") != 0) {
+      return Fail(ErrnoError(errno, "replace the image's /etc/resolv.conf symlink"));
+    }
+    JAIL_RETURN_IF_ERROR(MakeFile("etc/resolv.conf", 0644));
+  } else if (found != 0 && errno == ENOENT && own_root) {
     JAIL_RETURN_IF_ERROR(MakeFile("etc/resolv.conf", 0644));
   } else if (::lstat("etc/resolv.conf", &st) != 0 || !S_ISREG(st.st_mode)) {
     return Fail(ErrorCode::kInvalidArgument,
@@ -406,9 +405,11 @@ static Result<void> MountExtra(const MountPlan& plan) {
 }
 
 Result<void> BuildRootAndPivot(const MountPlan& plan) {
-  JAIL_RETURN_IF_ERROR(ExposeSystemEntries(plan));
-  if (!plan.layers.empty()) {
-    JAIL_RETURN_IF_ERROR(ExposeImageLayers(plan));
+  if (plan.config.overlay.enabled()) {
+    // The staging tmpfs keeps only the layers' mount points; the overlay becomes the root.
+    JAIL_RETURN_IF_ERROR(MountOverlayRoot(plan.overlay));
+  } else {
+    JAIL_RETURN_IF_ERROR(ExposeSystemEntries(plan));
   }
   // After the image: /etc/resolv.conf is bound over the image's own.
   JAIL_RETURN_IF_ERROR(BindResolvConf(plan));
@@ -432,6 +433,10 @@ Result<void> BuildRootAndPivot(const MountPlan& plan) {
   struct stat st {};
   if (::lstat("root", &st) != 0) {
     JAIL_RETURN_IF_ERROR(MakeDir("root", 0700));
+  }
+  if (plan.config.read_only_root) {
+    // Only the root's own mount: /workspace, /tmp, /dev/shm, /run/agentbox stay writable.
+    JAIL_RETURN_IF_ERROR(SetAttrs(".", MOUNT_ATTR_RDONLY, /*recursive=*/false));
   }
   // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
   // jail's tree alone, with no path back to the host's.

@@ -4,15 +4,17 @@
 #include <string>
 #include <vector>
 
+#include "backends/jail/rootfs.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::jail {
 
-// The jail's filesystem. Its root is a size-limited tmpfs that holds only mount points; what a
-// sandbox sees is:
-//   /usr /bin /sbin /lib* /etc  read-only (nosuid, nodev) from the host, or every entry of an
-//                               image directory (read-only, or writable for a private copy)
+// The jail's filesystem. Its root is either a size-limited tmpfs that holds only mount points and
+// the host's system directories, or (with an image) a writable overlayfs of the image's
+// directories (rootfs.h); what a sandbox sees is:
+//   /usr /bin /sbin /lib* /etc  read-only (nosuid, nodev) from the host, or the image's files
+//                               in the overlay root (writable, copy-on-write)
 //   /workspace                  writable, the sandbox's host directory
 //   /tmp                        tmpfs of tmp_bytes
 //   /proc                       fresh, for the jail's pid namespace
@@ -34,10 +36,11 @@ struct MountNsConfig {
   std::vector<std::string> system_entries;
   // Whether the system entries stay writable: only for a private copy (an extracted tarball).
   bool system_writable = false;
-  // An OCI image's unpacked layers (host directories, bottom first; images/). When set, the
-  // system entries are the top-level entries of the stacked layers instead (image_mounts.h),
-  // and system_source / system_entries are not used.
-  std::vector<std::string> image_layers;
+  // An image's writable root. When enabled, system_source and system_entries are not used.
+  OverlayRootConfig overlay;
+  // The root (tmpfs or overlay) is made read-only once every mount point exists: writes outside
+  // /workspace, /tmp, /dev/shm and /run/agentbox fail with EROFS (SandboxSpec::read_only_root).
+  bool read_only_root = false;
   std::string workspace_dir;  // host directory mounted writable at /workspace
   std::string run_dir;        // host directory mounted writable at /run/agentbox
   std::string guest_binary;   // host file mounted read-only at /.agentbox/guest
@@ -85,8 +88,7 @@ struct MountPlan {
   MountSource workspace;
   MountSource run;
   MountSource guest;
-  std::vector<MountSource> layers;     // config.image_layers, bottom first
-  std::vector<UniqueFd> layer_mounts;  // their idmapped mounts, made by the parent (if any)
+  OverlayPlan overlay;  // completed by the helper (Contain) when config.overlay is enabled
   MountSource resolv_conf;  // host_path empty when unused
   std::vector<MountSource> extra;  // config.extra, in order
 };
