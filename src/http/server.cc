@@ -263,9 +263,10 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         }
         ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
         raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_,
-                      protocol](UniqueFd fd, std::string buffered) {
+                      protocol, secure = secure_](UniqueFd fd, std::string buffered) {
           auto owned = std::make_shared<UniqueFd>(std::move(fd));
-          asio::post(ex, [ex, &d, &opts, peer, protocol, owned, buffered = std::move(buffered)] {
+          asio::post(ex, [ex, &d, &opts, peer, protocol, secure, owned,
+                          buffered = std::move(buffered)] {
             Socket s(ex);
             beast::error_code aec;
             s.assign(protocol, owned->Release(), aec);
@@ -274,6 +275,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
             }
             auto c = std::make_shared<Connection<Socket>>(std::move(s), d, opts, peer);
             c->Prefill(buffered);
+            if (secure) {
+              c->MarkSecure();  // a TLS connection's plaintext (BridgeRaw) stays so
+            }
             c->Start();
           });
         };
