@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/page_cache_write.h"
 #include "common/strings.h"
 
 namespace agentbox::http {
@@ -346,7 +347,8 @@ Result<uint64_t> BodyReader::CopyTo(int out) {
       return consumed_ - start;
     }
     if (pos_ < buf_.size()) {  // already in user space
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(left_, buf_.size() - pos_));
+      const size_t n = static_cast<size_t>(
+          std::min<uint64_t>({left_, buf_.size() - pos_, kPageCacheWriteBlock}));
       if (auto w = WriteAll(out, std::string_view(buf_).substr(pos_, n), idle_); !w) {
         return Fail(w.error());
       }
@@ -387,7 +389,9 @@ Result<uint64_t> BodyReader::CopyTo(int out) {
     }
     size_t pending = static_cast<size_t>(in);
     while (pending > 0) {
-      const ssize_t o = ::splice(pipe->r.Get(), nullptr, out, nullptr, pending, SPLICE_F_MOVE);
+      // At most 64 KiB per splice: small page-cache folios (common/page_cache_write.h).
+      const ssize_t o = ::splice(pipe->r.Get(), nullptr, out, nullptr,
+                                 std::min(pending, kPageCacheWriteBlock), SPLICE_F_MOVE);
       if (o < 0) {
         if (errno == EINTR) {
           continue;
