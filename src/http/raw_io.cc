@@ -558,8 +558,10 @@ Result<ProxyResult> Proxy(int client, int upstream, Millis idle,
   // Downloads: up to 4 MiB waiting for the client (which copies what it reads anyway), so a
   // relay thread that waits for the CPU stalls the stream less. Uploads: the upstream's default
   // send buffer and a 256 KiB pipe, because the guest copies every byte into its page cache and
-  // that copy runs up to 4x slower when the bytes have gone cold in several MiB of buffers in
-  // between (measured: the guest's CPU time per 256 MiB, docs/benchmarks.md).
+  // that copy ran up to 4x slower with more in flight (measured: the guest's CPU time per
+  // 256 MiB). Much of that was later traced to large page-cache folios landing on memory the
+  // host had taken back (common/page_cache_write.h, docs/benchmarks.md); whether larger
+  // buffers pay off now is still to be measured on a quiet machine.
   WidenSendBuffer(client);
   auto p1 = SplicePipe::Open(256 << 10);
   auto p2 = SplicePipe::Open();
