@@ -42,14 +42,14 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
         if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
           self->plain_.shutdown(asio::socket_base::shutdown_send, ignored);
         } else if (ec != asio::error::operation_aborted) {
-          self->Close();
+          self->Fail("reading from the client", ec);
         }
         return;
       }
       asio::async_write(self->plain_, asio::buffer(self->up_.data(), n),
                         [self](boost::system::error_code wec, size_t) {
                           if (wec) {
-                            return self->Close();
+                            return self->Fail("writing to the relay", wec);
                           }
                           self->ClientToRelay();
                         });
@@ -66,7 +66,7 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
       asio::async_write(self->tls_, asio::buffer(self->down_.data(), n),
                         [self](boost::system::error_code wec, size_t) {
                           if (wec) {
-                            return self->Close();
+                            return self->Fail("writing to the client", wec);
                           }
                           self->RelayToClient();
                         });
@@ -89,6 +89,12 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
       self->timer_.cancel();
       self->Close();
     });
+  }
+
+  void Fail(const char* what, const boost::system::error_code& ec) {
+    Log(LogLevel::kDebug, "http.tls_bridge_failed", "peer={} while=\"{}\" error=\"{}\"", peer_,
+        what, ec.message());
+    Close();
   }
 
   void Close() {
