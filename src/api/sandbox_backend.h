@@ -113,6 +113,24 @@ struct SandboxInfo {
   std::optional<uint64_t> disk_used_bytes;
 };
 
+// One reading of what a sandbox uses (GET /v1/sandboxes/{id}/metrics, E2B's getMetrics).
+struct SandboxMetrics {
+  double timestamp = 0;     // unix seconds, when the reading ended
+  double cpu_count = 0;     // cores the sandbox may use (its CPU limit, else the host's)
+  double cpu_used_pct = 0;  // CPU time used over the reading's window, % of cpu_count cores
+  double window_s = 0;      // how long that window was
+  uint64_t mem_used_bytes = 0;   // memory in use, without reclaimable file cache
+  uint64_t mem_cache_bytes = 0;  // file (page) cache charged to the sandbox
+  uint64_t mem_total_bytes = 0;  // its memory limit, else the host's memory
+  uint64_t disk_used_bytes = 0;
+  uint64_t disk_total_bytes = 0;
+  // Where the disk figures come from: "sandbox_disk" (the sandbox's own filesystem),
+  // "writable_layer" (docker without one: the container's writable layer, against the size of
+  // the engine's filesystem) or "host_filesystem" (jail without one: the filesystem holding its
+  // directory, shared with the host).
+  std::string disk_source;
+};
+
 // kNotFound "no sandbox '<id>'": what every backend answers for an id it does not hold.
 Error SandboxNotFound(const std::string& id);
 
@@ -155,6 +173,8 @@ struct Capabilities {
   //  "command": every command starts from the image again (cloudrun job mode);
   //  "": not declared (e.g. test backends whose guests run on the host).
   std::string root_filesystem;
+  // Implements Metrics() (cloudrun does not: its sandboxes run on machines the daemon cannot see).
+  bool metrics = false;
 };
 
 // What a backend tells the daemon about guests it replaces on its own (cloudrun session mode
@@ -276,6 +296,15 @@ class SandboxBackend {
     (void)expires_at;
     return Fail(ErrorCode::kInvalidArgument,
                 std::string(Name()) + " cannot hand out pre-started sandboxes (" + id + ")");
+  }
+
+  // What sandbox `id` uses right now: CPU over a short window (the call blocks for it, a second
+  // at most), memory and disk. kNotFound for an unknown id, kUnavailable when the sandbox is not
+  // running. Default: kInvalidArgument saying this backend reports no metrics
+  // (Capabilities::metrics false).
+  virtual Result<SandboxMetrics> Metrics(const std::string& id) {
+    return Fail(ErrorCode::kInvalidArgument,
+                std::string(Name()) + " does not report metrics for its sandboxes ('" + id + "')");
   }
 
   // The start-up sweep (docs/reliability.md). The daemon calls it once when it starts, before

@@ -56,6 +56,8 @@ bool DaemonApi::WantsRaw(const http::Request& req) {
   return ports_->Wants(req) || BulkRoute(req).has_value();
 }
 
+bool DaemonApi::WantsRawOverTls(const http::Request& req) { return ports_->Wants(req); }
+
 void DaemonApi::HandleRaw(http::Request req, http::RawConnection conn) {
   if (ports_->Wants(req)) {  // a sandbox's port (port_relay.cc)
     return ports_->Handle(std::move(req), std::move(conn));

@@ -173,7 +173,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   selector_ = std::make_unique<selector::Selector>(backends_, opts_.backend_config_errors,
                                                    std::move(settings), &metrics_);
   e2b_ = std::make_unique<e2b::E2bApi>(*this, opts_.e2b);
-  ports_ = std::make_unique<PortRelay>(*this, opts_.domain);
+  ports_ = std::make_unique<PortRelay>(*this, opts_.domain, opts_.ports_dir);
   validations_ = std::make_unique<BackendValidations>(
       opts_.state_dir.empty() ? "" : opts_.state_dir + "/validations.json");
 }
@@ -210,6 +210,16 @@ void DaemonApi::Start() {
   ResolveMigrations();  // daemon/migrate.cc: a move a crash cut, finished or rolled back
   ResolveIdempotencyKeys();
   RestoreKeptSessions(complete);  // daemon/engine_recovery.cc
+  if (complete) {  // public ports of sandboxes that went away while the daemon was down
+    std::set<std::string> ids;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, e] : sandboxes_) {
+        ids.insert(id);
+      }
+    }
+    ports_->RetainPublic(ids);
+  }
   ArmReaper();
 }
 
@@ -241,6 +251,7 @@ void DaemonApi::Reap() {
         expired.push_back(it->second);
         health_.Forget(it->first);
         sessions_.Forget(it->first);
+        ports_->Forget(it->first);
         it = sandboxes_.erase(it);
       } else {
         live.push_back(it->second.info);
@@ -297,12 +308,7 @@ std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& re
 }
 
 void DaemonApi::Handle(http::Request req, http::Respond respond) {
-  if (ports_->Wants(req)) {  // only on TLS listeners: elsewhere ports are relayed raw
-    respond(JsonErrStatus(501,
-                          "sandbox ports are not relayed on TLS listeners (tls:...): reach them "
-                          "through a tcp: or unix: listener, behind a TLS proxy if needed"));
-    return;
-  }
+
   if ((req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") &&
       req.method != "GET") {
     respond(JsonErrStatus(405, "use GET on " + req.path));
@@ -409,6 +415,9 @@ void DaemonApi::Route(const http::Request& req, const Caller& caller, http::Resp
       auto e = Find(id, caller);
       return respond(e ? ports_->Control(*e, parts[4], req)
                        : JsonErr({ErrorCode::kNotFound, "sandbox '" + id + "' not found"}));
+    }
+    if (parts.size() == 4 && parts[3] == "metrics" && m == "GET") {
+      return GetMetrics(id, caller, std::move(respond));  // daemon/metrics_routes.cc
     }
     if (parts.size() == 4 && parts[3] == "timeout" && m == "POST") {
       return ExtendTtl(id, req, caller, std::move(respond));

@@ -68,6 +68,9 @@ struct DaemonOptions {
   // AGENTBOX_DOMAIN: sandbox ports are served by host name as `{port}-{id}.{domain}` (empty: by
   // path only; docs/ports.md).
   std::string domain;
+  // Where ports made public are kept across daemon restarts (agentboxd: <state>/ports;
+  // daemon/port_access.h). Empty: in memory only.
+  std::string ports_dir;
   // Moves between backends (daemon/migrate.cc, docs/migration.md): where their journal is kept
   // (agentboxd: <state>/migrations; empty: nowhere, so a crash mid-move is not repaired), how
   // long a call to a moving sandbox waits before its 409, the Retry-After it then carries, and
@@ -114,6 +117,9 @@ class DaemonApi : public http::Dispatcher {
   void Handle(http::Request req, http::Respond respond) override;
   // Uploads, downloads and archives are relayed on raw connections (bulk_relay.cc).
   bool WantsRaw(const http::Request& req) override;
+  // On TLS listeners only sandbox ports go raw (through the server's TLS bridge); uploads and
+  // downloads take the streamed path there.
+  bool WantsRawOverTls(const http::Request& req) override;
   void HandleRaw(http::Request req, http::RawConnection conn) override;
 
   Metrics& metrics() { return metrics_; }
@@ -174,6 +180,9 @@ class DaemonApi : public http::Dispatcher {
   void Stream(const std::string& id, const std::string& session, const http::Request& req,
               const Caller& caller, http::Respond respond);
   void Pull(const http::Request& req, const Caller& caller, http::Respond respond);
+  // GET /v1/sandboxes/{id}/metrics (daemon/metrics_routes.cc): 501 for a backend without
+  // Capabilities::metrics.
+  void GetMetrics(const std::string& id, const Caller& caller, http::Respond respond);
   // POST /v1/sandboxes/{id}/restart-guest (daemon/restart_guest.cc).
   void RestartGuest(const std::string& id, const Caller& caller, http::Respond respond);
   // /v1/sandboxes/{id}/api/v1/supervisor/timeout/{op}: the sandbox's TTL in the shape of
@@ -273,5 +282,7 @@ http::Response JsonErr(const Error& e);
 http::Response JsonErrStatus(int status, const std::string& message);
 
 Json SandboxJson(const SandboxEntry& e);
+// The body of GET /v1/sandboxes/{id}/metrics (metrics_routes.cc).
+Json SandboxMetricsJson(const std::string& id, const SandboxMetrics& m);
 
 }  // namespace agentbox::daemon

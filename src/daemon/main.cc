@@ -197,6 +197,7 @@ int main(int argc, char** argv) {
   opts.spool_dir = dir;
   opts.state_dir = dir;
   opts.sessions_dir = dir + "/sessions";
+  opts.ports_dir = dir + "/ports";
   opts.idempotency_dir = dir + "/idempotency";
   opts.migrations_dir = dir + "/migrations";
   opts.migration_hold_s = static_cast<double>(*migration_hold);

@@ -173,23 +173,4 @@ std::optional<std::string> CookieValue(const std::string& cookie_header, const s
   return found;
 }
 
-void PublicPorts::Set(const std::string& id, int port, bool on) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (on) {
-    ports_.emplace(id, port);
-  } else {
-    ports_.erase({id, port});
-  }
-}
-
-bool PublicPorts::Contains(const std::string& id, int port) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return ports_.contains({id, port});
-}
-
-void PublicPorts::Forget(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ports_.erase(ports_.lower_bound({id, 0}), ports_.upper_bound({id, 65536}));
-}
-
 }  // namespace agentbox::daemon

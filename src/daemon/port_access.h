@@ -3,12 +3,14 @@
 // Who may reach a sandbox's port, and where a port request points (docs/ports.md). Pure
 // functions and a small thread-safe set, separate from the relay so they are unit-tested alone.
 
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <utility>
 
+#include "common/error.h"
 #include "http/server.h"
 
 namespace agentbox::daemon {
@@ -52,17 +54,28 @@ std::optional<std::string> CookieValue(const std::string& cookie_header, const s
 // `query` (raw, no '?') without parameter `name`.
 std::string QueryWithout(const std::string& query, const std::string& name);
 
-// The ports made public (POST /v1/sandboxes/{id}/ports/{port} {"public": true}). In memory: a
-// daemon restart makes every port private again (fail-safe). Thread-safe.
+// The ports made public (POST /v1/sandboxes/{id}/ports/{port} {"public": true}). With a
+// directory, each sandbox's public ports are kept in <dir>/<id>.json (written atomically on
+// every change, removed with the sandbox) and read back at construction, so a daemon restart
+// keeps them; without one they live in memory only. A file that cannot be read or parsed is
+// skipped (its ports stay private: the safe direction). Thread-safe.
 class PublicPorts {
  public:
-  void Set(const std::string& id, int port, bool on);
+  explicit PublicPorts(std::string dir = "");
+  // kInternal when the change cannot be written to disk (then it is not made).
+  Result<void> Set(const std::string& id, int port, bool on);
   bool Contains(const std::string& id, int port) const;
-  void Forget(const std::string& id);  // the sandbox is gone
+  void Forget(const std::string& id);  // the sandbox is gone: its ports and file
+  // Forgets every sandbox not in `ids` (at start, once every backend listed its sandboxes: the
+  // files of sandboxes that went away while the daemon was down).
+  void Retain(const std::set<std::string>& ids);
 
  private:
+  Result<void> Persist(const std::string& id, const std::set<int>& ports) const;
+
+  const std::string dir_;
   mutable std::mutex mu_;
-  std::set<std::pair<std::string, int>> ports_;
+  std::map<std::string, std::set<int>> ports_;  // by sandbox id
 };
 
 }  // namespace agentbox::daemon

@@ -1,6 +1,10 @@
 #include "daemon/port_access.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace agentbox::daemon {
 namespace {
@@ -82,15 +86,50 @@ TEST(PortAccess, CookiesAndQueries) {
 
 TEST(PortAccess, PublicPorts) {
   PublicPorts p;
-  p.Set("sb-1", 80, true);
-  p.Set("sb-1", 81, true);
-  p.Set("sb-2", 80, true);
+  ASSERT_TRUE(p.Set("sb-1", 80, true));
+  ASSERT_TRUE(p.Set("sb-1", 81, true));
+  ASSERT_TRUE(p.Set("sb-2", 80, true));
   EXPECT_TRUE(p.Contains("sb-1", 80));
-  p.Set("sb-1", 81, false);
+  ASSERT_TRUE(p.Set("sb-1", 81, false));
   EXPECT_FALSE(p.Contains("sb-1", 81));
   p.Forget("sb-1");
   EXPECT_FALSE(p.Contains("sb-1", 80));
   EXPECT_TRUE(p.Contains("sb-2", 80));
+}
+
+TEST(PortAccess, PublicPortsSurviveARestartAndGoWithTheirSandbox) {
+  char tmpl[] = "/tmp/agentbox-public-ports-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/ports";  // made on the first Set
+  {
+    PublicPorts p(dir);
+    ASSERT_TRUE(p.Set("sb-1", 3000, true));
+    ASSERT_TRUE(p.Set("sb-1", 8080, true));
+    ASSERT_TRUE(p.Set("sb-1", 8080, false));
+    ASSERT_TRUE(p.Set("sb-2", 443, true));
+    ASSERT_TRUE(p.Set("sb-3", 22, true));
+  }
+  // Junk and files of invalid ids are skipped, not trusted.
+  std::ofstream(dir + "/sb-4.json") << "{not json";
+  std::ofstream(dir + "/sb-5.json") << R"({"sandbox":"other","public":[80]})";
+  {
+    PublicPorts p(dir);  // the daemon started again
+    EXPECT_TRUE(p.Contains("sb-1", 3000));
+    EXPECT_FALSE(p.Contains("sb-1", 8080));
+    EXPECT_TRUE(p.Contains("sb-2", 443));
+    EXPECT_TRUE(p.Contains("sb-3", 22));
+    EXPECT_FALSE(p.Contains("sb-5", 80));
+    p.Forget("sb-2");  // destroyed
+    EXPECT_FALSE(std::filesystem::exists(dir + "/sb-2.json"));
+    p.Retain({"sb-1"});  // sb-3 went away while the daemon was down
+    EXPECT_FALSE(p.Contains("sb-3", 22));
+    EXPECT_FALSE(std::filesystem::exists(dir + "/sb-3.json"));
+  }
+  PublicPorts again(dir);
+  EXPECT_TRUE(again.Contains("sb-1", 3000));
+  EXPECT_FALSE(again.Contains("sb-2", 443));
+  EXPECT_FALSE(again.Contains("sb-3", 22));
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace

@@ -171,7 +171,8 @@ bool Contains(const std::string& header_value, const std::string& token) {
 
 }  // namespace
 
-PortRelay::PortRelay(DaemonApi& api, std::string domain) : api_(api), domain_(AsciiLower(domain)) {}
+PortRelay::PortRelay(DaemonApi& api, std::string domain, std::string public_dir)
+    : api_(api), domain_(AsciiLower(domain)), public_(std::move(public_dir)) {}
 
 PortRelay::~PortRelay() = default;
 
@@ -341,7 +342,7 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   head += "x-forwarded-for: " + (forwarded_for.empty() ? "" : forwarded_for + ", ") + peer_ip +
           "\r\n";
   if (req.Header("x-forwarded-proto").empty()) {
-    head += "x-forwarded-proto: http\r\n";
+    head += std::string("x-forwarded-proto: ") + (req.secure ? "https" : "http") + "\r\n";
   }
   if (req.Header("x-forwarded-host").empty() && !req.Header("host").empty()) {
     head += "x-forwarded-host: " + req.Header("host") + "\r\n";
@@ -467,7 +468,9 @@ http::Response PortRelay::Control(const SandboxEntry& entry, const std::string& 
     if (!body.contains("public") || !body["public"].is_boolean()) {
       return JsonErr(FieldError("public", "is required and must be true or false"));
     }
-    public_.Set(id, port, body["public"].get<bool>());
+    if (auto set = public_.Set(id, port, body["public"].get<bool>()); !set) {
+      return JsonErr(set.error());
+    }
     Log(LogLevel::kInfo, "port.visibility", "sandbox={} port={} public={}", id, port,
         body["public"].get<bool>());
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <set>
 #include <string>
 
 #include "daemon/port_access.h"
@@ -23,7 +24,8 @@ struct SandboxEntry;
 // request may be anything. Thread-safe.
 class PortRelay {
  public:
-  PortRelay(DaemonApi& api, std::string domain);
+  // `public_dir`: where public port settings are kept (PublicPorts); empty: in memory only.
+  PortRelay(DaemonApi& api, std::string domain, std::string public_dir = "");
   ~PortRelay();
 
   // Whether `req` is for a sandbox's port (by host name first: everything sent to such a host
@@ -38,6 +40,8 @@ class PortRelay {
                          const http::Request& req);
   // The sandbox is gone: forget its public ports.
   void Forget(const std::string& id) { public_.Forget(id); }
+  // At start: forgets the settings of sandboxes that are not among `ids` any more.
+  void RetainPublic(const std::set<std::string>& ids) { public_.Retain(ids); }
 
   // `{port}-{id}.{domain}`, or empty without a domain.
   std::string HostName(const std::string& id, int port) const;

@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 #include "common/log.h"
 #include "common/strings.h"
+#include "http/tls_bridge.h"
 
 namespace agentbox::http {
 
@@ -71,6 +73,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
     buffer_.commit(bytes.size());
   }
 
+  // The connection is the plaintext of a TLS connection (tls_bridge.h): Request::secure.
+  void MarkSecure() { secure_ = true; }
+
   void Start() {
     if constexpr (kIsTls<Socket>) {
       StartTls();
@@ -115,6 +120,52 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
                                           self->ReadHeader();
                                         });
         });
+  }
+
+  // TLS: from this request on, the connection's plaintext goes through one end of a socketpair
+  // (tls_bridge.h), whose other end is the raw connection; handed back, that end is served as a
+  // plain connection with the same peer.
+  void BridgeRaw() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      SendError(503, "cannot relay this request: socketpair failed", true);
+      return;
+    }
+    UniqueFd relay_end(sv[0]);
+    asio::local::stream_protocol::socket plain(socket_.get_executor());
+    beast::error_code ec;
+    plain.assign(asio::local::stream_protocol(), sv[1], ec);
+    if (ec) {
+      ::close(sv[1]);
+      SendError(503, "cannot relay this request: " + ec.message(), true);
+      return;
+    }
+    ::fcntl(relay_end.Get(), F_SETFL, ::fcntl(relay_end.Get(), F_GETFL) | O_NONBLOCK);
+    RawConnection raw;
+    raw.buffered = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+    raw.fd = std::move(relay_end);
+    raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_](
+                     UniqueFd fd, std::string buffered) {
+      auto owned = std::make_shared<UniqueFd>(std::move(fd));
+      asio::post(ex, [ex, &d, &opts, peer, owned, buffered = std::move(buffered)] {
+        asio::local::stream_protocol::socket s(ex);
+        beast::error_code aec;
+        s.assign(asio::local::stream_protocol(), owned->Release(), aec);
+        if (aec) {
+          return;
+        }
+        auto c = std::make_shared<Connection<asio::local::stream_protocol::socket>>(
+            std::move(s), d, opts, peer);
+        c->Prefill(buffered);
+        c->MarkSecure();  // still the TLS connection, through the bridge
+        c->Start();
+      });
+    };
+    ++timer_gen_;
+    timer_.cancel();
+    StartTlsBridge(std::move(socket_), std::move(plain), peer_);
+    d_.HandleRaw(std::move(req_), std::move(raw));
   }
 
   void RefusePlainHttp() {
@@ -185,11 +236,18 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       req_.headers[AsciiLower(f.name_string())] = std::string(f.value());
     }
     req_.peer = peer_;
+    req_.secure = kIsTls<Socket> || secure_;
     keep_alive_ = h.keep_alive();
     // A raw relay moves the socket's bytes as they are: on TLS connections they are ciphertext,
-    // so those requests take the ordinary streamed path instead. Raw requests come before the
-    // upgrade hook: a WebSocket to a sandbox's port is relayed raw (daemon/port_relay.cc).
-    if constexpr (!kIsTls<Socket>) {
+    // so there only the requests the dispatcher wants raw over TLS are, through a bridge that
+    // turns the connection into plaintext (tls_bridge.h); the others take the ordinary streamed
+    // path. Raw requests come before the upgrade hook: a WebSocket to a sandbox's port is
+    // relayed raw (daemon/port_relay.cc).
+    if constexpr (kIsTls<Socket>) {
+      if (d_.WantsRawOverTls(req_)) {
+        return BridgeRaw();
+      }
+    } else {
       if (d_.WantsRaw(req_)) {
         RawConnection raw;
         raw.buffered = beast::buffers_to_string(buffer_.data());
@@ -205,9 +263,10 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         }
         ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
         raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_,
-                      protocol](UniqueFd fd, std::string buffered) {
+                      protocol, secure = secure_](UniqueFd fd, std::string buffered) {
           auto owned = std::make_shared<UniqueFd>(std::move(fd));
-          asio::post(ex, [ex, &d, &opts, peer, protocol, owned, buffered = std::move(buffered)] {
+          asio::post(ex, [ex, &d, &opts, peer, protocol, secure, owned,
+                          buffered = std::move(buffered)] {
             Socket s(ex);
             beast::error_code aec;
             s.assign(protocol, owned->Release(), aec);
@@ -216,6 +275,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
             }
             auto c = std::make_shared<Connection<Socket>>(std::move(s), d, opts, peer);
             c->Prefill(buffered);
+            if (secure) {
+              c->MarkSecure();  // a TLS connection's plaintext (BridgeRaw) stays so
+            }
             c->Start();
           });
         };
@@ -491,6 +553,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   Dispatcher& d_;
   const ServerOptions& opts_;
   std::string peer_;
+  bool secure_ = false;  // MarkSecure
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::empty_body>> header_parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> string_parser_;

@@ -28,6 +28,7 @@ struct Request {
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;                            // buffered body (empty for streamed requests)
   std::string peer;                            // "unix" or "ip:port"
+  bool secure = false;                         // came over TLS (a "tls:" listener)
 
   // Header value or empty.
   std::string Header(const std::string& lower_name) const;
@@ -91,6 +92,10 @@ class Dispatcher {
   // the server: HandleRaw() then owns it, reads the body and writes the whole response itself.
   virtual bool WantsRaw(const Request& /*req*/) { return false; }
   virtual void HandleRaw(Request /*req*/, RawConnection /*conn*/) {}
+  // On TLS connections, whose bytes are ciphertext, WantsRaw is not asked: a request for which
+  // this returns true still goes to HandleRaw, with a descriptor carrying the connection's
+  // plaintext (tls_bridge.h). Default: none (they take the streamed path).
+  virtual bool WantsRawOverTls(const Request& /*req*/) { return false; }
   // Called with the headers only. Return a sink to stream the body into, or nullptr to have the
   // body buffered (up to ServerOptions::max_body_bytes) and passed to Handle(). To refuse
   // before the body is read, return nullptr and answer from Handle().

@@ -87,6 +87,25 @@ TEST_F(E2bApiTest, ControlPlaneShapesAuthAndOwnership) {
   EXPECT_EQ(Control("DELETE", "/sandboxes/" + id, "key-alice").status, 404);
 }
 
+// Metrics: the test double reports none (Capabilities::metrics false), so the native route and
+// getMetrics say so with 501; unknown and foreign sandboxes are 404 first. The figures are
+// tested on the real backends (cgroup_usage_test.cc, docker_metrics_test.cc, tests/e2b).
+TEST_F(E2bApiTest, MetricsOfABackendWithoutThemAre501) {
+  const std::string id = CreateAs("key-alice", "{}");
+  HttpReply native = Call("GET", "/v1/sandboxes/" + id + "/metrics", "", "key-alice");
+  EXPECT_EQ(native.status, 501) << native.body;
+  EXPECT_EQ(native.json["success"], false);
+  EXPECT_NE(native.json["message"].get<std::string>().find("does not report metrics"),
+            std::string::npos);
+  HttpReply e2b = Control("GET", "/sandboxes/" + id + "/metrics?start=1&end=2", "key-alice");
+  EXPECT_EQ(e2b.status, 501) << e2b.body;
+  EXPECT_EQ(e2b.json["code"], 501);
+  EXPECT_EQ(Control("GET", "/sandboxes/" + id + "/metrics", "key-bob").status, 404);
+  EXPECT_EQ(Control("GET", "/sandboxes/sb-nope/metrics", "key-alice").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id + "/metrics", "", "key-bob").status, 404);
+  EXPECT_EQ(Control("GET", "/sandboxes/" + id + "/metrics", "").status, 401);
+}
+
 TEST_F(E2bApiTest, EnvdRoutingTokenAndConnect) {
   const std::string id = CreateAs("key-alice");
   const std::string token =

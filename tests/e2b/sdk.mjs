@@ -343,6 +343,39 @@ await step('isRunning, getInfo, setTimeout', async () => {
   assert.ok(left > 100_000 && left <= 121_000, `endAt is ${left} ms away`)
 })
 
+await step('getMetrics: CPU, memory and disk, busy and idle; unknown and foreign sandboxes', async () => {
+  const idle = await sbx.getMetrics()
+  assert.equal(idle.length, 1)
+  const m0 = idle[0]
+  assert.ok(m0.timestamp instanceof Date && Math.abs(m0.timestamp.getTime() - Date.now()) < 60_000,
+    `timestamp ${m0.timestamp}`)
+  assert.ok(Number.isInteger(m0.cpuCount) && m0.cpuCount >= 1, `cpuCount ${m0.cpuCount}`)
+  assert.ok(m0.cpuUsedPct >= 0 && m0.cpuUsedPct <= 100, `cpuUsedPct ${m0.cpuUsedPct}`)
+  assert.ok(m0.memTotal > 0 && m0.memUsed > 0 && m0.memUsed <= m0.memTotal,
+    `memUsed ${m0.memUsed} of ${m0.memTotal}`)
+  assert.ok(m0.diskTotal > 0 && m0.diskUsed > 0 && m0.diskUsed <= m0.diskTotal,
+    `diskUsed ${m0.diskUsed} of ${m0.diskTotal}`)
+  // One process spinning shows within a few readings (the most of them is kept: on a loaded
+  // machine the spinner gets only its share of the CPUs, so at least a tenth of a core is asked).
+  const spin = await sbx.commands.run('while :; do :; done', { background: true })
+  let busy
+  for (let i = 0; i < 10; i++) {
+    const m = (await Sandbox.getMetrics(sbx.sandboxId))[0]
+    if (!busy || m.cpuUsedPct > busy.cpuUsedPct) busy = m
+    if (busy.cpuUsedPct * busy.cpuCount >= 50) break
+  }
+  assert.ok(busy.cpuUsedPct * busy.cpuCount >= 10 && busy.cpuUsedPct > m0.cpuUsedPct,
+    `a spinning process shows ${busy.cpuUsedPct}% of ${busy.cpuCount} cores (idle: ${m0.cpuUsedPct}%)`)
+  await spin.kill()
+  await rejects(Sandbox.getMetrics('sb-doesnotexist'), NotFoundError, 'unknown getMetrics')
+  await rejects(Sandbox.getMetrics(sbx.sandboxId, { apiKey: process.env.E2B_OTHER_API_KEY }),
+    NotFoundError, "another key's getMetrics")
+  console.log(`     metrics (idle): cpu ${m0.cpuUsedPct.toFixed(1)}% of ${m0.cpuCount}, ` +
+    `mem ${(m0.memUsed / 2 ** 20).toFixed(1)}/${(m0.memTotal / 2 ** 20).toFixed(0)} MiB, ` +
+    `disk ${(m0.diskUsed / 2 ** 20).toFixed(1)}/${(m0.diskTotal / 2 ** 20).toFixed(0)} MiB; ` +
+    `busy: cpu ${busy.cpuUsedPct.toFixed(1)}%`)
+})
+
 let second
 await step('list: metadata filter and pagination', async () => {
   second = await Sandbox.create({ metadata: { suite: 'e2b-sdk', run: runId, which: 'second' } })

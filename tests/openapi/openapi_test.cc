@@ -521,6 +521,8 @@ TEST_F(OpenApiTest, EveryOperationAnswersAsDocumented) {
             200);
   // The test double cannot replace a guest: documented 400 saying so (jail and docker can).
   EXPECT_EQ(Do("POST", S + "/restart-guest", base + "/restart-guest").status, 400);
+  // Nor report metrics: documented 501 (jail and docker do: cgroup_usage_test.cc, docker_metrics_test.cc).
+  EXPECT_EQ(Do("GET", S + "/metrics", base + "/metrics").status, 501);
   // Ports (docs/ports.md): the control API, and the relay to a port where nothing listens.
   const std::string P = S + "/ports/{port}";
   EXPECT_EQ(Do("GET", P, base + "/ports/1").status, 200);
@@ -899,6 +901,7 @@ TEST_F(OpenApiTest, EveryRouteTheServerAnswersIsDocumented) {
                             "/v1/sandboxes/{id}",
                             "/v1/sandboxes/{id}/timeout",
                             "/v1/sandboxes/{id}/restart-guest",
+                            "/v1/sandboxes/{id}/metrics",
                             "/v1/sandboxes/{id}/shell/{session}/stream",
                             "/",
                             "/v1",

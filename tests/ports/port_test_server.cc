@@ -284,7 +284,7 @@ void Serve(int fd) {
     } else {
       std::string json = "{\"method\":" + JsonString(method) + ",\"target\":" + JsonString(target);
       for (const char* name : {"host", "authorization", "cookie", "x-forwarded-prefix",
-                               "x-forwarded-for", "x-forwarded-host"}) {
+                               "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"}) {
         if (h.count(name)) {
           json += ",\"" + std::string(name) + "\":" + JsonString(h[name]);
         }

@@ -175,6 +175,7 @@ Capabilities DockerBackend::GetCapabilities() const {
   c.claim = true;
   c.read_only_root = true;  // ReadonlyRootfs, with /workspace, /tmp and /run/agentbox writable
   c.root_filesystem = "sandbox";  // the container's writable layer
+  c.metrics = true;               // docker_metrics.cc
   std::optional<std::string> why_not;
   {
     std::lock_guard<std::mutex> lock(mu_);

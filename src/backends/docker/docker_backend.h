@@ -82,6 +82,9 @@ class DockerBackend final : public SandboxBackend {
   // object did not (a restart policy after the guest died): GET /events for that window,
   // filtered to `start` of our containers (docker_restart.cc).
   std::vector<std::string> GuestsRestarted() override;
+  // docker_metrics.cc: the engine's one-shot container stats (CPU over the engine's ~1 s window,
+  // memory from its cgroup) and the sandbox's own disk (statvfs), else its writable layer.
+  Result<SandboxMetrics> Metrics(const std::string& id) override;
   // Records owner, labels and expiry in meta.json. kConflict when the sandbox was claimed
   // already or is not running.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,

@@ -231,6 +231,7 @@ Capabilities JailBackend::GetCapabilities() const {
   c.disk_limit_note = disks_ ? "" : "limits.disk_bytes is not enforced: " + why_no_disk_;
   c.read_only_root = true;
   c.root_filesystem = "sandbox";
+  c.metrics = true;  // jail_metrics.cc
   return c;
 }
 

@@ -98,6 +98,11 @@ class JailBackend final : public SandboxBackend {
   // with them. Each id is held while it is looked at, so creates in flight are left alone.
   Result<RecoveryReport> Recover() override;
 
+  // jail_metrics.cc: CPU from the sandbox's cgroup over 250 ms (v2 cpu.stat, v1 cpuacct.usage,
+  // else the CPU times of the group's processes), memory from its memory cgroup, disk from its
+  // own filesystem (statvfs) or, without one, the filesystem holding its directory.
+  Result<SandboxMetrics> Metrics(const std::string& id) override;
+
   const JailBackendOptions& options() const { return opts_; }
   images::ImageStore* image_store() const { return images_.get(); }
   // <state_dir>/<id>

@@ -149,6 +149,9 @@ void E2bApi::ControlPlane(const http::Request& req, const Caller& caller, http::
     }
     return respond(ApiError(405, "use GET or DELETE on /sandboxes/{sandboxID}"));
   }
+  if (parts.size() == 3 && m == "GET" && parts[2] == "metrics") {
+    return Metrics(id, caller, std::move(respond));
+  }
   if (parts.size() == 3 && m == "POST") {
     if (parts[2] == "timeout") {
       return SetTimeout(id, req, caller, std::move(respond));
@@ -415,6 +418,18 @@ void E2bApi::SetTimeout(const std::string& id, const http::Request& req, const C
              return respond(ApiError(status, message));
            }
            respond(NoContent());
+         });
+}
+
+void E2bApi::Metrics(const std::string& id, const Caller& caller, http::Respond respond) {
+  // `start` and `end` (unix seconds) select E2B's stored readings; agentboxd stores none and
+  // answers the one taken now (docs/e2b.md).
+  Native("GET", "/v1/sandboxes/" + id + "/metrics", Json(), caller,
+         [respond](int status, Json data, std::string message) {
+           if (status != 200) {
+             return respond(ApiError(status, message));
+           }
+           respond(ApiJson(200, MetricsFromNative(data)));
          });
 }
 

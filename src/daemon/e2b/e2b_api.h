@@ -75,6 +75,8 @@ class E2bApi {
   void Kill(const std::string& id, const Caller& caller, http::Respond respond);
   void SetTimeout(const std::string& id, const http::Request& req, const Caller& caller,
                   http::Respond respond);
+  // GET /sandboxes/{id}/metrics: the native metrics as one SandboxMetric.
+  void Metrics(const std::string& id, const Caller& caller, http::Respond respond);
   // Runs a native route of the daemon with `body` and hands its envelope's data (or the error
   // as {status, message}) to `done`.
   using NativeDone = std::function<void(int status, Json data, std::string message)>;

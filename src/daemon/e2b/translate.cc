@@ -535,4 +535,21 @@ Result<CreateTranslation> NativeCreateBody(const Json& body,
   return t;
 }
 
+Json MetricsFromNative(const Json& native) {
+  const double t = native.value("timestamp", 0.0);
+  const auto bytes = [&](const char* key) { return native.value(key, uint64_t{0}); };
+  Json one = {
+      {"timestamp", Rfc3339(t)},
+      {"timestampUnix", static_cast<int64_t>(t)},
+      // E2B counts whole cores; a fractional CPU limit is rounded up as in SandboxDetail.
+      {"cpuCount", static_cast<int64_t>(std::ceil(native.value("cpu_count", 1.0)))},
+      {"cpuUsedPct", native.value("cpu_used_pct", 0.0)},
+      {"memUsed", bytes("mem_used_bytes")},
+      {"memTotal", bytes("mem_total_bytes")},
+      {"memCache", bytes("mem_cache_bytes")},
+      {"diskUsed", bytes("disk_used_bytes")},
+      {"diskTotal", bytes("disk_total_bytes")}};
+  return Json::array({one});
+}
+
 }  // namespace agentbox::daemon::e2b

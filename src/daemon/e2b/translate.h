@@ -82,6 +82,8 @@ std::string ApiErrorBody(int status, const std::string& message);
 Json SandboxFromNative(const Json& native, const std::string& envd_token,
                        const std::string& domain = "");
 Json DetailFromNative(const Json& native, const std::string& envd_token);
+// Native GET /v1/sandboxes/{id}/metrics data -> E2B's [SandboxMetric] (one reading).
+Json MetricsFromNative(const Json& native);
 // E2B metadata from native labels (reserved keys dropped).
 Json MetadataFromLabels(const Json& labels);
 // The list's `metadata` query parameter: URL-encoded `k=v&k2=v2` (itself URL-encoded once

@@ -190,6 +190,27 @@ TEST(ControlPlane, MetadataFilter) {
   EXPECT_TRUE(ParseMetadataFilter("")->empty());
 }
 
+TEST(ControlPlane, MetricsAsOneSandboxMetric) {
+  const Json native = {{"sandbox_id", "sb-1"},       {"timestamp", 1767225600.5},
+                       {"cpu_count", 0.5},           {"cpu_used_pct", 42.5},
+                       {"mem_used_bytes", 1000},     {"mem_cache_bytes", 200},
+                       {"mem_total_bytes", 4000},    {"disk_used_bytes", 30},
+                       {"disk_total_bytes", 90},     {"disk_source", "sandbox_disk"}};
+  const Json out = MetricsFromNative(native);
+  ASSERT_TRUE(out.is_array());
+  ASSERT_EQ(out.size(), 1u);
+  const Json& m = out[0];
+  EXPECT_EQ(m["timestamp"], "2026-01-01T00:00:00.500000000Z");
+  EXPECT_EQ(m["timestampUnix"], 1767225600);
+  EXPECT_EQ(m["cpuCount"], 1);  // whole cores, rounded up
+  EXPECT_EQ(m["cpuUsedPct"], 42.5);
+  EXPECT_EQ(m["memUsed"], 1000);
+  EXPECT_EQ(m["memCache"], 200);
+  EXPECT_EQ(m["memTotal"], 4000);
+  EXPECT_EQ(m["diskUsed"], 30);
+  EXPECT_EQ(m["diskTotal"], 90);
+}
+
 TEST(ControlPlane, CreateBody) {
   const std::map<std::string, std::string> templates = {{"base", ""}, {"py", "python:3.12"}};
   auto t = NativeCreateBody(Json::parse(R"({"templateID":"py","timeout":60,
