@@ -98,14 +98,14 @@ TEST_F(MigrateImage, EngineImageDockerToJailAndBack) {
         // Exactly what the sandbox wrote there (the marker, and /usr/local/bin made by the
         // install below on the first backend): not /workspace, nor the backends' own mount
         // points (/run/agentbox, the guest's binary).
-        bool marker = false;
+        bool wrote = false;
         for (const auto& c : n.value("changed", Json::array())) {
           const std::string path = c.value("path", "");
           EXPECT_TRUE(path.starts_with("/usr/local/")) << path << " in " << n.dump();
-          marker |= path.starts_with("/usr/local/share/left/on-") && c.value("kind", "") == "added";
+          wrote |= path.starts_with("/usr/local/share/left/on-") && c.value("kind", "") == "added";
         }
-        EXPECT_TRUE(marker) << n.dump();
-        EXPECT_EQ(n.value("changed_total", 0), n.value("changed", Json::array()).size());
+        EXPECT_TRUE(wrote) << n.dump();
+        EXPECT_EQ(n.value("changed_total", size_t{0}), n.value("changed", Json::array()).size());
       }
     }
     EXPECT_TRUE(root_listed) << "a write under /usr/local is not listed: "
