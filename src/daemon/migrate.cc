@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "api/root_changes.h"
 #include "common/crash_point.h"
 #include "common/known_fields.h"
 #include "common/log.h"
@@ -80,6 +81,39 @@ std::string Rebase(const std::string& path, const std::string& from, const std::
     return path;
   }
   return to + path.substr(from.size());
+}
+
+// At most this many changed paths of the root are named in `not_moved` (changed_total counts
+// them all).
+constexpr size_t kRootChangesListed = 100;
+
+// The `not_moved` entry for what the sandbox changed in its root filesystem outside /workspace
+// and /tmp, which no move copies: the paths when the backend can tell (nothing changed: no
+// entry), the root as a whole when it cannot.
+std::optional<Json> RootNotMoved(SandboxBackend* backend, const std::string& id) {
+  auto* source = dynamic_cast<RootChangeSource*>(backend);
+  Result<RootChanges> changes = Fail(ErrorCode::kInvalidArgument,
+                                     std::string(backend->Name()) + " cannot list them");
+  if (source != nullptr) {
+    changes = source->ListRootChanges(id, kRootChangesListed);
+  }
+  if (changes && changes->total == 0) {
+    return std::nullopt;
+  }
+  Json entry{{"what", "files"}, {"path", "/"}};
+  if (changes) {
+    entry.update(RootChangesJson(*changes));
+    entry["detail"] = std::to_string(changes->total) +
+                      " path(s) changed in the root filesystem outside /workspace and /tmp "
+                      "(installed packages, files under /usr/local, ...) are not copied: the "
+                      "target starts from the image";
+  } else {
+    entry["detail"] =
+        "changes to the root filesystem outside /workspace and /tmp (installed packages, files "
+        "under /usr/local, ...) are not copied: the target starts from the image (" +
+        changes.error().message + ")";
+  }
+  return entry;
 }
 
 // What a move copies from the source guest, read while calls are held.
@@ -318,13 +352,9 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
          {"detail", "files outside /workspace are not copied: /tmp starts empty on the target"}});
   }
   if (!old.info.spec.read_only_root) {
-    inv.not_moved.push_back(
-        {{"what", "files"},
-         {"path", "/"},
-         {"detail",
-          "changes to the root filesystem outside /workspace and /tmp (installed "
-          "packages, files under /usr/local, ...) are not copied: the target starts "
-          "from the image"}});
+    if (auto root = RootNotMoved(old.backend, id)) {
+      inv.not_moved.push_back(std::move(*root));
+    }
   }
 
   // 4. The intent, then the target: the same spec, id, owner, labels and expiry.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "api/root_changes.h"
 #include "api/sandbox_backend.h"
 #include "backends/disk/disk.h"
 #include "backends/egress/egress_network.h"
@@ -50,7 +51,7 @@ struct DockerBackendOptions {
 // directory (after a daemon restart) finds every sandbox again. The first List() also removes
 // orphans (see CleanupOrphans). Thread-safe: operations on distinct ids run in parallel;
 // operations on one id are serialised.
-class DockerBackend final : public SandboxBackend {
+class DockerBackend final : public SandboxBackend, public RootChangeSource {
  public:
   explicit DockerBackend(DockerBackendOptions opts);
 
@@ -75,6 +76,8 @@ class DockerBackend final : public SandboxBackend {
   // the new guest's health: the container's filesystem and its /workspace volume are kept;
   // sessions, processes and /tmp start empty.
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
+  // docker_root_changes.cc: GET /containers/{id}/changes.
+  Result<RootChanges> ListRootChanges(const std::string& id, size_t limit) override;
   // GET /_ping within the probe timeout (docker_restart.cc): only whether the engine answers,
   // unlike Probe (which also wants the default image, so a missing image is not an outage).
   std::optional<std::string> EngineDown() override;

@@ -3,30 +3,17 @@
 // host, NAT and the sandbox's policy as rules in the host's namespace (backends/egress): the
 // same mechanism and the same rules as the jail backend. The container has no CAP_NET_ADMIN
 // (CapDrop ALL), and the rules live outside its namespace anyway.
-#include <dirent.h>
-
 #include <set>
 
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/host_dir.h"
-#include "common/fs_util.h"
-#include "common/log.h"
+#include "backends/egress/egress_sandbox.h"
 
 namespace agentbox::docker {
 
 Result<std::string> DockerBackend::PrepareEgress(const SandboxSpec& spec,
                                                  const std::string& dir) const {
-  if (spec.network != NetworkMode::kEgress) {
-    return std::string();
-  }
-  if (!egress_) {
-    return Fail(ErrorCode::kInvalidArgument, "docker: " + why_no_egress_);
-  }
-  const std::string path = dir + "/resolv.conf";
-  if (auto r = WriteFileAtomic(path, egress_->ResolvConf(), 0644); !r) {
-    return Fail(r.error());
-  }
-  return path;
+  return egress::WriteEgressResolvConf(egress_.get(), Name(), why_no_egress_, spec, dir);
 }
 
 Result<std::string> DockerBackend::AttachEgress(const std::string& container_id,
@@ -58,26 +45,12 @@ void DockerBackend::DetachEgress(const std::string& link) const {
 }
 
 size_t DockerBackend::SweepEgress() {
-  if (!egress_) {
-    return 0;
-  }
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(opts_.state_dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
-  }
-  std::set<std::string> live;
-  for (const auto& name : names) {
-    if (!ValidSandboxId(name)) {
-      continue;
-    }
-    if (auto meta = LoadMeta(SandboxDir(name)); meta && !meta->egress_link.empty()) {
-      live.insert(meta->egress_link);
-    }
-  }
-  return egress_->Sweep(live);
+  return egress::SweepEgressLinks(
+      egress_.get(), opts_.state_dir, [](const std::string& dir, std::set<std::string>& live) {
+        if (auto meta = LoadMeta(dir); meta && !meta->egress_link.empty()) {
+          live.insert(meta->egress_link);
+        }
+      });
 }
 
 }  // namespace agentbox::docker

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "api/root_changes.h"
 #include "api/sandbox_backend.h"
 #include "backends/disk/disk.h"
 #include "backends/egress/egress_network.h"
@@ -58,7 +59,7 @@ struct JailBackendOptions {
 // the helper, the daemon also reaps it (so the embedding process must not reap children with
 // waitpid(-1)). Thread-safe: operations on distinct ids run in parallel; operations on one id
 // are serialised.
-class JailBackend final : public SandboxBackend {
+class JailBackend final : public SandboxBackend, public RootChangeSource {
  public:
   explicit JailBackend(JailBackendOptions opts);
 
@@ -88,6 +89,8 @@ class JailBackend final : public SandboxBackend {
   // image's root changes (the overlay's upper directory) are kept; /tmp, sessions and processes
   // start empty.
   Result<SandboxInfo> RestartGuest(const std::string& id) override;
+  // jail_root_changes.cc: the overlay root's upper directory, walked from the host.
+  Result<RootChanges> ListRootChanges(const std::string& id, size_t limit) override;
   // Rewrites the sandbox's record (atomically: temporary file + rename) with spec.owner,
   // spec.labels and expires_at. kUnavailable if the sandbox's processes have exited.
   Result<SandboxInfo> Claim(const std::string& id, const SandboxSpec& spec,

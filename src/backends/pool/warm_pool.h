@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/root_changes.h"
 #include "api/sandbox_backend.h"
 #include "common/config.h"
 
@@ -93,7 +94,7 @@ bool IsUnclaimedPoolSandbox(const SandboxInfo& info);
 //
 // With size 0 every call goes straight to the inner backend and nothing is hidden or started.
 // Thread-safe.
-class WarmPool final : public SandboxBackend {
+class WarmPool final : public SandboxBackend, public RootChangeSource {
  public:
   WarmPool(SandboxBackendPtr inner, WarmPoolOptions options);
   // Stops the refill thread (waits for a background create in flight), destroys the sandboxes
@@ -114,6 +115,15 @@ class WarmPool final : public SandboxBackend {
   void KeepSessionState(const std::string& id, const std::string& session,
                         const Json& kept) override {
     inner_->KeepSessionState(id, session, kept);
+  }
+  // The inner backend's, when it can tell.
+  Result<RootChanges> ListRootChanges(const std::string& id, size_t limit) override {
+    auto* inner = dynamic_cast<RootChangeSource*>(inner_.get());
+    if (inner == nullptr) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  std::string(Name()) + " cannot list what a sandbox changed in its root");
+    }
+    return inner->ListRootChanges(id, limit);
   }
   Result<Json> KeptSessionStates(const std::string& id) override {
     return inner_->KeptSessionStates(id);
