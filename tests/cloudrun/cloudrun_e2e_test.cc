@@ -30,7 +30,9 @@ class CloudRunE2E : public EmulatorTest {
  protected:
   void SetUp() override { StartEmulator(DockerSocket(), "agentbox-cloudrun-e2e"); }
   // What the tests left: destroyed through a daemon with no warm pool.
-  Daemon* StartSweeper() override { return StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}}); }
+  Daemon* StartSweeper() override {
+    return StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}});
+  }
 
   Daemon* StartDaemon(const std::string& name, std::map<std::string, std::string> extra) {
     return Keep(std::make_unique<Daemon>(dir_ + "/" + name, EmulatorConfig(std::move(extra))));

@@ -39,19 +39,21 @@ std::string Shell(const std::string& cmd) {
 class CloudRunSession : public EmulatorTest {
  protected:
   void SetUp() override { StartEmulator("/var/run/docker.sock", "agentbox-cloudrun-session"); }
-  Daemon* StartSweeper() override { return StartDaemon("sweep", {{"AGENTBOX_WARM_POOL_SIZE", "0"}}); }
+  Daemon* StartSweeper() override {
+    return StartDaemon("sweep", {{"AGENTBOX_WARM_POOL_SIZE", "0"}});
+  }
 
   // A session-mode daemon whose tunnel listens on a free port of 127.0.0.1.
   Daemon* StartDaemon(const std::string& name, std::map<std::string, std::string> extra,
                       int port = 0) {
     port = port > 0 ? port : FreePort();
     last_port_ = port;
-    std::map<std::string, std::string> c = EmulatorConfig(
-        {{"SANDBOX_BACKEND", "cloudrun"},
-         {"AGENTBOX_CLOUDRUN_MODE", "session"},
-         {"AGENTBOX_PUBLIC_URL", "http://127.0.0.1:" + std::to_string(port)},
-         {"AGENTBOX_API_KEYS", "e2e:session-test-key"},
-         {"AGENTBOX_WARM_POOL_SIZE_CLOUDRUN", "0"}});
+    std::map<std::string, std::string> c =
+        EmulatorConfig({{"SANDBOX_BACKEND", "cloudrun"},
+                        {"AGENTBOX_CLOUDRUN_MODE", "session"},
+                        {"AGENTBOX_PUBLIC_URL", "http://127.0.0.1:" + std::to_string(port)},
+                        {"AGENTBOX_API_KEYS", "e2e:session-test-key"},
+                        {"AGENTBOX_WARM_POOL_SIZE_CLOUDRUN", "0"}});
     for (auto& [k, v] : extra) {
       c[k] = v;
     }

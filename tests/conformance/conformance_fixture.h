@@ -115,7 +115,8 @@ class Daemon {
   Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
              bool expect_ok = true, const std::vector<std::string>& headers = {}) const {
     CURLcode rc = CURLE_OK;
-    Reply r = test_support::CurlHttp(socket_, method, "http://agentboxd" + path, body, headers, &rc);
+    Reply r =
+        test_support::CurlHttp(socket_, method, "http://agentboxd" + path, body, headers, &rc);
     if (expect_ok) {
       EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
     }
