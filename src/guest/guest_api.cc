@@ -38,13 +38,7 @@ Response ErrStatus(int status, const std::string& message) {
 }
 
 // Unwraps a Result or answers its error and returns from the handler.
-#define AB_TRY(var, expr)                    \
-  auto var##_r = (expr);                     \
-  if (!var##_r) {                            \
-    respond(GuestApi::Err(var##_r.error())); \
-    return;                                  \
-  }                                          \
-  auto var = std::move(*var##_r)
+#define AB_TRY(var, expr) AGENTBOX_TRY_OR_RESPOND(var, expr)
 
 Json CommandJson(const Session& s, const CommandView& v, bool strip) {
   Json d = {{"session_id", s.id()},

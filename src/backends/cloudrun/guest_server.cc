@@ -23,13 +23,7 @@ namespace {
     return;                                        \
   }
 
-#define CR_TRY(var, expr)                          \
-  auto var##_r = (expr);                           \
-  if (!var##_r) {                                  \
-    respond(http::ErrorResponse(var##_r.error())); \
-    return;                                        \
-  }                                                \
-  auto var = std::move(*var##_r)
+#define CR_TRY(var, expr) AGENTBOX_TRY_OR_RESPOND(var, expr)
 
 http::Response Ok(Json data, const std::string& message = "ok") {
   return http::OkResponse(std::move(data), message);
