@@ -10,6 +10,7 @@
 #include "common/utf8.h"
 #include "guest/exec_api.h"
 #include "guest/ai_manus_messages.h"
+#include "guest/posted_object.h"
 #include "guest/request_fields.h"
 #include "guest/supervisor_api.h"
 #include "http/envelope.h"
@@ -38,13 +39,7 @@ Response ErrStatus(int status, const std::string& message) {
 }
 
 // Unwraps a Result or answers its error and returns from the handler.
-#define AB_TRY(var, expr)                    \
-  auto var##_r = (expr);                     \
-  if (!var##_r) {                            \
-    respond(GuestApi::Err(var##_r.error())); \
-    return;                                  \
-  }                                          \
-  auto var = std::move(*var##_r)
+#define AB_TRY(var, expr) AGENTBOX_TRY_OR_RESPOND(var, expr)
 
 Json CommandJson(const Session& s, const CommandView& v, bool strip) {
   Json d = {{"session_id", s.id()},
@@ -257,18 +252,8 @@ void GuestApi::Handle(http::Request req, Respond respond) {
       return;
     }
   }
-  if (req.path == "/api/v1/health" || req.path == "/api/v1/file/download") {
-    respond(ErrStatus(405, "use GET for " + req.path));
-    return;
-  }
-  if (req.method != "POST") {
-    respond(ErrStatus(req.path.starts_with("/api/v1/") ? 405 : 404,
-                      "no such endpoint: " + req.method + " " + req.path));
-    return;
-  }
-  auto body = ParseJsonObject(req.body);
+  auto body = PostedObject(req, respond);
   if (!body) {
-    respond(Err(body.error()));
     return;
   }
   Route(req, std::move(*body), std::move(respond));

@@ -88,16 +88,8 @@ Result<PipeStats> PipeBoth(int a, int b, std::chrono::milliseconds idle) {
     if (ab.WantsWrite()) {
       p[1].events |= POLLOUT;
     }
-    const int n = ::poll(p, 2, timeout);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return Fail(ErrnoError(errno, "poll"));
-    }
-    if (n == 0) {
-      return Fail(ErrorCode::kTimeout,
-                  "no traffic either way for " + std::to_string(idle.count() / 1000) + " s");
+    if (auto r = PollReady(p, 2, timeout, "no traffic either way"); !r) {
+      return Fail(r.error());
     }
     for (int i = 0; i < 2; ++i) {
       if (p[i].revents & POLLNVAL) {

@@ -17,3 +17,13 @@ Response ErrorResponse(int status, const std::string& message);
 std::string ErrorBody(int status, const std::string& message);
 
 }  // namespace agentbox::http
+
+// In a handler that answers through a `respond` callback: unwraps the Result `expr` into `var`,
+// or answers its error (ErrorResponse) and returns from the handler.
+#define AGENTBOX_TRY_OR_RESPOND(var, expr)                     \
+  auto var##_r = (expr);                                       \
+  if (!var##_r) {                                              \
+    respond(::agentbox::http::ErrorResponse(var##_r.error())); \
+    return;                                                    \
+  }                                                            \
+  auto var = std::move(*var##_r)

@@ -27,19 +27,7 @@ constexpr size_t kReadBlock = 1u << 20;
 // Waits until `fd` is ready for `events`; kTimeout after `idle`.
 Result<void> Wait(int fd, short events, Millis idle) {
   pollfd p{fd, events, 0};
-  for (;;) {
-    const int n = ::poll(&p, 1, static_cast<int>(idle.count()));
-    if (n > 0) {
-      return {};
-    }
-    if (n == 0) {
-      return Fail(ErrorCode::kTimeout,
-                  "no progress for " + std::to_string(idle.count() / 1000) + " s");
-    }
-    if (errno != EINTR) {
-      return Fail(ErrnoError(errno, "poll"));
-    }
-  }
+  return PollReady(&p, 1, static_cast<int>(idle.count()), "no progress");
 }
 
 Error Gone(int err) {
@@ -58,6 +46,22 @@ void WidenSendBuffer(int fd) {
   const int size = 4 << 20;
   if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0) {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  }
+}
+
+Result<void> PollReady(pollfd* fds, nfds_t n, int timeout_ms, std::string_view stalled) {
+  for (;;) {
+    const int ready = ::poll(fds, n, timeout_ms);
+    if (ready > 0) {
+      return {};
+    }
+    if (ready == 0) {
+      return Fail(ErrorCode::kTimeout,
+                  std::string(stalled) + " for " + std::to_string(timeout_ms / 1000) + " s");
+    }
+    if (errno != EINTR) {
+      return Fail(ErrnoError(errno, "poll"));
+    }
   }
 }
 
@@ -592,16 +596,8 @@ Result<ProxyResult> Proxy(int client, int upstream, Millis idle,
     if (up.in_pipe > 0 && !up_closed) {
       p[1].events |= POLLOUT;
     }
-    const int n = ::poll(p, 2, static_cast<int>(idle.count()));
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return Fail(ErrnoError(errno, "poll"));
-    }
-    if (n == 0) {
-      return Fail(ErrorCode::kTimeout,
-                  "no progress for " + std::to_string(idle.count() / 1000) + " s");
+    if (auto r = PollReady(p, 2, static_cast<int>(idle.count()), "no progress"); !r) {
+      return Fail(r.error());
     }
     // The client's side: a failure here means it went away; stop at once.
     if (p[0].revents & (POLLERR | POLLNVAL)) {

@@ -7,6 +7,8 @@
 // poll(2), so every wait is bounded by an idle limit. Transfers answer with "Connection: close":
 // the connection ends with the response.
 
+#include <poll.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -25,6 +27,9 @@ using Millis = std::chrono::milliseconds;
 void SetNonBlocking(int fd);
 // Lets up to 4 MiB wait in the socket's send queue (as far as privileges allow).
 void WidenSendBuffer(int fd);
+// poll(2) on `fds` until one is ready, again when a signal interrupts it; kTimeout
+// ("<stalled> for N s") when none is within `timeout_ms` (negative: waits for ever).
+Result<void> PollReady(pollfd* fds, nfds_t n, int timeout_ms, std::string_view stalled);
 
 // Writes all of `bytes`; kUnavailable when the peer went away, kTimeout after `idle` without
 // progress.

@@ -26,64 +26,16 @@ namespace {
 
 using namespace agentbox::cloudrun_e2e;
 
-class CloudRunE2E : public ::testing::Test {
+class CloudRunE2E : public EmulatorTest {
  protected:
-  void SetUp() override {
-    const char* host = std::getenv("DOCKER_HOST");
-    const std::string sock = host && std::string(host).starts_with("unix://")
-                                 ? std::string(host).substr(7)
-                                 : "/var/run/docker.sock";
-    if (access(sock.c_str(), W_OK) != 0) {
-      GTEST_SKIP() << "no Docker engine at " << sock
-                   << ": the emulator runs executions on it (CI: scripts/start-dockerd.sh)";
-    }
-    char tmpl[] = "/tmp/agentbox-cloudrun-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    emulator_ = std::make_unique<Emulator>(dir_);
-    ASSERT_FALSE(emulator_->url().empty()) << "agentbox-gcp-emulator did not start";
-    ASSERT_TRUE(emulator_->CreateBucket("e2e-bucket"));
-  }
-  void TearDown() override {
-    daemons_.clear();
-    if (emulator_) {
-      // What the tests left: destroyed through a daemon with no warm pool.
-      auto sweeper = StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}});
-      Reply list = sweeper->Call("GET", "/v1/sandboxes");
-      const Json sandboxes = list.data()["sandboxes"];  // data() is a temporary
-  for (const auto& sb : sandboxes) {
-        sweeper->Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>());
-      }
-      daemons_.clear();
-      emulator_.reset();
-    }
-    if (!dir_.empty()) {
-      int rc = system(("rm -rf '" + dir_ + "'").c_str());
-      (void)rc;
-    }
+  void SetUp() override { StartEmulator(DockerSocket(), "agentbox-cloudrun-e2e"); }
+  // What the tests left: destroyed through a daemon with no warm pool.
+  Daemon* StartSweeper() override {
+    return StartDaemon("sweep", {{"SANDBOX_BACKEND", "cloudrun"}});
   }
 
-  // The cloudrun settings pointing at the emulator, plus `extra`.
-  std::map<std::string, std::string> Config(std::map<std::string, std::string> extra) {
-    std::map<std::string, std::string> c = {{"SANDBOX_GCP_PROJECT", "e2e-project"},
-                                            {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
-                                            {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
-                                            {"STORAGE_EMULATOR_HOST", emulator_->url()},
-                                            {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
-                                            {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
-                                            {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
-                                            {"AGENTBOX_WARM_POOL_SIZE", "0"},
-                                            {"AGENTBOX_PROBE_TTL_MS", "0"}};
-    for (auto& [k, v] : extra) {
-      c[k] = v;
-    }
-    return c;
-  }
   Daemon* StartDaemon(const std::string& name, std::map<std::string, std::string> extra) {
-    auto d = std::make_unique<Daemon>(dir_ + "/" + name, Config(std::move(extra)));
-    EXPECT_TRUE(d->ready()) << d->log();
-    daemons_.push_back(std::move(d));
-    return daemons_.back().get();
+    return Keep(std::make_unique<Daemon>(dir_ + "/" + name, EmulatorConfig(std::move(extra))));
   }
   static std::string Exec(Daemon* d, const std::string& id, const std::string& cmd,
                           const std::string& session = "s") {
@@ -91,10 +43,6 @@ class CloudRunE2E : public ::testing::Test {
     EXPECT_EQ(r.status, 200) << r.body;
     return r.data().value("output", "");
   }
-
-  std::string dir_;
-  std::unique_ptr<Emulator> emulator_;
-  std::vector<std::unique_ptr<Daemon>> daemons_;
 };
 
 TEST_F(CloudRunE2E, TheSeedsSwitchSendsNewSandboxesToCloudRunAndExistingOnesStay) {

@@ -2,12 +2,8 @@
 // agentbox-gcp-emulator and agentboxd binaries with their own state directories.
 #pragma once
 
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,57 +11,26 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "fakes/curl_http.h"
 
 namespace agentbox::cloudrun_e2e {
 
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-struct Reply {
-  long status = 0;
-  std::string body;
-  Json json;
-  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
-  std::string message() const { return json.is_object() ? json.value("message", "") : ""; }
-};
-
-inline size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
+using test_support::FreePort;
+using test_support::Reply;
 
 // One HTTP call over TCP (url) or a unix socket (socket non-empty, url's host ignored).
 inline Reply Http(const std::string& socket, const std::string& method, const std::string& url,
                   const std::string& body = "", const std::vector<std::string>& headers = {}) {
-  CURL* c = curl_easy_init();
-  Reply r;
-  curl_slist* h = nullptr;
-  for (const auto& x : headers) {
-    h = curl_slist_append(h, x.c_str());
-  }
-  if (!socket.empty()) {
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
-  }
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  if (method != "GET" && method != "DELETE") {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  }
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-  curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  r.json = Json::parse(r.body, nullptr, false);
-  return r;
+  return test_support::CurlHttp(socket, method, url, body, headers);
 }
 
 inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log,
@@ -97,23 +62,6 @@ inline void Stop(pid_t& pid) {
   }
 }
 
-// A TCP port of 127.0.0.1 that was free a moment ago (for a daemon's public URL, which must be
-// known before it listens).
-inline int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // A private emulator: Cloud Run + Cloud Storage on a free port.
 class Emulator {
  public:
@@ -126,15 +74,7 @@ class Emulator {
         Spawn({AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data", dir + "/data"},
               dir + "/emulator.log", out[1]);
     close(out[1]);
-    std::string line;
-    char c;
-    while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
-      line += c;
-    }
-    close(out[0]);
-    if (size_t at = line.find("http://"); at != std::string::npos) {
-      url_ = line.substr(at, line.find_first_of("\r\n", at) - at);
-    }
+    url_ = test_support::ReadListenUrl(out[0]);
   }
   ~Emulator() { Stop(pid_); }
   const std::string& url() const { return url_; }
@@ -184,18 +124,7 @@ class Daemon {
   }
   ~Daemon() { Stop(pid_); }
   bool ready() const { return ready_; }
-  std::string log() const {
-    std::string out;
-    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
-      char buf[4096];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        out.append(buf, n);
-      }
-      fclose(f);
-    }
-    return out;
-  }
+  std::string log() const { return test_support::ReadLog(dir_ + "/agentboxd.log"); }
   Reply Call(const std::string& method, const std::string& path, const std::string& body = "") {
     return Http(socket_, method, "http://agentboxd" + path, body);
   }
@@ -225,6 +154,77 @@ class Daemon {
   std::string socket_;
   pid_t pid_ = -1;
   bool ready_ = false;
+};
+
+// The base of the cloudrun end-to-end fixtures: a temporary directory with a private emulator
+// and its bucket, the daemons a test starts below it, and at the end what they left destroyed
+// through a sweeper daemon and the directory removed.
+class EmulatorTest : public ::testing::Test {
+ protected:
+  // The Docker engine's socket: DOCKER_HOST when it is a unix:// one.
+  static std::string DockerSocket() {
+    const char* host = std::getenv("DOCKER_HOST");
+    return host && std::string(host).starts_with("unix://") ? std::string(host).substr(7)
+                                                            : "/var/run/docker.sock";
+  }
+  // The fixture's SetUp: skips the test when there is no Docker engine at `docker_socket`.
+  void StartEmulator(const std::string& docker_socket, const std::string& dir_prefix) {
+    if (access(docker_socket.c_str(), W_OK) != 0) {
+      GTEST_SKIP() << "no Docker engine at " << docker_socket
+                   << ": the emulator runs executions on it (CI: scripts/start-dockerd.sh)";
+    }
+    std::string tmpl = "/tmp/" + dir_prefix + "-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    emulator_ = std::make_unique<Emulator>(dir_);
+    ASSERT_FALSE(emulator_->url().empty()) << "agentbox-gcp-emulator did not start";
+    ASSERT_TRUE(emulator_->CreateBucket("e2e-bucket"));
+  }
+  void TearDown() override {
+    daemons_.clear();
+    if (emulator_) {
+      Daemon* sweeper = StartSweeper();
+      const Json sandboxes = sweeper->Call("GET", "/v1/sandboxes").data()["sandboxes"];
+      for (const auto& sb : sandboxes) {
+        sweeper->Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>());
+      }
+      daemons_.clear();
+      emulator_.reset();
+    }
+    if (!dir_.empty()) {
+      int rc = system(("rm -rf '" + dir_ + "'").c_str());
+      (void)rc;
+    }
+  }
+  // A daemon with no warm pool that lists and destroys what the test's daemons left.
+  virtual Daemon* StartSweeper() = 0;
+
+  // The cloudrun settings pointing at the emulator (no warm pool, no probe cache), plus `extra`.
+  std::map<std::string, std::string> EmulatorConfig(std::map<std::string, std::string> extra) {
+    std::map<std::string, std::string> c = {{"SANDBOX_GCP_PROJECT", "e2e-project"},
+                                            {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
+                                            {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
+                                            {"STORAGE_EMULATOR_HOST", emulator_->url()},
+                                            {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
+                                            {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
+                                            {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
+                                            {"AGENTBOX_WARM_POOL_SIZE", "0"},
+                                            {"AGENTBOX_PROBE_TTL_MS", "0"}};
+    for (auto& [k, v] : extra) {
+      c[k] = v;
+    }
+    return c;
+  }
+  // Keeps a started daemon for the test (stopped at TearDown), expecting it ready.
+  Daemon* Keep(std::unique_ptr<Daemon> d) {
+    EXPECT_TRUE(d->ready()) << d->log();
+    daemons_.push_back(std::move(d));
+    return daemons_.back().get();
+  }
+
+  std::string dir_;
+  std::unique_ptr<Emulator> emulator_;
+  std::vector<std::unique_ptr<Daemon>> daemons_;
 };
 
 }  // namespace agentbox::cloudrun_e2e

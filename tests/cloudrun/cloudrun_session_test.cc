@@ -36,35 +36,11 @@ std::string Shell(const std::string& cmd) {
   return out;
 }
 
-class CloudRunSession : public ::testing::Test {
+class CloudRunSession : public EmulatorTest {
  protected:
-  void SetUp() override {
-    if (access("/var/run/docker.sock", W_OK) != 0) {
-      GTEST_SKIP() << "no Docker engine at /var/run/docker.sock: the emulator runs executions "
-                      "on it (CI: scripts/start-dockerd.sh)";
-    }
-    char tmpl[] = "/tmp/agentbox-cloudrun-session-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    emulator_ = std::make_unique<Emulator>(dir_);
-    ASSERT_FALSE(emulator_->url().empty()) << "agentbox-gcp-emulator did not start";
-    ASSERT_TRUE(emulator_->CreateBucket("e2e-bucket"));
-  }
-  void TearDown() override {
-    daemons_.clear();
-    if (emulator_) {
-      auto sweeper = StartDaemon("sweep", {{"AGENTBOX_WARM_POOL_SIZE", "0"}});
-      const Json sandboxes = sweeper->Call("GET", "/v1/sandboxes").data()["sandboxes"];
-      for (const auto& sb : sandboxes) {
-        sweeper->Call("DELETE", "/v1/sandboxes/" + sb["id"].get<std::string>());
-      }
-      daemons_.clear();
-      emulator_.reset();
-    }
-    if (!dir_.empty()) {
-      int rc = system(("rm -rf '" + dir_ + "'").c_str());
-      (void)rc;
-    }
+  void SetUp() override { StartEmulator("/var/run/docker.sock", "agentbox-cloudrun-session"); }
+  Daemon* StartSweeper() override {
+    return StartDaemon("sweep", {{"AGENTBOX_WARM_POOL_SIZE", "0"}});
   }
 
   // A session-mode daemon whose tunnel listens on a free port of 127.0.0.1.
@@ -72,29 +48,17 @@ class CloudRunSession : public ::testing::Test {
                       int port = 0) {
     port = port > 0 ? port : FreePort();
     last_port_ = port;
-    std::map<std::string, std::string> c = {
-        {"SANDBOX_BACKEND", "cloudrun"},
-        {"SANDBOX_GCP_PROJECT", "e2e-project"},
-        {"SANDBOX_GCS_BUCKET", "e2e-bucket"},
-        {"AGENTBOX_CLOUDRUN_ENDPOINT", emulator_->url()},
-        {"STORAGE_EMULATOR_HOST", emulator_->url()},
-        {"GOOGLE_OAUTH_ACCESS_TOKEN", "e2e"},
-        {"AGENTBOX_CLOUDRUN_POLL_MS", "50"},
-        {"AGENTBOX_CLOUDRUN_IMAGE", "agentbox/base:latest"},
-        {"AGENTBOX_CLOUDRUN_MODE", "session"},
-        {"AGENTBOX_PUBLIC_URL", "http://127.0.0.1:" + std::to_string(port)},
-        {"AGENTBOX_API_KEYS", "e2e:session-test-key"},
-        {"AGENTBOX_WARM_POOL_SIZE", "0"},  // no jail or docker pools in these daemons
-        {"AGENTBOX_WARM_POOL_SIZE_CLOUDRUN", "0"},
-        {"AGENTBOX_PROBE_TTL_MS", "0"}};
+    std::map<std::string, std::string> c =
+        EmulatorConfig({{"SANDBOX_BACKEND", "cloudrun"},
+                        {"AGENTBOX_CLOUDRUN_MODE", "session"},
+                        {"AGENTBOX_PUBLIC_URL", "http://127.0.0.1:" + std::to_string(port)},
+                        {"AGENTBOX_API_KEYS", "e2e:session-test-key"},
+                        {"AGENTBOX_WARM_POOL_SIZE_CLOUDRUN", "0"}});
     for (auto& [k, v] : extra) {
       c[k] = v;
     }
-    auto d = std::make_unique<Daemon>(
-        dir_ + "/" + name, c, std::vector<std::string>{"tcp:127.0.0.1:" + std::to_string(port)});
-    EXPECT_TRUE(d->ready()) << d->log();
-    daemons_.push_back(std::move(d));
-    return daemons_.back().get();
+    return Keep(std::make_unique<Daemon>(
+        dir_ + "/" + name, c, std::vector<std::string>{"tcp:127.0.0.1:" + std::to_string(port)}));
   }
 
   Json Exec(Daemon* d, const std::string& id, const std::string& session,
@@ -123,10 +87,7 @@ class CloudRunSession : public ::testing::Test {
     return detail.substr(from, detail.find(' ', from) - from);
   }
 
-  std::string dir_;
   int last_port_ = 0;
-  std::unique_ptr<Emulator> emulator_;
-  std::vector<std::unique_ptr<Daemon>> daemons_;
 };
 
 TEST_F(CloudRunSession, CreateWaitsForTheGuestAndEveryCapabilityWorks) {

@@ -15,12 +15,9 @@
 // through wss:// tunnels.
 #pragma once
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,22 +29,14 @@
 #include <thread>
 #include <vector>
 
+#include "fakes/curl_http.h"
+
 namespace agentbox::conformance {
 
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-struct Reply {
-  long status = 0;
-  std::string body;
-  Json json;
-  Json data() const { return json.is_object() && json.contains("data") ? json["data"] : Json(); }
-};
-
-inline size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
+using test_support::Reply;
 
 // One agentboxd per backend, started on first use and stopped at exit. It runs with the
 // default configuration, so a warm pool (if the backend has one) serves the suite's creates.
@@ -112,18 +101,7 @@ class Daemon {
   // its open descriptors).
   const std::string& socket() const { return socket_; }
   pid_t pid() const { return pid_; }
-  std::string log() const {
-    std::string out;
-    if (FILE* f = fopen((dir_ + "/agentboxd.log").c_str(), "r")) {
-      char buf[4096];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        out.append(buf, n);
-      }
-      fclose(f);
-    }
-    return out;
-  }
+  std::string log() const { return test_support::ReadLog(dir_ + "/agentboxd.log"); }
 
   // What the backend declares it can do (GET /v1/info: backends.<name>.capabilities).
   Json Capabilities() {
@@ -136,50 +114,16 @@ class Daemon {
 
   Reply Call(const std::string& method, const std::string& path, const std::string& body = "",
              bool expect_ok = true, const std::vector<std::string>& headers = {}) const {
-    CURL* c = curl_easy_init();
-    Reply r;
-    curl_slist* h = nullptr;
-    for (const auto& x : headers) {
-      h = curl_slist_append(h, x.c_str());
-    }
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    curl_easy_setopt(c, CURLOPT_URL, ("http://agentboxd" + path).c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method != "GET" && method != "DELETE") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    const CURLcode rc = curl_easy_perform(c);
+    CURLcode rc = CURLE_OK;
+    Reply r =
+        test_support::CurlHttp(socket_, method, "http://agentboxd" + path, body, headers, &rc);
     if (expect_ok) {
       EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    r.json = Json::parse(r.body, nullptr, false);
     return r;
   }
 
  private:
-  static int FreePort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      port = ntohs(a.sin_port);
-    }
-    close(fd);
-    return port;
-  }
-
   // A private emulator with one bucket, and the settings that point the daemon at it.
   bool StartEmulator() {
     int out[2];
@@ -202,33 +146,17 @@ class Daemon {
       _exit(127);
     }
     close(out[1]);
-    std::string line;
-    char c;
-    while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
-      line += c;
-    }
-    close(out[0]);
-    const size_t at = line.find("http://");
-    if (at == std::string::npos) {
+    const std::string url = test_support::ReadListenUrl(out[0]);
+    if (url.empty()) {
       return false;
     }
-    const std::string url = line.substr(at, line.find_first_of("\r\n", at) - at);
     // The bucket, as a deployment creates it with gcloud.
-    CURL* h = curl_easy_init();
-    std::string sink;
-    curl_slist* hdr = curl_slist_append(nullptr, "Authorization: Bearer conformance");
-    hdr = curl_slist_append(hdr, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_URL, (url + "/storage/v1/b?project=conformance-project").c_str());
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, R"({"name":"conformance-bucket"})");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-    const CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    if (rc != CURLE_OK || status != 200) {
+    CURLcode rc = CURLE_OK;
+    const Reply bucket = test_support::CurlHttp(
+        "", "POST", url + "/storage/v1/b?project=conformance-project",
+        R"({"name":"conformance-bucket"})",
+        {"Authorization: Bearer conformance", "Content-Type: application/json"}, &rc);
+    if (rc != CURLE_OK || bucket.status != 200) {
       return false;
     }
     const char* image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE");
@@ -242,7 +170,7 @@ class Daemon {
         "AGENTBOX_CLOUDRUN_IMAGE=" +
         std::string(image && *image ? image : "agentbox/base:latest") + "\n";
     if (session_mode_) {
-      const int port = FreePort();
+      const int port = test_support::FreePort();
       if (port <= 0) {
         return false;
       }

@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "fakes/unix_call.h"
+#include "fakes/agentboxd_process.h"
 
 namespace {
 
@@ -22,78 +22,15 @@ using namespace std::chrono_literals;
 constexpr uint64_t kLimit = 64ull << 20;
 
 
-class AgentboxdDisk : public ::testing::TestWithParam<std::string> {
+class AgentboxdDisk
+    : public agentbox::test_support::AgentboxdProcessTest<::testing::TestWithParam<std::string>> {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) {
       GTEST_SKIP() << "SKIPPED: disk limits need root (loop devices)";
     }
-    char tmpl[] = "/tmp/agentbox-disk-e2e-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    socket_ = dir_ + "/d.sock";
-    pid_ = fork();
-    if (pid_ == 0) {
-      for (const char* k : {"SANDBOX_BACKEND", "AGENTBOX_FALLBACK_CHAIN",
-                            "AGENTBOX_DEFAULT_DISK_BYTES", "AGENTBOX_MIN_FREE_BYTES"}) {
-        unsetenv(k);
-      }
-      setenv("AGENTBOX_WARM_POOL_SIZE", "0", 1);  // pooled sandboxes would outlive the test
-      unsetenv("AGENTBOX_WARM_POOL_SIZE_JAIL");
-      unsetenv("AGENTBOX_WARM_POOL_SIZE_DOCKER");
-      setenv("AGENTBOX_FALLBACK_CHAIN", GetParam().c_str(), 1);
-      FILE* f = freopen((dir_ + "/agentboxd.log").c_str(), "a", stderr);
-      (void)f;
-      execl(AGENTBOXD_BIN, AGENTBOXD_BIN, "--env-file", "/dev/null", "--backend",
-            GetParam().c_str(), "--listen", ("unix:" + socket_).c_str(), "--state-dir",
-            (dir_ + "/state").c_str(), nullptr);
-      _exit(127);
-    }
-    for (auto deadline = std::chrono::steady_clock::now() + 20s;
-         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
-      if (Call("GET", "/healthz").first == 200) {
-        auto [status, body] = Call("GET", "/readyz");
-        const Json j = Json::parse(body, nullptr, false);
-        if (status != 200 || !j.is_object() || j["data"]["backend"] != GetParam()) {
-          GTEST_SKIP() << "SKIPPED: backend " << GetParam() << " is not usable here: " << body;
-        }
-        return;
-      }
-    }
-    FAIL() << "agentboxd did not start";
+    StartAgentboxd(GetParam(), "agentbox-disk-e2e");
   }
-
-  void TearDown() override {
-    if (pid_ > 0) {
-      for (const auto& id : ids_) {
-        Call("DELETE", "/v1/sandboxes/" + id);
-      }
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (!dir_.empty()) {
-      int rc = system(("rm -rf '" + dir_ + "'").c_str());
-      (void)rc;
-    }
-  }
-
-  // One request over the unix socket; status 0 when no answer came.
-  std::pair<long, std::string> Call(const std::string& method, const std::string& path,
-                                    const std::string& body = "") {
-    return agentbox::test_support::UnixCall(socket_, method, path, body, 120L);
-  }
-
-  Json Exec(const std::string& id, const std::string& command) {
-    auto [status, body] = Call("POST", "/v1/sandboxes/" + id + "/api/v1/shell/exec",
-                               Json{{"id", "s"}, {"command", command}}.dump());
-    EXPECT_EQ(status, 200) << body;
-    const Json j = Json::parse(body, nullptr, false);
-    return j.is_object() ? j["data"] : Json();
-  }
-
-  pid_t pid_ = -1;
-  std::string dir_, socket_;
-  std::vector<std::string> ids_;
 };
 
 TEST_P(AgentboxdDisk, LimitEnforcedAndUsageVisible) {

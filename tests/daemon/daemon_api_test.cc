@@ -79,17 +79,11 @@ TEST_F(DaemonApiTest, AnotherKeysSandboxIsNotFound) {
 TEST_F(DaemonApiTest, UploadAndDownloadStreamThroughTheDaemon) {
   const std::string id = CreateAs("key-alice");
   const std::string blob = fakes::PatternBytes(3 << 20);
-  const std::string boundary = "xYzBoundary42";
-  const std::string body = fakes::MultipartUpload(boundary, "big.bin", blob);
-  Reply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload", body, "key-alice",
-                  {"Content-Type: multipart/form-data; boundary=" + boundary});
-  ASSERT_EQ(up.status, 200) << up.body;
-  EXPECT_EQ(up.json["data"]["file_size"], blob.size());
-  Reply down =
-      Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=big.bin", "", "key-alice");
-  ASSERT_EQ(down.status, 200);
-  EXPECT_EQ(down.body.size(), blob.size());
-  EXPECT_TRUE(down.body == blob);
+  Reply down;
+  UploadThenDownload(id, "key-alice", "big.bin", blob, "xYzBoundary42", &down);
+  if (HasFatalFailure()) {
+    return;
+  }
   EXPECT_NE(down.headers.find("attachment"), std::string::npos);
   Reply missing =
       Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=nope", "", "key-alice");

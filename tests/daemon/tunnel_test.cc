@@ -79,17 +79,8 @@ TEST_F(TunnelTest, UploadAndDownloadStreamThroughTheTunnel) {
   const std::string id = CreateAs("key-alice");
   // Many times the per-stream window: flow control at work.
   const std::string blob = fakes::PatternBytes(5 << 20);
-  const std::string boundary = "tUnNeLbOuNdArY";
-  const std::string body = fakes::MultipartUpload(boundary, "big.bin", blob);
-  Reply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload", body, "key-alice",
-                  {"Content-Type: multipart/form-data; boundary=" + boundary});
-  ASSERT_EQ(up.status, 200) << up.body;
-  EXPECT_EQ(up.json["data"]["file_size"], blob.size());
-  Reply down =
-      Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=big.bin", "", "key-alice");
-  ASSERT_EQ(down.status, 200);
-  EXPECT_EQ(down.body.size(), blob.size());
-  EXPECT_TRUE(down.body == blob);
+  Reply down;
+  UploadThenDownload(id, "key-alice", "big.bin", blob, "tUnNeLbOuNdArY", &down);
 }
 
 TEST_F(TunnelTest, ServerSentEventsStreamThroughTheTunnel) {

@@ -144,6 +144,20 @@ std::string DaemonFixture::CreateAs(const std::string& key, const std::string& b
   return r.json["data"]["id"].get<std::string>();
 }
 
+void DaemonFixture::UploadThenDownload(const std::string& id, const std::string& key,
+                                       const std::string& path, const std::string& blob,
+                                       const std::string& boundary, HttpReply* down) {
+  HttpReply up = Call("POST", "/v1/sandboxes/" + id + "/api/v1/file/upload",
+                      MultipartUpload(boundary, path, blob), key,
+                      {"Content-Type: multipart/form-data; boundary=" + boundary});
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(up.json["data"]["file_size"], blob.size());
+  *down = Call("GET", "/v1/sandboxes/" + id + "/api/v1/file/download?path=" + path, "", key);
+  ASSERT_EQ(down->status, 200);
+  EXPECT_EQ(down->body.size(), blob.size());
+  EXPECT_TRUE(down->body == blob);
+}
+
 std::string DaemonFixture::ReadEvents(const std::string& path, const std::string& stop) {
   struct Ctx {
     std::string body;

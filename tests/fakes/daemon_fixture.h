@@ -72,6 +72,11 @@ class DaemonFixture : public ::testing::Test {
   // Creates a sandbox (expects 201) and returns its id.
   std::string CreateAs(const std::string& key, const std::string& body = "{}");
 
+  // Uploads `blob` to `path` of sandbox `id` with `key` (multipart/form-data with `boundary`;
+  // expects 200 and the size back), then downloads it into `down` (expects 200, the same bytes).
+  void UploadThenDownload(const std::string& id, const std::string& key, const std::string& path,
+                          const std::string& blob, const std::string& boundary, HttpReply* down);
+
   // Reads the event stream at `path` on the unix socket until `stop` appears in it (or the server
   // ends it, or 30 s pass) and returns what came.
   std::string ReadEvents(const std::string& path, const std::string& stop);

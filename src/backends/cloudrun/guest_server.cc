@@ -6,6 +6,7 @@
 #include "common/ansi.h"
 #include "common/strings.h"
 #include "guest/files/multipart.h"
+#include "guest/posted_object.h"
 #include "guest/request_fields.h"
 #include "http/envelope.h"
 #include "http/field_check.h"
@@ -23,13 +24,7 @@ namespace {
     return;                                        \
   }
 
-#define CR_TRY(var, expr)                          \
-  auto var##_r = (expr);                           \
-  if (!var##_r) {                                  \
-    respond(http::ErrorResponse(var##_r.error())); \
-    return;                                        \
-  }                                                \
-  auto var = std::move(*var##_r)
+#define CR_TRY(var, expr) AGENTBOX_TRY_OR_RESPOND(var, expr)
 
 http::Response Ok(Json data, const std::string& message = "ok") {
   return http::OkResponse(std::move(data), message);
@@ -283,18 +278,8 @@ void GuestServer::Handle(http::Request req, Respond respond) {
         return;
       }
     }
-    if (req.path == "/api/v1/health" || req.path == "/api/v1/file/download") {
-      respond(http::ErrorResponse(405, "use GET for " + req.path));
-      return;
-    }
-    if (req.method != "POST") {
-      respond(http::ErrorResponse(req.path.starts_with("/api/v1/") ? 405 : 404,
-                                  "no such endpoint: " + req.method + " " + req.path));
-      return;
-    }
-    auto body = ParseJsonObject(req.body);
+    auto body = guest::PostedObject(req, respond);
     if (!body) {
-      respond(Err(body.error()));
       return;
     }
     Route(*sb, req, *body, respond);

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include "backends/disk/own_disk.h"
 #include "common/fs_util.h"
 
 namespace agentbox::docker {
@@ -9,45 +10,24 @@ namespace agentbox::docker {
 Result<DockerDisk> SetUpDockerDisk(disk::DiskMaker* maker, const std::string& why_not,
                                    const std::string& dir, const ResourceLimits& asked,
                                    const ResourceLimits& applied) {
+  auto own = disk::ProvideOwnDisk(maker, "docker", why_not, dir, asked.disk_bytes,
+                                  applied.disk_bytes, 0, 0);
+  if (!own) {
+    return Fail(own.error());
+  }
   DockerDisk out;
-  if (!applied.disk_bytes) {
+  out.note = own->note;
+  if (own->root.empty()) {
     return out;
   }
-  const uint64_t bytes = *applied.disk_bytes;
-  if (bytes < disk::kMinDiskBytes || bytes > disk::kMaxDiskBytes) {
-    return Fail(ErrorCode::kInvalidArgument, "limits.disk_bytes must be between " +
-                                                 std::to_string(disk::kMinDiskBytes) + " and " +
-                                                 std::to_string(disk::kMaxDiskBytes));
-  }
-  if (maker == nullptr) {
-    if (asked.disk_bytes) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "limits.disk_bytes cannot be enforced by this docker backend: " + why_not);
-    }
-    out.note = "disk limit not enforced: " + why_not;
-    return out;
-  }
-  const std::string root = dir + "/disk";
-  if (::mkdir(root.c_str(), 0755) != 0) {
-    return Fail(ErrnoError(errno, "mkdir " + root));
-  }
-  if (auto r = maker->Provide(bytes, dir + "/disk.img", root, 0, 0); !r) {
-    return Fail(r.error());
-  }
-  out.workspace = root + "/workspace";
+  out.workspace = own->root + "/workspace";
   if (::mkdir(out.workspace.c_str(), 0755) != 0) {
     return Fail(ErrnoError(errno, "mkdir " + out.workspace));
   }
   return out;
 }
 
-std::optional<uint64_t> DockerDiskUsed(const std::string& dir) {
-  auto u = disk::UsageOf(dir + "/disk");
-  if (!u) {
-    return std::nullopt;
-  }
-  return u->used_bytes;
-}
+std::optional<uint64_t> DockerDiskUsed(const std::string& dir) { return disk::OwnDiskUsed(dir); }
 
 Result<void> RemoveSandboxDir(const std::string& dir) {
   if (auto r = disk::Unmount(dir + "/disk"); !r) {
