@@ -37,12 +37,16 @@ bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
 // snapshot never arrived (its guest froze right after the command) comes back with the working
 // directory of its last answer only, and its notice says so.
 //
-// With a directory (agentboxd: <state>/sessions), what is kept of a sandbox also lives in
-// <dir>/<id>.json, rewritten (temporary file + rename) after each snapshot, so that a daemon that
-// restarts finds it again (Load) and can restore the sessions of a guest that restarted while the
-// daemon was down. A file is at most kMaxFileBytes: past that, the largest snapshots are written
-// with their working directory only (and restore like a snapshot that never arrived). Files are
-// read back as untrusted input (size, JSON shape, ids, types checked; anything else skipped).
+// With a directory (agentboxd: <state>/sessions), the snapshots live on disk only: each in
+// <dir>/<id>.states/<sha256 of the session id>.json (the state as dumped JSON), written
+// (temporary file + rename) when it arrives, and read back by Restore; the memory holds a small
+// index per session (working directory, running command, notice, snapshot size), kept in
+// <dir>/<id>.json too, so that a daemon that restarts finds everything again (Load) and can
+// restore the sessions of a guest that restarted while the daemon was down. Without a directory
+// the snapshots are held in memory as their dumped text. Either way the snapshots of one sandbox
+// are at most kMaxFileBytes together: past that, the largest are dropped and those sessions
+// restore with their working directory only (like a snapshot that never arrived). Files are read
+// back as untrusted input (size, JSON shape, ids, types checked; anything else skipped).
 // Thread-safe.
 class SessionKeeper {
  public:
@@ -98,7 +102,9 @@ class SessionKeeper {
 
  private:
   struct Session {
-    Json state;                   // data.state of the last shell/state; null until one arrived
+    size_t state_bytes = 0;       // size of the last shell/state's data.state (dumped JSON);
+                                  // 0 until one arrived (or after it was dropped)
+    std::string state;            // that text, when there is no directory (else: in its file)
     std::string cwd;              // the cwd of the last answer: newer than `state` when a
                                   // snapshot did not arrive (the guest froze right after)
     bool running = false;         // a command was running at the last answer
@@ -115,10 +121,22 @@ class SessionKeeper {
   // Stores the answer `r` of shell/state for `session` of sandbox `id`.
   void Keep(const std::string& backend, const std::string& id, const std::string& session,
             Result<http::ClientResponse>& r);
-  static Json KeptForm(const Session& s, int background_started);
-  // Writes what is kept of sandbox `id` to its file (nothing without a directory).
+  static Json KeptForm(const Json& state, const Session& s, int background_started);
+  // Writes the index of sandbox `id` to its file (nothing without a directory). The Locked form
+  // expects file_mu_ held.
   void Persist(const std::string& id);
+  void PersistLocked(const std::string& id);
   std::string FileOf(const std::string& id) const { return dir_ + "/" + id + ".json"; }
+  std::string StatesOf(const std::string& id) const { return dir_ + "/" + id + ".states"; }
+  std::string StateFileOf(const std::string& id, const std::string& session) const;
+  // Keeps `text` (a state, dumped JSON) as the snapshot of `session` in `s`: in its file (file_mu_
+  // held) or in memory. False when the file could not be written (the snapshot is then dropped).
+  bool StoreState(const std::string& id, const std::string& session, Session& s,
+                  std::string text);
+  // The snapshot of `session` as a parsed object, or null (none, unreadable, not an object).
+  Json LoadState(const std::string& id, const std::string& session, const Session& s) const;
+  // Removes the file of a dropped snapshot (file_mu_ held; nothing without a directory).
+  void DropStateFile(const std::string& id, const std::string& session);
 
   http::UnixHttpClient& client_;
   Metrics& metrics_;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -239,6 +240,21 @@ TEST_F(EngineRestartTest, SessionsSurviveADaemonRestartAndAGuestRestart) {
   struct stat st {};
   ASSERT_EQ(::stat(file.c_str(), &st), 0) << file;
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The index holds no snapshot: each is a file of its own (the daemon's memory holds the index).
+  {
+    std::ifstream in(file);
+    const Json index = Json::parse(in, nullptr, false);
+    ASSERT_TRUE(index.is_object()) << file;
+    for (const auto& [sid, row] : index["sessions"].items()) {
+      EXPECT_FALSE(row.contains("state")) << sid;
+      EXPECT_GT(row.value("state_bytes", 0), 0) << sid;
+    }
+    size_t states = 0;
+    for (const auto& e : std::filesystem::directory_iterator(sessions_dir_ + "/" + id + ".states")) {
+      states += e.is_regular_file() ? 1 : 0;
+    }
+    EXPECT_EQ(states, index["sessions"].size());
+  }
   // Files of sandboxes that are gone are removed at start; a damaged file is skipped.
   { std::ofstream(sessions_dir_ + "/gone.json") << R"({"version":1})"; }
   { std::ofstream(sessions_dir_ + "/x.json.tmp") << "partial"; }
@@ -254,6 +270,7 @@ TEST_F(EngineRestartTest, SessionsSurviveADaemonRestartAndAGuestRestart) {
   // Destroying the sandbox removes its file.
   ASSERT_EQ(Call("DELETE", "/v1/sandboxes/" + id).status, 200);
   EXPECT_NE(::access(file.c_str(), F_OK), 0);
+  EXPECT_NE(::access((sessions_dir_ + "/" + id + ".states").c_str(), F_OK), 0);
 }
 
 // A file read back is untrusted: wrong shapes and types are skipped, never restored, and the
