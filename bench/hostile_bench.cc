@@ -1,13 +1,16 @@
 // Hostile sandboxes (issue 10 §4, docs/reliability.md): one sandbox attacks (floods output,
 // creates files until its limits, answers the daemon with huge, endless, slow or malformed HTTP,
 // forks until its limit, fills /tmp and its disk, floods its log) while another sandbox's exec
-// latency is measured. Prints, per attack, the victim's exec p99 quiet and under attack, the
-// daemon's resident memory growth, and what the attacker got back. Fails (exit 1) when the
-// victim's p99 exceeds --max-ratio times its quiet value, the daemon's memory grows by more than
+// latency is measured. Prints, per attack, the victim's exec p99 quiet (measured again just
+// before the attack) and under attack, the raw ratio, the daemon's resident memory growth, and
+// what the attacker got back. Fails (exit 1) when the victim's p99 exceeds --max-ratio times its
+// quiet value (a quiet p99 under --floor-ms counting as --floor-ms: the raw ratio is printed
+// beside it and marked OVER past --max-ratio), the daemon's memory grows by more than
 // --max-rss-growth-mb during an attack, the daemon dies, or the attacker gets no clear error.
 //
 //   agentbox-hostile-bench                              # every attack, full size
 //   agentbox-hostile-bench --short                      # CI (ctest): smaller floods
+//   BACKEND=docker agentbox-hostile-bench               # the same against docker sandboxes
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <functional>
@@ -90,10 +93,13 @@ while True:
 
 struct Options {
   std::string daemon = AGENTBOXD_BIN;
+  std::string backend = "jail";  // or docker (also from $BACKEND)
   bool short_form = false;
   int probes = 200;         // victim execs per measurement
   double max_ratio = 3;     // victim p99 under attack / quiet
-  double floor_ms = 20;     // quiet p99 below this counts as this (timer noise on a busy host)
+  // The pass criterion's floor: a quiet p99 below this counts as this (timer noise on a shared
+  // host). The raw ratio (against the quiet p99 as measured) is printed beside it; 0: no floor.
+  double floor_ms = 20;
   // The daemon holds at most 128 MiB of one guest's answers at once (http/client.cc); a string
   // that grows copies itself (1.5x for a moment) and the allocator keeps some of what it freed:
   // guest_chunked measured +285 MiB at its peak (+1,216 MiB before the bound).
@@ -146,6 +152,10 @@ class Bench {
       std::printf("%s: attacker create failed: %s\n", name.c_str(), made.body.c_str());
       return 1;
     }
+    // The victim's quiet p99 again, just before this attack: on a shared machine the load of
+    // others drifts over the run, and the ratio compares like with like.
+    const auto quiet = Probe(o_.probes);
+    const double quiet_p99 = Percentile(quiet, 0.99);
     const long rss_before = reliability::SampleOf(d_.pid(), 0).rss_kb;
     std::atomic<long> rss_peak{rss_before};
     std::atomic<bool> stop{false};
@@ -170,7 +180,8 @@ class Bench {
                                                              "http://agentboxd/healthz")
                                                          .status == 200;
     const double p99 = Percentile(during, 0.99);
-    const double ratio = p99 / std::max(quiet_p99_, o_.floor_ms);
+    const double raw_ratio = p99 / quiet_p99;
+    const double ratio = p99 / std::max(quiet_p99, o_.floor_ms);
     const double growth_mb = static_cast<double>(rss_peak - rss_before) / 1024.0;
     const bool pass = alive && ratio <= o_.max_ratio &&
                       growth_mb <= static_cast<double>(o_.max_rss_growth_mb) && out.clear_error &&
@@ -180,9 +191,11 @@ class Bench {
       statuses += (statuses.empty() ? "" : ",") + s + "x" + std::to_string(n);
     }
     std::printf(
-        "[ figures ] %-16s victim p50=%.1f ms p99=%.1f ms (quiet %.1f, ratio %.2f) "
-        "daemon rss %+.1f MiB peak, %+.1f MiB after; attacker: %s [%s] %s\n",
-        name.c_str(), Percentile(during, 0.5), p99, quiet_p99_, ratio, growth_mb,
+        "[ figures ] %-16s victim p50=%.1f ms p99=%.1f ms (quiet p50 %.1f p99 %.1f; raw ratio "
+        "%.2f%s; ratio with the %.0f ms floor %.2f) daemon rss %+.1f MiB peak, %+.1f MiB after; "
+        "attacker: %s [%s] %s\n",
+        name.c_str(), Percentile(during, 0.5), p99, Percentile(quiet, 0.5), quiet_p99, raw_ratio,
+        raw_ratio > o_.max_ratio ? " OVER" : "", o_.floor_ms, ratio, growth_mb,
         static_cast<double>(rss_after - rss_before) / 1024.0, out.attacker.c_str(),
         statuses.c_str(), pass ? "PASS" : "FAIL");
     if (!alive) {
@@ -279,12 +292,32 @@ void EvilGuest(const std::string& socket, const std::string& id, const std::stri
   out.clear_error = !last_error.empty();
 }
 
+// The host file of a docker sandbox's container log.
+std::string DockerLogPath(const std::string& id) {
+  std::string path;
+  if (FILE* p = ::popen(("docker inspect --format '{{.LogPath}}' agentbox-" + id).c_str(), "r")) {
+    char buf[4096];
+    while (std::fgets(buf, sizeof(buf), p) != nullptr) {
+      path += buf;
+    }
+    ::pclose(p);
+  }
+  while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) {
+    path.pop_back();
+  }
+  return path;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hostile sandboxes against agentboxd (docs/reliability.md)"};
   app.add_option("--daemon", o.daemon, "agentboxd binary");
+  if (const char* b = std::getenv("BACKEND"); b != nullptr && *b != '\0') {
+    o.backend = b;
+  }
+  app.add_option("--backend", o.backend, "backend of the sandboxes (jail, docker; $BACKEND)");
   app.add_flag("--short", o.short_form, "CI form: smaller floods, fewer probes");
   app.add_option("--probes", o.probes, "victim execs per measurement");
   app.add_option("--max-ratio", o.max_ratio, "victim p99 under attack / quiet allowed");
@@ -302,11 +335,20 @@ int main(int argc, char** argv) {
   if (reliability::CannotRunJail()) {
     return reliability::kSkipped;
   }
-  crash::Daemon d(o.daemon, "jail");
+  crash::Daemon d(o.daemon, o.backend);
   if (!d.Start("", 0)) {
     std::cerr << "agentboxd did not start: " << d.LogText() << "\n";
     return 2;
   }
+  {
+    const Json ready = Json::parse(Client(d.socket()).Call("GET", "/readyz").body, nullptr, false);
+    if (!ready.is_object() || ready["data"]["backend"] != o.backend) {
+      std::printf("SKIPPED: backend %s is not usable here: %s\n", o.backend.c_str(),
+                  ready.dump().c_str());
+      return reliability::kSkipped;
+    }
+  }
+  std::printf("backend: %s\n", o.backend.c_str());
   std::cout << "machine: " << reliability::MachineLine() << "\n";
   Bench b(o, d);
   if (!b.Setup()) {
@@ -459,7 +501,10 @@ int main(int argc, char** argv) {
     // Everything the guest writes to its standard error lands in <state>/jail/<id>/jail.log on
     // the host, outside the sandbox's disk: make it log as fast as it can.
     Client c(sock);
-    const std::string log = d.backend_state() + "/" + id + "/jail.log";
+    // docker: the container's log (json-file, bounded by its max-size).
+    const std::string log = o.backend == "docker"
+                                ? DockerLogPath(id)
+                                : d.backend_state() + "/" + id + "/jail.log";
     const long before = static_cast<long>(crash::ReadFile(log).size());
     long calls = 0;
     const std::string padded = "/" + std::string(3000, '/') + "bin/true";
@@ -470,7 +515,7 @@ int main(int argc, char** argv) {
       ++calls;
     }
     const long after = static_cast<long>(crash::ReadFile(log).size());
-    out.attacker = std::to_string(calls) + " process starts grew jail.log by " +
+    out.attacker = std::to_string(calls) + " process starts grew " + log + " by " +
                    std::to_string(after - before) + " bytes (" +
                    std::to_string(calls == 0 ? 0 : (after - before) / calls) + " per call)";
     out.clear_error = true;
