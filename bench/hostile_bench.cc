@@ -141,7 +141,7 @@ class Bench {
   int Run(const std::string& name,
           const std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>&
               attack) {
-    if (!o_.only.empty() && o_.only != name) {
+    if (!o_.only.empty() && ("," + o_.only + ",").find("," + name + ",") == std::string::npos) {
       return 0;
     }
     Client c(d_.socket());
@@ -250,17 +250,40 @@ void Count(Outcome& out, const Answer& a, std::mutex& mu) {
 void EvilGuest(const std::string& socket, const std::string& id, const std::string& mode,
                std::atomic<bool>& stop, Outcome& out) {
   Client c(socket);
-  c.Call("POST", Api(id, "file/write"),
-         Json{{"file", "/tmp/evil.py"}, {"content", kEvilGuest}}.dump());
-  c.Call("POST", Api(id, "process/start"),
-         Json{{"command", "exec python3 /tmp/evil.py " + mode}}.dump());
+  const Answer py = c.Call("POST", Api(id, "shell/exec"),
+                           R"({"command":"command -v python3","wait_seconds":10})");
+  Answer started;
+  if (!py.data().value("output", "").empty()) {
+    c.Call("POST", Api(id, "file/write"),
+           Json{{"file", "/tmp/evil.py"}, {"content", kEvilGuest}}.dump());
+    started = c.Call("POST", Api(id, "process/start"),
+                     Json{{"command", "exec python3 /tmp/evil.py " + mode}}.dump());
+  } else {
+    // No python3 in the image (docker's agentbox/base): the same stand-in, compiled and static,
+    // in /workspace (docker mounts /tmp noexec).
+    const std::string binary = crash::ReadFile(EVIL_GUEST_BIN);
+    c.Call("POST", Api(id, "file/upload?path=/workspace/.evil-guest"), binary, 60,
+           "application/octet-stream");
+    const std::string path = "/workspace/.evil-guest";
+    started = c.Call("POST", Api(id, "process/start"),
+                     Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}.dump());
+  }
+  bool ready = false;
   for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
        std::this_thread::sleep_for(100ms)) {
     const Answer r =
         c.Call("POST", Api(id, "file/read"), R"({"file":"/tmp/evil.ready"})", 5);
     if (r.status == 200) {
+      ready = true;
       break;
     }
+  }
+  if (!ready) {
+    const Answer logs = c.Call("POST", Api(id, "process/logs"),
+                               Json{{"pid", started.data().value("pid", Json())}}.dump());
+    out.attacker = "the stand-in guest did not start: " + started.body.substr(0, 200) + " " +
+                   logs.body.substr(0, 300);
+    return;
   }
   std::mutex mu;
   std::string last_error;
@@ -323,7 +346,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-ratio", o.max_ratio, "victim p99 under attack / quiet allowed");
   app.add_option("--floor-ms", o.floor_ms, "quiet p99 floor for the ratio");
   app.add_option("--max-rss-growth-mb", o.max_rss_growth_mb, "daemon RSS growth allowed");
-  app.add_option("--only", o.only, "run one attack by name");
+  app.add_option("--only", o.only, "run these attacks (names, comma-separated)");
   app.add_option("--flood", o.flood, "bytes of the exec stdout flood (head -c syntax)");
   app.add_option("--attacker-limits", o.attacker_limits, "limits of the attacking sandboxes");
   CLI11_PARSE(app, argc, argv);
