@@ -7,6 +7,7 @@
 
 #include <ctime>
 #include <future>
+#include <memory>
 #include <optional>
 #include <set>
 #include <thread>
@@ -85,8 +86,45 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
   return answer.get();
 }
 
+SessionKeeper::~SessionKeeper() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  writer_.join();
+}
+
+void SessionKeeper::Post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (stopping_ || queue_.size() >= kMaxQueued) {
+      Log(LogLevel::kDebug, "session.snapshot_dropped", "queued={}", queue_.size());
+      return;
+    }
+    queue_.push_back(std::move(task));
+  }
+  queue_cv_.notify_one();
+}
+
+void SessionKeeper::WriterLoop() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) {
+      return;
+    }
+    auto task = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
 SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir)
     : client_(client), metrics_(metrics), dir_(std::move(dir)) {
+  writer_ = std::thread([this] { WriterLoop(); });
   metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
                     "Time to fetch a session's state after a command (shell/state), by backend.");
   metrics_.Describe("agentbox_sessions_restored_total", "counter",
@@ -202,9 +240,12 @@ void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session
       [this, id = info.id, backend = info.backend, session,
        start = Clock::now()](Result<http::ClientResponse> r) {
         const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-        Keep(backend, id, session, r);
-        // Observed once kept, so that a reader of the count finds the snapshot in place.
-        metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+        auto answer = std::make_shared<Result<http::ClientResponse>>(std::move(r));
+        Post([this, id, backend, session, secs, answer] {
+          Keep(backend, id, session, *answer);
+          // Observed once kept, so that a reader of the count finds the snapshot in place.
+          metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+        });
       });
 }
 

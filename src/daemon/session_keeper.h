@@ -1,10 +1,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/sandbox_backend.h"
@@ -54,6 +57,9 @@ class SessionKeeper {
 
   // `dir` empty: snapshots are kept in memory only.
   SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir = "");
+  ~SessionKeeper();
+  SessionKeeper(const SessionKeeper&) = delete;
+  SessionKeeper& operator=(const SessionKeeper&) = delete;
 
   // After a daemon restart: reads the kept snapshots of sandboxes `ids` (the ones the backends
   // still hold) and, when `complete` (`ids` is every sandbox there is), removes the files of any
@@ -138,6 +144,14 @@ class SessionKeeper {
   // Removes the file of a dropped snapshot (file_mu_ held; nothing without a directory).
   void DropStateFile(const std::string& id, const std::string& session);
 
+  // Runs `task` on the keeper's own thread: snapshots arrive on the HTTP client's I/O thread,
+  // and writing their files there would stall every call that thread serves while the disk is
+  // slow (a sandbox filling its disk makes it so). At most kMaxQueued wait; past that a snapshot
+  // is dropped (its session restores with its working directory only).
+  void Post(std::function<void()> task);
+  void WriterLoop();
+  static constexpr size_t kMaxQueued = 4096;
+
   http::UnixHttpClient& client_;
   Metrics& metrics_;
   const std::string dir_;
@@ -146,6 +160,11 @@ class SessionKeeper {
   std::mutex file_mu_;    // taken before mu_: one writer of the files at a time, newest last
   mutable std::mutex mu_;
   std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::function<void()>> queue_;  // guarded by queue_mu_
+  bool stopping_ = false;                    // guarded by queue_mu_
+  std::thread writer_;                       // last: started once the rest is constructed
 };
 
 }  // namespace agentbox::daemon
