@@ -11,6 +11,19 @@
 #   BACKEND=docker bench/bulk_transfer.sh ...           (default jail)
 #   DEST=/tmp bench/bulk_transfer.sh ...                (sandbox directory; default /workspace)
 #   SIZE_MB=256 FILES=10000 ...                         (file size; files in the tree)
+#   ROWS="pipe up_daemon up_guest_raw" ...              (only these rows, in this order)
+#   COLD=5 ...                                          (seconds between freeing and the clock)
+#
+# FRESH MEMORY. Every row writes a new 256 MiB file (the sandbox's page cache, or /dev/shm), and
+# on VMs with free page reporting (virtio-balloon; the Firecracker VMs these figures come from
+# report every free 128 KiB block after ~2 s) memory that has been free for a few seconds is
+# handed back to the host, and writing into it again costs a host page fault per page: 256 MiB
+# written into a sandbox disk with dd took 0.6-1.4 s when 256 MiB had been freed just before,
+# 3.9-5.6 s when it had been freed 4 s before (no agentbox involved). Which rows got recycled
+# memory then depended on their order and on how long each `sync` took, not on their path.
+# So every run frees what it is about to rewrite (the previous run's file or tree) right before
+# its clock starts, after the sync, on every row alike, as the pipe's `> pipe.bin` always did;
+# COLD=SECONDS waits that long after freeing instead, to measure the cold case.
 set -euo pipefail
 BUILD=${1:-build/release}
 RUNS=${2:-5}
@@ -60,8 +73,18 @@ G="curl -sf --unix-socket $SOCK -H X-Access-Token:$TOKEN"
 declare -A PREP=(
   [down_daemon]="$A upload $ID $H/src.bin $DEST/bench.bin"
   [down_guest]="$A upload $ID $H/src.bin $DEST/bench.bin"
-  [tree_up]="$A exec $ID 'rm -rf $DEST/tree-up'"
   [tree_down]="$A exec $ID 'rm -rf $DEST/tree-in' ; $A cp -r $H/tree $ID:$DEST/tree-in"
+)
+# What each run rewrites, freed right before its clock starts: see FRESH MEMORY above.
+declare -A FREE=(
+  [pipe]="rm -f $H/pipe.bin"
+  [up_daemon]="$A exec $ID 'rm -f $DEST/bench.bin'"
+  [up_guest_multipart]="$A exec $ID 'rm -f $DEST/bench.bin'"
+  [up_guest_raw]="$A exec $ID 'rm -f $DEST/bench.bin'"
+  [down_daemon]="rm -f $H/down.bin"
+  [down_guest]="rm -f $H/down.bin"
+  [tree_up]="$A exec $ID 'rm -rf $DEST/tree-up'"
+  [tree_down]="rm -rf $H/tree-down"
 )
 declare -A ROW=(
   [pipe]="cat $H/src.bin | cat > $H/pipe.bin"
@@ -71,9 +94,9 @@ declare -A ROW=(
   [up_guest_raw]="$G -X POST -H Content-Type:application/octet-stream -T $H/src.bin 'http://g/api/v1/file/upload?path=$DEST/bench.bin'"
   [down_guest]="$G -o $H/down.bin 'http://g/api/v1/file/download?path=$DEST/bench.bin'"
   [tree_up]="$A cp -r $H/tree $ID:$DEST/tree-up"
-  [tree_down]="rm -rf $H/tree-down; $A cp -r $ID:$DEST/tree-in $H/tree-down"
+  [tree_down]="$A cp -r $ID:$DEST/tree-in $H/tree-down"
 )
-ORDER="pipe up_daemon down_daemon up_guest_multipart up_guest_raw down_guest tree_up tree_down"
+ORDER=${ROWS:-"pipe up_daemon down_daemon up_guest_multipart up_guest_raw down_guest tree_up tree_down"}
 declare -A LABEL=(
   [pipe]="cat | cat through a pipe (baseline)"
   [up_daemon]="agentbox upload through agentboxd"
@@ -91,7 +114,8 @@ declare -A LABEL=(
 "$A" exec "$ID" "rm -f $DEST/warm-up.bin" >/dev/null
 
 echo "# $(date -u '+%F %T UTC'), $(nproc) cores, $(uname -r), backend $B, $SIZE_MB MiB file," \
-  "tree $FILES files / $((TREE_BYTES >> 20)) MiB, $RUNS runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "tree $FILES files / $((TREE_BYTES >> 20)) MiB, $RUNS runs, COLD=${COLD:-0}," \
+  "load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# agentboxd RSS before: $(rss VmRSS)"
 printf '%-50s %9s %12s %14s  %s\n' "path" "median s" "rate" "agentboxd cpu" "runs (s)"
 for r in $ORDER; do
@@ -100,6 +124,8 @@ for r in $ORDER; do
   for _ in $(seq 1 "$RUNS"); do
     [ -n "${PREP[$r]:-}" ] && eval "${PREP[$r]}" >/dev/null
     sync  # what earlier runs left dirty is written out before the clock starts
+    eval "${FREE[$r]}" >/dev/null
+    sleep "${COLD:-0}"
     c0=$(cpu)
     t0=$(now)
     eval "${ROW[$r]}" >/dev/null
@@ -116,8 +142,12 @@ for r in $ORDER; do
   printf '%-50s %9.3f %8s MiB/s %12s s  %s\n' "${LABEL[$r]}" "$med" "$rate" "$medc" \
     "$(printf '%.2f ' "${times[@]}")"
 done
-cmp -s "$H/src.bin" "$H/down.bin" && echo "# downloads byte-identical: yes" ||
-  echo "# downloads byte-identical: NO"
-diff -r -q "$H/tree" "$H/tree-down" >/dev/null && echo "# tree byte-identical: yes" ||
-  echo "# tree byte-identical: NO"
+if [ -e "$H/down.bin" ]; then
+  cmp -s "$H/src.bin" "$H/down.bin" && echo "# downloads byte-identical: yes" ||
+    echo "# downloads byte-identical: NO"
+fi
+if [ -e "$H/tree-down" ]; then
+  diff -r -q "$H/tree" "$H/tree-down" >/dev/null && echo "# tree byte-identical: yes" ||
+    echo "# tree byte-identical: NO"
+fi
 echo "# agentboxd RSS after: $(rss VmRSS), peak $(rss VmHWM)"

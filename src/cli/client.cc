@@ -17,6 +17,7 @@
 #include "cli/format.h"
 #include "cli/interrupt.h"
 #include "cli/raw_post.h"
+#include "common/page_cache_write.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::cli {
@@ -582,18 +583,9 @@ Result<void> DaemonClient::GetBody(
 }
 
 Result<void> DaemonClient::Download(const std::string& path, int fd, const Progress& progress) {
+  // In writes of at most 64 KiB: small page-cache folios (common/page_cache_write.h).
   std::function<Result<void>(std::string_view)> write = [fd](std::string_view b) -> Result<void> {
-    while (!b.empty()) {
-      const ssize_t w = ::write(fd, b.data(), b.size());
-      if (w < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        return Fail(ErrnoError(errno, "write the downloaded file"));
-      }
-      b.remove_prefix(static_cast<size_t>(w));
-    }
-    return {};
+    return WriteInBlocks(fd, b, "write the downloaded file");
   };
   return GetBody(path, write, nullptr, progress);
 }

@@ -31,7 +31,9 @@ constexpr size_t kMaxResponse = 4u << 20;
 // page cache: the guest copies every byte into its own page cache, and that copy ran 2-4x
 // slower on bytes the CPU had not touched for a while (sendfile's pages) than on bytes this
 // process had just copied; with small blocks and the socket's default buffer the bytes are
-// still in cache when the guest copies them (docs/benchmarks.md).
+// still in cache when the guest copies them (docs/benchmarks.md; much of that difference was
+// later traced to large page-cache folios on memory the host had taken back, now avoided by the
+// guest's 64 KiB writes: common/page_cache_write.h).
 constexpr size_t kSendBlock = 256u << 10;
 
 bool Again(int err) { return err == EAGAIN || err == EWOULDBLOCK; }

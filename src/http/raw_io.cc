@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/page_cache_write.h"
 #include "common/strings.h"
 
 namespace agentbox::http {
@@ -346,7 +347,8 @@ Result<uint64_t> BodyReader::CopyTo(int out) {
       return consumed_ - start;
     }
     if (pos_ < buf_.size()) {  // already in user space
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(left_, buf_.size() - pos_));
+      const size_t n = static_cast<size_t>(
+          std::min<uint64_t>({left_, buf_.size() - pos_, kPageCacheWriteBlock}));
       if (auto w = WriteAll(out, std::string_view(buf_).substr(pos_, n), idle_); !w) {
         return Fail(w.error());
       }
@@ -387,7 +389,9 @@ Result<uint64_t> BodyReader::CopyTo(int out) {
     }
     size_t pending = static_cast<size_t>(in);
     while (pending > 0) {
-      const ssize_t o = ::splice(pipe->r.Get(), nullptr, out, nullptr, pending, SPLICE_F_MOVE);
+      // At most 64 KiB per splice: small page-cache folios (common/page_cache_write.h).
+      const ssize_t o = ::splice(pipe->r.Get(), nullptr, out, nullptr,
+                                 std::min(pending, kPageCacheWriteBlock), SPLICE_F_MOVE);
       if (o < 0) {
         if (errno == EINTR) {
           continue;
@@ -554,8 +558,10 @@ Result<ProxyResult> Proxy(int client, int upstream, Millis idle,
   // Downloads: up to 4 MiB waiting for the client (which copies what it reads anyway), so a
   // relay thread that waits for the CPU stalls the stream less. Uploads: the upstream's default
   // send buffer and a 256 KiB pipe, because the guest copies every byte into its page cache and
-  // that copy runs up to 4x slower when the bytes have gone cold in several MiB of buffers in
-  // between (measured: the guest's CPU time per 256 MiB, docs/benchmarks.md).
+  // that copy ran up to 4x slower with more in flight (measured: the guest's CPU time per
+  // 256 MiB). Much of that was later traced to large page-cache folios landing on memory the
+  // host had taken back (common/page_cache_write.h, docs/benchmarks.md); whether larger
+  // buffers pay off now is still to be measured on a quiet machine.
   WidenSendBuffer(client);
   auto p1 = SplicePipe::Open(256 << 10);
   auto p2 = SplicePipe::Open();

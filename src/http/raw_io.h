@@ -56,7 +56,8 @@ class BodyReader {
   // ("client went away"); broken chunk framing is kInvalidArgument.
   Result<size_t> Read(char* buf, size_t n);
   // Moves the rest of the body into `out` (a regular file or pipe), with splice(2) where the
-  // bytes are still in the kernel. Returns the bytes moved.
+  // bytes are still in the kernel, in writes of at most 64 KiB (common/page_cache_write.h).
+  // Returns the bytes moved.
   Result<uint64_t> CopyTo(int out);
   // Bytes of the body delivered so far.
   uint64_t consumed() const { return consumed_; }

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/page_cache_write.h"
 #include "common/utf8.h"
 
 namespace agentbox::guest {
@@ -169,18 +170,9 @@ bool IsHidden(std::string_view name) { return !name.empty() && name.front() == '
 // ---------------------------------------------------------------------------------------------
 // Low-level I/O. Every failing system call is turned into an Error by ErrnoError.
 
+// In writes of at most 64 KiB: small page-cache folios (common/page_cache_write.h).
 Result<void> WriteAll(int fd, std::string_view data, const std::string& what) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return Fail(ErrnoError(errno, what));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
+  return WriteInBlocks(fd, data, what);
 }
 
 // pread that retries on EINTR. Returns bytes read (0 at EOF).
