@@ -268,7 +268,8 @@ void EvilGuest(const std::string& socket, const std::string& id, const std::stri
            "application/octet-stream");
     const std::string path = "/workspace/.evil-guest";
     started = c.Call("POST", Api(id, "process/start"),
-                     Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}.dump());
+                     Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}
+                         .dump());
   }
   bool ready = false;
   for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
