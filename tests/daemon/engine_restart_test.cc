@@ -260,8 +260,8 @@ TEST_F(EngineRestartTest, SessionsSurviveADaemonRestartAndAGuestRestart) {
       EXPECT_GT(row.value("state_bytes", 0), 0) << sid;
     }
     size_t states = 0;
-    const std::string states = sessions_dir_ + "/" + id + ".states";
-    for (const auto& e : std::filesystem::directory_iterator(states)) {
+    const std::string states_dir = sessions_dir_ + "/" + id + ".states";
+    for (const auto& e : std::filesystem::directory_iterator(states_dir)) {
       states += e.is_regular_file() ? 1 : 0;
     }
     EXPECT_EQ(states, index["sessions"].size());
