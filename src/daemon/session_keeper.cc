@@ -95,14 +95,16 @@ SessionKeeper::~SessionKeeper() {
   writer_.join();
 }
 
-void SessionKeeper::Post(std::function<void()> task) {
+void SessionKeeper::Post(std::function<void()> task, size_t bytes) {
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    if (stopping_ || queue_.size() >= kMaxQueued) {
-      Log(LogLevel::kDebug, "session.snapshot_dropped", "queued={}", queue_.size());
+    if (stopping_ || queue_.size() >= kMaxQueued || queued_bytes_ + bytes > kMaxQueuedBytes) {
+      Log(LogLevel::kDebug, "session.snapshot_dropped", "queued={} bytes={}", queue_.size(),
+          queued_bytes_);
       return;
     }
-    queue_.push_back(std::move(task));
+    queued_bytes_ += bytes;
+    queue_.emplace_back(std::move(task), bytes);
   }
   queue_cv_.notify_one();
 }
@@ -114,8 +116,9 @@ void SessionKeeper::WriterLoop() {
     if (stopping_) {
       return;
     }
-    auto task = std::move(queue_.front());
+    auto [task, bytes] = std::move(queue_.front());
     queue_.pop_front();
+    queued_bytes_ -= bytes;
     lock.unlock();
     task();
     lock.lock();
@@ -240,12 +243,15 @@ void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session
       [this, id = info.id, backend = info.backend, session,
        start = Clock::now()](Result<http::ClientResponse> r) {
         const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+        const size_t bytes = r ? r->body.size() : 0;
         auto answer = std::make_shared<Result<http::ClientResponse>>(std::move(r));
-        Post([this, id, backend, session, secs, answer] {
-          Keep(backend, id, session, *answer);
-          // Observed once kept, so that a reader of the count finds the snapshot in place.
-          metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
-        });
+        Post(
+            [this, id, backend, session, secs, answer] {
+              Keep(backend, id, session, *answer);
+              // Observed once kept, so that a reader of the count finds the snapshot in place.
+              metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+            },
+            bytes);
       });
 }
 

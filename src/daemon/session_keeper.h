@@ -146,11 +146,13 @@ class SessionKeeper {
 
   // Runs `task` on the keeper's own thread: snapshots arrive on the HTTP client's I/O thread,
   // and writing their files there would stall every call that thread serves while the disk is
-  // slow (a sandbox filling its disk makes it so). At most kMaxQueued wait; past that a snapshot
-  // is dropped (its session restores with its working directory only).
-  void Post(std::function<void()> task);
+  // slow (a sandbox filling its disk makes it so). At most kMaxQueued tasks holding at most
+  // kMaxQueuedBytes of answers wait; past that a snapshot is dropped (its session restores with
+  // its working directory only, or from its previous snapshot). `bytes`: what the task holds.
+  void Post(std::function<void()> task, size_t bytes);
   void WriterLoop();
-  static constexpr size_t kMaxQueued = 4096;
+  static constexpr size_t kMaxQueued = 256;
+  static constexpr size_t kMaxQueuedBytes = 4 << 20;
 
   http::UnixHttpClient& client_;
   Metrics& metrics_;
@@ -162,7 +164,8 @@ class SessionKeeper {
   std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by queue_mu_
+  std::deque<std::pair<std::function<void()>, size_t>> queue_;  // guarded by queue_mu_
+  size_t queued_bytes_ = 0;                                      // guarded by queue_mu_
   bool stopping_ = false;                    // guarded by queue_mu_
   std::thread writer_;                       // last: started once the rest is constructed
 };
