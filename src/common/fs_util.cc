@@ -99,7 +99,10 @@ Result<std::string> CreateSandboxDir(const std::string& state_dir, const std::st
   return dir;
 }
 
-Result<void> WriteFileAtomic(const std::string& path, std::string_view content, mode_t mode) {
+namespace {
+
+Result<void> WriteAndRename(const std::string& path, std::string_view content, mode_t mode,
+                            bool durable) {
   const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
   if (!fd) {
@@ -118,11 +121,40 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view content, 
     }
     off += static_cast<size_t>(n);
   }
+  if (durable && ::fsync(fd.Get()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Fail(ErrnoError(err, "fsync " + tmp));
+  }
   fd.Reset();
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     return Fail(ErrnoError(err, "rename " + tmp));
+  }
+  return durable ? SyncParentDir(path) : Result<void>{};
+}
+
+}  // namespace
+
+Result<void> WriteFileAtomic(const std::string& path, std::string_view content, mode_t mode) {
+  return WriteAndRename(path, content, mode, false);
+}
+
+Result<void> WriteFileDurable(const std::string& path, std::string_view content, mode_t mode) {
+  return WriteAndRename(path, content, mode, true);
+}
+
+Result<void> SyncParentDir(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    return Fail(ErrnoError(errno, "open " + dir));
+  }
+  if (::fsync(fd.Get()) != 0) {
+    return Fail(ErrnoError(errno, "fsync " + dir));
   }
   return {};
 }

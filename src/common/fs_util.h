@@ -29,6 +29,14 @@ Result<std::string> CreateSandboxDir(const std::string& state_dir, const std::st
 // describes processes that do not survive a crash of the machine anyway.
 Result<void> WriteFileAtomic(const std::string& path, std::string_view content, mode_t mode);
 
+// WriteFileAtomic, and durable: the temporary file is fsync'd before the rename and the directory
+// after it, so that after a crash of the machine `path` holds the old or the new content (never
+// an empty or partial file) and the new one once this returned. For journals and records.
+Result<void> WriteFileDurable(const std::string& path, std::string_view content, mode_t mode);
+
+// fsyncs the directory that holds `path`, making a rename or unlink of `path` durable.
+Result<void> SyncParentDir(const std::string& path);
+
 // Reads at most `max_bytes` of `path`. kNotFound if it does not exist.
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
 

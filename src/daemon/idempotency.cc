@@ -82,14 +82,17 @@ Result<void> IdempotencyStore::Save(const std::string& digest, const Record& r) 
                   {"body_hash", r.body_hash},
                   {"id", r.id},
                   {"expires_at", r.expires_at}};
-  return WriteFileAtomic(dir_ + "/" + digest + ".json", DumpJson(j), 0600);
+  return WriteFileDurable(dir_ + "/" + digest + ".json", DumpJson(j), 0600);
 }
 
 void IdempotencyStore::Remove(const std::string& digest) const {
   if (dir_.empty()) {
     return;
   }
-  ::unlink((dir_ + "/" + digest + ".json").c_str());
+  const std::string path = dir_ + "/" + digest + ".json";
+  if (::unlink(path.c_str()) == 0) {
+    (void)SyncParentDir(path);  // best effort: a key that comes back is resolved at start-up
+  }
 }
 
 Result<IdempotencyStore::Begun> IdempotencyStore::Begin(const std::string& owner,

@@ -35,12 +35,14 @@ Result<void> MigrationJournal::Write(const MigrationRecord& r) {
   }
   const Json j{{"version", kVersion}, {"id", r.id},       {"from", r.from},
                {"to", r.to},          {"phase", r.phase}, {"started_at", r.started_at}};
-  return WriteFileAtomic(FileOf(r.id), DumpJson(j), 0600);
+  return WriteFileDurable(FileOf(r.id), DumpJson(j), 0600);
 }
 
 void MigrationJournal::Remove(const std::string& id) {
   if (!dir_.empty() && ValidSandboxId(id)) {
-    ::unlink(FileOf(id).c_str());
+    if (::unlink(FileOf(id).c_str()) == 0) {
+      (void)SyncParentDir(FileOf(id));  // best effort: a journal that comes back is finished again
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/fs_util.h"
 #include "common/log.h"
+#include "daemon/auth.h"
 #include "daemon/session_keeper.h"
 
 namespace agentbox::daemon {
@@ -22,6 +23,7 @@ constexpr size_t kMaxText = 16 << 10;  // a cwd or a command line
 constexpr int64_t kMaxCount = 1 << 20;
 
 const std::string kSuffix = ".json";
+const std::string kStates = ".states";
 
 bool ShortString(const Json& j, size_t max) {
   return j.is_string() && j.get_ref<const std::string&>().size() <= max;
@@ -29,53 +31,98 @@ bool ShortString(const Json& j, size_t max) {
 
 }  // namespace
 
+std::string SessionKeeper::StateFileOf(const std::string& id, const std::string& session) const {
+  return StatesOf(id) + "/" + Sha256Hex(session) + kSuffix;
+}
+
+bool SessionKeeper::StoreState(const std::string& id, const std::string& session, Session& s,
+                               std::string text) {
+  s.state_bytes = text.size();
+  if (dir_.empty()) {
+    s.state = std::move(text);
+    return true;
+  }
+  if (!ValidSandboxId(id)) {
+    s.state_bytes = 0;
+    return false;
+  }
+  Result<void> r = EnsureDir(dir_, 0700);
+  if (r) {
+    r = EnsureDir(StatesOf(id), 0700);
+  }
+  if (r) {
+    r = WriteFileAtomic(StateFileOf(id, session), text, 0600);
+  }
+  if (!r) {
+    s.state_bytes = 0;
+    Log(LogLevel::kWarn, "session.file_failed", "id={} error=\"{}\"", id, r.error().message);
+    return false;
+  }
+  return true;
+}
+
+Json SessionKeeper::LoadState(const std::string& id, const std::string& session,
+                              const Session& s) const {
+  if (s.state_bytes == 0) {
+    return Json();
+  }
+  Json state;
+  if (dir_.empty()) {
+    state = ParseUntrustedJson(s.state);
+  } else {
+    // Untrusted like every file here: the sandbox chose what the state holds.
+    auto text = ReadSmallFile(StateFileOf(id, session), kMaxFileBytes + 1);
+    if (!text || text->size() > kMaxFileBytes) {
+      Log(LogLevel::kWarn, "session.state_unreadable", "id={} session={} error=\"{}\"", id,
+          session, text ? "too large" : text.error().message);
+      return Json();
+    }
+    state = ParseUntrustedJson(*text);
+  }
+  return state.is_object() ? state : Json();
+}
+
+void SessionKeeper::DropStateFile(const std::string& id, const std::string& session) {
+  if (!dir_.empty() && ValidSandboxId(id)) {
+    ::unlink(StateFileOf(id, session).c_str());
+  }
+}
+
 void SessionKeeper::Persist(const std::string& id) {
+  std::lock_guard<std::mutex> files(file_mu_);
+  PersistLocked(id);
+}
+
+void SessionKeeper::PersistLocked(const std::string& id) {
   if (dir_.empty() || !ValidSandboxId(id)) {
     return;
   }
-  std::lock_guard<std::mutex> files(file_mu_);
-  Json sessions = Json::object();
-  Json j;
+  std::string text;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = boxes_.find(id);
     if (it == boxes_.end()) {
       return;  // forgotten meanwhile (Forget removed the file)
     }
+    // The index only: the snapshots are in their own files (StateFileOf).
+    Json sessions = Json::object();
     for (const auto& [sid, s] : it->second.sessions) {
-      sessions[sid] = Json{{"state", s.state},
-                           {"cwd", s.cwd},
-                           {"running", s.running},
-                           {"running_command", s.running_command}};
+      Json row{{"cwd", s.cwd}, {"running", s.running}, {"running_command", s.running_command}};
+      if (s.state_bytes > 0) {
+        row["state_bytes"] = s.state_bytes;
+      }
+      sessions[sid] = std::move(row);
     }
-    j = Json{{"version", kFileVersion},
-             {"sandbox", id},
-             {"background_started", it->second.background_started},
-             {"sessions", Json::object()}};
-  }
-  std::string text;
-  // Past the bound, the largest snapshots go first (their sessions keep their working directory).
-  std::vector<std::pair<size_t, std::string>> sizes;
-  for (const auto& [sid, s] : sessions.items()) {
-    sizes.emplace_back(DumpJson(s).size(), sid);
-  }
-  std::sort(sizes.rbegin(), sizes.rend());
-  size_t dropped = 0;
-  j["sessions"] = std::move(sessions);
-  while (true) {
-    text = DumpJson(j);
-    if (text.size() <= kMaxFileBytes || dropped == sizes.size()) {
-      break;
-    }
-    j["sessions"][sizes[dropped].second]["state"] = nullptr;
-    ++dropped;
-  }
-  if (dropped > 0) {
-    Log(LogLevel::kWarn, "session.file_bounded", "id={} bytes={} states_dropped={}", id,
-        text.size(), dropped);
+    text = DumpJson(Json{{"version", kFileVersion},
+                         {"sandbox", id},
+                         {"background_started", it->second.background_started},
+                         {"sessions", std::move(sessions)}});
   }
   if (text.size() > kMaxFileBytes) {
-    ::unlink(FileOf(id).c_str());  // not even the working directories fit: keep nothing stale
+    // Working directories and command lines (a sandbox chooses them) past the bound: keep
+    // nothing stale rather than a file the next daemon would refuse.
+    Log(LogLevel::kWarn, "session.file_bounded", "id={} bytes={}", id, text.size());
+    ::unlink(FileOf(id).c_str());
     return;
   }
   if (auto r = EnsureDir(dir_, 0700); !r) {
@@ -107,6 +154,16 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
   ::closedir(d);
   for (const auto& name : names) {
     const std::string path = dir_ + "/" + name;
+    if (name.ends_with(kStates)) {  // a sandbox's snapshots: kept with its index, or removed
+      const std::string owner = name.substr(0, name.size() - kStates.size());
+      if (!ValidSandboxId(owner) || (complete && wanted.count(owner) == 0)) {
+        if (auto r = RemoveTree(path); !r) {
+          Log(LogLevel::kWarn, "session.file_failed", "path={} error=\"{}\"", path,
+              r.error().message);
+        }
+      }
+      continue;
+    }
     const std::string id =
         name.ends_with(kSuffix) ? name.substr(0, name.size() - kSuffix.size()) : std::string();
     if (id.empty() || !ValidSandboxId(id)) {
@@ -151,7 +208,12 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
       }
       Session s;
       if (auto v = row.find("state"); v != row.end() && v->is_object()) {
-        s.state = *v;
+        // A file of a daemon that kept the snapshots in the index (before they had files).
+        std::lock_guard<std::mutex> files(file_mu_);
+        StoreState(id, sid, s, DumpJson(*v));
+      } else if (auto n = row.find("state_bytes"); n != row.end() && n->is_number_unsigned() &&
+                                                   *n > 0 && *n <= kMaxFileBytes) {
+        s.state_bytes = n->get<size_t>();  // its file is read (and checked) when restoring
       }
       if (auto v = row.find("cwd"); v != row.end() && ShortString(*v, kMaxText)) {
         s.cwd = v->get<std::string>();
@@ -162,7 +224,7 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
       if (auto v = row.find("running_command"); v != row.end() && ShortString(*v, kMaxText)) {
         s.running_command = v->get<std::string>();
       }
-      if (s.state.is_null() && s.cwd.empty()) {
+      if (s.state_bytes == 0 && s.cwd.empty()) {
         ++bad;
         continue;
       }

@@ -7,9 +7,12 @@
 
 #include <ctime>
 #include <future>
+#include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
+#include "common/fs_util.h"
 #include "common/log.h"
 #include "common/shell_quote.h"
 
@@ -83,8 +86,48 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
   return answer.get();
 }
 
+SessionKeeper::~SessionKeeper() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  writer_.join();
+}
+
+void SessionKeeper::Post(std::function<void()> task, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (stopping_ || queue_.size() >= kMaxQueued || queued_bytes_ + bytes > kMaxQueuedBytes) {
+      Log(LogLevel::kDebug, "session.snapshot_dropped", "queued={} bytes={}", queue_.size(),
+          queued_bytes_);
+      return;
+    }
+    queued_bytes_ += bytes;
+    queue_.emplace_back(std::move(task), bytes);
+  }
+  queue_cv_.notify_one();
+}
+
+void SessionKeeper::WriterLoop() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) {
+      return;
+    }
+    auto [task, bytes] = std::move(queue_.front());
+    queue_.pop_front();
+    queued_bytes_ -= bytes;
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
 SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir)
     : client_(client), metrics_(metrics), dir_(std::move(dir)) {
+  writer_ = std::thread([this] { WriterLoop(); });
   metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
                     "Time to fetch a session's state after a command (shell/state), by backend.");
   metrics_.Describe("agentbox_sessions_restored_total", "counter",
@@ -110,6 +153,7 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
   bool changed = false;
   bool persist = false;  // changed what is kept, and no snapshot follows to write it
   std::string snapshot;  // the session to snapshot, if any
+  std::string deleted;   // the session deleted, whose snapshot file goes
   {
     std::lock_guard<std::mutex> lock(mu_);
     Box& box = boxes_[info.id];
@@ -135,6 +179,9 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
       // nothing to say about a session
     } else if (op == "shell/delete") {
       persist = box.sessions.erase(sid) > 0;
+      if (persist) {
+        deleted = sid;
+      }
       if (durable_.save) {
         durable_.save(info.backend, info.id, sid, Json());
       }
@@ -169,7 +216,11 @@ std::string SessionKeeper::Relayed(const SandboxInfo& info, const std::string& o
       snapshot = sid;
     }
   }
-  if (persist) {
+  if (!deleted.empty() && !dir_.empty()) {
+    std::lock_guard<std::mutex> files(file_mu_);
+    DropStateFile(info.id, deleted);
+    PersistLocked(info.id);
+  } else if (persist) {
     Persist(info.id);
   }
   if (!snapshot.empty()) {
@@ -192,14 +243,20 @@ void SessionKeeper::Snapshot(const SandboxInfo& info, const std::string& session
       [this, id = info.id, backend = info.backend, session,
        start = Clock::now()](Result<http::ClientResponse> r) {
         const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-        Keep(backend, id, session, r);
-        // Observed once kept, so that a reader of the count finds the snapshot in place.
-        metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+        const size_t bytes = r ? r->body.size() : 0;
+        auto answer = std::make_shared<Result<http::ClientResponse>>(std::move(r));
+        Post(
+            [this, id, backend, session, secs, answer] {
+              Keep(backend, id, session, *answer);
+              // Observed once kept, so that a reader of the count finds the snapshot in place.
+              metrics_.Observe("agentbox_session_snapshot_seconds", {{"backend", backend}}, secs);
+            },
+            bytes);
       });
 }
 
-Json SessionKeeper::KeptForm(const Session& s, int background_started) {
-  return Json{{"state", s.state},
+Json SessionKeeper::KeptForm(const Json& state, const Session& s, int background_started) {
+  return Json{{"state", state},
               {"cwd", s.cwd},
               {"running", s.running},
               {"running_command", s.running_command},
@@ -208,52 +265,89 @@ Json SessionKeeper::KeptForm(const Session& s, int background_started) {
 
 void SessionKeeper::Keep(const std::string& backend, const std::string& id,
                          const std::string& session, Result<http::ClientResponse>& r) {
-  Json env;
-  Json* data = nullptr;
+  Json state;
+  std::optional<bool> running;
   if (!r || r->status != 200) {
     Log(LogLevel::kDebug, "session.snapshot_failed", "id={} session={} error=\"{}\"", id, session,
         r ? "status " + std::to_string(r->status) : r.error().message);
   } else {
-    env = ParseUntrustedJson(r->body);
-    data = DataOf(env);
-    if (data != nullptr && (!data->contains("state") || !(*data)["state"].is_object())) {
-      data = nullptr;
+    Json env = ParseUntrustedJson(r->body);
+    if (Json* data = DataOf(env); data != nullptr) {
+      if (auto st = data->find("state"); st != data->end() && st->is_object()) {
+        state = std::move(*st);
+        if (auto run = data->find("running"); run != data->end() && run->is_boolean()) {
+          running = run->get<bool>();
+        }
+      }
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto box = boxes_.find(id);
-    if (box == boxes_.end()) {
-      return;  // forgotten meanwhile
+  // One writer of the files at a time: a Forget or a shell/delete of this session comes after
+  // the file written here, and removes it.
+  std::lock_guard<std::mutex> files(file_mu_);
+  if (!state.is_null()) {
+    std::string text = DumpJson(state);
+    std::vector<std::string> drop;
+    bool write = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto box = boxes_.find(id);
+      if (box == boxes_.end()) {
+        return;  // forgotten meanwhile
+      }
+      auto s = box->second.sessions.find(session);
+      if (s != box->second.sessions.end()) {
+        // What is kept of one sandbox is bounded (kMaxFileBytes): a sandbox chooses how many
+        // sessions it has and how large their states are. Past the bound the largest snapshots
+        // go; those sessions keep their working directory.
+        std::map<std::string, size_t> sizes;
+        for (const auto& [sid, kept] : box->second.sessions) {
+          sizes[sid] = sid == session ? text.size() : kept.state_bytes;
+        }
+        drop = SnapshotsOverBudget(sizes, kMaxFileBytes);
+        for (const auto& sid : drop) {
+          Session& gone = box->second.sessions[sid];
+          gone.state_bytes = 0;
+          gone.state.clear();
+          gone.state.shrink_to_fit();
+        }
+        if (!drop.empty()) {  // debug: the sandbox decides how often this happens
+          Log(LogLevel::kDebug, "session.memory_bounded", "id={} states_dropped={} max_bytes={}",
+              id, drop.size(), kMaxFileBytes);
+        }
+        if (std::find(drop.begin(), drop.end(), session) == drop.end()) {
+          s->second.state_bytes = text.size();
+          if (dir_.empty()) {
+            s->second.state = std::move(text);
+          } else {
+            write = true;
+          }
+        }
+        if (running) {
+          s->second.running = *running;
+        }
+        if (durable_.save) {  // the backend's copy (cloudrun session mode: the bucket)
+          durable_.save(backend, id, session,
+                        KeptForm(state, s->second, box->second.background_started));
+        }
+      }
     }
-    auto s = box->second.sessions.find(session);
-    if (s != box->second.sessions.end() && data != nullptr) {
-      s->second.state = std::move((*data)["state"]);
-      // What is held of one sandbox is bounded like its file (kMaxFileBytes): a sandbox chooses
-      // how many sessions it has and how large their states are. Past the bound the largest
-      // snapshots go; those sessions keep their working directory, as in the file.
-      std::map<std::string, size_t> sizes;
-      for (const auto& [sid, kept] : box->second.sessions) {
-        sizes[sid] = kept.state.is_null() ? 0 : DumpJson(kept.state).size();
-      }
-      const auto drop = SnapshotsOverBudget(sizes, kMaxFileBytes);
-      for (const auto& sid : drop) {
-        box->second.sessions[sid].state = Json();
-      }
-      if (!drop.empty()) {  // debug: the sandbox decides how often this happens
-        Log(LogLevel::kDebug, "session.memory_bounded", "id={} states_dropped={} max_bytes={}", id,
-            drop.size(), kMaxFileBytes);
-      }
-      if (auto running = data->find("running"); running != data->end() && running->is_boolean()) {
-        s->second.running = running->get<bool>();
-      }
-      if (durable_.save) {  // the backend's copy (cloudrun session mode: the bucket)
-        durable_.save(backend, id, session, KeptForm(s->second, box->second.background_started));
+    for (const auto& sid : drop) {
+      DropStateFile(id, sid);
+    }
+    if (write) {
+      Session s;
+      if (!StoreState(id, session, s, std::move(text))) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (auto box = boxes_.find(id); box != boxes_.end()) {
+          if (auto it = box->second.sessions.find(session); it != box->second.sessions.end()) {
+            it->second.state_bytes = 0;
+          }
+        }
       }
     }
   }
   // Without a new state the file still learns the cwd and running command of the last answer.
-  Persist(id);
+  PersistLocked(id);
 }
 
 int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
@@ -281,9 +375,6 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
           continue;
         }
         Session s;
-        if (auto st = k.find("state"); st != k.end() && st->is_object()) {
-          s.state = *st;
-        }
         s.cwd = StringAt(k, "cwd");
         if (auto r = k.find("running"); r != k.end() && r->is_boolean()) {
           s.running = r->get<bool>();
@@ -293,6 +384,20 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
           box.background_started = std::max(box.background_started, b->get<int>());
         }
         box.sessions[sid] = std::move(s);
+      }
+      std::lock_guard<std::mutex> files(file_mu_);
+      size_t kept_bytes = 0;
+      for (const auto& [sid, k] : kept->items()) {
+        auto s = box.sessions.find(sid);
+        auto st = k.is_object() ? k.find("state") : k.end();
+        if (s == box.sessions.end() || st == k.end() || !st->is_object()) {
+          continue;
+        }
+        std::string text = DumpJson(*st);
+        if (kept_bytes + text.size() <= kMaxFileBytes) {
+          kept_bytes += text.size();
+          StoreState(info.id, sid, s->second, std::move(text));
+        }
       }
       std::lock_guard<std::mutex> lock(mu_);
       Box& b = boxes_[info.id];
@@ -323,13 +428,16 @@ int SessionKeeper::Restore(const SandboxInfo& info, const std::string& why) {
   int failed = 0;
   std::map<std::string, std::string> notices;
   for (const auto& [sid, s] : box.sessions) {
-    if (present.count(sid) || (s.state.is_null() && s.cwd.empty())) {
+    if (present.count(sid) || (s.state_bytes == 0 && s.cwd.empty())) {
       continue;  // the guest kept it (it never went away), or nothing is known of it
     }
     Result<http::ClientResponse> r;
-    const bool full = !s.state.is_null();
+    Json state = s.state_bytes > 0 ? LoadState(info.id, sid, s) : Json();
+    const bool full = state.is_object();
+    if (!full && s.cwd.empty()) {
+      continue;  // its snapshot is unreadable and nothing else is known of it
+    }
     if (full) {
-      Json state = s.state;
       if (!s.cwd.empty()) {
         state["cwd"] = s.cwd;  // a later answer than the snapshot
       }
@@ -405,6 +513,9 @@ void SessionKeeper::Forget(const std::string& id) {
   }
   if (!dir_.empty() && ValidSandboxId(id)) {
     ::unlink(FileOf(id).c_str());
+    if (auto r = RemoveTree(StatesOf(id)); !r) {
+      Log(LogLevel::kWarn, "session.file_failed", "id={} error=\"{}\"", id, r.error().message);
+    }
   }
 }
 
@@ -422,7 +533,7 @@ size_t SessionKeeper::Kept(const std::string& id) const {
   }
   size_t n = 0;
   for (const auto& [sid, s] : it->second.sessions) {
-    n += s.state.is_null() ? 0 : 1;
+    n += s.state_bytes > 0 ? 1 : 0;
   }
   return n;
 }

@@ -1,10 +1,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/sandbox_backend.h"
@@ -37,12 +40,16 @@ bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
 // snapshot never arrived (its guest froze right after the command) comes back with the working
 // directory of its last answer only, and its notice says so.
 //
-// With a directory (agentboxd: <state>/sessions), what is kept of a sandbox also lives in
-// <dir>/<id>.json, rewritten (temporary file + rename) after each snapshot, so that a daemon that
-// restarts finds it again (Load) and can restore the sessions of a guest that restarted while the
-// daemon was down. A file is at most kMaxFileBytes: past that, the largest snapshots are written
-// with their working directory only (and restore like a snapshot that never arrived). Files are
-// read back as untrusted input (size, JSON shape, ids, types checked; anything else skipped).
+// With a directory (agentboxd: <state>/sessions), the snapshots live on disk only: each in
+// <dir>/<id>.states/<sha256 of the session id>.json (the state as dumped JSON), written
+// (temporary file + rename) when it arrives, and read back by Restore; the memory holds a small
+// index per session (working directory, running command, notice, snapshot size), kept in
+// <dir>/<id>.json too, so that a daemon that restarts finds everything again (Load) and can
+// restore the sessions of a guest that restarted while the daemon was down. Without a directory
+// the snapshots are held in memory as their dumped text. Either way the snapshots of one sandbox
+// are at most kMaxFileBytes together: past that, the largest are dropped and those sessions
+// restore with their working directory only (like a snapshot that never arrived). Files are read
+// back as untrusted input (size, JSON shape, ids, types checked; anything else skipped).
 // Thread-safe.
 class SessionKeeper {
  public:
@@ -50,6 +57,9 @@ class SessionKeeper {
 
   // `dir` empty: snapshots are kept in memory only.
   SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir = "");
+  ~SessionKeeper();
+  SessionKeeper(const SessionKeeper&) = delete;
+  SessionKeeper& operator=(const SessionKeeper&) = delete;
 
   // After a daemon restart: reads the kept snapshots of sandboxes `ids` (the ones the backends
   // still hold) and, when `complete` (`ids` is every sandbox there is), removes the files of any
@@ -98,7 +108,9 @@ class SessionKeeper {
 
  private:
   struct Session {
-    Json state;                   // data.state of the last shell/state; null until one arrived
+    size_t state_bytes = 0;       // size of the last shell/state's data.state (dumped JSON);
+                                  // 0 until one arrived (or after it was dropped)
+    std::string state;            // that text, when there is no directory (else: in its file)
     std::string cwd;              // the cwd of the last answer: newer than `state` when a
                                   // snapshot did not arrive (the guest froze right after)
     bool running = false;         // a command was running at the last answer
@@ -115,10 +127,32 @@ class SessionKeeper {
   // Stores the answer `r` of shell/state for `session` of sandbox `id`.
   void Keep(const std::string& backend, const std::string& id, const std::string& session,
             Result<http::ClientResponse>& r);
-  static Json KeptForm(const Session& s, int background_started);
-  // Writes what is kept of sandbox `id` to its file (nothing without a directory).
+  static Json KeptForm(const Json& state, const Session& s, int background_started);
+  // Writes the index of sandbox `id` to its file (nothing without a directory). The Locked form
+  // expects file_mu_ held.
   void Persist(const std::string& id);
+  void PersistLocked(const std::string& id);
   std::string FileOf(const std::string& id) const { return dir_ + "/" + id + ".json"; }
+  std::string StatesOf(const std::string& id) const { return dir_ + "/" + id + ".states"; }
+  std::string StateFileOf(const std::string& id, const std::string& session) const;
+  // Keeps `text` (a state, dumped JSON) as the snapshot of `session` in `s`: in its file (file_mu_
+  // held) or in memory. False when the file could not be written (the snapshot is then dropped).
+  bool StoreState(const std::string& id, const std::string& session, Session& s,
+                  std::string text);
+  // The snapshot of `session` as a parsed object, or null (none, unreadable, not an object).
+  Json LoadState(const std::string& id, const std::string& session, const Session& s) const;
+  // Removes the file of a dropped snapshot (file_mu_ held; nothing without a directory).
+  void DropStateFile(const std::string& id, const std::string& session);
+
+  // Runs `task` on the keeper's own thread: snapshots arrive on the HTTP client's I/O thread,
+  // and writing their files there would stall every call that thread serves while the disk is
+  // slow (a sandbox filling its disk makes it so). At most kMaxQueued tasks holding at most
+  // kMaxQueuedBytes of answers wait; past that a snapshot is dropped (its session restores with
+  // its working directory only, or from its previous snapshot). `bytes`: what the task holds.
+  void Post(std::function<void()> task, size_t bytes);
+  void WriterLoop();
+  static constexpr size_t kMaxQueued = 256;
+  static constexpr size_t kMaxQueuedBytes = 4 << 20;
 
   http::UnixHttpClient& client_;
   Metrics& metrics_;
@@ -128,6 +162,12 @@ class SessionKeeper {
   std::mutex file_mu_;    // taken before mu_: one writer of the files at a time, newest last
   mutable std::mutex mu_;
   std::map<std::string, Box> boxes_;  // by sandbox id; guarded by mu_
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::pair<std::function<void()>, size_t>> queue_;  // guarded by queue_mu_
+  size_t queued_bytes_ = 0;                                      // guarded by queue_mu_
+  bool stopping_ = false;                    // guarded by queue_mu_
+  std::thread writer_;                       // last: started once the rest is constructed
 };
 
 }  // namespace agentbox::daemon

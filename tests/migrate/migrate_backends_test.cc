@@ -135,6 +135,13 @@ TEST_F(MigrateBackends, KilledMidMoveTheSandboxExistsOnce) {
       }
     }
     EXPECT_EQ(seen, 1);
+    // The start-up sweep counts the repair like the backends' (docs/reliability.md).
+    const std::string what = switched ? "migration_finished" : "migration_rolled_back";
+    EXPECT_EQ(d_->Metric("agentbox_recovered_total{backend=\"" + where + "\",what=\"" + what +
+                         "\"}"),
+              1)
+        << d_->Call("GET", "/metrics").body;
+    EXPECT_NE(d_->LogText().find("migration.recovered id=" + id), std::string::npos);
     EXPECT_EQ(HasContainer(*d_, id), switched);
     EXPECT_EQ(HasJailDir(*d_, id), !switched);
     EXPECT_TRUE(d_->Works(id));

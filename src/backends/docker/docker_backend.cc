@@ -769,7 +769,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
     return Fail(SandboxNotFound(id));
   }
   if (PathExists(dir)) {
-    if (auto r = WriteFileAtomic(dir + "/" + kDestroyingFile, "", 0600); !r) {
+    if (auto r = WriteFileDurable(dir + "/" + kDestroyingFile, "", 0600); !r) {
       return Fail(r.error());
     }
   }

@@ -65,7 +65,7 @@ Result<void> SaveMeta(const std::string& dir, const SandboxMeta& m) {
   if (!m.egress_link.empty()) {
     j["egress_link"] = m.egress_link;
   }
-  return WriteFileAtomic(dir + "/" + kMetaFile, DumpJson(j) + "\n", 0600);
+  return WriteFileDurable(dir + "/" + kMetaFile, DumpJson(j) + "\n", 0600);
 }
 
 }  // namespace agentbox::docker

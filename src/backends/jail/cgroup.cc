@@ -103,6 +103,19 @@ Result<std::string> MakeGroup(const std::string& base, const std::string& rel, b
   return dir;
 }
 
+// The weights of a sandbox's cpu group `dir` and of its parent (CgroupConfig::cpu_weight), in
+// `file` (cpu.weight or cpu.shares) at `scale` per 100 of weight. Best effort.
+void WriteWeights(const std::string& dir, const CgroupConfig& cfg, const char* file, int scale) {
+  auto write = [&](const std::string& group, std::optional<uint32_t> weight) {
+    if (weight && Exists(group + "/" + file)) {
+      const uint64_t w = std::clamp<uint64_t>(*weight, 1, 10000);
+      (void)WriteValue(group + "/" + file, std::to_string(std::max<uint64_t>(2, w * scale / 100)));
+    }
+  };
+  write(dir, cfg.cpu_weight);
+  write(dir.substr(0, dir.find_last_of('/')), cfg.parent_cpu_weight);
+}
+
 std::string ReadLine(const std::string& path) {
   std::ifstream in(path);
   std::string line;
@@ -250,11 +263,14 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
     return {};
   };
   if (layout->version == CgroupVersion::kV2) {
-    if (!cfg.memory_bytes && !cfg.pids && !cfg.cpus) {
+    if (!cfg.memory_bytes && !cfg.pids && !cfg.cpus && !cfg.cpu_weight) {
       return cg;
     }
     auto dir = MakeGroup(ParentDir(layout->memory_root, layout->memory_own, cfg.parent), cfg.name,
                          /*v2=*/true);
+    if (!dir && !cfg.memory_bytes && !cfg.pids && !cfg.cpus) {
+      return cg;  // weights only: best effort
+    }
     if (!dir) {
       return Fail(dir.error());
     }
@@ -283,6 +299,7 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
       JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.max",
                                       std::to_string(quota) + " " + std::to_string(kCpuPeriodUs)));
     }
+    WriteWeights(*dir, cfg, "cpu.weight", 1);
     return cg;
   }
   if (cfg.memory_bytes) {
@@ -309,13 +326,20 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
     cg.paths_.push_back(*dir);
     JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/pids.max", std::to_string(*cfg.pids)));
   }
-  if (cfg.cpus) {
+  if (cfg.cpus || (cfg.cpu_weight && !layout->cpu_own.empty())) {
     JAIL_RETURN_IF_ERROR(need(layout->cpu_own, "cpu"));
     auto dir = MakeGroup(ParentDir(layout->cpu_root, layout->cpu_own, cfg.parent), cfg.name, false);
     if (!dir) {
+      if (!cfg.cpus) {
+        return cg;  // weights are best effort
+      }
       return Fail(dir.error());
     }
     cg.paths_.push_back(*dir);
+    WriteWeights(*dir, cfg, "cpu.shares", 1024);
+  }
+  if (cfg.cpus) {
+    const std::string* dir = &cg.paths_.back();
     const auto quota = std::max<int64_t>(1000, std::llround(*cfg.cpus * kCpuPeriodUs));
     JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)));
     JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_quota_us", std::to_string(quota)));

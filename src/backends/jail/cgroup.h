@@ -23,7 +23,20 @@ struct CgroupConfig {
   std::optional<uint64_t> memory_bytes;  // memory (and memory+swap on v1 when available)
   std::optional<uint32_t> pids;          // processes + threads
   std::optional<double> cpus;            // CFS quota in cores, e.g. 0.5
+  // CPU weight (cgroup v2 scale: 1..10000, 100 the default; v1 cpu.shares = weight * 1024 / 100)
+  // of the group, and of the group above it (`name`'s parent, e.g. "agentbox": every sandbox
+  // together). With a weight, the group is made even without a quota, so that a sandbox is one
+  // scheduling entity however many processes it has (its fair share, not one per process), and
+  // all sandboxes together weigh `parent_cpu_weight` against agentboxd's threads. Best effort:
+  // without a usable cpu controller the weights are left out (no error).
+  std::optional<uint32_t> cpu_weight;
+  std::optional<uint32_t> parent_cpu_weight;
 };
+
+// The weights the jail backend gives (CgroupConfig::cpu_weight): each sandbox the default, all
+// sandboxes together half of the default (one of agentboxd's threads weighs the default).
+inline constexpr uint32_t kSandboxCpuWeight = 100;
+inline constexpr uint32_t kSandboxesCpuWeight = 50;
 
 enum class CgroupVersion { kNone, kV1, kV2 };
 

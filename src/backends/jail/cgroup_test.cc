@@ -119,6 +119,37 @@ TEST(CgroupTest, LimitsAreWrittenAndRemovalKillsTheGroup) {
   }
 }
 
+// Without a quota, a weight still makes the sandbox's cpu group (one scheduling entity however
+// many processes it runs) and weighs its parent (every sandbox together).
+TEST(CgroupTest, WeightsMakeTheCpuGroupWithoutAQuota) {
+  if (::geteuid() != 0 && Required().empty()) {
+    GTEST_SKIP() << "SKIPPED: creating cgroups needs root";
+  }
+  auto layout = DiscoverCgroups();
+  ASSERT_TRUE(layout);
+  if (!CgroupLimitations(*layout).empty() && Required().empty()) {
+    GTEST_SKIP() << "SKIPPED: " << CgroupLimitations(*layout).front();
+  }
+  CgroupConfig cfg;
+  cfg.name = "agentbox-test-w/cg-" + RandomId(8);
+  cfg.cpu_weight = kSandboxCpuWeight;
+  cfg.parent_cpu_weight = kSandboxesCpuWeight;
+  auto cg = SandboxCgroup::Create(cfg);
+  ASSERT_TRUE(cg) << cg.error().message;
+  ASSERT_EQ(cg->paths().size(), 1u);
+  const std::string dir = cg->paths()[0];
+  const std::string parent = std::filesystem::path(dir).parent_path();
+  if (layout->version == CgroupVersion::kV2) {
+    EXPECT_EQ(ReadText(dir + "/cpu.weight"), "100\n");
+    EXPECT_EQ(ReadText(parent + "/cpu.weight"), "50\n");
+  } else {
+    EXPECT_EQ(ReadText(dir + "/cpu.shares"), "1024\n");
+    EXPECT_EQ(ReadText(parent + "/cpu.shares"), "512\n");
+  }
+  ASSERT_TRUE(RemoveCgroups(cg->Release(), std::chrono::seconds(5)));
+  ::rmdir(parent.c_str());
+}
+
 TEST(CgroupTest, AnEmptyNameIsRefused) {
   CgroupConfig cfg;
   cfg.pids = 4;

@@ -503,6 +503,12 @@ Result<SandboxInfo> JailBackend::CreateLocked(const std::string& id, const Sandb
   limit(cfg.cgroup.memory_bytes, limits.memory_bytes, memory_limit_ok_, "memory");
   limit(cfg.cgroup.pids, limits.pids, pids_limit_ok_, "pids");
   limit(cfg.cgroup.cpus, limits.cpus, cpu_limit_ok_, "cpus");
+  if (cpu_limit_ok_) {
+    // One scheduling entity per sandbox (its fair share however many processes it runs), and
+    // every sandbox together weighs half of one of agentboxd's threads (docs/reliability.md §4).
+    cfg.cgroup.cpu_weight = kSandboxCpuWeight;
+    cfg.cgroup.parent_cpu_weight = kSandboxesCpuWeight;
+  }
   if (!unenforced.empty()) {
     std::string what;
     for (const auto& u : unenforced) {
@@ -667,6 +673,7 @@ Result<void> JailBackend::DestroyLocked(const std::string& id) {
   if (::rename((dir + "/spec.json").c_str(), dying.c_str()) != 0 && errno != ENOENT) {
     return Fail(ErrnoError(errno, "rename " + dir + "/spec.json"));
   }
+  (void)SyncParentDir(dying);  // best effort: a lost rename is a destroy that starts again
   CrashPoint("jail.destroy.journaled");
   auto rec = LoadSandboxRecord(dying);
   if (auto r = RemoveEverything(id, rec ? &*rec : nullptr, deadline, nullptr); !r) {

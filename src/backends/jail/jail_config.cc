@@ -36,7 +36,9 @@ Json JailConfigToJson(const JailConfig& c) {
                  {"parent", c.cgroup.parent},
                  {"memory_bytes", OptToJson(c.cgroup.memory_bytes)},
                  {"pids", OptToJson(c.cgroup.pids)},
-                 {"cpus", OptToJson(c.cgroup.cpus)}};
+                 {"cpus", OptToJson(c.cgroup.cpus)},
+                 {"cpu_weight", OptToJson(c.cgroup.cpu_weight)},
+                 {"parent_cpu_weight", OptToJson(c.cgroup.parent_cpu_weight)}};
   j["rlimits"] = {{"core_bytes", c.rlimits.core_bytes},
                   {"open_files", OptToJson(c.rlimits.open_files)},
                   {"file_size_bytes", OptToJson(c.rlimits.file_size_bytes)}};
@@ -95,6 +97,8 @@ Result<JailConfig> JailConfigFromJson(const Json& j) {
     c.cgroup.memory_bytes = OptFromJson<uint64_t>(g, "memory_bytes");
     c.cgroup.pids = OptFromJson<uint32_t>(g, "pids");
     c.cgroup.cpus = OptFromJson<double>(g, "cpus");
+    c.cgroup.cpu_weight = OptFromJson<uint32_t>(g, "cpu_weight");
+    c.cgroup.parent_cpu_weight = OptFromJson<uint32_t>(g, "parent_cpu_weight");
     const Json& r = j.at("rlimits");
     c.rlimits.core_bytes = r.at("core_bytes").get<uint64_t>();
     c.rlimits.open_files = OptFromJson<uint64_t>(r, "open_files");

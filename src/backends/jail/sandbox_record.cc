@@ -90,7 +90,7 @@ Result<SandboxRecord> SandboxRecordFromJson(const Json& j) {
 }
 
 Result<void> SaveSandboxRecord(const std::string& path, const SandboxRecord& r) {
-  return WriteFileAtomic(path, DumpJson(SandboxRecordToJson(r)) + "\n", 0600);
+  return WriteFileDurable(path, DumpJson(SandboxRecordToJson(r)) + "\n", 0600);
 }
 
 Result<SandboxRecord> LoadSandboxRecord(const std::string& path) {
