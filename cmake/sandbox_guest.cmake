@@ -13,7 +13,18 @@
 #   agentbox_sandbox_guest(<target> <MACRO>)
 #       <target> gets -D<MACRO>="<path of the sandbox guest>" and is built after it.
 
-if(AGENTBOX_SANITIZE)
+set(AGENTBOX_PREBUILT_SANDBOX_GUEST "" CACHE FILEPATH
+    "A static, unsanitized agentbox-guest from another build of this tree (e.g. build/release's) for sandboxes in a sanitizer build, instead of the sub-build")
+if(AGENTBOX_SANITIZE AND AGENTBOX_PREBUILT_SANDBOX_GUEST)
+  # scripts/test.sh passes the release build's guest when it built one first: the same source
+  # tree, so building it a third time would only cost CI minutes.
+  if(NOT EXISTS ${AGENTBOX_PREBUILT_SANDBOX_GUEST})
+    message(FATAL_ERROR "AGENTBOX_PREBUILT_SANDBOX_GUEST: ${AGENTBOX_PREBUILT_SANDBOX_GUEST} does not exist")
+  endif()
+  add_custom_target(agentbox_sandbox_guest)
+  set(AGENTBOX_SANDBOX_GUEST ${AGENTBOX_PREBUILT_SANDBOX_GUEST})
+  set(AGENTBOX_SANDBOX_GUEST_TARGET agentbox_sandbox_guest)
+elseif(AGENTBOX_SANITIZE)
   include(ExternalProject)
   set(_agentbox_sub ${PROJECT_BINARY_DIR}/sandbox-guest)
   set(_agentbox_sub_args
