@@ -58,7 +58,7 @@ bool GuestAnswers(http::UnixHttpClient& client, const SandboxInfo& info,
     if (h && h->status < 500) {
       return true;
     }
-    if (Clock::now() >= until) {
+    if (Clock::now() >= until || client.io().stopped()) {
       return false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -79,10 +79,20 @@ Result<http::ClientResponse> CallGuest(http::UnixHttpClient& client, const Sandb
     cr.headers.emplace_back("Content-Type", "application/json");
   }
   cr.body = body;
+  if (client.io().stopped()) {
+    return Fail(ErrorCode::kUnavailable, "agentboxd is stopping");
+  }
   auto done = std::make_shared<std::promise<Result<http::ClientResponse>>>();
   auto answer = done->get_future();
   client.Send(info.guest_endpoint.substr(5), std::move(cr), timeout,
               [done](Result<http::ClientResponse> r) { done->set_value(std::move(r)); });
+  // The client answers within `timeout` while it runs; once agentboxd is shutting down its I/O
+  // thread may have stopped and never answer, and a worker waiting here forever would hold
+  // ~DaemonApi's join (seen: a restore of kept sessions at start-up, then SIGTERM).
+  if (answer.wait_for(timeout + std::chrono::seconds(5)) != std::future_status::ready) {
+    return Fail(ErrorCode::kTimeout, "sandbox '" + info.id + "': the guest call " + target +
+                                         " got no answer (agentboxd stopping?)");
+  }
   return answer.get();
 }
 

@@ -1,7 +1,9 @@
 #include "backends/jail/cgroup_usage.h"
 
+#include <dirent.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -95,6 +97,59 @@ Result<CgroupUsage> ReadCgroupUsage(const std::vector<std::string>& paths) {
   if (!any) {
     return Fail(ErrorCode::kNotFound, "the sandbox's cgroups are gone");
   }
+  return u;
+}
+
+Result<CgroupUsage> ReadProcessTreeUsage(pid_t init, const std::string& proc_root) {
+  // pid -> parent of every process; "pid (comm) state ppid ...", comm may hold spaces and ')'.
+  std::map<pid_t, pid_t> parent;
+  if (DIR* d = ::opendir(proc_root.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      char* end = nullptr;
+      const long pid = std::strtol(e->d_name, &end, 10);
+      if (end == e->d_name || *end != '\0' || pid <= 0) {
+        continue;
+      }
+      auto stat = ReadText(proc_root + "/" + e->d_name + "/stat");
+      const size_t close = stat ? stat->rfind(')') : std::string::npos;
+      if (close == std::string::npos) {
+        continue;  // gone meanwhile
+      }
+      std::istringstream rest(stat->substr(close + 1));
+      std::string state;
+      long ppid = 0;
+      if (rest >> state >> ppid) {
+        parent[static_cast<pid_t>(pid)] = static_cast<pid_t>(ppid);
+      }
+    }
+    ::closedir(d);
+  }
+  if (!parent.count(init)) {
+    return Fail(ErrorCode::kNotFound, "the sandbox's processes are gone");
+  }
+  CgroupUsage u;
+  uint64_t rss_kib = 0;
+  for (const auto& [pid, ppid] : parent) {
+    bool inside = pid == init;
+    // Walk up to init or the top; pid namespaces nest, so the chain is short.
+    for (pid_t up = ppid; !inside && up > 1;) {
+      inside = up == init;
+      auto it = parent.find(up);
+      up = it == parent.end() ? 0 : it->second;
+    }
+    if (!inside) {
+      continue;
+    }
+    u.pids.push_back(pid);
+    std::ifstream status(proc_root + "/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) {
+        rss_kib += std::strtoull(line.c_str() + 6, nullptr, 10);
+        break;
+      }
+    }
+  }
+  u.mem_usage = rss_kib * 1024;
   return u;
 }
 

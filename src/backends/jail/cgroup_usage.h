@@ -31,6 +31,13 @@ struct CgroupUsage {
 // any more (the jail is gone).
 Result<CgroupUsage> ReadCgroupUsage(const std::vector<std::string>& paths);
 
+// For a jail without cgroups (an unprivileged agentboxd makes none): the processes of the pid
+// namespace whose init is `init` (it and its descendants: orphans in a pid namespace are adopted
+// by its init), from <proc_root>/*/stat, and their resident memory summed from VmRSS (a page
+// shared by two of them counts twice). No cpu_usec: see ProcessCpuUsec. kNotFound when `init`
+// is gone.
+Result<CgroupUsage> ReadProcessTreeUsage(pid_t init, const std::string& proc_root = "/proc");
+
 // CPU time (user + system, all threads) of each process of `pids` that still exists, in
 // microseconds, from <proc_root>/<pid>/stat.
 std::map<pid_t, uint64_t> ProcessCpuUsec(const std::vector<pid_t>& pids,

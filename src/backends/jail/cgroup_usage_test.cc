@@ -71,6 +71,34 @@ TEST(CgroupUsage, GoneGroupsAreNotFound) {
   EXPECT_EQ(u.error().code, ErrorCode::kNotFound);
 }
 
+// A jail without cgroups (unprivileged): init and its descendants, however deep, and nothing
+// else; a comm with spaces and ')' does not confuse the parent's field.
+TEST(CgroupUsage, ProcessTreeOfAJailWithoutCgroups) {
+  TempDir tmp;
+  const std::string p = tmp.path();
+  auto proc = [&](int pid, const std::string& comm, int ppid, int rss_kib) {
+    Write(p + "/" + std::to_string(pid) + "/stat",
+          std::to_string(pid) + " (" + comm + ") S " + std::to_string(ppid) + " 1 1 0 -1\n");
+    Write(p + "/" + std::to_string(pid) + "/status",
+          "Name:\t" + comm + "\nVmRSS:\t" + std::to_string(rss_kib) + " kB\n");
+  };
+  proc(1, "init", 0, 1000);
+  proc(50, "agentboxd", 1, 2000);
+  proc(100, "agentbox-guest", 50, 10);  // the jail's init
+  proc(101, "bash", 100, 20);
+  proc(102, "a) S 1 (odd", 101, 40);
+  proc(200, "other", 50, 4000);
+  Write(p + "/self/stat", "not a pid\n");
+  auto u = ReadProcessTreeUsage(100, p);
+  ASSERT_TRUE(u) << u.error().message;
+  EXPECT_EQ(u->pids, (std::vector<pid_t>{100, 101, 102}));
+  EXPECT_EQ(u->mem_usage, 70u * 1024);
+  EXPECT_FALSE(u->cpu_usec);
+  auto gone = ReadProcessTreeUsage(300, p);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ErrorCode::kNotFound);
+}
+
 TEST(CgroupUsage, ProcessTimesGrowWithWork) {
   TempDir tmp;
   Write(tmp.path() + "/41/stat",

@@ -39,7 +39,12 @@ Result<SandboxMetrics> JailBackend::Metrics(const std::string& id) {
 
   // CPU: the group's cumulative time twice, kCpuWindow apart. Without a group that accounts CPU
   // (cgroup v1 with no cpuacct group for the jail), the times of its processes instead.
-  auto first = ReadCgroupUsage(rec->cgroups);
+  // An unprivileged jail has no cgroups: its processes are then read from /proc.
+  auto read_usage = [&rec] {
+    return rec->cgroups.empty() ? ReadProcessTreeUsage(rec->init.pid)
+                                : ReadCgroupUsage(rec->cgroups);
+  };
+  auto first = read_usage();
   if (!first) {
     return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "': " + first.error().message);
   }
@@ -47,7 +52,7 @@ Result<SandboxMetrics> JailBackend::Metrics(const std::string& id) {
                                             : ProcessCpuUsec(first->pids);
   const auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(kCpuWindow);
-  auto second = ReadCgroupUsage(rec->cgroups);
+  auto second = read_usage();
   if (!second) {
     return Fail(ErrorCode::kUnavailable, "sandbox '" + id + "': " + second.error().message);
   }
@@ -63,7 +68,8 @@ Result<SandboxMetrics> JailBackend::Metrics(const std::string& id) {
   m.cpu_used_pct = std::min(100.0, 100.0 * static_cast<double>(used_us) /
                                        (window_us * std::max(m.cpu_count, 0.01)));
 
-  // Memory: what the group is charged, less the file cache the kernel can take back.
+  // Memory: what the group is charged, less the file cache the kernel can take back (without
+  // cgroups: its processes' resident memory).
   const uint64_t usage = second->mem_usage.value_or(0);
   m.mem_cache_bytes = second->mem_cache;
   m.mem_used_bytes = usage > second->mem_inactive_file ? usage - second->mem_inactive_file : 0;
