@@ -343,7 +343,18 @@ await step('isRunning, getInfo, setTimeout', async () => {
   assert.ok(left > 100_000 && left <= 121_000, `endAt is ${left} ms away`)
 })
 
-await step('getMetrics: CPU, memory and disk, busy and idle; unknown and foreign sandboxes', async () => {
+// cloudrun's sandboxes run on machines agentboxd cannot see: getMetrics is its documented 501
+// (docs/e2b.md), which the SDK raises as a SandboxError with that status.
+const cloudrun = process.env.AGENTBOX_BACKEND.startsWith('cloudrun')
+if (cloudrun) await step('getMetrics on cloudrun: 501, SandboxError; unknown and foreign sandboxes', async () => {
+  const e = await rejects(sbx.getMetrics(), SandboxError, 'cloudrun getMetrics')
+  assert.equal(e.statusCode, 501, e.message)
+  assert.match(e.message, /cloudrun backend does not report metrics/)
+  await rejects(Sandbox.getMetrics('sb-doesnotexist'), NotFoundError, 'unknown getMetrics')
+  await rejects(Sandbox.getMetrics(sbx.sandboxId, { apiKey: process.env.E2B_OTHER_API_KEY }),
+    NotFoundError, "another key's getMetrics")
+})
+else await step('getMetrics: CPU, memory and disk, busy and idle; unknown and foreign sandboxes', async () => {
   const idle = await sbx.getMetrics()
   assert.equal(idle.length, 1)
   const m0 = idle[0]
@@ -432,6 +443,7 @@ await step('same sandbox through the native API and the CLI, both ways', async (
   const got = await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)
   assert.equal(got.status, 200)
   assert.equal(got.body.data.labels.run, runId)
+  assert.equal(got.body.data.backend, process.env.AGENTBOX_BACKEND.replace(/-session$/, ''))
   await sbx.files.write('/home/user/from-e2b.txt', 'via e2b')
   const ran = await native('POST', `/v1/sandboxes/${sbx.sandboxId}/api/v1/shell/run`,
     { command: 'cat /home/user/from-e2b.txt' })

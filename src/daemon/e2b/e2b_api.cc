@@ -189,6 +189,11 @@ void E2bApi::Native(const std::string& method, const std::string& path, const Js
 }
 
 void E2bApi::EnsureUser(const SandboxEntry& e, std::function<void(Result<void>)> done) {
+  if (!EnvdUnsupported(e.info.backend, e.info.spec.run_mode).empty()) {
+    // cloudrun job mode: no command's changes outside /workspace outlive it, and envd calls
+    // answer 501 (EnvdUnsupported); the control plane serves it without the account.
+    return done({});
+  }
   if (!e.info.guest_endpoint.starts_with("unix:")) {
     return done(Fail(ErrorCode::kUnavailable, "sandbox has no reachable guest"));
   }
