@@ -16,25 +16,28 @@ program=$3
 shift 3
 here=$(cd "$(dirname "$0")" && pwd)
 
+# missing REASON [REMEDY]
 missing() {
+  local remedy=${2:-scripts/install-deps.sh and scripts/install-e2b-sdk.sh}
   if [[ -n "${CI:-}" && "${CI}" != "0" && "${CI}" != "false" ]]; then
-    echo "FAIL: $1 (CI must have it: scripts/install-deps.sh and scripts/install-e2b-sdk.sh)" >&2
+    echo "FAIL: $1 (CI must have it: $remedy)" >&2
     exit 1
   fi
-  echo "SKIP: $1 -- run scripts/install-e2b-sdk.sh (not CI, so this is a skip, not a pass)" >&2
+  echo "SKIP: $1 -- run $remedy (not CI, so this is a skip, not a pass)" >&2
   exit 77
 }
 command -v node >/dev/null || missing "node is not installed"
 [[ -f "$here/node_modules/e2b/package.json" ]] || missing "the e2b SDK is not installed in $here/node_modules"
 if [[ "$backend" == docker || "$backend" == cloudrun-* ]] && ! docker info >/dev/null 2>&1; then
-  missing "no Docker engine answers (scripts/start-dockerd.sh)"
+  missing "no Docker engine answers" scripts/start-dockerd.sh
 fi
 if [[ "$backend" == cloudrun-* ]]; then
   [[ -x "${AGENTBOX_GCP_EMULATOR:-}" ]] ||
-    missing "agentbox-gcp-emulator is not built (AGENTBOX_GCP_EMULATOR='${AGENTBOX_GCP_EMULATOR:-}')"
+    missing "agentbox-gcp-emulator is not built (AGENTBOX_GCP_EMULATOR='${AGENTBOX_GCP_EMULATOR:-}')" \
+      "cmake --build --preset release --target agentbox-gcp-emulator, or ctest"
   image=${AGENTBOX_CLOUDRUN_IMAGE:-agentbox/base:latest}
   docker image inspect "$image" >/dev/null 2>&1 ||
-    missing "the image $image is not in the Docker engine (scripts/build-base-image.sh)"
+    missing "the image $image is not in the Docker engine" scripts/build-base-image.sh
 fi
 
 work=$(mktemp -d /tmp/e2b-sdk.XXXXXX)
