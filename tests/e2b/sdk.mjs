@@ -471,6 +471,31 @@ await step('same sandbox through the native API and the CLI, both ways', async (
   assert.equal((await native('GET', `/v1/sandboxes/${id}`)).status, 404)
 })
 
+// cloudrun session mode replaces a lost execution by itself (docs/cloudrun.md); what lived in its
+// memory goes with it, E2B's `user` account included, which the daemon makes again before the
+// sandbox answers calls (docs/e2b.md, On cloudrun). The execution is a container of the emulator.
+if (process.env.AGENTBOX_BACKEND === 'cloudrun-session') {
+  await step('cloudrun: a lost execution is replaced and the `user` account is back', async () => {
+    const executionOf = (sb) => /execution (\S+)/.exec(sb.detail ?? '')?.[1]
+    const before = executionOf((await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)).body.data)
+    assert.ok(before, 'no execution in the sandbox detail')
+    const container = execFileSync('docker', ['ps', '-q', '--filter',
+      `label=agentbox.gcp-emulator.execution=${before}`], { encoding: 'utf8' }).trim()
+    assert.ok(container, `no container for ${before}`)
+    execFileSync('docker', ['kill', container])
+    const end = Date.now() + 60_000
+    let sb
+    for (;;) {
+      sb = (await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)).body.data
+      if (sb.state === 'running' && executionOf(sb) && executionOf(sb) !== before) break
+      assert.ok(Date.now() < end, `not replaced: ${JSON.stringify(sb)}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    const r = await sbx.commands.run('whoami; echo $HOME; pwd; touch ~/again && stat -c %U ~/again')
+    assert.equal(r.stdout, `${me}\n/home/user\n/home/user\n${me}\n`)
+  })
+}
+
 await step('kill: the sandbox is gone for every client', async () => {
   assert.equal(await second.kill(), true)
   await sbx.kill()
