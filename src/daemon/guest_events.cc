@@ -31,11 +31,19 @@ void DaemonApi::WireBackends() {
         }
       }
       const int restored = sessions_.Restore(info, why);
-      watch_.Recovered(info.id);
-      metrics_.Increment("agentbox_guest_replacements_total",
-                         {{"backend", info.backend}, {"outcome", "replaced"}});
-      Log(LogLevel::kInfo, "sandbox.guest_replaced", "id={} sessions={} why=\"{}\"", info.id,
-          restored, why);
+      auto resume = [this, info, restored, why] {
+        watch_.Recovered(info.id);
+        metrics_.Increment("agentbox_guest_replacements_total",
+                           {{"backend", info.backend}, {"outcome", "replaced"}});
+        Log(LogLevel::kInfo, "sandbox.guest_replaced", "id={} sessions={} why=\"{}\"", info.id,
+            restored, why);
+      };
+      // What the E2B API keeps in the guest (its `user` account) is made again before the
+      // sandbox is shown running.
+      if (e2b_) {
+        return e2b_->GuestReplaced(info, std::move(resume));
+      }
+      resume();
     };
     ev.failed = [this](const SandboxInfo& info) {
       {

@@ -343,7 +343,18 @@ await step('isRunning, getInfo, setTimeout', async () => {
   assert.ok(left > 100_000 && left <= 121_000, `endAt is ${left} ms away`)
 })
 
-await step('getMetrics: CPU, memory and disk, busy and idle; unknown and foreign sandboxes', async () => {
+// cloudrun's sandboxes run on machines agentboxd cannot see: getMetrics is its documented 501
+// (docs/e2b.md), which the SDK raises as a SandboxError with that status.
+const cloudrun = process.env.AGENTBOX_BACKEND.startsWith('cloudrun')
+if (cloudrun) await step('getMetrics on cloudrun: 501, SandboxError; unknown and foreign sandboxes', async () => {
+  const e = await rejects(sbx.getMetrics(), SandboxError, 'cloudrun getMetrics')
+  assert.equal(e.statusCode, 501, e.message)
+  assert.match(e.message, /cloudrun backend does not report metrics/)
+  await rejects(Sandbox.getMetrics('sb-doesnotexist'), NotFoundError, 'unknown getMetrics')
+  await rejects(Sandbox.getMetrics(sbx.sandboxId, { apiKey: process.env.E2B_OTHER_API_KEY }),
+    NotFoundError, "another key's getMetrics")
+})
+else await step('getMetrics: CPU, memory and disk, busy and idle; unknown and foreign sandboxes', async () => {
   const idle = await sbx.getMetrics()
   assert.equal(idle.length, 1)
   const m0 = idle[0]
@@ -432,6 +443,7 @@ await step('same sandbox through the native API and the CLI, both ways', async (
   const got = await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)
   assert.equal(got.status, 200)
   assert.equal(got.body.data.labels.run, runId)
+  assert.equal(got.body.data.backend, process.env.AGENTBOX_BACKEND.replace(/-session$/, ''))
   await sbx.files.write('/home/user/from-e2b.txt', 'via e2b')
   const ran = await native('POST', `/v1/sandboxes/${sbx.sandboxId}/api/v1/shell/run`,
     { command: 'cat /home/user/from-e2b.txt' })
@@ -458,6 +470,31 @@ await step('same sandbox through the native API and the CLI, both ways', async (
   assert.equal(await Sandbox.kill(id), true)
   assert.equal((await native('GET', `/v1/sandboxes/${id}`)).status, 404)
 })
+
+// cloudrun session mode replaces a lost execution by itself (docs/cloudrun.md); what lived in its
+// memory goes with it, E2B's `user` account included, which the daemon makes again before the
+// sandbox answers calls (docs/e2b.md, On cloudrun). The execution is a container of the emulator.
+if (process.env.AGENTBOX_BACKEND === 'cloudrun-session') {
+  await step('cloudrun: a lost execution is replaced and the `user` account is back', async () => {
+    const executionOf = (sb) => /execution (\S+)/.exec(sb.detail ?? '')?.[1]
+    const before = executionOf((await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)).body.data)
+    assert.ok(before, 'no execution in the sandbox detail')
+    const container = execFileSync('docker', ['ps', '-q', '--filter',
+      `label=agentbox.gcp-emulator.execution=${before}`], { encoding: 'utf8' }).trim()
+    assert.ok(container, `no container for ${before}`)
+    execFileSync('docker', ['kill', container])
+    const end = Date.now() + 60_000
+    let sb
+    for (;;) {
+      sb = (await native('GET', `/v1/sandboxes/${sbx.sandboxId}`)).body.data
+      if (sb.state === 'running' && executionOf(sb) && executionOf(sb) !== before) break
+      assert.ok(Date.now() < end, `not replaced: ${JSON.stringify(sb)}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    const r = await sbx.commands.run('whoami; echo $HOME; pwd; touch ~/again && stat -c %U ~/again')
+    assert.equal(r.stdout, `${me}\n/home/user\n/home/user\n${me}\n`)
+  })
+}
 
 await step('kill: the sandbox is gone for every client', async () => {
   assert.equal(await second.kill(), true)

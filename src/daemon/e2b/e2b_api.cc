@@ -188,16 +188,34 @@ void E2bApi::Native(const std::string& method, const std::string& path, const Js
            });
 }
 
-void E2bApi::EnsureUser(const SandboxEntry& e, std::function<void(Result<void>)> done) {
-  if (!e.info.guest_endpoint.starts_with("unix:")) {
+void E2bApi::GuestReplaced(const SandboxInfo& info, std::function<void()> done) {
+  if (!info.spec.labels.contains(kTemplateLabel)) {
+    return done();
+  }
+  EnsureUser(info, [id = info.id, done = std::move(done)](Result<void> r) {
+    if (!r) {
+      Log(LogLevel::kWarn, "e2b.user_setup_failed", "id={} after=guest_replaced error=\"{}\"",
+          id, r.error().message);
+    }
+    done();
+  });
+}
+
+void E2bApi::EnsureUser(const SandboxInfo& info, std::function<void(Result<void>)> done) {
+  if (!EnvdUnsupported(info.backend, info.spec.run_mode).empty()) {
+    // cloudrun job mode: no command's changes outside /workspace outlive it, and envd calls
+    // answer 501 (EnvdUnsupported); the control plane serves it without the account.
+    return done({});
+  }
+  if (!info.guest_endpoint.starts_with("unix:")) {
     return done(Fail(ErrorCode::kUnavailable, "sandbox has no reachable guest"));
   }
   http::ClientRequest cr;
   cr.method = "POST";
   cr.target = "/api/v1/exec/start";
-  cr.headers = {{"X-Access-Token", e.info.guest_token}, {"Content-Type", "application/json"}};
+  cr.headers = {{"X-Access-Token", info.guest_token}, {"Content-Type", "application/json"}};
   cr.body = DumpJson(Json{{"cmd", "/bin/sh"}, {"args", {"-c", kEnsureUserScript}}, {"cwd", "/"}});
-  d_.client_.Send(e.info.guest_endpoint.substr(5), std::move(cr), d_.health_.deadlines().call,
+  d_.client_.Send(info.guest_endpoint.substr(5), std::move(cr), d_.health_.deadlines().call,
                   [done = std::move(done)](Result<http::ClientResponse> r) {
                     if (!r) {
                       return done(Fail(r.error()));
@@ -250,7 +268,7 @@ void E2bApi::Create(const http::Request& req, const Caller& caller, http::Respon
            if (!e) {
              return respond(ApiError(500, "sandbox '" + id + "' vanished after creation"));
            }
-           EnsureUser(*e, [this, caller, respond, data, e = *e](Result<void> r) {
+           EnsureUser(e->info, [this, caller, respond, data, e = *e](Result<void> r) {
              if (!r) {
                Log(LogLevel::kWarn, "e2b.user_setup_failed", "id={} error=\"{}\"", e.info.id,
                    r.error().message);
@@ -275,7 +293,7 @@ void E2bApi::Connect(const std::string& id, const http::Request& req, const Call
     return respond(ApiError(404, "sandbox '" + id + "' not found"));
   }
   auto finish = [this, id, caller, respond, e = *e] {
-    EnsureUser(e, [this, id, caller, respond, e](Result<void> r) {
+    EnsureUser(e.info, [this, id, caller, respond, e](Result<void> r) {
       if (!r) {
         return respond(ApiError(500, r.error().message));
       }

@@ -12,6 +12,10 @@
 #include "http/client.h"
 #include "http/server.h"
 
+namespace agentbox {
+struct SandboxInfo;
+}  // namespace agentbox
+
 namespace agentbox::daemon {
 class DaemonApi;
 struct SandboxEntry;
@@ -49,6 +53,11 @@ class E2bApi {
   void Handle(const http::Request& req, http::Respond respond);
   // POST /files streams its upload (spooled, then relayed to the guest); nullptr otherwise.
   std::unique_ptr<http::BodySink> StreamBody(const http::Request& req);
+  // A backend replaced the guest of `info` on its own (cloudrun session mode: a lost
+  // execution). E2B's `user` account lived in the old guest's memory: it is made again in
+  // sandboxes created through this API (label e2b.template), then `done` runs (whatever the
+  // outcome: a failure is logged, and the next Sandbox.connect tries again).
+  void GuestReplaced(const SandboxInfo& info, std::function<void()> done);
 
  private:
   struct Caller {
@@ -83,7 +92,7 @@ class E2bApi {
   void Native(const std::string& method, const std::string& path, const Json& body,
               const Caller& caller, NativeDone done);
   // Creates the `user` account with home /home/user in the sandbox when it lacks one.
-  void EnsureUser(const SandboxEntry& e, std::function<void(Result<void>)> done);
+  void EnsureUser(const SandboxInfo& info, std::function<void(Result<void>)> done);
 
   // envd (envd_routes.cc).
   void Envd(const http::Request& req, http::Respond respond);

@@ -221,6 +221,17 @@ std::optional<E2bApi::Target> E2bApi::EnvdTarget(const http::Request& req, bool 
     respond(connect_shaped ? ConnectUnaryError(401, msg) : RestError(401, msg));
     return std::nullopt;
   }
+  if (const std::string why = EnvdUnsupported(e->info.backend, e->info.spec.run_mode);
+      !why.empty() && req.path != "/health") {
+    // Streams carry their error in the end-of-stream envelope (the SDK reads no other).
+    const bool stream = req.path == "/process.Process/Start" ||
+                        req.path == "/process.Process/Connect" ||
+                        req.path == "/filesystem.Filesystem/WatchDir";
+    respond(!connect_shaped ? RestError(501, why)
+            : stream        ? StreamError("unimplemented", why)
+                            : ConnectUnaryError(501, why));
+    return std::nullopt;
+  }
   Target t;
   t.id = id;
   t.socket = e->info.guest_endpoint.substr(5);

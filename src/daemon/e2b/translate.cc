@@ -522,7 +522,12 @@ Result<CreateTranslation> NativeCreateBody(const Json& body,
     }
   }
   labels[kTemplateLabel] = t.template_id;
-  t.native = {{"ttl_s", std::max<int64_t>(timeout, 10)}, {"labels", std::move(labels)}};
+  // envd needs a guest that lives as long as the sandbox (processes with pids, streams, stdin,
+  // files in /home/user): on cloudrun that is session mode, whatever the daemon's default
+  // (EnvdUnsupported below). Other backends ignore the field.
+  t.native = {{"ttl_s", std::max<int64_t>(timeout, 10)},
+              {"labels", std::move(labels)},
+              {"cloudrun_mode", "session"}};
   if (!it->second.empty()) {
     t.native["image"] = it->second;
   }
@@ -550,6 +555,18 @@ Json MetricsFromNative(const Json& native) {
       {"diskUsed", bytes("disk_used_bytes")},
       {"diskTotal", bytes("disk_total_bytes")}};
   return Json::array({one});
+}
+
+std::string EnvdUnsupported(const std::string& backend, const std::string& run_mode) {
+  if (backend != "cloudrun" || run_mode != "job") {
+    return "";
+  }
+  return "this sandbox runs in cloudrun job mode, which cannot serve envd: each command is its "
+         "own Cloud Run execution that ends with it, so there is no process to stream, signal, "
+         "give input or a terminal to, and files persist only under /workspace (served by the "
+         "native API). The E2B control plane works on it (getInfo, setTimeout, list, kill); "
+         "for envd create the sandbox through the E2B API or with cloudrun_mode \"session\" "
+         "(docs/e2b.md)";
 }
 
 }  // namespace agentbox::daemon::e2b

@@ -100,4 +100,9 @@ Result<CreateTranslation> NativeCreateBody(const Json& body,
                                            const std::map<std::string, std::string>& templates,
                                            int64_t default_timeout_s);
 
+// Why a sandbox of `backend` in `run_mode` (SandboxSpec::run_mode) cannot serve envd calls, or ""
+// when it can: cloudrun job mode has no guest that outlives a command. Its envd calls (all but
+// /health) answer 501 `unimplemented` with this, the SDK's SandboxError.
+std::string EnvdUnsupported(const std::string& backend, const std::string& run_mode);
+
 }  // namespace agentbox::daemon::e2b

@@ -226,6 +226,7 @@ TEST(ControlPlane, CreateBody) {
   auto base = NativeCreateBody(Json::object(), templates, 300);
   ASSERT_TRUE(base);
   EXPECT_FALSE(base->native.contains("image"));  // the default image
+  EXPECT_EQ(base->native["cloudrun_mode"], "session");  // envd needs a lasting guest
   EXPECT_EQ(base->native["ttl_s"], 300);
   EXPECT_EQ(NativeCreateBody(Json::parse(R"({"timeout":1})"), templates, 300)->native["ttl_s"],
             10);
@@ -245,6 +246,13 @@ TEST(ControlPlane, Templates) {
   EXPECT_EQ(t->at("py"), "python:3.12");
   EXPECT_FALSE(ParseTemplates({"broken"}));
   EXPECT_FALSE(ParseTemplates({"=x"}));
+}
+
+TEST(Envd, CloudRunJobModeCannotServeIt) {
+  EXPECT_EQ(EnvdUnsupported("jail", ""), "");
+  EXPECT_EQ(EnvdUnsupported("docker", "job"), "");  // other backends ignore the field
+  EXPECT_EQ(EnvdUnsupported("cloudrun", "session"), "");
+  EXPECT_NE(EnvdUnsupported("cloudrun", "job").find("cloudrun job mode"), std::string::npos);
 }
 
 }  // namespace
