@@ -299,7 +299,7 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
       JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.max",
                                       std::to_string(quota) + " " + std::to_string(kCpuPeriodUs)));
     }
-    WriteWeights(*dir, cfg, "cpu.weight", 1);
+    WriteWeights(*dir, cfg, "cpu.weight", 100);
     return cg;
   }
   if (cfg.memory_bytes) {
