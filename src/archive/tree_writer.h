@@ -96,8 +96,8 @@ class TreeWriter {
   Result<void> CheckSymlinks();
 
   int root_;
-  const TreeWriterOptions& opts_;
-  const Progress& progress_;
+  const TreeWriterOptions opts_;  // copies: callers may pass temporaries
+  Progress progress_;  // a copy: the default argument is a temporary
   std::vector<char> data_;
   uint64_t reported_ = 0;
   TreeStats stats_;
