@@ -72,36 +72,6 @@ TEST_P(Ports, HttpByHostName) {
   EXPECT_EQ(r.json()["data"]["host"], daemon_->Host(id_, kPort));
 }
 
-// Upgrades to a WebSocket at `target` with `host` and echoes a text, a 70 kB binary frame and a
-// ping, then closes.
-void WebSocketRoundTrip(int daemon_port, const std::string& target, const std::string& host) {
-  RawConn c(daemon_port);
-  ASSERT_TRUE(c.ok());
-  const std::string key = Base64("0123456789abcdef");
-  ASSERT_TRUE(c.Write("GET " + target + " HTTP/1.1\r\nHost: " + host +
-                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                      "\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer " + kAliceKey +
-                      "\r\n\r\n"));
-  const std::string head = c.Head();
-  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
-  EXPECT_NE(head.find(WebSocketAccept(key)), std::string::npos) << head;
-  ASSERT_TRUE(c.SendFrame(1, "hello through the relay"));
-  auto f = c.ReadFrame();
-  EXPECT_EQ(f.first, 1);
-  EXPECT_EQ(f.second, "hello through the relay");
-  const std::string big = Pattern(70000);
-  ASSERT_TRUE(c.SendFrame(2, big));
-  f = c.ReadFrame();
-  EXPECT_EQ(f.first, 2);
-  EXPECT_TRUE(f.second == big) << f.second.size();
-  ASSERT_TRUE(c.SendFrame(9, "ping"));
-  f = c.ReadFrame();
-  EXPECT_EQ(f.first, 10);
-  ASSERT_TRUE(c.SendFrame(8, ""));
-  f = c.ReadFrame();
-  EXPECT_EQ(f.first, 8);
-}
-
 TEST_P(Ports, WebSocketByPathAndByHost) {
   WebSocketRoundTrip(daemon_->tcp_port(),
                      "/v1/sandboxes/" + id_ + "/ports/" + std::to_string(kPort) + "/ws",
