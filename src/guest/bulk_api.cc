@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "guest/ai_manus_messages.h"
 #include "guest/files/multipart.h"
+#include "guest/files/upload_form.h"
 #include "guest/guest_api.h"
 #include "guest/request_fields.h"
 #include "http/field_check.h"
@@ -26,84 +27,42 @@ namespace {
 constexpr http::Millis kIdle{std::chrono::seconds(60)};
 constexpr size_t kBlock = 1u << 20;
 
-// The multipart form of an upload: field "path" (or ?path=) names the destination, part "file"
-// carries the bytes straight to an UploadSink.
+// The multipart form of an upload (guest/files/upload_form.h), answered as the guest does.
 class MultipartUpload {
  public:
   MultipartUpload(std::string boundary, std::optional<std::string> path, FileConfig cfg)
-      : parser_(std::move(boundary)), path_(std::move(path)), cfg_(std::move(cfg)) {
-    parser_.on_part_begin = [this](const PartHeaders& h) -> Result<void> {
-      in_file_ = h.name == "file" || (!h.filename.empty() && h.name != "path");
-      field_name_ = h.name;
-      field_value_.clear();
-      if (in_file_) {
-        if (sink_) {
-          return Fail(ErrorCode::kInvalidArgument, "only one file part is accepted");
-        }
-        auto s = UploadSink::Open(path_.value_or(""), cfg_);
-        if (!s) {
-          return Fail(s.error());
-        }
-        sink_.emplace(std::move(*s));
-      }
-      return {};
-    };
-    parser_.on_part_data = [this](std::string_view d) -> Result<void> {
-      if (in_file_) {
-        return sink_->Write(d);
-      }
-      if (field_value_.size() + d.size() > 64 * 1024) {
-        return Fail(ErrorCode::kTooLarge, "form field '" + field_name_ + "' is over 64 KiB");
-      }
-      field_value_.append(d);
-      return {};
-    };
-    parser_.on_part_end = [this]() -> Result<void> {
-      if (!in_file_ && field_name_ == "path" && !path_) {
-        path_ = field_value_;
-      }
-      if (!in_file_) {
-        form_fields_.push_back(field_name_);
-      }
-      in_file_ = false;
-      return {};
-    };
-  }
+      : form_(std::move(boundary), std::move(path), std::move(cfg), /*open_at_path=*/true) {}
 
-  Result<void> Feed(std::string_view bytes) { return parser_.Feed(bytes); }
+  Result<void> Feed(std::string_view bytes) { return form_.Feed(bytes); }
 
   Response Finish() {
     Response out;
     http::Respond respond = [&out](Response r) { out = std::move(r); };
-    if (auto r = parser_.Finish(); !r) {
+    if (auto r = form_.Finish(); !r) {
       return GuestApi::Err(r.error());
     }
-    if (!http::AcceptFields(CheckUploadFields(form_fields_), "/api/v1/file/upload", respond)) {
+    if (!http::AcceptFields(CheckUploadFields(form_.field_names()), "/api/v1/file/upload",
+                            respond)) {
       return out;
     }
-    if (!sink_) {
+    auto& sink = form_.sink();
+    const auto& path = form_.path();
+    if (!sink) {
       respond(GuestApi::Err(FieldError("file", "is required (a multipart file part)")));
-    } else if (!path_ || path_->empty()) {
+    } else if (!path || path->empty()) {
       respond(GuestApi::Err(FieldError("path", "is required (form field or ?path=)")));
-    } else if (auto committed = sink_->Commit(*path_); !committed) {
+    } else if (auto committed = sink->Commit(*path); !committed) {
       respond(GuestApi::Err(committed.error()));
     } else {
       respond(GuestApi::Ok(
-          {{"file_path", *committed}, {"file_size", sink_->bytes_written()}, {"success", true}},
+          {{"file_path", *committed}, {"file_size", sink->bytes_written()}, {"success", true}},
           AiManusMessage("file/upload", nullptr)));
     }
     return out;
   }
 
  private:
-  MultipartParser parser_;
-  std::optional<std::string> path_;
-  FileConfig cfg_;
-  std::optional<UploadSink> sink_;
-  bool in_file_ = false;
-  std::string field_name_;
-  std::string field_value_;
-  std::vector<std::string> form_fields_;  // names of the non-file parts
+  UploadForm form_;
 };
 
 bool IsTrue(const std::optional<std::string>& v) {

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/log_budget.h"
 #include "common/time_util.h"
+#include "guest/core/read_only_root.h"
 #include "guest/core/self_protect.h"
 #include "guest/core/spawn.h"
 #include "guest/guest_api.h"
@@ -228,6 +229,13 @@ int Serve(ServeArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A read-only root asked for by the platform's configuration (cloudrun: the job's environment),
+  // before anything else runs, so every process of the sandbox starts under it; a sandbox that
+  // asked for one never runs with a writable root.
+  if (auto r = MakeRootReadOnlyIfAsked(); !r) {
+    std::cerr << "agentbox-guest: " << r.error().message << "\n";
+    return 125;
+  }
   // `exec PATH ARGS...` runs another agentbox-guest (or any program) in this process: a Cloud
   // Run job keeps the guest it was created with as its command, and a newer daemon runs its own
   // guest through it, so sandboxes survive daemon upgrades.

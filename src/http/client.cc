@@ -398,8 +398,24 @@ UnixHttpClient::UnixHttpClient(asio::io_context& io, size_t max_idle_per_path)
 
 UnixHttpClient::~UnixHttpClient() = default;
 
+namespace {
+
+// A stopped io_context runs no handler: an exchange started on it would never call back.
+bool RefuseWhenStopped(boost::asio::io_context& io, const UnixHttpClient::Done& done) {
+  if (!io.stopped()) {
+    return false;
+  }
+  done(Fail(ErrorCode::kUnavailable, "shutting down: the client's I/O has stopped"));
+  return true;
+}
+
+}  // namespace
+
 void UnixHttpClient::Send(const std::string& socket_path, ClientRequest req,
                           std::chrono::milliseconds timeout, Done done, uint64_t max_body) {
+  if (RefuseWhenStopped(io_, done)) {
+    return;
+  }
   std::make_shared<Exchange>(*this, socket_path, std::move(req), timeout, std::move(done), false,
                              max_body)
       ->Start();
@@ -407,6 +423,9 @@ void UnixHttpClient::Send(const std::string& socket_path, ClientRequest req,
 
 void UnixHttpClient::SendStreaming(const std::string& socket_path, ClientRequest req,
                                    std::chrono::milliseconds timeout, Done done) {
+  if (RefuseWhenStopped(io_, done)) {
+    return;
+  }
   std::make_shared<Exchange>(*this, socket_path, std::move(req), timeout, std::move(done), true, 0)
       ->Start();
 }

@@ -2,6 +2,8 @@
 // sandbox answers, the daemon's client refuses it within its limits, with a clear error, and
 // never holds more than it allows.
 #include <gtest/gtest.h>
+
+#include <optional>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -261,6 +264,29 @@ TEST(ClientLimits, AnHonestAnswerStillPasses) {
   ASSERT_TRUE(o.result) << o.result.error().message;
   EXPECT_EQ(o.result->status, 200);
   EXPECT_EQ(o.result->body, "{}");
+}
+
+TEST(ClientLimits, ARequestOnStoppedIoIsRefusedAtOnce) {
+  // A stopped io_context runs no handler: the exchange would never call back, and a daemon
+  // waiting on it could not finish its shutdown.
+  boost::asio::io_context io;
+  UnixHttpClient client(io);
+  io.stop();
+  for (bool streaming : {false, true}) {
+    std::optional<Result<ClientResponse>> got;
+    ClientRequest req;
+    req.method = "GET";
+    req.target = "/health";
+    auto done = [&](Result<ClientResponse> r) { got = std::move(r); };
+    if (streaming) {
+      client.SendStreaming("/nonexistent.sock", req, 5s, done);
+    } else {
+      client.Send("/nonexistent.sock", req, 5s, done);
+    }
+    ASSERT_TRUE(got.has_value()) << "streaming=" << streaming;
+    ASSERT_FALSE(*got);
+    EXPECT_EQ(got->error().code, ErrorCode::kUnavailable);
+  }
 }
 
 }  // namespace

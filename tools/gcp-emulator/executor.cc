@@ -83,7 +83,12 @@ Json CreateBody(const TaskSpec& s) {
   for (const auto& t : s.tmpfs) {
     tmpfs[t] = "";
   }
-  Json host{{"NetworkMode", "host"}, {"Binds", binds}, {"Tmpfs", tmpfs}};
+  // CAP_SYS_ADMIN as in Cloud Run's second-generation environment (the only one jobs use), whose
+  // containers may use namespaces and mount file systems (the guest's read-only root needs it).
+  Json host{{"NetworkMode", "host"},
+            {"Binds", binds},
+            {"Tmpfs", tmpfs},
+            {"CapAdd", Json::array({"SYS_ADMIN"})}};
   if (s.memory_bytes > 0) {
     host["Memory"] = s.memory_bytes;
   }

@@ -222,6 +222,8 @@ ProbeResult CloudRunBackend::Probe() {
 
 Capabilities CloudRunBackend::GetCapabilities() const {
   Capabilities c;
+  // Made by the guest in each execution (BuildJob; guest/core/read_only_root.h).
+  c.read_only_root = true;
   if (opts_.mode == "session") {
     // A long-lived guest reached through the tunnel: everything a local guest does. (Sandboxes
     // created with cloudrun_mode "job" keep job mode's limits, which their calls state.)

@@ -268,8 +268,13 @@ TEST(CloudRunLayoutTest, JobAndOverrides) {
             "workspace");
   EXPECT_EQ((*baked)["template"]["template"]["containers"][0]["command"][0],
             "/agentbox/guests/abc/agentbox-guest");
+  // A read-only root: the guest makes it, asked through the container's environment.
+  EXPECT_EQ(c["env"].size(), 1u);
   spec.read_only_root = true;
-  EXPECT_FALSE(BuildJob(o, "sb1", spec, "g"));
+  auto ro = BuildJob(o, "sb1", spec, "agentbox/guest/abc");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ((*ro)["template"]["template"]["containers"][0]["env"].back(),
+            (Json{{"name", "AGENTBOX_READ_ONLY_ROOT"}, {"value", "1"}}));
 
   RunRequest r;
   r.session_id = "s";

@@ -6,6 +6,7 @@
 #include "common/ansi.h"
 #include "common/strings.h"
 #include "guest/files/multipart.h"
+#include "guest/files/upload_form.h"
 #include "guest/posted_object.h"
 #include "guest/request_fields.h"
 #include "http/envelope.h"
@@ -94,79 +95,44 @@ Error Failed(const Outcome& o) {
                o.last.error};
 }
 
-// Spools a multipart upload into a scratch file, then stores it in the bucket.
+// Spools a multipart upload into a scratch file (guest/files/upload_form.h reads the form as the
+// guest does), then stores it in the bucket.
 class UploadBody : public http::BodySink {
  public:
   UploadBody(std::string boundary, std::optional<std::string> path, std::string token,
              WorkspaceFiles& files, TokenResolver& resolve, WorkerPool& pool)
-      : parser_(std::move(boundary)),
-        path_(std::move(path)),
+      : form_(std::move(boundary), std::move(path), ScratchConfig(files),
+              /*open_at_path=*/false),
         token_(std::move(token)),
         files_(files),
         resolve_(resolve),
-        pool_(pool) {
-    cfg_ = files_.limits();
-    cfg_.upload_tmp_dir = files_.scratch_root();
-    cfg_.base_dir = files_.scratch_root();
-    parser_.on_part_begin = [this](const guest::PartHeaders& h) -> Result<void> {
-      form_fields_.push_back(h.name);
-      in_file_ = h.name == "file" || (!h.filename.empty() && h.name != "path");
-      field_name_ = h.name;
-      field_value_.clear();
-      if (in_file_) {
-        if (sink_) {
-          return Fail(ErrorCode::kInvalidArgument, "only one file part is accepted");
-        }
-        auto s = guest::UploadSink::Open("", cfg_);
-        if (!s) {
-          return Fail(s.error());
-        }
-        sink_.emplace(std::move(*s));
-      }
-      return {};
-    };
-    parser_.on_part_data = [this](std::string_view d) -> Result<void> {
-      if (in_file_) {
-        return sink_->Write(d);
-      }
-      if (field_value_.size() + d.size() > 64 * 1024) {
-        return Fail(ErrorCode::kTooLarge, "form field '" + field_name_ + "' is over 64 KiB");
-      }
-      field_value_.append(d);
-      return {};
-    };
-    parser_.on_part_end = [this]() -> Result<void> {
-      if (!in_file_ && field_name_ == "path" && !path_) {
-        path_ = field_value_;
-      }
-      in_file_ = false;
-      return {};
-    };
-  }
+        pool_(pool) {}
 
-  Result<void> OnData(std::string_view bytes) override { return parser_.Feed(bytes); }
+  Result<void> OnData(std::string_view bytes) override { return form_.Feed(bytes); }
 
   void OnEnd(Respond respond) override {
-    if (auto r = parser_.Finish(); !r) {
+    if (auto r = form_.Finish(); !r) {
       respond(Err(r.error()));
       return;
     }
-    if (!http::AcceptFields(guest::CheckUploadFields(form_fields_), "/api/v1/file/upload",
+    if (!http::AcceptFields(guest::CheckUploadFields(form_.field_names()), "/api/v1/file/upload",
                             respond)) {
       return;
     }
-    if (!sink_) {
+    auto& spooled = form_.sink();
+    const auto& path = form_.path();
+    if (!spooled) {
       respond(Err(FieldError("file", "is required (a multipart file part)")));
       return;
     }
-    if (!path_ || path_->empty()) {
+    if (!path || path->empty()) {
       respond(Err(FieldError("path", "is required (form field or ?path=)")));
       return;
     }
-    auto sink = std::make_shared<guest::UploadSink>(std::move(*sink_));
-    sink_.reset();
+    auto sink = std::make_shared<guest::UploadSink>(std::move(*spooled));
+    spooled.reset();
     pool_.Post(
-        [this_files = &files_, resolve = resolve_, token = token_, path = *path_, sink, respond] {
+        [this_files = &files_, resolve = resolve_, token = token_, path = *path, sink, respond] {
           auto sb = resolve(token);
           if (!sb) {
             respond(Err(sb.error()));
@@ -192,18 +158,18 @@ class UploadBody : public http::BodySink {
   }
 
  private:
-  guest::MultipartParser parser_;
-  std::optional<std::string> path_;
+  static guest::FileConfig ScratchConfig(WorkspaceFiles& files) {
+    guest::FileConfig cfg = files.limits();
+    cfg.upload_tmp_dir = files.scratch_root();
+    cfg.base_dir = files.scratch_root();
+    return cfg;
+  }
+
+  guest::UploadForm form_;
   std::string token_;
   WorkspaceFiles& files_;
   TokenResolver& resolve_;
   WorkerPool& pool_;
-  guest::FileConfig cfg_;
-  std::optional<guest::UploadSink> sink_;
-  bool in_file_ = false;
-  std::string field_name_;
-  std::string field_value_;
-  std::vector<std::string> form_fields_;
 };
 
 class RejectBody : public http::BodySink {

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "common/strings.h"
+#include "guest/core/read_only_root.h"
 
 namespace agentbox::cloudrun {
 namespace layout {
@@ -112,11 +113,6 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
                 "cloudrun: named networks are not available (network_name '" + spec.network_name +
                     "'); Cloud Run executions use the project's egress settings");
   }
-  if (spec.read_only_root) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "cloudrun: read_only_root is not available (Cloud Run's writable layer is "
-                "in memory and per execution)");
-  }
   const ResourceLimits l = MergeLimits(spec.limits, o.default_limits);
   Json limits = Json::object();
   limits["cpu"] = CpuString(l.cpus.value_or(1.0));
@@ -125,6 +121,11 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
   Json env = Json::array();
   for (const auto& [k, v] : spec.env) {
     env.push_back({{"name", k}, {"value", v}});
+  }
+  if (spec.read_only_root) {
+    // Cloud Run has no read-only root setting: the guest, the container's command, makes one
+    // before anything else runs (guest/core/read_only_root.h), in every execution of the job.
+    env.push_back({{"name", guest::kReadOnlyRootEnv}, {"value", "1"}});
   }
   Json container = {{"name", layout::kContainerName},
                     {"image", spec.image.empty() ? o.default_image : spec.image},
