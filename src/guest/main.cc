@@ -229,10 +229,10 @@ int Serve(ServeArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A read-only root asked for by the platform's configuration (cloudrun: the job's environment),
-  // before anything else runs, so every process of the sandbox starts under it; a sandbox that
-  // asked for one never runs with a writable root.
-  if (auto r = MakeRootReadOnlyIfAsked(); !r) {
+  // A read-only root, or CAP_SYS_ADMIN taken away, asked for by the platform's configuration
+  // (cloudrun: the job's environment), before anything else runs, so every process of the
+  // sandbox starts under it; a sandbox that asked for either never runs without it.
+  if (auto r = HardenIfAsked(); !r) {
     std::cerr << "agentbox-guest: " << r.error().message << "\n";
     return 125;
   }

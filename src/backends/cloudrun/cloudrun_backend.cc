@@ -50,7 +50,8 @@ Json SpecJson(const SandboxSpec& s) {
           {"network", NetworkModeName(s.network)},
           {"labels", s.labels},
           {"owner", s.owner},
-          {"ttl_s", s.ttl_s}};
+          {"ttl_s", s.ttl_s},
+          {"read_only_root", s.read_only_root}};
 }
 
 SandboxSpec SpecFromJson(const Json& j) {
@@ -62,6 +63,7 @@ SandboxSpec SpecFromJson(const Json& j) {
   s.labels = j.value("labels", std::map<std::string, std::string>{});
   s.owner = j.value("owner", "");
   s.ttl_s = j.value("ttl_s", int64_t{3600});
+  s.read_only_root = j.value("read_only_root", false);
   return s;
 }
 

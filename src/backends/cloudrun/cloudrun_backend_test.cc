@@ -268,8 +268,9 @@ TEST(CloudRunLayoutTest, JobAndOverrides) {
             "workspace");
   EXPECT_EQ((*baked)["template"]["template"]["containers"][0]["command"][0],
             "/agentbox/guests/abc/agentbox-guest");
-  // A read-only root: the guest makes it, asked through the container's environment.
-  EXPECT_EQ(c["env"].size(), 1u);
+  // The guest drops CAP_SYS_ADMIN, or makes a read-only root, asked through the environment.
+  EXPECT_EQ(c["env"].size(), 2u);
+  EXPECT_EQ(c["env"][1], (Json{{"name", "AGENTBOX_DROP_SYS_ADMIN"}, {"value", "1"}}));
   spec.read_only_root = true;
   auto ro = BuildJob(o, "sb1", spec, "agentbox/guest/abc");
   ASSERT_TRUE(ro);

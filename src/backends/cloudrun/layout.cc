@@ -122,11 +122,12 @@ Result<Json> BuildJob(const CloudRunOptions& o, const std::string& id, const San
   for (const auto& [k, v] : spec.env) {
     env.push_back({{"name", k}, {"value", v}});
   }
-  if (spec.read_only_root) {
-    // Cloud Run has no read-only root setting: the guest, the container's command, makes one
-    // before anything else runs (guest/core/read_only_root.h), in every execution of the job.
-    env.push_back({{"name", guest::kReadOnlyRootEnv}, {"value", "1"}});
-  }
+  // What the guest, the container's command, does before anything else runs, in every execution
+  // (guest/core/read_only_root.h): Cloud Run has no read-only root setting, so the guest makes
+  // one; and gen2 containers have CAP_SYS_ADMIN, with which the sandbox's root could read the
+  // guest's environment (its token) and mount over its files, so the guest takes it away.
+  env.push_back({{"name", spec.read_only_root ? guest::kReadOnlyRootEnv : guest::kDropSysAdminEnv},
+                 {"value", "1"}});
   Json container = {{"name", layout::kContainerName},
                     {"image", spec.image.empty() ? o.default_image : spec.image},
                     {"command", Json::array({layout::GuestPath(guest_dir)})},

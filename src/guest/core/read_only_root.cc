@@ -84,29 +84,6 @@ Result<void> RemountRootReadOnly() {
   return {};
 }
 
-// Out of the bounding set (so that no program started from here gets it back, root or not), then
-// out of this process's own sets.
-Result<void> DropSysAdmin() {
-  if (::prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0) {
-    return Fail(ErrnoError(errno, "read-only root: drop CAP_SYS_ADMIN from the bounding set"));
-  }
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  if (::syscall(SYS_capget, &header, data) != 0) {
-    return Fail(ErrnoError(errno, "read-only root: capget"));
-  }
-  const uint32_t bit = 1u << (CAP_SYS_ADMIN % 32);
-  auto& word = data[CAP_SYS_ADMIN / 32];
-  word.effective &= ~bit;
-  word.permitted &= ~bit;
-  word.inheritable &= ~bit;
-  if (::syscall(SYS_capset, &header, data) != 0) {
-    return Fail(ErrnoError(errno, "read-only root: capset"));
-  }
-  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, CAP_SYS_ADMIN, 0, 0);  // absent is fine
-  return {};
-}
-
 }  // namespace
 
 std::vector<std::string> DefaultWritableDirs() {
@@ -139,12 +116,39 @@ Result<void> MakeRootReadOnly(const std::vector<std::string>& writable) {
   return DropSysAdmin();
 }
 
-Result<void> MakeRootReadOnlyIfAsked(const std::vector<std::string>& writable) {
-  if (std::getenv(kReadOnlyRootEnv) == nullptr) {
-    return {};
+Result<void> DropSysAdmin() {
+  if (::prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) == 0) {
+    return {};  // never had it (docker's default capabilities, a jail)
   }
+  if (::prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0) {
+    return Fail(ErrnoError(errno, "read-only root: drop CAP_SYS_ADMIN from the bounding set"));
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) {
+    return Fail(ErrnoError(errno, "read-only root: capget"));
+  }
+  const uint32_t bit = 1u << (CAP_SYS_ADMIN % 32);
+  auto& word = data[CAP_SYS_ADMIN / 32];
+  word.effective &= ~bit;
+  word.permitted &= ~bit;
+  word.inheritable &= ~bit;
+  if (::syscall(SYS_capset, &header, data) != 0) {
+    return Fail(ErrnoError(errno, "read-only root: capset"));
+  }
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, CAP_SYS_ADMIN, 0, 0);  // absent is fine
+  return {};
+}
+
+Result<void> HardenIfAsked(const std::vector<std::string>& writable) {
+  const bool read_only = std::getenv(kReadOnlyRootEnv) != nullptr;
+  const bool drop = std::getenv(kDropSysAdminEnv) != nullptr;
   ::unsetenv(kReadOnlyRootEnv);
-  return MakeRootReadOnly(writable);
+  ::unsetenv(kDropSysAdminEnv);
+  if (read_only) {
+    return MakeRootReadOnly(writable);
+  }
+  return drop ? DropSysAdmin() : Result<void>{};
 }
 
 }  // namespace agentbox::guest

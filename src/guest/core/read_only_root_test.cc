@@ -32,7 +32,7 @@ enum Check : int {
 
 const char* Describe(int code) {
   switch (code) {
-    case kSetupFailed: return "MakeRootReadOnlyIfAsked failed";
+    case kSetupFailed: return "MakeRootReadOnly failed";
     case kRootWritable: return "a file could be created in / (or the error was not EROFS)";
     case kKeptDirNotWritable: return "the directory kept writable could not be written";
     case kSysAdminInBoundingSet: return "CAP_SYS_ADMIN is still in the bounding set";
@@ -133,7 +133,7 @@ TEST_F(ReadOnlyRootTest, OnlyWhenAskedAndTheRequestLeavesTheEnvironment) {
   EXPECT_EQ(Forked([&] {
               ::unsetenv(kReadOnlyRootEnv);
               struct statvfs v {};
-              return MakeRootReadOnlyIfAsked(kept) && ::statvfs("/", &v) == 0 &&
+              return HardenIfAsked(kept) && ::statvfs("/", &v) == 0 &&
                              (v.f_flag & ST_RDONLY) == 0 &&
                              ::prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) == 1
                          ? 0
@@ -144,8 +144,28 @@ TEST_F(ReadOnlyRootTest, OnlyWhenAskedAndTheRequestLeavesTheEnvironment) {
   EXPECT_EQ(Forked([&] {
               ::setenv(kReadOnlyRootEnv, "1", 1);
               struct statvfs v {};
-              return MakeRootReadOnlyIfAsked(kept) && std::getenv(kReadOnlyRootEnv) == nullptr &&
+              return HardenIfAsked(kept) && std::getenv(kReadOnlyRootEnv) == nullptr &&
                              ::statvfs("/", &v) == 0 && (v.f_flag & ST_RDONLY) != 0
+                         ? 0
+                         : 1;
+            }),
+            0);
+}
+
+TEST_F(ReadOnlyRootTest, DroppingSysAdminAloneLeavesTheRootWritable) {
+  EXPECT_EQ(Forked([] {
+              ::unsetenv(kReadOnlyRootEnv);
+              ::setenv(kDropSysAdminEnv, "1", 1);
+              struct statvfs v {};
+              __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+              __user_cap_data_struct data[2] = {};
+              const uint32_t bit = 1u << (CAP_SYS_ADMIN % 32);
+              return HardenIfAsked({}) && std::getenv(kDropSysAdminEnv) == nullptr &&
+                             ::prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) == 0 &&
+                             ::syscall(SYS_capget, &header, data) == 0 &&
+                             (data[CAP_SYS_ADMIN / 32].effective & bit) == 0 &&
+                             ::statvfs("/", &v) == 0 && (v.f_flag & ST_RDONLY) == 0 &&
+                             DropSysAdmin()  // again: nothing left to drop
                          ? 0
                          : 1;
             }),
