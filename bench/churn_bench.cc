@@ -121,24 +121,14 @@ int main(int argc, char** argv) {
   app.add_option("--fd-tolerance", fd_tolerance, "daemon fds allowed above the start");
   CLI11_PARSE(app, argc, argv);
   curl_global_init(CURL_GLOBAL_ALL);
-  if (reliability::CannotRunJail()) {
-    return reliability::kSkipped;
-  }
 
   std::set<std::string> made;  // every sandbox id this run created
   crash::Daemon d(daemon, backend);
-  if (!d.Start("", 0)) {
-    std::cerr << "agentboxd did not start: " << d.LogText() << "\n";
-    return 2;
+  if (const int rc = reliability::StartDaemon(d, backend); rc != 0) {
+    return rc;
   }
   {
     Client probe(d.socket());
-    const Json ready = Json::parse(probe.Call("GET", "/readyz").body, nullptr, false);
-    if (!ready.is_object() || ready["data"]["backend"] != backend) {
-      std::printf("SKIPPED: backend %s is not usable here: %s\n", backend.c_str(),
-                  ready.dump().c_str());
-      return reliability::kSkipped;
-    }
     // One cycle first: lazily made things (disk template, engine connections, worker threads)
     // are not leaks.
     const Answer a = probe.Call("POST", "/v1/sandboxes", R"({"ttl_s":600})", 120);

@@ -358,21 +358,9 @@ int main(int argc, char** argv) {
     o.flood = "256M";
   }
   curl_global_init(CURL_GLOBAL_ALL);
-  if (reliability::CannotRunJail()) {
-    return reliability::kSkipped;
-  }
   crash::Daemon d(o.daemon, o.backend);
-  if (!d.Start("", 0)) {
-    std::cerr << "agentboxd did not start: " << d.LogText() << "\n";
-    return 2;
-  }
-  {
-    const Json ready = Json::parse(Client(d.socket()).Call("GET", "/readyz").body, nullptr, false);
-    if (!ready.is_object() || ready["data"]["backend"] != o.backend) {
-      std::printf("SKIPPED: backend %s is not usable here: %s\n", o.backend.c_str(),
-                  ready.dump().c_str());
-      return reliability::kSkipped;
-    }
+  if (const int rc = reliability::StartDaemon(d, o.backend); rc != 0) {
+    return rc;
   }
   std::printf("backend: %s\n", o.backend.c_str());
   std::cout << "machine: " << reliability::MachineLine() << "\n";

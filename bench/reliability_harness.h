@@ -2,13 +2,15 @@
 
 // Shared by the soak, churn and hostile-sandbox benchmarks (docs/reliability.md §3, §4): a
 // keep-alive HTTP client over agentboxd's unix socket, samples of the daemon's resident memory,
-// open descriptors and threads, and latency percentiles. The daemon itself, and what a sandbox
-// can leave on the host, come from the crash suite's harness (tests/crash/crash_harness.h).
+// open descriptors and threads, latency percentiles, and the start every bench makes of its
+// agentboxd (StartDaemon). The daemon itself, and what a sandbox can leave on the host, come from
+// the crash suite's harness (tests/crash/crash_harness.h).
 #include <curl/curl.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -162,15 +164,29 @@ inline std::string MachineLine() {
   return cpu + ", " + std::to_string(cores) + " cores, load " + load;
 }
 
-// Exit code for "skipped" (CTest's SKIP_RETURN_CODE), after printing why, when the jail backend
-// cannot run here: it needs root for id ranges, cgroups and loop devices.
-inline bool CannotRunJail() {
+// Exit code for "skipped" (CTest's SKIP_RETURN_CODE).
+constexpr int kSkipped = 77;
+
+// Starts a bench's agentboxd `d` on `backend`. Returns 0 when it is up and /readyz says it runs
+// `backend`; otherwise what main returns, after saying why: kSkipped when the jail backend cannot
+// run here (it needs root for id ranges, cgroups and loop devices) or /readyz says `backend` is
+// not usable, 2 when agentboxd did not start (its log on stderr).
+inline int StartDaemon(crash::Daemon& d, const std::string& backend) {
   if (geteuid() != 0) {
     std::printf("SKIPPED: needs root (jail id ranges, cgroups, loop devices)\n");
-    return true;
+    return kSkipped;
   }
-  return false;
+  if (!d.Start("", 0)) {
+    std::cerr << "agentboxd did not start: " << d.LogText() << "\n";
+    return 2;
+  }
+  const Json ready = Json::parse(Client(d.socket()).Call("GET", "/readyz").body, nullptr, false);
+  if (!ready.is_object() || ready["data"]["backend"] != backend) {
+    std::printf("SKIPPED: backend %s is not usable here: %s\n", backend.c_str(),
+                ready.dump().c_str());
+    return kSkipped;
+  }
+  return 0;
 }
-constexpr int kSkipped = 77;
 
 }  // namespace reliability

@@ -1,32 +1,24 @@
 // /api/v1/supervisor/* end to end: a real agentbox-guest with services, libcurl as the client
 // (the shapes are ai-manus's; docs/guest-api.md, "Supervisor"). Also the parsing of services.
-#include <curl/curl.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "fakes/guest_child.h"
 #include "guest/supervisor/service_supervisor.h"
-
-extern char** environ;
 
 namespace agentbox::guest {
 namespace {
 
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 TEST(ServiceSpecs, ParsesFlagsAndJson) {
@@ -60,135 +52,12 @@ TEST(ServiceSpecs, ChecksNamesAndCommands) {
   }
 }
 
-struct Reply {
-  long status = 0;
-  Json json;
-};
-
-size_t Collect(char* p, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, size * n);
-  return size * n;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// One agentbox-guest on a unix socket in a temporary directory, with `extra` arguments and
-// `env` added to the environment; stopped and removed by the destructor.
-class Guest {
+// One agentbox-guest (tests/fakes/guest_child.h) with `extra` arguments and `env` added to the
+// environment, and the supervisor's status by name.
+class Guest : public test_support::GuestChild {
  public:
-  Guest(std::vector<std::string> extra, std::map<std::string, std::string> env) {
-    char tmpl[] = "/tmp/agentbox-supervisor-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) {
-      ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
-      return;
-    }
-    root_ = tmpl;
-    socket_ = root_ + "/g.sock";
-    log_ = root_ + "/guest.log";
-    fs::create_directories(root_ + "/work");
-    std::vector<std::string> args = {AGENTBOX_GUEST_BIN, "serve",     "--listen",
-                                     "unix:" + socket_,  "--workdir", root_ + "/work"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    std::vector<std::string> envs;
-    for (char** e = environ; *e; ++e) {
-      envs.emplace_back(*e);
-    }
-    for (const auto& [k, v] : env) {
-      envs.push_back(k + "=" + v);
-    }
-    std::vector<char*> envp;
-    for (auto& e : envs) {
-      envp.push_back(e.data());
-    }
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn: " << std::strerror(rc);
-      pid_ = 0;
-    }
-  }
-
-  ~Guest() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      for (int i = 0; i < 250 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (::waitpid(pid_, &status, WNOHANG) == 0) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-      }
-    }
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
-
-  // Polls /api/v1/health until the guest answers; false (with its log) if it exits first.
-  bool Ready() {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (Call("GET", "/api/v1/health").status != 200) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        return false;
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        ADD_FAILURE() << "guest not ready:\n" << ReadAll(log_);
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-  }
-
-  Reply Call(const std::string& method, const std::string& path,
-             const std::optional<std::string>& body = std::nullopt) {
-    Reply r;
-    std::string out;
-    CURL* c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    const std::string url = "http://guest" + path;
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_slist* headers = nullptr;
-    if (method != "GET") {
-      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-      const std::string& b = body ? *body : std::string();
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(b.size()));
-      curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, b.c_str());
-      if (body) {
-        headers = curl_slist_append(headers, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-      }
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    if (curl_easy_perform(c) == CURLE_OK) {
-      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    r.json = Json::parse(out, nullptr, false);
-    return r;
-  }
+  Guest(std::vector<std::string> extra, const std::map<std::string, std::string>& env)
+      : GuestChild(AGENTBOX_GUEST_BIN, "agentbox-supervisor", std::move(extra), env) {}
 
   // name -> status entry of GET /api/v1/supervisor/status.
   std::map<std::string, Json> Status() {
@@ -202,16 +71,6 @@ class Guest {
     }
     return m;
   }
-
-  pid_t pid() const { return pid_; }
-  int exit_code() const { return exit_code_; }
-  std::string log() const { return ReadAll(log_); }
-
- private:
-  std::string root_, socket_, log_;
-  pid_t pid_ = 0;
-  bool exited_ = false;
-  int exit_code_ = -1;
 };
 
 bool Alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "fakes/child_process.h"
 #include "fakes/curl_http.h"
 
 namespace agentbox::cloudrun_e2e {
@@ -26,40 +27,13 @@ using namespace std::chrono_literals;
 
 using test_support::FreePort;
 using test_support::Reply;
+using test_support::Spawn;
+using test_support::Stop;
 
 // One HTTP call over TCP (url) or a unix socket (socket non-empty, url's host ignored).
 inline Reply Http(const std::string& socket, const std::string& method, const std::string& url,
                   const std::string& body = "", const std::vector<std::string>& headers = {}) {
   return test_support::CurlHttp(socket, method, url, body, headers);
-}
-
-inline pid_t Spawn(const std::vector<std::string>& args, const std::string& log,
-                   int stdout_fd = -1) {
-  std::vector<char*> argv;
-  std::vector<std::string> copy = args;
-  for (auto& a : copy) {
-    argv.push_back(a.data());
-  }
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (stdout_fd >= 0) {
-      dup2(stdout_fd, STDOUT_FILENO);
-    }
-    FILE* f = freopen(log.c_str(), "a", stderr);
-    (void)f;
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-inline void Stop(pid_t& pid) {
-  if (pid > 0) {
-    kill(pid, SIGTERM);
-    waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
 }
 
 // A private emulator: Cloud Run + Cloud Storage on a free port.
@@ -114,13 +88,7 @@ class Daemon {
       args.insert(args.end(), {"--listen", l});
     }
     pid_ = Spawn(args, dir + "/agentboxd.log");
-    for (auto deadline = std::chrono::steady_clock::now() + 20s;
-         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
-      if (Call("GET", "/healthz").status == 200) {
-        ready_ = true;
-        break;
-      }
-    }
+    ready_ = test_support::PollUntil(20s, [&] { return Call("GET", "/healthz").status == 200; });
   }
   ~Daemon() { Stop(pid_); }
   bool ready() const { return ready_; }

@@ -23,13 +23,14 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fakes/child_process.h"
 #include "fakes/curl_http.h"
+#include "fakes/per_backend.h"
 
 namespace agentbox::conformance {
 
@@ -87,10 +88,7 @@ class Daemon {
       }
       Stop();
     }
-    if (emulator_pid_ > 0) {
-      kill(emulator_pid_, SIGTERM);
-      waitpid(emulator_pid_, nullptr, 0);
-    }
+    test_support::Stop(emulator_pid_);
     int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
     (void)rc;
   }
@@ -130,21 +128,12 @@ class Daemon {
     if (pipe(out) != 0) {
       return false;
     }
-    emulator_pid_ = fork();
-    if (emulator_pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      const std::string log = dir_ + "/emulator.log";
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      const std::string data = dir_ + "/emulator";
-      // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse: volumes as object-store FUSE mounts (gcsfuse-like).
-      const char* volumes = std::getenv("AGENTBOX_GCP_EMULATOR_VOLUMES");
-      execl(AGENTBOX_GCP_EMULATOR_BIN, AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0",
-            "--data", data.c_str(), "--volumes", volumes && *volumes ? volumes : "bind",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    // AGENTBOX_GCP_EMULATOR_VOLUMES=fuse: volumes as object-store FUSE mounts (gcsfuse-like).
+    const char* volumes = std::getenv("AGENTBOX_GCP_EMULATOR_VOLUMES");
+    emulator_pid_ = test_support::Spawn(
+        {AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data", dir_ + "/emulator",
+         "--volumes", volumes && *volumes ? volumes : "bind"},
+        dir_ + "/emulator.log", out[1]);
     close(out[1]);
     const std::string url = test_support::ReadListenUrl(out[0]);
     if (url.empty()) {
@@ -199,35 +188,11 @@ class Daemon {
     if (!tunnel_listen_.empty()) {
       args.insert(args.end(), {"--listen", tunnel_listen_});
     }
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    const std::string log = dir_ + "/agentboxd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      execv(AGENTBOXD_BIN, argv.data());
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Call("GET", "/healthz", "", false).status == 200) {
-        ready_ = true;
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
+    pid_ = test_support::Spawn(args, dir_ + "/agentboxd.log");
+    ready_ = test_support::PollUntil(
+        20s, [&] { return Call("GET", "/healthz", "", false).status == 200; });
   }
-  void Stop() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
+  void Stop() { test_support::Stop(pid_); }
 
   std::string backend_;
   bool session_mode_ = false;
@@ -242,12 +207,7 @@ class Daemon {
 };
 
 inline Daemon& DaemonFor(const std::string& backend) {
-  static std::map<std::string, std::unique_ptr<Daemon>> daemons;
-  auto& d = daemons[backend];
-  if (!d) {
-    d = std::make_unique<Daemon>(backend);
-  }
-  return *d;
+  return test_support::DaemonFor<Daemon>(backend);
 }
 
 inline std::vector<std::string> Backends() {
@@ -255,21 +215,7 @@ inline std::vector<std::string> Backends() {
   // A build of the suite for one backend of its own (the tunnel's test daemon).
   return {AGENTBOX_CONFORMANCE_ONLY};
 #endif
-  const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
-  std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos) {
-      comma = s.size();
-    }
-    if (comma > pos) {
-      out.push_back(s.substr(pos, comma - pos));
-    }
-    pos = comma + 1;
-  }
-  return out;
+  return test_support::ConformanceBackends(AGENTBOX_CONFORMANCE_DEFAULT);
 }
 
 // gtest's name of a parameter: "cloudrun-session" -> "cloudrun_session".

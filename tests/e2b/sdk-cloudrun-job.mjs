@@ -10,29 +10,7 @@
 import assert from 'node:assert/strict'
 import { AuthenticationError, NotFoundError, Sandbox, SandboxError } from 'e2b'
 
-const results = []
-async function step(name, fn) {
-  const t0 = performance.now()
-  try {
-    await fn()
-    results.push(name)
-    console.log(`ok   ${name} (${(performance.now() - t0).toFixed(0)} ms)`)
-  } catch (e) {
-    console.error(`FAIL ${name}: ${e?.stack ?? e}`)
-    process.exitCode = 1
-    throw e
-  }
-}
-
-async function rejects(promise, cls, name) {
-  try {
-    await promise
-  } catch (e) {
-    assert.ok(e instanceof cls, `${name}: expected ${cls.name}, got ${e?.constructor?.name}: ${e?.message}`)
-    return e
-  }
-  assert.fail(`${name}: expected ${cls.name}, nothing was thrown`)
-}
+import { rejects, results, step } from './steps.mjs'
 
 // The native API over TCP with the same key as the SDK (so the sandbox is the key's).
 async function native(method, path, body) {

@@ -15,19 +15,7 @@ import {
   TimeoutError,
 } from 'e2b'
 
-const results = []
-async function step(name, fn) {
-  const t0 = performance.now()
-  try {
-    await fn()
-    results.push(name)
-    console.log(`ok   ${name} (${(performance.now() - t0).toFixed(0)} ms)`)
-  } catch (e) {
-    console.error(`FAIL ${name}: ${e?.stack ?? e}`)
-    process.exitCode = 1
-    throw e
-  }
-}
+import { rejects, results, step } from './steps.mjs'
 
 // The native API on agentboxd's unix socket (the local, all-seeing caller).
 function native(method, path, body) {
@@ -49,16 +37,6 @@ function cli(...args) {
   return execFileSync(process.env.AGENTBOX_CLI, [
     '--url', process.env.E2B_API_URL, '--api-key', process.env.E2B_API_KEY, ...args,
   ], { encoding: 'utf8' })
-}
-
-async function rejects(promise, cls, name) {
-  try {
-    await promise
-  } catch (e) {
-    assert.ok(e instanceof cls, `${name}: expected ${cls.name}, got ${e?.constructor?.name}: ${e?.message}`)
-    return e
-  }
-  assert.fail(`${name}: expected ${cls.name}, nothing was thrown`)
 }
 
 const runId = Math.random().toString(16).slice(2, 10)

@@ -20,6 +20,7 @@ namespace agentbox::test_support {
 struct Reply {
   long status = 0;
   std::string body;
+  std::string headers;  // the response's header lines as they came, status line included
   nlohmann::json json;
   nlohmann::json data() const {
     return json.is_object() && json.contains("data") ? json["data"] : nlohmann::json();
@@ -33,10 +34,11 @@ inline size_t Collect(char* p, size_t s, size_t n, void* out) {
 }
 
 // One HTTP call over TCP (url) or a unix socket (socket non-empty, url's host ignored). The body
-// goes with every method but GET and DELETE; `curl_rc`, when given, gets libcurl's result.
+// goes with every method but GET and DELETE; `curl_rc`, when given, gets libcurl's result. A call
+// takes at most `timeout_s` seconds.
 inline Reply CurlHttp(const std::string& socket, const std::string& method, const std::string& url,
                       const std::string& body = "", const std::vector<std::string>& headers = {},
-                      CURLcode* curl_rc = nullptr) {
+                      CURLcode* curl_rc = nullptr, long timeout_s = 120) {
   CURL* c = curl_easy_init();
   Reply r;
   curl_slist* h = nullptr;
@@ -55,7 +57,9 @@ inline Reply CurlHttp(const std::string& socket, const std::string& method, cons
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, Collect);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.headers);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
   const CURLcode rc = curl_easy_perform(c);
   if (curl_rc != nullptr) {
     *curl_rc = rc;

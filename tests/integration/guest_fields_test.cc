@@ -2,31 +2,23 @@
 // real agentbox-guest on a unix socket, libcurl as the client. Every JSON endpoint accepts an
 // unknown field with a Warning header and a log line; a field that probably means `timeout` is a
 // 422; the bodies ai-manus's own clients send get no warning at all.
-#include <curl/curl.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <strings.h>
 
-#include <chrono>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
-extern char** environ;
+#include "fakes/guest_child.h"
 
 namespace agentbox::integration {
 namespace {
 
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
+using test_support::ReadLog;
 
 struct Reply {
   long status = 0;
@@ -35,116 +27,45 @@ struct Reply {
   std::vector<std::string> warnings;  // values of the Warning headers, in order
 };
 
-size_t CollectBody(char* p, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, size * n);
-  return size * n;
-}
-
-size_t CollectHeader(char* p, size_t size, size_t n, void* out) {
-  std::string line(p, size * n);
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
-    line.pop_back();
+// The values of the Warning header lines of a response head.
+std::vector<std::string> Warnings(const std::string& head) {
+  std::vector<std::string> out;
+  std::istringstream lines(head);
+  for (std::string line; std::getline(lines, line);) {
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+      line.pop_back();
+    }
+    if (line.size() > 8 && strncasecmp(line.c_str(), "warning:", 8) == 0) {
+      out.push_back(line.substr(line.find_first_not_of(' ', 8)));
+    }
   }
-  if (line.size() > 8 && strncasecmp(line.c_str(), "warning:", 8) == 0) {
-    static_cast<std::vector<std::string>*>(out)->push_back(
-        line.substr(line.find_first_not_of(' ', 8)));
-  }
-  return size * n;
+  return out;
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// One agentbox-guest serving a unix socket in a temporary directory; stopped (SIGTERM, then
-// SIGKILL) and removed by the destructor.
+// One agentbox-guest serving a unix socket in a temporary directory (tests/fakes/guest_child.h).
 class GuestFieldsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/agentbox-guest-fields-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
-    root_ = tmpl;
-    socket_ = root_ + "/g.sock";
-    log_ = root_ + "/guest.log";
-    fs::create_directories(root_ + "/work");
-    std::vector<std::string> args = {AGENTBOX_GUEST_BIN, "serve",     "--listen",
-                                     "unix:" + socket_,  "--workdir", root_ + "/work"};
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ASSERT_EQ(rc, 0) << "posix_spawn " << AGENTBOX_GUEST_BIN << ": " << std::strerror(rc);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (Call("GET", "/api/v1/health", "").status != 200) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "guest not ready:\n"
-                                                            << ReadAll(log_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    guest_ = std::make_unique<test_support::GuestChild>(AGENTBOX_GUEST_BIN,
+                                                        "agentbox-guest-fields");
+    ASSERT_TRUE(guest_->Ready()) << "agentbox-guest is not serving (exit code "
+                                 << guest_->exit_code() << "):\n"
+                                 << guest_->log();
   }
 
-  void TearDown() override {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      for (int i = 0; i < 250 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (::waitpid(pid_, &status, WNOHANG) == 0) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-      }
-    }
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
+  void TearDown() override { guest_.reset(); }
 
   Reply Call(const std::string& method, const std::string& path, const std::string& body,
              const std::string& content_type = "application/json") {
-    Reply r;
-    CURL* c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-    const std::string url = "http://guest" + path;
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_slist* headers = nullptr;
-    const std::string ct = "Content-Type: " + content_type;
-    if (method != "GET") {
-      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
-      headers = curl_slist_append(headers, ct.c_str());
-      curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, CollectHeader);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.warnings);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    if (curl_easy_perform(c) == CURLE_OK) {
-      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    }
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    r.json = Json::parse(r.body, nullptr, false);
-    return r;
+    test_support::Reply r = guest_->Call(method, path, body, content_type);
+    return {r.status, std::move(r.body), std::move(r.json), Warnings(r.headers)};
   }
 
   Reply Post(const std::string& op, const Json& body) {
     return Call("POST", "/api/v1/" + op, body.dump());
   }
 
-  std::string root_, socket_, log_;
-  pid_t pid_ = -1;
+  std::unique_ptr<test_support::GuestChild> guest_;
 };
 
 // The value of the Warning header for an ignored top-level field.
@@ -196,7 +117,7 @@ TEST_F(GuestFieldsTest, EveryEndpointWarnsAboutAnUnknownFieldAndStillAnswers) {
     }
   }
   // The field was ignored, not acted on: exec ran its command as usual.
-  const std::string log = ReadAll(log_);
+  const std::string log = guest_->log();
   EXPECT_NE(log.find("request.unknown_field endpoint=\"/api/v1/shell/exec\" "
                      "field=\"request_tag\" suggestion=\"\" action=ignored"),
             std::string::npos)
@@ -307,7 +228,7 @@ TEST_F(GuestFieldsTest, UploadWarnsAboutUnknownFormFields) {
                      ct);
   EXPECT_EQ(extra.status, 200) << extra.body;
   EXPECT_EQ(extra.warnings, std::vector<std::string>{Ignored("mode")});
-  EXPECT_EQ(ReadAll(root_ + "/work/v.txt"), "v");
+  EXPECT_EQ(ReadLog(guest_->root() + "/work/v.txt"), "v");
 }
 
 TEST_F(GuestFieldsTest, AtMostEightWarningsPerResponse) {

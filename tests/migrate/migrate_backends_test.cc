@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "migrate/migrate_common.h"
+#include "migrate/migrate_fixture.h"
 
 namespace migrate {
 namespace {
@@ -41,26 +42,9 @@ bool HasJailDir(const Daemon& d, const std::string& id) {
   return false;
 }
 
-class MigrateBackends : public ::testing::Test {
+class MigrateBackends : public MigrateTest {
  protected:
-  void SetUp() override {
-    d_ = std::make_unique<Daemon>(AGENTBOXD_CRASHTEST_BIN, "jail");
-    if (auto why = WhyUnusable(*d_); !why.empty()) {
-      GTEST_SKIP() << "SKIPPED: " << why;
-    }
-  }
-  void TearDown() override {
-    if (d_) {
-      for (const auto& id : d_->ListedIds()) {
-        d_->Call("DELETE", "/v1/sandboxes/" + id);
-      }
-    }
-  }
-  Reply Migrate(const std::string& id, const std::string& to) {
-    return d_->Call("POST", "/v1/sandboxes/" + id + "/migrate", Json{{"backend", to}}.dump(), {},
-                    300);
-  }
-  std::unique_ptr<Daemon> d_;
+  MigrateBackends() : MigrateTest("jail") {}
 };
 
 TEST_F(MigrateBackends, JailToDockerAndBack) {

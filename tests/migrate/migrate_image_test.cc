@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "migrate/migrate_common.h"
+#include "migrate/migrate_fixture.h"
 
 namespace migrate {
 namespace {
@@ -20,25 +21,10 @@ Json ImageConfig() {
   return j.is_object() && j.contains("Config") && j["Config"].is_object() ? j["Config"] : Json();
 }
 
-class MigrateImage : public ::testing::Test {
+class MigrateImage : public MigrateTest {
  protected:
-  void SetUp() override {
-    d_ = std::make_unique<Daemon>(AGENTBOXD_CRASHTEST_BIN, "docker");
-    if (auto why = WhyUnusable(*d_); !why.empty()) {
-      GTEST_SKIP() << "SKIPPED: " << why;
-    }
-  }
-  void TearDown() override {
-    if (d_) {
-      for (const auto& id : d_->ListedIds()) {
-        d_->Call("DELETE", "/v1/sandboxes/" + id);
-      }
-    }
-  }
-  Reply Migrate(const std::string& id, const std::string& to) {
-    return d_->Call("POST", "/v1/sandboxes/" + id + "/migrate", Json{{"backend", to}}.dump(), {},
-                    300);
-  }
+  MigrateImage() : MigrateTest("docker") {}
+
   // Which image's files the root holds: the listing of the image's /usr/bin and its os-release
   // (the host's system directories, the jail's other root, differ from agentbox/base in both).
   std::string ImageFingerprint(const std::string& id) {
@@ -47,7 +33,6 @@ class MigrateImage : public ::testing::Test {
                "cat /etc/os-release; ls -1 /usr/bin | sha256sum; ls -1 /usr/lib | sha256sum")
         .value("stdout", "?");
   }
-  std::unique_ptr<Daemon> d_;
 };
 
 TEST_F(MigrateImage, EngineImageDockerToJailAndBack) {

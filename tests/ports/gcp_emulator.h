@@ -11,12 +11,10 @@
 #include <cstdlib>
 #include <string>
 
-namespace agentbox::ports_test {
+#include "fakes/child_process.h"
+#include "fakes/curl_http.h"
 
-inline size_t EmulatorSink(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
+namespace agentbox::ports_test {
 
 // Starts the emulator (its pid in *pid, its log in <dir>/emulator.log) and makes the bucket.
 // Returns the daemon's KEY=VALUE configuration lines for cloudrun in session mode, with
@@ -33,46 +31,19 @@ inline std::string StartGcpEmulator(const std::string& dir, const std::string& p
   if (pipe(out) != 0) {
     return "";
   }
-  *pid = fork();
-  if (*pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    const std::string log = dir + "/emulator.log";
-    FILE* f = freopen(log.c_str(), "a", stderr);
-    (void)f;
-    const std::string data = dir + "/emulator";
-    execl(AGENTBOX_GCP_EMULATOR_BIN, AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0",
-          "--data", data.c_str(), "--volumes", "bind", static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  *pid = test_support::Spawn({AGENTBOX_GCP_EMULATOR_BIN, "--listen", "tcp:127.0.0.1:0", "--data",
+                              dir + "/emulator", "--volumes", "bind"},
+                             dir + "/emulator.log", out[1]);
   close(out[1]);
-  std::string line;
-  char c;
-  while (line.find('\n') == std::string::npos && read(out[0], &c, 1) == 1) {
-    line += c;
-  }
-  close(out[0]);
-  const size_t at = line.find("http://");
-  if (at == std::string::npos) {
+  const std::string url = test_support::ReadListenUrl(out[0]);
+  if (url.empty()) {
     return "";
   }
-  const std::string url = line.substr(at, line.find_first_of("\r\n", at) - at);
-  CURL* h = curl_easy_init();
-  std::string sink;
-  curl_slist* hdr = curl_slist_append(nullptr, "Authorization: Bearer ports");
-  hdr = curl_slist_append(hdr, "Content-Type: application/json");
-  const std::string make = url + "/storage/v1/b?project=ports-project";
-  curl_easy_setopt(h, CURLOPT_URL, make.c_str());
-  curl_easy_setopt(h, CURLOPT_POSTFIELDS, R"({"name":"ports-bucket"})");
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, EmulatorSink);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-  const CURLcode rc = curl_easy_perform(h);
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(hdr);
-  curl_easy_cleanup(h);
-  if (rc != CURLE_OK || status != 200) {
+  CURLcode rc = CURLE_OK;
+  const test_support::Reply bucket = test_support::CurlHttp(
+      "", "POST", url + "/storage/v1/b?project=ports-project", R"({"name":"ports-bucket"})",
+      {"Authorization: Bearer ports", "Content-Type: application/json"}, &rc);
+  if (rc != CURLE_OK || bucket.status != 200) {
     return "";
   }
   const char* image = std::getenv("AGENTBOX_CLOUDRUN_IMAGE");

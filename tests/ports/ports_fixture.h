@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -24,12 +23,14 @@
 #include <thread>
 #include <vector>
 
+#include "fakes/child_process.h"
+#include "fakes/curl_http.h"
+#include "fakes/per_backend.h"
 #include "gcp_emulator.h"
 #include "png_pixels.h"
 #include "ws_util.h"
 
 namespace agentbox::ports_test {
-
 
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
@@ -48,25 +49,8 @@ struct Reply {
   Json json() const { return Json::parse(body, nullptr, false); }
 };
 
-inline size_t Collect(char* p, size_t s, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, s * n);
-  return s * n;
-}
-
-inline int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
+using test_support::Collect;
+using test_support::FreePort;
 
 // One request on `c` (a handle kept between calls keeps its connection alive).
 struct Request {
@@ -187,10 +171,7 @@ class Daemon {
   }
   ~Daemon() {
     Stop();
-    if (emulator_pid_ > 0) {
-      kill(emulator_pid_, SIGTERM);
-      waitpid(emulator_pid_, nullptr, 0);
-    }
+    test_support::Stop(emulator_pid_);
     if (!dir_.empty()) {
       int rc = system(("rm -rf '" + dir_ + "' 2>/dev/null").c_str());
       (void)rc;
@@ -217,55 +198,15 @@ class Daemon {
   std::string Host(const std::string& id, int port) const {
     return std::to_string(port) + "-" + id + "." + kDomain + ":" + std::to_string(tcp_port_);
   }
-  std::string log() const {
-    std::ifstream in(dir_ + "/agentboxd.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
+  std::string log() const { return test_support::ReadLog(dir_ + "/agentboxd.log"); }
 
  private:
   void Launch() {
-    ready_ = false;
-    std::vector<char*> argv;
-    for (auto& a : args_) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    const std::string log = dir_ + "/agentboxd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      execv(AGENTBOXD_BIN, argv.data());
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    CURL* c = curl_easy_init();
-    while (std::chrono::steady_clock::now() < deadline) {
-      curl_easy_reset(c);
-      std::string sink;
-      const std::string url = Url("/healthz");
-      curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-      curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-      curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-      long status = 0;
-      if (curl_easy_perform(c) == CURLE_OK &&
-          curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200) {
-        ready_ = true;
-        break;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    curl_easy_cleanup(c);
+    pid_ = test_support::Spawn(args_, dir_ + "/agentboxd.log");
+    ready_ = test_support::PollUntil(
+        20s, [&] { return test_support::CurlHttp("", "GET", Url("/healthz")).status == 200; });
   }
-  void Stop() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
+  void Stop() { test_support::Stop(pid_); }
 
   std::string backend_;
   std::string dir_;
@@ -280,23 +221,15 @@ class Daemon {
 };
 
 inline Daemon& DaemonFor(const std::string& backend) {
-  static std::map<std::string, std::unique_ptr<Daemon>> daemons;
-  auto& d = daemons[backend];
-  if (!d) {
-    d = std::make_unique<Daemon>(backend);
-  }
-  return *d;
+  return test_support::DaemonFor<Daemon>(backend);
 }
 
 inline std::vector<std::string> Backends() {
-  const char* env = std::getenv("AGENTBOX_CONFORMANCE_BACKENDS");
-  std::string s = env && *env ? env : AGENTBOX_CONFORMANCE_DEFAULT;
   std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string b; std::getline(ss, b, ',');) {
+  for (const auto& b : test_support::ConformanceBackends(AGENTBOX_CONFORMANCE_DEFAULT)) {
     // The port relay needs a guest that stays up; job-mode cloudrun has none (its 503 is
     // documented), and the tunnel has a suite of its own.
-    if (!b.empty() && b != "cloudrun" && b != "tunnel") {
+    if (b != "cloudrun" && b != "tunnel") {
       out.push_back(b);
     }
   }
