@@ -267,6 +267,7 @@ class DaemonApi : public http::Dispatcher {
   mutable std::mutex mu_;
   std::map<std::string, SandboxEntry> sandboxes_;
   boost::asio::steady_timer reaper_;
+  uint64_t reaps_ = 0;  // ArmReaper's rounds (every 2 s)
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
   MigrationGate gate_;         // sandboxes being moved, and the calls to them
