@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -180,7 +181,11 @@ Json BuildCreateBody(const ContainerPlan& p) {
     host["MemorySwap"] = *lim.memory_bytes;  // no swap beyond the limit
   }
   if (lim.cpus) {
-    host["NanoCpus"] = static_cast<int64_t>(*lim.cpus * 1e9);
+    // A 10 ms period, as the jail's (backends/jail/cgroup.cc): with the engine's 100 ms, a
+    // sandbox limited to one CPU can burn its quota on both cores in 50 ms and stall the others.
+    constexpr int64_t kPeriodUs = 10000;
+    host["CpuPeriod"] = kPeriodUs;
+    host["CpuQuota"] = std::max<int64_t>(1000, std::llround(*lim.cpus * kPeriodUs));
   }
   if (lim.pids) {
     host["PidsLimit"] = *lim.pids;

@@ -87,7 +87,8 @@ TEST(DockerRequest, LimitsAndSecurityOptions) {
   const Json h = BuildCreateBody(SamplePlan())["HostConfig"];
   EXPECT_EQ(h["Memory"], 256ull << 20);
   EXPECT_EQ(h["MemorySwap"], 256ull << 20);
-  EXPECT_EQ(h["NanoCpus"], 1500000000);
+  EXPECT_EQ(h["CpuPeriod"], 10000);  // 10 ms: a limited sandbox cannot stall others for long
+  EXPECT_EQ(h["CpuQuota"], 15000);
   EXPECT_EQ(h["PidsLimit"], 100);
   EXPECT_EQ(h["SecurityOpt"], Json::array({"no-new-privileges"}));  // default seccomp profile
   EXPECT_EQ(h["CapDrop"], Json::array({"ALL"}));
@@ -671,7 +672,8 @@ TEST_F(DockerEngine, LimitsAndSecurityOptionsAreVisibleInInspect) {
   const Json h = Inspect("dk-limits")["HostConfig"];
   EXPECT_EQ(h["Memory"], 128ull << 20);
   EXPECT_EQ(h["MemorySwap"], 128ull << 20);
-  EXPECT_EQ(h["NanoCpus"], 500000000);
+  EXPECT_EQ(h["CpuPeriod"], 10000);
+  EXPECT_EQ(h["CpuQuota"], 5000);
   EXPECT_EQ(h["PidsLimit"], 64);
   EXPECT_EQ(h["NetworkMode"], "none");
   EXPECT_EQ(h["CapDrop"], Json::array({"ALL"}));

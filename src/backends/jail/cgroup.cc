@@ -24,7 +24,11 @@
 namespace agentbox::jail {
 namespace {
 
-constexpr int64_t kCpuPeriodUs = 100000;
+// The CPU limit's accounting period. 10 ms rather than the kernel's 100 ms default: a sandbox
+// limited to one CPU whose processes run on both cores could otherwise burn its 100 ms of quota in
+// 50 ms of both cores, stalling every other sandbox's commands for as long (the hostile bench's
+// exec_stdout: victim p99 35.7 ms against 0.5 ms quiet with 100 ms; docs/reliability.md §4).
+constexpr int64_t kCpuPeriodUs = 10000;
 
 bool Exists(const std::string& path) {
   struct stat st {};

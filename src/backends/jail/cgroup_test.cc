@@ -82,10 +82,10 @@ TEST(CgroupTest, LimitsAreWrittenAndRemovalKillsTheGroup) {
       EXPECT_EQ(ReadText(dir + "/pids.max"), "16\n");
     }
     if (std::filesystem::exists(dir + "/cpu.max")) {
-      EXPECT_EQ(ReadText(dir + "/cpu.max"), "25000 100000\n");
+      EXPECT_EQ(ReadText(dir + "/cpu.max"), "2500 10000\n");
     }
     if (std::filesystem::exists(dir + "/cpu.cfs_quota_us")) {
-      EXPECT_EQ(ReadText(dir + "/cpu.cfs_quota_us"), "25000\n");
+      EXPECT_EQ(ReadText(dir + "/cpu.cfs_quota_us"), "2500\n");
     }
   }
   if (v2) {

@@ -376,10 +376,10 @@ TEST_F(JailBackendTest, LimitsReachTheCgroupsAndRlimits) {
   }
   if (files.count("memory.limit_in_bytes")) {  // cgroup v1
     EXPECT_EQ(files["memory.limit_in_bytes"], std::to_string(128 << 20) + "\n");
-    EXPECT_EQ(files["cpu.cfs_quota_us"], "50000\n");
+    EXPECT_EQ(files["cpu.cfs_quota_us"], "5000\n");
   } else {
     EXPECT_EQ(files["memory.max"], std::to_string(128 << 20) + "\n");
-    EXPECT_EQ(files["cpu.max"], "50000 100000\n");
+    EXPECT_EQ(files["cpu.max"], "5000 10000\n");
   }
   EXPECT_EQ(files["pids.max"], "100\n");
   // Inside, the cgroup namespace hides the host's hierarchy.
