@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cinttypes>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 
+#include "api/cpu_bandwidth.h"
 #include "backends/docker/host_dir.h"
 
 namespace agentbox::docker {
@@ -181,11 +181,9 @@ Json BuildCreateBody(const ContainerPlan& p) {
     host["MemorySwap"] = *lim.memory_bytes;  // no swap beyond the limit
   }
   if (lim.cpus) {
-    // A 10 ms period, as the jail's (backends/jail/cgroup.cc): with the engine's 100 ms, a
-    // sandbox limited to one CPU can burn its quota on both cores in 50 ms and stall the others.
-    constexpr int64_t kPeriodUs = 10000;
-    host["CpuPeriod"] = kPeriodUs;
-    host["CpuQuota"] = std::max<int64_t>(1000, std::llround(*lim.cpus * kPeriodUs));
+    const CpuBandwidth b = CpuBandwidthOf(*lim.cpus);  // a 10 ms period, as on the jail
+    host["CpuPeriod"] = b.period_us;
+    host["CpuQuota"] = b.quota_us;
   }
   if (lim.pids) {
     host["PidsLimit"] = *lim.pids;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "api/cpu_bandwidth.h"
 #include "backends/jail/result_util.h"
 #include "common/unique_fd.h"
 
@@ -24,11 +25,6 @@
 namespace agentbox::jail {
 namespace {
 
-// The CPU limit's accounting period. 10 ms rather than the kernel's 100 ms default: a sandbox
-// limited to one CPU whose processes run on both cores could otherwise burn its 100 ms of quota in
-// 50 ms of both cores, stalling every other sandbox's commands for as long (the hostile bench's
-// exec_stdout: victim p99 35.7 ms against 0.5 ms quiet with 100 ms; docs/reliability.md §4).
-constexpr int64_t kCpuPeriodUs = 10000;
 
 bool Exists(const std::string& path) {
   struct stat st {};
@@ -299,9 +295,9 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
       JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/pids.max", std::to_string(*cfg.pids)));
     }
     if (cfg.cpus) {
-      const auto quota = std::max<int64_t>(1000, std::llround(*cfg.cpus * kCpuPeriodUs));
-      JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.max",
-                                      std::to_string(quota) + " " + std::to_string(kCpuPeriodUs)));
+      const CpuBandwidth b = CpuBandwidthOf(*cfg.cpus);
+      JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.max", std::to_string(b.quota_us) + " " +
+                                                             std::to_string(b.period_us)));
     }
     WriteWeights(*dir, cfg, "cpu.weight", 100);
     return cg;
@@ -344,9 +340,9 @@ Result<SandboxCgroup> SandboxCgroup::Create(const CgroupConfig& cfg) {
   }
   if (cfg.cpus) {
     const std::string* dir = &cg.paths_.back();
-    const auto quota = std::max<int64_t>(1000, std::llround(*cfg.cpus * kCpuPeriodUs));
-    JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)));
-    JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_quota_us", std::to_string(quota)));
+    const CpuBandwidth b = CpuBandwidthOf(*cfg.cpus);
+    JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_period_us", std::to_string(b.period_us)));
+    JAIL_RETURN_IF_ERROR(WriteValue(*dir + "/cpu.cfs_quota_us", std::to_string(b.quota_us)));
   }
   return cg;
 }

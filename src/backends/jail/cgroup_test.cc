@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 
+#include "api/cpu_bandwidth.h"
 #include "backends/jail/jail_test_util.h"
 #include "common/strings.h"
 
@@ -156,6 +157,25 @@ TEST(CgroupTest, AnEmptyNameIsRefused) {
   auto cg = SandboxCgroup::Create(cfg);
   ASSERT_FALSE(cg);
   EXPECT_EQ(cg.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(CpuBandwidth, TenMillisecondPeriodsAndExactSmallLimits) {
+  // A limit of one CPU or more is enforced every 10 ms (a burst on every core is that short).
+  EXPECT_EQ(CpuBandwidthOf(1).quota_us, 10000);
+  EXPECT_EQ(CpuBandwidthOf(1).period_us, 10000);
+  EXPECT_EQ(CpuBandwidthOf(2.5).quota_us, 25000);
+  EXPECT_EQ(CpuBandwidthOf(0.25).quota_us, 2500);
+  EXPECT_EQ(CpuBandwidthOf(0.1).quota_us, 1000);
+  EXPECT_EQ(CpuBandwidthOf(0.1).period_us, 10000);
+  // Below 0.1 CPU the quota would fall under the kernel's 1 ms: the period grows instead, so the
+  // share stays what was asked for.
+  EXPECT_EQ(CpuBandwidthOf(0.05).quota_us, 1000);
+  EXPECT_EQ(CpuBandwidthOf(0.05).period_us, 20000);
+  EXPECT_EQ(CpuBandwidthOf(0.01).quota_us, 1000);
+  EXPECT_EQ(CpuBandwidthOf(0.01).period_us, 100000);
+  // The kernel's longest period is 1 s.
+  EXPECT_EQ(CpuBandwidthOf(0.0001).period_us, 1000000);
+  EXPECT_EQ(CpuBandwidthOf(0.0001).quota_us, 1000);
 }
 
 }  // namespace
