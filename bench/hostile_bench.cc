@@ -100,12 +100,12 @@ struct Options {
   // The pass criterion's floor: a quiet p99 below this counts as this (timer noise on a shared
   // host). The raw ratio (against the quiet p99 as measured) is printed beside it; 0: no floor.
   double floor_ms = 20;
-  // The daemon holds at most 128 MiB of one guest's answers at once (http/client.cc); a string
-  // that grows copies itself (1.5x for a moment) and the allocator keeps some of what it freed:
-  // guest_chunked measured +285 MiB at its peak (+1,216 MiB before the bound); over seven runs
-  // on 2026-12-05 its peak was +228 to +334 MiB (the allocator's share varies), so 384 (three
-  // times the held bound), not the 320 that one of those runs exceeded.
-  long max_rss_growth_mb = 384;
+  // The daemon holds at most 128 MiB of one guest's answers at once (http/guest_budget.h), in
+  // pieces of at most 1 MiB each (http/pieces_body.h: no doubling copies): guest_chunked peaked
+  // at +124 to +141 MiB over nine runs on 2026-12-05 (+228 to +334 MiB while bodies were strings
+  // that doubled; +1,216 MiB before the bound). 192: the bound, a piece per call in flight, and
+  // what the allocator keeps.
+  long max_rss_growth_mb = 192;
   std::string only;         // run one attack
   std::string flood = "2G";  // bytes of an exec's stdout flood (head -c)
   std::string attacker_limits = R"({"cpus":1,"pids":256,"memory_mb":512,"tmp_mb":256,"disk_bytes":268435456})";

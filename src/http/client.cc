@@ -12,6 +12,8 @@
 #include <optional>
 
 #include "common/strings.h"
+#include "http/guest_budget.h"
+#include "http/pieces_body.h"
 
 namespace agentbox::http {
 
@@ -34,43 +36,10 @@ namespace {
 // A guest's status line and headers together (Beast's default, stated): more is refused.
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
 
-// Bytes of buffered guest answers per guest socket, process-wide: Take fails past the bound.
-constexpr uint64_t kMaxBufferedPerGuest = 128ull << 20;
-class BufferedBudget {
- public:
-  bool Take(const std::string& path, uint64_t n) {
-    std::lock_guard<std::mutex> lock(mu_);
-    uint64_t& used = used_[path];
-    if (used + n > kMaxBufferedPerGuest) {
-      return false;
-    }
-    used += n;
-    return true;
-  }
-  void Give(const std::string& path, uint64_t n) {
-    if (n == 0) {
-      return;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = used_.find(path);
-    if (it != used_.end() && (it->second -= std::min(it->second, n)) == 0) {
-      used_.erase(it);
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, uint64_t> used_;
-};
-BufferedBudget& Budget() {
-  static BufferedBudget* budget = new BufferedBudget();  // never destroyed: used at exit
-  return *budget;
-}
-
 // One request/response exchange. Owns its connection while in flight.
 class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
-  ~Exchange() { Budget().Give(path_, counted_); }
+  ~Exchange() { GuestBudget::Shared().Give(path_, counted_); }
 
   Exchange(UnixHttpClient& client, std::string path, ClientRequest req,
            std::chrono::milliseconds timeout, UnixHttpClient::Done done, bool streaming,
@@ -82,7 +51,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
         done_(std::move(done)),
         streaming_(streaming),
         max_body_(max_body),
-        timer_(client.io()) {}
+        timer_(client.io()),
+        pace_(client.io()) {}
 
   void Start() {
     socket_ = client_.TakeIdle(path_);
@@ -266,39 +236,52 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   }
 
   // Piece by piece, so that what all answers of one guest hold at once is counted
-  // (BufferedBudget): a sandbox answering many calls with large bodies at once must not grow the
+  // (GuestBudget): a sandbox answering many calls with large bodies at once must not grow the
   // daemon by calls x max_body.
   void ReadBody() {
     bhttp::async_read_some(
-        *socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+        *socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t n) {
           if (ec) {
             self->ReadFailed(ec);
             return;
           }
           auto& msg = self->parser_->get();
-          // Capacity, not size: a growing string holds up to twice what it has read.
+          // Capacity, not size: what the pieces have allocated.
           const uint64_t held = msg.body().capacity();
           if (held > self->counted_) {
-            if (!Budget().Take(self->path_, held - self->counted_)) {
+            if (!GuestBudget::Shared().Take(self->path_, held - self->counted_)) {
               self->Finish(Fail(ErrorCode::kTooLarge,
                                 "answers of this sandbox's guest held at once exceed " +
-                                    std::to_string(kMaxBufferedPerGuest) + " bytes (refused)"));
+                                    std::to_string(GuestBudget::Shared().limits().max_held) + " bytes (refused)"));
               return;
             }
             self->counted_ = held;
           }
           if (!self->parser_->is_done()) {
-            self->ReadBody();
+            self->ReadBodyPaced(n);
             return;
           }
           ClientResponse resp;
           self->FillHeaders(resp, msg);
-          resp.body = std::move(msg.body());
+          resp.body = msg.body().Take();
           if (self->parser_->keep_alive()) {
             self->client_.ReturnIdle(self->path_, std::move(self->socket_));
           }
           self->Finish(std::move(resp));
         });
+  }
+
+  // Reads on after `n` more bytes, at once while the guest's bucket has tokens (GuestBudget).
+  // The deadline timer still runs meanwhile: closing the socket fails the next read.
+  void ReadBodyPaced(size_t n) {
+    const auto wait =
+        GuestBudget::Shared().Pace(path_, n, GuestBudget::Clock::now());
+    if (wait.count() == 0) {
+      ReadBody();
+      return;
+    }
+    pace_.expires_after(wait);
+    pace_.async_wait([self = shared_from_this()](beast::error_code) { self->ReadBody(); });
   }
 
   // A response that broke a limit is the guest's fault, not a connection to retry; anything
@@ -379,6 +362,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool streaming_;
   uint64_t max_body_;
   asio::steady_timer timer_;
+  asio::steady_timer pace_;  // waits out GuestBudget::Pace between body reads
   std::unique_ptr<Socket> socket_;
   UniqueFd path_fd_;  // O_PATH handle of the socket file while connecting
   bool reused_ = false;
@@ -386,7 +370,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool body_done_ = false;
   uint64_t counted_ = 0;  // body bytes taken from Budget()
   beast::flat_buffer buffer_;
-  std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::response_parser<PiecesBody>> parser_;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> stream_parser_;
   char chunk_[65536];
 };

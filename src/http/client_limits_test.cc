@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "http/client.h"
+#include "http/guest_budget.h"
 
 namespace agentbox::http {
 namespace {
@@ -195,6 +196,27 @@ TEST(ClientLimits, AnswersOfOneGuestHeldAtOnceAreBounded) {
   }
   // 128 MiB hold two full answers at most: the others are refused by the budget, early.
   EXPECT_GE(over_budget, 2);
+}
+
+TEST(ClientLimits, AGuestsAnswersAreReadAtTheBudgetsPace) {
+  // Three endless answers one after another, each refused at 64 MiB: past the burst the
+  // client reads the guest's bytes at the budget's rate, not as fast as the guest sends them.
+  HostileGuest g([](int fd, const std::atomic<bool>& stop) {
+    Flood(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+          "10000\r\n" + std::string(65536, 'x') + "\r\n", stop);
+  });
+  const GuestBudget::Limits& l = GuestBudget::Shared().limits();
+  const uint64_t read = 3 * (64ull << 20);
+  const auto at_least = std::chrono::milliseconds((read - l.burst) * 1000 / l.rate);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) {
+    const Outcome o = Call(g.path(), 30s, false, 64ull << 20);
+    ASSERT_FALSE(o.result);
+    EXPECT_EQ(o.result.error().code, ErrorCode::kTooLarge) << o.result.error().message;
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, at_least * 9 / 10);
+  EXPECT_LT(took, at_least + 20s);
 }
 
 TEST(ClientLimits, EndlessHeadersAreABadGateway) {
