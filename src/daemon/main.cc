@@ -1,5 +1,6 @@
 // agentboxd: the agentbox daemon. REST API for clients, sandbox registry, auth, metrics, and the
 // backends (sandbox-api.md §2).
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +77,13 @@ http::TlsContextPtr LoadTls(const Config& cfg, const std::vector<std::string>& e
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // Blocks of 256 KiB and more (guests' answers, in 1 MiB pieces: http/pieces_body.h) are
+  // mappings of their own, returned to the kernel when freed. glibc's default moves that
+  // threshold up to the largest block freed so far, after which such blocks lived in the I/O
+  // threads' arenas, and freeing them made glibc trim an arena under its lock (madvise of 56 MB:
+  // 5.5 ms) while other threads waited for it: 8-17 ms stalls of other sandboxes' calls in half
+  // of the guest_chunked attacks (docs/reliability.md §4).
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #ifdef AGENTBOX_CRASH_HOOKS
   // Only agentboxd-crashtest, the crash-consistency suite's build of this file, can crash on
   // purpose (AGENTBOX_TEST_CRASH_AT); the agentboxd binary has no such code.
