@@ -349,6 +349,15 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       }
     }
     void Next(Callback cb) override { ex_->NextChunk(std::move(cb)); }
+    // Closes the guest connection on the client's I/O: the pending read fails and calls back.
+    void Cancel() override {
+      asio::post(ex_->client_.io(), [ex = ex_] {
+        if (ex->socket_ && !ex->body_done_) {
+          beast::error_code ignored;
+          ex->socket_->close(ignored);
+        }
+      });
+    }
 
    private:
     std::shared_ptr<Exchange> ex_;

@@ -476,8 +476,61 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
                                 if (ec) {
                                   return;
                                 }
+                                self->streaming_ = src;
+                                self->WatchClient();
                                 self->PumpStream(src, keep);
                               });
+  }
+
+  // While a streamed response waits for its source (an event stream may be silent for
+  // minutes), reads from the client: end of file or an error there means the client is gone, so
+  // the source is cancelled (BodySource::Cancel: a guest's relayed stream closes its guest
+  // connection) and the connection closed now, instead of at the next piece, whose write would
+  // fail. Before, abandoned event streams held a client and a guest connection each for up to
+  // 45 s (docs/reliability.md §3). Only on a strand (plain connections are accepted on one),
+  // where this read cannot run beside the stream's writes.
+  void WatchClient() {
+    if constexpr (!kIsTls<Socket>) {
+      if (socket_.get_executor().template target<asio::strand<asio::io_context::executor_type>>() ==
+          nullptr) {
+        return;
+      }
+      watching_ = true;
+      socket_.async_read_some(
+          asio::buffer(watch_buf_), [self = this->shared_from_this()](beast::error_code ec,
+                                                                      size_t n) {
+            self->watching_ = false;
+            if (n > 0) {
+              self->Prefill(std::string(self->watch_buf_, n));  // a pipelined request: kept
+            }
+            if (self->after_watch_) {  // the stream ended first: on to the next request
+              auto next = std::move(self->after_watch_);
+              self->after_watch_ = nullptr;
+              next();
+              return;
+            }
+            if (ec && ec != asio::error::operation_aborted) {
+              if (auto src = std::move(self->streaming_)) {
+                src->Cancel();
+              }
+              beast::error_code ignored;
+              self->Lowest().close(ignored);
+            }
+            // Bytes of a next request: the client is there; they are parsed after the stream.
+          });
+    }
+  }
+
+  // The stream's last piece is written: stop watching, then `next`.
+  void StreamEnded(std::function<void()> next) {
+    streaming_.reset();
+    if (!watching_) {
+      next();
+      return;
+    }
+    after_watch_ = std::move(next);
+    beast::error_code ignored;
+    Lowest().cancel(ignored);
   }
 
   void PumpStream(std::shared_ptr<BodySource> src, bool keep) {
@@ -506,11 +559,12 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
           asio::async_write(self->socket_, bhttp::make_chunk_last(),
                             [self, keep](beast::error_code wec, size_t) {
                               if (wec || !keep) {
+                                self->streaming_.reset();
                                 beast::error_code ignored;
                                 self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
                                 return;
                               }
-                              self->ReadHeader();
+                              self->StreamEnded([self] { self->ReadHeader(); });
                             });
         };
         if (buf->empty()) {
@@ -562,6 +616,12 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   Request req_;
   bool keep_alive_ = true;
   char chunk_[65536];
+  // WatchClient: the streamed response's source, whether the watch's read is pending, and what
+  // follows it once the stream ended first.
+  std::shared_ptr<BodySource> streaming_;
+  bool watching_ = false;
+  std::function<void()> after_watch_;
+  char watch_buf_[4096];
 };
 
 template <class Protocol>
@@ -613,7 +673,10 @@ class Acceptor : public std::enable_shared_from_this<Acceptor<Protocol>> {
         return;
       }
     }
+    // Each connection on a strand of its own: a streamed response reads (WatchClient) while it
+    // writes, and their handlers must not run at once on the I/O threads.
     acceptor_.async_accept(
+        asio::make_strand(io_),
         [self = this->shared_from_this()](beast::error_code ec, typename Protocol::socket s) {
           if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) {
             return;

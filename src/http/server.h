@@ -45,6 +45,10 @@ class BodySource {
   // the connection. Destroying the source (client gone) must cancel what it waits for.
   using Callback = std::function<void(Result<std::string_view> bytes, bool last)>;
   virtual void Next(Callback cb) = 0;
+  // The client went away while a Next() was pending (the server saw its connection close): end
+  // what that Next() waits for soon; its callback is still called, once. Any thread. Default:
+  // nothing (the callback comes with the next piece, whose write then fails).
+  virtual void Cancel() {}
 };
 
 struct Response {
