@@ -21,4 +21,10 @@ inline CpuBandwidth CpuBandwidthOf(double cpus) {
   return {std::max<int64_t>(1000, static_cast<int64_t>(cpus * period + 0.5)), period_us};
 }
 
+// The CPU weight of all sandboxes of a backend together (cgroup v2 scale, 100 the default; v1
+// cpu.shares = weight * 1024 / 100): half of one agentboxd thread, so that the daemon's work for
+// every sandbox keeps its share however busy the sandboxes are (jail: the `agentbox` group;
+// docker: the containers' cgroup parent, docs/reliability.md §4).
+inline constexpr uint32_t kSandboxesCpuWeight = 50;
+
 }  // namespace agentbox

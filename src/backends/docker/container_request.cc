@@ -191,6 +191,9 @@ Json BuildCreateBody(const ContainerPlan& p) {
   if (!p.runtime.empty()) {
     host["Runtime"] = p.runtime;
   }
+  if (!p.cgroup_parent.empty()) {
+    host["CgroupParent"] = p.cgroup_parent;
+  }
 
   return {
       {"Hostname", p.id.substr(0, kMaxHostname)},
@@ -326,6 +329,31 @@ std::string LabelOf(const Json& container, const char* key) {
   auto labels = LabelsOf(container);
   auto it = labels.find(key);
   return it == labels.end() ? "" : it->second;
+}
+
+SandboxesCgroup SandboxesCgroupFor(const std::string& driver, const std::string& version,
+                                   const std::string& root) {
+  SandboxesCgroup g;
+  std::string dir;
+  if (driver == "cgroupfs") {
+    g.parent = "/agentbox-docker";
+    dir = "agentbox-docker";
+  } else if (driver == "systemd") {
+    g.parent = "agentbox.slice";  // the systemd driver takes a slice name
+    dir = "agentbox.slice";
+  } else {
+    return g;
+  }
+  if (version == "2") {
+    g.weight_files.emplace_back(root + "/" + dir + "/cpu.weight",
+                                std::to_string(kSandboxesCpuWeight));
+  } else {
+    const std::string shares = std::to_string(kSandboxesCpuWeight * 1024 / 100);
+    for (const char* hierarchy : {"cpu", "cpu,cpuacct"}) {
+      g.weight_files.emplace_back(root + "/" + hierarchy + "/" + dir + "/cpu.shares", shares);
+    }
+  }
+  return g;
 }
 
 }  // namespace agentbox::docker

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <map>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,7 @@ struct ContainerPlan {
   std::string host_dir;      // <state_dir>/<id>
   std::string guest_binary;  // host path, bind-mounted read-only
   std::string runtime;       // HostConfig.Runtime; empty = the engine's default
+  std::string cgroup_parent;  // HostConfig.CgroupParent; empty = the engine's default
   double created_at = 0;
   double expires_at = 0;
   // Keys the image's own Config.Env sets: our defaults (USER, LOGNAME, LANG) never override them.
@@ -98,5 +100,21 @@ std::pair<std::string, std::string> SplitImageReference(const std::string& ref);
 std::map<std::string, std::string> LabelsOf(const Json& container);
 // One label of a container; "" when it has none of that name.
 std::string LabelOf(const Json& container, const char* key);
+
+// Where docker sandboxes go in the engine's cgroup tree and how their group is weighed: one
+// parent of their own (HostConfig.CgroupParent), weighing kSandboxesCpuWeight against
+// agentboxd's threads as the jail's `agentbox` group does (docs/reliability.md §4). Made for the
+// engine's cgroup driver and version (GET /info: CgroupDriver "cgroupfs" or "systemd",
+// CgroupVersion "1" or "2") under the cgroup mount `root`; another driver: the engine's default
+// parent and no weight.
+struct SandboxesCgroup {
+  std::string parent;
+  // Files that set the group's weight (cpu.weight on v2, cpu.shares on v1) and their value. The
+  // engine makes the group with the first container in it; agentboxd writes these when they
+  // exist (the engine on this machine) after each start. Best effort.
+  std::vector<std::pair<std::string, std::string>> weight_files;
+};
+SandboxesCgroup SandboxesCgroupFor(const std::string& driver, const std::string& version,
+                                   const std::string& root = "/sys/fs/cgroup");
 
 }  // namespace agentbox::docker

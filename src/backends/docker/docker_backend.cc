@@ -27,28 +27,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// True when the ELF file at `path` asks for a dynamic loader (has a PT_INTERP header): such a
-// guest cannot run in an arbitrary image.
-bool IsDynamicElf(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  Elf64_Ehdr eh{};
-  if (!fd || ::pread(fd.Get(), &eh, sizeof(eh), 0) != static_cast<ssize_t>(sizeof(eh)) ||
-      std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) {
-    return false;
-  }
-  for (int i = 0; i < eh.e_phnum; ++i) {
-    Elf64_Phdr ph{};
-    const off_t at = static_cast<off_t>(eh.e_phoff + static_cast<uint64_t>(i) * eh.e_phentsize);
-    if (::pread(fd.Get(), &ph, sizeof(ph), at) != static_cast<ssize_t>(sizeof(ph))) {
-      return false;
-    }
-    if (ph.p_type == PT_INTERP) {
-      return true;
-    }
-  }
-  return false;
-}
-
 int PollMs(Clock::time_point deadline, milliseconds cap) {
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::clamp(left, milliseconds(0), cap).count());
@@ -194,105 +172,6 @@ Capabilities DockerBackend::GetCapabilities() const {
   return c;
 }
 
-std::string DockerBackend::WhyNoLayerDisk() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (why_no_layer_disk_) {
-      return *why_no_layer_disk_;
-    }
-  }
-  auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
-  if (!info || info->status != 200) {
-    return "the Docker engine at " + opts_.socket_path + " did not answer GET /info";
-  }
-  const Json i = Json::parse(info->body, nullptr, false);
-  const std::string driver = i.is_object() ? i.value("Driver", "") : "";
-  const std::string root = i.is_object() ? i.value("DockerRootDir", "") : "";
-  std::string why;
-  struct stat st {};
-  if (driver != "overlay2") {
-    why = "the writable root is not bounded: the engine's storage driver is " +
-          (driver.empty() ? std::string("unknown") : driver) + ", not overlay2";
-  } else if (root.empty() || ::stat((root + "/overlay2").c_str(), &st) != 0) {
-    why = "the writable root is not bounded: the engine's data-root '" + root +
-          "' is not visible to agentboxd (an engine on another machine, in another mount "
-          "namespace, or rootless)";
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  why_no_layer_disk_ = why;
-  Log(LogLevel::kInfo, "docker.layer_disk", "supported={} why_not=\"{}\"", why.empty(), why);
-  return why;
-}
-
-ProbeResult DockerBackend::Probe() {
-  ProbeResult p;
-  const std::string& sock = opts_.socket_path;
-  // The engine first (reachable, speaks our version), then what we bring to it (the guest), then
-  // what it must hold (image, runtime): each reason names the first thing an operator must fix.
-  // GET /v1.41/_ping: the engine refuses a versioned request outside the API versions it
-  // speaks (400 "client version 1.41 is too new ..."), so one cheap call checks both that the
-  // engine answers and that it speaks our version (GET /version costs ~40 ms on dockerd 20.10).
-  auto ping = engine_.Call("GET", "/_ping", {}, opts_.probe_timeout);
-  if (!ping) {
-    p.reason = "The Docker engine at " + sock + " is not reachable: " +
-               ping.error().message.substr(ping.error().message.find(": ") + 2) + ".";
-    return p;
-  }
-  if (ping->status == 400) {
-    p.reason = "The Docker engine at " + sock + " does not speak API " + std::string(kApiVersion) +
-               ": " + EngineMessage(ping->body) + ".";
-    return p;
-  }
-  if (ping->status != 200) {
-    p.reason = "The Docker engine at " + sock + " answered GET /_ping with " +
-               std::to_string(ping->status) + ".";
-    return p;
-  }
-  if (::access(opts_.guest_binary.c_str(), X_OK) != 0) {
-    p.reason = "The guest binary " + opts_.guest_binary + " is missing or not executable.";
-    return p;
-  }
-  if (IsDynamicElf(opts_.guest_binary)) {
-    p.reason = "The guest binary " + opts_.guest_binary +
-               " is dynamically linked; containers need a static one (AGENTBOX_GUEST_BIN).";
-    return p;
-  }
-  auto image =
-      engine_.Call("GET", "/images/" + opts_.default_image + "/json", {}, opts_.probe_timeout);
-  if (!image || image->status != 200) {
-    p.reason = "The default image " + opts_.default_image +
-               " is not present in the Docker engine at " + sock +
-               " (pull it: POST /v1/images/pull with backend docker; or build agentbox/base:latest "
-               "with scripts/build-base-image.sh).";
-    return p;
-  }
-  if (!opts_.runtime.empty()) {
-    auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
-    const Json i = info && info->status == 200 ? Json::parse(info->body, nullptr, false) : Json();
-    if (!i.is_object() || !i.contains("Runtimes") || !i["Runtimes"].contains(opts_.runtime)) {
-      p.reason = "The Docker engine at " + sock + " has no runtime '" + opts_.runtime +
-                 "' (AGENTBOX_DOCKER_RUNTIME).";
-      return p;
-    }
-  }
-  if (::mkdir(opts_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    p.reason = "The state directory " + opts_.state_dir +
-               " cannot be created: " + ErrnoError(errno, "mkdir").message + ".";
-    return p;
-  }
-  p.usable = true;
-  if (!disks_) {
-    p.limitations.push_back("limits.disk_bytes is not enforced (" + why_no_disk_ +
-                            "): a create that asks for it is refused");
-  } else if (std::string why = WhyNoLayerDisk(); !why.empty()) {
-    p.limitations.push_back("limits.disk_bytes bounds /workspace only: " + why);
-  }
-  if (!egress_) {
-    p.limitations.push_back("network \"egress\" is refused: " + why_no_egress_);
-  }
-  return p;
-}
-
 Result<SandboxInfo> DockerBackend::Create(const std::string& id, const SandboxSpec& spec) {
   if (auto valid = ValidateCreate(id, spec); !valid) {
     return Fail(valid.error());
@@ -423,6 +302,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   plan.host_dir = dir;
   plan.guest_binary = opts_.guest_binary;
   plan.runtime = opts_.runtime;
+  const SandboxesCgroup cpu_group = SandboxesCpuGroup();
+  plan.cgroup_parent = cpu_group.parent;
   plan.created_at = NowUnix();
   plan.expires_at = plan.created_at + static_cast<double>(spec.ttl_s);
   plan.image_env_keys = std::move(image_env_keys);
@@ -496,6 +377,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     return Fail(EngineError(*start, "start container " + name));
   }
   const auto started_at = Clock::now();
+  WeighSandboxesCpuGroup(cpu_group);
   CrashPoint("docker.create.started");
   if (plan.spec.network == NetworkMode::kEgress) {
     auto link = AttachEgress(container_id, *plan.spec.egress);

@@ -151,6 +151,12 @@ class DockerBackend final : public SandboxBackend, public RootChangeSource {
   // (GET /info) once the engine answers.
   std::string WhyNoLayerDisk();
   std::optional<std::string> why_no_layer_disk_;  // guarded by mu_
+  // Where sandboxes go in the engine's cgroup tree (SandboxesCgroupFor), asked (GET /info) once
+  // the engine answers; and the weight of that group, written after each start (best effort).
+  SandboxesCgroup SandboxesCpuGroup();
+  void WeighSandboxesCpuGroup(const SandboxesCgroup& g);
+  std::optional<SandboxesCgroup> cpu_group_;  // guarded by mu_
+  bool cpu_group_logged_ = false;              // guarded by mu_
 
   KeyedMutex id_locks_;  // held by every operation on one id
   mutable std::mutex mu_;

@@ -124,6 +124,28 @@ TEST(DockerRequest, NetworkModesReadOnlyRootAndRuntime) {
   EXPECT_EQ(h["Runtime"], "runsc");
 }
 
+TEST(DockerRequest, SandboxesShareACgroupParentThatWeighsHalfADaemonThread) {
+  ContainerPlan p = SamplePlan();
+  EXPECT_FALSE(BuildCreateBody(p)["HostConfig"].contains("CgroupParent"));  // engine's default
+  p.cgroup_parent = "/agentbox-docker";
+  EXPECT_EQ(BuildCreateBody(p)["HostConfig"]["CgroupParent"], "/agentbox-docker");
+
+  const SandboxesCgroup v1 = SandboxesCgroupFor("cgroupfs", "1", "/c");
+  EXPECT_EQ(v1.parent, "/agentbox-docker");
+  ASSERT_EQ(v1.weight_files.size(), 2u);  // "cpu" or "cpu,cpuacct", whichever is mounted
+  EXPECT_EQ(v1.weight_files[0], std::make_pair(std::string("/c/cpu/agentbox-docker/cpu.shares"),
+                                               std::string("512")));
+  EXPECT_EQ(v1.weight_files[1].first, "/c/cpu,cpuacct/agentbox-docker/cpu.shares");
+  const SandboxesCgroup v2 = SandboxesCgroupFor("systemd", "2", "/c");
+  EXPECT_EQ(v2.parent, "agentbox.slice");
+  ASSERT_EQ(v2.weight_files.size(), 1u);
+  EXPECT_EQ(v2.weight_files[0], std::make_pair(std::string("/c/agentbox.slice/cpu.weight"),
+                                               std::string("50")));
+  const SandboxesCgroup other = SandboxesCgroupFor("", "", "/c");  // an engine that did not say
+  EXPECT_EQ(other.parent, "");
+  EXPECT_TRUE(other.weight_files.empty());
+}
+
 TEST(DockerRequest, EnvDefaultsNeverOverrideTheImageOrTheSpec) {
   const Json env = BuildCreateBody(SamplePlan())["Env"];
   std::vector<std::string> v = env.get<std::vector<std::string>>();
@@ -693,6 +715,30 @@ TEST_F(DockerEngine, LimitsAndSecurityOptionsAreVisibleInInspect) {
   EXPECT_NE(out.find("NoNewPrivs:\t1"), std::string::npos) << out;
   EXPECT_NE(out.find("CapEff:\t00000000000004fb"), std::string::npos) << out;
   EXPECT_NE(out.find("size=16384k"), std::string::npos) << out;
+}
+
+TEST_F(DockerEngine, SandboxesGoUnderOneCgroupParentWithHalfADaemonThreadsWeight) {
+  SandboxInfo info = Create("dk-cpu-group", SandboxSpec{});
+  auto engine_info = backend_->engine().Call("GET", "/info");
+  ASSERT_TRUE(engine_info && engine_info->status == 200);
+  const Json i = Json::parse(engine_info->body);
+  const SandboxesCgroup want =
+      SandboxesCgroupFor(i.value("CgroupDriver", ""), i.value("CgroupVersion", ""));
+  EXPECT_EQ(Inspect("dk-cpu-group")["HostConfig"].value("CgroupParent", ""), want.parent);
+  // This engine runs here: the group it made has the sandboxes' weight.
+  int weighed = 0;
+  for (const auto& [path, value] : want.weight_files) {
+    std::ifstream in(path);
+    std::string got;
+    if (in >> got) {
+      EXPECT_EQ(got, value) << path;
+      ++weighed;
+    }
+  }
+  if (!want.parent.empty()) {
+    EXPECT_GE(weighed, 1) << "no weight file of " << want.parent;
+  }
+  (void)info;
 }
 
 TEST_F(DockerEngine, ReadOnlyRootKeepsWorkspaceAndTmpWritable) {

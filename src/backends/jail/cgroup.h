@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "api/cpu_bandwidth.h"
+
 #include "common/error.h"
 
 namespace agentbox::jail {
@@ -36,7 +38,7 @@ struct CgroupConfig {
 // The weights the jail backend gives (CgroupConfig::cpu_weight): each sandbox the default, all
 // sandboxes together half of the default (one of agentboxd's threads weighs the default).
 inline constexpr uint32_t kSandboxCpuWeight = 100;
-inline constexpr uint32_t kSandboxesCpuWeight = 50;
+inline constexpr uint32_t kSandboxesCpuWeight = agentbox::kSandboxesCpuWeight;
 
 enum class CgroupVersion { kNone, kV1, kV2 };
 
