@@ -97,6 +97,7 @@ struct Options {
   bool short_form = false;
   int probes = 200;         // victim execs per measurement
   double max_ratio = 3;     // victim p99 under attack / quiet
+  int repeat = 1;           // runs of each attack (the median raw ratio is printed)
   // The pass criterion's floor: a quiet p99 below this counts as this (timer noise on a shared
   // host). The raw ratio (against the quiet p99 as measured) is printed beside it; 0: no floor.
   double floor_ms = 20;
@@ -138,14 +139,52 @@ class Bench {
     return true;
   }
 
-  // Runs `attack` in a fresh attacker sandbox: `start` begins it (it may keep threads busy until
-  // `stop` is set) and fills the outcome.
-  int Run(const std::string& name,
-          const std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>&
-              attack) {
+  using Attack =
+      std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>;
+
+  // Runs `attack` --repeat times, each in a fresh attacker sandbox, and prints the median raw
+  // ratio: one p99 of 200 sub-millisecond calls moves 2-3x between two quiet measurements on
+  // this shared machine, so the target (within 3x) is judged on the median.
+  int Run(const std::string& name, const Attack& attack) {
     if (!o_.only.empty() && ("," + o_.only + ",").find("," + name + ",") == std::string::npos) {
       return 0;
     }
+    int failures = 0;
+    std::vector<double> raw;
+    for (int i = 0; i < std::max(1, o_.repeat); ++i) {
+      double r = 0;
+      failures += RunOnce(name, attack, r);
+      raw.push_back(r);
+    }
+    const double median = Percentile(raw, 0.5);
+    medians_.emplace_back(name, median);
+    if (raw.size() > 1) {
+      std::string all;
+      for (const double r : raw) {
+        all += (all.empty() ? "" : ", ") + Fixed(r);
+      }
+      std::printf("[ median  ] %-16s raw ratio %.2f%s over %zu runs (%s)\n", name.c_str(), median,
+                  median > o_.max_ratio ? " OVER" : "", raw.size(), all.c_str());
+    }
+    return failures;
+  }
+
+  // The attacks whose median raw ratio is past --max-ratio.
+  void Summary() const {
+    std::string over;
+    for (const auto& [name, median] : medians_) {
+      if (median > o_.max_ratio) {
+        over += " " + name + " (" + Fixed(median) + ")";
+      }
+    }
+    std::printf("[ summary ] median raw ratio past %.1f: %s\n", o_.max_ratio,
+                over.empty() ? "none" : over.c_str());
+  }
+
+  // One run of `attack` in a fresh attacker sandbox: `attack` begins it (it may keep threads
+  // busy until `stop` is set) and fills the outcome. `raw_ratio`: the victim's p99 under attack
+  // over its quiet p99 just before.
+  int RunOnce(const std::string& name, const Attack& attack, double& raw_ratio_out) {
     Client c(d_.socket());
     const Answer made = c.Call("POST", "/v1/sandboxes",
                                R"({"ttl_s":3600,"limits":)" + o_.attacker_limits + "}", 120);
@@ -183,6 +222,7 @@ class Bench {
                                                          .status == 200;
     const double p99 = Percentile(during, 0.99);
     const double raw_ratio = p99 / quiet_p99;
+    raw_ratio_out = raw_ratio;
     const double ratio = p99 / std::max(quiet_p99, o_.floor_ms);
     const double growth_mb = static_cast<double>(rss_peak - rss_before) / 1024.0;
     const bool pass = alive && ratio <= o_.max_ratio &&
@@ -231,7 +271,14 @@ class Bench {
     return ms;
   }
 
+  static std::string Fixed(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.2f", v);
+    return buf;
+  }
+
   Options o_;
+  std::vector<std::pair<std::string, double>> medians_;
   crash::Daemon& d_;
   Client victim_client_;
   std::string victim_;
@@ -349,6 +396,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-ratio", o.max_ratio, "victim p99 under attack / quiet allowed");
   app.add_option("--floor-ms", o.floor_ms, "quiet p99 floor for the ratio");
   app.add_option("--max-rss-growth-mb", o.max_rss_growth_mb, "daemon RSS growth allowed");
+  app.add_option("--repeat", o.repeat, "runs of each attack; prints the median raw ratio");
   app.add_option("--only", o.only, "run these attacks (names, comma-separated)");
   app.add_option("--flood", o.flood, "bytes of the exec stdout flood (head -c syntax)");
   app.add_option("--attacker-limits", o.attacker_limits, "limits of the attacking sandboxes");
@@ -535,8 +583,9 @@ int main(int argc, char** argv) {
     out.clear_error = true;
   });
 
+  b.Summary();
   b.Teardown();
   d.Stop();
-  std::printf("%s: %d attacks failed\n", failures == 0 ? "PASS" : "FAIL", failures);
+  std::printf("%s: %d attack runs failed\n", failures == 0 ? "PASS" : "FAIL", failures);
   return failures == 0 ? 0 : 1;
 }
