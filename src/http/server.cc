@@ -559,9 +559,13 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
           asio::async_write(self->socket_, bhttp::make_chunk_last(),
                             [self, keep](beast::error_code wec, size_t) {
                               if (wec || !keep) {
-                                self->streaming_.reset();
-                                beast::error_code ignored;
-                                self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
+                                // No next request: stop watching too, or a client that never
+                                // closes would hold the connection.
+                                self->StreamEnded([self] {
+                                  beast::error_code ignored;
+                                  self->Lowest().shutdown(asio::socket_base::shutdown_send,
+                                                          ignored);
+                                });
                                 return;
                               }
                               self->StreamEnded([self] { self->ReadHeader(); });
