@@ -252,7 +252,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
             if (!GuestBudget::Shared().Take(self->path_, held - self->counted_)) {
               self->Finish(Fail(ErrorCode::kTooLarge,
                                 "answers of this sandbox's guest held at once exceed " +
-                                    std::to_string(GuestBudget::Shared().limits().max_held) + " bytes (refused)"));
+                                    std::to_string(GuestBudget::Shared().limits().max_held) +
+                                    " bytes (refused)"));
               return;
             }
             self->counted_ = held;
@@ -274,8 +275,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   // Reads on after `n` more bytes, at once while the guest's bucket has tokens (GuestBudget).
   // The deadline timer still runs meanwhile: closing the socket fails the next read.
   void ReadBodyPaced(size_t n) {
-    const auto wait =
-        GuestBudget::Shared().Pace(path_, n, GuestBudget::Clock::now());
+    const auto wait = GuestBudget::Shared().Pace(path_, n, GuestBudget::Clock::now());
     if (wait.count() == 0) {
       ReadBody();
       return;
@@ -288,13 +288,14 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   // else may be a reused connection the guest had closed.
   void ReadFailed(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
-      Finish(Fail(ErrorCode::kTooLarge, "guest response larger than " +
-                                            std::to_string(max_body_) + " bytes (refused)"));
+      Finish(Fail(ErrorCode::kTooLarge,
+                  "guest response larger than " + std::to_string(max_body_) + " bytes (refused)"));
       return;
     }
     if (ec == bhttp::error::header_limit) {
       Finish(Fail(ErrorCode::kBadGateway, "guest response header larger than " +
-                                              std::to_string(kMaxHeaderBytes) + " bytes (refused)"));
+                                              std::to_string(kMaxHeaderBytes) +
+                                              " bytes (refused)"));
       return;
     }
     // Bytes that are not HTTP: the guest (a sandbox controls it) answered garbage. A closed or

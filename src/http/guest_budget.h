@@ -24,8 +24,8 @@ class GuestBudget {
 
   struct Limits {
     uint64_t max_held = 128ull << 20;
-    uint64_t burst = 80ull << 20;   // one answer of the largest size (64 MiB and its framing)
-    uint64_t rate = 32ull << 20;    // bytes per second after the burst
+    uint64_t burst = 80ull << 20;  // one answer of the largest size (64 MiB and its framing)
+    uint64_t rate = 32ull << 20;   // bytes per second after the burst
   };
 
   GuestBudget() = default;

@@ -1,7 +1,7 @@
 #pragma once
 
-#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/buffer_traits.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/optional.hpp>
@@ -79,8 +79,7 @@ struct PiecesBody {
         const char* data = static_cast<const char*>(b.data());
         size_t left = b.size();
         while (left > 0) {
-          if (body_.pieces.empty() ||
-              (!announced_ && body_.pieces.back().size() >= kPiece)) {
+          if (body_.pieces.empty() || (!announced_ && body_.pieces.back().size() >= kPiece)) {
             body_.pieces.emplace_back().reserve(kPiece);
           }
           std::string& last = body_.pieces.back();

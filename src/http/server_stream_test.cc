@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -212,7 +212,10 @@ TEST_F(ServerStreamTest, AClientThatStaysGetsTheStreamAndItsNextRequests) {
     got.clear();
     Send(fd, "GET /events HTTP/1.1\r\nHost: t\r\n\r\n");
     ReadUntil(fd, "data: one", got);
-    ASSERT_TRUE(Within(2s, [&] { auto s = Last(); return s != nullptr; }));
+    ASSERT_TRUE(Within(2s, [&] {
+      auto s = Last();
+      return s != nullptr;
+    }));
     Last()->Finish();
     ReadUntil(fd, "0\r\n\r\n", got);
     Send(fd, "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n");
