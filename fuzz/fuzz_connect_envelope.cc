@@ -1,9 +1,9 @@
 // The E2B layer's Connect envelopes and the JSON inside them: a streaming request body from an
 // SDK client (FirstEnvelope), then the translations of what the payload carries, each with the
 // payload as the client's request or as a guest's answer (the guest is untrusted too): start
-// requests, process selectors, signals, the guest's exec events, process lists and fs entries,
-// the control plane's create body and metadata filter, Basic auth. Besides not crashing: an
-// envelope we write must read back as its payload.
+// requests, process selectors, signals, the guest's exec and watch events, process lists and fs
+// entries, the control plane's create body and metadata filter, Basic auth. Besides not crashing:
+// an envelope we write must read back as its payload.
 
 #include <cstddef>
 #include <cstdint>
@@ -53,6 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (auto ev = e2b::ProcessEventFromGuest(j)) {
+    (void)agentbox::DumpJson(*ev);
+  }
+  if (auto ev = e2b::WatchEventFromGuest(j)) {
     (void)agentbox::DumpJson(*ev);
   }
   (void)agentbox::DumpJson(e2b::ListResponseFromGuest(j));

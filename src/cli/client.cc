@@ -17,6 +17,7 @@
 #include "cli/format.h"
 #include "cli/interrupt.h"
 #include "cli/raw_post.h"
+#include "common/json_util.h"
 #include "common/page_cache_write.h"
 #include "common/unique_fd.h"
 
@@ -244,7 +245,7 @@ Reply MakeReply(long status, std::string body) {
   Reply r;
   r.status = status;
   r.body = std::move(body);
-  r.envelope = Json::parse(r.body, nullptr, false);
+  r.envelope = ParseUntrustedJson(r.body);
   if (r.envelope.is_discarded()) {
     r.envelope = nullptr;
   }
@@ -509,9 +510,9 @@ Result<Json> DaemonClient::Upload(const std::string& path, const std::string& lo
                   progress);
 }
 
-Result<Json> DaemonClient::PostChunked(
-    const std::string& path, const std::string& content_type,
-    const std::function<Result<void>(const ChunkSink&)>& produce, const Progress& progress) {
+Result<Json> DaemonClient::PostChunked(const std::string& path, const std::string& content_type,
+                                       const std::function<Result<void>(const ChunkSink&)>& produce,
+                                       const Progress& progress) {
   if (!CanPostRaw(endpoint_)) {
     return Fail(ErrorCode::kInternal, "PostChunked needs a unix socket or http:// endpoint");
   }

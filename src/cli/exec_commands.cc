@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/interrupt.h"
+#include "common/json_util.h"
 
 namespace agentbox::cli {
 
@@ -321,7 +322,7 @@ class CommandFollower {
 
   // Returns false once the command's story is over.
   bool OnEvent(const SseParser::Event& ev) {
-    Json data = Json::parse(ev.data, nullptr, false);
+    Json data = ParseUntrustedJson(ev.data);
     if (ev.name == "output") {
       WriteAll(STDOUT_FILENO, JsonString(data, "output"));
       if (!ev.id.empty()) {

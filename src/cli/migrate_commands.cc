@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "common/json_util.h"
 
 namespace agentbox::cli {
 
@@ -75,7 +76,7 @@ int Drain(DaemonClient& client, const std::string& backend, const std::string& t
     while ((nl = pending.find('\n')) != std::string::npos) {
       const std::string text = pending.substr(0, nl);
       pending.erase(0, nl + 1);
-      Json line = Json::parse(text, nullptr, false);
+      Json line = ParseUntrustedJson(text);
       if (!line.is_object()) {
         continue;
       }

@@ -19,6 +19,7 @@
 
 #include "cli/format.h"
 #include "cli/interrupt.h"
+#include "common/json_util.h"
 
 namespace agentbox::cli {
 
@@ -160,8 +161,8 @@ Result<RawPost> RawPost::Open(const Endpoint& ep, const std::string& method,
   if (!s) {
     return Fail(s.error());
   }
-  std::string head = method + " " + target.prefix + path + " HTTP/1.1\r\nHost: " +
-                     (target.host.empty() ? "agentboxd" : target.host) +
+  std::string head = method + " " + target.prefix + path +
+                     " HTTP/1.1\r\nHost: " + (target.host.empty() ? "agentboxd" : target.host) +
                      "\r\nUser-Agent: agentbox-cli/0.1\r\n";
   if (!content_type.empty()) {
     head += "Content-Type: " + content_type + "\r\n";
@@ -475,7 +476,7 @@ Result<Reply> RawPost::ReadRest(Reply reply) {
     }
     r->body.append(buf, *n);
   }
-  r->envelope = Json::parse(r->body, nullptr, false);
+  r->envelope = ParseUntrustedJson(r->body);
   if (r->envelope.is_discarded()) {
     r->envelope = nullptr;
   }

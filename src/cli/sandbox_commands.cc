@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/interrupt.h"
+#include "common/json_util.h"
 #include "common/strings.h"
 #include "common/time_util.h"
 
@@ -62,7 +63,7 @@ int Pull(DaemonClient& client, const std::string& image, const std::string& back
     pending.append(bytes);
     size_t nl;
     while ((nl = pending.find('\n')) != std::string::npos) {
-      Json line = Json::parse(pending.substr(0, nl), nullptr, false);
+      Json line = ParseUntrustedJson(pending.substr(0, nl));
       pending.erase(0, nl + 1);
       if (!line.is_object()) {
         continue;
@@ -159,8 +160,8 @@ int Create(DaemonClient& client, const CreateArgs& a) {
   auto r = client.Call("POST", "/v1/sandboxes", &body, false, headers);
   for (int attempt = 1; !r && attempt <= kCreateRetries && !InterruptPending(); ++attempt) {
     const int delay_ms = std::min(200 << (attempt - 1), 5000);
-    std::cerr << "agentbox: " << r.error().message << "; sending the create again in "
-              << delay_ms << " ms (same Idempotency-Key)\n";
+    std::cerr << "agentbox: " << r.error().message << "; sending the create again in " << delay_ms
+              << " ms (same Idempotency-Key)\n";
     ::usleep(static_cast<useconds_t>(delay_ms) * 1000);
     auto again = client.Send("POST", "/v1/sandboxes", &body, false, headers);
     if (!again) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -124,6 +125,38 @@ TEST(Json, TypedFieldsNameTheField) {
   EXPECT_FALSE(f.OptBool("n"));
   EXPECT_EQ(f.OptStringMap("m")->at(0).second, "v");
   EXPECT_FALSE(f.OptStringMap("bad"));
+}
+
+TEST(Json, ValueOrNeverThrowsOnOutsideShapes) {
+  const Json j = Json::parse(
+      R"({"s":"x","n":7,"big":1e30,"u":18446744073709551615,"neg":-3,"f":2.5,"b":true,"nul":null})");
+  EXPECT_EQ(ValueOr(j, "s", "d"), "x");
+  EXPECT_EQ(ValueOr(j, "n", "d"), "d");  // another type: the fallback, not type_error
+  EXPECT_EQ(ValueOr(j, "missing", "d"), "d");
+  EXPECT_EQ(ValueOr(Json::array(), "s", "d"), "d");
+  EXPECT_EQ(ValueOr(Json(), "s", "d"), "d");
+  EXPECT_EQ(ValueOr<int64_t>(j, "n", -1), 7);
+  EXPECT_EQ(ValueOr<int64_t>(j, "big", -1), -1);  // out of range: no undefined cast
+  EXPECT_EQ(ValueOr<int64_t>(j, "u", -1), -1);
+  EXPECT_EQ(ValueOr<int>(j, "neg", 0), -3);
+  EXPECT_EQ(ValueOr<int>(j, "f", 0), 2);
+  EXPECT_EQ(ValueOr<int>(j, "s", 9), 9);
+  EXPECT_EQ(ValueOr<double>(j, "n", 0), 7.0);
+  EXPECT_EQ(ValueOr(j, "b", false), true);
+  EXPECT_EQ(ValueOr(j, "n", false), false);
+  EXPECT_EQ(ValueOr(j, "nul", true), true);
+  EXPECT_EQ(ValueOr<int>(Json::parse(R"({"x":4294967296})"), "x", 1), 1);
+  EXPECT_EQ(ValueOr<int>(Json::parse(R"({"x":2147483648.0})"), "x", 1), 1);
+  EXPECT_EQ(ValueOr<int>(Json::parse(R"({"x":-2147483648.0})"), "x", 1), -2147483648);
+  EXPECT_EQ(ValueOr<uint64_t>(j, "u", 0), 18446744073709551615ULL);
+  EXPECT_EQ(ValueOr<uint64_t>(j, "neg", 5), 5u);
+  EXPECT_EQ(ValueOr<uint64_t>(Json::parse(R"({"x":1.8446744073709552e19})"), "x", 5), 5u);
+  EXPECT_EQ(ValueOr(j, "n", Json()), Json(7));
+  EXPECT_EQ(ValueOr(Json::array(), "n", Json("d")), Json("d"));
+  using StringMap = std::map<std::string, std::string>;
+  EXPECT_EQ(ValueOr(Json::parse(R"({"m":{"a":"b"}})"), "m", StringMap{}), StringMap({{"a", "b"}}));
+  EXPECT_EQ(ValueOr(Json::parse(R"({"m":{"a":1}})"), "m", StringMap{{"x", "y"}}),
+            StringMap({{"x", "y"}}));
 }
 
 TEST(Json, DumpReplacesInvalidUtf8) {
@@ -273,6 +306,44 @@ TEST(Metrics, RendersCountersGaugesAndHistograms) {
             std::string::npos);
   EXPECT_NE(text.find("weird{v=\"a\\\"b\\\\c\\nd\"} 1\n"), std::string::npos);
   EXPECT_EQ(m.Value("agentbox_sandboxes", {{"backend", "jail"}, {"state", "running"}}), 3);
+}
+
+}  // namespace
+}  // namespace agentbox
+
+#include <boost/asio/post.hpp>
+
+#include "common/guarded.h"
+#include "common/worker_pool.h"
+
+namespace agentbox {
+namespace {
+
+// A handler that throws is logged and counted, and the loop runs the handlers after it: one bad
+// answer must not end the daemon's event loop or a worker thread.
+TEST(Guarded, AThrowingHandlerDoesNotStopTheLoop) {
+  const uint64_t before = CaughtHandlerExceptions();
+  boost::asio::io_context io;
+  int ran = 0;
+  boost::asio::post(io, [] { (void)Json::parse("{}").at("missing"); });
+  boost::asio::post(io, [&] { ++ran; });
+  boost::asio::post(io, [] { throw 7; });
+  boost::asio::post(io, [&] { ++ran; });
+  RunGuarded(io, "test");
+  EXPECT_EQ(ran, 2);
+  EXPECT_EQ(CaughtHandlerExceptions(), before + 2);
+
+  CallGuarded([] { throw std::runtime_error("x"); }, "test");
+  EXPECT_EQ(CaughtHandlerExceptions(), before + 3);
+
+  std::atomic<int> done{0};
+  {
+    WorkerPool pool(1, 1 << 20);
+    pool.Post([] { throw std::runtime_error("job"); });
+    pool.Post([&] { ++done; });
+  }  // joins after the queued jobs
+  EXPECT_EQ(done.load(), 1);
+  EXPECT_EQ(CaughtHandlerExceptions(), before + 4);
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -72,6 +76,62 @@ std::optional<T> OptFromJson(const Json& j, const char* key) {
     return std::nullopt;
   }
   return j.at(key).get<T>();
+}
+
+// The value at `key` when `j` is an object holding a T there, `fallback` otherwise: `j` not an
+// object, a missing key, another type, or a number out of T's range (1e30 for an int64_t, -1 for
+// a uint64_t, NaN for an int). Never throws, unlike Json::value(), which throws type_error on
+// another type or a `j` that is not an object: for JSON from outside (a guest's answer, an
+// engine's, an object a sandbox wrote), read where an exception would reach an event loop or a
+// worker thread. T is Json (any value), std::string, bool, a number type, or a container that
+// nlohmann converts to (std::map<std::string, std::string>, std::vector<std::string>).
+template <class T>
+T ValueOr(const Json& j, const char* key, T fallback) {
+  if (!j.is_object()) {
+    return fallback;
+  }
+  const auto it = j.find(key);
+  if (it == j.end()) {
+    return fallback;
+  }
+  if constexpr (std::is_same_v<T, Json>) {
+    return *it;
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return it->is_string() ? it->template get<std::string>() : fallback;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return it->is_boolean() ? it->template get<bool>() : fallback;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return it->is_number() ? it->template get<T>() : fallback;
+  } else if constexpr (!std::is_integral_v<T>) {
+    // Containers (a map of strings, a vector): nlohmann's conversion, its type_error caught.
+    try {
+      return it->template get<T>();
+    } catch (const Json::exception&) {
+      return fallback;
+    }
+  } else {
+    if (it->is_number_float()) {
+      // T's range is [lo, 2^digits), both ends exact as doubles (NaN fails both tests).
+      const double d = it->template get<double>();
+      const double hi = std::ldexp(1.0, std::numeric_limits<T>::digits);
+      const double lo = std::is_signed_v<T> ? -hi : 0.0;
+      return d >= lo && d < hi ? static_cast<T>(d) : fallback;
+    }
+    if (it->is_number_unsigned()) {
+      const auto u = it->template get<uint64_t>();
+      return std::in_range<T>(u) ? static_cast<T>(u) : fallback;
+    }
+    if (it->is_number_integer()) {
+      const auto v = it->template get<int64_t>();
+      return std::in_range<T>(v) ? static_cast<T>(v) : fallback;
+    }
+    return fallback;
+  }
+}
+
+// ValueOr for a string literal fallback: ValueOr(j, "message", "") is a std::string.
+inline std::string ValueOr(const Json& j, const char* key, const char* fallback) {
+  return ValueOr<std::string>(j, key, std::string(fallback));
 }
 
 }  // namespace agentbox

@@ -4,6 +4,7 @@
 
 #include <boost/asio/post.hpp>
 
+#include "common/guarded.h"
 #include "common/log.h"
 
 namespace agentbox {
@@ -18,7 +19,7 @@ WorkerPool::WorkerPool(size_t threads, size_t stack_bytes)
     int rc = pthread_create(
         &t, &attr,
         [](void* arg) -> void* {
-          static_cast<boost::asio::io_context*>(arg)->run();
+          RunGuarded(*static_cast<boost::asio::io_context*>(arg), "worker_pool");
           return nullptr;
         },
         &io_);

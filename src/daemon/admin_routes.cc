@@ -1,6 +1,3 @@
-#include "daemon/daemon_api.h"
-#include "daemon/api_detail.h"
-
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,6 +8,8 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/api_detail.h"
+#include "daemon/daemon_api.h"
 #include "daemon/disk_floor.h"
 #include "daemon/flags_body.h"
 #include "daemon/request_fields.h"
@@ -44,9 +43,9 @@ int SharePercent(const selector::Settings& s, const std::string& backend) {
 // "create, files" from a stored validation: the checks that failed.
 std::string FailedChecks(const Json& rec) {
   std::string out;
-  for (const auto& c : rec.value("checks", Json::array())) {
-    if (c.value("outcome", "") == "FAIL") {
-      out += (out.empty() ? "" : ", ") + c.value("name", "?");
+  for (const auto& c : ValueOr(rec, "checks", Json::array())) {
+    if (ValueOr(c, "outcome", "") == "FAIL") {
+      out += (out.empty() ? "" : ", ") + ValueOr(c, "name", "?");
     }
   }
   return out.empty() ? "no check named" : "failed: " + out;
@@ -70,7 +69,8 @@ void DaemonApi::Validation(const std::string& backend, const http::Request& req,
     return respond(JsonOk(*rec));
   }
   if (!caller.admin) {
-    return respond(JsonErr({ErrorCode::kForbidden, "validations are recorded on the local socket only"}));
+    return respond(
+        JsonErr({ErrorCode::kForbidden, "validations are recorded on the local socket only"}));
   }
   auto body = ParseJsonObject(req.body);
   if (!body) {
@@ -151,8 +151,9 @@ void DaemonApi::PutFlags(const http::Request& req, const Caller& caller, http::R
           return respond(JsonErrStatus(
               409, "backend '" + name + "' failed its last validation (" +
                        FailedChecks(*validations_->Get(name)) + "); its share of new sandboxes " +
-                       "stays at " + std::to_string(was) + "%. Run `agentbox conformance --backend " +
-                       name + "` again, or send \"force\": true; nothing changed"));
+                       "stays at " + std::to_string(was) +
+                       "%. Run `agentbox conformance --backend " + name +
+                       "` again, or send \"force\": true; nothing changed"));
         }
       }
     }

@@ -1,5 +1,4 @@
 #include "daemon/daemon_api.h"
-#include "daemon/api_detail.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -9,9 +8,11 @@
 #include <set>
 
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
+#include "daemon/api_detail.h"
 #include "daemon/disk_floor.h"
 #include "daemon/request_fields.h"
 #include "http/envelope.h"
@@ -64,8 +65,8 @@ Json SandboxJson(const SandboxEntry& e) {
   if (auto it = labels.find(kMigratedFromLabel); it != labels.end()) {
     const Json m = it->is_string() ? ParseUntrustedJson(it->get<std::string>()) : Json();
     if (m.is_object()) {
-      migrated_from = {{"backend", m.value("backend", "")}, {"at", m.value("at", 0.0)}};
-      created_at = m.value("created_at", created_at);  // when it was first created
+      migrated_from = {{"backend", ValueOr(m, "backend", "")}, {"at", ValueOr(m, "at", 0.0)}};
+      created_at = ValueOr(m, "created_at", created_at);  // when it was first created
     }
     labels.erase(it);
   }
@@ -127,8 +128,9 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
                     "Latency of operations by backend and operation.");
   metrics_.Describe("agentbox_sandboxes", "gauge", "Sandboxes by backend and state.");
   metrics_.Describe("agentbox_http_requests_in_flight", "gauge", "Requests being served.");
-  metrics_.Describe("agentbox_backend_usable", "gauge",
-                    "Whether each built backend passes its probe (1) or not (0), as /v1/info says.");
+  metrics_.Describe(
+      "agentbox_backend_usable", "gauge",
+      "Whether each built backend passes its probe (1) or not (0), as /v1/info says.");
   metrics_.Describe("agentbox_sandbox_disk_bytes", "gauge",
                     "Bytes in use on the sandboxes' own disks (limits.disk_bytes), by backend.");
   metrics_.Describe("agentbox_state_dir_free_bytes", "gauge",
@@ -148,7 +150,7 @@ DaemonApi::DaemonApi(boost::asio::io_context& io, std::map<std::string, SandboxB
   // Runtime flags set through PUT /v1/flags survive a restart.
   if (!opts_.flags_file.empty()) {
     if (auto text = ReadSmallFile(opts_.flags_file)) {
-      const Json j = Json::parse(*text, nullptr, false);
+      const Json j = ParseUntrustedJson(*text);
       const auto& runtime_keys = selector::Settings::Keys();
       if (!j.is_object()) {
         Log(LogLevel::kError, "flags.unreadable", "file={} error=\"not a JSON object\"",
@@ -315,7 +317,6 @@ std::optional<DaemonApi::Caller> DaemonApi::Authenticate(const http::Request& re
 }
 
 void DaemonApi::Handle(http::Request req, http::Respond respond) {
-
   if ((req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") &&
       req.method != "GET") {
     respond(JsonErrStatus(405, "use GET on " + req.path));

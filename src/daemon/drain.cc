@@ -3,6 +3,7 @@
 #include <atomic>
 #include <thread>
 
+#include "common/guarded.h"
 #include "common/known_fields.h"
 #include "common/log.h"
 #include "daemon/api_detail.h"
@@ -130,7 +131,7 @@ void DaemonApi::Drain(const http::Request& req, const Caller& caller, http::Resp
     };
     std::vector<std::thread> threads;
     for (int t = 0; t < std::min<int>(workers, static_cast<int>(ids.size())); ++t) {
-      threads.emplace_back(work);
+      threads.emplace_back([&work] { CallGuarded(work, "drain"); });
     }
     for (auto& t : threads) {
       t.join();

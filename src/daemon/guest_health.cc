@@ -55,7 +55,7 @@ milliseconds CallDeadline(const GuestDeadlines& d, const std::string& op, const 
                           double max_wait_s) {
   // Parsed only for the calls whose deadline depends on it: file/write bodies can be large.
   const bool waits = op == "shell/exec" || op == "shell/wait" || op == "shell/run";
-  const Json j = waits ? Json::parse(body, nullptr, false) : Json();
+  const Json j = waits ? ParseUntrustedJson(body) : Json();
   std::optional<double> wait;
   if (op == "shell/exec") {
     wait = NumberField(j, "wait_seconds").value_or(5);

@@ -38,13 +38,13 @@ IdempotencyStore::IdempotencyStore(std::string dir, double ttl_s)
     }
     const std::string digest = name.substr(0, 64);
     auto text = ReadSmallFile(dir_ + "/" + name);
-    const Json j = text ? Json::parse(*text, nullptr, false) : Json();
+    const Json j = text ? ParseUntrustedJson(*text) : Json();
     Record r;
     if (j.is_object()) {
-      r.owner = j.value("owner", "");
-      r.body_hash = j.value("body_hash", "");
-      r.id = j.value("id", "");
-      r.expires_at = j.value("expires_at", 0.0);
+      r.owner = ValueOr(j, "owner", "");
+      r.body_hash = ValueOr(j, "body_hash", "");
+      r.id = ValueOr(j, "id", "");
+      r.expires_at = ValueOr(j, "expires_at", 0.0);
     }
     if (r.body_hash.empty() || r.expires_at <= now) {
       Remove(digest);
@@ -78,10 +78,8 @@ Result<void> IdempotencyStore::Save(const std::string& digest, const Record& r) 
   if (dir_.empty()) {
     return {};
   }
-  const Json j = {{"owner", r.owner},
-                  {"body_hash", r.body_hash},
-                  {"id", r.id},
-                  {"expires_at", r.expires_at}};
+  const Json j = {
+      {"owner", r.owner}, {"body_hash", r.body_hash}, {"id", r.id}, {"expires_at", r.expires_at}};
   return WriteFileDurable(dir_ + "/" + digest + ".json", DumpJson(j), 0600);
 }
 
@@ -173,8 +171,7 @@ void IdempotencyStore::Abandon(const std::string& digest, int status, const std:
 }
 
 int IdempotencyStore::ResolvePending(
-    const std::function<std::optional<std::string>(const std::string&, const std::string&)>&
-        find) {
+    const std::function<std::optional<std::string>(const std::string&, const std::string&)>& find) {
   std::lock_guard lock(mu_);
   int resolved = 0;
   for (auto it = records_.begin(); it != records_.end();) {

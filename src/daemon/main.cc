@@ -6,8 +6,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <functional>
@@ -16,6 +16,8 @@
 
 #include "backends/pool/warm_pool.h"
 #include "common/config.h"
+#include "common/guarded.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "daemon/config_watch.h"
@@ -233,13 +235,18 @@ int main(int argc, char** argv) {
   if (!domain.empty() &&
       (domain.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-:") != std::string::npos ||
        domain.ends_with("."))) {
-    std::cerr << "agentboxd: AGENTBOX_DOMAIN must be a host name such as sandboxes.example.com, got '"
-              << domain << "'\n";
+    std::cerr
+        << "agentboxd: AGENTBOX_DOMAIN must be a host name such as sandboxes.example.com, got '"
+        << domain << "'\n";
     return 2;
   }
   opts.domain = domain;
   opts.e2b.domain = domain;
   opts.collect_metrics = [&table](Metrics& m) {
+    m.Describe("agentbox_handler_exceptions_total", "counter",
+               "Exceptions thrown by a handler or job and caught by its thread (each one a bug; "
+               "the request it served got no answer).");
+    m.Set("agentbox_handler_exceptions_total", {}, static_cast<double>(CaughtHandlerExceptions()));
     if (table.images) {
       images::ExportImageMetrics(table.images->Stats(), m);
     }
@@ -373,8 +380,8 @@ int main(int argc, char** argv) {
     });
   });
   // Two threads: one can block briefly in a backend call while the other keeps serving.
-  std::thread second([&] { io.run(); });
-  io.run();
+  std::thread second([&] { RunGuarded(io, "daemon.io"); });
+  RunGuarded(io, "daemon.io");
   second.join();
   if (drainer.joinable()) {
     drainer.join();

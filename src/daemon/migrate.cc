@@ -7,6 +7,7 @@
 
 #include "api/root_changes.h"
 #include "common/crash_point.h"
+#include "common/json_util.h"
 #include "common/known_fields.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -92,8 +93,8 @@ constexpr size_t kRootChangesListed = 100;
 // entry), the root as a whole when it cannot.
 std::optional<Json> RootNotMoved(SandboxBackend* backend, const std::string& id) {
   auto* source = dynamic_cast<RootChangeSource*>(backend);
-  Result<RootChanges> changes = Fail(ErrorCode::kInvalidArgument,
-                                     std::string(backend->Name()) + " cannot list them");
+  Result<RootChanges> changes =
+      Fail(ErrorCode::kInvalidArgument, std::string(backend->Name()) + " cannot list them");
   if (source != nullptr) {
     changes = source->ListRootChanges(id, kRootChangesListed);
   }
@@ -285,7 +286,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
   if (!listed) {
     return fail(listed.error());
   }
-  for (const auto& row : listed->value("sessions", Json::array())) {
+  for (const auto& row : ValueOr(*listed, "sessions", Json::array())) {
     const std::string sid = StringAt(row, "session_id");
     if (sid.empty()) {
       continue;
@@ -299,7 +300,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     if (!st->contains("state") || !(*st)["state"].is_object()) {
       return fail({ErrorCode::kUnavailable, "session '" + sid + "' has no state to move"});
     }
-    if (st->value("running", false)) {
+    if (ValueOr(*st, "running", false)) {
       inv.not_moved.push_back(
           {{"what", "running_command"},
            {"session_id", sid},
@@ -318,9 +319,9 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     return fail(procs.error());
   }
   for (const auto& p : procs->is_array() ? *procs : Json::array()) {
-    if (p.value("running", false)) {
+    if (ValueOr(p, "running", false)) {
       inv.not_moved.push_back({{"what", "process"},
-                               {"pid", p.value("pid", 0)},
+                               {"pid", ValueOr(p, "pid", 0)},
                                {"session_id", StringAt(p, "session_id")},
                                {"command", StringAt(p, "command")},
                                {"detail",
@@ -332,9 +333,9 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
           GuestData(CallGuest(client_, old.info, "POST", "/api/v1/exec/list", "{}", kGuestCall),
                     "list the running programs");
       progs) {
-    for (const auto& p : progs->value("processes", Json::array())) {
+    for (const auto& p : ValueOr(*progs, "processes", Json::array())) {
       inv.not_moved.push_back({{"what", "process"},
-                               {"pid", p.value("pid", 0)},
+                               {"pid", ValueOr(p, "pid", 0)},
                                {"command", StringAt(p, "cmd")},
                                {"detail",
                                 "a running program (exec/start): processes do not move; "
@@ -344,7 +345,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
   if (auto tmp = GuestData(CallGuest(client_, old.info, "POST", "/api/v1/fs/list",
                                      DumpJson(Json{{"path", "/tmp"}, {"depth", 1}}), kGuestCall),
                            "list /tmp");
-      tmp && !tmp->value("entries", Json::array()).empty()) {
+      tmp && !ValueOr(*tmp, "entries", Json::array()).empty()) {
     inv.not_moved.push_back(
         {{"what", "files"},
          {"path", "/tmp"},
@@ -378,7 +379,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
   spec.image = first["image"].get<std::string>();
   spec.labels[kMigratedFromLabel] = DumpJson(Json{{"backend", from},
                                                   {"at", NowUnix()},
-                                                  {"created_at", first.value("created_at", 0.0)},
+                                                  {"created_at", ValueOr(first, "created_at", 0.0)},
                                                   {"image", spec.image}});
   const auto create_start = Clock::now();
   if (auto prepared = target->Prepare(spec,
@@ -429,7 +430,7 @@ Result<Json> DaemonApi::MoveSandbox(const std::string& id, const std::string& to
     if (!entries) {
       return fail(entries.error());
     }
-    const Json rows = entries->value("entries", Json::array());
+    const Json rows = ValueOr(*entries, "entries", Json::array());
     if (rows.empty()) {
       break;
     }

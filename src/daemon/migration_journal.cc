@@ -70,10 +70,10 @@ std::vector<MigrationRecord> MigrationJournal::Pending() {
     auto text = ValidSandboxId(id)
                     ? ReadSmallFile(path, 64 << 10)
                     : Result<std::string>(Fail(ErrorCode::kInvalidArgument, "not a journal file"));
-    const Json j = text ? Json::parse(*text, nullptr, false) : Json();
-    if (!j.is_object() || j.value("version", 0) != kVersion || j.value("id", "") != id ||
+    const Json j = text ? ParseUntrustedJson(*text) : Json();
+    if (!j.is_object() || ValueOr(j, "version", 0) != kVersion || ValueOr(j, "id", "") != id ||
         !BackendName(j, "from") || !BackendName(j, "to") ||
-        (j.value("phase", "") != kPhaseCopying && j.value("phase", "") != kPhaseSwitched)) {
+        (ValueOr(j, "phase", "") != kPhaseCopying && ValueOr(j, "phase", "") != kPhaseSwitched)) {
       // A temporary file of a cut write (the previous phase's file is still in place), or not
       // ours.
       Log(LogLevel::kWarn, "migration.journal_skipped", "file={}", path);

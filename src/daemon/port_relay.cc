@@ -8,6 +8,7 @@
 #include <future>
 #include <mutex>
 
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "daemon/api_detail.h"
@@ -74,8 +75,8 @@ Result<Head> ReadHead(int fd, std::string& buf, http::Millis idle) {
   size_t pos = text.find("\r\n");
   const std::string status_line = text.substr(0, pos);
   if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12) {
-    return Fail(ErrorCode::kInvalidArgument, "not an HTTP/1.x response: '" +
-                                                 status_line.substr(0, 40) + "'");
+    return Fail(ErrorCode::kInvalidArgument,
+                "not an HTTP/1.x response: '" + status_line.substr(0, 40) + "'");
   }
   h.status = std::atoi(status_line.c_str() + 9);
   h.reason = status_line.size() > 13 ? status_line.substr(13) : "";
@@ -194,8 +195,8 @@ void PortRelay::Handle(http::Request req, http::RawConnection conn) {
   };
   if (auto started = threads_.Start(std::move(conn.fd), std::move(work), &refused); !started) {
     --api_.in_flight_;
-    static_cast<void>(http::WriteResponse(refused.Get(), JsonErr(started.error()),
-                                          std::chrono::seconds(5)));
+    static_cast<void>(
+        http::WriteResponse(refused.Get(), JsonErr(started.error()), std::chrono::seconds(5)));
   }
 }
 
@@ -244,7 +245,8 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
         {ErrorCode::kUnauthorized,
          "port " + port + " of sandbox '" + id +
              "' is private: send the owner's API key (Authorization: Bearer KEY), or the port's "
-             "access token (?" + kPortTokenParam +
+             "access token (?" +
+             kPortTokenParam +
              "=TOKEN, from GET /v1/sandboxes/{id}/ports/{port}), or make the port public"}));
   }
   // The owner's API key is agentboxd's credential: it never reaches the sandbox.
@@ -286,13 +288,13 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   }
   const int up = guest->Get();
   // 1. The guest connects to the port inside the sandbox and turns this connection into a pipe.
-  const std::string connect = "GET /api/v1/port/connect?port=" + port +
-                              " HTTP/1.1\r\nHost: guest\r\nX-Access-Token: " +
-                              entry->info.guest_token +
-                              "\r\nConnection: Upgrade\r\nUpgrade: agentbox-port\r\n\r\n";
+  const std::string connect =
+      "GET /api/v1/port/connect?port=" + port +
+      " HTTP/1.1\r\nHost: guest\r\nX-Access-Token: " + entry->info.guest_token +
+      "\r\nConnection: Upgrade\r\nUpgrade: agentbox-port\r\n\r\n";
   std::string ubuf;
-  auto connected = http::WriteAll(up, connect, idle)
-                       .and_then([&] { return ReadHead(up, ubuf, idle); });
+  auto connected =
+      http::WriteAll(up, connect, idle).and_then([&] { return ReadHead(up, ubuf, idle); });
   if (!connected) {
     count(0, &connected.error());
     return answer(JsonErr({connected.error().code == ErrorCode::kTimeout ? ErrorCode::kTimeout
@@ -322,8 +324,8 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   // 2. The request, as the service should see it.
   std::string head = req.method + " " + t->upstream_target + " HTTP/1.1\r\n";
   static const std::vector<std::string> kHopByHop = {
-      "connection", "keep-alive", "proxy-connection", "te",          "trailer",
-      "upgrade",    "expect",     "x-forwarded-for",  "x-forwarded-prefix"};
+      "connection", "keep-alive",      "proxy-connection",  "te", "trailer", "upgrade",
+      "expect",     "x-forwarded-for", "x-forwarded-prefix"};
   for (const auto& [name, value] : req.headers) {
     if (std::find(kHopByHop.begin(), kHopByHop.end(), name) != kHopByHop.end() ||
         (name == "authorization" && strip_authorization)) {
@@ -339,8 +341,8 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   }
   const std::string forwarded_for = req.Header("x-forwarded-for");
   const std::string peer_ip = req.peer.substr(0, req.peer.rfind(':'));
-  head += "x-forwarded-for: " + (forwarded_for.empty() ? "" : forwarded_for + ", ") + peer_ip +
-          "\r\n";
+  head +=
+      "x-forwarded-for: " + (forwarded_for.empty() ? "" : forwarded_for + ", ") + peer_ip + "\r\n";
   if (req.Header("x-forwarded-proto").empty()) {
     head += std::string("x-forwarded-proto: ") + (req.secure ? "https" : "http") + "\r\n";
   }
@@ -358,7 +360,8 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   std::string client_rest;
   if (auto w = http::WriteAll(up, head, idle); !w) {
     count(0, &w.error());
-    return answer(JsonErr({ErrorCode::kUnavailable, "the port connection failed: " + w.error().message}));
+    return answer(
+        JsonErr({ErrorCode::kUnavailable, "the port connection failed: " + w.error().message}));
   }
   // 3. Its body, streamed with its own framing (a 100-continue is answered here).
   auto sent = CopyBody(req, fd, std::move(buffered), up, idle);
@@ -395,8 +398,9 @@ void PortRelay::Exchange(const http::Request& req, int fd, std::string buffered,
   }
   count(rh->status, nullptr);
   const std::string set_cookie =
-      query_ok ? "Set-Cookie: " + std::string(kPortTokenCookie) + "=" + token + "; Path=" +
-                     (t->prefix.empty() ? "/" : t->prefix + "/") + "; HttpOnly; SameSite=Lax\r\n"
+      query_ok ? "Set-Cookie: " + std::string(kPortTokenCookie) + "=" + token +
+                     "; Path=" + (t->prefix.empty() ? "/" : t->prefix + "/") +
+                     "; HttpOnly; SameSite=Lax\r\n"
                : "";
   if (rh->status == 101) {
     // A WebSocket (or another upgraded protocol): one byte pipe from now on.
@@ -456,7 +460,7 @@ http::Response PortRelay::Control(const SandboxEntry& entry, const std::string& 
   }
   const std::string& id = entry.info.id;
   if (req.method == "POST") {
-    const Json body = Json::parse(req.body, nullptr, false);
+    const Json body = ParseUntrustedJson(req.body);
     if (!body.is_object()) {
       return JsonErr({ErrorCode::kInvalidArgument, "the body must be a JSON object"});
     }

@@ -37,8 +37,8 @@ PublicPorts::PublicPorts(std::string dir) : dir_(std::move(dir)) {
     }
     const std::string id = name.substr(0, name.size() - std::string(kSuffix).size());
     auto text = ReadSmallFile(dir_ + "/" + name);
-    const Json j = text ? Json::parse(*text, nullptr, false) : Json();
-    if (!ValidSandboxId(id) || !j.is_object() || j.value("sandbox", "") != id ||
+    const Json j = text ? ParseUntrustedJson(*text) : Json();
+    if (!ValidSandboxId(id) || !j.is_object() || ValueOr(j, "sandbox", "") != id ||
         !j.contains("public") || !j["public"].is_array() || j["public"].size() > kMaxPorts) {
       Log(LogLevel::kWarn, "port.public_file_skipped", "file={}/{}", dir_, name);
       continue;

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "daemon/auth.h"
 #include "daemon/session_keeper.h"
@@ -73,8 +74,8 @@ Json SessionKeeper::LoadState(const std::string& id, const std::string& session,
     // Untrusted like every file here: the sandbox chose what the state holds.
     auto text = ReadSmallFile(StateFileOf(id, session), kMaxFileBytes + 1);
     if (!text || text->size() > kMaxFileBytes) {
-      Log(LogLevel::kWarn, "session.state_unreadable", "id={} session={} error=\"{}\"", id,
-          session, text ? "too large" : text.error().message);
+      Log(LogLevel::kWarn, "session.state_unreadable", "id={} session={} error=\"{}\"", id, session,
+          text ? "too large" : text.error().message);
       return Json();
     }
     state = ParseUntrustedJson(*text);
@@ -188,9 +189,9 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
       skip("larger than " + std::to_string(kMaxFileBytes) + " bytes");
       continue;
     }
-    const Json j = Json::parse(*text, nullptr, false);
-    if (!j.is_object() || j.value("version", 0) != kFileVersion || j.value("sandbox", "") != id ||
-        !j.contains("sessions") || !j["sessions"].is_object() ||
+    const Json j = ParseUntrustedJson(*text);
+    if (!j.is_object() || ValueOr(j, "version", 0) != kFileVersion ||
+        ValueOr(j, "sandbox", "") != id || !j.contains("sessions") || !j["sessions"].is_object() ||
         j["sessions"].size() > kMaxSessions) {
       skip("not a session file of this sandbox");
       continue;
@@ -211,8 +212,8 @@ std::vector<std::string> SessionKeeper::Load(const std::vector<std::string>& ids
         // A file of a daemon that kept the snapshots in the index (before they had files).
         std::lock_guard<std::mutex> files(file_mu_);
         StoreState(id, sid, s, DumpJson(*v));
-      } else if (auto n = row.find("state_bytes"); n != row.end() && n->is_number_unsigned() &&
-                                                   *n > 0 && *n <= kMaxFileBytes) {
+      } else if (auto n = row.find("state_bytes");
+                 n != row.end() && n->is_number_unsigned() && *n > 0 && *n <= kMaxFileBytes) {
         s.state_bytes = n->get<size_t>();  // its file is read (and checked) when restoring
       }
       if (auto v = row.find("cwd"); v != row.end() && ShortString(*v, kMaxText)) {

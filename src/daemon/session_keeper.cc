@@ -1,10 +1,8 @@
 #include "daemon/session_keeper.h"
-#include "daemon/kept_bound.h"
-
-#include <algorithm>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <future>
 #include <memory>
@@ -13,8 +11,11 @@
 #include <thread>
 
 #include "common/fs_util.h"
+#include "common/guarded.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/shell_quote.h"
+#include "daemon/kept_bound.h"
 
 namespace agentbox::daemon {
 
@@ -137,7 +138,7 @@ void SessionKeeper::WriterLoop() {
 
 SessionKeeper::SessionKeeper(http::UnixHttpClient& client, Metrics& metrics, std::string dir)
     : client_(client), metrics_(metrics), dir_(std::move(dir)) {
-  writer_ = std::thread([this] { WriterLoop(); });
+  writer_ = std::thread([this] { CallGuarded([this] { WriterLoop(); }, "session_keeper"); });
   metrics_.Describe("agentbox_session_snapshot_seconds", "histogram",
                     "Time to fetch a session's state after a command (shell/state), by backend.");
   metrics_.Describe("agentbox_sessions_restored_total", "counter",

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/time_util.h"
 
@@ -13,7 +14,7 @@ BackendValidations::BackendValidations(std::string path) : path_(std::move(path)
     return;
   }
   auto text = ReadSmallFile(path_, 4 << 20);
-  Json j = text ? Json::parse(*text, nullptr, /*allow_exceptions=*/false) : Json();
+  Json j = text ? ParseUntrustedJson(*text) : Json();
   if (!j.is_object()) {
     std::rename(path_.c_str(), (path_ + ".corrupt").c_str());
     Log(LogLevel::kWarn, "validation.file_unreadable", "path={} moved_to={}.corrupt", path_, path_);

@@ -155,8 +155,8 @@ Result<ArchiveCopy> CopyArchive(const SandboxInfo& src, const std::string& from_
     const Json j = ParseUntrustedJson(*body);
     ArchiveCopy c;
     if (j.is_object() && j.contains("data") && j["data"].is_object()) {
-      c.entries = j["data"].value("entries", uint64_t{0});
-      c.bytes = j["data"].value("bytes", uint64_t{0});
+      c.entries = ValueOr(j["data"], "entries", uint64_t{0});
+      c.bytes = ValueOr(j["data"], "bytes", uint64_t{0});
     }
     return c;
   };

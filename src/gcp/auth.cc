@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/json_util.h"
 #include "common/log.h"
 #include "gcp/errors.h"
 #include "gcp/transport.h"
@@ -109,7 +110,7 @@ Result<AccessToken> ParseTokenResponse(const std::string& who, const HttpRespons
     }
     return Fail(e);
   }
-  auto j = nlohmann::json::parse(resp.body, nullptr, false);
+  auto j = ParseUntrustedJson(resp.body);
   if (j.is_discarded() || !j.is_object() || Str(j, "access_token").empty()) {
     return Fail(ErrorCode::kUnavailable, who + ": the token response carries no access_token");
   }
@@ -336,7 +337,7 @@ Result<TokenSourcePtr> MakeTokenSource(const Config& config, const Endpoints& en
     }
     std::stringstream ss;
     ss << in.rdbuf();
-    auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+    auto j = ParseUntrustedJson(ss.str());
     if (j.is_discarded() || !j.is_object()) {
       return Fail(ErrorCode::kInvalidArgument,
                   fmt::format("GOOGLE_APPLICATION_CREDENTIALS: {} is not JSON", *path));

@@ -5,11 +5,13 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "common/json_util.h"
+
 namespace agentbox::gcp {
 namespace {
 
 nlohmann::json ParseError(std::string_view body) {
-  auto j = nlohmann::json::parse(body, nullptr, false);
+  auto j = ParseUntrustedJson(body);
   if (j.is_discarded() || !j.is_object()) {
     return nlohmann::json::object();
   }

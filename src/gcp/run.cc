@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "common/json_util.h"
 #include "gcp/errors.h"
 
 namespace agentbox::gcp {
@@ -91,7 +92,7 @@ Result<Json> RunClient::Call(const std::string& method, const std::string& path,
   if (resp->body.empty()) {
     return Json::object();
   }
-  auto j = Json::parse(resp->body, nullptr, false);
+  auto j = ParseUntrustedJson(resp->body);
   if (j.is_discarded()) {
     return Fail(ErrorCode::kUnavailable,
                 fmt::format("{}: {} {} answered {} with a body that is not JSON", kService, method,

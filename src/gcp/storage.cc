@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "gcp/errors.h"
@@ -42,7 +43,7 @@ std::string StrField(const nlohmann::json& j, const char* key) {
 }
 
 Result<nlohmann::json> ParseJson(const HttpResponse& resp, std::string_view what) {
-  auto j = nlohmann::json::parse(resp.body, nullptr, false);
+  auto j = ParseUntrustedJson(resp.body);
   if (j.is_discarded() || !j.is_object()) {
     return Fail(ErrorCode::kUnavailable,
                 fmt::format("{}: {} answered {} with a body that is not a JSON object", kService,

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "common/guarded.h"
 #include "common/log.h"
 #include "common/log_budget.h"
 #include "common/time_util.h"
@@ -222,7 +223,7 @@ int Serve(ServeArgs a) {
     exec.KillAll();
     io.stop();
   });
-  io.run();
+  RunGuarded(io, "guest.io");
   return 0;
 }
 

@@ -44,7 +44,7 @@ Error Unreachable(const std::string& socket, CURLcode code, const char* errbuf) 
 }
 
 std::string Message(const std::string& body) {
-  auto j = Json::parse(body, nullptr, false);
+  auto j = ParseUntrustedJson(body);
   if (j.is_object() && j.contains("message") && j["message"].is_string()) {
     return j["message"].get<std::string>();
   }
@@ -99,8 +99,9 @@ bool ValidEngineReference(const std::string& ref) {
       ref[0] == ':') {
     return false;
   }
-  return ref.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                               "._-/:@") == std::string::npos &&
+  return ref.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+             "._-/:@") == std::string::npos &&
          ref.find("..") == std::string::npos && ref.find("//") == std::string::npos;
 }
 
@@ -126,13 +127,13 @@ Result<std::string> EngineImageId(const std::string& socket, const std::string& 
                                           "(docker pull it), and it is not an absolute path");
   }
   if (status != 200) {
-    return Fail(ErrorCode::kUnavailable, "the Docker engine could not inspect image '" + ref +
-                                             "': " + Message(body));
+    return Fail(ErrorCode::kUnavailable,
+                "the Docker engine could not inspect image '" + ref + "': " + Message(body));
   }
-  auto j = Json::parse(body, nullptr, false);
+  auto j = ParseUntrustedJson(body);
   if (!j.is_object() || !j.contains("Id") || !j["Id"].is_string()) {
-    return Fail(ErrorCode::kUnavailable, "the Docker engine's answer for image '" + ref +
-                                             "' has no Id");
+    return Fail(ErrorCode::kUnavailable,
+                "the Docker engine's answer for image '" + ref + "' has no Id");
   }
   return j["Id"].get<std::string>();
 }

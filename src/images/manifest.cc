@@ -14,7 +14,7 @@ Error Corrupt(std::string_view what, std::string_view why) {
 }
 
 Result<Json> ParseDoc(std::string_view json, std::string_view what) {
-  Json j = Json::parse(json, nullptr, /*allow_exceptions=*/false);
+  Json j = ParseUntrustedJson(json);
   if (j.is_discarded()) {
     return Fail(Corrupt(what, "is not JSON"));
   }
@@ -53,7 +53,8 @@ Result<std::vector<std::string>> StringList(const Json& j, const char* key, std:
 
 // A blob path inside a source: relative, no "..", no empty or absolute names.
 Result<void> CheckBlobPath(const std::string& path, std::string_view what) {
-  if (path.empty() || path.size() > 4096 || path[0] == '/' || path.find('\0') != std::string::npos) {
+  if (path.empty() || path.size() > 4096 || path[0] == '/' ||
+      path.find('\0') != std::string::npos) {
     return Fail(Corrupt(what, "names an invalid blob path '" + path.substr(0, 200) + "'"));
   }
   size_t i = 0;
@@ -227,9 +228,9 @@ Result<ManifestEntry> ParseOciManifest(std::string_view json) {
     }
     if (d->media_type.find("nondistributable") != std::string::npos ||
         d->media_type.find("foreign") != std::string::npos) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "image layer " + d->digest + " is a foreign layer (" + d->media_type +
-                      "), which is not in the image");
+      return Fail(ErrorCode::kInvalidArgument, "image layer " + d->digest +
+                                                   " is a foreign layer (" + d->media_type +
+                                                   "), which is not in the image");
     }
     e.layer_blobs.push_back(*BlobPath(d->digest));
     e.layer_digests.push_back(d->digest);

@@ -9,6 +9,7 @@
 
 #include "backends/cloudrun/layout.h"
 #include "common/fs_util.h"
+#include "common/guarded.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "http/envelope.h"
@@ -56,14 +57,14 @@ Json SpecJson(const SandboxSpec& s) {
 
 SandboxSpec SpecFromJson(const Json& j) {
   SandboxSpec s;
-  s.image = j.value("image", "");
-  s.env = j.value("env", std::map<std::string, std::string>{});
-  s.limits = LimitsFromJson(j.value("limits", Json()));
-  s.network = NetworkModeFromName(j.value("network", "none")).value_or(NetworkMode::kNone);
-  s.labels = j.value("labels", std::map<std::string, std::string>{});
-  s.owner = j.value("owner", "");
-  s.ttl_s = j.value("ttl_s", int64_t{3600});
-  s.read_only_root = j.value("read_only_root", false);
+  s.image = ValueOr(j, "image", "");
+  s.env = ValueOr(j, "env", std::map<std::string, std::string>{});
+  s.limits = LimitsFromJson(ValueOr(j, "limits", Json()));
+  s.network = NetworkModeFromName(ValueOr(j, "network", "none")).value_or(NetworkMode::kNone);
+  s.labels = ValueOr(j, "labels", std::map<std::string, std::string>{});
+  s.owner = ValueOr(j, "owner", "");
+  s.ttl_s = ValueOr(j, "ttl_s", int64_t{3600});
+  s.read_only_root = ValueOr(j, "read_only_root", false);
   return s;
 }
 
@@ -103,10 +104,10 @@ CloudRunBackend::CloudRunBackend(CloudRunOptions opts, Cloud cloud, TunnelRegist
   so.error_body = [](int status, const std::string& m) { return http::ErrorBody(status, m); };
   server_ = std::make_unique<http::Server>(io_, *guest_, so);
   for (int i = 0; i < 2; ++i) {
-    threads_.emplace_back([this] { io_.run(); });
+    threads_.emplace_back([this] { RunGuarded(io_, "cloudrun.io"); });
   }
   if (tunnels_ != nullptr) {
-    monitor_ = std::thread([this] { Monitor(); });
+    monitor_ = std::thread([this] { CallGuarded([this] { Monitor(); }, "cloudrun.monitor"); });
   }
 }
 
@@ -245,8 +246,8 @@ Capabilities CloudRunBackend::GetCapabilities() const {
   c.shared_state = true;
   c.guest_process = false;
   c.root_filesystem = "command";  // one execution per command
-  c.command_start_allowance_s =
-      std::chrono::duration<double>(opts_.start_timeout).count();  // AGENTBOX_CLOUDRUN_START_TIMEOUT_S
+  c.command_start_allowance_s = std::chrono::duration<double>(opts_.start_timeout)
+                                    .count();  // AGENTBOX_CLOUDRUN_START_TIMEOUT_S
   c.disk_limit = "daemon_writes";
   c.disk_limit_note =
       "limits.disk_bytes bounds uploads and file writes made through the API; what commands "
@@ -275,19 +276,19 @@ Result<CloudRunBackend::Record> CloudRunBackend::RecordFromJson(const Json& j) c
     r.info.id = j.at("id").get<std::string>();
     r.info.backend = "cloudrun";
     r.info.spec = SpecFromJson(j.at("spec"));
-    r.info.created_at = j.value("created_at", 0.0);
-    r.info.expires_at = j.value("expires_at", 0.0);
+    r.info.created_at = ValueOr(j, "created_at", 0.0);
+    r.info.expires_at = ValueOr(j, "expires_at", 0.0);
     r.job_id = j.at("job_id").get<std::string>();
-    r.job_guest = j.value("job_guest", "");
+    r.job_guest = ValueOr(j, "job_guest", "");
     r.secret = j.at("secret").get<std::string>();
-    r.mode = j.value("mode", "job");
-    r.execution = j.value("execution", "");
-    r.tunnel_url = j.value("tunnel_url", "");
+    r.mode = ValueOr(j, "mode", "job");
+    r.execution = ValueOr(j, "execution", "");
+    r.tunnel_url = ValueOr(j, "tunnel_url", "");
     r.info.spec.run_mode = r.mode;
     r.info.state = SandboxState::kRunning;
     r.info.guest_endpoint = "unix:" + SocketPath();
     r.info.guest_token = r.info.id + ":" + r.secret;
-    r.info.detail = "Cloud Run job " + j.value("job", r.job_id) + " (one execution per command)";
+    r.info.detail = "Cloud Run job " + ValueOr(j, "job", r.job_id) + " (one execution per command)";
     return r;
   } catch (const Json::exception& e) {
     return Fail(ErrorCode::kInternal, std::string("sandbox record is malformed: ") + e.what());
@@ -362,8 +363,9 @@ Result<SandboxInfo> CloudRunBackend::Create(const std::string& id, const Sandbox
     // A retried create (deterministic id) or a job left by a crash: adopt it only if it is
     // this sandbox's.
     auto existing = cloud_.jobs->GetJob(r.job_id);
-    const bool ours = existing && existing->is_object() && existing->contains("labels") &&
-                      (*existing)["labels"].value("agentbox-sandbox", "") == layout::LabelValue(id);
+    const bool ours =
+        existing && existing->is_object() && existing->contains("labels") &&
+        ValueOr((*existing)["labels"], "agentbox-sandbox", "") == layout::LabelValue(id);
     if (ours) {
       created = {};
     }

@@ -36,19 +36,19 @@ Result<gcp::ListResult> ListAll(ObjectStore& store, const std::string& prefix,
 ExecutionStatus ParseExecution(const Json& e) {
   ExecutionStatus s;
   s.done = gcp::RunClient::ExecutionDone(e);
-  auto count = [&](const char* key) { return e.is_object() ? e.value(key, 0) : 0; };
+  auto count = [&](const char* key) { return e.is_object() ? ValueOr(e, key, 0) : 0; };
   s.started = (e.is_object() && e.contains("startTime")) || count("runningCount") > 0 ||
               count("succeededCount") > 0 || count("failedCount") > 0;
   s.cancelled = count("cancelledCount") > 0;
   s.succeeded = count("succeededCount") > 0;
   if (e.is_object() && e.contains("conditions") && e["conditions"].is_array()) {
     for (const auto& c : e["conditions"]) {
-      if (c.is_object() && c.value("type", "") == "Completed") {
-        const std::string state = c.value("state", "");
+      if (c.is_object() && ValueOr(c, "type", "") == "Completed") {
+        const std::string state = ValueOr(c, "state", "");
         if (state == "CONDITION_SUCCEEDED") {
           s.succeeded = true;
         }
-        s.message = c.value("message", "");
+        s.message = ValueOr(c, "message", "");
       }
     }
   }
@@ -173,7 +173,7 @@ class CloudRunJobs final : public JobRunner {
     if (!op) {
       return Fail(op.error());
     }
-    if (op->is_object() && !op->value("done", false) && op->contains("name")) {
+    if (op->is_object() && !ValueOr(*op, "done", false) && op->contains("name")) {
       auto done = client_.WaitOperation((*op)["name"].get<std::string>(),
                                         std::chrono::steady_clock::now() + std::chrono::minutes(2));
       if (!done) {

@@ -55,17 +55,18 @@ std::string OutputOf(const Json& result) {
   if (result.contains("output") && result["output"].is_string()) {
     return result["output"].get<std::string>();
   }
-  return result.value("stdout", "") + result.value("stderr", "");
+  return ValueOr(result, "stdout", "") + ValueOr(result, "stderr", "");
 }
 
 Json CommandJson(const std::string& sid, const Outcome& o, bool strip) {
   const std::string output = OutputOf(o.result);
-  Json d = {{"session_id", sid},
-            {"command", o.last.command},
-            {"status", "completed"},
-            {"output", strip ? StripAnsi(output) : output},
-            {"output_truncated", o.result.is_object() && o.result.value("output_truncated", false)},
-            {"cwd", o.cwd}};
+  Json d = {
+      {"session_id", sid},
+      {"command", o.last.command},
+      {"status", "completed"},
+      {"output", strip ? StripAnsi(output) : output},
+      {"output_truncated", o.result.is_object() && ValueOr(o.result, "output_truncated", false)},
+      {"cwd", o.cwd}};
   d["returncode"] = OptToJson(o.last.exit_code);
   if (o.last.timed_out) {
     d["timed_out"] = true;
@@ -131,30 +132,29 @@ class UploadBody : public http::BodySink {
     }
     auto sink = std::make_shared<guest::UploadSink>(std::move(*spooled));
     spooled.reset();
-    pool_.Post(
-        [this_files = &files_, resolve = resolve_, token = token_, path = *path, sink, respond] {
-          auto sb = resolve(token);
-          if (!sb) {
-            respond(Err(sb.error()));
-            return;
-          }
-          auto rel = WorkspaceFiles::Relative(path);
-          if (!rel) {
-            respond(Err(rel.error()));
-            return;
-          }
-          // Committed to a private scratch name, then stored under its real name.
-          const std::string local = this_files->scratch_root() + "/upload-" + RandomId(12);
-          auto committed = sink->Commit(local);
-          if (!committed) {
-            respond(Err(committed.error()));
-            return;
-          }
-          auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written(),
-                                     sb->disk_bytes);
-          ::unlink(committed->c_str());
-          respond(r ? Ok(std::move(*r), "File uploaded successfully") : Err(r.error()));
-        });
+    pool_.Post([this_files = &files_, resolve = resolve_, token = token_, path = *path, sink,
+                respond] {
+      auto sb = resolve(token);
+      if (!sb) {
+        respond(Err(sb.error()));
+        return;
+      }
+      auto rel = WorkspaceFiles::Relative(path);
+      if (!rel) {
+        respond(Err(rel.error()));
+        return;
+      }
+      // Committed to a private scratch name, then stored under its real name.
+      const std::string local = this_files->scratch_root() + "/upload-" + RandomId(12);
+      auto committed = sink->Commit(local);
+      if (!committed) {
+        respond(Err(committed.error()));
+        return;
+      }
+      auto r = this_files->Store(sb->id, path, *committed, sink->bytes_written(), sb->disk_bytes);
+      ::unlink(committed->c_str());
+      respond(r ? Ok(std::move(*r), "File uploaded successfully") : Err(r.error()));
+    });
   }
 
  private:
@@ -377,11 +377,11 @@ void GuestServer::ShellRun(const SandboxRef& sb, const Json& b, Respond respond)
         }
         const Json& r = o->result;
         Json d = {{"exit_code", OptToJson(o->last.exit_code)},
-                  {"stdout", r.is_object() ? r.value("stdout", "") : ""},
-                  {"stderr", r.is_object() ? r.value("stderr", "") : ""},
+                  {"stdout", r.is_object() ? ValueOr(r, "stdout", "") : ""},
+                  {"stderr", r.is_object() ? ValueOr(r, "stderr", "") : ""},
                   {"cwd", o->cwd},
                   {"session_id", sid},
-                  {"output_truncated", r.is_object() && r.value("output_truncated", false)},
+                  {"output_truncated", r.is_object() && ValueOr(r, "output_truncated", false)},
                   {"timed_out", o->last.timed_out}};
         respond(Ok(std::move(d)));
       });

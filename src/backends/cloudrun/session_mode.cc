@@ -9,6 +9,7 @@
 
 #include "backends/cloudrun/cloudrun_backend.h"
 #include "backends/cloudrun/layout.h"
+#include "common/json_util.h"
 #include "common/log.h"
 
 namespace agentbox::cloudrun {
@@ -264,7 +265,7 @@ void CloudRunBackend::CancelExecutions(const std::string& job_id) {
     return;
   }
   for (const auto& e : *all) {
-    const std::string name = e.value("name", "");
+    const std::string name = ValueOr(e, "name", "");
     if (!name.empty() && !ParseExecution(e).done) {
       (void)cloud_.jobs->Cancel(name);
     }
@@ -503,7 +504,7 @@ Result<Json> CloudRunBackend::KeptSessionStates(const std::string& id) {
     if (!data) {
       continue;
     }
-    Json j = Json::parse(data->data, nullptr, false);
+    Json j = ParseUntrustedJson(data->data);
     if (j.is_object()) {
       out[layout::DecodeSessionId(name)] = std::move(j);
     }

@@ -2,7 +2,9 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <limits>
 
+#include "common/guarded.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -57,31 +59,31 @@ Result<Head> HeadFromJson(const Json& j) {
   try {
     Head h;
     h.session_id = j.at("session_id").get<std::string>();
-    h.state_object = j.value("state_object", "");
-    h.cwd = j.value("cwd", "/workspace");
+    h.state_object = ValueOr(j, "state_object", "");
+    h.cwd = ValueOr(j, "cwd", "/workspace");
     if (j.contains("running") && j["running"].is_object()) {
       const Json& r = j["running"];
       RunningCommand rc;
       rc.run = r.at("run").get<std::string>();
-      rc.command = r.value("command", "");
-      rc.kind = r.value("kind", "exec");
-      rc.execution = r.value("execution", "");
-      rc.started_at = r.value("started_at", 0.0);
-      rc.timeout_s = r.value("timeout_s", 0.0);
+      rc.command = ValueOr(r, "command", "");
+      rc.kind = ValueOr(r, "kind", "exec");
+      rc.execution = ValueOr(r, "execution", "");
+      rc.started_at = ValueOr(r, "started_at", 0.0);
+      rc.timeout_s = ValueOr(r, "timeout_s", 0.0);
       h.running = rc;
     }
     if (j.contains("last") && j["last"].is_object()) {
       const Json& l = j["last"];
       LastCommand lc;
-      lc.run = l.value("run", "");
-      lc.command = l.value("command", "");
-      lc.kind = l.value("kind", "exec");
+      lc.run = ValueOr(l, "run", "");
+      lc.command = ValueOr(l, "command", "");
+      lc.kind = ValueOr(l, "kind", "exec");
       lc.exit_code = OptFromJson<int>(l, "exit_code");
-      lc.timed_out = l.value("timed_out", false);
-      lc.killed = l.value("killed", false);
-      lc.result_object = l.value("result_object", "");
-      lc.error = l.value("error", "");
-      lc.request_error = l.value("request_error", false);
+      lc.timed_out = ValueOr(l, "timed_out", false);
+      lc.killed = ValueOr(l, "killed", false);
+      lc.result_object = ValueOr(l, "result_object", "");
+      lc.error = ValueOr(l, "error", "");
+      lc.request_error = ValueOr(l, "request_error", false);
       h.last = lc;
     }
     return h;
@@ -247,7 +249,7 @@ std::shared_ptr<SessionEngine::Completion> SessionEngine::CompletionFor(
     c->monitored = true;
     ++active_monitors_;
     std::thread([this, sb, sid, running, c] {
-      Monitor(sb, sid, running, c);
+      CallGuarded([&] { Monitor(sb, sid, running, c); }, "cloudrun.session_monitor");
       std::lock_guard<std::mutex> l(mu_);
       --active_monitors_;
       cv_.notify_all();
@@ -424,7 +426,7 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
   auto result = ReadResult(object);
   if (result && result->is_object() && result->contains("error") &&
       (*result)["error"].is_object()) {
-    out.last.error = (*result)["error"].value("message", "the command was refused");
+    out.last.error = ValueOr((*result)["error"], "message", "the command was refused");
     out.last.request_error = true;
     return out;
   }
@@ -432,9 +434,13 @@ Outcome SessionEngine::Examine(const SandboxRef& sb, const std::string& sid,
       (*result)["state"].is_object() && result->contains("exit_code")) {
     out.result = *result;
     out.last.result_object = object;
-    out.last.exit_code = OptFromJson<int>(*result, "exit_code");
-    out.last.timed_out = result->value("timed_out", false);
-    out.cwd = (*result)["state"].value("cwd", "/workspace");
+    // The result object is the sandbox's to write: an exit code of another type reads as none.
+    constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
+    if (const int64_t code = ValueOr(*result, "exit_code", kNone); std::in_range<int>(code)) {
+      out.last.exit_code = static_cast<int>(code);
+    }
+    out.last.timed_out = ValueOr(*result, "timed_out", false);
+    out.cwd = ValueOr((*result)["state"], "cwd", "/workspace");
     return out;
   }
   std::string detail;
@@ -604,7 +610,7 @@ Result<Head> SessionEngine::Restore(const std::string& id, const std::string& si
     return Fail(w.error());
   }
   h.state_object = object;
-  h.cwd = state.value("cwd", "/workspace");
+  h.cwd = ValueOr(state, "cwd", "/workspace");
   h.generation = 0;  // must not exist yet
   auto written = WriteHead(id, h);
   if (!written) {

@@ -330,9 +330,9 @@ Result<void> WorkspaceFiles::CheckRoom(const std::string& sandbox_id, const std:
   }
   return Fail(Error(ErrorCode::kTooLarge,
                     "write '/workspace/" + rel + "': No space left on device (limits.disk_bytes " +
-                        std::to_string(*disk_bytes) + ": /workspace holds " +
-                        std::to_string(used) + " bytes besides it, and it would be " +
-                        std::to_string(new_size) + "); nothing was written",
+                        std::to_string(*disk_bytes) + ": /workspace holds " + std::to_string(used) +
+                        " bytes besides it, and it would be " + std::to_string(new_size) +
+                        "); nothing was written",
                     ENOSPC));
 }
 
@@ -363,12 +363,12 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
   Materialiser m(*store_, layout::WorkspacePrefix(sandbox_id), s, limits_.max_file_bytes);
   Json local_req = req;
   local_req[field] = s.Local(*rel);
-  const bool recursive = req.value("recursive", false) == true;
+  const bool recursive = ValueOr(req, "recursive", false) == true;
   Result<Entry> entry = Entry{};
   if (op == "read" || op == "search" || op == "replace") {
     entry = m.One(*rel, true);
   } else if (op == "write") {
-    entry = m.One(*rel, req.value("append", false) == true);
+    entry = m.One(*rel, ValueOr(req, "append", false) == true);
   } else if (op == "exists" || op == "delete") {
     entry = m.One(*rel, false, op == "delete");
   } else if (op == "list") {
@@ -384,9 +384,9 @@ Result<Json> WorkspaceFiles::Op(const std::string& op, const std::string& sandbo
     return r;
   }
   const std::string object = m.Object(*rel);
-  if (op == "write" || (op == "replace" && r->value("replaced_count", 0) > 0)) {
+  if (op == "write" || (op == "replace" && ValueOr(*r, "replaced_count", 0) > 0)) {
     std::optional<int64_t> precondition;
-    if (op == "replace" || req.value("append", false) == true) {
+    if (op == "replace" || ValueOr(req, "append", false) == true) {
       precondition = entry->kind == Kind::kFile ? entry->generation : 0;
     }
     struct stat st {};

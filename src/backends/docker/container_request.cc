@@ -7,6 +7,7 @@
 
 #include "api/cpu_bandwidth.h"
 #include "backends/docker/host_dir.h"
+#include "common/json_util.h"
 
 namespace agentbox::docker {
 namespace {
@@ -49,10 +50,10 @@ std::string ContainerName(const std::string& id) { return "agentbox-" + id; }
 
 std::string SpecHash(const SandboxSpec& spec) {
   Json canonical = {{"image", spec.image},
-                          {"env", spec.env},
-                          {"limits", LimitsToJson(spec.limits)},
-                          {"network", NetworkLabel(spec)},
-                          {"read_only_root", spec.read_only_root}};
+                    {"env", spec.env},
+                    {"limits", LimitsToJson(spec.limits)},
+                    {"network", NetworkLabel(spec)},
+                    {"read_only_root", spec.read_only_root}};
   if (spec.egress) {
     canonical["egress"] = EgressPolicyToJson(*spec.egress);
   }
@@ -240,7 +241,7 @@ Result<LabelRecord> ParseLabels(const std::map<std::string, std::string>& labels
       r.spec.network = NetworkMode::kHost;
     } else if (net == "egress") {
       r.spec.network = NetworkMode::kEgress;
-      const Json policy = Json::parse(get(label::kEgress), nullptr, false);
+      const Json policy = ParseUntrustedJson(get(label::kEgress));
       auto parsed = EgressPolicyFromJson(policy.is_discarded() ? Json() : policy);
       if (!parsed) {
         return Fail(ErrorCode::kInvalidArgument, "malformed label " + std::string(label::kEgress));
@@ -249,12 +250,12 @@ Result<LabelRecord> ParseLabels(const std::map<std::string, std::string>& labels
     } else if (net.starts_with("network:")) {
       r.spec.network_name = net.substr(8);
     }
-    const Json limits = Json::parse(get(label::kLimits), nullptr, false);
+    const Json limits = ParseUntrustedJson(get(label::kLimits));
     if (!limits.is_object()) {
       return Fail(ErrorCode::kInvalidArgument, "malformed label " + std::string(label::kLimits));
     }
     r.spec.limits = LimitsFromJson(limits);
-    const Json keys = Json::parse(get(label::kEnvKeys), nullptr, false);
+    const Json keys = ParseUntrustedJson(get(label::kEnvKeys));
     if (keys.is_array()) {
       for (const auto& k : keys) {
         const std::string prefix = k.get<std::string>() + "=";

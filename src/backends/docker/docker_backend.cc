@@ -17,6 +17,7 @@
 
 #include "backends/docker/sandbox_disk.h"
 #include "common/crash_point.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "common/time_util.h"
@@ -34,10 +35,10 @@ int PollMs(Clock::time_point deadline, milliseconds cap) {
 
 // The sandbox state and a sentence for a container's State object.
 std::pair<SandboxState, std::string> StateOf(const Json& state) {
-  const std::string status = state.value("Status", "");
-  const int64_t code = state.value("ExitCode", int64_t{0});
-  const bool oom = state.value("OOMKilled", false);
-  const std::string error = state.value("Error", "");
+  const std::string status = ValueOr(state, "Status", "");
+  const int64_t code = ValueOr(state, "ExitCode", int64_t{0});
+  const bool oom = ValueOr(state, "OOMKilled", false);
+  const std::string error = ValueOr(state, "Error", "");
   if (status == "running" || status == "restarting") {
     return {SandboxState::kRunning, ""};
   }
@@ -58,8 +59,8 @@ std::pair<SandboxState, std::string> StateOf(const Json& state) {
   if (!error.empty()) {
     detail += ": " + error;
   }
-  if (!state.value("FinishedAt", "").empty()) {
-    detail += " at " + state.value("FinishedAt", "");
+  if (!ValueOr(state, "FinishedAt", "").empty()) {
+    detail += " at " + ValueOr(state, "FinishedAt", "");
   }
   const bool failed = code != 0 || oom || !error.empty();
   return {failed ? SandboxState::kFailed : SandboxState::kStopped, detail};
@@ -237,7 +238,7 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   }
   std::vector<std::string> image_env_keys;
   {
-    const Json ij = Json::parse(img->body, nullptr, false);
+    const Json ij = ParseUntrustedJson(img->body);
     if (ij.is_object() && ij.contains("Config") && ij["Config"].is_object() &&
         ij["Config"].contains("Env") && ij["Config"]["Env"].is_array()) {
       for (const auto& kv : ij["Config"]["Env"]) {
@@ -341,8 +342,8 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
   if (created->status != 201) {
     return Fail(EngineError(*created, "create container for image '" + image + "'"));
   }
-  const Json cj = Json::parse(created->body, nullptr, false);
-  const std::string container_id = cj.is_object() ? cj.value("Id", "") : "";
+  const Json cj = ParseUntrustedJson(created->body);
+  const std::string container_id = cj.is_object() ? ValueOr(cj, "Id", "") : "";
   if (container_id.empty()) {
     return Fail(ErrorCode::kUnavailable, "the engine created a container without an Id");
   }
@@ -352,11 +353,10 @@ Result<SandboxInfo> DockerBackend::CreateLocked(const std::string& id, const San
     if (!c || c->status != 200) {
       return Fail(c ? EngineError(*c, "inspect container " + name) : c.error());
     }
-    auto layer = LayerDirsOf(Json::parse(c->body, nullptr, false));
+    auto layer = LayerDirsOf(ParseUntrustedJson(c->body));
     if (!layer) {
-      return Fail(ErrorCode::kUnavailable,
-                  "cannot put the writable layer of sandbox '" + id +
-                      "' on its disk: " + layer.error().message);
+      return Fail(ErrorCode::kUnavailable, "cannot put the writable layer of sandbox '" + id +
+                                               "' on its disk: " + layer.error().message);
     }
     if (auto r = BindLayerOnDisk(*layer, dir + "/disk"); !r) {
       return Fail(r.error());
@@ -463,9 +463,9 @@ Result<void> DockerBackend::WaitForGuest(const std::string& id, const std::strin
       if (!c) {
         return Fail(c.error());
       }
-      const Json j = Json::parse(c->body, nullptr, false);
+      const Json j = ParseUntrustedJson(c->body);
       if (c->status == 200 && j.is_object() && j.contains("State") &&
-          j["State"].value("Status", "") != "running") {
+          ValueOr(j["State"], "Status", "") != "running") {
         return Fail(ErrorCode::kUnavailable, "the sandbox's container stopped while starting (" +
                                                  StateOf(j["State"]).second +
                                                  "); its log: " + ContainerLogTail(container_id));
@@ -516,7 +516,7 @@ Result<Json> DockerBackend::InspectOurs(const std::string& id) const {
   if (r->status != 200) {
     return Fail(EngineError(*r, "inspect container " + ContainerName(id)));
   }
-  Json j = Json::parse(r->body, nullptr, false);
+  Json j = ParseUntrustedJson(r->body);
   if (!j.is_object() || LabelOf(j, label::kManaged) != "true" ||
       LabelOf(j, label::kStateDir) != opts_.state_dir || LabelOf(j, label::kId) != id) {
     // Another agentboxd's (another state directory) or not agentbox's at all.
@@ -613,7 +613,7 @@ Result<Json> DockerBackend::ListContainers(const std::vector<std::string>& label
   if (r->status != 200) {
     return Fail(EngineError(*r, "list containers"));
   }
-  Json list = Json::parse(r->body, nullptr, false);
+  Json list = ParseUntrustedJson(r->body);
   return list.is_array() ? list : Json::array();
 }
 
@@ -664,7 +664,7 @@ Result<void> DockerBackend::Destroy(const std::string& id) {
         return Fail(r.error());
       }
     }
-    if (auto r = RemoveContainer((*c).value("Id", ContainerName(id))); !r) {
+    if (auto r = RemoveContainer(ValueOr((*c), "Id", ContainerName(id))); !r) {
       return Fail(r.error());
     }
   }
@@ -785,20 +785,20 @@ Result<void> DockerBackend::Prepare(const SandboxSpec& spec, const ProgressFn& p
   auto status = engine_.Stream(
       "POST", "/images/create?fromImage=" + UrlEncode(repo) + "&tag=" + UrlEncode(tag),
       [&](std::string_view line) {
-        const Json j = Json::parse(line, nullptr, false);
+        const Json j = ParseUntrustedJson(line);
         if (!j.is_object()) {
           return;
         }
         if (j.contains("error") || (j.contains("message") && j.size() == 1)) {
-          error = j.value("error", j.value("message", std::string()));
+          error = ValueOr(j, "error", ValueOr(j, "message", std::string()));
           return;
         }
         if (!started) {
           started = true;
           say("pulling image " + image);
         }
-        std::string text = j.value("id", "");
-        text += (text.empty() ? "" : ": ") + j.value("status", "");
+        std::string text = ValueOr(j, "id", "");
+        text += (text.empty() ? "" : ": ") + ValueOr(j, "status", "");
         if (j.contains("progress") && j["progress"].is_string()) {
           text += " " + j["progress"].get<std::string>();
         }

@@ -8,6 +8,7 @@
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/host_dir.h"
 #include "backends/egress/egress_sandbox.h"
+#include "common/json_util.h"
 
 namespace agentbox::docker {
 
@@ -25,9 +26,9 @@ Result<std::string> DockerBackend::AttachEgress(const std::string& container_id,
   if (!c || c->status != 200) {
     return Fail(c ? EngineError(*c, "inspect container " + container_id) : c.error());
   }
-  const Json j = Json::parse(c->body, nullptr, false);
+  const Json j = ParseUntrustedJson(c->body);
   const int64_t pid =
-      j.is_object() && j.contains("State") ? j["State"].value("Pid", int64_t{0}) : 0;
+      j.is_object() && j.contains("State") ? ValueOr(j["State"], "Pid", int64_t{0}) : 0;
   if (pid <= 0) {
     return Fail(ErrorCode::kUnavailable, "network egress: the container is not running");
   }

@@ -7,6 +7,7 @@
 #include "backends/docker/container_request.h"
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/sandbox_disk.h"
+#include "common/json_util.h"
 #include "common/time_util.h"
 
 namespace agentbox::docker {
@@ -15,7 +16,7 @@ namespace {
 
 uint64_t U64(const Json& j, const char* key) {
   return j.is_object() && j.contains(key) && j[key].is_number_unsigned() ? j[key].get<uint64_t>()
-                                                                        : 0;
+                                                                         : 0;
 }
 
 const Json& Obj(const Json& j, const char* key) {
@@ -56,8 +57,8 @@ Result<SandboxMetrics> MetricsFromStats(const Json& stats, std::optional<double>
   const Json& ms = Obj(mem, "stats");
   const uint64_t usage = U64(mem, "usage");
   // cgroup v2 engines: file / inactive_file; v1: cache / total_inactive_file.
-  const uint64_t inactive = ms.contains("inactive_file") ? U64(ms, "inactive_file")
-                                                          : U64(ms, "total_inactive_file");
+  const uint64_t inactive =
+      ms.contains("inactive_file") ? U64(ms, "inactive_file") : U64(ms, "total_inactive_file");
   m.mem_cache_bytes = ms.contains("file") ? U64(ms, "file") : U64(ms, "cache");
   m.mem_used_bytes = usage > inactive ? usage - inactive : 0;
   m.mem_total_bytes = U64(mem, "limit");
@@ -89,7 +90,7 @@ Result<SandboxMetrics> DockerBackend::Metrics(const std::string& id) {
   if (r->status != 200) {
     return Fail(EngineError(*r, "stats of container " + ContainerName(id)));
   }
-  const Json stats = Json::parse(r->body, nullptr, false);
+  const Json stats = ParseUntrustedJson(r->body);
   auto m = MetricsFromStats(stats, info->spec.limits.cpus);
   if (!m) {
     return Fail(m.error());
@@ -103,13 +104,13 @@ Result<SandboxMetrics> DockerBackend::Metrics(const std::string& id) {
     // No disk of its own: the container's writable layer, on the engine's filesystem.
     auto sized = engine_.Call("GET", "/containers/" + ContainerName(id) + "/json?size=1");
     if (sized && sized->status == 200) {
-      const Json j = Json::parse(sized->body, nullptr, false);
+      const Json j = ParseUntrustedJson(sized->body);
       m->disk_used_bytes = U64(j, "SizeRw");
     }
     auto engine_info = engine_.Call("GET", "/info");
     if (engine_info && engine_info->status == 200) {
-      const Json j = Json::parse(engine_info->body, nullptr, false);
-      const std::string root = j.is_object() ? j.value("DockerRootDir", "") : "";
+      const Json j = ParseUntrustedJson(engine_info->body);
+      const std::string root = j.is_object() ? ValueOr(j, "DockerRootDir", "") : "";
       struct statvfs v {};
       if (!root.empty() && ::statvfs(root.c_str(), &v) == 0) {
         m->disk_total_bytes = static_cast<uint64_t>(v.f_blocks) * v.f_frsize;

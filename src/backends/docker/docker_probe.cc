@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "backends/docker/docker_backend.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 
@@ -51,9 +52,9 @@ std::string DockerBackend::WhyNoLayerDisk() {
   if (!info || info->status != 200) {
     return "the Docker engine at " + opts_.socket_path + " did not answer GET /info";
   }
-  const Json i = Json::parse(info->body, nullptr, false);
-  const std::string driver = i.is_object() ? i.value("Driver", "") : "";
-  const std::string root = i.is_object() ? i.value("DockerRootDir", "") : "";
+  const Json i = ParseUntrustedJson(info->body);
+  const std::string driver = i.is_object() ? ValueOr(i, "Driver", "") : "";
+  const std::string root = i.is_object() ? ValueOr(i, "DockerRootDir", "") : "";
   std::string why;
   struct stat st {};
   if (driver != "overlay2") {
@@ -114,7 +115,7 @@ ProbeResult DockerBackend::Probe() {
   }
   if (!opts_.runtime.empty()) {
     auto info = engine_.Call("GET", "/info", {}, opts_.probe_timeout);
-    const Json i = info && info->status == 200 ? Json::parse(info->body, nullptr, false) : Json();
+    const Json i = info && info->status == 200 ? ParseUntrustedJson(info->body) : Json();
     if (!i.is_object() || !i.contains("Runtimes") || !i["Runtimes"].contains(opts_.runtime)) {
       p.reason = "The Docker engine at " + sock + " has no runtime '" + opts_.runtime +
                  "' (AGENTBOX_DOCKER_RUNTIME).";
@@ -150,10 +151,10 @@ SandboxesCgroup DockerBackend::SandboxesCpuGroup() {
   if (!info || info->status != 200) {
     return {};  // asked again at the next create
   }
-  const Json i = Json::parse(info->body, nullptr, false);
-  const SandboxesCgroup g =
-      i.is_object() ? SandboxesCgroupFor(i.value("CgroupDriver", ""), i.value("CgroupVersion", ""))
-                    : SandboxesCgroup{};
+  const Json i = ParseUntrustedJson(info->body);
+  const SandboxesCgroup g = i.is_object() ? SandboxesCgroupFor(ValueOr(i, "CgroupDriver", ""),
+                                                               ValueOr(i, "CgroupVersion", ""))
+                                          : SandboxesCgroup{};
   std::lock_guard<std::mutex> lock(mu_);
   cpu_group_ = g;
   return g;

@@ -42,7 +42,7 @@ Result<int> DockerBackend::CleanupOrphans(RecoveryReport* report) {
   for (const auto& entry : *list) {
     const std::string id = LabelOf(entry, label::kId);
     const std::string state_dir = LabelOf(entry, label::kStateDir);
-    const std::string cid = entry.value("Id", "");
+    const std::string cid = ValueOr(entry, "Id", "");
     if (!ValidSandboxId(id) || state_dir.empty() || cid.empty()) {
       continue;
     }
@@ -58,15 +58,14 @@ Result<int> DockerBackend::CleanupOrphans(RecoveryReport* report) {
       why = "its destroy was interrupted";
       what = "destroy_finished";
     } else if (mine) {
-      const std::string state = entry.value("State", "");
+      const std::string state = ValueOr(entry, "State", "");
       double expires = 0;
       bool egress_missing = false;
       if (auto meta = LoadMeta(SandboxDir(id))) {
         expires = meta->expires_at;
         // Network egress is attached after the start and then named in meta.json: a started
         // container without it is a create that died in between (it would have no network).
-        egress_missing =
-            LabelOf(entry, label::kNetwork) == "egress" && meta->egress_link.empty();
+        egress_missing = LabelOf(entry, label::kNetwork) == "egress" && meta->egress_link.empty();
       }
       if (egress_missing) {
         why = "its create was interrupted before its network was attached";

@@ -10,6 +10,7 @@
 #include "backends/docker/docker_backend.h"
 #include "backends/docker/host_dir.h"
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/time_util.h"
 
@@ -24,7 +25,7 @@ Result<SandboxInfo> DockerBackend::RestartGuest(const std::string& id) {
   if (!c) {
     return Fail(c.error());
   }
-  const std::string container_id = c->value("Id", ContainerName(id));
+  const std::string container_id = ValueOr(*c, "Id", ContainerName(id));
   const std::string dir = SandboxDir(id);
   auto meta = LoadMeta(dir);
   if (!meta) {
@@ -64,9 +65,9 @@ Result<SandboxInfo> DockerBackend::RestartGuest(const std::string& id) {
     DetachEgress(meta->egress_link);
     meta->egress_link.clear();
     auto spec = InfoFromInspect(*fresh);
-    auto link = spec && spec->spec.egress ? AttachEgress(container_id, *spec->spec.egress)
-                                          : Result<std::string>(Fail(ErrorCode::kInternal,
-                                                                     "no egress policy label"));
+    auto link = spec && spec->spec.egress
+                    ? AttachEgress(container_id, *spec->spec.egress)
+                    : Result<std::string>(Fail(ErrorCode::kInternal, "no egress policy label"));
     if (link) {
       meta->egress_link = *link;
     }
@@ -132,19 +133,19 @@ std::vector<std::string> DockerBackend::GuestsRestarted() {
     if (end == std::string::npos) {
       end = r->body.size();
     }
-    const Json ev = Json::parse(r->body.substr(at, end - at), nullptr, false);
+    const Json ev = ParseUntrustedJson(r->body.substr(at, end - at));
     at = end + 1;
     if (!ev.is_object() || !ev.contains("Actor") || !ev["Actor"].is_object()) {
       continue;
     }
-    const Json& attrs = ev["Actor"].value("Attributes", Json::object());
+    const Json& attrs = ValueOr(ev["Actor"], "Attributes", Json::object());
     if (!attrs.is_object() || !attrs.contains(label::kId) || !attrs[label::kId].is_string()) {
       continue;
     }
     const std::string id = attrs[label::kId].get<std::string>();
     const double t = ev.contains("timeNano") && ev["timeNano"].is_number()
                          ? ev["timeNano"].get<double>() / 1e9
-                         : ev.value("time", 0.0);
+                         : ValueOr(ev, "time", 0.0);
     // The engine stamps the event before it answers the start call, on this machine's clock:
     // an event of our own start falls within the call (a few ms of slack for rounding).
     if (auto own = own_starts_.find(id); own != own_starts_.end() &&

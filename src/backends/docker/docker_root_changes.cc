@@ -2,6 +2,7 @@
 // against its image (GET /containers/{id}/changes, what `docker diff` prints).
 #include "backends/docker/container_request.h"
 #include "backends/docker/docker_backend.h"
+#include "common/json_util.h"
 
 namespace agentbox::docker {
 
@@ -10,7 +11,7 @@ Result<RootChanges> DockerBackend::ListRootChanges(const std::string& id, size_t
   if (!c) {
     return Fail(c.error());
   }
-  const std::string container = c->value("Id", ContainerName(id));
+  const std::string container = ValueOr(*c, "Id", ContainerName(id));
   auto r =
       engine_.Call("GET", "/containers/" + container + "/changes", {}, std::chrono::seconds(60));
   if (!r) {

@@ -177,7 +177,7 @@ Result<long> EngineClient::Stream(std::string_view method, std::string_view path
 }
 
 std::string EngineMessage(std::string_view body) {
-  auto j = Json::parse(body, nullptr, false);
+  auto j = ParseUntrustedJson(body);
   if (j.is_object() && j.contains("message") && j["message"].is_string()) {
     return j["message"].get<std::string>();
   }

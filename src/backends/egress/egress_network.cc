@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 
@@ -194,7 +195,7 @@ Result<EgressOptions> EgressOptionsFromConfig(const Config& cfg, int half) {
     o.dns = NameserversOf(*text);
   }
   if (auto p = cfg.Get("AGENTBOX_EGRESS_POLICY"); p && !p->empty()) {
-    const Json j = Json::parse(*p, nullptr, false);
+    const Json j = ParseUntrustedJson(*p);
     if (j.is_discarded()) {
       return Fail(ErrorCode::kInvalidArgument, "AGENTBOX_EGRESS_POLICY is not JSON");
     }
@@ -323,8 +324,8 @@ Result<Attachment> EgressNetwork::Attach(pid_t pid, const EgressPolicy& policy) 
     }
   }
   // Rules before the link carries anything.
-  if (auto r = Run({"iptables-restore", "-w", "5", "--noflush"},
-                   SandboxRules(s, policy, opts_.dns));
+  if (auto r =
+          Run({"iptables-restore", "-w", "5", "--noflush"}, SandboxRules(s, policy, opts_.dns));
       !r) {
     return undo(r.error());
   }
@@ -340,8 +341,7 @@ Result<Attachment> EgressNetwork::Attach(pid_t pid, const EgressPolicy& policy) 
   const std::string inside = "link set " + s.peer + " name eth0\n" + "addr add " + s.sandbox_ip +
                              "/" + s.prefix_len + " dev eth0\n" + "link set eth0 up\n" +
                              "link set lo up\n" + "route add default via " + s.host_ip + "\n";
-  if (auto r = Run({"nsenter", "-t", std::to_string(pid), "-n", "ip", "-batch", "-"}, inside);
-      !r) {
+  if (auto r = Run({"nsenter", "-t", std::to_string(pid), "-n", "ip", "-batch", "-"}, inside); !r) {
     return undo(r.error());
   }
   attached_.insert(s.link);

@@ -12,6 +12,7 @@
 #include "backends/jail/jail_backend.h"
 #include "backends/jail/jail_config.h"
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/unique_fd.h"
 
 namespace agentbox::jail {

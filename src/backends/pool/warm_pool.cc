@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "common/crash_point.h"
+#include "common/guarded.h"
 #include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -87,7 +88,7 @@ WarmPool::WarmPool(SandboxBackendPtr inner, WarmPoolOptions options)
   next_health_ = Clock::now() + opts_.health_interval;
   Log(LogLevel::kInfo, "pool.started", "backend={} size={} max_specs={} refill_delay_ms={}",
       stats_.backend, opts_.size, opts_.max_specs, opts_.refill_delay.count());
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] { CallGuarded([this] { Run(); }, "warm_pool"); });
 }
 
 WarmPool::~WarmPool() {

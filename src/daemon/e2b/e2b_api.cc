@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/base64.h"
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "daemon/api_detail.h"
@@ -119,7 +120,8 @@ void E2bApi::Handle(const http::Request& req, http::Respond respond) {
   }
   auto caller = Authenticate(req);
   if (!caller) {
-    return respond(ApiError(401, "missing or invalid API key (X-API-KEY: an AGENTBOX_API_KEYS key)"));
+    return respond(
+        ApiError(401, "missing or invalid API key (X-API-KEY: an AGENTBOX_API_KEYS key)"));
   }
   ControlPlane(req, *caller, std::move(respond));
 }
@@ -179,11 +181,11 @@ void E2bApi::Native(const std::string& method, const std::string& path, const Js
   }
   d_.Route(r, DaemonApi::Caller{caller.owner, caller.admin},
            [done = std::move(done)](http::Response resp) {
-             const Json env = Json::parse(resp.body, nullptr, false);
-             if (resp.status < 300 && env.is_object() && env.value("success", false)) {
-               return done(resp.status, env.value("data", Json()), "");
+             const Json env = ParseUntrustedJson(resp.body);
+             if (resp.status < 300 && env.is_object() && ValueOr(env, "success", false)) {
+               return done(resp.status, ValueOr(env, "data", Json()), "");
              }
-             std::string message = env.is_object() ? env.value("message", "") : resp.body;
+             std::string message = env.is_object() ? ValueOr(env, "message", "") : resp.body;
              done(resp.status, Json(), message.empty() ? "request failed" : message);
            });
 }
@@ -194,8 +196,8 @@ void E2bApi::GuestReplaced(const SandboxInfo& info, std::function<void()> done) 
   }
   EnsureUser(info, [id = info.id, done = std::move(done)](Result<void> r) {
     if (!r) {
-      Log(LogLevel::kWarn, "e2b.user_setup_failed", "id={} after=guest_replaced error=\"{}\"",
-          id, r.error().message);
+      Log(LogLevel::kWarn, "e2b.user_setup_failed", "id={} after=guest_replaced error=\"{}\"", id,
+          r.error().message);
     }
     done();
   });
@@ -215,45 +217,45 @@ void E2bApi::EnsureUser(const SandboxInfo& info, std::function<void(Result<void>
   cr.target = "/api/v1/exec/start";
   cr.headers = {{"X-Access-Token", info.guest_token}, {"Content-Type", "application/json"}};
   cr.body = DumpJson(Json{{"cmd", "/bin/sh"}, {"args", {"-c", kEnsureUserScript}}, {"cwd", "/"}});
-  d_.client_.Send(info.guest_endpoint.substr(5), std::move(cr), d_.health_.deadlines().call,
-                  [done = std::move(done)](Result<http::ClientResponse> r) {
-                    if (!r) {
-                      return done(Fail(r.error()));
-                    }
-                    if (r->status != 200) {
-                      return done(Fail(ErrorCode::kInternal, "creating user 'user': " + r->body));
-                    }
-                    // The last line is the end event; stderr says why it failed.
-                    std::string err;
-                    int code = -1;
-                    size_t pos = 0;
-                    while (pos < r->body.size()) {
-                      size_t nl = r->body.find('\n', pos);
-                      if (nl == std::string::npos) {
-                        nl = r->body.size();
-                      }
-                      const Json j = Json::parse(r->body.substr(pos, nl - pos), nullptr, false);
-                      pos = nl + 1;
-                      if (!j.is_object()) {
-                        continue;
-                      }
-                      if (j.value("event", "") == "stderr") {
-                        err += Base64Decode(j.value("data", "")).value_or("");
-                      } else if (j.value("event", "") == "end") {
-                        code = j.value("exit_code", -1);
-                      }
-                    }
-                    if (code != 0) {
-                      return done(Fail(ErrorCode::kInternal,
-                                       "creating user 'user' failed (exit " +
-                                           std::to_string(code) + "): " + err));
-                    }
-                    done({});
-                  });
+  d_.client_.Send(
+      info.guest_endpoint.substr(5), std::move(cr), d_.health_.deadlines().call,
+      [done = std::move(done)](Result<http::ClientResponse> r) {
+        if (!r) {
+          return done(Fail(r.error()));
+        }
+        if (r->status != 200) {
+          return done(Fail(ErrorCode::kInternal, "creating user 'user': " + r->body));
+        }
+        // The last line is the end event; stderr says why it failed.
+        std::string err;
+        int code = -1;
+        size_t pos = 0;
+        while (pos < r->body.size()) {
+          size_t nl = r->body.find('\n', pos);
+          if (nl == std::string::npos) {
+            nl = r->body.size();
+          }
+          const Json j = ParseUntrustedJson(r->body.substr(pos, nl - pos));
+          pos = nl + 1;
+          if (!j.is_object()) {
+            continue;
+          }
+          if (ValueOr(j, "event", "") == "stderr") {
+            err += Base64Decode(ValueOr(j, "data", "")).value_or("");
+          } else if (ValueOr(j, "event", "") == "end") {
+            code = ValueOr(j, "exit_code", -1);
+          }
+        }
+        if (code != 0) {
+          return done(Fail(ErrorCode::kInternal, "creating user 'user' failed (exit " +
+                                                     std::to_string(code) + "): " + err));
+        }
+        done({});
+      });
 }
 
 void E2bApi::Create(const http::Request& req, const Caller& caller, http::Respond respond) {
-  const Json body = Json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+  const Json body = ParseUntrustedJson(req.body.empty() ? "{}" : req.body);
   auto t = NativeCreateBody(body, opts_.templates, opts_.default_timeout_s);
   if (!t) {
     return respond(ApiError(HttpStatus(t.error().code), t.error().message));
@@ -263,7 +265,7 @@ void E2bApi::Create(const http::Request& req, const Caller& caller, http::Respon
            if (status != 201) {
              return respond(ApiError(status, message));
            }
-           const std::string id = data.value("id", "");
+           const std::string id = ValueOr(data, "id", "");
            auto e = d_.Find(id, DaemonApi::Caller{"", true});
            if (!e) {
              return respond(ApiError(500, "sandbox '" + id + "' vanished after creation"));
@@ -284,7 +286,7 @@ void E2bApi::Create(const http::Request& req, const Caller& caller, http::Respon
 
 void E2bApi::Connect(const std::string& id, const http::Request& req, const Caller& caller,
                      http::Respond respond) {
-  const Json body = Json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+  const Json body = ParseUntrustedJson(req.body.empty() ? "{}" : req.body);
   if (!body.is_object()) {
     return respond(ApiError(400, "body must be a JSON object"));
   }
@@ -326,9 +328,9 @@ void E2bApi::GetOne(const std::string& id, const Caller& caller, http::Respond r
            if (status != 200) {
              return respond(ApiError(status, message));
            }
-           auto e = d_.Find(data.value("id", ""), DaemonApi::Caller{"", true});
-           respond(ApiJson(200, DetailFromNative(
-                                    data, e ? EnvdAccessToken(e->info.guest_token) : "")));
+           auto e = d_.Find(ValueOr(data, "id", ""), DaemonApi::Caller{"", true});
+           respond(
+               ApiJson(200, DetailFromNative(data, e ? EnvdAccessToken(e->info.guest_token) : "")));
          });
 }
 
@@ -366,14 +368,13 @@ void E2bApi::List(const http::Request& req, const Caller& caller, http::Respond 
   }
   const std::string token = req.QueryParam("nextToken").value_or("");
   Native("GET", "/v1/sandboxes", Json(), caller,
-         [filter, want_running, limit, token, respond](int status, Json data,
-                                                       std::string message) {
+         [filter, want_running, limit, token, respond](int status, Json data, std::string message) {
            if (status != 200) {
              return respond(ApiError(status, message));
            }
            std::vector<Json> items;
-           for (const auto& s : data.value("sandboxes", Json::array())) {
-             const Json labels = s.value("labels", Json::object());
+           for (const auto& s : ValueOr(data, "sandboxes", Json::array())) {
+             const Json labels = ValueOr(s, "labels", Json::object());
              bool match = want_running;
              for (const auto& [k, v] : filter) {
                match = match && labels.contains(k) && labels[k] == v;
@@ -384,9 +385,9 @@ void E2bApi::List(const http::Request& req, const Caller& caller, http::Respond 
            }
            // Newest first; the page token is the id of the first sandbox of the next page.
            std::sort(items.begin(), items.end(), [](const Json& a, const Json& b) {
-             const double ta = a.value("created_at", 0.0);
-             const double tb = b.value("created_at", 0.0);
-             return ta != tb ? ta > tb : a.value("id", "") < b.value("id", "");
+             const double ta = ValueOr(a, "created_at", 0.0);
+             const double tb = ValueOr(b, "created_at", 0.0);
+             return ta != tb ? ta > tb : ValueOr(a, "id", "") < ValueOr(b, "id", "");
            });
            size_t start = 0;
            if (!token.empty()) {
@@ -424,7 +425,7 @@ void E2bApi::Kill(const std::string& id, const Caller& caller, http::Respond res
 
 void E2bApi::SetTimeout(const std::string& id, const http::Request& req, const Caller& caller,
                         http::Respond respond) {
-  const Json body = Json::parse(req.body, nullptr, false);
+  const Json body = ParseUntrustedJson(req.body);
   if (!body.is_object() || !body.contains("timeout") || !body["timeout"].is_number_integer() ||
       body["timeout"].get<int64_t>() < 0) {
     return respond(ApiError(400, "body must be {\"timeout\": seconds}"));

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "common/fs_util.h"
+#include "common/json_util.h"
 #include "common/strings.h"
 #include "daemon/daemon_api.h"
 #include "daemon/e2b/e2b_api.h"
@@ -32,8 +33,8 @@ http::Response RestError(int status, const std::string& message) {
 }
 
 std::string GuestMessage(const std::string& body) {
-  const Json env = Json::parse(body, nullptr, false);
-  return env.is_object() ? env.value("message", body) : body;
+  const Json env = ParseUntrustedJson(body);
+  return ValueOr(env, "message", body);
 }
 
 constexpr size_t kMaxParts = 1000;

@@ -3,6 +3,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <mutex>
 
+#include "common/json_util.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "daemon/daemon_api.h"
@@ -67,8 +68,8 @@ void ReadAll(std::shared_ptr<http::BodySource> src, std::function<void(std::stri
 }
 
 std::string GuestMessage(const std::string& body) {
-  const Json env = Json::parse(body, nullptr, false);
-  return env.is_object() ? env.value("message", body) : body;
+  const Json env = ParseUntrustedJson(body);
+  return ValueOr(env, "message", body);
 }
 
 // Turns the guest's NDJSON process events into Connect envelopes of StartResponse /
@@ -140,13 +141,13 @@ class ProcessRelay : public http::BodySource, public std::enable_shared_from_thi
     pending_.append(*bytes);
     size_t nl;
     while ((nl = pending_.find('\n')) != std::string::npos) {
-      const Json line = Json::parse(pending_.substr(0, nl), nullptr, false);
+      const Json line = ParseUntrustedJson(pending_.substr(0, nl));
       pending_.erase(0, nl + 1);
-      if (line.is_object() && line.value("event", "") == "start") {
+      if (line.is_object() && ValueOr(line, "event", "") == "start") {
         std::lock_guard<std::mutex> lock(mu_);
-        pid_ = line.value("pid", int64_t{0});
+        pid_ = ValueOr(line, "pid", int64_t{0});
       }
-      if (line.is_object() && line.value("event", "") == "end") {
+      if (line.is_object() && ValueOr(line, "event", "") == "end") {
         saw_end_ = true;
       }
       if (auto ev = translate_(line)) {
@@ -286,7 +287,7 @@ void E2bApi::Envd(const http::Request& req, http::Respond respond) {
     r.status = 415;
     return respond(std::move(r));
   }
-  const Json msg = Json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+  const Json msg = ParseUntrustedJson(req.body.empty() ? "{}" : req.body);
   if (!msg.is_object()) {
     return respond(ConnectUnaryError(400, "the request message must be a JSON object"));
   }
@@ -306,9 +307,9 @@ void E2bApi::CallGuest(const Target& t, const std::string& op, const Json& body,
                     if (!r) {
                       return done(Fail(r.error()));
                     }
-                    const Json env = Json::parse(r->body, nullptr, false);
-                    if (r->status == 200 && env.is_object() && env.value("success", false)) {
-                      return done(env.value("data", Json::object()));
+                    const Json env = ParseUntrustedJson(r->body);
+                    if (r->status == 200 && env.is_object() && ValueOr(env, "success", false)) {
+                      return done(ValueOr(env, "data", Json::object()));
                     }
                     Error e{ErrorCode::kInternal, GuestMessage(r->body)};
                     e.sys_errno = r->status;  // carried as the guest's HTTP status
@@ -322,7 +323,7 @@ void E2bApi::ProcessStream(const Target& t, const http::Request& req, const std:
   if (!payload) {
     return respond(StreamError("invalid_argument", payload.error().message));
   }
-  const Json msg = Json::parse(*payload, nullptr, false);
+  const Json msg = ParseUntrustedJson(*payload);
   Result<Json> guest_body =
       op == "Start" ? ExecStartFromStartRequest(msg, t.user) : GuestSelector(msg);
   if (!guest_body) {
@@ -381,7 +382,7 @@ void E2bApi::WatchStream(const Target& t, const http::Request& req, http::Respon
   if (!payload) {
     return respond(StreamError("invalid_argument", payload.error().message));
   }
-  const Json msg = Json::parse(*payload, nullptr, false);
+  const Json msg = ParseUntrustedJson(*payload);
   if (!msg.is_object() || !msg.contains("path") || !msg["path"].is_string() ||
       msg["path"].get<std::string>().empty()) {
     return respond(StreamError("invalid_argument", "WatchDirRequest.path is required"));
@@ -389,7 +390,7 @@ void E2bApi::WatchStream(const Target& t, const http::Request& req, http::Respon
   if (msg.contains("recursive") && !msg["recursive"].is_boolean()) {
     return respond(StreamError("invalid_argument", "WatchDirRequest.recursive must be a boolean"));
   }
-  if (msg.value("includeEntry", msg.value("include_entry", false)) == true) {
+  if (ValueOr(msg, "includeEntry", ValueOr(msg, "include_entry", false))) {
     return respond(StreamError("unimplemented", "includeEntry is not supported by agentboxd"));
   }
   http::ClientRequest cr;
@@ -397,7 +398,7 @@ void E2bApi::WatchStream(const Target& t, const http::Request& req, http::Respon
   cr.target = "/api/v1/fs/watch";
   cr.headers = {{"X-Access-Token", t.guest_token}, {"Content-Type", "application/json"}};
   cr.body = DumpJson(Json{{"path", ResolvePath(msg["path"].get<std::string>(), t.user)},
-                          {"recursive", msg.value("recursive", false)}});
+                          {"recursive", ValueOr(msg, "recursive", false)}});
   d_.client_.SendStreaming(
       t.socket, std::move(cr), d_.health_.deadlines().stream_idle,
       [this, t, respond, start = std::chrono::steady_clock::now()](Result<http::ClientResponse> r) {
@@ -454,7 +455,7 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     Json body = *sel;
     std::string op = "exec/close-stdin";
     if (method == "process.Process/SendInput") {
-      const Json input = msg.value("input", Json::object());
+      const Json input = ValueOr(msg, "input", Json::object());
       // The guest writes to the process's pty when it has one, else to its stdin pipe.
       const char* key = input.is_object() && input.contains("pty") ? "pty" : "stdin";
       if (!input.is_object() || !input.contains(key) || !input[key].is_string()) {
@@ -464,7 +465,7 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
       body["data"] = input[key];
       op = "exec/input";
     } else if (method == "process.Process/SendSignal") {
-      auto sig = SignalNumber(msg.value("signal", Json()));
+      auto sig = SignalNumber(ValueOr(msg, "signal", Json()));
       if (!sig) {
         return bad(sig.error());
       }
@@ -496,7 +497,7 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
       return respond(ConnectUnaryError(400, "path is required"));
     }
     return CallGuest(t, "fs/stat", Json{{"path", *path}}, relay([](const Json& d) {
-                       return Json{{"entry", EntryInfoFromGuest(d.value("entry", Json()))}};
+                       return Json{{"entry", EntryInfoFromGuest(ValueOr(d, "entry", Json()))}};
                      }));
   }
   if (method == "filesystem.Filesystem/ListDir") {
@@ -511,7 +512,7 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     return CallGuest(t, "fs/list", Json{{"path", *path}, {"depth", depth}},
                      relay([](const Json& d) {
                        Json entries = Json::array();
-                       for (const auto& e : d.value("entries", Json::array())) {
+                       for (const auto& e : ValueOr(d, "entries", Json::array())) {
                          entries.push_back(EntryInfoFromGuest(e));
                        }
                        return Json{{"entries", std::move(entries)}};
@@ -528,12 +529,12 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
             const int status = r.error().sys_errno ? r.error().sys_errno : 503;
             return respond(ConnectUnaryError(status, r.error().message));
           }
-          if (!r->value("created", false)) {
+          if (!ValueOr(*r, "created", false)) {
             return respond(
                 ConnectUnaryErrorCode("already_exists", "directory " + *path + " already exists"));
           }
           http::Response out;
-          out.body = DumpJson(Json{{"entry", EntryInfoFromGuest(r->value("entry", Json()))}});
+          out.body = DumpJson(Json{{"entry", EntryInfoFromGuest(ValueOr(*r, "entry", Json()))}});
           respond(std::move(out));
         });
   }
@@ -545,7 +546,7 @@ void E2bApi::Unary(const Target& t, const std::string& method, const Json& msg,
     }
     return CallGuest(t, "fs/move", Json{{"source", *from}, {"destination", *to}},
                      relay([](const Json& d) {
-                       return Json{{"entry", EntryInfoFromGuest(d.value("entry", Json()))}};
+                       return Json{{"entry", EntryInfoFromGuest(ValueOr(d, "entry", Json()))}};
                      }));
   }
   if (method == "filesystem.Filesystem/Remove") {

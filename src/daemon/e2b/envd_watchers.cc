@@ -4,6 +4,7 @@
 #include <deque>
 #include <mutex>
 
+#include "common/json_util.h"
 #include "common/strings.h"
 #include "daemon/daemon_api.h"
 #include "daemon/e2b/e2b_api.h"
@@ -63,7 +64,7 @@ void E2bApi::PumpWatcher(std::shared_ptr<Watcher> w) {
       self->pending.append(*bytes);
       size_t nl;
       while ((nl = self->pending.find('\n')) != std::string::npos) {
-        auto ev = WatchEventFromGuest(Json::parse(self->pending.substr(0, nl), nullptr, false));
+        auto ev = WatchEventFromGuest(ParseUntrustedJson(self->pending.substr(0, nl)));
         self->pending.erase(0, nl + 1);
         if (!ev || !ev->contains("filesystem")) {
           continue;
@@ -129,7 +130,7 @@ void E2bApi::Watchers(const Target& t, const std::string& method, const Json& ms
     cr.target = "/api/v1/fs/watch";
     cr.headers = {{"X-Access-Token", t.guest_token}, {"Content-Type", "application/json"}};
     cr.body = DumpJson(Json{{"path", ResolvePath(msg["path"].get<std::string>(), t.user)},
-                            {"recursive", msg.value("recursive", false)}});
+                            {"recursive", ValueOr(msg, "recursive", false)}});
     return d_.client_.SendStreaming(
         t.socket, std::move(cr), d_.health_.deadlines().stream_idle,
         [this, t, respond](Result<http::ClientResponse> r) {
@@ -141,10 +142,9 @@ void E2bApi::Watchers(const Target& t, const std::string& method, const Json& ms
             auto stream = r->stream;
             // The guest's error is one small JSON body.
             return stream->Next([respond, status, stream](Result<std::string_view> b, bool) {
-              const Json env =
-                  Json::parse(b ? std::string(*b) : std::string("{}"), nullptr, false);
+              const Json env = ParseUntrustedJson(b ? std::string(*b) : std::string("{}"));
               respond(ConnectError(ConnectCode(status),
-                                   env.is_object() ? env.value("message", "") : ""));
+                                   env.is_object() ? ValueOr(env, "message", "") : ""));
             });
           }
           auto w = std::make_shared<Watcher>();
@@ -161,7 +161,7 @@ void E2bApi::Watchers(const Target& t, const std::string& method, const Json& ms
           respond(std::move(out));
         });
   }
-  const std::string id = msg.value("watcherId", msg.value("watcher_id", ""));
+  const std::string id = ValueOr(msg, "watcherId", ValueOr(msg, "watcher_id", ""));
   std::shared_ptr<Watcher> w;
   {
     std::lock_guard<std::mutex> lock(watchers_mu_);

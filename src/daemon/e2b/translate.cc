@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 
 #include "common/base64.h"
+#include "common/json_util.h"
 #include "common/strings.h"
 #include "daemon/auth.h"
 
@@ -104,18 +107,18 @@ std::optional<Json> ProcessEventFromGuest(const Json& line) {
   if (!line.is_object()) {
     return std::nullopt;
   }
-  const std::string ev = line.value("event", "");
+  const std::string ev = ValueOr(line, "event", "");
   Json inner;
   if (ev == "start") {
-    inner = {{"start", {{"pid", line.value("pid", 0)}}}};
+    inner = {{"start", {{"pid", ValueOr(line, "pid", int64_t{0})}}}};
   } else if (ev == "stdout" || ev == "stderr" || ev == "pty") {
-    inner = {{"data", {{ev, line.value("data", "")}}}};
+    inner = {{"data", {{ev, ValueOr(line, "data", "")}}}};
   } else if (ev == "keepalive") {
     inner = {{"keepalive", Json::object()}};
   } else if (ev == "end") {
-    Json end = {{"exitCode", line.value("exit_code", -1)},
-                {"exited", line.value("exited", false)},
-                {"status", line.value("status", "")}};
+    Json end = {{"exitCode", ValueOr(line, "exit_code", -1)},
+                {"exited", ValueOr(line, "exited", false)},
+                {"status", ValueOr(line, "status", "")}};
     if (line.contains("error")) {
       end["error"] = line["error"];
     }
@@ -212,7 +215,7 @@ std::optional<Json> WatchEventFromGuest(const Json& line) {
   if (!line.is_object()) {
     return std::nullopt;
   }
-  const std::string ev = line.value("event", "");
+  const std::string ev = ValueOr(line, "event", "");
   if (ev == "start") {
     return Json{{"start", Json::object()}};
   }
@@ -227,11 +230,11 @@ std::optional<Json> WatchEventFromGuest(const Json& line) {
                                                             {"remove", "EVENT_TYPE_REMOVE"},
                                                             {"rename", "EVENT_TYPE_RENAME"},
                                                             {"chmod", "EVENT_TYPE_CHMOD"}};
-  auto type = kTypes.find(line.value("type", ""));
+  auto type = kTypes.find(ValueOr(line, "type", ""));
   if (type == kTypes.end()) {
     return std::nullopt;
   }
-  return Json{{"filesystem", {{"name", line.value("name", "")}, {"type", type->second}}}};
+  return Json{{"filesystem", {{"name", ValueOr(line, "name", "")}, {"type", type->second}}}};
 }
 
 Result<Json> GuestSelector(const Json& req) {
@@ -276,33 +279,20 @@ Result<int> SignalNumber(const Json& v) {
   return Fail(ErrorCode::kInvalidArgument, "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM");
 }
 
-Json ListResponseFromGuest(const Json& data) {
-  Json out = Json::array();
-  if (data.contains("processes") && data["processes"].is_array()) {
-    for (const auto& p : data["processes"]) {
-      Json config = {{"cmd", p.value("cmd", "")},
-                     {"args", p.contains("args") ? p["args"] : Json::array()},
-                     {"envs", p.contains("envs") ? p["envs"] : Json::object()}};
-      if (p.contains("cwd") && !p["cwd"].get<std::string>().empty()) {
-        config["cwd"] = p["cwd"];
-      }
-      Json j = {{"config", std::move(config)}, {"pid", p.value("pid", 0)}};
-      if (p.contains("tag")) {
-        j["tag"] = p["tag"];
-      }
-      out.push_back(std::move(j));
-    }
-  }
-  return Json{{"processes", std::move(out)}};
-}
-
 std::string Rfc3339(double t) {
+  // A guest's mtime is untrusted: a non-finite or out-of-range number would overflow time_t
+  // (found by fuzz_connect_envelope). Times are kept within years 0001..9999, as RFC 3339 is.
+  constexpr double kFirst = -62135596800.0;  // 0001-01-01T00:00:00Z
+  constexpr double kLast = 253402300799.0;   // 9999-12-31T23:59:59Z
+  t = std::isfinite(t) ? std::clamp(t, kFirst, kLast) : 0.0;
   const auto secs = static_cast<time_t>(std::floor(t));
   const auto nanos = static_cast<long>(std::llround((t - static_cast<double>(secs)) * 1e9));
   std::tm tm{};
   ::gmtime_r(&secs, &tm);
   char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  // %Y would not pad years before 1000 to four digits, as RFC 3339 requires.
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   std::string out = buf;
   if (nanos > 0 && nanos < 1000000000) {
     char frac[16];
@@ -314,27 +304,44 @@ std::string Rfc3339(double t) {
 
 namespace {
 
-// Fields of a guest's answer, read without trusting its shape (the guest runs in the sandbox):
-// a missing field, a field of another type, or an entry that is not an object gives the
-// default instead of nlohmann's type_error (found by fuzz_connect_envelope).
-std::string GuestString(const Json& e, const char* key) {
-  if (!e.is_object()) {
-    return "";
-  }
-  auto it = e.find(key);
-  return it != e.end() && it->is_string() ? it->get<std::string>() : "";
-}
+// Fields of a guest's answer are read with ValueOr, without trusting its shape (the guest runs
+// in the sandbox): a missing field, a field of another type, a number out of range or an entry
+// that is not an object gives the default instead of nlohmann's type_error or an out-of-range
+// cast (found by fuzz_connect_envelope).
+std::string GuestString(const Json& e, const char* key) { return ValueOr(e, key, ""); }
 
 template <class T>
 T GuestNumber(const Json& e, const char* key) {
-  if (!e.is_object()) {
-    return T{};
-  }
-  auto it = e.find(key);
-  return it != e.end() && it->is_number() ? it->get<T>() : T{};
+  return ValueOr<T>(e, key, T{});
 }
 
 }  // namespace
+
+Json ListResponseFromGuest(const Json& data) {
+  Json out = Json::array();
+  const auto processes = data.is_object() ? data.find("processes") : data.end();
+  if (processes != data.end() && processes->is_array()) {
+    for (const auto& p : *processes) {
+      if (!p.is_object()) {
+        continue;
+      }
+      const auto args = p.find("args");
+      const auto envs = p.find("envs");
+      Json config = {{"cmd", GuestString(p, "cmd")},
+                     {"args", args != p.end() && args->is_array() ? *args : Json::array()},
+                     {"envs", envs != p.end() && envs->is_object() ? *envs : Json::object()}};
+      if (std::string cwd = GuestString(p, "cwd"); !cwd.empty()) {
+        config["cwd"] = std::move(cwd);
+      }
+      Json j = {{"config", std::move(config)}, {"pid", GuestNumber<int64_t>(p, "pid")}};
+      if (auto tag = p.find("tag"); tag != p.end() && tag->is_string()) {
+        j["tag"] = *tag;
+      }
+      out.push_back(std::move(j));
+    }
+  }
+  return Json{{"processes", std::move(out)}};
+}
 
 Json EntryInfoFromGuest(const Json& e) {
   const std::string type = GuestString(e, "type");
@@ -411,11 +418,11 @@ Json MetadataFromLabels(const Json& labels) {
 namespace {
 
 std::string TemplateOf(const Json& native) {
-  const Json labels = native.value("labels", Json::object());
+  const Json labels = ValueOr(native, "labels", Json::object());
   if (labels.is_object() && labels.contains(kTemplateLabel)) {
     return labels[kTemplateLabel].get<std::string>();
   }
-  const std::string image = native.value("image", "");
+  const std::string image = ValueOr(native, "image", "");
   return image.empty() ? "base" : image;
 }
 
@@ -425,7 +432,7 @@ Json SandboxFromNative(const Json& native, const std::string& envd_token,
                        const std::string& domain) {
   const std::string tmpl = TemplateOf(native);
   return Json{{"templateID", tmpl},
-              {"sandboxID", native.value("id", "")},
+              {"sandboxID", ValueOr(native, "id", "")},
               {"clientID", "agentbox"},
               {"alias", tmpl},
               {"envdVersion", kEnvdVersion},
@@ -435,13 +442,13 @@ Json SandboxFromNative(const Json& native, const std::string& envd_token,
 
 Json DetailFromNative(const Json& native, const std::string& envd_token) {
   Json out = SandboxFromNative(native, envd_token);
-  const Json limits = native.value("limits", Json::object());
+  const Json limits = ValueOr(native, "limits", Json::object());
   const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   const int64_t host_mb =
       static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGE_SIZE) >> 20;
-  out["startedAt"] = Rfc3339(native.value("created_at", 0.0));
-  const double expires = native.value("expires_at", 0.0);
-  out["endAt"] = Rfc3339(expires > 0 ? expires : native.value("created_at", 0.0) + 7 * 86400);
+  out["startedAt"] = Rfc3339(ValueOr(native, "created_at", 0.0));
+  const double expires = ValueOr(native, "expires_at", 0.0);
+  out["endAt"] = Rfc3339(expires > 0 ? expires : ValueOr(native, "created_at", 0.0) + 7 * 86400);
   out["cpuCount"] = limits.contains("cpus")
                         ? static_cast<int64_t>(std::ceil(limits["cpus"].get<double>()))
                         : static_cast<int64_t>(cpus > 0 ? cpus : 1);
@@ -449,7 +456,7 @@ Json DetailFromNative(const Json& native, const std::string& envd_token) {
   out["diskSizeMB"] =
       limits.contains("disk_bytes") ? limits["disk_bytes"].get<int64_t>() >> 20 : int64_t{0};
   out["state"] = "running";
-  out["metadata"] = MetadataFromLabels(native.value("labels", Json::object()));
+  out["metadata"] = MetadataFromLabels(ValueOr(native, "labels", Json::object()));
   return out;
 }
 
@@ -541,19 +548,18 @@ Result<CreateTranslation> NativeCreateBody(const Json& body,
 }
 
 Json MetricsFromNative(const Json& native) {
-  const double t = native.value("timestamp", 0.0);
-  const auto bytes = [&](const char* key) { return native.value(key, uint64_t{0}); };
-  Json one = {
-      {"timestamp", Rfc3339(t)},
-      {"timestampUnix", static_cast<int64_t>(t)},
-      // E2B counts whole cores; a fractional CPU limit is rounded up as in SandboxDetail.
-      {"cpuCount", static_cast<int64_t>(std::ceil(native.value("cpu_count", 1.0)))},
-      {"cpuUsedPct", native.value("cpu_used_pct", 0.0)},
-      {"memUsed", bytes("mem_used_bytes")},
-      {"memTotal", bytes("mem_total_bytes")},
-      {"memCache", bytes("mem_cache_bytes")},
-      {"diskUsed", bytes("disk_used_bytes")},
-      {"diskTotal", bytes("disk_total_bytes")}};
+  const double t = ValueOr(native, "timestamp", 0.0);
+  const auto bytes = [&](const char* key) { return ValueOr(native, key, uint64_t{0}); };
+  Json one = {{"timestamp", Rfc3339(t)},
+              {"timestampUnix", static_cast<int64_t>(t)},
+              // E2B counts whole cores; a fractional CPU limit is rounded up as in SandboxDetail.
+              {"cpuCount", static_cast<int64_t>(std::ceil(ValueOr(native, "cpu_count", 1.0)))},
+              {"cpuUsedPct", ValueOr(native, "cpu_used_pct", 0.0)},
+              {"memUsed", bytes("mem_used_bytes")},
+              {"memTotal", bytes("mem_total_bytes")},
+              {"memCache", bytes("mem_cache_bytes")},
+              {"diskUsed", bytes("disk_used_bytes")},
+              {"diskTotal", bytes("disk_total_bytes")}};
   return Json::array({one});
 }
 

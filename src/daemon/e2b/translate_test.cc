@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "common/base64.h"
 #include "daemon/e2b/e2b_api.h"
 
@@ -48,11 +50,19 @@ TEST(ProcessEvents, FromGuestLines) {
             Json::parse(R"({"event":{"data":{"stderr":"aGk="}}})"));
   EXPECT_EQ(*ProcessEventFromGuest({{"event", "keepalive"}}),
             Json::parse(R"({"event":{"keepalive":{}}})"));
-  EXPECT_EQ(*ProcessEventFromGuest(
-                {{"event", "end"}, {"exit_code", 3}, {"exited", true}, {"status", "exit status 3"}}),
-            Json::parse(R"({"event":{"end":{"exitCode":3,"exited":true,"status":"exit status 3"}}})"));
+  EXPECT_EQ(
+      *ProcessEventFromGuest(
+          {{"event", "end"}, {"exit_code", 3}, {"exited", true}, {"status", "exit status 3"}}),
+      Json::parse(R"({"event":{"end":{"exitCode":3,"exited":true,"status":"exit status 3"}}})"));
   EXPECT_FALSE(ProcessEventFromGuest({{"event", "other"}}));
   EXPECT_FALSE(ProcessEventFromGuest(Json::array()));
+  // Fields of another type from a hostile guest read as defaults; nothing throws.
+  EXPECT_FALSE(ProcessEventFromGuest({{"event", 5}}));
+  EXPECT_EQ(*ProcessEventFromGuest({{"event", "end"}, {"exit_code", "x"}, {"exited", 1}}),
+            Json::parse(R"({"event":{"end":{"exitCode":-1,"exited":false,"status":""}}})"));
+  EXPECT_EQ(*ProcessEventFromGuest({{"event", "start"}, {"pid", 1e300}}),
+            Json::parse(R"({"event":{"start":{"pid":0}}})"));
+  EXPECT_FALSE(WatchEventFromGuest({{"event", "fs"}, {"type", Json::array()}}));
 }
 
 TEST(ProcessEvents, PtyOutputAndWatchEvents) {
@@ -111,14 +121,29 @@ TEST(ProcessRequests, StartSelectorSignal) {
   EXPECT_EQ(list["processes"][0]["config"]["cmd"], "sleep");
   EXPECT_EQ(list["processes"][0]["config"]["cwd"], "/");
   EXPECT_EQ(list["processes"][0]["tag"], "s");
+
+  // The guest's list is untrusted (it answers from inside the sandbox): entries that are not
+  // objects are skipped, fields of another type read as defaults, never a type_error thrown into
+  // the daemon's event loop (fuzz_connect_envelope's find; seed process_list_shapes).
+  const Json odd = ListResponseFromGuest(Json::parse(
+      R"({"processes":[1,"x",{"pid":1e30,"cmd":5,"args":"a","envs":[],"cwd":3,"tag":7}]})"));
+  ASSERT_EQ(odd["processes"].size(), 1u);
+  EXPECT_EQ(odd["processes"][0]["pid"], 0);
+  EXPECT_EQ(odd["processes"][0]["config"]["cmd"], "");
+  EXPECT_EQ(odd["processes"][0]["config"]["args"], Json::array());
+  EXPECT_EQ(odd["processes"][0]["config"]["envs"], Json::object());
+  EXPECT_FALSE(odd["processes"][0]["config"].contains("cwd"));
+  EXPECT_FALSE(odd["processes"][0].contains("tag"));
+  EXPECT_EQ(ListResponseFromGuest(Json::array())["processes"], Json::array());
 }
 
 // A guest's entries are untrusted: any shape gives an entry with defaults, never a type_error
-// (fuzz_connect_envelope found a number as an entry; seed fuzz/corpus/connect_envelope/entry_number).
+// (fuzz_connect_envelope found a number as an entry; seed
+// fuzz/corpus/connect_envelope/entry_number).
 TEST(Files, HostileGuestEntriesGiveDefaults) {
-  for (const Json& e : {Json(7), Json("x"), Json::array({1}), Json(nullptr),
-                        Json{{"name", 5}, {"size", "big"}, {"mtime", "now"}, {"type", 1},
-                             {"symlink_target", 3}}}) {
+  for (const Json& e :
+       {Json(7), Json("x"), Json::array({1}), Json(nullptr),
+        Json{{"name", 5}, {"size", "big"}, {"mtime", "now"}, {"type", 1}, {"symlink_target", 3}}}) {
     const Json out = EntryInfoFromGuest(e);
     EXPECT_EQ(out["name"], "");
     EXPECT_EQ(out["size"], "0");
@@ -142,6 +167,18 @@ TEST(Files, EntriesPathsUsers) {
   EXPECT_EQ(e["mode"], 0755);
   EXPECT_EQ(e["modifiedTime"], "2023-11-14T22:13:20.500000000Z");
   EXPECT_EQ(Rfc3339(0), "1970-01-01T00:00:00Z");
+  // A guest's numbers out of range read as defaults or the nearest RFC 3339 time, never a cast
+  // out of range (fuzz_connect_envelope's find).
+  EXPECT_EQ(Rfc3339(-1.7e20), "0001-01-01T00:00:00Z");
+  EXPECT_EQ(Rfc3339(1e300), "9999-12-31T23:59:59Z");
+  EXPECT_EQ(Rfc3339(std::nan("")), "1970-01-01T00:00:00Z");
+  const Json odd =
+      EntryInfoFromGuest({{"name", "a"}, {"size", 1e30}, {"mode", 1e12}, {"mtime", -1.7e20}});
+  EXPECT_EQ(odd["size"], "0");
+  EXPECT_EQ(odd["mode"], 0);
+  EXPECT_EQ(odd["modifiedTime"], "0001-01-01T00:00:00Z");
+  EXPECT_EQ(EntryInfoFromGuest({{"size", 18446744073709551615ULL}, {"mode", -5}})["mode"], -5);
+  EXPECT_EQ(EntryInfoFromGuest({{"size", 18446744073709551615ULL}})["size"], "0");
   EXPECT_EQ(ResolvePath("/etc/x", "user"), "/etc/x");
   EXPECT_EQ(ResolvePath("x/y", "user"), "/home/user/x/y");
   EXPECT_EQ(ResolvePath("x", "root"), "/root/x");
@@ -191,11 +228,11 @@ TEST(ControlPlane, MetadataFilter) {
 }
 
 TEST(ControlPlane, MetricsAsOneSandboxMetric) {
-  const Json native = {{"sandbox_id", "sb-1"},       {"timestamp", 1767225600.5},
-                       {"cpu_count", 0.5},           {"cpu_used_pct", 42.5},
-                       {"mem_used_bytes", 1000},     {"mem_cache_bytes", 200},
-                       {"mem_total_bytes", 4000},    {"disk_used_bytes", 30},
-                       {"disk_total_bytes", 90},     {"disk_source", "sandbox_disk"}};
+  const Json native = {{"sandbox_id", "sb-1"},    {"timestamp", 1767225600.5},
+                       {"cpu_count", 0.5},        {"cpu_used_pct", 42.5},
+                       {"mem_used_bytes", 1000},  {"mem_cache_bytes", 200},
+                       {"mem_total_bytes", 4000}, {"disk_used_bytes", 30},
+                       {"disk_total_bytes", 90},  {"disk_source", "sandbox_disk"}};
   const Json out = MetricsFromNative(native);
   ASSERT_TRUE(out.is_array());
   ASSERT_EQ(out.size(), 1u);
@@ -225,14 +262,11 @@ TEST(ControlPlane, CreateBody) {
   EXPECT_EQ(t->native["labels"]["e2b.template"], "py");
   auto base = NativeCreateBody(Json::object(), templates, 300);
   ASSERT_TRUE(base);
-  EXPECT_FALSE(base->native.contains("image"));  // the default image
+  EXPECT_FALSE(base->native.contains("image"));         // the default image
   EXPECT_EQ(base->native["cloudrun_mode"], "session");  // envd needs a lasting guest
   EXPECT_EQ(base->native["ttl_s"], 300);
-  EXPECT_EQ(NativeCreateBody(Json::parse(R"({"timeout":1})"), templates, 300)->native["ttl_s"],
-            10);
-  EXPECT_EQ(NativeCreateBody(Json::parse(R"({"templateID":"nope"})"), templates, 300)
-                .error()
-                .code,
+  EXPECT_EQ(NativeCreateBody(Json::parse(R"({"timeout":1})"), templates, 300)->native["ttl_s"], 10);
+  EXPECT_EQ(NativeCreateBody(Json::parse(R"({"templateID":"nope"})"), templates, 300).error().code,
             ErrorCode::kNotFound);
   EXPECT_FALSE(NativeCreateBody(Json::parse(R"({"autoPause":true})"), templates, 300));
   EXPECT_FALSE(NativeCreateBody(Json::parse(R"({"metadata":{"e2b.x":"1"}})"), templates, 300));
