@@ -86,8 +86,10 @@ std::chrono::microseconds GuestBudget::Pace(const std::string& path, uint64_t n,
   if (u.tokens >= 0) {
     return std::chrono::microseconds(0);
   }
-  return std::chrono::microseconds(
-      static_cast<int64_t>(-u.tokens * 1e6 / static_cast<double>(limits_.rate)) + 1);
+  return std::max(limits_.min_wait,
+                  std::chrono::microseconds(static_cast<int64_t>(
+                                                -u.tokens * 1e6 / static_cast<double>(limits_.rate)) +
+                                            1));
 }
 
 size_t GuestBudget::Tracked() {

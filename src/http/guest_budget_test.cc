@@ -38,6 +38,18 @@ TEST(GuestBudget, TheBurstPassesAtOnceThenReadingIsPacedAtTheRate) {
   EXPECT_GT(b.Pace("/a", 1, t0 + 5s).count(), 0);
 }
 
+TEST(GuestBudget, ADebtWaitsAtLeastTheShortestWait) {
+  // Small reads past the burst do not each wait a few microseconds (a timer wake-up each): the
+  // first waits min_wait, during which the tokens refill, so the next reads go on at once.
+  GuestBudget b({/*max_held=*/1 << 30, /*burst=*/1000000, /*rate=*/1000000, /*min_wait=*/20ms});
+  const auto t0 = Clock::now();
+  EXPECT_EQ(b.Pace("/a", 1000000, t0).count(), 0);
+  EXPECT_EQ(b.Pace("/a", 10, t0).count(), 20000);  // 10 µs of debt, 20 ms of wait
+  for (int i = 0; i < 100; ++i) {                   // 20 ms later: 20,000 tokens less the debt
+    EXPECT_EQ(b.Pace("/a", 100, t0 + 20ms).count(), 0);
+  }
+}
+
 TEST(GuestBudget, AnswersOneAfterAnotherDoNotRefillTheBucket) {
   // A sandbox making one call at a time must not get a new burst with each answer.
   GuestBudget b({/*max_held=*/1 << 30, /*burst=*/1000, /*rate=*/10});
