@@ -95,9 +95,9 @@ struct Options {
   std::string daemon = AGENTBOXD_BIN;
   std::string backend = "jail";  // or docker (also from $BACKEND)
   bool short_form = false;
-  int probes = 200;         // victim execs per measurement
-  double max_ratio = 3;     // victim p99 under attack / quiet
-  int repeat = 1;           // runs of each attack (the median raw ratio is printed)
+  int probes = 200;      // victim execs per measurement
+  double max_ratio = 3;  // victim p99 under attack / quiet
+  int repeat = 1;        // runs of each attack (the median raw ratio is printed)
   // The pass criterion's floor: a quiet p99 below this counts as this (timer noise on a shared
   // host). The raw ratio (against the quiet p99 as measured) is printed beside it; 0: no floor.
   double floor_ms = 20;
@@ -107,15 +107,16 @@ struct Options {
   // that doubled; +1,216 MiB before the bound). 192: the bound, a piece per call in flight, and
   // what the allocator keeps.
   long max_rss_growth_mb = 192;
-  std::string only;         // run one attack
+  std::string only;          // run one attack
   std::string flood = "2G";  // bytes of an exec's stdout flood (head -c)
-  std::string attacker_limits = R"({"cpus":1,"pids":256,"memory_mb":512,"tmp_mb":256,"disk_bytes":268435456})";
+  std::string attacker_limits =
+      R"({"cpus":1,"pids":256,"memory_mb":512,"tmp_mb":256,"disk_bytes":268435456})";
 };
 
 // What one attack did.
 struct Outcome {
-  std::string attacker;          // what the attacker got back, summarised
-  bool clear_error = false;      // the attacker was told (truncation, status with a message)
+  std::string attacker;      // what the attacker got back, summarised
+  bool clear_error = false;  // the attacker was told (truncation, status with a message)
   std::map<std::string, long> statuses;
 };
 
@@ -139,8 +140,7 @@ class Bench {
     return true;
   }
 
-  using Attack =
-      std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>;
+  using Attack = std::function<void(const std::string& id, std::atomic<bool>& stop, Outcome&)>;
 
   // Runs `attack` --repeat times, each in a fresh attacker sandbox, and prints the median raw
   // ratio: one p99 of 200 sub-millisecond calls moves 2-3x between two quiet measurements on
@@ -217,9 +217,8 @@ class Bench {
     sampler.join();
     c.Call("DELETE", "/v1/sandboxes/" + id, "", 120);
     const long rss_after = reliability::SampleOf(d_.pid(), 0).rss_kb;
-    const bool alive = kill(d_.pid(), 0) == 0 && crash::Http(d_.socket(), "GET",
-                                                             "http://agentboxd/healthz")
-                                                         .status == 200;
+    const bool alive = kill(d_.pid(), 0) == 0 &&
+                       crash::Http(d_.socket(), "GET", "http://agentboxd/healthz").status == 200;
     const double p99 = Percentile(during, 0.99);
     const double raw_ratio = p99 / quiet_p99;
     raw_ratio_out = raw_ratio;
@@ -250,9 +249,7 @@ class Bench {
   const Options& options() const { return o_; }
 
   // The victim goes with the bench: a stopped daemon leaves its sandboxes running.
-  void Teardown() {
-    victim_client_.Call("DELETE", "/v1/sandboxes/" + victim_, "", 120);
-  }
+  void Teardown() { victim_client_.Call("DELETE", "/v1/sandboxes/" + victim_, "", 120); }
 
  private:
   // Sequential `echo` execs in the victim; latencies of the successful ones.
@@ -289,6 +286,79 @@ std::string Api(const std::string& id, const std::string& op) {
   return "/v1/sandboxes/" + id + "/api/v1/" + op;
 }
 
+// The entries of a file/list answer ({"success":true,"data":{"entries":[...],"truncated":b}})
+// and its truncated flag, read with nlohmann's SAX interface: nothing of the answer is built.
+// entries is -1 when the answer has no data.entries array.
+struct ListCount {
+  long entries = -1;
+  bool truncated = false;
+};
+
+ListCount CountListed(const std::string& body) {
+  struct Counter : nlohmann::json_sax<Json> {
+    ListCount out;
+    int depth = 0;          // objects and arrays open
+    int entries_depth = 0;  // depth of the entries array once open, else 0
+    std::string last_key;   // the last key at depth 2 (inside data)
+    bool Value(bool is_true = false) {
+      if (depth == 2 && last_key == "truncated") {
+        out.truncated = is_true;
+      }
+      if (entries_depth != 0 && depth == entries_depth) {
+        ++out.entries;
+      }
+      return true;
+    }
+    bool null() override { return Value(); }
+    bool boolean(bool v) override { return Value(v); }
+    bool number_integer(number_integer_t) override { return Value(); }
+    bool number_unsigned(number_unsigned_t) override { return Value(); }
+    bool number_float(number_float_t, const string_t&) override { return Value(); }
+    bool string(string_t&) override { return Value(); }
+    bool binary(binary_t&) override { return Value(); }
+    bool start_object(std::size_t) override {
+      Value();
+      ++depth;
+      return true;
+    }
+    bool end_object() override {
+      --depth;
+      return true;
+    }
+    bool start_array(std::size_t) override {
+      if (depth == 2 && last_key == "entries") {
+        out.entries = 0;
+        ++depth;
+        entries_depth = depth;
+        return true;
+      }
+      Value();
+      ++depth;
+      return true;
+    }
+    bool end_array() override {
+      if (depth == entries_depth) {
+        entries_depth = 0;
+      }
+      --depth;
+      return true;
+    }
+    bool key(string_t& k) override {
+      if (depth == 2) {
+        last_key = k;
+      }
+      return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+      return false;
+    }
+  } counter;
+  if (!Json::sax_parse(body, &counter, Json::input_format_t::json, false)) {
+    return {};
+  }
+  return counter.out;
+}
+
 void Count(Outcome& out, const Answer& a, std::mutex& mu) {
   std::lock_guard lock(mu);
   ++out.statuses[std::to_string(a.status)];
@@ -314,15 +384,14 @@ void EvilGuest(const std::string& socket, const std::string& id, const std::stri
     c.Call("POST", Api(id, "file/upload?path=/workspace/.evil-guest"), binary, 60,
            "application/octet-stream");
     const std::string path = "/workspace/.evil-guest";
-    started = c.Call("POST", Api(id, "process/start"),
-                     Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}
-                         .dump());
+    started =
+        c.Call("POST", Api(id, "process/start"),
+               Json{{"command", "chmod 755 " + path + " && exec " + path + " " + mode}}.dump());
   }
   bool ready = false;
   for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
        std::this_thread::sleep_for(100ms)) {
-    const Answer r =
-        c.Call("POST", Api(id, "file/read"), R"({"file":"/tmp/evil.ready"})", 5);
+    const Answer r = c.Call("POST", Api(id, "file/read"), R"({"file":"/tmp/evil.ready"})", 5);
     if (r.status == 200) {
       ready = true;
       break;
@@ -343,9 +412,8 @@ void EvilGuest(const std::string& socket, const std::string& id, const std::stri
       Client mine(socket);
       int calls = 0;
       while (!stop || calls == 0) {
-        const Answer a =
-            mine.Call("POST", Api(id, "shell/exec"), R"({"command":"echo hi","wait_seconds":1})",
-                      60);
+        const Answer a = mine.Call("POST", Api(id, "shell/exec"),
+                                   R"({"command":"echo hi","wait_seconds":1})", 60);
         ++calls;
         Count(out, a, mu);
         // Paced (about 200 calls/s in all): the attack is what the guest answers, not the
@@ -419,52 +487,52 @@ int main(int argc, char** argv) {
   const std::string sock = d.socket();
   int failures = 0;
 
-  failures += b.Run("exec_stdout", [&](const std::string& id, std::atomic<bool>& stop,
-                                       Outcome& out) {
-    Client c(sock);
-    long calls = 0, truncated = 0;
-    uint64_t largest = 0;
-    while (!stop || calls == 0) {
-      const Answer a = c.Call(
-          "POST", Api(id, "shell/exec"),
-          Json{{"id", "flood"},
-               {"command", "head -c " + o.flood + " /dev/zero | tr '\\0' a; echo; echo done"},
-               {"wait_seconds", 120}}
-              .dump(),
-          180);
-      ++calls;
-      largest = std::max<uint64_t>(largest, c.received());
-      const Json data = a.data();
-      truncated += data.is_object() && data.value("output_truncated", false) ? 1 : 0;
-      ++out.statuses[std::to_string(a.status)];
-    }
-    out.attacker = std::to_string(calls) + " execs of " + o.flood + ", " +
-                   std::to_string(truncated) + " output_truncated, largest answer " +
-                   std::to_string(largest) + " bytes";
-    out.clear_error = truncated == calls;
-  });
+  failures +=
+      b.Run("exec_stdout", [&](const std::string& id, std::atomic<bool>& stop, Outcome& out) {
+        Client c(sock);
+        long calls = 0, truncated = 0;
+        uint64_t largest = 0;
+        while (!stop || calls == 0) {
+          const Answer a = c.Call(
+              "POST", Api(id, "shell/exec"),
+              Json{{"id", "flood"},
+                   {"command", "head -c " + o.flood + " /dev/zero | tr '\\0' a; echo; echo done"},
+                   {"wait_seconds", 120}}
+                  .dump(),
+              180);
+          ++calls;
+          largest = std::max<uint64_t>(largest, c.received());
+          const Json data = a.data();
+          truncated += data.is_object() && data.value("output_truncated", false) ? 1 : 0;
+          ++out.statuses[std::to_string(a.status)];
+        }
+        out.attacker = std::to_string(calls) + " execs of " + o.flood + ", " +
+                       std::to_string(truncated) + " output_truncated, largest answer " +
+                       std::to_string(largest) + " bytes";
+        out.clear_error = truncated == calls;
+      });
 
-  failures += b.Run("process_stdout", [&](const std::string& id, std::atomic<bool>& stop,
-                                          Outcome& out) {
-    Client c(sock);
-    const Answer s =
-        c.Call("POST", Api(id, "process/start"), R"({"command":"yes flood-flood-flood"})");
-    const Json pid = s.data().value("pid", Json());
-    bool truncated = false;
-    uint64_t largest = 0;
-    while (!stop) {
-      const Answer l = c.Call("POST", Api(id, "process/logs"), Json{{"pid", pid}}.dump());
-      largest = std::max<uint64_t>(largest, c.received());
-      ++out.statuses[std::to_string(l.status)];
-      truncated = truncated || l.data().value("truncated", false);
-      std::this_thread::sleep_for(200ms);
-    }
-    c.Call("POST", Api(id, "process/kill"), Json{{"pid", pid}}.dump());
-    out.attacker = std::string("background `yes`: logs ") +
-                   (truncated ? "truncated: true" : "never truncated") + ", largest answer " +
-                   std::to_string(largest) + " bytes";
-    out.clear_error = truncated && largest < (4u << 20);
-  });
+  failures +=
+      b.Run("process_stdout", [&](const std::string& id, std::atomic<bool>& stop, Outcome& out) {
+        Client c(sock);
+        const Answer s =
+            c.Call("POST", Api(id, "process/start"), R"({"command":"yes flood-flood-flood"})");
+        const Json pid = s.data().value("pid", Json());
+        bool truncated = false;
+        uint64_t largest = 0;
+        while (!stop) {
+          const Answer l = c.Call("POST", Api(id, "process/logs"), Json{{"pid", pid}}.dump());
+          largest = std::max<uint64_t>(largest, c.received());
+          ++out.statuses[std::to_string(l.status)];
+          truncated = truncated || l.data().value("truncated", false);
+          std::this_thread::sleep_for(200ms);
+        }
+        c.Call("POST", Api(id, "process/kill"), Json{{"pid", pid}}.dump());
+        out.attacker = std::string("background `yes`: logs ") +
+                       (truncated ? "truncated: true" : "never truncated") + ", largest answer " +
+                       std::to_string(largest) + " bytes";
+        out.clear_error = truncated && largest < (4u << 20);
+      });
 
   failures += b.Run("million_files", [&](const std::string& id, std::atomic<bool>& stop,
                                          Outcome& out) {
@@ -480,9 +548,11 @@ int main(int argc, char** argv) {
     while (!stop || listed == 0) {
       const Answer l = c.Call("POST", Api(id, "file/list"), R"({"path":"/workspace/m"})", 60);
       ++out.statuses[std::to_string(l.status)];
-      const Json data = l.data();
-      listed = data.contains("entries") ? static_cast<long>(data["entries"].size()) : -1;
-      truncated = data.value("truncated", false);
+      // Counted without building the answer (about 10 MB for 65,000 entries): a DOM of it took
+      // this harness, on the victim's 2 cores, as much CPU as the daemon's relaying of it.
+      const ListCount n = CountListed(l.body);
+      listed = n.entries;
+      truncated = n.truncated;
       if (listed < 0) {
         break;
       }
@@ -494,22 +564,21 @@ int main(int argc, char** argv) {
   });
 
   for (const std::string mode : {"headers", "body", "chunked", "garbage", "slow", "silent"}) {
-    failures += b.Run("guest_" + mode, [&, mode](const std::string& id, std::atomic<bool>& stop,
-                                                 Outcome& out) {
-      EvilGuest(sock, id, mode, stop, out);
-    });
+    failures +=
+        b.Run("guest_" + mode, [&, mode](const std::string& id, std::atomic<bool>& stop,
+                                         Outcome& out) { EvilGuest(sock, id, mode, stop, out); });
   }
 
-  failures += b.Run("fork_bomb", [&](const std::string& id, std::atomic<bool>& stop,
-                                     Outcome& out) {
+  failures += b.Run("fork_bomb", [&](const std::string& id, std::atomic<bool>& stop, Outcome& out) {
     Client c(sock);
     const Answer a = c.Call(
         "POST", Api(id, "shell/exec"),
-        Json{{"command",
-              "bomb() { bomb | bomb & }; bomb; sleep 3; echo pids=$(cat "
-              "/sys/fs/cgroup/pids/pids.current /sys/fs/cgroup/pids.current 2>/dev/null | head -1)"},
-             {"wait_seconds", 30},
-             {"timeout", 25}}
+        Json{
+            {"command",
+             "bomb() { bomb | bomb & }; bomb; sleep 3; echo pids=$(cat "
+             "/sys/fs/cgroup/pids/pids.current /sys/fs/cgroup/pids.current 2>/dev/null | head -1)"},
+            {"wait_seconds", 30},
+            {"timeout", 25}}
             .dump(),
         60);
     ++out.statuses[std::to_string(a.status)];
@@ -531,10 +600,10 @@ int main(int argc, char** argv) {
     const Answer a = c.Call(
         "POST", Api(id, "shell/exec"),
         Json{{"command",
-             "dd if=/dev/zero of=/tmp/fill bs=1M count=100000 2>&1 | grep -m1 -o 'No space left "
-             "on device'; dd if=/dev/zero of=/workspace/fill bs=1M count=100000 2>&1 | grep -m1 "
-             "-o 'No space left on device'; df -m /tmp /workspace | tail -2"},
-            {"wait_seconds", 120}}
+              "dd if=/dev/zero of=/tmp/fill bs=1M count=100000 2>&1 | grep -m1 -o 'No space left "
+              "on device'; dd if=/dev/zero of=/workspace/fill bs=1M count=100000 2>&1 | grep -m1 "
+              "-o 'No space left on device'; df -m /tmp /workspace | tail -2"},
+             {"wait_seconds", 120}}
             .dump(),
         180);
     ++out.statuses[std::to_string(a.status)];
@@ -543,10 +612,9 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(100ms);
     }
     // And the attacker's next write fails with a clear error too.
-    const Answer w = c.Call("POST", Api(id, "file/write"),
-                            Json{{"file", "/workspace/more"},
-                                 {"content", std::string(8 << 20, 'x')}}
-                                .dump());
+    const Answer w =
+        c.Call("POST", Api(id, "file/write"),
+               Json{{"file", "/workspace/more"}, {"content", std::string(8 << 20, 'x')}}.dump());
     ++out.statuses[std::to_string(w.status)];
     out.attacker = Json(said).dump() + "; file/write " + std::to_string(w.status) + " " +
                    Json(w.message()).dump();
@@ -558,21 +626,19 @@ int main(int argc, char** argv) {
     out.clear_error = enospc == 2 && w.status >= 400;
   });
 
-  failures += b.Run("log_flood", [&](const std::string& id, std::atomic<bool>& stop,
-                                     Outcome& out) {
+  failures += b.Run("log_flood", [&](const std::string& id, std::atomic<bool>& stop, Outcome& out) {
     // Everything the guest writes to its standard error lands in <state>/jail/<id>/jail.log on
     // the host, outside the sandbox's disk: make it log as fast as it can.
     Client c(sock);
     // docker: the container's log (json-file, bounded by its max-size).
-    const std::string log = o.backend == "docker"
-                                ? DockerLogPath(id)
-                                : d.backend_state() + "/" + id + "/jail.log";
+    const std::string log =
+        o.backend == "docker" ? DockerLogPath(id) : d.backend_state() + "/" + id + "/jail.log";
     const long before = static_cast<long>(crash::ReadFile(log).size());
     long calls = 0;
     const std::string padded = "/" + std::string(3000, '/') + "bin/true";
     while (!stop) {
-      const Answer a = c.Call("POST", Api(id, "process/start"),
-                              Json{{"command", "exec " + padded}}.dump());
+      const Answer a =
+          c.Call("POST", Api(id, "process/start"), Json{{"command", "exec " + padded}}.dump());
       ++out.statuses[std::to_string(a.status)];
       ++calls;
     }
