@@ -348,3 +348,29 @@ TEST(Guarded, AThrowingHandlerDoesNotStopTheLoop) {
 
 }  // namespace
 }  // namespace agentbox
+
+#include "common/sched_slice.h"
+
+namespace agentbox {
+namespace {
+
+// The daemon and every guest ask for a short EEVDF slice, which what they start inherits.
+TEST(SchedSlice, AThreadsShortSliceIsInheritedByWhatItStarts) {
+  std::chrono::microseconds in_thread{0};
+  std::thread t([&] {
+    if (!RequestSchedulerSlice(kShortSchedulerSlice)) {
+      return;  // kernel without custom slices (before 6.12): checked below
+    }
+    std::thread child([&] { in_thread = CurrentSchedulerSlice(); });
+    child.join();
+  });
+  t.join();
+  if (in_thread.count() == 0) {
+    GTEST_SKIP() << "this kernel has no custom EEVDF slices (Linux 6.12+): sched_setattr with "
+                    "sched_runtime did not take";
+  }
+  EXPECT_EQ(in_thread, kShortSchedulerSlice);
+}
+
+}  // namespace
+}  // namespace agentbox
