@@ -349,6 +349,8 @@ TEST(Guarded, AThrowingHandlerDoesNotStopTheLoop) {
 }  // namespace
 }  // namespace agentbox
 
+#include <future>
+
 #include "common/sched_slice.h"
 
 namespace agentbox {
@@ -370,6 +372,50 @@ TEST(SchedSlice, AThreadsShortSliceIsInheritedByWhatItStarts) {
                     "sched_runtime did not take";
   }
   EXPECT_EQ(in_thread, kShortSchedulerSlice);
+}
+
+// The kernel lets a woken task preempt at once only when its slice is shorter than the running
+// task's: bulk work (worker pools) keeps the default slice even when a short-sliced thread
+// starts the pool.
+TEST(SchedSlice, WorkerPoolThreadsKeepTheDefaultSlice) {
+  std::chrono::microseconds in_pool{0};
+  bool short_taken = false;
+  std::thread t([&] {
+    short_taken = RequestSchedulerSlice(kShortSchedulerSlice);
+    WorkerPool pool(1, 1 << 20);
+    std::promise<std::chrono::microseconds> slice;
+    pool.Post([&] { slice.set_value(CurrentSchedulerSlice()); });
+    in_pool = slice.get_future().get();
+  });
+  t.join();
+  if (!short_taken) {
+    GTEST_SKIP() << "this kernel has no custom EEVDF slices (Linux 6.12+)";
+  }
+  EXPECT_GT(in_pool, kShortSchedulerSlice);
+}
+
+// posix_spawn cannot reset the slice in the child: the spawning thread drops its short slice
+// for the spawn and takes it back afterwards.
+TEST(SchedSlice, DefaultSliceScopeLendsTheDefaultAndGivesTheShortSliceBack) {
+  std::chrono::microseconds inside{0}, started{0}, after{0};
+  bool short_taken = false;
+  std::thread t([&] {
+    short_taken = RequestSchedulerSlice(kShortSchedulerSlice);
+    {
+      const DefaultSliceScope bulk;
+      inside = CurrentSchedulerSlice();
+      std::thread child([&] { started = CurrentSchedulerSlice(); });
+      child.join();
+    }
+    after = CurrentSchedulerSlice();
+  });
+  t.join();
+  if (!short_taken) {
+    GTEST_SKIP() << "this kernel has no custom EEVDF slices (Linux 6.12+)";
+  }
+  EXPECT_GT(inside, kShortSchedulerSlice);
+  EXPECT_EQ(started, inside);
+  EXPECT_EQ(after, kShortSchedulerSlice);
 }
 
 }  // namespace

@@ -33,6 +33,24 @@ bool RequestSchedulerSlice(std::chrono::microseconds slice) {
   return ::syscall(SYS_sched_setattr, 0, &a, 0) == 0;
 }
 
+bool UseDefaultSchedulerSlice() {
+  SchedAttr a{};
+  a.size = sizeof(a);
+  a.sched_policy = SCHED_NORMAL;
+  a.sched_nice = static_cast<int32_t>(::getpriority(PRIO_PROCESS, 0));
+  a.sched_runtime = 0;  // no custom slice: the kernel's default
+  return ::syscall(SYS_sched_setattr, 0, &a, 0) == 0;
+}
+
+DefaultSliceScope::DefaultSliceScope()
+    : short_(CurrentSchedulerSlice() == kShortSchedulerSlice && UseDefaultSchedulerSlice()) {}
+
+DefaultSliceScope::~DefaultSliceScope() {
+  if (short_) {
+    (void)RequestSchedulerSlice(kShortSchedulerSlice);
+  }
+}
+
 std::chrono::microseconds CurrentSchedulerSlice() {
   SchedAttr a{};
   if (::syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) != 0) {

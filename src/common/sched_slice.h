@@ -9,19 +9,38 @@ namespace agentbox {
 // afterwards inherit it.
 //
 // Why (docs/reliability.md §4, "CPU"): on a machine with few cores, a woken task waits for the
-// task on its CPU to use up its slice (0.75 ms x (1 + log2 CPUs) by default) before it runs. A
-// sandbox running a CPU-bound loop thus adds up to a few milliseconds to every step of another
-// sandbox's call (daemon, guest, shell). With a short slice on the daemon and on every sandbox's
-// tasks, the CPU-bound loop yields within the short slice: another sandbox's exec p99 under the
-// hostile bench's exec_stdout attack went from medians of 5.9-6.3x its quiet value to 1.6-3.8x.
-// The cost is more context switches for CPU-bound tasks.
+// task on its CPU until that one has run its slice (0.75 ms x (1 + log2 CPUs) by default), and
+// often until the next scheduler tick (4 ms here): the kernel only lets a woken task preempt at
+// once when its slice is shorter than the running task's. So the tasks that answer calls (the
+// daemon's threads, each guest's I/O thread) ask for a short slice, and the bulk work (worker
+// pools doing file operations, everything a sandbox runs) keeps the kernel's default: another
+// sandbox's call then preempts a sandbox's CPU-bound work within microseconds. The cost is more
+// context switches for that work.
 inline constexpr std::chrono::microseconds kShortSchedulerSlice{100};
 
 // True when the kernel took it; false (errno kept) on kernels without custom slices, where
 // nothing changes.
 bool RequestSchedulerSlice(std::chrono::microseconds slice);
 
+// Back to the kernel's default slice for the calling thread (what it starts inherits that).
+// Only system calls: safe between fork and exec.
+bool UseDefaultSchedulerSlice();
+
 // The calling thread's slice as the kernel reports it (sched_getattr), zero when unknown.
 std::chrono::microseconds CurrentSchedulerSlice();
+
+// For a thread with the short slice: the kernel's default while in scope, the short one again
+// after. For starting a process (posix_spawn) that must not inherit the short slice. (The kernel
+// reports a default slice as its length, so only the short slice is recognised and restored.)
+class DefaultSliceScope {
+ public:
+  DefaultSliceScope();
+  ~DefaultSliceScope();
+  DefaultSliceScope(const DefaultSliceScope&) = delete;
+  DefaultSliceScope& operator=(const DefaultSliceScope&) = delete;
+
+ private:
+  bool short_;
+};
 
 }  // namespace agentbox

@@ -6,6 +6,7 @@
 
 #include "common/guarded.h"
 #include "common/log.h"
+#include "common/sched_slice.h"
 
 namespace agentbox {
 
@@ -19,6 +20,9 @@ WorkerPool::WorkerPool(size_t threads, size_t stack_bytes)
     int rc = pthread_create(
         &t, &attr,
         [](void* arg) -> void* {
+          // Bulk work: the kernel's default slice, so that the threads answering calls (short
+          // slice, common/sched_slice.h) preempt it at once when they wake.
+          (void)UseDefaultSchedulerSlice();
           RunGuarded(*static_cast<boost::asio::io_context*>(arg), "worker_pool");
           return nullptr;
         },

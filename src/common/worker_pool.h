@@ -12,7 +12,8 @@ namespace agentbox {
 // A fixed set of threads with large stacks running posted jobs. File operations run here: they
 // may block on disk, and regex search recurses deeply (libstdc++'s matcher), so the threads get
 // a stack big enough for it instead of spawning a thread per search. Stack memory is virtual
-// until touched. Thread-safe.
+// until touched. The threads run with the kernel's default scheduler slice whatever their
+// creator's (bulk work; common/sched_slice.h). Thread-safe.
 class WorkerPool {
  public:
   WorkerPool(size_t threads, size_t stack_bytes);

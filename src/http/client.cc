@@ -35,6 +35,12 @@ namespace {
 
 // A guest's status line and headers together (Beast's default, stated): more is refused.
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+// What one read of a body asks the socket for. Beast reads at most the buffer's free capacity
+// (and at least 512 bytes), and the buffer only grew to hold the header: a 4.7 MB answer came
+// in about 2,300 reads of 2 KB, each a trip through the reactor, the guest's budget and a wake-up
+// of the other I/O thread (15 ms of the daemon's CPU per such answer; 64 KB reads: see
+// docs/reliability.md §4).
+constexpr size_t kBodyReadSize = 64 * 1024;
 
 // One request/response exchange. Owns its connection while in flight.
 class Exchange : public std::enable_shared_from_this<Exchange> {
@@ -210,6 +216,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                                    return;
                                  }
                                  self->timer_.cancel();
+                                 self->buffer_.reserve(kBodyReadSize);
                                  ClientResponse resp;
                                  self->FillHeaders(resp, self->stream_parser_->get());
                                  self->body_done_ = self->stream_parser_->is_done();
@@ -231,6 +238,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                                  self->ReadFailed(ec);
                                  return;
                                }
+                               self->buffer_.reserve(kBodyReadSize);
                                self->ReadBody();
                              });
   }

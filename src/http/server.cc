@@ -53,6 +53,18 @@ std::optional<std::string> Request::QueryParam(const std::string& name) const {
 
 namespace {
 
+// The most one write of a response body hands the kernel at once. A large body (a 5 MB file
+// listing, a 64 MiB file read) written in one go kept an I/O thread in the kernel copying it for
+// milliseconds while other sandboxes' calls waited; in slices, their handlers run in between.
+constexpr size_t kWriteSlice = 256 * 1024;
+
+// What one read of a request body asks the socket for. Beast reads at most the buffer's free
+// capacity, and the buffer only grew to hold the header: bodies came in reads of a few KiB, each
+// a trip through the reactor (the same in the daemon's guest client: docs/reliability.md §4).
+// Reserved while a body is read, given back before the connection waits for its next request.
+constexpr size_t kBodyReadSize = 64 * 1024;
+constexpr size_t kHeaderReadSize = 16 * 1024;
+
 template <class Socket>
 inline constexpr bool kIsTls = std::is_same_v<Socket, TlsSocket>;
 
@@ -155,8 +167,8 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         if (aec) {
           return;
         }
-        auto c = std::make_shared<Connection<asio::local::stream_protocol::socket>>(
-            std::move(s), d, opts, peer);
+        auto c = std::make_shared<Connection<asio::local::stream_protocol::socket>>(std::move(s), d,
+                                                                                    opts, peer);
         c->Prefill(buffered);
         c->MarkSecure();  // still the TLS connection, through the bridge
         c->Start();
@@ -201,6 +213,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   }
 
   void ReadHeader() {
+    if (buffer_.size() == 0 && buffer_.capacity() > kHeaderReadSize) {
+      buffer_.shrink_to_fit();  // an idle connection keeps no body-sized buffer
+    }
     ArmTimer(opts_.idle_timeout);
     header_parser_.emplace();
     header_parser_->header_limit(64 * 1024);
@@ -262,24 +277,24 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
           return;
         }
         ::fcntl(raw.fd.Get(), F_SETFL, ::fcntl(raw.fd.Get(), F_GETFL) | O_NONBLOCK);
-        raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_,
-                      protocol, secure = secure_](UniqueFd fd, std::string buffered) {
+        raw.resume = [ex = socket_.get_executor(), &d = d_, &opts = opts_, peer = peer_, protocol,
+                      secure = secure_](UniqueFd fd, std::string buffered) {
           auto owned = std::make_shared<UniqueFd>(std::move(fd));
-          asio::post(ex, [ex, &d, &opts, peer, protocol, secure, owned,
-                          buffered = std::move(buffered)] {
-            Socket s(ex);
-            beast::error_code aec;
-            s.assign(protocol, owned->Release(), aec);
-            if (aec) {
-              return;
-            }
-            auto c = std::make_shared<Connection<Socket>>(std::move(s), d, opts, peer);
-            c->Prefill(buffered);
-            if (secure) {
-              c->MarkSecure();  // a TLS connection's plaintext (BridgeRaw) stays so
-            }
-            c->Start();
-          });
+          asio::post(
+              ex, [ex, &d, &opts, peer, protocol, secure, owned, buffered = std::move(buffered)] {
+                Socket s(ex);
+                beast::error_code aec;
+                s.assign(protocol, owned->Release(), aec);
+                if (aec) {
+                  return;
+                }
+                auto c = std::make_shared<Connection<Socket>>(std::move(s), d, opts, peer);
+                c->Prefill(buffered);
+                if (secure) {
+                  c->MarkSecure();  // a TLS connection's plaintext (BridgeRaw) stays so
+                }
+                c->Start();
+              });
         };
         d_.HandleRaw(std::move(req_), std::move(raw));
         return;
@@ -291,6 +306,7 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       return;
     }
     const bool expect_continue = AsciiLower(h[bhttp::field::expect]) == "100-continue";
+    const bool has_body = h.chunked() || header_parser_->content_length().value_or(0) > 0;
     sink_ = d_.StreamBody(req_);
     auto length = header_parser_->content_length();  // boost::optional
     const uint64_t limit = sink_ ? opts_.max_stream_bytes : opts_.max_body_bytes;
@@ -309,6 +325,9 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
       string_parser_->body_limit(opts_.max_body_bytes);
     }
     header_parser_.reset();
+    if (has_body) {
+      buffer_.reserve(kBodyReadSize);
+    }
     if (expect_continue) {
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       asio::async_write(socket_, asio::buffer(kContinue),
@@ -427,17 +446,20 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
   void Finish(std::shared_ptr<bhttp::response<Body>> res, const Response& r, bool close) {
     const bool keep = SetHeaders(*res, r, close);
     res->prepare_payload();
-    bhttp::async_write(socket_, *res,
-                       [self = this->shared_from_this(), res, keep](beast::error_code ec, size_t) {
-                         if (ec) {
-                           return;
-                         }
-                         if (!keep) {
-                           self->LingerClose();
-                           return;
-                         }
-                         self->ReadHeader();
-                       });
+    auto sr = std::make_shared<bhttp::response_serializer<Body>>(*res);
+    sr->limit(kWriteSlice);
+    bhttp::async_write(
+        socket_, *sr,
+        [self = this->shared_from_this(), res, sr, keep](beast::error_code ec, size_t) {
+          if (ec) {
+            return;
+          }
+          if (!keep) {
+            self->LingerClose();
+            return;
+          }
+          self->ReadHeader();
+        });
   }
 
   // Closes gracefully: stop sending, then read and discard what the client still sends (the
@@ -496,28 +518,27 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
         return;
       }
       watching_ = true;
-      socket_.async_read_some(
-          asio::buffer(watch_buf_), [self = this->shared_from_this()](beast::error_code ec,
-                                                                      size_t n) {
-            self->watching_ = false;
-            if (n > 0) {
-              self->Prefill(std::string(self->watch_buf_, n));  // a pipelined request: kept
-            }
-            if (self->after_watch_) {  // the stream ended first: on to the next request
-              auto next = std::move(self->after_watch_);
-              self->after_watch_ = nullptr;
-              next();
-              return;
-            }
-            if (ec && ec != asio::error::operation_aborted) {
-              if (auto src = std::move(self->streaming_)) {
-                src->Cancel();
-              }
-              beast::error_code ignored;
-              self->Lowest().close(ignored);
-            }
-            // Bytes of a next request: the client is there; they are parsed after the stream.
-          });
+      socket_.async_read_some(asio::buffer(watch_buf_), [self = this->shared_from_this()](
+                                                            beast::error_code ec, size_t n) {
+        self->watching_ = false;
+        if (n > 0) {
+          self->Prefill(std::string(self->watch_buf_, n));  // a pipelined request: kept
+        }
+        if (self->after_watch_) {  // the stream ended first: on to the next request
+          auto next = std::move(self->after_watch_);
+          self->after_watch_ = nullptr;
+          next();
+          return;
+        }
+        if (ec && ec != asio::error::operation_aborted) {
+          if (auto src = std::move(self->streaming_)) {
+            src->Cancel();
+          }
+          beast::error_code ignored;
+          self->Lowest().close(ignored);
+        }
+        // Bytes of a next request: the client is there; they are parsed after the stream.
+      });
     }
   }
 
@@ -556,20 +577,19 @@ class Connection : public std::enable_shared_from_this<Connection<Socket>> {
             self->PumpStream(src, keep);
             return;
           }
-          asio::async_write(self->socket_, bhttp::make_chunk_last(),
-                            [self, keep](beast::error_code wec, size_t) {
-                              if (wec || !keep) {
-                                // No next request: stop watching too, or a client that never
-                                // closes would hold the connection.
-                                self->StreamEnded([self] {
-                                  beast::error_code ignored;
-                                  self->Lowest().shutdown(asio::socket_base::shutdown_send,
-                                                          ignored);
-                                });
-                                return;
-                              }
-                              self->StreamEnded([self] { self->ReadHeader(); });
-                            });
+          asio::async_write(
+              self->socket_, bhttp::make_chunk_last(), [self, keep](beast::error_code wec, size_t) {
+                if (wec || !keep) {
+                  // No next request: stop watching too, or a client that never
+                  // closes would hold the connection.
+                  self->StreamEnded([self] {
+                    beast::error_code ignored;
+                    self->Lowest().shutdown(asio::socket_base::shutdown_send, ignored);
+                  });
+                  return;
+                }
+                self->StreamEnded([self] { self->ReadHeader(); });
+              });
         };
         if (buf->empty()) {
           after({}, 0);

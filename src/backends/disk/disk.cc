@@ -19,6 +19,7 @@
 
 #include "common/fs_util.h"
 #include "common/log.h"
+#include "common/sched_slice.h"
 #include "common/strings.h"
 
 extern char** environ;
@@ -55,6 +56,7 @@ Result<void> Run(const std::vector<std::string>& argv, const std::string& log_pa
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   pid_t pid = -1;
+  const DefaultSliceScope bulk;  // what agentboxd starts does not inherit its short slice
   const int rc = ::posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {

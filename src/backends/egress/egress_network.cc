@@ -12,6 +12,7 @@
 #include "common/fs_util.h"
 #include "common/json_util.h"
 #include "common/log.h"
+#include "common/sched_slice.h"
 #include "common/unique_fd.h"
 
 extern char** environ;
@@ -57,6 +58,7 @@ Result<std::string> Run(std::vector<std::string> argv, const std::string& input 
   posix_spawn_file_actions_adddup2(&fa, out_w.Get(), 1);
   posix_spawn_file_actions_adddup2(&fa, out_w.Get(), 2);
   pid_t pid = -1;
+  const DefaultSliceScope bulk;  // what agentboxd starts does not inherit its short slice
   const int rc = ::posix_spawn(&pid, path.c_str(), &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   in_r.Reset();

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "backends/jail/fs_util.h"
+#include "common/sched_slice.h"
 
 namespace agentbox::jail {
 namespace {
@@ -177,6 +178,7 @@ Result<ChildProcess> ChildProcess::Spawn(const Options& opts) {
   }
   envp.push_back(nullptr);
   pid_t pid = -1;
+  const DefaultSliceScope bulk;  // what agentboxd starts does not inherit its short slice
   const int rc = ::posix_spawn(&pid, opts.path.c_str(), &fa, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);

@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "common/sched_slice.h"
 #include "guest/core/spawn.h"
 #include "guest/sessions/session_manager.h"
 
@@ -86,6 +87,26 @@ TEST_F(SessionTest, CdAndExportPersist) {
             dir_ + "/sub dir\nbar\nchild:bar\n");
   EXPECT_EQ(s->state().cwd, dir_ + "/sub dir");
   EXPECT_EQ(s->state().env.at("FOO"), "bar");
+}
+
+// The guest's I/O thread has a short scheduler slice; what a session runs is bulk work and runs
+// with the kernel's default, so that another sandbox's woken guest preempts it at once
+// (common/sched_slice.h).
+TEST_F(SessionTest, CommandsRunWithTheKernelsDefaultSliceNotTheGuestsShortOne) {
+  if (!RequestSchedulerSlice(kShortSchedulerSlice)) {
+    GTEST_SKIP() << "this kernel has no custom EEVDF slices (Linux 6.12+)";
+  }
+  auto s = NewSession();
+  const std::string said = Out(*s, "grep se.slice /proc/self/sched | tr -dc 0-9");
+  (void)UseDefaultSchedulerSlice();
+  ASSERT_FALSE(said.empty());
+  EXPECT_GT(std::stoll(said), static_cast<long long>(kShortSchedulerSlice.count()) * 1000);
+  // And the spawning thread got its short slice back.
+  ASSERT_TRUE(RequestSchedulerSlice(kShortSchedulerSlice));
+  const std::string again = Out(*s, "grep se.slice /proc/self/sched | tr -dc 0-9");
+  EXPECT_EQ(CurrentSchedulerSlice(), kShortSchedulerSlice);
+  (void)UseDefaultSchedulerSlice();
+  EXPECT_EQ(again, said);
 }
 
 TEST_F(SessionTest, UnsetRemovesFromState) {
