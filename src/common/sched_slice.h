@@ -11,11 +11,13 @@ namespace agentbox {
 // Why (docs/reliability.md §4, "CPU"): on a machine with few cores, a woken task waits for the
 // task on its CPU until that one has run its slice (0.75 ms x (1 + log2 CPUs) by default), and
 // often until the next scheduler tick (4 ms here): the kernel only lets a woken task preempt at
-// once when its slice is shorter than the running task's. So the tasks that answer calls (the
-// daemon's threads, each guest's I/O thread) ask for a short slice, and the bulk work (worker
-// pools doing file operations, everything a sandbox runs) keeps the kernel's default: another
-// sandbox's call then preempts a sandbox's CPU-bound work within microseconds. The cost is more
-// context switches for that work.
+// once when its slice is shorter than the running task's, and otherwise protects the running
+// task for its whole slice. So the daemon's threads, each guest and everything a sandbox runs ask
+// for the short slice (the kernel's minimum): a sandbox's CPU-bound process holds a CPU for at
+// most that long against another sandbox's woken shell, guest or the daemon. Only agentbox's own
+// bulk work keeps the kernel's default (worker pools doing file operations, the helpers agentboxd
+// starts), so that every woken short-sliced task preempts it at once. The cost is more context
+// switches for CPU-bound tasks.
 inline constexpr std::chrono::microseconds kShortSchedulerSlice{100};
 
 // True when the kernel took it; false (errno kept) on kernels without custom slices, where

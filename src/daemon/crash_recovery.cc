@@ -1,10 +1,11 @@
 // Crash consistency at the daemon's level (docs/reliability.md): the backends' start-up sweeps,
 // and Idempotency-Key on POST /v1/sandboxes.
+#include "backends/pool/warm_pool.h"
 #include "common/crash_point.h"
 #include "common/log.h"
 #include "common/time_util.h"
-#include "daemon/auth.h"
 #include "daemon/api_detail.h"
+#include "daemon/auth.h"
 #include "daemon/daemon_api.h"
 
 namespace agentbox::daemon {
@@ -13,7 +14,8 @@ void DaemonApi::RecoverBackends() {
   metrics_.Describe("agentbox_recovered_total", "counter",
                     "What the start-up sweep repaired after a crash, by backend and what: "
                     "create_rolled_back and destroy_finished count sandboxes; process, cgroup, "
-                    "mount, id_slot, directory and container count leftovers removed.");
+                    "mount, id_slot, directory and container count leftovers removed; "
+                    "pool_leftover counts unclaimed warm-pool sandboxes of a pool now off.");
   for (const auto& [name, backend] : backends_) {
     const auto start = detail::Clock::now();
     auto report = backend->Recover();
@@ -31,6 +33,27 @@ void DaemonApi::RecoverBackends() {
     }
     Log(report->empty() ? LogLevel::kDebug : LogLevel::kWarn, "daemon.recovered",
         "backend={} repaired=\"{}\" ms={:.1f}", name, what, ms);
+  }
+}
+
+bool DaemonApi::IsPoolLeftover(const SandboxInfo& info) {
+  const auto it = info.spec.labels.find(pool::kPoolLabel);
+  return info.spec.owner.empty() && it != info.spec.labels.end() &&
+         it->second == pool::kPoolLabelValue;
+}
+
+void DaemonApi::DestroyPoolLeftovers(const std::string& backend_name, SandboxBackend& backend,
+                                     const std::vector<SandboxInfo>& leftovers) {
+  // Before the daemon serves: the sweep's promise (every sandbox listed, or gone with nothing
+  // left) holds once Start returns. At most the pool's size per spec key, a few.
+  for (const auto& info : leftovers) {
+    auto r = backend.Destroy(info.id);
+    Log(r ? LogLevel::kInfo : LogLevel::kWarn, "daemon.pool_leftover_destroyed",
+        "id={} backend={} destroyed={}", info.id, backend_name, r ? "true" : r.error().message);
+    if (r) {
+      metrics_.Increment("agentbox_recovered_total",
+                         {{"backend", backend_name}, {"what", "pool_leftover"}});
+    }
   }
 }
 

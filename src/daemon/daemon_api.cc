@@ -203,12 +203,20 @@ void DaemonApi::Start() {
       complete = false;
       continue;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& info : *list) {
-      Log(LogLevel::kInfo, "daemon.reattached", "id={} backend={} owner={}", info.id, name,
-          info.spec.owner);
-      sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
+    std::vector<SandboxInfo> leftovers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& info : *list) {
+        if (IsPoolLeftover(info)) {
+          leftovers.push_back(std::move(info));
+          continue;
+        }
+        Log(LogLevel::kInfo, "daemon.reattached", "id={} backend={} owner={}", info.id, name,
+            info.spec.owner);
+        sandboxes_[info.id] = SandboxEntry{info, backend, "REATTACHED"};
+      }
     }
+    DestroyPoolLeftovers(name, *backend, leftovers);  // daemon/crash_recovery.cc
   }
   ResolveMigrations();  // daemon/migrate.cc: a move a crash cut, finished or rolled back
   ResolveIdempotencyKeys();

@@ -20,9 +20,9 @@
 #include "daemon/e2b/e2b_api.h"
 #include "daemon/guest_health.h"
 #include "daemon/idempotency.h"
-#include "daemon/port_relay.h"
 #include "daemon/migration_gate.h"
 #include "daemon/migration_journal.h"
+#include "daemon/port_relay.h"
 #include "daemon/session_keeper.h"
 #include "daemon/validation.h"
 #include "http/client.h"
@@ -170,6 +170,13 @@ class DaemonApi : public http::Dispatcher {
   // agentbox_recovered_total; then the keys a crash left pending, resolved.
   void RecoverBackends();
   void ResolveIdempotencyKeys();
+  // An unclaimed sandbox of a warm pool (empty owner, label agentbox.pool=warm) that a backend
+  // lists: its pool is switched off in this daemon (a running pool hides and adopts its own), so
+  // no client can ever claim it. Destroyed at start-up instead of living out its pooled TTL
+  // (an hour), counted in agentbox_recovered_total{what="pool_leftover"}.
+  static bool IsPoolLeftover(const SandboxInfo& info);
+  void DestroyPoolLeftovers(const std::string& backend_name, SandboxBackend& backend,
+                            const std::vector<SandboxInfo>& leftovers);
   void List(const Caller& caller, http::Respond respond);
   void GetOne(const std::string& id, const Caller& caller, http::Respond respond);
   void Destroy(const std::string& id, const Caller& caller, http::Respond respond);
@@ -270,11 +277,11 @@ class DaemonApi : public http::Dispatcher {
   uint64_t reaps_ = 0;  // ArmReaper's rounds (every 2 s)
   std::atomic<size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
-  MigrationGate gate_;         // sandboxes being moved, and the calls to them
-  MigrationJournal journal_;   // the moves under way, for a restart after a crash
+  MigrationGate gate_;        // sandboxes being moved, and the calls to them
+  MigrationJournal journal_;  // the moves under way, for a restart after a crash
   std::unique_ptr<e2b::E2bApi> e2b_;
   std::unique_ptr<PortRelay> ports_;  // services inside sandboxes (port_relay.h)
-  http::TransferThreads bulk_;  // last: its threads use the members above
+  http::TransferThreads bulk_;        // last: its threads use the members above
 };
 
 // The envelope of the daemon API (same shape as the guest's).

@@ -50,8 +50,9 @@ struct WarmPoolOptions {
   std::chrono::milliseconds retry_max = std::chrono::seconds(30);
   int max_failures = 5;
   // ttl_s of a pooled sandbox's spec. Pooled sandboxes are invisible to the daemon's TTL reaper;
-  // the claim sets the real expiry. If the pool is switched off, leftovers show up as ownerless
-  // sandboxes (label agentbox.pool=warm) and expire this long after they were started.
+  // the claim sets the real expiry. If the pool is switched off, the backend lists its leftovers
+  // as ownerless sandboxes (label agentbox.pool=warm); agentboxd destroys them at start-up
+  // (DaemonApi::DestroyPoolLeftovers), and this expiry is the bound if nothing does.
   int64_t pooled_ttl_s = 3600;
 };
 

@@ -12,8 +12,6 @@
 #include <csignal>
 #include <cstdlib>
 
-#include "common/sched_slice.h"
-
 extern char** environ;
 
 namespace agentbox::guest {
@@ -53,9 +51,6 @@ Result<pid_t> ForkWithCredentials(const SpawnOptions& opts, const std::vector<Un
     return Fail(ErrnoError(errno, "fork"));
   }
   if (pid == 0) {
-    // What a sandbox runs is bulk work: the kernel's default slice, not its guest's short one
-    // (common/sched_slice.h). A system call only.
-    (void)UseDefaultSchedulerSlice();
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig) {
@@ -174,7 +169,6 @@ Result<pid_t> Spawn(const SpawnOptions& opts) {
   }
   envp.push_back(nullptr);
   pid_t pid = -1;
-  const DefaultSliceScope bulk;  // inherited by the child: what a sandbox runs is bulk work
   int rc = posix_spawn(&pid, opts.path.c_str(), &a.actions, &a.attr, argv.data(), envp.data());
   if (rc != 0) {
     return Fail(ErrnoError(rc, "spawn " + opts.path));

@@ -89,24 +89,18 @@ TEST_F(SessionTest, CdAndExportPersist) {
   EXPECT_EQ(s->state().env.at("FOO"), "bar");
 }
 
-// The guest's I/O thread has a short scheduler slice; what a session runs is bulk work and runs
-// with the kernel's default, so that another sandbox's woken guest preempts it at once
+// What a session runs inherits the guest's short scheduler slice, as every sandbox's processes
+// do: two sandboxes' CPU-bound processes then hold a CPU for at most 100 us against each other's
+// woken ones. Only the guest's own bulk work (its worker pool) keeps the kernel's default
 // (common/sched_slice.h).
-TEST_F(SessionTest, CommandsRunWithTheKernelsDefaultSliceNotTheGuestsShortOne) {
+TEST_F(SessionTest, CommandsInheritTheGuestsShortSlice) {
   if (!RequestSchedulerSlice(kShortSchedulerSlice)) {
     GTEST_SKIP() << "this kernel has no custom EEVDF slices (Linux 6.12+)";
   }
   auto s = NewSession();
   const std::string said = Out(*s, "grep se.slice /proc/self/sched | tr -dc 0-9");
   (void)UseDefaultSchedulerSlice();
-  ASSERT_FALSE(said.empty());
-  EXPECT_GT(std::stoll(said), static_cast<long long>(kShortSchedulerSlice.count()) * 1000);
-  // And the spawning thread got its short slice back.
-  ASSERT_TRUE(RequestSchedulerSlice(kShortSchedulerSlice));
-  const std::string again = Out(*s, "grep se.slice /proc/self/sched | tr -dc 0-9");
-  EXPECT_EQ(CurrentSchedulerSlice(), kShortSchedulerSlice);
-  (void)UseDefaultSchedulerSlice();
-  EXPECT_EQ(again, said);
+  EXPECT_EQ(said, std::to_string(kShortSchedulerSlice.count() * 1000));
 }
 
 TEST_F(SessionTest, UnsetRemovesFromState) {
