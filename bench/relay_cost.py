@@ -56,7 +56,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-deleted = False
+deleted = True  # nothing to delete until a sandbox exists
+sid = None
 try:
     for _ in range(600):
         try:
@@ -65,9 +66,10 @@ try:
         except OSError:
             time.sleep(0.05)
     status, body = call("POST", "/v1/sandboxes", {"ttl_s": 600})
-    if status != 200:
+    if status not in (200, 201):
         sys.exit(f"create failed: {status} {body[:300]!r}")
     sid = json.loads(body)["data"]["id"]
+    deleted = False
     api = f"/v1/sandboxes/{sid}/api/v1/"
     status, body = call("POST", api + "shell/exec", {
         "id": "fill", "wait_seconds": 300,
@@ -85,8 +87,9 @@ try:
     cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
     print(f"{LISTS} lists of {size} bytes: daemon CPU {1000 * (cpu1 - cpu0) / LISTS:.1f} ms per "
           f"list, wall {1000 * (wall1 - wall0) / LISTS:.1f} ms per list")
-    deleted = call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
 finally:
+    if sid is not None:
+        deleted = call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
     daemon.terminate()
     daemon.wait()
     if deleted:
