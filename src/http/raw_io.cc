@@ -149,10 +149,18 @@ void AnswerAndClose(int fd, const Response& r, Millis idle) {
     return;
   }
   ::shutdown(fd, SHUT_WR);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  // What the client still sends (the rest of a body the answer refused) is read and dropped
+  // before the close: closing with unread bytes resets the connection, and a client still
+  // sending then loses the answer it has not read yet. Until the client stops (end of stream),
+  // falls silent for 2 s, has sent 64 MiB more, or 30 s have passed. (A total of 2 s was too
+  // short for a refused 3 MB archive relayed through agentboxd in CI's emulated VM: curl saw
+  // the 100 Continue and then a reset instead of the 409.)
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   std::vector<char> sink(65536);
   for (uint64_t total = 0; total < (64u << 20);) {
-    const auto left = std::chrono::duration_cast<Millis>(until - std::chrono::steady_clock::now());
+    const auto left = std::min<Millis>(
+        std::chrono::seconds(2),
+        std::chrono::duration_cast<Millis>(until - std::chrono::steady_clock::now()));
     if (left.count() <= 0) {
       return;
     }

@@ -43,9 +43,10 @@ Result<size_t> ReadSome(int fd, char* buf, size_t n, Millis idle);
 std::string ResponseHead(const Response& r, int64_t content_length);
 // A complete response with r.body as its body.
 Result<void> WriteResponse(int fd, const Response& r, Millis idle);
-// Writes `r`, stops sending, and reads (discarding) whatever the client still sends for up to
-// two seconds or 64 MiB, so that a client still sending a refused body sees the answer instead
-// of a reset (RFC 9112 §9.6). The caller closes `fd` afterwards.
+// Writes `r`, stops sending, and reads (discarding) whatever the client still sends until it
+// stops, falls silent for two seconds, has sent 64 MiB, or 30 s have passed, so that a client
+// still sending a refused body sees the answer instead of a reset (RFC 9112 §9.6). The caller
+// closes `fd` afterwards.
 void AnswerAndClose(int fd, const Response& r, Millis idle);
 
 // Reads a request or response body from a raw connection: Content-Length or chunked framing,
