@@ -90,8 +90,8 @@ void DaemonApi::RelayBulk(const http::Request& req, int fd, std::string buffered
   const auto& [id, op] = *route;
   // A sandbox that is moving to another backend: wait for the move (this thread is the
   // transfer's own), then relay to wherever the sandbox is now.
-  if (!gate_.AdmitWaiting(id, std::chrono::milliseconds(
-                                  static_cast<int64_t>(opts_.migration_hold_s * 1000)))) {
+  if (!gate_.AdmitWaiting(
+          id, std::chrono::milliseconds(static_cast<int64_t>(opts_.migration_hold_s * 1000)))) {
     return answer(MovingResponse(id, "is still moving to another backend"));
   }
   struct Admission {
@@ -168,6 +168,10 @@ void DaemonApi::RelayBulk(const http::Request& req, int fd, std::string buffered
   }
   Log(LogLevel::kDebug, "relay.bulk", "sandbox={} op={} status={} up={} down={}", id, op,
       relayed->status, relayed->to_upstream, relayed->to_client);
+  // The guest may have answered before the whole body arrived (a refusal: 409, 413): the
+  // client may still be sending, and closing now would fail its send before it reads the answer
+  // (CI saw curl report the 100 Continue as the status of a refused archive).
+  http::DrainBeforeClose(fd);
 }
 
 }  // namespace agentbox::daemon

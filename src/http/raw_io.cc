@@ -144,17 +144,13 @@ Result<void> WriteResponse(int fd, const Response& r, Millis idle) {
   return WriteAll(fd, ResponseHead(r, static_cast<int64_t>(r.body.size())) + r.body, idle);
 }
 
-void AnswerAndClose(int fd, const Response& r, Millis idle) {
-  if (!WriteResponse(fd, r, idle)) {
-    return;
-  }
+void DrainBeforeClose(int fd) {
   ::shutdown(fd, SHUT_WR);
   // What the client still sends (the rest of a body the answer refused) is read and dropped
   // before the close: closing with unread bytes resets the connection, and a client still
-  // sending then loses the answer it has not read yet. Until the client stops (end of stream),
-  // falls silent for 2 s, has sent 64 MiB more, or 30 s have passed. (A total of 2 s was too
-  // short for a refused 3 MB archive relayed through agentboxd in CI's emulated VM: curl saw
-  // the 100 Continue and then a reset instead of the 409.)
+  // sending then fails its send before it reads the answer (curl then reports the 100 Continue
+  // as the final status). Until the client stops (end of stream), falls silent for 2 s, has sent
+  // 64 MiB more, or 30 s have passed.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   std::vector<char> sink(65536);
   for (uint64_t total = 0; total < (64u << 20);) {
@@ -170,6 +166,13 @@ void AnswerAndClose(int fd, const Response& r, Millis idle) {
     }
     total += *n;
   }
+}
+
+void AnswerAndClose(int fd, const Response& r, Millis idle) {
+  if (!WriteResponse(fd, r, idle)) {
+    return;
+  }
+  DrainBeforeClose(fd);
 }
 
 // ---- BodyReader

@@ -48,6 +48,9 @@ Result<void> WriteResponse(int fd, const Response& r, Millis idle);
 // still sending a refused body sees the answer instead of a reset (RFC 9112 §9.6). The caller
 // closes `fd` afterwards.
 void AnswerAndClose(int fd, const Response& r, Millis idle);
+// The second half of AnswerAndClose, for an answer already sent (a relayed one): stops sending
+// and drains what the client still sends, as above.
+void DrainBeforeClose(int fd);
 
 // Reads a request or response body from a raw connection: Content-Length or chunked framing,
 // starting with the bytes the server had already read. Not thread-safe.
